@@ -1,0 +1,90 @@
+# billing core: see README.md.  `make` builds, `make run` serves, `make test` tests.
+CC      ?= cc
+BUILD   ?= build
+OPT     ?= -O2 -g
+SAN     ?=
+WARN    := -std=c11 -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
+           -Wpointer-arith -Wwrite-strings -Wformat=2 -Wvla
+WERROR  ?= -Werror
+# no fast-math and no fp contraction: model kernels give the same bits at every -O level
+# error messages are truncated on purpose: -Wno-format-truncation
+CFLAGS  := $(OPT) $(WARN) -Wno-format-truncation $(WERROR) $(SAN) -ffp-contract=off -fno-fast-math -pthread -MMD -MP
+CPPFLAGS := -D_GNU_SOURCE -I. -I$(shell pg_config --includedir 2>/dev/null || echo /usr/include/postgresql)
+LDLIBS  := -lpq -levent -levent_pthreads -ljansson -lhiredis -lsodium -lpcre2-8 -lpthread -lm
+
+ifeq ($(BUILD),build)
+BINDIR  := bin
+else
+BINDIR  := $(BUILD)/bin
+endif
+
+COMMON_SRC  := $(sort $(wildcard common/*.c))
+LEDGER_SRC  := $(sort $(wildcard ledger/*.c))
+BILLING_SRC := $(sort $(filter-out billing/main.c $(EXCLUDE),$(wildcard billing/*.c)))
+LIB_OBJ     := $(patsubst %.c,$(BUILD)/obj/%.o,$(COMMON_SRC) $(LEDGER_SRC) $(BILLING_SRC))
+LIB         := $(BUILD)/libbilling.a
+
+PROGS       := $(BINDIR)/billingd $(BINDIR)/billing-admin $(BINDIR)/ledger
+UNIT_SRC    := $(sort $(wildcard tests/unit/test_*.c))
+UNIT_BIN    := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
+
+.PHONY: all deps run test unit integration asan clean bench faults fuzz data
+all: $(PROGS)
+
+$(BUILD)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -c -o $@ $<
+
+$(LIB): $(LIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BINDIR)/billingd: $(BUILD)/obj/billing/main.o $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BINDIR)/billing-admin: $(BUILD)/obj/tools/billing_admin.o $(BUILD)/obj/tools/admin_common.o $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BINDIR)/ledger: $(BUILD)/obj/tools/ledger_cli.o $(BUILD)/obj/tools/admin_common.o $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+
+# Installs only the Debian packages that are missing.
+deps:
+	@scripts/deps.sh
+
+unit: $(UNIT_BIN) data
+	@scripts/run_unit.sh $(UNIT_BIN)
+
+integration: $(PROGS) data
+	@BILLING_BIN=$(abspath $(BINDIR)) scripts/run_integration.sh
+
+test: deps
+	@$(MAKE) --no-print-directory all
+	@$(MAKE) --no-print-directory unit
+	@$(MAKE) --no-print-directory integration
+	@$(MAKE) --no-print-directory asan
+
+# AddressSanitizer + UBSan build in its own folder, unit and integration suites.
+asan:
+	@$(MAKE) --no-print-directory BUILD=build-asan OPT="-O1 -g" \
+	  SAN="-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer" \
+	  unit integration
+
+run: deps all data
+	@scripts/run_local.sh
+
+clean:
+	rm -rf build build-* bin
+
+# mk/*.mk add prerequisites to `data` (tokenizer, model weights).
+data:
+
+-include mk/*.mk
+-include $(LIB_OBJ:.o=.d)

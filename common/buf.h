@@ -1,0 +1,29 @@
+/* buf.h: a growable byte buffer.  Allocation failure aborts the process
+ * (an out-of-memory billing service must not half-write anything). */
+#ifndef COMMON_BUF_H
+#define COMMON_BUF_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct buf {
+	char *data; /* owned; always NUL-terminated after any append */
+	size_t len, cap;
+};
+
+void buf_init(struct buf *b);
+void buf_release(struct buf *b);
+void buf_reset(struct buf *b);
+void buf_append(struct buf *b, const void *p, size_t n);
+void buf_puts(struct buf *b, const char *s);
+void buf_printf(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void buf_put_u32be(struct buf *b, uint32_t v);
+void buf_put_i64be(struct buf *b, int64_t v);
+/* Appends s as a PostgreSQL array element in double quotes, escaped. */
+void buf_pg_array_text(struct buf *b, const char *s);
+/* Appends s as a JSON string literal (quotes, escapes; bytes >= 0x80 as is). */
+void buf_json_str(struct buf *b, const char *s);
+/* Appends n bytes as lower-case hex. */
+void buf_hex(struct buf *b, const uint8_t *p, size_t n);
+
+#endif

@@ -1,0 +1,54 @@
+/* config.h: the configuration shared by billingd, billing-admin and ledger.
+ *
+ * Order (CONTRACT.md §1): `--config FILE` (lines `key = value`, `#` comments),
+ * then environment variables BILLING_<KEY>, then command-line flags
+ * `--key value` / `--key=value`.  Keys are a table (config.c); an unknown key
+ * in a file is an error, so a typo never goes unnoticed.  Pure logic: no I/O
+ * but reading the file. */
+#ifndef COMMON_CONFIG_H
+#define COMMON_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct config;
+
+struct config_error {
+	int line;          /* 1-based line of the file, 0 if not from a file */
+	char msg[256];
+};
+
+/* A config holding every key at its default.  Owned by the caller. */
+struct config *config_new(void) __attribute__((warn_unused_result));
+void config_free(struct config *cfg);
+
+/* Parses `key = value` text (a file's contents).  0 or -1 with err filled. */
+int config_parse_text(struct config *cfg, const char *text, size_t len, struct config_error *err)
+	__attribute__((warn_unused_result));
+int config_load_file(struct config *cfg, const char *path, struct config_error *err)
+	__attribute__((warn_unused_result));
+/* Applies BILLING_<KEY> variables from the process environment. */
+int config_load_env(struct config *cfg, struct config_error *err) __attribute__((warn_unused_result));
+
+/* Sets a known key; -1 if the key is unknown. */
+int config_set(struct config *cfg, const char *key, const char *value) __attribute__((warn_unused_result));
+bool config_is_key(const char *key);
+
+/* Full load for a program: scans argv for --config FILE and --<key> V
+ * (removing them from argv, argc updated), loads file, env, then flags.
+ * Other arguments stay, in order.  0 or -1 with err filled. */
+int config_from_args(struct config *cfg, int *argc, char **argv, struct config_error *err)
+	__attribute__((warn_unused_result));
+
+/* Borrowed pointer valid until the key is set again or cfg is freed. Never NULL. */
+const char *config_get(const struct config *cfg, const char *key);
+/* Integer value of a key; -1 with err if it is not an integer in [min, max]. */
+int config_get_int(const struct config *cfg, const char *key, int64_t min, int64_t max, int64_t *out,
+		   struct config_error *err) __attribute__((warn_unused_result));
+bool config_get_bool(const struct config *cfg, const char *key);
+
+/* Prints the key table (name, default, help) for --help. */
+void config_print_keys(void);
+
+#endif

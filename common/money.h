@@ -1,0 +1,24 @@
+/* money.h: amounts are int64 nanos (10^-9 of the currency unit); no floating point.
+ *
+ * Pure functions, safe from any thread. */
+#ifndef COMMON_MONEY_H
+#define COMMON_MONEY_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define MONEY_NANOS_PER_UNIT 1000000000LL
+
+/* Parses a decimal amount in currency units: "14", "14.00", "-1.50",
+ * "0.000001".  At most 9 decimal places; no exponent, no spaces, no '+'
+ * unless allow_sign; must fit in int64 nanos.  Returns 0, or -1 with a
+ * lower-case reason in err. */
+int money_parse(const char *s, int64_t *nanos, char *err, size_t errlen) __attribute__((warn_unused_result));
+
+/* Formats nanos as units with 9 decimals ("-1.500000000") into buf (>= 32 bytes). */
+void money_format(int64_t nanos, char *buf, size_t buflen);
+
+/* a*b/c rounded half up (c > 0, a,b >= 0) with a 128-bit intermediate; -1 on overflow of the result. */
+int money_muldiv_round(int64_t a, int64_t b, int64_t c, int64_t *out) __attribute__((warn_unused_result));
+
+#endif

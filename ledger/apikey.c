@@ -1,0 +1,63 @@
+/* apikey.c: see apikey.h. */
+#include "ledger/apikey.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+int apikey_load_pepper(const char *path, int create, uint8_t pepper[APIKEY_PEPPER_BYTES], struct error *err)
+{
+	char hex[2 * APIKEY_PEPPER_BYTES + 2];
+	size_t got = 0;
+	ssize_t n;
+	int fd = open(path, O_RDONLY);
+
+	if (fd < 0 && errno == ENOENT && create) {
+		fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0600);
+		if (fd >= 0) {
+			randombytes_buf(pepper, APIKEY_PEPPER_BYTES);
+			sodium_bin2hex(hex, sizeof(hex), pepper, APIKEY_PEPPER_BYTES);
+			hex[2 * APIKEY_PEPPER_BYTES] = '\n';
+			n = write(fd, hex, 2 * APIKEY_PEPPER_BYTES + 1);
+			if (n != 2 * APIKEY_PEPPER_BYTES + 1 || fsync(fd) != 0) {
+				close(fd);
+				error_set(err, 0, "pepper", "cannot write key pepper '%s': %s", path, strerror(errno));
+				return -1;
+			}
+			close(fd);
+		}
+		fd = open(path, O_RDONLY);
+	}
+	if (fd < 0) {
+		error_set(err, 0, "pepper", "cannot open key pepper '%s': %s", path, strerror(errno));
+		return -1;
+	}
+	n = read(fd, hex, sizeof(hex) - 1);
+	close(fd);
+	if (n < 2 * APIKEY_PEPPER_BYTES ||
+	    sodium_hex2bin(pepper, APIKEY_PEPPER_BYTES, hex, 2 * APIKEY_PEPPER_BYTES, NULL, &got, NULL) != 0 ||
+	    got != APIKEY_PEPPER_BYTES) {
+		error_set(err, 0, "pepper", "key pepper '%s' must hold 64 hex characters", path);
+		return -1;
+	}
+	return 0;
+}
+
+void apikey_generate(char *out)
+{
+	uint8_t r[36];
+
+	randombytes_buf(r, sizeof(r));
+	memcpy(out, "sk-", 3);
+	sodium_bin2base64(out + 3, APIKEY_LEN - 3 + 1, r, sizeof(r), sodium_base64_VARIANT_URLSAFE_NO_PADDING);
+	out[APIKEY_LEN] = '\0';
+}
+
+void apikey_hash(const uint8_t pepper[APIKEY_PEPPER_BYTES], const char *key, size_t len,
+		 uint8_t out[APIKEY_HASH_BYTES])
+{
+	crypto_generichash(out, APIKEY_HASH_BYTES, (const unsigned char *)key, len, pepper, APIKEY_PEPPER_BYTES);
+}

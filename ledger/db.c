@@ -1,0 +1,305 @@
+/* db.c: see db.h. */
+#include "ledger/db.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/buf.h"
+
+PGconn *db_connect(const char *conninfo, int timeout_ms, struct error *err)
+{
+	char ct[32], opts[160];
+	const char *keys[] = {"dbname", "connect_timeout", "options", "application_name", NULL};
+	const char *vals[] = {conninfo, ct, opts, "billing", NULL};
+	PGconn *c;
+
+	snprintf(ct, sizeof(ct), "%d", timeout_ms / 1000 > 0 ? timeout_ms / 1000 : 1);
+	snprintf(opts, sizeof(opts), "-c statement_timeout=%d -c synchronous_commit=on -c TimeZone=UTC -c client_min_messages=warning", timeout_ms);
+	/* expand_dbname=1: the conninfo string's own keys win over dbname */
+	c = PQconnectdbParams(keys, vals, 1);
+	if (!c || PQstatus(c) != CONNECTION_OK) {
+		const char *m = c ? PQerrorMessage(c) : "out of memory";
+		size_t l = strlen(m);
+		while (l && (m[l - 1] == '\n' || m[l - 1] == ' '))
+			l--;
+		error_set(err, 503, "unavailable", "cannot connect to postgresql: %.*s", (int)l, m);
+		PQfinish(c);
+		return NULL;
+	}
+	return c;
+}
+
+static void set_pg_err(PGconn *c, PGresult *r, struct error *err)
+{
+	const char *state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
+	const char *m = r ? PQresultErrorMessage(r) : PQerrorMessage(c);
+	size_t l;
+
+	if (!m || !*m)
+		m = PQerrorMessage(c);
+	l = strlen(m);
+	while (l && (m[l - 1] == '\n' || m[l - 1] == ' '))
+		l--;
+	if (!state || db_conn_broken(c))
+		error_set(err, 503, "unavailable", "postgresql: %.*s", (int)l, m);
+	else
+		error_set(err, 500, state, "%.*s", (int)l, m);
+}
+
+PGresult *db_query(PGconn *c, const char *sql, int nparams, const char *const *params, struct error *err)
+{
+	PGresult *r = PQexecParams(c, sql, nparams, NULL, params, NULL, NULL, 0);
+	ExecStatusType st = r ? PQresultStatus(r) : PGRES_FATAL_ERROR;
+
+	if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK) {
+		set_pg_err(c, r, err);
+		PQclear(r);
+		return NULL;
+	}
+	return r;
+}
+
+int db_exec(PGconn *c, const char *sql, int nparams, const char *const *params, struct error *err)
+{
+	PGresult *r = db_query(c, sql, nparams, params, err);
+
+	if (!r)
+		return -1;
+	PQclear(r);
+	return 0;
+}
+
+void db_exec_quiet(PGconn *c, const char *sql)
+{
+	PQclear(PQexec(c, sql));
+}
+
+bool db_error_retryable(const struct error *err)
+{
+	return strcmp(err->code, "40001") == 0 || strcmp(err->code, "40P01") == 0 ||
+	       strcmp(err->code, "23505") == 0;
+}
+
+bool db_conn_broken(PGconn *c)
+{
+	return !c || PQstatus(c) != CONNECTION_OK;
+}
+
+/* ---- migrations ---- */
+
+struct mfile {
+	char name[256];
+	char sha[65];
+	char *text;
+};
+
+static int cmp_names(const void *a, const void *b)
+{
+	return strcmp(((const struct mfile *)a)->name, ((const struct mfile *)b)->name);
+}
+
+static int is_migration_name(const char *n)
+{
+	size_t l = strlen(n);
+
+	return l > 9 && n[0] >= '0' && n[0] <= '9' && n[1] >= '0' && n[1] <= '9' && n[2] >= '0' &&
+	       n[2] <= '9' && n[3] >= '0' && n[3] <= '9' && n[4] == '_' && strcmp(n + l - 4, ".sql") == 0;
+}
+
+static char *read_file(const char *path, size_t *len)
+{
+	FILE *f = fopen(path, "rb");
+	struct buf b;
+	char tmp[65536];
+	size_t n;
+
+	if (!f)
+		return NULL;
+	buf_init(&b);
+	while ((n = fread(tmp, 1, sizeof(tmp), f)) > 0)
+		buf_append(&b, tmp, n);
+	fclose(f);
+	if (!b.data)
+		buf_append(&b, "", 0);
+	*len = b.len;
+	return b.data;
+}
+
+static void free_files(struct mfile *m, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		free(m[i].text);
+	free(m);
+}
+
+static int load_files(const char *dir, struct mfile **out, size_t *nout, struct error *err)
+{
+	DIR *d = opendir(dir);
+	struct dirent *e;
+	struct mfile *m = NULL;
+	size_t n = 0, cap = 0;
+
+	if (!d) {
+		error_set(err, 0, "migrations", "cannot open migrations folder '%s': %s", dir, strerror(errno));
+		return -1;
+	}
+	while ((e = readdir(d))) {
+		char path[4096];
+		unsigned char h[crypto_hash_sha256_BYTES];
+		size_t len;
+
+		if (!is_migration_name(e->d_name) || strlen(e->d_name) >= sizeof(m->name))
+			continue;
+		if (n == cap) {
+			struct mfile *nm = realloc(m, (cap = cap ? cap * 2 : 16) * sizeof(*m));
+			if (!nm) {
+				closedir(d);
+				free_files(m, n);
+				error_set(err, 0, "oom", "out of memory");
+				return -1;
+			}
+			m = nm;
+		}
+		snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
+		snprintf(m[n].name, sizeof(m[n].name), "%s", e->d_name);
+		m[n].text = read_file(path, &len);
+		if (!m[n].text) {
+			closedir(d);
+			free_files(m, n);
+			error_set(err, 0, "migrations", "cannot read '%s': %s", path, strerror(errno));
+			return -1;
+		}
+		crypto_hash_sha256(h, (const unsigned char *)m[n].text, len);
+		sodium_bin2hex(m[n].sha, sizeof(m[n].sha), h, sizeof(h));
+		n++;
+	}
+	closedir(d);
+	if (n)
+		qsort(m, n, sizeof(*m), cmp_names);
+	*out = m;
+	*nout = n;
+	return 0;
+}
+
+static const char *const create_table =
+	"CREATE TABLE IF NOT EXISTS schema_migrations (name text PRIMARY KEY, sha256 text NOT NULL, "
+	"applied_at timestamptz NOT NULL DEFAULT now())";
+
+/* Compares files with what is applied: sets *first_pending to the index of
+ * the first file not applied; -1 (err names the file) if an applied one changed. */
+static int check_applied(PGconn *c, struct mfile *m, size_t n, size_t *pending, int table_exists, struct error *err)
+{
+	PGresult *r = NULL;
+	size_t np = 0;
+
+	if (table_exists) {
+		r = db_query(c, "SELECT name, sha256 FROM schema_migrations", 0, NULL, err);
+		if (!r)
+			return -1;
+	}
+	for (size_t i = 0; i < n; i++) {
+		int found = 0;
+		for (int j = 0; r && j < PQntuples(r); j++) {
+			if (strcmp(PQgetvalue(r, j, 0), m[i].name) == 0) {
+				found = 1;
+				if (strcmp(PQgetvalue(r, j, 1), m[i].sha) != 0) {
+					error_set(err, 0, "migration_changed",
+						  "migration '%s' was changed after it was applied (sha256 %s, applied %s)",
+						  m[i].name, m[i].sha, PQgetvalue(r, j, 1));
+					PQclear(r);
+					return -1;
+				}
+			}
+		}
+		if (!found)
+			pending[np++] = i;
+	}
+	PQclear(r);
+	return (int)np;
+}
+
+static int table_exists(PGconn *c, struct error *err)
+{
+	PGresult *r = db_query(c, "SELECT to_regclass('schema_migrations') IS NOT NULL", 0, NULL, err);
+	int yes;
+
+	if (!r)
+		return -1;
+	yes = PQgetvalue(r, 0, 0)[0] == 't';
+	PQclear(r);
+	return yes;
+}
+
+int db_pending_migrations(PGconn *c, const char *dir, struct error *err)
+{
+	struct mfile *m = NULL;
+	size_t n = 0, *pending = NULL;
+	int te, rc = -1;
+
+	if (load_files(dir, &m, &n, err) < 0)
+		return -1;
+	pending = calloc(n + 1, sizeof(*pending));
+	te = table_exists(c, err);
+	if (pending && te >= 0)
+		rc = check_applied(c, m, n, pending, te, err);
+	free(pending);
+	free_files(m, n);
+	return rc;
+}
+
+int db_migrate(PGconn *c, const char *dir, FILE *out, struct error *err)
+{
+	struct mfile *m = NULL;
+	size_t n = 0, *pending = NULL;
+	int np, rc = -1;
+
+	if (load_files(dir, &m, &n, err) < 0)
+		return -1;
+	pending = calloc(n + 1, sizeof(*pending));
+	if (!pending)
+		goto done;
+	/* one migrator at a time */
+	if (db_exec(c, create_table, 0, NULL, err) < 0 ||
+	    db_exec(c, "SELECT pg_advisory_lock(727001)", 0, NULL, err) < 0)
+		goto done;
+	np = check_applied(c, m, n, pending, 1, err);
+	if (np < 0)
+		goto unlock;
+	for (int k = 0; k < np; k++) {
+		struct mfile *f = &m[pending[k]];
+		const char *params[2] = {f->name, f->sha};
+		PGresult *r;
+
+		if (db_exec(c, "BEGIN", 0, NULL, err) < 0)
+			goto unlock;
+		r = PQexec(c, f->text);
+		if (!r || (PQresultStatus(r) != PGRES_COMMAND_OK && PQresultStatus(r) != PGRES_TUPLES_OK)) {
+			error_set(err, 0, "migration_failed", "migration '%s' failed: %s", f->name,
+				  r ? PQresultErrorMessage(r) : PQerrorMessage(c));
+			PQclear(r);
+			db_exec_quiet(c, "ROLLBACK");
+			goto unlock;
+		}
+		PQclear(r);
+		if (db_exec(c, "INSERT INTO schema_migrations (name, sha256) VALUES ($1, $2)", 2, params, err) < 0 ||
+		    db_exec(c, "COMMIT", 0, NULL, err) < 0) {
+			db_exec_quiet(c, "ROLLBACK");
+			goto unlock;
+		}
+		if (out)
+			fprintf(out, "applied %s sha256=%s\n", f->name, f->sha);
+	}
+	if (out && np == 0)
+		fprintf(out, "nothing to apply: %zu migrations up to date\n", n);
+	rc = 0;
+unlock:
+	db_exec_quiet(c, "SELECT pg_advisory_unlock(727001)");
+done:
+	free(pending);
+	free_files(m, n);
+	return rc;
+}

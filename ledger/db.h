@@ -1,0 +1,42 @@
+/* db.h: synchronous libpq helpers and migrations.
+ *
+ * Used by the CLIs and by billingd's database threads (each thread owns its
+ * PGconn; a PGconn is never shared between threads). */
+#ifndef LEDGER_DB_H
+#define LEDGER_DB_H
+
+#include <libpq-fe.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/error.h"
+
+/* Connects with connect_timeout and statement_timeout = timeout_ms,
+ * synchronous_commit = on, TimeZone UTC.  NULL with err (code unavailable). */
+PGconn *db_connect(const char *conninfo, int timeout_ms, struct error *err) __attribute__((warn_unused_result));
+
+/* Runs a command without result rows; -1 with err.  `params` may be NULL. */
+int db_exec(PGconn *c, const char *sql, int nparams, const char *const *params, struct error *err)
+	__attribute__((warn_unused_result));
+/* db_exec for cleanup paths (ROLLBACK, unlock) whose failure changes nothing. */
+void db_exec_quiet(PGconn *c, const char *sql);
+/* Runs a query; the result (owned by the caller, PQclear it) or NULL with err. */
+PGresult *db_query(PGconn *c, const char *sql, int nparams, const char *const *params, struct error *err)
+	__attribute__((warn_unused_result));
+
+/* True when the SQLSTATE of the last failure means "retry the transaction"
+ * (serialization failure, deadlock, unique violation from a racing writer). */
+bool db_error_retryable(const struct error *err);
+/* True when the connection is gone (then reconnect). */
+bool db_conn_broken(PGconn *c);
+
+/* Applies pending migrations in dir (NNNN_name.sql, in name order), each in
+ * one transaction, recording name and sha256.  An applied file whose
+ * checksum changed is refused, naming the file.  Prints one line per file
+ * applied to `out` if not NULL.  0 or -1 with err. */
+int db_migrate(PGconn *c, const char *dir, FILE *out, struct error *err) __attribute__((warn_unused_result));
+/* Number of files in dir not yet applied (or changed): 0 means up to date.  -1 with err. */
+int db_pending_migrations(PGconn *c, const char *dir, struct error *err) __attribute__((warn_unused_result));
+
+#endif

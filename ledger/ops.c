@@ -1,0 +1,625 @@
+/* ops.c: see ops.h. */
+#include "ledger/ops.h"
+
+#include <inttypes.h>
+#include <jansson.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/buf.h"
+#include "common/timeutil.h"
+#include "ledger/db.h"
+#include "ledger/journal.h"
+#include "ledger/promo.h"
+
+static int64_t now_of(const struct ops_ctx *x)
+{
+	return x->now_us ? x->now_us : time_now_us();
+}
+
+static int64_t i64(const PGresult *r, int row, int col)
+{
+	return PQgetisnull(r, row, col) ? 0 : strtoll(PQgetvalue(r, row, col), NULL, 10);
+}
+
+int ops_in_tx(PGconn *c, int (*fn)(void *arg, struct error *err), void *arg, struct error *err)
+{
+	for (int attempt = 0;; attempt++) {
+		if (db_exec(c, "BEGIN", 0, NULL, err) < 0)
+			return -1;
+		if (fn(arg, err) == 0 && db_exec(c, "COMMIT", 0, NULL, err) == 0)
+			return 0;
+		db_exec_quiet(c, "ROLLBACK");
+		if (attempt >= 5 || !db_error_retryable(err))
+			return -1;
+	}
+}
+
+int ops_audit(PGconn *c, const char *actor, const char *action, const char *target, const char *reason,
+	      const char *details_json, struct error *err)
+{
+	const char *p[5] = {actor, action, target ? target : "", reason ? reason : "", details_json ? details_json : "{}"};
+
+	return db_exec(c, "INSERT INTO audit_log (actor, action, target, reason, details) VALUES ($1,$2,$3,$4,$5)", 5, p,
+		       err);
+}
+
+static const char account_cols[] =
+	"account_id, external_id, status, verified, tier, referral_code, coalesce(referred_by, 0),"
+	" (extract(epoch from created_at) * 1000000)::bigint";
+
+static int fill_account(PGresult *r, struct ops_account *out, struct error *err, const char *what)
+{
+	if (PQntuples(r) != 1) {
+		error_set(err, 404, "not_found", "account %s not found", what);
+		return -1;
+	}
+	memset(out, 0, sizeof(*out));
+	out->account_id = i64(r, 0, 0);
+	snprintf(out->external_id, sizeof(out->external_id), "%s", PQgetvalue(r, 0, 1));
+	snprintf(out->status, sizeof(out->status), "%s", PQgetvalue(r, 0, 2));
+	out->verified = PQgetvalue(r, 0, 3)[0] == 't';
+	snprintf(out->tier, sizeof(out->tier), "%s", PQgetvalue(r, 0, 4));
+	snprintf(out->referral_code, sizeof(out->referral_code), "%s", PQgetvalue(r, 0, 5));
+	out->referred_by = i64(r, 0, 6);
+	out->created_at_us = i64(r, 0, 7);
+	return 0;
+}
+
+static int account_query(PGconn *c, const char *where, const char *arg, const char *suffix, struct ops_account *out,
+			 struct error *err)
+{
+	struct buf q;
+	PGresult *r;
+	int rc;
+
+	buf_init(&q);
+	buf_printf(&q, "SELECT %s FROM customers WHERE %s%s", account_cols, where, suffix);
+	r = db_query(c, q.data, 1, &arg, err);
+	buf_release(&q);
+	if (!r)
+		return -1;
+	rc = fill_account(r, out, err, arg);
+	PQclear(r);
+	return rc;
+}
+
+int ops_account_get(PGconn *c, int64_t account_id, struct ops_account *out, struct error *err)
+{
+	char id[32];
+
+	snprintf(id, sizeof(id), "%" PRId64, account_id);
+	return account_query(c, "account_id = $1", id, "", out, err);
+}
+
+int ops_account_by_external(PGconn *c, const char *external_id, struct ops_account *out, struct error *err)
+{
+	return account_query(c, "external_id = $1", external_id, "", out, err);
+}
+
+int ops_lock_customer(PGconn *c, int64_t account_id, struct ops_account *out, struct error *err)
+{
+	char id[32];
+	struct ops_account tmp;
+
+	snprintf(id, sizeof(id), "%" PRId64, account_id);
+	return account_query(c, "account_id = $1", id, " FOR UPDATE", out ? out : &tmp, err);
+}
+
+int ops_balance_get(PGconn *c, int64_t account_id, int64_t now_us, struct ops_balance *out, struct error *err)
+{
+	char id[32], now[40];
+	const char *p[2] = {id, now};
+	PGresult *r;
+
+	if (!now_us)
+		now_us = time_now_us();
+	snprintf(id, sizeof(id), "%" PRId64, account_id);
+	time_format_rfc3339(now_us, now, sizeof(now));
+	/* burn-down order: priority, then earliest expiry (never-expiring last), then oldest */
+	r = db_query(c,
+		     "SELECT la.type, b.balance, g.grant_id, g.kind, g.amount_nanos,"
+		     " coalesce((extract(epoch from g.expires_at) * 1000000)::bigint, 0), g.priority,"
+		     " (extract(epoch from g.created_at) * 1000000)::bigint, coalesce(g.campaign, ''),"
+		     " (g.expires_at IS NOT NULL AND g.expires_at <= $2::timestamptz), la.ledger_account_id"
+		     " FROM ledger_accounts la JOIN ledger_balances b USING (ledger_account_id)"
+		     " LEFT JOIN grants g USING (ledger_account_id)"
+		     " WHERE la.account_id = $1"
+		     " ORDER BY la.type, g.priority, g.expires_at NULLS LAST, g.grant_id",
+		     2, p, err);
+	if (!r)
+		return -1;
+	memset(out, 0, sizeof(*out));
+	for (int i = 0; i < PQntuples(r); i++) {
+		int64_t bal = i64(r, i, 1);
+		if (strcmp(PQgetvalue(r, i, 0), "customer_paid") == 0) {
+			out->paid_nanos = bal;
+			continue;
+		}
+		if (PQgetvalue(r, i, 9)[0] == 't') {
+			out->expired_unbroken_nanos += bal;
+			continue;
+		}
+		out->promo_nanos += bal;
+		if (bal > 0 && out->n_grants < sizeof(out->grants) / sizeof(out->grants[0])) {
+			struct ops_grant_info *g = &out->grants[out->n_grants++];
+			g->grant_id = i64(r, i, 2);
+			snprintf(g->kind, sizeof(g->kind), "%s", PQgetvalue(r, i, 3));
+			g->amount_nanos = i64(r, i, 4);
+			g->remaining_nanos = bal;
+			g->expires_at_us = i64(r, i, 5);
+			g->priority = (int)i64(r, i, 6);
+			g->created_at_us = i64(r, i, 7);
+			snprintf(g->campaign, sizeof(g->campaign), "%s", PQgetvalue(r, i, 8));
+			g->ledger_account_id = i64(r, i, 10);
+		}
+	}
+	PQclear(r);
+	return 0;
+}
+
+static int paid_account(PGconn *c, int64_t account_id, int64_t *la, struct error *err)
+{
+	char id[32];
+	const char *p[1] = {id};
+	PGresult *r;
+
+	snprintf(id, sizeof(id), "%" PRId64, account_id);
+	r = db_query(c, "SELECT ledger_account_id FROM ledger_accounts WHERE account_id = $1 AND type = 'customer_paid'",
+		     1, p, err);
+	if (!r)
+		return -1;
+	if (PQntuples(r) != 1) {
+		PQclear(r);
+		error_set(err, 404, "not_found", "account %" PRId64 " has no paid balance", account_id);
+		return -1;
+	}
+	*la = i64(r, 0, 0);
+	PQclear(r);
+	return 0;
+}
+
+/* Checks an idempotency key inside the transaction: 1 duplicate (same
+ * content), 0 new, -1 conflict or error. */
+static int check_key(PGconn *c, const char *key, const uint8_t chash[32], int64_t *txn_id, struct error *err)
+{
+	uint8_t stored[32];
+	int rc = journal_find_key(c, key, txn_id, stored, err);
+
+	if (rc == 1 && sodium_memcmp(stored, chash, 32) != 0) {
+		error_set(err, 409, "idempotency_conflict", "idempotency key '%s' was used with different content", key);
+		return -1;
+	}
+	return rc;
+}
+
+/* ---- grant ---- */
+
+struct grant_job {
+	struct ops_ctx *x;
+	const struct ops_grant_req *req;
+	struct ops_grant_info *out;
+	bool *duplicate;
+};
+
+static int grant_by_txn(PGconn *c, int64_t txn_id, struct ops_grant_info *out, struct error *err)
+{
+	char id[32];
+	const char *p[1] = {id};
+	PGresult *r;
+
+	snprintf(id, sizeof(id), "%" PRId64, txn_id);
+	r = db_query(c,
+		     "SELECT g.grant_id, g.ledger_account_id, g.kind, g.amount_nanos, b.balance,"
+		     " coalesce((extract(epoch from g.expires_at) * 1000000)::bigint, 0), g.priority,"
+		     " (extract(epoch from g.created_at) * 1000000)::bigint, coalesce(g.campaign, '')"
+		     " FROM grants g JOIN ledger_balances b USING (ledger_account_id) WHERE g.txn_id = $1",
+		     1, p, err);
+	if (!r)
+		return -1;
+	if (PQntuples(r) != 1) {
+		PQclear(r);
+		error_set(err, 409, "idempotency_conflict", "idempotency key belongs to another kind of transaction");
+		return -1;
+	}
+	memset(out, 0, sizeof(*out));
+	out->grant_id = i64(r, 0, 0);
+	out->ledger_account_id = i64(r, 0, 1);
+	snprintf(out->kind, sizeof(out->kind), "%s", PQgetvalue(r, 0, 2));
+	out->amount_nanos = i64(r, 0, 3);
+	out->remaining_nanos = i64(r, 0, 4);
+	out->expires_at_us = i64(r, 0, 5);
+	out->priority = (int)i64(r, 0, 6);
+	out->created_at_us = i64(r, 0, 7);
+	snprintf(out->campaign, sizeof(out->campaign), "%s", PQgetvalue(r, 0, 8));
+	PQclear(r);
+	return 0;
+}
+
+int ops_grant_in_tx(struct ops_ctx *x, const struct ops_grant_req *req, struct ops_grant_info *out, bool *duplicate,
+		    struct error *err)
+{
+	PGconn *c = x->conn;
+	char keybuf[80], acct[32], amt[32], prio[32], exp[40], txn[32], la_s[32];
+	const char *key = req->idempotency_key;
+	uint8_t chash[32], rnd[16];
+	struct buf content, details;
+	struct journal_posting post[2];
+	struct journal_txn t;
+	PGresult *r = NULL;
+	int64_t txn_id = 0, la = 0;
+	int rc = -1, found;
+
+	buf_init(&content);
+	buf_init(&details);
+	*duplicate = false;
+	if (req->amount_nanos <= 0) {
+		error_set(err, 422, "invalid_amount", "a grant must be positive");
+		goto done;
+	}
+	if (!key) {
+		randombytes_buf(rnd, sizeof(rnd));
+		strcpy(keybuf, "grant:");
+		sodium_bin2hex(keybuf + 6, sizeof(keybuf) - 6, rnd, sizeof(rnd));
+		key = keybuf;
+	}
+	buf_printf(&content, "grant|%" PRId64 "|%" PRId64 "|%s|%s|%s|%" PRId64 "|%d", req->account_id,
+		   req->amount_nanos, req->reason ? req->reason : "", req->kind, req->campaign ? req->campaign : "",
+		   req->expires_at_us, req->priority);
+	journal_content_hash(chash, content.data, content.len);
+	found = check_key(c, key, chash, &txn_id, err);
+	if (found < 0)
+		goto done;
+	if (found == 1) {
+		*duplicate = true;
+		rc = grant_by_txn(c, txn_id, out, err);
+		goto done;
+	}
+	snprintf(acct, sizeof(acct), "%" PRId64, req->account_id);
+	{
+		const char *p[1] = {acct};
+		r = db_query(c,
+			     "INSERT INTO ledger_accounts (type, account_id) VALUES ('customer_promo', $1)"
+			     " RETURNING ledger_account_id",
+			     1, p, err);
+	}
+	if (!r)
+		goto done;
+	la = i64(r, 0, 0);
+	PQclear(r);
+	r = NULL;
+	buf_puts(&details, "{\"amount_nanos\":");
+	buf_printf(&details, "%" PRId64, req->amount_nanos);
+	if (req->campaign) {
+		buf_puts(&details, ",\"campaign\":");
+		buf_json_str(&details, req->campaign);
+	}
+	if (req->expires_at_us) {
+		time_format_rfc3339(req->expires_at_us, exp, sizeof(exp));
+		buf_printf(&details, ",\"expires_at\":\"%s\"", exp);
+	}
+	buf_puts(&details, ",\"grant_kind\":");
+	buf_json_str(&details, req->kind);
+	buf_printf(&details, ",\"priority\":%d}", req->priority);
+	post[0] = (struct journal_posting){la, req->account_id, req->amount_nanos};
+	post[1] = (struct journal_posting){LA_PROMO_EXPENSE, 0, -req->amount_nanos};
+	memset(&t, 0, sizeof(t));
+	t.kind = "grant";
+	t.idempotency_key = key;
+	memcpy(t.content_hash, chash, 32);
+	t.account_id = req->account_id;
+	t.actor = x->actor;
+	t.reason = req->reason ? req->reason : "";
+	t.details = details.data;
+	t.created_at_us = now_of(x);
+	t.n_postings = 2;
+	t.postings = post;
+	if (journal_write(c, x->writer, &t, 1, err) < 0)
+		goto done;
+	snprintf(amt, sizeof(amt), "%" PRId64, req->amount_nanos);
+	snprintf(prio, sizeof(prio), "%d", req->priority);
+	snprintf(txn, sizeof(txn), "%" PRId64, t.txn_id);
+	snprintf(la_s, sizeof(la_s), "%" PRId64, la);
+	if (req->expires_at_us)
+		time_format_rfc3339(req->expires_at_us, exp, sizeof(exp));
+	{
+		const char *p[8] = {acct, la_s, req->kind, amt, prio, req->expires_at_us ? exp : NULL, req->campaign, txn};
+		if (db_exec(c,
+			    "INSERT INTO grants (account_id, ledger_account_id, kind, amount_nanos, priority, expires_at,"
+			    " campaign, txn_id) VALUES ($1,$2,$3,$4,$5,$6,$7,$8)",
+			    8, p, err) < 0)
+			goto done;
+	}
+	rc = grant_by_txn(c, t.txn_id, out, err);
+done:
+	PQclear(r);
+	buf_release(&content);
+	buf_release(&details);
+	return rc;
+}
+
+static int grant_tx(void *arg, struct error *err)
+{
+	struct grant_job *j = arg;
+
+	if (ops_lock_customer(j->x->conn, j->req->account_id, NULL, err) < 0)
+		return -1;
+	return ops_grant_in_tx(j->x, j->req, j->out, j->duplicate, err);
+}
+
+int ops_grant(struct ops_ctx *x, const struct ops_grant_req *req, struct ops_grant_info *out, bool *duplicate,
+	      struct error *err)
+{
+	struct grant_job j = {x, req, out, duplicate};
+
+	return ops_in_tx(x->conn, grant_tx, &j, err);
+}
+
+/* ---- top-up and adjustment: paid balance against a system account ---- */
+
+struct paid_job {
+	struct ops_ctx *x;
+	const char *kind;
+	int64_t account_id, amount, contra;
+	const char *key, *reason, *extra_json;
+	int64_t txn_id;
+	bool duplicate;
+};
+
+static int paid_tx(void *arg, struct error *err)
+{
+	struct paid_job *j = arg;
+	PGconn *c = j->x->conn;
+	uint8_t chash[32];
+	struct buf content, details;
+	struct journal_posting post[2];
+	struct journal_txn t;
+	int64_t la;
+	int found, rc = -1;
+
+	buf_init(&content);
+	buf_init(&details);
+	j->duplicate = false;
+	if (ops_lock_customer(c, j->account_id, NULL, err) < 0)
+		goto done;
+	buf_printf(&content, "%s|%" PRId64 "|%" PRId64 "|%s", j->kind, j->account_id, j->amount,
+		   strcmp(j->kind, "topup") == 0 ? "" : j->reason);
+	journal_content_hash(chash, content.data, content.len);
+	found = check_key(c, j->key, chash, &j->txn_id, err);
+	if (found < 0)
+		goto done;
+	if (found == 1) {
+		j->duplicate = true;
+		rc = 0;
+		goto done;
+	}
+	if (paid_account(c, j->account_id, &la, err) < 0)
+		goto done;
+	buf_printf(&details, "{\"amount_nanos\":%" PRId64 "%s%s}", j->amount, j->extra_json ? "," : "",
+		   j->extra_json ? j->extra_json : "");
+	post[0] = (struct journal_posting){la, j->account_id, j->amount};
+	post[1] = (struct journal_posting){j->contra, 0, -j->amount};
+	memset(&t, 0, sizeof(t));
+	t.kind = j->kind;
+	t.idempotency_key = j->key;
+	memcpy(t.content_hash, chash, 32);
+	t.account_id = j->account_id;
+	t.actor = j->x->actor;
+	t.reason = j->reason;
+	t.details = details.data;
+	t.created_at_us = now_of(j->x);
+	t.n_postings = 2;
+	t.postings = post;
+	if (journal_write(c, j->x->writer, &t, 1, err) < 0)
+		goto done;
+	j->txn_id = t.txn_id;
+	rc = 0;
+done:
+	buf_release(&content);
+	buf_release(&details);
+	return rc;
+}
+
+int ops_topup(struct ops_ctx *x, int64_t account_id, int64_t amount_nanos, const char *payment_ref,
+	      struct ops_balance *after, bool *duplicate, struct error *err)
+{
+	char key[300];
+	json_t *ref = NULL;
+	char *extra = NULL;
+	int rc = -1;
+
+	if (amount_nanos <= 0) {
+		error_set(err, 422, "invalid_amount", "a top-up must be positive");
+		return -1;
+	}
+	if (!payment_ref || !*payment_ref || strlen(payment_ref) > 200) {
+		error_set(err, 400, "invalid_request", "payment_ref must be 1 to 200 characters");
+		return -1;
+	}
+	snprintf(key, sizeof(key), "topup:%s", payment_ref);
+	ref = json_pack("{s:s}", "payment_ref", payment_ref);
+	extra = ref ? json_dumps(ref, JSON_COMPACT) : NULL;
+	if (extra) {
+		/* strip the braces: the fields go into the details object */
+		size_t l = strlen(extra);
+		memmove(extra, extra + 1, l - 2);
+		extra[l - 2] = '\0';
+	}
+	{
+		struct paid_job j = {x, "topup", account_id, amount_nanos, LA_CASH_CLEARING, key, "top-up", extra, 0, false};
+		if (ops_in_tx(x->conn, paid_tx, &j, err) < 0)
+			goto done;
+		*duplicate = j.duplicate;
+	}
+	rc = after ? ops_balance_get(x->conn, account_id, x->now_us, after, err) : 0;
+done:
+	json_decref(ref);
+	free(extra);
+	return rc;
+}
+
+int ops_adjust(struct ops_ctx *x, int64_t account_id, int64_t amount_nanos, const char *reason,
+	       const char *idempotency_key, int64_t *txn_id, bool *duplicate, struct error *err)
+{
+	char key[300];
+	uint8_t rnd[16];
+	struct paid_job j;
+
+	if (amount_nanos == 0) {
+		error_set(err, 422, "invalid_amount", "an adjustment must not be zero");
+		return -1;
+	}
+	if (!reason || !*reason) {
+		error_set(err, 400, "invalid_request", "an adjustment needs a reason");
+		return -1;
+	}
+	if (idempotency_key) {
+		snprintf(key, sizeof(key), "adjust:%s", idempotency_key);
+	} else {
+		randombytes_buf(rnd, sizeof(rnd));
+		strcpy(key, "adjust:");
+		sodium_bin2hex(key + 7, sizeof(key) - 7, rnd, sizeof(rnd));
+	}
+	j = (struct paid_job){x, "adjust", account_id, amount_nanos, LA_ADJUSTMENTS, key, reason, NULL, 0, false};
+	if (ops_in_tx(x->conn, paid_tx, &j, err) < 0)
+		return -1;
+	*txn_id = j.txn_id;
+	*duplicate = j.duplicate;
+	return 0;
+}
+
+/* ---- accounts ---- */
+
+struct signup_job {
+	struct ops_ctx *x;
+	const struct ops_signup *req;
+	struct ops_signup_result *out;
+	uint8_t rhash[32];
+};
+
+static void new_referral_code(char *out, size_t len)
+{
+	static const char alphabet[] = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"; /* no 0/O, 1/I */
+	uint8_t r[10];
+
+	randombytes_buf(r, sizeof(r));
+	for (size_t i = 0; i < 10 && i + 1 < len; i++)
+		out[i] = alphabet[r[i] & 31];
+	out[len > 10 ? 10 : len - 1] = '\0';
+}
+
+static int signup_tx(void *arg, struct error *err)
+{
+	struct signup_job *j = arg;
+	PGconn *c = j->x->conn;
+	struct ops_account existing;
+	struct error e2;
+	char hex[65], code[16], inviter[32] = "";
+	struct buf ident;
+	PGresult *r = NULL;
+	int64_t inviter_id = 0;
+	int rc = -1;
+
+	buf_init(&ident);
+	memset(j->out, 0, sizeof(*j->out));
+	/* a replay: same external id */
+	if (ops_account_by_external(c, j->req->external_id, &existing, &e2) == 0) {
+		const char *p[1] = {j->req->external_id};
+		r = db_query(c, "SELECT encode(request_hash, 'hex') FROM customers WHERE external_id = $1", 1, p, err);
+		if (!r)
+			goto done;
+		sodium_bin2hex(hex, sizeof(hex), j->rhash, 32);
+		if (strcmp(PQgetvalue(r, 0, 0), hex) != 0) {
+			error_set(err, 409, "idempotency_conflict",
+				  "external_id '%s' already exists with a different body", j->req->external_id);
+			goto done;
+		}
+		j->out->account_id = existing.account_id;
+		snprintf(j->out->referral_code, sizeof(j->out->referral_code), "%s", existing.referral_code);
+		j->out->duplicate = true;
+		rc = 0;
+		goto done;
+	} else if (strcmp(e2.code, "not_found") != 0) {
+		*err = e2;
+		goto done;
+	}
+	if (j->req->referral_code && *j->req->referral_code) {
+		const char *p[1] = {j->req->referral_code};
+		r = db_query(c, "SELECT account_id FROM customers WHERE referral_code = $1", 1, p, err);
+		if (!r)
+			goto done;
+		if (PQntuples(r) != 1) {
+			error_set(err, 422, "unknown_referral_code", "referral code '%s' does not exist",
+				  j->req->referral_code);
+			goto done;
+		}
+		inviter_id = i64(r, 0, 0);
+		snprintf(inviter, sizeof(inviter), "%" PRId64, inviter_id);
+		PQclear(r);
+		r = NULL;
+	}
+	buf_append(&ident, "{", 1);
+	for (size_t i = 0; i < j->req->n_identity; i++) {
+		if (i)
+			buf_append(&ident, ",", 1);
+		buf_pg_array_text(&ident, j->req->identity[i]);
+	}
+	buf_append(&ident, "}", 1);
+	sodium_bin2hex(hex, sizeof(hex), j->rhash, 32);
+	new_referral_code(code, sizeof(code));
+	{
+		const char *p[6] = {j->req->external_id, code, inviter[0] ? inviter : NULL, ident.data, hex,
+				    j->req->tier ? j->req->tier : "default"};
+		r = db_query(c,
+			     "INSERT INTO customers (external_id, referral_code, referred_by, identity, request_hash, tier)"
+			     " VALUES ($1, $2, $3, $4::text[], decode($5, 'hex'), $6) RETURNING account_id",
+			     6, p, err);
+	}
+	if (!r)
+		goto done;
+	j->out->account_id = i64(r, 0, 0);
+	snprintf(j->out->referral_code, sizeof(j->out->referral_code), "%s", code);
+	PQclear(r);
+	r = NULL;
+	{
+		char id[32];
+		const char *p[1] = {id};
+		snprintf(id, sizeof(id), "%" PRId64, j->out->account_id);
+		if (db_exec(c, "INSERT INTO ledger_accounts (type, account_id) VALUES ('customer_paid', $1)", 1, p, err) <
+		    0)
+			goto done;
+	}
+	if (promo_on_signup(j->x, j->out->account_id, inviter_id, j->req->identity, j->req->n_identity,
+			    &j->out->signup_grant_id, &j->out->signup_grant_nanos, j->out->promo_note,
+			    sizeof(j->out->promo_note), err) < 0)
+		goto done;
+	rc = 0;
+done:
+	PQclear(r);
+	buf_release(&ident);
+	return rc;
+}
+
+int ops_account_create(struct ops_ctx *x, const struct ops_signup *req, struct ops_signup_result *out,
+		       struct error *err)
+{
+	struct signup_job j = {x, req, out, {0}};
+	struct buf b;
+
+	if (!req->external_id || !*req->external_id || strlen(req->external_id) > 200) {
+		error_set(err, 400, "invalid_request", "external_id must be 1 to 200 characters");
+		return -1;
+	}
+	buf_init(&b);
+	buf_printf(&b, "signup|%s|%s|%zu", req->external_id, req->referral_code ? req->referral_code : "",
+		   req->n_identity);
+	for (size_t i = 0; i < req->n_identity; i++) {
+		buf_put_u32be(&b, (uint32_t)strlen(req->identity[i]));
+		buf_puts(&b, req->identity[i]);
+	}
+	journal_content_hash(j.rhash, b.data, b.len);
+	buf_release(&b);
+	return ops_in_tx(x->conn, signup_tx, &j, err);
+}

@@ -1,0 +1,124 @@
+/* ops.h: the money movements and account operations shared by billingd and
+ * billing-admin.  Each runs in its own database transaction on the given
+ * connection (retried on deadlock, serialization failure and racing unique
+ * keys), takes the customer's row lock first, and writes its journal
+ * transaction through journal_write() on the given writer's chain.
+ *
+ * Idempotency: every operation has a key (explicit or derived); the same key
+ * with the same content returns the original result with *duplicate = true;
+ * the same key with other content fails with code idempotency_conflict. */
+#ifndef LEDGER_OPS_H
+#define LEDGER_OPS_H
+
+#include <libpq-fe.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "common/error.h"
+
+struct ops_ctx {
+	PGconn *conn;       /* borrowed */
+	const char *writer; /* chain identity, e.g. "billingd-1" or "cli" */
+	const char *actor;  /* who: operator login, "gateway", "billingd" */
+	int64_t now_us;     /* 0: the current time */
+};
+
+struct ops_grant_info {
+	int64_t grant_id;
+	int64_t ledger_account_id;
+	char kind[32];
+	int64_t amount_nanos;
+	int64_t remaining_nanos;
+	int64_t expires_at_us; /* 0: never */
+	int priority;
+	int64_t created_at_us;
+	char campaign[64];
+};
+
+struct ops_balance {
+	int64_t paid_nanos;   /* may be negative: arrears */
+	int64_t promo_nanos;  /* unexpired grant buckets */
+	int64_t expired_unbroken_nanos; /* expired, not yet moved to breakage: never spendable */
+	size_t n_grants;
+	struct ops_grant_info grants[64]; /* unexpired grants with money left, burn-down order (first 64) */
+};
+
+struct ops_account {
+	int64_t account_id;
+	char external_id[201];
+	char status[16];
+	bool verified;
+	char tier[64];
+	char referral_code[32];
+	int64_t referred_by;
+	int64_t created_at_us;
+};
+
+/* ---- reads ---- */
+int ops_account_get(PGconn *c, int64_t account_id, struct ops_account *out, struct error *err)
+	__attribute__((warn_unused_result));
+int ops_account_by_external(PGconn *c, const char *external_id, struct ops_account *out, struct error *err)
+	__attribute__((warn_unused_result));
+/* Balance now (expiry judged at now_us, 0 = now). */
+int ops_balance_get(PGconn *c, int64_t account_id, int64_t now_us, struct ops_balance *out, struct error *err)
+	__attribute__((warn_unused_result));
+
+/* ---- writes ---- */
+struct ops_signup {
+	const char *external_id;
+	const char *referral_code; /* of the inviter, or NULL */
+	const char *const *identity;
+	size_t n_identity;
+	const char *tier; /* NULL: default */
+};
+struct ops_signup_result {
+	int64_t account_id;
+	char referral_code[32];
+	bool duplicate;
+	/* promotion outcome, filled by the promotions step */
+	int64_t signup_grant_nanos;
+	int64_t signup_grant_id;
+	char promo_note[160];
+};
+int ops_account_create(struct ops_ctx *x, const struct ops_signup *req, struct ops_signup_result *out,
+		       struct error *err) __attribute__((warn_unused_result));
+
+struct ops_grant_req {
+	int64_t account_id;
+	int64_t amount_nanos;
+	const char *reason;
+	const char *kind;     /* admin, signup, referral */
+	const char *campaign; /* NULL */
+	int64_t expires_at_us; /* 0: never */
+	int priority;          /* lower burns first */
+	const char *idempotency_key; /* NULL: a fresh one */
+};
+int ops_grant(struct ops_ctx *x, const struct ops_grant_req *req, struct ops_grant_info *out, bool *duplicate,
+	      struct error *err) __attribute__((warn_unused_result));
+/* Same, inside the caller's open transaction (customer row already locked). */
+int ops_grant_in_tx(struct ops_ctx *x, const struct ops_grant_req *req, struct ops_grant_info *out, bool *duplicate,
+		    struct error *err) __attribute__((warn_unused_result));
+
+/* Top-up: cash in, paid balance up.  Key "topup:" + payment_ref. */
+int ops_topup(struct ops_ctx *x, int64_t account_id, int64_t amount_nanos, const char *payment_ref,
+	      struct ops_balance *after, bool *duplicate, struct error *err) __attribute__((warn_unused_result));
+
+/* Manual adjustment of the paid balance (signed), against the adjustments account. */
+int ops_adjust(struct ops_ctx *x, int64_t account_id, int64_t amount_nanos, const char *reason,
+	       const char *idempotency_key, int64_t *txn_id, bool *duplicate, struct error *err)
+	__attribute__((warn_unused_result));
+
+/* Locks a customer row (FOR UPDATE) inside an open transaction; -1 with
+ * not_found if there is none. */
+int ops_lock_customer(PGconn *c, int64_t account_id, struct ops_account *out, struct error *err)
+	__attribute__((warn_unused_result));
+
+/* Runs fn in BEGIN/COMMIT, retrying retryable failures up to 5 times. */
+int ops_in_tx(PGconn *c, int (*fn)(void *arg, struct error *err), void *arg, struct error *err)
+	__attribute__((warn_unused_result));
+
+/* Appends one audit row in the caller's transaction (or alone). */
+int ops_audit(PGconn *c, const char *actor, const char *action, const char *target, const char *reason,
+	      const char *details_json, struct error *err) __attribute__((warn_unused_result));
+
+#endif

@@ -1,0 +1,207 @@
+/* promo.c: see promo.h. */
+#include "ledger/promo.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/timeutil.h"
+#include "ledger/db.h"
+
+struct campaign {
+	char name[101];
+	int64_t signup, referral;
+	int64_t expires_days, max_referrals;
+};
+
+static int active_campaign(PGconn *c, int64_t now_us, struct campaign *out, struct error *err)
+{
+	char now[40];
+	const char *p[1] = {now};
+	PGresult *r;
+	int found;
+
+	time_format_rfc3339(now_us, now, sizeof(now));
+	r = db_query(c,
+		     "SELECT name, signup_nanos, referral_nanos, expires_days, max_referrals FROM campaigns"
+		     " WHERE active AND (starts_at IS NULL OR starts_at <= $1) AND (ends_at IS NULL OR ends_at > $1)",
+		     1, p, err);
+	if (!r)
+		return -1;
+	found = PQntuples(r) == 1;
+	if (found) {
+		snprintf(out->name, sizeof(out->name), "%s", PQgetvalue(r, 0, 0));
+		out->signup = strtoll(PQgetvalue(r, 0, 1), NULL, 10);
+		out->referral = strtoll(PQgetvalue(r, 0, 2), NULL, 10);
+		out->expires_days = strtoll(PQgetvalue(r, 0, 3), NULL, 10);
+		out->max_referrals = strtoll(PQgetvalue(r, 0, 4), NULL, 10);
+	}
+	PQclear(r);
+	return found;
+}
+
+/* Takes amount from the campaign's budget: 1 taken, 0 exhausted, -1 error. */
+static int take_budget(PGconn *c, const char *campaign, int64_t amount, struct error *err)
+{
+	char amt[32];
+	const char *p[2] = {campaign, amt};
+	PGresult *r;
+	int ok;
+
+	snprintf(amt, sizeof(amt), "%" PRId64, amount);
+	r = db_query(c,
+		     "UPDATE campaigns SET granted_nanos = granted_nanos + $2::bigint WHERE name = $1"
+		     " AND (budget_nanos IS NULL OR granted_nanos + $2::bigint <= budget_nanos) RETURNING 1",
+		     2, p, err);
+	if (!r)
+		return -1;
+	ok = PQntuples(r) == 1;
+	PQclear(r);
+	return ok;
+}
+
+static int give(struct ops_ctx *x, const struct campaign *cp, int64_t account_id, int64_t amount, const char *kind,
+		const char *key, int64_t *grant_id, int64_t *nanos, char *note, size_t notelen, struct error *err)
+{
+	struct ops_grant_req g;
+	struct ops_grant_info info;
+	int64_t now = x->now_us ? x->now_us : time_now_us();
+	bool dup;
+	int t;
+
+	t = take_budget(x->conn, cp->name, amount, err);
+	if (t < 0)
+		return -1;
+	if (t == 0) {
+		snprintf(note, notelen, "campaign '%s' budget exhausted: no %s credit", cp->name, kind);
+		return 0;
+	}
+	memset(&g, 0, sizeof(g));
+	g.account_id = account_id;
+	g.amount_nanos = amount;
+	g.reason = strcmp(kind, "signup") == 0 ? "signup credit" : "referral reward";
+	g.kind = kind;
+	g.campaign = cp->name;
+	g.expires_at_us = now + cp->expires_days * 86400LL * 1000000LL;
+	g.priority = 100;
+	g.idempotency_key = key;
+	if (ops_grant_in_tx(x, &g, &info, &dup, err) < 0)
+		return -1;
+	*grant_id = info.grant_id;
+	*nanos = amount;
+	snprintf(note, notelen, "%s credit from campaign '%s'", kind, cp->name);
+	return 0;
+}
+
+int promo_on_signup(struct ops_ctx *x, int64_t account_id, int64_t inviter_id, const char *const *identity,
+		    size_t n_identity, int64_t *grant_id, int64_t *nanos, char *note, size_t notelen,
+		    struct error *err)
+{
+	struct campaign cp;
+	char key[64];
+	int found;
+
+	(void)inviter_id;
+	(void)identity;
+	(void)n_identity;
+	*grant_id = 0;
+	*nanos = 0;
+	found = active_campaign(x->conn, x->now_us ? x->now_us : time_now_us(), &cp, err);
+	if (found < 0)
+		return -1;
+	if (!found || cp.signup == 0) {
+		snprintf(note, notelen, "no active signup promotion");
+		return 0;
+	}
+	snprintf(key, sizeof(key), "signup:%" PRId64, account_id);
+	return give(x, &cp, account_id, cp.signup, "signup", key, grant_id, nanos, note, notelen, err);
+}
+
+int promo_on_qualify(struct ops_ctx *x, int64_t invitee_id, int64_t *grant_id, int64_t *nanos, char *note,
+		     size_t notelen, struct error *err)
+{
+	PGconn *c = x->conn;
+	struct campaign cp;
+	char inv[32], inviter[32], key[64], outcome[160] = "rewarded";
+	const char *p[4];
+	PGresult *r = NULL;
+	int64_t inviter_id;
+	int found, rc = -1;
+
+	*grant_id = 0;
+	*nanos = 0;
+	snprintf(inv, sizeof(inv), "%" PRId64, invitee_id);
+	p[0] = inv;
+	r = db_query(c, "SELECT referred_by FROM customers WHERE account_id = $1 AND referred_by IS NOT NULL", 1, p, err);
+	if (!r)
+		return -1;
+	if (PQntuples(r) != 1) {
+		PQclear(r);
+		snprintf(note, notelen, "account was not referred");
+		return 0;
+	}
+	inviter_id = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+	PQclear(r);
+	snprintf(inviter, sizeof(inviter), "%" PRId64, inviter_id);
+	/* the inviter's row lock serializes its rewards (the cap) */
+	if (ops_lock_customer(c, inviter_id, NULL, err) < 0)
+		return -1;
+	r = db_query(c, "SELECT outcome FROM referrals WHERE invitee_id = $1", 1, p, err);
+	if (!r)
+		return -1;
+	if (PQntuples(r) == 1) {
+		snprintf(note, notelen, "referral already settled: %s", PQgetvalue(r, 0, 0));
+		PQclear(r);
+		return 0;
+	}
+	PQclear(r);
+	r = NULL;
+	found = active_campaign(c, x->now_us ? x->now_us : time_now_us(), &cp, err);
+	if (found < 0)
+		return -1;
+	if (!found || cp.referral == 0) {
+		snprintf(cp.name, sizeof(cp.name), "none");
+		snprintf(outcome, sizeof(outcome), "no active referral promotion");
+		goto record;
+	}
+	p[1] = inviter;
+	r = db_query(c,
+		     "SELECT (SELECT identity FROM customers WHERE account_id = $1) &&"
+		     " (SELECT identity FROM customers WHERE account_id = $2),"
+		     " (SELECT count(*) FROM referrals WHERE inviter_id = $2 AND outcome = 'rewarded')",
+		     2, p, err);
+	if (!r)
+		return -1;
+	if (PQgetvalue(r, 0, 0)[0] == 't') {
+		snprintf(outcome, sizeof(outcome), "inviter and invitee share an identity");
+	} else if (strtoll(PQgetvalue(r, 0, 1), NULL, 10) >= cp.max_referrals) {
+		snprintf(outcome, sizeof(outcome), "inviter reached the cap of %" PRId64 " referral rewards",
+			 cp.max_referrals);
+	} else {
+		snprintf(key, sizeof(key), "referral:%" PRId64, invitee_id);
+		if (give(x, &cp, inviter_id, cp.referral, "referral", key, grant_id, nanos, note, notelen, err) < 0)
+			goto done;
+		if (*grant_id == 0)
+			snprintf(outcome, sizeof(outcome), "%s", note);
+	}
+	PQclear(r);
+	r = NULL;
+record:
+	{
+		char gid[32];
+		snprintf(gid, sizeof(gid), "%" PRId64, *grant_id);
+		const char *q[5] = {inv, inviter, cp.name, outcome, *grant_id ? gid : NULL};
+		if (db_exec(c,
+			    "INSERT INTO referrals (invitee_id, inviter_id, campaign, outcome, grant_id)"
+			    " VALUES ($1,$2,$3,$4,$5)",
+			    5, q, err) < 0)
+			goto done;
+	}
+	if (*grant_id == 0)
+		snprintf(note, notelen, "%s", outcome);
+	rc = 0;
+done:
+	PQclear(r);
+	return rc;
+}

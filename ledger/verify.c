@@ -1,0 +1,212 @@
+/* verify.c: see verify.h. */
+#include "ledger/verify.h"
+
+#include <inttypes.h>
+#include <sodium.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ledger/db.h"
+#include "ledger/journal.h"
+
+static int hex32(const char *hex, uint8_t out[32])
+{
+	size_t got = 0;
+
+	if (strncmp(hex, "\\x", 2) == 0)
+		hex += 2;
+	return sodium_hex2bin(out, 32, hex, strlen(hex), NULL, &got, NULL) == 0 && got == 32 ? 0 : -1;
+}
+
+/* "la:amount,la:amount" -> postings; returns count or -1 */
+static int parse_postings(const char *s, struct journal_posting **out, size_t *cap)
+{
+	size_t n = 0;
+	char *end;
+
+	while (s && *s) {
+		if (n == *cap) {
+			struct journal_posting *np = realloc(*out, (*cap = *cap ? *cap * 2 : 16) * sizeof(**out));
+			if (!np)
+				return -1;
+			*out = np;
+		}
+		(*out)[n].ledger_account_id = strtoll(s, &end, 10);
+		if (*end != ':')
+			return -1;
+		(*out)[n].amount = strtoll(end + 1, &end, 10);
+		(*out)[n].account_id = 0;
+		n++;
+		s = *end == ',' ? end + 1 : end;
+	}
+	return (int)n;
+}
+
+static void bad(struct verify_report *rep, int64_t txn, const char *writer, int64_t seq, const char *what)
+{
+	rep->ok = 0;
+	rep->bad_txn_id = txn;
+	snprintf(rep->bad_writer, sizeof(rep->bad_writer), "%s", writer);
+	rep->bad_seq = seq;
+	if (txn)
+		snprintf(rep->problem, sizeof(rep->problem), "transaction %" PRId64 " (writer %s, seq %" PRId64 "): %s",
+			 txn, writer, seq, what);
+	else
+		snprintf(rep->problem, sizeof(rep->problem), "writer %s, seq %" PRId64 ": %s", writer, seq, what);
+}
+
+int verify_chain(PGconn *c, FILE *progress, struct verify_report *rep, struct error *err)
+{
+	char writer[128] = "";
+	uint8_t prev[32] = {0}, stored_prev[32], stored[32], h[32];
+	int64_t expect = 1;
+	struct journal_posting *posts = NULL;
+	size_t cap = 0;
+	PGresult *r = NULL;
+	int rc = -1;
+
+	memset(rep, 0, sizeof(*rep));
+	rep->ok = 1;
+	if (db_exec(c, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", 0, NULL, err) < 0)
+		return -1;
+	if (db_exec(c,
+		    "DECLARE chain NO SCROLL CURSOR FOR"
+		    " SELECT j.txn_id, j.writer, j.seq, j.kind, j.idempotency_key, coalesce(j.account_id, 0), j.actor,"
+		    " j.reason, j.details, (extract(epoch from j.created_at) * 1000000)::bigint,"
+		    " encode(j.prev_hash, 'hex'), encode(j.hash, 'hex'),"
+		    " (SELECT string_agg(p.ledger_account_id || ':' || p.amount, ',' ORDER BY p.line)"
+		    "    FROM postings p WHERE p.txn_id = j.txn_id)"
+		    " FROM journal j ORDER BY j.writer, j.seq",
+		    0, NULL, err) < 0)
+		goto done;
+	for (;;) {
+		int n;
+		r = db_query(c, "FETCH 5000 FROM chain", 0, NULL, err);
+		if (!r)
+			goto done;
+		n = PQntuples(r);
+		if (n == 0)
+			break;
+		for (int i = 0; i < n && rep->ok; i++) {
+			struct journal_txn t;
+			int64_t txn = strtoll(PQgetvalue(r, i, 0), NULL, 10);
+			const char *w = PQgetvalue(r, i, 1);
+			int64_t seq = strtoll(PQgetvalue(r, i, 2), NULL, 10);
+			int np;
+
+			if (strcmp(w, writer) != 0) {
+				snprintf(writer, sizeof(writer), "%s", w);
+				memset(prev, 0, sizeof(prev));
+				expect = 1;
+				rep->writers++;
+			}
+			if (seq != expect) {
+				char what[200];
+				snprintf(what, sizeof(what),
+					 "transaction seq %" PRId64 " is missing (deleted?) before transaction %" PRId64
+					 " (seq %" PRId64 ")",
+					 expect, txn, seq);
+				bad(rep, 0, writer, expect, what);
+				break;
+			}
+			if (hex32(PQgetvalue(r, i, 10), stored_prev) < 0 || hex32(PQgetvalue(r, i, 11), stored) < 0) {
+				bad(rep, txn, writer, seq, "malformed hash");
+				break;
+			}
+			if (sodium_memcmp(stored_prev, prev, 32) != 0) {
+				bad(rep, txn, writer, seq, "prev_hash does not match the previous transaction's hash");
+				break;
+			}
+			np = parse_postings(PQgetisnull(r, i, 12) ? "" : PQgetvalue(r, i, 12), &posts, &cap);
+			if (np < 0) {
+				bad(rep, txn, writer, seq, "unreadable postings");
+				break;
+			}
+			memset(&t, 0, sizeof(t));
+			t.kind = PQgetvalue(r, i, 3);
+			t.idempotency_key = PQgetvalue(r, i, 4);
+			t.account_id = strtoll(PQgetvalue(r, i, 5), NULL, 10);
+			t.actor = PQgetvalue(r, i, 6);
+			t.reason = PQgetvalue(r, i, 7);
+			t.details = PQgetvalue(r, i, 8);
+			t.created_at_us = strtoll(PQgetvalue(r, i, 9), NULL, 10);
+			t.n_postings = (size_t)np;
+			t.postings = posts;
+			journal_hash(h, prev, writer, seq, &t);
+			if (sodium_memcmp(h, stored, 32) != 0) {
+				bad(rep, txn, writer, seq, "hash does not match its content (transaction or postings altered)");
+				break;
+			}
+			memcpy(prev, stored, 32);
+			expect++;
+			rep->txns++;
+		}
+		PQclear(r);
+		r = NULL;
+		if (!rep->ok)
+			break;
+		if (progress)
+			fprintf(progress, "\rverified %" PRId64 " transactions", rep->txns);
+	}
+	if (progress && rep->txns)
+		fprintf(progress, "\n");
+	if (rep->ok) {
+		r = db_query(c,
+			     "SELECT p.txn_id, coalesce(j.writer, '?'), coalesce(j.seq, 0) FROM postings p"
+			     " LEFT JOIN journal j USING (txn_id) GROUP BY p.txn_id, j.writer, j.seq"
+			     " HAVING sum(p.amount) <> 0 OR j.writer IS NULL ORDER BY p.txn_id LIMIT 1",
+			     0, NULL, err);
+		if (!r)
+			goto done;
+		if (PQntuples(r) == 1)
+			bad(rep, strtoll(PQgetvalue(r, 0, 0), NULL, 10), PQgetvalue(r, 0, 1),
+			    strtoll(PQgetvalue(r, 0, 2), NULL, 10), "postings do not sum to zero or have no transaction");
+		PQclear(r);
+		r = NULL;
+	}
+	if (rep->ok) {
+		r = db_query(c, "SELECT ledger_account_id, stored, computed FROM ledger_balance_mismatches() LIMIT 1", 0,
+			     NULL, err);
+		if (!r)
+			goto done;
+		if (PQntuples(r) == 1) {
+			rep->ok = 0;
+			snprintf(rep->problem, sizeof(rep->problem),
+				 "ledger account %s: stored balance %s differs from its postings' sum %s",
+				 PQgetvalue(r, 0, 0), PQgetvalue(r, 0, 1), PQgetvalue(r, 0, 2));
+		}
+	}
+	rc = 0;
+done:
+	PQclear(r);
+	free(posts);
+	db_exec_quiet(c, "ROLLBACK");
+	return rc;
+}
+
+int verify_trial_balance(PGconn *c, int64_t at_us, struct trial_row *rows, int max, struct error *err)
+{
+	char at[32];
+	const char *p[1] = {at};
+	PGresult *r;
+	int n;
+
+	snprintf(at, sizeof(at), "%" PRId64, at_us);
+	r = db_query(c,
+		     "SELECT la.type, coalesce(sum(-p.amount) FILTER (WHERE p.amount < 0), 0),"
+		     " coalesce(sum(p.amount) FILTER (WHERE p.amount > 0), 0)"
+		     " FROM postings p JOIN ledger_accounts la USING (ledger_account_id) JOIN journal j USING (txn_id)"
+		     " WHERE $1::bigint = 0 OR j.created_at <= to_timestamp(0) + $1::bigint * interval '1 microsecond'"
+		     " GROUP BY la.type ORDER BY la.type",
+		     1, p, err);
+	if (!r)
+		return -1;
+	n = PQntuples(r) < max ? PQntuples(r) : max;
+	for (int i = 0; i < n; i++) {
+		snprintf(rows[i].type, sizeof(rows[i].type), "%s", PQgetvalue(r, i, 0));
+		rows[i].debits = strtoll(PQgetvalue(r, i, 1), NULL, 10);
+		rows[i].credits = strtoll(PQgetvalue(r, i, 2), NULL, 10);
+	}
+	PQclear(r);
+	return n;
+}

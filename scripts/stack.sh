@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# stack.sh start|stop|status DIR [--fsync]
+#
+# Starts a throwaway PostgreSQL 15 and Redis 7 on free loopback ports with
+# their data under DIR, creates the roles billing_owner (schema owner) and
+# billing (service), and the database billing; writes DIR/env (shell
+# variables) for the caller.  `stop` ends exactly the processes it started,
+# by the PIDs it recorded.  As root, PostgreSQL runs as the `postgres` user
+# (initdb refuses root).  Without --fsync, PostgreSQL runs with fsync=off
+# (tests); synchronous_commit stays on either way.
+set -eu
+cmd=${1:?usage: stack.sh start|stop|status DIR [--fsync]}
+dir=${2:?usage: stack.sh start|stop|status DIR [--fsync]}
+fsync=off
+[ "${3:-}" = "--fsync" ] && fsync=on
+PGBIN=$(ls -d /usr/lib/postgresql/15/bin 2>/dev/null || dirname "$(command -v postgres)")
+
+as_pg() {
+	if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+free_port() {
+	python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+}
+
+wait_for() { # wait_for SECONDS CMD...
+	local t=$1; shift
+	for _ in $(seq 1 $((t * 10))); do
+		"$@" >/dev/null 2>&1 && return 0
+		sleep 0.1
+	done
+	return 1
+}
+
+start() {
+	mkdir -p "$dir"
+	dir=$(cd "$dir" && pwd)
+	chmod 755 "$dir"
+	local pgport rport
+	pgport=$(free_port); rport=$(free_port)
+	while [ "$rport" = "$pgport" ]; do rport=$(free_port); done
+	mkdir -p "$dir/pg" "$dir/redis" "$dir/run"
+	if [ "$(id -u)" -eq 0 ]; then chown postgres "$dir/pg" "$dir/run"; fi
+	if [ ! -f "$dir/pg/data/PG_VERSION" ]; then
+		as_pg "$PGBIN/initdb" --nosync -D "$dir/pg/data" -U postgres --auth=trust -E UTF8 \
+			--locale=C >"$dir/pg/initdb.log" 2>&1 || { cat "$dir/pg/initdb.log" >&2; exit 1; }
+	fi
+	as_pg "$PGBIN/pg_ctl" -D "$dir/pg/data" -l "$dir/pg/postgres.log" -w -t 60 start \
+		-o "-c listen_addresses=127.0.0.1 -c port=$pgport -c unix_socket_directories=$dir/run \
+		    -c fsync=$fsync -c synchronous_commit=on -c full_page_writes=$fsync \
+		    -c max_connections=200 -c shared_buffers=128MB" >/dev/null \
+		|| { cat "$dir/pg/postgres.log" >&2; exit 1; }
+	head -1 "$dir/pg/data/postmaster.pid" >"$dir/pg.pid"
+	redis-server --bind 127.0.0.1 --port "$rport" --save '' --appendonly no --dir "$dir/redis" \
+		--daemonize yes --pidfile "$dir/redis.pid" --logfile "$dir/redis/redis.log" >/dev/null
+	wait_for 20 redis-cli -h 127.0.0.1 -p "$rport" ping || { cat "$dir/redis/redis.log" >&2; exit 1; }
+	wait_for 30 "$PGBIN/pg_isready" -h 127.0.0.1 -p "$pgport" || exit 1
+	local psql="$PGBIN/psql -h 127.0.0.1 -p $pgport -U postgres -v ON_ERROR_STOP=1 -q"
+	$psql -d postgres >/dev/null <<SQL
+DO \$\$ BEGIN
+  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'billing_owner') THEN CREATE ROLE billing_owner LOGIN; END IF;
+  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'billing') THEN CREATE ROLE billing LOGIN; END IF;
+END \$\$;
+SQL
+	if ! $psql -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname='billing'" | grep -q 1; then
+		$psql -d postgres -c "CREATE DATABASE billing OWNER billing_owner" >/dev/null
+		$psql -d billing -c "REVOKE CREATE ON SCHEMA public FROM PUBLIC; ALTER SCHEMA public OWNER TO billing_owner" >/dev/null
+	fi
+	cat >"$dir/env" <<ENV
+STACK_DIR=$dir
+PGPORT=$pgport
+REDIS_PORT=$rport
+BILLING_PG="host=127.0.0.1 port=$pgport dbname=billing user=billing"
+BILLING_PG_OWNER="host=127.0.0.1 port=$pgport dbname=billing user=billing_owner"
+PG_SUPER="host=127.0.0.1 port=$pgport dbname=billing user=postgres"
+BILLING_REDIS=127.0.0.1:$rport
+ENV
+	echo "stack: postgres 127.0.0.1:$pgport redis 127.0.0.1:$rport under $dir" >&2
+}
+
+stop() {
+	[ -d "$dir" ] || return 0
+	if [ -f "$dir/redis.pid" ]; then
+		local rp; rp=$(cat "$dir/redis.pid")
+		kill "$rp" 2>/dev/null || true
+		for _ in $(seq 1 50); do kill -0 "$rp" 2>/dev/null || break; sleep 0.1; done
+		rm -f "$dir/redis.pid"
+	fi
+	if [ -f "$dir/pg/data/postmaster.pid" ]; then
+		as_pg "$PGBIN/pg_ctl" -D "$dir/pg/data" -m fast -w -t 30 stop >/dev/null 2>&1 \
+			|| { [ -f "$dir/pg.pid" ] && kill -9 "$(cat "$dir/pg.pid")" 2>/dev/null || true; }
+	fi
+	rm -f "$dir/pg.pid"
+}
+
+case "$cmd" in
+start) start ;;
+stop) stop ;;
+status) [ -f "$dir/env" ] && cat "$dir/env" ;;
+*) echo "stack.sh: unknown command '$cmd'" >&2; exit 2 ;;
+esac

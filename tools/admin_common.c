@@ -1,0 +1,92 @@
+/* admin_common.c: see admin_common.h.  Linked into both CLIs (not billingd). */
+#include "tools/admin_common.h"
+
+#include <errno.h>
+#include <pwd.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "ledger/db.h"
+
+const char *tool_name = "tool";
+
+static void vmsg(const char *fmt, va_list ap)
+{
+	fprintf(stderr, "%s: ", tool_name);
+	vfprintf(stderr, fmt, ap);
+	fputc('\n', stderr);
+}
+
+void tool_fail(const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vmsg(fmt, ap);
+	va_end(ap);
+	exit(1);
+}
+
+void tool_usage_error(const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vmsg(fmt, ap);
+	va_end(ap);
+	fprintf(stderr, "%s: see '%s --help'\n", tool_name, tool_name);
+	exit(2);
+}
+
+void tool_fail_err(const struct error *err)
+{
+	tool_fail("%s (%s)", err->msg, err->code);
+}
+
+PGconn *tool_connect(const struct config *cfg, int owner)
+{
+	struct error err;
+	const char *ci = config_get(cfg, owner && *config_get(cfg, "pg_owner") ? "pg_owner" : "pg");
+	int64_t t = 5000;
+	struct config_error ce;
+	PGconn *c;
+
+	if (config_get_int(cfg, "pg_timeout_ms", 100, 3600000, &t, &ce) < 0)
+		tool_usage_error("%s", ce.msg);
+	c = db_connect(ci, (int)t, &err);
+	if (!c)
+		tool_fail_err(&err);
+	return c;
+}
+
+const char *tool_operator(const struct config *cfg)
+{
+	const char *o = config_get(cfg, "operator");
+	struct passwd *pw;
+
+	if (*o)
+		return o;
+	if ((o = getenv("SUDO_USER")) && *o)
+		return o;
+	if ((o = getenv("USER")) && *o)
+		return o;
+	pw = getpwuid(getuid());
+	return pw ? pw->pw_name : "unknown";
+}
+
+int64_t tool_parse_id(const char *what, const char *s)
+{
+	char *end;
+	long long v;
+
+	if (!s)
+		tool_usage_error("missing %s", what);
+	errno = 0;
+	v = strtoll(s, &end, 10);
+	if (errno || end == s || *end || v <= 0)
+		tool_usage_error("%s '%s' is not a positive integer", what, s);
+	return v;
+}

@@ -1,0 +1,26 @@
+/* admin_common.h: what billing-admin and ledger share: error exits,
+ * connection, operator name. */
+#ifndef TOOLS_ADMIN_COMMON_H
+#define TOOLS_ADMIN_COMMON_H
+
+#include <libpq-fe.h>
+#include <stdint.h>
+
+#include "common/config.h"
+#include "common/error.h"
+
+extern const char *tool_name;
+
+/* Prints "NAME: message" to stderr and exits 1 (failure) or 2 (usage). */
+void tool_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+void tool_usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+void tool_fail_err(const struct error *err) __attribute__((noreturn));
+
+/* Connects with the config's `pg` (or pg_owner when owner and set); exits on failure. */
+PGconn *tool_connect(const struct config *cfg, int owner);
+/* The operator: config `operator`, else $SUDO_USER, $USER, the login name. */
+const char *tool_operator(const struct config *cfg);
+/* Parses a positive account id; exits 2 on garbage. */
+int64_t tool_parse_id(const char *what, const char *s);
+
+#endif
