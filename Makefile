@@ -55,6 +55,12 @@ $(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
 
+# Helper programs of the integration suite (not unit tests).
+ITEST_BIN := $(patsubst tests/integration/%.c,$(BUILD)/itest/%,$(wildcard tests/integration/*.c))
+$(BUILD)/itest/%: $(BUILD)/obj/tests/integration/%.o $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+
 # Installs only the Debian packages that are missing.
 deps:
 	@scripts/deps.sh
@@ -62,8 +68,8 @@ deps:
 unit: $(UNIT_BIN) data
 	@scripts/run_unit.sh $(UNIT_BIN)
 
-integration: $(PROGS) data
-	@BILLING_BIN=$(abspath $(BINDIR)) scripts/run_integration.sh
+integration: $(PROGS) $(ITEST_BIN) data
+	@BILLING_BIN=$(abspath $(BINDIR)) BILLING_ITEST_BIN=$(abspath $(BUILD)/itest) scripts/run_integration.sh
 
 test: deps
 	@$(MAKE) --no-print-directory all

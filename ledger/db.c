@@ -264,6 +264,7 @@ int db_migrate(PGconn *c, const char *dir, FILE *out, struct error *err)
 		goto done;
 	/* one migrator at a time */
 	if (db_exec(c, create_table, 0, NULL, err) < 0 ||
+	    db_exec(c, "GRANT SELECT ON schema_migrations TO PUBLIC", 0, NULL, err) < 0 ||
 	    db_exec(c, "SELECT pg_advisory_lock(727001)", 0, NULL, err) < 0)
 		goto done;
 	np = check_applied(c, m, n, pending, 1, err);

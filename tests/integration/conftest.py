@@ -1,0 +1,244 @@
+"""Fixtures: a real PostgreSQL and Redis for the whole run (scripts/stack.sh),
+a fresh database per test module (CREATE DATABASE ... TEMPLATE of the migrated
+one), a billingd per module, and helpers to run the CLIs."""
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+import psycopg2
+import pytest
+import requests
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+BIN = os.environ.get("BILLING_BIN", os.path.join(ROOT, "bin"))
+GATEWAY_TOKEN = "gw-test-token-0123456789"
+ADMIN_TOKEN = "admin-test-token-9876543210"
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def read_env(path):
+    env = {}
+    with open(path) as f:
+        for line in f:
+            k, _, v = line.strip().partition("=")
+            env[k] = v.strip('"')
+    return env
+
+
+class Stack:
+    def __init__(self, d):
+        self.dir = d
+        subprocess.run([os.path.join(ROOT, "scripts", "stack.sh"), "start", d], check=True)
+        self.env = read_env(os.path.join(d, "env"))
+        self.pgport = int(self.env["PGPORT"])
+        self.redis_port = int(self.env["REDIS_PORT"])
+        self.pepper = os.path.join(d, "key.pepper")
+        self.n = 0
+
+    def stop(self):
+        subprocess.run([os.path.join(ROOT, "scripts", "stack.sh"), "stop", self.dir])
+
+    def conninfo(self, db, user):
+        return f"host=127.0.0.1 port={self.pgport} dbname={db} user={user}"
+
+    def new_database(self):
+        self.n += 1
+        name = f"billing_t{self.n}"
+        c = psycopg2.connect(self.conninfo("postgres", "postgres"))
+        c.autocommit = True
+        c.cursor().execute(f"CREATE DATABASE {name} TEMPLATE billing OWNER billing_owner")
+        c.close()
+        return name
+
+
+@pytest.fixture(scope="session")
+def stack():
+    d = tempfile.mkdtemp(prefix="billing-it-")
+    st = Stack(d)
+    try:
+        env = dict(os.environ, BILLING_PG_OWNER=st.conninfo("billing", "billing_owner"),
+                   BILLING_MIGRATIONS_DIR=os.path.join(ROOT, "migrations"))
+        subprocess.run([os.path.join(BIN, "billing-admin"), "migrate"], check=True, env=env,
+                       stdout=subprocess.DEVNULL)
+        yield st
+    finally:
+        st.stop()
+        shutil.rmtree(d, ignore_errors=True)
+
+
+class Env:
+    """One database (and the shared Redis) for a test module, plus CLI helpers."""
+
+    def __init__(self, stack, dbname, tmp):
+        self.stack = stack
+        self.db = dbname
+        self.tmp = tmp
+        self.pg = stack.conninfo(dbname, "billing")
+        self.pg_owner = stack.conninfo(dbname, "billing_owner")
+        self.pg_super = stack.conninfo(dbname, "postgres")
+        self.redis = f"127.0.0.1:{stack.redis_port}"
+        self.gw_tokens = os.path.join(tmp, "gateway.tokens")
+        self.admin_tokens = os.path.join(tmp, "admin.tokens")
+        with open(self.gw_tokens, "w") as f:
+            f.write(f"# test gateway\n{GATEWAY_TOKEN}\n")
+        with open(self.admin_tokens, "w") as f:
+            f.write(f"{ADMIN_TOKEN}\n")
+        self.signing_key = os.path.join(tmp, "ledger.key")
+
+    def cli_env(self, **extra):
+        env = dict(os.environ)
+        env.update(BILLING_PG=self.pg, BILLING_PG_OWNER=self.pg_owner, BILLING_REDIS=self.redis,
+                   BILLING_KEY_PEPPER_FILE=self.stack.pepper, BILLING_GATEWAY_TOKENS_FILE=self.gw_tokens,
+                   BILLING_ADMIN_TOKENS_FILE=self.admin_tokens, BILLING_SIGNING_KEY_FILE=self.signing_key,
+                   BILLING_MIGRATIONS_DIR=os.path.join(ROOT, "migrations"), BILLING_OPERATOR="tester")
+        env.update(extra)
+        return env
+
+    def run(self, prog, *args, check=True, env=None, timeout=120):
+        p = subprocess.run([os.path.join(BIN, prog)] + [str(a) for a in args], capture_output=True, text=True,
+                           env=env or self.cli_env(), timeout=timeout)
+        if check and p.returncode != 0:
+            raise AssertionError(f"{prog} {' '.join(map(str, args))} exited {p.returncode}:\n{p.stdout}\n{p.stderr}")
+        return p
+
+    def admin(self, *args, **kw):
+        return self.run("billing-admin", *args, **kw)
+
+    def ledger(self, *args, **kw):
+        return self.run("ledger", *args, **kw)
+
+    def admin_json(self, *args):
+        return json.loads(self.admin(*args, "--json").stdout)
+
+    def sql(self, q, params=None, user="billing"):
+        c = psycopg2.connect(self.stack.conninfo(self.db, user))
+        c.autocommit = True
+        try:
+            cur = c.cursor()
+            cur.execute(q, params)
+            return cur.fetchall() if cur.description else None
+        finally:
+            c.close()
+
+    def one(self, q, params=None, user="billing"):
+        rows = self.sql(q, params, user)
+        assert rows and len(rows) == 1, rows
+        return rows[0][0] if len(rows[0]) == 1 else rows[0]
+
+    def assert_books_sound(self):
+        tb = self.ledger("trial-balance", "--json")
+        t = json.loads(tb.stdout)
+        assert t["balanced"] and t["total_debits_nanos"] == t["total_credits_nanos"]
+        assert self.sql("SELECT * FROM ledger_balance_mismatches()") == []
+        v = self.ledger("verify", check=False)
+        assert v.returncode == 0, v.stdout + v.stderr
+
+
+@pytest.fixture(scope="module")
+def env(stack, tmp_path_factory):
+    tmp = str(tmp_path_factory.mktemp("env"))
+    return Env(stack, stack.new_database(), tmp)
+
+
+class Billingd:
+    def __init__(self, env, extra_cfg=None, port=None):
+        self.env = env
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = os.path.join(env.tmp, f"billingd-{self.port}.log")
+        self.cfg_path = os.path.join(env.tmp, f"billingd-{self.port}.conf")
+        cfg = {
+            "listen": f"127.0.0.1:{self.port}",
+            "pg": env.pg,
+            "redis": env.redis,
+            "gateway_tokens_file": env.gw_tokens,
+            "admin_tokens_file": env.admin_tokens,
+            "key_pepper_file": env.stack.pepper,
+            "migrations_dir": os.path.join(ROOT, "migrations"),
+            "tokenizer_file": os.path.join(ROOT, "data", "tokenizer.json"),
+            "model_file": os.path.join(ROOT, "data", "internal-tiny.bin"),
+            "log_level": "info",
+        }
+        cfg.update(extra_cfg or {})
+        with open(self.cfg_path, "w") as f:
+            for k, v in cfg.items():
+                f.write(f"{k} = {v}\n")
+        self.proc = None
+        self.start()
+
+    def start(self, wait=True):
+        self.log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen([os.path.join(BIN, "billingd"), "--config", self.cfg_path],
+                                     stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT)
+        if wait:
+            self.wait_ready()
+
+    def wait_ready(self, timeout=30):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"billingd exited {self.proc.returncode}:\n{self.logs()}")
+            try:
+                if requests.get(self.url + "/readyz", timeout=1).status_code == 200:
+                    return
+            except requests.RequestException:
+                pass
+            time.sleep(0.05)
+        raise AssertionError("billingd not ready:\n" + self.logs())
+
+    def kill(self, sig=signal.SIGKILL):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(timeout=30)
+        self.log.close()
+
+    def stop(self):
+        self.kill(signal.SIGTERM)
+
+    def logs(self):
+        try:
+            with open(self.log_path, "rb") as f:
+                return f.read().decode("utf-8", "replace")[-20000:]
+        except OSError:
+            return ""
+
+    def h(self, token=GATEWAY_TOKEN):
+        return {"Authorization": f"Bearer {token}"}
+
+    def post(self, path, body, token=GATEWAY_TOKEN, **kw):
+        return requests.post(self.url + path, json=body, headers=self.h(token), timeout=kw.pop("timeout", 30), **kw)
+
+    def get(self, path, token=GATEWAY_TOKEN):
+        return requests.get(self.url + path, headers=self.h(token), timeout=30)
+
+
+@pytest.fixture(scope="module")
+def billingd(env, request):
+    b = Billingd(env)
+    yield b
+    b.stop()
+    failed = getattr(request.node, "_failed", False)
+    if failed:
+        sys.stderr.write("---- billingd log ----\n" + b.logs() + "\n")
+
+
+@pytest.hookimpl(tryfirst=True, hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    rep = outcome.get_result()
+    if rep.when == "call" and rep.failed:
+        item.module.__dict__.setdefault("_any_failed", True)
+        setattr(item.parent, "_failed", True)

@@ -1,0 +1,168 @@
+"""Issue 2: the double-entry ledger, its guards, migrations and the CLIs."""
+import json
+import os
+import re
+import shutil
+import subprocess
+
+import psycopg2
+import pytest
+
+from conftest import ROOT, BIN
+
+ITEST = os.environ.get("BILLING_ITEST_BIN", os.path.join(ROOT, "build", "itest"))
+
+
+def test_randomized_10000_transactions_balance_and_verify(env):
+    p = subprocess.run([os.path.join(ITEST, "ledger_load"), env.pg, "100", "10000", "42"],
+                       capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr
+    n = env.one("SELECT count(*) FROM journal")
+    assert n >= 10100
+    assert env.one("SELECT count(DISTINCT account_id) FROM journal WHERE account_id IS NOT NULL") >= 100
+    # four kinds were posted
+    kinds = {r[0] for r in env.sql("SELECT DISTINCT kind FROM journal")}
+    assert {"grant", "topup", "adjust", "usage"} <= kinds
+    # trial balance zero, balances = sums of postings, chains verify
+    assert env.one("SELECT sum(amount) FROM postings") == 0
+    assert env.sql("SELECT * FROM ledger_balance_mismatches()") == []
+    assert env.one("""SELECT count(*) FROM ledger_balances b WHERE b.balance <>
+                      (SELECT coalesce(sum(amount), 0) FROM postings p WHERE p.ledger_account_id = b.ledger_account_id)""") == 0
+    tb = json.loads(env.ledger("trial-balance", "--json").stdout)
+    assert tb["balanced"] and tb["total_debits_nanos"] == tb["total_credits_nanos"] > 0
+    v = env.ledger("verify")
+    assert "ok:" in v.stdout and str(n) in v.stdout
+
+
+def test_unbalanced_transaction_refused_by_database(env):
+    acct = json.loads(env.admin("account", "create", "--external-id", "raw-sql-1", "--json").stdout)["account_id"]
+    paid = env.one("SELECT ledger_account_id FROM ledger_accounts WHERE account_id=%s AND type='customer_paid'", (acct,))
+    before = env.one("SELECT count(*) FROM journal")
+    for user in ("billing", "billing_owner", "postgres"):
+        c = psycopg2.connect(env.stack.conninfo(env.db, user))
+        cur = c.cursor()
+        with pytest.raises(psycopg2.Error) as e:
+            cur.execute("""INSERT INTO journal (writer, seq, kind, idempotency_key, content_hash, actor, reason, details,
+                                                created_at, prev_hash, hash)
+                           VALUES ('raw', 1, 'x', 'raw-' || %s, '\\x00', 'me', 'r', '{}', now(), '\\x00', '\\x00')
+                           RETURNING txn_id""", (user,))
+            txn = cur.fetchone()[0]
+            cur.execute("INSERT INTO postings (txn_id, line, ledger_account_id, amount) VALUES (%s, 1, %s, 100), (%s, 2, 1, -99)",
+                        (txn, paid, txn))
+            c.commit()
+        assert "does not balance" in str(e.value)
+        c.rollback()
+        # a journal row without postings is refused at commit
+        with pytest.raises(psycopg2.Error) as e:
+            cur.execute("""INSERT INTO journal (writer, seq, kind, idempotency_key, content_hash, actor, reason, details,
+                                                created_at, prev_hash, hash)
+                           VALUES ('raw', 1, 'x', 'raw2-' || %s, '\\x00', 'me', 'r', '{}', now(), '\\x00', '\\x00')""", (user,))
+            c.commit()
+        assert "postings" in str(e.value)
+        c.rollback()
+        c.close()
+    assert env.one("SELECT count(*) FROM journal") == before
+    env.assert_books_sound()
+
+
+def test_service_role_cannot_change_ledger(env):
+    for stmt in ("UPDATE postings SET amount = amount + 1", "DELETE FROM postings", "TRUNCATE postings",
+                 "UPDATE journal SET reason = 'x'", "DELETE FROM journal", "TRUNCATE journal CASCADE",
+                 "UPDATE ledger_balances SET balance = 0", "DELETE FROM ledger_accounts",
+                 "UPDATE usage_records SET cost_nanos = 0", "DELETE FROM audit_log", "UPDATE prices SET input_nanos = 0"):
+        with pytest.raises(psycopg2.Error):
+            env.sql(stmt)
+    # the owner is refused by the triggers too
+    for stmt in ("UPDATE postings SET amount = amount + 1", "DELETE FROM journal", "TRUNCATE postings"):
+        with pytest.raises(psycopg2.Error) as e:
+            env.sql(stmt, user="billing_owner")
+        assert "append-only" in str(e.value)
+
+
+def _tamper_env(stack, tmp_path):
+    from conftest import Env
+    e = Env(stack, stack.new_database(), str(tmp_path))
+    for i in range(3):
+        a = json.loads(e.admin("account", "create", "--external-id", f"t{i}", "--json").stdout)["account_id"]
+        e.admin("topup", "--account", a, "--amount", "10", "--payment-ref", f"pay-{i}")
+    e.assert_books_sound()
+    return e
+
+
+def test_superuser_tampering_is_named_by_verify(stack, tmp_path):
+    e = _tamper_env(stack, tmp_path)
+    txn = e.one("SELECT txn_id FROM journal WHERE kind = 'topup' ORDER BY txn_id LIMIT 1 OFFSET 1")
+    e.sql("SET session_replication_role = replica; UPDATE postings SET amount = amount + 1 WHERE txn_id = %s AND line = 1",
+          (txn,), user="postgres")
+    v = e.ledger("verify", check=False)
+    assert v.returncode == 1
+    assert f"transaction {txn} " in v.stdout and f"transaction {txn} " in v.stderr
+
+
+def test_superuser_delete_is_named_by_verify(stack, tmp_path):
+    e = _tamper_env(stack, tmp_path)
+    txn, writer, seq = e.one("SELECT txn_id, writer, seq FROM journal WHERE kind = 'topup' ORDER BY txn_id LIMIT 1 OFFSET 1")
+    e.sql("SET session_replication_role = replica; DELETE FROM postings WHERE txn_id = %s; DELETE FROM journal WHERE txn_id = %s",
+          (txn, txn), user="postgres")
+    v = e.ledger("verify", check=False)
+    assert v.returncode == 1
+    assert f"writer {writer}, seq {seq}: transaction seq {seq} is missing" in v.stdout
+
+
+def test_idempotency_key_returns_original_and_refuses_changes(env):
+    a = json.loads(env.admin("account", "create", "--external-id", "idem-1", "--json").stdout)["account_id"]
+    g1 = env.admin_json("grant", "--account", a, "--amount", "3.5", "--reason", "goodwill", "--idempotency-key", "k-1")
+    g2 = env.admin_json("grant", "--account", a, "--amount", "3.5", "--reason", "goodwill", "--idempotency-key", "k-1")
+    assert g1["grant_id"] == g2["grant_id"] and g2["duplicate"] is True and g1["duplicate"] is False
+    assert env.one("SELECT count(*) FROM journal WHERE idempotency_key = 'k-1'") == 1
+    bad = env.admin("grant", "--account", a, "--amount", "4", "--reason", "goodwill", "--idempotency-key", "k-1", check=False)
+    assert bad.returncode == 1 and "idempotency_conflict" in bad.stderr
+    # top-ups: payment_ref is the key
+    t1 = env.admin_json("topup", "--account", a, "--amount", "100", "--payment-ref", "ref-1")
+    t2 = env.admin_json("topup", "--account", a, "--amount", "100", "--payment-ref", "ref-1")
+    assert t2["duplicate"] is True and t1["balance"]["paid_nanos"] == t2["balance"]["paid_nanos"] == 100_000_000_000
+    bad = env.admin("topup", "--account", a, "--amount", "101", "--payment-ref", "ref-1", check=False)
+    assert bad.returncode == 1 and "idempotency_conflict" in bad.stderr
+    assert env.one("SELECT count(*) FROM journal WHERE idempotency_key = 'topup:ref-1'") == 1
+    env.assert_books_sound()
+
+
+def test_edited_migration_is_refused(stack, tmp_path):
+    from conftest import Env
+    e = Env(stack, stack.new_database(), str(tmp_path))
+    mig = tmp_path / "migrations"
+    shutil.copytree(os.path.join(ROOT, "migrations"), mig)
+    env = e.cli_env(BILLING_MIGRATIONS_DIR=str(mig))
+    out = e.admin("migrate", env=env)
+    assert "nothing to apply" in out.stdout
+    with open(mig / "0002_pricing_usage.sql", "a") as f:
+        f.write("\n-- edited\n")
+    bad = e.admin("migrate", env=env, check=False)
+    assert bad.returncode == 1
+    assert "0002_pricing_usage.sql" in bad.stderr and "changed" in bad.stderr
+    # a new file applies once, recorded with its checksum
+    (mig / "0002_pricing_usage.sql").write_text(open(os.path.join(ROOT, "migrations", "0002_pricing_usage.sql")).read())
+    (mig / "9999_test.sql").write_text("CREATE TABLE t_new (x int);\n")
+    out = e.admin("migrate", env=env)
+    assert "applied 9999_test.sql" in out.stdout
+    assert e.one("SELECT sha256 FROM schema_migrations WHERE name = '9999_test.sql'") and \
+        len(e.one("SELECT sha256 FROM schema_migrations WHERE name = '9999_test.sql'")) == 64
+    assert "nothing to apply" in e.admin("migrate", env=env).stdout
+
+
+def test_amount_parsing_and_usage_errors(env):
+    a = json.loads(env.admin("account", "create", "--external-id", "cli-err", "--json").stdout)["account_id"]
+    r = env.admin("grant", "--account", a, "--amount", "1.0000000001", "--reason", "x", check=False)
+    assert r.returncode == 2 and r.stderr.startswith("billing-admin: ") and "9 decimal" in r.stderr
+    r = env.admin("grant", "--account", a, "--amount", "1", check=False)
+    assert r.returncode == 2 and "--reason" in r.stderr
+    r = env.admin("grant", "--account", 999999, "--amount", "1", "--reason", "x", check=False)
+    assert r.returncode == 1 and "not found" in r.stderr
+    r = env.admin("topup", "--account", a, "--amount", "1e3", "--payment-ref", "z", check=False)
+    assert r.returncode == 2
+    r = env.admin("frobnicate", check=False)
+    assert r.returncode == 2
+    g = env.admin_json("grant", "--account", a, "--amount", "0.000000001", "--reason", "one nano")
+    assert g["amount_nanos"] == 1
+    assert env.admin("--help").returncode == 0
+    assert "--payment-ref" in env.admin("topup", "--help").stdout
