@@ -10,13 +10,8 @@ struct error {
 	char msg[512];   /* lower case, no final period */
 };
 
-#define error_set(e, st, cd, ...)                                                     \
-	do {                                                                           \
-		if (e) {                                                               \
-			(e)->status = (st);                                            \
-			snprintf((e)->code, sizeof((e)->code), "%s", (cd));            \
-			snprintf((e)->msg, sizeof((e)->msg), __VA_ARGS__);             \
-		}                                                                      \
-	} while (0)
+/* Fills e (if not NULL): status, code, printf-style message. */
+void error_set(struct error *e, int status, const char *code, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
 
 #endif

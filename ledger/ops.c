@@ -397,8 +397,17 @@ static int paid_tx(void *arg, struct error *err)
 	}
 	if (paid_account(c, j->account_id, &la, err) < 0)
 		goto done;
-	buf_printf(&details, "{\"amount_nanos\":%" PRId64 "%s%s}", j->amount, j->extra_json ? "," : "",
-		   j->extra_json ? j->extra_json : "");
+	{
+		struct ops_balance before;
+		if (ops_balance_get(c, j->account_id, j->x->now_us, &before, err) < 0)
+			goto done;
+		/* the answer a replay gets: the balance right after this transaction */
+		buf_printf(&details,
+			   "{\"amount_nanos\":%" PRId64 ",\"balance_after\":{\"paid_nanos\":%" PRId64
+			   ",\"promo_nanos\":%" PRId64 "}%s%s}",
+			   j->amount, before.paid_nanos + j->amount, before.promo_nanos, j->extra_json ? "," : "",
+			   j->extra_json ? j->extra_json : "");
+	}
 	post[0] = (struct journal_posting){la, j->account_id, j->amount};
 	post[1] = (struct journal_posting){j->contra, 0, -j->amount};
 	memset(&t, 0, sizeof(t));
@@ -453,7 +462,24 @@ int ops_topup(struct ops_ctx *x, int64_t account_id, int64_t amount_nanos, const
 			goto done;
 		*duplicate = j.duplicate;
 	}
-	rc = after ? ops_balance_get(x->conn, account_id, x->now_us, after, err) : 0;
+	if (after) {
+		/* the balance right after the top-up, as recorded with it (the same answer on a replay) */
+		const char *p[1] = {key};
+		PGresult *r = db_query(x->conn,
+				       "SELECT (details::json->'balance_after'->>'paid_nanos')::bigint,"
+				       " (details::json->'balance_after'->>'promo_nanos')::bigint"
+				       " FROM journal WHERE idempotency_key = $1",
+				       1, p, err);
+		if (!r)
+			goto done;
+		memset(after, 0, sizeof(*after));
+		if (PQntuples(r) == 1) {
+			after->paid_nanos = i64(r, 0, 0);
+			after->promo_nanos = i64(r, 0, 1);
+		}
+		PQclear(r);
+	}
+	rc = 0;
 done:
 	json_decref(ref);
 	free(extra);

@@ -1,0 +1,268 @@
+/* dbpool.c: see dbpool.h. */
+#include "billing/dbpool.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "common/timeutil.h"
+#include "ledger/db.h"
+
+struct dbpool {
+	struct dbpool_opts o;
+	char *name, *conninfo, *writer_prefix;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	struct dbjob *head, *tail; /* pending */
+	size_t depth;
+	struct dbjob *done_head, *done_tail; /* finished, for the loop */
+	struct event *done_ev;
+	pthread_t *th;
+	int stopping;
+	int connected; /* threads with a live connection */
+};
+
+static void push_done(struct dbpool *p, struct dbjob *j)
+{
+	pthread_mutex_lock(&p->mu);
+	j->next = NULL;
+	if (p->done_tail)
+		p->done_tail->next = j;
+	else
+		p->done_head = j;
+	p->done_tail = j;
+	pthread_mutex_unlock(&p->mu);
+	event_active(p->done_ev, EV_READ, 0);
+}
+
+static void done_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct dbpool *p = arg;
+	struct dbjob *j;
+
+	(void)fd, (void)what;
+	pthread_mutex_lock(&p->mu);
+	j = p->done_head;
+	p->done_head = p->done_tail = NULL;
+	pthread_mutex_unlock(&p->mu);
+	while (j) {
+		struct dbjob *next = j->next;
+		j->done(j);
+		j = next;
+	}
+}
+
+struct thread_arg {
+	struct dbpool *p;
+	int idx;
+};
+
+static PGconn *ensure_conn(struct dbpool *p, PGconn *c, int64_t *next_try_us, int *was_up)
+{
+	struct error err;
+
+	if (c && PQstatus(c) == CONNECTION_OK)
+		return c;
+	if (c) {
+		PQfinish(c);
+		c = NULL;
+		if (*was_up) {
+			pthread_mutex_lock(&p->mu);
+			p->connected--;
+			pthread_mutex_unlock(&p->mu);
+			*was_up = 0;
+			log_warn("postgresql connection lost", "pool=%s", p->name);
+		}
+	}
+	if (time_now_us() < *next_try_us)
+		return NULL;
+	c = db_connect(p->conninfo, p->o.timeout_ms, &err);
+	if (!c) {
+		*next_try_us = time_now_us() + 500000;
+		log_warn("postgresql unreachable", "pool=%s error=\"%s\"", p->name, err.msg);
+		return NULL;
+	}
+	pthread_mutex_lock(&p->mu);
+	p->connected++;
+	pthread_mutex_unlock(&p->mu);
+	*was_up = 1;
+	return c;
+}
+
+static void *thread_main(void *argp)
+{
+	struct thread_arg *ta = argp;
+	struct dbpool *p = ta->p;
+	char writer[160];
+	PGconn *c = NULL;
+	int64_t next_try = 0;
+	int up = 0;
+	size_t bmax = p->o.batch ? (p->o.batch_max ? p->o.batch_max : 1) : 1;
+	struct dbjob **batch = calloc(bmax, sizeof(*batch));
+
+	if (ta->idx == 0)
+		snprintf(writer, sizeof(writer), "%s", p->writer_prefix);
+	else
+		snprintf(writer, sizeof(writer), "%s.t%d", p->writer_prefix, ta->idx);
+	free(ta);
+	c = ensure_conn(p, c, &next_try, &up);
+	for (;;) {
+		size_t n = 0;
+
+		pthread_mutex_lock(&p->mu);
+		while (!p->head && !p->stopping)
+			pthread_cond_wait(&p->cv, &p->mu);
+		if (!p->head && p->stopping) {
+			pthread_mutex_unlock(&p->mu);
+			break;
+		}
+		if (p->o.batch && p->o.batch_wait_us > 0 && p->depth < bmax && !p->stopping) {
+			/* group commit: give followers a moment to join the batch */
+			struct timespec ts;
+			int64_t until = p->head->enqueued_us + p->o.batch_wait_us;
+			if (until > time_now_us()) {
+				clock_gettime(CLOCK_REALTIME, &ts);
+				int64_t wait = until - time_now_us();
+				ts.tv_sec += wait / 1000000;
+				ts.tv_nsec += (wait % 1000000) * 1000;
+				if (ts.tv_nsec >= 1000000000) {
+					ts.tv_sec++;
+					ts.tv_nsec -= 1000000000;
+				}
+				while (p->depth < bmax && !p->stopping &&
+				       pthread_cond_timedwait(&p->cv, &p->mu, &ts) == 0)
+					;
+			}
+		}
+		while (p->head && n < bmax) {
+			batch[n++] = p->head;
+			p->head = p->head->next;
+			p->depth--;
+		}
+		if (!p->head)
+			p->tail = NULL;
+		pthread_mutex_unlock(&p->mu);
+
+		c = ensure_conn(p, c, &next_try, &up);
+		if (p->o.batch) {
+			p->o.batch(batch, n, c, writer, p->o.batch_arg);
+		} else {
+			batch[0]->run(batch[0], c, writer);
+		}
+		if (c && PQstatus(c) != CONNECTION_OK)
+			c = ensure_conn(p, c, &next_try, &up);
+		for (size_t i = 0; i < n; i++)
+			push_done(p, batch[i]);
+	}
+	free(batch);
+	if (up) {
+		pthread_mutex_lock(&p->mu);
+		p->connected--;
+		pthread_mutex_unlock(&p->mu);
+	}
+	PQfinish(c);
+	return NULL;
+}
+
+struct dbpool *dbpool_new(struct event_base *base, const struct dbpool_opts *o)
+{
+	struct dbpool *p = calloc(1, sizeof(*p));
+
+	if (!p)
+		return NULL;
+	p->o = *o;
+	p->name = strdup(o->name);
+	p->conninfo = strdup(o->conninfo);
+	p->writer_prefix = strdup(o->writer_prefix);
+	if (p->o.batch)
+		p->o.threads = 1;
+	p->th = calloc((size_t)p->o.threads, sizeof(*p->th));
+	p->done_ev = event_new(base, -1, 0, done_cb, p);
+	if (!p->name || !p->conninfo || !p->writer_prefix || !p->th || !p->done_ev) {
+		free(p->name);
+		free(p->conninfo);
+		free(p->writer_prefix);
+		free(p->th);
+		if (p->done_ev)
+			event_free(p->done_ev);
+		free(p);
+		return NULL;
+	}
+	pthread_mutex_init(&p->mu, NULL);
+	pthread_cond_init(&p->cv, NULL);
+	for (int i = 0; i < p->o.threads; i++) {
+		struct thread_arg *ta = malloc(sizeof(*ta));
+		ta->p = p;
+		ta->idx = i;
+		pthread_create(&p->th[i], NULL, thread_main, ta);
+	}
+	return p;
+}
+
+int dbpool_submit(struct dbpool *p, struct dbjob *job)
+{
+	pthread_mutex_lock(&p->mu);
+	if (p->depth >= p->o.queue_max || p->stopping) {
+		pthread_mutex_unlock(&p->mu);
+		return -1;
+	}
+	job->next = NULL;
+	job->enqueued_us = time_now_us();
+	memset(&job->err, 0, sizeof(job->err));
+	if (p->tail)
+		p->tail->next = job;
+	else
+		p->head = job;
+	p->tail = job;
+	p->depth++;
+	if (!p->o.batch || p->depth == 1 || p->depth >= (p->o.batch_max ? p->o.batch_max : 1))
+		pthread_cond_broadcast(&p->cv);
+	pthread_mutex_unlock(&p->mu);
+	return 0;
+}
+
+size_t dbpool_depth(struct dbpool *p)
+{
+	size_t d;
+
+	pthread_mutex_lock(&p->mu);
+	d = p->depth;
+	pthread_mutex_unlock(&p->mu);
+	return d;
+}
+
+bool dbpool_connected(struct dbpool *p)
+{
+	bool up;
+
+	pthread_mutex_lock(&p->mu);
+	up = p->connected > 0;
+	pthread_mutex_unlock(&p->mu);
+	return up;
+}
+
+void dbpool_free(struct dbpool *p)
+{
+	if (!p)
+		return;
+	pthread_mutex_lock(&p->mu);
+	p->stopping = 1;
+	pthread_cond_broadcast(&p->cv);
+	pthread_mutex_unlock(&p->mu);
+	for (int i = 0; i < p->o.threads; i++)
+		pthread_join(p->th[i], NULL);
+	/* run what finished after the loop last looked */
+	done_cb(-1, 0, p);
+	event_free(p->done_ev);
+	pthread_mutex_destroy(&p->mu);
+	pthread_cond_destroy(&p->cv);
+	free(p->th);
+	free(p->name);
+	free(p->conninfo);
+	free(p->writer_prefix);
+	free(p);
+}

@@ -1,0 +1,1066 @@
+/* server.c: see server.h. */
+#include "billing/server.h"
+
+#include <event2/buffer.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <sodium.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "billing/dbpool.h"
+#include "billing/metrics.h"
+#include "billing/rconn.h"
+#include "billing/tokens.h"
+#include "billing/usage.h"
+#include "common/buf.h"
+#include "common/log.h"
+#include "common/timeutil.h"
+#include "ledger/apikey.h"
+#include "ledger/db.h"
+#include "ledger/ops.h"
+#include "ledger/promo.h"
+
+#define MAX_BODY (1024 * 1024)
+#define MAX_BATCH 1000
+
+struct server {
+	struct event_base *base;
+	struct config *cfg;
+	struct evhttp *http;
+	struct evhttp_bound_socket *sock;
+	struct tokens *gw, *admin;
+	uint8_t pepper[APIKEY_PEPPER_BYTES];
+	struct dbpool *pool, *writer;
+	struct usage_writer *uw;
+	struct rconn *redis;
+	struct metrics *metrics;
+	int64_t inflight;
+	bool draining;
+	int64_t drain_deadline_us;
+	struct event *drain_timer, *gauge_timer;
+	bool referral_on_topup;
+};
+
+/* ---- request context and replies ---- */
+
+struct rctx {
+	struct server *s;
+	struct evhttp_request *req;
+	const char *route; /* static label for metrics */
+	int64_t t0;
+};
+
+static struct rctx *rctx_new(struct server *s, struct evhttp_request *req, const char *route)
+{
+	struct rctx *c = calloc(1, sizeof(*c));
+
+	if (!c)
+		return NULL;
+	c->s = s;
+	c->req = req;
+	c->route = route;
+	c->t0 = time_now_us();
+	s->inflight++;
+	return c;
+}
+
+/* Sends the one reply of a request and frees its context.  body is stolen. */
+static void reply(struct rctx *c, int status, json_t *body)
+{
+	struct evbuffer *out = evbuffer_new();
+	struct evkeyvalq *h = evhttp_request_get_output_headers(c->req);
+	char *s = body ? json_dumps(body, JSON_COMPACT) : NULL;
+
+	evhttp_add_header(h, "Content-Type", "application/json");
+	if (s) {
+		evbuffer_add(out, s, strlen(s));
+		evbuffer_add(out, "\n", 1);
+	}
+	evhttp_send_reply(c->req, status, NULL, out);
+	evbuffer_free(out);
+	free(s);
+	json_decref(body);
+	metrics_request(c->s->metrics, c->route, status, time_now_us() - c->t0);
+	c->s->inflight--;
+	free(c);
+}
+
+static void reply_text(struct rctx *c, int status, const char *text, size_t len)
+{
+	struct evbuffer *out = evbuffer_new();
+
+	evhttp_add_header(evhttp_request_get_output_headers(c->req), "Content-Type", "application/json");
+	evbuffer_add(out, text, len);
+	evbuffer_add(out, "\n", 1);
+	evhttp_send_reply(c->req, status, NULL, out);
+	evbuffer_free(out);
+	metrics_request(c->s->metrics, c->route, status, time_now_us() - c->t0);
+	c->s->inflight--;
+	free(c);
+}
+
+static json_t *error_json(const struct error *e)
+{
+	json_t *inner = json_pack("{s:s,s:s}", "code", e->code, "message", e->msg);
+
+	if (e->status == 503)
+		json_object_set_new(inner, "retry_after_ms", json_integer(1000));
+	return json_pack("{s:o}", "error", inner);
+}
+
+static void reply_error(struct rctx *c, const struct error *e)
+{
+	int status = e->status ? e->status : 500;
+
+	if (status == 503 || status == 429)
+		evhttp_add_header(evhttp_request_get_output_headers(c->req), "Retry-After", "1");
+	if (status >= 500 && status != 503)
+		log_error("request failed", "route=%s status=%d code=%s error=\"%s\"", c->route, status, e->code, e->msg);
+	reply(c, status, error_json(e));
+}
+
+static void reply_err(struct rctx *c, int status, const char *code, const char *msg)
+{
+	struct error e;
+
+	error_set(&e, status, code, "%s", msg);
+	reply_error(c, &e);
+}
+
+/* ---- request body ---- */
+
+static json_t *read_body(struct rctx *c, struct error *err)
+{
+	struct evbuffer *in = evhttp_request_get_input_buffer(c->req);
+	size_t len = evbuffer_get_length(in);
+	json_error_t je;
+	json_t *j;
+
+	if (len > MAX_BODY) {
+		error_set(err, 413, "body_too_large", "the body is over 1 MiB");
+		return NULL;
+	}
+	j = json_loadb((const char *)evbuffer_pullup(in, -1), len, JSON_REJECT_DUPLICATES, &je);
+	if (!j) {
+		error_set(err, 400, "invalid_request", "malformed JSON at line %d column %d: %s", je.line, je.column,
+			  je.text);
+		return NULL;
+	}
+	if (!json_is_object(j)) {
+		json_decref(j);
+		error_set(err, 400, "invalid_request", "the body must be a JSON object");
+		return NULL;
+	}
+	return j;
+}
+
+/* ---- auth ---- */
+
+enum auth_need { AUTH_NONE, AUTH_GATEWAY, AUTH_ADMIN };
+
+static int bearer(struct evhttp_request *req, const char **tok, size_t *len)
+{
+	const char *h = evhttp_find_header(evhttp_request_get_input_headers(req), "Authorization");
+
+	if (!h || strncasecmp(h, "Bearer ", 7) != 0)
+		return -1;
+	h += 7;
+	while (*h == ' ')
+		h++;
+	*tok = h;
+	*len = strlen(h);
+	return *len ? 0 : -1;
+}
+
+/* 0 ok; else replies 401/403 and returns -1 */
+static int check_auth(struct rctx *c, enum auth_need need)
+{
+	const char *tok;
+	size_t len;
+	bool is_admin, is_gw;
+
+	if (need == AUTH_NONE)
+		return 0;
+	if (bearer(c->req, &tok, &len) < 0) {
+		evhttp_add_header(evhttp_request_get_output_headers(c->req), "WWW-Authenticate", "Bearer");
+		reply_err(c, 401, "unauthorized", "missing bearer token");
+		return -1;
+	}
+	is_admin = tokens_match(c->s->admin, tok, len);
+	is_gw = !is_admin && tokens_match(c->s->gw, tok, len);
+	if (!is_admin && !is_gw) {
+		evhttp_add_header(evhttp_request_get_output_headers(c->req), "WWW-Authenticate", "Bearer");
+		reply_err(c, 401, "unauthorized", "unknown bearer token");
+		return -1;
+	}
+	if (need == AUTH_ADMIN && !is_admin) {
+		reply_err(c, 403, "forbidden", "this route needs an admin token");
+		return -1;
+	}
+	return 0;
+}
+
+/* ---- database jobs of the HTTP API ---- */
+
+enum op { OP_ACCOUNT_CREATE, OP_ACCOUNT_GET, OP_VERIFY, OP_KEY_CREATE, OP_TOPUP, OP_GRANT, OP_READY };
+
+struct hjob {
+	struct dbjob job;
+	struct rctx *rc;
+	enum op op;
+	json_t *body; /* owned */
+	int64_t id;
+	int out_status;
+	json_t *out; /* owned, built on the pool thread */
+	struct server *s;
+};
+
+static json_t *balance_obj(const struct ops_balance *b)
+{
+	return json_pack("{s:I,s:I,s:I,s:I}", "paid_nanos", (json_int_t)b->paid_nanos, "promo_nanos",
+			 (json_int_t)b->promo_nanos, "held_nanos", (json_int_t)0, "available_nanos",
+			 (json_int_t)(b->paid_nanos + b->promo_nanos));
+}
+
+static json_t *grants_arr(const struct ops_balance *b)
+{
+	json_t *a = json_array();
+
+	for (size_t i = 0; i < b->n_grants; i++) {
+		const struct ops_grant_info *g = &b->grants[i];
+		char exp[40];
+		if (g->expires_at_us)
+			time_format_rfc3339(g->expires_at_us, exp, sizeof(exp));
+		json_array_append_new(a, json_pack("{s:I,s:s,s:I,s:o,s:i}", "grant_id", (json_int_t)g->grant_id, "kind",
+						   g->kind, "remaining_nanos", (json_int_t)g->remaining_nanos,
+						   "expires_at", g->expires_at_us ? json_string(exp) : json_null(),
+						   "priority", g->priority));
+	}
+	return a;
+}
+
+static void run_account_create(struct hjob *j, struct ops_ctx *x)
+{
+	struct ops_signup req;
+	struct ops_signup_result res;
+	struct ops_balance b;
+	const char *idents[16];
+	json_t *ids = json_object_get(j->body, "identity"), *v;
+	size_t i;
+
+	memset(&req, 0, sizeof(req));
+	req.external_id = json_string_value(json_object_get(j->body, "external_id"));
+	req.referral_code = json_string_value(json_object_get(j->body, "referral_code"));
+	json_array_foreach(ids, i, v) idents[i] = json_string_value(v);
+	req.identity = idents;
+	req.n_identity = json_array_size(ids);
+	if (ops_account_create(x, &req, &res, &j->job.err) < 0 ||
+	    ops_balance_get(x->conn, res.account_id, 0, &b, &j->job.err) < 0)
+		return;
+	j->out_status = res.duplicate ? 200 : 201;
+	j->out = json_pack("{s:I,s:s,s:o,s:b}", "account_id", (json_int_t)res.account_id, "referral_code",
+			   res.referral_code, "balance", balance_obj(&b), "duplicate", res.duplicate);
+	if (!res.duplicate)
+		json_object_set_new(j->out, "promotion",
+				    json_pack("{s:b,s:I,s:o,s:s}", "applied", res.signup_grant_nanos > 0, "amount_nanos",
+					      (json_int_t)res.signup_grant_nanos, "grant_id",
+					      res.signup_grant_id ? json_integer(res.signup_grant_id) : json_null(),
+					      "note", res.promo_note));
+}
+
+static void run_account_get(struct hjob *j, struct ops_ctx *x)
+{
+	struct ops_account a;
+	struct ops_balance b;
+
+	if (ops_account_get(x->conn, j->id, &a, &j->job.err) < 0 ||
+	    ops_balance_get(x->conn, j->id, 0, &b, &j->job.err) < 0)
+		return;
+	j->out_status = 200;
+	j->out = json_pack("{s:I,s:s,s:s,s:b,s:s,s:s,s:o,s:o,s:o}", "account_id", (json_int_t)a.account_id,
+			   "external_id", a.external_id, "status", a.status, "verified", a.verified, "tier", a.tier,
+			   "referral_code", a.referral_code, "balance", balance_obj(&b), "grants", grants_arr(&b),
+			   "limits", json_object());
+}
+
+struct verify_arg {
+	struct ops_ctx *x;
+	int64_t id;
+	int64_t grant_id, nanos;
+	char note[160];
+	bool qualify;
+};
+
+static int verify_tx(void *arg, struct error *err)
+{
+	struct verify_arg *v = arg;
+	char id[32];
+	const char *p[1] = {id};
+
+	snprintf(id, sizeof(id), "%" PRId64, v->id);
+	if (ops_lock_customer(v->x->conn, v->id, NULL, err) < 0 ||
+	    db_exec(v->x->conn, "UPDATE customers SET verified = true WHERE account_id = $1", 1, p, err) < 0)
+		return -1;
+	if (!v->qualify) {
+		snprintf(v->note, sizeof(v->note), "referral rewards are triggered by the first top-up");
+		return 0;
+	}
+	return promo_on_qualify(v->x, v->id, &v->grant_id, &v->nanos, v->note, sizeof(v->note), err);
+}
+
+static void run_verify(struct hjob *j, struct ops_ctx *x)
+{
+	struct verify_arg v = {x, j->id, 0, 0, "", !j->s->referral_on_topup};
+
+	if (ops_in_tx(x->conn, verify_tx, &v, &j->job.err) < 0)
+		return;
+	j->out_status = 200;
+	j->out = json_pack("{s:I,s:b,s:{s:b,s:I,s:s}}", "account_id", (json_int_t)j->id, "verified", 1, "referral",
+			   "rewarded", v.grant_id != 0, "amount_nanos", (json_int_t)v.nanos, "note", v.note);
+}
+
+static void run_key_create(struct hjob *j, struct ops_ctx *x)
+{
+	struct ops_account a;
+	uint8_t h[APIKEY_HASH_BYTES];
+	char key[APIKEY_LEN + 1], hhex[2 * APIKEY_HASH_BYTES + 1], acct[32];
+	const char *name = json_string_value(json_object_get(j->body, "name"));
+	PGresult *r;
+
+	if (ops_account_get(x->conn, j->id, &a, &j->job.err) < 0)
+		return;
+	apikey_generate(key);
+	apikey_hash(j->s->pepper, key, strlen(key), h);
+	sodium_bin2hex(hhex, sizeof(hhex), h, sizeof(h));
+	snprintf(acct, sizeof(acct), "%" PRId64, j->id);
+	{
+		const char *p[3] = {acct, name ? name : "", hhex};
+		r = db_query(x->conn,
+			     "INSERT INTO api_keys (account_id, name, key_hash) VALUES ($1, $2, decode($3, 'hex'))"
+			     " RETURNING key_id",
+			     3, p, &j->job.err);
+	}
+	if (!r)
+		return;
+	j->out_status = 201;
+	j->out = json_pack("{s:I,s:I,s:s,s:s}", "key_id", (json_int_t)strtoll(PQgetvalue(r, 0, 0), NULL, 10),
+			   "account_id", (json_int_t)j->id, "name", name ? name : "", "api_key", key);
+	PQclear(r);
+	sodium_memzero(key, sizeof(key));
+}
+
+struct topup_qualify {
+	struct ops_ctx *x;
+	int64_t id, grant_id, nanos;
+	char note[160];
+};
+
+static int topup_qualify_tx(void *arg, struct error *err)
+{
+	struct topup_qualify *q = arg;
+
+	if (ops_lock_customer(q->x->conn, q->id, NULL, err) < 0)
+		return -1;
+	return promo_on_qualify(q->x, q->id, &q->grant_id, &q->nanos, q->note, sizeof(q->note), err);
+}
+
+static void run_topup(struct hjob *j, struct ops_ctx *x)
+{
+	struct ops_balance b;
+	bool dup;
+	int64_t amount = json_integer_value(json_object_get(j->body, "amount_nanos"));
+	const char *ref = json_string_value(json_object_get(j->body, "payment_ref"));
+
+	if (ops_topup(x, j->id, amount, ref, &b, &dup, &j->job.err) < 0)
+		return;
+	if (j->s->referral_on_topup && !dup) {
+		struct topup_qualify q = {x, j->id, 0, 0, ""};
+		if (ops_in_tx(x->conn, topup_qualify_tx, &q, &j->job.err) < 0)
+			return;
+	}
+	j->out_status = dup ? 200 : 201;
+	j->out = json_pack("{s:I,s:s,s:I,s:o,s:b}", "account_id", (json_int_t)j->id, "payment_ref", ref,
+			   "amount_nanos", (json_int_t)amount, "balance", balance_obj(&b), "duplicate", dup);
+}
+
+static void run_grant(struct hjob *j, struct ops_ctx *x)
+{
+	struct ops_grant_req g;
+	struct ops_grant_info info;
+	const char *exp = json_string_value(json_object_get(j->body, "expires_at"));
+	json_t *prio = json_object_get(j->body, "priority");
+	char e[40];
+	bool dup;
+
+	memset(&g, 0, sizeof(g));
+	g.account_id = j->id;
+	g.amount_nanos = json_integer_value(json_object_get(j->body, "amount_nanos"));
+	g.reason = json_string_value(json_object_get(j->body, "reason"));
+	g.kind = "admin";
+	g.priority = prio ? (int)json_integer_value(prio) : 100;
+	g.idempotency_key = json_string_value(json_object_get(j->body, "idempotency_key"));
+	if (exp)
+		(void)!time_parse_rfc3339(exp, 1, &g.expires_at_us); /* validated on the loop */
+	x->actor = json_string_value(json_object_get(j->body, "operator"));
+	if (ops_grant(x, &g, &info, &dup, &j->job.err) < 0)
+		return;
+	if (info.expires_at_us)
+		time_format_rfc3339(info.expires_at_us, e, sizeof(e));
+	j->out_status = dup ? 200 : 201;
+	j->out = json_pack("{s:I,s:I,s:s,s:I,s:I,s:o,s:i,s:b}", "grant_id", (json_int_t)info.grant_id, "account_id",
+			   (json_int_t)j->id, "kind", info.kind, "amount_nanos", (json_int_t)info.amount_nanos,
+			   "remaining_nanos", (json_int_t)info.remaining_nanos, "expires_at",
+			   info.expires_at_us ? json_string(e) : json_null(), "priority", info.priority, "duplicate", dup);
+}
+
+static void hjob_run(struct dbjob *job, PGconn *conn, const char *writer)
+{
+	struct hjob *j = (struct hjob *)job;
+	struct ops_ctx x = {conn, writer, "gateway", 0};
+
+	if (!conn) {
+		error_set(&j->job.err, 503, "unavailable", "the ledger database is unreachable");
+		return;
+	}
+	switch (j->op) {
+	case OP_ACCOUNT_CREATE:
+		run_account_create(j, &x);
+		break;
+	case OP_ACCOUNT_GET:
+		run_account_get(j, &x);
+		break;
+	case OP_VERIFY:
+		run_verify(j, &x);
+		break;
+	case OP_KEY_CREATE:
+		run_key_create(j, &x);
+		break;
+	case OP_TOPUP:
+		run_topup(j, &x);
+		break;
+	case OP_GRANT:
+		x.actor = "admin";
+		run_grant(j, &x);
+		break;
+	case OP_READY:
+		if (db_exec(conn, "SELECT 1", 0, NULL, &j->job.err) == 0)
+			j->out_status = 200;
+		break;
+	}
+	if (!j->out && !j->job.err.status && j->op != OP_READY)
+		error_set(&j->job.err, 500, "internal", "no answer");
+	if (db_conn_broken(conn) && j->job.err.status)
+		error_set(&j->job.err, 503, "unavailable", "the ledger database connection was lost");
+}
+
+static void hjob_done(struct dbjob *job)
+{
+	struct hjob *j = (struct hjob *)job;
+
+	if (j->op == OP_READY) {
+		bool ok = j->out_status == 200 && rconn_ready(j->s->redis);
+		reply(j->rc, ok ? 200 : 503,
+		      json_pack("{s:s,s:b,s:b}", "status", ok ? "ready" : "unavailable", "postgresql",
+				j->out_status == 200, "redis", rconn_ready(j->s->redis)));
+	} else if (j->job.err.status) {
+		reply_error(j->rc, &j->job.err);
+	} else {
+		reply(j->rc, j->out_status, j->out);
+		j->out = NULL;
+	}
+	json_decref(j->body);
+	json_decref(j->out);
+	free(j);
+}
+
+static void submit_hjob(struct rctx *c, enum op op, json_t *body, int64_t id)
+{
+	struct hjob *j = calloc(1, sizeof(*j));
+
+	if (!j) {
+		json_decref(body);
+		reply_err(c, 503, "unavailable", "out of memory");
+		return;
+	}
+	j->job.run = hjob_run;
+	j->job.done = hjob_done;
+	j->rc = c;
+	j->op = op;
+	j->body = body;
+	j->id = id;
+	j->s = c->s;
+	if (dbpool_submit(c->s->pool, &j->job) < 0) {
+		json_decref(body);
+		free(j);
+		reply_err(c, 503, "unavailable", "the request queue is full");
+	}
+}
+
+/* ---- validation helpers (event loop) ---- */
+
+static int want_string(json_t *b, const char *k, bool required, size_t max, struct error *err)
+{
+	json_t *v = json_object_get(b, k);
+
+	if (!v || json_is_null(v)) {
+		if (required)
+			error_set(err, 400, "invalid_request", "field '%s' is required", k);
+		return required ? -1 : 0;
+	}
+	if (!json_is_string(v) || json_string_length(v) == 0 || json_string_length(v) > max ||
+	    strlen(json_string_value(v)) != json_string_length(v)) {
+		error_set(err, 400, "invalid_request", "field '%s' must be a string of 1 to %zu characters", k, max);
+		return -1;
+	}
+	return 0;
+}
+
+static int want_int(json_t *b, const char *k, bool required, int64_t min, int64_t max, struct error *err)
+{
+	json_t *v = json_object_get(b, k);
+
+	if (!v || json_is_null(v)) {
+		if (required)
+			error_set(err, 400, "invalid_request", "field '%s' is required", k);
+		return required ? -1 : 0;
+	}
+	if (!json_is_integer(v)) {
+		error_set(err, 400, "invalid_request", "field '%s' must be an integer", k);
+		return -1;
+	}
+	if (json_integer_value(v) < min || json_integer_value(v) > max) {
+		error_set(err, 422, "invalid_amount", "field '%s' must be between %" PRId64 " and %" PRId64, k, min,
+			  max);
+		return -1;
+	}
+	return 0;
+}
+
+/* ---- handlers ---- */
+
+static void h_accounts_create(struct rctx *c)
+{
+	struct error err;
+	json_t *b = read_body(c, &err), *ids;
+	size_t i;
+	json_t *v;
+
+	if (!b)
+		return reply_error(c, &err);
+	if (want_string(b, "external_id", true, 200, &err) < 0 || want_string(b, "referral_code", false, 64, &err) < 0)
+		goto bad;
+	ids = json_object_get(b, "identity");
+	if (ids && !json_is_null(ids)) {
+		if (!json_is_array(ids) || json_array_size(ids) > 16) {
+			error_set(&err, 400, "invalid_request", "field 'identity' must be an array of at most 16 strings");
+			goto bad;
+		}
+		json_array_foreach(ids, i, v) if (!json_is_string(v) || json_string_length(v) == 0 ||
+						  json_string_length(v) > 200)
+		{
+			error_set(&err, 400, "invalid_request", "field 'identity' must hold strings of 1 to 200 characters");
+			goto bad;
+		}
+	}
+	return submit_hjob(c, OP_ACCOUNT_CREATE, b, 0);
+bad:
+	json_decref(b);
+	reply_error(c, &err);
+}
+
+static void h_keys(struct rctx *c)
+{
+	struct error err;
+	json_t *b = read_body(c, &err);
+
+	if (!b)
+		return reply_error(c, &err);
+	if (want_int(b, "account_id", true, 1, INT64_MAX, &err) < 0 || want_string(b, "name", false, 200, &err) < 0) {
+		json_decref(b);
+		return reply_error(c, &err);
+	}
+	submit_hjob(c, OP_KEY_CREATE, b, json_integer_value(json_object_get(b, "account_id")));
+}
+
+static void h_topups(struct rctx *c)
+{
+	struct error err;
+	json_t *b = read_body(c, &err);
+
+	if (!b)
+		return reply_error(c, &err);
+	if (want_int(b, "account_id", true, 1, INT64_MAX, &err) < 0 ||
+	    want_int(b, "amount_nanos", true, 1, INT64_MAX / 4, &err) < 0 ||
+	    want_string(b, "payment_ref", true, 200, &err) < 0) {
+		json_decref(b);
+		return reply_error(c, &err);
+	}
+	submit_hjob(c, OP_TOPUP, b, json_integer_value(json_object_get(b, "account_id")));
+}
+
+static void h_admin_grants(struct rctx *c)
+{
+	struct error err;
+	json_t *b = read_body(c, &err);
+	const char *exp;
+	int64_t t;
+
+	if (!b)
+		return reply_error(c, &err);
+	if (want_int(b, "account_id", true, 1, INT64_MAX, &err) < 0 ||
+	    want_int(b, "amount_nanos", true, 1, INT64_MAX / 4, &err) < 0 ||
+	    want_string(b, "reason", true, 500, &err) < 0 || want_string(b, "operator", true, 200, &err) < 0 ||
+	    want_string(b, "expires_at", false, 64, &err) < 0 || want_int(b, "priority", false, 0, 1000000, &err) < 0 ||
+	    want_string(b, "idempotency_key", false, 200, &err) < 0)
+		goto bad;
+	exp = json_string_value(json_object_get(b, "expires_at"));
+	if (exp && time_parse_rfc3339(exp, 1, &t) < 0) {
+		error_set(&err, 400, "invalid_request", "field 'expires_at' must be an RFC 3339 time");
+		goto bad;
+	}
+	return submit_hjob(c, OP_GRANT, b, json_integer_value(json_object_get(b, "account_id")));
+bad:
+	json_decref(b);
+	reply_error(c, &err);
+}
+
+/* usage */
+
+struct ubatch {
+	struct rctx *rc;
+	size_t n, pending;
+	struct usage_item *items;
+	json_t *results;
+};
+
+static void usage_single_done(struct dbjob *job)
+{
+	struct usage_item *it = (struct usage_item *)job;
+	struct rctx *c = it->owner;
+
+	if (it->job.err.status)
+		reply_error(c, &it->job.err);
+	else
+		reply_text(c, 200, it->response, strlen(it->response));
+	usage_item_release(it);
+	free(it);
+}
+
+static void h_usage(struct rctx *c)
+{
+	struct error err;
+	json_t *b = read_body(c, &err);
+	struct usage_item *it;
+
+	if (!b)
+		return reply_error(c, &err);
+	it = calloc(1, sizeof(*it));
+	if (!it) {
+		json_decref(b);
+		return reply_err(c, 503, "unavailable", "out of memory");
+	}
+	if (usage_parse(b, time_now_us(), c->s->pepper, &it->r, &err) < 0) {
+		json_decref(b);
+		free(it);
+		return reply_error(c, &err);
+	}
+	json_decref(b);
+	usage_body_hash(&it->r, it->body_hash);
+	it->job.done = usage_single_done;
+	it->owner = c;
+	if (dbpool_submit(c->s->writer, &it->job) < 0) {
+		free(it);
+		return reply_err(c, 503, "unavailable", "the usage queue is full");
+	}
+}
+
+static void ubatch_finish(struct ubatch *ub)
+{
+	json_t *out = json_pack("{s:o}", "results", ub->results);
+
+	reply(ub->rc, 200, out);
+	for (size_t i = 0; i < ub->n; i++)
+		usage_item_release(&ub->items[i]);
+	free(ub->items);
+	free(ub);
+}
+
+static void usage_batch_item_done(struct dbjob *job)
+{
+	struct usage_item *it = (struct usage_item *)job;
+	struct ubatch *ub = it->owner;
+	json_t *res;
+
+	if (it->job.err.status) {
+		res = error_json(&it->job.err);
+		json_object_set_new(json_object_get(res, "error"), "status", json_integer(it->job.err.status));
+	} else {
+		json_error_t je;
+		res = json_loads(it->response, 0, &je);
+		if (!res)
+			res = json_pack("{s:{s:s,s:s}}", "error", "code", "internal", "message", "bad stored answer");
+	}
+	json_array_set_new(ub->results, it->index, res);
+	if (--ub->pending == 0)
+		ubatch_finish(ub);
+}
+
+static void h_usage_batch(struct rctx *c)
+{
+	struct error err;
+	json_t *b = read_body(c, &err), *recs;
+	struct ubatch *ub;
+	int64_t now = time_now_us();
+	size_t n;
+
+	if (!b)
+		return reply_error(c, &err);
+	recs = json_object_get(b, "records");
+	if (!json_is_array(recs) || json_array_size(recs) == 0 || json_array_size(recs) > MAX_BATCH) {
+		json_decref(b);
+		return reply_err(c, 400, "invalid_request", "field 'records' must be an array of 1 to 1000 usage bodies");
+	}
+	n = json_array_size(recs);
+	ub = calloc(1, sizeof(*ub));
+	if (ub)
+		ub->items = calloc(n, sizeof(*ub->items));
+	if (!ub || !ub->items) {
+		free(ub);
+		json_decref(b);
+		return reply_err(c, 503, "unavailable", "out of memory");
+	}
+	ub->rc = c;
+	ub->n = n;
+	ub->results = json_array();
+	for (size_t i = 0; i < n; i++)
+		json_array_append_new(ub->results, json_null());
+	ub->pending = n + 1; /* +1 while submitting */
+	for (size_t i = 0; i < n; i++) {
+		struct usage_item *it = &ub->items[i];
+		it->owner = ub;
+		it->index = i;
+		it->job.done = usage_batch_item_done;
+		if (usage_parse(json_array_get(recs, i), now, c->s->pepper, &it->r, &it->job.err) < 0) {
+			usage_batch_item_done(&it->job);
+			continue;
+		}
+		usage_body_hash(&it->r, it->body_hash);
+		if (dbpool_submit(c->s->writer, &it->job) < 0) {
+			error_set(&it->job.err, 503, "unavailable", "the usage queue is full");
+			usage_batch_item_done(&it->job);
+		}
+	}
+	json_decref(b);
+	if (--ub->pending == 0)
+		ubatch_finish(ub);
+}
+
+/* ---- router ---- */
+
+static int parse_id(const char *s, size_t len, int64_t *out)
+{
+	int64_t v = 0;
+
+	if (len == 0 || len > 18)
+		return -1;
+	for (size_t i = 0; i < len; i++) {
+		if (s[i] < '0' || s[i] > '9')
+			return -1;
+		v = v * 10 + (s[i] - '0');
+	}
+	*out = v;
+	return v > 0 ? 0 : -1;
+}
+
+static void gen_cb(struct evhttp_request *req, void *arg)
+{
+	struct server *s = arg;
+	const char *uri = evhttp_request_get_uri(req);
+	enum evhttp_cmd_type m = evhttp_request_get_command(req);
+	char path[512];
+	size_t plen = strcspn(uri, "?");
+	struct rctx *c;
+	int64_t id;
+
+	if (plen >= sizeof(path))
+		plen = sizeof(path) - 1;
+	memcpy(path, uri, plen);
+	path[plen] = '\0';
+
+#define ROUTE(method, label, need)                                                                \
+	do {                                                                                      \
+		c = rctx_new(s, req, label);                                                       \
+		if (!c) {                                                                          \
+			evhttp_send_error(req, 503, "out of memory");                              \
+			return;                                                                    \
+		}                                                                                  \
+		if (m != (method)) {                                                               \
+			evhttp_add_header(evhttp_request_get_output_headers(req), "Allow",         \
+					  (method) == EVHTTP_REQ_GET ? "GET" : "POST");                    \
+			reply_err(c, 405, "method_not_allowed", "method not allowed");             \
+			return;                                                                    \
+		}                                                                                  \
+		if (check_auth(c, need) < 0)                                                       \
+			return;                                                                    \
+		if (s->draining && (need) != AUTH_NONE) {                                          \
+			reply_err(c, 503, "unavailable", "shutting down");                         \
+			return;                                                                    \
+		}                                                                                  \
+	} while (0)
+
+	if (strcmp(path, "/healthz") == 0) {
+		ROUTE(EVHTTP_REQ_GET, "/healthz", AUTH_NONE);
+		return reply(c, 200, json_pack("{s:s}", "status", "ok"));
+	}
+	if (strcmp(path, "/readyz") == 0) {
+		ROUTE(EVHTTP_REQ_GET, "/readyz", AUTH_NONE);
+		if (s->draining || !rconn_ready(s->redis) || !dbpool_connected(s->writer))
+			return reply(c, 503, json_pack("{s:s,s:b,s:b}", "status", "unavailable", "postgresql",
+						       dbpool_connected(s->writer), "redis", rconn_ready(s->redis)));
+		return submit_hjob(c, OP_READY, NULL, 0);
+	}
+	if (strcmp(path, "/metrics") == 0) {
+		struct buf b;
+		struct evbuffer *out;
+		ROUTE(EVHTTP_REQ_GET, "/metrics", AUTH_NONE);
+		buf_init(&b);
+		metrics_gauge(s->metrics, "billing_usage_queue_depth", (int64_t)dbpool_depth(s->writer));
+		metrics_gauge(s->metrics, "billing_db_queue_depth", (int64_t)dbpool_depth(s->pool));
+		metrics_gauge(s->metrics, "billing_inflight_requests", s->inflight);
+		metrics_render(s->metrics, &b);
+		out = evbuffer_new();
+		evbuffer_add(out, b.data ? b.data : "", b.len);
+		evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
+				  "text/plain; version=0.0.4");
+		evhttp_send_reply(req, 200, "OK", out);
+		evbuffer_free(out);
+		buf_release(&b);
+		metrics_request(s->metrics, c->route, 200, time_now_us() - c->t0);
+		s->inflight--;
+		free(c);
+		return;
+	}
+	if (strcmp(path, "/v1/usage") == 0) {
+		ROUTE(EVHTTP_REQ_POST, "/v1/usage", AUTH_GATEWAY);
+		return h_usage(c);
+	}
+	if (strcmp(path, "/v1/usage/batch") == 0) {
+		ROUTE(EVHTTP_REQ_POST, "/v1/usage/batch", AUTH_GATEWAY);
+		return h_usage_batch(c);
+	}
+	if (strcmp(path, "/v1/accounts") == 0) {
+		ROUTE(EVHTTP_REQ_POST, "/v1/accounts", AUTH_GATEWAY);
+		return h_accounts_create(c);
+	}
+	if (strncmp(path, "/v1/accounts/", 13) == 0) {
+		const char *rest = path + 13, *slash = strchr(rest, '/');
+		if (!slash && parse_id(rest, strlen(rest), &id) == 0) {
+			ROUTE(EVHTTP_REQ_GET, "/v1/accounts/{id}", AUTH_GATEWAY);
+			return submit_hjob(c, OP_ACCOUNT_GET, NULL, id);
+		}
+		if (slash && strcmp(slash, "/verify") == 0 && parse_id(rest, (size_t)(slash - rest), &id) == 0) {
+			ROUTE(EVHTTP_REQ_POST, "/v1/accounts/{id}/verify", AUTH_GATEWAY);
+			return submit_hjob(c, OP_VERIFY, NULL, id);
+		}
+	}
+	if (strcmp(path, "/v1/keys") == 0) {
+		ROUTE(EVHTTP_REQ_POST, "/v1/keys", AUTH_GATEWAY);
+		return h_keys(c);
+	}
+	if (strcmp(path, "/v1/topups") == 0) {
+		ROUTE(EVHTTP_REQ_POST, "/v1/topups", AUTH_GATEWAY);
+		return h_topups(c);
+	}
+	if (strcmp(path, "/v1/admin/grants") == 0) {
+		ROUTE(EVHTTP_REQ_POST, "/v1/admin/grants", AUTH_ADMIN);
+		return h_admin_grants(c);
+	}
+	c = rctx_new(s, req, "other");
+	if (!c) {
+		evhttp_send_error(req, 404, NULL);
+		return;
+	}
+	if (strncmp(path, "/v1/admin/", 10) == 0 && check_auth(c, AUTH_ADMIN) < 0)
+		return;
+	if (strncmp(path, "/v1/", 4) == 0 && check_auth(c, AUTH_GATEWAY) < 0)
+		return;
+	reply_err(c, 404, "not_found", "no such route");
+#undef ROUTE
+}
+
+/* ---- lifecycle ---- */
+
+static void gauge_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct server *s = arg;
+
+	(void)fd, (void)what;
+	metrics_gauge(s->metrics, "billing_usage_queue_depth", (int64_t)dbpool_depth(s->writer));
+}
+
+static int load_tokens(struct server *s, struct error *err)
+{
+	struct tokens *gw = tokens_load(config_get(s->cfg, "gateway_tokens_file"), err), *ad;
+
+	if (!gw)
+		return -1;
+	ad = tokens_load(config_get(s->cfg, "admin_tokens_file"), err);
+	if (!ad) {
+		tokens_free(gw);
+		return -1;
+	}
+	tokens_free(s->gw);
+	tokens_free(s->admin);
+	s->gw = gw;
+	s->admin = ad;
+	return 0;
+}
+
+void server_reload(struct server *s)
+{
+	struct error err;
+
+	if (load_tokens(s, &err) < 0)
+		log_error("token reload failed, keeping the old tokens", "error=\"%s\"", err.msg);
+	else
+		log_info("tokens reloaded", "gateway=%zu admin=%zu", tokens_count(s->gw), tokens_count(s->admin));
+}
+
+static int cfg_int(struct server *s, const char *k, int64_t min, int64_t max, int64_t *out, struct error *err)
+{
+	struct config_error ce;
+
+	if (config_get_int(s->cfg, k, min, max, out, &ce) < 0) {
+		error_set(err, 0, "config", "%s", ce.msg);
+		return -1;
+	}
+	return 0;
+}
+
+struct server *server_new(struct event_base *base, struct config *cfg, struct error *err)
+{
+	struct server *s = calloc(1, sizeof(*s));
+	int64_t batch_max, batch_wait, queue_max, pg_to, redis_to, idle, maxconn;
+	const char *listen = config_get(cfg, "listen"), *colon = strrchr(listen, ':');
+	char host[256], writer[160];
+	struct timeval tv = {1, 0};
+
+	if (!s)
+		return NULL;
+	s->base = base;
+	s->cfg = cfg;
+	s->referral_on_topup = strcmp(config_get(cfg, "referral_trigger"), "topup") == 0;
+	if (cfg_int(s, "batch_max", 1, 10000, &batch_max, err) < 0 ||
+	    cfg_int(s, "batch_wait_us", 0, 1000000, &batch_wait, err) < 0 ||
+	    cfg_int(s, "queue_max", 1, 10000000, &queue_max, err) < 0 ||
+	    cfg_int(s, "pg_timeout_ms", 100, 600000, &pg_to, err) < 0 ||
+	    cfg_int(s, "redis_timeout_ms", 10, 60000, &redis_to, err) < 0 ||
+	    cfg_int(s, "idle_timeout_s", 1, 86400, &idle, err) < 0 ||
+	    cfg_int(s, "max_connections", 1, 1000000, &maxconn, err) < 0)
+		goto fail;
+	if (load_tokens(s, err) < 0)
+		goto fail;
+	if (apikey_load_pepper(config_get(cfg, "key_pepper_file"), 1, s->pepper, err) < 0)
+		goto fail;
+	s->metrics = metrics_new();
+	s->uw = usage_writer_new(s->metrics);
+	if (!s->metrics || !s->uw) {
+		error_set(err, 0, "oom", "out of memory");
+		goto fail;
+	}
+	snprintf(writer, sizeof(writer), "%s", config_get(cfg, "instance_id"));
+	{
+		struct dbpool_opts o = {"writer", config_get(cfg, "pg"), writer, 1, (size_t)queue_max, (int)pg_to,
+					usage_write_batch, s->uw, (size_t)batch_max, batch_wait};
+		s->writer = dbpool_new(base, &o);
+	}
+	snprintf(writer, sizeof(writer), "%s.api", config_get(cfg, "instance_id"));
+	{
+		struct dbpool_opts o = {"api", config_get(cfg, "pg"), writer, 2, 4096, (int)pg_to, NULL, NULL, 0, 0};
+		s->pool = dbpool_new(base, &o);
+	}
+	s->redis = rconn_new(base, config_get(cfg, "redis"), (int)redis_to);
+	if (!s->writer || !s->pool || !s->redis) {
+		error_set(err, 0, "oom", "cannot start pools");
+		goto fail;
+	}
+	s->http = evhttp_new(base);
+	if (!s->http)
+		goto fail;
+	evhttp_set_max_body_size(s->http, MAX_BODY);
+	evhttp_set_max_headers_size(s->http, 16384);
+	evhttp_set_timeout(s->http, (int)idle);
+	evhttp_set_allowed_methods(s->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD);
+	evhttp_set_gencb(s->http, gen_cb, s);
+	if (!colon) {
+		error_set(err, 0, "config", "listen '%s' must be host:port", listen);
+		goto fail;
+	}
+	snprintf(host, sizeof(host), "%.*s", (int)(colon - listen), listen);
+	s->sock = evhttp_bind_socket_with_handle(s->http, host, (uint16_t)atoi(colon + 1));
+	if (!s->sock) {
+		error_set(err, 0, "listen", "cannot listen on %s", listen);
+		goto fail;
+	}
+	s->gauge_timer = event_new(base, -1, EV_PERSIST, gauge_cb, s);
+	event_add(s->gauge_timer, &tv);
+	log_info("billingd listening", "listen=%s instance=%s batch_max=%" PRId64 " batch_wait_us=%" PRId64, listen,
+		 config_get(cfg, "instance_id"), batch_max, batch_wait);
+	return s;
+fail:
+	server_free(s);
+	return NULL;
+}
+
+static void drain_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct server *s = arg;
+
+	(void)fd, (void)what;
+	if (s->inflight <= 0 || time_now_us() > s->drain_deadline_us) {
+		log_info("drained", "inflight=%" PRId64, s->inflight);
+		event_base_loopexit(s->base, NULL);
+	}
+}
+
+void server_drain(struct server *s)
+{
+	struct timeval tv = {0, 20000};
+
+	if (s->draining)
+		return;
+	s->draining = true;
+	s->drain_deadline_us = time_now_us() + 30000000;
+	log_info("shutting down: no new connections, finishing requests in flight", "inflight=%" PRId64, s->inflight);
+	if (s->sock) {
+		evhttp_del_accept_socket(s->http, s->sock);
+		s->sock = NULL;
+	}
+	s->drain_timer = event_new(s->base, -1, EV_PERSIST, drain_cb, s);
+	event_add(s->drain_timer, &tv);
+}
+
+void server_free(struct server *s)
+{
+	if (!s)
+		return;
+	if (s->drain_timer)
+		event_free(s->drain_timer);
+	if (s->gauge_timer)
+		event_free(s->gauge_timer);
+	dbpool_free(s->writer);
+	dbpool_free(s->pool);
+	if (s->http)
+		evhttp_free(s->http);
+	rconn_free(s->redis);
+	usage_writer_free(s->uw);
+	metrics_free(s->metrics);
+	tokens_free(s->gw);
+	tokens_free(s->admin);
+	sodium_memzero(s->pepper, sizeof(s->pepper));
+	free(s);
+}

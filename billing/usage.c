@@ -1,0 +1,857 @@
+/* usage.c: see usage.h. */
+#include "billing/usage.h"
+
+#include <inttypes.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "billing/burndown.h"
+#include "billing/metrics.h"
+#include "billing/pricedb.h"
+#include "common/buf.h"
+#include "common/log.h"
+#include "common/timeutil.h"
+#include "ledger/db.h"
+#include "ledger/journal.h"
+
+/* ---- parsing ---- */
+
+static int get_string(const json_t *body, const char *name, bool required, char *out, size_t cap, size_t min,
+		      struct error *err)
+{
+	const json_t *v = json_object_get(body, name);
+	size_t len;
+
+	out[0] = '\0';
+	if (!v || json_is_null(v)) {
+		if (required) {
+			error_set(err, 400, "invalid_request", "field '%s' is required", name);
+			return -1;
+		}
+		return 0;
+	}
+	if (!json_is_string(v)) {
+		error_set(err, 400, "invalid_request", "field '%s' must be a string", name);
+		return -1;
+	}
+	len = json_string_length(v);
+	if (len < min || len >= cap || memchr(json_string_value(v), '\0', len)) {
+		error_set(err, 400, "invalid_request", "field '%s' must be %zu to %zu characters", name, min, cap - 1);
+		return -1;
+	}
+	memcpy(out, json_string_value(v), len + 1);
+	return 1;
+}
+
+static int get_tokens(const json_t *body, const char *name, int64_t *out, struct error *err)
+{
+	const json_t *v = json_object_get(body, name);
+
+	if (!v) {
+		error_set(err, 400, "invalid_request", "field '%s' is required", name);
+		return -1;
+	}
+	if (!json_is_integer(v)) {
+		error_set(err, 400, "invalid_request", "field '%s' must be an integer", name);
+		return -1;
+	}
+	*out = json_integer_value(v);
+	if (*out < 0 || *out > PRICING_MAX_TOKENS) {
+		error_set(err, 422, "invalid_tokens", "field '%s' must be between 0 and %lld", name,
+			  (long long)PRICING_MAX_TOKENS);
+		return -1;
+	}
+	return 0;
+}
+
+int usage_parse(const json_t *body, int64_t now_us, const uint8_t pepper[32], struct usage_req *out,
+		struct error *err)
+{
+	char key[256], ts[64];
+	const json_t *acct;
+	int has_key;
+
+	memset(out, 0, sizeof(*out));
+	if (!json_is_object(body)) {
+		error_set(err, 400, "invalid_request", "the body must be a JSON object");
+		return -1;
+	}
+	if (get_string(body, "request_id", true, out->request_id, sizeof(out->request_id), 1, err) < 0)
+		return -1;
+	has_key = get_string(body, "api_key", false, key, sizeof(key), 1, err);
+	if (has_key < 0)
+		return -1;
+	acct = json_object_get(body, "account_id");
+	if (acct && !json_is_null(acct)) {
+		if (!json_is_integer(acct) || json_integer_value(acct) <= 0) {
+			error_set(err, 400, "invalid_request", "field 'account_id' must be a positive integer");
+			return -1;
+		}
+		out->account_id = json_integer_value(acct);
+	}
+	if (has_key && out->account_id) {
+		error_set(err, 400, "invalid_request", "give 'api_key' or 'account_id', not both");
+		return -1;
+	}
+	if (!has_key && !out->account_id) {
+		error_set(err, 400, "invalid_request", "field 'api_key' or 'account_id' is required");
+		return -1;
+	}
+	if (has_key) {
+		out->has_key = true;
+		crypto_generichash(out->key_hash, 32, (const unsigned char *)key, strlen(key), pepper, 32);
+		sodium_memzero(key, sizeof(key));
+	}
+	if (get_string(body, "model", true, out->model, sizeof(out->model), 1, err) < 0)
+		return -1;
+	if (get_tokens(body, "input_tokens", &out->input_tokens, err) < 0 ||
+	    get_tokens(body, "cached_input_tokens", &out->cached_input_tokens, err) < 0 ||
+	    get_tokens(body, "output_tokens", &out->output_tokens, err) < 0)
+		return -1;
+	if (out->cached_input_tokens > out->input_tokens) {
+		error_set(err, 422, "invalid_tokens", "cached_input_tokens (%" PRId64 ") exceeds input_tokens (%" PRId64 ")",
+			  out->cached_input_tokens, out->input_tokens);
+		return -1;
+	}
+	if (get_string(body, "started_at", true, ts, sizeof(ts), 1, err) < 0)
+		return -1;
+	if (time_parse_rfc3339(ts, 0, &out->started_at_us) < 0) {
+		error_set(err, 400, "invalid_request", "field 'started_at' must be an RFC 3339 time");
+		return -1;
+	}
+	if (out->started_at_us < now_us - USAGE_MAX_AGE_US || out->started_at_us > now_us + USAGE_MAX_AHEAD_US) {
+		error_set(err, 422, "invalid_started_at",
+			  "started_at must be within the last 35 days and at most 5 minutes ahead");
+		return -1;
+	}
+	if (get_string(body, "hold_id", false, out->hold_id, sizeof(out->hold_id), 1, err) < 0 ||
+	    get_string(body, "status", false, out->status, sizeof(out->status), 1, err) < 0)
+		return -1;
+	return 0;
+}
+
+void usage_body_hash(const struct usage_req *r, uint8_t out[32])
+{
+	struct buf b;
+
+	buf_init(&b);
+	buf_puts(&b, "usage-v1");
+	buf_put_u32be(&b, (uint32_t)strlen(r->request_id));
+	buf_puts(&b, r->request_id);
+	buf_append(&b, r->has_key ? "K" : "A", 1);
+	if (r->has_key)
+		buf_append(&b, r->key_hash, 32);
+	else
+		buf_put_i64be(&b, r->account_id);
+	buf_put_u32be(&b, (uint32_t)strlen(r->model));
+	buf_puts(&b, r->model);
+	buf_put_i64be(&b, r->input_tokens);
+	buf_put_i64be(&b, r->cached_input_tokens);
+	buf_put_i64be(&b, r->output_tokens);
+	buf_put_i64be(&b, r->started_at_us);
+	buf_put_u32be(&b, (uint32_t)strlen(r->hold_id));
+	buf_puts(&b, r->hold_id);
+	buf_put_u32be(&b, (uint32_t)strlen(r->status));
+	buf_puts(&b, r->status);
+	crypto_generichash(out, 32, (const unsigned char *)b.data, b.len, NULL, 0);
+	buf_release(&b);
+}
+
+void usage_item_release(struct usage_item *it)
+{
+	free(it->response);
+	it->response = NULL;
+}
+
+/* ---- the writer ---- */
+
+struct usage_writer {
+	struct metrics *metrics;
+	struct pricing_price *prices;
+	size_t n_prices;
+	int64_t prices_at_us;
+};
+
+struct usage_writer *usage_writer_new(struct metrics *m)
+{
+	struct usage_writer *w = calloc(1, sizeof(*w));
+
+	if (w)
+		w->metrics = m;
+	return w;
+}
+
+void usage_writer_free(struct usage_writer *w)
+{
+	if (!w)
+		return;
+	free(w->prices);
+	free(w);
+}
+
+struct acct {
+	int64_t account_id;
+	int frozen;
+	int found;
+	size_t first, n; /* range in the bucket array */
+	int64_t paid_idx;  /* index of the paid bucket, -1 none */
+};
+
+struct batch {
+	struct usage_item **items;
+	size_t n;
+	int *state; /* per item: 0 pending, 1 done (error or duplicate), 2 charged, 3 in-batch duplicate */
+	size_t *dup_of;
+	struct acct *accts;
+	size_t n_accts;
+	struct burndown_bucket *buckets;
+	size_t n_buckets;
+	struct journal_txn *txns;
+	struct journal_posting *posts;
+	size_t posts_cap;
+	struct buf *details;
+	size_t n_txns;
+	size_t *txn_item;
+};
+
+static void fail_item(struct batch *b, size_t i, int status, const char *code, const char *msg)
+{
+	error_set(&b->items[i]->job.err, status, code, "%s", msg);
+	b->state[i] = 1;
+}
+
+static struct acct *find_acct(struct batch *b, int64_t id)
+{
+	size_t lo = 0, hi = b->n_accts;
+
+	while (lo < hi) {
+		size_t mid = (lo + hi) / 2;
+		if (b->accts[mid].account_id == id)
+			return &b->accts[mid];
+		if (b->accts[mid].account_id < id)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return NULL;
+}
+
+static int cmp_i64(const void *a, const void *b)
+{
+	int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+static void arr_add_text(struct buf *a, const char *s)
+{
+	if (a->len > 1)
+		buf_append(a, ",", 1);
+	buf_pg_array_text(a, s);
+}
+
+static void arr_add_i64(struct buf *a, int64_t v)
+{
+	if (a->len > 1)
+		buf_append(a, ",", 1);
+	buf_printf(a, "%" PRId64, v);
+}
+
+static void arr_add_bytea(struct buf *a, const uint8_t *p)
+{
+	if (a->len > 1)
+		buf_append(a, ",", 1);
+	buf_append(a, "\"\\\\x", 4);
+	buf_hex(a, p, 32);
+	buf_append(a, "\"", 1);
+}
+
+static void arr_init(struct buf *a)
+{
+	buf_init(a);
+	buf_append(a, "{", 1);
+}
+
+static void arr_close(struct buf *a)
+{
+	buf_append(a, "}", 1);
+}
+
+static int hex32(const char *hex, uint8_t out[32])
+{
+	size_t got = 0;
+
+	return sodium_hex2bin(out, 32, hex, strlen(hex), NULL, &got, NULL) == 0 && got == 32 ? 0 : -1;
+}
+
+/* 1) api keys -> accounts */
+static int resolve_keys(struct batch *b, PGconn *c, struct error *err)
+{
+	struct buf a;
+	PGresult *r;
+	const char *p[1];
+	int any = 0;
+
+	arr_init(&a);
+	for (size_t i = 0; i < b->n; i++) {
+		struct usage_item *it = b->items[i];
+		it->account_id = it->r.account_id;
+		if (b->state[i] == 0 && it->r.has_key) {
+			arr_add_bytea(&a, it->r.key_hash);
+			any = 1;
+		}
+	}
+	arr_close(&a);
+	if (!any) {
+		buf_release(&a);
+		return 0;
+	}
+	p[0] = a.data;
+	r = db_query(c, "SELECT encode(key_hash, 'hex'), account_id FROM api_keys WHERE key_hash = ANY($1::bytea[])", 1, p,
+		     err);
+	buf_release(&a);
+	if (!r)
+		return -1;
+	for (size_t i = 0; i < b->n; i++) {
+		struct usage_item *it = b->items[i];
+		if (b->state[i] != 0 || !it->r.has_key)
+			continue;
+		for (int k = 0; k < PQntuples(r); k++) {
+			uint8_t h[32];
+			if (hex32(PQgetvalue(r, k, 0), h) == 0 && sodium_memcmp(h, it->r.key_hash, 32) == 0) {
+				it->account_id = strtoll(PQgetvalue(r, k, 1), NULL, 10);
+				break;
+			}
+		}
+		if (!it->account_id)
+			fail_item(b, i, 404, "not_found", "unknown api_key");
+	}
+	PQclear(r);
+	return 0;
+}
+
+static char *replay_response(const char *stored)
+{
+	json_error_t je;
+	json_t *j = json_loads(stored, 0, &je);
+	char *s;
+
+	if (!j)
+		return NULL;
+	json_object_set_new(j, "duplicate", json_true());
+	s = json_dumps(j, JSON_COMPACT);
+	json_decref(j);
+	return s;
+}
+
+/* 2) replays of committed records, and repeats inside the batch */
+static int find_replays(struct batch *b, PGconn *c, struct error *err)
+{
+	struct buf a;
+	PGresult *r;
+	const char *p[1];
+
+	arr_init(&a);
+	for (size_t i = 0; i < b->n; i++)
+		if (b->state[i] == 0)
+			arr_add_text(&a, b->items[i]->r.request_id);
+	arr_close(&a);
+	p[0] = a.data;
+	r = db_query(c, "SELECT request_id, encode(body_hash, 'hex'), response FROM usage_records"
+			" WHERE request_id = ANY($1::text[])", 1, p, err);
+	buf_release(&a);
+	if (!r)
+		return -1;
+	for (size_t i = 0; i < b->n; i++) {
+		struct usage_item *it = b->items[i];
+		if (b->state[i] != 0)
+			continue;
+		for (int k = 0; k < PQntuples(r); k++) {
+			uint8_t h[32];
+			if (strcmp(PQgetvalue(r, k, 0), it->r.request_id) != 0)
+				continue;
+			if (hex32(PQgetvalue(r, k, 1), h) < 0 || sodium_memcmp(h, it->body_hash, 32) != 0) {
+				fail_item(b, i, 409, "idempotency_conflict",
+					  "request_id was already used with a different body");
+			} else {
+				it->response = replay_response(PQgetvalue(r, k, 2));
+				it->duplicate = true;
+				b->state[i] = 1;
+				if (!it->response)
+					fail_item(b, i, 500, "internal", "stored response unreadable");
+			}
+			break;
+		}
+	}
+	PQclear(r);
+	/* the same request_id twice in one batch: the later ones are replays of the first */
+	for (size_t i = 0; i < b->n; i++) {
+		if (b->state[i] != 0)
+			continue;
+		for (size_t j = 0; j < i; j++) {
+			if (b->state[j] == 0 && strcmp(b->items[j]->r.request_id, b->items[i]->r.request_id) == 0) {
+				if (sodium_memcmp(b->items[j]->body_hash, b->items[i]->body_hash, 32) != 0)
+					fail_item(b, i, 409, "idempotency_conflict",
+						  "request_id was already used with a different body");
+				else {
+					b->state[i] = 3;
+					b->dup_of[i] = j;
+				}
+				break;
+			}
+		}
+	}
+	return 0;
+}
+
+/* 3) lock the accounts, load their buckets */
+static int load_accounts(struct batch *b, PGconn *c, struct error *err)
+{
+	int64_t *ids = calloc(b->n + 1, sizeof(*ids));
+	size_t n = 0;
+	struct buf a;
+	PGresult *r = NULL;
+	const char *p[1];
+	int rc = -1;
+
+	if (!ids) {
+		error_set(err, 500, "internal", "out of memory");
+		return -1;
+	}
+	for (size_t i = 0; i < b->n; i++)
+		if (b->state[i] == 0)
+			ids[n++] = b->items[i]->account_id;
+	qsort(ids, n, sizeof(*ids), cmp_i64);
+	b->n_accts = 0;
+	for (size_t i = 0; i < n; i++)
+		if (i == 0 || ids[i] != ids[i - 1]) {
+			memset(&b->accts[b->n_accts], 0, sizeof(b->accts[0]));
+			b->accts[b->n_accts].account_id = ids[i];
+			b->accts[b->n_accts].paid_idx = -1;
+			b->n_accts++;
+		}
+	arr_init(&a);
+	for (size_t i = 0; i < b->n_accts; i++)
+		arr_add_i64(&a, b->accts[i].account_id);
+	arr_close(&a);
+	p[0] = a.data;
+	/* row locks in id order: no deadlock between writers */
+	r = db_query(c, "SELECT account_id, status FROM customers WHERE account_id = ANY($1::bigint[])"
+			" ORDER BY account_id FOR UPDATE", 1, p, err);
+	if (!r)
+		goto done;
+	for (int k = 0; k < PQntuples(r); k++) {
+		struct acct *ac = find_acct(b, strtoll(PQgetvalue(r, k, 0), NULL, 10));
+		if (ac) {
+			ac->found = 1;
+			ac->frozen = strcmp(PQgetvalue(r, k, 1), "frozen") == 0;
+		}
+	}
+	PQclear(r);
+	r = db_query(c,
+		     "SELECT la.account_id, la.ledger_account_id, coalesce(g.grant_id, 0), b.balance,"
+		     " coalesce(g.priority, 0), coalesce((extract(epoch from g.expires_at) * 1000000)::bigint, 0)"
+		     " FROM ledger_accounts la JOIN ledger_balances b USING (ledger_account_id)"
+		     " LEFT JOIN grants g USING (ledger_account_id)"
+		     " WHERE la.account_id = ANY($1::bigint[]) AND (la.type = 'customer_paid' OR b.balance > 0)"
+		     " ORDER BY la.account_id",
+		     1, p, err);
+	if (!r)
+		goto done;
+	free(b->buckets);
+	b->buckets = calloc((size_t)PQntuples(r) + 1, sizeof(*b->buckets));
+	if (!b->buckets) {
+		error_set(err, 500, "internal", "out of memory");
+		goto done;
+	}
+	b->n_buckets = 0;
+	for (int k = 0; k < PQntuples(r); k++) {
+		struct acct *ac = find_acct(b, strtoll(PQgetvalue(r, k, 0), NULL, 10));
+		struct burndown_bucket *bk = &b->buckets[b->n_buckets];
+		if (!ac)
+			continue;
+		if (ac->n == 0)
+			ac->first = b->n_buckets;
+		bk->ledger_account_id = strtoll(PQgetvalue(r, k, 1), NULL, 10);
+		bk->grant_id = strtoll(PQgetvalue(r, k, 2), NULL, 10);
+		bk->balance = strtoll(PQgetvalue(r, k, 3), NULL, 10);
+		bk->priority = (int)strtol(PQgetvalue(r, k, 4), NULL, 10);
+		bk->expires_at_us = strtoll(PQgetvalue(r, k, 5), NULL, 10);
+		ac->n++;
+		b->n_buckets++;
+	}
+	for (size_t i = 0; i < b->n_accts; i++) {
+		struct acct *ac = &b->accts[i];
+		burndown_sort(&b->buckets[ac->first], ac->n);
+		for (size_t k = 0; k < ac->n; k++)
+			if (b->buckets[ac->first + k].grant_id == 0)
+				ac->paid_idx = (int64_t)(ac->first + k);
+	}
+	for (size_t i = 0; i < b->n; i++) {
+		struct acct *ac;
+		if (b->state[i] != 0)
+			continue;
+		ac = find_acct(b, b->items[i]->account_id);
+		if (!ac || !ac->found || ac->paid_idx < 0)
+			fail_item(b, i, 404, "not_found", "unknown account");
+		else if (ac->frozen)
+			fail_item(b, i, 403, "account_frozen", "the account is frozen");
+	}
+	rc = 0;
+done:
+	PQclear(r);
+	buf_release(&a);
+	free(ids);
+	return rc;
+}
+
+static int grow_posts(struct batch *b, size_t need)
+{
+	size_t cap = b->posts_cap ? b->posts_cap : 64;
+	struct journal_posting *p;
+
+	while (cap < need)
+		cap *= 2;
+	p = realloc(b->posts, cap * sizeof(*p));
+	if (!p)
+		return -1;
+	b->posts = p;
+	b->posts_cap = cap;
+	return 0;
+}
+
+static const char *bucket_name(enum burndown_kind k)
+{
+	return k == BURNDOWN_GRANT ? "grant" : k == BURNDOWN_PAID ? "paid" : "arrears";
+}
+
+/* 4) price, charge, build the journal transactions and responses */
+static int charge_items(struct batch *b, struct usage_writer *w, int64_t now_us, struct error *err)
+{
+	size_t np = 0;
+
+	b->n_txns = 0;
+	for (size_t i = 0; i < b->n; i++) {
+		struct usage_item *it = b->items[i];
+		const struct pricing_price *pr;
+		struct pricing_tokens tk = {it->r.input_tokens, it->r.cached_input_tokens, it->r.output_tokens};
+		struct burndown_line *lines;
+		struct acct *ac;
+		struct burndown_bucket *paid;
+		size_t nl, tx, first_post = np;
+		bool known;
+		int64_t cost, promo = 0, spend_now;
+		json_t *resp, *charged;
+		char ts[40];
+		struct buf *d;
+
+		if (b->state[i] != 0)
+			continue;
+		pr = pricing_select(w->prices, w->n_prices, it->r.model, it->r.started_at_us, &known);
+		if (!pr) {
+			if (known)
+				fail_item(b, i, 422, "no_price_in_effect", "the model had no price at started_at");
+			else
+				fail_item(b, i, 422, "unknown_model", "unknown model");
+			continue;
+		}
+		if (pricing_cost(pr, &tk, it->r.started_at_us, &cost) < 0) {
+			fail_item(b, i, 422, "invalid_tokens", "token counts out of range");
+			continue;
+		}
+		ac = find_acct(b, it->account_id);
+		paid = &b->buckets[ac->paid_idx];
+		/* expired credit is never spent, not even by a record started before the expiry */
+		spend_now = now_us > it->r.started_at_us ? now_us : it->r.started_at_us;
+		lines = calloc(ac->n + 2, sizeof(*lines));
+		if (!lines || (np + ac->n + 2 > b->posts_cap && grow_posts(b, np + ac->n + 2) < 0)) {
+			free(lines);
+			error_set(err, 503, "unavailable", "out of memory");
+			return -1;
+		}
+		nl = burndown_charge(&b->buckets[ac->first], ac->n, paid, cost, pr->paid_only, spend_now, lines);
+		tx = b->n_txns++;
+		b->txn_item[tx] = i;
+		charged = json_array();
+		for (size_t k = 0; k < nl; k++) {
+			/* arrears and paid share the paid ledger account: one posting */
+			if (k > 0 && lines[k].kind == BURNDOWN_ARREARS && lines[k - 1].kind == BURNDOWN_PAID)
+				b->posts[np - 1].amount -= lines[k].amount;
+			else
+				b->posts[np++] = (struct journal_posting){lines[k].ledger_account_id, it->account_id,
+									  -lines[k].amount};
+			json_array_append_new(charged, json_pack("{s:s,s:o,s:I}", "bucket", bucket_name(lines[k].kind),
+								 "grant_id",
+								 lines[k].grant_id ? json_integer(lines[k].grant_id)
+										   : json_null(),
+								 "amount_nanos", (json_int_t)lines[k].amount));
+		}
+		free(lines);
+		if (np == first_post) /* a free call still moves through the books: a zero posting */
+			b->posts[np++] = (struct journal_posting){paid->ledger_account_id, it->account_id, 0};
+		b->posts[np++] = (struct journal_posting){1 /* revenue */, 0, cost};
+		for (size_t k = 0; k < ac->n; k++) {
+			struct burndown_bucket *g = &b->buckets[ac->first + k];
+			if (g->grant_id && g->balance > 0 && (g->expires_at_us == 0 || g->expires_at_us > now_us))
+				promo += g->balance;
+		}
+		time_format_rfc3339(it->r.started_at_us, ts, sizeof(ts));
+		resp = json_pack("{s:s,s:I,s:I,s:I,s:o,s:{s:I,s:I,s:I,s:I},s:b}", "request_id", it->r.request_id,
+				 "account_id", (json_int_t)it->account_id, "cost_nanos", (json_int_t)cost,
+				 "price_version", (json_int_t)pr->version, "charged", charged, "balance", "paid_nanos",
+				 (json_int_t)paid->balance, "promo_nanos", (json_int_t)promo, "held_nanos",
+				 (json_int_t)0, "available_nanos", (json_int_t)(paid->balance + promo), "duplicate", 0);
+		it->response = json_dumps(resp, JSON_COMPACT);
+		json_decref(resp);
+		it->cost_nanos = cost;
+		d = &b->details[tx];
+		buf_reset(d);
+		buf_puts(d, "{\"request_id\":");
+		buf_json_str(d, it->r.request_id);
+		buf_puts(d, ",\"model\":");
+		buf_json_str(d, it->r.model);
+		buf_printf(d,
+			   ",\"input_tokens\":%" PRId64 ",\"cached_input_tokens\":%" PRId64 ",\"output_tokens\":%" PRId64
+			   ",\"started_at\":\"%s\",\"price_version\":%" PRId64 ",\"cost_nanos\":%" PRId64 "}",
+			   it->r.input_tokens, it->r.cached_input_tokens, it->r.output_tokens, ts, pr->version, cost);
+		{
+			struct journal_txn *t = &b->txns[tx];
+			memset(t, 0, sizeof(*t));
+			t->kind = "usage";
+			t->account_id = it->account_id;
+			memcpy(t->content_hash, it->body_hash, 32);
+			t->actor = "gateway";
+			t->reason = "usage";
+			t->details = d->data;
+			t->created_at_us = now_us;
+			t->n_postings = np - first_post;
+			t->postings = (struct journal_posting *)(uintptr_t)first_post; /* fixed up below */
+		}
+		b->state[i] = 2;
+	}
+	for (size_t t = 0; t < b->n_txns; t++)
+		b->txns[t].postings = b->posts + (uintptr_t)b->txns[t].postings;
+	(void)err;
+	return 0;
+}
+
+/* 5) journal + usage_records */
+static int insert_records(struct batch *b, PGconn *c, const char *writer, char **keys, struct error *err)
+{
+	enum { R_ID, R_ACCT, R_TXN, R_HASH, R_MODEL, R_IN, R_CACHED, R_OUT, R_AT, R_COST, R_PV, R_HOLD, R_STATUS, R_RESP, NR };
+	struct buf a[NR];
+	const char *p[NR];
+	int rc = -1;
+
+	if (b->n_txns == 0)
+		return 0;
+	for (size_t t = 0; t < b->n_txns; t++) {
+		struct usage_item *it = b->items[b->txn_item[t]];
+		free(keys[t]);
+		if (asprintf(&keys[t], "usage:%s", it->r.request_id) < 0) {
+			keys[t] = NULL;
+			error_set(err, 500, "internal", "out of memory");
+			return -1;
+		}
+		b->txns[t].idempotency_key = keys[t];
+	}
+	if (journal_write(c, writer, b->txns, b->n_txns, err) < 0)
+		return -1;
+	for (int k = 0; k < NR; k++)
+		arr_init(&a[k]);
+	for (size_t t = 0; t < b->n_txns; t++) {
+		struct usage_item *it = b->items[b->txn_item[t]];
+		json_error_t je;
+		json_t *resp = json_loads(it->response, 0, &je);
+		char ts[40];
+		time_format_rfc3339(it->r.started_at_us, ts, sizeof(ts));
+		arr_add_text(&a[R_ID], it->r.request_id);
+		arr_add_i64(&a[R_ACCT], it->account_id);
+		arr_add_i64(&a[R_TXN], b->txns[t].txn_id);
+		arr_add_bytea(&a[R_HASH], it->body_hash);
+		arr_add_text(&a[R_MODEL], it->r.model);
+		arr_add_i64(&a[R_IN], it->r.input_tokens);
+		arr_add_i64(&a[R_CACHED], it->r.cached_input_tokens);
+		arr_add_i64(&a[R_OUT], it->r.output_tokens);
+		arr_add_text(&a[R_AT], ts);
+		arr_add_i64(&a[R_COST], it->cost_nanos);
+		arr_add_i64(&a[R_PV], resp ? json_integer_value(json_object_get(resp, "price_version")) : 0);
+		if (a[R_HOLD].len > 1)
+			buf_append(&a[R_HOLD], ",", 1);
+		if (it->r.hold_id[0])
+			buf_pg_array_text(&a[R_HOLD], it->r.hold_id);
+		else
+			buf_puts(&a[R_HOLD], "NULL");
+		if (a[R_STATUS].len > 1)
+			buf_append(&a[R_STATUS], ",", 1);
+		if (it->r.status[0])
+			buf_pg_array_text(&a[R_STATUS], it->r.status);
+		else
+			buf_puts(&a[R_STATUS], "NULL");
+		arr_add_text(&a[R_RESP], it->response);
+		json_decref(resp);
+	}
+	for (int k = 0; k < NR; k++) {
+		arr_close(&a[k]);
+		p[k] = a[k].data;
+	}
+	rc = db_exec(c,
+		     "INSERT INTO usage_records (request_id, account_id, txn_id, body_hash, model, input_tokens,"
+		     " cached_input_tokens, output_tokens, started_at, cost_nanos, price_version, hold_id, status, response)"
+		     " SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bytea[], $5::text[], $6::bigint[],"
+		     " $7::bigint[], $8::bigint[], $9::timestamptz[], $10::bigint[], $11::bigint[], $12::text[], $13::text[],"
+		     " $14::text[])",
+		     NR, p, err);
+	for (int k = 0; k < NR; k++)
+		buf_release(&a[k]);
+	return rc;
+}
+
+static int reload_prices(struct usage_writer *w, PGconn *c, struct error *err)
+{
+	struct pricing_price *p = NULL;
+	size_t n = 0;
+
+	if (w->prices && time_now_us() - w->prices_at_us < 1000000)
+		return 0;
+	if (pricedb_load(c, &p, &n, err) < 0)
+		return -1;
+	free(w->prices);
+	w->prices = p;
+	w->n_prices = n;
+	w->prices_at_us = time_now_us();
+	return 0;
+}
+
+static void reset_results(struct batch *b)
+{
+	for (size_t i = 0; i < b->n; i++) {
+		usage_item_release(b->items[i]);
+		b->items[i]->duplicate = false;
+		memset(&b->items[i]->job.err, 0, sizeof(b->items[i]->job.err));
+		b->state[i] = 0;
+	}
+}
+
+static int try_batch(struct batch *b, PGconn *c, const char *writer, struct usage_writer *w, char **keys,
+		     struct error *err)
+{
+	int64_t now = time_now_us();
+
+	reset_results(b);
+	if (db_exec(c, "BEGIN", 0, NULL, err) < 0)
+		return -1;
+	if (resolve_keys(b, c, err) < 0 || find_replays(b, c, err) < 0 || load_accounts(b, c, err) < 0 ||
+	    charge_items(b, w, now, err) < 0 || insert_records(b, c, writer, keys, err) < 0 ||
+	    db_exec(c, "COMMIT", 0, NULL, err) < 0) {
+		db_exec_quiet(c, "ROLLBACK");
+		return -1;
+	}
+	for (size_t i = 0; i < b->n; i++) {
+		if (b->state[i] == 3) {
+			struct usage_item *src = b->items[b->dup_of[i]];
+			b->items[i]->account_id = src->account_id;
+			if (src->response) {
+				b->items[i]->response = replay_response(src->response);
+				b->items[i]->duplicate = true;
+			} else {
+				b->items[i]->job.err = src->job.err;
+			}
+		}
+	}
+	return 0;
+}
+
+static void fail_all(struct dbjob **jobs, size_t n, const struct error *err)
+{
+	for (size_t i = 0; i < n; i++) {
+		struct usage_item *it = (struct usage_item *)jobs[i];
+		usage_item_release(it);
+		it->job.err = *err;
+	}
+}
+
+void usage_write_batch(struct dbjob **jobs, size_t n, PGconn *c, const char *writer, void *arg)
+{
+	struct usage_writer *w = arg;
+	struct error err = {0};
+	struct batch b;
+	char **keys = NULL;
+	int64_t t0 = time_now_us();
+	int attempt;
+
+	if (!c) {
+		error_set(&err, 503, "unavailable", "the ledger database is unreachable");
+		fail_all(jobs, n, &err);
+		return;
+	}
+	if (reload_prices(w, c, &err) < 0) {
+		if (err.status != 503)
+			error_set(&err, 503, "unavailable", "cannot load prices");
+		fail_all(jobs, n, &err);
+		return;
+	}
+	memset(&b, 0, sizeof(b));
+	b.items = (struct usage_item **)jobs;
+	b.n = n;
+	b.state = calloc(n, sizeof(*b.state));
+	b.dup_of = calloc(n, sizeof(*b.dup_of));
+	b.accts = calloc(n, sizeof(*b.accts));
+	b.txns = calloc(n, sizeof(*b.txns));
+	b.details = calloc(n, sizeof(*b.details));
+	b.txn_item = calloc(n, sizeof(*b.txn_item));
+	keys = calloc(n, sizeof(*keys));
+	if (!b.state || !b.dup_of || !b.accts || !b.txns || !b.details || !b.txn_item || !keys) {
+		error_set(&err, 503, "unavailable", "out of memory");
+		fail_all(jobs, n, &err);
+		goto done;
+	}
+	for (attempt = 0;; attempt++) {
+		if (try_batch(&b, c, writer, w, keys, &err) == 0)
+			break;
+		if (db_conn_broken(c)) {
+			/* the commit may or may not have happened: a retry with the same request_id is safe */
+			error_set(&err, 503, "unavailable", "the ledger database connection was lost");
+			fail_all(jobs, n, &err);
+			goto done;
+		}
+		if (db_error_retryable(&err) && attempt < 5)
+			continue;
+		log_error("usage batch failed", "records=%zu code=%s error=\"%s\"", n, err.code, err.msg);
+		if (n > 1) {
+			/* isolate the record that fails: each alone */
+			for (size_t i = 0; i < n; i++)
+				usage_write_batch(&jobs[i], 1, c, writer, arg);
+		} else {
+			if (err.status != 503)
+				error_set(&err, 500, "internal", "the record could not be written");
+			fail_all(jobs, n, &err);
+		}
+		goto done;
+	}
+	if (w->metrics) {
+		metrics_batch(w->metrics, n, time_now_us() - t0);
+		for (size_t t = 0; t < b.n_txns; t++) {
+			struct usage_item *it = b.items[b.txn_item[t]];
+			metrics_billed(w->metrics, it->r.model, it->cost_nanos);
+		}
+	}
+done:
+	if (b.details)
+		for (size_t i = 0; i < n; i++)
+			buf_release(&b.details[i]);
+	if (keys)
+		for (size_t i = 0; i < n; i++)
+			free(keys[i]);
+	free(keys);
+	free(b.state);
+	free(b.dup_of);
+	free(b.accts);
+	free(b.buckets);
+	free(b.txns);
+	free(b.posts);
+	free(b.details);
+	free(b.txn_item);
+}
