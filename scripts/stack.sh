@@ -40,7 +40,11 @@ start() {
 	pgport=$(free_port); rport=$(free_port)
 	while [ "$rport" = "$pgport" ]; do rport=$(free_port); done
 	mkdir -p "$dir/pg" "$dir/redis" "$dir/run"
-	if [ "$(id -u)" -eq 0 ]; then chown postgres "$dir/pg" "$dir/run"; fi
+	if [ "$(id -u)" -eq 0 ]; then
+		chown postgres "$dir/pg" "$dir/run"
+		runuser -u postgres -- test -w "$dir/pg" || {
+			echo "stack.sh: the postgres user cannot reach '$dir' (a parent folder is private)" >&2; exit 1; }
+	fi
 	if [ ! -f "$dir/pg/data/PG_VERSION" ]; then
 		as_pg "$PGBIN/initdb" --nosync -D "$dir/pg/data" -U postgres --auth=trust -E UTF8 \
 			--locale=C >"$dir/pg/initdb.log" 2>&1 || { cat "$dir/pg/initdb.log" >&2; exit 1; }
