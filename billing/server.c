@@ -11,6 +11,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "billing/server_int.h"
 #include "billing/dbpool.h"
 #include "billing/metrics.h"
 #include "billing/rconn.h"
@@ -27,34 +28,13 @@
 #define MAX_BODY (1024 * 1024)
 #define MAX_BATCH 1000
 
-struct server {
-	struct event_base *base;
-	struct config *cfg;
-	struct evhttp *http;
-	struct evhttp_bound_socket *sock;
-	struct tokens *gw, *admin;
-	uint8_t pepper[APIKEY_PEPPER_BYTES];
-	struct dbpool *pool, *writer;
-	struct usage_writer *uw;
-	struct rconn *redis;
-	struct metrics *metrics;
-	int64_t inflight;
-	bool draining;
-	int64_t drain_deadline_us;
-	struct event *drain_timer, *gauge_timer;
-	bool referral_on_topup;
-};
+
 
 /* ---- request context and replies ---- */
 
-struct rctx {
-	struct server *s;
-	struct evhttp_request *req;
-	const char *route; /* static label for metrics */
-	int64_t t0;
-};
 
-static struct rctx *rctx_new(struct server *s, struct evhttp_request *req, const char *route)
+
+struct rctx *rctx_new(struct server *s, struct evhttp_request *req, const char *route)
 {
 	struct rctx *c = calloc(1, sizeof(*c));
 
@@ -69,7 +49,7 @@ static struct rctx *rctx_new(struct server *s, struct evhttp_request *req, const
 }
 
 /* Sends the one reply of a request and frees its context.  body is stolen. */
-static void reply(struct rctx *c, int status, json_t *body)
+void reply(struct rctx *c, int status, json_t *body)
 {
 	struct evbuffer *out = evbuffer_new();
 	struct evkeyvalq *h = evhttp_request_get_output_headers(c->req);
@@ -89,7 +69,7 @@ static void reply(struct rctx *c, int status, json_t *body)
 	free(c);
 }
 
-static void reply_text(struct rctx *c, int status, const char *text, size_t len)
+void reply_text(struct rctx *c, int status, const char *text, size_t len)
 {
 	struct evbuffer *out = evbuffer_new();
 
@@ -103,7 +83,7 @@ static void reply_text(struct rctx *c, int status, const char *text, size_t len)
 	free(c);
 }
 
-static json_t *error_json(const struct error *e)
+json_t *error_json(const struct error *e)
 {
 	json_t *inner = json_pack("{s:s,s:s}", "code", e->code, "message", e->msg);
 
@@ -112,7 +92,7 @@ static json_t *error_json(const struct error *e)
 	return json_pack("{s:o}", "error", inner);
 }
 
-static void reply_error(struct rctx *c, const struct error *e)
+void reply_error(struct rctx *c, const struct error *e)
 {
 	int status = e->status ? e->status : 500;
 
@@ -123,7 +103,7 @@ static void reply_error(struct rctx *c, const struct error *e)
 	reply(c, status, error_json(e));
 }
 
-static void reply_err(struct rctx *c, int status, const char *code, const char *msg)
+void reply_err(struct rctx *c, int status, const char *code, const char *msg)
 {
 	struct error e;
 
@@ -133,7 +113,7 @@ static void reply_err(struct rctx *c, int status, const char *code, const char *
 
 /* ---- request body ---- */
 
-static json_t *read_body(struct rctx *c, struct error *err)
+json_t *read_body(struct rctx *c, struct error *err)
 {
 	struct evbuffer *in = evhttp_request_get_input_buffer(c->req);
 	size_t len = evbuffer_get_length(in);
@@ -502,7 +482,7 @@ static void submit_hjob(struct rctx *c, enum op op, json_t *body, int64_t id)
 
 /* ---- validation helpers (event loop) ---- */
 
-static int want_string(json_t *b, const char *k, bool required, size_t max, struct error *err)
+int want_string(json_t *b, const char *k, bool required, size_t max, struct error *err)
 {
 	json_t *v = json_object_get(b, k);
 
@@ -519,7 +499,7 @@ static int want_string(json_t *b, const char *k, bool required, size_t max, stru
 	return 0;
 }
 
-static int want_int(json_t *b, const char *k, bool required, int64_t min, int64_t max, struct error *err)
+int want_int(json_t *b, const char *k, bool required, int64_t min, int64_t max, struct error *err)
 {
 	json_t *v = json_object_get(b, k);
 
@@ -642,10 +622,12 @@ static void usage_single_done(struct dbjob *job)
 	struct usage_item *it = (struct usage_item *)job;
 	struct rctx *c = it->owner;
 
-	if (it->job.err.status)
+	if (it->job.err.status) {
 		reply_error(c, &it->job.err);
-	else
+	} else {
+		authz_settle(c->s, it);
 		reply_text(c, 200, it->response, strlen(it->response));
+	}
 	usage_item_release(it);
 	free(it);
 }
@@ -700,6 +682,7 @@ static void usage_batch_item_done(struct dbjob *job)
 		json_object_set_new(json_object_get(res, "error"), "status", json_integer(it->job.err.status));
 	} else {
 		json_error_t je;
+		authz_settle(ub->rc->s, it);
 		res = json_loads(it->response, 0, &je);
 		if (!res)
 			res = json_pack("{s:{s:s,s:s}}", "error", "code", "internal", "message", "bad stored answer");
@@ -843,6 +826,10 @@ static void gen_cb(struct evhttp_request *req, void *arg)
 		s->inflight--;
 		free(c);
 		return;
+	}
+	if (strcmp(path, "/v1/authorize") == 0) {
+		ROUTE(EVHTTP_REQ_POST, "/v1/authorize", AUTH_GATEWAY);
+		return h_authorize(c);
 	}
 	if (strcmp(path, "/v1/usage") == 0) {
 		ROUTE(EVHTTP_REQ_POST, "/v1/usage", AUTH_GATEWAY);
@@ -1006,6 +993,8 @@ struct server *server_new(struct event_base *base, struct config *cfg, struct er
 		error_set(err, 0, "listen", "cannot listen on %s", listen);
 		goto fail;
 	}
+	if (authz_init(s, err) < 0)
+		goto fail;
 	s->gauge_timer = event_new(base, -1, EV_PERSIST, gauge_cb, s);
 	event_add(s->gauge_timer, &tv);
 	log_info("billingd listening", "listen=%s instance=%s batch_max=%" PRId64 " batch_wait_us=%" PRId64, listen,
@@ -1054,6 +1043,7 @@ void server_free(struct server *s)
 		event_free(s->gauge_timer);
 	dbpool_free(s->writer);
 	dbpool_free(s->pool);
+	authz_free(s);
 	if (s->http)
 		evhttp_free(s->http);
 	rconn_free(s->redis);

@@ -575,7 +575,12 @@ static int charge_items(struct batch *b, struct usage_writer *w, int64_t now_us,
 		tx = b->n_txns++;
 		b->txn_item[tx] = i;
 		charged = json_array();
+		it->d_paid = it->d_promo = 0;
 		for (size_t k = 0; k < nl; k++) {
+			if (lines[k].kind == BURNDOWN_GRANT)
+				it->d_promo -= lines[k].amount;
+			else
+				it->d_paid -= lines[k].amount;
 			/* arrears and paid share the paid ledger account: one posting */
 			if (k > 0 && lines[k].kind == BURNDOWN_ARREARS && lines[k - 1].kind == BURNDOWN_PAID)
 				b->posts[np - 1].amount -= lines[k].amount;

@@ -47,6 +47,7 @@ struct usage_item {
 	bool duplicate;
 	int64_t account_id;
 	int64_t cost_nanos;
+	int64_t d_paid, d_promo; /* what the charge moved (negative), for the balance mirror */
 	/* owner's */
 	void *owner;
 	size_t index;

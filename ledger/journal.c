@@ -234,6 +234,14 @@ int journal_write(PGconn *c, const char *writer, struct journal_txn *txns, size_
 		    " SELECT * FROM unnest($1::bigint[], $2::smallint[], $3::bigint[], $4::bigint[], $5::bigint[])",
 		    5, params, err) < 0)
 		goto done;
+	/* balance mirrors (Redis) learn of the change at commit: "ACCOUNT WRITER" */
+	params[0] = pa[3].data;
+	params[1] = writer;
+	if (db_exec(c,
+		    "SELECT pg_notify('billing_balance', a::text || ' ' || $2)"
+		    " FROM (SELECT DISTINCT a FROM unnest($1::bigint[]) a WHERE a IS NOT NULL) s",
+		    2, params, err) < 0)
+		goto done;
 	rc = 0;
 done:
 	PQclear(r);

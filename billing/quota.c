@@ -1,0 +1,253 @@
+/* quota.c: see quota.h. */
+#include "billing/quota.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "billing/quota.lua.h"
+#include "common/log.h"
+
+static const char *const scripts[QUOTA_N_SCRIPTS] = {quota_lua_authorize, quota_lua_settle, quota_lua_load,
+						     quota_lua_invalidate};
+#define N_KEYS 7
+static const char *const key_suffix[N_KEYS] = {"bal", "holds", "hexp", "held", "concn", "rl", "ver"};
+
+struct quota {
+	struct rconn *r;
+	char sha[QUOTA_N_SCRIPTS][48];
+};
+
+struct qreq {
+	struct quota *q;
+	enum quota_script s;
+	int argc; /* total, including EVALSHA sha numkeys keys */
+	char **argv;
+	size_t *len;
+	quota_cb cb;
+	void *arg;
+	int resent;
+};
+
+static void load_cb(redisAsyncContext *ac, void *reply, void *priv)
+{
+	struct quota *q = ((void **)priv)[0];
+	intptr_t i = (intptr_t)((void **)priv)[1];
+	redisReply *r = reply;
+
+	(void)ac;
+	if (r && r->type == REDIS_REPLY_STRING && r->len < (int)sizeof(q->sha[0]))
+		memcpy(q->sha[i], r->str, (size_t)r->len + 1);
+	free(priv);
+}
+
+static void on_connect(void *arg)
+{
+	struct quota *q = arg;
+
+	for (intptr_t i = 0; i < QUOTA_N_SCRIPTS; i++) {
+		const char *argv[3] = {"SCRIPT", "LOAD", scripts[i]};
+		void **priv = malloc(2 * sizeof(void *));
+		if (!priv)
+			continue;
+		priv[0] = q;
+		priv[1] = (void *)i;
+		if (rconn_commandv(q->r, load_cb, priv, 3, argv, NULL) < 0)
+			free(priv);
+	}
+}
+
+struct quota *quota_new(struct rconn *r)
+{
+	struct quota *q = calloc(1, sizeof(*q));
+
+	if (!q)
+		return NULL;
+	q->r = r;
+	rconn_on_connect(r, on_connect, q);
+	if (rconn_ready(r))
+		on_connect(q);
+	return q;
+}
+
+void quota_free(struct quota *q)
+{
+	free(q);
+}
+
+static void qreq_free(struct qreq *x)
+{
+	for (int i = 0; i < x->argc; i++)
+		free(x->argv[i]);
+	free(x->argv);
+	free(x->len);
+	free(x);
+}
+
+static int send_req(struct qreq *x);
+
+static void reply_cb(redisAsyncContext *ac, void *reply, void *priv)
+{
+	struct qreq *x = priv;
+	redisReply *r = reply;
+
+	(void)ac;
+	if (r && r->type == REDIS_REPLY_ERROR && strncmp(r->str, "NOSCRIPT", 8) == 0 && !x->resent) {
+		/* the server lost its scripts (restart, SCRIPT FLUSH): send the body */
+		x->resent = 1;
+		free(x->argv[0]);
+		free(x->argv[1]);
+		x->argv[0] = strdup("EVAL");
+		x->argv[1] = strdup(scripts[x->s]);
+		x->len[0] = 4;
+		x->len[1] = strlen(scripts[x->s]);
+		x->q->sha[x->s][0] = '\0';
+		on_connect(x->q);
+		if (x->argv[0] && x->argv[1] && send_req(x) == 0)
+			return;
+		r = NULL;
+	}
+	if (r && r->type == REDIS_REPLY_ERROR)
+		log_warn("redis script error", "script=%d error=\"%s\"", (int)x->s, r->str);
+	x->cb(x->arg, r && r->type != REDIS_REPLY_ERROR ? r : NULL);
+	qreq_free(x);
+}
+
+static int send_req(struct qreq *x)
+{
+	return rconn_commandv(x->q->r, reply_cb, x, x->argc, (const char **)x->argv, x->len);
+}
+
+int quota_run(struct quota *q, enum quota_script s, int64_t account_id, int argc, const char *const *argv,
+	      quota_cb cb, void *arg)
+{
+	struct qreq *x = calloc(1, sizeof(*x));
+	int n = 2 + 1 + N_KEYS + argc, k = 0;
+	char num[16];
+
+	if (!x)
+		return -1;
+	x->q = q;
+	x->s = s;
+	x->cb = cb;
+	x->arg = arg;
+	x->argc = n;
+	x->argv = calloc((size_t)n, sizeof(*x->argv));
+	x->len = calloc((size_t)n, sizeof(*x->len));
+	if (!x->argv || !x->len)
+		goto fail;
+	if (q->sha[s][0]) {
+		x->argv[k++] = strdup("EVALSHA");
+		x->argv[k++] = strdup(q->sha[s]);
+	} else {
+		x->argv[k++] = strdup("EVAL");
+		x->argv[k++] = strdup(scripts[s]);
+		x->resent = 1;
+	}
+	snprintf(num, sizeof(num), "%d", N_KEYS);
+	x->argv[k++] = strdup(num);
+	for (int i = 0; i < N_KEYS; i++) {
+		char key[64];
+		snprintf(key, sizeof(key), "{a:%" PRId64 "}:%s", account_id, key_suffix[i]);
+		x->argv[k++] = strdup(key);
+	}
+	for (int i = 0; i < argc; i++)
+		x->argv[k++] = strdup(argv[i]);
+	for (int i = 0; i < n; i++) {
+		if (!x->argv[i])
+			goto fail;
+		x->len[i] = strlen(x->argv[i]);
+	}
+	if (send_req(x) < 0)
+		goto fail;
+	return 0;
+fail:
+	qreq_free(x);
+	return -1;
+}
+
+struct vreq {
+	quota_cb cb;
+	void *arg;
+};
+
+static void ver_cb(redisAsyncContext *ac, void *reply, void *priv)
+{
+	struct vreq *v = priv;
+	redisReply *r = reply;
+
+	(void)ac;
+	v->cb(v->arg, r && r->type != REDIS_REPLY_ERROR ? r : NULL);
+	free(v);
+}
+
+int quota_get_version(struct quota *q, int64_t account_id, quota_cb cb, void *arg)
+{
+	char key[64];
+	const char *argv[2] = {"GET", key};
+	struct vreq *v = malloc(sizeof(*v));
+
+	if (!v)
+		return -1;
+	v->cb = cb;
+	v->arg = arg;
+	snprintf(key, sizeof(key), "{a:%" PRId64 "}:ver", account_id);
+	if (rconn_commandv(q->r, ver_cb, v, 2, argv, NULL) < 0) {
+		free(v);
+		return -1;
+	}
+	return 0;
+}
+
+long quota_invalidate_all_sync(const char *addr, int timeout_ms)
+{
+	const char *colon = strrchr(addr, ':');
+	char host[256], cursor[32] = "0";
+	struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
+	redisContext *c;
+	long n = 0;
+
+	snprintf(host, sizeof(host), "%.*s", colon ? (int)(colon - addr) : (int)strlen(addr), addr);
+	c = redisConnectWithTimeout(host, colon ? atoi(colon + 1) : 6379, tv);
+	if (!c || c->err) {
+		if (c)
+			redisFree(c);
+		return -1;
+	}
+	redisSetTimeout(c, tv);
+	do {
+		redisReply *r = redisCommand(c, "SCAN %s MATCH {a:*}:bal COUNT 1000", cursor);
+		if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 2) {
+			freeReplyObject(r);
+			redisFree(c);
+			return -1;
+		}
+		size_t sent = 0;
+		snprintf(cursor, sizeof(cursor), "%s", r->element[0]->str);
+		for (size_t i = 0; i < r->element[1]->elements; i++) {
+			const char *key = r->element[1]->element[i]->str;
+			size_t kl = strlen(key);
+			char ver[96];
+			if (kl < 4 || kl > 80)
+				continue;
+			snprintf(ver, sizeof(ver), "%.*sver", (int)(kl - 3), key);
+			redisAppendCommand(c, "INCR %s", ver);
+			redisAppendCommand(c, "DEL %s", key);
+			sent += 2;
+			n++;
+		}
+		for (size_t i = 0; i < sent; i++) {
+			redisReply *x = NULL;
+			if (redisGetReply(c, (void **)&x) != REDIS_OK) {
+				freeReplyObject(r);
+				redisFree(c);
+				return -1;
+			}
+			freeReplyObject(x);
+		}
+		freeReplyObject(r);
+	} while (strcmp(cursor, "0") != 0);
+	redisFree(c);
+	return n;
+}

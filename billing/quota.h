@@ -1,0 +1,35 @@
+/* quota.h: the Redis side of authorization: one Lua script per decision
+ * (EVALSHA; on NOSCRIPT the script is sent whole and loaded again).
+ * See quota.lua.h for the key layout.  Runs on the event loop.
+ *
+ * Callbacks get the script's reply (valid only during the callback) or NULL
+ * when Redis could not answer; they are never called when the submit
+ * function returned -1. */
+#ifndef BILLING_QUOTA_H
+#define BILLING_QUOTA_H
+
+#include <hiredis/hiredis.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "billing/rconn.h"
+
+enum quota_script { QUOTA_AUTHORIZE, QUOTA_SETTLE, QUOTA_LOAD, QUOTA_INVALIDATE, QUOTA_N_SCRIPTS };
+
+typedef void (*quota_cb)(void *arg, redisReply *reply);
+
+struct quota;
+
+struct quota *quota_new(struct rconn *r) __attribute__((warn_unused_result));
+void quota_free(struct quota *q);
+/* Runs a script for an account with string arguments (copied). */
+int quota_run(struct quota *q, enum quota_script s, int64_t account_id, int argc, const char *const *argv,
+	      quota_cb cb, void *arg) __attribute__((warn_unused_result));
+/* GET {a:ID}:ver (for a mirror load). */
+int quota_get_version(struct quota *q, int64_t account_id, quota_cb cb, void *arg) __attribute__((warn_unused_result));
+
+/* Synchronous, for a thread of its own or start-up: drops every balance
+ * mirror (bumping versions) on the Redis at addr.  Returns the count or -1. */
+long quota_invalidate_all_sync(const char *addr, int timeout_ms);
+
+#endif

@@ -1,0 +1,153 @@
+/* quota.lua.h: the Redis scripts of quota.c, one string each.
+ *
+ * Keys of one account share the hash tag {a:ID}, so each script touches one
+ * slot (Redis Cluster ready):
+ *   {a:ID}:bal    hash  paid, promo (nanos, mirror of the ledger), status; PEXPIRE'd
+ *   {a:ID}:ver    int   bumped by every change; a mirror load only lands if unchanged
+ *   {a:ID}:holds  hash  hold_id -> "amount|paid_only|tokens|model"
+ *   {a:ID}:hexp   zset  hold_id scored by expiry (ms, Redis TIME)
+ *   {a:ID}:held   int   sum of live holds
+ *   {a:ID}:concn  hash  model -> live holds of that model
+ *   {a:ID}:rl     hash  GCRA theoretical arrival times, field "<scope>:<kind>"
+ * Times come from Redis TIME, never the service's clock. */
+#ifndef BILLING_QUOTA_LUA_H
+#define BILLING_QUOTA_LUA_H
+
+/* Shared prologue: now, and expiry of due holds. */
+#define QUOTA_LUA_PROLOGUE                                                                           \
+	"local t = redis.call('TIME')\n"                                                             \
+	"local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"                    \
+	"local function release(h)\n"                                                                \
+	"  local v = redis.call('HGET', KEYS[2], h)\n"                                               \
+	"  redis.call('ZREM', KEYS[3], h)\n"                                                         \
+	"  if not v then return nil end\n"                                                           \
+	"  local amt, po, tok, model = string.match(v, '^(%-?%d+)|(%d)|(%d+)|(.*)$')\n"              \
+	"  redis.call('HDEL', KEYS[2], h)\n"                                                         \
+	"  redis.call('DECRBY', KEYS[4], amt)\n"                                                     \
+	"  if redis.call('HINCRBY', KEYS[5], model, -1) <= 0 then redis.call('HDEL', KEYS[5], model) end\n" \
+	"  return tonumber(tok)\n"                                                                   \
+	"end\n"                                                                                      \
+	"local due = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'LIMIT', 0, 1000)\n"          \
+	"for _, h in ipairs(due) do release(h) end\n"
+
+/* authorize: KEYS bal holds hexp held concn rl ver
+ * ARGV 1 hold_id 2 amount 3 paid_only 4 ttl_ms 5 tokens 6 model
+ *      7..11 account-wide rpm tpm rpd tpd concurrency (0 = none)
+ *      12..16 per-model   rpm tpm rpd tpd concurrency
+ * -> {'OK', amount, available_after, expires_ms, existing(0/1)} | {'NOMIRROR'} | {'FROZEN'}
+ *    | {'BALANCE', available} | {'RATE', what, retry_ms, limit} | {'CONC', what, limit} */
+static const char quota_lua_authorize[] = QUOTA_LUA_PROLOGUE
+	"if redis.call('EXISTS', KEYS[1]) == 0 then return {'NOMIRROR'} end\n"
+	"local b = redis.call('HMGET', KEYS[1], 'paid', 'promo', 'status')\n"
+	"if b[3] == 'frozen' then return {'FROZEN'} end\n"
+	"local paid, promo = tonumber(b[1]), tonumber(b[2])\n"
+	"local held = tonumber(redis.call('GET', KEYS[4]) or '0')\n"
+	"local function avail()\n"
+	"  if ARGV[3] == '1' then return paid - held end\n"
+	"  return paid + promo - held\n"
+	"end\n"
+	"local old = redis.call('HGET', KEYS[2], ARGV[1])\n"
+	"if old then\n"
+	"  local amt = string.match(old, '^(%-?%d+)|')\n"
+	"  return {'OK', tonumber(amt), avail(), math.floor(tonumber(redis.call('ZSCORE', KEYS[3], ARGV[1]) or now)), 1}\n"
+	"end\n"
+	"local amount = tonumber(ARGV[2])\n"
+	"local model = ARGV[6]\n"
+	"local conc_all, conc_m = tonumber(ARGV[11]), tonumber(ARGV[16])\n"
+	"if conc_all > 0 and redis.call('ZCARD', KEYS[3]) >= conc_all then return {'CONC', 'concurrency', conc_all} end\n"
+	"if conc_m > 0 and tonumber(redis.call('HGET', KEYS[5], model) or '0') >= conc_m then\n"
+	"  return {'CONC', 'model_concurrency', conc_m} end\n"
+	"local checks = {}\n"
+	"local function gcra(scope, kind, limit, period, cost)\n"
+	"  if limit <= 0 then return nil end\n"
+	"  local f = scope .. ':' .. kind\n"
+	"  local T = period / limit\n"
+	"  local tat = tonumber(redis.call('HGET', KEYS[6], f) or '0')\n"
+	"  if tat < now then tat = now end\n"
+	"  local new = tat + cost * T\n"
+	"  if new - period > now then\n"
+	"    local wait = new - period - now\n"
+	"    if cost > limit then wait = period end\n"
+	"    return {kind, math.ceil(wait), limit}\n"
+	"  end\n"
+	"  checks[#checks + 1] = {f, new}\n"
+	"  return nil\n"
+	"end\n"
+	"local tokens = tonumber(ARGV[5])\n"
+	"local lim = {{'*', 7}, {model, 12}}\n"
+	"for _, s in ipairs(lim) do\n"
+	"  local base = s[2]\n"
+	"  local scope = s[1]\n"
+	"  local r = gcra(scope, 'rpm', tonumber(ARGV[base]), 60000, 1)\n"
+	"    or gcra(scope, 'tpm', tonumber(ARGV[base + 1]), 60000, tokens)\n"
+	"    or gcra(scope, 'rpd', tonumber(ARGV[base + 2]), 86400000, 1)\n"
+	"    or gcra(scope, 'tpd', tonumber(ARGV[base + 3]), 86400000, tokens)\n"
+	"  if r then\n"
+	"    if scope ~= '*' then r[1] = 'model_' .. r[1] end\n"
+	"    return {'RATE', r[1], r[2], r[3]}\n"
+	"  end\n"
+	"end\n"
+	"if paid < 0 or amount > avail() then return {'BALANCE', avail()} end\n"
+	"for _, c in ipairs(checks) do redis.call('HSET', KEYS[6], c[1], c[2]) end\n"
+	"if #checks > 0 then redis.call('PEXPIRE', KEYS[6], 172800000) end\n"
+	"local exp = now + tonumber(ARGV[4])\n"
+	"redis.call('HSET', KEYS[2], ARGV[1], ARGV[2] .. '|' .. ARGV[3] .. '|' .. ARGV[5] .. '|' .. model)\n"
+	"redis.call('ZADD', KEYS[3], exp, ARGV[1])\n"
+	"redis.call('INCRBY', KEYS[4], amount)\n"
+	"redis.call('HINCRBY', KEYS[5], model, 1)\n"
+	"held = held + amount\n"
+	"return {'OK', amount, avail(), exp, 0}\n";
+
+/* settle: KEYS bal holds hexp held concn rl ver
+ * ARGV 1 hold_id ('' none) 2 d_paid 3 d_promo 4 actual_tokens 5 apply_delta(0/1) 6 model
+ *      7 account tpm 8 account tpd 9 model tpm 10 model tpd
+ * Releases the hold if it is still there (twice changes nothing), applies the
+ * committed charge to the mirror, corrects TPM/TPD by actual - estimate. -> released (0/1) */
+static const char quota_lua_settle[] = QUOTA_LUA_PROLOGUE
+	"local released = 0\n"
+	"if ARGV[5] == '1' then\n"
+	"  redis.call('INCR', KEYS[7])\n"
+	"  if redis.call('EXISTS', KEYS[1]) == 1 then\n"
+	"    redis.call('HINCRBY', KEYS[1], 'paid', ARGV[2])\n"
+	"    redis.call('HINCRBY', KEYS[1], 'promo', ARGV[3])\n"
+	"  end\n"
+	"end\n"
+	"if ARGV[1] ~= '' then\n"
+	"  local est = release(ARGV[1])\n"
+	"  if est then\n"
+	"    released = 1\n"
+	"    local delta = tonumber(ARGV[4]) - est\n"
+	"    local function fix(scope, kind, limit, period)\n"
+	"      if limit <= 0 or delta == 0 then return end\n"
+	"      local f = scope .. ':' .. kind\n"
+	"      local tat = redis.call('HGET', KEYS[6], f)\n"
+	"      if tat then redis.call('HSET', KEYS[6], f, tonumber(tat) + delta * period / limit) end\n"
+	"    end\n"
+	"    fix('*', 'tpm', tonumber(ARGV[7]), 60000)\n"
+	"    fix('*', 'tpd', tonumber(ARGV[8]), 86400000)\n"
+	"    fix(ARGV[6], 'tpm', tonumber(ARGV[9]), 60000)\n"
+	"    fix(ARGV[6], 'tpd', tonumber(ARGV[10]), 86400000)\n"
+	"  end\n"
+	"end\n"
+	"return released\n";
+
+/* load: KEYS bal holds hexp held concn rl ver
+ * ARGV 1 expected ver 2 paid 3 promo 4 status 5 ttl_ms -> 1 loaded, 0 stale (retry) */
+static const char quota_lua_load[] = QUOTA_LUA_PROLOGUE
+	"if (redis.call('GET', KEYS[7]) or '0') ~= ARGV[1] then return 0 end\n"
+	"redis.call('HSET', KEYS[1], 'paid', ARGV[2], 'promo', ARGV[3], 'status', ARGV[4])\n"
+	"redis.call('PEXPIRE', KEYS[1], ARGV[5])\n"
+	"local sum = 0\n"
+	"for _, v in ipairs(redis.call('HVALS', KEYS[2])) do\n"
+	"  sum = sum + tonumber(string.match(v, '^(%-?%d+)|'))\n"
+	"end\n"
+	"redis.call('SET', KEYS[4], sum)\n"
+	"return 1\n";
+
+/* invalidate: KEYS bal holds hexp held concn rl ver -> drops the mirror, bumps the version */
+static const char quota_lua_invalidate[] =
+	"redis.call('INCR', KEYS[7])\n"
+	"redis.call('DEL', KEYS[1])\n"
+	"return 1\n";
+
+#endif

@@ -1,0 +1,66 @@
+/* server_int.h: what the HTTP modules of billingd share (server.c,
+ * authorize.c).  Event loop thread only. */
+#ifndef BILLING_SERVER_INT_H
+#define BILLING_SERVER_INT_H
+
+#include <event2/http.h>
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "billing/dbpool.h"
+#include "billing/server.h"
+#include "common/error.h"
+#include "ledger/apikey.h"
+
+struct authz_state;
+struct usage_item;
+
+struct server {
+	struct event_base *base;
+	struct config *cfg;
+	struct evhttp *http;
+	struct evhttp_bound_socket *sock;
+	struct tokens *gw, *admin;
+	uint8_t pepper[APIKEY_PEPPER_BYTES];
+	struct dbpool *pool, *writer;
+	struct usage_writer *uw;
+	struct rconn *redis;
+	struct metrics *metrics;
+	int64_t inflight;
+	bool draining;
+	int64_t drain_deadline_us;
+	struct event *drain_timer, *gauge_timer;
+	bool referral_on_topup;
+	/* authorization (authorize.c) */
+	struct authz_state *az;
+};
+
+/* One HTTP request in flight: owned by its handler until reply() frees it. */
+struct rctx {
+	struct server *s;
+	struct evhttp_request *req;
+	const char *route; /* static label for metrics */
+	int64_t t0;
+};
+
+struct rctx *rctx_new(struct server *s, struct evhttp_request *req, const char *route);
+/* Sends the one reply of the request and frees c.  body is stolen. */
+void reply(struct rctx *c, int status, json_t *body);
+void reply_text(struct rctx *c, int status, const char *text, size_t len);
+json_t *error_json(const struct error *e);
+void reply_error(struct rctx *c, const struct error *e);
+void reply_err(struct rctx *c, int status, const char *code, const char *msg);
+/* The request body as a JSON object, or NULL with err (400/413). */
+json_t *read_body(struct rctx *c, struct error *err);
+int want_string(json_t *b, const char *k, bool required, size_t max, struct error *err);
+int want_int(json_t *b, const char *k, bool required, int64_t min, int64_t max, struct error *err);
+
+/* authorize.c */
+int authz_init(struct server *s, struct error *err) __attribute__((warn_unused_result));
+void authz_free(struct server *s);
+void h_authorize(struct rctx *c);
+/* After a usage record is answered: release its hold, apply its charge to the mirror. */
+void authz_settle(struct server *s, const struct usage_item *it);
+
+#endif
