@@ -186,7 +186,7 @@ static int check_auth(struct rctx *c, enum auth_need need)
 
 /* ---- database jobs of the HTTP API ---- */
 
-enum op { OP_ACCOUNT_CREATE, OP_ACCOUNT_GET, OP_VERIFY, OP_KEY_CREATE, OP_TOPUP, OP_GRANT, OP_READY };
+enum op { OP_ACCOUNT_CREATE, OP_ACCOUNT_GET, OP_VERIFY, OP_KEY_CREATE, OP_TOPUP, OP_GRANT, OP_READY, OP_EXPIRE };
 
 struct hjob {
 	struct dbjob job;
@@ -430,8 +430,17 @@ static void hjob_run(struct dbjob *job, PGconn *conn, const char *writer)
 		if (db_exec(conn, "SELECT 1", 0, NULL, &j->job.err) == 0)
 			j->out_status = 200;
 		break;
+	case OP_EXPIRE: {
+		int moved = 0;
+		int64_t nanos = 0;
+		x.actor = "billingd";
+		if (promo_expire_due(&x, time_now_us(), 1000, &moved, &nanos, &j->job.err) == 0 && moved)
+			log_info("promotional credit expired to breakage", "grants=%d nanos=%" PRId64, moved, nanos);
+		j->out_status = 200;
+		break;
 	}
-	if (!j->out && !j->job.err.status && j->op != OP_READY)
+	}
+	if (!j->out && !j->job.err.status && j->op != OP_READY && j->op != OP_EXPIRE)
 		error_set(&j->job.err, 500, "internal", "no answer");
 	if (db_conn_broken(conn) && j->job.err.status)
 		error_set(&j->job.err, 503, "unavailable", "the ledger database connection was lost");
@@ -441,7 +450,11 @@ static void hjob_done(struct dbjob *job)
 {
 	struct hjob *j = (struct hjob *)job;
 
-	if (j->op == OP_READY) {
+	if (j->op == OP_EXPIRE) {
+		if (j->job.err.status)
+			log_warn("expiry run failed", "error=\"%s\"", j->job.err.msg);
+		j->s->expiring = false;
+	} else if (j->op == OP_READY) {
 		bool ok = j->out_status == 200 && rconn_ready(j->s->redis);
 		reply(j->rc, ok ? 200 : 503,
 		      json_pack("{s:s,s:b,s:b}", "status", ok ? "ready" : "unavailable", "postgresql",
@@ -889,6 +902,28 @@ static void gauge_cb(evutil_socket_t fd, short what, void *arg)
 	metrics_gauge(s->metrics, "billing_usage_queue_depth", (int64_t)dbpool_depth(s->writer));
 }
 
+/* the expiry worker: unused promotional credit of expired grants goes to breakage */
+static void expire_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct server *s = arg;
+	struct hjob *j;
+
+	(void)fd, (void)what;
+	if (s->expiring || s->draining)
+		return;
+	j = calloc(1, sizeof(*j));
+	if (!j)
+		return;
+	j->job.run = hjob_run;
+	j->job.done = hjob_done;
+	j->op = OP_EXPIRE;
+	j->s = s;
+	if (dbpool_submit(s->pool, &j->job) < 0)
+		free(j);
+	else
+		s->expiring = true;
+}
+
 static int load_tokens(struct server *s, struct error *err)
 {
 	struct tokens *gw = tokens_load(config_get(s->cfg, "gateway_tokens_file"), err), *ad;
@@ -931,7 +966,7 @@ static int cfg_int(struct server *s, const char *k, int64_t min, int64_t max, in
 struct server *server_new(struct event_base *base, struct config *cfg, struct error *err)
 {
 	struct server *s = calloc(1, sizeof(*s));
-	int64_t batch_max, batch_wait, queue_max, pg_to, redis_to, idle, maxconn;
+	int64_t batch_max, batch_wait, queue_max, pg_to, redis_to, idle, maxconn, expiry_s;
 	const char *listen = config_get(cfg, "listen"), *colon = strrchr(listen, ':');
 	char host[256], writer[160];
 	struct timeval tv = {1, 0};
@@ -947,7 +982,8 @@ struct server *server_new(struct event_base *base, struct config *cfg, struct er
 	    cfg_int(s, "pg_timeout_ms", 100, 600000, &pg_to, err) < 0 ||
 	    cfg_int(s, "redis_timeout_ms", 10, 60000, &redis_to, err) < 0 ||
 	    cfg_int(s, "idle_timeout_s", 1, 86400, &idle, err) < 0 ||
-	    cfg_int(s, "max_connections", 1, 1000000, &maxconn, err) < 0)
+	    cfg_int(s, "max_connections", 1, 1000000, &maxconn, err) < 0 ||
+	    cfg_int(s, "expiry_interval_s", 1, 86400, &expiry_s, err) < 0)
 		goto fail;
 	if (load_tokens(s, err) < 0)
 		goto fail;
@@ -997,6 +1033,11 @@ struct server *server_new(struct event_base *base, struct config *cfg, struct er
 		goto fail;
 	s->gauge_timer = event_new(base, -1, EV_PERSIST, gauge_cb, s);
 	event_add(s->gauge_timer, &tv);
+	{
+		struct timeval etv = {(time_t)expiry_s, 0};
+		s->expire_timer = event_new(base, -1, EV_PERSIST, expire_cb, s);
+		event_add(s->expire_timer, &etv);
+	}
 	log_info("billingd listening", "listen=%s instance=%s batch_max=%" PRId64 " batch_wait_us=%" PRId64, listen,
 		 config_get(cfg, "instance_id"), batch_max, batch_wait);
 	return s;
@@ -1041,6 +1082,8 @@ void server_free(struct server *s)
 		event_free(s->drain_timer);
 	if (s->gauge_timer)
 		event_free(s->gauge_timer);
+	if (s->expire_timer)
+		event_free(s->expire_timer);
 	dbpool_free(s->writer);
 	dbpool_free(s->pool);
 	authz_free(s);

@@ -30,7 +30,8 @@ struct server {
 	int64_t inflight;
 	bool draining;
 	int64_t drain_deadline_us;
-	struct event *drain_timer, *gauge_timer;
+	struct event *drain_timer, *gauge_timer, *expire_timer;
+	bool expiring;
 	bool referral_on_topup;
 	/* authorization (authorize.c) */
 	struct authz_state *az;

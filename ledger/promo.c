@@ -8,6 +8,7 @@
 
 #include "common/timeutil.h"
 #include "ledger/db.h"
+#include "ledger/journal.h"
 
 struct campaign {
 	char name[101];
@@ -204,4 +205,92 @@ record:
 done:
 	PQclear(r);
 	return rc;
+}
+
+struct expire_job {
+	struct ops_ctx *x;
+	int64_t grant_id, account_id, la;
+	int64_t moved;
+};
+
+static int expire_tx(void *arg, struct error *err)
+{
+	struct expire_job *j = arg;
+	char la[32], key[64], details[96];
+	const char *p[1] = {la};
+	struct journal_posting post[2];
+	struct journal_txn t;
+	uint8_t chash[32];
+	int64_t bal, txn;
+	PGresult *r;
+	int found;
+
+	j->moved = 0;
+	if (ops_lock_customer(j->x->conn, j->account_id, NULL, err) < 0)
+		return -1;
+	snprintf(key, sizeof(key), "breakage:%" PRId64, j->grant_id);
+	journal_content_hash(chash, key, strlen(key));
+	found = journal_find_key(j->x->conn, key, &txn, chash, err);
+	if (found != 0)
+		return found < 0 ? -1 : 0; /* already broken down */
+	snprintf(la, sizeof(la), "%" PRId64, j->la);
+	r = db_query(j->x->conn, "SELECT balance FROM ledger_balances WHERE ledger_account_id = $1", 1, p, err);
+	if (!r)
+		return -1;
+	bal = PQntuples(r) == 1 ? strtoll(PQgetvalue(r, 0, 0), NULL, 10) : 0;
+	PQclear(r);
+	if (bal <= 0)
+		return 0;
+	snprintf(details, sizeof(details), "{\"grant_id\":%" PRId64 ",\"amount_nanos\":%" PRId64 "}", j->grant_id,
+		 bal);
+	post[0] = (struct journal_posting){j->la, j->account_id, -bal};
+	post[1] = (struct journal_posting){LA_BREAKAGE, 0, bal};
+	memset(&t, 0, sizeof(t));
+	t.kind = "breakage";
+	t.idempotency_key = key;
+	journal_content_hash(t.content_hash, key, strlen(key));
+	t.account_id = j->account_id;
+	t.actor = j->x->actor;
+	t.reason = "promotional credit expired";
+	t.details = details;
+	t.created_at_us = j->x->now_us ? j->x->now_us : time_now_us();
+	t.n_postings = 2;
+	t.postings = post;
+	if (journal_write(j->x->conn, j->x->writer, &t, 1, err) < 0)
+		return -1;
+	j->moved = bal;
+	return 0;
+}
+
+int promo_expire_due(struct ops_ctx *x, int64_t now_us, int limit, int *moved, int64_t *nanos, struct error *err)
+{
+	char now[40], lim[16];
+	const char *p[2] = {now, lim};
+	PGresult *r;
+
+	*moved = 0;
+	*nanos = 0;
+	time_format_rfc3339(now_us, now, sizeof(now));
+	snprintf(lim, sizeof(lim), "%d", limit);
+	r = db_query(x->conn,
+		     "SELECT g.grant_id, g.account_id, g.ledger_account_id FROM grants g"
+		     " JOIN ledger_balances b USING (ledger_account_id)"
+		     " WHERE g.expires_at <= $1::timestamptz AND b.balance > 0 ORDER BY g.expires_at, g.grant_id LIMIT $2",
+		     2, p, err);
+	if (!r)
+		return -1;
+	for (int i = 0; i < PQntuples(r); i++) {
+		struct expire_job j = {x, strtoll(PQgetvalue(r, i, 0), NULL, 10), strtoll(PQgetvalue(r, i, 1), NULL, 10),
+				       strtoll(PQgetvalue(r, i, 2), NULL, 10), 0};
+		if (ops_in_tx(x->conn, expire_tx, &j, err) < 0) {
+			PQclear(r);
+			return -1;
+		}
+		if (j.moved) {
+			(*moved)++;
+			*nanos += j.moved;
+		}
+	}
+	PQclear(r);
+	return 0;
 }

@@ -22,4 +22,11 @@ int promo_on_signup(struct ops_ctx *x, int64_t account_id, int64_t inviter_id, c
 int promo_on_qualify(struct ops_ctx *x, int64_t invitee_id, int64_t *grant_id, int64_t *nanos, char *note,
 		     size_t notelen, struct error *err) __attribute__((warn_unused_result));
 
+/* Moves the unused remainder of every grant expired at or before now_us to
+ * breakage (kind 'breakage', key "breakage:GRANT_ID", one transaction per
+ * grant, under the customer's row lock), at most `limit` grants.  *moved
+ * counts the grants, *nanos the amount.  0 or -1 with err. */
+int promo_expire_due(struct ops_ctx *x, int64_t now_us, int limit, int *moved, int64_t *nanos, struct error *err)
+	__attribute__((warn_unused_result));
+
 #endif

@@ -1,0 +1,162 @@
+"""Issue 5: signup and referral credit, once per invitee, identity and cap
+rules, an atomic campaign budget, expiry to breakage, paid-only models."""
+import concurrent.futures as cf
+import json
+import time
+from datetime import datetime, timedelta, timezone
+
+import pytest
+import requests
+
+from conftest import Billingd
+
+UNIT = 1_000_000_000
+SIGNUP = 14 * UNIT
+
+
+@pytest.fixture(scope="module")
+def bd(env):
+    env.admin("price", "set", "--model", "p-model", "--input", "1", "--cached-input", "1", "--output", "0",
+              "--effective", "2026-01-01T00:00:00Z")
+    env.admin("price", "set", "--model", "p-paid", "--input", "1", "--cached-input", "1", "--output", "0",
+              "--effective", "2026-01-01T00:00:00Z", "--paid-only")
+    b = Billingd(env, {"expiry_interval_s": "1"})
+    yield b
+    b.stop()
+
+
+def signup(bd, ext, code=None, identity=None, session=None):
+    body = {"external_id": ext}
+    if code:
+        body["referral_code"] = code
+    if identity:
+        body["identity"] = identity
+    s = session or requests
+    return s.post(bd.url + "/v1/accounts", json=body, headers=bd.h(), timeout=60)
+
+
+def now_rfc3339(delta_s=0):
+    return (datetime.now(timezone.utc) + timedelta(seconds=delta_s)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def usage(bd, acct, rid, units, model="p-model"):
+    return bd.post("/v1/usage", {"request_id": rid, "account_id": acct, "model": model,
+                                 "input_tokens": units * 1_000_000, "cached_input_tokens": 0, "output_tokens": 0,
+                                 "started_at": now_rfc3339()})
+
+
+def referral_grants(env, inviter):
+    return env.sql("SELECT amount_nanos FROM grants WHERE account_id = %s AND kind = 'referral'", (inviter,))
+
+
+def test_signup_credit_and_referral_once_under_concurrency(env, bd):
+    r = signup(bd, "inviter-1")
+    assert r.status_code == 201
+    inviter = r.json()
+    assert inviter["balance"]["promo_nanos"] == SIGNUP and inviter["promotion"]["applied"] is True
+    assert env.one("SELECT amount_nanos FROM grants WHERE account_id = %s AND kind = 'signup'",
+                   (inviter["account_id"],)) == SIGNUP
+    inv = signup(bd, "invitee-1", code=inviter["referral_code"]).json()
+    # no reward before the invitee qualifies
+    assert referral_grants(env, inviter["account_id"]) == []
+    v = bd.post(f"/v1/accounts/{inv['account_id']}/verify", {})
+    assert v.status_code == 200 and v.json()["referral"]["rewarded"] is True
+    assert v.json()["referral"]["amount_nanos"] == SIGNUP
+    assert bd.post(f"/v1/accounts/{inv['account_id']}/verify", {}).json()["referral"]["rewarded"] is False
+    assert referral_grants(env, inviter["account_id"]) == [(SIGNUP,)]
+    # a second invitee verified 20 times at once: one reward
+    inv2 = signup(bd, "invitee-2", code=inviter["referral_code"]).json()
+    with cf.ThreadPoolExecutor(20) as ex:
+        res = list(ex.map(lambda _: bd.post(f"/v1/accounts/{inv2['account_id']}/verify", {}), range(20)))
+    assert all(r.status_code == 200 for r in res)
+    assert sum(r.json()["referral"]["rewarded"] for r in res) == 1
+    assert referral_grants(env, inviter["account_id"]) == [(SIGNUP,), (SIGNUP,)]
+    a = bd.get(f"/v1/accounts/{inviter['account_id']}").json()
+    assert a["balance"]["promo_nanos"] == 3 * SIGNUP
+    assert env.one("SELECT count(*) FROM journal WHERE idempotency_key = %s",
+                   (f"referral:{inv2['account_id']}",)) == 1
+    env.assert_books_sound()
+
+
+def test_shared_identity_gives_no_reward(env, bd):
+    inviter = signup(bd, "self-ref-a", identity=["phone:111", "device:aaa"]).json()
+    inv = signup(bd, "self-ref-b", code=inviter["referral_code"], identity=["device:aaa"]).json()
+    v = bd.post(f"/v1/accounts/{inv['account_id']}/verify", {}).json()
+    assert v["referral"]["rewarded"] is False and "identity" in v["referral"]["note"]
+    assert referral_grants(env, inviter["account_id"]) == []
+    # different identities: rewarded
+    inv2 = signup(bd, "self-ref-c", code=inviter["referral_code"], identity=["device:bbb"]).json()
+    assert bd.post(f"/v1/accounts/{inv2['account_id']}/verify", {}).json()["referral"]["rewarded"] is True
+
+
+def test_cap_51st_referral_gives_none(env, bd):
+    inviter = signup(bd, "capper").json()
+    s = requests.Session()
+    rewarded = []
+    for i in range(51):
+        inv = signup(bd, f"cap-invitee-{i}", code=inviter["referral_code"], session=s).json()
+        v = s.post(f"{bd.url}/v1/accounts/{inv['account_id']}/verify", json={}, headers=bd.h()).json()
+        rewarded.append(v["referral"]["rewarded"])
+    assert rewarded[:50] == [True] * 50
+    assert rewarded[50] is False
+    assert len(referral_grants(env, inviter["account_id"])) == 50
+    assert env.one("SELECT outcome FROM referrals WHERE inviter_id = %s ORDER BY invitee_id DESC LIMIT 1",
+                   (inviter["account_id"],)).startswith("inviter reached the cap")
+
+
+def test_budget_exact_under_300_concurrent_signups(env, bd):
+    granted = env.one("SELECT granted_nanos FROM campaigns WHERE name = 'default'")
+    env.sql("UPDATE campaigns SET budget_nanos = %s WHERE name = 'default'", (granted + 100 * SIGNUP,),
+            user="billing_owner")
+    sessions = [requests.Session() for _ in range(40)]
+    with cf.ThreadPoolExecutor(40) as ex:
+        res = list(ex.map(lambda i: signup(bd, f"budget-{i}", session=sessions[i % 40]), range(300)))
+    assert all(r.status_code == 201 for r in res), {r.status_code for r in res}
+    applied = [r.json()["promotion"] for r in res]
+    assert sum(p["applied"] for p in applied) == 100
+    refused = [p for p in applied if not p["applied"]]
+    assert len(refused) == 200 and all("budget exhausted" in p["note"] and p["amount_nanos"] == 0 for p in refused)
+    assert env.one("SELECT count(*) FROM grants g JOIN customers c USING (account_id)"
+                   " WHERE c.external_id LIKE 'budget-%%' AND g.kind = 'signup'") == 100
+    assert env.one("SELECT granted_nanos = budget_nanos FROM campaigns WHERE name = 'default'") is True
+    env.sql("UPDATE campaigns SET budget_nanos = NULL WHERE name = 'default'", user="billing_owner")
+    env.assert_books_sound()
+
+
+def test_expired_credit_is_never_spent_and_goes_to_breakage(env, bd):
+    acct = signup(bd, "expiry-1").json()["account_id"]
+    # spend the signup credit, then a short-lived grant of 5 units
+    assert usage(bd, acct, "exp-spend", 14).status_code == 200
+    env.admin("grant", "--account", acct, "--amount", "5", "--reason", "short", "--expires", now_rfc3339(2))
+    r = usage(bd, acct, "exp-use-1", 2)
+    assert [c["bucket"] for c in r.json()["charged"]] == ["grant"]
+    time.sleep(2.2)
+    # expired: not spent, even before the worker ran; the charge goes to arrears
+    r = usage(bd, acct, "exp-use-2", 1).json()
+    assert [c["bucket"] for c in r["charged"]] == ["arrears"] and r["balance"]["paid_nanos"] == -UNIT
+    deadline = time.time() + 5
+    while env.one("SELECT count(*) FROM journal WHERE kind = 'breakage' AND account_id = %s", (acct,)) == 0:
+        assert time.time() < deadline, "the expiry worker did not run"
+        time.sleep(0.2)
+    moved = env.one("""SELECT p.amount FROM postings p JOIN journal j USING (txn_id)
+                       WHERE j.kind = 'breakage' AND j.account_id = %s AND p.ledger_account_id = 3""", (acct,))
+    assert moved == 3 * UNIT  # 5 granted - 2 used
+    assert env.one("""SELECT b.balance FROM ledger_balances b JOIN grants g USING (ledger_account_id)
+                      WHERE g.account_id = %s AND g.kind = 'admin'""", (acct,)) == 0
+    env.assert_books_sound()
+
+
+def test_paid_only_model_never_consumes_promotional_credit(env, bd):
+    acct = signup(bd, "paidonly-1").json()["account_id"]
+    env.admin("topup", "--account", acct, "--amount", "1", "--payment-ref", f"po-{acct}")
+    r = usage(bd, acct, "po-1", 3, model="p-paid").json()
+    assert [(c["bucket"], c["amount_nanos"]) for c in r["charged"]] == [("paid", UNIT), ("arrears", 2 * UNIT)]
+    assert r["balance"]["promo_nanos"] == SIGNUP and r["balance"]["paid_nanos"] == -2 * UNIT
+
+
+def test_budget_exhausted_campaign_still_creates_accounts_via_cli(env, bd):
+    granted = env.one("SELECT granted_nanos FROM campaigns WHERE name = 'default'")
+    env.sql("UPDATE campaigns SET budget_nanos = %s WHERE name = 'default'", (granted,), user="billing_owner")
+    p = env.admin("account", "create", "--external-id", "cli-nobudget", "--json")
+    assert json.loads(p.stdout)["balance"]["promo_nanos"] == 0 and "budget exhausted" in p.stderr
+    env.sql("UPDATE campaigns SET budget_nanos = NULL WHERE name = 'default'", user="billing_owner")
