@@ -259,7 +259,8 @@ enum az_step { AZ_PRINCIPAL, AZ_DECIDE, AZ_VERSION, AZ_LOAD, AZ_STORE };
 
 struct az_req {
 	struct dbjob job; /* for the API pool lookups */
-	struct rctx *rc;
+	authz_done_fn done;
+	void *done_arg;
 	struct server *s;
 	enum az_step step;
 	char request_id[201];
@@ -282,10 +283,19 @@ struct az_req {
 
 static void az_step(struct az_req *a);
 
+/* Ends an authorize: the body is stolen; retry_after (seconds) or NULL. */
+static void az_finish(struct az_req *a, int status, json_t *body, const char *retry_after)
+{
+	a->done(a->done_arg, status, body, retry_after);
+	free(a);
+}
+
 static void az_fail(struct az_req *a, int status, const char *code, const char *msg)
 {
-	reply_err(a->rc, status, code, msg);
-	free(a);
+	struct error e;
+
+	error_set(&e, status, code, "%s", msg);
+	az_finish(a, status, error_json(&e), status == 503 ? "1" : NULL);
 }
 
 static void lookup_run(struct dbjob *job, PGconn *c, const char *writer)
@@ -346,9 +356,7 @@ static void lookup_done(struct dbjob *job)
 			return az_fail(a, 404, "not_found", "unknown account");
 		if (e.status != 503)
 			e.status = 503;
-		reply_error(a->rc, &e);
-		free(a);
-		return;
+		return az_fail(a, 503, e.code, e.msg);
 	}
 	if (a->step == AZ_PRINCIPAL) {
 		int64_t now = time_now_us();
@@ -431,12 +439,11 @@ static void redis_down(struct az_req *a)
 
 	if (fail_open_admit(a)) {
 		time_format_rfc3339(time_now_us() + a->s->az->hold_ttl_ms * 1000, exp, sizeof(exp));
-		reply(a->rc, 200,
-		      json_pack("{s:s,s:I,s:I,s:I,s:s,s:b}", "hold_id", a->request_id, "account_id",
-				(json_int_t)a->account_id, "held_nanos", (json_int_t)a->amount, "available_nanos",
-				(json_int_t)0, "expires_at", exp, "fail_open", 1));
-		free(a);
-		return;
+		return az_finish(a, 200,
+				 json_pack("{s:s,s:I,s:I,s:I,s:s,s:b}", "hold_id", a->request_id, "account_id",
+					   (json_int_t)a->account_id, "held_nanos", (json_int_t)a->amount,
+					   "available_nanos", (json_int_t)0, "expires_at", exp, "fail_open", 1),
+				 NULL);
 	}
 	az_fail(a, 503, "unavailable", "the quota store (redis) is unreachable");
 }
@@ -452,11 +459,11 @@ static void decide_cb(void *arg, redisReply *r)
 	tag = r->element[0]->str;
 	if (strcmp(tag, "OK") == 0) {
 		time_format_rfc3339(elem_int(r, 3) * 1000, exp, sizeof(exp));
-		reply(a->rc, 200,
-		      json_pack("{s:s,s:I,s:I,s:I,s:s}", "hold_id", a->request_id, "account_id",
-				(json_int_t)a->account_id, "held_nanos", (json_int_t)elem_int(r, 1), "available_nanos",
-				(json_int_t)elem_int(r, 2), "expires_at", exp));
-		free(a);
+		az_finish(a, 200,
+			  json_pack("{s:s,s:I,s:I,s:I,s:s}", "hold_id", a->request_id, "account_id",
+				    (json_int_t)a->account_id, "held_nanos", (json_int_t)elem_int(r, 1), "available_nanos",
+				    (json_int_t)elem_int(r, 2), "expires_at", exp),
+			  NULL);
 	} else if (strcmp(tag, "NOMIRROR") == 0) {
 		if (++a->tries > 5)
 			return az_fail(a, 503, "unavailable", "the balance mirror could not be loaded");
@@ -468,8 +475,7 @@ static void decide_cb(void *arg, redisReply *r)
 		json_t *body = json_pack("{s:{s:s,s:s,s:I,s:I}}", "error", "code", "insufficient_balance", "message",
 					 "the balance does not cover this call", "available_nanos",
 					 (json_int_t)elem_int(r, 1), "required_nanos", (json_int_t)a->amount);
-		reply(a->rc, 402, body);
-		free(a);
+		az_finish(a, 402, body, NULL);
 	} else if (strcmp(tag, "RATE") == 0 || strcmp(tag, "CONC") == 0) {
 		bool rate = tag[0] == 'R';
 		const char *what = r->elements > 1 && r->element[1]->type == REDIS_REPLY_STRING ? r->element[1]->str : "";
@@ -479,11 +485,10 @@ static void decide_cb(void *arg, redisReply *r)
 			retry_ms = 1;
 		snprintf(ra, sizeof(ra), "%" PRId64, (retry_ms + 999) / 1000);
 		snprintf(msg, sizeof(msg), "%s limit of %" PRId64 " reached", what, limit);
-		evhttp_add_header(evhttp_request_get_output_headers(a->rc->req), "Retry-After", ra);
-		reply(a->rc, 429,
-		      json_pack("{s:{s:s,s:s,s:s,s:I,s:I}}", "error", "code", "rate_limited", "message", msg, "limit_type",
-				what, "limit", (json_int_t)limit, "retry_after_ms", (json_int_t)retry_ms));
-		free(a);
+		az_finish(a, 429,
+			  json_pack("{s:{s:s,s:s,s:s,s:I,s:I}}", "error", "code", "rate_limited", "message", msg,
+				    "limit_type", what, "limit", (json_int_t)limit, "retry_after_ms", (json_int_t)retry_ms),
+			  ra);
 	} else {
 		redis_down(a);
 	}
@@ -596,11 +601,41 @@ static void az_step(struct az_req *a)
 	}
 }
 
+int authz_start(struct server *s, const struct authz_params *p, authz_done_fn done, void *arg)
+{
+	struct az_req *a = calloc(1, sizeof(*a));
+
+	if (!a)
+		return -1;
+	a->s = s;
+	a->done = done;
+	a->done_arg = arg;
+	snprintf(a->request_id, sizeof(a->request_id), "%s", p->request_id);
+	snprintf(a->model, sizeof(a->model), "%s", p->model);
+	a->input_tokens = p->input_tokens;
+	a->max_output = p->max_output_tokens;
+	a->has_key = p->has_key;
+	memcpy(a->key_hash, p->key_hash, sizeof(a->key_hash));
+	a->account_id = p->account_id;
+	a->step = AZ_PRINCIPAL;
+	az_step(a);
+	return 0;
+}
+
+static void http_done(void *arg, int status, json_t *body, const char *retry_after)
+{
+	struct rctx *c = arg;
+
+	if (retry_after)
+		evhttp_add_header(evhttp_request_get_output_headers(c->req), "Retry-After", retry_after);
+	reply(c, status, body);
+}
+
 void h_authorize(struct rctx *c)
 {
 	struct error err;
 	json_t *b = read_body(c, &err), *acct;
-	struct az_req *a;
+	struct authz_params p;
 	const char *key;
 
 	if (!b)
@@ -624,26 +659,20 @@ void h_authorize(struct rctx *c)
 			snprintf(err.code, sizeof(err.code), "invalid_tokens");
 		goto bad;
 	}
-	a = calloc(1, sizeof(*a));
-	if (!a) {
-		json_decref(b);
-		return reply_err(c, 503, "unavailable", "out of memory");
-	}
-	a->rc = c;
-	a->s = c->s;
-	snprintf(a->request_id, sizeof(a->request_id), "%s", json_string_value(json_object_get(b, "request_id")));
-	snprintf(a->model, sizeof(a->model), "%s", json_string_value(json_object_get(b, "model")));
-	a->input_tokens = json_integer_value(json_object_get(b, "input_tokens"));
-	a->max_output = json_integer_value(json_object_get(b, "max_output_tokens"));
+	memset(&p, 0, sizeof(p));
+	p.request_id = json_string_value(json_object_get(b, "request_id"));
+	p.model = json_string_value(json_object_get(b, "model"));
+	p.input_tokens = json_integer_value(json_object_get(b, "input_tokens"));
+	p.max_output_tokens = json_integer_value(json_object_get(b, "max_output_tokens"));
 	if (key) {
-		a->has_key = true;
-		apikey_hash(c->s->pepper, key, strlen(key), a->key_hash);
+		p.has_key = true;
+		apikey_hash(c->s->pepper, key, strlen(key), p.key_hash);
 	} else {
-		a->account_id = json_integer_value(acct);
+		p.account_id = json_integer_value(acct);
 	}
+	if (authz_start(c->s, &p, http_done, c) < 0)
+		reply_err(c, 503, "unavailable", "out of memory");
 	json_decref(b);
-	a->step = AZ_PRINCIPAL;
-	az_step(a);
 	return;
 bad:
 	json_decref(b);

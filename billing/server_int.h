@@ -61,6 +61,20 @@ int want_int(json_t *b, const char *k, bool required, int64_t min, int64_t max, 
 int authz_init(struct server *s, struct error *err) __attribute__((warn_unused_result));
 void authz_free(struct server *s);
 void h_authorize(struct rctx *c);
+
+/* The same decision for in-process callers (the embedded model).  done gets
+ * the answer (status, body stolen, Retry-After seconds or NULL) once. */
+typedef void (*authz_done_fn)(void *arg, int status, json_t *body, const char *retry_after);
+struct authz_params {
+	const char *request_id; /* copied */
+	const char *model;      /* copied */
+	int64_t input_tokens, max_output_tokens;
+	bool has_key;
+	uint8_t key_hash[32];
+	int64_t account_id;
+};
+int authz_start(struct server *s, const struct authz_params *p, authz_done_fn done, void *arg)
+	__attribute__((warn_unused_result));
 /* After a usage record is answered: release its hold, apply its charge to the mirror. */
 void authz_settle(struct server *s, const struct usage_item *it);
 
