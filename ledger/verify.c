@@ -85,8 +85,11 @@ int verify_chain(PGconn *c, FILE *progress, struct verify_report *rep, struct er
 		if (!r)
 			goto done;
 		n = PQntuples(r);
-		if (n == 0)
+		if (n == 0) {
+			PQclear(r);
+			r = NULL;
 			break;
+		}
 		for (int i = 0; i < n && rep->ok; i++) {
 			struct journal_txn t;
 			int64_t txn = strtoll(PQgetvalue(r, i, 0), NULL, 10);
