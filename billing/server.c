@@ -13,6 +13,7 @@
 
 #include "billing/server_int.h"
 #include "billing/dbpool.h"
+#include "billing/inference.h"
 #include "billing/metrics.h"
 #include "billing/rconn.h"
 #include "billing/tokens.h"
@@ -78,6 +79,21 @@ void reply_text(struct rctx *c, int status, const char *text, size_t len)
 	evbuffer_add(out, "\n", 1);
 	evhttp_send_reply(c->req, status, NULL, out);
 	evbuffer_free(out);
+	metrics_request(c->s->metrics, c->route, status, time_now_us() - c->t0);
+	c->s->inflight--;
+	free(c);
+}
+
+void rctx_drop(struct rctx *c)
+{
+	metrics_request(c->s->metrics, c->route, 499, time_now_us() - c->t0);
+	c->s->inflight--;
+	free(c);
+}
+
+void rctx_end_chunked(struct rctx *c, int status)
+{
+	evhttp_send_reply_end(c->req);
 	metrics_request(c->s->metrics, c->route, status, time_now_us() - c->t0);
 	c->s->inflight--;
 	free(c);
@@ -844,6 +860,16 @@ static void gen_cb(struct evhttp_request *req, void *arg)
 		ROUTE(EVHTTP_REQ_POST, "/v1/authorize", AUTH_GATEWAY);
 		return h_authorize(c);
 	}
+	if (strcmp(path, "/v1/tokenize") == 0) {
+		ROUTE(EVHTTP_REQ_POST, "/v1/tokenize", AUTH_GATEWAY);
+		return h_tokenize(c);
+	}
+	if (strcmp(path, "/internal/v1/chat/completions") == 0) {
+		ROUTE(EVHTTP_REQ_POST, "/internal/v1/chat/completions", AUTH_NONE);
+		if (s->draining)
+			return reply_err(c, 503, "unavailable", "shutting down");
+		return h_chat(c);
+	}
 	if (strcmp(path, "/v1/usage") == 0) {
 		ROUTE(EVHTTP_REQ_POST, "/v1/usage", AUTH_GATEWAY);
 		return h_usage(c);
@@ -1031,6 +1057,9 @@ struct server *server_new(struct event_base *base, struct config *cfg, struct er
 	}
 	if (authz_init(s, err) < 0)
 		goto fail;
+	s->inf = inference_new(s, err);
+	if (!s->inf)
+		goto fail;
 	s->gauge_timer = event_new(base, -1, EV_PERSIST, gauge_cb, s);
 	event_add(s->gauge_timer, &tv);
 	{
@@ -1084,6 +1113,7 @@ void server_free(struct server *s)
 		event_free(s->gauge_timer);
 	if (s->expire_timer)
 		event_free(s->expire_timer);
+	inference_free(s->inf);
 	dbpool_free(s->writer);
 	dbpool_free(s->pool);
 	authz_free(s);

@@ -14,6 +14,7 @@
 #include "ledger/apikey.h"
 
 struct authz_state;
+struct inference;
 struct usage_item;
 
 struct server {
@@ -35,6 +36,8 @@ struct server {
 	bool referral_on_topup;
 	/* authorization (authorize.c) */
 	struct authz_state *az;
+	/* embedded model (inference.c) */
+	struct inference *inf;
 };
 
 /* One HTTP request in flight: owned by its handler until reply() frees it. */
@@ -49,6 +52,10 @@ struct rctx *rctx_new(struct server *s, struct evhttp_request *req, const char *
 /* Sends the one reply of the request and frees c.  body is stolen. */
 void reply(struct rctx *c, int status, json_t *body);
 void reply_text(struct rctx *c, int status, const char *text, size_t len);
+/* The client is gone (libevent freed the request): count it, free c. */
+void rctx_drop(struct rctx *c);
+/* Ends a reply started with evhttp_send_reply_start and frees c. */
+void rctx_end_chunked(struct rctx *c, int status);
 json_t *error_json(const struct error *e);
 void reply_error(struct rctx *c, const struct error *e);
 void reply_err(struct rctx *c, int status, const char *code, const char *msg);

@@ -1,0 +1,711 @@
+/* inference.c: see inference.h. */
+#include "billing/inference.h"
+
+#include <errno.h>
+#include <event2/buffer.h>
+#include <event2/http.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <math.h>
+#include <pthread.h>
+#include <sodium.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "billing/model.h"
+#include "billing/server_int.h"
+#include "billing/tokenizer.h"
+#include "billing/usage.h"
+#include "common/buf.h"
+#include "common/config.h"
+#include "common/log.h"
+#include "common/timeutil.h"
+
+#define INLINE_TOKENIZE_MAX (1024 * 1024)
+
+struct gen;
+
+struct inference {
+	struct server *s;
+	struct tokenizer *tok;
+	struct model *model;
+	pthread_t *th;
+	int nthreads;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	struct gen *head, *tail;
+	size_t queued, running, queue_max;
+	int stopping;
+};
+
+/* One chat call.  Owned by the loop; a worker borrows it from dequeue until
+ * it sets `finished` (under mu, with the event raised while holding mu). */
+struct gen {
+	struct inference *inf;
+	struct gen *next;
+	struct rctx *rc; /* NULL once the client is gone */
+	struct evhttp_connection *conn;
+	char id[48];
+	int32_t *prompt;
+	size_t n_prompt;
+	struct model_sampling smp;
+	size_t max_tokens;
+	bool stream, streaming;
+	int64_t account_id, started_us, created_s;
+	/* worker -> loop */
+	pthread_mutex_t mu;
+	struct buf pending; /* decoded bytes not yet passed on */
+	size_t n_generated;
+	int32_t last_id;
+	int finished, gen_rc;
+	volatile int cancel;
+	struct event *ev;
+	/* loop */
+	struct buf text;
+	struct usage_item it;
+	int usage_tries;
+	struct event *retry_ev;
+};
+
+/* ---- helpers ---- */
+
+static size_t utf8_complete_prefix(const char *s, size_t n)
+{
+	size_t i = n, back = 0;
+
+	/* find the start of the last sequence */
+	while (i > 0 && back < 4) {
+		unsigned char c = (unsigned char)s[i - 1];
+		i--;
+		back++;
+		if ((c & 0xC0) != 0x80) {
+			size_t need = c < 0x80 ? 1 : (c & 0xE0) == 0xC0 ? 2 : (c & 0xF0) == 0xE0 ? 3 : (c & 0xF8) == 0xF0 ? 4 : 1;
+			return back >= need ? n : i;
+		}
+	}
+	return n - back; /* only continuation bytes: hold them */
+}
+
+static void header(struct rctx *c, const char *k, const char *v)
+{
+	evhttp_add_header(evhttp_request_get_output_headers(c->req), k, v);
+}
+
+/* ---- workers ---- */
+
+static int on_token(void *arg, int32_t id)
+{
+	struct gen *g = arg;
+	char bytes[256];
+	size_t len = 0;
+
+	pthread_mutex_lock(&g->mu);
+	g->n_generated++;
+	g->last_id = id;
+	if (id != model_eos_id(g->inf->model) &&
+	    tokenizer_decode_token(g->inf->tok, id, bytes, sizeof(bytes), &len) == 0)
+		buf_append(&g->pending, bytes, len);
+	if (g->stream)
+		event_active(g->ev, EV_READ, 0);
+	pthread_mutex_unlock(&g->mu);
+	return g->cancel;
+}
+
+static void *worker(void *arg)
+{
+	struct inference *inf = arg;
+	struct model_session *sess = model_session_new(inf->model, 0);
+
+	for (;;) {
+		struct gen *g;
+		size_t n = 0;
+		int rc;
+
+		pthread_mutex_lock(&inf->mu);
+		while (!inf->head && !inf->stopping)
+			pthread_cond_wait(&inf->cv, &inf->mu);
+		if (!inf->head) {
+			pthread_mutex_unlock(&inf->mu);
+			break;
+		}
+		g = inf->head;
+		inf->head = g->next;
+		if (!inf->head)
+			inf->tail = NULL;
+		inf->queued--;
+		inf->running++;
+		pthread_mutex_unlock(&inf->mu);
+
+		rc = sess ? model_generate(sess, g->prompt, g->n_prompt, &g->smp, g->max_tokens, on_token, g, &n) : -1;
+		if (rc < 0)
+			log_warn("generation failed", "request_id=%s error=\"%s\"", g->id,
+				 sess ? model_session_error(sess) : "out of memory");
+		pthread_mutex_lock(&inf->mu);
+		inf->running--;
+		pthread_mutex_unlock(&inf->mu);
+		pthread_mutex_lock(&g->mu);
+		g->gen_rc = rc;
+		g->finished = 1;
+		event_active(g->ev, EV_READ, 0); /* under g->mu: the loop frees g only after taking it */
+		pthread_mutex_unlock(&g->mu);
+	}
+	model_session_free(sess);
+	return NULL;
+}
+
+/* ---- lifecycle of a call (event loop) ---- */
+
+static void gen_free(struct gen *g)
+{
+	if (g->ev)
+		event_free(g->ev);
+	if (g->retry_ev)
+		event_free(g->retry_ev);
+	pthread_mutex_destroy(&g->mu);
+	buf_release(&g->pending);
+	buf_release(&g->text);
+	usage_item_release(&g->it);
+	free(g->prompt);
+	free(g);
+}
+
+static void close_cb(struct evhttp_connection *conn, void *arg)
+{
+	struct gen *g = arg;
+
+	(void)conn;
+	/* the client went away: stop generating; what was generated is billed */
+	g->cancel = 1;
+	if (g->rc) {
+		rctx_drop(g->rc);
+		g->rc = NULL;
+	}
+}
+
+static void send_event(struct gen *g, json_t *obj)
+{
+	char *s = json_dumps(obj, JSON_COMPACT);
+	struct evbuffer *b;
+
+	json_decref(obj);
+	if (!s || !g->rc) {
+		free(s);
+		return;
+	}
+	b = evbuffer_new();
+	evbuffer_add_printf(b, "data: %s\n\n", s);
+	evhttp_send_reply_chunk(g->rc->req, b);
+	evbuffer_free(b);
+	free(s);
+}
+
+static json_t *chunk_obj(struct gen *g, json_t *delta, const char *finish)
+{
+	return json_pack("{s:s,s:s,s:I,s:s,s:[{s:i,s:o,s:o}]}", "id", g->id, "object", "chat.completion.chunk",
+			 "created", (json_int_t)g->created_s, "model", model_name(g->inf->model), "choices", "index", 0,
+			 "delta", delta, "finish_reason", finish ? json_string(finish) : json_null());
+}
+
+static const char *finish_reason(const struct gen *g)
+{
+	if (g->cancel)
+		return "cancelled";
+	return g->n_generated && g->last_id == model_eos_id(g->inf->model) ? "stop" : "length";
+}
+
+static void usage_done(struct dbjob *job);
+
+static void submit_usage(struct gen *g)
+{
+	if (dbpool_submit(g->inf->s->writer, &g->it.job) == 0)
+		return;
+	if (++g->usage_tries < 100) {
+		struct timeval tv = {0, 100000};
+		event_add(g->retry_ev, &tv);
+		return;
+	}
+	log_error("chat usage could not be queued", "request_id=%s", g->id);
+	if (g->rc)
+		reply_err(g->rc, 503, "unavailable", "the usage queue is full");
+	gen_free(g);
+}
+
+static void retry_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd, (void)what;
+	submit_usage(arg);
+}
+
+static void finish(struct gen *g)
+{
+	struct usage_item *it = &g->it;
+
+	memset(it, 0, sizeof(*it));
+	snprintf(it->r.request_id, sizeof(it->r.request_id), "%s", g->id);
+	it->r.account_id = g->account_id;
+	snprintf(it->r.model, sizeof(it->r.model), "%s", model_name(g->inf->model));
+	it->r.input_tokens = (int64_t)g->n_prompt;
+	it->r.output_tokens = (int64_t)g->n_generated;
+	it->r.started_at_us = g->started_us;
+	snprintf(it->r.hold_id, sizeof(it->r.hold_id), "%s", g->id);
+	snprintf(it->r.status, sizeof(it->r.status), "%s", g->cancel ? "cancelled" : "completed");
+	usage_body_hash(&it->r, it->body_hash);
+	it->job.done = usage_done;
+	it->owner = g;
+	submit_usage(g);
+}
+
+static void usage_done(struct dbjob *job)
+{
+	struct usage_item *it = (struct usage_item *)job;
+	struct gen *g = it->owner;
+	json_t *usage, *billing;
+
+	if (it->job.err.status) {
+		if (it->job.err.status == 503 && ++g->usage_tries < 100) {
+			/* the database is away: keep the record and try again */
+			struct timeval tv = {0, 200000};
+			usage_item_release(it);
+			event_add(g->retry_ev, &tv);
+			return;
+		}
+		log_error("chat usage not recorded", "request_id=%s code=%s error=\"%s\"", g->id, it->job.err.code,
+			  it->job.err.msg);
+	} else {
+		authz_settle(g->inf->s, it);
+	}
+	usage = json_pack("{s:I,s:I,s:I}", "prompt_tokens", (json_int_t)g->n_prompt, "completion_tokens",
+			  (json_int_t)g->n_generated, "total_tokens", (json_int_t)(g->n_prompt + g->n_generated));
+	billing = json_pack("{s:s,s:I}", "request_id", g->id, "cost_nanos", (json_int_t)it->cost_nanos);
+	if (g->rc && g->streaming) {
+		json_t *last = json_pack("{s:s,s:s,s:I,s:s,s:[],s:o,s:o}", "id", g->id, "object", "chat.completion.chunk",
+					 "created", (json_int_t)g->created_s, "model", model_name(g->inf->model),
+					 "choices", "usage", usage, "billing", billing);
+		struct evbuffer *b;
+		send_event(g, last);
+		b = evbuffer_new();
+		evbuffer_add_printf(b, "data: [DONE]\n\n");
+		evhttp_send_reply_chunk(g->rc->req, b);
+		evbuffer_free(b);
+		evhttp_connection_set_closecb(g->conn, NULL, NULL);
+		rctx_end_chunked(g->rc, 200);
+		g->rc = NULL;
+	} else if (g->rc) {
+		json_t *resp = json_pack("{s:s,s:s,s:I,s:s,s:[{s:i,s:{s:s,s:s%},s:s}],s:o,s:o}", "id", g->id, "object",
+					 "chat.completion", "created", (json_int_t)g->created_s, "model",
+					 model_name(g->inf->model), "choices", "index", 0, "message", "role", "assistant",
+					 "content", g->text.data ? g->text.data : "", g->text.len, "finish_reason",
+					 finish_reason(g), "usage", usage, "billing", billing);
+		reply(g->rc, 200, resp);
+		g->rc = NULL;
+	} else {
+		json_decref(usage);
+		json_decref(billing);
+	}
+	gen_free(g);
+}
+
+static void gen_event_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct gen *g = arg;
+	struct buf chunk;
+	int done;
+	size_t take;
+
+	(void)fd, (void)what;
+	buf_init(&chunk);
+	pthread_mutex_lock(&g->mu);
+	done = g->finished;
+	take = done ? g->pending.len : utf8_complete_prefix(g->pending.data ? g->pending.data : "", g->pending.len);
+	if (take) {
+		buf_append(&chunk, g->pending.data, take);
+		memmove(g->pending.data, g->pending.data + take, g->pending.len - take);
+		g->pending.len -= take;
+	}
+	pthread_mutex_unlock(&g->mu);
+	if (chunk.len) {
+		/* a sequence cut by max_tokens is replaced, never sent half */
+		json_t *str = json_stringn(chunk.data, chunk.len);
+		if (!str)
+			str = json_string("\xEF\xBF\xBD");
+		if (g->streaming)
+			send_event(g, chunk_obj(g, json_pack("{s:o}", "content", str), NULL));
+		else {
+			buf_append(&g->text, json_string_value(str), strlen(json_string_value(str)));
+			json_decref(str);
+		}
+	}
+	buf_release(&chunk);
+	if (!done)
+		return;
+	if (g->streaming && g->rc)
+		send_event(g, chunk_obj(g, json_object(), finish_reason(g)));
+	if (g->gen_rc < 0 && g->n_generated == 0) {
+		/* nothing ran: nothing to bill; the hold expires by itself */
+		if (g->rc) {
+			if (g->streaming) {
+				evhttp_connection_set_closecb(g->conn, NULL, NULL);
+				rctx_end_chunked(g->rc, 500);
+			} else {
+				reply_err(g->rc, 500, "internal", "generation failed");
+			}
+			g->rc = NULL;
+		}
+		gen_free(g);
+		return;
+	}
+	finish(g);
+}
+
+static void authorized(void *arg, int status, json_t *body, const char *retry_after)
+{
+	struct gen *g = arg;
+	struct inference *inf = g->inf;
+
+	if (status != 200) {
+		if (retry_after)
+			header(g->rc, "Retry-After", retry_after);
+		reply(g->rc, status, body);
+		g->rc = NULL;
+		gen_free(g);
+		return;
+	}
+	g->account_id = json_integer_value(json_object_get(body, "account_id"));
+	json_decref(body);
+	g->started_us = time_now_us();
+	g->created_s = g->started_us / 1000000;
+	if (g->stream) {
+		header(g->rc, "Content-Type", "text/event-stream");
+		header(g->rc, "Cache-Control", "no-cache");
+		g->conn = evhttp_request_get_connection(g->rc->req);
+		evhttp_connection_set_closecb(g->conn, close_cb, g);
+		evhttp_send_reply_start(g->rc->req, 200, "OK");
+		g->streaming = true;
+		send_event(g, chunk_obj(g, json_pack("{s:s,s:s}", "role", "assistant", "content", ""), NULL));
+	}
+	pthread_mutex_lock(&inf->mu);
+	if (inf->tail)
+		inf->tail->next = g;
+	else
+		inf->head = g;
+	inf->tail = g;
+	inf->queued++;
+	pthread_cond_signal(&inf->cv);
+	pthread_mutex_unlock(&inf->mu);
+}
+
+/* ---- handlers ---- */
+
+static int bearer_key(struct rctx *c, const char **key)
+{
+	const char *h = evhttp_find_header(evhttp_request_get_input_headers(c->req), "Authorization");
+
+	if (!h || strncasecmp(h, "Bearer ", 7) != 0 || !h[7])
+		return -1;
+	*key = h + 7;
+	return 0;
+}
+
+static int parse_messages(json_t *msgs, struct tokenizer_message **out, size_t *n, struct error *err)
+{
+	size_t i;
+	json_t *m;
+
+	if (!json_is_array(msgs) || json_array_size(msgs) == 0 || json_array_size(msgs) > 4096) {
+		error_set(err, 400, "invalid_request", "field 'messages' must be a non-empty array");
+		return -1;
+	}
+	*out = calloc(json_array_size(msgs), sizeof(**out));
+	if (!*out) {
+		error_set(err, 503, "unavailable", "out of memory");
+		return -1;
+	}
+	json_array_foreach(msgs, i, m)
+	{
+		const char *role = json_string_value(json_object_get(m, "role"));
+		json_t *content = json_object_get(m, "content");
+		if (!role || (strcmp(role, "system") && strcmp(role, "user") && strcmp(role, "assistant")) ||
+		    !json_is_string(content)) {
+			error_set(err, 400, "invalid_request",
+				  "message %zu needs a role (system, user, assistant) and a string content", i);
+			free(*out);
+			*out = NULL;
+			return -1;
+		}
+		(*out)[i].role = role;
+		(*out)[i].content = json_string_value(content);
+		(*out)[i].content_len = json_string_length(content);
+	}
+	*n = json_array_size(msgs);
+	return 0;
+}
+
+static bool ready(struct rctx *c)
+{
+	struct inference *inf = c->s->inf;
+
+	if (!inf || !inf->tok) {
+		reply_err(c, 503, "model_unavailable", "the tokenizer is not loaded on this instance");
+		return false;
+	}
+	return true;
+}
+
+void h_tokenize(struct rctx *c)
+{
+	struct inference *inf = c->s->inf;
+	struct error err;
+	json_t *b, *text, *msgs, *out;
+	const char *model;
+	char *rendered = NULL;
+	size_t len = 0, n_ids = 0;
+	int32_t *ids = NULL;
+
+	if (!ready(c))
+		return;
+	b = read_body(c, &err);
+	if (!b)
+		return reply_error(c, &err);
+	model = json_string_value(json_object_get(b, "model"));
+	text = json_object_get(b, "text");
+	msgs = json_object_get(b, "messages");
+	if (!model) {
+		error_set(&err, 400, "invalid_request", "field 'model' is required");
+		goto bad;
+	}
+	if ((text != NULL) == (msgs != NULL)) {
+		error_set(&err, 400, "invalid_request", "give exactly one of 'text' and 'messages'");
+		goto bad;
+	}
+	if (text) {
+		if (!json_is_string(text)) {
+			error_set(&err, 400, "invalid_request", "field 'text' must be a string");
+			goto bad;
+		}
+		if (tokenizer_encode(inf->tok, json_string_value(text), json_string_length(text), &ids, &n_ids) < 0) {
+			error_set(&err, errno == EILSEQ ? 400 : 503, errno == EILSEQ ? "invalid_request" : "unavailable",
+				  "cannot tokenize the text");
+			goto bad;
+		}
+	} else {
+		struct tokenizer_message *m = NULL;
+		size_t nm;
+		if (parse_messages(msgs, &m, &nm, &err) < 0)
+			goto bad;
+		if (tokenizer_render_chat(m, nm, &rendered, &len) < 0 ||
+		    tokenizer_encode(inf->tok, rendered, len, &ids, &n_ids) < 0) {
+			free(m);
+			error_set(&err, 503, "unavailable", "cannot tokenize the messages");
+			goto bad;
+		}
+		free(m);
+	}
+	out = json_pack("{s:I}", "tokens", (json_int_t)n_ids);
+	if (json_is_true(json_object_get(b, "return_ids"))) {
+		json_t *arr = json_array();
+		for (size_t i = 0; i < n_ids; i++)
+			json_array_append_new(arr, json_integer(ids[i]));
+		json_object_set_new(out, "ids", arr);
+	}
+	free(ids);
+	free(rendered);
+	json_decref(b);
+	reply(c, 200, out);
+	return;
+bad:
+	free(ids);
+	free(rendered);
+	json_decref(b);
+	reply_error(c, &err);
+}
+
+void h_chat(struct rctx *c)
+{
+	struct inference *inf = c->s->inf;
+	struct error err;
+	struct authz_params p;
+	struct tokenizer_message *m = NULL;
+	json_t *b = NULL, *v;
+	struct gen *g = NULL;
+	const char *key, *model;
+	char *rendered = NULL;
+	size_t nm, len;
+	uint8_t rnd[12];
+
+	if (bearer_key(c, &key) < 0) {
+		header(c, "WWW-Authenticate", "Bearer");
+		return reply_err(c, 401, "unauthorized", "an account's API key is required as the bearer token");
+	}
+	if (!ready(c))
+		return;
+	if (!inf->model)
+		return reply_err(c, 503, "model_unavailable", "the embedded model is not loaded on this instance");
+	b = read_body(c, &err);
+	if (!b)
+		return reply_error(c, &err);
+	model = json_string_value(json_object_get(b, "model"));
+	if (!model) {
+		error_set(&err, 400, "invalid_request", "field 'model' is required");
+		goto bad;
+	}
+	if (strcmp(model, model_name(inf->model)) != 0) {
+		error_set(&err, 422, "unknown_model", "the embedded model is '%s'", model_name(inf->model));
+		goto bad;
+	}
+	g = calloc(1, sizeof(*g));
+	if (!g) {
+		error_set(&err, 503, "unavailable", "out of memory");
+		goto bad;
+	}
+	pthread_mutex_init(&g->mu, NULL);
+	g->inf = inf;
+	g->max_tokens = 256;
+	g->smp.temperature = 1.0f;
+	g->smp.top_p = 1.0f;
+	if ((v = json_object_get(b, "max_tokens")) && !json_is_null(v)) {
+		if (!json_is_integer(v) || json_integer_value(v) < 1 ||
+		    json_integer_value(v) > (json_int_t)model_max_ctx(inf->model)) {
+			error_set(&err, 400, "invalid_request", "field 'max_tokens' must be an integer 1..%zu",
+				  model_max_ctx(inf->model));
+			goto bad;
+		}
+		g->max_tokens = (size_t)json_integer_value(v);
+	}
+	if ((v = json_object_get(b, "temperature")) && !json_is_null(v)) {
+		if (!json_is_number(v) || json_number_value(v) < 0 || json_number_value(v) > 2) {
+			error_set(&err, 400, "invalid_request", "field 'temperature' must be a number 0..2");
+			goto bad;
+		}
+		g->smp.temperature = (float)json_number_value(v);
+	}
+	if ((v = json_object_get(b, "top_p")) && !json_is_null(v)) {
+		if (!json_is_number(v) || json_number_value(v) <= 0 || json_number_value(v) > 1) {
+			error_set(&err, 400, "invalid_request", "field 'top_p' must be a number in (0, 1]");
+			goto bad;
+		}
+		g->smp.top_p = (float)json_number_value(v);
+	}
+	if ((v = json_object_get(b, "seed")) && !json_is_null(v)) {
+		if (!json_is_integer(v)) {
+			error_set(&err, 400, "invalid_request", "field 'seed' must be an integer");
+			goto bad;
+		}
+		g->smp.seed = (uint64_t)json_integer_value(v);
+	}
+	if ((v = json_object_get(b, "stream")) && !json_is_null(v)) {
+		if (!json_is_boolean(v)) {
+			error_set(&err, 400, "invalid_request", "field 'stream' must be a boolean");
+			goto bad;
+		}
+		g->stream = json_is_true(v);
+	}
+	if (parse_messages(json_object_get(b, "messages"), &m, &nm, &err) < 0)
+		goto bad;
+	if (tokenizer_render_chat(m, nm, &rendered, &len) < 0 ||
+	    tokenizer_encode(inf->tok, rendered, len, &g->prompt, &g->n_prompt) < 0) {
+		error_set(&err, 400, "invalid_request", "the messages cannot be tokenized (invalid UTF-8?)");
+		goto bad;
+	}
+	if (g->n_prompt >= model_max_ctx(inf->model)) {
+		error_set(&err, 422, "context_length_exceeded", "the prompt has %zu tokens; the context holds %zu",
+			  g->n_prompt, model_max_ctx(inf->model));
+		goto bad;
+	}
+	pthread_mutex_lock(&inf->mu);
+	if (inf->queued + inf->running >= inf->queue_max + (size_t)inf->nthreads) {
+		pthread_mutex_unlock(&inf->mu);
+		header(c, "Retry-After", "1");
+		error_set(&err, 429, "model_busy", "every inference worker is busy");
+		goto bad;
+	}
+	pthread_mutex_unlock(&inf->mu);
+	g->ev = event_new(c->s->base, -1, 0, gen_event_cb, g);
+	g->retry_ev = evtimer_new(c->s->base, retry_cb, g);
+	if (!g->ev || !g->retry_ev) {
+		error_set(&err, 503, "unavailable", "out of memory");
+		goto bad;
+	}
+	randombytes_buf(rnd, sizeof(rnd));
+	strcpy(g->id, "chatcmpl-");
+	sodium_bin2hex(g->id + 9, sizeof(g->id) - 9, rnd, sizeof(rnd));
+	g->rc = c;
+	memset(&p, 0, sizeof(p));
+	p.request_id = g->id;
+	p.model = model;
+	p.input_tokens = (int64_t)g->n_prompt;
+	p.max_output_tokens = (int64_t)g->max_tokens;
+	p.has_key = true;
+	apikey_hash(c->s->pepper, key, strlen(key), p.key_hash);
+	free(m);
+	free(rendered);
+	if (authz_start(c->s, &p, authorized, g) < 0) {
+		g->rc = NULL;
+		gen_free(g);
+		reply_err(c, 503, "unavailable", "out of memory");
+	}
+	json_decref(b); /* after authz_start, which copies model and request_id */
+	return;
+bad:
+	free(m);
+	free(rendered);
+	json_decref(b);
+	if (g)
+		gen_free(g);
+	reply_error(c, &err);
+}
+
+struct inference *inference_new(struct server *s, struct error *err)
+{
+	struct inference *inf = calloc(1, sizeof(*inf));
+	char e[512];
+	int64_t threads, q;
+	struct config_error ce;
+
+	if (!inf) {
+		error_set(err, 0, "oom", "out of memory");
+		return NULL;
+	}
+	inf->s = s;
+	if (config_get_int(s->cfg, "inference_threads", 1, 64, &threads, &ce) < 0 ||
+	    config_get_int(s->cfg, "inference_queue", 0, 100000, &q, &ce) < 0) {
+		error_set(err, 0, "config", "%s", ce.msg);
+		free(inf);
+		return NULL;
+	}
+	inf->queue_max = (size_t)q;
+	inf->tok = tokenizer_load(config_get(s->cfg, "tokenizer_file"), e, sizeof(e));
+	if (!inf->tok)
+		log_warn("tokenizer not loaded: /v1/tokenize and chat answer 503", "error=\"%s\"", e);
+	inf->model = inf->tok ? model_load(config_get(s->cfg, "model_file"), e, sizeof(e)) : NULL;
+	if (inf->tok && !inf->model)
+		log_warn("embedded model not loaded: chat answers 503", "error=\"%s\"", e);
+	pthread_mutex_init(&inf->mu, NULL);
+	pthread_cond_init(&inf->cv, NULL);
+	if (inf->model) {
+		inf->nthreads = (int)threads;
+		inf->th = calloc((size_t)threads, sizeof(*inf->th));
+		for (int i = 0; inf->th && i < inf->nthreads; i++)
+			pthread_create(&inf->th[i], NULL, worker, inf);
+		log_info("embedded model ready", "model=%s threads=%d", model_name(inf->model), inf->nthreads);
+	}
+	return inf;
+}
+
+void inference_free(struct inference *inf)
+{
+	if (!inf)
+		return;
+	pthread_mutex_lock(&inf->mu);
+	inf->stopping = 1;
+	pthread_cond_broadcast(&inf->cv);
+	pthread_mutex_unlock(&inf->mu);
+	for (int i = 0; inf->th && i < inf->nthreads; i++)
+		pthread_join(inf->th[i], NULL);
+	free(inf->th);
+	model_free(inf->model);
+	tokenizer_free(inf->tok);
+	pthread_mutex_destroy(&inf->mu);
+	pthread_cond_destroy(&inf->cv);
+	free(inf);
+}
