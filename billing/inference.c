@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #include "billing/model.h"
 #include "billing/server_int.h"
@@ -36,6 +37,7 @@ struct inference {
 	pthread_cond_t cv;
 	struct gen *head, *tail;
 	size_t queued, running, queue_max;
+	int64_t min_token_us;
 	int stopping;
 };
 
@@ -109,6 +111,11 @@ static int on_token(void *arg, int32_t id)
 	if (g->stream)
 		event_active(g->ev, EV_READ, 0);
 	pthread_mutex_unlock(&g->mu);
+	if (g->inf->min_token_us > 0) {
+		/* pacing: a real accelerator is slower than this toy model */
+		struct timespec ts = {(time_t)(g->inf->min_token_us / 1000000), (long)(g->inf->min_token_us % 1000000) * 1000};
+		nanosleep(&ts, NULL);
+	}
 	return g->cancel;
 }
 
@@ -615,8 +622,7 @@ void h_chat(struct rctx *c)
 	pthread_mutex_lock(&inf->mu);
 	if (inf->queued + inf->running >= inf->queue_max + (size_t)inf->nthreads) {
 		pthread_mutex_unlock(&inf->mu);
-		header(c, "Retry-After", "1");
-		error_set(&err, 429, "model_busy", "every inference worker is busy");
+		error_set(&err, 429, "model_busy", "every inference worker is busy"); /* reply_error adds Retry-After */
 		goto bad;
 	}
 	pthread_mutex_unlock(&inf->mu);
@@ -668,7 +674,8 @@ struct inference *inference_new(struct server *s, struct error *err)
 	}
 	inf->s = s;
 	if (config_get_int(s->cfg, "inference_threads", 1, 64, &threads, &ce) < 0 ||
-	    config_get_int(s->cfg, "inference_queue", 0, 100000, &q, &ce) < 0) {
+	    config_get_int(s->cfg, "inference_queue", 0, 100000, &q, &ce) < 0 ||
+	    config_get_int(s->cfg, "inference_min_token_us", 0, 10000000, &inf->min_token_us, &ce) < 0) {
 		error_set(err, 0, "config", "%s", ce.msg);
 		free(inf);
 		return NULL;

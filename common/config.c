@@ -40,6 +40,7 @@ static const struct key_def keys[] = {
 	{"model_file", "data/internal-tiny.bin", "weights of the embedded model"},
 	{"inference_threads", "2", "worker threads of the embedded model"},
 	{"inference_queue", "16", "most chat calls waiting for a worker; beyond: 429"},
+	{"inference_min_token_us", "0", "pace generation to at least this many microseconds per token (simulates a GPU)"},
 	{"referral_trigger", "verify", "what makes a referral succeed: verify or topup"},
 	{"expiry_interval_s", "60", "how often billingd moves expired promotional credit to breakage"},
 	{"operator", "", "who is acting, for the audit trail (CLI); default: login name"},
