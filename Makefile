@@ -29,6 +29,8 @@ UNIT_SRC    := $(sort $(wildcard tests/unit/test_*.c))
 UNIT_BIN    := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
 
 .PHONY: all deps run test unit integration asan clean bench faults fuzz data
+# keep the objects of test programs (intermediate files otherwise)
+.SECONDARY:
 all: $(PROGS)
 
 # V=1 shows the full command lines
