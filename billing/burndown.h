@@ -32,7 +32,7 @@ struct burndown_line {
 void burndown_sort(struct burndown_bucket *b, size_t n);
 
 /* Charges cost (>= 0) against sorted buckets; reduces their balances; writes
- * at most n + 1 lines (nothing for a zero part).  Returns the number of lines.
+ * at most n + 2 lines (grants, paid, arrears; nothing for a zero part).  Returns the number of lines.
  * paid is the account's paid bucket (also in b or not). */
 size_t burndown_charge(struct burndown_bucket *b, size_t n, struct burndown_bucket *paid, int64_t cost,
 		       bool paid_only, int64_t now_us, struct burndown_line *lines);

@@ -57,6 +57,10 @@ int pricing_parse_windows(const char *s, struct pricing_price *p, char *err, siz
 		}
 		w.multiplier_bp = bp;
 		p->windows[p->n_windows++] = w;
+		if (*end == ',' && !end[1]) {
+			snprintf(err, errlen, "window list '%s' ends with a comma", s);
+			return -1;
+		}
 		c = *end == ',' ? end + 1 : end;
 	}
 	return 0;

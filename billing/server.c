@@ -1040,7 +1040,10 @@ struct server *server_new(struct event_base *base, struct config *cfg, struct er
 	s->http = evhttp_new(base);
 	if (!s->http)
 		goto fail;
-	evhttp_set_max_body_size(s->http, MAX_BODY);
+	/* libevent answers bodies over its limit with its own HTML 413 (before
+	 * reading them when Content-Length says so): let bodies up to 1.5 MiB
+	 * through so read_body() answers those in JSON; beyond, libevent's 413 */
+	evhttp_set_max_body_size(s->http, MAX_BODY + MAX_BODY / 2);
 	evhttp_set_max_headers_size(s->http, 16384);
 	evhttp_set_timeout(s->http, (int)idle);
 	evhttp_set_allowed_methods(s->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD);

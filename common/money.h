@@ -10,8 +10,8 @@
 #define MONEY_NANOS_PER_UNIT 1000000000LL
 
 /* Parses a decimal amount in currency units: "14", "14.00", "-1.50",
- * "0.000001".  At most 9 decimal places; no exponent, no spaces, no '+'
- * unless allow_sign; must fit in int64 nanos.  Returns 0, or -1 with a
+ * "0.000001", "+2".  At most 9 decimal places; no exponent, no spaces;
+ * must fit in int64 nanos.  Returns 0, or -1 with a
  * lower-case reason in err. */
 int money_parse(const char *s, int64_t *nanos, char *err, size_t errlen) __attribute__((warn_unused_result));
 

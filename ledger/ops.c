@@ -242,7 +242,7 @@ int ops_grant_in_tx(struct ops_ctx *x, const struct ops_grant_req *req, struct o
 		    struct error *err)
 {
 	PGconn *c = x->conn;
-	char keybuf[80], acct[32], amt[32], prio[32], exp[40], txn[32], la_s[32];
+	char keybuf[224], acct[32], amt[32], prio[32], exp[40], txn[32], la_s[32];
 	const char *key = req->idempotency_key;
 	uint8_t chash[32], rnd[16];
 	struct buf content, details;
@@ -259,12 +259,20 @@ int ops_grant_in_tx(struct ops_ctx *x, const struct ops_grant_req *req, struct o
 		error_set(err, 422, "invalid_amount", "a grant must be positive");
 		goto done;
 	}
-	if (!key) {
+	/* every grant key carries its kind, so a caller's key can never take
+	 * the key of another kind of transaction (usage:..., topup:...) */
+	if (key) {
+		if (strlen(key) > 200) {
+			error_set(err, 400, "invalid_request", "idempotency key longer than 200 characters");
+			goto done;
+		}
+		snprintf(keybuf, sizeof(keybuf), "grant:%s", key);
+	} else {
 		randombytes_buf(rnd, sizeof(rnd));
 		strcpy(keybuf, "grant:");
 		sodium_bin2hex(keybuf + 6, sizeof(keybuf) - 6, rnd, sizeof(rnd));
-		key = keybuf;
 	}
+	key = keybuf;
 	buf_printf(&content, "grant|%" PRId64 "|%" PRId64 "|%s|%s|%s|%" PRId64 "|%d", req->account_id,
 		   req->amount_nanos, req->reason ? req->reason : "", req->kind, req->campaign ? req->campaign : "",
 		   req->expires_at_us, req->priority);

@@ -19,6 +19,9 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 BIN = os.environ.get("BILLING_BIN", os.path.join(ROOT, "bin"))
 GATEWAY_TOKEN = "gw-test-token-0123456789"
 ADMIN_TOKEN = "admin-test-token-9876543210"
+ITEST = os.environ.get("BILLING_ITEST_BIN", os.path.join(ROOT, "build", "itest"))
+PGBIN = "/usr/lib/postgresql/15/bin" if os.path.isdir("/usr/lib/postgresql/15/bin") else \
+    os.path.dirname(shutil.which("postgres") or "/usr/bin/postgres")
 
 
 def free_port():
@@ -50,6 +53,48 @@ class Stack:
 
     def stop(self):
         subprocess.run([os.path.join(ROOT, "scripts", "stack.sh"), "stop", self.dir])
+
+    # PostgreSQL alone, for outage tests: stop it and start it again on the
+    # same port with exactly the options stack.sh gave it (postmaster.opts).
+    def _as_pg(self, args):
+        if os.getuid() == 0:
+            args = ["runuser", "-u", "postgres", "--"] + args
+        return subprocess.run(args, capture_output=True, text=True, timeout=120)
+
+    def _pg_ctl(self):
+        return os.path.join(PGBIN, "pg_ctl")
+
+    def stop_pg(self):
+        data = os.path.join(self.dir, "pg", "data")
+        with open(os.path.join(data, "postmaster.opts")) as f:
+            self._pg_opts = f.read()
+        p = self._as_pg([self._pg_ctl(), "-D", data, "-m", "fast", "-w", "-t", "60", "stop"])
+        assert p.returncode == 0, p.stdout + p.stderr
+
+    def start_pg(self):
+        import shlex
+        data = os.path.join(self.dir, "pg", "data")
+        words = shlex.split(self._pg_opts)[1:]  # drop the postgres binary
+        opts, i = [], 0
+        while i < len(words):
+            if words[i] == "-D":
+                i += 2
+                continue
+            opts.append(words[i])
+            i += 1
+        assert f"port={self.pgport}" in " ".join(opts), opts
+        p = self._as_pg([self._pg_ctl(), "-D", data, "-l", os.path.join(self.dir, "pg", "postgres.log"), "-w",
+                         "-t", "60", "start", "-o", " ".join(shlex.quote(w) for w in opts)])
+        assert p.returncode == 0, p.stdout + p.stderr + self.pg_log()
+        with open(os.path.join(data, "postmaster.pid")) as f, open(os.path.join(self.dir, "pg.pid"), "w") as o:
+            o.write(f.readline())
+
+    def pg_log(self):
+        try:
+            with open(os.path.join(self.dir, "pg", "postgres.log")) as f:
+                return f.read()[-5000:]
+        except OSError:
+            return ""
 
     def conninfo(self, db, user):
         return f"host=127.0.0.1 port={self.pgport} dbname={db} user={user}"
@@ -242,3 +287,102 @@ def pytest_runtest_makereport(item, call):
     if rep.when == "call" and rep.failed:
         item.module.__dict__.setdefault("_any_failed", True)
         setattr(item.parent, "_failed", True)
+
+
+# ---- helpers of the usage tests (test_usage*.py, test_http_errors.py) ----
+
+UNIT = 10 ** 9  # nanos per currency unit
+
+
+def units(nanos):
+    """nanos -> the exact decimal string the CLI takes ("0.000000001")."""
+    sign = "-" if nanos < 0 else ""
+    n = abs(nanos)
+    return f"{sign}{n // UNIT}.{n % UNIT:09d}"
+
+
+def rfc3339(dt):
+    """An aware datetime -> "2026-11-27T22:00:00.000000Z"."""
+    import datetime as _dt
+    return dt.astimezone(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def set_price(env, model, input_nanos, cached_nanos, output_nanos, effective="2020-01-01T00:00:00Z",
+              windows=(), paid_only=False):
+    """billing-admin price set; returns the new price_version.  billingd sees
+    it within a second (wait_prices())."""
+    import re
+    args = ["price", "set", "--model", model, "--input", units(input_nanos), "--cached-input", units(cached_nanos),
+            "--output", units(output_nanos), "--effective", effective]
+    for w in windows:
+        args += ["--window", w]
+    if paid_only:
+        args.append("--paid-only")
+    out = env.admin(*args).stdout
+    m = re.search(r"price version (\d+)", out)
+    assert m, out
+    return int(m.group(1))
+
+
+def wait_prices():
+    """The contract gives billingd one second to see a CLI change."""
+    time.sleep(1.2)
+
+
+def new_account(env, external_id):
+    return json.loads(env.admin("account", "create", "--external-id", external_id, "--json").stdout)["account_id"]
+
+
+def expected_cost(in_price, cached_price, out_price, tin, tcached, tout, m=10000):
+    """CONTRACT.md section 2, in exact integers: floor(x * m / 10^10 + 1/2)."""
+    num = ((tin - tcached) * in_price + tcached * cached_price + tout * out_price) * m
+    q, r = divmod(num, 10 ** 10)
+    return q + (1 if 2 * r >= 10 ** 10 else 0)
+
+
+def ledger_counts(env):
+    """(journal rows, postings rows, usage_records rows, sum of |balances|) in one snapshot."""
+    return env.one("""SELECT (SELECT count(*) FROM journal), (SELECT count(*) FROM postings),
+                             (SELECT count(*) FROM usage_records),
+                             (SELECT coalesce(sum(abs(balance)), 0) FROM ledger_balances)""")
+
+
+def run_load(billingd, plan, tmpdir, name, error_sleep_ms=0, gap_ms=0, background=False):
+    """Runs build/itest/usage_load over plan: a list of (client, path, body dict).
+    Returns {line: (status, retry_after or None, parsed body or None)}, or the
+    Popen and a collector when background."""
+    plan_path = os.path.join(tmpdir, f"{name}.plan")
+    out_path = os.path.join(tmpdir, f"{name}.out")
+    with open(plan_path, "w") as f:
+        for client, path, body in plan:
+            f.write(f"{client}\t{path}\t{json.dumps(body, separators=(',', ':'))}\n")
+    cmd = [os.path.join(ITEST, "usage_load"), "127.0.0.1", str(billingd.port), GATEWAY_TOKEN, plan_path, out_path,
+           str(error_sleep_ms), str(gap_ms)]
+
+    def collect(p):
+        assert p.returncode == 0, f"usage_load exited {p.returncode}"
+        res = {}
+        with open(out_path) as f:
+            for line in f:
+                no, status, ra, body = line.rstrip("\n").split("\t", 3)
+                try:
+                    parsed = json.loads(body) if body.strip() else None
+                except ValueError:
+                    parsed = {"_raw": body}
+                res[int(no)] = (int(status), None if ra == "-" else ra, parsed)
+        assert len(res) == len(plan), (len(res), len(plan))
+        return res
+
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    if background:
+        return p, lambda: (p.wait(timeout=300), collect(p))[1]
+    p.wait(timeout=300)
+    return collect(p)
+
+
+def result_lines(path):
+    try:
+        with open(path) as f:
+            return sum(1 for _ in f)
+    except OSError:
+        return 0

@@ -114,7 +114,7 @@ def test_idempotency_key_returns_original_and_refuses_changes(env):
     g1 = env.admin_json("grant", "--account", a, "--amount", "3.5", "--reason", "goodwill", "--idempotency-key", "k-1")
     g2 = env.admin_json("grant", "--account", a, "--amount", "3.5", "--reason", "goodwill", "--idempotency-key", "k-1")
     assert g1["grant_id"] == g2["grant_id"] and g2["duplicate"] is True and g1["duplicate"] is False
-    assert env.one("SELECT count(*) FROM journal WHERE idempotency_key = 'k-1'") == 1
+    assert env.one("SELECT count(*) FROM journal WHERE idempotency_key = 'grant:k-1'") == 1
     bad = env.admin("grant", "--account", a, "--amount", "4", "--reason", "goodwill", "--idempotency-key", "k-1", check=False)
     assert bad.returncode == 1 and "idempotency_conflict" in bad.stderr
     # top-ups: payment_ref is the key
