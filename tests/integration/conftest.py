@@ -251,7 +251,18 @@ class Billingd:
         self.log.close()
 
     def stop(self):
+        """SIGTERM: billingd must drain and exit 0, and (under the sanitizers)
+        report nothing."""
+        running = self.proc and self.proc.poll() is None
         self.kill(signal.SIGTERM)
+        if not running:
+            return
+        logs = self.logs()
+        if self.proc.returncode != 0:
+            raise AssertionError(f"billingd exited {self.proc.returncode} on SIGTERM:\n{logs}")
+        for bad in ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:"):
+            if bad in logs:
+                raise AssertionError(f"billingd sanitizer report ({bad}):\n{logs}")
 
     def logs(self):
         try:
