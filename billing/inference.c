@@ -185,6 +185,10 @@ static void close_cb(struct evhttp_connection *conn, void *arg)
 	/* the client went away: stop generating; what was generated is billed */
 	g->cancel = 1;
 	if (g->rc) {
+		/* libevent 2.1 leaves an unfinished reply to us, detached from the
+		 * connection (evhttp_connection_incoming_fail): ending it frees it */
+		if (!evhttp_request_get_connection(g->rc->req))
+			evhttp_send_reply_end(g->rc->req);
 		rctx_drop(g->rc);
 		g->rc = NULL;
 	}

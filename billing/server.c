@@ -794,7 +794,15 @@ static void gen_cb(struct evhttp_request *req, void *arg)
 	const char *uri = evhttp_request_get_uri(req);
 	enum evhttp_cmd_type m = evhttp_request_get_command(req);
 	char path[512];
-	size_t plen = strcspn(uri, "?");
+	size_t plen;
+
+	if (!uri) {
+		/* libevent calls back without a URI after some connection errors and
+		 * expects an answer */
+		evhttp_send_error(req, 400, NULL);
+		return;
+	}
+	plen = strcspn(uri, "?");
 	struct rctx *c;
 	int64_t id;
 
