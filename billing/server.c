@@ -14,6 +14,7 @@
 #include "billing/server_int.h"
 #include "billing/dbpool.h"
 #include "billing/inference.h"
+#include "billing/stream.h"
 #include "billing/metrics.h"
 #include "billing/rconn.h"
 #include "billing/tokens.h"
@@ -1071,6 +1072,9 @@ struct server *server_new(struct event_base *base, struct config *cfg, struct er
 	s->inf = inference_new(s, err);
 	if (!s->inf)
 		goto fail;
+	s->stream = stream_new(s, err);
+	if (!s->stream && err->status)
+		goto fail;
 	s->gauge_timer = event_new(base, -1, EV_PERSIST, gauge_cb, s);
 	event_add(s->gauge_timer, &tv);
 	{
@@ -1104,6 +1108,7 @@ void server_drain(struct server *s)
 	if (s->draining)
 		return;
 	s->draining = true;
+	stream_stop(s->stream);
 	s->drain_deadline_us = time_now_us() + 30000000;
 	log_info("shutting down: no new connections, finishing requests in flight", "inflight=%" PRId64, s->inflight);
 	if (s->sock) {
@@ -1125,7 +1130,9 @@ void server_free(struct server *s)
 	if (s->expire_timer)
 		event_free(s->expire_timer);
 	inference_free(s->inf);
+	stream_stop(s->stream);
 	dbpool_free(s->writer);
+	stream_free(s->stream);
 	dbpool_free(s->pool);
 	authz_free(s);
 	if (s->http)

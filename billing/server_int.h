@@ -15,6 +15,7 @@
 
 struct authz_state;
 struct inference;
+struct stream;
 struct usage_item;
 
 struct server {
@@ -38,6 +39,8 @@ struct server {
 	struct authz_state *az;
 	/* embedded model (inference.c) */
 	struct inference *inf;
+	/* usage from a Redis Stream (stream.c) */
+	struct stream *stream;
 };
 
 /* One HTTP request in flight: owned by its handler until reply() frees it. */

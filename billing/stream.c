@@ -1,0 +1,288 @@
+/* stream.c: see stream.h. */
+#include "billing/stream.h"
+
+#include <hiredis/hiredis.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "billing/server_int.h"
+#include "billing/usage.h"
+#include "common/config.h"
+#include "common/log.h"
+#include "common/timeutil.h"
+
+#define STREAM_BATCH 256
+
+struct stream {
+	struct server *s;
+	char key[200], dead[220], group[100], consumer[160], host[256];
+	int port;
+	int64_t claim_ms;
+	pthread_t th;
+	volatile int stop;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	size_t pending; /* items of the current batch not done yet */
+};
+
+struct sitem {
+	struct usage_item it; /* first: the writer hands back &it.job */
+	struct stream *st;
+	char id[64];
+	int state; /* 0 waiting, 1 done */
+	int parse_failed;
+};
+
+/* event loop: a record of ours is answered */
+static void item_done(struct dbjob *job)
+{
+	struct sitem *x = (struct sitem *)job;
+	struct stream *st = x->st;
+
+	if (!x->it.job.err.status)
+		authz_settle(st->s, &x->it);
+	pthread_mutex_lock(&st->mu);
+	x->state = 1;
+	st->pending--;
+	pthread_cond_signal(&st->cv);
+	pthread_mutex_unlock(&st->mu);
+}
+
+static redisContext *connect_redis(struct stream *st)
+{
+	struct timeval tv = {2, 0};
+	redisContext *c = redisConnectWithTimeout(st->host, st->port, tv);
+	redisReply *r;
+
+	if (!c || c->err) {
+		if (c)
+			redisFree(c);
+		return NULL;
+	}
+	tv.tv_sec = 5; /* > the BLOCK time of XREADGROUP */
+	redisSetTimeout(c, tv);
+	r = redisCommand(c, "XGROUP CREATE %s %s 0 MKSTREAM", st->key, st->group);
+	if (r && r->type == REDIS_REPLY_ERROR && strncmp(r->str, "BUSYGROUP", 9) != 0)
+		log_warn("usage stream group", "error=\"%s\"", r->str);
+	freeReplyObject(r);
+	return c;
+}
+
+static const char *field(redisReply *fields, const char *name, size_t *len)
+{
+	for (size_t i = 0; fields && i + 1 < fields->elements; i += 2)
+		if (fields->element[i]->type == REDIS_REPLY_STRING && strcmp(fields->element[i]->str, name) == 0 &&
+		    fields->element[i + 1]->type == REDIS_REPLY_STRING) {
+			*len = (size_t)fields->element[i + 1]->len;
+			return fields->element[i + 1]->str;
+		}
+	return NULL;
+}
+
+/* Processes entries (an array of [id, [field, value, ...]]); XACKs what is
+ * settled for good.  Returns the number of entries, -1 on a Redis error. */
+static int process(struct stream *st, redisContext *c, redisReply *entries)
+{
+	size_t n = entries ? entries->elements : 0, k = 0;
+	struct sitem *items;
+	int64_t now = time_now_us();
+
+	if (n == 0)
+		return 0;
+	items = calloc(n, sizeof(*items));
+	if (!items)
+		return -1;
+	pthread_mutex_lock(&st->mu);
+	st->pending = 0;
+	pthread_mutex_unlock(&st->mu);
+	for (size_t i = 0; i < n; i++) {
+		redisReply *e = entries->element[i];
+		struct sitem *x = &items[k];
+		json_error_t je;
+		json_t *body;
+		const char *b;
+		size_t blen = 0;
+
+		if (e->type != REDIS_REPLY_ARRAY || e->elements < 2 || e->element[0]->type != REDIS_REPLY_STRING)
+			continue;
+		k++;
+		x->st = st;
+		snprintf(x->id, sizeof(x->id), "%s", e->element[0]->str);
+		x->it.job.done = item_done;
+		b = field(e->element[1], "body", &blen);
+		body = b ? json_loadb(b, blen, JSON_REJECT_DUPLICATES, &je) : NULL;
+		if (!body) {
+			error_set(&x->it.job.err, 400, "invalid_request", "entry has no JSON field 'body'");
+			x->state = 1;
+			x->parse_failed = 1;
+			continue;
+		}
+		if (usage_parse(body, now, st->s->pepper, &x->it.r, &x->it.job.err) < 0) {
+			json_decref(body);
+			x->state = 1;
+			x->parse_failed = 1;
+			continue;
+		}
+		json_decref(body);
+		usage_body_hash(&x->it.r, x->it.body_hash);
+		pthread_mutex_lock(&st->mu);
+		st->pending++;
+		pthread_mutex_unlock(&st->mu);
+		if (dbpool_submit(st->s->writer, &x->it.job) < 0) {
+			pthread_mutex_lock(&st->mu);
+			st->pending--;
+			pthread_mutex_unlock(&st->mu);
+			error_set(&x->it.job.err, 503, "unavailable", "queue full");
+			x->state = 1;
+		}
+	}
+	pthread_mutex_lock(&st->mu);
+	while (st->pending > 0)
+		pthread_cond_wait(&st->cv, &st->mu);
+	pthread_mutex_unlock(&st->mu);
+	for (size_t i = 0; i < k; i++) {
+		struct sitem *x = &items[i];
+		int status = x->it.job.err.status;
+		redisReply *r;
+
+		if (status >= 500)
+			continue; /* stays pending: read again, retried safely */
+		if (status) {
+			char msg[700];
+			snprintf(msg, sizeof(msg), "%d %s: %s", status, x->it.job.err.code, x->it.job.err.msg);
+			r = redisCommand(c, "XADD %s MAXLEN ~ 100000 * source_id %s error %s", st->dead, x->id, msg);
+			freeReplyObject(r);
+			log_warn("usage stream entry refused", "id=%s status=%d code=%s", x->id, status, x->it.job.err.code);
+		}
+		r = redisCommand(c, "XACK %s %s %s", st->key, st->group, x->id);
+		if (!r || c->err) {
+			freeReplyObject(r);
+			for (size_t j = 0; j < k; j++)
+				usage_item_release(&items[j].it);
+			free(items);
+			return -1;
+		}
+		freeReplyObject(r);
+	}
+	for (size_t j = 0; j < k; j++)
+		usage_item_release(&items[j].it);
+	free(items);
+	return (int)k;
+}
+
+static void *run(void *arg)
+{
+	struct stream *st = arg;
+	redisContext *c = NULL;
+	int64_t last_claim = 0;
+	int own_pending = 1; /* at start: our own unacknowledged entries first */
+
+	while (!st->stop) {
+		redisReply *r = NULL, *entries = NULL;
+
+		if (!c) {
+			c = connect_redis(st);
+			if (!c) {
+				sleep(1);
+				continue;
+			}
+			own_pending = 1;
+		}
+		if (time_now_us() - last_claim > st->claim_ms * 1000 / 2) {
+			/* a dead consumer's entries, idle long enough */
+			char idle[32];
+			snprintf(idle, sizeof(idle), "%" PRId64, st->claim_ms);
+			r = redisCommand(c, "XAUTOCLAIM %s %s %s %s 0-0 COUNT %d", st->key, st->group, st->consumer, idle,
+					 STREAM_BATCH);
+			last_claim = time_now_us();
+			if (r && r->type == REDIS_REPLY_ARRAY && r->elements >= 2 && r->element[1]->elements > 0) {
+				log_info("usage stream entries taken over", "count=%zu", r->element[1]->elements);
+				if (process(st, c, r->element[1]) < 0) {
+					freeReplyObject(r);
+					redisFree(c);
+					c = NULL;
+					continue;
+				}
+			}
+			freeReplyObject(r);
+			r = NULL;
+		}
+		r = redisCommand(c, "XREADGROUP GROUP %s %s COUNT %d BLOCK 1000 STREAMS %s %s", st->group, st->consumer,
+				 STREAM_BATCH, st->key, own_pending ? "0" : ">");
+		if (!r || c->err) {
+			freeReplyObject(r);
+			redisFree(c);
+			c = NULL;
+			continue;
+		}
+		if (r->type == REDIS_REPLY_ARRAY && r->elements == 1 && r->element[0]->elements == 2)
+			entries = r->element[0]->element[1];
+		/* our own pending entries are read once (after a start or a
+		 * reconnect); what stays pending (5xx) is retried by XAUTOCLAIM */
+		own_pending = 0;
+		if (entries && process(st, c, entries) < 0) {
+			redisFree(c);
+			c = NULL;
+		}
+		freeReplyObject(r);
+	}
+	if (c)
+		redisFree(c);
+	return NULL;
+}
+
+struct stream *stream_new(struct server *s, struct error *err)
+{
+	const char *key = config_get(s->cfg, "usage_stream"), *addr = config_get(s->cfg, "redis"), *colon;
+	struct stream *st;
+	struct config_error ce;
+
+	memset(err, 0, sizeof(*err));
+	if (!*key)
+		return NULL;
+	st = calloc(1, sizeof(*st));
+	if (!st) {
+		error_set(err, 500, "oom", "out of memory");
+		return NULL;
+	}
+	st->s = s;
+	if (config_get_int(s->cfg, "usage_stream_claim_ms", 100, 86400000, &st->claim_ms, &ce) < 0) {
+		error_set(err, 500, "config", "%s", ce.msg);
+		free(st);
+		return NULL;
+	}
+	snprintf(st->key, sizeof(st->key), "%s", key);
+	snprintf(st->dead, sizeof(st->dead), "%s:dead", key);
+	snprintf(st->group, sizeof(st->group), "%s", config_get(s->cfg, "usage_stream_group"));
+	snprintf(st->consumer, sizeof(st->consumer), "%s", config_get(s->cfg, "instance_id"));
+	colon = strrchr(addr, ':');
+	snprintf(st->host, sizeof(st->host), "%.*s", colon ? (int)(colon - addr) : (int)strlen(addr), addr);
+	st->port = colon ? atoi(colon + 1) : 6379;
+	pthread_mutex_init(&st->mu, NULL);
+	pthread_cond_init(&st->cv, NULL);
+	pthread_create(&st->th, NULL, run, st);
+	log_info("usage stream consumer started", "stream=%s group=%s consumer=%s", st->key, st->group, st->consumer);
+	return st;
+}
+
+void stream_stop(struct stream *st)
+{
+	if (st)
+		st->stop = 1;
+}
+
+void stream_free(struct stream *st)
+{
+	if (!st)
+		return;
+	st->stop = 1;
+	pthread_join(st->th, NULL);
+	pthread_mutex_destroy(&st->mu);
+	pthread_cond_destroy(&st->cv);
+	free(st);
+}
