@@ -1,0 +1,225 @@
+#!/usr/bin/env python3
+"""report.py: the summaries and the table of `make bench` (scripts/bench.sh).
+
+  report.py pgbench DIR WARMUP SECONDS CLIENTS
+      reads pgbench's per-transaction logs (DIR/pgb.*) and prints one JSON
+      object shaped like loadgen's: the transactions completed in
+      [start + WARMUP, start + WARMUP + SECONDS], their latency percentiles.
+
+  report.py table RUNDIR OUT.json
+      reads the scenario files of one run (RUNDIR/*.json), prints the table
+      (scenario, throughput, p50/p99/p99.9, baseline, ratio, goal, holds?) and
+      writes OUT.json: the rows, the raw scenario results and the machine.
+
+Standard library only (Debian's python3)."""
+import glob
+import json
+import os
+import platform
+import subprocess
+import sys
+
+
+def pct(sorted_vals, q):
+    if not sorted_vals:
+        return 0.0
+    i = min(int(q * len(sorted_vals)), len(sorted_vals) - 1)
+    return sorted_vals[i]
+
+
+def cmd_pgbench(d, warm, secs, clients):
+    warm, secs = float(warm), float(secs)
+    done = []  # (completion time s, latency us)
+    for path in glob.glob(os.path.join(d, "pgb.*")):
+        with open(path) as f:
+            for line in f:
+                p = line.split()
+                if len(p) < 6 or not p[2].lstrip("-").isdigit():
+                    continue
+                lat = int(p[2])
+                if lat < 0:  # skipped or failed transaction
+                    continue
+                done.append((int(p[4]) + int(p[5]) / 1e6, lat))
+    if not done:
+        print(json.dumps({"label": "pgbench", "requests": 0, "ok": 0, "rps": 0, "ok_rps": 0, "items_per_s": 0,
+                          "error_sample": "no pgbench log"}))
+        return
+    start = min(t - lat / 1e6 for t, lat in done)
+    lo, hi = start + warm, start + warm + secs
+    lats = sorted(lat / 1000.0 for t, lat in done if lo <= t <= hi)
+    n = len(lats)
+    out = {"label": "pgbench", "conns": int(clients), "batch": 0, "window_s": secs, "requests": n, "ok": n,
+           "errors": 0, "rps": n / secs, "ok_rps": n / secs, "items_per_s": n / secs,
+           "mean_ms": sum(lats) / n if n else 0, "p50_ms": pct(lats, 0.5), "p90_ms": pct(lats, 0.9),
+           "p99_ms": pct(lats, 0.99), "p999_ms": pct(lats, 0.999), "max_ms": lats[-1] if lats else 0,
+           "total_transactions": len(done)}
+    print(json.dumps(out))
+
+
+def load(run, name):
+    try:
+        with open(os.path.join(run, name + ".json")) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def sh(*args):
+    try:
+        return subprocess.run(args, capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def machine():
+    cpu = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return {"cpus": os.cpu_count(), "cpu": cpu, "kernel": platform.release(),
+            "postgres": sh("pg_config", "--version"), "redis": sh("redis-server", "--version"),
+            "commit": sh("git", "rev-parse", "--short", "HEAD"),
+            "dirty": bool(sh("git", "status", "--porcelain", "--untracked-files=no"))}
+
+
+def fmt_num(v):
+    if v is None:
+        return "n/a"
+    if v >= 100:
+        return f"{v:,.0f}"
+    if v >= 10:
+        return f"{v:.1f}"
+    return f"{v:.2f}"
+
+
+def fmt_ms(v):
+    return "-" if v is None else f"{v:.2f}"
+
+
+def cmd_table(run, out_path):
+    meta = load(run, "meta") or {}
+    rows = []
+
+    def notes_of(*results):
+        n = []
+        for r in results:
+            if not r:
+                continue
+            bad = r.get("errors", 0) + r.get("item_errors", 0)
+            if bad:
+                n.append(f"{r.get('label')}: {bad} errors ({r.get('error_sample', '')[:80]})")
+        return "; ".join(n)
+
+    def add(scenario, unit, value, lat, base_name, base_value, goal=None, op=None, notes="", ratio=None):
+        if ratio is None and value is not None and base_value:
+            ratio = value / base_value
+        holds = None
+        if goal is not None:
+            if op == ">=" and ratio is not None:
+                holds = ratio >= goal
+            elif op == "<=" and value is not None:
+                holds = value <= goal
+        rows.append({"scenario": scenario, "unit": unit, "value": value,
+                     "p50_ms": lat.get("p50_ms") if lat else None, "p99_ms": lat.get("p99_ms") if lat else None,
+                     "p999_ms": lat.get("p999_ms") if lat else None, "baseline": base_name,
+                     "baseline_value": base_value, "ratio": ratio,
+                     "goal": (f"{op} {goal}x" if op == ">=" else f"{op} {goal:g} MB") if goal is not None else "info",
+                     "holds": holds, "notes": notes})
+
+    ba, au, ac, ch = load(run, "bare_authorize"), load(run, "authorize"), load(run, "authorize_chat"), load(run, "chat")
+    bu, us, pg = load(run, "bare_usage"), load(run, "usage"), load(run, "pgbench")
+    bt, cp = load(run, "batch"), load(run, "copy")
+    ex, ct = load(run, "export"), load(run, "copy_to")
+    kn, idl, bidl = load(run, "kernels"), load(run, "idle"), load(run, "bare_idle")
+
+    if au:
+        add(f"authorize (c={au.get('conns')})", "req/s", au["ok_rps"], au, "bare evhttp",
+            ba["ok_rps"] if ba else None, 0.7, ">=", notes_of(au, ba))
+    if us:
+        add(f"usage, 1 record, durable (c={us.get('conns')})", "req/s", us["ok_rps"], us, "bare evhttp",
+            bu["ok_rps"] if bu else None, 0.5, ">=", notes_of(us, bu))
+        add(f"usage, 1 record, durable (c={us.get('conns')})", "req/s", us["ok_rps"], us,
+            "pgbench 1 tx/record", pg["ok_rps"] if pg else None, 4, ">=",
+            (f"pgbench p50 {pg['p50_ms']:.2f} p99 {pg['p99_ms']:.2f} ms" if pg else ""))
+    if bt:
+        add(f"usage batch, 1000/request (c={bt.get('conns')})", "rec/s", bt["items_per_s"], bt,
+            "COPY same rows", cp["items_per_s"] if cp else None, 0.5, ">=", notes_of(bt, cp))
+    if ex is not None or ct is not None:
+        ev = ex["rows"] / ex["seconds"] if ex and ex.get("available") and ex.get("seconds") else None
+        cv = ct["rows"] / ct["seconds"] if ct and ct.get("seconds") else None
+        note = f"{ex['rows']:,} rows" if ev else (ex or {}).get("reason", "")
+        add("ledger export csv", "rows/s", ev, None, "COPY (SELECT) TO", cv, 0.5, ">=", note)
+    if kn:
+        add("tokenizer, 1 thread", "MB/s", kn["tokenizer_mb_s"], None, "-", None,
+            notes=f"{kn['tokenizer_ids_s'] / 1e6:.2f} M ids/s")
+        add("model decode, 1 thread", "tok/s", kn["model_tokens_s"], None, "-", None,
+            notes=f"prefill {kn['model_prefill_tokens_s']:,.0f} tok/s, ctx {kn['model_ctx']}")
+    if ch:
+        add(f"chat via HTTP (c={ch.get('conns')}, 64 tok)", "tok/s", ch.get("sum_per_s"), ch, "-", None,
+            notes=f"{ch['ok_rps']:.1f} calls/s" + ("; " + notes_of(ch) if notes_of(ch) else ""))
+    if ac:
+        add(f"authorize during chat (c={ac.get('conns')})", "req/s", ac["ok_rps"], ac, "authorize alone",
+            au["ok_rps"] if au else None,
+            notes=(f"p99 {au['p99_ms']:.2f} -> {ac['p99_ms']:.2f} ms" if au else "") +
+            ("; " + notes_of(ac) if notes_of(ac) else ""))
+    if idl:
+        mb = idl["rss_kb"] / 1024 if idl.get("rss_kb", -1) > 0 else None
+        bmb = bidl["rss_kb"] / 1024 if bidl and bidl.get("rss_kb", -1) > 0 else None
+        add(f"billingd RSS, {idl.get('idle_reached')} idle conns", "MB", mb, None, "bare evhttp", bmb, 64, "<=",
+            f"before {idl['rss_before_kb'] / 1024:.1f} MB; peak since start (VmHWM) {idl.get('hwm_kb', 0) / 1024:.1f} MB; "
+            f"{idl.get('open_at_end')} open at end")
+
+    head = ["scenario", "throughput", "p50 ms", "p99 ms", "p99.9 ms", "baseline", "baseline thr", "ratio", "goal",
+            "holds?"]
+    table = []
+    for r in rows:
+        table.append([r["scenario"], f"{fmt_num(r['value'])} {r['unit']}", fmt_ms(r["p50_ms"]), fmt_ms(r["p99_ms"]),
+                      fmt_ms(r["p999_ms"]), r["baseline"],
+                      (f"{fmt_num(r['baseline_value'])} {r['unit']}" if r["baseline_value"] is not None else "-"),
+                      (f"{r['ratio']:.2f}x" if r["ratio"] is not None else "-"), r["goal"],
+                      {True: "yes", False: "NO", None: "-" if r["goal"] == "info" else "n/a"}[r["holds"]]])
+    w = [max(len(head[i]), *(len(t[i]) for t in table)) if table else len(head[i]) for i in range(len(head))]
+    line = lambda cells: "  ".join(c.ljust(w[i]) if i in (0, 5, 8) else c.rjust(w[i]) for i, c in enumerate(cells))
+    print()
+    print(line(head))
+    print("  ".join("-" * x for x in w))
+    for t in table:
+        print(line(t))
+    notes = [(r["scenario"], r["notes"]) for r in rows if r["notes"]]
+    if notes:
+        print()
+        for s, n in notes:
+            print(f"  {s}: {n}")
+    m = machine()
+    print(f"\n  {m['cpus']} CPUs ({m['cpu']}), {m['postgres']}, commit {m['commit']}{' (dirty)' if m['dirty'] else ''}; "
+          f"{meta.get('seconds')} s per scenario after {meta.get('warmup')} s warm-up, {meta.get('accounts')} accounts; "
+          f"load average {meta.get('loadavg_start')} before, {meta.get('loadavg_end')} after (other work on the machine skews all numbers)")
+    held = [r for r in rows if r["holds"] is not None]
+    print(f"  goals holding: {sum(1 for r in held if r['holds'])} of {len(held)}"
+          f" (plus {sum(1 for r in rows if r['goal'] != 'info' and r['holds'] is None)} n/a)")
+    raw = {}
+    for path in sorted(glob.glob(os.path.join(run, "*.json"))):
+        name = os.path.basename(path)[:-5]
+        raw[name] = load(run, name)
+    with open(out_path, "w") as f:
+        json.dump({"stamp": meta.get("stamp"), "machine": m, "meta": meta, "rows": rows, "raw": raw}, f, indent=1)
+    print(f"  results: {out_path}")
+
+
+def main():
+    if len(sys.argv) >= 2 and sys.argv[1] == "pgbench" and len(sys.argv) == 6:
+        cmd_pgbench(*sys.argv[2:])
+    elif len(sys.argv) >= 2 and sys.argv[1] == "table" and len(sys.argv) == 4:
+        cmd_table(sys.argv[2], sys.argv[3])
+    else:
+        print(__doc__, file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()
