@@ -109,4 +109,5 @@ clean:
 data:
 
 -include mk/*.mk
--include $(LIB_OBJ:.o=.d)
+# every object's header dependencies (programs and tests too, not only the library)
+-include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

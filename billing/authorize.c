@@ -29,7 +29,11 @@
 #include "ledger/ops.h"
 
 #define CACHE_SLOTS 65536
-#define CACHE_TTL_US 1000000 /* a revoked key stops working within 1 s */
+/* Principal lookups: NOTIFY (api_keys, customers:ID) drops entries at once,
+ * so the lifetime only bounds what a lost notification could cost; unknown
+ * keys are remembered briefly (a key created a moment later must work). */
+#define CACHE_TTL_US 30000000
+#define CACHE_NEG_TTL_US 1000000
 #define MIRROR_TTL_MS 300000
 
 struct key_entry {
@@ -52,6 +56,8 @@ struct limit_row {
 	int64_t v[5]; /* rpm tpm rpd tpd concurrency; -1 = not set */
 };
 
+#define DIRTY_MAX 10000
+
 struct failopen_entry {
 	int64_t account_id;
 	int64_t used;
@@ -73,6 +79,11 @@ struct authz_state {
 	int64_t fail_open_nanos;
 	struct failopen_entry *fo;
 	size_t n_fo;
+	/* accounts whose mirror may have missed a change (a settle that did not
+	 * reach Redis, a commit whose answer was lost): dropped as soon as Redis answers */
+	int64_t dirty[DIRTY_MAX];
+	size_t n_dirty;
+	bool dirty_overflow;
 };
 
 /* ---- limits ---- */
@@ -192,10 +203,13 @@ static void refresh_now(struct server *s)
 	s->az->refreshing = true;
 }
 
+static void flush_dirty(struct server *s);
+
 static void refresh_cb(evutil_socket_t fd, short what, void *arg)
 {
 	(void)fd, (void)what;
 	refresh_now(arg);
+	flush_dirty(arg);
 }
 
 /* ---- mirror invalidation ---- */
@@ -210,6 +224,56 @@ static void invalidate(struct server *s, int64_t account)
 	if (quota_run(s->az->q, QUOTA_INVALIDATE, account, 0, NULL, ignore_cb, NULL) < 0)
 		log_warn("cannot invalidate a balance mirror", "account=%" PRId64, account);
 	s->az->accts[(uint64_t)account % CACHE_SLOTS].account_id = 0;
+}
+
+void authz_forget(struct server *s, int64_t account)
+{
+	struct authz_state *az = s->az;
+
+	if (!az || account <= 0)
+		return;
+	for (size_t i = 0; i < az->n_dirty; i++)
+		if (az->dirty[i] == account)
+			return;
+	if (az->n_dirty < DIRTY_MAX)
+		az->dirty[az->n_dirty++] = account;
+	else
+		az->dirty_overflow = true;
+}
+
+static void forget_cb(void *arg, redisReply *r)
+{
+	struct server *s = arg;
+
+	(void)s;
+	(void)r; /* a failure leaves the account for the next tick: see flush_dirty */
+}
+
+static void *resync_thread(void *arg);
+
+static void flush_dirty(struct server *s)
+{
+	struct authz_state *az = s->az;
+	size_t keep = 0;
+
+	if (!s->redis || !rconn_ready(s->redis) || (az->n_dirty == 0 && !az->dirty_overflow))
+		return;
+	if (az->dirty_overflow) {
+		pthread_t th;
+		char *addr = strdup(config_get(s->cfg, "redis"));
+		if (addr && pthread_create(&th, NULL, resync_thread, addr) == 0) {
+			pthread_detach(th);
+			az->dirty_overflow = false;
+			az->n_dirty = 0;
+		} else {
+			free(addr);
+		}
+		return;
+	}
+	for (size_t i = 0; i < az->n_dirty; i++)
+		if (quota_run(az->q, QUOTA_INVALIDATE, az->dirty[i], 0, NULL, forget_cb, s) < 0)
+			az->dirty[keep++] = az->dirty[i];
+	az->n_dirty = keep;
 }
 
 static void *resync_thread(void *arg)
@@ -230,8 +294,13 @@ static void notify_cb(void *arg, const char *channel, const char *payload)
 	if (strcmp(channel, "billing_balance") == 0) {
 		char *end;
 		int64_t acct = strtoll(payload, &end, 10);
-		/* our own usage writer updates the mirror itself (authz_settle) */
-		if (acct > 0 && *end == ' ' && strcmp(end + 1, config_get(s->cfg, "instance_id")) != 0)
+		/* our own usage writers (instance_id, instance_id.tN) update the
+		 * mirror themselves (authz_settle) */
+		const char *me = config_get(s->cfg, "instance_id");
+		size_t ml = strlen(me);
+		bool ours = *end == ' ' && strncmp(end + 1, me, ml) == 0 &&
+			    (end[1 + ml] == '\0' || strncmp(end + 1 + ml, ".t", 2) == 0);
+		if (acct > 0 && *end == ' ' && !ours)
 			invalidate(s, acct);
 	} else if (strcmp(channel, "billing_change") == 0) {
 		if (strncmp(payload, "customers:", 10) == 0)
@@ -277,8 +346,10 @@ struct az_req {
 	char ver[32];
 	/* loaded balance */
 	int64_t paid, promo;
+	int64_t mirror_ttl_ms;
 	char status[16];
 	bool key_revoked, found;
+	bool key_is_bearer;
 };
 
 static void az_step(struct az_req *a);
@@ -296,6 +367,19 @@ static void az_fail(struct az_req *a, int status, const char *code, const char *
 
 	error_set(&e, status, code, "%s", msg);
 	az_finish(a, status, error_json(&e), status == 503 ? "1" : NULL);
+}
+
+/* An api_key given as the bearer (chat) is a credential: 401.  One named in
+ * a body (gateway traffic) is data: unknown 404, revoked 403. */
+static void bad_key(struct az_req *a, const char *msg)
+{
+	if (a->key_is_bearer)
+		return az_fail(a, 401, "unauthorized", msg);
+	if (!a->has_key)
+		return az_fail(a, 404, "not_found", msg);
+	if (strstr(msg, "revoked"))
+		return az_fail(a, 403, "forbidden", msg);
+	az_fail(a, 404, "not_found", msg);
 }
 
 static void lookup_run(struct dbjob *job, PGconn *c, const char *writer)
@@ -342,6 +426,17 @@ static void lookup_run(struct dbjob *job, PGconn *c, const char *writer)
 		a->paid = b.paid_nanos;
 		a->promo = b.promo_nanos;
 		snprintf(a->status, sizeof(a->status), "%s", acc.status);
+		/* the mirror must not outlive the first grant that expires: after
+		 * that instant its credit is no longer spendable */
+		a->mirror_ttl_ms = MIRROR_TTL_MS;
+		{
+			int64_t now = time_now_us();
+			for (size_t i = 0; i < b.n_grants; i++) {
+				int64_t left = (b.grants[i].expires_at_us - now) / 1000;
+				if (b.grants[i].expires_at_us && left < a->mirror_ttl_ms)
+					a->mirror_ttl_ms = left > 1 ? left : 1;
+			}
+		}
 	}
 }
 
@@ -368,10 +463,9 @@ static void lookup_done(struct dbjob *job)
 			k->at_us = now;
 		}
 		if (!a->found)
-			return az_fail(a, a->has_key ? 401 : 404, a->has_key ? "unauthorized" : "not_found",
-				       a->has_key ? "unknown api_key" : "unknown account");
+			return bad_key(a, a->has_key ? "unknown api_key" : "unknown account");
 		if (a->key_revoked)
-			return az_fail(a, 401, "unauthorized", "the api_key was revoked");
+			return bad_key(a, "the api_key was revoked");
 		{
 			struct acct_entry *e = &az->accts[(uint64_t)a->account_id % CACHE_SLOTS];
 			e->account_id = a->account_id;
@@ -424,7 +518,7 @@ static bool fail_open_admit(struct az_req *a)
 		e->account_id = a->account_id;
 		e->used = 0;
 	}
-	if (e->used + a->amount > az->fail_open_nanos)
+	if (e->used + a->amount > az->fail_open_nanos || az->n_fo > 100000)
 		return false;
 	e->used += a->amount;
 	log_warn("fail-open admission while redis is unreachable",
@@ -458,6 +552,7 @@ static void decide_cb(void *arg, redisReply *r)
 		return redis_down(a);
 	tag = r->element[0]->str;
 	if (strcmp(tag, "OK") == 0) {
+		a->s->az->n_fo = 0; /* Redis answers: a later outage starts a fresh allowance */
 		time_format_rfc3339(elem_int(r, 3) * 1000, exp, sizeof(exp));
 		az_finish(a, 200,
 			  json_pack("{s:s,s:I,s:I,s:I,s:s}", "hold_id", a->request_id, "account_id",
@@ -490,7 +585,7 @@ static void decide_cb(void *arg, redisReply *r)
 				    "limit_type", what, "limit", (json_int_t)limit, "retry_after_ms", (json_int_t)retry_ms),
 			  ra);
 	} else {
-		redis_down(a);
+		az_fail(a, 503, "unavailable", "unexpected answer from the quota store");
 	}
 }
 
@@ -521,16 +616,20 @@ static void az_step(struct az_req *a)
 	struct server *s = a->s;
 	struct authz_state *az = s->az;
 
+	if (s->closing)
+		return az_fail(a, 503, "unavailable", "shutting down");
+
 	switch (a->step) {
 	case AZ_PRINCIPAL: {
 		int64_t now = time_now_us();
 		if (a->has_key) {
 			struct key_entry *k = &az->keys[(a->key_hash[0] | a->key_hash[1] << 8) % CACHE_SLOTS];
-			if (k->at_us && now - k->at_us < CACHE_TTL_US && sodium_memcmp(k->hash, a->key_hash, 32) == 0) {
+			if (k->at_us && now - k->at_us < (k->account_id ? CACHE_TTL_US : CACHE_NEG_TTL_US) &&
+			    sodium_memcmp(k->hash, a->key_hash, 32) == 0) {
 				if (!k->account_id)
-					return az_fail(a, 401, "unauthorized", "unknown api_key");
+					return bad_key(a, "unknown api_key");
 				if (k->revoked)
-					return az_fail(a, 401, "unauthorized", "the api_key was revoked");
+					return bad_key(a, "the api_key was revoked");
 				a->account_id = k->account_id;
 			} else {
 				return az_pool(a);
@@ -593,7 +692,7 @@ static void az_step(struct az_req *a)
 		const char *argv[5] = {a->ver, paid, promo, a->status, ttl};
 		snprintf(paid, sizeof(paid), "%" PRId64, a->paid);
 		snprintf(promo, sizeof(promo), "%" PRId64, a->promo);
-		snprintf(ttl, sizeof(ttl), "%d", MIRROR_TTL_MS);
+		snprintf(ttl, sizeof(ttl), "%" PRId64, a->mirror_ttl_ms);
 		if (quota_run(az->q, QUOTA_LOAD, a->account_id, 5, argv, store_cb, a) < 0)
 			return redis_down(a);
 		return;
@@ -617,6 +716,7 @@ int authz_start(struct server *s, const struct authz_params *p, authz_done_fn do
 	a->has_key = p->has_key;
 	memcpy(a->key_hash, p->key_hash, sizeof(a->key_hash));
 	a->account_id = p->account_id;
+	a->key_is_bearer = p->key_is_bearer;
 	a->step = AZ_PRINCIPAL;
 	az_step(a);
 	return 0;
@@ -681,6 +781,21 @@ bad:
 
 /* ---- settle ---- */
 
+struct settle_arg {
+	struct server *s;
+	int64_t account;
+};
+
+static void settle_cb(void *arg, redisReply *r)
+{
+	struct settle_arg *sa = arg;
+
+	/* the charge did not reach the mirror: it must not be used as it is */
+	if (!r && !sa->s->closing)
+		authz_forget(sa->s, sa->account);
+	free(sa);
+}
+
 void authz_settle(struct server *s, const struct usage_item *it)
 {
 	struct authz_state *az = s->az;
@@ -689,7 +804,7 @@ void authz_settle(struct server *s, const struct usage_item *it)
 	char dp[32], dpr[32], tok[32], l[4][32];
 	const char *argv[10];
 
-	if (!it->account_id || it->job.err.status)
+	if (!it->account_id || it->job.err.status || !s->redis)
 		return;
 	e = &az->accts[(uint64_t)it->account_id % CACHE_SLOTS];
 	if (e->account_id == it->account_id)
@@ -711,10 +826,17 @@ void authz_settle(struct server *s, const struct usage_item *it)
 	argv[7] = l[1];
 	argv[8] = l[2];
 	argv[9] = l[3];
-	if (!it->duplicate || it->r.hold_id[0])
-		if (quota_run(az->q, QUOTA_SETTLE, it->account_id, 10, argv, ignore_cb, NULL) < 0)
-			log_warn("cannot settle in redis; the mirror expires by itself", "account=%" PRId64,
-				 it->account_id);
+	if (!it->duplicate || it->r.hold_id[0]) {
+		struct settle_arg *sa = malloc(sizeof(*sa));
+		if (sa) {
+			sa->s = s;
+			sa->account = it->account_id;
+		}
+		if (!sa || quota_run(az->q, QUOTA_SETTLE, it->account_id, 10, argv, settle_cb, sa) < 0) {
+			free(sa);
+			authz_forget(s, it->account_id);
+		}
+	}
 }
 
 /* ---- life cycle ---- */

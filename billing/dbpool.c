@@ -114,8 +114,27 @@ static void *thread_main(void *argp)
 		size_t n = 0;
 
 		pthread_mutex_lock(&p->mu);
-		while (!p->head && !p->stopping)
-			pthread_cond_wait(&p->cv, &p->mu);
+		while (!p->head && !p->stopping) {
+			if (c && PQstatus(c) == CONNECTION_OK) {
+				pthread_cond_wait(&p->cv, &p->mu);
+				continue;
+			}
+			/* disconnected and idle: keep trying, so readiness comes back
+			 * without waiting for traffic */
+			struct timespec ts;
+			clock_gettime(CLOCK_REALTIME, &ts);
+			ts.tv_nsec += 500000000;
+			if (ts.tv_nsec >= 1000000000) {
+				ts.tv_sec++;
+				ts.tv_nsec -= 1000000000;
+			}
+			pthread_cond_timedwait(&p->cv, &p->mu, &ts);
+			if (!p->head && !p->stopping) {
+				pthread_mutex_unlock(&p->mu);
+				c = ensure_conn(p, c, &next_try, &up);
+				pthread_mutex_lock(&p->mu);
+			}
+		}
 		if (!p->head && p->stopping) {
 			pthread_mutex_unlock(&p->mu);
 			break;
@@ -159,6 +178,8 @@ static void *thread_main(void *argp)
 			push_done(p, batch[i]);
 	}
 	free(batch);
+	if (p->o.batch)
+		p->o.batch(NULL, 0, NULL, writer, p->o.batch_arg); /* thread exit */
 	if (up) {
 		pthread_mutex_lock(&p->mu);
 		p->connected--;
@@ -178,8 +199,6 @@ struct dbpool *dbpool_new(struct event_base *base, const struct dbpool_opts *o)
 	p->name = strdup(o->name);
 	p->conninfo = strdup(o->conninfo);
 	p->writer_prefix = strdup(o->writer_prefix);
-	if (p->o.batch)
-		p->o.threads = 1;
 	p->th = calloc((size_t)p->o.threads, sizeof(*p->th));
 	p->done_ev = event_new(base, -1, 0, done_cb, p);
 	if (!p->name || !p->conninfo || !p->writer_prefix || !p->th || !p->done_ev) {
@@ -223,6 +242,30 @@ int dbpool_submit(struct dbpool *p, struct dbjob *job)
 		pthread_cond_broadcast(&p->cv);
 	pthread_mutex_unlock(&p->mu);
 	return 0;
+}
+
+size_t dbpool_submit_many(struct dbpool *p, struct dbjob **jobs, size_t n)
+{
+	size_t k = 0;
+	int64_t now = time_now_us();
+
+	pthread_mutex_lock(&p->mu);
+	for (; k < n && p->depth < p->o.queue_max && !p->stopping; k++) {
+		struct dbjob *job = jobs[k];
+		job->next = NULL;
+		job->enqueued_us = now;
+		memset(&job->err, 0, sizeof(job->err));
+		if (p->tail)
+			p->tail->next = job;
+		else
+			p->head = job;
+		p->tail = job;
+		p->depth++;
+	}
+	if (k)
+		pthread_cond_broadcast(&p->cv);
+	pthread_mutex_unlock(&p->mu);
+	return k;
 }
 
 size_t dbpool_depth(struct dbpool *p)

@@ -24,7 +24,8 @@ struct dbjob;
 typedef void (*dbjob_run_fn)(struct dbjob *job, PGconn *conn, const char *writer);
 /* Runs on the event loop thread after run(). */
 typedef void (*dbjob_done_fn)(struct dbjob *job);
-/* Batch runner: gets up to batch_max jobs at once (same kind), may group them. */
+/* Batch runner: gets up to batch_max jobs at once (same kind), may group
+ * them; called once more with n == 0 just before its thread exits. */
 typedef void (*dbjob_batch_fn)(struct dbjob **jobs, size_t n, PGconn *conn, const char *writer, void *arg);
 
 struct dbjob {
@@ -42,7 +43,7 @@ struct dbpool_opts {
 	int threads;
 	size_t queue_max;
 	int timeout_ms;
-	dbjob_batch_fn batch;     /* when set: one thread, jobs handed over in batches */
+	dbjob_batch_fn batch;     /* when set: jobs handed over in batches (each thread its own) */
 	void *batch_arg;
 	size_t batch_max;
 	int64_t batch_wait_us;
@@ -51,6 +52,9 @@ struct dbpool_opts {
 struct dbpool *dbpool_new(struct event_base *base, const struct dbpool_opts *o) __attribute__((warn_unused_result));
 /* Queues a job: 0, or -1 when the queue is full (answer 503). */
 int dbpool_submit(struct dbpool *p, struct dbjob *job) __attribute__((warn_unused_result));
+/* Queues n jobs under one lock (a request's batch): returns how many were
+ * accepted, in order; the rest did not fit (answer them 503). */
+size_t dbpool_submit_many(struct dbpool *p, struct dbjob **jobs, size_t n) __attribute__((warn_unused_result));
 size_t dbpool_depth(struct dbpool *p);
 /* True while at least one thread holds a working connection. */
 bool dbpool_connected(struct dbpool *p);

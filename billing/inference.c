@@ -54,6 +54,7 @@ struct gen {
 	struct model_sampling smp;
 	size_t max_tokens;
 	bool stream, streaming;
+	bool slot; /* holds a queue slot not yet handed to a worker */
 	int64_t account_id, started_us, created_s;
 	/* worker -> loop */
 	pthread_mutex_t mu;
@@ -165,6 +166,12 @@ static void *worker(void *arg)
 
 static void gen_free(struct gen *g)
 {
+	g->inf->s->busy--;
+	if (g->slot) {
+		pthread_mutex_lock(&g->inf->mu);
+		g->inf->queued--;
+		pthread_mutex_unlock(&g->inf->mu);
+	}
 	if (g->ev)
 		event_free(g->ev);
 	if (g->retry_ev)
@@ -227,19 +234,33 @@ static const char *finish_reason(const struct gen *g)
 
 static void usage_done(struct dbjob *job);
 
+/* Ends a call without a usage answer: a stream is closed (it already had
+ * its 200), anything else gets the error.  Frees g. */
+static void end_with_error(struct gen *g, int status, const char *code, const char *msg)
+{
+	if (g->rc) {
+		if (g->streaming) {
+			evhttp_connection_set_closecb(g->conn, NULL, NULL);
+			rctx_end_chunked(g->rc, status);
+		} else {
+			reply_err(g->rc, status, code, msg);
+		}
+		g->rc = NULL;
+	}
+	gen_free(g);
+}
+
 static void submit_usage(struct gen *g)
 {
 	if (dbpool_submit(g->inf->s->writer, &g->it.job) == 0)
 		return;
-	if (++g->usage_tries < 100) {
-		struct timeval tv = {0, 100000};
+	if (++g->usage_tries < 3000) { /* about 10 minutes: the hold outlives it */
+		struct timeval tv = {0, 200000};
 		event_add(g->retry_ev, &tv);
 		return;
 	}
 	log_error("chat usage could not be queued", "request_id=%s", g->id);
-	if (g->rc)
-		reply_err(g->rc, 503, "unavailable", "the usage queue is full");
-	gen_free(g);
+	end_with_error(g, 503, "unavailable", "the usage of this call could not be recorded");
 }
 
 static void retry_cb(evutil_socket_t fd, short what, void *arg)
@@ -274,8 +295,9 @@ static void usage_done(struct dbjob *job)
 	json_t *usage, *billing;
 
 	if (it->job.err.status) {
-		if (it->job.err.status == 503 && ++g->usage_tries < 100) {
-			/* the database is away: keep the record and try again */
+		if (it->job.err.status == 503 && ++g->usage_tries < 3000) {
+			/* the database is away: keep the record and try again (safe:
+			 * the completion id is the idempotency key) */
 			struct timeval tv = {0, 200000};
 			usage_item_release(it);
 			event_add(g->retry_ev, &tv);
@@ -283,9 +305,11 @@ static void usage_done(struct dbjob *job)
 		}
 		log_error("chat usage not recorded", "request_id=%s code=%s error=\"%s\"", g->id, it->job.err.code,
 			  it->job.err.msg);
-	} else {
-		authz_settle(g->inf->s, it);
+		/* never a 200 for a call whose cost is not in the ledger */
+		end_with_error(g, it->job.err.status, it->job.err.code, it->job.err.msg);
+		return;
 	}
+	authz_settle(g->inf->s, it);
 	usage = json_pack("{s:I,s:I,s:I}", "prompt_tokens", (json_int_t)g->n_prompt, "completion_tokens",
 			  (json_int_t)g->n_generated, "total_tokens", (json_int_t)(g->n_prompt + g->n_generated));
 	billing = json_pack("{s:s,s:I}", "request_id", g->id, "cost_nanos", (json_int_t)it->cost_nanos);
@@ -401,7 +425,7 @@ static void authorized(void *arg, int status, json_t *body, const char *retry_af
 	else
 		inf->head = g;
 	inf->tail = g;
-	inf->queued++;
+	g->slot = false; /* the worker gives it back */
 	pthread_cond_signal(&inf->cv);
 	pthread_mutex_unlock(&inf->mu);
 }
@@ -571,6 +595,7 @@ void h_chat(struct rctx *c)
 	}
 	pthread_mutex_init(&g->mu, NULL);
 	g->inf = inf;
+	c->s->busy++; /* until gen_free: drain waits for the call to be recorded */
 	g->max_tokens = 256;
 	g->smp.temperature = 1.0f;
 	g->smp.top_p = 1.0f;
@@ -613,6 +638,17 @@ void h_chat(struct rctx *c)
 	}
 	if (parse_messages(json_object_get(b, "messages"), &m, &nm, &err) < 0)
 		goto bad;
+	{
+		/* a token is at least one byte: the context bounds the text, and
+		 * keeps tokenization on the loop short */
+		size_t bytes = 0;
+		for (size_t i = 0; i < nm; i++)
+			bytes += m[i].content_len;
+		if (bytes > 64 * model_max_ctx(inf->model)) {
+			error_set(&err, 422, "context_length_exceeded", "the messages are longer than the context can hold");
+			goto bad;
+		}
+	}
 	if (tokenizer_render_chat(m, nm, &rendered, &len) < 0 ||
 	    tokenizer_encode(inf->tok, rendered, len, &g->prompt, &g->n_prompt) < 0) {
 		error_set(&err, 400, "invalid_request", "the messages cannot be tokenized (invalid UTF-8?)");
@@ -629,6 +665,8 @@ void h_chat(struct rctx *c)
 		error_set(&err, 429, "model_busy", "every inference worker is busy"); /* reply_error adds Retry-After */
 		goto bad;
 	}
+	inf->queued++; /* the slot is ours from now: authorize is asynchronous */
+	g->slot = true;
 	pthread_mutex_unlock(&inf->mu);
 	g->ev = event_new(c->s->base, -1, 0, gen_event_cb, g);
 	g->retry_ev = evtimer_new(c->s->base, retry_cb, g);
@@ -646,6 +684,7 @@ void h_chat(struct rctx *c)
 	p.input_tokens = (int64_t)g->n_prompt;
 	p.max_output_tokens = (int64_t)g->max_tokens;
 	p.has_key = true;
+	p.key_is_bearer = true;
 	apikey_hash(c->s->pepper, key, strlen(key), p.key_hash);
 	free(m);
 	free(rendered);

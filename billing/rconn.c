@@ -18,6 +18,7 @@ struct rconn {
 	int64_t last_pong_us;
 	int64_t pending;          /* commands sent, not answered */
 	int64_t oldest_sent_us;   /* of the oldest unanswered one (approximate: reset when none pending) */
+	int64_t connect_started_us;
 	struct event *timer;
 	void (*on_connect)(void *);
 	void *on_connect_arg;
@@ -68,6 +69,7 @@ static void connect_now(struct rconn *r)
 	ac->data = r;
 	r->ac = ac;
 	r->pending = 0;
+	r->connect_started_us = time_now_us();
 	redisLibeventAttach(ac, r->base);
 	redisAsyncSetConnectCallback(ac, connect_cb);
 	redisAsyncSetDisconnectCallback(ac, disconnect_cb);
@@ -85,6 +87,18 @@ static void pong_cb(redisAsyncContext *ac, void *reply, void *priv)
 		r->last_pong_us = time_now_us();
 }
 
+static void drop(struct rconn *r, const char *why)
+{
+	redisAsyncContext *ac = r->ac;
+
+	log_warn("redis connection dropped, reconnecting", "addr=%s:%d reason=\"%s\" pending=%lld", r->host, r->port,
+		 why, (long long)r->pending);
+	r->ac = NULL;
+	r->connected = false;
+	r->pending = 0;
+	redisAsyncFree(ac);
+}
+
 static void tick_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct rconn *r = arg;
@@ -95,13 +109,18 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg)
 		connect_now(r);
 		return;
 	}
-	if (!r->connected)
+	if (!r->connected) {
+		/* a connect that hangs (a black-holed address) is given up */
+		if (time_now_us() - r->connect_started_us > (int64_t)r->timeout_ms * 1000 * 2)
+			drop(r, "connect timeout");
 		return;
-	/* a command outstanding too long: the server is stuck or gone, drop the connection */
+	}
+	/* a command outstanding too long: the server is stuck or gone.  Free the
+	 * context at once (pending callbacks get NULL): redisAsyncDisconnect
+	 * would wait for the replies that never come.  Safe here: not inside a
+	 * hiredis callback. */
 	if (r->pending > 0 && r->oldest_sent_us && time_now_us() - r->oldest_sent_us > (int64_t)r->timeout_ms * 1000) {
-		log_warn("redis timeout, reconnecting", "addr=%s:%d pending=%lld", r->host, r->port, (long long)r->pending);
-		r->connected = false;
-		redisAsyncDisconnect(r->ac);
+		drop(r, "command timeout");
 		return;
 	}
 	if (r->pending == 0)

@@ -299,7 +299,8 @@ static int verify_tx(void *arg, struct error *err)
 	const char *p[1] = {id};
 
 	snprintf(id, sizeof(id), "%" PRId64, v->id);
-	if (ops_lock_customer(v->x->conn, v->id, NULL, err) < 0 ||
+	/* the invitee and its inviter, in id order like every other writer: no deadlock */
+	if (ops_lock_customer_and_inviter(v->x->conn, v->id, err) < 0 ||
 	    db_exec(v->x->conn, "UPDATE customers SET verified = true WHERE account_id = $1", 1, p, err) < 0)
 		return -1;
 	if (!v->qualify) {
@@ -360,7 +361,7 @@ static int topup_qualify_tx(void *arg, struct error *err)
 {
 	struct topup_qualify *q = arg;
 
-	if (ops_lock_customer(q->x->conn, q->id, NULL, err) < 0)
+	if (ops_lock_customer_and_inviter(q->x->conn, q->id, err) < 0)
 		return -1;
 	return promo_on_qualify(q->x, q->id, &q->grant_id, &q->nanos, q->note, sizeof(q->note), err);
 }
@@ -374,7 +375,9 @@ static void run_topup(struct hjob *j, struct ops_ctx *x)
 
 	if (ops_topup(x, j->id, amount, ref, &b, &dup, &j->job.err) < 0)
 		return;
-	if (j->s->referral_on_topup && !dup) {
+	/* also on a replay: a first attempt may have committed the top-up and
+	 * failed before the reward (promo_on_qualify is idempotent) */
+	if (j->s->referral_on_topup) {
 		struct topup_qualify q = {x, j->id, 0, 0, ""};
 		if (ops_in_tx(x->conn, topup_qualify_tx, &q, &j->job.err) < 0)
 			return;
@@ -477,7 +480,16 @@ static void hjob_done(struct dbjob *job)
 		      json_pack("{s:s,s:b,s:b}", "status", ok ? "ready" : "unavailable", "postgresql",
 				j->out_status == 200, "redis", rconn_ready(j->s->redis)));
 	} else if (j->job.err.status) {
-		reply_error(j->rc, &j->job.err);
+		struct error e = j->job.err;
+		if (e.code[0] >= '0' && e.code[0] <= '9') {
+			/* a raw SQLSTATE: answer with a stable code */
+			bool transient = strncmp(e.code, "57", 2) == 0 || strncmp(e.code, "08", 2) == 0 ||
+					 strncmp(e.code, "53", 2) == 0 || strncmp(e.code, "40", 2) == 0;
+			log_error("database error", "code=%s error=\"%s\"", e.code, e.msg);
+			error_set(&e, transient ? 503 : 500, transient ? "unavailable" : "internal",
+				  "%s", transient ? "the database is busy or away; retry" : "internal error");
+		}
+		reply_error(j->rc, &e);
 	} else {
 		reply(j->rc, j->out_status, j->out);
 		j->out = NULL;
@@ -644,7 +656,7 @@ struct ubatch {
 	struct rctx *rc;
 	size_t n, pending;
 	struct usage_item *items;
-	json_t *results;
+	char **results; /* JSON text of each answer, in order */
 };
 
 static void usage_single_done(struct dbjob *job)
@@ -653,6 +665,9 @@ static void usage_single_done(struct dbjob *job)
 	struct rctx *c = it->owner;
 
 	if (it->job.err.status) {
+		/* a lost connection may have committed it: the mirror must not miss that */
+		if (it->job.err.status == 503)
+			authz_forget(c->s, it->account_id);
 		reply_error(c, &it->job.err);
 	} else {
 		authz_settle(c->s, it);
@@ -690,13 +705,24 @@ static void h_usage(struct rctx *c)
 	}
 }
 
+
 static void ubatch_finish(struct ubatch *ub)
 {
-	json_t *out = json_pack("{s:o}", "results", ub->results);
+	struct buf out;
 
-	reply(ub->rc, 200, out);
-	for (size_t i = 0; i < ub->n; i++)
+	buf_init(&out);
+	buf_puts(&out, "{\"results\":[");
+	for (size_t i = 0; i < ub->n; i++) {
+		if (i)
+			buf_append(&out, ",", 1);
+		buf_puts(&out, ub->results[i] ? ub->results[i] : "null");
+		free(ub->results[i]);
 		usage_item_release(&ub->items[i]);
+	}
+	buf_puts(&out, "]}");
+	reply_text(ub->rc, 200, out.data, out.len);
+	buf_release(&out);
+	free(ub->results);
 	free(ub->items);
 	free(ub);
 }
@@ -705,19 +731,21 @@ static void usage_batch_item_done(struct dbjob *job)
 {
 	struct usage_item *it = (struct usage_item *)job;
 	struct ubatch *ub = it->owner;
-	json_t *res;
 
 	if (it->job.err.status) {
+		json_t *res;
+		if (it->job.err.status == 503)
+			authz_forget(ub->rc->s, it->account_id);
 		res = error_json(&it->job.err);
 		json_object_set_new(json_object_get(res, "error"), "status", json_integer(it->job.err.status));
+		ub->results[it->index] = json_dumps(res, JSON_COMPACT);
+		json_decref(res);
 	} else {
-		json_error_t je;
 		authz_settle(ub->rc->s, it);
-		res = json_loads(it->response, 0, &je);
-		if (!res)
-			res = json_pack("{s:{s:s,s:s}}", "error", "code", "internal", "message", "bad stored answer");
+		/* the answer is already JSON text: no parse, no dump */
+		ub->results[it->index] = it->response;
+		it->response = NULL;
 	}
-	json_array_set_new(ub->results, it->index, res);
 	if (--ub->pending == 0)
 		ubatch_finish(ub);
 }
@@ -727,8 +755,9 @@ static void h_usage_batch(struct rctx *c)
 	struct error err;
 	json_t *b = read_body(c, &err), *recs;
 	struct ubatch *ub;
+	struct dbjob **jobs;
 	int64_t now = time_now_us();
-	size_t n;
+	size_t n, nj = 0, took;
 
 	if (!b)
 		return reply_error(c, &err);
@@ -739,18 +768,23 @@ static void h_usage_batch(struct rctx *c)
 	}
 	n = json_array_size(recs);
 	ub = calloc(1, sizeof(*ub));
-	if (ub)
+	jobs = calloc(n, sizeof(*jobs));
+	if (ub) {
 		ub->items = calloc(n, sizeof(*ub->items));
-	if (!ub || !ub->items) {
+		ub->results = calloc(n, sizeof(*ub->results));
+	}
+	if (!ub || !jobs || !ub->items || !ub->results) {
+		if (ub) {
+			free(ub->items);
+			free(ub->results);
+		}
 		free(ub);
+		free(jobs);
 		json_decref(b);
 		return reply_err(c, 503, "unavailable", "out of memory");
 	}
 	ub->rc = c;
 	ub->n = n;
-	ub->results = json_array();
-	for (size_t i = 0; i < n; i++)
-		json_array_append_new(ub->results, json_null());
 	ub->pending = n + 1; /* +1 while submitting */
 	for (size_t i = 0; i < n; i++) {
 		struct usage_item *it = &ub->items[i];
@@ -762,12 +796,16 @@ static void h_usage_batch(struct rctx *c)
 			continue;
 		}
 		usage_body_hash(&it->r, it->body_hash);
-		if (dbpool_submit(c->s->writer, &it->job) < 0) {
-			error_set(&it->job.err, 503, "unavailable", "the usage queue is full");
-			usage_batch_item_done(&it->job);
-		}
+		jobs[nj++] = &it->job;
 	}
 	json_decref(b);
+	/* one lock and one wake-up for the whole request: the writer takes it in batch_max slices */
+	took = dbpool_submit_many(c->s->writer, jobs, nj);
+	for (size_t k = took; k < nj; k++) {
+		error_set(&jobs[k]->err, 503, "unavailable", "the usage queue is full");
+		usage_batch_item_done(jobs[k]);
+	}
+	free(jobs);
 	if (--ub->pending == 0)
 		ubatch_finish(ub);
 }
@@ -1001,7 +1039,7 @@ static int cfg_int(struct server *s, const char *k, int64_t min, int64_t max, in
 struct server *server_new(struct event_base *base, struct config *cfg, struct error *err)
 {
 	struct server *s = calloc(1, sizeof(*s));
-	int64_t batch_max, batch_wait, queue_max, pg_to, redis_to, idle, maxconn, expiry_s;
+	int64_t batch_max, batch_wait, queue_max, pg_to, redis_to, idle, maxconn, expiry_s, writers;
 	const char *listen = config_get(cfg, "listen"), *colon = strrchr(listen, ':');
 	char host[256], writer[160];
 	struct timeval tv = {1, 0};
@@ -1018,7 +1056,8 @@ struct server *server_new(struct event_base *base, struct config *cfg, struct er
 	    cfg_int(s, "redis_timeout_ms", 10, 60000, &redis_to, err) < 0 ||
 	    cfg_int(s, "idle_timeout_s", 1, 86400, &idle, err) < 0 ||
 	    cfg_int(s, "max_connections", 1, 1000000, &maxconn, err) < 0 ||
-	    cfg_int(s, "expiry_interval_s", 1, 86400, &expiry_s, err) < 0)
+	    cfg_int(s, "expiry_interval_s", 1, 86400, &expiry_s, err) < 0 ||
+	    cfg_int(s, "writer_threads", 1, 64, &writers, err) < 0)
 		goto fail;
 	if (load_tokens(s, err) < 0)
 		goto fail;
@@ -1032,8 +1071,9 @@ struct server *server_new(struct event_base *base, struct config *cfg, struct er
 	}
 	snprintf(writer, sizeof(writer), "%s", config_get(cfg, "instance_id"));
 	{
-		struct dbpool_opts o = {"writer", config_get(cfg, "pg"), writer, 1, (size_t)queue_max, (int)pg_to,
-					usage_write_batch, s->uw, (size_t)batch_max, batch_wait};
+		/* each writer thread has its own chain: instance_id, instance_id.t1, ... */
+		struct dbpool_opts o = {"writer", config_get(cfg, "pg"), writer, (int)writers, (size_t)queue_max,
+					(int)pg_to, usage_write_batch, s->uw, (size_t)batch_max, batch_wait};
 		s->writer = dbpool_new(base, &o);
 	}
 	snprintf(writer, sizeof(writer), "%s.api", config_get(cfg, "instance_id"));
@@ -1095,8 +1135,8 @@ static void drain_cb(evutil_socket_t fd, short what, void *arg)
 	struct server *s = arg;
 
 	(void)fd, (void)what;
-	if (s->inflight <= 0 || time_now_us() > s->drain_deadline_us) {
-		log_info("drained", "inflight=%" PRId64, s->inflight);
+	if ((s->inflight <= 0 && s->busy <= 0) || time_now_us() > s->drain_deadline_us) {
+		log_info("drained", "inflight=%" PRId64 " busy=%" PRId64, s->inflight, s->busy);
 		event_base_loopexit(s->base, NULL);
 	}
 }
@@ -1129,15 +1169,22 @@ void server_free(struct server *s)
 		event_free(s->gauge_timer);
 	if (s->expire_timer)
 		event_free(s->expire_timer);
-	inference_free(s->inf);
+	/* Order matters: callbacks still pending in one part may call into the
+	 * next.  The usage writer's last answers settle holds in Redis and finish
+	 * chat calls (inference and rconn alive); rconn's pending callbacks may
+	 * submit to the API pool (closing makes them fail fast); the API pool's
+	 * last answers reply on requests (evhttp alive). */
+	s->closing = true;
 	stream_stop(s->stream);
 	dbpool_free(s->writer);
 	stream_free(s->stream);
+	inference_free(s->inf);
+	rconn_free(s->redis);
+	s->redis = NULL;
 	dbpool_free(s->pool);
 	authz_free(s);
 	if (s->http)
 		evhttp_free(s->http);
-	rconn_free(s->redis);
 	usage_writer_free(s->uw);
 	metrics_free(s->metrics);
 	tokens_free(s->gw);

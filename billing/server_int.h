@@ -30,7 +30,8 @@ struct server {
 	struct rconn *redis;
 	struct metrics *metrics;
 	int64_t inflight;
-	bool draining;
+	int64_t busy; /* work to finish before exit that no request waits for (chat calls whose client left) */
+	bool draining, closing;
 	int64_t drain_deadline_us;
 	struct event *drain_timer, *gauge_timer, *expire_timer;
 	bool expiring;
@@ -80,6 +81,7 @@ struct authz_params {
 	const char *model;      /* copied */
 	int64_t input_tokens, max_output_tokens;
 	bool has_key;
+	bool key_is_bearer; /* the key authenticates the caller: 401 when bad */
 	uint8_t key_hash[32];
 	int64_t account_id;
 };
@@ -87,5 +89,7 @@ int authz_start(struct server *s, const struct authz_params *p, authz_done_fn do
 	__attribute__((warn_unused_result));
 /* After a usage record is answered: release its hold, apply its charge to the mirror. */
 void authz_settle(struct server *s, const struct usage_item *it);
+/* The account's mirror may have missed a change: drop it as soon as Redis answers. */
+void authz_forget(struct server *s, int64_t account);
 
 #endif

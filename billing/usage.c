@@ -169,10 +169,13 @@ void usage_item_release(struct usage_item *it)
 
 struct usage_writer {
 	struct metrics *metrics;
-	struct pricing_price *prices;
-	size_t n_prices;
-	int64_t prices_at_us;
 };
+
+/* The price list, per writer thread (each thread its own copy: no sharing).
+ * Reloaded when its newest version is no longer the database's. */
+static __thread struct pricing_price *t_prices;
+static __thread size_t t_n_prices;
+static __thread int64_t t_prices_version = -1;
 
 struct usage_writer *usage_writer_new(struct metrics *m)
 {
@@ -187,7 +190,6 @@ void usage_writer_free(struct usage_writer *w)
 {
 	if (!w)
 		return;
-	free(w->prices);
 	free(w);
 }
 
@@ -528,7 +530,7 @@ static const char *bucket_name(enum burndown_kind k)
 }
 
 /* 4) price, charge, build the journal transactions and responses */
-static int charge_items(struct batch *b, struct usage_writer *w, int64_t now_us, struct error *err)
+static int charge_items(struct batch *b, int64_t now_us, struct error *err)
 {
 	size_t np = 0;
 
@@ -549,7 +551,7 @@ static int charge_items(struct batch *b, struct usage_writer *w, int64_t now_us,
 
 		if (b->state[i] != 0)
 			continue;
-		pr = pricing_select(w->prices, w->n_prices, it->r.model, it->r.started_at_us, &known);
+		pr = pricing_select(t_prices, t_n_prices, it->r.model, it->r.started_at_us, &known);
 		if (!pr) {
 			if (known)
 				fail_item(b, i, 422, "no_price_in_effect", "the model had no price at started_at");
@@ -611,6 +613,7 @@ static int charge_items(struct batch *b, struct usage_writer *w, int64_t now_us,
 		it->response = json_dumps(resp, JSON_COMPACT);
 		json_decref(resp);
 		it->cost_nanos = cost;
+		it->price_version = pr->version;
 		d = &b->details[tx];
 		buf_reset(d);
 		buf_puts(d, "{\"request_id\":");
@@ -668,8 +671,6 @@ static int insert_records(struct batch *b, PGconn *c, const char *writer, char *
 		arr_init(&a[k]);
 	for (size_t t = 0; t < b->n_txns; t++) {
 		struct usage_item *it = b->items[b->txn_item[t]];
-		json_error_t je;
-		json_t *resp = json_loads(it->response, 0, &je);
 		char ts[40];
 		time_format_rfc3339(it->r.started_at_us, ts, sizeof(ts));
 		arr_add_text(&a[R_ID], it->r.request_id);
@@ -682,7 +683,7 @@ static int insert_records(struct batch *b, PGconn *c, const char *writer, char *
 		arr_add_i64(&a[R_OUT], it->r.output_tokens);
 		arr_add_text(&a[R_AT], ts);
 		arr_add_i64(&a[R_COST], it->cost_nanos);
-		arr_add_i64(&a[R_PV], resp ? json_integer_value(json_object_get(resp, "price_version")) : 0);
+		arr_add_i64(&a[R_PV], it->price_version);
 		if (a[R_HOLD].len > 1)
 			buf_append(&a[R_HOLD], ",", 1);
 		if (it->r.hold_id[0])
@@ -696,7 +697,6 @@ static int insert_records(struct batch *b, PGconn *c, const char *writer, char *
 		else
 			buf_puts(&a[R_STATUS], "NULL");
 		arr_add_text(&a[R_RESP], it->response);
-		json_decref(resp);
 	}
 	for (int k = 0; k < NR; k++) {
 		arr_close(&a[k]);
@@ -714,19 +714,27 @@ static int insert_records(struct batch *b, PGconn *c, const char *writer, char *
 	return rc;
 }
 
-static int reload_prices(struct usage_writer *w, PGconn *c, struct error *err)
+static int reload_prices(PGconn *c, struct error *err)
 {
 	struct pricing_price *p = NULL;
+	PGresult *r;
+	int64_t v;
 	size_t n = 0;
 
-	if (w->prices && time_now_us() - w->prices_at_us < 1000000)
+	/* one cheap probe per batch: a price set a moment ago is used at once */
+	r = db_query(c, "SELECT coalesce(max(price_version), 0) FROM prices", 0, NULL, err);
+	if (!r)
+		return -1;
+	v = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+	PQclear(r);
+	if (v == t_prices_version)
 		return 0;
 	if (pricedb_load(c, &p, &n, err) < 0)
 		return -1;
-	free(w->prices);
-	w->prices = p;
-	w->n_prices = n;
-	w->prices_at_us = time_now_us();
+	free(t_prices);
+	t_prices = p;
+	t_n_prices = n;
+	t_prices_version = v;
 	return 0;
 }
 
@@ -740,8 +748,7 @@ static void reset_results(struct batch *b)
 	}
 }
 
-static int try_batch(struct batch *b, PGconn *c, const char *writer, struct usage_writer *w, char **keys,
-		     struct error *err)
+static int try_batch(struct batch *b, PGconn *c, const char *writer, char **keys, struct error *err)
 {
 	int64_t now = time_now_us();
 
@@ -749,7 +756,7 @@ static int try_batch(struct batch *b, PGconn *c, const char *writer, struct usag
 	if (db_exec(c, "BEGIN", 0, NULL, err) < 0)
 		return -1;
 	if (resolve_keys(b, c, err) < 0 || find_replays(b, c, err) < 0 || load_accounts(b, c, err) < 0 ||
-	    charge_items(b, w, now, err) < 0 || insert_records(b, c, writer, keys, err) < 0 ||
+	    charge_items(b, now, err) < 0 || insert_records(b, c, writer, keys, err) < 0 ||
 	    db_exec(c, "COMMIT", 0, NULL, err) < 0) {
 		db_exec_quiet(c, "ROLLBACK");
 		return -1;
@@ -787,12 +794,20 @@ void usage_write_batch(struct dbjob **jobs, size_t n, PGconn *c, const char *wri
 	int64_t t0 = time_now_us();
 	int attempt;
 
+	if (n == 0) {
+		/* the pool's thread is leaving: drop its price list */
+		free(t_prices);
+		t_prices = NULL;
+		t_n_prices = 0;
+		t_prices_version = -1;
+		return;
+	}
 	if (!c) {
 		error_set(&err, 503, "unavailable", "the ledger database is unreachable");
 		fail_all(jobs, n, &err);
 		return;
 	}
-	if (reload_prices(w, c, &err) < 0) {
+	if (reload_prices(c, &err) < 0) {
 		if (err.status != 503)
 			error_set(&err, 503, "unavailable", "cannot load prices");
 		fail_all(jobs, n, &err);
@@ -814,7 +829,7 @@ void usage_write_batch(struct dbjob **jobs, size_t n, PGconn *c, const char *wri
 		goto done;
 	}
 	for (attempt = 0;; attempt++) {
-		if (try_batch(&b, c, writer, w, keys, &err) == 0)
+		if (try_batch(&b, c, writer, keys, &err) == 0)
 			break;
 		if (db_conn_broken(c)) {
 			/* the commit may or may not have happened: a retry with the same request_id is safe */

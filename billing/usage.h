@@ -25,7 +25,7 @@ struct usage_req {
 	char model[201];
 	int64_t input_tokens, cached_input_tokens, output_tokens;
 	int64_t started_at_us;
-	char hold_id[130];
+	char hold_id[201]; /* as long as an authorize request_id */
 	char status[33];
 };
 
@@ -47,6 +47,7 @@ struct usage_item {
 	bool duplicate;
 	int64_t account_id;
 	int64_t cost_nanos;
+	int64_t price_version;
 	int64_t d_paid, d_promo; /* what the charge moved (negative), for the balance mirror */
 	/* owner's */
 	void *owner;
@@ -58,7 +59,8 @@ struct metrics;
 
 struct usage_writer *usage_writer_new(struct metrics *m) __attribute__((warn_unused_result));
 void usage_writer_free(struct usage_writer *w);
-/* The dbpool batch function; arg is the usage_writer. */
+/* The dbpool batch function; arg is the usage_writer.  n == 0: the calling
+ * thread is about to exit (frees its per-thread state). */
 void usage_write_batch(struct dbjob **jobs, size_t n, PGconn *c, const char *writer, void *arg);
 /* Frees the item's results (not the item). */
 void usage_item_release(struct usage_item *it);

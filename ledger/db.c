@@ -13,8 +13,11 @@
 PGconn *db_connect(const char *conninfo, int timeout_ms, struct error *err)
 {
 	char ct[32], opts[160];
-	const char *keys[] = {"dbname", "connect_timeout", "options", "application_name", NULL};
-	const char *vals[] = {conninfo, ct, opts, "billing", NULL};
+	/* keepalives: a silently dead link (no RST) is noticed within ~30 s,
+	 * also by a LISTEN connection that only ever waits */
+	const char *keys[] = {"dbname", "connect_timeout", "options", "application_name", "keepalives",
+			      "keepalives_idle", "keepalives_interval", "keepalives_count", NULL};
+	const char *vals[] = {conninfo, ct, opts, "billing", "1", "10", "5", "3", NULL};
 	PGconn *c;
 
 	snprintf(ct, sizeof(ct), "%d", timeout_ms / 1000 > 0 ? timeout_ms / 1000 : 1);

@@ -108,6 +108,31 @@ int ops_lock_customer(PGconn *c, int64_t account_id, struct ops_account *out, st
 	return account_query(c, "account_id = $1", id, " FOR UPDATE", out ? out : &tmp, err);
 }
 
+int ops_lock_customer_and_inviter(PGconn *c, int64_t account_id, struct error *err)
+{
+	char id[32];
+	const char *p[1] = {id};
+	PGresult *r;
+	bool found = false;
+
+	snprintf(id, sizeof(id), "%" PRId64, account_id);
+	r = db_query(c,
+		     "SELECT account_id FROM customers WHERE account_id = $1"
+		     " OR account_id = (SELECT referred_by FROM customers WHERE account_id = $1)"
+		     " ORDER BY account_id FOR UPDATE",
+		     1, p, err);
+	if (!r)
+		return -1;
+	for (int i = 0; i < PQntuples(r); i++)
+		found |= i64(r, i, 0) == account_id;
+	PQclear(r);
+	if (!found) {
+		error_set(err, 404, "not_found", "account %" PRId64 " not found", account_id);
+		return -1;
+	}
+	return 0;
+}
+
 int ops_balance_get(PGconn *c, int64_t account_id, int64_t now_us, struct ops_balance *out, struct error *err)
 {
 	char id[32], now[40];
@@ -261,7 +286,9 @@ int ops_grant_in_tx(struct ops_ctx *x, const struct ops_grant_req *req, struct o
 	}
 	/* every grant key carries its kind, so a caller's key can never take
 	 * the key of another kind of transaction (usage:..., topup:...) */
-	if (key) {
+	if (key && req->internal_key) {
+		snprintf(keybuf, sizeof(keybuf), "%s", key);
+	} else if (key) {
 		if (strlen(key) > 200) {
 			error_set(err, 400, "invalid_request", "idempotency key longer than 200 characters");
 			goto done;

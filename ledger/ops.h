@@ -91,7 +91,8 @@ struct ops_grant_req {
 	const char *campaign; /* NULL */
 	int64_t expires_at_us; /* 0: never */
 	int priority;          /* lower burns first */
-	const char *idempotency_key; /* NULL: a fresh one */
+	const char *idempotency_key; /* NULL: a fresh one; a caller's key becomes "grant:KEY" */
+	bool internal_key;           /* promotions: the key is used as it is ("signup:N", "referral:N") */
 };
 int ops_grant(struct ops_ctx *x, const struct ops_grant_req *req, struct ops_grant_info *out, bool *duplicate,
 	      struct error *err) __attribute__((warn_unused_result));
@@ -112,6 +113,9 @@ int ops_adjust(struct ops_ctx *x, int64_t account_id, int64_t amount_nanos, cons
  * not_found if there is none. */
 int ops_lock_customer(PGconn *c, int64_t account_id, struct ops_account *out, struct error *err)
 	__attribute__((warn_unused_result));
+
+/* Locks a customer and its inviter (if any) in account id order. */
+int ops_lock_customer_and_inviter(PGconn *c, int64_t account_id, struct error *err) __attribute__((warn_unused_result));
 
 /* Runs fn in BEGIN/COMMIT, retrying retryable failures up to 5 times. */
 int ops_in_tx(PGconn *c, int (*fn)(void *arg, struct error *err), void *arg, struct error *err)

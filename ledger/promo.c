@@ -87,6 +87,7 @@ static int give(struct ops_ctx *x, const struct campaign *cp, int64_t account_id
 	g.expires_at_us = now + cp->expires_days * 86400LL * 1000000LL;
 	g.priority = 100;
 	g.idempotency_key = key;
+	g.internal_key = true; /* callers' keys are "grant:..." and cannot reach these */
 	if (ops_grant_in_tx(x, &g, &info, &dup, err) < 0)
 		return -1;
 	*grant_id = info.grant_id;
@@ -275,7 +276,9 @@ int promo_expire_due(struct ops_ctx *x, int64_t now_us, int limit, int *moved, i
 	r = db_query(x->conn,
 		     "SELECT g.grant_id, g.account_id, g.ledger_account_id FROM grants g"
 		     " JOIN ledger_balances b USING (ledger_account_id)"
-		     " WHERE g.expires_at <= $1::timestamptz AND b.balance > 0 ORDER BY g.expires_at, g.grant_id LIMIT $2",
+		     " WHERE g.expires_at <= $1::timestamptz AND b.balance > 0"
+		     " AND NOT EXISTS (SELECT 1 FROM journal j WHERE j.idempotency_key = 'breakage:' || g.grant_id)"
+		     " ORDER BY g.expires_at, g.grant_id LIMIT $2",
 		     2, p, err);
 	if (!r)
 		return -1;

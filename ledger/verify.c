@@ -57,7 +57,7 @@ static void bad(struct verify_report *rep, int64_t txn, const char *writer, int6
 
 int verify_chain(PGconn *c, FILE *progress, struct verify_report *rep, struct error *err)
 {
-	char writer[128] = "";
+	char writer[256] = "";
 	uint8_t prev[32] = {0}, stored_prev[32], stored[32], h[32];
 	int64_t expect = 1;
 	struct journal_posting *posts = NULL;

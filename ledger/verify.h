@@ -13,7 +13,7 @@ struct verify_report {
 	int64_t writers;      /* chains checked */
 	int ok;               /* 1 when everything checks out */
 	int64_t bad_txn_id;   /* first transaction that does not check out (0 if a missing one) */
-	char bad_writer[128];
+	char bad_writer[256];
 	int64_t bad_seq;
 	char problem[512];    /* human text naming the entry */
 };

@@ -34,10 +34,12 @@ void tool_usage_error(const char *fmt, ...)
 {
 	va_list ap;
 
+	/* one line, as every error of the CLIs */
+	fprintf(stderr, "%s: ", tool_name);
 	va_start(ap, fmt);
-	vmsg(fmt, ap);
+	vfprintf(stderr, fmt, ap);
 	va_end(ap);
-	fprintf(stderr, "%s: see '%s --help'\n", tool_name, tool_name);
+	fprintf(stderr, " (see '%s --help')\n", tool_name);
 	exit(2);
 }
 

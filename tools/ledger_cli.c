@@ -1,8 +1,11 @@
-/* ledger_cli.c: the finance CLI (CONTRACT.md §5): verify, trial-balance,
- * and (see README) export, statement, reconcile. */
+/* ledger_cli.c: the finance CLI (CONTRACT.md §5): export, verify,
+ * statement, trial-balance, reconcile.  Errors are one line on stderr
+ * starting with "ledger: "; exit 0 ok, 1 failure, 2 usage. */
+#include <errno.h>
 #include <inttypes.h>
 #include <jansson.h>
 #include <sodium.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,10 +16,16 @@
 #include "common/money.h"
 #include "common/timeutil.h"
 #include "ledger/db.h"
+#include "ledger/export.h"
+#include "ledger/manifest.h"
+#include "ledger/ops.h"
+#include "ledger/reconcile.h"
+#include "ledger/statement.h"
 #include "ledger/verify.h"
 #include "tools/admin_common.h"
 
 static struct config *cfg;
+static const char *cur_cmd = "";
 
 struct cmd {
 	const char *name;
@@ -27,6 +36,177 @@ struct cmd {
 	int (*run)(const char **pos, int npos, struct cli_opt *opts);
 };
 
+/* One line on stderr, exit 2. */
+static void usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+static void usage_error(const char *fmt, ...)
+{
+	va_list ap;
+
+	fprintf(stderr, "ledger: ");
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fprintf(stderr, " (see 'ledger %s%s--help')\n", cur_cmd, *cur_cmd ? " " : "");
+	exit(2);
+}
+
+static int64_t parse_id(const char *what, const char *s)
+{
+	char *end;
+	long long v;
+
+	if (!s)
+		usage_error("missing %s", what);
+	errno = 0;
+	v = strtoll(s, &end, 10);
+	if (errno || end == s || *end || v <= 0)
+		usage_error("%s '%s' is not a positive integer", what, s);
+	return v;
+}
+
+static int64_t time_opt(struct cli_opt *o, const char *name, int required)
+{
+	const char *v = cli_get(o, name);
+	int64_t us = 0;
+
+	if (!v) {
+		if (required)
+			usage_error("missing --%s", name);
+		return 0;
+	}
+	if (time_parse_rfc3339(v, 1, &us) < 0)
+		usage_error("--%s '%s' is not a date (2026-11-01) or RFC 3339 time", name, v);
+	return us;
+}
+
+static void print_json(json_t *j)
+{
+	char *s = j ? json_dumps(j, JSON_INDENT(2) | JSON_SORT_KEYS) : NULL;
+
+	if (s)
+		puts(s);
+	free(s);
+	json_decref(j);
+}
+
+/* ---- export ---- */
+
+static int cmd_export(const char **pos, int npos, struct cli_opt *o)
+{
+	uint8_t sk[crypto_sign_SECRETKEYBYTES];
+	struct export_opts eo;
+	struct export_result res;
+	struct error err;
+	const char *fmt = cli_get(o, "format"), *out = cli_get(o, "out");
+	char fhex[65];
+	PGconn *c;
+
+	(void)pos, (void)npos;
+	memset(&eo, 0, sizeof(eo));
+	eo.from_us = time_opt(o, "from", 1);
+	eo.to_us = time_opt(o, "to", 1);
+	if (eo.to_us <= eo.from_us)
+		usage_error("--to must be after --from");
+	if (cli_get(o, "account"))
+		eo.account_id = parse_id("--account", cli_get(o, "account"));
+	if (!fmt || strcmp(fmt, "csv") == 0)
+		eo.format = EXPORT_CSV;
+	else if (strcmp(fmt, "ndjson") == 0)
+		eo.format = EXPORT_NDJSON;
+	else
+		usage_error("--format must be csv or ndjson, not '%s'", fmt);
+	if (!out || !*out)
+		usage_error("missing --out");
+	eo.path = out;
+	eo.force = cli_has(o, "force");
+	eo.operator = tool_operator(cfg);
+	eo.progress = isatty(2) && !cli_has(o, "quiet") ? stderr : NULL;
+	if (manifest_load_secret_key(config_get(cfg, "signing_key_file"), sk, NULL, &err) < 0)
+		tool_fail("%s (create one with 'billing-admin keygen --out FILE' and set signing_key_file)", err.msg);
+	eo.sk = sk;
+	c = tool_connect(cfg, 0);
+	if (eo.account_id) {
+		struct ops_account a;
+		if (ops_account_get(c, eo.account_id, &a, &err) < 0) {
+			sodium_memzero(sk, sizeof(sk));
+			PQfinish(c);
+			tool_fail_err(&err);
+		}
+	}
+	if (export_write(c, &eo, &res, &err) < 0) {
+		sodium_memzero(sk, sizeof(sk));
+		PQfinish(c);
+		tool_fail_err(&err);
+	}
+	sodium_memzero(sk, sizeof(sk));
+	PQfinish(c);
+	sodium_bin2hex(fhex, sizeof(fhex), res.blake2b, sizeof(res.blake2b));
+	if (cli_has(o, "json"))
+		print_json(json_pack("{s:s,s:s,s:I,s:I,s:I,s:s}", "file", out, "manifest", res.manifest_path, "rows",
+				     (json_int_t)res.rows, "transactions", (json_int_t)res.txns, "bytes",
+				     (json_int_t)res.bytes, "blake2b_256", fhex));
+	else
+		printf("exported %" PRId64 " rows (%" PRId64 " transactions, %" PRId64 " bytes) to %s\n"
+		       "manifest %s (blake2b-256 %s, signed)\n",
+		       res.rows, res.txns, res.bytes, out, res.manifest_path, fhex);
+	return 0;
+}
+
+/* ---- verify ---- */
+
+/* The trusted public key: --pubkey, else signing_key_file + ".pub" (by
+ * default etc/ledger.key.pub).  1 loaded, 0 none found, exits on a bad file. */
+static int trusted_key(struct cli_opt *o, uint8_t pk[crypto_sign_PUBLICKEYBYTES], char *src, size_t srclen)
+{
+	struct error err;
+	const char *explicit_path = cli_get(o, "pubkey");
+
+	if (explicit_path) {
+		if (manifest_load_public_key(explicit_path, pk, &err) < 0)
+			tool_fail_err(&err);
+		snprintf(src, srclen, "%s", explicit_path);
+		return 1;
+	}
+	snprintf(src, srclen, "%s.pub", config_get(cfg, "signing_key_file"));
+	if (manifest_load_public_key(src, pk, &err) == 0)
+		return 1;
+	if (strcmp(err.code, "not_found") != 0)
+		tool_fail_err(&err);
+	return 0;
+}
+
+static int verify_export(const char *path, struct cli_opt *o)
+{
+	uint8_t pk[crypto_sign_PUBLICKEYBYTES];
+	char src[4200];
+	struct export_verdict v;
+	struct error err;
+	int have = trusted_key(o, pk, src, sizeof(src));
+
+	if (export_verify(path, have ? pk : NULL, &v, &err) < 0)
+		tool_fail_err(&err);
+	if (cli_has(o, "json")) {
+		print_json(json_pack("{s:s,s:b,s:I,s:s,s:I,s:I,s:s,s:o}", "file", path, "ok", v.ok, "line",
+				     (json_int_t)v.line, "problem", v.problem, "rows", (json_int_t)v.rows,
+				     "transactions", (json_int_t)v.txns, "public_key", v.public_key, "trusted_key",
+				     have ? json_string(src) : json_null()));
+	} else if (v.ok) {
+		printf("ok: %s: %" PRId64 " rows, %" PRId64 " transactions; hashes, chain links, totals and size match "
+		       "the manifest, signed by %s (%s)\n",
+		       path, v.rows, v.txns, v.public_key,
+		       have ? "the trusted key" : "its own key only: no trusted public key found");
+		if (have)
+			printf("trusted key: %s\n", src);
+	} else {
+		printf("FAILED: %s: %s\n", path, v.problem);
+	}
+	if (!v.ok) {
+		fprintf(stderr, "ledger: verify failed: %s: %s\n", path, v.problem);
+		return 1;
+	}
+	return 0;
+}
+
 static int cmd_verify(const char **pos, int npos, struct cli_opt *o)
 {
 	struct verify_report rep;
@@ -35,7 +215,7 @@ static int cmd_verify(const char **pos, int npos, struct cli_opt *o)
 
 	(void)pos, (void)npos;
 	if (cli_get(o, "export"))
-		tool_fail("verify --export is not available in this build yet");
+		return verify_export(cli_get(o, "export"), o);
 	c = tool_connect(cfg, 0);
 	if (verify_chain(c, isatty(2) ? stderr : NULL, &rep, &err) < 0)
 		tool_fail_err(&err);
@@ -50,26 +230,66 @@ static int cmd_verify(const char **pos, int npos, struct cli_opt *o)
 	return 0;
 }
 
+/* ---- statement ---- */
+
+static int cmd_statement(const char **pos, int npos, struct cli_opt *o)
+{
+	const char *month = cli_get(o, "month"), *fmt = cli_get(o, "format");
+	struct statement s;
+	struct error err;
+	enum statement_format f = STATEMENT_TEXT;
+	int64_t id = parse_id("--account", cli_get(o, "account")), from, to;
+	unsigned y, m;
+	char tail;
+	PGconn *c;
+
+	(void)pos, (void)npos;
+	if (!month)
+		usage_error("missing --month (e.g. 2026-11)");
+	if (strlen(month) != 7 || sscanf(month, "%4u-%2u%c", &y, &m, &tail) != 2 || month[4] != '-' || m < 1 || m > 12 ||
+	    y < 1970)
+		usage_error("--month '%s' is not YYYY-MM", month);
+	from = time_days_from_civil(y, m, 1) * 86400LL * 1000000LL;
+	to = time_days_from_civil(m == 12 ? y + 1 : y, m == 12 ? 1 : m + 1, 1) * 86400LL * 1000000LL;
+	if (cli_has(o, "json") || (fmt && strcmp(fmt, "json") == 0))
+		f = STATEMENT_JSON;
+	else if (fmt && strcmp(fmt, "csv") == 0)
+		f = STATEMENT_CSV;
+	else if (fmt && strcmp(fmt, "text") != 0)
+		usage_error("--format must be text, json or csv, not '%s'", fmt);
+	c = tool_connect(cfg, 0);
+	if (statement_build(c, id, from, to, &s, &err) < 0) {
+		PQfinish(c);
+		tool_fail_err(&err);
+	}
+	PQfinish(c);
+	statement_print(&s, month, f, stdout);
+	if (!s.balanced) {
+		statement_release(&s);
+		tool_fail("statement of account %" PRId64 " does not balance: opening plus movements != closing", id);
+	}
+	statement_release(&s);
+	return 0;
+}
+
+/* ---- trial balance ---- */
+
 static int cmd_trial_balance(const char **pos, int npos, struct cli_opt *o)
 {
 	struct trial_row rows[16];
 	struct error err;
-	const char *at = cli_get(o, "at");
-	int64_t at_us = 0, td = 0, tc = 0;
+	int64_t at_us = time_opt(o, "at", 0), td = 0, tc = 0;
 	int n;
 	PGconn *c;
 
 	(void)pos, (void)npos;
-	if (at && time_parse_rfc3339(at, 1, &at_us) < 0)
-		tool_usage_error("--at '%s' is not a date or RFC 3339 time", at);
 	c = tool_connect(cfg, 0);
 	n = verify_trial_balance(c, at_us, rows, 16, &err);
 	if (n < 0)
 		tool_fail_err(&err);
 	PQfinish(c);
 	if (cli_has(o, "json")) {
-		json_t *arr = json_array(), *j;
-		char *s;
+		json_t *arr = json_array();
 		for (int i = 0; i < n; i++) {
 			json_array_append_new(arr, json_pack("{s:s,s:I,s:I,s:I}", "type", rows[i].type, "debits_nanos",
 							     (json_int_t)rows[i].debits, "credits_nanos",
@@ -78,16 +298,12 @@ static int cmd_trial_balance(const char **pos, int npos, struct cli_opt *o)
 			td += rows[i].debits;
 			tc += rows[i].credits;
 		}
-		j = json_pack("{s:o,s:I,s:I,s:b}", "accounts", arr, "total_debits_nanos", (json_int_t)td,
-			      "total_credits_nanos", (json_int_t)tc, "balanced", td == tc);
-		s = json_dumps(j, JSON_INDENT(2));
-		puts(s);
-		free(s);
-		json_decref(j);
+		print_json(json_pack("{s:o,s:I,s:I,s:b}", "accounts", arr, "total_debits_nanos", (json_int_t)td,
+				     "total_credits_nanos", (json_int_t)tc, "balanced", td == tc));
 	} else {
+		char d[40], cr[40], net[40];
 		printf("%-16s %22s %22s %22s\n", "account type", "debits", "credits", "net (credit +)");
 		for (int i = 0; i < n; i++) {
-			char d[40], cr[40], net[40];
 			money_format(rows[i].debits, d, sizeof(d));
 			money_format(rows[i].credits, cr, sizeof(cr));
 			money_format(rows[i].credits - rows[i].debits, net, sizeof(net));
@@ -95,13 +311,10 @@ static int cmd_trial_balance(const char **pos, int npos, struct cli_opt *o)
 			td += rows[i].debits;
 			tc += rows[i].credits;
 		}
-		{
-			char d[40], cr[40], net[40];
-			money_format(td, d, sizeof(d));
-			money_format(tc, cr, sizeof(cr));
-			money_format(tc - td, net, sizeof(net));
-			printf("%-16s %22s %22s %22s\n", "total", d, cr, net);
-		}
+		money_format(td, d, sizeof(d));
+		money_format(tc, cr, sizeof(cr));
+		money_format(tc - td, net, sizeof(net));
+		printf("%-16s %22s %22s %22s\n", "total", d, cr, net);
 	}
 	if (td != tc) {
 		fprintf(stderr, "ledger: trial balance does not balance: debits %" PRId64 " != credits %" PRId64 "\n", td,
@@ -111,17 +324,124 @@ static int cmd_trial_balance(const char **pos, int npos, struct cli_opt *o)
 	return 0;
 }
 
+/* ---- reconcile ---- */
+
+static int cmd_reconcile(const char **pos, int npos, struct cli_opt *o)
+{
+	struct reconcile_opts ro;
+	struct reconcile_report rep;
+	struct config_error ce;
+	struct error err;
+	const char *settle = cli_get(o, "settle-ms");
+	int64_t t = 1000;
+	PGconn *c;
+	int rc;
+
+	(void)pos, (void)npos;
+	memset(&ro, 0, sizeof(ro));
+	ro.redis = config_get(cfg, "redis");
+	if (config_get_int(cfg, "redis_timeout_ms", 1, 600000, &t, &ce) < 0)
+		usage_error("%s", ce.msg);
+	ro.timeout_ms = (int)t;
+	ro.settle_ms = 1500;
+	if (settle) {
+		char *end;
+		long v = strtol(settle, &end, 10);
+		if (*end || end == settle || v < 0 || v > 600000)
+			usage_error("--settle-ms must be an integer 0..600000");
+		ro.settle_ms = (int)v;
+	}
+	ro.repair = cli_has(o, "repair");
+	c = tool_connect(cfg, 0);
+	if (reconcile_run(c, &ro, &rep, &err) < 0) {
+		PQfinish(c);
+		tool_fail_err(&err);
+	}
+	PQfinish(c);
+	if (cli_has(o, "json")) {
+		json_t *diffs = json_array(), *nl = json_array();
+		for (size_t i = 0; i < rep.n_diffs; i++) {
+			const struct reconcile_diff *d = &rep.diffs[i];
+			json_array_append_new(
+				diffs, json_pack("{s:I,s:{s:I,s:I,s:s},s:{s:o,s:o,s:o,s:o},s:s}", "account_id",
+						 (json_int_t)d->account_id, "ledger", "paid_nanos", (json_int_t)d->ledger_paid,
+						 "promo_nanos", (json_int_t)d->ledger_promo, "status", d->ledger_status,
+						 "mirror", "paid_nanos",
+						 d->mirror_has_paid ? json_integer(d->mirror_paid) : json_null(), "promo_nanos",
+						 d->mirror_has_promo ? json_integer(d->mirror_promo) : json_null(), "status",
+						 d->mirror_status[0] ? json_string(d->mirror_status) : json_null(), "version",
+						 d->mirror_v[0] ? json_string(d->mirror_v) : json_null(), "repair",
+						 d->repaired == 1 ? "repaired" : d->repaired < 0 ? "skipped" : "none"));
+		}
+		for (size_t i = 0; i < rep.n_not_loaded_ids; i++)
+			json_array_append_new(nl, json_integer(rep.not_loaded_ids[i]));
+		print_json(json_pack("{s:I,s:I,s:I,s:o,s:I,s:o,s:I,s:I}", "accounts", (json_int_t)rep.accounts, "matching",
+				     (json_int_t)rep.matching, "differences", (json_int_t)rep.n_diffs, "diffs", diffs,
+				     "not_loaded", (json_int_t)rep.not_loaded, "not_loaded_ids", nl, "repaired",
+				     (json_int_t)rep.repaired, "repair_skipped", (json_int_t)rep.repair_skipped));
+	} else {
+		for (size_t i = 0; i < rep.n_diffs; i++) {
+			const struct reconcile_diff *d = &rep.diffs[i];
+			char lp[40], lq[40], mp[40] = "missing", mq[40] = "missing";
+			money_format(d->ledger_paid, lp, sizeof(lp));
+			money_format(d->ledger_promo, lq, sizeof(lq));
+			if (d->mirror_has_paid)
+				money_format(d->mirror_paid, mp, sizeof(mp));
+			if (d->mirror_has_promo)
+				money_format(d->mirror_promo, mq, sizeof(mq));
+			printf("differs: account %" PRId64 ": ledger paid %s promo %s %s; mirror paid %s promo %s %s"
+			       " (version %s)%s\n",
+			       d->account_id, lp, lq, d->ledger_status, mp, mq, d->mirror_status[0] ? d->mirror_status : "-",
+			       d->mirror_v[0] ? d->mirror_v : "none",
+			       d->repaired == 1 ? ": repaired" : d->repaired < 0 ? ": NOT repaired (version moved; run again)" : "");
+		}
+		printf("not loaded: %" PRId64 " accounts have no mirror yet (loaded on first use; not a difference)", rep.not_loaded);
+		for (size_t i = 0; i < rep.n_not_loaded_ids && i < 20; i++)
+			printf("%s%" PRId64, i ? " " : ": ", rep.not_loaded_ids[i]);
+		printf("%s\n", rep.not_loaded > 20 ? " ..." : "");
+		printf("%" PRId64 " accounts: %" PRId64 " match, %zu differ%s\n", rep.accounts, rep.matching, rep.n_diffs,
+		       ro.repair ? "" : (rep.n_diffs ? " (run with --repair to correct the mirror)" : ""));
+	}
+	rc = rep.n_diffs && (!ro.repair || rep.repair_skipped) ? 1 : 0;
+	if (rc)
+		fprintf(stderr, "ledger: reconcile: %zu accounts differ between the ledger and the Redis mirror%s\n",
+			rep.n_diffs, ro.repair ? " and some could not be repaired" : "");
+	reconcile_report_release(&rep);
+	return rc;
+}
+
 #define END_OPTS {NULL, 0, NULL, 0, {NULL}}
 #define O(n, a, h) {n, a, h, 0, {NULL}}
-static struct cli_opt o_verify[] = {O("export", 1, "check an export file against its manifest"), END_OPTS};
+static struct cli_opt o_export[] = {O("from", 1, "first instant, inclusive: date or RFC 3339 (UTC)"),
+				    O("to", 1, "end instant, exclusive"), O("account", 1, "only this customer's transactions"),
+				    O("format", 1, "csv (default) or ndjson"), O("out", 1, "the file to write"),
+				    O("force", 0, "overwrite an existing file"), O("quiet", 0, "no progress line"),
+				    O("json", 0, "JSON summary"), END_OPTS};
+static struct cli_opt o_verify[] = {O("export", 1, "check an export file against FILE.manifest.json (no database)"),
+				    O("pubkey", 1, "trusted public key file (default: signing_key_file + .pub)"),
+				    O("json", 0, "JSON verdict (with --export)"), END_OPTS};
+static struct cli_opt o_statement[] = {O("account", 1, "account id"), O("month", 1, "YYYY-MM (UTC)"),
+				       O("format", 1, "text (default), json or csv"), O("json", 0, "same as --format json"),
+				       END_OPTS};
 static struct cli_opt o_tb[] = {O("at", 1, "only entries up to this instant"), O("json", 0, "JSON output"),
 				END_OPTS};
+static struct cli_opt o_reconcile[] = {O("repair", 0, "write the ledger's values into the mirror"),
+				       O("settle-ms", 1, "re-read differences after this long (default 1500)"),
+				       O("json", 0, "JSON output"), END_OPTS};
 
 static const struct cmd cmds[] = {
-	{"verify", "[--export FILE]", "check the hash chains and balances (exit 1 naming the first bad entry)",
+	{"export", "--from 2026-11-01 --to 2026-12-01 [--account ID] [--format csv|ndjson] --out FILE",
+	 "one line per posting, streamed, with a signed FILE.manifest.json", o_export, 0, cmd_export},
+	{"verify", "[--export FILE]",
+	 "check the hash chains and balances, or an export against its manifest (exit 1 naming the first bad entry)",
 	 o_verify, 0, cmd_verify},
-	{"trial-balance", "[--at TIMESTAMP]", "sum per ledger account type; exit 1 unless debits equal credits", o_tb,
-	 0, cmd_trial_balance},
+	{"statement", "--account ID --month 2026-11 [--format text|json|csv]",
+	 "opening balance, movements, usage by model, closing balance, paid amount consumed", o_statement, 0,
+	 cmd_statement},
+	{"trial-balance", "[--at TIMESTAMP]", "sum per ledger account type; exit 1 unless debits equal credits", o_tb, 0,
+	 cmd_trial_balance},
+	{"reconcile", "[--repair]", "compare the Redis balance mirror with the ledger (exit 1 on differences)",
+	 o_reconcile, 0, cmd_reconcile},
 };
 #define N_CMDS (sizeof(cmds) / sizeof(cmds[0]))
 
@@ -129,8 +449,9 @@ static void usage(void)
 {
 	printf("usage: ledger [--config FILE] [--KEY VALUE] COMMAND ...\n\ncommands:\n");
 	for (size_t i = 0; i < N_CMDS; i++)
-		printf("  %-15s %-22s %s\n", cmds[i].name, cmds[i].args, cmds[i].help);
-	printf("\nAmounts print as currency units with 9 decimals.  Exit codes: 0 ok, 1 failure, 2 usage.\n\n");
+		printf("  %-14s %s\n  %-14s   %s\n", cmds[i].name, cmds[i].args, "", cmds[i].help);
+	printf("\nAmounts print as currency units with 9 decimals.  Exit codes: 0 ok, 1 failure, 2 usage.\n"
+	       "'ledger COMMAND --help' shows a command's options.\n\n");
 	config_print_keys();
 }
 
@@ -148,7 +469,7 @@ int main(int argc, char **argv)
 	if (!cfg)
 		tool_fail("out of memory");
 	if (config_from_args(cfg, &argc, argv, &ce) < 0)
-		tool_usage_error("%s", ce.msg);
+		usage_error("%s", ce.msg);
 	if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "help") == 0) {
 		usage();
 		return argc < 2 ? 2 : 0;
@@ -157,6 +478,7 @@ int main(int argc, char **argv)
 		const struct cmd *c = &cmds[i];
 		if (strcmp(argv[1], c->name) != 0)
 			continue;
+		cur_cmd = c->name;
 		for (int k = 2; k < argc; k++)
 			if (strcmp(argv[k], "--help") == 0) {
 				printf("usage: ledger %s %s\n%s\n\noptions:\n", c->name, c->args, c->help);
@@ -164,10 +486,10 @@ int main(int argc, char **argv)
 				return 0;
 			}
 		if (cli_parse(argc - 2, argv + 2, c->opts, pos, c->max_pos, &npos, err, sizeof(err)) < 0)
-			tool_usage_error("%s: %s", c->name, err);
+			usage_error("%s", err);
 		rc = c->run(pos, npos, c->opts);
 		config_free(cfg);
 		return rc;
 	}
-	tool_usage_error("unknown command '%s'", argv[1]);
+	usage_error("unknown command '%s'", argv[1]);
 }

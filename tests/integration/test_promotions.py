@@ -74,7 +74,7 @@ def test_signup_credit_and_referral_once_under_concurrency(env, bd):
     a = bd.get(f"/v1/accounts/{inviter['account_id']}").json()
     assert a["balance"]["promo_nanos"] == 3 * SIGNUP
     assert env.one("SELECT count(*) FROM journal WHERE idempotency_key = %s",
-                   (f"grant:referral:{inv2['account_id']}",)) == 1
+                   (f"referral:{inv2['account_id']}",)) == 1
     env.assert_books_sound()
 
 

@@ -268,12 +268,14 @@ def test_api_key_principal_and_revocation(env, bd):
     while True:
         body["request_id"] = f"k-{time.time()}"
         r = bd.post("/v1/authorize", body)
-        if r.status_code == 401:
+        if r.status_code == 403:
+            assert r.json()["error"]["code"] == "forbidden"
             break
         assert time.time() - t0 < 1.5, r.text
         time.sleep(0.05)
     bad = dict(body, api_key="sk-nope")
-    assert bd.post("/v1/authorize", bad).status_code == 401
+    r = bd.post("/v1/authorize", bad)
+    assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
 
 
 def test_paid_only_model_ignores_promotional_credit(env, bd):

@@ -1,0 +1,377 @@
+/* reconcile.c: see reconcile.h. */
+#include "ledger/reconcile.h"
+
+#include <errno.h>
+#include <hiredis/hiredis.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "common/buf.h"
+#include "common/timeutil.h"
+#include "ledger/db.h"
+
+#define CHUNK 1000
+
+/* KEYS {a:ID}:bal {a:ID}:ver; ARGV paid, promo, status, the version that was read ("" = none) */
+static const char repair_lua[] =
+	"if (redis.call('GET', KEYS[2]) or '') ~= ARGV[4] then return 0 end "
+	"redis.call('HSET', KEYS[1], 'paid', ARGV[1], 'promo', ARGV[2], 'status', ARGV[3]) "
+	"redis.call('INCR', KEYS[2]) "
+	"return 1";
+
+static const char ledger_sql[] =
+	"SELECT c.account_id, c.status,"
+	" coalesce((SELECT b.balance FROM ledger_accounts la JOIN ledger_balances b USING (ledger_account_id)"
+	"   WHERE la.account_id = c.account_id AND la.type = 'customer_paid'), 0),"
+	" coalesce((SELECT sum(b.balance) FROM grants g JOIN ledger_balances b USING (ledger_account_id)"
+	"   WHERE g.account_id = c.account_id AND (g.expires_at IS NULL OR g.expires_at > $1::timestamptz)), 0)"
+	" FROM customers c";
+
+int reconcile_parse_addr(const char *addr, char *host, size_t hostlen, int *port, int *db)
+{
+	const char *colon = strrchr(addr, ':'), *slash;
+	char *end;
+	long p, d = 0;
+
+	if (!colon || colon == addr || (size_t)(colon - addr) >= hostlen)
+		return -1;
+	memcpy(host, addr, (size_t)(colon - addr));
+	host[colon - addr] = '\0';
+	errno = 0;
+	p = strtol(colon + 1, &end, 10);
+	if (errno || end == colon + 1 || p <= 0 || p > 65535)
+		return -1;
+	slash = end;
+	if (*slash == '/') {
+		d = strtol(slash + 1, &end, 10);
+		if (end == slash + 1 || d < 0 || d > 1000)
+			return -1;
+	}
+	if (*end)
+		return -1;
+	*port = (int)p;
+	*db = (int)d;
+	return 0;
+}
+
+void reconcile_report_release(struct reconcile_report *rep)
+{
+	free(rep->diffs);
+	free(rep->not_loaded_ids);
+	memset(rep, 0, sizeof(*rep));
+}
+
+static int redis_fail(redisContext *rc, const char *what, struct error *err)
+{
+	error_set(err, 503, "unavailable", "redis %s: %s", what, rc ? rc->errstr : "cannot allocate a context");
+	return -1;
+}
+
+static redisContext *redis_open(const struct reconcile_opts *o, struct error *err)
+{
+	char host[256];
+	int port, db;
+	struct timeval tv = {o->timeout_ms / 1000, (o->timeout_ms % 1000) * 1000};
+	redisContext *rc;
+
+	if (reconcile_parse_addr(o->redis, host, sizeof(host), &port, &db) < 0) {
+		error_set(err, 0, "invalid_config", "redis address '%s' is not host:port[/db]", o->redis);
+		return NULL;
+	}
+	rc = redisConnectWithTimeout(host, port, tv);
+	if (!rc || rc->err) {
+		(void)redis_fail(rc, "connect", err);
+		redisFree(rc);
+		return NULL;
+	}
+	if (redisSetTimeout(rc, tv) != REDIS_OK) {
+		(void)redis_fail(rc, "timeout", err);
+		redisFree(rc);
+		return NULL;
+	}
+	if (db) {
+		redisReply *r = redisCommand(rc, "SELECT %d", db);
+		if (!r || r->type == REDIS_REPLY_ERROR) {
+			error_set(err, 503, "unavailable", "redis SELECT %d: %s", db, r ? r->str : rc->errstr);
+			freeReplyObject(r);
+			redisFree(rc);
+			return NULL;
+		}
+		freeReplyObject(r);
+	}
+	return rc;
+}
+
+static bool parse_int(const redisReply *e, int64_t *out)
+{
+	char *end;
+
+	if (!e || e->type != REDIS_REPLY_STRING || e->len == 0)
+		return false;
+	errno = 0;
+	*out = strtoll(e->str, &end, 10);
+	return !errno && *end == '\0';
+}
+
+/* Reads the mirror of n accounts (pipelined HMGET + GET) and compares with
+ * the ledger's values: out[i], differs[i], missing[i]. */
+static int compare_chunk(redisContext *rc, const int64_t *ids, const int64_t (*ledger)[2], char (*status)[16],
+			 size_t n, struct reconcile_diff *out, bool *differs, bool *missing, struct error *err)
+{
+	for (size_t i = 0; i < n; i++) {
+		char bal[48], ver[48];
+		const char *hm[5] = {"HMGET", bal, "paid", "promo", "status"}, *get[2] = {"GET", ver};
+		snprintf(bal, sizeof(bal), "{a:%" PRId64 "}:bal", ids[i]);
+		snprintf(ver, sizeof(ver), "{a:%" PRId64 "}:ver", ids[i]);
+		if (redisAppendCommandArgv(rc, 5, hm, NULL) != REDIS_OK || redisAppendCommandArgv(rc, 2, get, NULL) != REDIS_OK)
+			return redis_fail(rc, "HMGET", err);
+	}
+	for (size_t i = 0; i < n; i++) {
+		redisReply *r = NULL, *v = NULL;
+		struct reconcile_diff *d = &out[i];
+
+		if (redisGetReply(rc, (void **)&r) != REDIS_OK || !r || redisGetReply(rc, (void **)&v) != REDIS_OK || !v) {
+			freeReplyObject(r);
+			return redis_fail(rc, "HMGET", err);
+		}
+		if (r->type != REDIS_REPLY_ARRAY || r->elements != 3 ||
+		    (v->type != REDIS_REPLY_STRING && v->type != REDIS_REPLY_NIL)) {
+			error_set(err, 503, "unavailable", "redis: unexpected reply for the mirror of account %" PRId64, ids[i]);
+			freeReplyObject(r);
+			freeReplyObject(v);
+			return -1;
+		}
+		memset(d, 0, sizeof(*d));
+		d->account_id = ids[i];
+		d->ledger_paid = ledger[i][0];
+		d->ledger_promo = ledger[i][1];
+		snprintf(d->ledger_status, sizeof(d->ledger_status), "%s", status[i]);
+		d->mirror_has_paid = parse_int(r->element[0], &d->mirror_paid);
+		d->mirror_has_promo = parse_int(r->element[1], &d->mirror_promo);
+		if (r->element[2]->type == REDIS_REPLY_STRING)
+			snprintf(d->mirror_status, sizeof(d->mirror_status), "%.*s", (int)r->element[2]->len,
+				 r->element[2]->str);
+		if (v->type == REDIS_REPLY_STRING)
+			snprintf(d->mirror_v, sizeof(d->mirror_v), "%.*s", (int)v->len, v->str);
+		missing[i] = r->element[0]->type == REDIS_REPLY_NIL && r->element[1]->type == REDIS_REPLY_NIL &&
+			     r->element[2]->type == REDIS_REPLY_NIL;
+		differs[i] = !missing[i] && (!d->mirror_has_paid || !d->mirror_has_promo ||
+					     d->mirror_paid != d->ledger_paid || d->mirror_promo != d->ledger_promo ||
+					     strcmp(d->mirror_status, d->ledger_status) != 0);
+		freeReplyObject(r);
+		freeReplyObject(v);
+	}
+	return 0;
+}
+
+static int add_diff(struct reconcile_report *rep, const struct reconcile_diff *d)
+{
+	if (rep->n_diffs == rep->cap_diffs) {
+		size_t cap = rep->cap_diffs ? rep->cap_diffs * 2 : 64;
+		struct reconcile_diff *v = realloc(rep->diffs, cap * sizeof(*v));
+		if (!v)
+			return -1;
+		rep->diffs = v;
+		rep->cap_diffs = cap;
+	}
+	rep->diffs[rep->n_diffs++] = *d;
+	return 0;
+}
+
+/* Ledger values of the rows of r into ids/vals/status. */
+static void take_rows(PGresult *r, int64_t *ids, int64_t (*vals)[2], char (*status)[16])
+{
+	for (int i = 0; i < PQntuples(r); i++) {
+		ids[i] = strtoll(PQgetvalue(r, i, 0), NULL, 10);
+		snprintf(status[i], sizeof(status[i]), "%s", PQgetvalue(r, i, 1));
+		vals[i][0] = strtoll(PQgetvalue(r, i, 2), NULL, 10);
+		vals[i][1] = strtoll(PQgetvalue(r, i, 3), NULL, 10);
+	}
+}
+
+/* Second look at the first pass's differences, after settle_ms. */
+static int recheck(PGconn *c, redisContext *rc, const char *now, struct reconcile_report *rep, struct error *err)
+{
+	struct buf arr, q;
+	int64_t *ids = NULL, (*vals)[2] = NULL;
+	char (*status)[16] = NULL;
+	struct reconcile_diff *fresh = NULL;
+	bool *differs = NULL, *missing = NULL;
+	PGresult *r = NULL;
+	size_t kept = 0, n;
+	int rc_ = -1;
+
+	buf_init(&arr);
+	buf_init(&q);
+	buf_append(&arr, "{", 1);
+	for (size_t i = 0; i < rep->n_diffs; i++)
+		buf_printf(&arr, "%s%" PRId64, i ? "," : "", rep->diffs[i].account_id);
+	buf_append(&arr, "}", 1);
+	buf_printf(&q, "%s WHERE c.account_id = ANY($2::bigint[]) ORDER BY c.account_id", ledger_sql);
+	{
+		const char *p[2] = {now, arr.data};
+		r = db_query(c, q.data, 2, p, err);
+	}
+	if (!r)
+		goto done;
+	n = (size_t)PQntuples(r);
+	ids = calloc(n + 1, sizeof(*ids));
+	vals = calloc(n + 1, sizeof(*vals));
+	status = calloc(n + 1, sizeof(*status));
+	fresh = calloc(n + 1, sizeof(*fresh));
+	differs = calloc(n + 1, sizeof(*differs));
+	missing = calloc(n + 1, sizeof(*missing));
+	if (!ids || !vals || !status || !fresh || !differs || !missing) {
+		error_set(err, 0, "oom", "out of memory");
+		goto done;
+	}
+	take_rows(r, ids, vals, status);
+	for (size_t off = 0; off < n; off += CHUNK) {
+		size_t k = n - off < CHUNK ? n - off : CHUNK;
+		if (compare_chunk(rc, ids + off, (const int64_t(*)[2])(vals + off), status + off, k, fresh + off,
+				  differs + off, missing + off, err) < 0)
+			goto done;
+	}
+	for (size_t i = 0; i < n; i++) {
+		if (differs[i])
+			rep->diffs[kept++] = fresh[i];
+		else if (missing[i])
+			rep->not_loaded++;
+		else
+			rep->matching++;
+	}
+	rep->n_diffs = kept;
+	rc_ = 0;
+done:
+	PQclear(r);
+	free(ids);
+	free(vals);
+	free(status);
+	free(fresh);
+	free(differs);
+	free(missing);
+	buf_release(&arr);
+	buf_release(&q);
+	return rc_;
+}
+
+static int repair(redisContext *rc, struct reconcile_report *rep, struct error *err)
+{
+	for (size_t i = 0; i < rep->n_diffs; i++) {
+		struct reconcile_diff *d = &rep->diffs[i];
+		char bal[48], ver[48], paid[32], promo[32];
+		const char *argv[9] = {"EVAL", repair_lua, "2", bal, ver, paid, promo, d->ledger_status, d->mirror_v};
+		redisReply *r;
+
+		snprintf(bal, sizeof(bal), "{a:%" PRId64 "}:bal", d->account_id);
+		snprintf(ver, sizeof(ver), "{a:%" PRId64 "}:ver", d->account_id);
+		snprintf(paid, sizeof(paid), "%" PRId64, d->ledger_paid);
+		snprintf(promo, sizeof(promo), "%" PRId64, d->ledger_promo);
+		r = redisCommandArgv(rc, 9, argv, NULL);
+		if (!r)
+			return redis_fail(rc, "EVAL", err);
+		if (r->type == REDIS_REPLY_ERROR) {
+			error_set(err, 503, "unavailable", "redis repair of account %" PRId64 ": %s", d->account_id, r->str);
+			freeReplyObject(r);
+			return -1;
+		}
+		d->repaired = r->type == REDIS_REPLY_INTEGER && r->integer == 1 ? 1 : -1;
+		if (d->repaired == 1)
+			rep->repaired++;
+		else
+			rep->repair_skipped++;
+		freeReplyObject(r);
+	}
+	return 0;
+}
+
+int reconcile_run(PGconn *c, const struct reconcile_opts *o, struct reconcile_report *rep, struct error *err)
+{
+	char now[40];
+	const char *p[1] = {now};
+	redisContext *rc = NULL;
+	PGresult *r = NULL;
+	int64_t ids[CHUNK], vals[CHUNK][2];
+	char status[CHUNK][16];
+	struct reconcile_diff *tmp = NULL;
+	bool differs[CHUNK], missing[CHUNK];
+	int in_tx = 0, ret = -1;
+
+	memset(rep, 0, sizeof(*rep));
+	time_format_rfc3339(o->now_us ? o->now_us : time_now_us(), now, sizeof(now));
+	tmp = calloc(CHUNK, sizeof(*tmp));
+	rep->not_loaded_ids = calloc(RECONCILE_SAMPLE, sizeof(*rep->not_loaded_ids));
+	if (!tmp || !rep->not_loaded_ids) {
+		error_set(err, 0, "oom", "out of memory");
+		goto done;
+	}
+	rc = redis_open(o, err);
+	if (!rc)
+		goto done;
+	if (db_exec(c, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", 0, NULL, err) < 0)
+		goto done;
+	in_tx = 1;
+	{
+		struct buf q;
+		int e;
+		buf_init(&q);
+		buf_printf(&q, "DECLARE mirror_accounts NO SCROLL CURSOR FOR %s ORDER BY c.account_id", ledger_sql);
+		e = db_exec(c, q.data, 1, p, err);
+		buf_release(&q);
+		if (e < 0)
+			goto done;
+	}
+	for (;;) {
+		size_t n;
+		r = db_query(c, "FETCH 1000 FROM mirror_accounts", 0, NULL, err);
+		if (!r)
+			goto done;
+		n = (size_t)PQntuples(r);
+		if (n == 0)
+			break;
+		take_rows(r, ids, vals, status);
+		PQclear(r);
+		r = NULL;
+		if (compare_chunk(rc, ids, (const int64_t(*)[2])vals, status, n, tmp, differs, missing, err) < 0)
+			goto done;
+		for (size_t i = 0; i < n; i++) {
+			rep->accounts++;
+			if (differs[i]) {
+				if (add_diff(rep, &tmp[i]) < 0) {
+					error_set(err, 0, "oom", "out of memory");
+					goto done;
+				}
+			} else if (missing[i]) {
+				rep->not_loaded++;
+				if (rep->n_not_loaded_ids < RECONCILE_SAMPLE)
+					rep->not_loaded_ids[rep->n_not_loaded_ids++] = ids[i];
+			} else {
+				rep->matching++;
+			}
+		}
+	}
+	db_exec_quiet(c, "ROLLBACK");
+	in_tx = 0;
+	if (rep->n_diffs && o->settle_ms > 0) {
+		struct timespec ts = {o->settle_ms / 1000, (long)(o->settle_ms % 1000) * 1000000L};
+		nanosleep(&ts, NULL);
+		time_format_rfc3339(o->now_us ? o->now_us : time_now_us(), now, sizeof(now));
+		if (recheck(c, rc, now, rep, err) < 0)
+			goto done;
+	}
+	if (o->repair && repair(rc, rep, err) < 0)
+		goto done;
+	ret = 0;
+done:
+	PQclear(r);
+	if (in_tx)
+		db_exec_quiet(c, "ROLLBACK");
+	redisFree(rc);
+	free(tmp);
+	if (ret < 0)
+		reconcile_report_release(rep);
+	return ret;
+}

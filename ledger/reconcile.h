@@ -1,0 +1,75 @@
+/* reconcile.h: compares the Redis balance mirror with the ledger
+ * (`ledger reconcile [--repair]`).
+ *
+ * Mirror layout (billing/quota.lua.h, billingd's authorization):
+ *     {a:ID}:bal   hash  paid   = paid balance, integer nanos (negative: arrears)
+ *                        promo  = sum of the account's unexpired grant buckets, nanos
+ *                        status = active | frozen
+ *                        (PEXPIRE'd: an idle account's mirror goes away by itself)
+ *     {a:ID}:ver   int   version, bumped by every writer of the mirror; a load
+ *                        or repair lands only if it is unchanged since it was read
+ * Holds, concurrency and rate-limit keys of the account are not compared.
+ * The hash tag {a:ID} keeps all keys of one account in one Cluster slot.
+ *
+ * The ledger side: paid = ledger_balances of the customer_paid account;
+ * promo = sum of ledger_balances of grant buckets with expires_at NULL or
+ * after now; status = customers.status.  An account without a mirror hash
+ * was never loaded (or its mirror expired): billingd loads it before its next
+ * decision, so it is reported separately, not as a difference.
+ *
+ * Differences seen in a first pass are read again, both sides, after
+ * settle_ms (a usage record may be committed but not yet applied to the
+ * mirror); only those that persist are reported.  Repair writes the ledger's
+ * paid, promo and status with HSET and INCRs the version, in one Lua script
+ * that does nothing when the version moved since it was read (billingd
+ * changed the mirror meanwhile: run again). */
+#ifndef LEDGER_RECONCILE_H
+#define LEDGER_RECONCILE_H
+
+#include <libpq-fe.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "common/error.h"
+
+struct reconcile_diff {
+	int64_t account_id;
+	int64_t ledger_paid, ledger_promo;
+	char ledger_status[16];
+	bool mirror_has_paid, mirror_has_promo;
+	int64_t mirror_paid, mirror_promo;
+	char mirror_status[16]; /* "" when absent */
+	char mirror_v[32];      /* {a:ID}:ver, "" when absent */
+	int repaired;       /* 1 repaired, 0 not tried, -1 skipped: v moved */
+};
+
+struct reconcile_report {
+	int64_t accounts, matching, not_loaded;
+	struct reconcile_diff *diffs; /* owned */
+	size_t n_diffs, cap_diffs;
+	int64_t *not_loaded_ids;      /* owned: the first RECONCILE_SAMPLE of them */
+	size_t n_not_loaded_ids;
+	int64_t repaired, repair_skipped;
+};
+
+#define RECONCILE_SAMPLE 1000
+
+struct reconcile_opts {
+	const char *redis;  /* host:port[/db] */
+	int timeout_ms;
+	int settle_ms;      /* 0: report first-pass differences as they are */
+	bool repair;
+	int64_t now_us;     /* expiry instant; 0: now */
+};
+
+/* 0 with rep filled (free with reconcile_report_release), -1 with err when
+ * PostgreSQL or Redis cannot be used (code unavailable). */
+int reconcile_run(PGconn *c, const struct reconcile_opts *o, struct reconcile_report *rep, struct error *err)
+	__attribute__((warn_unused_result));
+void reconcile_report_release(struct reconcile_report *rep);
+
+/* Parses "host:port[/db]"; -1 when malformed. */
+int reconcile_parse_addr(const char *addr, char *host, size_t hostlen, int *port, int *db)
+	__attribute__((warn_unused_result));
+
+#endif
