@@ -29,8 +29,12 @@ int ops_in_tx(PGconn *c, int (*fn)(void *arg, struct error *err), void *arg, str
 	for (int attempt = 0;; attempt++) {
 		if (db_exec(c, "BEGIN", 0, NULL, err) < 0)
 			return -1;
-		if (fn(arg, err) == 0 && db_exec(c, "COMMIT", 0, NULL, err) == 0)
+		if (fn(arg, err) == 0 && db_exec(c, "COMMIT", 0, NULL, err) == 0) {
+			/* a retried attempt's error must not outlive the success */
+			if (err)
+				memset(err, 0, sizeof(*err));
 			return 0;
+		}
 		db_exec_quiet(c, "ROLLBACK");
 		if (attempt >= 5 || !db_error_retryable(err))
 			return -1;

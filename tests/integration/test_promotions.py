@@ -160,3 +160,17 @@ def test_budget_exhausted_campaign_still_creates_accounts_via_cli(env, bd):
     p = env.admin("account", "create", "--external-id", "cli-nobudget", "--json")
     assert json.loads(p.stdout)["balance"]["promo_nanos"] == 0 and "budget exhausted" in p.stderr
     env.sql("UPDATE campaigns SET budget_nanos = NULL WHERE name = 'default'", user="billing_owner")
+
+
+def test_same_signup_50_times_at_once_creates_one_account(env, bd):
+    """A retried transaction (unique violation between two racing signups)
+    must not leave its error behind: 1 x 201, 49 x 200, one account, one grant."""
+    sessions = [requests.Session() for _ in range(25)]
+    for k in range(3):
+        with cf.ThreadPoolExecutor(25) as ex:
+            res = list(ex.map(lambda i: signup(bd, f"burst-same-{k}", session=sessions[i % 25]), range(50)))
+        codes = [r.status_code for r in res]
+        assert codes.count(201) == 1 and codes.count(200) == 49, codes
+        assert len({r.json()["account_id"] for r in res}) == 1
+        assert env.one("SELECT count(*) FROM grants g JOIN customers c USING (account_id)"
+                       " WHERE c.external_id = %s AND g.kind = 'signup'", (f"burst-same-{k}",)) == 1
