@@ -1,0 +1,135 @@
+/* fuzz_authorize.c: POST /v1/authorize bodies.
+ *
+ * billingd validates an authorize body inside the HTTP handler
+ * (h_authorize, billing/authorize.c), not in a pure function, so this
+ * target carries authorize_validate(): the same sequence of checks, made
+ * with the product's own want_string()/want_int() (billing/server.c) on the
+ * body as read_body() parses it.  Keep it in step with h_authorize; the
+ * better fix is a pure authz_parse() in the product that both call.
+ *
+ * Properties of an accepted body:
+ *   - request_id and model 1..200 bytes without NUL; api_key (if any)
+ *     1..255 bytes without NUL; exactly one of api_key and a positive
+ *     account_id; input_tokens and max_output_tokens in [0, 10^9];
+ *   - the hold can be priced (pricing_cost succeeds at the largest price);
+ *   - /v1/usage accepts a usage record built from the same fields, so
+ *     whatever was authorized can be settled.
+ * A refused body gets 400 invalid_request or 422 invalid_tokens. */
+#include <jansson.h>
+#include <string.h>
+
+#include "billing/pricing.h"
+#include "billing/server_int.h"
+#include "billing/usage.h"
+#include "common/error.h"
+#include "tests/fuzz/fuzz.h"
+
+static const uint8_t pepper[32] = {7};
+
+/* A copy of h_authorize's checks (billing/authorize.c), without the reply. */
+static int authorize_validate(json_t *b, struct error *err)
+{
+	json_t *acct;
+	const char *key;
+
+	if (want_string(b, "request_id", true, 200, err) < 0 || want_string(b, "api_key", false, 255, err) < 0 ||
+	    want_string(b, "model", true, 200, err) < 0)
+		return -1;
+	acct = json_object_get(b, "account_id");
+	key = json_string_value(json_object_get(b, "api_key"));
+	if (acct && !json_is_null(acct) && (!json_is_integer(acct) || json_integer_value(acct) <= 0)) {
+		error_set(err, 400, "invalid_request", "field 'account_id' must be a positive integer");
+		return -1;
+	}
+	if ((key != NULL) == (acct && !json_is_null(acct))) {
+		error_set(err, 400, "invalid_request", "give exactly one of 'api_key' and 'account_id'");
+		return -1;
+	}
+	if (want_int(b, "input_tokens", true, 0, 1000000000, err) < 0 ||
+	    want_int(b, "max_output_tokens", true, 0, 1000000000, err) < 0) {
+		if (err->status == 422)
+			snprintf(err->code, sizeof(err->code), "invalid_tokens");
+		return -1;
+	}
+	return 0;
+}
+
+static void check_string(json_t *b, const char *k, size_t max, int required)
+{
+	json_t *v = json_object_get(b, k);
+
+	if (!v || json_is_null(v)) {
+		FUZZ_CHECK(!required);
+		return;
+	}
+	FUZZ_CHECK(json_is_string(v));
+	FUZZ_CHECK(json_string_length(v) >= 1 && json_string_length(v) <= max);
+	FUZZ_CHECK(strlen(json_string_value(v)) == json_string_length(v));
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	json_error_t je;
+	json_t *b = json_loadb((const char *)data, size, JSON_REJECT_DUPLICATES, &je), *u, *acct;
+	struct error e;
+	const char *key;
+	int64_t in, out;
+
+	if (!b)
+		return 0;
+	if (!json_is_object(b)) { /* read_body() refuses it before any check */
+		json_decref(b);
+		return 0;
+	}
+	memset(&e, 0, sizeof(e));
+	if (authorize_validate(b, &e) < 0) {
+		FUZZ_CHECK((e.status == 400 && strcmp(e.code, "invalid_request") == 0) ||
+			   (e.status == 422 && strcmp(e.code, "invalid_tokens") == 0));
+		json_decref(b);
+		return 0;
+	}
+	check_string(b, "request_id", 200, 1);
+	check_string(b, "model", 200, 1);
+	check_string(b, "api_key", 255, 0);
+	key = json_string_value(json_object_get(b, "api_key"));
+	acct = json_object_get(b, "account_id");
+	FUZZ_CHECK((key != NULL) != (acct && !json_is_null(acct)));
+	if (!key)
+		FUZZ_CHECK(json_is_integer(acct) && json_integer_value(acct) > 0);
+	in = json_integer_value(json_object_get(b, "input_tokens"));
+	out = json_integer_value(json_object_get(b, "max_output_tokens"));
+	FUZZ_CHECK(in >= 0 && in <= 1000000000 && out >= 0 && out <= 1000000000);
+
+	/* the hold prices as authorize prices it (input, no cached, max output) */
+	{
+		struct pricing_price p;
+		struct pricing_tokens t = {in, 0, out};
+		int64_t cost;
+		memset(&p, 0, sizeof(p));
+		p.input = p.cached_input = p.output = 1000000000000LL;
+		FUZZ_CHECK(pricing_cost(&p, &t, FUZZ_NOW_US, &cost) == 0 && cost >= 0);
+	}
+
+	/* and the usage record of the same call is accepted */
+	{
+		struct usage_req r;
+		u = json_pack("{s:O,s:O,s:I,s:I,s:I,s:s}", "request_id", json_object_get(b, "request_id"), "model",
+			      json_object_get(b, "model"), "input_tokens", (json_int_t)in, "cached_input_tokens",
+			      (json_int_t)0, "output_tokens", (json_int_t)out, "started_at", "2026-11-28T23:59:00Z");
+		FUZZ_CHECK(u != NULL);
+		if (key)
+			json_object_set(u, "api_key", json_object_get(b, "api_key"));
+		else
+			json_object_set(u, "account_id", acct);
+		json_object_set(u, "hold_id", json_object_get(b, "request_id"));
+		memset(&e, 0, sizeof(e));
+		if (usage_parse(u, FUZZ_NOW_US, pepper, &r, &e) != 0) {
+			fprintf(stderr, "usage refused an authorized call: %d %s %s\n", e.status, e.code, e.msg);
+			FUZZ_CHECK(0);
+		}
+		FUZZ_CHECK(strcmp(r.request_id, json_string_value(json_object_get(b, "request_id"))) == 0);
+		json_decref(u);
+	}
+	json_decref(b);
+	return 0;
+}

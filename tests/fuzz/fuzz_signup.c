@@ -1,0 +1,90 @@
+/* fuzz_signup.c: POST /v1/accounts bodies.
+ *
+ * billingd validates a signup body inside the HTTP handler
+ * (h_accounts_create, billing/server.c); this target carries
+ * signup_validate(), the same checks made with the product's own
+ * want_string() on the body as read_body() parses it, then the request
+ * hash that ops_account_create() (ledger/ops.c) uses for idempotency.
+ * Keep it in step with h_accounts_create; the better fix is a pure
+ * function in the product that both call.
+ *
+ * Properties of an accepted body:
+ *   - external_id 1..200 bytes, referral_code (if any) 1..64, no NUL;
+ *   - identity absent/null or an array of at most 16 strings of 1..200
+ *     bytes, each stored as given: no NUL inside (the store and the request
+ *     hash are C strings, so "a\u0000b" would silently become "a");
+ *   - ops_account_create()'s own check of external_id agrees.
+ * A refused body gets 400 invalid_request. */
+#include <jansson.h>
+#include <string.h>
+
+#include "billing/server_int.h"
+#include "common/error.h"
+#include "tests/fuzz/fuzz.h"
+
+/* A copy of h_accounts_create's checks (billing/server.c), without the reply. */
+static int signup_validate(json_t *b, struct error *err)
+{
+	json_t *ids, *v;
+	size_t i;
+
+	if (want_string(b, "external_id", true, 200, err) < 0 || want_string(b, "referral_code", false, 64, err) < 0)
+		return -1;
+	ids = json_object_get(b, "identity");
+	if (ids && !json_is_null(ids)) {
+		if (!json_is_array(ids) || json_array_size(ids) > 16) {
+			error_set(err, 400, "invalid_request", "field 'identity' must be an array of at most 16 strings");
+			return -1;
+		}
+		json_array_foreach(ids, i, v) if (!json_is_string(v) || json_string_length(v) == 0 ||
+						  json_string_length(v) > 200)
+		{
+			error_set(err, 400, "invalid_request", "field 'identity' must hold strings of 1 to 200 characters");
+			return -1;
+		}
+	}
+	return 0;
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	json_error_t je;
+	json_t *b = json_loadb((const char *)data, size, JSON_REJECT_DUPLICATES, &je), *v, *ids;
+	struct error e;
+	const char *ext;
+	size_t i;
+
+	if (!b)
+		return 0;
+	if (!json_is_object(b)) {
+		json_decref(b);
+		return 0;
+	}
+	memset(&e, 0, sizeof(e));
+	if (signup_validate(b, &e) < 0) {
+		FUZZ_CHECK(e.status == 400 && strcmp(e.code, "invalid_request") == 0);
+		json_decref(b);
+		return 0;
+	}
+	v = json_object_get(b, "external_id");
+	ext = json_string_value(v);
+	FUZZ_CHECK(ext && json_string_length(v) >= 1 && json_string_length(v) <= 200);
+	FUZZ_CHECK(strlen(ext) == json_string_length(v)); /* ops_account_create checks strlen */
+	v = json_object_get(b, "referral_code");
+	if (v && !json_is_null(v))
+		FUZZ_CHECK(json_is_string(v) && json_string_length(v) >= 1 && json_string_length(v) <= 64 &&
+			   strlen(json_string_value(v)) == json_string_length(v));
+	ids = json_object_get(b, "identity");
+	if (ids && !json_is_null(ids)) {
+		FUZZ_CHECK(json_is_array(ids) && json_array_size(ids) <= 16);
+		json_array_foreach(ids, i, v)
+		{
+			FUZZ_CHECK(json_is_string(v));
+			FUZZ_CHECK(json_string_length(v) >= 1 && json_string_length(v) <= 200);
+			/* stored verbatim: a C string must hold all of it */
+			FUZZ_CHECK(strlen(json_string_value(v)) == json_string_length(v));
+		}
+	}
+	json_decref(b);
+	return 0;
+}

@@ -1,0 +1,632 @@
+"""Issue 9: hostile callers.
+
+No token, a wrong token, a gateway token on admin routes, API keys of frozen
+accounts (authorize, usage and the embedded model's chat route), SQL-shaped
+strings in every text field (stored verbatim or refused, never executed),
+oversized headers, slow clients that never finish a request (closed by
+idle_timeout_s), many idle connections (10,000 when the fd limit allows)
+while others are served, max_connections.  Every refused call leaves the
+ledger (and customers, keys, grants, audit log) exactly as it was, and at
+the end no API key or token appears in any billingd log of this module."""
+import errno
+import json
+import os
+import resource
+import select
+import socket
+import subprocess
+import threading
+import time
+import urllib.parse
+
+import pytest
+import requests
+
+from conftest import ADMIN_TOKEN, GATEWAY_TOKEN, UNIT, Billingd, expected_cost, ledger_counts, rfc3339, set_price, \
+    wait_prices
+
+import datetime as dt
+
+UTC = dt.timezone.utc
+IDLE_S = 2                     # idle_timeout_s of the main instance of this module
+WRONG_TOKENS = ["gw-test-token-0123456788", GATEWAY_TOKEN[:-1], GATEWAY_TOKEN + "x", "admin-test-token-987654321",
+                "wrong-token-Zq8Lr2Vt6Wm4Yp0"]
+SQL = [
+    "'; DROP TABLE journal; --",
+    "\" OR \"1\"=\"1",
+    "x'); INSERT INTO audit_log (actor, action) VALUES ('pwned', 'pwned'); --",
+    "'; SELECT pg_sleep(3); --",
+    "1; UPDATE ledger_balances SET balance = 0",
+    "$1 $2 %s %n %x {a,b} NULL \\ \\\\ \"q\"",
+    "Robert'); DELETE FROM customers WHERE ('1'='1",
+    "' UNION SELECT key_hash FROM api_keys --",
+]
+_secrets = set([GATEWAY_TOKEN, ADMIN_TOKEN] + WRONG_TOKENS)
+_instances = []
+
+
+def now(**delta):
+    return rfc3339(dt.datetime.now(UTC) + dt.timedelta(**delta))
+
+
+def books(env):
+    """Everything a refused call must leave alone, in one snapshot."""
+    return ledger_counts(env) + env.one("""SELECT (SELECT count(*) FROM customers), (SELECT count(*) FROM api_keys),
+                                                  (SELECT count(*) FROM grants), (SELECT count(*) FROM audit_log)""")
+
+
+def raise_nofile(want):
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard == resource.RLIM_INFINITY else min(hard, max(soft, want))
+    if target > soft:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def fd_count(pid):
+    try:
+        return len(os.listdir(f"/proc/{pid}/fd"))
+    except OSError:
+        return -1
+
+
+def start(env, cfg):
+    b = Billingd(env, dict({"log_level": "debug"}, **cfg))
+    _instances.append(b)
+    return b
+
+
+@pytest.fixture(scope="module")
+def h(env):
+    # before any billingd of this module starts: it inherits the fd limit
+    raise_nofile(25000)
+    set_price(env, "h-model", 2 * UNIT, UNIT // 2, 8 * UNIT)
+    set_price(env, "internal-tiny", UNIT, UNIT, UNIT)
+    bd = start(env, {"idle_timeout_s": str(IDLE_S)})
+    wait_prices()
+    ctx = {"bd": bd}
+    for name in ("active", "frozen"):
+        r = bd.post("/v1/accounts", {"external_id": f"hostile-{name}"})
+        assert r.status_code == 201, r.text
+        acct = r.json()["account_id"]
+        r = bd.post("/v1/keys", {"account_id": acct, "name": name})
+        assert r.status_code == 201, r.text
+        ctx[name] = acct
+        ctx[name + "_key"] = r.json()["api_key"]
+        _secrets.add(r.json()["api_key"])
+    env.admin("account", "freeze", ctx["frozen"], "--reason", "hostile tests")
+    time.sleep(1.2)  # a CLI change reaches billingd within a second
+    yield ctx
+    for b in _instances:
+        b.stop()
+
+
+def post(bd, path, body=None, auth=None, data=None, timeout=30):
+    headers = {"Content-Type": "application/json"}
+    if auth is not None:
+        headers["Authorization"] = auth
+    if data is None:
+        data = json.dumps(body).encode()
+    return requests.post(bd.url + path, data=data, headers=headers, timeout=timeout)
+
+
+def get(bd, path, auth=None, timeout=30):
+    return requests.get(bd.url + path, headers={"Authorization": auth} if auth is not None else {}, timeout=timeout)
+
+
+def is_error(r, status, code):
+    assert r.status_code == status, (r.status_code, r.text)
+    j = r.json()
+    assert set(j) == {"error"} and j["error"]["code"] == code and j["error"].get("message"), j
+
+
+def routes(c):
+    a = c["active"]
+    return [
+        ("POST", "/v1/authorize", {"request_id": "h-az", "account_id": a, "model": "h-model", "input_tokens": 10,
+                                   "max_output_tokens": 10}),
+        ("POST", "/v1/usage", {"request_id": "h-u", "account_id": a, "model": "h-model", "input_tokens": 10,
+                               "cached_input_tokens": 0, "output_tokens": 1, "started_at": now(minutes=-1)}),
+        ("POST", "/v1/usage/batch", {"records": [{"request_id": "h-b", "account_id": a, "model": "h-model",
+                                                  "input_tokens": 10, "cached_input_tokens": 0, "output_tokens": 1,
+                                                  "started_at": now(minutes=-1)}]}),
+        ("POST", "/v1/accounts", {"external_id": "hostile-should-not-exist"}),
+        ("GET", f"/v1/accounts/{a}", None),
+        ("POST", f"/v1/accounts/{a}/verify", {}),
+        ("POST", "/v1/keys", {"account_id": a, "name": "should-not-exist"}),
+        ("POST", "/v1/topups", {"account_id": a, "amount_nanos": UNIT, "payment_ref": "hostile-no"}),
+        ("POST", "/v1/tokenize", {"model": "internal-tiny", "text": "hello"}),
+        ("POST", "/v1/admin/grants", {"account_id": a, "amount_nanos": UNIT, "reason": "x", "operator": "x"}),
+        ("GET", "/v1/no-such-route", None),
+        ("GET", "/v1/admin/no-such-route", None),
+    ]
+
+
+def call(bd, method, path, body, auth):
+    if method == "GET":
+        return get(bd, path, auth)
+    return post(bd, path, body, auth)
+
+
+# ---------------------------------------------------------------- tokens
+
+
+def test_no_token_or_a_wrong_token_is_401_on_every_route(env, h):
+    bd = h["bd"]
+    before = books(env)
+    bad_auth = [None, "", "Bearer", "Bearer ", "Bearer    ", "Basic " + GATEWAY_TOKEN, "Token " + GATEWAY_TOKEN,
+                GATEWAY_TOKEN, "Bearer " + GATEWAY_TOKEN + " extra", "Bearer\t" + GATEWAY_TOKEN] + \
+               ["Bearer " + t for t in WRONG_TOKENS]
+    n = 0
+    for method, path, body in routes(h):
+        for auth in bad_auth:
+            r = call(bd, method, path, body, auth)
+            assert r.status_code == 401, (method, path, auth, r.status_code, r.text)
+            is_error(r, 401, "unauthorized")
+            n += 1
+    # the token is checked before the body is even parsed
+    r = post(bd, "/v1/usage", data=b"{not json" + b"x" * 5000, auth=None)
+    is_error(r, 401, "unauthorized")
+    # chat wants an account's API key: tokens and nonsense are not one
+    for auth in [None, "Bearer ", "Bearer " + GATEWAY_TOKEN, "Bearer " + ADMIN_TOKEN, "Bearer sk-nonsense"]:
+        r = post(bd, "/internal/v1/chat/completions", {"model": "internal-tiny", "max_tokens": 1,
+                                                       "messages": [{"role": "user", "content": "hi"}]}, auth)
+        assert r.status_code == 401, (auth, r.status_code, r.text)
+    assert books(env) == before
+    assert n >= 150
+
+
+def test_gateway_token_on_admin_routes_is_403(env, h):
+    bd = h["bd"]
+    before = books(env)
+    gw = "Bearer " + GATEWAY_TOKEN
+    body = {"account_id": h["active"], "amount_nanos": UNIT, "reason": "gw tries", "operator": "gw",
+            "idempotency_key": "hostile-gw-grant"}
+    is_error(post(bd, "/v1/admin/grants", body, gw), 403, "forbidden")
+    is_error(get(bd, "/v1/admin/no-such-route", gw), 403, "forbidden")
+    is_error(post(bd, "/v1/admin/grants/../grants", body, gw), 403, "forbidden")
+    for path in ["/v1/admin/grants?x=1", "/v1/admin/grants/", "/v1/ADMIN/grants", "/v1//admin/grants",
+                 "/v1/admin%2Fgrants", "/v1/./admin/grants"]:
+        r = post(bd, path, body, gw)
+        assert r.status_code in (403, 404), (path, r.status_code, r.text)
+    assert books(env) == before
+    assert env.one("SELECT count(*) FROM journal WHERE idempotency_key = 'grant:hostile-gw-grant'") == 0
+    # the admin token may grant (and is accepted on gateway routes too)
+    r = post(bd, "/v1/admin/grants", body, "Bearer " + ADMIN_TOKEN)
+    assert r.status_code == 201, r.text
+    assert get(bd, f"/v1/accounts/{h['active']}", "Bearer " + ADMIN_TOKEN).status_code == 200
+
+
+# ---------------------------------------------------------------- frozen accounts
+
+
+def test_api_keys_of_a_frozen_account_are_refused_everywhere(env, h):
+    bd = h["bd"]
+    before = books(env)
+    fkey, facct = h["frozen_key"], h["frozen"]
+    gw = "Bearer " + GATEWAY_TOKEN
+    r = post(bd, "/v1/authorize", {"request_id": "h-frozen-az", "api_key": fkey, "model": "h-model",
+                                   "input_tokens": 10, "max_output_tokens": 10}, gw)
+    is_error(r, 403, "account_frozen")
+    r = post(bd, "/v1/authorize", {"request_id": "h-frozen-az2", "account_id": facct, "model": "h-model",
+                                   "input_tokens": 10, "max_output_tokens": 10}, gw)
+    is_error(r, 403, "account_frozen")
+    r = post(bd, "/v1/usage", {"request_id": "h-frozen-u", "api_key": fkey, "model": "h-model", "input_tokens": 10,
+                               "cached_input_tokens": 0, "output_tokens": 1, "started_at": now(minutes=-1)}, gw)
+    is_error(r, 403, "account_frozen")
+    chat = {"model": "internal-tiny", "max_tokens": 2, "temperature": 0,
+            "messages": [{"role": "user", "content": "hello"}]}
+    r = post(bd, "/internal/v1/chat/completions", chat, "Bearer " + fkey)
+    is_error(r, 403, "account_frozen")
+    r = post(bd, "/internal/v1/chat/completions", dict(chat, stream=True), "Bearer " + fkey)
+    assert r.status_code == 403, (r.status_code, r.text)
+    assert books(env) == before
+    # no hold was taken for the frozen account
+    held = subprocess.run(["redis-cli", "-p", str(env.stack.redis_port), "GET", f"{{a:{facct}}}:held"],
+                          capture_output=True, text=True, timeout=10).stdout.strip()
+    assert held in ("", "0"), held
+    # the same calls with the active account's key go through: the 403 is the freeze
+    r = post(bd, "/internal/v1/chat/completions", chat, "Bearer " + h["active_key"])
+    assert r.status_code == 200, r.text
+    assert r.json()["usage"]["completion_tokens"] >= 1
+
+
+# ---------------------------------------------------------------- SQL-shaped strings
+
+
+def test_sql_shaped_strings_in_every_text_field_are_stored_verbatim_or_refused(env, h):
+    bd = h["bd"]
+    gw, adm = "Bearer " + GATEWAY_TOKEN, "Bearer " + ADMIN_TOKEN
+    tables = env.one("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'")
+    customers0 = env.one("SELECT count(*) FROM customers")
+    for i, s in enumerate(SQL):
+        t0 = time.time()
+        # signup: external_id and identity stored as given; an unknown referral code refused
+        ext = f"h-sql-{i}-{s}"
+        r = post(bd, "/v1/accounts", {"external_id": ext, "identity": [s, s + "#2", "{" + s + "}"]}, gw)
+        assert r.status_code == 201, (s, r.text)
+        acct = r.json()["account_id"]
+        assert get(bd, f"/v1/accounts/{acct}", gw).json()["external_id"] == ext
+        assert env.one("SELECT identity FROM customers WHERE account_id = %s", (acct,)) == [s, s + "#2", "{" + s + "}"]
+        r = post(bd, "/v1/accounts", {"external_id": ext + "-ref", "referral_code": s[:64]}, gw)
+        assert r.status_code in (400, 422), (s, r.text)
+        # API key name
+        r = post(bd, "/v1/keys", {"account_id": acct, "name": s}, gw)
+        assert r.status_code == 201, r.text
+        key = r.json()["api_key"]
+        _secrets.add(key)
+        assert env.one("SELECT name FROM api_keys WHERE key_id = %s", (r.json()["key_id"],)) == s
+        # top-up reference
+        ref = f"pay-{i}-{s}"
+        r = post(bd, "/v1/topups", {"account_id": acct, "amount_nanos": UNIT, "payment_ref": ref}, gw)
+        assert r.status_code == 201 and r.json()["payment_ref"] == ref, r.text
+        assert env.one("SELECT count(*) FROM journal WHERE idempotency_key = %s", ("topup:" + ref,)) == 1
+        # admin grant: reason, operator, idempotency key stored; a SQL-shaped expires_at refused
+        g = {"account_id": acct, "amount_nanos": 1000, "reason": s, "operator": s, "idempotency_key": f"g-{i}-{s}"}
+        r = post(bd, "/v1/admin/grants", g, adm)
+        assert r.status_code == 201, r.text
+        row = env.one("SELECT reason, actor FROM journal WHERE idempotency_key = %s", ("grant:" + g["idempotency_key"],))
+        assert row == (s, s), row
+        r = post(bd, "/v1/admin/grants", dict(g, idempotency_key=f"g2-{i}", expires_at=s), adm)
+        is_error(r, 400, "invalid_request")
+        # authorize: SQL in the model is an unknown model, in the api_key an unknown key
+        rid = f"az-{i}-{s}"
+        is_error(post(bd, "/v1/authorize", {"request_id": rid, "account_id": acct, "model": s, "input_tokens": 1,
+                                            "max_output_tokens": 1}, gw), 422, "unknown_model")
+        r = post(bd, "/v1/authorize", {"request_id": rid, "api_key": s, "model": "h-model", "input_tokens": 1,
+                                       "max_output_tokens": 1}, gw)
+        assert r.status_code in (401, 404), r.text
+        # authorize and settle with SQL in request_id, hold_id, status: stored verbatim
+        r = post(bd, "/v1/authorize", {"request_id": rid, "api_key": key, "model": "h-model", "input_tokens": 100,
+                                       "max_output_tokens": 10}, gw)
+        assert r.status_code == 200 and r.json()["hold_id"] == rid, r.text
+        u = {"request_id": rid, "api_key": key, "model": "h-model", "input_tokens": 100, "cached_input_tokens": 0,
+             "output_tokens": 10, "started_at": now(minutes=-1), "hold_id": rid, "status": s[:32]}
+        r = post(bd, "/v1/usage", u, gw)
+        assert r.status_code == 200, r.text
+        assert r.json()["cost_nanos"] == expected_cost(2 * UNIT, UNIT // 2, 8 * UNIT, 100, 0, 10)
+        assert env.one("SELECT hold_id, status, account_id FROM usage_records WHERE request_id = %s", (rid,)) == \
+            (rid, s[:32], acct)
+        # tokenize counts the text, nothing else happens
+        r = post(bd, "/v1/tokenize", {"model": "internal-tiny", "text": s}, gw)
+        assert r.status_code == 200 and r.json()["tokens"] > 0, r.text
+        # path parameters: not an id
+        assert get(bd, "/v1/accounts/" + urllib.parse.quote(s, safe=""), gw).status_code in (400, 404)
+        assert post(bd, "/v1/accounts/" + urllib.parse.quote(s, safe="") + "/verify", {}, gw).status_code in (400, 404)
+        assert time.time() - t0 < 3, f"'{s}' took {time.time() - t0:.1f} s: pg_sleep ran?"
+    assert env.one("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'") == tables
+    assert env.one("SELECT count(*) FROM audit_log WHERE actor = 'pwned' OR action = 'pwned'") == 0
+    assert env.one("SELECT count(*) FROM customers") == customers0 + len(SQL)
+    assert env.one("SELECT count(*) FROM ledger_balances WHERE balance = 0") < env.one("SELECT count(*) FROM ledger_balances")
+    env.assert_books_sound()
+
+
+def test_longest_request_id_authorizes_and_settles_its_hold(env, h):
+    """A request_id may be 200 characters (authorize and usage accept it); the
+    hold_id authorize answers is that request_id, so usage must take it back."""
+    bd = h["bd"]
+    gw = "Bearer " + GATEWAY_TOKEN
+    acct = h["active"]
+    for n in (129, 130, 200):
+        rid = f"long-{n}-".ljust(n, "r")
+        r = post(bd, "/v1/authorize", {"request_id": rid, "account_id": acct, "model": "h-model",
+                                       "input_tokens": 100, "max_output_tokens": 10}, gw)
+        assert r.status_code == 200, r.text
+        hold = r.json()["hold_id"]
+        assert hold == rid
+        u = {"request_id": rid, "account_id": acct, "model": "h-model", "input_tokens": 100, "cached_input_tokens": 0,
+             "output_tokens": 10, "started_at": now(minutes=-1), "hold_id": hold}
+        r = post(bd, "/v1/usage", u, gw)
+        assert r.status_code == 200, f"a {n}-character hold_id from /v1/authorize is refused by /v1/usage: {r.text}"
+        assert env.one("SELECT hold_id FROM usage_records WHERE request_id = %s", (rid,)) == hold
+
+
+# ---------------------------------------------------------------- raw HTTP
+
+
+def raw(port, data, timeout=10.0):
+    """Sends bytes, reads until the server closes or answers fully.
+    Returns (status or None, bytes, closed_by_server)."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    buf = b""
+    closed = False
+    try:
+        try:
+            s.sendall(data)
+        except (BrokenPipeError, ConnectionResetError):
+            closed = True
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            try:
+                chunk = s.recv(65536)
+            except ConnectionResetError:
+                closed = True
+                break
+            except socket.timeout:
+                break
+            if not chunk:
+                closed = True
+                break
+            buf += chunk
+            head, sep, body = buf.partition(b"\r\n\r\n")
+            if sep:
+                cl = [ln for ln in head.split(b"\r\n") if ln.lower().startswith(b"content-length:")]
+                if cl and len(body) >= int(cl[0].split(b":")[1]):
+                    break
+    finally:
+        s.close()
+    status = int(buf.split(b" ")[1]) if buf.startswith(b"HTTP/1.") else None
+    return status, buf, closed
+
+
+def served(bd):
+    assert requests.get(bd.url + "/healthz", timeout=5).status_code == 200
+    r = post(bd, "/v1/tokenize", {"model": "internal-tiny", "text": "still here"}, "Bearer " + GATEWAY_TOKEN,
+             timeout=5)
+    assert r.status_code == 200, r.text
+
+
+def test_oversized_headers_are_refused_and_the_service_keeps_serving(env, h):
+    bd = h["bd"]
+    before = books(env)
+    body = json.dumps({"external_id": "hostile-header-should-not-exist"}).encode()
+
+    def req(extra_headers, path="/v1/accounts", auth="Bearer " + GATEWAY_TOKEN):
+        lines = [f"POST {path} HTTP/1.1", "Host: 127.0.0.1", f"Authorization: {auth}",
+                 "Content-Type: application/json", f"Content-Length: {len(body)}"] + extra_headers
+        return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+    cases = {
+        "one 20 KiB header": req(["X-Big: " + "a" * 20000]),
+        "one 1 MiB header": req(["X-Big: " + "a" * (1 << 20)]),
+        "3000 small headers": req([f"X-H{i}: v" for i in range(3000)]),
+        "100 KiB Authorization": req([], auth="Bearer " + "t" * 100000),
+        "64 KiB URL": req([], path="/v1/accounts?" + "q" * 65536),
+        "header without colon": req(["this is not a header"]),
+    }
+    for name, data in cases.items():
+        st, buf, closed = raw(bd.port, data)
+        assert st is None or 400 <= st < 500, (name, st, buf[:300])
+        served(bd)
+    assert books(env) == before
+    # headers well under the limit are fine
+    r = requests.post(bd.url + "/v1/tokenize", json={"model": "internal-tiny", "text": "x"},
+                      headers={"Authorization": "Bearer " + GATEWAY_TOKEN, "X-Pad": "p" * 8000}, timeout=10)
+    assert r.status_code == 200, r.text
+    assert bd.proc.poll() is None
+
+
+def wait_closed(sock, limit):
+    """Seconds until the server closes sock (recv gives b'' or a reset), or None after limit."""
+    t0 = time.time()
+    sock.settimeout(0.2)
+    got = b""
+    while time.time() - t0 < limit:
+        try:
+            chunk = sock.recv(65536)
+        except socket.timeout:
+            continue
+        except ConnectionResetError:
+            return time.time() - t0, got
+        if not chunk:
+            return time.time() - t0, got
+        got += chunk
+    return None, got
+
+
+def test_slow_clients_that_never_finish_are_closed_by_the_idle_timeout(env, h):
+    bd = h["bd"]
+    before = books(env)
+    usage = json.dumps({"request_id": "h-slow-1", "account_id": h["active"], "model": "h-model", "input_tokens": 10,
+                        "cached_input_tokens": 0, "output_tokens": 1, "started_at": now(minutes=-1)}).encode()
+    partial = {
+        "nothing sent": b"",
+        "half a request line": b"POST /v1/us",
+        "headers never end": b"POST /v1/usage HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " +
+                             GATEWAY_TOKEN.encode() + b"\r\n",
+        "body never ends": b"POST /v1/usage HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + GATEWAY_TOKEN.encode() +
+                           b"\r\nContent-Length: " + str(len(usage) + 50).encode() + b"\r\n\r\n" + usage,
+    }
+    socks = {}
+    for name, data in partial.items():
+        s = socket.create_connection(("127.0.0.1", bd.port), timeout=5)
+        if data:
+            s.sendall(data)
+        socks[name] = s
+    # others are served meanwhile
+    served(bd)
+    results = {}
+    ths = []
+
+    def watch(name, s):
+        results[name] = wait_closed(s, IDLE_S + 6)
+
+    for name, s in socks.items():
+        ths.append(threading.Thread(target=watch, args=(name, s)))
+        ths[-1].start()
+    for t in ths:
+        t.join(30)
+    for name, (secs, got) in results.items():
+        assert secs is not None, f"{name}: still open {IDLE_S + 6} s later (idle_timeout_s={IDLE_S})"
+        assert secs <= IDLE_S + 3, (name, secs)
+        assert not got or got.split(b" ")[1][:1] in (b"4", b"5"), (name, got[:200])
+    for s in socks.values():
+        s.close()
+    # a keep-alive connection left idle after an answer is closed too
+    s = socket.create_connection(("127.0.0.1", bd.port), timeout=5)
+    s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert s.recv(65536).startswith(b"HTTP/1.1 200")
+    secs, _ = wait_closed(s, IDLE_S + 6)
+    s.close()
+    assert secs is not None and secs <= IDLE_S + 3, secs
+    # the half-sent usage record never reached the ledger
+    assert books(env) == before
+    assert env.one("SELECT count(*) FROM usage_records WHERE request_id = 'h-slow-1'") == 0
+    served(bd)
+
+
+@pytest.mark.xfail(strict=True, reason="known gap (issue 9): libevent 2.1's evhttp has only an inactivity timeout; a request whose headers trickle in is not bounded in age yet")
+def test_a_client_trickling_headers_forever_is_cut_off(env, h):
+    """Slowloris: one header byte every half second never lets the idle
+    timer fire.  A request whose headers are not complete a few idle
+    timeouts after it started must not hold its connection for ever."""
+    bd = h["bd"]
+    s = socket.create_connection(("127.0.0.1", bd.port), timeout=5)
+    s.sendall(b"POST /v1/usage HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+    limit = 4 * IDLE_S + 2
+    t0 = time.time()
+    closed = False
+    try:
+        while time.time() - t0 < limit:
+            s.sendall(b"a")
+            p = select.poll()
+            p.register(s, select.POLLIN)
+            if p.poll(500):
+                try:
+                    if not s.recv(4096):
+                        closed = True
+                        break
+                except ConnectionResetError:
+                    closed = True
+                    break
+    except (BrokenPipeError, ConnectionResetError):
+        closed = True
+    finally:
+        s.close()
+    assert closed, (f"a client sending one header byte every 0.5 s kept its connection {limit} s "
+                    f"(idle_timeout_s={IDLE_S}): idle_timeout_s bounds only silence, not a request's age")
+
+
+# ---------------------------------------------------------------- many connections
+
+
+def open_idle(port, n, pid=None, batch=100):
+    """n connected, silent sockets.  Connects in batches smaller than
+    libevent's listen backlog (128) and, given billingd's pid, waits for it
+    to accept each batch: beyond the backlog the kernel answers with SYN
+    cookies, and a cookie handshake whose ACK finds the accept queue full is
+    dropped while the client believes it is connected."""
+    socks = []
+    base = fd_count(pid) if pid else 0
+    while len(socks) < n:
+        pending = []
+        for _ in range(min(batch, n - len(socks))):
+            s = socket.socket()
+            s.setblocking(False)
+            err = s.connect_ex(("127.0.0.1", port))
+            assert err in (0, errno.EINPROGRESS), err
+            pending.append(s)
+        deadline = time.time() + 30
+        while pending and time.time() < deadline:
+            p = select.poll()  # select() stops at fd 1024
+            byfd = {s.fileno(): s for s in pending}
+            for s in pending:
+                p.register(s, select.POLLOUT)
+            done = set()
+            for fd, _ in p.poll(1000):
+                e = byfd[fd].getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                assert e == 0, os.strerror(e)
+                done.add(fd)
+                socks.append(byfd[fd])
+            pending = [s for s in pending if s.fileno() not in done]
+        assert not pending, f"{len(pending)} connects did not complete"
+        if pid:
+            deadline = time.time() + 10
+            while fd_count(pid) < base + len(socks) and time.time() < deadline:
+                time.sleep(0.01)
+    return socks
+
+
+def still_open(socks):
+    n = 0
+    for s in socks:
+        try:
+            if s.recv(1, socket.MSG_PEEK) == b"":
+                continue
+        except BlockingIOError:
+            n += 1
+        except OSError:
+            continue
+    return n
+
+
+def test_ten_thousand_idle_connections_while_others_are_served(env, h):
+    limit = raise_nofile(25000)
+    n = min(10000, limit - 500)
+    assert n >= 1000, f"fd limit {limit} too low for this test"
+    bd = start(env, {"idle_timeout_s": "60"})
+    base = fd_count(bd.proc.pid)
+    socks = open_idle(bd.port, n, bd.proc.pid)
+    try:
+        # billingd accepted them all (not just the kernel's backlog)
+        deadline = time.time() + 10
+        while fd_count(bd.proc.pid) < base + n and time.time() < deadline:
+            time.sleep(0.2)
+        with open(f"/proc/{bd.proc.pid}/limits") as f:
+            lim = [ln for ln in f if ln.startswith("Max open files")]
+        assert fd_count(bd.proc.pid) >= base + n, (fd_count(bd.proc.pid), base, n, lim, bd.logs()[-2000:])
+        # others are served, promptly and correctly
+        gw = "Bearer " + GATEWAY_TOKEN
+        acct = h["active"]
+        lat = []
+        for i in range(30):
+            t0 = time.time()
+            r = post(bd, "/v1/authorize", {"request_id": f"h-idle-{i}", "account_id": acct, "model": "h-model",
+                                           "input_tokens": 100, "max_output_tokens": 10}, gw, timeout=10)
+            assert r.status_code == 200, r.text
+            r = post(bd, "/v1/usage", {"request_id": f"h-idle-{i}", "account_id": acct, "model": "h-model",
+                                       "input_tokens": 100, "cached_input_tokens": 0, "output_tokens": 10,
+                                       "started_at": now(minutes=-1), "hold_id": f"h-idle-{i}"}, gw, timeout=10)
+            assert r.status_code == 200, r.text
+            assert r.json()["cost_nanos"] == expected_cost(2 * UNIT, UNIT // 2, 8 * UNIT, 100, 0, 10)
+            lat.append(time.time() - t0)
+        assert max(lat) < 2.0, lat
+        assert still_open(socks) == n
+        assert bd.proc.poll() is None
+        print(f"{n} idle connections held; authorize+usage {1000 * sum(lat) / len(lat):.1f} ms on average, "
+              f"{1000 * max(lat):.1f} ms at most")
+    finally:
+        for s in socks:
+            s.close()
+    # and released: the fd count falls back
+    deadline = time.time() + 15
+    while fd_count(bd.proc.pid) > base + 50 and time.time() < deadline:
+        time.sleep(0.2)
+    assert fd_count(bd.proc.pid) <= base + 50, (fd_count(bd.proc.pid), base)
+    served(bd)
+
+
+@pytest.mark.xfail(strict=True, reason="known gap (issue 9): max_connections is not enforced yet (libevent 2.1 has no connection limit; needs our own accept accounting)")
+def test_max_connections_bounds_the_open_connections(env, h):
+    """README: max_connections is the most open HTTP connections.  Beyond it a
+    new connection is closed at once (or never accepted), and the ones
+    within the limit are still served."""
+    bd = start(env, {"idle_timeout_s": "60", "max_connections": "50"})
+    base = fd_count(bd.proc.pid)
+    socks = open_idle(bd.port, 200)
+    try:
+        time.sleep(2.0)
+        held = fd_count(bd.proc.pid) - base
+        assert held <= 50 + 5, f"max_connections=50, but billingd holds {held} client connections"
+    finally:
+        for s in socks:
+            s.close()
+    served(bd)
+
+
+# ---------------------------------------------------------------- logs (keep last)
+
+
+def test_no_api_key_or_token_in_any_log(env, h):
+    assert len(_secrets) >= 10
+    assert _instances
+    for b in _instances:
+        with open(b.log_path, "rb") as f:
+            text = f.read().decode("utf-8", "replace")
+        assert "level=" in text, b.log_path
+        for s in _secrets:
+            assert s not in text, f"a secret ({s[:6]}...) appears in {b.log_path}"
+        # not even the random tail of one
+        for s in _secrets:
+            if len(s) >= 24:
+                assert s[-16:] not in text, f"part of a secret ({s[:6]}...) in {b.log_path}"
