@@ -98,7 +98,7 @@ static void *worker(void *arg)
 		if (kind == 0) {
 			struct ops_grant_req g = {acct, amount, "load grant", "admin", NULL,
 						  next(&s) % 2 ? time_now_us() + 86400000000LL : 0,
-						  (int)(next(&s) % 3), key};
+						  (int)(next(&s) % 3), key, false};
 			struct ops_grant_info info;
 			rc = ops_grant(&x, &g, &info, &dup, &err);
 		} else if (kind == 1) {
