@@ -500,17 +500,22 @@ def test_a_client_trickling_headers_forever_is_cut_off(env, h):
 # ---------------------------------------------------------------- many connections
 
 
-def open_idle(port, n, pid=None, batch=100):
-    """n connected, silent sockets.  Connects in batches smaller than
-    libevent's listen backlog (128) and, given billingd's pid, waits for it
-    to accept each batch: beyond the backlog the kernel answers with SYN
-    cookies, and a cookie handshake whose ACK finds the accept queue full is
-    dropped while the client believes it is connected."""
+def open_idle(port, n, pid=None, batch=16):
+    """Connected, silent sockets until billingd (pid) holds n more fds than
+    before, or n sockets without a pid.  Small batches, each waited for:
+    beyond libevent's listen backlog (128) the kernel answers with SYN
+    cookies, and a cookie handshake whose ACK meets a full accept queue is
+    dropped while the client believes it is connected: such a phantom never
+    reaches billingd, so more are opened until billingd really holds n."""
     socks = []
     base = fd_count(pid) if pid else 0
-    while len(socks) < n:
+
+    def held():
+        return fd_count(pid) - base if pid else len(socks)
+
+    while held() < n and len(socks) < n + n // 5 + 100:
         pending = []
-        for _ in range(min(batch, n - len(socks))):
+        for _ in range(min(batch, n - held())):
             s = socket.socket()
             s.setblocking(False)
             err = s.connect_ex(("127.0.0.1", port))
@@ -531,23 +536,10 @@ def open_idle(port, n, pid=None, batch=100):
             pending = [s for s in pending if s.fileno() not in done]
         assert not pending, f"{len(pending)} connects did not complete"
         if pid:
-            deadline = time.time() + 10
-            while fd_count(pid) < base + len(socks) and time.time() < deadline:
-                time.sleep(0.01)
+            deadline = time.time() + 2
+            while held() < len(socks) and time.time() < deadline:
+                time.sleep(0.002)
     return socks
-
-
-def still_open(socks):
-    n = 0
-    for s in socks:
-        try:
-            if s.recv(1, socket.MSG_PEEK) == b"":
-                continue
-        except BlockingIOError:
-            n += 1
-        except OSError:
-            continue
-    return n
 
 
 def test_ten_thousand_idle_connections_while_others_are_served(env, h):
@@ -556,12 +548,11 @@ def test_ten_thousand_idle_connections_while_others_are_served(env, h):
     assert n >= 1000, f"fd limit {limit} too low for this test"
     bd = start(env, {"idle_timeout_s": "60"})
     base = fd_count(bd.proc.pid)
+    t0 = time.time()
     socks = open_idle(bd.port, n, bd.proc.pid)
+    took = time.time() - t0
     try:
-        # billingd accepted them all (not just the kernel's backlog)
-        deadline = time.time() + 10
-        while fd_count(bd.proc.pid) < base + n and time.time() < deadline:
-            time.sleep(0.2)
+        # billingd holds them all (not just the kernel's backlog)
         with open(f"/proc/{bd.proc.pid}/limits") as f:
             lim = [ln for ln in f if ln.startswith("Max open files")]
         assert fd_count(bd.proc.pid) >= base + n, (fd_count(bd.proc.pid), base, n, lim, bd.logs()[-2000:])
@@ -581,10 +572,10 @@ def test_ten_thousand_idle_connections_while_others_are_served(env, h):
             assert r.json()["cost_nanos"] == expected_cost(2 * UNIT, UNIT // 2, 8 * UNIT, 100, 0, 10)
             lat.append(time.time() - t0)
         assert max(lat) < 2.0, lat
-        assert still_open(socks) == n
+        assert fd_count(bd.proc.pid) >= base + n, "billingd dropped idle connections"
         assert bd.proc.poll() is None
-        print(f"{n} idle connections held; authorize+usage {1000 * sum(lat) / len(lat):.1f} ms on average, "
-              f"{1000 * max(lat):.1f} ms at most")
+        print(f"{n} idle connections held (opened in {took:.1f} s, {len(socks) - n} phantom handshakes); "
+              f"authorize+usage {1000 * sum(lat) / len(lat):.1f} ms on average, {1000 * max(lat):.1f} ms at most")
     finally:
         for s in socks:
             s.close()
