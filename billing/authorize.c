@@ -801,8 +801,8 @@ void authz_settle(struct server *s, const struct usage_item *it)
 	struct authz_state *az = s->az;
 	struct acct_entry *e;
 	struct limits lim = {{0}, {0}};
-	char dp[32], dpr[32], tok[32], l[4][32];
-	const char *argv[10];
+	char dp[32], dpr[32], tok[32], l[4][32], lg[32];
+	const char *argv[11];
 
 	if (!it->account_id || it->job.err.status || !s->redis)
 		return;
@@ -826,13 +826,15 @@ void authz_settle(struct server *s, const struct usage_item *it)
 	argv[7] = l[1];
 	argv[8] = l[2];
 	argv[9] = l[3];
+	snprintf(lg, sizeof(lg), "%" PRId64, it->duplicate ? (int64_t)-1 : it->mirror_lgen);
+	argv[10] = lg;
 	if (!it->duplicate || it->r.hold_id[0]) {
 		struct settle_arg *sa = malloc(sizeof(*sa));
 		if (sa) {
 			sa->s = s;
 			sa->account = it->account_id;
 		}
-		if (!sa || quota_run(az->q, QUOTA_SETTLE, it->account_id, 10, argv, settle_cb, sa) < 0) {
+		if (!sa || quota_run(az->q, QUOTA_SETTLE, it->account_id, 11, argv, settle_cb, sa) < 0) {
 			free(sa);
 			authz_forget(s, it->account_id);
 		}

@@ -11,8 +11,8 @@
 
 static const char *const scripts[QUOTA_N_SCRIPTS] = {quota_lua_authorize, quota_lua_settle, quota_lua_load,
 						     quota_lua_invalidate};
-#define N_KEYS 7
-static const char *const key_suffix[N_KEYS] = {"bal", "holds", "hexp", "held", "concn", "rl", "ver"};
+#define N_KEYS 8
+static const char *const key_suffix[N_KEYS] = {"bal", "holds", "hexp", "held", "concn", "rl", "ver", "lgen"};
 
 struct quota {
 	struct rconn *r;

@@ -9,6 +9,8 @@
  *   {a:ID}:held   int   sum of live holds
  *   {a:ID}:concn  hash  model -> live holds of that model
  *   {a:ID}:rl     hash  GCRA theoretical arrival times, field "<scope>:<kind>"
+ *   {a:ID}:lgen   int   bumped by every mirror load: a settle applies its delta
+ *                       only if no load happened since its COMMIT was prepared
  * Times come from Redis TIME, never the service's clock. */
 #ifndef BILLING_QUOTA_LUA_H
 #define BILLING_QUOTA_LUA_H
@@ -30,7 +32,7 @@
 	"local due = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'LIMIT', 0, 1000)\n"          \
 	"for _, h in ipairs(due) do release(h) end\n"
 
-/* authorize: KEYS bal holds hexp held concn rl ver
+/* authorize: KEYS bal holds hexp held concn rl ver lgen
  * ARGV 1 hold_id 2 amount 3 paid_only 4 ttl_ms 5 tokens 6 model
  *      7..11 account-wide rpm tpm rpd tpd concurrency (0 = none)
  *      12..16 per-model   rpm tpm rpd tpd concurrency
@@ -98,9 +100,10 @@ static const char quota_lua_authorize[] = QUOTA_LUA_PROLOGUE
 	"held = held + amount\n"
 	"return {'OK', amount, avail(), exp, 0}\n";
 
-/* settle: KEYS bal holds hexp held concn rl ver
+/* settle: KEYS bal holds hexp held concn rl ver lgen
  * ARGV 1 hold_id ('' none) 2 d_paid 3 d_promo 4 actual_tokens 5 apply_delta(0/1) 6 model
  *      7 account tpm 8 account tpd 9 model tpm 10 model tpd
+ *      11 load generation the writer saw before COMMIT (-1 unknown)
  * Releases the hold if it is still there (twice changes nothing), applies the
  * committed charge to the mirror, corrects TPM/TPD by actual - estimate. -> released (0/1) */
 static const char quota_lua_settle[] = QUOTA_LUA_PROLOGUE
@@ -108,8 +111,15 @@ static const char quota_lua_settle[] = QUOTA_LUA_PROLOGUE
 	"if ARGV[5] == '1' then\n"
 	"  redis.call('INCR', KEYS[7])\n"
 	"  if redis.call('EXISTS', KEYS[1]) == 1 then\n"
-	"    redis.call('HINCRBY', KEYS[1], 'paid', ARGV[2])\n"
-	"    redis.call('HINCRBY', KEYS[1], 'promo', ARGV[3])\n"
+	/* the delta is right only for a mirror loaded before the commit: the
+	 * writer read the load generation before COMMIT (ARGV 11); a load
+	 * since may already hold this charge, so the mirror is dropped instead */
+	"    if ARGV[11] ~= '-1' and (redis.call('GET', KEYS[8]) or '0') == ARGV[11] then\n"
+	"      redis.call('HINCRBY', KEYS[1], 'paid', ARGV[2])\n"
+	"      redis.call('HINCRBY', KEYS[1], 'promo', ARGV[3])\n"
+	"    else\n"
+	"      redis.call('DEL', KEYS[1])\n"
+	"    end\n"
 	"  end\n"
 	"end\n"
 	"if ARGV[1] ~= '' then\n"
@@ -134,12 +144,13 @@ static const char quota_lua_settle[] = QUOTA_LUA_PROLOGUE
 	"end\n"
 	"return released\n";
 
-/* load: KEYS bal holds hexp held concn rl ver
+/* load: KEYS bal holds hexp held concn rl ver lgen
  * ARGV 1 expected ver 2 paid 3 promo 4 status 5 ttl_ms -> 1 loaded, 0 stale (retry) */
 static const char quota_lua_load[] = QUOTA_LUA_PROLOGUE
 	"if (redis.call('GET', KEYS[7]) or '0') ~= ARGV[1] then return 0 end\n"
 	"redis.call('HSET', KEYS[1], 'paid', ARGV[2], 'promo', ARGV[3], 'status', ARGV[4])\n"
 	"redis.call('PEXPIRE', KEYS[1], ARGV[5])\n"
+	"redis.call('INCR', KEYS[8])\n"
 	"local sum = 0\n"
 	"for _, v in ipairs(redis.call('HVALS', KEYS[2])) do\n"
 	"  sum = sum + tonumber(string.match(v, '^(%-?%d+)|'))\n"
@@ -147,7 +158,7 @@ static const char quota_lua_load[] = QUOTA_LUA_PROLOGUE
 	"redis.call('SET', KEYS[4], sum)\n"
 	"return 1\n";
 
-/* invalidate: KEYS bal holds hexp held concn rl ver -> drops the mirror, bumps the version */
+/* invalidate: KEYS bal holds hexp held concn rl ver lgen -> drops the mirror, bumps the version */
 static const char quota_lua_invalidate[] =
 	"redis.call('INCR', KEYS[7])\n"
 	"redis.call('DEL', KEYS[1])\n"

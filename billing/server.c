@@ -1064,7 +1064,7 @@ struct server *server_new(struct event_base *base, struct config *cfg, struct er
 	if (apikey_load_pepper(config_get(cfg, "key_pepper_file"), 1, s->pepper, err) < 0)
 		goto fail;
 	s->metrics = metrics_new();
-	s->uw = usage_writer_new(s->metrics);
+	s->uw = usage_writer_new(s->metrics, config_get(cfg, "redis"));
 	if (!s->metrics || !s->uw) {
 		error_set(err, 0, "oom", "out of memory");
 		goto fail;

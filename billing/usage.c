@@ -1,6 +1,7 @@
 /* usage.c: see usage.h. */
 #include "billing/usage.h"
 
+#include <hiredis/hiredis.h>
 #include <inttypes.h>
 #include <sodium.h>
 #include <stdio.h>
@@ -169,6 +170,8 @@ void usage_item_release(struct usage_item *it)
 
 struct usage_writer {
 	struct metrics *metrics;
+	char redis_host[256];
+	int redis_port;
 };
 
 /* The price list, per writer thread (each thread its own copy: no sharing).
@@ -176,14 +179,65 @@ struct usage_writer {
 static __thread struct pricing_price *t_prices;
 static __thread size_t t_n_prices;
 static __thread int64_t t_prices_version = -1;
+/* each writer thread's own synchronous Redis connection (load generations) */
+static __thread redisContext *t_redis;
 
-struct usage_writer *usage_writer_new(struct metrics *m)
+struct usage_writer *usage_writer_new(struct metrics *m, const char *redis)
 {
 	struct usage_writer *w = calloc(1, sizeof(*w));
+	const char *colon = strrchr(redis, ':');
 
-	if (w)
-		w->metrics = m;
+	if (!w)
+		return NULL;
+	w->metrics = m;
+	snprintf(w->redis_host, sizeof(w->redis_host), "%.*s", colon ? (int)(colon - redis) : (int)strlen(redis), redis);
+	w->redis_port = colon ? atoi(colon + 1) : 6379;
 	return w;
+}
+
+/* Reads {a:ID}:lgen of every charged account, before COMMIT: a settle
+ * applies its delta to the mirror only if no load happened since.  Any
+ * failure leaves -1 (the settle then drops the mirror: safe). */
+static void read_load_generations(struct usage_writer *w, struct usage_item **items, const int *state, size_t n)
+{
+	struct timeval tv = {0, 200000};
+	size_t sent = 0;
+
+	for (size_t i = 0; i < n; i++)
+		items[i]->mirror_lgen = -1;
+	if (!t_redis || t_redis->err) {
+		if (t_redis)
+			redisFree(t_redis);
+		t_redis = redisConnectWithTimeout(w->redis_host, w->redis_port, tv);
+		if (!t_redis || t_redis->err) {
+			if (t_redis)
+				redisFree(t_redis);
+			t_redis = NULL;
+			return;
+		}
+		redisSetTimeout(t_redis, tv);
+	}
+	for (size_t i = 0; i < n; i++)
+		if (state[i] == 2 && redisAppendCommand(t_redis, "GET {a:%" PRId64 "}:lgen", items[i]->account_id) == REDIS_OK)
+			sent++;
+	for (size_t i = 0, got = 0; i < n && got < sent; i++) {
+		redisReply *r = NULL;
+		if (state[i] != 2)
+			continue;
+		got++;
+		if (redisGetReply(t_redis, (void **)&r) != REDIS_OK) {
+			redisFree(t_redis);
+			t_redis = NULL;
+			for (size_t k = 0; k < n; k++)
+				items[k]->mirror_lgen = -1;
+			return;
+		}
+		if (r && r->type == REDIS_REPLY_NIL)
+			items[i]->mirror_lgen = 0;
+		else if (r && r->type == REDIS_REPLY_STRING)
+			items[i]->mirror_lgen = strtoll(r->str, NULL, 10);
+		freeReplyObject(r);
+	}
 }
 
 void usage_writer_free(struct usage_writer *w)
@@ -202,6 +256,7 @@ struct acct {
 };
 
 struct batch {
+	struct usage_writer *w;
 	struct usage_item **items;
 	size_t n;
 	int *state; /* per item: 0 pending, 1 done (error or duplicate), 2 charged, 3 in-batch duplicate */
@@ -757,6 +812,7 @@ static int try_batch(struct batch *b, PGconn *c, const char *writer, char **keys
 		return -1;
 	if (resolve_keys(b, c, err) < 0 || find_replays(b, c, err) < 0 || load_accounts(b, c, err) < 0 ||
 	    charge_items(b, now, err) < 0 || insert_records(b, c, writer, keys, err) < 0 ||
+	    (read_load_generations(b->w, b->items, b->state, b->n), 0) ||
 	    db_exec(c, "COMMIT", 0, NULL, err) < 0) {
 		db_exec_quiet(c, "ROLLBACK");
 		return -1;
@@ -795,7 +851,10 @@ void usage_write_batch(struct dbjob **jobs, size_t n, PGconn *c, const char *wri
 	int attempt;
 
 	if (n == 0) {
-		/* the pool's thread is leaving: drop its price list */
+		/* the pool's thread is leaving: drop its price list and Redis connection */
+		if (t_redis)
+			redisFree(t_redis);
+		t_redis = NULL;
 		free(t_prices);
 		t_prices = NULL;
 		t_n_prices = 0;
@@ -814,6 +873,7 @@ void usage_write_batch(struct dbjob **jobs, size_t n, PGconn *c, const char *wri
 		return;
 	}
 	memset(&b, 0, sizeof(b));
+	b.w = w;
 	b.items = (struct usage_item **)jobs;
 	b.n = n;
 	b.state = calloc(n, sizeof(*b.state));

@@ -49,6 +49,7 @@ struct usage_item {
 	int64_t cost_nanos;
 	int64_t price_version;
 	int64_t d_paid, d_promo; /* what the charge moved (negative), for the balance mirror */
+	int64_t mirror_lgen;     /* the mirror's load generation read before COMMIT, -1 unknown */
 	/* owner's */
 	void *owner;
 	size_t index;
@@ -57,7 +58,8 @@ struct usage_item {
 struct usage_writer;
 struct metrics;
 
-struct usage_writer *usage_writer_new(struct metrics *m) __attribute__((warn_unused_result));
+/* redis: host:port of the balance mirror (read before each COMMIT). */
+struct usage_writer *usage_writer_new(struct metrics *m, const char *redis) __attribute__((warn_unused_result));
 void usage_writer_free(struct usage_writer *w);
 /* The dbpool batch function; arg is the usage_writer.  n == 0: the calling
  * thread is about to exit (frees its per-thread state). */

@@ -15,11 +15,14 @@
 
 #define CHUNK 1000
 
-/* KEYS {a:ID}:bal {a:ID}:ver; ARGV paid, promo, status, the version that was read ("" = none) */
+/* KEYS {a:ID}:bal {a:ID}:ver {a:ID}:lgen; ARGV paid, promo, status, the version that was read ("" = none).
+ * A repair is a mirror load: it bumps the load generation too, so a settle
+ * prepared before it drops the mirror rather than applying its delta twice. */
 static const char repair_lua[] =
 	"if (redis.call('GET', KEYS[2]) or '') ~= ARGV[4] then return 0 end "
 	"redis.call('HSET', KEYS[1], 'paid', ARGV[1], 'promo', ARGV[2], 'status', ARGV[3]) "
 	"redis.call('INCR', KEYS[2]) "
+	"redis.call('INCR', KEYS[3]) "
 	"return 1";
 
 static const char ledger_sql[] =
@@ -263,14 +266,16 @@ static int repair(redisContext *rc, struct reconcile_report *rep, struct error *
 	for (size_t i = 0; i < rep->n_diffs; i++) {
 		struct reconcile_diff *d = &rep->diffs[i];
 		char bal[48], ver[48], paid[32], promo[32];
-		const char *argv[9] = {"EVAL", repair_lua, "2", bal, ver, paid, promo, d->ledger_status, d->mirror_v};
+		char lgen[64];
+		const char *argv[10] = {"EVAL", repair_lua, "3", bal, ver, lgen, paid, promo, d->ledger_status, d->mirror_v};
 		redisReply *r;
 
 		snprintf(bal, sizeof(bal), "{a:%" PRId64 "}:bal", d->account_id);
 		snprintf(ver, sizeof(ver), "{a:%" PRId64 "}:ver", d->account_id);
+		snprintf(lgen, sizeof(lgen), "{a:%" PRId64 "}:lgen", d->account_id);
 		snprintf(paid, sizeof(paid), "%" PRId64, d->ledger_paid);
 		snprintf(promo, sizeof(promo), "%" PRId64, d->ledger_promo);
-		r = redisCommandArgv(rc, 9, argv, NULL);
+		r = redisCommandArgv(rc, 10, argv, NULL);
 		if (!r)
 			return redis_fail(rc, "EVAL", err);
 		if (r->type == REDIS_REPLY_ERROR) {
