@@ -17,6 +17,8 @@ import requests
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 BIN = os.environ.get("BILLING_BIN", os.path.join(ROOT, "bin"))
+# the binaries under test were built with ASan/UBSan (make asan): much slower
+SANITIZED = os.path.basename(os.path.dirname(os.path.abspath(BIN))).startswith("build-asan")
 GATEWAY_TOKEN = "gw-test-token-0123456789"
 ADMIN_TOKEN = "admin-test-token-9876543210"
 ITEST = os.environ.get("BILLING_ITEST_BIN", os.path.join(ROOT, "build", "itest"))
