@@ -222,15 +222,11 @@ struct dbpool *dbpool_new(struct event_base *base, const struct dbpool_opts *o)
 	return p;
 }
 
-int dbpool_submit(struct dbpool *p, struct dbjob *job)
+/* Appends one job; the caller holds p->mu and checked the bound. */
+static void enqueue_locked(struct dbpool *p, struct dbjob *job, int64_t now)
 {
-	pthread_mutex_lock(&p->mu);
-	if (p->depth >= p->o.queue_max || p->stopping) {
-		pthread_mutex_unlock(&p->mu);
-		return -1;
-	}
 	job->next = NULL;
-	job->enqueued_us = time_now_us();
+	job->enqueued_us = now;
 	memset(&job->err, 0, sizeof(job->err));
 	if (p->tail)
 		p->tail->next = job;
@@ -238,6 +234,17 @@ int dbpool_submit(struct dbpool *p, struct dbjob *job)
 		p->head = job;
 	p->tail = job;
 	p->depth++;
+}
+
+int dbpool_submit(struct dbpool *p, struct dbjob *job)
+{
+	pthread_mutex_lock(&p->mu);
+	if (p->depth >= p->o.queue_max || p->stopping) {
+		pthread_mutex_unlock(&p->mu);
+		return -1;
+	}
+	enqueue_locked(p, job, time_now_us());
+	/* a batch pool is woken by the first job and by a full batch only */
 	if (!p->o.batch || p->depth == 1 || p->depth >= (p->o.batch_max ? p->o.batch_max : 1))
 		pthread_cond_broadcast(&p->cv);
 	pthread_mutex_unlock(&p->mu);
@@ -250,18 +257,8 @@ size_t dbpool_submit_many(struct dbpool *p, struct dbjob **jobs, size_t n)
 	int64_t now = time_now_us();
 
 	pthread_mutex_lock(&p->mu);
-	for (; k < n && p->depth < p->o.queue_max && !p->stopping; k++) {
-		struct dbjob *job = jobs[k];
-		job->next = NULL;
-		job->enqueued_us = now;
-		memset(&job->err, 0, sizeof(job->err));
-		if (p->tail)
-			p->tail->next = job;
-		else
-			p->head = job;
-		p->tail = job;
-		p->depth++;
-	}
+	for (; k < n && p->depth < p->o.queue_max && !p->stopping; k++)
+		enqueue_locked(p, jobs[k], now);
 	if (k)
 		pthread_cond_broadcast(&p->cv);
 	pthread_mutex_unlock(&p->mu);
