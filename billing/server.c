@@ -12,6 +12,7 @@
 #include <strings.h>
 
 #include "billing/server_int.h"
+#include "billing/conns.h"
 #include "billing/dbpool.h"
 #include "billing/inference.h"
 #include "billing/stream.h"
@@ -835,6 +836,7 @@ static void gen_cb(struct evhttp_request *req, void *arg)
 	char path[512];
 	size_t plen;
 
+	conns_request_read(s->conns, req);
 	if (!uri) {
 		/* libevent calls back without a URI after some connection errors and
 		 * expects an answer */
@@ -890,6 +892,7 @@ static void gen_cb(struct evhttp_request *req, void *arg)
 		metrics_gauge(s->metrics, "billing_usage_queue_depth", (int64_t)dbpool_depth(s->writer));
 		metrics_gauge(s->metrics, "billing_db_queue_depth", (int64_t)dbpool_depth(s->pool));
 		metrics_gauge(s->metrics, "billing_inflight_requests", s->inflight);
+		metrics_gauge(s->metrics, "billing_http_connections", conns_open(s->conns));
 		metrics_render(s->metrics, &b);
 		out = evbuffer_new();
 		evbuffer_add(out, b.data ? b.data : "", b.len);
@@ -1039,7 +1042,7 @@ static int cfg_int(struct server *s, const char *k, int64_t min, int64_t max, in
 struct server *server_new(struct event_base *base, struct config *cfg, struct error *err)
 {
 	struct server *s = calloc(1, sizeof(*s));
-	int64_t batch_max, batch_wait, queue_max, pg_to, redis_to, idle, maxconn, expiry_s, writers;
+	int64_t batch_max, batch_wait, queue_max, pg_to, redis_to, idle, maxconn, reqto, expiry_s, writers;
 	const char *listen = config_get(cfg, "listen"), *colon = strrchr(listen, ':');
 	char host[256], writer[160];
 	struct timeval tv = {1, 0};
@@ -1056,6 +1059,7 @@ struct server *server_new(struct event_base *base, struct config *cfg, struct er
 	    cfg_int(s, "redis_timeout_ms", 10, 60000, &redis_to, err) < 0 ||
 	    cfg_int(s, "idle_timeout_s", 1, 86400, &idle, err) < 0 ||
 	    cfg_int(s, "max_connections", 1, 1000000, &maxconn, err) < 0 ||
+	    cfg_int(s, "request_timeout_s", 0, 86400, &reqto, err) < 0 ||
 	    cfg_int(s, "expiry_interval_s", 1, 86400, &expiry_s, err) < 0 ||
 	    cfg_int(s, "writer_threads", 1, 64, &writers, err) < 0)
 		goto fail;
@@ -1095,6 +1099,13 @@ struct server *server_new(struct event_base *base, struct config *cfg, struct er
 	evhttp_set_max_body_size(s->http, MAX_BODY + MAX_BODY / 2);
 	evhttp_set_max_headers_size(s->http, 16384);
 	evhttp_set_timeout(s->http, (int)idle);
+	/* evhttp's timeout measures silence only: conns bounds a request's age
+	 * and the number of open connections */
+	s->conns = conns_new(base, s->http, maxconn, reqto ? reqto : 2 * idle, s->metrics);
+	if (!s->conns) {
+		error_set(err, 0, "oom", "out of memory");
+		goto fail;
+	}
 	evhttp_set_allowed_methods(s->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD);
 	evhttp_set_gencb(s->http, gen_cb, s);
 	if (!colon) {
@@ -1185,6 +1196,7 @@ void server_free(struct server *s)
 	authz_free(s);
 	if (s->http)
 		evhttp_free(s->http);
+	conns_free(s->conns); /* after evhttp_free: its connections' close callbacks use it */
 	usage_writer_free(s->uw);
 	metrics_free(s->metrics);
 	tokens_free(s->gw);

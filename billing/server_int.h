@@ -23,6 +23,7 @@ struct server {
 	struct config *cfg;
 	struct evhttp *http;
 	struct evhttp_bound_socket *sock;
+	struct conns *conns;
 	struct tokens *gw, *admin;
 	uint8_t pepper[APIKEY_PEPPER_BYTES];
 	struct dbpool *pool, *writer;
