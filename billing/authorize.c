@@ -241,6 +241,43 @@ void authz_forget(struct server *s, int64_t account)
 		az->dirty_overflow = true;
 }
 
+struct forget_now {
+	struct server *s;
+	int64_t account;
+	void (*done)(void *);
+	void *arg;
+};
+
+static void forget_now_cb(void *arg, redisReply *r)
+{
+	struct forget_now *f = arg;
+
+	if (!r) /* the mirror may still be stale: keep it for the next tick */
+		authz_forget(f->s, f->account);
+	f->done(f->arg);
+	free(f);
+}
+
+void authz_forget_then(struct server *s, int64_t account, void (*done)(void *arg), void *arg)
+{
+	struct forget_now *f;
+
+	if (!s->az || !s->redis || s->closing || !rconn_ready(s->redis) || !(f = calloc(1, sizeof(*f)))) {
+		authz_forget(s, account);
+		done(arg);
+		return;
+	}
+	f->s = s;
+	f->account = account;
+	f->done = done;
+	f->arg = arg;
+	if (quota_run(s->az->q, QUOTA_INVALIDATE, account, 0, NULL, forget_now_cb, f) < 0) {
+		free(f);
+		authz_forget(s, account);
+		done(arg);
+	}
+}
+
 static void forget_cb(void *arg, redisReply *r)
 {
 	struct server *s = arg;

@@ -467,6 +467,22 @@ static void hjob_run(struct dbjob *job, PGconn *conn, const char *writer)
 		error_set(&j->job.err, 503, "unavailable", "the ledger database connection was lost");
 }
 
+static void hjob_free(struct hjob *j)
+{
+	json_decref(j->body);
+	json_decref(j->out);
+	free(j);
+}
+
+static void hjob_reply_later(void *arg)
+{
+	struct hjob *j = arg;
+
+	reply(j->rc, j->out_status, j->out);
+	j->out = NULL;
+	hjob_free(j);
+}
+
 static void hjob_done(struct dbjob *job)
 {
 	struct hjob *j = (struct hjob *)job;
@@ -491,13 +507,17 @@ static void hjob_done(struct dbjob *job)
 				  "%s", transient ? "the database is busy or away; retry" : "internal error");
 		}
 		reply_error(j->rc, &e);
+	} else if (j->op == OP_TOPUP || j->op == OP_GRANT) {
+		/* the balance grew: drop the account's mirror before answering, so
+		 * the caller's next authorize sees the new balance (NOTIFY would
+		 * arrive a few milliseconds later) */
+		authz_forget_then(j->s, j->id, hjob_reply_later, j);
+		return;
 	} else {
 		reply(j->rc, j->out_status, j->out);
 		j->out = NULL;
 	}
-	json_decref(j->body);
-	json_decref(j->out);
-	free(j);
+	hjob_free(j);
 }
 
 static void submit_hjob(struct rctx *c, enum op op, json_t *body, int64_t id)

@@ -92,5 +92,9 @@ int authz_start(struct server *s, const struct authz_params *p, authz_done_fn do
 void authz_settle(struct server *s, const struct usage_item *it);
 /* The account's mirror may have missed a change: drop it as soon as Redis answers. */
 void authz_forget(struct server *s, int64_t account);
+/* The same, now: done(arg) once Redis has dropped the mirror (or failed to,
+ * then the account is left for the next tick), so an answer sent from done
+ * is never followed by a decision on the old balance. */
+void authz_forget_then(struct server *s, int64_t account, void (*done)(void *arg), void *arg);
 
 #endif

@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 import pytest
 import requests
 
-from conftest import Billingd, GATEWAY_TOKEN
+from conftest import ADMIN_TOKEN, Billingd, GATEWAY_TOKEN, UNIT
 
 UNIT = 1_000_000_000
 
@@ -254,6 +254,27 @@ def test_cli_grant_reaches_authorize_within_a_second(env, bd):
             break
         assert time.time() - t0 < 1.0, r.text
         time.sleep(0.02)
+
+
+def test_a_topup_or_grant_is_in_the_next_decision_once_answered(env, bd):
+    """A top-up (gateway) or an admin grant drops the account's mirror before
+    it is answered: an authorize sent right after the answer sees the new
+    balance, with no wait for the NOTIFY.  20 rounds at a balance of zero."""
+    acct = new_account(env, "topup-now")
+    assert usage(bd, acct, "tn-spend", 14).status_code == 200
+    assert authorize(bd, acct, "tn-0").status_code == 402  # mirror loaded at 0
+    with requests.Session() as sess:
+        for i in range(20):
+            if i % 2 == 0:
+                r = bd.post("/v1/topups", {"account_id": acct, "amount_nanos": UNIT, "payment_ref": f"tn-pay-{i}"})
+            else:
+                r = bd.post("/v1/admin/grants", {"account_id": acct, "amount_nanos": UNIT, "reason": "support", "operator": "test",
+                                                 "idempotency_key": f"tn-grant-{i}"}, token=ADMIN_TOKEN)
+            assert r.status_code == 201, r.text
+            a = authorize(bd, acct, f"tn-a-{i}", session=sess)
+            assert a.status_code == 200, f"round {i}: the credit answered a moment ago is not seen: {a.text}"
+            u = usage(bd, acct, f"tn-a-{i}", 1, hold=f"tn-a-{i}")
+            assert u.status_code == 200 and u.json()["balance"]["available_nanos"] == 0, u.text
 
 
 def test_api_key_principal_and_revocation(env, bd):
