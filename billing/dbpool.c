@@ -1,6 +1,7 @@
 /* dbpool.c: see dbpool.h. */
 #include "billing/dbpool.h"
 
+#include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -61,11 +62,27 @@ struct thread_arg {
 	int idx;
 };
 
-static PGconn *ensure_conn(struct dbpool *p, PGconn *c, int64_t *next_try_us, int *was_up)
+/* A pool connection between jobs has nothing to read (it LISTENs to
+ * nothing).  Bytes waiting there are almost always the server's goodbye (a
+ * restart sends FATAL 57P01, then closes), rarely a ParameterStatus: either
+ * way the connection is replaced before the next job, which then gets a
+ * fresh connection instead of a 503. */
+static bool conn_alive(PGconn *c)
+{
+	struct pollfd pfd = {PQsocket(c), POLLIN, 0};
+
+	return pfd.fd >= 0 && poll(&pfd, 1, 0) == 0;
+}
+
+/* last_fail_us: when the last connect failed.  An idle thread retries every
+ * 500 ms (so readiness comes back without traffic); a thread holding jobs
+ * retries after 50 ms, so the first jobs after PostgreSQL is back are
+ * served, not refused for the rest of an idle back-off. */
+static PGconn *ensure_conn(struct dbpool *p, PGconn *c, int64_t *last_fail_us, int *was_up, bool for_job)
 {
 	struct error err;
 
-	if (c && PQstatus(c) == CONNECTION_OK)
+	if (c && PQstatus(c) == CONNECTION_OK && conn_alive(c))
 		return c;
 	if (c) {
 		PQfinish(c);
@@ -78,12 +95,14 @@ static PGconn *ensure_conn(struct dbpool *p, PGconn *c, int64_t *next_try_us, in
 			log_warn("postgresql connection lost", "pool=%s", p->name);
 		}
 	}
-	if (time_now_us() < *next_try_us)
+	if (time_now_us() - *last_fail_us < (for_job ? 50000 : 500000))
 		return NULL;
 	c = db_connect(p->conninfo, p->o.timeout_ms, &err);
 	if (!c) {
-		*next_try_us = time_now_us() + 500000;
-		log_warn("postgresql unreachable", "pool=%s error=\"%s\"", p->name, err.msg);
+		/* once per outage and thread, not every retry */
+		if (time_now_us() - *last_fail_us > 5000000)
+			log_warn("postgresql unreachable", "pool=%s error=\"%s\"", p->name, err.msg);
+		*last_fail_us = time_now_us();
 		return NULL;
 	}
 	pthread_mutex_lock(&p->mu);
@@ -99,7 +118,7 @@ static void *thread_main(void *argp)
 	struct dbpool *p = ta->p;
 	char writer[160];
 	PGconn *c = NULL;
-	int64_t next_try = 0;
+	int64_t last_fail = 0;
 	int up = 0;
 	size_t bmax = p->o.batch ? (p->o.batch_max ? p->o.batch_max : 1) : 1;
 	struct dbjob **batch = calloc(bmax, sizeof(*batch));
@@ -109,7 +128,7 @@ static void *thread_main(void *argp)
 	else
 		snprintf(writer, sizeof(writer), "%s.t%d", p->writer_prefix, ta->idx);
 	free(ta);
-	c = ensure_conn(p, c, &next_try, &up);
+	c = ensure_conn(p, c, &last_fail, &up, false);
 	for (;;) {
 		size_t n = 0;
 
@@ -131,7 +150,7 @@ static void *thread_main(void *argp)
 			pthread_cond_timedwait(&p->cv, &p->mu, &ts);
 			if (!p->head && !p->stopping) {
 				pthread_mutex_unlock(&p->mu);
-				c = ensure_conn(p, c, &next_try, &up);
+				c = ensure_conn(p, c, &last_fail, &up, false);
 				pthread_mutex_lock(&p->mu);
 			}
 		}
@@ -166,14 +185,14 @@ static void *thread_main(void *argp)
 			p->tail = NULL;
 		pthread_mutex_unlock(&p->mu);
 
-		c = ensure_conn(p, c, &next_try, &up);
+		c = ensure_conn(p, c, &last_fail, &up, true);
 		if (p->o.batch) {
 			p->o.batch(batch, n, c, writer, p->o.batch_arg);
 		} else {
 			batch[0]->run(batch[0], c, writer);
 		}
 		if (c && PQstatus(c) != CONNECTION_OK)
-			c = ensure_conn(p, c, &next_try, &up);
+			c = ensure_conn(p, c, &last_fail, &up, false);
 		for (size_t i = 0; i < n; i++)
 			push_done(p, batch[i]);
 	}

@@ -138,3 +138,34 @@ def test_postgresql_stopped_mid_load_503_then_recovers_without_restart(env, bill
     assert all(st == 200 and j["duplicate"] is True for st, _, j in res3.values())
     assert ledger_counts(env) == before
     env.assert_books_sound()
+
+
+def test_after_a_postgresql_restart_the_first_calls_are_served_not_503(env, billingd):
+    """The pools' connections died with the old server while billingd was
+    idle.  Once PostgreSQL is back, the very first calls must be answered
+    (each pool thread notices its dead connection before using it), not
+    refused once per thread with a 503."""
+    from concurrent.futures import ThreadPoolExecutor
+    stack = env.stack
+    acct = new_account(env, "restart-first")
+    set_price(env, "outage-m", 2 * UNIT, UNIT // 2, 8 * UNIT)
+    wait_prices()
+    started = rfc3339(dt.datetime.now(UTC) - dt.timedelta(minutes=1))
+    assert billingd.post("/v1/usage", body("rf-warm", acct, 100, started)).status_code == 200
+    stack.stop_pg()
+    try:
+        time.sleep(0.3)
+    finally:
+        stack.start_pg()
+    assert pg_up(stack)
+
+    def use(i):
+        return billingd.post("/v1/usage", body(f"rf-{i}", acct, 100 + i, started), timeout=15)
+
+    def get(i):
+        return requests.get(f"{billingd.url}/v1/accounts/{acct}", headers=billingd.h(), timeout=15)
+
+    with ThreadPoolExecutor(8) as ex:
+        got = list(ex.map(use, range(8))) + list(ex.map(get, range(8)))
+    bad = [(i, r.status_code, r.text) for i, r in enumerate(got) if r.status_code != 200]
+    assert not bad, f"first calls after a PostgreSQL restart were refused: {bad}"
