@@ -771,49 +771,30 @@ static void http_done(void *arg, int status, json_t *body, const char *retry_aft
 void h_authorize(struct rctx *c)
 {
 	struct error err;
-	json_t *b = read_body(c, &err), *acct;
+	json_t *b = read_body(c, &err);
+	struct authz_body ab;
 	struct authz_params p;
-	const char *key;
 
 	if (!b)
 		return reply_error(c, &err);
-	if (want_string(b, "request_id", true, 200, &err) < 0 || want_string(b, "api_key", false, 255, &err) < 0 ||
-	    want_string(b, "model", true, 200, &err) < 0)
-		goto bad;
-	acct = json_object_get(b, "account_id");
-	key = json_string_value(json_object_get(b, "api_key"));
-	if (acct && !json_is_null(acct) && (!json_is_integer(acct) || json_integer_value(acct) <= 0)) {
-		error_set(&err, 400, "invalid_request", "field 'account_id' must be a positive integer");
-		goto bad;
-	}
-	if ((key != NULL) == (acct && !json_is_null(acct))) {
-		error_set(&err, 400, "invalid_request", "give exactly one of 'api_key' and 'account_id'");
-		goto bad;
-	}
-	if (want_int(b, "input_tokens", true, 0, 1000000000, &err) < 0 ||
-	    want_int(b, "max_output_tokens", true, 0, 1000000000, &err) < 0) {
-		if (err.status == 422)
-			snprintf(err.code, sizeof(err.code), "invalid_tokens");
-		goto bad;
+	if (authz_body_parse(b, &ab, &err) < 0) {
+		json_decref(b);
+		return reply_error(c, &err);
 	}
 	memset(&p, 0, sizeof(p));
-	p.request_id = json_string_value(json_object_get(b, "request_id"));
-	p.model = json_string_value(json_object_get(b, "model"));
-	p.input_tokens = json_integer_value(json_object_get(b, "input_tokens"));
-	p.max_output_tokens = json_integer_value(json_object_get(b, "max_output_tokens"));
-	if (key) {
+	p.request_id = ab.request_id;
+	p.model = ab.model;
+	p.input_tokens = ab.input_tokens;
+	p.max_output_tokens = ab.max_output_tokens;
+	if (ab.api_key) {
 		p.has_key = true;
-		apikey_hash(c->s->pepper, key, strlen(key), p.key_hash);
+		apikey_hash(c->s->pepper, ab.api_key, strlen(ab.api_key), p.key_hash);
 	} else {
-		p.account_id = json_integer_value(acct);
+		p.account_id = ab.account_id;
 	}
 	if (authz_start(c->s, &p, http_done, c) < 0)
 		reply_err(c, 503, "unavailable", "out of memory");
 	json_decref(b);
-	return;
-bad:
-	json_decref(b);
-	reply_error(c, &err);
 }
 
 /* ---- settle ---- */

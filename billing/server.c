@@ -588,31 +588,15 @@ int want_int(json_t *b, const char *k, bool required, int64_t min, int64_t max, 
 static void h_accounts_create(struct rctx *c)
 {
 	struct error err;
-	json_t *b = read_body(c, &err), *ids;
-	size_t i;
-	json_t *v;
+	json_t *b = read_body(c, &err);
 
 	if (!b)
 		return reply_error(c, &err);
-	if (want_string(b, "external_id", true, 200, &err) < 0 || want_string(b, "referral_code", false, 64, &err) < 0)
-		goto bad;
-	ids = json_object_get(b, "identity");
-	if (ids && !json_is_null(ids)) {
-		if (!json_is_array(ids) || json_array_size(ids) > 16) {
-			error_set(&err, 400, "invalid_request", "field 'identity' must be an array of at most 16 strings");
-			goto bad;
-		}
-		json_array_foreach(ids, i, v) if (!json_is_string(v) || json_string_length(v) == 0 ||
-						  json_string_length(v) > 200)
-		{
-			error_set(&err, 400, "invalid_request", "field 'identity' must hold strings of 1 to 200 characters");
-			goto bad;
-		}
+	if (signup_body_check(b, &err) < 0) {
+		json_decref(b);
+		return reply_error(c, &err);
 	}
-	return submit_hjob(c, OP_ACCOUNT_CREATE, b, 0);
-bad:
-	json_decref(b);
-	reply_error(c, &err);
+	submit_hjob(c, OP_ACCOUNT_CREATE, b, 0);
 }
 
 static void h_keys(struct rctx *c)

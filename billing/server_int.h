@@ -69,6 +69,16 @@ json_t *read_body(struct rctx *c, struct error *err);
 int want_string(json_t *b, const char *k, bool required, size_t max, struct error *err);
 int want_int(json_t *b, const char *k, bool required, int64_t min, int64_t max, struct error *err);
 
+/* bodies.c: body checks without server state (the fuzz targets call them) */
+struct authz_body {
+	const char *request_id, *model, *api_key; /* borrowed from the body; api_key NULL or account_id > 0 */
+	int64_t account_id, input_tokens, max_output_tokens;
+};
+/* POST /v1/authorize: 0, or -1 with 400 invalid_request / 422 invalid_tokens. */
+int authz_body_parse(json_t *b, struct authz_body *out, struct error *err) __attribute__((warn_unused_result));
+/* POST /v1/accounts: 0, or -1 with 400 invalid_request. */
+int signup_body_check(json_t *b, struct error *err) __attribute__((warn_unused_result));
+
 /* authorize.c */
 int authz_init(struct server *s, struct error *err) __attribute__((warn_unused_result));
 void authz_free(struct server *s);

@@ -1,11 +1,9 @@
 /* fuzz_authorize.c: POST /v1/authorize bodies.
  *
- * billingd validates an authorize body inside the HTTP handler
- * (h_authorize, billing/authorize.c), not in a pure function, so this
- * target carries authorize_validate(): the same sequence of checks, made
- * with the product's own want_string()/want_int() (billing/server.c) on the
- * body as read_body() parses it.  Keep it in step with h_authorize; the
- * better fix is a pure authz_parse() in the product that both call.
+ * The handler (h_authorize, billing/authorize.c) checks the body with
+ * authz_body_parse() (billing/bodies.c), a function without server state:
+ * this target calls that same function on the body as read_body() parses
+ * it, and checks what it accepts.
  *
  * Properties of an accepted body:
  *   - request_id and model 1..200 bytes without NUL; api_key (if any)
@@ -26,34 +24,6 @@
 
 static const uint8_t pepper[32] = {7};
 
-/* A copy of h_authorize's checks (billing/authorize.c), without the reply. */
-static int authorize_validate(json_t *b, struct error *err)
-{
-	json_t *acct;
-	const char *key;
-
-	if (want_string(b, "request_id", true, 200, err) < 0 || want_string(b, "api_key", false, 255, err) < 0 ||
-	    want_string(b, "model", true, 200, err) < 0)
-		return -1;
-	acct = json_object_get(b, "account_id");
-	key = json_string_value(json_object_get(b, "api_key"));
-	if (acct && !json_is_null(acct) && (!json_is_integer(acct) || json_integer_value(acct) <= 0)) {
-		error_set(err, 400, "invalid_request", "field 'account_id' must be a positive integer");
-		return -1;
-	}
-	if ((key != NULL) == (acct && !json_is_null(acct))) {
-		error_set(err, 400, "invalid_request", "give exactly one of 'api_key' and 'account_id'");
-		return -1;
-	}
-	if (want_int(b, "input_tokens", true, 0, 1000000000, err) < 0 ||
-	    want_int(b, "max_output_tokens", true, 0, 1000000000, err) < 0) {
-		if (err->status == 422)
-			snprintf(err->code, sizeof(err->code), "invalid_tokens");
-		return -1;
-	}
-	return 0;
-}
-
 static void check_string(json_t *b, const char *k, size_t max, int required)
 {
 	json_t *v = json_object_get(b, k);
@@ -72,6 +42,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	json_error_t je;
 	json_t *b = json_loadb((const char *)data, size, JSON_REJECT_DUPLICATES, &je), *u, *acct;
 	struct error e;
+	struct authz_body ab;
 	const char *key;
 	int64_t in, out;
 
@@ -82,7 +53,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		return 0;
 	}
 	memset(&e, 0, sizeof(e));
-	if (authorize_validate(b, &e) < 0) {
+	if (authz_body_parse(b, &ab, &e) < 0) {
 		FUZZ_CHECK((e.status == 400 && strcmp(e.code, "invalid_request") == 0) ||
 			   (e.status == 422 && strcmp(e.code, "invalid_tokens") == 0));
 		json_decref(b);
@@ -98,6 +69,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		FUZZ_CHECK(json_is_integer(acct) && json_integer_value(acct) > 0);
 	in = json_integer_value(json_object_get(b, "input_tokens"));
 	out = json_integer_value(json_object_get(b, "max_output_tokens"));
+	/* what the handler uses is what the body says */
+	FUZZ_CHECK(ab.input_tokens == in && ab.max_output_tokens == out);
+	FUZZ_CHECK(ab.request_id == json_string_value(json_object_get(b, "request_id")));
+	FUZZ_CHECK(ab.model == json_string_value(json_object_get(b, "model")));
+	FUZZ_CHECK(ab.api_key == key && (key ? ab.account_id == 0 : ab.account_id == json_integer_value(acct)));
 	FUZZ_CHECK(in >= 0 && in <= 1000000000 && out >= 0 && out <= 1000000000);
 
 	/* the hold prices as authorize prices it (input, no cached, max output) */

@@ -1,12 +1,10 @@
 /* fuzz_signup.c: POST /v1/accounts bodies.
  *
- * billingd validates a signup body inside the HTTP handler
- * (h_accounts_create, billing/server.c); this target carries
- * signup_validate(), the same checks made with the product's own
- * want_string() on the body as read_body() parses it, then the request
- * hash that ops_account_create() (ledger/ops.c) uses for idempotency.
- * Keep it in step with h_accounts_create; the better fix is a pure
- * function in the product that both call.
+ * The handler (h_accounts_create, billing/server.c) checks the body with
+ * signup_body_check() (billing/bodies.c), a function without server
+ * state: this target calls it on the body as read_body() parses it, then
+ * checks what it accepts and the request hash that ops_account_create()
+ * (ledger/ops.c) uses for idempotency.
  *
  * Properties of an accepted body:
  *   - external_id 1..200 bytes, referral_code (if any) 1..64, no NUL;
@@ -21,30 +19,6 @@
 #include "billing/server_int.h"
 #include "common/error.h"
 #include "tests/fuzz/fuzz.h"
-
-/* A copy of h_accounts_create's checks (billing/server.c), without the reply. */
-static int signup_validate(json_t *b, struct error *err)
-{
-	json_t *ids, *v;
-	size_t i;
-
-	if (want_string(b, "external_id", true, 200, err) < 0 || want_string(b, "referral_code", false, 64, err) < 0)
-		return -1;
-	ids = json_object_get(b, "identity");
-	if (ids && !json_is_null(ids)) {
-		if (!json_is_array(ids) || json_array_size(ids) > 16) {
-			error_set(err, 400, "invalid_request", "field 'identity' must be an array of at most 16 strings");
-			return -1;
-		}
-		json_array_foreach(ids, i, v) if (!json_is_string(v) || json_string_length(v) == 0 ||
-						  json_string_length(v) > 200)
-		{
-			error_set(err, 400, "invalid_request", "field 'identity' must hold strings of 1 to 200 characters");
-			return -1;
-		}
-	}
-	return 0;
-}
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -61,7 +35,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		return 0;
 	}
 	memset(&e, 0, sizeof(e));
-	if (signup_validate(b, &e) < 0) {
+	if (signup_body_check(b, &e) < 0) {
 		FUZZ_CHECK(e.status == 400 && strcmp(e.code, "invalid_request") == 0);
 		json_decref(b);
 		return 0;
