@@ -129,9 +129,19 @@ static void set_err(struct config_error *err, int line, const char *fmt, const c
 
 int config_parse_text(struct config *cfg, const char *text, size_t len, struct config_error *err)
 {
-	const char *p = text, *end = text + len;
+	const char *p = text, *end = text + len, *nul = memchr(text, '\0', len);
 	int line = 0;
 
+	if (nul) {
+		/* a value would be cut at the NUL: refuse the file, naming the line */
+		for (const char *c = text; c < nul; c++)
+			line += *c == '\n';
+		if (err) {
+			err->line = line + 1;
+			snprintf(err->msg, sizeof(err->msg), "line %d: NUL byte", line + 1);
+		}
+		return -1;
+	}
 	while (p < end) {
 		const char *eol = memchr(p, '\n', (size_t)(end - p));
 		const char *ks, *ke, *vs, *ve, *eq;

@@ -102,6 +102,10 @@ int time_parse_rfc3339(const char *s, int allow_date, int64_t *us)
 		return -1;
 out:
 	t = time_days_from_civil(y, (unsigned)mo, (unsigned)d) * 86400 + h * 3600 + mi * 60 + se - off * 60;
+	/* an offset must not carry the instant out of years 0000..9999 (UTC),
+	 * where time_format_rfc3339 gives it back in the same form */
+	if (t < time_days_from_civil(0, 1, 1) * 86400 || t >= time_days_from_civil(10000, 1, 1) * 86400)
+		return -1;
 	*us = t * 1000000 + frac;
 	return 0;
 }

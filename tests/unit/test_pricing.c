@@ -423,6 +423,10 @@ static void test_time(void)
 			OK(rc == -1, "time '%s'%s refused", cases[i].s, cases[i].allow_date ? " (dates allowed)" : "");
 	}
 	OK(time_parse_rfc3339(NULL, 0, &t) == -1, "time NULL refused");
+	OK(time_parse_rfc3339("9999-12-31T23:59:59-01:00", 0, &t) == -1, "an offset carrying the instant past 9999 refused");
+	OK(time_parse_rfc3339("0000-01-01T00:30:00+01:00", 0, &t) == -1, "an offset carrying the instant before 0000 refused");
+	OK(time_parse_rfc3339("9999-12-31T22:59:59-01:00", 0, &t) == 0 && t == 253402300799000000LL,
+	   "the last second of 9999 through an offset");
 	time_format_rfc3339(0, buf, sizeof(buf));
 	IS_STR(buf, "1970-01-01T00:00:00.000000Z", "format epoch");
 	time_format_rfc3339(-1, buf, sizeof(buf));
@@ -469,6 +473,12 @@ static void test_config(void)
 	memset(&err, 0, sizeof(err));
 	OK(config_parse_text(cfg, noeq, strlen(noeq), &err) == -1, "line without '=' refused");
 	IS_I64(err.line, 4, "line without '=': line number");
+	memset(&err, 0, sizeof(err));
+	{
+		static const char withnul[] = "listen = 1.2.3.4:5\nredis = a\0b\n";
+		OK(config_parse_text(cfg, withnul, sizeof(withnul) - 1, &err) == -1, "a NUL byte in the file refused");
+		IS_I64(err.line, 2, "NUL byte: line number");
+	}
 	OK(config_set(cfg, "nosuch", "1") == -1, "config_set unknown key");
 	OK(config_is_key("signing_key_file") && !config_is_key("signing_key"), "config_is_key");
 	config_free(cfg);
