@@ -93,6 +93,7 @@ test: deps
 	@$(MAKE) --no-print-directory integration
 	@$(MAKE) --no-print-directory asan
 	@$(MAKE) --no-print-directory fuzz-short
+	@$(MAKE) --no-print-directory valgrind-short
 	@$(MAKE) --no-print-directory faults-short
 
 # AddressSanitizer + UBSan build in its own folder, unit and integration suites.

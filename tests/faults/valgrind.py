@@ -21,6 +21,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -161,16 +162,38 @@ def exercise(bd, env):
     while requests.get(bd.url + "/readyz", timeout=T).status_code != 200:
         assert time.time() < deadline, "not ready again"
         time.sleep(0.5)
-    # the first call on each pool thread may still meet its dead connection (503, retry-safe)
-    for path, body, want in (("/v1/usage", dict(u, request_id="vg-u-down"), 200),
-                             ("/v1/accounts", {"external_id": "vg-down"}, 201)):
-        for _ in range(20):
-            r = p(path, body, (want, 503))
-            if r.status_code == want:
-                break
-            time.sleep(0.5)
-        assert r.status_code == want, (path, r.text)
-    return n
+    # each pool thread replaces its dead connection before the first job
+    p("/v1/usage", dict(u, request_id="vg-u-down"), 200)
+    p("/v1/accounts", {"external_id": "vg-down"}, 201)
+    # connection accounting (billing/conns.c): the one over max_connections
+    # (8) is closed at once; a request trickling for longer than
+    # request_timeout_s (3) is dropped
+    idle = [socket.create_connection(("127.0.0.1", bd.port), timeout=T) for _ in range(8)]
+    time.sleep(1.0)
+    extra = socket.create_connection(("127.0.0.1", bd.port), timeout=T)
+    extra.settimeout(T)
+    assert extra.recv(1) == b"", "the 9th connection was kept open with max_connections=8"
+    extra.close()
+    for s in idle:
+        s.close()
+    time.sleep(1.0)
+    slow = socket.create_connection(("127.0.0.1", bd.port), timeout=T)
+    slow.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+    t0 = time.time()
+    closed = False
+    while time.time() - t0 < 20 and not closed:
+        try:
+            slow.sendall(b"X: y\r\n")
+            slow.settimeout(0.5)
+            closed = slow.recv(1) == b""
+        except socket.timeout:
+            pass
+        except (BrokenPipeError, ConnectionResetError):
+            closed = True
+    slow.close()
+    assert closed, "a trickling request outlived request_timeout_s"
+    g("/healthz", 200)
+    return n + 4
 
 
 def report(path):
@@ -206,7 +229,8 @@ def main():
             e.admin("price", "set", "--model", model, "--input", "2", "--cached-input", "0.5", "--output", "8",
                     "--effective", "2020-01-01T00:00:00Z")
         t0 = time.time()
-        bd = VgBillingd(e, {"pg_timeout_ms": "30000", "redis_timeout_ms": "10000", "inference_threads": "1"})
+        bd = VgBillingd(e, {"pg_timeout_ms": "30000", "redis_timeout_ms": "10000", "inference_threads": "1",
+                                "max_connections": "8", "request_timeout_s": "3"})
         log(f"billingd under valgrind ready after {time.time() - t0:.0f} s")
         time.sleep(1.5)  # prices
         t0 = time.time()
