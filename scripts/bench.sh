@@ -8,7 +8,7 @@
 #
 # Environment: BENCH_SECONDS (measured seconds per scenario, default 12),
 # BENCH_WARMUP (2), BENCH_ACCOUNTS (1000), BENCH_IDLE_CONNS (10000),
-# BENCH_ONLY (comma list of: kernels,authorize,usage,batch,export,idle),
+# BENCH_ONLY (comma list of: kernels,authorize,usage,two,batch,export,idle),
 # BENCH_DIR (scratch, default var/bench), BENCH_KEEP=1 (leave the stack and
 # billingd running at the end, for perf; prints how to stop them).
 # What each scenario does and why: tools/bench/README.
@@ -21,7 +21,7 @@ SECS=${BENCH_SECONDS:-12}
 WARM=${BENCH_WARMUP:-2}
 ACCTS=${BENCH_ACCOUNTS:-1000}
 IDLE=${BENCH_IDLE_CONNS:-10000}
-ONLY=${BENCH_ONLY:-kernels,authorize,usage,batch,export,idle}
+ONLY=${BENCH_ONLY:-kernels,authorize,usage,two,batch,export,idle}
 WORK=${BENCH_DIR:-$ROOT/var/bench}
 KEEP=${BENCH_KEEP:-0}
 # concurrency of each scenario (the baselines use the same)
@@ -61,7 +61,7 @@ cp "$BIN/billingd" "$BIN/billing-admin" "$BIN/ledger" "$TOOLS/loadgen" "$TOOLS/b
 	"$TOOLS/kernels" "$RUN/bin/"
 BIN=$RUN/bin TOOLS=$RUN/bin
 
-BPID="" BARE_PID="" CHAT_PID=""
+BPID="" B2PID="" BARE_PID="" CHAT_PID=""
 started_stack=0
 stop_pid() { # stop_pid PID: SIGTERM, wait up to 10 s, then SIGKILL
 	local p=$1
@@ -81,6 +81,7 @@ cleanup() {
 		log "  stop them with: kill $BPID; scripts/stack.sh stop $STACK"
 		exit 0
 	fi
+	stop_pid "$B2PID"
 	stop_pid "$BPID"
 	if [ $started_stack = 1 ]; then
 		scripts/stack.sh stop "$STACK" || true
@@ -242,6 +243,40 @@ if want usage; then
 		-T $((SECS + WARM)) -D lo="$A_LO" -D hi="$A_HI" -f "$ROOT/bench/gateway_usage.sql" \
 		-l --log-prefix=pgb billing >"$RUN/pgbench.out" 2>&1 ) || { cat "$RUN/pgbench.out" >&2; exit 1; }
 	$PY "$ROOT/tools/bench/report.py" pgbench "$RUN/pgbench" "$WARM" "$SECS" $C_USAGE >"$RUN/pgbench.json"
+fi
+
+# ---- two billingd instances on the same PostgreSQL and Redis ----
+# Each figure comes from two load generators with half the connections each:
+# both against instance 1 (one instance), then one against each (two
+# instances), so only the number of billingd processes differs.
+pair() { # pair LABEL PORT_A PORT_B CONNS LOADGEN-ARGS...: two loadgens at once
+	local label=$1 pa=$2 pb=$3 c=$4 pid
+	shift 4
+	"$TOOLS/loadgen" --port "$pa" --token "$GW" --run "${label}a" "$@" -c $((c / 2)) "${TIMED[@]}" \
+		--label "$label-a" >"$RUN/$label-a.json" &
+	pid=$!
+	"$TOOLS/loadgen" --port "$pb" --token "$GW" --run "${label}b" "$@" -c $((c - c / 2)) "${TIMED[@]}" \
+		--label "$label-b" >"$RUN/$label-b.json"
+	wait "$pid"
+}
+if want two; then
+	B2PORT=$(free_port)
+	sed -e "s/^listen = .*/listen = 127.0.0.1:$B2PORT/" "$CONF" >"$RUN/billingd2.conf"
+	echo "instance_id = billingd-2" >>"$RUN/billingd2.conf"
+	"$BIN/billingd" --config "$RUN/billingd2.conf" >"$RUN/billingd2.log" 2>&1 &
+	B2PID=$!
+	wait_http "$B2PORT" /readyz 60 || { cat "$RUN/billingd2.log" >&2; log "billingd-2 did not become ready"; exit 1; }
+	log "two: authorize, $C_AUTH connections on one instance, then split over two"
+	pair two1-authorize "$BPORT" "$BPORT" $C_AUTH --path /v1/authorize --body "$AUTH_BODY"
+	pair two2-authorize "$BPORT" "$B2PORT" $C_AUTH --path /v1/authorize --body "$AUTH_BODY"
+	checkpoint
+	log "two: usage, $C_USAGE connections on one instance, then split over two"
+	pair two1-usage "$BPORT" "$BPORT" $C_USAGE --path /v1/usage --body "$USAGE_BODY"
+	checkpoint
+	pair two2-usage "$BPORT" "$B2PORT" $C_USAGE --path /v1/usage --body "$USAGE_BODY"
+	grep -E 'level=(warn|error)' "$RUN/billingd2.log" | head -5 >&2 || true
+	stop_pid "$B2PID"
+	B2PID=""
 fi
 
 # ---- batch usage (1000 records a request) vs COPY of the same rows ----

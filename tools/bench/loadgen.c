@@ -9,7 +9,8 @@
  * statuses.
  *
  * Bodies come from a template with placeholders, filled per request:
- *   {seq}   a counter, unique within this run (starts at --seq-start)
+ *   {seq}   a counter, one value per body (every {seq} in it the same), unique
+ *           within this run (starts at --seq-start)
  *   {acct}  a uniformly random integer in [--acct-lo, --acct-hi]
  *   {now}   the current UTC second, RFC 3339
  *   {run}   a random tag of this invocation (or --run), for distinct ids
@@ -170,6 +171,7 @@ static void template_fill(struct bytes *b)
 {
 	char num[32];
 	int n;
+	uint64_t seq = g_seq++; /* one value per filled body, however often {seq} appears */
 
 	for (size_t i = 0; i < g_nsegs; i++) {
 		switch (g_segs[i].kind) {
@@ -177,7 +179,7 @@ static void template_fill(struct bytes *b)
 			bytes_add(b, g_segs[i].s, g_segs[i].n);
 			break;
 		case SEG_SEQ:
-			n = snprintf(num, sizeof(num), "%" PRIu64, g_seq++);
+			n = snprintf(num, sizeof(num), "%" PRIu64, seq);
 			bytes_add(b, num, (size_t)n);
 			break;
 		case SEG_ACCT:

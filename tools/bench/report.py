@@ -149,6 +149,26 @@ def cmd_table(run, out_path):
     if bt:
         add(f"usage batch, 1000/request (c={bt.get('conns')})", "rec/s", bt["items_per_s"], bt,
             "COPY same rows", cp["items_per_s"] if cp else None, 0.5, ">=", notes_of(bt, cp))
+    def pair(name):
+        """Two load generators of one figure, merged: throughput adds up;
+        latency percentiles are the worse of the two (an upper bound)."""
+        a, b = load(run, name + "-a"), load(run, name + "-b")
+        if not a or not b:
+            return None
+        m = {"label": name, "conns": a.get("conns", 0) + b.get("conns", 0),
+             "errors": a.get("errors", 0) + b.get("errors", 0), "error_sample": a.get("error_sample") or b.get("error_sample", "")}
+        for k in ("ok_rps", "rps", "items_per_s"):
+            m[k] = a.get(k, 0) + b.get(k, 0)
+        for k in ("p50_ms", "p99_ms", "p999_ms"):
+            m[k] = max(a.get(k, 0), b.get(k, 0))
+        return m
+
+    for kind, unit in (("authorize", "req/s"), ("usage", "req/s")):
+        one, two = pair(f"two1-{kind}"), pair(f"two2-{kind}")
+        if two:
+            add(f"{kind}, 2 instances (c={two['conns']})", unit, two["ok_rps"], two, "1 instance, same load",
+                one["ok_rps"] if one else None, notes=notes_of(one, two) or
+                f"{os.cpu_count()} CPUs shared by PostgreSQL, Redis, billingd and the load generators")
     if ex is not None or ct is not None:
         ev = ex["rows"] / ex["seconds"] if ex and ex.get("available") and ex.get("seconds") else None
         cv = ct["rows"] / ct["seconds"] if ct and ct.get("seconds") else None
