@@ -220,6 +220,7 @@ static int invalidate_node(redisContext *ctx, void *arg)
 		struct rclient_cmd *cmds = NULL;
 		redisReply **replies = NULL;
 		char (*ver)[96] = NULL;
+		const char **argv = NULL;
 		size_t k = 0, m;
 		int rc = 0;
 
@@ -233,7 +234,7 @@ static int invalidate_node(redisContext *ctx, void *arg)
 		cmds = calloc(2 * m + 1, sizeof(*cmds));
 		replies = calloc(2 * m + 1, sizeof(*replies));
 		ver = calloc(m + 1, sizeof(*ver));
-		const char **argv = calloc(4 * m + 1, sizeof(*argv));
+		argv = calloc(4 * m + 1, sizeof(*argv));
 		if (!cmds || !replies || !ver || !argv)
 			rc = -1;
 		for (size_t i = 0; rc == 0 && i < m; i++) {

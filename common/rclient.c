@@ -373,8 +373,11 @@ int rclient_pipeline(struct rclient *c, size_t n, const struct rclient_cmd *cmds
 
 int rclient_each_master(struct rclient *c, int (*fn)(redisContext *ctx, void *arg), void *arg, struct error *err)
 {
+	int ret = 0;
+
 	if ((c->mode == MODE_UNKNOWN || c->stale) && discover(c, err) < 0)
 		return -1;
+	/* a master that fails does not keep the others from being visited */
 	for (int i = 0; i < c->n_nodes; i++) {
 		struct cnode *n = c->nodes[i];
 		redisContext *ctx;
@@ -382,16 +385,18 @@ int rclient_each_master(struct rclient *c, int (*fn)(redisContext *ctx, void *ar
 		if (c->mode == MODE_SINGLE ? i != c->single : !n->serves)
 			continue;
 		ctx = node_ctx(c, n, err);
-		if (!ctx)
-			return -1;
+		if (!ctx) {
+			ret = -1;
+			continue;
+		}
 		if (fn(ctx, arg) < 0) {
 			if (ctx->err) {
 				error_set(err, 503, "unavailable", "redis %s:%d: %s", n->host, n->port, ctx->errstr);
 				node_close(n);
 				c->stale = c->mode == MODE_CLUSTER;
 			}
-			return -1;
+			ret = -1;
 		}
 	}
-	return 0;
+	return ret;
 }

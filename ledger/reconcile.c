@@ -34,33 +34,6 @@ static const char ledger_sql[] =
 	"   WHERE g.account_id = c.account_id AND (g.expires_at IS NULL OR g.expires_at > $1::timestamptz)), 0)"
 	" FROM customers c";
 
-int reconcile_parse_addr(const char *addr, char *host, size_t hostlen, int *port, int *db)
-{
-	const char *colon = strrchr(addr, ':'), *slash;
-	char *end;
-	long p, d = 0;
-
-	if (!colon || colon == addr || (size_t)(colon - addr) >= hostlen)
-		return -1;
-	memcpy(host, addr, (size_t)(colon - addr));
-	host[colon - addr] = '\0';
-	errno = 0;
-	p = strtol(colon + 1, &end, 10);
-	if (errno || end == colon + 1 || p <= 0 || p > 65535)
-		return -1;
-	slash = end;
-	if (*slash == '/') {
-		d = strtol(slash + 1, &end, 10);
-		if (end == slash + 1 || d < 0 || d > 1000)
-			return -1;
-	}
-	if (*end)
-		return -1;
-	*port = (int)p;
-	*db = (int)d;
-	return 0;
-}
-
 void reconcile_report_release(struct reconcile_report *rep)
 {
 	free(rep->diffs);
@@ -70,16 +43,8 @@ void reconcile_report_release(struct reconcile_report *rep)
 
 static struct rclient *redis_open(const struct reconcile_opts *o, struct error *err)
 {
-	char host[256];
-	int port, db;
-	struct rclient *rc;
-
 	/* one host:port[/db], or a list of cluster seeds (host:port,...) */
-	if (!strchr(o->redis, ',') && reconcile_parse_addr(o->redis, host, sizeof(host), &port, &db) < 0) {
-		error_set(err, 0, "invalid_config", "redis address '%s' is not host:port[/db]", o->redis);
-		return NULL;
-	}
-	rc = rclient_new(o->redis, o->timeout_ms, err);
+	struct rclient *rc = rclient_new(o->redis, o->timeout_ms, err);
 	if (!rc)
 		return NULL;
 	if (rclient_connect(rc, err) < 0) {
