@@ -59,6 +59,7 @@ class Stack:
         self.redis_port = int(self.env["REDIS_PORT"])
         self.pepper = os.path.join(d, "key.pepper")
         self.n = 0
+        self.cluster = None  # a RedisCluster when BILLING_IT_REDIS=cluster
 
     def stop(self):
         subprocess.run([os.path.join(ROOT, "scripts", "stack.sh"), "stop", self.dir])
@@ -192,7 +193,6 @@ class RedisCluster:
 def stack():
     d = tempfile.mkdtemp(prefix="billing-it-")
     st = Stack(d)
-    st.cluster = None
     try:
         if CLUSTER:
             st.cluster = RedisCluster(os.path.join(d, "cluster"))
