@@ -28,7 +28,7 @@ PROGS       := $(BINDIR)/billingd $(BINDIR)/billing-admin $(BINDIR)/ledger
 UNIT_SRC    := $(sort $(wildcard tests/unit/test_*.c))
 UNIT_BIN    := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
 
-.PHONY: all deps run test unit integration asan clean bench faults fuzz data
+.PHONY: all deps run test unit integration integration-cluster asan clean bench faults fuzz data
 # keep the objects of test programs (intermediate files otherwise)
 .SECONDARY:
 all: $(PROGS)
@@ -86,6 +86,12 @@ unit: $(UNIT_BIN) data
 
 integration: $(PROGS) $(ITEST_BIN) data
 	@BILLING_BIN=$(abspath $(BINDIR)) BILLING_ITEST_BIN=$(abspath $(BUILD)/itest) scripts/run_integration.sh
+	@$(MAKE) --no-print-directory integration-cluster
+
+# The quota and ingestion suites again, against a three-master Redis Cluster.
+integration-cluster: $(PROGS) $(ITEST_BIN) data
+	@BILLING_BIN=$(abspath $(BINDIR)) BILLING_ITEST_BIN=$(abspath $(BUILD)/itest) BILLING_IT_REDIS=cluster \
+	  scripts/run_integration.sh
 
 test: deps
 	@$(MAKE) --no-print-directory all

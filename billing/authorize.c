@@ -293,7 +293,9 @@ static void flush_dirty(struct server *s)
 	struct authz_state *az = s->az;
 	size_t keep = 0;
 
-	if (!s->redis || !rconn_ready(s->redis) || (az->n_dirty == 0 && !az->dirty_overflow))
+	/* usable, not ready: in a cluster with one master down, the accounts of
+	 * the other masters are still dropped (the others stay in the list) */
+	if (!s->redis || !rconn_usable(s->redis) || (az->n_dirty == 0 && !az->dirty_overflow))
 		return;
 	if (az->dirty_overflow) {
 		pthread_t th;

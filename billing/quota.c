@@ -8,6 +8,7 @@
 
 #include "billing/quota.lua.h"
 #include "common/log.h"
+#include "common/rclient.h"
 
 static const char *const scripts[QUOTA_N_SCRIPTS] = {quota_lua_authorize, quota_lua_settle, quota_lua_load,
 						     quota_lua_invalidate};
@@ -200,54 +201,80 @@ int quota_get_version(struct quota *q, int64_t account_id, quota_cb cb, void *ar
 	return 0;
 }
 
-long quota_invalidate_all_sync(const char *addr, int timeout_ms)
-{
-	const char *colon = strrchr(addr, ':');
-	char host[256], cursor[32] = "0";
-	struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
-	redisContext *c;
-	long n = 0;
+struct inval {
+	struct rclient *c;
+	char cursor[32];
+	long n;
+	struct error *err;
+};
 
-	snprintf(host, sizeof(host), "%.*s", colon ? (int)(colon - addr) : (int)strlen(addr), addr);
-	c = redisConnectWithTimeout(host, colon ? atoi(colon + 1) : 6379, tv);
-	if (!c || c->err) {
-		if (c)
-			redisFree(c);
-		return -1;
-	}
-	redisSetTimeout(c, tv);
+/* One master: SCAN its mirrors, then INCR each version and DEL each mirror
+ * (pipelined, routed by key: a key moved meanwhile follows its slot). */
+static int invalidate_node(redisContext *ctx, void *arg)
+{
+	struct inval *v = arg;
+
+	snprintf(v->cursor, sizeof(v->cursor), "0");
 	do {
-		redisReply *r = redisCommand(c, "SCAN %s MATCH {a:*}:bal COUNT 1000", cursor);
-		if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 2) {
+		redisReply *r = redisCommand(ctx, "SCAN %s MATCH {a:*}:bal COUNT 1000", v->cursor);
+		struct rclient_cmd *cmds = NULL;
+		redisReply **replies = NULL;
+		char (*ver)[96] = NULL;
+		const char **argv = NULL;
+		size_t k = 0, m;
+		int rc = 0;
+
+		if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 2 || r->element[0]->type != REDIS_REPLY_STRING ||
+		    r->element[1]->type != REDIS_REPLY_ARRAY) {
 			freeReplyObject(r);
-			redisFree(c);
 			return -1;
 		}
-		size_t sent = 0;
-		snprintf(cursor, sizeof(cursor), "%s", r->element[0]->str);
-		for (size_t i = 0; i < r->element[1]->elements; i++) {
+		snprintf(v->cursor, sizeof(v->cursor), "%s", r->element[0]->str);
+		m = r->element[1]->elements;
+		cmds = calloc(2 * m + 1, sizeof(*cmds));
+		replies = calloc(2 * m + 1, sizeof(*replies));
+		ver = calloc(m + 1, sizeof(*ver));
+		argv = calloc(4 * m + 1, sizeof(*argv));
+		if (!cmds || !replies || !ver || !argv)
+			rc = -1;
+		for (size_t i = 0; rc == 0 && i < m; i++) {
 			const char *key = r->element[1]->element[i]->str;
 			size_t kl = strlen(key);
-			char ver[96];
 			if (kl < 4 || kl > 80)
 				continue;
-			snprintf(ver, sizeof(ver), "%.*sver", (int)(kl - 3), key);
-			redisAppendCommand(c, "INCR %s", ver);
-			redisAppendCommand(c, "DEL %s", key);
-			sent += 2;
-			n++;
+			snprintf(ver[i], sizeof(ver[i]), "%.*sver", (int)(kl - 3), key);
+			argv[4 * i] = "INCR";
+			argv[4 * i + 1] = ver[i];
+			argv[4 * i + 2] = "DEL";
+			argv[4 * i + 3] = key;
+			cmds[k++] = (struct rclient_cmd){2, &argv[4 * i], NULL};
+			cmds[k++] = (struct rclient_cmd){2, &argv[4 * i + 2], NULL};
+			v->n++;
 		}
-		for (size_t i = 0; i < sent; i++) {
-			redisReply *x = NULL;
-			if (redisGetReply(c, (void **)&x) != REDIS_OK) {
-				freeReplyObject(r);
-				redisFree(c);
-				return -1;
-			}
-			freeReplyObject(x);
-		}
+		if (rc == 0 && k && rclient_pipeline(v->c, k, cmds, replies, v->err) < 0)
+			rc = -1;
+		for (size_t i = 0; replies && i < k; i++)
+			freeReplyObject(replies[i]);
+		free(cmds);
+		free(replies);
+		free(ver);
+		free(argv);
 		freeReplyObject(r);
-	} while (strcmp(cursor, "0") != 0);
-	redisFree(c);
+		if (rc < 0)
+			return -1;
+	} while (strcmp(v->cursor, "0") != 0);
+	return 0;
+}
+
+long quota_invalidate_all_sync(const char *addr, int timeout_ms)
+{
+	struct error err;
+	struct inval v = {NULL, "0", 0, &err};
+	long n = -1;
+
+	v.c = rclient_new(addr, timeout_ms, &err);
+	if (v.c && rclient_each_master(v.c, invalidate_node, &v, &err) == 0)
+		n = v.n;
+	rclient_free(v.c);
 	return n;
 }

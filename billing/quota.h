@@ -29,7 +29,8 @@ int quota_run(struct quota *q, enum quota_script s, int64_t account_id, int argc
 int quota_get_version(struct quota *q, int64_t account_id, quota_cb cb, void *arg) __attribute__((warn_unused_result));
 
 /* Synchronous, for a thread of its own or start-up: drops every balance
- * mirror (bumping versions) on the Redis at addr.  Returns the count or -1. */
+ * mirror (bumping versions) on the Redis at addr (every master of a
+ * cluster).  Returns the count or -1. */
 long quota_invalidate_all_sync(const char *addr, int timeout_ms);
 
 #endif

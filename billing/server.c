@@ -22,6 +22,7 @@
 #include "billing/usage.h"
 #include "common/buf.h"
 #include "common/log.h"
+#include "common/rslot.h"
 #include "common/timeutil.h"
 #include "ledger/apikey.h"
 #include "ledger/db.h"
@@ -1071,6 +1072,11 @@ struct server *server_new(struct event_base *base, struct config *cfg, struct er
 		goto fail;
 	if (apikey_load_pepper(config_get(cfg, "key_pepper_file"), 1, s->pepper, err) < 0)
 		goto fail;
+	{
+		struct rslot_addr seeds[RSLOT_MAX_SEEDS];
+		if (rslot_parse_seeds(config_get(cfg, "redis"), seeds, RSLOT_MAX_SEEDS, err) < 0)
+			goto fail;
+	}
 	s->metrics = metrics_new();
 	s->uw = usage_writer_new(s->metrics, config_get(cfg, "redis"));
 	if (!s->metrics || !s->uw) {

@@ -14,14 +14,15 @@
 #include "billing/usage.h"
 #include "common/config.h"
 #include "common/log.h"
+#include "common/rclient.h"
 #include "common/timeutil.h"
 
 #define STREAM_BATCH 256
 
 struct stream {
 	struct server *s;
-	char key[200], dead[220], group[100], consumer[160], host[256];
-	int port;
+	char key[200], dead[220], group[100], consumer[160];
+	char *redis; /* the `redis` setting: one server or cluster seeds */
 	int64_t claim_ms;
 	pthread_t th;
 	volatile int stop;
@@ -53,21 +54,38 @@ static void item_done(struct dbjob *job)
 	pthread_mutex_unlock(&st->mu);
 }
 
-static redisContext *connect_redis(struct stream *st)
+/* A command by argv (routed by its key in a cluster); NULL on failure. */
+static redisReply *cmd(struct rclient *c, int argc, const char **argv)
 {
-	struct timeval tv = {2, 0};
-	redisContext *c = redisConnectWithTimeout(st->host, st->port, tv);
+	struct error err;
+	redisReply *r = rclient_commandv(c, argc, argv, NULL, &err);
+
+	if (!r)
+		log_warn("usage stream redis command failed", "command=%s error=\"%s\"", argv[0], err.msg);
+	return r;
+}
+
+/* The client (5 s timeout: more than the BLOCK time of XREADGROUP) and the
+ * consumer group. */
+static struct rclient *connect_redis(struct stream *st)
+{
+	struct error err;
+	struct rclient *c = rclient_new(st->redis, 5000, &err);
+	const char *argv[] = {"XGROUP", "CREATE", st->key, st->group, "0", "MKSTREAM"};
 	redisReply *r;
 
-	if (!c || c->err) {
-		if (c)
-			redisFree(c);
+	if (!c)
+		return NULL;
+	if (rclient_connect(c, &err) < 0) {
+		rclient_free(c);
 		return NULL;
 	}
-	tv.tv_sec = 5; /* > the BLOCK time of XREADGROUP */
-	redisSetTimeout(c, tv);
-	r = redisCommand(c, "XGROUP CREATE %s %s 0 MKSTREAM", st->key, st->group);
-	if (r && r->type == REDIS_REPLY_ERROR && strncmp(r->str, "BUSYGROUP", 9) != 0)
+	r = cmd(c, 6, argv);
+	if (!r) {
+		rclient_free(c);
+		return NULL;
+	}
+	if (r->type == REDIS_REPLY_ERROR && strncmp(r->str, "BUSYGROUP", 9) != 0)
 		log_warn("usage stream group", "error=\"%s\"", r->str);
 	freeReplyObject(r);
 	return c;
@@ -86,7 +104,7 @@ static const char *field(redisReply *fields, const char *name, size_t *len)
 
 /* Processes entries (an array of [id, [field, value, ...]]); XACKs what is
  * settled for good.  Returns the number of entries, -1 on a Redis error. */
-static int process(struct stream *st, redisContext *c, redisReply *entries)
+static int process(struct stream *st, struct rclient *c, redisReply *entries)
 {
 	size_t n = entries ? entries->elements : 0, k = 0;
 	struct sitem *items;
@@ -154,13 +172,15 @@ static int process(struct stream *st, redisContext *c, redisReply *entries)
 			continue; /* stays pending: read again, retried safely */
 		if (status) {
 			char msg[700];
+			const char *add[] = {"XADD", st->dead, "MAXLEN", "~", "100000", "*", "source_id", x->id, "error", msg};
 			snprintf(msg, sizeof(msg), "%d %s: %s", status, x->it.job.err.code, x->it.job.err.msg);
-			r = redisCommand(c, "XADD %s MAXLEN ~ 100000 * source_id %s error %s", st->dead, x->id, msg);
+			r = cmd(c, 10, add);
 			freeReplyObject(r);
 			log_warn("usage stream entry refused", "id=%s status=%d code=%s", x->id, status, x->it.job.err.code);
 		}
-		r = redisCommand(c, "XACK %s %s %s", st->key, st->group, x->id);
-		if (!r || c->err) {
+		const char *ack[] = {"XACK", st->key, st->group, x->id};
+		r = cmd(c, 4, ack);
+		if (!r || r->type == REDIS_REPLY_ERROR) {
 			freeReplyObject(r);
 			for (size_t j = 0; j < k; j++)
 				usage_item_release(&items[j].it);
@@ -178,7 +198,7 @@ static int process(struct stream *st, redisContext *c, redisReply *entries)
 static void *run(void *arg)
 {
 	struct stream *st = arg;
-	redisContext *c = NULL;
+	struct rclient *c = NULL;
 	int64_t last_claim = 0;
 	int own_pending = 1; /* at start: our own unacknowledged entries first */
 
@@ -195,16 +215,17 @@ static void *run(void *arg)
 		}
 		if (time_now_us() - last_claim > st->claim_ms * 1000 / 2) {
 			/* a dead consumer's entries, idle long enough */
-			char idle[32];
+			char idle[32], count[16];
+			const char *claim[] = {"XAUTOCLAIM", st->key, st->group, st->consumer, idle, "0-0", "COUNT", count};
 			snprintf(idle, sizeof(idle), "%" PRId64, st->claim_ms);
-			r = redisCommand(c, "XAUTOCLAIM %s %s %s %s 0-0 COUNT %d", st->key, st->group, st->consumer, idle,
-					 STREAM_BATCH);
+			snprintf(count, sizeof(count), "%d", STREAM_BATCH);
+			r = cmd(c, 8, claim);
 			last_claim = time_now_us();
 			if (r && r->type == REDIS_REPLY_ARRAY && r->elements >= 2 && r->element[1]->elements > 0) {
 				log_info("usage stream entries taken over", "count=%zu", r->element[1]->elements);
 				if (process(st, c, r->element[1]) < 0) {
 					freeReplyObject(r);
-					redisFree(c);
+					rclient_free(c);
 					c = NULL;
 					continue;
 				}
@@ -212,12 +233,20 @@ static void *run(void *arg)
 			freeReplyObject(r);
 			r = NULL;
 		}
-		r = redisCommand(c, "XREADGROUP GROUP %s %s COUNT %d BLOCK 1000 STREAMS %s %s", st->group, st->consumer,
-				 STREAM_BATCH, st->key, own_pending ? "0" : ">");
-		if (!r || c->err) {
+		{
+			char count[16];
+			const char *rd[] = {"XREADGROUP", "GROUP", st->group, st->consumer, "COUNT", count, "BLOCK",
+					    "1000", "STREAMS", st->key, own_pending ? "0" : ">"};
+			snprintf(count, sizeof(count), "%d", STREAM_BATCH);
+			r = cmd(c, 11, rd);
+		}
+		if (!r || r->type == REDIS_REPLY_ERROR) {
+			/* the stream's node is gone (or the group with it): start
+			 * again, after a pause, with a new client */
 			freeReplyObject(r);
-			redisFree(c);
+			rclient_free(c);
 			c = NULL;
+			sleep(1);
 			continue;
 		}
 		if (r->type == REDIS_REPLY_ARRAY && r->elements == 1 && r->element[0]->elements == 2)
@@ -226,19 +255,18 @@ static void *run(void *arg)
 		 * reconnect); what stays pending (5xx) is retried by XAUTOCLAIM */
 		own_pending = 0;
 		if (entries && process(st, c, entries) < 0) {
-			redisFree(c);
+			rclient_free(c);
 			c = NULL;
 		}
 		freeReplyObject(r);
 	}
-	if (c)
-		redisFree(c);
+	rclient_free(c);
 	return NULL;
 }
 
 struct stream *stream_new(struct server *s, struct error *err)
 {
-	const char *key = config_get(s->cfg, "usage_stream"), *addr = config_get(s->cfg, "redis"), *colon;
+	const char *key = config_get(s->cfg, "usage_stream");
 	struct stream *st;
 	struct config_error ce;
 
@@ -260,9 +288,12 @@ struct stream *stream_new(struct server *s, struct error *err)
 	snprintf(st->dead, sizeof(st->dead), "%s:dead", key);
 	snprintf(st->group, sizeof(st->group), "%s", config_get(s->cfg, "usage_stream_group"));
 	snprintf(st->consumer, sizeof(st->consumer), "%s", config_get(s->cfg, "instance_id"));
-	colon = strrchr(addr, ':');
-	snprintf(st->host, sizeof(st->host), "%.*s", colon ? (int)(colon - addr) : (int)strlen(addr), addr);
-	st->port = colon ? atoi(colon + 1) : 6379;
+	st->redis = strdup(config_get(s->cfg, "redis"));
+	if (!st->redis) {
+		error_set(err, 500, "oom", "out of memory");
+		free(st);
+		return NULL;
+	}
 	pthread_mutex_init(&st->mu, NULL);
 	pthread_cond_init(&st->cv, NULL);
 	pthread_create(&st->th, NULL, run, st);
@@ -284,5 +315,6 @@ void stream_free(struct stream *st)
 	pthread_join(st->th, NULL);
 	pthread_mutex_destroy(&st->mu);
 	pthread_cond_destroy(&st->cv);
+	free(st->redis);
 	free(st);
 }

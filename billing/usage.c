@@ -13,6 +13,7 @@
 #include "billing/pricedb.h"
 #include "common/buf.h"
 #include "common/log.h"
+#include "common/rclient.h"
 #include "common/timeutil.h"
 #include "ledger/db.h"
 #include "ledger/journal.h"
@@ -170,8 +171,7 @@ void usage_item_release(struct usage_item *it)
 
 struct usage_writer {
 	struct metrics *metrics;
-	char redis_host[256];
-	int redis_port;
+	char *redis; /* the `redis` setting: one server or cluster seeds */
 };
 
 /* The price list, per writer thread (each thread its own copy: no sharing).
@@ -179,19 +179,21 @@ struct usage_writer {
 static __thread struct pricing_price *t_prices;
 static __thread size_t t_n_prices;
 static __thread int64_t t_prices_version = -1;
-/* each writer thread's own synchronous Redis connection (load generations) */
-static __thread redisContext *t_redis;
+/* each writer thread's own synchronous Redis client (load generations) */
+static __thread struct rclient *t_redis;
 
 struct usage_writer *usage_writer_new(struct metrics *m, const char *redis)
 {
 	struct usage_writer *w = calloc(1, sizeof(*w));
-	const char *colon = strrchr(redis, ':');
 
 	if (!w)
 		return NULL;
 	w->metrics = m;
-	snprintf(w->redis_host, sizeof(w->redis_host), "%.*s", colon ? (int)(colon - redis) : (int)strlen(redis), redis);
-	w->redis_port = colon ? atoi(colon + 1) : 6379;
+	w->redis = strdup(redis);
+	if (!w->redis) {
+		free(w);
+		return NULL;
+	}
 	return w;
 }
 
@@ -200,50 +202,56 @@ struct usage_writer *usage_writer_new(struct metrics *m, const char *redis)
  * failure leaves -1 (the settle then drops the mirror: safe). */
 static void read_load_generations(struct usage_writer *w, struct usage_item **items, const int *state, size_t n)
 {
-	struct timeval tv = {0, 200000};
-	size_t sent = 0;
+	struct rclient_cmd *cmds = calloc(n + 1, sizeof(*cmds));
+	redisReply **replies = calloc(n + 1, sizeof(*replies));
+	char (*keys)[48] = calloc(n + 1, sizeof(*keys));
+	const char **argv = calloc(2 * n + 1, sizeof(*argv));
+	size_t *idx = calloc(n + 1, sizeof(*idx));
+	size_t k = 0;
+	struct error err;
 
 	for (size_t i = 0; i < n; i++)
 		items[i]->mirror_lgen = -1;
-	if (!t_redis || t_redis->err) {
-		if (t_redis)
-			redisFree(t_redis);
-		t_redis = redisConnectWithTimeout(w->redis_host, w->redis_port, tv);
-		if (!t_redis || t_redis->err) {
-			if (t_redis)
-				redisFree(t_redis);
-			t_redis = NULL;
-			return;
-		}
-		redisSetTimeout(t_redis, tv);
+	if (!cmds || !replies || !keys || !argv || !idx)
+		goto done;
+	if (!t_redis) {
+		t_redis = rclient_new(w->redis, 200, &err);
+		if (!t_redis)
+			goto done;
 	}
-	for (size_t i = 0; i < n; i++)
-		if (state[i] == 2 && redisAppendCommand(t_redis, "GET {a:%" PRId64 "}:lgen", items[i]->account_id) == REDIS_OK)
-			sent++;
-	for (size_t i = 0, got = 0; i < n && got < sent; i++) {
-		redisReply *r = NULL;
+	for (size_t i = 0; i < n; i++) {
 		if (state[i] != 2)
 			continue;
-		got++;
-		if (redisGetReply(t_redis, (void **)&r) != REDIS_OK) {
-			redisFree(t_redis);
-			t_redis = NULL;
-			for (size_t k = 0; k < n; k++)
-				items[k]->mirror_lgen = -1;
-			return;
-		}
+		snprintf(keys[k], sizeof(keys[k]), "{a:%" PRId64 "}:lgen", items[i]->account_id);
+		argv[2 * k] = "GET";
+		argv[2 * k + 1] = keys[k];
+		cmds[k] = (struct rclient_cmd){2, &argv[2 * k], NULL};
+		idx[k++] = i;
+	}
+	/* a failed read leaves -1 for that item (its own node may be down) */
+	if (k && rclient_pipeline(t_redis, k, cmds, replies, &err) < 0)
+		log_debug("load generations not all read", "error=\"%s\"", err.msg);
+	for (size_t j = 0; j < k; j++) {
+		redisReply *r = replies[j];
 		if (r && r->type == REDIS_REPLY_NIL)
-			items[i]->mirror_lgen = 0;
+			items[idx[j]]->mirror_lgen = 0;
 		else if (r && r->type == REDIS_REPLY_STRING)
-			items[i]->mirror_lgen = strtoll(r->str, NULL, 10);
+			items[idx[j]]->mirror_lgen = strtoll(r->str, NULL, 10);
 		freeReplyObject(r);
 	}
+done:
+	free(cmds);
+	free(replies);
+	free(keys);
+	free(argv);
+	free(idx);
 }
 
 void usage_writer_free(struct usage_writer *w)
 {
 	if (!w)
 		return;
+	free(w->redis);
 	free(w);
 }
 
@@ -852,8 +860,7 @@ void usage_write_batch(struct dbjob **jobs, size_t n, PGconn *c, const char *wri
 
 	if (n == 0) {
 		/* the pool's thread is leaving: drop its price list and Redis connection */
-		if (t_redis)
-			redisFree(t_redis);
+		rclient_free(t_redis);
 		t_redis = NULL;
 		free(t_prices);
 		t_prices = NULL;

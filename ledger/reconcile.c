@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "common/buf.h"
+#include "common/rclient.h"
 #include "common/timeutil.h"
 #include "ledger/db.h"
 
@@ -33,33 +34,6 @@ static const char ledger_sql[] =
 	"   WHERE g.account_id = c.account_id AND (g.expires_at IS NULL OR g.expires_at > $1::timestamptz)), 0)"
 	" FROM customers c";
 
-int reconcile_parse_addr(const char *addr, char *host, size_t hostlen, int *port, int *db)
-{
-	const char *colon = strrchr(addr, ':'), *slash;
-	char *end;
-	long p, d = 0;
-
-	if (!colon || colon == addr || (size_t)(colon - addr) >= hostlen)
-		return -1;
-	memcpy(host, addr, (size_t)(colon - addr));
-	host[colon - addr] = '\0';
-	errno = 0;
-	p = strtol(colon + 1, &end, 10);
-	if (errno || end == colon + 1 || p <= 0 || p > 65535)
-		return -1;
-	slash = end;
-	if (*slash == '/') {
-		d = strtol(slash + 1, &end, 10);
-		if (end == slash + 1 || d < 0 || d > 1000)
-			return -1;
-	}
-	if (*end)
-		return -1;
-	*port = (int)p;
-	*db = (int)d;
-	return 0;
-}
-
 void reconcile_report_release(struct reconcile_report *rep)
 {
 	free(rep->diffs);
@@ -67,43 +41,15 @@ void reconcile_report_release(struct reconcile_report *rep)
 	memset(rep, 0, sizeof(*rep));
 }
 
-static int redis_fail(redisContext *rc, const char *what, struct error *err)
+static struct rclient *redis_open(const struct reconcile_opts *o, struct error *err)
 {
-	error_set(err, 503, "unavailable", "redis %s: %s", what, rc ? rc->errstr : "cannot allocate a context");
-	return -1;
-}
-
-static redisContext *redis_open(const struct reconcile_opts *o, struct error *err)
-{
-	char host[256];
-	int port, db;
-	struct timeval tv = {o->timeout_ms / 1000, (o->timeout_ms % 1000) * 1000};
-	redisContext *rc;
-
-	if (reconcile_parse_addr(o->redis, host, sizeof(host), &port, &db) < 0) {
-		error_set(err, 0, "invalid_config", "redis address '%s' is not host:port[/db]", o->redis);
+	/* one host:port[/db], or a list of cluster seeds (host:port,...) */
+	struct rclient *rc = rclient_new(o->redis, o->timeout_ms, err);
+	if (!rc)
 		return NULL;
-	}
-	rc = redisConnectWithTimeout(host, port, tv);
-	if (!rc || rc->err) {
-		(void)redis_fail(rc, "connect", err);
-		redisFree(rc);
+	if (rclient_connect(rc, err) < 0) {
+		rclient_free(rc);
 		return NULL;
-	}
-	if (redisSetTimeout(rc, tv) != REDIS_OK) {
-		(void)redis_fail(rc, "timeout", err);
-		redisFree(rc);
-		return NULL;
-	}
-	if (db) {
-		redisReply *r = redisCommand(rc, "SELECT %d", db);
-		if (!r || r->type == REDIS_REPLY_ERROR) {
-			error_set(err, 503, "unavailable", "redis SELECT %d: %s", db, r ? r->str : rc->errstr);
-			freeReplyObject(r);
-			redisFree(rc);
-			return NULL;
-		}
-		freeReplyObject(r);
 	}
 	return rc;
 }
@@ -121,31 +67,43 @@ static bool parse_int(const redisReply *e, int64_t *out)
 
 /* Reads the mirror of n accounts (pipelined HMGET + GET) and compares with
  * the ledger's values: out[i], differs[i], missing[i]. */
-static int compare_chunk(redisContext *rc, const int64_t *ids, const int64_t (*ledger)[2], char (*status)[16],
+static int compare_chunk(struct rclient *rc, const int64_t *ids, const int64_t (*ledger)[2], char (*status)[16],
 			 size_t n, struct reconcile_diff *out, bool *differs, bool *missing, struct error *err)
 {
-	for (size_t i = 0; i < n; i++) {
-		char bal[48], ver[48];
-		const char *hm[5] = {"HMGET", bal, "paid", "promo", "status"}, *get[2] = {"GET", ver};
-		snprintf(bal, sizeof(bal), "{a:%" PRId64 "}:bal", ids[i]);
-		snprintf(ver, sizeof(ver), "{a:%" PRId64 "}:ver", ids[i]);
-		if (redisAppendCommandArgv(rc, 5, hm, NULL) != REDIS_OK || redisAppendCommandArgv(rc, 2, get, NULL) != REDIS_OK)
-			return redis_fail(rc, "HMGET", err);
+	struct rclient_cmd *cmds = calloc(2 * n + 1, sizeof(*cmds));
+	redisReply **replies = calloc(2 * n + 1, sizeof(*replies));
+	char (*keys)[2][48] = calloc(n + 1, sizeof(*keys));
+	const char **argv = calloc(7 * n + 1, sizeof(*argv));
+	int ret = -1;
+
+	if (!cmds || !replies || !keys || !argv) {
+		error_set(err, 0, "oom", "out of memory");
+		goto done;
 	}
 	for (size_t i = 0; i < n; i++) {
-		redisReply *r = NULL, *v = NULL;
+		const char **a = &argv[7 * i];
+		snprintf(keys[i][0], sizeof(keys[i][0]), "{a:%" PRId64 "}:bal", ids[i]);
+		snprintf(keys[i][1], sizeof(keys[i][1]), "{a:%" PRId64 "}:ver", ids[i]);
+		a[0] = "HMGET", a[1] = keys[i][0], a[2] = "paid", a[3] = "promo", a[4] = "status";
+		a[5] = "GET", a[6] = keys[i][1];
+		cmds[2 * i] = (struct rclient_cmd){5, a, NULL};
+		cmds[2 * i + 1] = (struct rclient_cmd){2, a + 5, NULL};
+	}
+	/* pipelined per node (every key of an account is in its slot) */
+	if (rclient_pipeline(rc, 2 * n, cmds, replies, err) < 0) {
+		char msg[sizeof(err->msg)];
+		snprintf(msg, sizeof(msg), "%s", err->msg);
+		error_set(err, 503, "unavailable", "redis HMGET: %s", msg);
+		goto done;
+	}
+	for (size_t i = 0; i < n; i++) {
+		redisReply *r = replies[2 * i], *v = replies[2 * i + 1];
 		struct reconcile_diff *d = &out[i];
 
-		if (redisGetReply(rc, (void **)&r) != REDIS_OK || !r || redisGetReply(rc, (void **)&v) != REDIS_OK || !v) {
-			freeReplyObject(r);
-			return redis_fail(rc, "HMGET", err);
-		}
 		if (r->type != REDIS_REPLY_ARRAY || r->elements != 3 ||
 		    (v->type != REDIS_REPLY_STRING && v->type != REDIS_REPLY_NIL)) {
 			error_set(err, 503, "unavailable", "redis: unexpected reply for the mirror of account %" PRId64, ids[i]);
-			freeReplyObject(r);
-			freeReplyObject(v);
-			return -1;
+			goto done;
 		}
 		memset(d, 0, sizeof(*d));
 		d->account_id = ids[i];
@@ -164,10 +122,16 @@ static int compare_chunk(redisContext *rc, const int64_t *ids, const int64_t (*l
 		differs[i] = !missing[i] && (!d->mirror_has_paid || !d->mirror_has_promo ||
 					     d->mirror_paid != d->ledger_paid || d->mirror_promo != d->ledger_promo ||
 					     strcmp(d->mirror_status, d->ledger_status) != 0);
-		freeReplyObject(r);
-		freeReplyObject(v);
 	}
-	return 0;
+	ret = 0;
+done:
+	for (size_t i = 0; replies && i < 2 * n; i++)
+		freeReplyObject(replies[i]);
+	free(cmds);
+	free(replies);
+	free(keys);
+	free(argv);
+	return ret;
 }
 
 static int add_diff(struct reconcile_report *rep, const struct reconcile_diff *d)
@@ -196,7 +160,7 @@ static void take_rows(PGresult *r, int64_t *ids, int64_t (*vals)[2], char (*stat
 }
 
 /* Second look at the first pass's differences, after settle_ms. */
-static int recheck(PGconn *c, redisContext *rc, const char *now, struct reconcile_report *rep, struct error *err)
+static int recheck(PGconn *c, struct rclient *rc, const char *now, struct reconcile_report *rep, struct error *err)
 {
 	struct buf arr, q;
 	int64_t *ids = NULL, (*vals)[2] = NULL;
@@ -261,7 +225,7 @@ done:
 	return rc_;
 }
 
-static int repair(redisContext *rc, struct reconcile_report *rep, struct error *err)
+static int repair(struct rclient *rc, struct reconcile_report *rep, struct error *err)
 {
 	for (size_t i = 0; i < rep->n_diffs; i++) {
 		struct reconcile_diff *d = &rep->diffs[i];
@@ -275,9 +239,9 @@ static int repair(redisContext *rc, struct reconcile_report *rep, struct error *
 		snprintf(lgen, sizeof(lgen), "{a:%" PRId64 "}:lgen", d->account_id);
 		snprintf(paid, sizeof(paid), "%" PRId64, d->ledger_paid);
 		snprintf(promo, sizeof(promo), "%" PRId64, d->ledger_promo);
-		r = redisCommandArgv(rc, 10, argv, NULL);
+		r = rclient_commandv(rc, 10, argv, NULL, err);
 		if (!r)
-			return redis_fail(rc, "EVAL", err);
+			return -1;
 		if (r->type == REDIS_REPLY_ERROR) {
 			error_set(err, 503, "unavailable", "redis repair of account %" PRId64 ": %s", d->account_id, r->str);
 			freeReplyObject(r);
@@ -297,7 +261,7 @@ int reconcile_run(PGconn *c, const struct reconcile_opts *o, struct reconcile_re
 {
 	char now[40];
 	const char *p[1] = {now};
-	redisContext *rc = NULL;
+	struct rclient *rc = NULL;
 	PGresult *r = NULL;
 	int64_t ids[CHUNK], vals[CHUNK][2];
 	char status[CHUNK][16];
@@ -374,7 +338,7 @@ done:
 	PQclear(r);
 	if (in_tx)
 		db_exec_quiet(c, "ROLLBACK");
-	redisFree(rc);
+	rclient_free(rc);
 	free(tmp);
 	if (ret < 0)
 		reconcile_report_release(rep);

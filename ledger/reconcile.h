@@ -55,7 +55,7 @@ struct reconcile_report {
 #define RECONCILE_SAMPLE 1000
 
 struct reconcile_opts {
-	const char *redis;  /* host:port[/db] */
+	const char *redis;  /* host:port[/db], or Redis Cluster seeds host:port,host:port,... */
 	int timeout_ms;
 	int settle_ms;      /* 0: report first-pass differences as they are */
 	bool repair;
@@ -67,9 +67,5 @@ struct reconcile_opts {
 int reconcile_run(PGconn *c, const struct reconcile_opts *o, struct reconcile_report *rep, struct error *err)
 	__attribute__((warn_unused_result));
 void reconcile_report_release(struct reconcile_report *rep);
-
-/* Parses "host:port[/db]"; -1 when malformed. */
-int reconcile_parse_addr(const char *addr, char *host, size_t hostlen, int *port, int *db)
-	__attribute__((warn_unused_result));
 
 #endif

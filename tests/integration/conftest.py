@@ -1,6 +1,11 @@
 """Fixtures: a real PostgreSQL and Redis for the whole run (scripts/stack.sh),
 a fresh database per test module (CREATE DATABASE ... TEMPLATE of the migrated
-one), a billingd per module, and helpers to run the CLIs."""
+one), a billingd per module, and helpers to run the CLIs.
+
+BILLING_IT_REDIS=cluster (make integration-cluster) also starts a three-master
+Redis Cluster (scripts/redis_cluster.sh) and points every billingd and CLI at
+its seeds instead of the single Redis; helpers that talk to Redis directly
+(env.redis_cli, env.redis_flushall, env.redis_port_for) follow the slots."""
 import json
 import os
 import shutil
@@ -19,6 +24,8 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 BIN = os.environ.get("BILLING_BIN", os.path.join(ROOT, "bin"))
 # the binaries under test were built with ASan/UBSan (make asan): much slower
 SANITIZED = os.path.basename(os.path.dirname(os.path.abspath(BIN))).startswith("build-asan")
+# the suite against a Redis Cluster (make integration-cluster)
+CLUSTER = os.environ.get("BILLING_IT_REDIS", "") == "cluster"
 GATEWAY_TOKEN = "gw-test-token-0123456789"
 ADMIN_TOKEN = "admin-test-token-9876543210"
 ITEST = os.environ.get("BILLING_ITEST_BIN", os.path.join(ROOT, "build", "itest"))
@@ -52,6 +59,7 @@ class Stack:
         self.redis_port = int(self.env["REDIS_PORT"])
         self.pepper = os.path.join(d, "key.pepper")
         self.n = 0
+        self.cluster = None  # a RedisCluster when BILLING_IT_REDIS=cluster
 
     def stop(self):
         subprocess.run([os.path.join(ROOT, "scripts", "stack.sh"), "stop", self.dir])
@@ -111,17 +119,91 @@ class Stack:
         return name
 
 
+class RedisCluster:
+    """Three masters on loopback (scripts/redis_cluster.sh), started and
+    stopped by their PIDs; masters are numbered 1..3."""
+    SCRIPT = os.path.join(ROOT, "scripts", "redis_cluster.sh")
+
+    def __init__(self, d):
+        self.dir = d
+        subprocess.run([self.SCRIPT, "start", d], check=True)
+        e = read_env(os.path.join(d, "env"))
+        self.ports = [int(p) for p in e["CLUSTER_PORTS"].split()]
+        self.seeds = e["CLUSTER_SEEDS"]
+
+    def stop(self):
+        subprocess.run([self.SCRIPT, "stop", self.dir])
+
+    def cli(self, port, *args, check=True):
+        p = subprocess.run(["redis-cli", "-h", "127.0.0.1", "-p", str(port)] + [str(a) for a in args],
+                           capture_output=True, text=True, timeout=30)
+        if check:
+            assert p.returncode == 0 and not p.stdout.startswith("ERR"), p.stdout + p.stderr
+        return p.stdout.strip()
+
+    def keyslot(self, key):
+        return int(self.cli(self.ports[0], "CLUSTER", "KEYSLOT", key))
+
+    def node_id(self, i):
+        return self.cli(self.ports[i - 1], "CLUSTER", "MYID")
+
+    def owner(self, slot, ask=None):
+        """The master (1..3) serving slot, as node `ask` (default: any up) sees it."""
+        for i in ([ask] if ask else range(1, len(self.ports) + 1)):
+            try:
+                nodes = self.cli(self.ports[i - 1], "CLUSTER", "NODES")
+            except (AssertionError, subprocess.TimeoutExpired):
+                continue
+            for line in nodes.splitlines():
+                f = line.split()
+                if "master" not in f[2]:
+                    continue
+                port = int(f[1].split("@")[0].rsplit(":", 1)[1])
+                for r in f[8:]:
+                    if r.startswith("["):
+                        continue
+                    a, _, b = r.partition("-")
+                    if int(a) <= slot <= int(b or a):
+                        return self.ports.index(port) + 1
+        raise AssertionError(f"no master serves slot {slot}")
+
+    def port_for(self, key):
+        return self.ports[self.owner(self.keyslot(key)) - 1]
+
+    def pid(self, i):
+        with open(os.path.join(self.dir, f"n{i}", "redis.pid")) as f:
+            return int(f.read())
+
+    def kill(self, i, sig=signal.SIGKILL):
+        pid = self.pid(i)
+        os.kill(pid, sig)
+        for _ in range(100):
+            try:
+                os.kill(pid, 0)
+                time.sleep(0.05)
+            except ProcessLookupError:
+                return
+        raise AssertionError(f"redis master {i} (pid {pid}) did not exit")
+
+    def start_node(self, i):
+        subprocess.run([self.SCRIPT, "start-node", self.dir, str(i)], check=True)
+
+
 @pytest.fixture(scope="session")
 def stack():
     d = tempfile.mkdtemp(prefix="billing-it-")
     st = Stack(d)
     try:
+        if CLUSTER:
+            st.cluster = RedisCluster(os.path.join(d, "cluster"))
         env = dict(os.environ, BILLING_PG_OWNER=st.conninfo("billing", "billing_owner"),
                    BILLING_MIGRATIONS_DIR=os.path.join(ROOT, "migrations"))
         subprocess.run([os.path.join(BIN, "billing-admin"), "migrate"], check=True, env=env,
                        stdout=subprocess.DEVNULL)
         yield st
     finally:
+        if st.cluster:
+            st.cluster.stop()
         st.stop()
         shutil.rmtree(d, ignore_errors=True)
 
@@ -136,7 +218,8 @@ class Env:
         self.pg = stack.conninfo(dbname, "billing")
         self.pg_owner = stack.conninfo(dbname, "billing_owner")
         self.pg_super = stack.conninfo(dbname, "postgres")
-        self.redis = f"127.0.0.1:{stack.redis_port}"
+        self.cluster = stack.cluster
+        self.redis = stack.cluster.seeds if stack.cluster else f"127.0.0.1:{stack.redis_port}"
         self.gw_tokens = os.path.join(tmp, "gateway.tokens")
         self.admin_tokens = os.path.join(tmp, "admin.tokens")
         with open(self.gw_tokens, "w") as f:
@@ -144,6 +227,22 @@ class Env:
         with open(self.admin_tokens, "w") as f:
             f.write(f"{ADMIN_TOKEN}\n")
         self.signing_key = os.path.join(tmp, "ledger.key")
+
+    def redis_port_for(self, key):
+        """The port of the Redis serving key (the single one, or its slot's master)."""
+        return self.cluster.port_for(key) if self.cluster else self.stack.redis_port
+
+    def redis_cli(self, *args):
+        """redis-cli; in a cluster with -c (follows MOVED/ASK from the first master)."""
+        port = self.cluster.ports[0] if self.cluster else self.stack.redis_port
+        c = ["-c"] if self.cluster else []
+        return subprocess.run(["redis-cli", "-h", "127.0.0.1", "-p", str(port)] + c + [str(a) for a in args],
+                              capture_output=True, text=True, check=True, timeout=30).stdout.strip()
+
+    def redis_flushall(self):
+        for port in (self.cluster.ports if self.cluster else [self.stack.redis_port]):
+            subprocess.run(["redis-cli", "-h", "127.0.0.1", "-p", str(port), "FLUSHALL"], capture_output=True,
+                           check=True, timeout=30)
 
     def cli_env(self, **extra):
         env = dict(os.environ)

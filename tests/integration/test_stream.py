@@ -45,6 +45,7 @@ def redis_cmds(port, cmds):
 
 
 def xpending_count(port):
+    """port: the Redis serving STREAM."""
     data = redis_cmds(port, [("XPENDING", STREAM, "billing")])
     # *4 :count ... -> the first integer
     for line in data.split(b"\r\n"):
@@ -61,8 +62,10 @@ def test_stream_two_consumers_one_killed(env):
     env.admin("price", "set", "--model", "s-model", "--input", "1", "--cached-input", "1", "--output", "1",
               "--effective", "2026-01-01T00:00:00Z")
     acct = json.loads(env.admin("account", "create", "--external-id", "stream-1", "--json").stdout)["account_id"]
-    port = env.stack.redis_port
-    redis_cmds(port, [("DEL", STREAM, STREAM + ":dead")])
+    # in a cluster the stream and its dead-letter stream live in their own slots
+    port, dead_port = env.redis_port_for(STREAM), env.redis_port_for(STREAM + ":dead")
+    redis_cmds(port, [("DEL", STREAM)])
+    redis_cmds(dead_port, [("DEL", STREAM + ":dead")])
     cfg = {"usage_stream": STREAM, "usage_stream_claim_ms": "1500"}
     a = Billingd(env, dict(cfg, instance_id="stream-a"))
     b = Billingd(env, dict(cfg, instance_id="stream-b"))
@@ -100,7 +103,7 @@ def test_stream_two_consumers_one_killed(env):
         assert env.one("SELECT count(*) FROM journal WHERE idempotency_key LIKE 'usage:st-%%'") == n
         expected = sum(((1000 + i) * 1_000_000_000 + 5 * 1_000_000_000 + 500_000) // 1_000_000 for i in range(n))
         assert env.one("SELECT sum(cost_nanos) FROM usage_records WHERE request_id LIKE 'st-%%'") == expected
-        dead = redis_cmds(port, [("XLEN", STREAM + ":dead")])
+        dead = redis_cmds(dead_port, [("XLEN", STREAM + ":dead")])
         assert dead.startswith(b":1"), dead
         env.assert_books_sound()
     finally:

@@ -1,0 +1,402 @@
+/* rclient.c: see rclient.h. */
+#include "common/rclient.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "common/rslot.h"
+#include "common/timeutil.h"
+
+#define MAX_NODES 64
+#define MAX_REDIRECTS 5
+#define RECONNECT_AFTER_US 500000 /* a node that refused is tried again after this */
+
+enum mode { MODE_UNKNOWN, MODE_SINGLE, MODE_CLUSTER };
+
+struct cnode {
+	char host[256];
+	int port;
+	redisContext *ctx;
+	int64_t retry_us;
+	bool serves;
+};
+
+struct rclient {
+	int timeout_ms;
+	int db;
+	enum mode mode;
+	struct cnode *nodes[MAX_NODES]; /* nodes[0..n_seeds) are the seeds */
+	int n_nodes, n_seeds;
+	int single;
+	bool stale; /* the slot map must be read again before the next command */
+	int16_t slots[RSLOT_N];
+};
+
+static int node_index(struct rclient *c, const char *host, int port)
+{
+	struct cnode *n;
+
+	for (int i = 0; i < c->n_nodes; i++)
+		if (c->nodes[i]->port == port && strcmp(c->nodes[i]->host, host) == 0)
+			return i;
+	if (c->n_nodes == MAX_NODES)
+		return -1;
+	n = calloc(1, sizeof(*n));
+	if (!n)
+		return -1;
+	snprintf(n->host, sizeof(n->host), "%s", host);
+	n->port = port;
+	c->nodes[c->n_nodes] = n;
+	return c->n_nodes++;
+}
+
+struct rclient *rclient_new(const char *addr, int timeout_ms, struct error *err)
+{
+	struct rclient *c = calloc(1, sizeof(*c));
+	struct rslot_addr *seeds = calloc(RSLOT_MAX_SEEDS, sizeof(*seeds));
+	int n;
+
+	if (!c || !seeds) {
+		error_set(err, 0, "oom", "out of memory");
+		goto fail;
+	}
+	n = rslot_parse_seeds(addr, seeds, RSLOT_MAX_SEEDS, err);
+	if (n < 0)
+		goto fail;
+	c->timeout_ms = timeout_ms;
+	c->db = seeds[0].db;
+	for (int i = 0; i < RSLOT_N; i++)
+		c->slots[i] = -1;
+	for (int i = 0; i < n; i++)
+		if (node_index(c, seeds[i].host, seeds[i].port) < 0) {
+			error_set(err, 0, "oom", "out of memory");
+			goto fail;
+		}
+	c->n_seeds = c->n_nodes;
+	free(seeds);
+	return c;
+fail:
+	free(seeds);
+	rclient_free(c);
+	return NULL;
+}
+
+void rclient_free(struct rclient *c)
+{
+	if (!c)
+		return;
+	for (int i = 0; i < c->n_nodes; i++) {
+		if (c->nodes[i]->ctx)
+			redisFree(c->nodes[i]->ctx);
+		free(c->nodes[i]);
+	}
+	free(c);
+}
+
+static void node_close(struct cnode *n)
+{
+	if (n->ctx)
+		redisFree(n->ctx);
+	n->ctx = NULL;
+}
+
+static redisContext *node_ctx(struct rclient *c, struct cnode *n, struct error *err)
+{
+	struct timeval tv = {c->timeout_ms / 1000, (c->timeout_ms % 1000) * 1000};
+	int64_t now = time_now_us();
+
+	if (n->ctx && !n->ctx->err)
+		return n->ctx;
+	node_close(n);
+	if (now < n->retry_us) {
+		error_set(err, 503, "unavailable", "redis %s:%d: unreachable (retried shortly)", n->host, n->port);
+		return NULL;
+	}
+	n->ctx = redisConnectWithTimeout(n->host, n->port, tv);
+	if (!n->ctx || n->ctx->err || redisSetTimeout(n->ctx, tv) != REDIS_OK) {
+		error_set(err, 503, "unavailable", "redis %s:%d connect: %s", n->host, n->port,
+			  n->ctx ? n->ctx->errstr : "cannot allocate a context");
+		node_close(n);
+		n->retry_us = now + RECONNECT_AFTER_US;
+		return NULL;
+	}
+	if (c->mode == MODE_SINGLE && c->db) {
+		redisReply *r = redisCommand(n->ctx, "SELECT %d", c->db);
+		if (!r || r->type == REDIS_REPLY_ERROR) {
+			error_set(err, 503, "unavailable", "redis SELECT %d: %s", c->db, r ? r->str : n->ctx->errstr);
+			freeReplyObject(r);
+			node_close(n);
+			return NULL;
+		}
+		freeReplyObject(r);
+	}
+	return n->ctx;
+}
+
+static int map_node_cb(void *arg, const char *host, int port)
+{
+	void **a = arg;
+	struct rclient *c = a[0];
+	const struct cnode *from = a[1];
+
+	return node_index(c, host[0] ? host : from->host, port);
+}
+
+/* Mode (first time) and slot map, from the first node that answers: seeds
+ * first, then the nodes known from an earlier map. */
+static int discover(struct rclient *c, struct error *err)
+{
+	error_set(err, 503, "unavailable", "redis: no address to try");
+	for (int i = 0; i < c->n_nodes; i++) {
+		struct cnode *n = c->nodes[i];
+		redisContext *ctx = node_ctx(c, n, err);
+		redisReply *r;
+		void *arg[2] = {c, n};
+
+		if (!ctx)
+			continue;
+		r = redisCommand(ctx, "CLUSTER SLOTS");
+		if (!r) {
+			error_set(err, 503, "unavailable", "redis %s:%d: %s", n->host, n->port, ctx->errstr);
+			node_close(n);
+			continue;
+		}
+		if (r->type == REDIS_REPLY_ERROR && c->mode != MODE_CLUSTER) {
+			/* no cluster support: this server alone */
+			freeReplyObject(r);
+			if (c->mode == MODE_UNKNOWN && c->db)
+				node_close(n); /* connected before the mode was known: again, with SELECT */
+			c->mode = MODE_SINGLE;
+			c->single = i;
+			c->stale = false;
+			return 0;
+		}
+		if (rslot_parse_slots(r, map_node_cb, arg, c->slots) == 0) {
+			freeReplyObject(r);
+			if (c->db) {
+				error_set(err, 0, "invalid_config", "redis: a cluster has no database %d", c->db);
+				return -1;
+			}
+			c->mode = MODE_CLUSTER;
+			for (int k = 0; k < c->n_nodes; k++)
+				c->nodes[k]->serves = false;
+			for (int s = 0; s < RSLOT_N; s++)
+				if (c->slots[s] >= 0)
+					c->nodes[c->slots[s]]->serves = true;
+			c->stale = false;
+			return 0;
+		}
+		error_set(err, 503, "unavailable", "redis %s:%d: unreadable CLUSTER SLOTS answer", n->host, n->port);
+		freeReplyObject(r);
+	}
+	return -1;
+}
+
+int rclient_connect(struct rclient *c, struct error *err)
+{
+	if (c->mode != MODE_UNKNOWN && !c->stale)
+		return 0;
+	return discover(c, err);
+}
+
+/* The node for a slot (-1: a keyless command), reading the map if needed. */
+static struct cnode *target(struct rclient *c, int slot, struct error *err)
+{
+	if ((c->mode == MODE_UNKNOWN || c->stale) && discover(c, err) < 0 && c->mode == MODE_UNKNOWN)
+		return NULL;
+	if (c->mode == MODE_SINGLE)
+		return c->nodes[c->single];
+	if (slot < 0) {
+		for (int i = 0; i < c->n_nodes; i++)
+			if (c->nodes[i]->serves)
+				return c->nodes[i];
+	} else if (c->slots[slot] >= 0) {
+		return c->nodes[c->slots[slot]];
+	}
+	c->stale = true;
+	error_set(err, 503, "unavailable", "redis cluster: slot %d is not served", slot);
+	return NULL;
+}
+
+static void nap_us(long us)
+{
+	struct timespec ts = {0, us * 1000};
+	nanosleep(&ts, NULL);
+}
+
+/* Follows a redirection or TRYAGAIN answer: 1 for MOVED/ASK, 2 for TRYAGAIN
+ * (r freed, *n and *asking set for the next attempt), 0 when r is the answer. */
+static int redirected(struct rclient *c, redisReply *r, struct cnode **n, bool *asking, int64_t started,
+		      bool may_move)
+{
+	struct rslot_addr to;
+	int slot, kind, i;
+
+	if (c->mode != MODE_CLUSTER || !r || r->type != REDIS_REPLY_ERROR)
+		return 0;
+	kind = rslot_parse_redirect(r->str, &slot, &to);
+	if (kind) {
+		i = may_move ? node_index(c, to.host, to.port) : -1;
+		if (i < 0)
+			return 0;
+		if (kind == 1) {
+			c->slots[slot] = (int16_t)i;
+			c->nodes[i]->serves = true;
+			c->stale = true;
+		}
+		*n = c->nodes[i];
+		*asking = kind == 2;
+		freeReplyObject(r);
+		return 1;
+	}
+	if (strncmp(r->str, "TRYAGAIN", 8) == 0 && time_now_us() - started < (int64_t)c->timeout_ms * 1000) {
+		nap_us(20000);
+		*asking = false;
+		freeReplyObject(r);
+		return 2;
+	}
+	if (strncmp(r->str, "CLUSTERDOWN", 11) == 0)
+		c->stale = true;
+	return 0;
+}
+
+static redisReply *send_one(struct rclient *c, struct cnode *n, bool asking, const struct rclient_cmd *cmd,
+			    struct error *err)
+{
+	redisContext *ctx = node_ctx(c, n, err);
+	redisReply *r;
+
+	if (!ctx) {
+		c->stale = c->mode == MODE_CLUSTER;
+		return NULL;
+	}
+	if (asking) {
+		r = redisCommand(ctx, "ASKING");
+		freeReplyObject(r);
+	}
+	r = redisCommandArgv(ctx, cmd->argc, cmd->argv, cmd->argvlen);
+	if (!r) {
+		error_set(err, 503, "unavailable", "redis %s:%d: %s", n->host, n->port, ctx->errstr);
+		node_close(n);
+		c->stale = c->mode == MODE_CLUSTER;
+	}
+	return r;
+}
+
+static redisReply *command(struct rclient *c, const struct rclient_cmd *cmd, struct error *err)
+{
+	int64_t started = time_now_us();
+	struct cnode *n = target(c, rslot_command(cmd->argc, cmd->argv, cmd->argvlen), err);
+	bool asking = false;
+	int moves = 0, k;
+	redisReply *r;
+
+	if (!n)
+		return NULL;
+	for (;;) {
+		r = send_one(c, n, asking, cmd, err);
+		k = redirected(c, r, &n, &asking, started, moves < MAX_REDIRECTS);
+		if (k == 0)
+			return r;
+		moves += k == 1;
+	}
+}
+
+redisReply *rclient_commandv(struct rclient *c, int argc, const char **argv, const size_t *argvlen,
+			     struct error *err)
+{
+	struct rclient_cmd cmd = {argc, argv, argvlen};
+
+	return command(c, &cmd, err);
+}
+
+int rclient_pipeline(struct rclient *c, size_t n, const struct rclient_cmd *cmds, redisReply **replies,
+		     struct error *err)
+{
+	struct cnode **to = calloc(n ? n : 1, sizeof(*to));
+	int ret = 0;
+
+	if (!to) {
+		error_set(err, 0, "oom", "out of memory");
+		return -1;
+	}
+	for (size_t i = 0; i < n; i++) {
+		replies[i] = NULL;
+		to[i] = target(c, rslot_command(cmds[i].argc, cmds[i].argv, cmds[i].argvlen), err);
+	}
+	/* append each node's commands, then read each node's answers in order */
+	for (int k = 0; k < c->n_nodes; k++) {
+		struct cnode *nd = c->nodes[k];
+		redisContext *ctx = NULL;
+		size_t sent = 0;
+
+		for (size_t i = 0; i < n; i++) {
+			if (to[i] != nd)
+				continue;
+			if (!ctx && !(ctx = node_ctx(c, nd, err)))
+				break;
+			if (redisAppendCommandArgv(ctx, cmds[i].argc, cmds[i].argv, cmds[i].argvlen) != REDIS_OK)
+				break;
+			sent++;
+		}
+		for (size_t i = 0; i < n && sent > 0; i++) {
+			if (to[i] != nd)
+				continue;
+			sent--;
+			if (redisGetReply(ctx, (void **)&replies[i]) != REDIS_OK) {
+				error_set(err, 503, "unavailable", "redis %s:%d: %s", nd->host, nd->port, ctx->errstr);
+				replies[i] = NULL;
+				node_close(nd);
+				c->stale = c->mode == MODE_CLUSTER;
+				break;
+			}
+		}
+	}
+	/* what was redirected (not run where it was sent) goes again, one by one */
+	for (size_t i = 0; i < n; i++) {
+		redisReply *r = replies[i];
+		if (r && c->mode == MODE_CLUSTER && r->type == REDIS_REPLY_ERROR &&
+		    (rslot_parse_redirect(r->str, &(int){0}, &(struct rslot_addr){0}) ||
+		     strncmp(r->str, "TRYAGAIN", 8) == 0)) {
+			freeReplyObject(r);
+			replies[i] = command(c, &cmds[i], err);
+		}
+		if (!replies[i])
+			ret = -1;
+	}
+	free(to);
+	return ret;
+}
+
+int rclient_each_master(struct rclient *c, int (*fn)(redisContext *ctx, void *arg), void *arg, struct error *err)
+{
+	int ret = 0;
+
+	if ((c->mode == MODE_UNKNOWN || c->stale) && discover(c, err) < 0)
+		return -1;
+	/* a master that fails does not keep the others from being visited */
+	for (int i = 0; i < c->n_nodes; i++) {
+		struct cnode *n = c->nodes[i];
+		redisContext *ctx;
+
+		if (c->mode == MODE_SINGLE ? i != c->single : !n->serves)
+			continue;
+		ctx = node_ctx(c, n, err);
+		if (!ctx) {
+			ret = -1;
+			continue;
+		}
+		if (fn(ctx, arg) < 0) {
+			if (ctx->err) {
+				error_set(err, 503, "unavailable", "redis %s:%d: %s", n->host, n->port, ctx->errstr);
+				node_close(n);
+				c->stale = c->mode == MODE_CLUSTER;
+			}
+			ret = -1;
+		}
+	}
+	return ret;
+}
