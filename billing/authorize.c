@@ -262,7 +262,7 @@ void authz_forget_then(struct server *s, int64_t account, void (*done)(void *arg
 {
 	struct forget_now *f;
 
-	if (!s->az || !s->redis || s->closing || !rconn_ready(s->redis) || !(f = calloc(1, sizeof(*f)))) {
+	if (!s->az || !s->redis || s->closing || !rconn_usable(s->redis) || !(f = calloc(1, sizeof(*f)))) {
 		authz_forget(s, account);
 		done(arg);
 		return;
