@@ -1,11 +1,13 @@
 """Fixtures: a real PostgreSQL and Redis for the whole run (scripts/stack.sh),
 a fresh database per test module (CREATE DATABASE ... TEMPLATE of the migrated
 one), a billingd per module, and helpers to run the CLIs."""
+import hashlib
 import json
 import os
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -399,3 +401,17 @@ def result_lines(path):
             return sum(1 for _ in f)
     except OSError:
         return 0
+
+
+def journal_hash(prev, writer, seq, kind, key, account_id, actor, reason, details, created_us, postings):
+    """The README's hash chain encoding, in Python: BLAKE2b-256 of one journal
+    transaction; postings are (ledger_account_id, amount) pairs in line order."""
+    def s(x):
+        b = x.encode()
+        return struct.pack(">I", len(b)) + b
+    out = (b"billing-ledger-v1\0" + prev + s(writer) + struct.pack(">q", seq) + s(kind) + s(key) +
+           struct.pack(">q", account_id) + s(actor) + s(reason) + s(details) + struct.pack(">q", created_us) +
+           struct.pack(">I", len(postings)))
+    for la, amount in postings:
+        out += struct.pack(">qq", la, amount)
+    return hashlib.blake2b(out, digest_size=32).digest()
