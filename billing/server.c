@@ -31,6 +31,8 @@
 
 #define MAX_BODY (1024 * 1024)
 #define MAX_BATCH 1000
+/* months of ledger partitions kept ready past the current one (expiry tick) */
+#define LEDGER_PARTITIONS_AHEAD 3
 
 
 
@@ -453,9 +455,19 @@ static void hjob_run(struct dbjob *job, PGconn *conn, const char *writer)
 			j->out_status = 200;
 		break;
 	case OP_EXPIRE: {
-		int moved = 0;
+		int moved = 0, created = 0;
 		int64_t nanos = 0;
 		x.actor = "billingd";
+		/* ledger partitions ahead of time; a failure here (a lock not
+		 * obtained) is logged and retried on the next tick, and the
+		 * DEFAULT partitions take the rows meanwhile */
+		if (db_ensure_partitions(conn, LEDGER_PARTITIONS_AHEAD, &created, &j->job.err) < 0) {
+			log_warn("ledger partitions not ensured", "error=\"%s\"", j->job.err.msg);
+			memset(&j->job.err, 0, sizeof(j->job.err));
+		} else if (created) {
+			log_info("ledger partitions created", "partitions=%d months_ahead=%d", created,
+				 LEDGER_PARTITIONS_AHEAD);
+		}
 		if (promo_expire_due(&x, time_now_us(), 1000, &moved, &nanos, &j->job.err) == 0 && moved)
 			log_info("promotional credit expired to breakage", "grants=%d nanos=%" PRId64, moved, nanos);
 		j->out_status = 200;

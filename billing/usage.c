@@ -414,19 +414,35 @@ static char *replay_response(const char *stored)
 /* 2) replays of committed records, and repeats inside the batch */
 static int find_replays(struct batch *b, PGconn *c, struct error *err)
 {
-	struct buf a;
+	struct buf a, key;
 	PGresult *r;
 	const char *p[1];
 
 	arr_init(&a);
-	for (size_t i = 0; i < b->n; i++)
-		if (b->state[i] == 0)
-			arr_add_text(&a, b->items[i]->r.request_id);
+	buf_init(&key);
+	for (size_t i = 0; i < b->n; i++) {
+		if (b->state[i] != 0)
+			continue;
+		buf_reset(&key);
+		buf_puts(&key, "usage:");
+		buf_puts(&key, b->items[i]->r.request_id);
+		arr_add_text(&a, key.data);
+	}
 	arr_close(&a);
 	p[0] = a.data;
-	r = db_query(c, "SELECT request_id, encode(body_hash, 'hex'), response FROM usage_records"
-			" WHERE request_id = ANY($1::text[])", 1, p, err);
+	/* by key first (the key table is not partitioned: one index probe per
+	 * id), and only when some were seen, the records themselves, each in
+	 * the one partition its key's created_at names */
+	r = db_query(c, "SELECT 1 FROM ledger_idempotency WHERE idempotency_key = ANY ($1::text[]) LIMIT 1", 1, p, err);
+	if (r && PQntuples(r) > 0) {
+		PQclear(r);
+		r = db_query(c, "SELECT u.request_id, encode(u.body_hash, 'hex'), u.response FROM ledger_idempotency k"
+				" JOIN usage_records u ON u.request_id = substr(k.idempotency_key, 7)"
+				" AND u.created_at = k.created_at"
+				" WHERE k.idempotency_key = ANY ($1::text[])", 1, p, err);
+	}
 	buf_release(&a);
+	buf_release(&key);
 	if (!r)
 		return -1;
 	for (size_t i = 0; i < b->n; i++) {
@@ -711,7 +727,8 @@ static int charge_items(struct batch *b, int64_t now_us, struct error *err)
 /* 5) journal + usage_records */
 static int insert_records(struct batch *b, PGconn *c, const char *writer, char **keys, struct error *err)
 {
-	enum { R_ID, R_ACCT, R_TXN, R_HASH, R_MODEL, R_IN, R_CACHED, R_OUT, R_AT, R_COST, R_PV, R_HOLD, R_STATUS, R_RESP, NR };
+	enum { R_ID, R_ACCT, R_TXN, R_HASH, R_MODEL, R_IN, R_CACHED, R_OUT, R_AT, R_COST, R_PV, R_HOLD, R_STATUS, R_RESP,
+	       R_CREATED, NR };
 	struct buf a[NR];
 	const char *p[NR];
 	int rc = -1;
@@ -760,6 +777,9 @@ static int insert_records(struct batch *b, PGconn *c, const char *writer, char *
 		else
 			buf_puts(&a[R_STATUS], "NULL");
 		arr_add_text(&a[R_RESP], it->response);
+		/* the journal row's instant: the partition key, and half of the FK to it */
+		time_format_rfc3339(b->txns[t].created_at_us, ts, sizeof(ts));
+		arr_add_text(&a[R_CREATED], ts);
 	}
 	for (int k = 0; k < NR; k++) {
 		arr_close(&a[k]);
@@ -767,10 +787,11 @@ static int insert_records(struct batch *b, PGconn *c, const char *writer, char *
 	}
 	rc = db_exec(c,
 		     "INSERT INTO usage_records (request_id, account_id, txn_id, body_hash, model, input_tokens,"
-		     " cached_input_tokens, output_tokens, started_at, cost_nanos, price_version, hold_id, status, response)"
+		     " cached_input_tokens, output_tokens, started_at, cost_nanos, price_version, hold_id, status, response,"
+		     " created_at)"
 		     " SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bytea[], $5::text[], $6::bigint[],"
 		     " $7::bigint[], $8::bigint[], $9::timestamptz[], $10::bigint[], $11::bigint[], $12::text[], $13::text[],"
-		     " $14::text[])",
+		     " $14::text[], $15::timestamptz[])",
 		     NR, p, err);
 	for (int k = 0; k < NR; k++)
 		buf_release(&a[k]);

@@ -92,6 +92,21 @@ bool db_conn_broken(PGconn *c)
 	return !c || PQstatus(c) != CONNECTION_OK;
 }
 
+int db_ensure_partitions(PGconn *c, int months_ahead, int *created, struct error *err)
+{
+	char n[16];
+	const char *p[1] = {n};
+	PGresult *r;
+
+	snprintf(n, sizeof(n), "%d", months_ahead);
+	r = db_query(c, "SELECT ledger_ensure_partitions($1::integer)", 1, p, err);
+	if (!r)
+		return -1;
+	*created = atoi(PQgetvalue(r, 0, 0));
+	PQclear(r);
+	return 0;
+}
+
 /* ---- migrations ---- */
 
 struct mfile {

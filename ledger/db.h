@@ -36,6 +36,13 @@ bool db_conn_broken(PGconn *c);
  * checksum changed is refused, naming the file.  Prints one line per file
  * applied to `out` if not NULL.  0 or -1 with err. */
 int db_migrate(PGconn *c, const char *dir, FILE *out, struct error *err) __attribute__((warn_unused_result));
+/* Makes sure the monthly partitions of the ledger tables exist for the
+ * current UTC month and the next months_ahead months (SQL function
+ * ledger_ensure_partitions of migration 0006; idempotent, cheap when there
+ * is nothing to do).  *created gets how many it created.  0 or -1 with err
+ * (a lock not obtained within 200 ms is an error: call again later). */
+int db_ensure_partitions(PGconn *c, int months_ahead, int *created, struct error *err)
+	__attribute__((warn_unused_result));
 /* Number of files in dir not yet applied (or changed): 0 means up to date.  -1 with err. */
 int db_pending_migrations(PGconn *c, const char *dir, struct error *err) __attribute__((warn_unused_result));
 

@@ -311,10 +311,11 @@ static const char export_sql[] =
 	" p.line, p.ledger_account_id, la.type, coalesce(g.grant_id, 0), p.amount, j.writer, j.seq,"
 	" j.idempotency_key, j.actor, j.reason, j.details, encode(j.prev_hash, 'hex'), encode(j.hash, 'hex')"
 	" FROM journal j"
-	" JOIN postings p ON p.txn_id = j.txn_id"
+	" JOIN postings p ON p.txn_id = j.txn_id AND p.created_at = j.created_at"
 	" JOIN ledger_accounts la ON la.ledger_account_id = p.ledger_account_id"
 	" LEFT JOIN grants g ON g.ledger_account_id = p.ledger_account_id"
 	" WHERE j.created_at >= $1::timestamptz AND j.created_at < $2::timestamptz"
+	" AND p.created_at >= $1::timestamptz AND p.created_at < $2::timestamptz"
 	" AND ($3::bigint = 0 OR j.account_id = $3::bigint)"
 	" ORDER BY j.txn_id, p.line";
 

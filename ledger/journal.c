@@ -72,7 +72,7 @@ int journal_find_key(PGconn *c, const char *key, int64_t *txn_id, uint8_t conten
 		     struct error *err)
 {
 	const char *p[1] = {key};
-	PGresult *r = db_query(c, "SELECT txn_id, content_hash FROM journal WHERE idempotency_key = $1", 1, p, err);
+	PGresult *r = db_query(c, "SELECT txn_id, content_hash FROM ledger_idempotency WHERE idempotency_key = $1", 1, p, err);
 	int rc = 0;
 
 	if (!r)
@@ -134,7 +134,7 @@ static void arr_nullable_i64(struct buf *b, int64_t v)
 int journal_write(PGconn *c, const char *writer, struct journal_txn *txns, size_t n, struct error *err)
 {
 	enum { A_SEQ, A_KIND, A_KEY, A_CHASH, A_ACCT, A_ACTOR, A_REASON, A_DETAILS, A_AT, A_PREV, A_HASH, NA };
-	struct buf a[NA], pa[5];
+	struct buf a[NA], pa[6];
 	uint8_t prev[JOURNAL_HASH_BYTES] = {0};
 	int64_t seq = 0;
 	const char *params[NA + 1];
@@ -143,14 +143,17 @@ int journal_write(PGconn *c, const char *writer, struct journal_txn *txns, size_
 
 	for (int i = 0; i < NA; i++)
 		buf_init(&a[i]);
-	for (int i = 0; i < 5; i++)
+	for (int i = 0; i < 6; i++)
 		buf_init(&pa[i]);
 	params[0] = writer;
 	r = db_query(c, "SELECT pg_advisory_xact_lock(hashtextextended('chain:' || $1, 0))", 1, params, err);
 	if (!r)
 		goto done;
 	PQclear(r);
-	r = db_query(c, "SELECT seq, hash FROM journal WHERE writer = $1 ORDER BY seq DESC LIMIT 1", 1, params, err);
+	/* the key table holds each link's hash: one index probe, whatever the
+	 * number of journal partitions */
+	r = db_query(c, "SELECT seq, hash FROM ledger_idempotency WHERE writer = $1 ORDER BY seq DESC LIMIT 1", 1, params,
+		     err);
 	if (!r)
 		goto done;
 	if (PQntuples(r) == 1) {
@@ -214,25 +217,31 @@ int journal_write(PGconn *c, const char *writer, struct journal_txn *txns, size_
 	}
 	PQclear(r);
 	r = NULL;
-	for (int i = 0; i < 5; i++)
+	for (int i = 0; i < 6; i++)
 		arr_open(&pa[i]);
 	for (size_t i = 0; i < n; i++) {
+		char ts[40];
+
+		/* a posting carries its transaction's created_at: the partition key */
+		time_format_rfc3339(txns[i].created_at_us, ts, sizeof(ts));
 		for (size_t j = 0; j < txns[i].n_postings; j++) {
 			arr_i64(&pa[0], txns[i].txn_id);
 			arr_i64(&pa[1], (int64_t)j + 1);
 			arr_i64(&pa[2], txns[i].postings[j].ledger_account_id);
 			arr_nullable_i64(&pa[3], txns[i].postings[j].account_id);
 			arr_i64(&pa[4], txns[i].postings[j].amount);
+			arr_text(&pa[5], ts);
 		}
 	}
-	for (int i = 0; i < 5; i++) {
+	for (int i = 0; i < 6; i++) {
 		buf_append(&pa[i], "}", 1);
 		params[i] = pa[i].data;
 	}
 	if (db_exec(c,
-		    "INSERT INTO postings (txn_id, line, ledger_account_id, account_id, amount)"
-		    " SELECT * FROM unnest($1::bigint[], $2::smallint[], $3::bigint[], $4::bigint[], $5::bigint[])",
-		    5, params, err) < 0)
+		    "INSERT INTO postings (txn_id, line, ledger_account_id, account_id, amount, created_at)"
+		    " SELECT * FROM unnest($1::bigint[], $2::smallint[], $3::bigint[], $4::bigint[], $5::bigint[],"
+		    " $6::timestamptz[])",
+		    6, params, err) < 0)
 		goto done;
 	/* balance mirrors (Redis) learn of the change at commit: "ACCOUNT WRITER" */
 	params[0] = pa[3].data;
@@ -247,7 +256,7 @@ done:
 	PQclear(r);
 	for (int i = 0; i < NA; i++)
 		buf_release(&a[i]);
-	for (int i = 0; i < 5; i++)
+	for (int i = 0; i < 6; i++)
 		buf_release(&pa[i]);
 	return rc;
 }

@@ -507,7 +507,8 @@ int ops_topup(struct ops_ctx *x, int64_t account_id, int64_t amount_nanos, const
 		PGresult *r = db_query(x->conn,
 				       "SELECT (details::json->'balance_after'->>'paid_nanos')::bigint,"
 				       " (details::json->'balance_after'->>'promo_nanos')::bigint"
-				       " FROM journal WHERE idempotency_key = $1",
+				       " FROM ledger_idempotency k JOIN journal j USING (txn_id, created_at)"
+				       " WHERE k.idempotency_key = $1",
 				       1, p, err);
 		if (!r)
 			goto done;

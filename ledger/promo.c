@@ -277,7 +277,7 @@ int promo_expire_due(struct ops_ctx *x, int64_t now_us, int limit, int *moved, i
 		     "SELECT g.grant_id, g.account_id, g.ledger_account_id FROM grants g"
 		     " JOIN ledger_balances b USING (ledger_account_id)"
 		     " WHERE g.expires_at <= $1::timestamptz AND b.balance > 0"
-		     " AND NOT EXISTS (SELECT 1 FROM journal j WHERE j.idempotency_key = 'breakage:' || g.grant_id)"
+		     " AND NOT EXISTS (SELECT 1 FROM ledger_idempotency k WHERE k.idempotency_key = 'breakage:' || g.grant_id)"
 		     " ORDER BY g.expires_at, g.grant_id LIMIT $2",
 		     2, p, err);
 	if (!r)

@@ -84,7 +84,7 @@ int statement_build(PGconn *c, int64_t account_id, int64_t from_us, int64_t to_u
 		     "SELECT CASE WHEN j.created_at < $2::timestamptz THEN NULL ELSE j.kind END, la.type,"
 		     " coalesce(sum(p.amount), 0)"
 		     " FROM ledger_accounts la JOIN postings p ON p.ledger_account_id = la.ledger_account_id"
-		     " JOIN journal j ON j.txn_id = p.txn_id"
+		     " JOIN journal j ON j.txn_id = p.txn_id AND j.created_at = p.created_at"
 		     " WHERE la.account_id = $1::bigint AND j.created_at < $3::timestamptz"
 		     " GROUP BY 1, 2 ORDER BY 1, 2",
 		     3, p, err);
@@ -119,7 +119,7 @@ int statement_build(PGconn *c, int64_t account_id, int64_t from_us, int64_t to_u
 	r = db_query(c,
 		     "SELECT j.kind, count(DISTINCT j.txn_id)"
 		     " FROM ledger_accounts la JOIN postings p ON p.ledger_account_id = la.ledger_account_id"
-		     " JOIN journal j ON j.txn_id = p.txn_id"
+		     " JOIN journal j ON j.txn_id = p.txn_id AND j.created_at = p.created_at"
 		     " WHERE la.account_id = $1::bigint AND j.created_at >= $2::timestamptz AND j.created_at < $3::timestamptz"
 		     " GROUP BY 1",
 		     3, p, err);
@@ -138,7 +138,7 @@ int statement_build(PGconn *c, int64_t account_id, int64_t from_us, int64_t to_u
 		     " coalesce(sum(p.amount) FILTER (WHERE la.type = 'customer_promo'), 0),"
 		     " coalesce(sum(p.amount) FILTER (WHERE g.expires_at <= $3::timestamptz), 0)"
 		     " FROM ledger_accounts la JOIN postings p ON p.ledger_account_id = la.ledger_account_id"
-		     " JOIN journal j ON j.txn_id = p.txn_id"
+		     " JOIN journal j ON j.txn_id = p.txn_id AND j.created_at = p.created_at"
 		     " LEFT JOIN grants g ON g.ledger_account_id = la.ledger_account_id"
 		     " WHERE la.account_id = $1::bigint AND j.created_at < $3::timestamptz AND $2::timestamptz IS NOT NULL",
 		     3, p, err);
@@ -151,7 +151,7 @@ int statement_build(PGconn *c, int64_t account_id, int64_t from_us, int64_t to_u
 
 	/* usage by model */
 	r = db_query(c,
-		     "WITH u AS (SELECT j.txn_id, j.details::jsonb AS d FROM journal j"
+		     "WITH u AS (SELECT j.txn_id, j.created_at, j.details::jsonb AS d FROM journal j"
 		     "   WHERE j.account_id = $1::bigint AND j.kind = 'usage'"
 		     "   AND j.created_at >= $2::timestamptz AND j.created_at < $3::timestamptz)"
 		     " SELECT coalesce(u.d->>'model', ''), count(*),"
@@ -164,7 +164,7 @@ int statement_build(PGconn *c, int64_t account_id, int64_t from_us, int64_t to_u
 		     "   coalesce(sum(p.amount) FILTER (WHERE la.type = 'customer_paid'), 0) AS paid,"
 		     "   coalesce(sum(p.amount) FILTER (WHERE la.type = 'customer_promo'), 0) AS promo"
 		     "   FROM postings p JOIN ledger_accounts la ON la.ledger_account_id = p.ledger_account_id"
-		     "   WHERE p.txn_id = u.txn_id AND la.account_id = $1::bigint) x"
+		     "   WHERE p.txn_id = u.txn_id AND p.created_at = u.created_at AND la.account_id = $1::bigint) x"
 		     " GROUP BY 1 ORDER BY 1",
 		     3, p, err);
 	if (!r)

@@ -75,7 +75,7 @@ int verify_chain(PGconn *c, FILE *progress, struct verify_report *rep, struct er
 		    " j.reason, j.details, (extract(epoch from j.created_at) * 1000000)::bigint,"
 		    " encode(j.prev_hash, 'hex'), encode(j.hash, 'hex'),"
 		    " (SELECT string_agg(p.ledger_account_id || ':' || p.amount, ',' ORDER BY p.line)"
-		    "    FROM postings p WHERE p.txn_id = j.txn_id)"
+		    "    FROM postings p WHERE p.txn_id = j.txn_id AND p.created_at = j.created_at)"
 		    " FROM journal j ORDER BY j.writer, j.seq",
 		    0, NULL, err) < 0)
 		goto done;
@@ -156,7 +156,7 @@ int verify_chain(PGconn *c, FILE *progress, struct verify_report *rep, struct er
 	if (rep->ok) {
 		r = db_query(c,
 			     "SELECT p.txn_id, coalesce(j.writer, '?'), coalesce(j.seq, 0) FROM postings p"
-			     " LEFT JOIN journal j USING (txn_id) GROUP BY p.txn_id, j.writer, j.seq"
+			     " LEFT JOIN journal j USING (txn_id, created_at) GROUP BY p.txn_id, j.writer, j.seq"
 			     " HAVING sum(p.amount) <> 0 OR j.writer IS NULL ORDER BY p.txn_id LIMIT 1",
 			     0, NULL, err);
 		if (!r)
@@ -164,6 +164,25 @@ int verify_chain(PGconn *c, FILE *progress, struct verify_report *rep, struct er
 		if (PQntuples(r) == 1)
 			bad(rep, strtoll(PQgetvalue(r, 0, 0), NULL, 10), PQgetvalue(r, 0, 1),
 			    strtoll(PQgetvalue(r, 0, 2), NULL, 10), "postings do not sum to zero or have no transaction");
+		PQclear(r);
+		r = NULL;
+	}
+	if (rep->ok) {
+		/* the key table (migration 0006) mirrors each journal row's keys and
+		 * hash, and writers take their chain head from it */
+		r = db_query(c,
+			     "SELECT coalesce(j.txn_id, k.txn_id), coalesce(j.writer, k.writer), coalesce(j.seq, k.seq)"
+			     " FROM journal j FULL JOIN ledger_idempotency k ON k.txn_id = j.txn_id AND k.created_at = j.created_at"
+			     " WHERE j.txn_id IS NULL OR k.txn_id IS NULL OR k.hash <> j.hash OR k.writer <> j.writer"
+			     " OR k.seq <> j.seq OR k.idempotency_key <> j.idempotency_key OR k.content_hash <> j.content_hash"
+			     " OR k.account_id IS DISTINCT FROM j.account_id"
+			     " ORDER BY 1 LIMIT 1",
+			     0, NULL, err);
+		if (!r)
+			goto done;
+		if (PQntuples(r) == 1)
+			bad(rep, strtoll(PQgetvalue(r, 0, 0), NULL, 10), PQgetvalue(r, 0, 1),
+			    strtoll(PQgetvalue(r, 0, 2), NULL, 10), "its ledger_idempotency row does not match it (or is missing)");
 		PQclear(r);
 		r = NULL;
 	}
@@ -198,7 +217,8 @@ int verify_trial_balance(PGconn *c, int64_t at_us, struct trial_row *rows, int m
 	r = db_query(c,
 		     "SELECT la.type, coalesce(sum(-p.amount) FILTER (WHERE p.amount < 0), 0),"
 		     " coalesce(sum(p.amount) FILTER (WHERE p.amount > 0), 0)"
-		     " FROM postings p JOIN ledger_accounts la USING (ledger_account_id) JOIN journal j USING (txn_id)"
+		     " FROM postings p JOIN ledger_accounts la USING (ledger_account_id)"
+		     " JOIN journal j ON j.txn_id = p.txn_id AND j.created_at = p.created_at"
 		     " WHERE $1::bigint = 0 OR j.created_at <= to_timestamp(0) + $1::bigint * interval '1 microsecond'"
 		     " GROUP BY la.type ORDER BY la.type",
 		     1, p, err);

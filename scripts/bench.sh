@@ -322,10 +322,11 @@ if want export; then
 	         j.details::json->>'output_tokens', j.details::json->>'price_version', j.writer, j.seq,
 	         j.idempotency_key, j.actor, j.reason, j.details, encode(j.prev_hash, 'hex'), encode(j.hash, 'hex')
 	    FROM journal j
-	    JOIN postings p ON p.txn_id = j.txn_id
+	    JOIN postings p ON p.txn_id = j.txn_id AND p.created_at = j.created_at
 	    JOIN ledger_accounts la ON la.ledger_account_id = p.ledger_account_id
 	    LEFT JOIN grants g ON g.ledger_account_id = p.ledger_account_id
 	   WHERE j.created_at >= '$FROM' AND j.created_at < '$TO'
+	     AND p.created_at >= '$FROM' AND p.created_at < '$TO'
 	   ORDER BY j.txn_id, p.line) TO STDOUT WITH (FORMAT csv, HEADER)" >"$RUN/copy_to.csv"
 	t1=$(date +%s%N)
 	rows=$(($(wc -l <"$RUN/copy_to.csv") - 1))

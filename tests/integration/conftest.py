@@ -6,11 +6,13 @@ BILLING_IT_REDIS=cluster (make integration-cluster) also starts a three-master
 Redis Cluster (scripts/redis_cluster.sh) and points every billingd and CLI at
 its seeds instead of the single Redis; helpers that talk to Redis directly
 (env.redis_cli, env.redis_flushall, env.redis_port_for) follow the slots."""
+import hashlib
 import json
 import os
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -498,3 +500,17 @@ def result_lines(path):
             return sum(1 for _ in f)
     except OSError:
         return 0
+
+
+def journal_hash(prev, writer, seq, kind, key, account_id, actor, reason, details, created_us, postings):
+    """The README's hash chain encoding, in Python: BLAKE2b-256 of one journal
+    transaction; postings are (ledger_account_id, amount) pairs in line order."""
+    def s(x):
+        b = x.encode()
+        return struct.pack(">I", len(b)) + b
+    out = (b"billing-ledger-v1\0" + prev + s(writer) + struct.pack(">q", seq) + s(kind) + s(key) +
+           struct.pack(">q", account_id) + s(actor) + s(reason) + s(details) + struct.pack(">q", created_us) +
+           struct.pack(">I", len(postings)))
+    for la, amount in postings:
+        out += struct.pack(">qq", la, amount)
+    return hashlib.blake2b(out, digest_size=32).digest()

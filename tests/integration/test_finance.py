@@ -11,13 +11,12 @@ import os
 import pty
 import random
 import shutil
-import struct
 import subprocess
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from conftest import BIN, ROOT
+from conftest import BIN, ROOT, journal_hash
 
 ITEST = os.environ.get("BILLING_ITEST_BIN", os.path.join(ROOT, "build", "itest"))
 MODEL = "fin-model"
@@ -97,18 +96,6 @@ def manifest_of(path):
 
 
 # ---- exports ----
-
-def journal_hash(prev, writer, seq, kind, key, account_id, actor, reason, details, created_us, postings):
-    def s(x):
-        b = x.encode()
-        return struct.pack(">I", len(b)) + b
-    out = (b"billing-ledger-v1\0" + prev + s(writer) + struct.pack(">q", seq) + s(kind) + s(key) +
-           struct.pack(">q", account_id) + s(actor) + s(reason) + s(details) + struct.pack(">q", created_us) +
-           struct.pack(">I", len(postings)))
-    for la, amount in postings:
-        out += struct.pack(">qq", la, amount)
-    return hashlib.blake2b(out, digest_size=32).digest()
-
 
 def test_export_is_checkable_by_an_auditor_without_our_code(env, work, tmp_path):
     """Recompute everything the manifest claims with Python's hashlib, csv and
