@@ -35,6 +35,8 @@ struct conn {
 	evutil_socket_t fd;
 	enum cstate state;
 	int64_t started_us;
+	void (*on_close)(void *); /* conns_on_close */
+	void *on_close_arg;
 	struct conn *prev, *next;
 };
 
@@ -88,8 +90,12 @@ static void close_cb(struct evhttp_connection *evcon, void *arg)
 {
 	struct conn *c = arg;
 	struct conns *cs = c->cs;
+	void (*fn)(void *) = c->on_close;
 
 	evhttp_connection_set_closecb(evcon, NULL, NULL);
+	c->on_close = NULL;
+	if (fn)
+		fn(c->on_close_arg);
 	if (c->input_cb)
 		evbuffer_remove_cb_entry(bufferevent_get_input(c->bev), c->input_cb);
 	if (c->prev)
@@ -273,14 +279,35 @@ static void complete_cb(struct evhttp_request *req, void *arg)
 	}
 }
 
-void conns_request_read(struct conns *cs, struct evhttp_request *req)
+static struct conn *find(struct conns *cs, struct evhttp_connection *evcon)
 {
-	struct evhttp_connection *evcon = evhttp_request_get_connection(req);
 	struct bufferevent *bev = evcon ? evhttp_connection_get_bufferevent(evcon) : NULL;
 	evutil_socket_t fd = bev ? bufferevent_getfd(bev) : -1;
 	struct conn *c;
 
-	if (fd < 0 || (size_t)fd >= cs->nfd || !(c = cs->by_fd[fd]) || c->evcon != evcon)
+	if (!cs || fd < 0 || (size_t)fd >= cs->nfd || !(c = cs->by_fd[fd]) || c->evcon != evcon)
+		return NULL;
+	return c;
+}
+
+void conns_on_close(struct conns *cs, struct evhttp_connection *evcon, void (*fn)(void *arg), void *arg)
+{
+	struct conn *c = find(cs, evcon);
+
+	/* an untracked connection (out of memory at accept) tells nobody: a
+	 * stream to a client that left then runs to its end, writing nowhere */
+	if (c) {
+		c->on_close = fn;
+		c->on_close_arg = arg;
+	}
+}
+
+void conns_request_read(struct conns *cs, struct evhttp_request *req)
+{
+	struct evhttp_connection *evcon = evhttp_request_get_connection(req);
+	struct conn *c = find(cs, evcon);
+
+	if (!c)
 		return;
 	/* on_complete runs only while the connection lives (evhttp_send_done),
 	 * so c is valid there */

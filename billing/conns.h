@@ -29,5 +29,11 @@ void conns_free(struct conns *cs);
  * stops; the next one starts with the next request's first byte. */
 void conns_request_read(struct conns *cs, struct evhttp_request *req);
 int64_t conns_open(const struct conns *cs);
+/* evhttp keeps one close callback per connection, and conns uses it: a
+ * handler that must know when its client leaves (the streaming chat) sets
+ * fn here instead; fn(arg) runs once, first thing, when the connection
+ * closes while set.  fn NULL clears it.  A connection conns does not
+ * track (out of memory at accept) calls nothing. */
+void conns_on_close(struct conns *cs, struct evhttp_connection *evcon, void (*fn)(void *arg), void *arg);
 
 #endif

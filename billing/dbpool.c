@@ -77,10 +77,14 @@ static bool conn_alive(PGconn *c)
 /* last_fail_us: when the last connect failed.  An idle thread retries every
  * 500 ms (so readiness comes back without traffic); a thread holding jobs
  * retries after 50 ms, so the first jobs after PostgreSQL is back are
- * served, not refused for the rest of an idle back-off. */
-static PGconn *ensure_conn(struct dbpool *p, PGconn *c, int64_t *last_fail_us, int *was_up, bool for_job)
+ * served, not refused for the rest of an idle back-off, unless the failed
+ * attempt itself was slow (a host that drops packets: connect_timeout):
+ * then it waits as long as that attempt took, so jobs mostly fail fast. */
+static PGconn *ensure_conn(struct dbpool *p, PGconn *c, int64_t *last_fail_us, int64_t *fail_cost_us, int *was_up,
+			   bool for_job)
 {
 	struct error err;
+	int64_t t0;
 
 	if (c && PQstatus(c) == CONNECTION_OK && conn_alive(c))
 		return c;
@@ -95,10 +99,12 @@ static PGconn *ensure_conn(struct dbpool *p, PGconn *c, int64_t *last_fail_us, i
 			log_warn("postgresql connection lost", "pool=%s", p->name);
 		}
 	}
-	if (time_now_us() - *last_fail_us < (for_job ? 50000 : 500000))
+	if (time_now_us() - *last_fail_us < (for_job ? (*fail_cost_us > 50000 ? *fail_cost_us : 50000) : 500000))
 		return NULL;
+	t0 = time_now_us();
 	c = db_connect(p->conninfo, p->o.timeout_ms, &err);
 	if (!c) {
+		*fail_cost_us = time_now_us() - t0;
 		/* once per outage and thread, not every retry */
 		if (time_now_us() - *last_fail_us > 5000000)
 			log_warn("postgresql unreachable", "pool=%s error=\"%s\"", p->name, err.msg);
@@ -118,7 +124,7 @@ static void *thread_main(void *argp)
 	struct dbpool *p = ta->p;
 	char writer[160];
 	PGconn *c = NULL;
-	int64_t last_fail = 0;
+	int64_t last_fail = 0, fail_cost = 0;
 	int up = 0;
 	size_t bmax = p->o.batch ? (p->o.batch_max ? p->o.batch_max : 1) : 1;
 	struct dbjob **batch = calloc(bmax, sizeof(*batch));
@@ -128,7 +134,7 @@ static void *thread_main(void *argp)
 	else
 		snprintf(writer, sizeof(writer), "%s.t%d", p->writer_prefix, ta->idx);
 	free(ta);
-	c = ensure_conn(p, c, &last_fail, &up, false);
+	c = ensure_conn(p, c, &last_fail, &fail_cost, &up, false);
 	for (;;) {
 		size_t n = 0;
 
@@ -150,7 +156,7 @@ static void *thread_main(void *argp)
 			pthread_cond_timedwait(&p->cv, &p->mu, &ts);
 			if (!p->head && !p->stopping) {
 				pthread_mutex_unlock(&p->mu);
-				c = ensure_conn(p, c, &last_fail, &up, false);
+				c = ensure_conn(p, c, &last_fail, &fail_cost, &up, false);
 				pthread_mutex_lock(&p->mu);
 			}
 		}
@@ -185,16 +191,17 @@ static void *thread_main(void *argp)
 			p->tail = NULL;
 		pthread_mutex_unlock(&p->mu);
 
-		c = ensure_conn(p, c, &last_fail, &up, true);
+		c = ensure_conn(p, c, &last_fail, &fail_cost, &up, true);
 		if (p->o.batch) {
 			p->o.batch(batch, n, c, writer, p->o.batch_arg);
 		} else {
 			batch[0]->run(batch[0], c, writer);
 		}
-		if (c && PQstatus(c) != CONNECTION_OK)
-			c = ensure_conn(p, c, &last_fail, &up, false);
 		for (size_t i = 0; i < n; i++)
 			push_done(p, batch[i]);
+		/* after the answers: a reconnect may take up to connect_timeout */
+		if (c && PQstatus(c) != CONNECTION_OK)
+			c = ensure_conn(p, c, &last_fail, &fail_cost, &up, false);
 	}
 	free(batch);
 	if (p->o.batch)

@@ -1,5 +1,6 @@
 /* inference.c: see inference.h. */
 #include "billing/inference.h"
+#include "billing/conns.h"
 
 #include <errno.h>
 #include <event2/buffer.h>
@@ -184,11 +185,10 @@ static void gen_free(struct gen *g)
 	free(g);
 }
 
-static void close_cb(struct evhttp_connection *conn, void *arg)
+static void close_cb(void *arg)
 {
 	struct gen *g = arg;
 
-	(void)conn;
 	/* the client went away: stop generating; what was generated is billed */
 	g->cancel = 1;
 	if (g->rc) {
@@ -240,7 +240,7 @@ static void end_with_error(struct gen *g, int status, const char *code, const ch
 {
 	if (g->rc) {
 		if (g->streaming) {
-			evhttp_connection_set_closecb(g->conn, NULL, NULL);
+			conns_on_close(g->inf->s->conns, g->conn, NULL, NULL);
 			rctx_end_chunked(g->rc, status);
 		} else {
 			reply_err(g->rc, status, code, msg);
@@ -323,7 +323,7 @@ static void usage_done(struct dbjob *job)
 		evbuffer_add_printf(b, "data: [DONE]\n\n");
 		evhttp_send_reply_chunk(g->rc->req, b);
 		evbuffer_free(b);
-		evhttp_connection_set_closecb(g->conn, NULL, NULL);
+		conns_on_close(g->inf->s->conns, g->conn, NULL, NULL);
 		rctx_end_chunked(g->rc, 200);
 		g->rc = NULL;
 	} else if (g->rc) {
@@ -380,7 +380,7 @@ static void gen_event_cb(evutil_socket_t fd, short what, void *arg)
 		/* nothing ran: nothing to bill; the hold expires by itself */
 		if (g->rc) {
 			if (g->streaming) {
-				evhttp_connection_set_closecb(g->conn, NULL, NULL);
+				conns_on_close(g->inf->s->conns, g->conn, NULL, NULL);
 				rctx_end_chunked(g->rc, 500);
 			} else {
 				reply_err(g->rc, 500, "internal", "generation failed");
@@ -414,7 +414,7 @@ static void authorized(void *arg, int status, json_t *body, const char *retry_af
 		header(g->rc, "Content-Type", "text/event-stream");
 		header(g->rc, "Cache-Control", "no-cache");
 		g->conn = evhttp_request_get_connection(g->rc->req);
-		evhttp_connection_set_closecb(g->conn, close_cb, g);
+		conns_on_close(g->inf->s->conns, g->conn, close_cb, g);
 		evhttp_send_reply_start(g->rc->req, 200, "OK");
 		g->streaming = true;
 		send_event(g, chunk_obj(g, json_pack("{s:s,s:s}", "role", "assistant", "content", ""), NULL));

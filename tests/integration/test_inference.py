@@ -136,3 +136,48 @@ def test_pool_full_answers_429_with_retry_after(bd, key):
     assert c.json()["error"]["code"] == "model_busy"
     for r in (a, b):
         list(r.iter_lines())
+
+
+def test_streamed_calls_give_their_connection_slot_back(env, bd, key):
+    """A streamed chat watches its client through billingd's connection
+    records (conns_on_close), not evhttp's one close callback: after streamed
+    calls, completed or cut off, every connection is accounted closed, so
+    with max_connections=3 new connections are still served."""
+    acct, k = key
+    b = Billingd(env, {"inference_threads": "1", "max_connections": "3"})
+    try:
+        time.sleep(1.2)
+        body = {"model": "internal-tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3,
+                "temperature": 0, "stream": True}
+        for i in range(6):
+            with requests.Session() as sess:  # one connection per call, closed after it
+                r = sess.post(b.url + "/internal/v1/chat/completions", json=body,
+                              headers={"Authorization": f"Bearer {k}"}, timeout=60, stream=True)
+                assert r.status_code == 200, r.text
+                events = [l for l in r.iter_lines(decode_unicode=True) if l.startswith("data: ")]
+                assert events[-1] == "data: [DONE]", events
+        # and cut off mid-stream, twice
+        raw = json.dumps(dict(body, max_tokens=200)).encode()
+        for i in range(2):
+            s = socket.create_connection(("127.0.0.1", b.port))
+            s.sendall(b"POST /internal/v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                      b"Authorization: Bearer " + k.encode() + b"\r\nContent-Length: " + str(len(raw)).encode() +
+                      b"\r\n\r\n" + raw)
+            got = b""
+            while got.count(b"data: ") < 2:
+                chunk = s.recv(65536)
+                assert chunk, got
+                got += chunk
+            s.close()
+        deadline = time.time() + 15
+        while True:
+            text = requests.get(b.url + "/metrics", timeout=5).text
+            open_ = [float(l.split()[1]) for l in text.splitlines() if l.startswith("billing_http_connections ")]
+            if open_ and open_[0] <= 1:  # the metrics call itself
+                break
+            assert time.time() < deadline, f"connections still counted open after streamed calls: {open_}"
+            time.sleep(0.2)
+        for i in range(5):
+            assert requests.get(b.url + "/healthz", timeout=5).status_code == 200
+    finally:
+        b.stop()
