@@ -505,10 +505,11 @@ static void hjob_done(struct dbjob *job)
 			log_warn("expiry run failed", "error=\"%s\"", j->job.err.msg);
 		j->s->expiring = false;
 	} else if (j->op == OP_READY) {
-		bool ok = j->out_status == 200 && (j->s->redis && rconn_ready(j->s->redis));
+		bool redis = j->s->redis && rconn_ready(j->s->redis); /* NULL when finished during shutdown */
+		bool ok = j->out_status == 200 && redis;
 		reply(j->rc, ok ? 200 : 503,
 		      json_pack("{s:s,s:b,s:b}", "status", ok ? "ready" : "unavailable", "postgresql",
-				j->out_status == 200, "redis", (j->s->redis && rconn_ready(j->s->redis))));
+				j->out_status == 200, "redis", redis));
 	} else if (j->job.err.status) {
 		struct error e = j->job.err;
 		if (e.code[0] >= '0' && e.code[0] <= '9') {

@@ -35,14 +35,7 @@ for _ in range(200):
 PY
 }
 
-wait_for() { # wait_for SECONDS CMD...
-	local t=$1; shift
-	for _ in $(seq 1 $((t * 10))); do
-		"$@" >/dev/null 2>&1 && return 0
-		sleep 0.1
-	done
-	return 1
-}
+. "$(dirname "$0")/lib.sh" # wait_for
 
 start_node() { # start_node I
 	local i=$1 port; port=$(cat "$dir/n$i/port")

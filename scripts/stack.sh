@@ -23,14 +23,7 @@ free_port() {
 	python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
 }
 
-wait_for() { # wait_for SECONDS CMD...
-	local t=$1; shift
-	for _ in $(seq 1 $((t * 10))); do
-		"$@" >/dev/null 2>&1 && return 0
-		sleep 0.1
-	done
-	return 1
-}
+. "$(dirname "$0")/lib.sh" # wait_for
 
 start() {
 	mkdir -p "$dir"
