@@ -9,6 +9,7 @@ while others are served, max_connections.  Every refused call leaves the
 ledger (and customers, keys, grants, audit log) exactly as it was, and at
 the end no API key or token appears in any billingd log of this module."""
 import errno
+import signal
 import json
 import os
 import resource
@@ -195,6 +196,137 @@ def test_gateway_token_on_admin_routes_is_403(env, h):
     r = post(bd, "/v1/admin/grants", body, "Bearer " + ADMIN_TOKEN)
     assert r.status_code == 201, r.text
     assert get(bd, f"/v1/accounts/{h['active']}", "Bearer " + ADMIN_TOKEN).status_code == 200
+
+
+# ---------------------------------------------------------------- token files (CONTRACT.md §1)
+
+LONG_GW = "gw-long-" + "L" * 1015 + "tail"      # 1,027 bytes: longer than the old 1,024-byte line buffer
+MAX_GW = "gw-max-" + "M" * (4096 - 7)           # exactly 4,096 bytes: the longest token
+_secrets.update([LONG_GW, MAX_GW])
+
+# (name, file content): each refused as a whole, the error naming its line
+BAD_TOKEN_FILES = [
+    ("15 bytes", "# c\n" + "t" * 15 + "\n"),
+    ("4097 bytes", "ok-token-0123456789\n" + "t" * 4097 + "\n"),
+    ("a space inside", "ok-token-0123456789\n\ngw-has a-space-0123\n"),
+    ("a tab inside", "ok-token-0123456789\ngw-has\ta-tab-012345\n"),
+    ("leading space", "ok-token-0123456789\n gw-leading-space-0123\n"),
+    ("a NUL byte", "ok-token-0123456789\ngw-nul-\0-0123456789\n"),
+    ("a control byte", "ok-token-0123456789\ngw-ctl-\x07-0123456789\n"),
+    ("non-ASCII", "ok-token-0123456789\ngw-non-ascii-\u00e9-01234\n"),
+    ("a long line among good ones", "ok-token-0123456789\n" + LONG_GW + "x" * 3100 + "\n"),
+]
+BAD_LINE = [2, 2, 3, 2, 2, 2, 2, 2, 2]
+
+
+def token_cfg(env, gw_path, admin_path, port):
+    path = os.path.join(env.tmp, f"tokcfg-{port}.conf")
+    cfg = {"listen": f"127.0.0.1:{port}", "pg": env.pg, "redis": env.redis, "gateway_tokens_file": gw_path,
+           "admin_tokens_file": admin_path, "key_pepper_file": env.stack.pepper,
+           "migrations_dir": os.path.join(os.path.dirname(__file__), "..", "..", "migrations"),
+           "tokenizer_file": os.path.join(os.path.dirname(__file__), "..", "..", "data", "tokenizer.json"),
+           "model_file": os.path.join(os.path.dirname(__file__), "..", "..", "data", "internal-tiny.bin")}
+    with open(path, "w") as f:
+        for k, v in cfg.items():
+            f.write(f"{k} = {v}\n")
+    return path
+
+
+def write_bytes(path, text):
+    with open(path, "wb") as f:
+        f.write(text.encode("utf-8"))
+
+
+def test_a_token_file_with_a_line_outside_the_rules_stops_billingd_at_start(env, h):
+    from conftest import BIN, free_port
+    good = os.path.join(env.tmp, "good-admin.tokens")
+    write_bytes(good, ADMIN_TOKEN + "\n")
+    for which in ("gateway", "admin"):
+        for (name, text), line in zip(BAD_TOKEN_FILES, BAD_LINE):
+            bad = os.path.join(env.tmp, "bad.tokens")
+            write_bytes(bad, text)
+            port = free_port()
+            cfg = token_cfg(env, bad if which == "gateway" else env.gw_tokens, bad if which == "admin" else good,
+                            port)
+            p = subprocess.Popen([os.path.join(BIN, "billingd"), "--config", cfg], stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.PIPE, text=True)
+            try:
+                _, stderr = p.communicate(timeout=20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.communicate()
+                raise AssertionError(f"billingd started with a {which} token file holding {name}")
+            assert p.returncode == 1, (which, name, p.returncode, stderr[-2000:])
+            err = stderr.strip().splitlines()
+            assert len(err) == 1 and err[0].startswith("billingd: "), (which, name, stderr)
+            assert f"line {line}:" in err[0] and "bad.tokens" in err[0], (which, name, err)
+            # the error names the line, never its content
+            assert "0123456789" not in err[0] and "L" * 20 not in err[0], err
+
+
+def test_a_long_token_is_one_token_never_split(env, h):
+    gw_path = os.path.join(env.tmp, "long-gw.tokens")
+    ad_path = os.path.join(env.tmp, "long-admin.tokens")
+    long_admin = "admin-long-" + "A" * 1020 + "zzz"
+    _secrets.add(long_admin)
+    write_bytes(gw_path, f"# long ones\r\n{LONG_GW}\r\n\n   \n{MAX_GW}\n{GATEWAY_TOKEN}")  # CRLF, no final newline
+    write_bytes(ad_path, f"{long_admin}\n")
+    bd = start(env, {"gateway_tokens_file": gw_path, "admin_tokens_file": ad_path})
+    try:
+        for tok in (LONG_GW, MAX_GW, GATEWAY_TOKEN):
+            assert get(bd, f"/v1/accounts/{h['active']}", "Bearer " + tok).status_code == 200, len(tok)
+        # no piece of a long line is a token: not the first 1,023 bytes, not the tail
+        for piece in (LONG_GW[:1023], LONG_GW[1023:], LONG_GW[:1024], LONG_GW[-3:], MAX_GW[:1023], MAX_GW[1023:2046],
+                      MAX_GW[-1027:], MAX_GW[:-1], long_admin[:1023], long_admin[1023:]):
+            for path in (f"/v1/accounts/{h['active']}", "/v1/admin/no-such-route"):
+                r = get(bd, path, "Bearer " + piece)
+                assert r.status_code == 401, (len(piece), path, r.status_code)
+        r = post(bd, "/v1/admin/grants", {"account_id": h["active"], "amount_nanos": 1, "reason": "long admin token",
+                                          "operator": "t", "idempotency_key": "h-long-admin"}, "Bearer " + long_admin)
+        assert r.status_code == 201, r.text
+    finally:
+        bd.stop()
+
+
+def test_sighup_with_a_refused_or_empty_token_file_keeps_the_old_tokens(env, h):
+    gw_path = os.path.join(env.tmp, "hup-gw.tokens")
+    ad_path = os.path.join(env.tmp, "hup-admin.tokens")
+    old_gw, new_gw, old_ad = "gw-hup-old-0123456789", "gw-hup-new-0123456789", "admin-hup-old-0123456789"
+    _secrets.update([old_gw, new_gw, old_ad])
+    write_bytes(gw_path, old_gw + "\n")
+    write_bytes(ad_path, old_ad + "\n")
+    bd = start(env, {"gateway_tokens_file": gw_path, "admin_tokens_file": ad_path})
+    acct = f"/v1/accounts/{h['active']}"
+
+    def hup_and_wait(marker):
+        n = bd.logs().count(marker)
+        bd.proc.send_signal(signal.SIGHUP)
+        deadline = time.time() + 10
+        while bd.logs().count(marker) <= n:
+            assert time.time() < deadline, bd.logs()[-3000:]
+            time.sleep(0.05)
+
+    try:
+        cases = [("only comments", "# rotated away\n# nothing here\n\n"), ("empty", "")] + BAD_TOKEN_FILES[:4]
+        for name, text in cases:
+            for path, tok in ((gw_path, old_gw), (ad_path, old_ad)):
+                write_bytes(path, text)
+                hup_and_wait("keeping the old tokens")
+                assert get(bd, acct, "Bearer " + tok).status_code == 200, (name, path)
+                assert get(bd, "/v1/admin/no-such-route", "Bearer " + old_ad).status_code == 404, (name, path)
+                write_bytes(path, tok + "\n")
+        # a good file replaces the set: the old token is gone, the new one works
+        write_bytes(gw_path, f"# rotated\n{new_gw}\n")
+        hup_and_wait("tokens reloaded")
+        assert get(bd, acct, "Bearer " + new_gw).status_code == 200
+        assert get(bd, acct, "Bearer " + old_gw).status_code == 401
+        assert get(bd, "/v1/admin/no-such-route", "Bearer " + old_ad).status_code == 404
+        assert bd.proc.poll() is None
+    finally:
+        bd.stop()
+    for line in bd.logs().splitlines():
+        if "keeping the old tokens" in line:
+            assert "level=error" in line and "0123456789" not in line, line
 
 
 # ---------------------------------------------------------------- frozen accounts
