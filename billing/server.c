@@ -14,6 +14,7 @@
 #include "billing/server_int.h"
 #include "billing/conns.h"
 #include "billing/dbpool.h"
+#include "billing/framing.h"
 #include "billing/inference.h"
 #include "billing/stream.h"
 #include "billing/metrics.h"
@@ -855,12 +856,10 @@ static void gen_cb(struct evhttp_request *req, void *arg)
 	size_t plen;
 
 	conns_request_read(s->conns, req);
-	if (!uri) {
-		/* libevent calls back without a URI after some connection errors and
-		 * expects an answer */
-		evhttp_send_error(req, 400, NULL);
+	/* ambiguous framing, or no URI (libevent calls back without one after
+	 * some parse errors and expects an answer): 400 and close */
+	if (framing_refuse(s, req))
 		return;
-	}
 	plen = strcspn(uri, "?");
 	struct rctx *c;
 	int64_t id;

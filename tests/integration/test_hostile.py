@@ -528,6 +528,110 @@ def test_oversized_headers_are_refused_and_the_service_keeps_serving(env, h):
     assert bd.proc.poll() is None
 
 
+def exchange_until_closed(port, data, limit=5.0):
+    """Sends bytes, reads until the server closes the connection or limit
+    seconds pass.  Returns (all bytes read, closed_by_server)."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=limit)
+    got = b""
+    try:
+        s.sendall(data)
+        deadline = time.time() + limit
+        while time.time() < deadline:
+            s.settimeout(max(0.05, deadline - time.time()))
+            try:
+                chunk = s.recv(65536)
+            except socket.timeout:
+                return got, False
+            except ConnectionResetError:
+                return got, True
+            if not chunk:
+                return got, True
+            got += chunk
+        return got, False
+    finally:
+        s.close()
+
+
+def framing_cases():
+    """(name, request bytes builder): each frames its body ambiguously.  The
+    bytes after the first body, by one reading, are a second request (a
+    signup) that must never run."""
+    gw = GATEWAY_TOKEN.encode()
+
+    def build(i, headers):
+        body = json.dumps({"external_id": f"h-frame-{i}-a"}).encode()
+        second = json.dumps({"external_id": f"h-frame-{i}-b"}).encode()
+        smuggled = (b"POST /v1/accounts HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + gw +
+                    b"\r\nContent-Type: application/json\r\nContent-Length: " + str(len(second)).encode() +
+                    b"\r\n\r\n" + second)
+        n = str(len(body)).encode()
+        hs = [h.replace(b"{N}", n).replace(b"{M}", str(len(body) + len(smuggled)).encode()).replace(b"{GW}", gw)
+              for h in headers]
+        head = b"POST /v1/accounts HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n" + \
+            b"".join(h + b"\r\n" for h in hs) + b"\r\n"
+        if any(h.lower().startswith(b"transfer-encoding") for h in hs):
+            return head + hex(len(body))[2:].encode() + b"\r\n" + body + b"\r\n0\r\n\r\n" + smuggled
+        return head + body + smuggled
+
+    auth = b"Authorization: Bearer {GW}"
+    return [
+        ("two different Content-Length", lambda i: build(i, [auth, b"Content-Length: {N}", b"Content-Length: {M}"])),
+        ("two different Content-Length, longer first", lambda i: build(i, [auth, b"Content-Length: {M}",
+                                                                            b"Content-Length: {N}"])),
+        ("Content-Length +N", lambda i: build(i, [auth, b"Content-Length: +{N}"])),
+        ("Content-Length tab N", lambda i: build(i, [auth, b"Content-Length:\t{N}"])),
+        ("Content-Length folded to ' N'", lambda i: build(i, [auth, b"Content-Length:", b" {N}"])),
+        ("Content-Length N with a suffix", lambda i: build(i, [auth, b"Content-Length: {N}abc"])),
+        ("Content-Length and Transfer-Encoding", lambda i: build(i, [auth, b"Content-Length: {M}",
+                                                                     b"Transfer-Encoding: chunked"])),
+        ("two Transfer-Encoding", lambda i: build(i, [auth, b"Transfer-Encoding: chunked",
+                                                      b"Transfer-Encoding: chunked"])),
+        ("two Authorization", lambda i: build(i, [auth, b"Authorization: Bearer nope-not-a-token",
+                                                  b"Content-Length: {N}"])),
+        ("two Authorization, same value", lambda i: build(i, [auth, auth, b"Content-Length: {N}"])),
+        ("NUL inside Authorization", lambda i: build(i, [b"Authorization: Bearer {GW}\0tail-after-nul",
+                                                         b"Content-Length: {N}"])),
+        ("NUL inside another header", lambda i: build(i, [auth, b"X-Note: a\0b", b"Content-Length: {N}"])),
+        ("NUL inside the URL", lambda i: build(i, [auth, b"Content-Length: {N}"]).replace(
+            b"/v1/accounts HTTP/1.1\r\nHost: x\r\nContent-Type", b"/v1/accounts?a=\0 HTTP/1.1\r\nHost: x\r\nContent-Type", 1)),
+    ]
+
+
+def test_ambiguous_framing_gets_400_and_the_connection_is_closed(env, h):
+    """CONTRACT.md §3: two different Content-Length values, a Content-Length
+    that is not a plain decimal, Content-Length with Transfer-Encoding, two
+    Authorization headers, a NUL in the head: 400, and the connection is
+    closed, so the bytes after the body never run as a second request."""
+    bd = h["bd"]
+    before = books(env)
+    n_evhttp = 0
+    for i, (name, make) in enumerate(framing_cases()):
+        got, closed = exchange_until_closed(bd.port, make(i))
+        assert got.startswith(b"HTTP/1.1 400 "), (name, got[:400])
+        assert got.count(b"HTTP/1.1 ") == 1, (name, got[:800])
+        head, _, body = got.partition(b"\r\n\r\n")
+        assert b"connection: close" in head.lower(), (name, head)
+        # ours in JSON; or evhttp's own 400 when it cannot parse the head at all
+        if b"application/json" in head:
+            assert json.loads(body)["error"]["code"] == "invalid_request", (name, body)
+        if b"application/json" not in head:
+            print("evhttp 400:", name)
+            n_evhttp += 1
+        assert closed, f"{name}: the connection stayed open after the 400"
+        served(bd)
+    assert n_evhttp <= 4, n_evhttp  # the rest are ours: JSON invalid_request
+    assert books(env) == before
+    assert env.one("SELECT count(*) FROM customers WHERE external_id LIKE 'h-frame-%%'") == 0
+    # the same request framed plainly goes through: the 400s were the framing
+    body = json.dumps({"external_id": "h-frame-plain"}).encode()
+    req = (b"POST /v1/accounts HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + GATEWAY_TOKEN.encode() +
+           b"\r\nContent-Type: application/json\r\nContent-Length: " + str(len(body)).encode() +
+           b"\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+    st, buf, _ = raw(bd.port, req)
+    assert st == 201, buf[:300]
+    assert env.one("SELECT count(*) FROM customers WHERE external_id = 'h-frame-plain'") == 1
+
+
 def wait_closed(sock, limit):
     """Seconds until the server closes sock (recv gives b'' or a reset), or None after limit."""
     t0 = time.time()
