@@ -343,9 +343,6 @@ def test_api_keys_of_a_frozen_account_are_refused_everywhere(env, h):
     r = post(bd, "/v1/authorize", {"request_id": "h-frozen-az2", "account_id": facct, "model": "h-model",
                                    "input_tokens": 10, "max_output_tokens": 10}, gw)
     is_error(r, 403, "account_frozen")
-    r = post(bd, "/v1/usage", {"request_id": "h-frozen-u", "api_key": fkey, "model": "h-model", "input_tokens": 10,
-                               "cached_input_tokens": 0, "output_tokens": 1, "started_at": now(minutes=-1)}, gw)
-    is_error(r, 403, "account_frozen")
     chat = {"model": "internal-tiny", "max_tokens": 2, "temperature": 0,
             "messages": [{"role": "user", "content": "hello"}]}
     r = post(bd, "/internal/v1/chat/completions", chat, "Bearer " + fkey)
@@ -361,6 +358,52 @@ def test_api_keys_of_a_frozen_account_are_refused_everywhere(env, h):
     r = post(bd, "/internal/v1/chat/completions", chat, "Bearer " + h["active_key"])
     assert r.status_code == 200, r.text
     assert r.json()["usage"]["completion_tokens"] >= 1
+
+
+def test_a_call_authorized_before_the_freeze_is_billed_and_its_hold_released(env, h):
+    """CONTRACT.md §3: a call that ran is always billed.  Authorized while
+    active, the account frozen while the call runs: its usage is recorded
+    and charged (to arrears if need be), the hold is released; new
+    authorizations are refused."""
+    bd = h["bd"]
+    gw = "Bearer " + GATEWAY_TOKEN
+    r = post(bd, "/v1/accounts", {"external_id": "hostile-freeze-mid-call"}, gw)
+    acct = r.json()["account_id"]
+    key = post(bd, "/v1/keys", {"account_id": acct, "name": "mid"}, gw).json()["api_key"]
+    _secrets.add(key)
+    promo0 = r.json()["balance"]["promo_nanos"]
+    r = post(bd, "/v1/authorize", {"request_id": "h-fz-1", "api_key": key, "model": "h-model",
+                                   "input_tokens": 1000, "max_output_tokens": 100}, gw)
+    assert r.status_code == 200, r.text
+    held_key = f"{{a:{acct}}}:held"
+    assert int(env.redis_cli("GET", held_key) or 0) > 0
+    env.admin("account", "freeze", acct, "--reason", "chargeback")
+    time.sleep(1.2)
+    is_error(post(bd, "/v1/authorize", {"request_id": "h-fz-2", "api_key": key, "model": "h-model",
+                                        "input_tokens": 1000, "max_output_tokens": 100}, gw), 403, "account_frozen")
+    cost = expected_cost(2 * UNIT, UNIT // 2, 8 * UNIT, 1000, 0, 90)
+    u = {"request_id": "h-fz-1", "api_key": key, "model": "h-model", "input_tokens": 1000, "cached_input_tokens": 0,
+         "output_tokens": 90, "started_at": now(minutes=-1), "hold_id": "h-fz-1"}
+    r = post(bd, "/v1/usage", u, gw)
+    assert r.status_code == 200, r.text
+    assert r.json()["cost_nanos"] == cost and r.json()["duplicate"] is False
+    assert sum(c["amount_nanos"] for c in r.json()["charged"]) == cost
+    assert r.json()["balance"]["promo_nanos"] == promo0 - cost
+    assert env.one("SELECT count(*) FROM usage_records WHERE request_id = 'h-fz-1' AND account_id = %s", (acct,)) == 1
+    # the hold is gone at once, not after its expiry
+    deadline = time.time() + 5
+    while int(env.redis_cli("GET", held_key) or 0) != 0:
+        assert time.time() < deadline, env.redis_cli("GET", held_key)
+        time.sleep(0.05)
+    # by account_id and in a batch too; a replay is a duplicate, never a second charge
+    u2 = dict(u, request_id="h-fz-3", hold_id=None, api_key=None, account_id=acct)
+    del u2["hold_id"], u2["api_key"]
+    r = post(bd, "/v1/usage/batch", {"records": [u2]}, gw)
+    assert r.status_code == 200 and r.json()["results"][0]["cost_nanos"] == cost, r.text
+    r = post(bd, "/v1/usage", u, gw)
+    assert r.status_code == 200 and r.json()["duplicate"] is True, r.text
+    assert env.one("SELECT count(*) FROM usage_records WHERE account_id = %s", (acct,)) == 2
+    env.assert_books_sound()
 
 
 # ---------------------------------------------------------------- SQL-shaped strings
