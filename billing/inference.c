@@ -15,6 +15,7 @@
 #include <strings.h>
 #include <time.h>
 
+#include "billing/chatauth.h"
 #include "billing/model.h"
 #include "billing/server_int.h"
 #include "billing/tokenizer.h"
@@ -555,7 +556,8 @@ bad:
 	reply_error(c, &err);
 }
 
-void h_chat(struct rctx *c)
+/* The body of a chat call, once chatauth_check found its key good. */
+static void chat_body(struct rctx *c)
 {
 	struct inference *inf = c->s->inf;
 	struct error err;
@@ -702,6 +704,22 @@ bad:
 	if (g)
 		gen_free(g);
 	reply_error(c, &err);
+}
+
+void h_chat(struct rctx *c)
+{
+	const char *key;
+
+	if (bearer_key(c, &key) < 0) {
+		header(c, "WWW-Authenticate", "Bearer");
+		return reply_err(c, 401, "unauthorized", "an account's API key is required as the bearer token");
+	}
+	if (!ready(c))
+		return;
+	if (!c->s->inf->model)
+		return reply_err(c, 503, "model_unavailable", "the embedded model is not loaded on this instance");
+	/* the key before the body: nothing is parsed or tokenized for a stranger */
+	chatauth_check(c, key, chat_body);
 }
 
 struct inference *inference_new(struct server *s, struct error *err)

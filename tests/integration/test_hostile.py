@@ -177,6 +177,39 @@ def test_no_token_or_a_wrong_token_is_401_on_every_route(env, h):
     assert n >= 150
 
 
+def test_chat_checks_the_api_key_before_it_parses_or_tokenizes_the_body(env, h):
+    """CONTRACT.md §3: the chat route's API key is checked before the body is
+    read: a bad bearer gets 401 whatever the body (malformed JSON, an unknown
+    model, a prompt too long for the context), never 400 or 422."""
+    bd = h["bd"]
+    gw = "Bearer " + GATEWAY_TOKEN
+    kr = post(bd, "/v1/keys", {"account_id": h["active"], "name": "to-revoke"}, gw).json()
+    _secrets.add(kr["api_key"])
+    env.admin("key", "revoke", kr["key_id"])
+    before = books(env)
+    long_prompt = {"model": "internal-tiny", "max_tokens": 1,
+                   "messages": [{"role": "user", "content": "word " * 150000}]}
+    bodies = [b"{not json" + b"x" * 5000, b"[]", json.dumps({"model": "gpt-4", "messages": []}).encode(),
+              json.dumps({"model": "internal-tiny", "messages": "nope"}).encode(), json.dumps(long_prompt).encode(),
+              json.dumps({"model": "internal-tiny", "max_tokens": -5,
+                          "messages": [{"role": "user", "content": "hi"}]}).encode()]
+    for auth in ["Bearer sk-" + "x" * 48, "Bearer " + GATEWAY_TOKEN, "Bearer " + ADMIN_TOKEN, "Bearer nonsense"]:
+        for data in bodies:
+            r = post(bd, "/internal/v1/chat/completions", data=data, auth=auth)
+            assert r.status_code == 401, (auth[:12], data[:40], r.status_code, r.text[:200])
+            is_error(r, 401, "unauthorized")
+            assert r.headers.get("WWW-Authenticate", "").startswith("Bearer")
+    # a revoked key is no key either
+    for data in bodies[:2]:
+        is_error(post(bd, "/internal/v1/chat/completions", data=data, auth="Bearer " + kr["api_key"]), 401,
+                 "unauthorized")
+    assert books(env) == before
+    # with a good key the same bodies get their 400 / 422
+    good = "Bearer " + h["active_key"]
+    assert post(bd, "/internal/v1/chat/completions", data=bodies[0], auth=good).status_code == 400
+    is_error(post(bd, "/internal/v1/chat/completions", data=bodies[2], auth=good), 422, "unknown_model")
+
+
 def test_gateway_token_on_admin_routes_is_403(env, h):
     bd = h["bd"]
     before = books(env)
