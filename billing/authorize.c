@@ -922,3 +922,12 @@ void authz_free(struct server *s)
 	free(az);
 	s->az = NULL;
 }
+
+bool authz_model_known(struct server *s, const char *model)
+{
+	bool known = false;
+
+	if (s->az && s->az->prices)
+		(void)pricing_select(s->az->prices, s->az->n_prices, model, time_now_us(), &known);
+	return known;
+}

@@ -510,6 +510,11 @@ void h_tokenize(struct rctx *c)
 		error_set(&err, 400, "invalid_request", "field 'model' is required");
 		goto bad;
 	}
+	/* known: the embedded model, or a model of the price list */
+	if ((!inf->model || strcmp(model, model_name(inf->model)) != 0) && !authz_model_known(c->s, model)) {
+		error_set(&err, 422, "unknown_model", "unknown model");
+		goto bad;
+	}
 	if ((text != NULL) == (msgs != NULL)) {
 		error_set(&err, 400, "invalid_request", "give exactly one of 'text' and 'messages'");
 		goto bad;

@@ -141,6 +141,14 @@ CASES = [
      lambda c: {"path": "/v1/admin/grants", "token": None,
                 "body": {"account_id": c["acct"], "amount_nanos": UNIT, "reason": "x", "operator": "gw"}}, 401,
      "unauthorized"),
+    ("tokenize-unknown-model", lambda c: {"path": "/v1/tokenize", "body": {"model": "gpt-4", "text": "hello"}}, 422,
+     "unknown_model"),
+    ("tokenize-empty-model", lambda c: {"path": "/v1/tokenize", "body": {"model": "", "text": "hello"}}, 422,
+     "unknown_model"),
+    ("tokenize-sql-model", lambda c: {"path": "/v1/tokenize",
+                                      "body": {"model": "internal-tiny'; --", "messages": [{"role": "user",
+                                                                                           "content": "x"}]}},
+     422, "unknown_model"),
     ("body-over-1MiB", lambda c: {"data": raw(json.dumps(good(c, pad="x" * MIB)))}, 413, "body_too_large"),
     ("get-on-usage", lambda c: {"method": "GET"}, 405, "method_not_allowed"),
     ("batch-1001-records",
@@ -351,3 +359,11 @@ def test_frozen_account_usage_is_billed(env, billingd, ctx):
     r5 = billingd.post("/v1/usage", b2)
     assert r5.status_code == 200 and r5.json()["duplicate"] is True, r5.text
     env.assert_books_sound()
+
+
+def test_tokenize_knows_the_embedded_model_and_the_priced_ones(billingd, ctx):
+    """The positive control of the tokenize 422s: the embedded model and a
+    model of the price list are counted."""
+    for model in ("internal-tiny", "err-m"):
+        r = billingd.post("/v1/tokenize", {"model": model, "text": "hello world"})
+        assert r.status_code == 200 and r.json()["tokens"] > 0, (model, r.text)
