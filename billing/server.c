@@ -664,6 +664,11 @@ static void h_admin_grants(struct rctx *c)
 		error_set(&err, 400, "invalid_request", "field 'expires_at' must be an RFC 3339 time");
 		goto bad;
 	}
+	/* already past: the credit would go straight to breakage */
+	if (exp && t <= time_now_us()) {
+		error_set(&err, 422, "invalid_expires_at", "field 'expires_at' is already past");
+		goto bad;
+	}
 	return submit_hjob(c, OP_GRANT, b, json_integer_value(json_object_get(b, "account_id")));
 bad:
 	json_decref(b);

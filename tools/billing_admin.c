@@ -476,6 +476,9 @@ static void cmd_grant(const char **pos, int npos, struct cli_opt *o)
 	}
 	if (exp && time_parse_rfc3339(exp, 1, &g.expires_at_us) < 0)
 		usage_error("--expires '%s' is not a date or RFC 3339 time", exp);
+	/* a grant that expired already would go straight to breakage */
+	if (exp && g.expires_at_us <= time_now_us())
+		usage_error("--expires '%s' is already past", exp);
 	g.idempotency_key = cli_get(o, "idempotency-key");
 	c = tool_connect(cfg, 0);
 	ops_init(&x, c);

@@ -4,6 +4,7 @@ paths: exit codes 0/1/2, one stderr line starting with the program name,
 import datetime
 import json
 import os
+import time
 
 import pytest
 
@@ -319,8 +320,13 @@ def test_promo_show_and_set(env):
 
 def test_expire_moves_expired_credit_to_breakage(env):
     a = new_account(env, "adm-expire-1")
-    g = env.admin_json("grant", "--account", a, "--amount", "3", "--reason", "trial", "--expires", "2026-01-01")
+    # a grant cannot be made already expired (422 / exit 2): one that expires in two seconds
+    soon = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=2)
+    g = env.admin_json("grant", "--account", a, "--amount", "3", "--reason", "trial", "--expires",
+                       soon.strftime("%Y-%m-%dT%H:%M:%S.%fZ"))
     live = env.admin_json("grant", "--account", a, "--amount", "1", "--reason", "trial", "--expires", "2099-01-01")
+    while datetime.datetime.now(datetime.timezone.utc) <= soon:
+        time.sleep(0.1)
     r = env.admin_json("expire")
     assert r["grants"] >= 1 and r["breakage_nanos"] >= 3_000_000_000
     key = f"breakage:{g['grant_id']}"

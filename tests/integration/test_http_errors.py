@@ -149,6 +149,14 @@ CASES = [
                                       "body": {"model": "internal-tiny'; --", "messages": [{"role": "user",
                                                                                            "content": "x"}]}},
      422, "unknown_model"),
+    ("grant-expires_at-past", lambda c: {"path": "/v1/admin/grants", "token": ADMIN_TOKEN,
+                                         "body": {"account_id": c["acct"], "amount_nanos": UNIT, "reason": "late",
+                                                  "operator": "t", "expires_at": now(seconds=-1)}},
+     422, "invalid_expires_at"),
+    ("grant-expires_at-long-past", lambda c: {"path": "/v1/admin/grants", "token": ADMIN_TOKEN,
+                                              "body": {"account_id": c["acct"], "amount_nanos": UNIT, "reason": "late",
+                                                       "operator": "t", "expires_at": "2001-01-01T00:00:00Z"}},
+     422, "invalid_expires_at"),
     ("body-over-1MiB", lambda c: {"data": raw(json.dumps(good(c, pad="x" * MIB)))}, 413, "body_too_large"),
     ("get-on-usage", lambda c: {"method": "GET"}, 405, "method_not_allowed"),
     ("batch-1001-records",
@@ -331,6 +339,23 @@ def test_admin_token_can_grant_where_gateway_cannot(env, billingd, ctx):
                                            "operator": "tester"}, token=ADMIN_TOKEN)
     assert r.status_code == 201, r.text
     assert r.json()["amount_nanos"] == UNIT
+    # and the positive control of the past expires_at: a minute ahead is fine
+    r = billingd.post("/v1/admin/grants", {"account_id": ctx["acct"], "amount_nanos": UNIT, "reason": "control",
+                                           "operator": "tester", "expires_at": now(minutes=1)}, token=ADMIN_TOKEN)
+    assert r.status_code == 201, r.text
+
+
+def test_cli_grant_with_a_past_expiry_is_refused(env, billingd, ctx):
+    grants = env.one("SELECT count(*) FROM grants")
+    for when in (now(seconds=-1), "2001-01-01"):
+        p = env.admin("grant", "--account", ctx["acct"], "--amount", "1", "--reason", "late", "--expires", when,
+                      check=False)
+        assert p.returncode == 2, (when, p.returncode, p.stdout, p.stderr)
+        err = p.stderr.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("billing-admin") and "past" in err[0], p.stderr
+    assert env.one("SELECT count(*) FROM grants") == grants
+    p = env.admin("grant", "--account", ctx["acct"], "--amount", "1", "--reason", "ok", "--expires", now(minutes=5))
+    assert env.one("SELECT count(*) FROM grants") == grants + 1
 
 
 def test_frozen_account_usage_is_billed(env, billingd, ctx):
