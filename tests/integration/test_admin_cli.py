@@ -352,3 +352,34 @@ def test_operator_is_recorded(env):
     assert env.one("SELECT actor FROM journal WHERE account_id = %s AND reason = 'by flag'", (a,)) == "carol"
     env.run("billing-admin", "grant", "--account", a, "--amount", "1", "--reason", "by login", env=dict(e, USER="dave"))
     assert env.one("SELECT actor FROM journal WHERE account_id = %s AND reason = 'by login'", (a,)) == "dave"
+
+
+def test_errors_from_libpq_are_one_line_on_stderr(env):
+    """libpq's messages span lines ("connection to server ... failed: ...\\n\\tIs
+    the server running ...?", one block per address tried; "DETAIL:" and
+    "CONTEXT:" lines): each CLI and billingd still prints one line."""
+    import socket
+    import subprocess
+    from conftest import BIN, free_port
+    port = free_port()  # nothing listens there
+    down = f"host=localhost port={port} dbname=billing user=billing"
+    e = env.cli_env(BILLING_PG=down, BILLING_PG_OWNER=down)
+    for prog, args in (("billing-admin", ["account", "show", "1"]), ("billing-admin", ["migrate"]),
+                       ("ledger", ["trial-balance"]), ("ledger", ["verify"])):
+        p = env.run(prog, *args, check=False, env=e)
+        assert p.returncode == 1, (prog, args, p.returncode, p.stderr)
+        lines = p.stderr.strip("\n").split("\n")
+        assert len(lines) == 1 and lines[0].startswith(prog + ": "), (prog, args, repr(p.stderr))
+        assert "\t" not in lines[0] and "Is the server running" in lines[0], repr(p.stderr)
+    cfg = os.path.join(env.tmp, "down.conf")
+    with open(cfg, "w") as f:
+        f.write(f"pg = {down}\nredis = {env.redis}\ngateway_tokens_file = {env.gw_tokens}\n"
+                f"admin_tokens_file = {env.admin_tokens}\nkey_pepper_file = {env.stack.pepper}\n"
+                f"listen = 127.0.0.1:{free_port()}\n")
+    p = subprocess.run([os.path.join(BIN, "billingd"), "--config", cfg], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 1, (p.returncode, p.stderr[-2000:])
+    lines = p.stderr.strip("\n").split("\n")
+    assert len(lines) == 1 and lines[0].startswith("billingd: ") and "\t" not in lines[0], repr(p.stderr)
+    # a usage error carrying a newline of its own is one line too
+    one_line_error(env.admin("grant", "--account", "1", "--amount", "1", "--reason", "x", "--expires", "2027\n01\n01",
+                             check=False), 2)
