@@ -166,3 +166,28 @@ def test_amount_parsing_and_usage_errors(env):
     assert g["amount_nanos"] == 1
     assert env.admin("--help").returncode == 0
     assert "--payment-ref" in env.admin("topup", "--help").stdout
+
+
+def test_export_and_manifest_are_readable_by_the_owner_only(env, tmp_path):
+    """Finance data: `ledger export` writes the file and its manifest 0600
+    whatever the umask, also when --force overwrites a wider file."""
+    import os
+    import stat
+    if not os.path.exists(env.signing_key):
+        env.admin("keygen", "--out", env.signing_key)
+    a = json.loads(env.admin("account", "create", "--external-id", "export-mode", "--json").stdout)["account_id"]
+    env.admin("topup", "--account", a, "--amount", "3", "--payment-ref", "export-mode-1")
+    out = str(tmp_path / "books.csv")
+    old = os.umask(0o022)
+    try:
+        for fmt, force in (("csv", []), ("ndjson", ["--force"])):
+            if force:
+                os.chmod(out, 0o644)
+                os.chmod(out + ".manifest.json", 0o644)
+            env.ledger("export", "--from", "2000-01-01", "--to", "2100-01-01", "--format", fmt, "--out", out, *force)
+            for path in (out, out + ".manifest.json"):
+                mode = stat.S_IMODE(os.stat(path).st_mode)
+                assert mode == 0o600, (fmt, path, oct(mode))
+    finally:
+        os.umask(old)
+    assert env.ledger("verify", "--export", out).returncode == 0
