@@ -34,3 +34,36 @@ ON CONFLICT DO NOTHING;
 -- (another identity string already claimed, the budget ran out) is undone
 -- by rolling back to a savepoint inside the claiming transaction.
 GRANT SELECT, INSERT ON promo_identity_claims TO billing;
+
+-- Changes the service role can make in place get an audit row written by
+-- the database itself, whoever makes them (the CLIs write their own
+-- application rows too, with the operator's reason): an account's status
+-- (freeze, unfreeze) and an API key's revocation.  Campaign settings,
+-- budget included, already have theirs (campaigns_history, 0004).  The
+-- actor and reason come from the transaction's settings billing.actor /
+-- billing.reason when set (SET LOCAL by the CLIs), else the session user.
+CREATE FUNCTION audit_row_change() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = public AS $$
+DECLARE
+    col text := TG_ARGV[0];
+    before jsonb := to_jsonb(OLD) -> col;
+    after jsonb := to_jsonb(NEW) -> col;
+BEGIN
+    IF before IS NOT DISTINCT FROM after THEN
+        RETURN NULL;
+    END IF;
+    INSERT INTO audit_log (actor, action, target, reason, details)
+    VALUES (coalesce(nullif(current_setting('billing.actor', true), ''), session_user::text),
+            TG_ARGV[1],
+            CASE TG_TABLE_NAME WHEN 'api_keys' THEN (to_jsonb(NEW) ->> 'key_id') ELSE (to_jsonb(NEW) ->> 'account_id') END,
+            coalesce(current_setting('billing.reason', true), ''),
+            jsonb_build_object('column', col, 'before', before, 'after', after,
+                               'account_id', to_jsonb(NEW) -> 'account_id', 'db_user', session_user::text,
+                               'trigger', TG_NAME));
+    RETURN NULL;
+END $$;
+CREATE TRIGGER customers_status_audit AFTER UPDATE OF status ON customers
+    FOR EACH ROW EXECUTE FUNCTION audit_row_change('status', 'db.customer.status');
+CREATE TRIGGER api_keys_revoked_audit AFTER UPDATE OF revoked_at ON api_keys
+    FOR EACH ROW EXECUTE FUNCTION audit_row_change('revoked_at', 'db.api_key.revoked_at');
+REVOKE ALL ON FUNCTION audit_row_change() FROM PUBLIC;

@@ -115,7 +115,8 @@ def test_keys(env):
     one_line_error(env.admin("key", "create", "--account", 99999999, check=False), 1)
     one_line_error(env.admin("key", "create", check=False), 2)
     acts = {r[0]: r[1] for r in env.sql("SELECT action, actor FROM audit_log WHERE target = %s", (str(k["key_id"]),))}
-    assert acts == {"key.create": "tester", "key.revoke": "tester"}
+    # the CLI's rows, and the database's own row of the revocation (trigger, migration 0007)
+    assert acts == {"key.create": "tester", "key.revoke": "tester", "db.api_key.revoked_at": "tester"}
 
 
 def test_grant_topup_adjust_and_their_errors(env):
@@ -179,7 +180,8 @@ def test_freeze_unfreeze_and_clawback(env):
     env.admin("account", "unfreeze", invitee, "--reason", "appeal granted")
     assert env.admin_json("account", "show", invitee)["status"] == "active"
     acts = [r[0] for r in env.sql("SELECT action FROM audit_log WHERE target = %s ORDER BY audit_id", (str(invitee),))]
-    assert acts[-2:] == ["account.freeze", "account.unfreeze"]
+    # each CLI row follows the database's own row of the status change (trigger, migration 0007)
+    assert acts[-4:] == ["db.customer.status", "account.freeze", "db.customer.status", "account.unfreeze"]
     assert env.one("SELECT reason FROM audit_log WHERE target = %s AND action = 'account.freeze'", (str(invitee),)) == "farm"
     env.assert_books_sound()
 
