@@ -439,6 +439,37 @@ def test_a_call_authorized_before_the_freeze_is_billed_and_its_hold_released(env
     env.assert_books_sound()
 
 
+def test_authorize_with_zero_tokens_holds_the_models_least_cost(env, h):
+    """A call announced with 0 input and 0 output tokens can still cost money
+    (the usage that follows counts real tokens): its hold is the model's
+    least billable cost (one cached input token of h-model: 0.5 per 1M =
+    500 nanos), so at zero balance it gets 402 instead of a free pass."""
+    bd = h["bd"]
+    gw = "Bearer " + GATEWAY_TOKEN
+    r = post(bd, "/v1/accounts", {"external_id": "hostile-zero-tokens"}, gw)
+    acct = r.json()["account_id"]
+    # spend the signup credit exactly: 7M input tokens at 2 per 1M = 14
+    assert r.json()["balance"]["promo_nanos"] == 14 * UNIT
+    az = {"request_id": "h-zero-0", "account_id": acct, "model": "h-model", "input_tokens": 0, "max_output_tokens": 0}
+    r = post(bd, "/v1/authorize", az, gw)
+    assert r.status_code == 200 and r.json()["held_nanos"] == 500, r.text
+    u = {"request_id": "h-zero-spend", "account_id": acct, "model": "h-model", "input_tokens": 7_000_000,
+         "cached_input_tokens": 0, "output_tokens": 0, "started_at": now(minutes=-1)}
+    r = post(bd, "/v1/usage", u, gw)
+    assert r.status_code == 200 and r.json()["cost_nanos"] == 14 * UNIT, r.text
+    r = post(bd, "/v1/usage", {"request_id": "h-zero-0", "account_id": acct, "model": "h-model", "input_tokens": 0,
+                               "cached_input_tokens": 0, "output_tokens": 0, "started_at": now(minutes=-1),
+                               "hold_id": "h-zero-0"}, gw)
+    assert r.status_code == 200 and r.json()["cost_nanos"] == 0, r.text
+    assert r.json()["balance"]["paid_nanos"] + r.json()["balance"]["promo_nanos"] == 0
+    before = books(env)
+    for i, (tin, tout) in enumerate([(0, 0), (0, 0), (1, 0), (0, 1)]):
+        r = post(bd, "/v1/authorize", dict(az, request_id=f"h-zero-{i + 1}", input_tokens=tin, max_output_tokens=tout),
+                 gw)
+        is_error(r, 402, "insufficient_balance")
+    assert books(env) == before
+
+
 # ---------------------------------------------------------------- SQL-shaped strings
 
 
