@@ -5,7 +5,12 @@ accounts (authorize, usage and the embedded model's chat route), SQL-shaped
 strings in every text field (stored verbatim or refused, never executed),
 oversized headers, slow clients that never finish a request (closed by
 idle_timeout_s), many idle connections (10,000 when the fd limit allows)
-while others are served, max_connections.  Every refused call leaves the
+while others are served, max_connections.  Issue 17: token files (a line
+outside the rules refuses the file, a long token is never split, SIGHUP
+with a refused or empty file keeps the old set), ambiguous request framing
+(400 and close, the smuggled request never runs), the chat key checked
+before its body, a call authorized before a freeze still billed, 0/0-token
+authorizations holding the model's least cost.  Every refused call leaves the
 ledger (and customers, keys, grants, audit log) exactly as it was, and at
 the end no API key or token appears in any billingd log of this module."""
 import errno
