@@ -698,6 +698,9 @@ static void az_step(struct az_req *a)
 			return az_fail(a, 422, "unknown_model", known ? "the model has no price in effect" : "unknown model");
 		if (pricing_cost(p, &t, now, &a->amount) < 0)
 			return az_fail(a, 422, "invalid_tokens", "token counts out of range");
+		/* a call that can cost money holds money: 0/0 tokens hold the model's least cost */
+		if (a->amount == 0)
+			a->amount = pricing_min_billable(p, now);
 		a->paid_only = p->paid_only;
 		resolve_limits(az, a->account_id, a->tier, a->model, &a->lim);
 		snprintf(args[0], sizeof(args[0]), "%" PRId64, a->amount);
@@ -921,4 +924,13 @@ void authz_free(struct server *s)
 	free(az->fo);
 	free(az);
 	s->az = NULL;
+}
+
+bool authz_model_known(struct server *s, const char *model)
+{
+	bool known = false;
+
+	if (s->az && s->az->prices)
+		(void)pricing_select(s->az->prices, s->az->n_prices, model, time_now_us(), &known);
+	return known;
 }

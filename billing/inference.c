@@ -4,10 +4,12 @@
 
 #include <errno.h>
 #include <event2/buffer.h>
+#include <event2/bufferevent.h>
 #include <event2/http.h>
 #include <inttypes.h>
 #include <jansson.h>
 #include <math.h>
+#include <poll.h>
 #include <pthread.h>
 #include <sodium.h>
 #include <stdlib.h>
@@ -15,6 +17,7 @@
 #include <strings.h>
 #include <time.h>
 
+#include "billing/chatauth.h"
 #include "billing/model.h"
 #include "billing/server_int.h"
 #include "billing/tokenizer.h"
@@ -70,6 +73,7 @@ struct gen {
 	struct usage_item it;
 	int usage_tries;
 	struct event *retry_ev;
+	struct event *watch_ev; /* non-streamed: polls for the client's hang-up */
 };
 
 /* ---- helpers ---- */
@@ -177,6 +181,8 @@ static void gen_free(struct gen *g)
 		event_free(g->ev);
 	if (g->retry_ev)
 		event_free(g->retry_ev);
+	if (g->watch_ev)
+		event_free(g->watch_ev);
 	pthread_mutex_destroy(&g->mu);
 	buf_release(&g->pending);
 	buf_release(&g->text);
@@ -199,6 +205,26 @@ static void close_cb(void *arg)
 		rctx_drop(g->rc);
 		g->rc = NULL;
 	}
+}
+
+/* A non-streamed call writes nothing until it ends, and libevent 2.1 sees
+ * a hang-up only when it writes: so its socket is polled while the worker
+ * generates.  The client gone (FIN or reset), generation stops at the next
+ * token and what was generated is billed (status cancelled); the answer is
+ * still written, into the closed connection, which evhttp then frees. */
+static void watch_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct gen *g = arg;
+	struct evhttp_connection *conn = g->rc ? evhttp_request_get_connection(g->rc->req) : NULL;
+	struct bufferevent *bev = conn ? evhttp_connection_get_bufferevent(conn) : NULL;
+	struct pollfd p = {bev ? bufferevent_getfd(bev) : -1, POLLRDHUP, 0};
+
+	(void)fd, (void)what;
+	if (p.fd < 0 || poll(&p, 1, 0) <= 0 || !(p.revents & (POLLRDHUP | POLLHUP | POLLERR)))
+		return;
+	g->cancel = 1;
+	event_del(g->watch_ev);
+	log_info("chat client went away, generation stopped", "request_id=%s", g->id);
 }
 
 static void send_event(struct gen *g, json_t *obj)
@@ -374,6 +400,8 @@ static void gen_event_cb(evutil_socket_t fd, short what, void *arg)
 	buf_release(&chunk);
 	if (!done)
 		return;
+	if (g->watch_ev)
+		event_del(g->watch_ev);
 	if (g->streaming && g->rc)
 		send_event(g, chunk_obj(g, json_object(), finish_reason(g)));
 	if (g->gen_rc < 0 && g->n_generated == 0) {
@@ -418,6 +446,12 @@ static void authorized(void *arg, int status, json_t *body, const char *retry_af
 		evhttp_send_reply_start(g->rc->req, 200, "OK");
 		g->streaming = true;
 		send_event(g, chunk_obj(g, json_pack("{s:s,s:s}", "role", "assistant", "content", ""), NULL));
+	}
+	if (!g->stream) {
+		struct timeval tv = {0, 50000};
+		g->watch_ev = event_new(inf->s->base, -1, EV_PERSIST, watch_cb, g);
+		if (g->watch_ev)
+			event_add(g->watch_ev, &tv);
 	}
 	pthread_mutex_lock(&inf->mu);
 	if (inf->tail)
@@ -509,6 +543,11 @@ void h_tokenize(struct rctx *c)
 		error_set(&err, 400, "invalid_request", "field 'model' is required");
 		goto bad;
 	}
+	/* known: the embedded model, or a model of the price list */
+	if ((!inf->model || strcmp(model, model_name(inf->model)) != 0) && !authz_model_known(c->s, model)) {
+		error_set(&err, 422, "unknown_model", "unknown model");
+		goto bad;
+	}
 	if ((text != NULL) == (msgs != NULL)) {
 		error_set(&err, 400, "invalid_request", "give exactly one of 'text' and 'messages'");
 		goto bad;
@@ -555,7 +594,8 @@ bad:
 	reply_error(c, &err);
 }
 
-void h_chat(struct rctx *c)
+/* The body of a chat call, once chatauth_check found its key good. */
+static void chat_body(struct rctx *c)
 {
 	struct inference *inf = c->s->inf;
 	struct error err;
@@ -702,6 +742,22 @@ bad:
 	if (g)
 		gen_free(g);
 	reply_error(c, &err);
+}
+
+void h_chat(struct rctx *c)
+{
+	const char *key;
+
+	if (bearer_key(c, &key) < 0) {
+		header(c, "WWW-Authenticate", "Bearer");
+		return reply_err(c, 401, "unauthorized", "an account's API key is required as the bearer token");
+	}
+	if (!ready(c))
+		return;
+	if (!c->s->inf->model)
+		return reply_err(c, 503, "model_unavailable", "the embedded model is not loaded on this instance");
+	/* the key before the body: nothing is parsed or tokenized for a stranger */
+	chatauth_check(c, key, chat_body);
 }
 
 struct inference *inference_new(struct server *s, struct error *err)

@@ -14,6 +14,7 @@
 #include "billing/server_int.h"
 #include "billing/conns.h"
 #include "billing/dbpool.h"
+#include "billing/framing.h"
 #include "billing/inference.h"
 #include "billing/stream.h"
 #include "billing/metrics.h"
@@ -663,6 +664,11 @@ static void h_admin_grants(struct rctx *c)
 		error_set(&err, 400, "invalid_request", "field 'expires_at' must be an RFC 3339 time");
 		goto bad;
 	}
+	/* already past: the credit would go straight to breakage */
+	if (exp && t <= time_now_us()) {
+		error_set(&err, 422, "invalid_expires_at", "field 'expires_at' is already past");
+		goto bad;
+	}
 	return submit_hjob(c, OP_GRANT, b, json_integer_value(json_object_get(b, "account_id")));
 bad:
 	json_decref(b);
@@ -855,12 +861,10 @@ static void gen_cb(struct evhttp_request *req, void *arg)
 	size_t plen;
 
 	conns_request_read(s->conns, req);
-	if (!uri) {
-		/* libevent calls back without a URI after some connection errors and
-		 * expects an answer */
-		evhttp_send_error(req, 400, NULL);
+	/* ambiguous framing, or no URI (libevent calls back without one after
+	 * some parse errors and expects an answer): 400 and close */
+	if (framing_refuse(s, req))
 		return;
-	}
 	plen = strcspn(uri, "?");
 	struct rctx *c;
 	int64_t id;
@@ -1018,22 +1022,40 @@ static void expire_cb(evutil_socket_t fd, short what, void *arg)
 		s->expiring = true;
 }
 
-static int load_tokens(struct server *s, struct error *err)
+/* One token file into *slot.  At start (*slot NULL) a refused file is an
+ * error; on reload a refused file, or one without a single token, keeps
+ * the old set (CONTRACT.md §1) and is logged.  Returns 0 or -1. */
+static int load_token_file(struct tokens **slot, const char *key, const char *path, struct error *err)
 {
-	struct tokens *gw = tokens_load(config_get(s->cfg, "gateway_tokens_file"), err), *ad;
+	struct tokens *t = tokens_load(path, err);
 
-	if (!gw)
-		return -1;
-	ad = tokens_load(config_get(s->cfg, "admin_tokens_file"), err);
-	if (!ad) {
-		tokens_free(gw);
+	if (!t) {
+		if (*slot)
+			log_error("token file refused, keeping the old tokens", "key=%s error=\"%s\"", key, err->msg);
 		return -1;
 	}
-	tokens_free(s->gw);
-	tokens_free(s->admin);
-	s->gw = gw;
-	s->admin = ad;
+	if (tokens_count(t) == 0 && *slot) {
+		error_set(err, 0, "config", "token file '%s' holds no token", path);
+		log_error("token file holds no token, keeping the old tokens", "key=%s file=\"%s\"", key, path);
+		tokens_free(t);
+		return -1;
+	}
+	if (tokens_count(t) == 0)
+		log_warn("token file holds no token: every call with these tokens gets 401", "key=%s file=\"%s\"", key,
+			 path);
+	tokens_free(*slot);
+	*slot = t;
 	return 0;
+}
+
+static int load_tokens(struct server *s, struct error *err)
+{
+	/* each file on its own: a bad admin file does not stop a gateway rotation */
+	int a = load_token_file(&s->gw, "gateway_tokens_file", config_get(s->cfg, "gateway_tokens_file"), err);
+	int b = load_token_file(&s->admin, "admin_tokens_file", config_get(s->cfg, "admin_tokens_file"),
+				a < 0 ? &(struct error){0} : err);
+
+	return a < 0 || b < 0 ? -1 : 0;
 }
 
 void server_reload(struct server *s)
@@ -1041,7 +1063,7 @@ void server_reload(struct server *s)
 	struct error err;
 
 	if (load_tokens(s, &err) < 0)
-		log_error("token reload failed, keeping the old tokens", "error=\"%s\"", err.msg);
+		log_warn("token reload incomplete", "gateway=%zu admin=%zu", tokens_count(s->gw), tokens_count(s->admin));
 	else
 		log_info("tokens reloaded", "gateway=%zu admin=%zu", tokens_count(s->gw), tokens_count(s->admin));
 }

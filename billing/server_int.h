@@ -98,6 +98,8 @@ struct authz_params {
 };
 int authz_start(struct server *s, const struct authz_params *p, authz_done_fn done, void *arg)
 	__attribute__((warn_unused_result));
+/* model has a price list entry (any version): billingd knows it. */
+bool authz_model_known(struct server *s, const char *model);
 /* After a usage record is answered: release its hold, apply its charge to the mirror. */
 void authz_settle(struct server *s, const struct usage_item *it);
 /* The account's mirror may have missed a change: drop it as soon as Redis answers. */

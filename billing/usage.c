@@ -575,10 +575,10 @@ static int load_accounts(struct batch *b, PGconn *c, struct error *err)
 		if (b->state[i] != 0)
 			continue;
 		ac = find_acct(b, b->items[i]->account_id);
+		/* a frozen account's usage is billed too (CONTRACT.md §3): the call
+		 * ran; freezing stops new authorizations, not the bill */
 		if (!ac || !ac->found || ac->paid_idx < 0)
 			fail_item(b, i, 404, "not_found", "unknown account");
-		else if (ac->frozen)
-			fail_item(b, i, 403, "account_frozen", "the account is frozen");
 	}
 	rc = 0;
 done:

@@ -1,5 +1,6 @@
 /* db.c: see db.h. */
 #include "ledger/db.h"
+#include "common/log.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -9,6 +10,12 @@
 #include <string.h>
 
 #include "common/buf.h"
+
+static void notice_cb(void *arg, const char *message)
+{
+	(void)arg;
+	log_warn("postgresql notice", "message=\"%s\"", message);
+}
 
 PGconn *db_connect(const char *conninfo, int timeout_ms, struct error *err)
 {
@@ -33,6 +40,9 @@ PGconn *db_connect(const char *conninfo, int timeout_ms, struct error *err)
 		PQfinish(c);
 		return NULL;
 	}
+	/* libpq's default prints notices (and a server's FATAL on an idle
+	 * connection) raw on stderr, over several lines: one log record instead */
+	PQsetNoticeProcessor(c, notice_cb, NULL);
 	return c;
 }
 

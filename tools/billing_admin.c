@@ -38,12 +38,12 @@ static void usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2
 static void usage_error(const char *fmt, ...)
 {
 	va_list ap;
+	char suffix[160];
 
-	fprintf(stderr, "billing-admin: ");
+	snprintf(suffix, sizeof(suffix), " (see 'billing-admin %s%s--help')", cur_cmd, *cur_cmd ? " " : "");
 	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
+	error_print_line(stderr, "billing-admin: ", suffix, fmt, ap);
 	va_end(ap);
-	fprintf(stderr, " (see 'billing-admin %s%s--help')\n", cur_cmd, *cur_cmd ? " " : "");
 	exit(2);
 }
 
@@ -295,7 +295,11 @@ static int status_tx(void *arg, struct error *err)
 	if (ops_lock_customer(c, j->id, &a, err) < 0)
 		return -1;
 	if (strcmp(a.status, j->status) != 0) {
-		if (db_exec(c, "UPDATE customers SET status = $2 WHERE account_id = $1::bigint", 2, p, err) < 0)
+		const char *who[2] = {j->x->actor, j->reason};
+		/* for the database's own audit row (audit_row_change, 0007) */
+		if (db_exec(c, "SELECT set_config('billing.actor', $1, true), set_config('billing.reason', $2, true)", 2,
+			    who, err) < 0 ||
+		    db_exec(c, "UPDATE customers SET status = $2 WHERE account_id = $1::bigint", 2, p, err) < 0)
 			return -1;
 		j->changed = true;
 	} else if (!j->clawback) {
@@ -429,8 +433,13 @@ static void cmd_key_revoke(const char **pos, int npos, struct cli_opt *o)
 		usage_error("key revoke needs a key id");
 	(void)parse_id("key id", pos[0]);
 	c = tool_connect(cfg, 0);
-	if (db_exec(c, "BEGIN", 0, NULL, &err) < 0)
-		tool_fail_err(&err);
+	{
+		const char *reason = cli_get(o, "reason"), *who[2] = {tool_operator(cfg), reason ? reason : ""};
+		if (db_exec(c, "BEGIN", 0, NULL, &err) < 0 ||
+		    db_exec(c, "SELECT set_config('billing.actor', $1, true), set_config('billing.reason', $2, true)", 2,
+			    who, &err) < 0)
+			tool_fail_err(&err);
+	}
 	r = db_query(c, "UPDATE api_keys SET revoked_at = now() WHERE key_id = $1 AND revoked_at IS NULL RETURNING account_id",
 		     1, pos, &err);
 	if (!r)
@@ -476,6 +485,9 @@ static void cmd_grant(const char **pos, int npos, struct cli_opt *o)
 	}
 	if (exp && time_parse_rfc3339(exp, 1, &g.expires_at_us) < 0)
 		usage_error("--expires '%s' is not a date or RFC 3339 time", exp);
+	/* a grant that expired already would go straight to breakage */
+	if (exp && g.expires_at_us <= time_now_us())
+		usage_error("--expires '%s' is already past", exp);
 	g.idempotency_key = cli_get(o, "idempotency-key");
 	c = tool_connect(cfg, 0);
 	ops_init(&x, c);

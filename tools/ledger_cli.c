@@ -41,12 +41,12 @@ static void usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2
 static void usage_error(const char *fmt, ...)
 {
 	va_list ap;
+	char suffix[160];
 
-	fprintf(stderr, "ledger: ");
+	snprintf(suffix, sizeof(suffix), " (see 'ledger %s%s--help')", cur_cmd, *cur_cmd ? " " : "");
 	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
+	error_print_line(stderr, "ledger: ", suffix, fmt, ap);
 	va_end(ap);
-	fprintf(stderr, " (see 'ledger %s%s--help')\n", cur_cmd, *cur_cmd ? " " : "");
 	exit(2);
 }
 

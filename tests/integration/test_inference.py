@@ -102,6 +102,40 @@ def test_stream_cut_off_is_billed_for_generated_tokens(env, bd, key):
     env.assert_books_sound()
 
 
+def test_non_streamed_call_whose_client_leaves_stops_and_is_billed_for_what_was_generated(env, bd, key):
+    """CONTRACT.md §3: a client that goes away stops generation, streamed or
+    not, and is billed for what was generated.  400 tokens at 20 ms each take
+    8 s; the client leaves after about 0.6 s."""
+    acct, k = key
+    # seeded sampling: this request runs to its 400 tokens when nobody leaves (same tokens on the same build)
+    full = {"model": "internal-tiny", "messages": [{"role": "user", "content": "a b c d e f g"}],
+            "max_tokens": 400, "temperature": 1.5, "seed": 0}
+    probe = dict(full, max_tokens=60)
+    assert chat(bd, k, probe).json()["usage"]["completion_tokens"] == 60
+    before = env.one("SELECT count(*) FROM usage_records")
+    body = json.dumps(full).encode()
+    s = socket.create_connection(("127.0.0.1", bd.port))
+    s.sendall(b"POST /internal/v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+              b"Authorization: Bearer " + k.encode() + b"\r\nContent-Length: " + str(len(body)).encode() +
+              b"\r\n\r\n" + body)
+    time.sleep(0.6)
+    t0 = time.time()
+    s.close()
+    deadline = time.time() + 15
+    while env.one("SELECT count(*) FROM usage_records") == before:
+        assert time.time() < deadline, bd.logs()
+        time.sleep(0.05)
+    took = time.time() - t0
+    out, status, rid = env.one("SELECT output_tokens, status, request_id FROM usage_records"
+                               " ORDER BY created_at DESC LIMIT 1")
+    assert status == "cancelled", (status, out)
+    assert 1 <= out < 200, out  # what was generated: never zero, far from the full max_tokens
+    assert took < 4, f"generation went on {took:.1f} s after the client left"
+    assert env.one("SELECT cost_nanos FROM usage_records WHERE request_id = %s", (rid,)) > 0
+    assert "chat client went away" in bd.logs()
+    env.assert_books_sound()
+
+
 def test_stream_complete_has_usage_chunk(bd, key):
     acct, k = key
     r = chat(bd, k, {"model": "internal-tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5,

@@ -226,13 +226,17 @@ def test_burn_down_order_spanning_buckets_and_arrears(env, billingd):
     signup = env.one("SELECT grant_id FROM grants WHERE account_id = %s", (a,))
     assert env.one("SELECT amount_nanos, priority FROM grants WHERE grant_id = %s", (signup,)) == (14 * UNIT, 100)
     exp10 = rfc3339(NOW + dt.timedelta(days=10))
-    g_expired = grant(env, a, "4", "already expired", priority=1, expires=rfc3339(NOW - dt.timedelta(hours=1)))
+    # a grant cannot be made already expired (422 / exit 2): one that expires in two seconds, waited out below
+    expired_at = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=2)
+    g_expired = grant(env, a, "4", "expired before use", priority=1, expires=rfc3339(expired_at))
     g1 = grant(env, a, "1", "prio 10, 30 days", priority=10, expires=rfc3339(NOW + dt.timedelta(days=30)))
     g2 = grant(env, a, "2", "prio 10, 10 days", priority=10, expires=exp10)
     g5 = grant(env, a, "0.5", "prio 10, 10 days, younger", priority=10, expires=exp10)
     g3 = grant(env, a, "3", "prio 50, never expires", priority=50)
     env.admin("topup", "--account", a, "--amount", "5", "--payment-ref", "burn-pay-1")
     wait_prices()
+    while dt.datetime.now(dt.timezone.utc) <= expired_at:
+        time.sleep(0.1)
     t = NOW - dt.timedelta(minutes=1)
     pl, rev = paid_la(env, a), 1
 
