@@ -1027,6 +1027,10 @@ static void gen_cb(struct evhttp_request *req, void *arg)
 			return reply_err(c, 503, "unavailable", "shutting down");
 		return h_chat(c);
 	}
+	if (strcmp(path, "/internal/v1/models") == 0) {
+		ROUTE(EVHTTP_REQ_GET, "/internal/v1/models", AUTH_NONE);
+		return h_models(c);
+	}
 	if (strcmp(path, "/v1/usage") == 0) {
 		ROUTE(EVHTTP_REQ_POST, "/v1/usage", AUTH_GATEWAY);
 		return h_usage(c);
@@ -1218,7 +1222,11 @@ struct server *server_new(struct event_base *base, struct config *cfg, struct er
 		error_set(err, 0, "oom", "out of memory");
 		goto fail;
 	}
-	evhttp_set_allowed_methods(s->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD);
+	/* every method reaches the router, which answers the contract's JSON 405
+	 * with Allow (libevent would answer its own HTML 501) */
+	evhttp_set_allowed_methods(s->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD | EVHTTP_REQ_PUT |
+						    EVHTTP_REQ_DELETE | EVHTTP_REQ_OPTIONS | EVHTTP_REQ_TRACE |
+						    EVHTTP_REQ_CONNECT | EVHTTP_REQ_PATCH);
 	evhttp_set_gencb(s->http, gen_cb, s);
 	if (!colon) {
 		error_set(err, 0, "config", "listen '%s' must be host:port", listen);
