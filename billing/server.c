@@ -1,6 +1,7 @@
 /* server.c: see server.h. */
 #include "billing/server.h"
 
+#include <errno.h>
 #include <event2/buffer.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
@@ -1235,7 +1236,9 @@ struct server *server_new(struct event_base *base, struct config *cfg, struct er
 	snprintf(host, sizeof(host), "%.*s", (int)(colon - listen), listen);
 	s->sock = evhttp_bind_socket_with_handle(s->http, host, (uint16_t)atoi(colon + 1));
 	if (!s->sock) {
-		error_set(err, 0, "listen", "cannot listen on %s", listen);
+		int e = EVUTIL_SOCKET_ERROR();
+		error_set(err, 0, "listen", "cannot listen on %s: %s%s", listen, evutil_socket_error_to_string(e),
+			  e == EADDRINUSE ? " (another process serves that port: stop it or change 'listen')" : "");
 		goto fail;
 	}
 	if (authz_init(s, err) < 0)

@@ -194,10 +194,29 @@ static void cmd_migrate(const char **pos, int npos, struct cli_opt *o)
 	PQfinish(c);
 }
 
+/* Creates the folders leading to path (mode 0700, like `mkdir -p`). */
+static void make_parents(const char *path)
+{
+	char dir[4096];
+
+	snprintf(dir, sizeof(dir), "%s", path);
+	for (char *p = dir + 1; *p; p++) {
+		if (*p != '/')
+			continue;
+		*p = '\0';
+		if (mkdir(dir, 0700) < 0 && errno != EEXIST)
+			tool_fail("cannot create folder '%s': %m", dir);
+		*p = '/';
+	}
+}
+
 static void write_file(const char *path, const char *text, mode_t mode, int force)
 {
-	int fd = open(path, O_WRONLY | O_CREAT | (force ? O_TRUNC : O_EXCL), mode);
+	int fd;
 	size_t n = strlen(text);
+
+	make_parents(path);
+	fd = open(path, O_WRONLY | O_CREAT | (force ? O_TRUNC : O_EXCL), mode);
 
 	if (fd < 0)
 		tool_fail("cannot create '%s': %m", path);

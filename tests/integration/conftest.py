@@ -22,6 +22,11 @@ import psycopg2
 import pytest
 import requests
 
+import openapi_check
+
+# every answer the suite receives is checked against docs/openapi.yaml
+openapi_check.install(requests)
+
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 BIN = os.environ.get("BILLING_BIN", os.path.join(ROOT, "bin"))
 # the binaries under test were built with ASan/UBSan (make asan): much slower
