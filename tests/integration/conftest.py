@@ -256,7 +256,8 @@ class Env:
         env.update(BILLING_PG=self.pg, BILLING_PG_OWNER=self.pg_owner, BILLING_REDIS=self.redis,
                    BILLING_KEY_PEPPER_FILE=self.stack.pepper, BILLING_GATEWAY_TOKENS_FILE=self.gw_tokens,
                    BILLING_ADMIN_TOKENS_FILE=self.admin_tokens, BILLING_SIGNING_KEY_FILE=self.signing_key,
-                   BILLING_MIGRATIONS_DIR=os.path.join(ROOT, "migrations"), BILLING_OPERATOR="tester")
+                   BILLING_MIGRATIONS_DIR=os.path.join(ROOT, "migrations"), BILLING_OPERATOR="tester",
+                   BILLING_CONFIG="")  # never a make run stack's var/billingd.conf
         env.update(extra)
         return env
 

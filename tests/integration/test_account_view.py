@@ -28,6 +28,9 @@ def bd(env):
     time.sleep(1.2)  # prices are refreshed every second
     yield b
     b.stop()
+    # the Redis is shared by every module (account ids repeat across their
+    # databases): the live holds left here must not reach the next module
+    env.redis_flushall()
 
 
 def signup(bd, ext, **extra):
