@@ -96,6 +96,7 @@ integration-cluster: $(PROGS) $(ITEST_BIN) data
 test: deps
 	@$(MAKE) --no-print-directory all
 	@$(MAKE) --no-print-directory unit
+	@$(MAKE) --no-print-directory openapi-lint
 	@$(MAKE) --no-print-directory integration
 	@$(MAKE) --no-print-directory asan
 	@$(MAKE) --no-print-directory fuzz-short

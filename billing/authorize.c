@@ -95,13 +95,15 @@ struct limits {
 static void resolve_limits(const struct authz_state *az, int64_t account, const char *tier, const char *model,
 			   struct limits *out)
 {
-	/* newest row wins within a scope; account rows win over tier rows */
+	/* the newest row of a scope is in force (a limit it leaves unset is
+	 * none, not an older row's); an account's unset limit falls back to
+	 * its tier's (ledger/ops.h ops_limits_view shows the same) */
 	for (int k = 0; k < 5; k++) {
 		int64_t a = -1, am = -1, t = -1, tm = -1;
 		for (size_t i = 0; i < az->n_limits; i++) {
 			const struct limit_row *r = &az->limits[i];
 			bool mine = r->account_id ? r->account_id == account : strcmp(r->tier, tier) == 0;
-			if (!mine || r->v[k] < 0)
+			if (!mine)
 				continue;
 			if (r->model[0] == '\0') {
 				if (r->account_id)
@@ -275,6 +277,38 @@ void authz_forget_then(struct server *s, int64_t account, void (*done)(void *arg
 		free(f);
 		authz_forget(s, account);
 		done(arg);
+	}
+}
+
+/* ---- the live held amount of an account (balance answers) ---- */
+
+struct held_req {
+	authz_held_fn done;
+	void *arg;
+};
+
+static void held_cb(void *arg, redisReply *r)
+{
+	struct held_req *h = arg;
+	bool known = r && r->type == REDIS_REPLY_INTEGER;
+
+	h->done(h->arg, known, known ? (int64_t)r->integer : 0);
+	free(h);
+}
+
+void authz_held(struct server *s, int64_t account, authz_held_fn done, void *arg)
+{
+	struct held_req *h;
+
+	if (!s->az || !s->redis || s->closing || !rconn_usable(s->redis) || !(h = calloc(1, sizeof(*h)))) {
+		done(arg, false, 0);
+		return;
+	}
+	h->done = done;
+	h->arg = arg;
+	if (quota_run(s->az->q, QUOTA_HELD, account, 0, NULL, held_cb, h) < 0) {
+		free(h);
+		done(arg, false, 0);
 	}
 }
 

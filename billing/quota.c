@@ -11,7 +11,7 @@
 #include "common/rclient.h"
 
 static const char *const scripts[QUOTA_N_SCRIPTS] = {quota_lua_authorize, quota_lua_settle, quota_lua_load,
-						     quota_lua_invalidate};
+						     quota_lua_invalidate, quota_lua_held};
 #define N_KEYS 8
 static const char *const key_suffix[N_KEYS] = {"bal", "holds", "hexp", "held", "concn", "rl", "ver", "lgen"};
 
@@ -277,4 +277,35 @@ long quota_invalidate_all_sync(const char *addr, int timeout_ms)
 		n = v.n;
 	rclient_free(v.c);
 	return n;
+}
+
+int quota_held_sync(const char *addr, int64_t account_id, int timeout_ms, int64_t *held, struct error *err)
+{
+	struct rclient *c = rclient_new(addr, timeout_ms, err);
+	char keys[N_KEYS][64], num[16];
+	const char *argv[3 + N_KEYS];
+	redisReply *r = NULL;
+	int rc = -1;
+
+	if (!c)
+		return -1;
+	argv[0] = "EVAL";
+	argv[1] = quota_lua_held;
+	snprintf(num, sizeof(num), "%d", N_KEYS);
+	argv[2] = num;
+	for (int i = 0; i < N_KEYS; i++) {
+		snprintf(keys[i], sizeof(keys[i]), "{a:%" PRId64 "}:%s", account_id, key_suffix[i]);
+		argv[3 + i] = keys[i];
+	}
+	r = rclient_commandv(c, 3 + N_KEYS, argv, NULL, err);
+	if (r && r->type == REDIS_REPLY_INTEGER) {
+		*held = r->integer;
+		rc = 0;
+	} else if (r) {
+		error_set(err, 503, "unavailable", "redis answered the held amount with \"%s\"",
+			  r->type == REDIS_REPLY_ERROR ? r->str : "no integer");
+	}
+	freeReplyObject(r);
+	rclient_free(c);
+	return rc;
 }

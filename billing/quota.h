@@ -13,8 +13,9 @@
 #include <stdint.h>
 
 #include "billing/rconn.h"
+#include "common/error.h"
 
-enum quota_script { QUOTA_AUTHORIZE, QUOTA_SETTLE, QUOTA_LOAD, QUOTA_INVALIDATE, QUOTA_N_SCRIPTS };
+enum quota_script { QUOTA_AUTHORIZE, QUOTA_SETTLE, QUOTA_LOAD, QUOTA_INVALIDATE, QUOTA_HELD, QUOTA_N_SCRIPTS };
 
 typedef void (*quota_cb)(void *arg, redisReply *reply);
 
@@ -32,5 +33,11 @@ int quota_get_version(struct quota *q, int64_t account_id, quota_cb cb, void *ar
  * mirror (bumping versions) on the Redis at addr (every master of a
  * cluster).  Returns the count or -1. */
 long quota_invalidate_all_sync(const char *addr, int timeout_ms);
+
+/* Synchronous, for the CLIs: the live held amount of an account (the
+ * QUOTA_HELD script) on the Redis at addr.  0, or -1 with err (503
+ * unavailable when Redis cannot be reached). */
+int quota_held_sync(const char *addr, int64_t account_id, int timeout_ms, int64_t *held, struct error *err)
+	__attribute__((warn_unused_result));
 
 #endif

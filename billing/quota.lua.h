@@ -158,6 +158,18 @@ static const char quota_lua_load[] = QUOTA_LUA_PROLOGUE
 	"redis.call('SET', KEYS[4], sum)\n"
 	"return 1\n";
 
+/* held: KEYS bal holds hexp held concn rl ver lgen -> the sum of live holds
+ * (nanos).  Read only: holds already due are left out, not released. */
+static const char quota_lua_held[] =
+	"local t = redis.call('TIME')\n"
+	"local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
+	"local held = tonumber(redis.call('GET', KEYS[4]) or '0')\n"
+	"for _, h in ipairs(redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now)) do\n"
+	"  local v = redis.call('HGET', KEYS[2], h)\n"
+	"  if v then held = held - tonumber(string.match(v, '^(%-?%d+)|')) end\n"
+	"end\n"
+	"return held\n";
+
 /* invalidate: KEYS bal holds hexp held concn rl ver lgen -> drops the mirror, bumps the version */
 static const char quota_lua_invalidate[] =
 	"redis.call('INCR', KEYS[7])\n"

@@ -1,6 +1,7 @@
 /* server.c: see server.h. */
 #include "billing/server.h"
 
+#include <errno.h>
 #include <event2/buffer.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
@@ -221,11 +222,33 @@ struct hjob {
 	struct server *s;
 };
 
+void balance_set_held(json_t *bal, bool known, int64_t held)
+{
+	int64_t paid = json_integer_value(json_object_get(bal, "paid_nanos"));
+	int64_t promo = json_integer_value(json_object_get(bal, "promo_nanos"));
+
+	if (!json_is_object(bal))
+		return;
+	json_object_set_new(bal, "held_nanos", known ? json_integer(held) : json_null());
+	json_object_set_new(bal, "available_nanos", known ? json_integer(paid + promo - held) : json_null());
+	json_object_set_new(bal, "held_known", json_boolean(known));
+	if (known)
+		json_object_del(bal, "note");
+	else
+		json_object_set_new(bal, "note",
+				    json_string("the live holds are kept in Redis, which cannot be reached now:"
+						" held and available amounts are unknown"));
+}
+
+/* paid and promotional balance; the held amount is filled in on the event
+ * loop (answer_with_held) just before the answer is sent */
 static json_t *balance_obj(const struct ops_balance *b)
 {
-	return json_pack("{s:I,s:I,s:I,s:I}", "paid_nanos", (json_int_t)b->paid_nanos, "promo_nanos",
-			 (json_int_t)b->promo_nanos, "held_nanos", (json_int_t)0, "available_nanos",
-			 (json_int_t)(b->paid_nanos + b->promo_nanos));
+	json_t *o = json_pack("{s:I,s:I}", "paid_nanos", (json_int_t)b->paid_nanos, "promo_nanos",
+			      (json_int_t)b->promo_nanos);
+
+	balance_set_held(o, false, 0);
+	return o;
 }
 
 static json_t *grants_arr(const struct ops_balance *b)
@@ -260,13 +283,22 @@ static void run_account_create(struct hjob *j, struct ops_ctx *x)
 	json_array_foreach(ids, i, v) idents[i] = json_string_value(v);
 	req.identity = idents;
 	req.n_identity = json_array_size(ids);
-	if (ops_account_create(x, &req, &res, &j->job.err) < 0 ||
-	    ops_balance_get(x->conn, res.account_id, 0, &b, &j->job.err) < 0)
+	if (ops_account_create(x, &req, &res, &j->job.err) < 0)
 		return;
+	if (res.has_first) {
+		/* the balance right after the signup (also on a replay): a new
+		 * account holds nothing */
+		b.paid_nanos = res.first_paid_nanos;
+		b.promo_nanos = res.first_promo_nanos;
+	} else if (ops_balance_get(x->conn, res.account_id, 0, &b, &j->job.err) < 0) {
+		return;
+	}
 	j->out_status = res.duplicate ? 200 : 201;
 	j->out = json_pack("{s:I,s:s,s:o,s:b}", "account_id", (json_int_t)res.account_id, "referral_code",
 			   res.referral_code, "balance", balance_obj(&b), "duplicate", res.duplicate);
-	if (!res.duplicate)
+	if (res.has_first)
+		balance_set_held(json_object_get(j->out, "balance"), true, 0);
+	if (res.has_first)
 		json_object_set_new(j->out, "promotion",
 				    json_pack("{s:b,s:I,s:o,s:s}", "applied", res.signup_grant_nanos > 0, "amount_nanos",
 					      (json_int_t)res.signup_grant_nanos, "grant_id",
@@ -278,15 +310,17 @@ static void run_account_get(struct hjob *j, struct ops_ctx *x)
 {
 	struct ops_account a;
 	struct ops_balance b;
+	json_t *limits = NULL;
 
 	if (ops_account_get(x->conn, j->id, &a, &j->job.err) < 0 ||
-	    ops_balance_get(x->conn, j->id, 0, &b, &j->job.err) < 0)
+	    ops_balance_get(x->conn, j->id, 0, &b, &j->job.err) < 0 ||
+	    ops_limits_view(x->conn, j->id, a.tier, &limits, &j->job.err) < 0)
 		return;
 	j->out_status = 200;
 	j->out = json_pack("{s:I,s:s,s:s,s:b,s:s,s:s,s:o,s:o,s:o}", "account_id", (json_int_t)a.account_id,
 			   "external_id", a.external_id, "status", a.status, "verified", a.verified, "tier", a.tier,
 			   "referral_code", a.referral_code, "balance", balance_obj(&b), "grants", grants_arr(&b),
-			   "limits", json_object());
+			   "limits", limits);
 }
 
 struct verify_arg {
@@ -488,13 +522,28 @@ static void hjob_free(struct hjob *j)
 	free(j);
 }
 
-static void hjob_reply_later(void *arg)
+static void hjob_reply_held(void *arg, bool known, int64_t held)
 {
 	struct hjob *j = arg;
 
+	balance_set_held(json_object_get(j->out, "balance"), known, held);
 	reply(j->rc, j->out_status, j->out);
 	j->out = NULL;
 	hjob_free(j);
+}
+
+/* the answer's balance gets the account's live held amount, then is sent */
+static void hjob_reply_later(void *arg)
+{
+	struct hjob *j = arg;
+	json_t *bal = json_object_get(j->out, "balance");
+	json_t *acct = json_object_get(j->out, "account_id");
+
+	if (bal && !json_is_true(json_object_get(bal, "held_known")) && json_is_integer(acct))
+		authz_held(j->s, json_integer_value(acct), hjob_reply_held, j);
+	else
+		hjob_reply_held(j, json_is_true(json_object_get(bal, "held_known")),
+				json_integer_value(json_object_get(bal, "held_nanos")));
 }
 
 static void hjob_done(struct dbjob *job)
@@ -522,6 +571,9 @@ static void hjob_done(struct dbjob *job)
 				  "%s", transient ? "the database is busy or away; retry" : "internal error");
 		}
 		reply_error(j->rc, &e);
+	} else if (j->op == OP_ACCOUNT_GET || j->op == OP_ACCOUNT_CREATE) {
+		hjob_reply_later(j);
+		return;
 	} else if (j->op == OP_TOPUP || j->op == OP_GRANT) {
 		/* the balance grew: drop the account's mirror before answering, so
 		 * the caller's next authorize sees the new balance (NOTIFY would
@@ -684,20 +736,52 @@ struct ubatch {
 	char **results; /* JSON text of each answer, in order */
 };
 
+/* A usage answer's balance with the account's live held amount: the item's
+ * response text is rewritten, then done(it) runs.  The held amount is read
+ * after the settle was sent (same connection, so after the hold's release). */
+static void usage_held_cb(void *arg, bool known, int64_t held)
+{
+	struct usage_item *it = arg;
+	json_t *j = json_loads(it->response, 0, NULL);
+	char *text;
+
+	balance_set_held(json_object_get(j, "balance"), known, held);
+	text = j ? json_dumps(j, JSON_COMPACT) : NULL;
+	json_decref(j);
+	if (text) {
+		free(it->response);
+		it->response = text;
+	}
+	it->job.done(&it->job);
+}
+
+static void usage_answer_with_held(struct server *s, struct usage_item *it, dbjob_done_fn done)
+{
+	authz_settle(s, it);
+	it->job.done = done;
+	authz_held(s, it->account_id, usage_held_cb, it);
+}
+
+static void usage_single_reply(struct dbjob *job)
+{
+	struct usage_item *it = (struct usage_item *)job;
+
+	reply_text(it->owner, 200, it->response, strlen(it->response));
+	usage_item_release(it);
+	free(it);
+}
+
 static void usage_single_done(struct dbjob *job)
 {
 	struct usage_item *it = (struct usage_item *)job;
 	struct rctx *c = it->owner;
 
-	if (it->job.err.status) {
-		/* a lost connection may have committed it: the mirror must not miss that */
-		if (it->job.err.status == 503)
-			authz_forget(c->s, it->account_id);
-		reply_error(c, &it->job.err);
-	} else {
-		authz_settle(c->s, it);
-		reply_text(c, 200, it->response, strlen(it->response));
-	}
+	if (!it->job.err.status)
+		return usage_answer_with_held(c->s, it, usage_single_reply);
+	/* a lost connection may have committed it: the mirror must not miss that */
+	if (it->job.err.status == 503)
+		authz_forget(c->s, it->account_id);
+	reply_error(c, &it->job.err);
 	usage_item_release(it);
 	free(it);
 }
@@ -752,25 +836,31 @@ static void ubatch_finish(struct ubatch *ub)
 	free(ub);
 }
 
-static void usage_batch_item_done(struct dbjob *job)
+static void usage_batch_item_answered(struct dbjob *job)
 {
 	struct usage_item *it = (struct usage_item *)job;
 	struct ubatch *ub = it->owner;
 
-	if (it->job.err.status) {
-		json_t *res;
-		if (it->job.err.status == 503)
-			authz_forget(ub->rc->s, it->account_id);
-		res = error_json(&it->job.err);
-		json_object_set_new(json_object_get(res, "error"), "status", json_integer(it->job.err.status));
-		ub->results[it->index] = json_dumps(res, JSON_COMPACT);
-		json_decref(res);
-	} else {
-		authz_settle(ub->rc->s, it);
-		/* the answer is already JSON text: no parse, no dump */
-		ub->results[it->index] = it->response;
-		it->response = NULL;
-	}
+	ub->results[it->index] = it->response;
+	it->response = NULL;
+	if (--ub->pending == 0)
+		ubatch_finish(ub);
+}
+
+static void usage_batch_item_done(struct dbjob *job)
+{
+	struct usage_item *it = (struct usage_item *)job;
+	struct ubatch *ub = it->owner;
+	json_t *res;
+
+	if (!it->job.err.status)
+		return usage_answer_with_held(ub->rc->s, it, usage_batch_item_answered);
+	if (it->job.err.status == 503)
+		authz_forget(ub->rc->s, it->account_id);
+	res = error_json(&it->job.err);
+	json_object_set_new(json_object_get(res, "error"), "status", json_integer(it->job.err.status));
+	ub->results[it->index] = json_dumps(res, JSON_COMPACT);
+	json_decref(res);
 	if (--ub->pending == 0)
 		ubatch_finish(ub);
 }
@@ -941,6 +1031,10 @@ static void gen_cb(struct evhttp_request *req, void *arg)
 		if (s->draining)
 			return reply_err(c, 503, "unavailable", "shutting down");
 		return h_chat(c);
+	}
+	if (strcmp(path, "/internal/v1/models") == 0) {
+		ROUTE(EVHTTP_REQ_GET, "/internal/v1/models", AUTH_NONE);
+		return h_models(c);
 	}
 	if (strcmp(path, "/v1/usage") == 0) {
 		ROUTE(EVHTTP_REQ_POST, "/v1/usage", AUTH_GATEWAY);
@@ -1151,7 +1245,11 @@ struct server *server_new(struct event_base *base, struct config *cfg, struct er
 		error_set(err, 0, "oom", "out of memory");
 		goto fail;
 	}
-	evhttp_set_allowed_methods(s->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD);
+	/* every method reaches the router, which answers the contract's JSON 405
+	 * with Allow (libevent would answer its own HTML 501) */
+	evhttp_set_allowed_methods(s->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD | EVHTTP_REQ_PUT |
+						    EVHTTP_REQ_DELETE | EVHTTP_REQ_OPTIONS | EVHTTP_REQ_TRACE |
+						    EVHTTP_REQ_CONNECT | EVHTTP_REQ_PATCH);
 	evhttp_set_gencb(s->http, gen_cb, s);
 	if (!colon) {
 		error_set(err, 0, "config", "listen '%s' must be host:port", listen);
@@ -1160,7 +1258,9 @@ struct server *server_new(struct event_base *base, struct config *cfg, struct er
 	snprintf(host, sizeof(host), "%.*s", (int)(colon - listen), listen);
 	s->sock = evhttp_bind_socket_with_handle(s->http, host, (uint16_t)atoi(colon + 1));
 	if (!s->sock) {
-		error_set(err, 0, "listen", "cannot listen on %s", listen);
+		int e = EVUTIL_SOCKET_ERROR();
+		error_set(err, 0, "listen", "cannot listen on %s: %s%s", listen, evutil_socket_error_to_string(e),
+			  e == EADDRINUSE ? " (another process serves that port: stop it or change 'listen')" : "");
 		goto fail;
 	}
 	if (authz_init(s, err) < 0)

@@ -108,5 +108,13 @@ void authz_forget(struct server *s, int64_t account);
  * then the account is left for the next tick), so an answer sent from done
  * is never followed by a decision on the old balance. */
 void authz_forget_then(struct server *s, int64_t account, void (*done)(void *arg), void *arg);
+/* The account's live held amount (its unexpired holds in Redis): done(arg,
+ * true, held), or done(arg, false, 0) when Redis cannot tell; done may run
+ * before authz_held returns. */
+typedef void (*authz_held_fn)(void *arg, bool known, int64_t held);
+void authz_held(struct server *s, int64_t account, authz_held_fn done, void *arg);
+/* Sets held_nanos, available_nanos (paid + promo - held) and held_known of
+ * a balance object; unknown: both null and a note saying why. */
+void balance_set_held(json_t *balance, bool known, int64_t held);
 
 #endif

@@ -109,7 +109,8 @@ int usage_parse(const json_t *body, int64_t now_us, const uint8_t pepper[32], st
 	if (get_string(body, "model", true, out->model, sizeof(out->model), 1, err) < 0)
 		return -1;
 	if (get_tokens(body, "input_tokens", &out->input_tokens, err) < 0 ||
-	    get_tokens(body, "cached_input_tokens", &out->cached_input_tokens, err) < 0 ||
+	    (json_object_get(body, "cached_input_tokens") && /* optional, default 0 */
+	     get_tokens(body, "cached_input_tokens", &out->cached_input_tokens, err) < 0) ||
 	    get_tokens(body, "output_tokens", &out->output_tokens, err) < 0)
 		return -1;
 	if (out->cached_input_tokens > out->input_tokens) {
@@ -131,6 +132,11 @@ int usage_parse(const json_t *body, int64_t now_us, const uint8_t pepper[32], st
 	if (get_string(body, "hold_id", false, out->hold_id, sizeof(out->hold_id), 1, err) < 0 ||
 	    get_string(body, "status", false, out->status, sizeof(out->status), 1, err) < 0)
 		return -1;
+	if (out->status[0] && strcmp(out->status, "ok") != 0 && strcmp(out->status, "cancelled") != 0 &&
+	    strcmp(out->status, "error") != 0) {
+		error_set(err, 422, "invalid_status", "field 'status' must be 'ok', 'cancelled' or 'error'");
+		return -1;
+	}
 	return 0;
 }
 

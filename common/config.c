@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 struct key_def {
 	const char *name;
@@ -267,6 +268,8 @@ int config_load_env(struct config *cfg, struct config_error *err)
 	return 0;
 }
 
+const char *config_default_file;
+
 int config_from_args(struct config *cfg, int *argc, char **argv, struct config_error *err)
 {
 	const char *file = NULL;
@@ -285,6 +288,10 @@ int config_from_args(struct config *cfg, int *argc, char **argv, struct config_e
 			file = argv[i] + 9;
 		}
 	}
+	if (!file && getenv("BILLING_CONFIG"))
+		file = *getenv("BILLING_CONFIG") ? getenv("BILLING_CONFIG") : NULL; /* set but empty: none */
+	else if (!file && config_default_file && access(config_default_file, R_OK) == 0)
+		file = config_default_file;
 	if (file && config_load_file(cfg, file, err) < 0)
 		return -1;
 	if (config_load_env(cfg, err) < 0)

@@ -279,6 +279,36 @@ int db_pending_migrations(PGconn *c, const char *dir, struct error *err)
 	return rc;
 }
 
+/* What the migrations expect of the database (README, "Preparing a
+ * production database"): the service role exists, and the migrating role
+ * may create in schema public.  Names what is missing and how to create it. */
+static int migrate_preflight(PGconn *c, struct error *err)
+{
+	PGresult *r = db_query(c,
+			       "SELECT EXISTS (SELECT FROM pg_roles WHERE rolname = 'billing'),"
+			       " has_schema_privilege(current_user, 'public', 'CREATE'), current_user, current_database()",
+			       0, NULL, err);
+	int rc = -1;
+
+	if (!r)
+		return -1;
+	if (PQgetvalue(r, 0, 0)[0] != 't')
+		error_set(err, 0, "missing_role",
+			  "role \"billing\" does not exist: the migrations grant the service its rights through it;"
+			  " as a superuser run CREATE ROLE billing LOGIN PASSWORD '...' (README, \"Preparing a production"
+			  " database\")");
+	else if (PQgetvalue(r, 0, 1)[0] != 't')
+		error_set(err, 0, "missing_privilege",
+			  "role \"%s\" may not create tables in schema \"public\" of database \"%s\": migrate as the"
+			  " schema owner (pg_owner), e.g. as a superuser ALTER SCHEMA public OWNER TO billing_owner"
+			  " (README, \"Preparing a production database\")",
+			  PQgetvalue(r, 0, 2), PQgetvalue(r, 0, 3));
+	else
+		rc = 0;
+	PQclear(r);
+	return rc;
+}
+
 int db_migrate(PGconn *c, const char *dir, FILE *out, struct error *err)
 {
 	struct mfile *m = NULL;
@@ -291,7 +321,7 @@ int db_migrate(PGconn *c, const char *dir, FILE *out, struct error *err)
 	if (!pending)
 		goto done;
 	/* one migrator at a time */
-	if (db_exec(c, create_table, 0, NULL, err) < 0 ||
+	if (migrate_preflight(c, err) < 0 || db_exec(c, create_table, 0, NULL, err) < 0 ||
 	    db_exec(c, "SELECT pg_advisory_lock(727001)", 0, NULL, err) < 0)
 		goto done;
 	np = check_applied(c, m, n, pending, 1, err);

@@ -5,6 +5,7 @@ set -eu
 pkgs="build-essential pkg-config libpq-dev libevent-dev libjansson-dev libhiredis-dev
 libsodium-dev libpcre2-dev postgresql-15 postgresql-client-15 redis-server
 python3-pytest python3-psycopg2 python3-requests faketime ca-certificates clang libclang-rt-14-dev valgrind"
+pkgs="$pkgs prometheus python3-jsonschema python3-yaml" # promtool checks /metrics; answers are validated against docs/openapi.yaml
 missing=""
 for p in $pkgs; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing="$missing $p"

@@ -468,6 +468,8 @@ int main(int argc, char **argv)
 	cfg = config_new();
 	if (!cfg)
 		tool_fail("out of memory");
+	/* from the repository root, the stack `make run` started (scripts/run_local.sh) */
+	config_default_file = "var/billingd.conf";
 	if (config_from_args(cfg, &argc, argv, &ce) < 0)
 		usage_error("%s", ce.msg);
 	if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "help") == 0) {

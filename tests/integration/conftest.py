@@ -22,6 +22,11 @@ import psycopg2
 import pytest
 import requests
 
+import openapi_check
+
+# every answer the suite receives is checked against docs/openapi.yaml
+openapi_check.install(requests)
+
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 BIN = os.environ.get("BILLING_BIN", os.path.join(ROOT, "bin"))
 # the binaries under test were built with ASan/UBSan (make asan): much slower
@@ -257,7 +262,8 @@ class Env:
         env.update(BILLING_PG=self.pg, BILLING_PG_OWNER=self.pg_owner, BILLING_REDIS=self.redis,
                    BILLING_KEY_PEPPER_FILE=self.stack.pepper, BILLING_GATEWAY_TOKENS_FILE=self.gw_tokens,
                    BILLING_ADMIN_TOKENS_FILE=self.admin_tokens, BILLING_SIGNING_KEY_FILE=self.signing_key,
-                   BILLING_MIGRATIONS_DIR=os.path.join(ROOT, "migrations"), BILLING_OPERATOR="tester")
+                   BILLING_MIGRATIONS_DIR=os.path.join(ROOT, "migrations"), BILLING_OPERATOR="tester",
+                   BILLING_CONFIG="")  # never a make run stack's var/billingd.conf
         env.update(extra)
         return env
 

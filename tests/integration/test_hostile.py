@@ -520,17 +520,21 @@ def test_sql_shaped_strings_in_every_text_field_are_stored_verbatim_or_refused(e
         r = post(bd, "/v1/authorize", {"request_id": rid, "api_key": s, "model": "h-model", "input_tokens": 1,
                                        "max_output_tokens": 1}, gw)
         assert r.status_code in (401, 404), r.text
-        # authorize and settle with SQL in request_id, hold_id, status: stored verbatim
+        # authorize and settle with SQL in request_id and hold_id: stored verbatim; in status
+        # (ok, cancelled or error): refused, nothing written
         r = post(bd, "/v1/authorize", {"request_id": rid, "api_key": key, "model": "h-model", "input_tokens": 100,
                                        "max_output_tokens": 10}, gw)
         assert r.status_code == 200 and r.json()["hold_id"] == rid, r.text
         u = {"request_id": rid, "api_key": key, "model": "h-model", "input_tokens": 100, "cached_input_tokens": 0,
              "output_tokens": 10, "started_at": now(minutes=-1), "hold_id": rid, "status": s[:32]}
         r = post(bd, "/v1/usage", u, gw)
+        assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_status", r.text
+        assert env.sql("SELECT 1 FROM usage_records WHERE request_id = %s", (rid,)) == []
+        r = post(bd, "/v1/usage", dict(u, status="cancelled"), gw)
         assert r.status_code == 200, r.text
         assert r.json()["cost_nanos"] == expected_cost(2 * UNIT, UNIT // 2, 8 * UNIT, 100, 0, 10)
         assert env.one("SELECT hold_id, status, account_id FROM usage_records WHERE request_id = %s", (rid,)) == \
-            (rid, s[:32], acct)
+            (rid, "cancelled", acct)
         # tokenize counts the text, nothing else happens
         r = post(bd, "/v1/tokenize", {"model": "internal-tiny", "text": s}, gw)
         assert r.status_code == 200 and r.json()["tokens"] > 0, r.text

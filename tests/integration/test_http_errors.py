@@ -74,7 +74,9 @@ CASES = [
     ("missing-account-and-key", lambda c: {"body": without(c, "account_id")}, 400, "invalid_request"),
     ("missing-model", lambda c: {"body": without(c, "model")}, 400, "invalid_request"),
     ("missing-input_tokens", lambda c: {"body": without(c, "input_tokens")}, 400, "invalid_request"),
-    ("missing-cached_input_tokens", lambda c: {"body": without(c, "cached_input_tokens")}, 400, "invalid_request"),
+    # cached_input_tokens is optional (default 0); a wrong type is still refused
+    ("cached_input_tokens-string", lambda c: {"body": good(c, cached_input_tokens="10")}, 400, "invalid_request"),
+    ("status-unknown", lambda c: {"body": good(c, status="weird")}, 422, "invalid_status"),
     ("missing-output_tokens", lambda c: {"body": without(c, "output_tokens")}, 400, "invalid_request"),
     ("missing-started_at", lambda c: {"body": without(c, "started_at")}, 400, "invalid_request"),
     ("request_id-number", lambda c: {"body": good(c, rid=123)}, 400, "invalid_request"),

@@ -136,15 +136,22 @@ def test_non_streamed_call_whose_client_leaves_stops_and_is_billed_for_what_was_
     env.assert_books_sound()
 
 
-def test_stream_complete_has_usage_chunk(bd, key):
+def test_stream_complete_has_usage_chunk_when_asked(bd, key):
     acct, k = key
     r = chat(bd, k, {"model": "internal-tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5,
-                     "temperature": 0, "stream": True}, stream=True)
+                     "temperature": 0, "stream": True, "stream_options": {"include_usage": True}}, stream=True)
     events = [l[6:] for l in r.iter_lines(decode_unicode=True) if l.startswith("data: ")]
     assert events[-1] == "[DONE]"
     last = json.loads(events[-2])
     assert last["choices"] == [] and last["usage"]["completion_tokens"] == 5
     assert json.loads(events[-3])["choices"][0]["finish_reason"] == "length"
+    # not asked: no usage chunk (OpenAI's default)
+    r = chat(bd, k, {"model": "internal-tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5,
+                     "temperature": 0, "stream": True}, stream=True)
+    events = [l[6:] for l in r.iter_lines(decode_unicode=True) if l.startswith("data: ")]
+    assert events[-1] == "[DONE]"
+    assert json.loads(events[-2])["choices"][0]["finish_reason"] == "length"
+    assert all(json.loads(e)["choices"] and "usage" not in json.loads(e) for e in events[:-1])
 
 
 def test_chat_errors(bd, key):

@@ -158,7 +158,12 @@ def test_budget_exhausted_campaign_still_creates_accounts_via_cli(env, bd):
     granted = env.one("SELECT granted_nanos FROM campaigns WHERE name = 'default'")
     env.sql("UPDATE campaigns SET budget_nanos = %s WHERE name = 'default'", (granted,), user="billing_owner")
     p = env.admin("account", "create", "--external-id", "cli-nobudget", "--json")
-    assert json.loads(p.stdout)["balance"]["promo_nanos"] == 0 and "budget exhausted" in p.stderr
+    # the outcome is part of the answer; nothing on stderr on success
+    out = json.loads(p.stdout)
+    assert out["balance"]["promo_nanos"] == 0 and p.stderr == ""
+    assert out["promotion"]["applied"] is False and "budget exhausted" in out["promotion"]["note"]
+    p = env.admin("account", "create", "--external-id", "cli-nobudget-text")
+    assert "budget exhausted" in p.stdout and p.stderr == ""
     env.sql("UPDATE campaigns SET budget_nanos = NULL WHERE name = 'default'", user="billing_owner")
 
 
