@@ -487,6 +487,12 @@ int export_write(PGconn *c, const struct export_opts *o, struct export_result *r
 	if (db_exec(c, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", 0, NULL, err) < 0)
 		goto done;
 	in_tx = 1;
+	/* an export reads the whole range: its first FETCH sorts it, which on a
+	 * busy server takes longer than pg_timeout_ms (meant for the short
+	 * statements of the other commands); a read-only snapshot holds no lock
+	 * that anything waits on, so it may take as long as it needs */
+	if (db_exec(c, "SET LOCAL statement_timeout = 0", 0, NULL, err) < 0)
+		goto done;
 	if (o->progress)
 		est = estimate_rows(c, p);
 	{

@@ -12,6 +12,7 @@ import pty
 import random
 import shutil
 import subprocess
+import time
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -33,6 +34,50 @@ def us_of(ts):
     return calendar.timegm(d.timetuple()) * 1_000_000 + d.microsecond
 
 
+MO = None   # the Months of this module's fixture (set by `work`)
+
+
+class Months:
+    """The calendar of one test run, derived from the clock of the stack under
+    test (PostgreSQL's now()), never from the date the test was written on:
+    `prev` holds export_load's history, `cur` the fixture's live writes, `next`
+    is the empty month after them.  Each is "YYYY-MM"; `*_start` are the first
+    days ("YYYY-MM-DD") of prev, cur, next and the month after next."""
+
+    def __init__(self, now):
+        def shift(y, m, k):
+            i = y * 12 + (m - 1) + k
+            return i // 12, i % 12 + 1
+        self.now = now
+        months = [shift(now.year, now.month, k) for k in (-2, -1, 0, 1, 2)]
+        self.prev, self.cur, self.next = (f"{y:04d}-{m:02d}" for y, m in months[1:4])
+        starts = [f"{y:04d}-{m:02d}-01" for y, m in months]
+        self.prev_start, self.cur_start, self.next_start = starts[1:4]
+        # every row the fixture writes: export_load's history reaches one day before prev
+        self.all_from, self.all_to = starts[0], starts[4]
+
+        def last_us(y, m):
+            return (datetime.datetime(y, m, 1, tzinfo=datetime.timezone.utc)
+                    - datetime.timedelta(microseconds=1)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        # the last microsecond before prev and of prev (trial balances "at")
+        self.before_prev_end, self.prev_end = last_us(*months[1]), last_us(*months[2])
+
+
+# The fixture's live writes must all fall in one month: in the last minutes of
+# a month, wait for the next one rather than straddle the boundary.
+MONTH_MARGIN_S = 15 * 60
+
+
+def stack_months(env):
+    now = env.one("SELECT now()")
+    y, m = (now.year + 1, 1) if now.month == 12 else (now.year, now.month + 1)
+    left = (datetime.datetime(y, m, 1, tzinfo=datetime.timezone.utc) - now).total_seconds()
+    if left < MONTH_MARGIN_S:
+        time.sleep(left + 1)
+        now = env.one("SELECT now()")
+    return Months(now.astimezone(datetime.timezone.utc))
+
+
 def one_line_error(p, code, prog="ledger"):
     assert p.returncode == code, f"exit {p.returncode}, wanted {code}:\n{p.stdout}\n{p.stderr}"
     lines = p.stderr.strip("\n").split("\n")
@@ -42,14 +87,16 @@ def one_line_error(p, code, prog="ledger"):
 
 @pytest.fixture(scope="module")
 def work(env, request):
+    global MO
+    MO = mo = stack_months(env)
     env.admin("keygen", "--out", env.signing_key)
     env.admin("price", "set", "--model", MODEL, "--input", "2", "--cached-input", "0.5", "--output", "8",
-              "--effective", "2026-01-01T00:00:00Z")
+              "--effective", f"{mo.prev_start}T00:00:00Z")
     p = subprocess.run([os.path.join(ITEST, "ledger_load"), env.pg, "100", "3000", "11"],
                        capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stderr
-    # October's history for the same accounts (opening balances of November)
-    p = subprocess.run([os.path.join(ITEST, "export_load"), env.pg, "0", "5000", "12", "2026-10-01", "2026-11-01"],
+    # last month's history for the same accounts (opening balances of this month)
+    p = subprocess.run([os.path.join(ITEST, "export_load"), env.pg, "0", "5000", "12", mo.prev_start, mo.cur_start],
                        capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stderr
     accounts = [r[0] for r in env.sql("SELECT account_id FROM customers ORDER BY account_id")]
@@ -77,16 +124,25 @@ def work(env, request):
     # refunds, expiries, a clawback
     for a in accounts[:5]:
         env.admin("refund", "--request-id", f"fin-{a}-0", "--reason", "outage")
+    # grants that expire two seconds from now, then the expiry job after they did
+    soon = env.one("SELECT now() + interval '2 seconds'")
     for a in accounts[5:10]:
-        env.admin("grant", "--account", a, "--amount", "1.25", "--reason", "expired trial", "--expires", "2026-11-02")
+        env.admin("grant", "--account", a, "--amount", "1.25", "--reason", "expired trial",
+                  "--expires", soon.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ"))
+    while env.one("SELECT now() <= %s", (soon,)):
+        time.sleep(0.2)
     env.admin("expire")
+    assert env.one("SELECT count(*) FROM journal WHERE kind = 'breakage'") >= 5
     env.admin("account", "freeze", accounts[10], "--reason", "abuse", "--clawback")
     env.assert_books_sound()
-    return {"accounts": accounts, "promo_only": promo_only, "spill": spill, "billingd": b}
+    # every live write of the fixture fell in the month it started in
+    assert env.one("SELECT to_char(max(created_at) AT TIME ZONE 'UTC', 'YYYY-MM') FROM journal") == mo.cur
+    return {"accounts": accounts, "promo_only": promo_only, "spill": spill, "billingd": b, "months": mo}
 
 
 def export(env, path, *extra, fmt="csv", check=True):
-    return env.ledger("export", "--from", "2026-01-01", "--to", "2027-01-01", "--format", fmt, "--out", path, *extra,
+    """Everything the fixture wrote (its months are in MO)."""
+    return env.ledger("export", "--from", MO.all_from, "--to", MO.all_to, "--format", fmt, "--out", path, *extra,
                       check=check)
 
 
@@ -162,14 +218,14 @@ def test_manifest_totals_equal_trial_balance(env, work, tmp_path):
 
     # October, a range with entries before and after it
     path = tmp_path / "oct.csv"
-    env.ledger("export", "--from", "2026-10-01", "--to", "2026-11-01", "--out", path)
+    env.ledger("export", "--from", MO.prev_start, "--to", MO.cur_start, "--out", path)
     m = manifest_of(path)
-    end, start = tb("2026-10-31T23:59:59.999999Z"), tb("2026-09-30T23:59:59.999999Z")
+    end, start = tb(MO.prev_end), tb(MO.before_prev_end)
     diff = {k: (v[0] - start.get(k, (0, 0))[0], v[1] - start.get(k, (0, 0))[1]) for k, v in end.items()}
     diff = {k: v for k, v in diff.items() if v != (0, 0)}
     assert {k: (v["debits_nanos"], v["credits_nanos"]) for k, v in m["totals"]["by_type"].items()} == diff
     assert m["totals"]["debits_nanos"] == m["totals"]["credits_nanos"] == sum(v[0] for v in diff.values())
-    assert m["rows"] == 2 * 5000 and m["first"]["created_at"] == "2026-10-01T00:00:00.000000Z"
+    assert m["rows"] == 2 * 5000 and m["first"]["created_at"] == f"{MO.prev_start}T00:00:00.000000Z"
     assert env.ledger("verify", "--export", path).returncode == 0
     # everything: the trial balance itself
     path = tmp_path / "all.csv"
@@ -216,7 +272,7 @@ def line_of(data, pos):
 def test_one_changed_byte_fails_naming_its_line(env, work, tmp_path, fmt):
     path = tmp_path / f"small.{fmt}"
     acct = work["accounts"][0]
-    env.ledger("export", "--from", "2026-01-01", "--to", "2027-01-01", "--account", acct, "--format", fmt,
+    env.ledger("export", "--from", MO.all_from, "--to", MO.all_to, "--account", acct, "--format", fmt,
                "--out", path)
     data = path.read_bytes()
     manifest = str(path) + ".manifest.json"
@@ -239,7 +295,7 @@ def test_one_changed_byte_fails_naming_its_line(env, work, tmp_path, fmt):
 
 def test_moved_removed_added_lines_and_manifest_edits_fail(env, work, tmp_path):
     path = tmp_path / "s.csv"
-    env.ledger("export", "--from", "2026-01-01", "--to", "2027-01-01", "--account", work["accounts"][1], "--out", path)
+    env.ledger("export", "--from", MO.all_from, "--to", MO.all_to, "--account", work["accounts"][1], "--out", path)
     lines = path.read_bytes().split(b"\r\n")[:-1]
     manifest = str(path) + ".manifest.json"
     t = tmp_path / "t.csv"
@@ -269,7 +325,7 @@ def test_moved_removed_added_lines_and_manifest_edits_fail(env, work, tmp_path):
     other = tmp_path / "mallory.key"
     env.admin("keygen", "--out", other)
     e = env.cli_env(BILLING_SIGNING_KEY_FILE=str(other))
-    env.run("ledger", "export", "--from", "2026-01-01", "--to", "2027-01-01", "--account", work["accounts"][1],
+    env.run("ledger", "export", "--from", MO.all_from, "--to", MO.all_to, "--account", work["accounts"][1],
             "--out", t, "--force", env=e)
     assert "not by the trusted key" in one_line_error(env.ledger("verify", "--export", t, check=False), 1)
     # no manifest at all
@@ -281,7 +337,7 @@ def test_export_of_one_account(env, work, tmp_path):
     a = work["spill"]
     for fmt in ("csv", "ndjson"):
         path = tmp_path / f"acct.{fmt}"
-        p = env.ledger("export", "--from", "2026-11-01", "--to", "2026-12-01", "--account", a, "--format", fmt,
+        p = env.ledger("export", "--from", MO.cur_start, "--to", MO.next_start, "--account", a, "--format", fmt,
                        "--out", path, "--json")
         s = json.loads(p.stdout)
         assert s["rows"] == env.one("SELECT count(*) FROM postings p JOIN journal j USING (txn_id)"
@@ -299,7 +355,7 @@ def test_export_of_one_account(env, work, tmp_path):
 
 def test_export_progress_line_on_a_terminal(env, work, tmp_path):
     master, slave = pty.openpty()
-    p = subprocess.Popen([os.path.join(BIN, "ledger"), "export", "--from", "2026-01-01", "--to", "2027-01-01",
+    p = subprocess.Popen([os.path.join(BIN, "ledger"), "export", "--from", MO.all_from, "--to", MO.all_to,
                           "--out", str(tmp_path / "tty.csv")], stdout=subprocess.PIPE, stderr=slave,
                          env=env.cli_env())
     os.close(slave)
@@ -316,14 +372,14 @@ def test_export_progress_line_on_a_terminal(env, work, tmp_path):
     os.close(master)
     assert b"export: " in out and b"rows/s" in out
     # not a terminal: no progress line
-    q = env.ledger("export", "--from", "2026-01-01", "--to", "2027-01-01", "--out", tmp_path / "notty.csv")
+    q = env.ledger("export", "--from", MO.all_from, "--to", MO.all_to, "--out", tmp_path / "notty.csv")
     assert q.stderr == ""
 
 
 def test_export_errors(env, work, tmp_path):
-    one_line_error(env.ledger("export", "--from", "2026-01-01", "--to", "2027-01-01", check=False), 2)
-    one_line_error(env.ledger("export", "--to", "2027-01-01", "--out", tmp_path / "x", check=False), 2)
-    one_line_error(env.ledger("export", "--from", "2026-13-01", "--to", "2027-01-01", "--out", tmp_path / "x",
+    one_line_error(env.ledger("export", "--from", MO.all_from, "--to", MO.all_to, check=False), 2)
+    one_line_error(env.ledger("export", "--to", MO.all_to, "--out", tmp_path / "x", check=False), 2)
+    one_line_error(env.ledger("export", "--from", "2026-13-01", "--to", MO.all_to, "--out", tmp_path / "x",
                               check=False), 2)
     one_line_error(env.ledger("export", "--from", "2027-01-01", "--to", "2026-01-01", "--out", tmp_path / "x",
                               check=False), 2)
@@ -333,7 +389,7 @@ def test_export_errors(env, work, tmp_path):
     assert "--force" in one_line_error(export(env, tmp_path / "y", check=False), 1)
     export(env, tmp_path / "y", "--force")
     e = env.cli_env(BILLING_SIGNING_KEY_FILE=str(tmp_path / "missing.key"))
-    p = env.run("ledger", "export", "--from", "2026-01-01", "--to", "2027-01-01", "--out", tmp_path / "z", env=e,
+    p = env.run("ledger", "export", "--from", MO.all_from, "--to", MO.all_to, "--out", tmp_path / "z", env=e,
                 check=False)
     assert "keygen" in one_line_error(p, 1) and not (tmp_path / "z").exists()
     assert "exported 0 rows" in env.ledger("export", "--from", "2020-01-01", "--to", "2020-02-01",
@@ -351,7 +407,7 @@ def test_statement_arithmetic_holds_for_100_random_accounts(env, work):
     accounts = random.Random(3).sample(work["accounts"], 100)
     for a in accounts:
         sts = {m: json.loads(env.ledger("statement", "--account", a, "--month", m, "--json").stdout)
-               for m in ("2026-10", "2026-11", "2026-12")}
+               for m in (MO.prev, MO.cur, MO.next)}
         for m, st in sts.items():
             assert st["balanced"] is True
             for side in ("paid_nanos", "promo_nanos"):
@@ -362,42 +418,42 @@ def test_statement_arithmetic_holds_for_100_random_accounts(env, work):
             assert -sum(x["promo_nanos"] for x in st["usage_by_model"]) == use["promo_nanos"]
             refund = next(mv for mv in st["movements"] if mv["kind"] == "refund")
             assert st["paid_consumed_nanos"] == -(use["paid_nanos"] + refund["paid_nanos"])
-        assert sides(sts["2026-10"]["closing"]) == sides(sts["2026-11"]["opening"])
-        assert sides(sts["2026-11"]["closing"]) == sides(sts["2026-12"]["opening"]) == sides(sts["2026-12"]["closing"])
+        assert sides(sts[MO.prev]["closing"]) == sides(sts[MO.cur]["opening"])
+        assert sides(sts[MO.cur]["closing"]) == sides(sts[MO.next]["opening"]) == sides(sts[MO.next]["closing"])
         # November's movements by kind, independently from the postings
-        got = {(mv["kind"], "customer_paid"): mv["paid_nanos"] for mv in sts["2026-11"]["movements"]}
-        got.update({(mv["kind"], "customer_promo"): mv["promo_nanos"] for mv in sts["2026-11"]["movements"]})
+        got = {(mv["kind"], "customer_paid"): mv["paid_nanos"] for mv in sts[MO.cur]["movements"]}
+        got.update({(mv["kind"], "customer_promo"): mv["promo_nanos"] for mv in sts[MO.cur]["movements"]})
         got = {k: v for k, v in got.items() if v}
         want = {(k, t): int(s) for k, t, s in env.sql(
             "SELECT j.kind, la.type, sum(p.amount) FROM postings p JOIN ledger_accounts la USING (ledger_account_id)"
-            " JOIN journal j USING (txn_id) WHERE la.account_id = %s AND j.created_at >= '2026-11-01'"
-            " AND j.created_at < '2026-12-01' GROUP BY 1, 2", (a,)) if int(s)}
+            " JOIN journal j USING (txn_id) WHERE la.account_id = %s AND j.created_at >= %s"
+            " AND j.created_at < %s GROUP BY 1, 2", (a, MO.cur_start, MO.next_start)) if int(s)}
         assert got == want, a
         # the closing balance is the ledger's balance now
         paid = env.one("SELECT b.balance FROM ledger_accounts la JOIN ledger_balances b USING (ledger_account_id)"
                        " WHERE la.account_id = %s AND la.type = 'customer_paid'", (a,))
         promo = env.one("SELECT coalesce(sum(b.balance), 0) FROM grants g JOIN ledger_balances b USING"
                         " (ledger_account_id) WHERE g.account_id = %s", (a,))
-        assert sides(sts["2026-12"]["closing"]) == (paid, promo)
+        assert sides(sts[MO.next]["closing"]) == (paid, promo)
     # the workload did reach every kind of movement
     kinds = {r[0] for r in env.sql("SELECT DISTINCT kind FROM journal")}
     assert {"topup", "grant", "usage", "adjust", "refund", "breakage", "clawback"} <= kinds
 
 
 def test_paid_consumed_excludes_promotional_credit(env, work):
-    st = json.loads(env.ledger("statement", "--account", work["promo_only"], "--month", "2026-11", "--json").stdout)
+    st = json.loads(env.ledger("statement", "--account", work["promo_only"], "--month", MO.cur, "--json").stdout)
     assert st["usage_by_model"] == [{"model": MODEL, "records": 1, "input_tokens": 1000, "cached_input_tokens": 0,
                                      "output_tokens": 500, "cost_nanos": 6_000_000, "paid_nanos": 0,
                                      "promo_nanos": 6_000_000}]
     assert st["paid_consumed_nanos"] == 0 and st["promo_consumed_nanos"] == 6_000_000
-    st = json.loads(env.ledger("statement", "--account", work["spill"], "--month", "2026-11", "--json").stdout)
+    st = json.loads(env.ledger("statement", "--account", work["spill"], "--month", MO.cur, "--json").stdout)
     assert st["paid_consumed_nanos"] == 4_000_000_000 and st["promo_consumed_nanos"] == 14_000_000_000
-    txt = env.ledger("statement", "--account", work["spill"], "--month", "2026-11").stdout
+    txt = env.ledger("statement", "--account", work["spill"], "--month", MO.cur).stdout
     assert "paid amount consumed (invoiceable): 4.000000000 CNY" in txt
     # over all accounts: invoiceable = paid usage net of paid refunds, never the promotional part
     total_paid = total_promo = 0
     for a in work["accounts"]:
-        st = json.loads(env.ledger("statement", "--account", a, "--month", "2026-11", "--json").stdout)
+        st = json.loads(env.ledger("statement", "--account", a, "--month", MO.cur, "--json").stdout)
         total_paid += st["paid_consumed_nanos"]
         total_promo += st["promo_consumed_nanos"]
     usage_cost = env.one("SELECT sum(u.cost_nanos) FROM usage_records u WHERE u.account_id = ANY(%s)"
@@ -406,30 +462,30 @@ def test_paid_consumed_excludes_promotional_credit(env, work):
     loadlike = env.one("SELECT coalesce(sum(-p.amount), 0) FROM journal j JOIN postings p USING (txn_id)"
                        " JOIN ledger_accounts la USING (ledger_account_id) WHERE j.kind = 'usage'"
                        " AND NOT EXISTS (SELECT 1 FROM usage_records u WHERE u.txn_id = j.txn_id)"
-                       " AND la.type IN ('customer_paid', 'customer_promo') AND j.created_at >= '2026-11-01'"
-                       " AND j.account_id = ANY(%s)", (work["accounts"],))
+                       " AND la.type IN ('customer_paid', 'customer_promo') AND j.created_at >= %s"
+                       " AND j.account_id = ANY(%s)", (MO.cur_start, work["accounts"]))
     assert total_paid + total_promo == usage_cost + loadlike
     assert total_promo > 0
 
 
 def test_statement_formats_and_errors(env, work):
     a = work["spill"]
-    j = json.loads(env.ledger("statement", "--account", a, "--month", "2026-11", "--format", "json").stdout)
-    csv_rows = [r.split(",") for r in env.ledger("statement", "--account", a, "--month", "2026-11", "--format",
+    j = json.loads(env.ledger("statement", "--account", a, "--month", MO.cur, "--format", "json").stdout)
+    csv_rows = [r.split(",") for r in env.ledger("statement", "--account", a, "--month", MO.cur, "--format",
                                                  "csv").stdout.splitlines()[1:]]
     by = {(r[0], r[1]): (int(r[7]), int(r[8])) for r in csv_rows}
     assert by[("balance", "opening")] == sides(j["opening"]) and by[("balance", "closing")] == sides(j["closing"])
     assert by[("movement", "topup")] == (50_000_000_000, 0)
-    txt = env.ledger("statement", "--account", a, "--month", "2026-11").stdout
+    txt = env.ledger("statement", "--account", a, "--month", MO.cur).stdout
     for label in ("opening balance", "top-ups", "grants", "usage", "expiries (breakage)", "adjustments", "refunds",
                   "closing balance", "usage by model", MODEL):
         assert label in txt
     one_line_error(env.ledger("statement", "--account", a, check=False), 2)
-    one_line_error(env.ledger("statement", "--month", "2026-11", check=False), 2)
+    one_line_error(env.ledger("statement", "--month", MO.cur, check=False), 2)
     one_line_error(env.ledger("statement", "--account", a, "--month", "2026-13", check=False), 2)
     one_line_error(env.ledger("statement", "--account", a, "--month", "11-2026", check=False), 2)
-    one_line_error(env.ledger("statement", "--account", a, "--month", "2026-11", "--format", "pdf", check=False), 2)
-    assert "not found" in one_line_error(env.ledger("statement", "--account", 99999999, "--month", "2026-11",
+    one_line_error(env.ledger("statement", "--account", a, "--month", MO.cur, "--format", "pdf", check=False), 2)
+    assert "not found" in one_line_error(env.ledger("statement", "--account", 99999999, "--month", MO.cur,
                                                     check=False), 1)
 
 

@@ -97,32 +97,35 @@ def test_rows_land_in_the_month_partition(env, billingd):
 
 
 def test_far_months_go_to_default_or_their_partition(env):
-    # rows dated June 2031 (no partition): the DEFAULT partition takes them
-    p = subprocess.run([os.path.join(ITEST, "export_load"), env.pg, "3", "50", "91", "2031-06-01", "2031-07-01"],
+    # far months: years after the stack's own clock, where no partition is made ahead
+    y = int(env.one("SELECT extract(year FROM now())::int"))
+    f1, f2, f3 = y + 5, y + 6, y + 7
+    # rows dated June of f1 (no partition): the DEFAULT partition takes them
+    p = subprocess.run([os.path.join(ITEST, "export_load"), env.pg, "3", "50", "91", f"{f1}-06-01", f"{f1}-07-01"],
                        capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr
-    assert where(env, "journal", "2031-06-01", "2031-07-01") == {"journal_default"}
-    assert where(env, "postings", "2031-06-01", "2031-07-01") == {"postings_default"}
+    assert where(env, "journal", f"{f1}-06-01", f"{f1}-07-01") == {"journal_default"}
+    assert where(env, "postings", f"{f1}-06-01", f"{f1}-07-01") == {"postings_default"}
     # a month whose rows sit in the default partition is not created (they may not move) ...
     c = psycopg2.connect(env.stack.conninfo(env.db, "billing_owner"))
     c.autocommit = True
     cur = c.cursor()
-    cur.execute("SELECT ledger_create_partition('journal', '2031-06-10T00:00:00Z')")
+    cur.execute("SELECT ledger_create_partition('journal', %s)", (f"{f1}-06-10T00:00:00Z",))
     assert cur.fetchone()[0] is False
     assert any("rows of that month are in journal_default" in n for n in c.notices)
     # ... an empty far month is, and later rows of that month land in it
-    cur.execute("SELECT ledger_create_partition(t::regclass, '2032-03-01T00:00:00Z')"
-                " FROM unnest(ARRAY['journal', 'postings', 'usage_records']) t")
+    cur.execute("SELECT ledger_create_partition(t::regclass, %s)"
+                " FROM unnest(ARRAY['journal', 'postings', 'usage_records']) t", (f"{f2}-03-01T00:00:00Z",))
     assert [r[0] for r in cur.fetchall()] == [True, True, True]
     c.close()
-    p = subprocess.run([os.path.join(ITEST, "export_load"), env.pg, "0", "20", "92", "2032-03-01", "2032-04-01"],
+    p = subprocess.run([os.path.join(ITEST, "export_load"), env.pg, "0", "20", "92", f"{f2}-03-01", f"{f2}-04-01"],
                        capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr
-    assert where(env, "journal", "2032-03-01", "2032-04-01") == {"journal_y2032m03"}
-    assert where(env, "postings", "2032-03-01", "2032-04-01") == {"postings_y2032m03"}
+    assert where(env, "journal", f"{f2}-03-01", f"{f2}-04-01") == {f"journal_y{f2}m03"}
+    assert where(env, "postings", f"{f2}-03-01", f"{f2}-04-01") == {f"postings_y{f2}m03"}
     # the service role cannot make partitions at will
     with pytest.raises(psycopg2.Error):
-        env.sql("SELECT ledger_create_partition('journal', '2033-01-01T00:00:00Z')")
+        env.sql("SELECT ledger_create_partition('journal', %s)", (f"{f3}-01-01T00:00:00Z",))
     env.assert_books_sound()
 
 
@@ -166,14 +169,14 @@ def test_partitions_are_guarded_like_their_parents(env):
     with pytest.raises(psycopg2.Error) as e:
         cur.execute("""INSERT INTO journal (writer, seq, kind, idempotency_key, content_hash, actor, reason, details,
                                             created_at, prev_hash, hash)
-                       VALUES ('raw-dup', 1, 'x', %s, '\\x00', 'me', 'r', '{}', '2031-01-05', '\\x00', '\\x00')""",
+                       VALUES ('raw-dup', 1, 'x', %s, '\\x00', 'me', 'r', '{}', now() + interval '400 days', '\\x00', '\\x00')""",
                     (row[3],))
     assert e.value.pgcode == "23505"
     c.rollback()
     with pytest.raises(psycopg2.Error) as e:
         cur.execute("""INSERT INTO journal (writer, seq, kind, idempotency_key, content_hash, actor, reason, details,
                                             created_at, prev_hash, hash)
-                       VALUES (%s, %s, 'x', 'part-other-key', '\\x00', 'me', 'r', '{}', '2031-01-05', '\\x00', '\\x00')""",
+                       VALUES (%s, %s, 'x', 'part-other-key', '\\x00', 'me', 'r', '{}', now() + interval '400 days', '\\x00', '\\x00')""",
                     (row[0], row[1]))
     assert e.value.pgcode == "23505"
     c.close()
