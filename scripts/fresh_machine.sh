@@ -62,30 +62,28 @@ mounted=()    # mount points, in the order mounted
 ok=0
 
 inside_pids() { # processes whose root folder is the new system
-	local p
-	for p in /proc/[0-9]*; do
-		[ "$(readlink "$p/root" 2>/dev/null)" = "$R" ] && echo "${p#/proc/}"
-	done
-	return 0
+	find /proc -mindepth 2 -maxdepth 2 -name root -lname "$R" 2>/dev/null | cut -d/ -f3
 }
 
 stop_inside() { # SIGTERM, then SIGKILL, to every process still running in the new system
-	local sig pids
+	local sig pids end
 	for sig in TERM KILL; do
 		pids=$(inside_pids)
 		[ -z "$pids" ] && return 0
 		log "stopping what still runs inside (SIG$sig): $(echo $pids)"
 		kill -s "$sig" $pids 2>/dev/null || true
-		for _ in $(seq 1 100); do [ -z "$(inside_pids)" ] && return 0; sleep 0.1; done
+		end=$(($(date +%s) + 10))
+		while [ "$(date +%s)" -lt $end ]; do [ -z "$(inside_pids)" ] && return 0; sleep 0.2; done
 	done
 }
 
 cleanup() {
 	local rc=$? pid i
 	trap - EXIT INT TERM
-	for pid in "${inner_pids[@]}"; do
+	for pid in "${inner_pids[@]}"; do # Ctrl-C first: the suites stop their own stacks
 		kill -0 "$pid" 2>/dev/null && kill -s INT -- "-$pid" 2>/dev/null
 	done
+	for _ in $(seq 1 60); do [ -z "$(inside_pids)" ] && break; sleep 0.5; done
 	stop_inside
 	for ((i = ${#mounted[@]} - 1; i >= 0; i--)); do
 		umount -R "${mounted[i]}" 2>/dev/null || umount -R -l "${mounted[i]}" 2>/dev/null ||
