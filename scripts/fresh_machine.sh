@@ -26,7 +26,7 @@
 # (http://deb.debian.org/debian), FRESH_KEEP=1 keeps the new system
 # afterwards (removed otherwise), FRESH_RUN_TIMEOUT (s until /healthz, 1800),
 # FRESH_TEST_TIMEOUT (s for make test, 7200).
-set -euo pipefail
+set -Eeuo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 MIRROR=${FRESH_MIRROR:-http://deb.debian.org/debian}
 RUN_TIMEOUT=${FRESH_RUN_TIMEOUT:-1800}
@@ -61,8 +61,8 @@ inner_pids=() # session leaders of the commands run inside (each its own process
 mounted=()    # mount points, in the order mounted
 ok=0
 
-inside_pids() { # processes whose root folder is the new system
-	find /proc -mindepth 2 -maxdepth 2 -name root -lname "$R" 2>/dev/null | cut -d/ -f3
+inside_pids() { # processes whose root folder is the new system (find complains of ended ones)
+	{ find /proc -mindepth 2 -maxdepth 2 -name root -lname "$R" 2>/dev/null || true; } | cut -d/ -f3
 }
 
 stop_inside() { # SIGTERM, then SIGKILL, to every process still running in the new system
@@ -79,7 +79,8 @@ stop_inside() { # SIGTERM, then SIGKILL, to every process still running in the n
 
 cleanup() {
 	local rc=$? pid i
-	trap - EXIT INT TERM
+	trap - EXIT INT TERM ERR
+	set +e # every step of the clean-up runs, whatever fails
 	for pid in "${inner_pids[@]}"; do # Ctrl-C first: the suites stop their own stacks
 		kill -0 "$pid" 2>/dev/null && kill -s INT -- "-$pid" 2>/dev/null
 	done
@@ -101,6 +102,7 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
+trap 'log "failed (exit $?) at line $LINENO: $BASH_COMMAND"' ERR
 
 mount_in() { # mount_in TARGET MOUNT-ARGS...: mounts and records it for the clean-up
 	local t=$1; shift
