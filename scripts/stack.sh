@@ -74,7 +74,16 @@ start() {
 		as_pg "$PGBIN/initdb" --nosync -D "$pg/data" -U postgres --auth=trust -E UTF8 \
 			--locale=C >"$pg/initdb.log" 2>&1 || { cat "$pg/initdb.log" >&2; exit 1; }
 	fi
-	as_pg "$PGBIN/pg_ctl" -D "$pg/data" -l "$pg/postgres.log" -w -t 60 start \
+	# STACK_PG_FAKETIME (the calendar suite): PostgreSQL alone runs on a clock
+	# moved by libfaketime's FAKETIME offset (e.g. "+126230400"); Redis keeps
+	# the real clock (libfaketime does not work inside it)
+	local fake=()
+	if [ -n "${STACK_PG_FAKETIME:-}" ]; then
+		local lib; lib=$(ls /usr/lib/*/faketime/libfaketime.so.1 2>/dev/null | head -1)
+		[ -n "$lib" ] || { echo "stack.sh: STACK_PG_FAKETIME needs libfaketime (apt-get install faketime)" >&2; exit 1; }
+		fake=(env "LD_PRELOAD=$lib" "FAKETIME=$STACK_PG_FAKETIME" FAKETIME_DONT_FAKE_MONOTONIC=1)
+	fi
+	as_pg "${fake[@]}" "$PGBIN/pg_ctl" -D "$pg/data" -l "$pg/postgres.log" -w -t 60 start \
 		-o "-c listen_addresses=127.0.0.1 -c port=$pgport -c unix_socket_directories=$pg/run \
 		    -c fsync=$fsync -c synchronous_commit=on -c full_page_writes=$fsync \
 		    -c max_connections=200 -c shared_buffers=128MB" >/dev/null \

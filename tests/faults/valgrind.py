@@ -103,7 +103,8 @@ def exercise(bd, env):
     p("/v1/topups", {"account_id": acct, "amount_nanos": 100 * UNIT, "payment_ref": "vg-pay-1"}, 200)
     p("/v1/topups", {"account_id": acct, "amount_nanos": 5, "payment_ref": "vg-pay-1"}, 409)
     grant = {"account_id": acct, "amount_nanos": UNIT, "reason": "vg", "operator": "vg", "idempotency_key": "vg-g1",
-             "expires_at": "2030-01-01T00:00:00Z", "priority": 5}
+             "expires_at": (dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=365)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+             "priority": 5}
     p("/v1/admin/grants", grant, 201, headers=adm)
     p("/v1/admin/grants", grant, 200, headers=adm)
     p("/v1/admin/grants", grant, 403)

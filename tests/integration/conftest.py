@@ -53,9 +53,11 @@ def read_env(path):
 
 
 class Stack:
-    def __init__(self, d):
+    def __init__(self, d, pg_faketime=None):
+        """pg_faketime: a libfaketime FAKETIME offset for PostgreSQL alone."""
         self.dir = d
-        subprocess.run([os.path.join(ROOT, "scripts", "stack.sh"), "start", d], check=True)
+        e = dict(os.environ, STACK_PG_FAKETIME=pg_faketime) if pg_faketime else None
+        subprocess.run([os.path.join(ROOT, "scripts", "stack.sh"), "start", d], check=True, env=e)
         self.env = read_env(os.path.join(d, "env"))
         self.pgport = int(self.env["PGPORT"])
         self.redis_port = int(self.env["REDIS_PORT"])
@@ -249,8 +251,12 @@ class Env:
             subprocess.run(["redis-cli", "-h", "127.0.0.1", "-p", str(port), "FLUSHALL"], capture_output=True,
                            check=True, timeout=30)
 
+    def proc_env(self):
+        """The environment of billingd and the CLIs (the calendar suite adds a fake clock)."""
+        return dict(os.environ)
+
     def cli_env(self, **extra):
-        env = dict(os.environ)
+        env = self.proc_env()
         env.update(BILLING_PG=self.pg, BILLING_PG_OWNER=self.pg_owner, BILLING_REDIS=self.redis,
                    BILLING_KEY_PEPPER_FILE=self.stack.pepper, BILLING_GATEWAY_TOKENS_FILE=self.gw_tokens,
                    BILLING_ADMIN_TOKENS_FILE=self.admin_tokens, BILLING_SIGNING_KEY_FILE=self.signing_key,
@@ -333,7 +339,7 @@ class Billingd:
     def start(self, wait=True):
         self.log = open(self.log_path, "ab")
         self.proc = subprocess.Popen([os.path.join(BIN, "billingd"), "--config", self.cfg_path],
-                                     stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT)
+                                     stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT, env=self.env.proc_env())
         if wait:
             self.wait_ready()
 

@@ -320,7 +320,8 @@ def test_promo_show_and_set(env):
 def test_expire_moves_expired_credit_to_breakage(env):
     a = new_account(env, "adm-expire-1")
     g = env.admin_json("grant", "--account", a, "--amount", "3", "--reason", "trial", "--expires", "2026-01-01")
-    live = env.admin_json("grant", "--account", a, "--amount", "1", "--reason", "trial", "--expires", "2099-01-01")
+    next_year = (datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(days=365)).strftime("%Y-%m-%d")
+    live = env.admin_json("grant", "--account", a, "--amount", "1", "--reason", "trial", "--expires", next_year)
     r = env.admin_json("expire")
     assert r["grants"] >= 1 and r["breakage_nanos"] >= 3_000_000_000
     key = f"breakage:{g['grant_id']}"
