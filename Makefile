@@ -77,9 +77,10 @@ $(BUILD)/itest/%: $(BUILD)/obj/tests/integration/%.o $(LIB)
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
 
-# Installs only the Debian packages that are missing.
+# Installs only the Debian packages that are missing (scripts/deps.sh: `run`
+# for make run, `test` adds clang, valgrind and the tests' Python modules).
 deps:
-	@scripts/deps.sh
+	@scripts/deps.sh test
 
 unit: $(UNIT_BIN) data
 	@scripts/run_unit.sh $(UNIT_BIN)
@@ -93,7 +94,8 @@ integration-cluster: $(PROGS) $(ITEST_BIN) data
 	@BILLING_BIN=$(abspath $(BINDIR)) BILLING_ITEST_BIN=$(abspath $(BUILD)/itest) BILLING_IT_REDIS=cluster \
 	  scripts/run_integration.sh
 
-test: deps
+test:
+	@scripts/deps.sh test
 	@$(MAKE) --no-print-directory all
 	@$(MAKE) --no-print-directory unit
 	@$(MAKE) --no-print-directory openapi-lint
@@ -109,7 +111,9 @@ asan:
 	  SAN="-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer" \
 	  unit integration
 
-run: deps all data
+run:
+	@scripts/deps.sh run
+	@$(MAKE) --no-print-directory all data
 	@scripts/run_local.sh
 
 clean:

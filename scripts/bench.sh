@@ -84,8 +84,8 @@ cleanup() {
 	stop_pid "$B2PID"
 	stop_pid "$BPID"
 	if [ $started_stack = 1 ]; then
-		scripts/stack.sh stop "$STACK" || true
-		rm -rf "$STACK" # ~2 GB of WAL and tables; the results are in $RUN and bench/results
+		# ~2 GB of WAL and tables (also when outside $STACK); the results are in $RUN and bench/results
+		scripts/stack.sh remove "$STACK" || true
 	fi
 	exit $rc
 }
@@ -97,8 +97,7 @@ free_port() {
 }
 
 # ---- stack ----
-scripts/stack.sh stop "$STACK" 2>/dev/null || true
-rm -rf "$STACK"
+scripts/stack.sh remove "$STACK" 2>/dev/null || true
 started_stack=1
 scripts/stack.sh start "$STACK" --fsync
 . "$STACK/env"

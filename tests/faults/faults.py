@@ -978,7 +978,7 @@ class Run:
         if self.stack:
             # a stopped PostgreSQL (outage scenario interrupted) is started again so stack.sh can stop it
             try:
-                if not os.path.exists(os.path.join(self.stack.dir, "pg", "data", "postmaster.pid")) and \
+                if not os.path.exists(os.path.join(self.stack.pg_home, "data", "postmaster.pid")) and \
                         getattr(self.stack, "_pg_opts", None):
                     self.stack.start_pg()
             except Exception as e:  # noqa: BLE001

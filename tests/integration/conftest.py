@@ -66,12 +66,16 @@ class Stack:
         self.env = read_env(os.path.join(d, "env"))
         self.pgport = int(self.env["PGPORT"])
         self.redis_port = int(self.env["REDIS_PORT"])
+        self.pg_home = self.env["PG_HOME"]  # data/, postgres.log (stack.sh: DIR/pg or outside DIR)
         self.pepper = os.path.join(d, "key.pepper")
         self.n = 0
         self.cluster = None  # a RedisCluster when BILLING_IT_REDIS=cluster
 
     def stop(self):
         subprocess.run([os.path.join(ROOT, "scripts", "stack.sh"), "stop", self.dir])
+
+    def remove(self):  # stop, then delete the folder and PostgreSQL's files (which may be outside it)
+        subprocess.run([os.path.join(ROOT, "scripts", "stack.sh"), "remove", self.dir])
 
     # PostgreSQL alone, for outage tests: stop it and start it again on the
     # same port with exactly the options stack.sh gave it (postmaster.opts).
@@ -84,7 +88,7 @@ class Stack:
         return os.path.join(PGBIN, "pg_ctl")
 
     def stop_pg(self):
-        data = os.path.join(self.dir, "pg", "data")
+        data = os.path.join(self.pg_home, "data")
         with open(os.path.join(data, "postmaster.opts")) as f:
             self._pg_opts = f.read()
         p = self._as_pg([self._pg_ctl(), "-D", data, "-m", "fast", "-w", "-t", "60", "stop"])
@@ -92,7 +96,7 @@ class Stack:
 
     def start_pg(self):
         import shlex
-        data = os.path.join(self.dir, "pg", "data")
+        data = os.path.join(self.pg_home, "data")
         words = shlex.split(self._pg_opts)[1:]  # drop the postgres binary
         opts, i = [], 0
         while i < len(words):
@@ -102,7 +106,7 @@ class Stack:
             opts.append(words[i])
             i += 1
         assert f"port={self.pgport}" in " ".join(opts), opts
-        p = self._as_pg([self._pg_ctl(), "-D", data, "-l", os.path.join(self.dir, "pg", "postgres.log"), "-w",
+        p = self._as_pg([self._pg_ctl(), "-D", data, "-l", os.path.join(self.pg_home, "postgres.log"), "-w",
                          "-t", "60", "start", "-o", " ".join(shlex.quote(w) for w in opts)])
         assert p.returncode == 0, p.stdout + p.stderr + self.pg_log()
         with open(os.path.join(data, "postmaster.pid")) as f, open(os.path.join(self.dir, "pg.pid"), "w") as o:
@@ -110,7 +114,7 @@ class Stack:
 
     def pg_log(self):
         try:
-            with open(os.path.join(self.dir, "pg", "postgres.log")) as f:
+            with open(os.path.join(self.pg_home, "postgres.log")) as f:
                 return f.read()[-5000:]
         except OSError:
             return ""
@@ -213,8 +217,7 @@ def stack():
     finally:
         if st.cluster:
             st.cluster.stop()
-        st.stop()
-        shutil.rmtree(d, ignore_errors=True)
+        st.remove()
 
 
 class Env:
