@@ -477,12 +477,17 @@ static int64_t mono_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* Redis TIME in ms, or -1. */
-static int64_t redis_time_ms(struct rclient *c, struct error *err)
+/* TIME in ms of the Redis that holds the account's keys (in a cluster,
+ * the master of its slot: the one whose clock the load script reads), or -1. */
+static int64_t redis_time_ms(struct rclient *c, int64_t account, struct error *err)
 {
-	const char *argv[1] = {"TIME"};
-	redisReply *r = rclient_commandv(c, 1, argv, NULL, err);
+	char key[64];
+	const char *argv[4] = {"EVAL", "return redis.call('TIME')", "1", key};
+	redisReply *r;
 	int64_t ms = -1;
+
+	snprintf(key, sizeof(key), "{a:%" PRId64 "}:bal", account);
+	r = rclient_commandv(c, 4, argv, NULL, err);
 
 	if (r && r->type == REDIS_REPLY_ARRAY && r->elements == 2 && r->element[0]->type == REDIS_REPLY_STRING &&
 	    r->element[1]->type == REDIS_REPLY_STRING)
@@ -516,7 +521,7 @@ static void load_run(struct az_req *a, PGconn *c)
 		goto done;
 	}
 	snprintf(status, sizeof(status), "%s", PQgetvalue(r, 0, 0));
-	if (!(rc = rc_take(a->s, &rerr)) || (t_ms = redis_time_ms(rc, &rerr)) < 0) {
+	if (!(rc = rc_take(a->s, &rerr)) || (t_ms = redis_time_ms(rc, a->account_id, &rerr)) < 0) {
 		a->redis_failed = true;
 		goto done;
 	}
