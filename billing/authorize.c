@@ -39,12 +39,12 @@
 #define CACHE_TTL_US 30000000
 #define CACHE_NEG_TTL_US 1000000
 #define MIRROR_TTL_MS 300000
-/* A locked load's script must run within this (Redis TIME) of the loader's
- * TIME, while it still holds the row lock; a loader without an answer keeps
- * the lock until that much has passed, so a late script cannot land after a
- * charge committed behind it (it answers LATE). */
+/* A locked load's script must run within redis_timeout_ms + LOAD_FENCE_MS
+ * (Redis TIME) of the loader's TIME, while it still holds the row lock; a
+ * loader without an answer keeps the lock until that much has passed, so a
+ * late script cannot land after a charge committed behind it (it answers
+ * LATE). */
 #define LOAD_FENCE_MS 500
-#define LOAD_REDIS_TIMEOUT_MS 300
 #define LOAD_CLIENTS_MAX 16
 
 struct key_entry {
@@ -94,6 +94,7 @@ struct authz_state {
 	bool refreshing;
 	struct event *refresh_timer;
 	int64_t hold_ttl_ms;
+	int64_t redis_timeout_ms; /* of a load's synchronous Redis calls */
 	bool fail_open;
 	int64_t fail_open_nanos;
 	struct failopen_entry *fo;
@@ -407,6 +408,7 @@ struct az_req {
 	struct az_req *waiters, *next;
 	bool waited;       /* waited for another request's load once: loads itself next */
 	bool redis_failed; /* the load got no answer from Redis */
+	bool load_retried; /* ...and its request went back to the decision once */
 	redisReply *load_reply;
 	bool key_revoked, found;
 	bool key_is_bearer;
@@ -453,7 +455,7 @@ static struct rclient *rc_take(struct server *s, struct error *err)
 	if (az->n_rc_free > 0)
 		c = az->rc_free[--az->n_rc_free];
 	pthread_mutex_unlock(&az->rc_mu);
-	return c ? c : rclient_new(config_get(s->cfg, "redis"), LOAD_REDIS_TIMEOUT_MS, err);
+	return c ? c : rclient_new(config_get(s->cfg, "redis"), (int)az->redis_timeout_ms, err);
 }
 
 static void rc_give(struct server *s, struct rclient *c)
@@ -497,7 +499,7 @@ static int64_t redis_time_ms(struct rclient *c, int64_t account, struct error *e
 }
 
 /* The mirror's truth and the decision, under the account's row lock (see
- * quota.lua.h): BEGIN, customers row FOR SHARE, Redis TIME, balance, the
+ * quota.lua.h): BEGIN, customers row FOR SHARE, balance, Redis TIME, the
  * authorize script with the balance to store, ROLLBACK (nothing written). */
 static void load_run(struct az_req *a, PGconn *c)
 {
@@ -508,6 +510,7 @@ static void load_run(struct az_req *a, PGconn *c)
 	const char *argv[21];
 	PGresult *r = NULL;
 	int64_t t_ms, fence_end, ttl = MIRROR_TTL_MS, now = time_now_us();
+	int64_t fence_ms = a->s->az->redis_timeout_ms + LOAD_FENCE_MS;
 	struct error rerr;
 
 	snprintf(id, sizeof(id), "%" PRId64, a->account_id);
@@ -521,13 +524,13 @@ static void load_run(struct az_req *a, PGconn *c)
 		goto done;
 	}
 	snprintf(status, sizeof(status), "%s", PQgetvalue(r, 0, 0));
+	if (ops_balance_get(c, a->account_id, 0, &b, &a->job.err) < 0)
+		goto done;
 	if (!(rc = rc_take(a->s, &rerr)) || (t_ms = redis_time_ms(rc, a->account_id, &rerr)) < 0) {
 		a->redis_failed = true;
 		goto done;
 	}
-	fence_end = mono_ms() + LOAD_FENCE_MS + 20;
-	if (ops_balance_get(c, a->account_id, 0, &b, &a->job.err) < 0)
-		goto done;
+	fence_end = mono_ms() + fence_ms + 20;
 	/* the mirror must not outlive the first grant that expires: after
 	 * that instant its credit is no longer spendable */
 	for (size_t i = 0; i < b.n_grants; i++) {
@@ -535,7 +538,7 @@ static void load_run(struct az_req *a, PGconn *c)
 		if (b.grants[i].expires_at_us && left < ttl)
 			ttl = left > 1 ? left : 1;
 	}
-	snprintf(deadline, sizeof(deadline), "%" PRId64, t_ms + LOAD_FENCE_MS);
+	snprintf(deadline, sizeof(deadline), "%" PRId64, t_ms + fence_ms);
 	snprintf(paid, sizeof(paid), "%" PRId64, b.paid_nanos);
 	snprintf(promo, sizeof(promo), "%" PRId64, b.promo_nanos);
 	snprintf(ttl_s, sizeof(ttl_s), "%" PRId64, ttl);
@@ -752,6 +755,12 @@ static void mirror_missing(struct az_req *a)
 
 static void decide_cb(void *arg, redisReply *r);
 
+static bool is_late(const redisReply *r)
+{
+	return r->type == REDIS_REPLY_ARRAY && r->elements == 1 && r->element[0]->type == REDIS_REPLY_STRING &&
+	       strcmp(r->element[0]->str, "LATE") == 0;
+}
+
 /* A load ended (or could not start): wake its waiters, answer its request. */
 static void load_done(struct az_req *a)
 {
@@ -769,9 +778,16 @@ static void load_done(struct az_req *a)
 		az_fail(a, 404, "not_found", "unknown account");
 	else if (a->job.err.status)
 		az_fail(a, 503, "unavailable", a->job.err.msg);
-	else if (a->redis_failed || !r)
-		redis_down(a);
-	else
+	else if (a->redis_failed || !r || is_late(r)) {
+		/* the script may have run (a reply that timed out): the decision
+		 * on the event loop finds the hold, or no mirror and loads again */
+		if (a->load_retried)
+			redis_down(a);
+		else {
+			a->load_retried = true;
+			az_step(a);
+		}
+	} else
 		decide_cb(a, r);
 	freeReplyObject(r);
 	while (w) {
@@ -801,8 +817,6 @@ static void decide_cb(void *arg, redisReply *r)
 			  NULL);
 	} else if (strcmp(tag, "NOMIRROR") == 0) {
 		mirror_missing(a);
-	} else if (strcmp(tag, "LATE") == 0) {
-		redis_down(a); /* a load that took longer than LOAD_FENCE_MS */
 	} else if (strcmp(tag, "FROZEN") == 0) {
 		az_fail(a, 403, "account_frozen", "the account is frozen");
 	} else if (strcmp(tag, "BALANCE") == 0) {
@@ -1040,7 +1054,8 @@ int authz_init(struct server *s, struct error *err)
 	pthread_mutex_init(&az->rc_mu, NULL);
 	s->az = az;
 	if (config_get_int(s->cfg, "hold_ttl_seconds", 1, 86400, &ttl, &ce) < 0 ||
-	    config_get_int(s->cfg, "redis_fail_open_nanos", 0, INT64_MAX / 2, &fo, &ce) < 0) {
+	    config_get_int(s->cfg, "redis_fail_open_nanos", 0, INT64_MAX / 2, &fo, &ce) < 0 ||
+	    config_get_int(s->cfg, "redis_timeout_ms", 10, 60000, &az->redis_timeout_ms, &ce) < 0) {
 		error_set(err, 0, "config", "%s", ce.msg);
 		return -1;
 	}
