@@ -14,8 +14,9 @@
 
 #include "billing/rconn.h"
 #include "common/error.h"
+#include "common/rclient.h"
 
-enum quota_script { QUOTA_AUTHORIZE, QUOTA_SETTLE, QUOTA_LOAD, QUOTA_INVALIDATE, QUOTA_HELD, QUOTA_N_SCRIPTS };
+enum quota_script { QUOTA_AUTHORIZE, QUOTA_SETTLE, QUOTA_INVALIDATE, QUOTA_HELD, QUOTA_N_SCRIPTS };
 
 typedef void (*quota_cb)(void *arg, redisReply *reply);
 
@@ -26,8 +27,11 @@ void quota_free(struct quota *q);
 /* Runs a script for an account with string arguments (copied). */
 int quota_run(struct quota *q, enum quota_script s, int64_t account_id, int argc, const char *const *argv,
 	      quota_cb cb, void *arg) __attribute__((warn_unused_result));
-/* GET {a:ID}:ver (for a mirror load). */
-int quota_get_version(struct quota *q, int64_t account_id, quota_cb cb, void *arg) __attribute__((warn_unused_result));
+/* The same, synchronously on a client of the caller's thread (a mirror
+ * load, under the account's row lock): the reply (the caller frees it;
+ * error replies included), or NULL with err when Redis did not answer. */
+redisReply *quota_run_sync(struct rclient *c, enum quota_script s, int64_t account_id, int argc,
+			   const char *const *argv, struct error *err) __attribute__((warn_unused_result));
 
 /* Synchronous, for a thread of its own or start-up: drops every balance
  * mirror (bumping versions) on the Redis at addr (every master of a
