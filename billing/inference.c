@@ -288,7 +288,7 @@ static void end_with_error(struct gen *g, int status, const char *code, const ch
 
 static void submit_usage(struct gen *g)
 {
-	if (dbpool_submit(g->inf->s->writer, &g->it.job) == 0)
+	if (dbpool_submit(server_writer(g->inf->s, &g->it.r), &g->it.job) == 0)
 		return;
 	if (++g->usage_tries < 3000) { /* about 10 minutes: the hold outlives it */
 		struct timeval tv = {0, 200000};

@@ -729,6 +729,35 @@ bad:
 
 /* usage */
 
+struct dbpool *server_writer(struct server *s, const struct usage_req *r)
+{
+	uint64_t k;
+
+	if (r->has_key)
+		memcpy(&k, r->key_hash, sizeof(k));
+	else
+		k = (uint64_t)r->account_id;
+	return s->writers[k % (uint64_t)s->n_writers];
+}
+
+/* at least one writer holds a connection (as one pool of writer threads did) */
+static bool writers_connected(struct server *s)
+{
+	for (int w = 0; w < s->n_writers; w++)
+		if (dbpool_connected(s->writers[w]))
+			return true;
+	return false;
+}
+
+static int64_t writers_depth(struct server *s)
+{
+	int64_t d = 0;
+
+	for (int w = 0; w < s->n_writers; w++)
+		d += (int64_t)dbpool_depth(s->writers[w]);
+	return d;
+}
+
 struct ubatch {
 	struct rctx *rc;
 	size_t n, pending;
@@ -808,7 +837,7 @@ static void h_usage(struct rctx *c)
 	usage_body_hash(&it->r, it->body_hash);
 	it->job.done = usage_single_done;
 	it->owner = c;
-	if (dbpool_submit(c->s->writer, &it->job) < 0) {
+	if (dbpool_submit(server_writer(c->s, &it->r), &it->job) < 0) {
 		free(it);
 		return reply_err(c, 503, "unavailable", "the usage queue is full");
 	}
@@ -870,7 +899,7 @@ static void h_usage_batch(struct rctx *c)
 	struct error err;
 	json_t *b = read_body(c, &err), *recs;
 	struct ubatch *ub;
-	struct dbjob **jobs;
+	struct dbjob **jobs, **mine;
 	int64_t now = time_now_us();
 	size_t n, nj = 0, took;
 
@@ -884,17 +913,19 @@ static void h_usage_batch(struct rctx *c)
 	n = json_array_size(recs);
 	ub = calloc(1, sizeof(*ub));
 	jobs = calloc(n, sizeof(*jobs));
+	mine = calloc(n, sizeof(*mine));
 	if (ub) {
 		ub->items = calloc(n, sizeof(*ub->items));
 		ub->results = calloc(n, sizeof(*ub->results));
 	}
-	if (!ub || !jobs || !ub->items || !ub->results) {
+	if (!ub || !jobs || !mine || !ub->items || !ub->results) {
 		if (ub) {
 			free(ub->items);
 			free(ub->results);
 		}
 		free(ub);
 		free(jobs);
+		free(mine);
 		json_decref(b);
 		return reply_err(c, 503, "unavailable", "out of memory");
 	}
@@ -914,13 +945,22 @@ static void h_usage_batch(struct rctx *c)
 		jobs[nj++] = &it->job;
 	}
 	json_decref(b);
-	/* one lock and one wake-up for the whole request: the writer takes it in batch_max slices */
-	took = dbpool_submit_many(c->s->writer, jobs, nj);
-	for (size_t k = took; k < nj; k++) {
-		error_set(&jobs[k]->err, 503, "unavailable", "the usage queue is full");
-		usage_batch_item_done(jobs[k]);
+	/* per writer, one lock and one wake-up for its share of the request: it
+	 * takes it in batch_max slices */
+	for (int w = 0; w < c->s->n_writers; w++) {
+		struct dbpool *p = c->s->writers[w];
+		size_t m = 0;
+		for (size_t k = 0; k < nj; k++)
+			if (server_writer(c->s, &((struct usage_item *)jobs[k])->r) == p)
+				mine[m++] = jobs[k];
+		took = dbpool_submit_many(p, mine, m);
+		for (size_t k = took; k < m; k++) {
+			error_set(&mine[k]->err, 503, "unavailable", "the usage queue is full");
+			usage_batch_item_done(mine[k]);
+		}
 	}
 	free(jobs);
+	free(mine);
 	if (--ub->pending == 0)
 		ubatch_finish(ub);
 }
@@ -991,9 +1031,9 @@ static void gen_cb(struct evhttp_request *req, void *arg)
 	}
 	if (strcmp(path, "/readyz") == 0) {
 		ROUTE(EVHTTP_REQ_GET, "/readyz", AUTH_NONE);
-		if (s->draining || !rconn_ready(s->redis) || !dbpool_connected(s->writer))
+		if (s->draining || !rconn_ready(s->redis) || !writers_connected(s))
 			return reply(c, 503, json_pack("{s:s,s:b,s:b}", "status", "unavailable", "postgresql",
-						       dbpool_connected(s->writer), "redis", rconn_ready(s->redis)));
+						       writers_connected(s), "redis", rconn_ready(s->redis)));
 		return submit_hjob(c, OP_READY, NULL, 0);
 	}
 	if (strcmp(path, "/metrics") == 0) {
@@ -1001,7 +1041,7 @@ static void gen_cb(struct evhttp_request *req, void *arg)
 		struct evbuffer *out;
 		ROUTE(EVHTTP_REQ_GET, "/metrics", AUTH_NONE);
 		buf_init(&b);
-		metrics_gauge(s->metrics, "billing_usage_queue_depth", (int64_t)dbpool_depth(s->writer));
+		metrics_gauge(s->metrics, "billing_usage_queue_depth", writers_depth(s));
 		metrics_gauge(s->metrics, "billing_db_queue_depth", (int64_t)dbpool_depth(s->pool));
 		metrics_gauge(s->metrics, "billing_inflight_requests", s->inflight);
 		metrics_gauge(s->metrics, "billing_http_connections", conns_open(s->conns));
@@ -1091,7 +1131,7 @@ static void gauge_cb(evutil_socket_t fd, short what, void *arg)
 	struct server *s = arg;
 
 	(void)fd, (void)what;
-	metrics_gauge(s->metrics, "billing_usage_queue_depth", (int64_t)dbpool_depth(s->writer));
+	metrics_gauge(s->metrics, "billing_usage_queue_depth", writers_depth(s));
 }
 
 /* the expiry worker: unused promotional credit of expired grants goes to breakage */
@@ -1212,12 +1252,22 @@ struct server *server_new(struct event_base *base, struct config *cfg, struct er
 		error_set(err, 0, "oom", "out of memory");
 		goto fail;
 	}
-	snprintf(writer, sizeof(writer), "%s", config_get(cfg, "instance_id"));
-	{
-		/* each writer thread has its own chain: instance_id, instance_id.t1, ... */
-		struct dbpool_opts o = {"writer", config_get(cfg, "pg"), writer, (int)writers, (size_t)queue_max,
-					(int)pg_to, usage_write_batch, s->uw, (size_t)batch_max, batch_wait};
-		s->writer = dbpool_new(base, &o);
+	for (int w = 0; w < (int)writers; w++) {
+		/* each writer has its own chain: instance_id, instance_id.t1, ...;
+		 * the queue bound is shared out */
+		struct dbpool_opts o = {"writer", config_get(cfg, "pg"), writer, 1,
+					(size_t)((queue_max + writers - 1) / writers), (int)pg_to, usage_write_batch, s->uw,
+					(size_t)batch_max, batch_wait};
+		if (w == 0)
+			snprintf(writer, sizeof(writer), "%s", config_get(cfg, "instance_id"));
+		else
+			snprintf(writer, sizeof(writer), "%s.t%d", config_get(cfg, "instance_id"), w);
+		s->writers[w] = dbpool_new(base, &o);
+		if (!s->writers[w]) {
+			error_set(err, 0, "oom", "cannot start pools");
+			goto fail;
+		}
+		s->n_writers = w + 1;
 	}
 	snprintf(writer, sizeof(writer), "%s.api", config_get(cfg, "instance_id"));
 	{
@@ -1225,7 +1275,7 @@ struct server *server_new(struct event_base *base, struct config *cfg, struct er
 		s->pool = dbpool_new(base, &o);
 	}
 	s->redis = rconn_new(base, config_get(cfg, "redis"), (int)redis_to);
-	if (!s->writer || !s->pool || !s->redis) {
+	if (!s->pool || !s->redis) {
 		error_set(err, 0, "oom", "cannot start pools");
 		goto fail;
 	}
@@ -1332,7 +1382,8 @@ void server_free(struct server *s)
 	 * last answers reply on requests (evhttp alive). */
 	s->closing = true;
 	stream_stop(s->stream);
-	dbpool_free(s->writer);
+	for (int w = 0; w < s->n_writers; w++)
+		dbpool_free(s->writers[w]);
 	stream_free(s->stream);
 	inference_free(s->inf);
 	rconn_free(s->redis);

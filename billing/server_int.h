@@ -18,6 +18,10 @@ struct inference;
 struct stream;
 struct usage_item;
 
+#define SERVER_MAX_WRITERS 64
+
+struct usage_req;
+
 struct server {
 	struct event_base *base;
 	struct config *cfg;
@@ -26,7 +30,11 @@ struct server {
 	struct conns *conns;
 	struct tokens *gw, *admin;
 	uint8_t pepper[APIKEY_PEPPER_BYTES];
-	struct dbpool *pool, *writer;
+	struct dbpool *pool;
+	/* the usage writers (writer_threads): one thread, queue and hash chain
+	 * each; a record goes to the writer of its account (server_writer) */
+	struct dbpool *writers[SERVER_MAX_WRITERS];
+	int n_writers;
 	struct usage_writer *uw;
 	struct rconn *redis;
 	struct metrics *metrics;
@@ -52,6 +60,12 @@ struct rctx {
 	const char *route; /* static label for metrics */
 	int64_t t0;
 };
+
+/* The usage writer of a record: by its account_id, or by its api key's hash
+ * when it names no account.  Records of one account always meet in one
+ * writer, so two writers of an instance never wait on each other's row
+ * locks (the customer row, its balances). */
+struct dbpool *server_writer(struct server *s, const struct usage_req *r);
 
 struct rctx *rctx_new(struct server *s, struct evhttp_request *req, const char *route);
 /* Sends the one reply of the request and frees c.  body is stolen. */

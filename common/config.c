@@ -29,7 +29,7 @@ static const struct key_def keys[] = {
 	{"migrations_dir", "migrations", "folder of NNNN_name.sql files"},
 	{"log_level", "info", "debug, info, warn or error"},
 	{"batch_max", "256", "most usage records written in one commit"},
-	{"writer_threads", "2", "usage writer threads (each its own connection and hash chain)"},
+	{"writer_threads", "2", "usage writers (each its own thread, connection, queue and hash chain; records go by account)"},
 	{"batch_wait_us", "500", "longest wait to fill a commit batch, microseconds"},
 	{"queue_max", "20000", "most usage records waiting for a commit; beyond: 503"},
 	{"hold_ttl_seconds", "600", "default lifetime of an authorize hold"},

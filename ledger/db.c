@@ -91,6 +91,94 @@ void db_exec_quiet(PGconn *c, const char *sql)
 	PQclear(PQexec(c, sql));
 }
 
+int db_pipeline_begin(PGconn *c, struct error *err)
+{
+	if (PQenterPipelineMode(c) != 1) {
+		set_pg_err(c, NULL, err);
+		return -1;
+	}
+	return 0;
+}
+
+int db_send(PGconn *c, const char *name, const char *sql, int nparams, const char *const *params, struct error *err)
+{
+	int ok = name ? PQsendQueryPrepared(c, name, nparams, params, NULL, NULL, 0)
+		      : PQsendQueryParams(c, sql, nparams, NULL, params, NULL, NULL, 0);
+
+	if (!ok) {
+		set_pg_err(c, NULL, err);
+		return -1;
+	}
+	return 0;
+}
+
+int db_pipeline_sync(PGconn *c, struct error *err)
+{
+	if (PQpipelineSync(c) != 1) {
+		set_pg_err(c, NULL, err);
+		return -1;
+	}
+	return 0;
+}
+
+PGresult *db_next(PGconn *c, struct error *err)
+{
+	PGresult *r = PQgetResult(c), *extra;
+	ExecStatusType st = r ? PQresultStatus(r) : PGRES_FATAL_ERROR;
+
+	/* each statement's result is followed by a NULL */
+	while (r && (extra = PQgetResult(c)) != NULL)
+		PQclear(extra);
+	if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK)
+		return r;
+	if (st == PGRES_PIPELINE_ABORTED)
+		error_set(err, 500, "internal", "postgresql: statement skipped after an earlier error");
+	else
+		set_pg_err(c, r, err);
+	PQclear(r);
+	return NULL;
+}
+
+void db_pipeline_end(PGconn *c)
+{
+	PGresult *r;
+	int nulls = 0;
+
+	if (PQpipelineStatus(c) == PQ_PIPELINE_OFF)
+		return;
+	/* read up to the sync point: two NULLs in a row mean nothing is pending */
+	while (!db_conn_broken(c) && nulls < 2) {
+		r = PQgetResult(c);
+		if (!r) {
+			nulls++;
+			continue;
+		}
+		nulls = 0;
+		if (PQresultStatus(r) == PGRES_PIPELINE_SYNC) {
+			PQclear(r);
+			if (PQexitPipelineMode(c) == 1)
+				return;
+			continue;
+		}
+		PQclear(r);
+	}
+	PQexitPipelineMode(c);
+}
+
+int db_prepare(PGconn *c, const char *const (*stmts)[2], struct error *err)
+{
+	for (size_t i = 0; stmts[i][0]; i++) {
+		PGresult *r = PQprepare(c, stmts[i][0], stmts[i][1], 0, NULL);
+		if (!r || PQresultStatus(r) != PGRES_COMMAND_OK) {
+			set_pg_err(c, r, err);
+			PQclear(r);
+			return -1;
+		}
+		PQclear(r);
+	}
+	return 0;
+}
+
 bool db_error_retryable(const struct error *err)
 {
 	return strcmp(err->code, "40001") == 0 || strcmp(err->code, "40P01") == 0 ||

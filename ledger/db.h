@@ -25,6 +25,24 @@ void db_exec_quiet(PGconn *c, const char *sql);
 PGresult *db_query(PGconn *c, const char *sql, int nparams, const char *const *params, struct error *err)
 	__attribute__((warn_unused_result));
 
+/* ---- pipeline mode (libpq 14+): several statements, one round trip ----
+ * db_pipeline_begin enters pipeline mode; db_send queues a statement
+ * (prepared under `name` on this connection by db_prepare, or NULL: sql
+ * parsed each time); db_pipeline_sync sends everything; then db_next
+ * returns each queued statement's result in order (NULL with err on its
+ * failure; later ones fail with the first error); db_pipeline_end reads
+ * what is left up to the sync point and leaves pipeline mode (call it on
+ * every path, also after an error). */
+int db_pipeline_begin(PGconn *c, struct error *err) __attribute__((warn_unused_result));
+int db_send(PGconn *c, const char *name, const char *sql, int nparams, const char *const *params, struct error *err)
+	__attribute__((warn_unused_result));
+int db_pipeline_sync(PGconn *c, struct error *err) __attribute__((warn_unused_result));
+PGresult *db_next(PGconn *c, struct error *err) __attribute__((warn_unused_result));
+void db_pipeline_end(PGconn *c);
+/* Prepares each {name, sql} pair of a NULL-terminated list on c (outside a
+ * pipeline).  -1 with err. */
+int db_prepare(PGconn *c, const char *const (*stmts)[2], struct error *err) __attribute__((warn_unused_result));
+
 /* True when the SQLSTATE of the last failure means "retry the transaction"
  * (serialization failure, deadlock, unique violation from a racing writer). */
 bool db_error_retryable(const struct error *err);
