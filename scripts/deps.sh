@@ -3,7 +3,7 @@
 # only those that are missing, quietly.
 set -eu
 pkgs="build-essential pkg-config libpq-dev libevent-dev libjansson-dev libhiredis-dev
-libsodium-dev libpcre2-dev postgresql-15 postgresql-client-15 redis-server
+libsodium-dev libpcre2-dev postgresql-15 postgresql-client-15 postgresql-15-auto-failover redis-server
 python3-pytest python3-psycopg2 python3-requests faketime ca-certificates clang libclang-rt-14-dev valgrind"
 missing=""
 for p in $pkgs; do
