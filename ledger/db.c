@@ -7,8 +7,17 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "common/buf.h"
+#include "common/timeutil.h"
+
+static volatile int standby_confirm_ms;
+
+void db_set_standby_confirm(int ms)
+{
+	standby_confirm_ms = ms;
+}
 
 PGconn *db_connect(const char *conninfo, int timeout_ms, struct error *err)
 {
@@ -47,10 +56,55 @@ static void set_pg_err(PGconn *c, PGresult *r, struct error *err)
 	l = strlen(m);
 	while (l && (m[l - 1] == '\n' || m[l - 1] == ' '))
 		l--;
-	if (!state || db_conn_broken(c))
+	/* connection gone, server shutting down or starting (57P0x), or a
+	 * session that landed on a standby (25006) during a failover */
+	if (!state || db_conn_broken(c) || strncmp(state, "57P0", 4) == 0 || strcmp(state, "25006") == 0)
 		error_set(err, 503, "unavailable", "postgresql: %.*s", (int)l, m);
 	else
 		error_set(err, 500, state, "%.*s", (int)l, m);
+}
+
+/* After a COMMIT: until a standby has flushed everything this primary had
+ * flushed (so the commit too), polled with a growing pause up to
+ * standby_confirm_ms.  0, or -1 with err 503. */
+static int confirm_standby(PGconn *c, struct error *err)
+{
+	int64_t until = time_now_us() + (int64_t)standby_confirm_ms * 1000;
+	const char *p[1];
+	char lsn[40];
+	useconds_t pause = 200;
+	PGresult *r = PQexec(c, "SELECT l::text, EXISTS (SELECT 1 FROM pg_stat_replication WHERE flush_lsn >= l)"
+				" FROM pg_current_wal_flush_lsn() l");
+
+	for (;;) {
+		if (!r || PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1) {
+			set_pg_err(c, r, err);
+			err->status = 503;
+			snprintf(err->code, sizeof(err->code), "unavailable");
+			PQclear(r);
+			return -1;
+		}
+		if (PQnfields(r) == 2)
+			snprintf(lsn, sizeof(lsn), "%s", PQgetvalue(r, 0, 0));
+		if (strcmp(PQgetvalue(r, 0, PQnfields(r) - 1), "t") == 0) {
+			PQclear(r);
+			return 0;
+		}
+		PQclear(r);
+		if (time_now_us() >= until) {
+			error_set(err, 503, "unavailable",
+				  "no standby confirmed the commit within %d ms (it is on the primary alone;"
+				  " retrying with the same id is safe)",
+				  standby_confirm_ms);
+			return -1;
+		}
+		usleep(pause);
+		if (pause < 20000)
+			pause *= 2;
+		p[0] = lsn;
+		r = PQexecParams(c, "SELECT EXISTS (SELECT 1 FROM pg_stat_replication WHERE flush_lsn >= $1::pg_lsn)", 1,
+				 NULL, p, NULL, NULL, 0);
+	}
 }
 
 PGresult *db_query(PGconn *c, const char *sql, int nparams, const char *const *params, struct error *err)
@@ -60,6 +114,10 @@ PGresult *db_query(PGconn *c, const char *sql, int nparams, const char *const *p
 
 	if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK) {
 		set_pg_err(c, r, err);
+		PQclear(r);
+		return NULL;
+	}
+	if (standby_confirm_ms > 0 && strcmp(sql, "COMMIT") == 0 && confirm_standby(c, err) < 0) {
 		PQclear(r);
 		return NULL;
 	}
