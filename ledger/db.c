@@ -3,10 +3,12 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <poll.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "common/buf.h"
@@ -107,9 +109,53 @@ static int confirm_standby(PGconn *c, struct error *err)
 	}
 }
 
+/* A COMMIT waiting for a standby that is gone waits for ever: PostgreSQL
+ * disarms statement_timeout before the commit itself.  After
+ * standby_confirm_ms the wait is cancelled (the server then reports the
+ * commit with a WARNING, committed on the primary alone: *cancelled = 1);
+ * after as long again without an answer the connection is shut (broken:
+ * the caller reconnects).  The result, or NULL. */
+static PGresult *commit_bounded(PGconn *c, int *cancelled)
+{
+	int64_t until = time_now_us() + (int64_t)standby_confirm_ms * 1000;
+	PGresult *r, *last = NULL;
+
+	*cancelled = 0;
+	if (!PQsendQueryParams(c, "COMMIT", 0, NULL, NULL, NULL, NULL, 0))
+		return NULL;
+	while (PQconsumeInput(c) && PQisBusy(c)) {
+		int64_t left = until - time_now_us();
+		struct pollfd pfd = {PQsocket(c), POLLIN, 0};
+
+		if (left <= 0 && !*cancelled) {
+			PGcancel *k = PQgetCancel(c);
+			char eb[256];
+			if (k) {
+				PQcancel(k, eb, sizeof(eb));
+				PQfreeCancel(k);
+			}
+			*cancelled = 1;
+			until = time_now_us() + (int64_t)standby_confirm_ms * 1000;
+			continue;
+		}
+		if (left <= 0) {
+			shutdown(PQsocket(c), SHUT_RDWR);
+			PQconsumeInput(c);
+			break;
+		}
+		poll(&pfd, 1, (int)(left / 1000) + 1);
+	}
+	while ((r = PQgetResult(c))) {
+		PQclear(last);
+		last = r;
+	}
+	return last;
+}
+
 PGresult *db_query(PGconn *c, const char *sql, int nparams, const char *const *params, struct error *err)
 {
-	PGresult *r = PQexecParams(c, sql, nparams, NULL, params, NULL, NULL, 0);
+	int commit = standby_confirm_ms > 0 && strcmp(sql, "COMMIT") == 0, cancelled = 0;
+	PGresult *r = commit ? commit_bounded(c, &cancelled) : PQexecParams(c, sql, nparams, NULL, params, NULL, NULL, 0);
 	ExecStatusType st = r ? PQresultStatus(r) : PGRES_FATAL_ERROR;
 
 	if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK) {
@@ -117,7 +163,15 @@ PGresult *db_query(PGconn *c, const char *sql, int nparams, const char *const *p
 		PQclear(r);
 		return NULL;
 	}
-	if (standby_confirm_ms > 0 && strcmp(sql, "COMMIT") == 0 && confirm_standby(c, err) < 0) {
+	if (cancelled) {
+		PQclear(r);
+		error_set(err, 503, "unavailable",
+			  "no standby confirmed the commit within %d ms (it may be on the primary alone;"
+			  " retrying with the same id is safe)",
+			  standby_confirm_ms);
+		return NULL;
+	}
+	if (commit && confirm_standby(c, err) < 0) {
 		PQclear(r);
 		return NULL;
 	}

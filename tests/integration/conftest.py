@@ -136,6 +136,7 @@ class HAStack:
         self.redis_port = int(self.env["REDIS_PORT"])
         self.pepper = os.path.join(d, "key.pepper")
         self.cluster = None
+        self.dead = set()  # nodes killed and not restarted
 
     def stop(self):
         subprocess.run([os.path.join(ROOT, "scripts", "ha_stack.sh"), "stop", self.dir], timeout=600)
@@ -170,6 +171,9 @@ class HAStack:
     def kill_node(self, n):
         """The machine dies: SIGKILL to the node's process group (pg_autoctl,
         its postmaster and every backend)."""
+        if n in self.dead:
+            return
+        self.dead.add(n)
         with open(os.path.join(self.dir, "pids", f"node_{n}.autoctl")) as f:
             os.killpg(int(f.read()), signal.SIGKILL)
 
@@ -177,6 +181,7 @@ class HAStack:
         """The node comes back and rejoins as a standby."""
         subprocess.run([os.path.join(ROOT, "scripts", "ha_stack.sh"), "restart-node", self.dir, str(n)],
                        check=True, timeout=120)
+        self.dead.discard(n)
 
 
 class RedisCluster:
