@@ -154,7 +154,10 @@ static PGresult *commit_bounded(PGconn *c, int *cancelled)
 
 PGresult *db_query(PGconn *c, const char *sql, int nparams, const char *const *params, struct error *err)
 {
-	int commit = standby_confirm_ms > 0 && strcmp(sql, "COMMIT") == 0, cancelled = 0;
+	/* a session on a standby (finance reads, prefer-standby) writes nothing */
+	const char *hs = PQparameterStatus(c, "in_hot_standby");
+	int commit = standby_confirm_ms > 0 && strcmp(sql, "COMMIT") == 0 && !(hs && strcmp(hs, "on") == 0),
+	    cancelled = 0;
 	PGresult *r = commit ? commit_bounded(c, &cancelled) : PQexecParams(c, sql, nparams, NULL, params, NULL, NULL, 0);
 	ExecStatusType st = r ? PQresultStatus(r) : PGRES_FATAL_ERROR;
 

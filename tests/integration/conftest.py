@@ -174,8 +174,29 @@ class HAStack:
         if n in self.dead:
             return
         self.dead.add(n)
+        # the postmaster first: pg_autoctl may have restarted it in another
+        # process group (a standby that follows a new primary)
+        try:
+            with open(os.path.join(self.env[f"HA_NODE_{n}_PGDATA"], "postmaster.pid")) as f:
+                pm = int(f.readline())
+            pgid = os.getpgid(pm)
+            os.kill(pm, signal.SIGKILL)
+            os.killpg(pgid, signal.SIGKILL)
+        except (OSError, ValueError):
+            pass
         with open(os.path.join(self.dir, "pids", f"node_{n}.autoctl")) as f:
-            os.killpg(int(f.read()), signal.SIGKILL)
+            try:
+                os.killpg(int(f.read()), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        deadline = time.time() + 20
+        while time.time() < deadline:  # dead: its port refuses connections
+            try:
+                socket.create_connection(("127.0.0.1", self.ports[n]), timeout=1).close()
+            except OSError:
+                return
+            time.sleep(0.1)
+        raise AssertionError(f"node_{n} still accepts connections after SIGKILL")
 
     def restart_node(self, n):
         """The node comes back and rejoins as a standby."""

@@ -23,6 +23,7 @@ import tempfile
 import threading
 import time
 
+import psycopg2
 import pytest
 import requests
 
@@ -40,6 +41,7 @@ def ha():
     try:
         env = Env(st, "billing", d)
         env.admin("migrate", env=env.cli_env(BILLING_PG=st.conninfo("billing", "billing_owner")))
+        env.admin("keygen", "--out", env.signing_key)
         os.environ["BILLING_PG_STANDBY_CONFIRM_MS"] = "1500"  # billingd and the CLIs
         set_price(env, "ha-m", *PRICE)
         bd = Billingd(env, {"pg_timeout_ms": 2000, "pg_standby_confirm_ms": 1500})
@@ -77,6 +79,43 @@ def wait_for(what, pred, timeout):
 
 def journal_rows(env, rid):
     return env.one("SELECT count(*) FROM journal WHERE idempotency_key = %s", (f"usage:{rid}",))
+
+
+def test_finance_reads_on_a_standby(ha):
+    """ledger export, statement, trial-balance and verify with
+    target_session_attrs=prefer-standby: they run on a standby and see what
+    it has replayed."""
+    st, env, bd = ha
+    acct = new_account(env, "ha-finance")
+    env.admin("topup", "--account", acct, "--amount", "3", "--payment-ref", f"ha-fin-{acct}")
+    wait_prices()
+    r = post(bd, body("ha-fin-1", acct, 4321))
+    assert r is not None and r.status_code == 200, r and r.text
+    standby = st.conninfo("billing", "billing", "prefer-standby")
+    c = psycopg2.connect(standby)
+    c.autocommit = True
+    try:
+        cur = c.cursor()
+        cur.execute("SELECT pg_is_in_recovery()")
+        assert cur.fetchone()[0] is True
+        # synchronous replication waits for the flush, not the replay: wait for it
+        wait_for("the record replayed on the standby", lambda: cur.execute(
+            "SELECT count(*) FROM usage_records WHERE request_id = 'ha-fin-1'") or cur.fetchone()[0] == 1, 10)
+    finally:
+        c.close()
+    month, start, end = env.one("""SELECT to_char(now(), 'YYYY-MM'), to_char(date_trunc('month', now()), 'YYYY-MM-DD'),
+                                          to_char(date_trunc('month', now()) + interval '1 month', 'YYYY-MM-DD')""")
+    ce = env.cli_env(BILLING_PG=standby)
+    out = os.path.join(env.tmp, "ha-export.csv")
+    env.ledger("export", "--from", start, "--to", end, "--account", acct, "--out", out, env=ce)
+    with open(out) as f:
+        assert "ha-fin-1" in f.read()
+    st_json = json.loads(env.ledger("statement", "--account", acct, "--month", month, "--format", "json",
+                                    env=ce).stdout)
+    assert st_json
+    env.ledger("trial-balance", env=ce)
+    env.ledger("verify", env=ce)
+    env.ledger("verify", "--export", out, env=ce)
 
 
 def test_primary_dies_under_load_nothing_lost(ha):
