@@ -66,6 +66,14 @@ static void set_pg_err(PGconn *c, PGresult *r, struct error *err)
 		error_set(err, 500, state, "%.*s", (int)l, m);
 }
 
+static void set_no_standby(struct error *err)
+{
+	error_set(err, 503, "unavailable",
+		  "no standby confirmed the commit within %d ms (it may be on the primary alone;"
+		  " retrying with the same id is safe)",
+		  standby_confirm_ms);
+}
+
 /* After a COMMIT: until a standby has flushed everything this primary had
  * flushed (so the commit too), polled with a growing pause up to
  * standby_confirm_ms.  0, or -1 with err 503. */
@@ -94,10 +102,7 @@ static int confirm_standby(PGconn *c, struct error *err)
 		}
 		PQclear(r);
 		if (time_now_us() >= until) {
-			error_set(err, 503, "unavailable",
-				  "no standby confirmed the commit within %d ms (it is on the primary alone;"
-				  " retrying with the same id is safe)",
-				  standby_confirm_ms);
+			set_no_standby(err);
 			return -1;
 		}
 		usleep(pause);
@@ -168,10 +173,7 @@ PGresult *db_query(PGconn *c, const char *sql, int nparams, const char *const *p
 	}
 	if (cancelled) {
 		PQclear(r);
-		error_set(err, 503, "unavailable",
-			  "no standby confirmed the commit within %d ms (it may be on the primary alone;"
-			  " retrying with the same id is safe)",
-			  standby_confirm_ms);
+		set_no_standby(err);
 		return NULL;
 	}
 	if (commit && confirm_standby(c, err) < 0) {
