@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # ha_stack.sh start|stop|status DIR [--fsync]
+# ha_stack.sh restart-node DIR N
 #
 # The high-availability stack: a pg_auto_failover monitor and three
 # PostgreSQL 15 nodes (node_1 primary, node_2 and node_3 synchronous
@@ -17,6 +18,9 @@
 # number_sync_standbys = 1 (synchronous_standby_names 'ANY 1 (...)') every
 # commit waits for one standby, losing any one machine keeps writes going,
 # and losing both standbys blocks writes instead of dropping the guarantee.
+# pg_auto_failover still runs a just-promoted primary without synchronous
+# replication (wait_primary) until a standby has caught up: billingd and the
+# CLIs close that window with pg_standby_confirm_ms (README, Deployment).
 #
 # `stop` ends exactly what `start` started: each `pg_autoctl run` and its
 # postmaster by the PIDs recorded under DIR/pids, and Redis by its pidfile.
@@ -194,20 +198,24 @@ SQL
 	echo "ha_stack: monitor 127.0.0.1:$mport nodes $ports redis 127.0.0.1:$rport under $dir" >&2
 }
 
+# ours PID PGDATA: the process is alive and runs on PGDATA (a node killed
+# by a test leaves stale PIDs behind, which may belong to someone else now)
+ours() { [ -n "$1" ] && tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null | grep -qF -- "$2"; }
+
 # stop_node NAME: pg_autoctl stop (fast), then whatever is left by PID
 stop_node() {
 	local name=$1 pgdata=$dir/$1 ap pp=""
 	[ -f "$pgdata/postmaster.pid" ] && pp=$(head -1 "$pgdata/postmaster.pid")
 	if [ -f "$dir/pids/$name.autoctl" ]; then
 		ap=$(cat "$dir/pids/$name.autoctl")
-		if kill -0 "$ap" 2>/dev/null; then
+		if ours "$ap" "$pgdata"; then
 			kill -INT "$ap" 2>/dev/null || true
 			for _ in $(seq 1 100); do kill -0 "$ap" 2>/dev/null || break; sleep 0.1; done
-			kill -9 "$ap" 2>/dev/null || true
+			ours "$ap" "$pgdata" && kill -9 "$ap" 2>/dev/null || true
 		fi
 		rm -f "$dir/pids/$name.autoctl"
 	fi
-	if [ -n "$pp" ] && kill -0 "$pp" 2>/dev/null; then
+	if ours "$pp" "$pgdata"; then
 		as_pg "$PGBIN/pg_ctl" -D "$pgdata" -m immediate -w -t 20 stop >/dev/null 2>&1 || kill -9 "$pp" 2>/dev/null || true
 	fi
 }
