@@ -23,8 +23,10 @@ PGconn *db_connect(const char *conninfo, int timeout_ms, struct error *err) __at
  * transaction is then on the primary alone: a retry with the same id is
  * safe).  This closes the windows where pg_auto_failover runs the primary
  * without synchronous replication (wait_primary after a failover or while
- * every standby is down) and the commit that a statement timeout released
- * from its synchronous wait with only a WARNING.  The role needs
+ * every standby is down).  A COMMIT waiting for a standby that is gone
+ * would wait for ever (PostgreSQL disarms statement_timeout before the
+ * commit itself): after ms it is cancelled (the server then reports it
+ * committed, with only a WARNING) and fails with 503 too.  The role needs
  * pg_read_all_stats (to read pg_stat_replication).  0 (the default): off. */
 void db_set_standby_confirm(int ms);
 

@@ -11,10 +11,10 @@ pg_standby_confirm_ms:
   hash chains continue (`ledger verify`), and billingd and both CLIs work
   with a connection string whose first host is the dead one;
 - with no standby left, a write is answered 503 + Retry-After, never 200
-  (PostgreSQL's statement timeout releases a commit from its synchronous
-  wait with only a WARNING: without pg_standby_confirm_ms that commit would
-  be acknowledged on one machine); once a standby is back the same
-  request_id is charged exactly once."""
+  (the commit waits for a standby for ever: PostgreSQL's statement timeout
+  does not cover it; without pg_standby_confirm_ms the request is never
+  answered, and a cancelled wait is reported committed on one machine);
+  once a standby is back the same request_id is charged exactly once."""
 import datetime as dt
 import json
 import os
@@ -185,8 +185,8 @@ def test_no_standby_left_means_503_never_200(ha):
     dead = [n for n, (rep, _) in st.states().items() if n != primary]
     for n in dead:
         st.kill_node(n)  # node_1 is already dead (the test above)
-    # the primary keeps 'ANY 1 (...)': commits wait, the statement timeout
-    # releases them with a WARNING; billingd must not answer 200
+    # the primary keeps 'ANY 1 (...)': commits wait; billingd cancels the
+    # wait after pg_standby_confirm_ms and must not answer 200
     b = body("ha-alone-1", acct, 5000)
     for _ in range(2):  # the retry finds the record committed on the primary alone: still not 200
         r = post(bd, b)
