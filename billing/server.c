@@ -1216,7 +1216,7 @@ static int cfg_int(struct server *s, const char *k, int64_t min, int64_t max, in
 struct server *server_new(struct event_base *base, struct config *cfg, struct error *err)
 {
 	struct server *s = calloc(1, sizeof(*s));
-	int64_t batch_max, batch_wait, queue_max, pg_to, redis_to, idle, maxconn, reqto, expiry_s, writers;
+	int64_t batch_max, batch_wait, queue_max, pg_to, standby_ms, redis_to, idle, maxconn, reqto, expiry_s, writers;
 	const char *listen = config_get(cfg, "listen"), *colon = strrchr(listen, ':');
 	char host[256], writer[160];
 	struct timeval tv = {1, 0};
@@ -1230,6 +1230,7 @@ struct server *server_new(struct event_base *base, struct config *cfg, struct er
 	    cfg_int(s, "batch_wait_us", 0, 1000000, &batch_wait, err) < 0 ||
 	    cfg_int(s, "queue_max", 1, 10000000, &queue_max, err) < 0 ||
 	    cfg_int(s, "pg_timeout_ms", 100, 600000, &pg_to, err) < 0 ||
+	    cfg_int(s, "pg_standby_confirm_ms", 0, 600000, &standby_ms, err) < 0 ||
 	    cfg_int(s, "redis_timeout_ms", 10, 60000, &redis_to, err) < 0 ||
 	    cfg_int(s, "idle_timeout_s", 1, 86400, &idle, err) < 0 ||
 	    cfg_int(s, "max_connections", 1, 1000000, &maxconn, err) < 0 ||
@@ -1237,6 +1238,7 @@ struct server *server_new(struct event_base *base, struct config *cfg, struct er
 	    cfg_int(s, "expiry_interval_s", 1, 86400, &expiry_s, err) < 0 ||
 	    cfg_int(s, "writer_threads", 1, 64, &writers, err) < 0)
 		goto fail;
+	db_set_standby_confirm((int)standby_ms);
 	if (load_tokens(s, err) < 0)
 		goto fail;
 	if (apikey_load_pepper(config_get(cfg, "key_pepper_file"), 1, s->pepper, err) < 0)

@@ -1121,6 +1121,11 @@ void usage_write_batch(struct dbjob **jobs, size_t n, PGconn *c, const char *wri
 			fail_all(jobs, n, &err);
 			goto done;
 		}
+		if (err.status == 503) {
+			/* no standby confirmed the commit (pg_standby_confirm_ms): the same for every record */
+			fail_all(jobs, n, &err);
+			goto done;
+		}
 		if (db_error_retryable(&err) && attempt < 5)
 			continue;
 		log_error("usage batch failed", "records=%zu code=%s error=\"%s\"", n, err.code, err.msg);

@@ -34,6 +34,8 @@ static const struct key_def keys[] = {
 	{"queue_max", "20000", "most usage records waiting for a commit; beyond: 503"},
 	{"hold_ttl_seconds", "600", "default lifetime of an authorize hold"},
 	{"pg_timeout_ms", "5000", "statement timeout and connect timeout for PostgreSQL"},
+	{"pg_standby_confirm_ms", "0",
+	 "with a synchronous standby: a commit counts once a standby has it, waited for at most this long (else 503); 0: off"},
 	{"redis_timeout_ms", "1000", "timeout of one Redis call"},
 	{"redis_fail_open", "false", "admit some calls when Redis is unreachable"},
 	{"redis_fail_open_nanos", "0", "per account allowance while failing open"},

@@ -16,6 +16,20 @@
  * synchronous_commit = on, TimeZone UTC.  NULL with err (code unavailable). */
 PGconn *db_connect(const char *conninfo, int timeout_ms, struct error *err) __attribute__((warn_unused_result));
 
+/* With a synchronous standby (pg_auto_failover): from now on, in every
+ * thread, a successful COMMIT run through db_exec/db_query counts only once
+ * a standby has flushed the primary's WAL up to the commit, waited for at
+ * most ms milliseconds; otherwise the COMMIT fails with 503 unavailable (the
+ * transaction is then on the primary alone: a retry with the same id is
+ * safe).  This closes the windows where pg_auto_failover runs the primary
+ * without synchronous replication (wait_primary after a failover or while
+ * every standby is down).  A COMMIT waiting for a standby that is gone
+ * would wait for ever (PostgreSQL disarms statement_timeout before the
+ * commit itself): after ms it is cancelled (the server then reports it
+ * committed, with only a WARNING) and fails with 503 too.  The role needs
+ * pg_read_all_stats (to read pg_stat_replication).  0 (the default): off. */
+void db_set_standby_confirm(int ms);
+
 /* Runs a command without result rows; -1 with err.  `params` may be NULL. */
 int db_exec(PGconn *c, const char *sql, int nparams, const char *const *params, struct error *err)
 	__attribute__((warn_unused_result));

@@ -55,12 +55,14 @@ PGconn *tool_connect(const struct config *cfg, int owner)
 {
 	struct error err;
 	const char *ci = config_get(cfg, owner && *config_get(cfg, "pg_owner") ? "pg_owner" : "pg");
-	int64_t t = 5000;
+	int64_t t = 5000, sc = 0;
 	struct config_error ce;
 	PGconn *c;
 
-	if (config_get_int(cfg, "pg_timeout_ms", 100, 3600000, &t, &ce) < 0)
+	if (config_get_int(cfg, "pg_timeout_ms", 100, 3600000, &t, &ce) < 0 ||
+	    config_get_int(cfg, "pg_standby_confirm_ms", 0, 600000, &sc, &ce) < 0)
 		tool_usage_error("%s", ce.msg);
+	db_set_standby_confirm((int)sc);
 	c = db_connect(ci, (int)t, &err);
 	if (!c)
 		tool_fail_err(&err);

@@ -132,6 +132,88 @@ class Stack:
         return name
 
 
+class HAStack:
+    """scripts/ha_stack.sh: a pg_auto_failover monitor, a primary and two
+    synchronous standbys, and a Redis; used where a Stack is (conninfo is the
+    multi-host string that always reaches the current primary)."""
+
+    def __init__(self, d):
+        self.dir = d
+        subprocess.run([os.path.join(ROOT, "scripts", "ha_stack.sh"), "start", d], check=True, timeout=600)
+        self.env = read_env(os.path.join(d, "env"))
+        self.ports = {n: int(self.env[f"HA_NODE_{n}_PORT"]) for n in (1, 2, 3)}
+        self.redis_port = int(self.env["REDIS_PORT"])
+        self.pepper = os.path.join(d, "key.pepper")
+        self.cluster = None
+        self.dead = set()  # nodes killed and not restarted
+
+    def stop(self):
+        subprocess.run([os.path.join(ROOT, "scripts", "ha_stack.sh"), "stop", self.dir], timeout=600)
+
+    def conninfo(self, db, user, attrs="read-write"):
+        hosts = ",".join("127.0.0.1" for _ in self.ports)
+        ports = ",".join(str(self.ports[n]) for n in sorted(self.ports))
+        return f"host={hosts} port={ports} target_session_attrs={attrs} dbname={db} user={user}"
+
+    def monitor_sql(self, q):
+        c = psycopg2.connect(self.env["PG_MONITOR"])
+        c.autocommit = True
+        try:
+            cur = c.cursor()
+            cur.execute(q)
+            return cur.fetchall()
+        finally:
+            c.close()
+
+    def states(self):
+        """{node number: (reported state, goal state)} as the monitor sees them."""
+        return {int(n.split("_")[1]): (rep, goal) for n, rep, goal in
+                self.monitor_sql("SELECT nodename, reportedstate::text, goalstate::text FROM pgautofailover.node")}
+
+    def primary(self):
+        """The node number of the primary (reported and goal state primary), or None."""
+        for n, (rep, goal) in self.states().items():
+            if rep == goal == "primary":
+                return n
+        return None
+
+    def kill_node(self, n):
+        """The machine dies: SIGKILL to the node's process group (pg_autoctl,
+        its postmaster and every backend)."""
+        if n in self.dead:
+            return
+        self.dead.add(n)
+        # the postmaster first: pg_autoctl may have restarted it in another
+        # process group (a standby that follows a new primary)
+        try:
+            with open(os.path.join(self.env[f"HA_NODE_{n}_PGDATA"], "postmaster.pid")) as f:
+                pm = int(f.readline())
+            pgid = os.getpgid(pm)
+            os.kill(pm, signal.SIGKILL)
+            os.killpg(pgid, signal.SIGKILL)
+        except (OSError, ValueError):
+            pass
+        with open(os.path.join(self.dir, "pids", f"node_{n}.autoctl")) as f:
+            try:
+                os.killpg(int(f.read()), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        deadline = time.time() + 20
+        while time.time() < deadline:  # dead: its port refuses connections
+            try:
+                socket.create_connection(("127.0.0.1", self.ports[n]), timeout=1).close()
+            except OSError:
+                return
+            time.sleep(0.1)
+        raise AssertionError(f"node_{n} still accepts connections after SIGKILL")
+
+    def restart_node(self, n):
+        """The node comes back and rejoins as a standby."""
+        subprocess.run([os.path.join(ROOT, "scripts", "ha_stack.sh"), "restart-node", self.dir, str(n)],
+                       check=True, timeout=120)
+        self.dead.discard(n)
+
+
 class RedisCluster:
     """Three masters on loopback (scripts/redis_cluster.sh), started and
     stopped by their PIDs; masters are numbered 1..3."""
