@@ -6,7 +6,7 @@ OPENAPI_LINT_DIR := var/cache/openapi-lint
 REDOCLY := $(OPENAPI_LINT_DIR)/node_modules/.bin/redocly
 
 .PHONY: openapi-lint
-data: $(REDOCLY)
+test-data: $(REDOCLY)
 
 $(REDOCLY): tests/openapi/package.json tests/openapi/package-lock.json
 	@mkdir -p $(OPENAPI_LINT_DIR)
