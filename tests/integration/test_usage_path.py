@@ -1,4 +1,4 @@
-"""Issue 15: the durable usage path (migration 0007).  A database filled
+"""Issue 15: the durable usage path (migration 0009).  A database filled
 under 0006 converts and verifies; references are still refused for every
 role; system-account balances kept in parts read the same through
 ledger_balances; the writers route records by account."""
@@ -46,10 +46,10 @@ def test_database_filled_under_0006_converts_and_verifies(stack, tmp_path):
     old = tmp_path / "migrations"
     old.mkdir()
     for f in sorted(os.listdir(os.path.join(ROOT, "migrations"))):
-        if f < "0007":
+        if f < "0009":
             shutil.copy(os.path.join(ROOT, "migrations", f), old / f)
     out = e.admin("migrate", env=e.cli_env(BILLING_MIGRATIONS_DIR=str(old))).stdout
-    assert "applied 0006_partitioning.sql" in out and "0007" not in out
+    assert "applied 0008_signup_answer.sql" in out and "0009" not in out
     old_env = e.cli_env(BILLING_MIGRATIONS_DIR=str(old))
     set_price(e, "path-m", 2 * 10 ** 9, 10 ** 9, 8 * 10 ** 9)
     accts = [json.loads(e.admin("account", "create", "--external-id", f"pre7-{i}", "--json",
@@ -72,7 +72,7 @@ def test_database_filled_under_0006_converts_and_verifies(stack, tmp_path):
     assert len(before[3]) == 26 and n >= 3 + 1 + 26  # top-ups, the grant, the usage records
 
     out = e.admin("migrate").stdout
-    assert "applied 0007_usage_path.sql" in out
+    assert "applied 0009_usage_path.sql" in out
     # nothing lost, nothing changed, balances read the same; the chains verify
     assert snapshot(e) == before
     v = e.ledger("verify")

@@ -1,4 +1,4 @@
--- 0007_usage_path: the insert path of the books, cheaper for the usage writer.
+-- 0009_usage_path: the insert path of the books, cheaper for the usage writer.
 --   1. the statement triggers' look-ups are index probes;
 --   2. the balances of the system accounts are kept in parts (below).
 --
