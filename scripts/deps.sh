@@ -15,7 +15,7 @@ set -eu
 what=${1:-test}
 run_pkgs="make gcc libc6-dev libpq-dev libevent-dev libjansson-dev libhiredis-dev libsodium-dev
 libpcre2-dev postgresql-15 postgresql-client-15 redis-server python3 curl ca-certificates"
-test_pkgs="clang libclang-rt-14-dev valgrind faketime prometheus nodejs npm postgresql-15-auto-failover
+test_pkgs="clang libclang-rt-14-dev valgrind faketime prometheus postgresql-15-auto-failover
 python3-pytest python3-psycopg2 python3-requests python3-cryptography python3-jsonschema python3-yaml"
 case "$what" in
 run) pkgs=$run_pkgs ;;
@@ -26,6 +26,13 @@ missing=""
 for p in $pkgs; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing="$missing $p"
 done
+# node and npm (test set) may come from another source than Debian (a
+# nodesource nodejs carries its own npm and conflicts with Debian's npm):
+# only install them when the commands are absent
+if [ "$what" = test ]; then
+	command -v node >/dev/null || missing="$missing nodejs"
+	command -v npm >/dev/null || missing="$missing npm"
+fi
 [ -z "$missing" ] && exit 0
 echo "deps: installing$missing" >&2
 SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
