@@ -317,7 +317,7 @@ static void finish(struct gen *g)
 	it->r.output_tokens = (int64_t)g->n_generated;
 	it->r.started_at_us = g->started_us;
 	snprintf(it->r.hold_id, sizeof(it->r.hold_id), "%s", g->id);
-	snprintf(it->r.status, sizeof(it->r.status), "%s", g->cancel ? "cancelled" : "completed");
+	snprintf(it->r.status, sizeof(it->r.status), "%s", g->cancel ? "cancelled" : "ok");
 	usage_body_hash(&it->r, it->body_hash);
 	it->job.done = usage_done;
 	it->owner = g;

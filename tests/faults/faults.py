@@ -75,6 +75,19 @@ def now_rfc3339(delta_s=0.0):
     return t.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+
+def ledger_balance(bal):
+    """paid + promo of a balance answer (the ledger's), checking that the live
+    part agrees with it: available = paid + promo - held, or both unknown
+    (held_known false, Redis away) and said so.  None when it does not (the
+    caller's comparison then fails, naming the balance)."""
+    total = bal["paid_nanos"] + bal["promo_nanos"]
+    if bal["held_known"]:
+        ok = bal["available_nanos"] == total - bal["held_nanos"]
+    else:
+        ok = bal["held_nanos"] is None and bal["available_nanos"] is None and bool(bal.get("note"))
+    return total if ok else None
+
 class Failures:
     def __init__(self):
         self.lock = threading.Lock()
@@ -247,7 +260,7 @@ class Run:
                 self.fail.add(f"signup {ext}: answered account {acct}, earlier {self.signups[ext]}")
             self.signups[ext] = acct
             if st == 201:
-                self.accounts.setdefault(acct, {"initial": j["balance"]["available_nanos"], "key": None})
+                self.accounts.setdefault(acct, {"initial": ledger_balance(j["balance"]), "key": None})
         return acct
 
     def topup(self, c, acct, amount, ref):
@@ -500,7 +513,7 @@ class Run:
             j = self.send_usage(c, self.usage_body(f"q-drain-{acct}", acct, drain, 0, 0, model=QMODEL), acct)
             if j:
                 B -= j["cost_nanos"]
-                if j["balance"]["available_nanos"] != B:
+                if ledger_balance(j["balance"]) != B:
                     self.fail.add(f"quota {acct}: after the drain the ledger says {j['balance']}, expected {B}")
         n = 0
         topups = []  # (time acknowledged, amount) of this worker's recent top-ups
@@ -555,7 +568,7 @@ class Run:
                 u = self.send_usage(c, self.usage_body(rid, acct, used, 0, 0, model=QMODEL, hold=rid), acct)
                 if u:
                     B -= u["cost_nanos"]
-                    if u["balance"]["available_nanos"] != B and not u.get("duplicate"):
+                    if ledger_balance(u["balance"]) != B and not u.get("duplicate"):
                         self.fail.add(f"quota {acct}: usage {rid} says balance {u['balance']}, expected {B}")
                 report["admitted"] += 1
             elif st == 402:

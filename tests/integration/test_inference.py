@@ -66,7 +66,7 @@ def test_chat_greedy_is_deterministic_and_billed_exactly(env, bd, key):
     rows = env.sql("SELECT input_tokens, cached_input_tokens, output_tokens, cost_nanos, status FROM usage_records"
                    " WHERE request_id = %s", (ja["id"],))
     cost = (prompt * PRICE_IN + u["completion_tokens"] * PRICE_OUT + 500_000) // 1_000_000
-    assert rows == [(prompt, 0, u["completion_tokens"], cost, "completed")]
+    assert rows == [(prompt, 0, u["completion_tokens"], cost, "ok")]
     assert ja["billing"]["cost_nanos"] == cost
     assert env.one("SELECT count(*) FROM journal WHERE idempotency_key = %s", ("usage:" + ja["id"],)) == 1
     # seeded sampling: same seed same text
