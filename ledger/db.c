@@ -22,6 +22,11 @@ void db_set_standby_confirm(int ms)
 	standby_confirm_ms = ms;
 }
 
+int db_standby_confirm(void)
+{
+	return standby_confirm_ms;
+}
+
 static void notice_cb(void *arg, const char *message)
 {
 	(void)arg;

@@ -29,6 +29,9 @@ PGconn *db_connect(const char *conninfo, int timeout_ms, struct error *err) __at
  * committed, with only a WARNING) and fails with 503 too.  The role needs
  * pg_read_all_stats (to read pg_stat_replication).  0 (the default): off. */
 void db_set_standby_confirm(int ms);
+/* The ms of db_set_standby_confirm: a COMMIT sent any other way than through
+ * db_exec/db_query (a pipeline) is neither bounded nor confirmed. */
+int db_standby_confirm(void);
 
 /* Runs a command without result rows; -1 with err.  `params` may be NULL. */
 int db_exec(PGconn *c, const char *sql, int nparams, const char *const *params, struct error *err)
