@@ -320,7 +320,11 @@ void authz_held(struct server *s, int64_t account, authz_held_fn done, void *arg
 {
 	struct held_req *h;
 
-	if (!s->az || !s->redis || s->closing || !rconn_usable(s->redis) || !(h = calloc(1, sizeof(*h)))) {
+	/* asked whenever the connection is up, not only once rconn_usable (a
+	 * PONG within 2 s): right after a reconnect Redis answers before the
+	 * first PONG, and an answer is the truth; a failed send or a lost reply
+	 * still says "unknown" */
+	if (!s->az || !s->redis || s->closing || !(h = calloc(1, sizeof(*h)))) {
 		done(arg, false, 0);
 		return;
 	}
