@@ -997,11 +997,15 @@ static int try_batch(struct batch *b, PGconn *c, const char *writer, char **keys
 		goto fail;
 	if (!has_keys && (clear_ok(db_next(c, err)) < 0 || (r = db_next(c, err)) == NULL))
 		goto fail;
-	/* the balance mirror's load generations, read before COMMIT, while
-	 * PostgreSQL works */
-	read_load_generations(b->w, b->items, b->state, b->n);
 	if (read_seen(c, &seen, err) < 0 || read_accounts(b, c, err) < 0 || read_chain(c, writer, &ch, n_pending, err) < 0)
 		goto fail;
+	/* the balance mirror's load generations, read before COMMIT and only
+	 * now that the accounts' rows are locked FOR UPDATE (read_accounts): read
+	 * while the lock was still being waited for, a locked load that held the
+	 * row FOR SHARE could store its mirror (without this charge) and its new
+	 * generation in between, and the settle would then skip the charge as
+	 * already in the mirror (faults-short: a mirror above the ledger) */
+	read_load_generations(b->w, b->items, b->state, b->n);
 	db_pipeline_end(c);
 	if (reload_prices(c, strtoll(PQgetvalue(r, 0, 0), NULL, 10), err) < 0) {
 		if (err->status != 503)
