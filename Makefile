@@ -28,7 +28,7 @@ PROGS       := $(BINDIR)/billingd $(BINDIR)/billing-admin $(BINDIR)/ledger
 UNIT_SRC    := $(sort $(wildcard tests/unit/test_*.c))
 UNIT_BIN    := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
 
-.PHONY: all deps run test unit integration integration-cluster asan clean bench faults fuzz data
+.PHONY: all deps run test unit integration integration-cluster asan clean bench faults fuzz data test-data
 # keep the objects of test programs (intermediate files otherwise)
 .SECONDARY:
 all: $(PROGS)
@@ -77,25 +77,28 @@ $(BUILD)/itest/%: $(BUILD)/obj/tests/integration/%.o $(LIB)
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
 
-# Installs only the Debian packages that are missing.
+# Installs only the Debian packages that are missing (scripts/deps.sh: `run`
+# for make run, `test` adds clang, valgrind and the tests' Python modules).
 deps:
-	@scripts/deps.sh
+	@scripts/deps.sh test
 
 unit: $(UNIT_BIN) data
 	@scripts/run_unit.sh $(UNIT_BIN)
 
-integration: $(PROGS) $(ITEST_BIN) data
+integration: $(PROGS) $(ITEST_BIN) data test-data
 	@BILLING_BIN=$(abspath $(BINDIR)) BILLING_ITEST_BIN=$(abspath $(BUILD)/itest) scripts/run_integration.sh
 	@$(MAKE) --no-print-directory integration-cluster
 
 # The quota and ingestion suites again, against a three-master Redis Cluster.
-integration-cluster: $(PROGS) $(ITEST_BIN) data
+integration-cluster: $(PROGS) $(ITEST_BIN) data test-data
 	@BILLING_BIN=$(abspath $(BINDIR)) BILLING_ITEST_BIN=$(abspath $(BUILD)/itest) BILLING_IT_REDIS=cluster \
 	  scripts/run_integration.sh
 
-test: deps
+test:
+	@scripts/deps.sh test
 	@$(MAKE) --no-print-directory all
 	@$(MAKE) --no-print-directory unit
+	@$(MAKE) --no-print-directory openapi-lint
 	@$(MAKE) --no-print-directory integration
 	@$(MAKE) --no-print-directory asan
 	@$(MAKE) --no-print-directory fuzz-short
@@ -108,14 +111,19 @@ asan:
 	  SAN="-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer" \
 	  unit integration
 
-run: deps all data
+run:
+	@scripts/deps.sh run
+	@$(MAKE) --no-print-directory all data
 	@scripts/run_local.sh
 
 clean:
 	rm -rf build build-* bin
 
-# mk/*.mk add prerequisites to `data` (tokenizer, model weights).
+# mk/*.mk add prerequisites to `data` (tokenizer, model weights: what billingd
+# needs) and to `test-data` (outside clients of the test suites: OpenAI's Node
+# SDK, the OpenAPI linter; they need node and npm, which `make run` does not).
 data:
+test-data:
 
 -include mk/*.mk
 # every object's header dependencies (programs and tests too, not only the library)

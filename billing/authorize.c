@@ -5,12 +5,16 @@
  *   (in memory) -> authorize script (one Redis round trip: status, balance
  *   minus holds, rate limits, concurrency, reserve) -> reply.
  * A missing mirror (first use, TTL, FLUSHALL, invalidation) makes the
- * script answer NOMIRROR: read the mirror version, load the balance from
- * PostgreSQL, store it with the load script (only if the version did not
- * move meanwhile), run the authorize script again.  No decision is taken
- * on a missing mirror. */
+ * script answer NOMIRROR.  Then one request per account and instance loads
+ * it (the others of that account wait for it, then decide again): on an API
+ * pool thread, in one transaction, it locks the account's customers row FOR
+ * SHARE, reads the balance and runs the authorize script with the balance to
+ * store (a locked load: see quota.lua.h), so the load cannot be invalidated
+ * half-way and the loader always gets a decision.  A waiter that finds no
+ * mirror again loads itself.  No decision is taken on a missing mirror. */
 #include <inttypes.h>
 #include <pthread.h>
+#include <time.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,6 +39,13 @@
 #define CACHE_TTL_US 30000000
 #define CACHE_NEG_TTL_US 1000000
 #define MIRROR_TTL_MS 300000
+/* A locked load's script must run within redis_timeout_ms + LOAD_FENCE_MS
+ * (Redis TIME) of the loader's TIME, while it still holds the row lock; a
+ * loader without an answer keeps the lock until that much has passed, so a
+ * late script cannot land after a charge committed behind it (it answers
+ * LATE). */
+#define LOAD_FENCE_MS 500
+#define LOAD_CLIENTS_MAX 16
 
 struct key_entry {
 	uint8_t hash[32];
@@ -63,8 +74,16 @@ struct failopen_entry {
 	int64_t used;
 };
 
+struct az_req;
+
 struct authz_state {
 	struct quota *q;
+	/* synchronous Redis clients of the API pool threads (mirror loads) */
+	pthread_mutex_t rc_mu;
+	struct rclient *rc_free[LOAD_CLIENTS_MAX];
+	int n_rc_free;
+	/* requests loading a mirror, one per account; each holds its waiters */
+	struct az_req *loading;
 	struct listener *lis;
 	struct key_entry *keys;
 	struct acct_entry *accts;
@@ -75,6 +94,7 @@ struct authz_state {
 	bool refreshing;
 	struct event *refresh_timer;
 	int64_t hold_ttl_ms;
+	int64_t redis_timeout_ms; /* of a load's synchronous Redis calls */
 	bool fail_open;
 	int64_t fail_open_nanos;
 	struct failopen_entry *fo;
@@ -95,13 +115,15 @@ struct limits {
 static void resolve_limits(const struct authz_state *az, int64_t account, const char *tier, const char *model,
 			   struct limits *out)
 {
-	/* newest row wins within a scope; account rows win over tier rows */
+	/* the newest row of a scope is in force (a limit it leaves unset is
+	 * none, not an older row's); an account's unset limit falls back to
+	 * its tier's (ledger/ops.h ops_limits_view shows the same) */
 	for (int k = 0; k < 5; k++) {
 		int64_t a = -1, am = -1, t = -1, tm = -1;
 		for (size_t i = 0; i < az->n_limits; i++) {
 			const struct limit_row *r = &az->limits[i];
 			bool mine = r->account_id ? r->account_id == account : strcmp(r->tier, tier) == 0;
-			if (!mine || r->v[k] < 0)
+			if (!mine)
 				continue;
 			if (r->model[0] == '\0') {
 				if (r->account_id)
@@ -278,6 +300,42 @@ void authz_forget_then(struct server *s, int64_t account, void (*done)(void *arg
 	}
 }
 
+/* ---- the live held amount of an account (balance answers) ---- */
+
+struct held_req {
+	authz_held_fn done;
+	void *arg;
+};
+
+static void held_cb(void *arg, redisReply *r)
+{
+	struct held_req *h = arg;
+	bool known = r && r->type == REDIS_REPLY_INTEGER;
+
+	h->done(h->arg, known, known ? (int64_t)r->integer : 0);
+	free(h);
+}
+
+void authz_held(struct server *s, int64_t account, authz_held_fn done, void *arg)
+{
+	struct held_req *h;
+
+	/* asked whenever the connection is up, not only once rconn_usable (a
+	 * PONG within 2 s): right after a reconnect Redis answers before the
+	 * first PONG, and an answer is the truth; a failed send or a lost reply
+	 * still says "unknown" */
+	if (!s->az || !s->redis || s->closing || !(h = calloc(1, sizeof(*h)))) {
+		done(arg, false, 0);
+		return;
+	}
+	h->done = done;
+	h->arg = arg;
+	if (quota_run(s->az->q, QUOTA_HELD, account, 0, NULL, held_cb, h) < 0) {
+		free(h);
+		done(arg, false, 0);
+	}
+}
+
 static void forget_cb(void *arg, redisReply *r)
 {
 	struct server *s = arg;
@@ -363,7 +421,7 @@ static void notify_cb(void *arg, const char *channel, const char *payload)
 
 /* ---- one authorize ---- */
 
-enum az_step { AZ_PRINCIPAL, AZ_DECIDE, AZ_VERSION, AZ_LOAD, AZ_STORE };
+enum az_step { AZ_PRINCIPAL, AZ_DECIDE, AZ_LOAD };
 
 struct az_req {
 	struct dbjob job; /* for the API pool lookups */
@@ -381,12 +439,15 @@ struct az_req {
 	int64_t amount;
 	bool paid_only;
 	struct limits lim;
-	int tries;
-	char ver[32];
-	/* loaded balance */
-	int64_t paid, promo;
-	int64_t mirror_ttl_ms;
-	char status[16];
+	/* the authorize script's arguments (argv[0] is the request id) */
+	char args[14][32];
+	const char *argv[16];
+	/* mirror load: the leader's waiters, the next leader, the answer */
+	struct az_req *waiters, *next;
+	bool waited;       /* waited for another request's load once: loads itself next */
+	bool redis_failed; /* the load got no answer from Redis */
+	bool load_retried; /* ...and its request went back to the decision once */
+	redisReply *load_reply;
 	bool key_revoked, found;
 	bool key_is_bearer;
 };
@@ -419,6 +480,132 @@ static void bad_key(struct az_req *a, const char *msg)
 	if (strstr(msg, "revoked"))
 		return az_fail(a, 403, "forbidden", msg);
 	az_fail(a, 404, "not_found", msg);
+}
+
+/* ---- locked mirror loads (API pool threads) ---- */
+
+static struct rclient *rc_take(struct server *s, struct error *err)
+{
+	struct authz_state *az = s->az;
+	struct rclient *c = NULL;
+
+	pthread_mutex_lock(&az->rc_mu);
+	if (az->n_rc_free > 0)
+		c = az->rc_free[--az->n_rc_free];
+	pthread_mutex_unlock(&az->rc_mu);
+	return c ? c : rclient_new(config_get(s->cfg, "redis"), (int)az->redis_timeout_ms, err);
+}
+
+static void rc_give(struct server *s, struct rclient *c)
+{
+	struct authz_state *az = s->az;
+
+	pthread_mutex_lock(&az->rc_mu);
+	if (az->n_rc_free < LOAD_CLIENTS_MAX) {
+		az->rc_free[az->n_rc_free++] = c;
+		c = NULL;
+	}
+	pthread_mutex_unlock(&az->rc_mu);
+	rclient_free(c);
+}
+
+static int64_t mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* TIME in ms of the Redis that holds the account's keys (in a cluster,
+ * the master of its slot: the one whose clock the load script reads), or -1. */
+static int64_t redis_time_ms(struct rclient *c, int64_t account, struct error *err)
+{
+	char key[64];
+	const char *argv[4] = {"EVAL", "return redis.call('TIME')", "1", key};
+	redisReply *r;
+	int64_t ms = -1;
+
+	snprintf(key, sizeof(key), "{a:%" PRId64 "}:bal", account);
+	r = rclient_commandv(c, 4, argv, NULL, err);
+
+	if (r && r->type == REDIS_REPLY_ARRAY && r->elements == 2 && r->element[0]->type == REDIS_REPLY_STRING &&
+	    r->element[1]->type == REDIS_REPLY_STRING)
+		ms = strtoll(r->element[0]->str, NULL, 10) * 1000 + strtoll(r->element[1]->str, NULL, 10) / 1000;
+	freeReplyObject(r);
+	return ms;
+}
+
+/* The mirror's truth and the decision, under the account's row lock (see
+ * quota.lua.h): BEGIN, customers row FOR SHARE, balance, Redis TIME, the
+ * authorize script with the balance to store, ROLLBACK (nothing written). */
+static void load_run(struct az_req *a, PGconn *c)
+{
+	struct ops_balance b;
+	struct rclient *rc = NULL;
+	char id[32], paid[32], promo[32], status[16], deadline[32], ttl_s[32];
+	const char *p[1] = {id};
+	const char *argv[21];
+	PGresult *r = NULL;
+	int64_t t_ms, fence_end, ttl = MIRROR_TTL_MS, now = time_now_us();
+	int64_t fence_ms = a->s->az->redis_timeout_ms + LOAD_FENCE_MS;
+	struct error rerr;
+
+	snprintf(id, sizeof(id), "%" PRId64, a->account_id);
+	if (db_exec(c, "BEGIN", 0, NULL, &a->job.err) < 0)
+		return;
+	r = db_query(c, "SELECT status FROM customers WHERE account_id = $1 FOR SHARE", 1, p, &a->job.err);
+	if (!r)
+		goto done;
+	if (PQntuples(r) != 1) {
+		error_set(&a->job.err, 404, "not_found", "unknown account");
+		goto done;
+	}
+	snprintf(status, sizeof(status), "%s", PQgetvalue(r, 0, 0));
+	if (ops_balance_get(c, a->account_id, 0, &b, &a->job.err) < 0)
+		goto done;
+	if (!(rc = rc_take(a->s, &rerr)) || (t_ms = redis_time_ms(rc, a->account_id, &rerr)) < 0) {
+		a->redis_failed = true;
+		goto done;
+	}
+	fence_end = mono_ms() + fence_ms + 20;
+	/* the mirror must not outlive the first grant that expires: after
+	 * that instant its credit is no longer spendable */
+	for (size_t i = 0; i < b.n_grants; i++) {
+		int64_t left = (b.grants[i].expires_at_us - now) / 1000;
+		if (b.grants[i].expires_at_us && left < ttl)
+			ttl = left > 1 ? left : 1;
+	}
+	snprintf(deadline, sizeof(deadline), "%" PRId64, t_ms + fence_ms);
+	snprintf(paid, sizeof(paid), "%" PRId64, b.paid_nanos);
+	snprintf(promo, sizeof(promo), "%" PRId64, b.promo_nanos);
+	snprintf(ttl_s, sizeof(ttl_s), "%" PRId64, ttl);
+	memcpy(argv, a->argv, sizeof(a->argv));
+	argv[16] = deadline;
+	argv[17] = paid;
+	argv[18] = promo;
+	argv[19] = status;
+	argv[20] = ttl_s;
+	a->load_reply = quota_run_sync(rc, QUOTA_AUTHORIZE, a->account_id, 21, argv, &rerr);
+	if (!a->load_reply) {
+		/* it may still run: keep the lock until it can only answer LATE */
+		int64_t left = fence_end - mono_ms();
+		if (left > 0) {
+			struct timespec ts = {left / 1000, (left % 1000) * 1000000};
+			nanosleep(&ts, NULL);
+		}
+		a->redis_failed = true;
+	} else if (a->load_reply->type == REDIS_REPLY_ERROR) {
+		log_warn("redis script error", "script=load error=\"%s\"", a->load_reply->str);
+		freeReplyObject(a->load_reply);
+		a->load_reply = NULL;
+		a->redis_failed = true;
+	}
+done:
+	if (rc)
+		rc_give(a->s, rc);
+	PQclear(r);
+	db_exec_quiet(c, "ROLLBACK");
 }
 
 static void lookup_run(struct dbjob *job, PGconn *c, const char *writer)
@@ -456,34 +643,20 @@ static void lookup_run(struct dbjob *job, PGconn *c, const char *writer)
 			snprintf(a->tier, sizeof(a->tier), "%s", PQgetvalue(r, 0, 2));
 		}
 		PQclear(r);
-	} else { /* AZ_LOAD: the mirror's truth */
-		struct ops_account acc;
-		struct ops_balance b;
-		if (ops_account_get(c, a->account_id, &acc, &a->job.err) < 0 ||
-		    ops_balance_get(c, a->account_id, 0, &b, &a->job.err) < 0)
-			return;
-		a->paid = b.paid_nanos;
-		a->promo = b.promo_nanos;
-		snprintf(a->status, sizeof(a->status), "%s", acc.status);
-		/* the mirror must not outlive the first grant that expires: after
-		 * that instant its credit is no longer spendable */
-		a->mirror_ttl_ms = MIRROR_TTL_MS;
-		{
-			int64_t now = time_now_us();
-			for (size_t i = 0; i < b.n_grants; i++) {
-				int64_t left = (b.grants[i].expires_at_us - now) / 1000;
-				if (b.grants[i].expires_at_us && left < a->mirror_ttl_ms)
-					a->mirror_ttl_ms = left > 1 ? left : 1;
-			}
-		}
+	} else {
+		load_run(a, c);
 	}
 }
+
+static void load_done(struct az_req *a);
 
 static void lookup_done(struct dbjob *job)
 {
 	struct az_req *a = (struct az_req *)job;
 	struct authz_state *az = a->s->az;
 
+	if (a->step == AZ_LOAD)
+		return load_done(a);
 	if (a->job.err.status) {
 		struct error e = a->job.err;
 		if (e.status == 404)
@@ -512,8 +685,6 @@ static void lookup_done(struct dbjob *job)
 			e->at_us = now;
 		}
 		a->step = AZ_DECIDE;
-	} else {
-		a->step = AZ_STORE;
 	}
 	az_step(a);
 }
@@ -581,6 +752,90 @@ static void redis_down(struct az_req *a)
 	az_fail(a, 503, "unavailable", "the quota store (redis) is unreachable");
 }
 
+/* The leader of the account's load in this instance, or NULL. */
+static struct az_req **loader_of(struct authz_state *az, int64_t account)
+{
+	struct az_req **l = &az->loading;
+
+	while (*l && (*l)->account_id != account)
+		l = &(*l)->next;
+	return l;
+}
+
+static void lookup_run(struct dbjob *job, PGconn *c, const char *writer);
+
+/* NOMIRROR: wait for the account's load in flight, or load (see the top). */
+static void mirror_missing(struct az_req *a)
+{
+	struct authz_state *az = a->s->az;
+	struct az_req **l = loader_of(az, a->account_id);
+
+	if (*l && !a->waited) {
+		a->waited = true;
+		a->next = (*l)->waiters;
+		(*l)->waiters = a;
+		return;
+	}
+	if (!*l) { /* lead: the others of this account wait for this load */
+		a->next = NULL;
+		*l = a;
+	}
+	a->step = AZ_LOAD;
+	a->redis_failed = false;
+	memset(&a->job, 0, sizeof(a->job));
+	a->job.run = lookup_run;
+	a->job.done = lookup_done;
+	if (dbpool_submit(a->s->pool, &a->job) < 0) {
+		error_set(&a->job.err, 503, "unavailable", "the request queue is full");
+		load_done(a);
+	}
+}
+
+static void decide_cb(void *arg, redisReply *r);
+
+static bool is_late(const redisReply *r)
+{
+	return r->type == REDIS_REPLY_ARRAY && r->elements == 1 && r->element[0]->type == REDIS_REPLY_STRING &&
+	       strcmp(r->element[0]->str, "LATE") == 0;
+}
+
+/* A load ended (or could not start): wake its waiters, answer its request. */
+static void load_done(struct az_req *a)
+{
+	struct authz_state *az = a->s->az;
+	struct az_req **l = loader_of(az, a->account_id);
+	struct az_req *w = a->waiters;
+	redisReply *r = a->load_reply;
+
+	if (*l == a)
+		*l = a->next;
+	a->waiters = a->next = NULL;
+	a->load_reply = NULL;
+	a->step = AZ_DECIDE;
+	if (a->job.err.status == 404)
+		az_fail(a, 404, "not_found", "unknown account");
+	else if (a->job.err.status)
+		az_fail(a, 503, "unavailable", a->job.err.msg);
+	else if (a->redis_failed || !r || is_late(r)) {
+		/* the script may have run (a reply that timed out): the decision
+		 * on the event loop finds the hold, or no mirror and loads again */
+		if (a->load_retried)
+			redis_down(a);
+		else {
+			a->load_retried = true;
+			az_step(a);
+		}
+	} else
+		decide_cb(a, r);
+	freeReplyObject(r);
+	while (w) {
+		struct az_req *n = w->next;
+		w->next = NULL;
+		az_step(w);
+		w = n;
+	}
+}
+
 static void decide_cb(void *arg, redisReply *r)
 {
 	struct az_req *a = arg;
@@ -599,10 +854,7 @@ static void decide_cb(void *arg, redisReply *r)
 				    (json_int_t)elem_int(r, 2), "expires_at", exp),
 			  NULL);
 	} else if (strcmp(tag, "NOMIRROR") == 0) {
-		if (++a->tries > 5)
-			return az_fail(a, 503, "unavailable", "the balance mirror could not be loaded");
-		a->step = AZ_VERSION;
-		az_step(a);
+		mirror_missing(a);
 	} else if (strcmp(tag, "FROZEN") == 0) {
 		az_fail(a, 403, "account_frozen", "the account is frozen");
 	} else if (strcmp(tag, "BALANCE") == 0) {
@@ -626,28 +878,6 @@ static void decide_cb(void *arg, redisReply *r)
 	} else {
 		az_fail(a, 503, "unavailable", "unexpected answer from the quota store");
 	}
-}
-
-static void version_cb(void *arg, redisReply *r)
-{
-	struct az_req *a = arg;
-
-	if (!r)
-		return redis_down(a);
-	snprintf(a->ver, sizeof(a->ver), "%s", r->type == REDIS_REPLY_STRING ? r->str : "0");
-	a->step = AZ_LOAD;
-	az_pool(a);
-}
-
-static void store_cb(void *arg, redisReply *r)
-{
-	struct az_req *a = arg;
-
-	if (!r)
-		return redis_down(a);
-	/* stored, or the version moved (a change landed meanwhile): decide again, which reloads if needed */
-	a->step = AZ_DECIDE;
-	az_step(a);
 }
 
 static void az_step(struct az_req *a)
@@ -688,8 +918,8 @@ static void az_step(struct az_req *a)
 		struct pricing_tokens t = {a->input_tokens, 0, a->max_output};
 		int64_t now = time_now_us();
 		bool known;
-		char args[16][32];
-		const char *argv[16];
+		char (*args)[32] = a->args;
+		const char **argv = a->argv;
 
 		if (!az->prices)
 			return az_fail(a, 503, "unavailable", "prices not loaded yet");
@@ -698,6 +928,9 @@ static void az_step(struct az_req *a)
 			return az_fail(a, 422, "unknown_model", known ? "the model has no price in effect" : "unknown model");
 		if (pricing_cost(p, &t, now, &a->amount) < 0)
 			return az_fail(a, 422, "invalid_tokens", "token counts out of range");
+		/* a call that can cost money holds money: 0/0 tokens hold the model's least cost */
+		if (a->amount == 0)
+			a->amount = pricing_min_billable(p, now);
 		a->paid_only = p->paid_only;
 		resolve_limits(az, a->account_id, a->tier, a->model, &a->lim);
 		snprintf(args[0], sizeof(args[0]), "%" PRId64, a->amount);
@@ -720,22 +953,8 @@ static void az_step(struct az_req *a)
 			return redis_down(a);
 		return;
 	}
-	case AZ_VERSION:
-		if (quota_get_version(az->q, a->account_id, version_cb, a) < 0)
-			return redis_down(a);
-		return;
-	case AZ_LOAD:
-		return az_pool(a);
-	case AZ_STORE: {
-		char paid[32], promo[32], ttl[32];
-		const char *argv[5] = {a->ver, paid, promo, a->status, ttl};
-		snprintf(paid, sizeof(paid), "%" PRId64, a->paid);
-		snprintf(promo, sizeof(promo), "%" PRId64, a->promo);
-		snprintf(ttl, sizeof(ttl), "%" PRId64, a->mirror_ttl_ms);
-		if (quota_run(az->q, QUOTA_LOAD, a->account_id, 5, argv, store_cb, a) < 0)
-			return redis_down(a);
-		return;
-	}
+	case AZ_LOAD: /* not reached: a load is a pool job (mirror_missing) */
+		return az_fail(a, 500, "internal", "unexpected step");
 	}
 }
 
@@ -873,9 +1092,11 @@ int authz_init(struct server *s, struct error *err)
 
 	if (!az)
 		return -1;
+	pthread_mutex_init(&az->rc_mu, NULL);
 	s->az = az;
 	if (config_get_int(s->cfg, "hold_ttl_seconds", 1, 86400, &ttl, &ce) < 0 ||
-	    config_get_int(s->cfg, "redis_fail_open_nanos", 0, INT64_MAX / 2, &fo, &ce) < 0) {
+	    config_get_int(s->cfg, "redis_fail_open_nanos", 0, INT64_MAX / 2, &fo, &ce) < 0 ||
+	    config_get_int(s->cfg, "redis_timeout_ms", 10, 60000, &az->redis_timeout_ms, &ce) < 0) {
 		error_set(err, 0, "config", "%s", ce.msg);
 		return -1;
 	}
@@ -914,6 +1135,9 @@ void authz_free(struct server *s)
 	if (az->refresh_timer)
 		event_free(az->refresh_timer);
 	quota_free(az->q);
+	for (int i = 0; i < az->n_rc_free; i++)
+		rclient_free(az->rc_free[i]);
+	pthread_mutex_destroy(&az->rc_mu);
 	free(az->keys);
 	free(az->accts);
 	free(az->prices);
@@ -921,4 +1145,13 @@ void authz_free(struct server *s)
 	free(az->fo);
 	free(az);
 	s->az = NULL;
+}
+
+bool authz_model_known(struct server *s, const char *model)
+{
+	bool known = false;
+
+	if (s->az && s->az->prices)
+		(void)pricing_select(s->az->prices, s->az->n_prices, model, time_now_us(), &known);
+	return known;
 }

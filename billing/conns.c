@@ -22,6 +22,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "billing/framing.h"
 #include "billing/metrics.h"
 #include "common/log.h"
 
@@ -35,6 +36,7 @@ struct conn {
 	evutil_socket_t fd;
 	enum cstate state;
 	int64_t started_us;
+	struct framing_scan scan; /* the head of the request being read (NUL bytes) */
 	void (*on_close)(void *); /* conns_on_close */
 	void *on_close_arg;
 	struct conn *prev, *next;
@@ -75,11 +77,36 @@ static void maybe_log(struct conns *cs)
 	cs->timeouts_unlogged = 0;
 }
 
+/* Feeds the scanner the bytes of buf from off on, until the head ends. */
+static void scan_from(struct conn *c, struct evbuffer *buf, size_t off)
+{
+	struct evbuffer_iovec v[16];
+	struct evbuffer_ptr ptr;
+	size_t len = evbuffer_get_length(buf);
+
+	while (off < len && !c->scan.done) {
+		int n;
+		if (evbuffer_ptr_set(buf, &ptr, off, EVBUFFER_PTR_SET) < 0)
+			return;
+		n = evbuffer_peek(buf, (ev_ssize_t)(len - off), &ptr, v, 16);
+		if (n <= 0)
+			return;
+		for (int i = 0; i < n && i < 16 && !c->scan.done && off < len; i++) {
+			size_t take = v[i].iov_len < len - off ? v[i].iov_len : len - off;
+			framing_scan_feed(&c->scan, v[i].iov_base, take);
+			off += take;
+		}
+	}
+}
+
 static void input_cb(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
 {
 	struct conn *c = arg;
+	size_t len = evbuffer_get_length(buf);
 
-	(void)buf;
+	/* runs before evhttp's read callback parses the new bytes */
+	if (info->n_added > 0 && !c->scan.done)
+		scan_from(c, buf, len >= info->n_added ? len - info->n_added : 0);
 	if (info->n_added > 0 && c->state == C_IDLE) {
 		c->state = C_READING;
 		c->started_us = mono_us();
@@ -151,6 +178,8 @@ static void bind_one(struct conns *cs, struct conn *c)
 	cs->live = c;
 	cs->open++;
 	evhttp_connection_set_closecb(c->evcon, close_cb, c);
+	framing_scan_reset(&c->scan);
+	scan_from(c, in, 0);
 	c->input_cb = evbuffer_add_cb(in, input_cb, c);
 	if (evbuffer_get_length(in) > 0) {
 		c->state = C_READING;
@@ -270,6 +299,9 @@ static void complete_cb(struct evhttp_request *req, void *arg)
 	struct conn *c = arg;
 
 	(void)req;
+	/* the next request's head starts at the front of what is left */
+	framing_scan_reset(&c->scan);
+	scan_from(c, bufferevent_get_input(c->bev), 0);
 	/* a pipelined request may already be waiting */
 	if (evbuffer_get_length(bufferevent_get_input(c->bev)) > 0) {
 		c->state = C_READING;
@@ -313,6 +345,13 @@ void conns_request_read(struct conns *cs, struct evhttp_request *req)
 	 * so c is valid there */
 	c->state = C_HANDLING;
 	evhttp_request_set_on_complete_cb(req, complete_cb, c);
+}
+
+bool conns_head_had_nul(struct conns *cs, struct evhttp_request *req)
+{
+	struct conn *c = find(cs, evhttp_request_get_connection(req));
+
+	return c && c->scan.nul;
 }
 
 int64_t conns_open(const struct conns *cs)

@@ -13,6 +13,7 @@
 
 #include <event2/event.h>
 #include <event2/http.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 struct metrics;
@@ -28,6 +29,9 @@ void conns_free(struct conns *cs);
 /* A request has been read whole and goes to its handler: its read deadline
  * stops; the next one starts with the next request's first byte. */
 void conns_request_read(struct conns *cs, struct evhttp_request *req);
+/* A NUL byte was in the head (request line or headers) of req, which
+ * evhttp's parsed strings cannot show (billing/framing.h). */
+bool conns_head_had_nul(struct conns *cs, struct evhttp_request *req);
 int64_t conns_open(const struct conns *cs);
 /* evhttp keeps one close callback per connection, and conns uses it: a
  * handler that must know when its client leaves (the streaming chat) sets

@@ -4,17 +4,21 @@
 
 #include <errno.h>
 #include <event2/buffer.h>
+#include <event2/bufferevent.h>
 #include <event2/http.h>
 #include <inttypes.h>
 #include <jansson.h>
 #include <math.h>
+#include <poll.h>
 #include <pthread.h>
 #include <sodium.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 #include <time.h>
 
+#include "billing/chatauth.h"
 #include "billing/model.h"
 #include "billing/server_int.h"
 #include "billing/tokenizer.h"
@@ -23,6 +27,8 @@
 #include "common/config.h"
 #include "common/log.h"
 #include "common/timeutil.h"
+#include "ledger/apikey.h"
+#include "ledger/db.h"
 
 #define INLINE_TOKENIZE_MAX (1024 * 1024)
 
@@ -32,6 +38,7 @@ struct inference {
 	struct server *s;
 	struct tokenizer *tok;
 	struct model *model;
+	int64_t model_created_s; /* the weights file's modification time */
 	pthread_t *th;
 	int nthreads;
 	pthread_mutex_t mu;
@@ -55,6 +62,7 @@ struct gen {
 	struct model_sampling smp;
 	size_t max_tokens;
 	bool stream, streaming;
+	bool include_usage; /* stream_options.include_usage: a final usage chunk */
 	bool slot; /* holds a queue slot not yet handed to a worker */
 	int64_t account_id, started_us, created_s;
 	/* worker -> loop */
@@ -70,6 +78,7 @@ struct gen {
 	struct usage_item it;
 	int usage_tries;
 	struct event *retry_ev;
+	struct event *watch_ev; /* non-streamed: polls for the client's hang-up */
 };
 
 /* ---- helpers ---- */
@@ -177,6 +186,8 @@ static void gen_free(struct gen *g)
 		event_free(g->ev);
 	if (g->retry_ev)
 		event_free(g->retry_ev);
+	if (g->watch_ev)
+		event_free(g->watch_ev);
 	pthread_mutex_destroy(&g->mu);
 	buf_release(&g->pending);
 	buf_release(&g->text);
@@ -201,6 +212,26 @@ static void close_cb(void *arg)
 	}
 }
 
+/* A non-streamed call writes nothing until it ends, and libevent 2.1 sees
+ * a hang-up only when it writes: so its socket is polled while the worker
+ * generates.  The client gone (FIN or reset), generation stops at the next
+ * token and what was generated is billed (status cancelled); the answer is
+ * still written, into the closed connection, which evhttp then frees. */
+static void watch_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct gen *g = arg;
+	struct evhttp_connection *conn = g->rc ? evhttp_request_get_connection(g->rc->req) : NULL;
+	struct bufferevent *bev = conn ? evhttp_connection_get_bufferevent(conn) : NULL;
+	struct pollfd p = {bev ? bufferevent_getfd(bev) : -1, POLLRDHUP, 0};
+
+	(void)fd, (void)what;
+	if (p.fd < 0 || poll(&p, 1, 0) <= 0 || !(p.revents & (POLLRDHUP | POLLHUP | POLLERR)))
+		return;
+	g->cancel = 1;
+	event_del(g->watch_ev);
+	log_info("chat client went away, generation stopped", "request_id=%s", g->id);
+}
+
 static void send_event(struct gen *g, json_t *obj)
 {
 	char *s = json_dumps(obj, JSON_COMPACT);
@@ -220,9 +251,14 @@ static void send_event(struct gen *g, json_t *obj)
 
 static json_t *chunk_obj(struct gen *g, json_t *delta, const char *finish)
 {
-	return json_pack("{s:s,s:s,s:I,s:s,s:[{s:i,s:o,s:o}]}", "id", g->id, "object", "chat.completion.chunk",
-			 "created", (json_int_t)g->created_s, "model", model_name(g->inf->model), "choices", "index", 0,
-			 "delta", delta, "finish_reason", finish ? json_string(finish) : json_null());
+	json_t *o = json_pack("{s:s,s:s,s:I,s:s,s:[{s:i,s:o,s:o}]}", "id", g->id, "object", "chat.completion.chunk",
+			      "created", (json_int_t)g->created_s, "model", model_name(g->inf->model), "choices",
+			      "index", 0, "delta", delta, "finish_reason", finish ? json_string(finish) : json_null());
+
+	/* as OpenAI: with include_usage every other chunk has "usage": null */
+	if (o && g->include_usage)
+		json_object_set_new(o, "usage", json_null());
+	return o;
 }
 
 static const char *finish_reason(const struct gen *g)
@@ -252,7 +288,7 @@ static void end_with_error(struct gen *g, int status, const char *code, const ch
 
 static void submit_usage(struct gen *g)
 {
-	if (dbpool_submit(g->inf->s->writer, &g->it.job) == 0)
+	if (dbpool_submit(server_writer(g->inf->s, &g->it.r), &g->it.job) == 0)
 		return;
 	if (++g->usage_tries < 3000) { /* about 10 minutes: the hold outlives it */
 		struct timeval tv = {0, 200000};
@@ -281,7 +317,7 @@ static void finish(struct gen *g)
 	it->r.output_tokens = (int64_t)g->n_generated;
 	it->r.started_at_us = g->started_us;
 	snprintf(it->r.hold_id, sizeof(it->r.hold_id), "%s", g->id);
-	snprintf(it->r.status, sizeof(it->r.status), "%s", g->cancel ? "cancelled" : "completed");
+	snprintf(it->r.status, sizeof(it->r.status), "%s", g->cancel ? "cancelled" : "ok");
 	usage_body_hash(&it->r, it->body_hash);
 	it->job.done = usage_done;
 	it->owner = g;
@@ -314,11 +350,15 @@ static void usage_done(struct dbjob *job)
 			  (json_int_t)g->n_generated, "total_tokens", (json_int_t)(g->n_prompt + g->n_generated));
 	billing = json_pack("{s:s,s:I}", "request_id", g->id, "cost_nanos", (json_int_t)it->cost_nanos);
 	if (g->rc && g->streaming) {
-		json_t *last = json_pack("{s:s,s:s,s:I,s:s,s:[],s:o,s:o}", "id", g->id, "object", "chat.completion.chunk",
-					 "created", (json_int_t)g->created_s, "model", model_name(g->inf->model),
-					 "choices", "usage", usage, "billing", billing);
 		struct evbuffer *b;
-		send_event(g, last);
+		if (g->include_usage)
+			send_event(g, json_pack("{s:s,s:s,s:I,s:s,s:[],s:o,s:o}", "id", g->id, "object",
+						"chat.completion.chunk", "created", (json_int_t)g->created_s, "model",
+						model_name(g->inf->model), "choices", "usage", usage, "billing", billing));
+		else {
+			json_decref(usage);
+			json_decref(billing);
+		}
 		b = evbuffer_new();
 		evbuffer_add_printf(b, "data: [DONE]\n\n");
 		evhttp_send_reply_chunk(g->rc->req, b);
@@ -374,6 +414,8 @@ static void gen_event_cb(evutil_socket_t fd, short what, void *arg)
 	buf_release(&chunk);
 	if (!done)
 		return;
+	if (g->watch_ev)
+		event_del(g->watch_ev);
 	if (g->streaming && g->rc)
 		send_event(g, chunk_obj(g, json_object(), finish_reason(g)));
 	if (g->gen_rc < 0 && g->n_generated == 0) {
@@ -419,6 +461,12 @@ static void authorized(void *arg, int status, json_t *body, const char *retry_af
 		g->streaming = true;
 		send_event(g, chunk_obj(g, json_pack("{s:s,s:s}", "role", "assistant", "content", ""), NULL));
 	}
+	if (!g->stream) {
+		struct timeval tv = {0, 50000};
+		g->watch_ev = event_new(inf->s->base, -1, EV_PERSIST, watch_cb, g);
+		if (g->watch_ev)
+			event_add(g->watch_ev, &tv);
+	}
 	pthread_mutex_lock(&inf->mu);
 	if (inf->tail)
 		inf->tail->next = g;
@@ -442,6 +490,117 @@ static int bearer_key(struct rctx *c, const char **key)
 	return 0;
 }
 
+/* GET /internal/v1/models: the account's API key is checked (unknown or
+ * revoked: 401), then the embedded model is listed as OpenAI lists models. */
+struct models_job {
+	struct dbjob job;
+	struct rctx *rc;
+	uint8_t hash[APIKEY_HASH_BYTES];
+	bool found;
+};
+
+static void models_run(struct dbjob *job, PGconn *conn, const char *writer)
+{
+	struct models_job *j = (struct models_job *)job;
+	char hex[2 * APIKEY_HASH_BYTES + 1];
+	const char *p[1] = {hex};
+	PGresult *r;
+
+	(void)writer;
+	if (!conn) {
+		error_set(&j->job.err, 503, "unavailable", "the ledger database is unreachable");
+		return;
+	}
+	sodium_bin2hex(hex, sizeof(hex), j->hash, sizeof(j->hash));
+	r = db_query(conn, "SELECT 1 FROM api_keys WHERE key_hash = decode($1, 'hex') AND revoked_at IS NULL", 1, p,
+		     &j->job.err);
+	if (!r) {
+		if (j->job.err.code[0] >= '0' && j->job.err.code[0] <= '9') /* a raw SQLSTATE */
+			error_set(&j->job.err, 503, "unavailable", "the database is busy or away; retry");
+		return;
+	}
+	j->found = PQntuples(r) == 1;
+	PQclear(r);
+}
+
+static void models_done(struct dbjob *job)
+{
+	struct models_job *j = (struct models_job *)job;
+	struct inference *inf = j->rc->s->inf;
+	json_t *data = json_array();
+
+	if (j->job.err.status) {
+		reply_error(j->rc, &j->job.err);
+	} else if (!j->found) {
+		header(j->rc, "WWW-Authenticate", "Bearer");
+		reply_err(j->rc, 401, "unauthorized", "unknown or revoked API key");
+	} else {
+		if (inf && inf->model)
+			json_array_append_new(data, json_pack("{s:s,s:s,s:I,s:s}", "id", model_name(inf->model), "object",
+							      "model", "created", (json_int_t)inf->model_created_s, "owned_by",
+							      "internal"));
+		reply(j->rc, 200, json_pack("{s:s,s:o}", "object", "list", "data", data));
+		data = NULL;
+	}
+	json_decref(data);
+	free(j);
+}
+
+void h_models(struct rctx *c)
+{
+	struct models_job *j;
+	const char *key;
+
+	if (bearer_key(c, &key) < 0) {
+		header(c, "WWW-Authenticate", "Bearer");
+		return reply_err(c, 401, "unauthorized", "an account's API key is required as the bearer token");
+	}
+	j = calloc(1, sizeof(*j));
+	if (!j)
+		return reply_err(c, 503, "unavailable", "out of memory");
+	j->job.run = models_run;
+	j->job.done = models_done;
+	j->rc = c;
+	apikey_hash(c->s->pepper, key, strlen(key), j->hash);
+	if (dbpool_submit(c->s->pool, &j->job) < 0) {
+		free(j);
+		reply_err(c, 503, "unavailable", "the request queue is full");
+	}
+}
+
+/* A content given as an array of text parts ({"type": "text", "text":
+ * ...}, as OpenAI's SDKs send it) becomes one string in place, the parts
+ * joined with "\n" (as vLLM does).  0, or -1 with err. */
+static int join_text_parts(json_t *m, size_t i, struct error *err)
+{
+	json_t *parts = json_object_get(m, "content"), *part;
+	struct buf b;
+	size_t k;
+
+	if (!json_is_array(parts))
+		return 0;
+	buf_init(&b);
+	json_array_foreach(parts, k, part)
+	{
+		json_t *text = json_object_get(part, "text");
+		if (!json_is_string(json_object_get(part, "type")) ||
+		    strcmp(json_string_value(json_object_get(part, "type")), "text") != 0 || !json_is_string(text)) {
+			buf_release(&b);
+			error_set(err, 400, "invalid_request",
+				  "message %zu content part %zu: only {\"type\": \"text\", \"text\": string} parts are"
+				  " supported",
+				  i, k);
+			return -1;
+		}
+		if (k)
+			buf_append(&b, "\n", 1);
+		buf_append(&b, json_string_value(text), json_string_length(text));
+	}
+	json_object_set_new(m, "content", json_stringn(b.data ? b.data : "", b.len));
+	buf_release(&b);
+	return 0;
+}
+
 static int parse_messages(json_t *msgs, struct tokenizer_message **out, size_t *n, struct error *err)
 {
 	size_t i;
@@ -459,11 +618,17 @@ static int parse_messages(json_t *msgs, struct tokenizer_message **out, size_t *
 	json_array_foreach(msgs, i, m)
 	{
 		const char *role = json_string_value(json_object_get(m, "role"));
-		json_t *content = json_object_get(m, "content");
+		json_t *content;
+		if (join_text_parts(m, i, err) < 0) {
+			free(*out);
+			*out = NULL;
+			return -1;
+		}
+		content = json_object_get(m, "content");
 		if (!role || (strcmp(role, "system") && strcmp(role, "user") && strcmp(role, "assistant")) ||
 		    !json_is_string(content)) {
 			error_set(err, 400, "invalid_request",
-				  "message %zu needs a role (system, user, assistant) and a string content", i);
+				  "message %zu needs a role (system, user, assistant) and a content (a string or text parts)", i);
 			free(*out);
 			*out = NULL;
 			return -1;
@@ -507,6 +672,11 @@ void h_tokenize(struct rctx *c)
 	msgs = json_object_get(b, "messages");
 	if (!model) {
 		error_set(&err, 400, "invalid_request", "field 'model' is required");
+		goto bad;
+	}
+	/* known: the embedded model, or a model of the price list */
+	if ((!inf->model || strcmp(model, model_name(inf->model)) != 0) && !authz_model_known(c->s, model)) {
+		error_set(&err, 422, "unknown_model", "unknown model");
 		goto bad;
 	}
 	if ((text != NULL) == (msgs != NULL)) {
@@ -555,7 +725,8 @@ bad:
 	reply_error(c, &err);
 }
 
-void h_chat(struct rctx *c)
+/* The body of a chat call, once chatauth_check found its key good. */
+static void chat_body(struct rctx *c)
 {
 	struct inference *inf = c->s->inf;
 	struct error err;
@@ -599,11 +770,21 @@ void h_chat(struct rctx *c)
 	g->max_tokens = 256;
 	g->smp.temperature = 1.0f;
 	g->smp.top_p = 1.0f;
-	if ((v = json_object_get(b, "max_tokens")) && !json_is_null(v)) {
+	/* max_completion_tokens is OpenAI's current name, max_tokens the older one */
+	for (int k = 0; k < 2; k++) {
+		const char *name = k ? "max_completion_tokens" : "max_tokens";
+		if (!(v = json_object_get(b, name)) || json_is_null(v))
+			continue;
 		if (!json_is_integer(v) || json_integer_value(v) < 1 ||
 		    json_integer_value(v) > (json_int_t)model_max_ctx(inf->model)) {
-			error_set(&err, 400, "invalid_request", "field 'max_tokens' must be an integer 1..%zu",
+			error_set(&err, 400, "invalid_request", "field '%s' must be an integer 1..%zu", name,
 				  model_max_ctx(inf->model));
+			goto bad;
+		}
+		if (k && json_is_integer(json_object_get(b, "max_tokens")) &&
+		    json_integer_value(json_object_get(b, "max_tokens")) != json_integer_value(v)) {
+			error_set(&err, 400, "invalid_request",
+				  "fields 'max_tokens' and 'max_completion_tokens' differ: give one");
 			goto bad;
 		}
 		g->max_tokens = (size_t)json_integer_value(v);
@@ -635,6 +816,19 @@ void h_chat(struct rctx *c)
 			goto bad;
 		}
 		g->stream = json_is_true(v);
+	}
+	if ((v = json_object_get(b, "stream_options")) && !json_is_null(v)) {
+		json_t *iu = json_object_get(v, "include_usage");
+		if (!json_is_object(v) || (iu && !json_is_boolean(iu))) {
+			error_set(&err, 400, "invalid_request",
+				  "field 'stream_options' must be an object with a boolean 'include_usage'");
+			goto bad;
+		}
+		if (!g->stream) {
+			error_set(&err, 400, "invalid_request", "field 'stream_options' is only allowed with 'stream': true");
+			goto bad;
+		}
+		g->include_usage = json_is_true(iu);
 	}
 	if (parse_messages(json_object_get(b, "messages"), &m, &nm, &err) < 0)
 		goto bad;
@@ -704,6 +898,22 @@ bad:
 	reply_error(c, &err);
 }
 
+void h_chat(struct rctx *c)
+{
+	const char *key;
+
+	if (bearer_key(c, &key) < 0) {
+		header(c, "WWW-Authenticate", "Bearer");
+		return reply_err(c, 401, "unauthorized", "an account's API key is required as the bearer token");
+	}
+	if (!ready(c))
+		return;
+	if (!c->s->inf->model)
+		return reply_err(c, 503, "model_unavailable", "the embedded model is not loaded on this instance");
+	/* the key before the body: nothing is parsed or tokenized for a stranger */
+	chatauth_check(c, key, chat_body);
+}
+
 struct inference *inference_new(struct server *s, struct error *err)
 {
 	struct inference *inf = calloc(1, sizeof(*inf));
@@ -733,6 +943,9 @@ struct inference *inference_new(struct server *s, struct error *err)
 	pthread_mutex_init(&inf->mu, NULL);
 	pthread_cond_init(&inf->cv, NULL);
 	if (inf->model) {
+		struct stat st;
+		if (stat(config_get(s->cfg, "model_file"), &st) == 0)
+			inf->model_created_s = (int64_t)st.st_mtime;
 		inf->nthreads = (int)threads;
 		inf->th = calloc((size_t)threads, sizeof(*inf->th));
 		for (int i = 0; inf->th && i < inf->nthreads; i++)

@@ -21,5 +21,6 @@ void inference_free(struct inference *inf);
 
 void h_tokenize(struct rctx *c);
 void h_chat(struct rctx *c);
+void h_models(struct rctx *c);
 
 #endif

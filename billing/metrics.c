@@ -42,6 +42,18 @@ struct named {
 	const char *name;
 	int64_t v;
 	int gauge;
+	const char *help;
+};
+
+/* Every named family, present (at 0) from start so that rate() and alerts
+ * work before the first event. */
+static const struct named known[] = {
+	{"billing_usage_queue_depth", 0, 1, "Usage records waiting for the writer."},
+	{"billing_db_queue_depth", 0, 1, "Jobs waiting for the API database pool."},
+	{"billing_inflight_requests", 0, 1, "HTTP requests being served."},
+	{"billing_http_connections", 0, 1, "Open HTTP connections."},
+	{"billing_http_connections_rejected_total", 0, 0, "Connections closed at once: max_connections reached."},
+	{"billing_http_request_timeouts_total", 0, 0, "Requests cut off by request_timeout_s."},
 };
 
 struct metrics {
@@ -61,8 +73,11 @@ struct metrics *metrics_new(void)
 {
 	struct metrics *m = calloc(1, sizeof(*m));
 
-	if (m)
-		pthread_mutex_init(&m->mu, NULL);
+	if (!m)
+		return NULL;
+	pthread_mutex_init(&m->mu, NULL);
+	for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++)
+		m->nm[m->nnm++] = known[i];
 	return m;
 }
 
@@ -146,7 +161,7 @@ static void set_named(struct metrics *m, const char *name, int64_t v, int gauge)
 		if (strcmp(m->nm[i].name, name) == 0)
 			break;
 	if (i == m->nnm && m->nnm < MAX_NAMED)
-		m->nm[m->nnm++] = (struct named){name, 0, gauge};
+		m->nm[m->nnm++] = (struct named){name, 0, gauge, "Undocumented."};
 	if (i < m->nnm)
 		m->nm[i].v = gauge ? v : m->nm[i].v + v;
 	pthread_mutex_unlock(&m->mu);
@@ -225,7 +240,7 @@ void metrics_render(struct metrics *m, struct buf *out)
 		buf_printf(out, "\"} %" PRId64 "\n", m->ms[i].nanos);
 	}
 	for (size_t i = 0; i < m->nnm; i++)
-		buf_printf(out, "# TYPE %s %s\n%s %" PRId64 "\n", m->nm[i].name, m->nm[i].gauge ? "gauge" : "counter",
-			   m->nm[i].name, m->nm[i].v);
+		buf_printf(out, "# HELP %s %s\n# TYPE %s %s\n%s %" PRId64 "\n", m->nm[i].name, m->nm[i].help,
+			   m->nm[i].name, m->nm[i].gauge ? "gauge" : "counter", m->nm[i].name, m->nm[i].v);
 	pthread_mutex_unlock(&m->mu);
 }

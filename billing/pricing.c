@@ -116,6 +116,21 @@ int pricing_cost(const struct pricing_price *p, const struct pricing_tokens *t, 
 	return 0;
 }
 
+int64_t pricing_min_billable(const struct pricing_price *p, int64_t t_us)
+{
+	static const struct pricing_tokens one[3] = {{1, 0, 0}, {1, 1, 0}, {0, 0, 1}};
+	int64_t best = 0;
+
+	if (p->input <= 0 && p->cached_input <= 0 && p->output <= 0)
+		return 0;
+	for (int i = 0; i < 3; i++) {
+		int64_t c;
+		if (pricing_cost(p, &one[i], t_us, &c) == 0 && c > 0 && (best == 0 || c < best))
+			best = c;
+	}
+	return best > 0 ? best : 1;
+}
+
 const struct pricing_price *pricing_select(const struct pricing_price *prices, size_t n, const char *model,
 					   int64_t t_us, bool *model_known)
 {

@@ -44,6 +44,12 @@ int64_t pricing_multiplier(const struct pricing_price *p, int64_t t_us);
 int pricing_cost(const struct pricing_price *p, const struct pricing_tokens *t, int64_t started_at_us,
 		 int64_t *cost_nanos) __attribute__((warn_unused_result));
 
+/* The least a call of this model can cost, the hold of a call announced
+ * with 0 tokens: the cheapest single token (uncached input, cached input or
+ * output) at the multiplier in force at t_us, at least 1 nano; 0 only for a
+ * model whose prices are all 0. */
+int64_t pricing_min_billable(const struct pricing_price *p, int64_t t_us);
+
 /* Picks, among n prices (any order, any models), the version in effect for
  * model at t_us: greatest effective_from <= t_us, ties to the greatest
  * version.  NULL with *model_known telling whether the model has any price. */

@@ -10,9 +10,10 @@
 #include "common/log.h"
 #include "common/rclient.h"
 
-static const char *const scripts[QUOTA_N_SCRIPTS] = {quota_lua_authorize, quota_lua_settle, quota_lua_load,
-						     quota_lua_invalidate};
+static const char *const scripts[QUOTA_N_SCRIPTS] = {quota_lua_authorize, quota_lua_settle, quota_lua_invalidate,
+						     quota_lua_held};
 #define N_KEYS 8
+_Static_assert(N_KEYS == 8, "quota_run_sync passes the key count as \"8\"");
 static const char *const key_suffix[N_KEYS] = {"bal", "holds", "hexp", "held", "concn", "rl", "ver", "lgen"};
 
 struct quota {
@@ -168,37 +169,30 @@ fail:
 	return -1;
 }
 
-struct vreq {
-	quota_cb cb;
-	void *arg;
-};
-
-static void ver_cb(redisAsyncContext *ac, void *reply, void *priv)
+redisReply *quota_run_sync(struct rclient *c, enum quota_script s, int64_t account_id, int argc,
+			   const char *const *argv, struct error *err)
 {
-	struct vreq *v = priv;
-	redisReply *r = reply;
+	char keys[N_KEYS][64];
+	const char **all = calloc((size_t)(3 + N_KEYS + argc), sizeof(*all));
+	redisReply *r;
+	int k = 0;
 
-	(void)ac;
-	v->cb(v->arg, r && r->type != REDIS_REPLY_ERROR ? r : NULL);
-	free(v);
-}
-
-int quota_get_version(struct quota *q, int64_t account_id, quota_cb cb, void *arg)
-{
-	char key[64];
-	const char *argv[2] = {"GET", key};
-	struct vreq *v = malloc(sizeof(*v));
-
-	if (!v)
-		return -1;
-	v->cb = cb;
-	v->arg = arg;
-	snprintf(key, sizeof(key), "{a:%" PRId64 "}:ver", account_id);
-	if (rconn_commandv(q->r, ver_cb, v, 2, argv, NULL) < 0) {
-		free(v);
-		return -1;
+	if (!all) {
+		error_set(err, 503, "unavailable", "out of memory");
+		return NULL;
 	}
-	return 0;
+	all[k++] = "EVAL"; /* loads are rare: the script cache of the server compiles it once */
+	all[k++] = scripts[s];
+	all[k++] = "8"; /* N_KEYS */
+	for (int i = 0; i < N_KEYS; i++) {
+		snprintf(keys[i], sizeof(keys[i]), "{a:%" PRId64 "}:%s", account_id, key_suffix[i]);
+		all[k++] = keys[i];
+	}
+	for (int i = 0; i < argc; i++)
+		all[k++] = argv[i];
+	r = rclient_commandv(c, k, all, NULL, err);
+	free(all);
+	return r;
 }
 
 struct inval {
@@ -277,4 +271,35 @@ long quota_invalidate_all_sync(const char *addr, int timeout_ms)
 		n = v.n;
 	rclient_free(v.c);
 	return n;
+}
+
+int quota_held_sync(const char *addr, int64_t account_id, int timeout_ms, int64_t *held, struct error *err)
+{
+	struct rclient *c = rclient_new(addr, timeout_ms, err);
+	char keys[N_KEYS][64], num[16];
+	const char *argv[3 + N_KEYS];
+	redisReply *r = NULL;
+	int rc = -1;
+
+	if (!c)
+		return -1;
+	argv[0] = "EVAL";
+	argv[1] = quota_lua_held;
+	snprintf(num, sizeof(num), "%d", N_KEYS);
+	argv[2] = num;
+	for (int i = 0; i < N_KEYS; i++) {
+		snprintf(keys[i], sizeof(keys[i]), "{a:%" PRId64 "}:%s", account_id, key_suffix[i]);
+		argv[3 + i] = keys[i];
+	}
+	r = rclient_commandv(c, 3 + N_KEYS, argv, NULL, err);
+	if (r && r->type == REDIS_REPLY_INTEGER) {
+		*held = r->integer;
+		rc = 0;
+	} else if (r) {
+		error_set(err, 503, "unavailable", "redis answered the held amount with \"%s\"",
+			  r->type == REDIS_REPLY_ERROR ? r->str : "no integer");
+	}
+	freeReplyObject(r);
+	rclient_free(c);
+	return rc;
 }

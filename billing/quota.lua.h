@@ -2,16 +2,29 @@
  *
  * Keys of one account share the hash tag {a:ID}, so each script touches one
  * slot (Redis Cluster ready):
- *   {a:ID}:bal    hash  paid, promo (nanos, mirror of the ledger), status; PEXPIRE'd
- *   {a:ID}:ver    int   bumped by every change; a mirror load only lands if unchanged
+ *   {a:ID}:bal    hash  paid, promo (nanos, mirror of the ledger), status, lg (the
+ *                       load generation of the locked load that wrote it); PEXPIRE'd
+ *   {a:ID}:ver    int   bumped by every change; an unlocked load (ledger reconcile
+ *                       --repair) only lands if unchanged
  *   {a:ID}:holds  hash  hold_id -> "amount|paid_only|tokens|model"
  *   {a:ID}:hexp   zset  hold_id scored by expiry (ms, Redis TIME)
  *   {a:ID}:held   int   sum of live holds
  *   {a:ID}:concn  hash  model -> live holds of that model
  *   {a:ID}:rl     hash  GCRA theoretical arrival times, field "<scope>:<kind>"
- *   {a:ID}:lgen   int   bumped by every mirror load: a settle applies its delta
- *                       only if no load happened since its COMMIT was prepared
- * Times come from Redis TIME, never the service's clock. */
+ *   {a:ID}:lgen   int   bumped by every mirror load (started from Redis TIME in
+ *                       microseconds when absent, so a FLUSHALL cannot make an old
+ *                       value come back): a settle applies its delta only if no
+ *                       load happened since its COMMIT was prepared
+ * Times come from Redis TIME, never the service's clock.
+ *
+ * Mirror loads are locked loads (authorize.c): the loader holds the account's
+ * customers row FOR SHARE from before it reads the ledger until the load
+ * script has run, and every transaction that changes a balance or a status
+ * holds that row FOR UPDATE (the usage writer reads lgen under it, before
+ * COMMIT).  So a load and a charge are ordered: a load whose lgen is newer
+ * than the one the charge's writer read happened after its COMMIT and holds
+ * the charge.  A locked load checks no version: contention cannot make it
+ * fail, and it decides the authorization in the same script. */
 #ifndef BILLING_QUOTA_LUA_H
 #define BILLING_QUOTA_LUA_H
 
@@ -36,9 +49,29 @@
  * ARGV 1 hold_id 2 amount 3 paid_only 4 ttl_ms 5 tokens 6 model
  *      7..11 account-wide rpm tpm rpd tpd concurrency (0 = none)
  *      12..16 per-model   rpm tpm rpd tpd concurrency
+ *      with a locked load (authorize.c): 17 deadline (ms, Redis TIME) 18 paid 19 promo
+ *      20 status 21 mirror ttl_ms: stores the mirror first, then decides
  * -> {'OK', amount, available_after, expires_ms, existing(0/1)} | {'NOMIRROR'} | {'FROZEN'}
- *    | {'BALANCE', available} | {'RATE', what, retry_ms, limit} | {'CONC', what, limit} */
+ *    | {'BALANCE', available} | {'RATE', what, retry_ms, limit} | {'CONC', what, limit}
+ *    | {'LATE'} (a load that arrived after its deadline: nothing stored) */
 static const char quota_lua_authorize[] = QUOTA_LUA_PROLOGUE
+	"if ARGV[21] then\n"
+	/* past the deadline the loader may have let go of its row lock: a charge
+	 * may have committed since its read */
+	"  if now > tonumber(ARGV[17]) then return {'LATE'} end\n"
+	"  local g = string.format('%d', redis.call('INCR', KEYS[8]))\n"
+	"  if g == '1' then\n"
+	"    g = string.format('%d', tonumber(t[1]) * 1000000 + tonumber(t[2]))\n"
+	"    redis.call('SET', KEYS[8], g)\n"
+	"  end\n"
+	"  redis.call('HSET', KEYS[1], 'paid', ARGV[18], 'promo', ARGV[19], 'status', ARGV[20], 'lg', g)\n"
+	"  redis.call('PEXPIRE', KEYS[1], ARGV[21])\n"
+	"  local sum = 0\n"
+	"  for _, v in ipairs(redis.call('HVALS', KEYS[2])) do\n"
+	"    sum = sum + tonumber(string.match(v, '^(%-?%d+)|'))\n"
+	"  end\n"
+	"  redis.call('SET', KEYS[4], string.format('%d', sum))\n"
+	"end\n"
 	"if redis.call('EXISTS', KEYS[1]) == 0 then return {'NOMIRROR'} end\n"
 	"local b = redis.call('HMGET', KEYS[1], 'paid', 'promo', 'status')\n"
 	"if b[3] == 'frozen' then return {'FROZEN'} end\n"
@@ -112,12 +145,14 @@ static const char quota_lua_settle[] = QUOTA_LUA_PROLOGUE
 	"  redis.call('INCR', KEYS[7])\n"
 	"  if redis.call('EXISTS', KEYS[1]) == 1 then\n"
 	/* the delta is right only for a mirror loaded before the commit: the
-	 * writer read the load generation before COMMIT (ARGV 11); a load
-	 * since may already hold this charge, so the mirror is dropped instead */
-	"    if ARGV[11] ~= '-1' and (redis.call('GET', KEYS[8]) or '0') == ARGV[11] then\n"
+	 * writer read the load generation before COMMIT (ARGV 11) */
+	"    local g = redis.call('GET', KEYS[8]) or '0'\n"
+	"    if ARGV[11] ~= '-1' and g == ARGV[11] then\n"
 	"      redis.call('HINCRBY', KEYS[1], 'paid', ARGV[2])\n"
 	"      redis.call('HINCRBY', KEYS[1], 'promo', ARGV[3])\n"
-	"    else\n"
+	/* a load since: if the newest is a locked load (its lg is the current
+	 * generation), it read the ledger after this COMMIT and holds the charge */
+	"    elseif ARGV[11] == '-1' or redis.call('HGET', KEYS[1], 'lg') ~= g then\n"
 	"      redis.call('DEL', KEYS[1])\n"
 	"    end\n"
 	"  end\n"
@@ -144,19 +179,17 @@ static const char quota_lua_settle[] = QUOTA_LUA_PROLOGUE
 	"end\n"
 	"return released\n";
 
-/* load: KEYS bal holds hexp held concn rl ver lgen
- * ARGV 1 expected ver 2 paid 3 promo 4 status 5 ttl_ms -> 1 loaded, 0 stale (retry) */
-static const char quota_lua_load[] = QUOTA_LUA_PROLOGUE
-	"if (redis.call('GET', KEYS[7]) or '0') ~= ARGV[1] then return 0 end\n"
-	"redis.call('HSET', KEYS[1], 'paid', ARGV[2], 'promo', ARGV[3], 'status', ARGV[4])\n"
-	"redis.call('PEXPIRE', KEYS[1], ARGV[5])\n"
-	"redis.call('INCR', KEYS[8])\n"
-	"local sum = 0\n"
-	"for _, v in ipairs(redis.call('HVALS', KEYS[2])) do\n"
-	"  sum = sum + tonumber(string.match(v, '^(%-?%d+)|'))\n"
+/* held: KEYS bal holds hexp held concn rl ver lgen -> the sum of live holds
+ * (nanos).  Read only: holds already due are left out, not released. */
+static const char quota_lua_held[] =
+	"local t = redis.call('TIME')\n"
+	"local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
+	"local held = tonumber(redis.call('GET', KEYS[4]) or '0')\n"
+	"for _, h in ipairs(redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now)) do\n"
+	"  local v = redis.call('HGET', KEYS[2], h)\n"
+	"  if v then held = held - tonumber(string.match(v, '^(%-?%d+)|')) end\n"
 	"end\n"
-	"redis.call('SET', KEYS[4], sum)\n"
-	"return 1\n";
+	"return held\n";
 
 /* invalidate: KEYS bal holds hexp held concn rl ver lgen -> drops the mirror, bumps the version */
 static const char quota_lua_invalidate[] =

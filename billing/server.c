@@ -1,6 +1,7 @@
 /* server.c: see server.h. */
 #include "billing/server.h"
 
+#include <errno.h>
 #include <event2/buffer.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
@@ -14,6 +15,7 @@
 #include "billing/server_int.h"
 #include "billing/conns.h"
 #include "billing/dbpool.h"
+#include "billing/framing.h"
 #include "billing/inference.h"
 #include "billing/stream.h"
 #include "billing/metrics.h"
@@ -220,11 +222,33 @@ struct hjob {
 	struct server *s;
 };
 
+void balance_set_held(json_t *bal, bool known, int64_t held)
+{
+	int64_t paid = json_integer_value(json_object_get(bal, "paid_nanos"));
+	int64_t promo = json_integer_value(json_object_get(bal, "promo_nanos"));
+
+	if (!json_is_object(bal))
+		return;
+	json_object_set_new(bal, "held_nanos", known ? json_integer(held) : json_null());
+	json_object_set_new(bal, "available_nanos", known ? json_integer(paid + promo - held) : json_null());
+	json_object_set_new(bal, "held_known", json_boolean(known));
+	if (known)
+		json_object_del(bal, "note");
+	else
+		json_object_set_new(bal, "note",
+				    json_string("the live holds are kept in Redis, which cannot be reached now:"
+						" held and available amounts are unknown"));
+}
+
+/* paid and promotional balance; the held amount is filled in on the event
+ * loop (answer_with_held) just before the answer is sent */
 static json_t *balance_obj(const struct ops_balance *b)
 {
-	return json_pack("{s:I,s:I,s:I,s:I}", "paid_nanos", (json_int_t)b->paid_nanos, "promo_nanos",
-			 (json_int_t)b->promo_nanos, "held_nanos", (json_int_t)0, "available_nanos",
-			 (json_int_t)(b->paid_nanos + b->promo_nanos));
+	json_t *o = json_pack("{s:I,s:I}", "paid_nanos", (json_int_t)b->paid_nanos, "promo_nanos",
+			      (json_int_t)b->promo_nanos);
+
+	balance_set_held(o, false, 0);
+	return o;
 }
 
 static json_t *grants_arr(const struct ops_balance *b)
@@ -259,13 +283,22 @@ static void run_account_create(struct hjob *j, struct ops_ctx *x)
 	json_array_foreach(ids, i, v) idents[i] = json_string_value(v);
 	req.identity = idents;
 	req.n_identity = json_array_size(ids);
-	if (ops_account_create(x, &req, &res, &j->job.err) < 0 ||
-	    ops_balance_get(x->conn, res.account_id, 0, &b, &j->job.err) < 0)
+	if (ops_account_create(x, &req, &res, &j->job.err) < 0)
 		return;
+	if (res.has_first) {
+		/* the balance right after the signup (also on a replay): a new
+		 * account holds nothing */
+		b.paid_nanos = res.first_paid_nanos;
+		b.promo_nanos = res.first_promo_nanos;
+	} else if (ops_balance_get(x->conn, res.account_id, 0, &b, &j->job.err) < 0) {
+		return;
+	}
 	j->out_status = res.duplicate ? 200 : 201;
 	j->out = json_pack("{s:I,s:s,s:o,s:b}", "account_id", (json_int_t)res.account_id, "referral_code",
 			   res.referral_code, "balance", balance_obj(&b), "duplicate", res.duplicate);
-	if (!res.duplicate)
+	if (res.has_first)
+		balance_set_held(json_object_get(j->out, "balance"), true, 0);
+	if (res.has_first)
 		json_object_set_new(j->out, "promotion",
 				    json_pack("{s:b,s:I,s:o,s:s}", "applied", res.signup_grant_nanos > 0, "amount_nanos",
 					      (json_int_t)res.signup_grant_nanos, "grant_id",
@@ -277,15 +310,17 @@ static void run_account_get(struct hjob *j, struct ops_ctx *x)
 {
 	struct ops_account a;
 	struct ops_balance b;
+	json_t *limits = NULL;
 
 	if (ops_account_get(x->conn, j->id, &a, &j->job.err) < 0 ||
-	    ops_balance_get(x->conn, j->id, 0, &b, &j->job.err) < 0)
+	    ops_balance_get(x->conn, j->id, 0, &b, &j->job.err) < 0 ||
+	    ops_limits_view(x->conn, j->id, a.tier, &limits, &j->job.err) < 0)
 		return;
 	j->out_status = 200;
 	j->out = json_pack("{s:I,s:s,s:s,s:b,s:s,s:s,s:o,s:o,s:o}", "account_id", (json_int_t)a.account_id,
 			   "external_id", a.external_id, "status", a.status, "verified", a.verified, "tier", a.tier,
 			   "referral_code", a.referral_code, "balance", balance_obj(&b), "grants", grants_arr(&b),
-			   "limits", json_object());
+			   "limits", limits);
 }
 
 struct verify_arg {
@@ -487,13 +522,28 @@ static void hjob_free(struct hjob *j)
 	free(j);
 }
 
-static void hjob_reply_later(void *arg)
+static void hjob_reply_held(void *arg, bool known, int64_t held)
 {
 	struct hjob *j = arg;
 
+	balance_set_held(json_object_get(j->out, "balance"), known, held);
 	reply(j->rc, j->out_status, j->out);
 	j->out = NULL;
 	hjob_free(j);
+}
+
+/* the answer's balance gets the account's live held amount, then is sent */
+static void hjob_reply_later(void *arg)
+{
+	struct hjob *j = arg;
+	json_t *bal = json_object_get(j->out, "balance");
+	json_t *acct = json_object_get(j->out, "account_id");
+
+	if (bal && !json_is_true(json_object_get(bal, "held_known")) && json_is_integer(acct))
+		authz_held(j->s, json_integer_value(acct), hjob_reply_held, j);
+	else
+		hjob_reply_held(j, json_is_true(json_object_get(bal, "held_known")),
+				json_integer_value(json_object_get(bal, "held_nanos")));
 }
 
 static void hjob_done(struct dbjob *job)
@@ -521,6 +571,9 @@ static void hjob_done(struct dbjob *job)
 				  "%s", transient ? "the database is busy or away; retry" : "internal error");
 		}
 		reply_error(j->rc, &e);
+	} else if (j->op == OP_ACCOUNT_GET || j->op == OP_ACCOUNT_CREATE) {
+		hjob_reply_later(j);
+		return;
 	} else if (j->op == OP_TOPUP || j->op == OP_GRANT) {
 		/* the balance grew: drop the account's mirror before answering, so
 		 * the caller's next authorize sees the new balance (NOTIFY would
@@ -663,6 +716,11 @@ static void h_admin_grants(struct rctx *c)
 		error_set(&err, 400, "invalid_request", "field 'expires_at' must be an RFC 3339 time");
 		goto bad;
 	}
+	/* already past: the credit would go straight to breakage */
+	if (exp && t <= time_now_us()) {
+		error_set(&err, 422, "invalid_expires_at", "field 'expires_at' is already past");
+		goto bad;
+	}
 	return submit_hjob(c, OP_GRANT, b, json_integer_value(json_object_get(b, "account_id")));
 bad:
 	json_decref(b);
@@ -671,6 +729,35 @@ bad:
 
 /* usage */
 
+struct dbpool *server_writer(struct server *s, const struct usage_req *r)
+{
+	uint64_t k;
+
+	if (r->has_key)
+		memcpy(&k, r->key_hash, sizeof(k));
+	else
+		k = (uint64_t)r->account_id;
+	return s->writers[k % (uint64_t)s->n_writers];
+}
+
+/* at least one writer holds a connection (as one pool of writer threads did) */
+static bool writers_connected(struct server *s)
+{
+	for (int w = 0; w < s->n_writers; w++)
+		if (dbpool_connected(s->writers[w]))
+			return true;
+	return false;
+}
+
+static int64_t writers_depth(struct server *s)
+{
+	int64_t d = 0;
+
+	for (int w = 0; w < s->n_writers; w++)
+		d += (int64_t)dbpool_depth(s->writers[w]);
+	return d;
+}
+
 struct ubatch {
 	struct rctx *rc;
 	size_t n, pending;
@@ -678,20 +765,52 @@ struct ubatch {
 	char **results; /* JSON text of each answer, in order */
 };
 
+/* A usage answer's balance with the account's live held amount: the item's
+ * response text is rewritten, then done(it) runs.  The held amount is read
+ * after the settle was sent (same connection, so after the hold's release). */
+static void usage_held_cb(void *arg, bool known, int64_t held)
+{
+	struct usage_item *it = arg;
+	json_t *j = json_loads(it->response, 0, NULL);
+	char *text;
+
+	balance_set_held(json_object_get(j, "balance"), known, held);
+	text = j ? json_dumps(j, JSON_COMPACT) : NULL;
+	json_decref(j);
+	if (text) {
+		free(it->response);
+		it->response = text;
+	}
+	it->job.done(&it->job);
+}
+
+static void usage_answer_with_held(struct server *s, struct usage_item *it, dbjob_done_fn done)
+{
+	authz_settle(s, it);
+	it->job.done = done;
+	authz_held(s, it->account_id, usage_held_cb, it);
+}
+
+static void usage_single_reply(struct dbjob *job)
+{
+	struct usage_item *it = (struct usage_item *)job;
+
+	reply_text(it->owner, 200, it->response, strlen(it->response));
+	usage_item_release(it);
+	free(it);
+}
+
 static void usage_single_done(struct dbjob *job)
 {
 	struct usage_item *it = (struct usage_item *)job;
 	struct rctx *c = it->owner;
 
-	if (it->job.err.status) {
-		/* a lost connection may have committed it: the mirror must not miss that */
-		if (it->job.err.status == 503)
-			authz_forget(c->s, it->account_id);
-		reply_error(c, &it->job.err);
-	} else {
-		authz_settle(c->s, it);
-		reply_text(c, 200, it->response, strlen(it->response));
-	}
+	if (!it->job.err.status)
+		return usage_answer_with_held(c->s, it, usage_single_reply);
+	/* a lost connection may have committed it: the mirror must not miss that */
+	if (it->job.err.status == 503)
+		authz_forget(c->s, it->account_id);
+	reply_error(c, &it->job.err);
 	usage_item_release(it);
 	free(it);
 }
@@ -718,7 +837,7 @@ static void h_usage(struct rctx *c)
 	usage_body_hash(&it->r, it->body_hash);
 	it->job.done = usage_single_done;
 	it->owner = c;
-	if (dbpool_submit(c->s->writer, &it->job) < 0) {
+	if (dbpool_submit(server_writer(c->s, &it->r), &it->job) < 0) {
 		free(it);
 		return reply_err(c, 503, "unavailable", "the usage queue is full");
 	}
@@ -746,25 +865,31 @@ static void ubatch_finish(struct ubatch *ub)
 	free(ub);
 }
 
-static void usage_batch_item_done(struct dbjob *job)
+static void usage_batch_item_answered(struct dbjob *job)
 {
 	struct usage_item *it = (struct usage_item *)job;
 	struct ubatch *ub = it->owner;
 
-	if (it->job.err.status) {
-		json_t *res;
-		if (it->job.err.status == 503)
-			authz_forget(ub->rc->s, it->account_id);
-		res = error_json(&it->job.err);
-		json_object_set_new(json_object_get(res, "error"), "status", json_integer(it->job.err.status));
-		ub->results[it->index] = json_dumps(res, JSON_COMPACT);
-		json_decref(res);
-	} else {
-		authz_settle(ub->rc->s, it);
-		/* the answer is already JSON text: no parse, no dump */
-		ub->results[it->index] = it->response;
-		it->response = NULL;
-	}
+	ub->results[it->index] = it->response;
+	it->response = NULL;
+	if (--ub->pending == 0)
+		ubatch_finish(ub);
+}
+
+static void usage_batch_item_done(struct dbjob *job)
+{
+	struct usage_item *it = (struct usage_item *)job;
+	struct ubatch *ub = it->owner;
+	json_t *res;
+
+	if (!it->job.err.status)
+		return usage_answer_with_held(ub->rc->s, it, usage_batch_item_answered);
+	if (it->job.err.status == 503)
+		authz_forget(ub->rc->s, it->account_id);
+	res = error_json(&it->job.err);
+	json_object_set_new(json_object_get(res, "error"), "status", json_integer(it->job.err.status));
+	ub->results[it->index] = json_dumps(res, JSON_COMPACT);
+	json_decref(res);
 	if (--ub->pending == 0)
 		ubatch_finish(ub);
 }
@@ -774,7 +899,7 @@ static void h_usage_batch(struct rctx *c)
 	struct error err;
 	json_t *b = read_body(c, &err), *recs;
 	struct ubatch *ub;
-	struct dbjob **jobs;
+	struct dbjob **jobs, **mine;
 	int64_t now = time_now_us();
 	size_t n, nj = 0, took;
 
@@ -788,17 +913,19 @@ static void h_usage_batch(struct rctx *c)
 	n = json_array_size(recs);
 	ub = calloc(1, sizeof(*ub));
 	jobs = calloc(n, sizeof(*jobs));
+	mine = calloc(n, sizeof(*mine));
 	if (ub) {
 		ub->items = calloc(n, sizeof(*ub->items));
 		ub->results = calloc(n, sizeof(*ub->results));
 	}
-	if (!ub || !jobs || !ub->items || !ub->results) {
+	if (!ub || !jobs || !mine || !ub->items || !ub->results) {
 		if (ub) {
 			free(ub->items);
 			free(ub->results);
 		}
 		free(ub);
 		free(jobs);
+		free(mine);
 		json_decref(b);
 		return reply_err(c, 503, "unavailable", "out of memory");
 	}
@@ -818,13 +945,22 @@ static void h_usage_batch(struct rctx *c)
 		jobs[nj++] = &it->job;
 	}
 	json_decref(b);
-	/* one lock and one wake-up for the whole request: the writer takes it in batch_max slices */
-	took = dbpool_submit_many(c->s->writer, jobs, nj);
-	for (size_t k = took; k < nj; k++) {
-		error_set(&jobs[k]->err, 503, "unavailable", "the usage queue is full");
-		usage_batch_item_done(jobs[k]);
+	/* per writer, one lock and one wake-up for its share of the request: it
+	 * takes it in batch_max slices */
+	for (int w = 0; w < c->s->n_writers; w++) {
+		struct dbpool *p = c->s->writers[w];
+		size_t m = 0;
+		for (size_t k = 0; k < nj; k++)
+			if (server_writer(c->s, &((struct usage_item *)jobs[k])->r) == p)
+				mine[m++] = jobs[k];
+		took = dbpool_submit_many(p, mine, m);
+		for (size_t k = took; k < m; k++) {
+			error_set(&mine[k]->err, 503, "unavailable", "the usage queue is full");
+			usage_batch_item_done(mine[k]);
+		}
 	}
 	free(jobs);
+	free(mine);
 	if (--ub->pending == 0)
 		ubatch_finish(ub);
 }
@@ -855,12 +991,10 @@ static void gen_cb(struct evhttp_request *req, void *arg)
 	size_t plen;
 
 	conns_request_read(s->conns, req);
-	if (!uri) {
-		/* libevent calls back without a URI after some connection errors and
-		 * expects an answer */
-		evhttp_send_error(req, 400, NULL);
+	/* ambiguous framing, or no URI (libevent calls back without one after
+	 * some parse errors and expects an answer): 400 and close */
+	if (framing_refuse(s, req))
 		return;
-	}
 	plen = strcspn(uri, "?");
 	struct rctx *c;
 	int64_t id;
@@ -897,9 +1031,9 @@ static void gen_cb(struct evhttp_request *req, void *arg)
 	}
 	if (strcmp(path, "/readyz") == 0) {
 		ROUTE(EVHTTP_REQ_GET, "/readyz", AUTH_NONE);
-		if (s->draining || !rconn_ready(s->redis) || !dbpool_connected(s->writer))
+		if (s->draining || !rconn_ready(s->redis) || !writers_connected(s))
 			return reply(c, 503, json_pack("{s:s,s:b,s:b}", "status", "unavailable", "postgresql",
-						       dbpool_connected(s->writer), "redis", rconn_ready(s->redis)));
+						       writers_connected(s), "redis", rconn_ready(s->redis)));
 		return submit_hjob(c, OP_READY, NULL, 0);
 	}
 	if (strcmp(path, "/metrics") == 0) {
@@ -907,7 +1041,7 @@ static void gen_cb(struct evhttp_request *req, void *arg)
 		struct evbuffer *out;
 		ROUTE(EVHTTP_REQ_GET, "/metrics", AUTH_NONE);
 		buf_init(&b);
-		metrics_gauge(s->metrics, "billing_usage_queue_depth", (int64_t)dbpool_depth(s->writer));
+		metrics_gauge(s->metrics, "billing_usage_queue_depth", writers_depth(s));
 		metrics_gauge(s->metrics, "billing_db_queue_depth", (int64_t)dbpool_depth(s->pool));
 		metrics_gauge(s->metrics, "billing_inflight_requests", s->inflight);
 		metrics_gauge(s->metrics, "billing_http_connections", conns_open(s->conns));
@@ -937,6 +1071,10 @@ static void gen_cb(struct evhttp_request *req, void *arg)
 		if (s->draining)
 			return reply_err(c, 503, "unavailable", "shutting down");
 		return h_chat(c);
+	}
+	if (strcmp(path, "/internal/v1/models") == 0) {
+		ROUTE(EVHTTP_REQ_GET, "/internal/v1/models", AUTH_NONE);
+		return h_models(c);
 	}
 	if (strcmp(path, "/v1/usage") == 0) {
 		ROUTE(EVHTTP_REQ_POST, "/v1/usage", AUTH_GATEWAY);
@@ -993,7 +1131,7 @@ static void gauge_cb(evutil_socket_t fd, short what, void *arg)
 	struct server *s = arg;
 
 	(void)fd, (void)what;
-	metrics_gauge(s->metrics, "billing_usage_queue_depth", (int64_t)dbpool_depth(s->writer));
+	metrics_gauge(s->metrics, "billing_usage_queue_depth", writers_depth(s));
 }
 
 /* the expiry worker: unused promotional credit of expired grants goes to breakage */
@@ -1018,22 +1156,40 @@ static void expire_cb(evutil_socket_t fd, short what, void *arg)
 		s->expiring = true;
 }
 
-static int load_tokens(struct server *s, struct error *err)
+/* One token file into *slot.  At start (*slot NULL) a refused file is an
+ * error; on reload a refused file, or one without a single token, keeps
+ * the old set (CONTRACT.md §1) and is logged.  Returns 0 or -1. */
+static int load_token_file(struct tokens **slot, const char *key, const char *path, struct error *err)
 {
-	struct tokens *gw = tokens_load(config_get(s->cfg, "gateway_tokens_file"), err), *ad;
+	struct tokens *t = tokens_load(path, err);
 
-	if (!gw)
-		return -1;
-	ad = tokens_load(config_get(s->cfg, "admin_tokens_file"), err);
-	if (!ad) {
-		tokens_free(gw);
+	if (!t) {
+		if (*slot)
+			log_error("token file refused, keeping the old tokens", "key=%s error=\"%s\"", key, err->msg);
 		return -1;
 	}
-	tokens_free(s->gw);
-	tokens_free(s->admin);
-	s->gw = gw;
-	s->admin = ad;
+	if (tokens_count(t) == 0 && *slot) {
+		error_set(err, 0, "config", "token file '%s' holds no token", path);
+		log_error("token file holds no token, keeping the old tokens", "key=%s file=\"%s\"", key, path);
+		tokens_free(t);
+		return -1;
+	}
+	if (tokens_count(t) == 0)
+		log_warn("token file holds no token: every call with these tokens gets 401", "key=%s file=\"%s\"", key,
+			 path);
+	tokens_free(*slot);
+	*slot = t;
 	return 0;
+}
+
+static int load_tokens(struct server *s, struct error *err)
+{
+	/* each file on its own: a bad admin file does not stop a gateway rotation */
+	int a = load_token_file(&s->gw, "gateway_tokens_file", config_get(s->cfg, "gateway_tokens_file"), err);
+	int b = load_token_file(&s->admin, "admin_tokens_file", config_get(s->cfg, "admin_tokens_file"),
+				a < 0 ? &(struct error){0} : err);
+
+	return a < 0 || b < 0 ? -1 : 0;
 }
 
 void server_reload(struct server *s)
@@ -1041,7 +1197,7 @@ void server_reload(struct server *s)
 	struct error err;
 
 	if (load_tokens(s, &err) < 0)
-		log_error("token reload failed, keeping the old tokens", "error=\"%s\"", err.msg);
+		log_warn("token reload incomplete", "gateway=%zu admin=%zu", tokens_count(s->gw), tokens_count(s->admin));
 	else
 		log_info("tokens reloaded", "gateway=%zu admin=%zu", tokens_count(s->gw), tokens_count(s->admin));
 }
@@ -1060,7 +1216,7 @@ static int cfg_int(struct server *s, const char *k, int64_t min, int64_t max, in
 struct server *server_new(struct event_base *base, struct config *cfg, struct error *err)
 {
 	struct server *s = calloc(1, sizeof(*s));
-	int64_t batch_max, batch_wait, queue_max, pg_to, redis_to, idle, maxconn, reqto, expiry_s, writers;
+	int64_t batch_max, batch_wait, queue_max, pg_to, standby_ms, redis_to, idle, maxconn, reqto, expiry_s, writers;
 	const char *listen = config_get(cfg, "listen"), *colon = strrchr(listen, ':');
 	char host[256], writer[160];
 	struct timeval tv = {1, 0};
@@ -1074,6 +1230,7 @@ struct server *server_new(struct event_base *base, struct config *cfg, struct er
 	    cfg_int(s, "batch_wait_us", 0, 1000000, &batch_wait, err) < 0 ||
 	    cfg_int(s, "queue_max", 1, 10000000, &queue_max, err) < 0 ||
 	    cfg_int(s, "pg_timeout_ms", 100, 600000, &pg_to, err) < 0 ||
+	    cfg_int(s, "pg_standby_confirm_ms", 0, 600000, &standby_ms, err) < 0 ||
 	    cfg_int(s, "redis_timeout_ms", 10, 60000, &redis_to, err) < 0 ||
 	    cfg_int(s, "idle_timeout_s", 1, 86400, &idle, err) < 0 ||
 	    cfg_int(s, "max_connections", 1, 1000000, &maxconn, err) < 0 ||
@@ -1081,6 +1238,7 @@ struct server *server_new(struct event_base *base, struct config *cfg, struct er
 	    cfg_int(s, "expiry_interval_s", 1, 86400, &expiry_s, err) < 0 ||
 	    cfg_int(s, "writer_threads", 1, 64, &writers, err) < 0)
 		goto fail;
+	db_set_standby_confirm((int)standby_ms);
 	if (load_tokens(s, err) < 0)
 		goto fail;
 	if (apikey_load_pepper(config_get(cfg, "key_pepper_file"), 1, s->pepper, err) < 0)
@@ -1096,12 +1254,22 @@ struct server *server_new(struct event_base *base, struct config *cfg, struct er
 		error_set(err, 0, "oom", "out of memory");
 		goto fail;
 	}
-	snprintf(writer, sizeof(writer), "%s", config_get(cfg, "instance_id"));
-	{
-		/* each writer thread has its own chain: instance_id, instance_id.t1, ... */
-		struct dbpool_opts o = {"writer", config_get(cfg, "pg"), writer, (int)writers, (size_t)queue_max,
-					(int)pg_to, usage_write_batch, s->uw, (size_t)batch_max, batch_wait};
-		s->writer = dbpool_new(base, &o);
+	for (int w = 0; w < (int)writers; w++) {
+		/* each writer has its own chain: instance_id, instance_id.t1, ...;
+		 * the queue bound is shared out */
+		struct dbpool_opts o = {"writer", config_get(cfg, "pg"), writer, 1,
+					(size_t)((queue_max + writers - 1) / writers), (int)pg_to, usage_write_batch, s->uw,
+					(size_t)batch_max, batch_wait};
+		if (w == 0)
+			snprintf(writer, sizeof(writer), "%s", config_get(cfg, "instance_id"));
+		else
+			snprintf(writer, sizeof(writer), "%s.t%d", config_get(cfg, "instance_id"), w);
+		s->writers[w] = dbpool_new(base, &o);
+		if (!s->writers[w]) {
+			error_set(err, 0, "oom", "cannot start pools");
+			goto fail;
+		}
+		s->n_writers = w + 1;
 	}
 	snprintf(writer, sizeof(writer), "%s.api", config_get(cfg, "instance_id"));
 	{
@@ -1109,7 +1277,7 @@ struct server *server_new(struct event_base *base, struct config *cfg, struct er
 		s->pool = dbpool_new(base, &o);
 	}
 	s->redis = rconn_new(base, config_get(cfg, "redis"), (int)redis_to);
-	if (!s->writer || !s->pool || !s->redis) {
+	if (!s->pool || !s->redis) {
 		error_set(err, 0, "oom", "cannot start pools");
 		goto fail;
 	}
@@ -1129,7 +1297,11 @@ struct server *server_new(struct event_base *base, struct config *cfg, struct er
 		error_set(err, 0, "oom", "out of memory");
 		goto fail;
 	}
-	evhttp_set_allowed_methods(s->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD);
+	/* every method reaches the router, which answers the contract's JSON 405
+	 * with Allow (libevent would answer its own HTML 501) */
+	evhttp_set_allowed_methods(s->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD | EVHTTP_REQ_PUT |
+						    EVHTTP_REQ_DELETE | EVHTTP_REQ_OPTIONS | EVHTTP_REQ_TRACE |
+						    EVHTTP_REQ_CONNECT | EVHTTP_REQ_PATCH);
 	evhttp_set_gencb(s->http, gen_cb, s);
 	if (!colon) {
 		error_set(err, 0, "config", "listen '%s' must be host:port", listen);
@@ -1138,7 +1310,9 @@ struct server *server_new(struct event_base *base, struct config *cfg, struct er
 	snprintf(host, sizeof(host), "%.*s", (int)(colon - listen), listen);
 	s->sock = evhttp_bind_socket_with_handle(s->http, host, (uint16_t)atoi(colon + 1));
 	if (!s->sock) {
-		error_set(err, 0, "listen", "cannot listen on %s", listen);
+		int e = EVUTIL_SOCKET_ERROR();
+		error_set(err, 0, "listen", "cannot listen on %s: %s%s", listen, evutil_socket_error_to_string(e),
+			  e == EADDRINUSE ? " (another process serves that port: stop it or change 'listen')" : "");
 		goto fail;
 	}
 	if (authz_init(s, err) < 0)
@@ -1210,7 +1384,8 @@ void server_free(struct server *s)
 	 * last answers reply on requests (evhttp alive). */
 	s->closing = true;
 	stream_stop(s->stream);
-	dbpool_free(s->writer);
+	for (int w = 0; w < s->n_writers; w++)
+		dbpool_free(s->writers[w]);
 	stream_free(s->stream);
 	inference_free(s->inf);
 	rconn_free(s->redis);

@@ -18,6 +18,10 @@ struct inference;
 struct stream;
 struct usage_item;
 
+#define SERVER_MAX_WRITERS 64
+
+struct usage_req;
+
 struct server {
 	struct event_base *base;
 	struct config *cfg;
@@ -26,7 +30,11 @@ struct server {
 	struct conns *conns;
 	struct tokens *gw, *admin;
 	uint8_t pepper[APIKEY_PEPPER_BYTES];
-	struct dbpool *pool, *writer;
+	struct dbpool *pool;
+	/* the usage writers (writer_threads): one thread, queue and hash chain
+	 * each; a record goes to the writer of its account (server_writer) */
+	struct dbpool *writers[SERVER_MAX_WRITERS];
+	int n_writers;
 	struct usage_writer *uw;
 	struct rconn *redis;
 	struct metrics *metrics;
@@ -52,6 +60,12 @@ struct rctx {
 	const char *route; /* static label for metrics */
 	int64_t t0;
 };
+
+/* The usage writer of a record: by its account_id, or by its api key's hash
+ * when it names no account.  Records of one account always meet in one
+ * writer, so two writers of an instance never wait on each other's row
+ * locks (the customer row, its balances). */
+struct dbpool *server_writer(struct server *s, const struct usage_req *r);
 
 struct rctx *rctx_new(struct server *s, struct evhttp_request *req, const char *route);
 /* Sends the one reply of the request and frees c.  body is stolen. */
@@ -98,6 +112,8 @@ struct authz_params {
 };
 int authz_start(struct server *s, const struct authz_params *p, authz_done_fn done, void *arg)
 	__attribute__((warn_unused_result));
+/* model has a price list entry (any version): billingd knows it. */
+bool authz_model_known(struct server *s, const char *model);
 /* After a usage record is answered: release its hold, apply its charge to the mirror. */
 void authz_settle(struct server *s, const struct usage_item *it);
 /* The account's mirror may have missed a change: drop it as soon as Redis answers. */
@@ -106,5 +122,13 @@ void authz_forget(struct server *s, int64_t account);
  * then the account is left for the next tick), so an answer sent from done
  * is never followed by a decision on the old balance. */
 void authz_forget_then(struct server *s, int64_t account, void (*done)(void *arg), void *arg);
+/* The account's live held amount (its unexpired holds in Redis): done(arg,
+ * true, held), or done(arg, false, 0) when Redis cannot tell; done may run
+ * before authz_held returns. */
+typedef void (*authz_held_fn)(void *arg, bool known, int64_t held);
+void authz_held(struct server *s, int64_t account, authz_held_fn done, void *arg);
+/* Sets held_nanos, available_nanos (paid + promo - held) and held_known of
+ * a balance object; unknown: both null and a note saying why. */
+void balance_set_held(json_t *balance, bool known, int64_t held);
 
 #endif

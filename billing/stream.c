@@ -151,7 +151,7 @@ static int process(struct stream *st, struct rclient *c, redisReply *entries)
 		pthread_mutex_lock(&st->mu);
 		st->pending++;
 		pthread_mutex_unlock(&st->mu);
-		if (dbpool_submit(st->s->writer, &x->it.job) < 0) {
+		if (dbpool_submit(server_writer(st->s, &x->it.r), &x->it.job) < 0) {
 			pthread_mutex_lock(&st->mu);
 			st->pending--;
 			pthread_mutex_unlock(&st->mu);

@@ -109,7 +109,8 @@ int usage_parse(const json_t *body, int64_t now_us, const uint8_t pepper[32], st
 	if (get_string(body, "model", true, out->model, sizeof(out->model), 1, err) < 0)
 		return -1;
 	if (get_tokens(body, "input_tokens", &out->input_tokens, err) < 0 ||
-	    get_tokens(body, "cached_input_tokens", &out->cached_input_tokens, err) < 0 ||
+	    (json_object_get(body, "cached_input_tokens") && /* optional, default 0 */
+	     get_tokens(body, "cached_input_tokens", &out->cached_input_tokens, err) < 0) ||
 	    get_tokens(body, "output_tokens", &out->output_tokens, err) < 0)
 		return -1;
 	if (out->cached_input_tokens > out->input_tokens) {
@@ -131,6 +132,11 @@ int usage_parse(const json_t *body, int64_t now_us, const uint8_t pepper[32], st
 	if (get_string(body, "hold_id", false, out->hold_id, sizeof(out->hold_id), 1, err) < 0 ||
 	    get_string(body, "status", false, out->status, sizeof(out->status), 1, err) < 0)
 		return -1;
+	if (out->status[0] && strcmp(out->status, "ok") != 0 && strcmp(out->status, "cancelled") != 0 &&
+	    strcmp(out->status, "error") != 0) {
+		error_set(err, 422, "invalid_status", "field 'status' must be 'ok', 'cancelled' or 'error'");
+		return -1;
+	}
 	return 0;
 }
 
@@ -197,7 +203,7 @@ struct usage_writer *usage_writer_new(struct metrics *m, const char *redis)
 	return w;
 }
 
-/* Reads {a:ID}:lgen of every charged account, before COMMIT: a settle
+/* Reads {a:ID}:lgen of every account still to charge, before COMMIT: a settle
  * applies its delta to the mirror only if no load happened since.  Any
  * failure leaves -1 (the settle then drops the mirror: safe). */
 static void read_load_generations(struct usage_writer *w, struct usage_item **items, const int *state, size_t n)
@@ -220,7 +226,7 @@ static void read_load_generations(struct usage_writer *w, struct usage_item **it
 			goto done;
 	}
 	for (size_t i = 0; i < n; i++) {
-		if (state[i] != 2)
+		if (state[i] != 0)
 			continue;
 		snprintf(keys[k], sizeof(keys[k]), "{a:%" PRId64 "}:lgen", items[i]->account_id);
 		argv[2 * k] = "GET";
@@ -351,32 +357,77 @@ static int hex32(const char *hex, uint8_t out[32])
 	return sodium_hex2bin(out, 32, hex, strlen(hex), NULL, &got, NULL) == 0 && got == 32 ? 0 : -1;
 }
 
-/* 1) api keys -> accounts */
-static int resolve_keys(struct batch *b, PGconn *c, struct error *err)
+/* the writer's statements, prepared once on each connection */
+static const char *const usage_stmts[][2] = {
+	{"u_price", "SELECT coalesce(max(price_version), 0) FROM prices"},
+	{"u_keys", "SELECT encode(key_hash, 'hex'), account_id FROM api_keys WHERE key_hash = ANY($1::bytea[])"},
+	{"u_seen", "SELECT 1 FROM ledger_idempotency WHERE idempotency_key = ANY ($1::text[]) LIMIT 1"},
+	/* row locks in id order: no deadlock between writers */
+	{"u_lock", "SELECT account_id, status FROM customers WHERE account_id = ANY($1::bigint[])"
+		   " ORDER BY account_id FOR UPDATE"},
+	{"u_buckets", "SELECT la.account_id, la.ledger_account_id, coalesce(g.grant_id, 0), b.balance,"
+		      " coalesce(g.priority, 0), coalesce((extract(epoch from g.expires_at) * 1000000)::bigint, 0)"
+		      " FROM ledger_accounts la JOIN ledger_balances b USING (ledger_account_id)"
+		      " LEFT JOIN grants g USING (ledger_account_id)"
+		      " WHERE la.account_id = ANY($1::bigint[]) AND (la.type = 'customer_paid' OR b.balance > 0)"
+		      " ORDER BY la.account_id"},
+	{"u_chain_lock", JOURNAL_SQL_CHAIN_LOCK},
+	{"u_head", JOURNAL_SQL_HEAD},
+	{"u_txn_ids", JOURNAL_SQL_TXN_IDS},
+	{"u_journal", JOURNAL_SQL_INSERT},
+	{"u_postings", JOURNAL_SQL_POSTINGS},
+	{"u_notify", JOURNAL_SQL_NOTIFY},
+	{"u_records", "INSERT INTO usage_records (request_id, account_id, txn_id, body_hash, model, input_tokens,"
+		      " cached_input_tokens, output_tokens, started_at, cost_nanos, price_version, hold_id, status,"
+		      " response, created_at)"
+		      " SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bytea[], $5::text[], $6::bigint[],"
+		      " $7::bigint[], $8::bigint[], $9::timestamptz[], $10::bigint[], $11::bigint[], $12::text[],"
+		      " $13::text[], $14::text[], $15::timestamptz[])"},
+	{NULL, NULL},
+};
+
+/* the connection (and its backend) the statements were prepared on */
+static __thread PGconn *t_prepared;
+static __thread int t_prepared_pid;
+
+static int prepare_statements(PGconn *c, struct error *err)
 {
-	struct buf a;
-	PGresult *r;
+	if (t_prepared == c && t_prepared_pid == PQbackendPID(c))
+		return 0;
+	t_prepared = NULL;
+	if (db_prepare(c, usage_stmts, err) < 0)
+		return -1;
+	t_prepared = c;
+	t_prepared_pid = PQbackendPID(c);
+	return 0;
+}
+
+/* 1) api keys -> accounts: 1 when a lookup was queued, 0 when none is needed */
+static int send_keys(struct batch *b, PGconn *c, struct buf *a, struct error *err)
+{
 	const char *p[1];
 	int any = 0;
 
-	arr_init(&a);
+	arr_init(a);
 	for (size_t i = 0; i < b->n; i++) {
 		struct usage_item *it = b->items[i];
 		it->account_id = it->r.account_id;
 		if (b->state[i] == 0 && it->r.has_key) {
-			arr_add_bytea(&a, it->r.key_hash);
+			arr_add_bytea(a, it->r.key_hash);
 			any = 1;
 		}
 	}
-	arr_close(&a);
-	if (!any) {
-		buf_release(&a);
+	arr_close(a);
+	if (!any)
 		return 0;
-	}
-	p[0] = a.data;
-	r = db_query(c, "SELECT encode(key_hash, 'hex'), account_id FROM api_keys WHERE key_hash = ANY($1::bytea[])", 1, p,
-		     err);
-	buf_release(&a);
+	p[0] = a->data;
+	return db_send(c, "u_keys", NULL, 1, p, err) < 0 ? -1 : 1;
+}
+
+static int read_keys(struct batch *b, PGconn *c, struct error *err)
+{
+	PGresult *r = db_next(c, err);
+
 	if (!r)
 		return -1;
 	for (size_t i = 0; i < b->n; i++) {
@@ -411,14 +462,16 @@ static char *replay_response(const char *stored)
 	return s;
 }
 
-/* 2) replays of committed records, and repeats inside the batch */
-static int find_replays(struct batch *b, PGconn *c, struct error *err)
+/* 2) replays of committed records, and repeats inside the batch.  The key
+ * table is probed first (not partitioned: one index probe per id); only when
+ * some were seen are the records themselves read, each in the one partition
+ * its key's created_at names. */
+static int send_seen(struct batch *b, PGconn *c, struct buf *a, struct error *err)
 {
-	struct buf a, key;
-	PGresult *r;
+	struct buf key;
 	const char *p[1];
 
-	arr_init(&a);
+	arr_init(a);
 	buf_init(&key);
 	for (size_t i = 0; i < b->n; i++) {
 		if (b->state[i] != 0)
@@ -426,26 +479,41 @@ static int find_replays(struct batch *b, PGconn *c, struct error *err)
 		buf_reset(&key);
 		buf_puts(&key, "usage:");
 		buf_puts(&key, b->items[i]->r.request_id);
-		arr_add_text(&a, key.data);
+		arr_add_text(a, key.data);
 	}
-	arr_close(&a);
-	p[0] = a.data;
-	/* by key first (the key table is not partitioned: one index probe per
-	 * id), and only when some were seen, the records themselves, each in
-	 * the one partition its key's created_at names */
-	r = db_query(c, "SELECT 1 FROM ledger_idempotency WHERE idempotency_key = ANY ($1::text[]) LIMIT 1", 1, p, err);
-	if (r && PQntuples(r) > 0) {
-		PQclear(r);
+	arr_close(a);
+	buf_release(&key);
+	p[0] = a->data;
+	return db_send(c, "u_seen", NULL, 1, p, err);
+}
+
+/* reads u_seen's result (pipeline); the records themselves, when needed,
+ * after the pipeline (seen_keys: the array sent) */
+static int read_seen(PGconn *c, bool *seen, struct error *err)
+{
+	PGresult *r = db_next(c, err);
+
+	if (!r)
+		return -1;
+	*seen = PQntuples(r) > 0;
+	PQclear(r);
+	return 0;
+}
+
+static int find_replays(struct batch *b, PGconn *c, bool seen, const char *seen_keys, struct error *err)
+{
+	PGresult *r = NULL;
+	const char *p[1] = {seen_keys};
+
+	if (seen) {
 		r = db_query(c, "SELECT u.request_id, encode(u.body_hash, 'hex'), u.response FROM ledger_idempotency k"
 				" JOIN usage_records u ON u.request_id = substr(k.idempotency_key, 7)"
 				" AND u.created_at = k.created_at"
 				" WHERE k.idempotency_key = ANY ($1::text[])", 1, p, err);
+		if (!r)
+			return -1;
 	}
-	buf_release(&a);
-	buf_release(&key);
-	if (!r)
-		return -1;
-	for (size_t i = 0; i < b->n; i++) {
+	for (size_t i = 0; r && i < b->n; i++) {
 		struct usage_item *it = b->items[i];
 		if (b->state[i] != 0)
 			continue;
@@ -487,16 +555,15 @@ static int find_replays(struct batch *b, PGconn *c, struct error *err)
 	return 0;
 }
 
-/* 3) lock the accounts, load their buckets */
-static int load_accounts(struct batch *b, PGconn *c, struct error *err)
+/* 3) lock the accounts, load their buckets (every account of the batch:
+ * a replay's is locked too, which changes nothing) */
+static int send_accounts(struct batch *b, PGconn *c, struct buf *a, struct error *err)
 {
 	int64_t *ids = calloc(b->n + 1, sizeof(*ids));
 	size_t n = 0;
-	struct buf a;
-	PGresult *r = NULL;
 	const char *p[1];
-	int rc = -1;
 
+	arr_init(a);
 	if (!ids) {
 		error_set(err, 500, "internal", "out of memory");
 		return -1;
@@ -513,16 +580,22 @@ static int load_accounts(struct batch *b, PGconn *c, struct error *err)
 			b->accts[b->n_accts].paid_idx = -1;
 			b->n_accts++;
 		}
-	arr_init(&a);
+	free(ids);
 	for (size_t i = 0; i < b->n_accts; i++)
-		arr_add_i64(&a, b->accts[i].account_id);
-	arr_close(&a);
-	p[0] = a.data;
-	/* row locks in id order: no deadlock between writers */
-	r = db_query(c, "SELECT account_id, status FROM customers WHERE account_id = ANY($1::bigint[])"
-			" ORDER BY account_id FOR UPDATE", 1, p, err);
+		arr_add_i64(a, b->accts[i].account_id);
+	arr_close(a);
+	p[0] = a->data;
+	if (db_send(c, "u_lock", NULL, 1, p, err) < 0 || db_send(c, "u_buckets", NULL, 1, p, err) < 0)
+		return -1;
+	return 0;
+}
+
+static int read_accounts(struct batch *b, PGconn *c, struct error *err)
+{
+	PGresult *r = db_next(c, err);
+
 	if (!r)
-		goto done;
+		return -1;
 	for (int k = 0; k < PQntuples(r); k++) {
 		struct acct *ac = find_acct(b, strtoll(PQgetvalue(r, k, 0), NULL, 10));
 		if (ac) {
@@ -531,21 +604,15 @@ static int load_accounts(struct batch *b, PGconn *c, struct error *err)
 		}
 	}
 	PQclear(r);
-	r = db_query(c,
-		     "SELECT la.account_id, la.ledger_account_id, coalesce(g.grant_id, 0), b.balance,"
-		     " coalesce(g.priority, 0), coalesce((extract(epoch from g.expires_at) * 1000000)::bigint, 0)"
-		     " FROM ledger_accounts la JOIN ledger_balances b USING (ledger_account_id)"
-		     " LEFT JOIN grants g USING (ledger_account_id)"
-		     " WHERE la.account_id = ANY($1::bigint[]) AND (la.type = 'customer_paid' OR b.balance > 0)"
-		     " ORDER BY la.account_id",
-		     1, p, err);
+	r = db_next(c, err);
 	if (!r)
-		goto done;
+		return -1;
 	free(b->buckets);
 	b->buckets = calloc((size_t)PQntuples(r) + 1, sizeof(*b->buckets));
 	if (!b->buckets) {
+		PQclear(r);
 		error_set(err, 500, "internal", "out of memory");
-		goto done;
+		return -1;
 	}
 	b->n_buckets = 0;
 	for (int k = 0; k < PQntuples(r); k++) {
@@ -563,6 +630,7 @@ static int load_accounts(struct batch *b, PGconn *c, struct error *err)
 		ac->n++;
 		b->n_buckets++;
 	}
+	PQclear(r);
 	for (size_t i = 0; i < b->n_accts; i++) {
 		struct acct *ac = &b->accts[i];
 		burndown_sort(&b->buckets[ac->first], ac->n);
@@ -570,22 +638,22 @@ static int load_accounts(struct batch *b, PGconn *c, struct error *err)
 			if (b->buckets[ac->first + k].grant_id == 0)
 				ac->paid_idx = (int64_t)(ac->first + k);
 	}
+	return 0;
+}
+
+/* after the replays are known: what is left must have a usable account */
+static void check_accounts(struct batch *b)
+{
 	for (size_t i = 0; i < b->n; i++) {
 		struct acct *ac;
 		if (b->state[i] != 0)
 			continue;
 		ac = find_acct(b, b->items[i]->account_id);
+		/* a frozen account's usage is billed too (CONTRACT.md §3): the call
+		 * ran; freezing stops new authorizations, not the bill */
 		if (!ac || !ac->found || ac->paid_idx < 0)
 			fail_item(b, i, 404, "not_found", "unknown account");
-		else if (ac->frozen)
-			fail_item(b, i, 403, "account_frozen", "the account is frozen");
 	}
-	rc = 0;
-done:
-	PQclear(r);
-	buf_release(&a);
-	free(ids);
-	return rc;
 }
 
 static int grow_posts(struct batch *b, size_t need)
@@ -724,17 +792,30 @@ static int charge_items(struct batch *b, int64_t now_us, struct error *err)
 	return 0;
 }
 
-/* 5) journal + usage_records */
-static int insert_records(struct batch *b, PGconn *c, const char *writer, char **keys, struct error *err)
-{
-	enum { R_ID, R_ACCT, R_TXN, R_HASH, R_MODEL, R_IN, R_CACHED, R_OUT, R_AT, R_COST, R_PV, R_HOLD, R_STATUS, R_RESP,
-	       R_CREATED, NR };
-	struct buf a[NR];
-	const char *p[NR];
-	int rc = -1;
+/* 5) journal + usage_records: queued after the chain head and the txn_ids
+ * are known; ja and a[] must live until the pipeline is read */
+struct chain {
+	int64_t seq;                        /* the writer's last seq before this batch */
+	uint8_t head[JOURNAL_HASH_BYTES];   /* and its hash */
+	int64_t *txn_ids;                   /* one per pending record */
+};
 
-	if (b->n_txns == 0)
-		return 0;
+static int clear_ok(PGresult *r)
+{
+	if (!r)
+		return -1;
+	PQclear(r);
+	return 0;
+}
+
+enum { R_ID, R_ACCT, R_TXN, R_HASH, R_MODEL, R_IN, R_CACHED, R_OUT, R_AT, R_COST, R_PV, R_HOLD, R_STATUS, R_RESP,
+       R_CREATED, NR };
+
+static int send_records(struct batch *b, PGconn *c, const char *writer, char **keys, const struct chain *ch,
+			struct journal_arrays *ja, struct buf a[NR], struct error *err)
+{
+	const char *p[NR > JOURNAL_NA + 1 ? NR : JOURNAL_NA + 1];
+
 	for (size_t t = 0; t < b->n_txns; t++) {
 		struct usage_item *it = b->items[b->txn_item[t]];
 		free(keys[t]);
@@ -744,11 +825,24 @@ static int insert_records(struct batch *b, PGconn *c, const char *writer, char *
 			return -1;
 		}
 		b->txns[t].idempotency_key = keys[t];
+		b->txns[t].txn_id = ch->txn_ids[t];
 	}
-	if (journal_write(c, writer, b->txns, b->n_txns, err) < 0)
+	journal_link(writer, ch->seq, ch->head, b->txns, b->n_txns, ja);
+	journal_postings(b->txns, b->n_txns, ja);
+	p[0] = writer;
+	for (int k = 0; k < JOURNAL_NA; k++)
+		p[k + 1] = ja->txn[k].data;
+	if (db_send(c, "u_journal", NULL, JOURNAL_NA + 1, p, err) < 0)
 		return -1;
-	for (int k = 0; k < NR; k++)
-		arr_init(&a[k]);
+	for (int k = 0; k < JOURNAL_NP; k++)
+		p[k] = ja->post[k].data;
+	if (db_send(c, "u_postings", NULL, JOURNAL_NP, p, err) < 0)
+		return -1;
+	/* balance mirrors (Redis) learn of the change at commit: "ACCOUNT WRITER" */
+	p[0] = ja->post[JP_ACCT].data;
+	p[1] = writer;
+	if (db_send(c, "u_notify", NULL, 2, p, err) < 0)
+		return -1;
 	for (size_t t = 0; t < b->n_txns; t++) {
 		struct usage_item *it = b->items[b->txn_item[t]];
 		char ts[40];
@@ -785,32 +879,17 @@ static int insert_records(struct batch *b, PGconn *c, const char *writer, char *
 		arr_close(&a[k]);
 		p[k] = a[k].data;
 	}
-	rc = db_exec(c,
-		     "INSERT INTO usage_records (request_id, account_id, txn_id, body_hash, model, input_tokens,"
-		     " cached_input_tokens, output_tokens, started_at, cost_nanos, price_version, hold_id, status, response,"
-		     " created_at)"
-		     " SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bytea[], $5::text[], $6::bigint[],"
-		     " $7::bigint[], $8::bigint[], $9::timestamptz[], $10::bigint[], $11::bigint[], $12::text[], $13::text[],"
-		     " $14::text[], $15::timestamptz[])",
-		     NR, p, err);
-	for (int k = 0; k < NR; k++)
-		buf_release(&a[k]);
-	return rc;
+	return db_send(c, "u_records", NULL, NR, p, err);
 }
 
-static int reload_prices(PGconn *c, struct error *err)
+/* the price list: reloaded when its newest version is no longer the
+ * database's (one cheap probe per batch: a price set a moment ago is used
+ * at once) */
+static int reload_prices(PGconn *c, int64_t v, struct error *err)
 {
 	struct pricing_price *p = NULL;
-	PGresult *r;
-	int64_t v;
 	size_t n = 0;
 
-	/* one cheap probe per batch: a price set a moment ago is used at once */
-	r = db_query(c, "SELECT coalesce(max(price_version), 0) FROM prices", 0, NULL, err);
-	if (!r)
-		return -1;
-	v = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
-	PQclear(r);
 	if (v == t_prices_version)
 		return 0;
 	if (pricedb_load(c, &p, &n, err) < 0)
@@ -832,20 +911,148 @@ static void reset_results(struct batch *b)
 	}
 }
 
+/* the writer's chain: head before this batch and txn_ids for its journal rows */
+static int read_chain(PGconn *c, const char *writer, struct chain *ch, size_t n, struct error *err)
+{
+	PGresult *r = db_next(c, err);
+	int rc = -1;
+
+	if (!r)
+		return -1;
+	PQclear(r); /* the advisory lock */
+	r = db_next(c, err);
+	if (!r || journal_parse_head(r, &ch->seq, ch->head, writer, err) < 0)
+		goto done;
+	PQclear(r);
+	r = db_next(c, err);
+	if (!r)
+		goto done;
+	if ((size_t)PQntuples(r) != n) {
+		error_set(err, 500, "internal", "got %d txn_ids for %zu", PQntuples(r), n);
+		goto done;
+	}
+	for (int k = 0; k < PQntuples(r); k++)
+		ch->txn_ids[k] = strtoll(PQgetvalue(r, k, 0), NULL, 10);
+	rc = 0;
+done:
+	PQclear(r);
+	return rc;
+}
+
+/* One batch in one transaction, in two round trips (libpq pipeline mode):
+ *   1. BEGIN, price probe, [api keys], replay probe, lock the accounts and
+ *      read their buckets, lock the writer's chain and read its head, take
+ *      txn_ids; (rare extra trips: the api keys' accounts, replays, a new
+ *      price list)
+ *   2. journal rows, postings, notify, usage records, COMMIT.
+ * -2: the price list cannot be loaded. */
 static int try_batch(struct batch *b, PGconn *c, const char *writer, char **keys, struct error *err)
 {
 	int64_t now = time_now_us();
+	struct buf keys_a, seen_a, accts_a, rec_a[NR];
+	struct journal_arrays ja;
+	struct chain ch = {0};
+	const char *p[1];
+	PGresult *r = NULL;
+	int has_keys, rc = -1;
+	bool seen = false, commit_apart;
+	char nbuf[24];
+	size_t n_pending = 0;
 
 	reset_results(b);
-	if (db_exec(c, "BEGIN", 0, NULL, err) < 0)
-		return -1;
-	if (resolve_keys(b, c, err) < 0 || find_replays(b, c, err) < 0 || load_accounts(b, c, err) < 0 ||
-	    charge_items(b, now, err) < 0 || insert_records(b, c, writer, keys, err) < 0 ||
-	    (read_load_generations(b->w, b->items, b->state, b->n), 0) ||
-	    db_exec(c, "COMMIT", 0, NULL, err) < 0) {
-		db_exec_quiet(c, "ROLLBACK");
-		return -1;
+	buf_init(&keys_a);
+	buf_init(&seen_a);
+	buf_init(&accts_a);
+	for (int k = 0; k < NR; k++)
+		arr_init(&rec_a[k]);
+	journal_arrays_init(&ja);
+	ch.txn_ids = calloc(b->n + 1, sizeof(*ch.txn_ids));
+	if (!ch.txn_ids) {
+		error_set(err, 503, "unavailable", "out of memory");
+		goto out;
 	}
+	if (prepare_statements(c, err) < 0 || db_pipeline_begin(c, err) < 0)
+		goto out;
+	if (db_send(c, NULL, "BEGIN", 0, NULL, err) < 0 || db_send(c, "u_price", NULL, 0, NULL, err) < 0 ||
+	    (has_keys = send_keys(b, c, &keys_a, err)) < 0)
+		goto fail;
+	if (has_keys) {
+		/* the accounts of api keys are needed before the locks: one more trip */
+		if (db_pipeline_sync(c, err) < 0 || (clear_ok(db_next(c, err)) < 0) ||
+		    (r = db_next(c, err)) == NULL || read_keys(b, c, err) < 0)
+			goto fail;
+		db_pipeline_end(c);
+		if (db_pipeline_begin(c, err) < 0)
+			goto fail;
+	}
+	for (size_t i = 0; i < b->n; i++)
+		n_pending += b->state[i] == 0;
+	snprintf(nbuf, sizeof(nbuf), "%zu", n_pending);
+	p[0] = writer;
+	if (send_seen(b, c, &seen_a, err) < 0 || send_accounts(b, c, &accts_a, err) < 0 ||
+	    db_send(c, "u_chain_lock", NULL, 1, p, err) < 0 || db_send(c, "u_head", NULL, 1, p, err) < 0)
+		goto fail;
+	p[0] = nbuf;
+	if (db_send(c, "u_txn_ids", NULL, 1, p, err) < 0 || db_pipeline_sync(c, err) < 0)
+		goto fail;
+	if (!has_keys && (clear_ok(db_next(c, err)) < 0 || (r = db_next(c, err)) == NULL))
+		goto fail;
+	if (read_seen(c, &seen, err) < 0 || read_accounts(b, c, err) < 0 || read_chain(c, writer, &ch, n_pending, err) < 0)
+		goto fail;
+	/* the balance mirror's load generations, read before COMMIT and only
+	 * now that the accounts' rows are locked FOR UPDATE (read_accounts): read
+	 * while the lock was still being waited for, a locked load that held the
+	 * row FOR SHARE could store its mirror (without this charge) and its new
+	 * generation in between, and the settle would then skip the charge as
+	 * already in the mirror (faults-short: a mirror above the ledger) */
+	read_load_generations(b->w, b->items, b->state, b->n);
+	db_pipeline_end(c);
+	if (reload_prices(c, strtoll(PQgetvalue(r, 0, 0), NULL, 10), err) < 0) {
+		if (err->status != 503)
+			error_set(err, 503, "unavailable", "cannot load prices");
+		rc = -2;
+		goto fail;
+	}
+	if (find_replays(b, c, seen, seen_a.data, err) < 0)
+		goto fail;
+	check_accounts(b);
+	if (charge_items(b, now, err) < 0)
+		goto fail;
+	if (b->n_txns == 0) {
+		if (db_exec(c, "COMMIT", 0, NULL, err) < 0)
+			goto fail;
+		rc = 0;
+		goto out;
+	}
+	/* with a synchronous standby (pg_standby_confirm_ms) the COMMIT goes
+	 * through db_exec, which bounds its wait for the standby and confirms
+	 * that one has it: one round trip more, never a 200 on the primary alone */
+	commit_apart = db_standby_confirm() > 0;
+	if (db_pipeline_begin(c, err) < 0 || send_records(b, c, writer, keys, &ch, &ja, rec_a, err) < 0 ||
+	    (!commit_apart && db_send(c, NULL, "COMMIT", 0, NULL, err) < 0) || db_pipeline_sync(c, err) < 0)
+		goto fail;
+	for (int k = 0; k < (commit_apart ? 4 : 5); k++)
+		if (clear_ok(db_next(c, err)) < 0)
+			goto fail;
+	db_pipeline_end(c);
+	if (commit_apart && db_exec(c, "COMMIT", 0, NULL, err) < 0)
+		goto fail;
+	rc = 0;
+	goto out;
+fail:
+	db_pipeline_end(c);
+	db_exec_quiet(c, "ROLLBACK");
+out:
+	PQclear(r);
+	buf_release(&keys_a);
+	buf_release(&seen_a);
+	buf_release(&accts_a);
+	for (int k = 0; k < NR; k++)
+		buf_release(&rec_a[k]);
+	journal_arrays_release(&ja);
+	free(ch.txn_ids);
+	if (rc < 0)
+		return rc;
 	for (size_t i = 0; i < b->n; i++) {
 		if (b->state[i] == 3) {
 			struct usage_item *src = b->items[b->dup_of[i]];
@@ -894,12 +1101,6 @@ void usage_write_batch(struct dbjob **jobs, size_t n, PGconn *c, const char *wri
 		fail_all(jobs, n, &err);
 		return;
 	}
-	if (reload_prices(c, &err) < 0) {
-		if (err.status != 503)
-			error_set(&err, 503, "unavailable", "cannot load prices");
-		fail_all(jobs, n, &err);
-		return;
-	}
 	memset(&b, 0, sizeof(b));
 	b.w = w;
 	b.items = (struct usage_item **)jobs;
@@ -917,11 +1118,21 @@ void usage_write_batch(struct dbjob **jobs, size_t n, PGconn *c, const char *wri
 		goto done;
 	}
 	for (attempt = 0;; attempt++) {
-		if (try_batch(&b, c, writer, keys, &err) == 0)
+		int rc = try_batch(&b, c, writer, keys, &err);
+		if (rc == 0)
 			break;
+		if (rc == -2) {
+			fail_all(jobs, n, &err);
+			goto done;
+		}
 		if (db_conn_broken(c)) {
 			/* the commit may or may not have happened: a retry with the same request_id is safe */
 			error_set(&err, 503, "unavailable", "the ledger database connection was lost");
+			fail_all(jobs, n, &err);
+			goto done;
+		}
+		if (err.status == 503) {
+			/* no standby confirmed the commit (pg_standby_confirm_ms): the same for every record */
 			fail_all(jobs, n, &err);
 			goto done;
 		}

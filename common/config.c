@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 struct key_def {
 	const char *name;
@@ -28,11 +29,13 @@ static const struct key_def keys[] = {
 	{"migrations_dir", "migrations", "folder of NNNN_name.sql files"},
 	{"log_level", "info", "debug, info, warn or error"},
 	{"batch_max", "256", "most usage records written in one commit"},
-	{"writer_threads", "2", "usage writer threads (each its own connection and hash chain)"},
+	{"writer_threads", "2", "usage writers (each its own thread, connection, queue and hash chain; records go by account)"},
 	{"batch_wait_us", "500", "longest wait to fill a commit batch, microseconds"},
 	{"queue_max", "20000", "most usage records waiting for a commit; beyond: 503"},
 	{"hold_ttl_seconds", "600", "default lifetime of an authorize hold"},
 	{"pg_timeout_ms", "5000", "statement timeout and connect timeout for PostgreSQL"},
+	{"pg_standby_confirm_ms", "0",
+	 "with a synchronous standby: a commit counts once a standby has it, waited for at most this long (else 503); 0: off"},
 	{"redis_timeout_ms", "1000", "timeout of one Redis call"},
 	{"redis_fail_open", "false", "admit some calls when Redis is unreachable"},
 	{"redis_fail_open_nanos", "0", "per account allowance while failing open"},
@@ -267,6 +270,8 @@ int config_load_env(struct config *cfg, struct config_error *err)
 	return 0;
 }
 
+const char *config_default_file;
+
 int config_from_args(struct config *cfg, int *argc, char **argv, struct config_error *err)
 {
 	const char *file = NULL;
@@ -285,6 +290,10 @@ int config_from_args(struct config *cfg, int *argc, char **argv, struct config_e
 			file = argv[i] + 9;
 		}
 	}
+	if (!file && getenv("BILLING_CONFIG"))
+		file = *getenv("BILLING_CONFIG") ? getenv("BILLING_CONFIG") : NULL; /* set but empty: none */
+	else if (!file && config_default_file && access(config_default_file, R_OK) == 0)
+		file = config_default_file;
 	if (file && config_load_file(cfg, file, err) < 0)
 		return -1;
 	if (config_load_env(cfg, err) < 0)

@@ -37,7 +37,10 @@ bool config_is_key(const char *key);
 
 /* Full load for a program: scans argv for --config FILE and --<key> V
  * (removing them from argv, argc updated), loads file, env, then flags.
- * Other arguments stay, in order.  0 or -1 with err filled. */
+ * Without --config the file is $BILLING_CONFIG (set but empty: none), else
+ * config_default_file when it exists.  Other arguments stay, in order.  0
+ * or -1 with err filled. */
+extern const char *config_default_file; /* NULL: none (billingd); the CLIs: var/billingd.conf */
 int config_from_args(struct config *cfg, int *argc, char **argv, struct config_error *err)
 	__attribute__((warn_unused_result));
 

@@ -1,5 +1,6 @@
 /* log.c: see log.h. */
 #include "common/log.h"
+#include "common/error.h"
 
 #include <pthread.h>
 #include <stdarg.h>
@@ -45,6 +46,8 @@ void log_msg(enum log_level lvl, const char *msg, const char *fmt, ...)
 		vsnprintf(line + n, sizeof(line) - (size_t)n - 1, fmt, ap);
 		va_end(ap);
 	}
+	/* one record, one line: a message may carry libpq's or a caller's newlines */
+	error_oneline(line);
 	/* one write per line so threads do not interleave */
 	flockfile(stderr);
 	fputs(line, stderr);

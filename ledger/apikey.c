@@ -32,7 +32,19 @@ int apikey_load_pepper(const char *path, int create, uint8_t pepper[APIKEY_PEPPE
 		fd = open(path, O_RDONLY);
 	}
 	if (fd < 0) {
-		error_set(err, 0, "pepper", "cannot open key pepper '%s': %s", path, strerror(errno));
+		char cwd[1024] = "";
+		const char *slash = strrchr(path, '/');
+		int e = errno;
+		if (path[0] != '/' && !getcwd(cwd, sizeof(cwd)))
+			cwd[0] = '\0';
+		if (e == ENOENT && create && slash)
+			error_set(err, 0, "pepper",
+				  "cannot create key pepper '%s'%s%s%s: its folder '%.*s' does not exist (create it,"
+				  " or set key_pepper_file to a path in an existing folder)",
+				  path, cwd[0] ? " (relative to " : "", cwd, cwd[0] ? ")" : "", (int)(slash - path), path);
+		else
+			error_set(err, 0, "pepper", "cannot open key pepper '%s'%s%s%s: %s", path,
+				  cwd[0] ? " (relative to " : "", cwd, cwd[0] ? ")" : "", strerror(e));
 		return -1;
 	}
 	n = read(fd, hex, sizeof(hex) - 1);

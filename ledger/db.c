@@ -1,14 +1,37 @@
 /* db.c: see db.h. */
 #include "ledger/db.h"
+#include "common/log.h"
 
 #include <dirent.h>
 #include <errno.h>
+#include <poll.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "common/buf.h"
+#include "common/timeutil.h"
+
+static volatile int standby_confirm_ms;
+
+void db_set_standby_confirm(int ms)
+{
+	standby_confirm_ms = ms;
+}
+
+int db_standby_confirm(void)
+{
+	return standby_confirm_ms;
+}
+
+static void notice_cb(void *arg, const char *message)
+{
+	(void)arg;
+	log_warn("postgresql notice", "message=\"%s\"", message);
+}
 
 PGconn *db_connect(const char *conninfo, int timeout_ms, struct error *err)
 {
@@ -33,6 +56,9 @@ PGconn *db_connect(const char *conninfo, int timeout_ms, struct error *err)
 		PQfinish(c);
 		return NULL;
 	}
+	/* libpq's default prints notices (and a server's FATAL on an idle
+	 * connection) raw on stderr, over several lines: one log record instead */
+	PQsetNoticeProcessor(c, notice_cb, NULL);
 	return c;
 }
 
@@ -47,19 +73,125 @@ static void set_pg_err(PGconn *c, PGresult *r, struct error *err)
 	l = strlen(m);
 	while (l && (m[l - 1] == '\n' || m[l - 1] == ' '))
 		l--;
-	if (!state || db_conn_broken(c))
+	/* connection gone, server shutting down or starting (57P0x), or a
+	 * session that landed on a standby (25006) during a failover */
+	if (!state || db_conn_broken(c) || strncmp(state, "57P0", 4) == 0 || strcmp(state, "25006") == 0)
 		error_set(err, 503, "unavailable", "postgresql: %.*s", (int)l, m);
 	else
 		error_set(err, 500, state, "%.*s", (int)l, m);
 }
 
+static void set_no_standby(struct error *err)
+{
+	error_set(err, 503, "unavailable",
+		  "no standby confirmed the commit within %d ms (it may be on the primary alone;"
+		  " retrying with the same id is safe)",
+		  standby_confirm_ms);
+}
+
+/* After a COMMIT: until a standby has flushed everything this primary had
+ * flushed (so the commit too), polled with a growing pause up to
+ * standby_confirm_ms.  0, or -1 with err 503. */
+static int confirm_standby(PGconn *c, struct error *err)
+{
+	int64_t until = time_now_us() + (int64_t)standby_confirm_ms * 1000;
+	const char *p[1];
+	char lsn[40];
+	useconds_t pause = 200;
+	PGresult *r = PQexec(c, "SELECT l::text, EXISTS (SELECT 1 FROM pg_stat_replication WHERE flush_lsn >= l)"
+				" FROM pg_current_wal_flush_lsn() l");
+
+	for (;;) {
+		if (!r || PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1) {
+			set_pg_err(c, r, err);
+			err->status = 503;
+			snprintf(err->code, sizeof(err->code), "unavailable");
+			PQclear(r);
+			return -1;
+		}
+		if (PQnfields(r) == 2)
+			snprintf(lsn, sizeof(lsn), "%s", PQgetvalue(r, 0, 0));
+		if (strcmp(PQgetvalue(r, 0, PQnfields(r) - 1), "t") == 0) {
+			PQclear(r);
+			return 0;
+		}
+		PQclear(r);
+		if (time_now_us() >= until) {
+			set_no_standby(err);
+			return -1;
+		}
+		usleep(pause);
+		if (pause < 20000)
+			pause *= 2;
+		p[0] = lsn;
+		r = PQexecParams(c, "SELECT EXISTS (SELECT 1 FROM pg_stat_replication WHERE flush_lsn >= $1::pg_lsn)", 1,
+				 NULL, p, NULL, NULL, 0);
+	}
+}
+
+/* A COMMIT waiting for a standby that is gone waits for ever: PostgreSQL
+ * disarms statement_timeout before the commit itself.  After
+ * standby_confirm_ms the wait is cancelled (the server then reports the
+ * commit with a WARNING, committed on the primary alone: *cancelled = 1);
+ * after as long again without an answer the connection is shut (broken:
+ * the caller reconnects).  The result, or NULL. */
+static PGresult *commit_bounded(PGconn *c, int *cancelled)
+{
+	int64_t until = time_now_us() + (int64_t)standby_confirm_ms * 1000;
+	PGresult *r, *last = NULL;
+
+	*cancelled = 0;
+	if (!PQsendQueryParams(c, "COMMIT", 0, NULL, NULL, NULL, NULL, 0))
+		return NULL;
+	while (PQconsumeInput(c) && PQisBusy(c)) {
+		int64_t left = until - time_now_us();
+		struct pollfd pfd = {PQsocket(c), POLLIN, 0};
+
+		if (left <= 0 && !*cancelled) {
+			PGcancel *k = PQgetCancel(c);
+			char eb[256];
+			if (k) {
+				PQcancel(k, eb, sizeof(eb));
+				PQfreeCancel(k);
+			}
+			*cancelled = 1;
+			until = time_now_us() + (int64_t)standby_confirm_ms * 1000;
+			continue;
+		}
+		if (left <= 0) {
+			shutdown(PQsocket(c), SHUT_RDWR);
+			PQconsumeInput(c);
+			break;
+		}
+		poll(&pfd, 1, (int)(left / 1000) + 1);
+	}
+	while ((r = PQgetResult(c))) {
+		PQclear(last);
+		last = r;
+	}
+	return last;
+}
+
 PGresult *db_query(PGconn *c, const char *sql, int nparams, const char *const *params, struct error *err)
 {
-	PGresult *r = PQexecParams(c, sql, nparams, NULL, params, NULL, NULL, 0);
+	/* a session on a standby (finance reads, prefer-standby) writes nothing */
+	const char *hs = PQparameterStatus(c, "in_hot_standby");
+	int commit = standby_confirm_ms > 0 && strcmp(sql, "COMMIT") == 0 && !(hs && strcmp(hs, "on") == 0),
+	    cancelled = 0;
+	PGresult *r = commit ? commit_bounded(c, &cancelled) : PQexecParams(c, sql, nparams, NULL, params, NULL, NULL, 0);
 	ExecStatusType st = r ? PQresultStatus(r) : PGRES_FATAL_ERROR;
 
 	if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK) {
 		set_pg_err(c, r, err);
+		PQclear(r);
+		return NULL;
+	}
+	if (cancelled) {
+		PQclear(r);
+		set_no_standby(err);
+		return NULL;
+	}
+	if (commit && confirm_standby(c, err) < 0) {
 		PQclear(r);
 		return NULL;
 	}
@@ -79,6 +211,94 @@ int db_exec(PGconn *c, const char *sql, int nparams, const char *const *params, 
 void db_exec_quiet(PGconn *c, const char *sql)
 {
 	PQclear(PQexec(c, sql));
+}
+
+int db_pipeline_begin(PGconn *c, struct error *err)
+{
+	if (PQenterPipelineMode(c) != 1) {
+		set_pg_err(c, NULL, err);
+		return -1;
+	}
+	return 0;
+}
+
+int db_send(PGconn *c, const char *name, const char *sql, int nparams, const char *const *params, struct error *err)
+{
+	int ok = name ? PQsendQueryPrepared(c, name, nparams, params, NULL, NULL, 0)
+		      : PQsendQueryParams(c, sql, nparams, NULL, params, NULL, NULL, 0);
+
+	if (!ok) {
+		set_pg_err(c, NULL, err);
+		return -1;
+	}
+	return 0;
+}
+
+int db_pipeline_sync(PGconn *c, struct error *err)
+{
+	if (PQpipelineSync(c) != 1) {
+		set_pg_err(c, NULL, err);
+		return -1;
+	}
+	return 0;
+}
+
+PGresult *db_next(PGconn *c, struct error *err)
+{
+	PGresult *r = PQgetResult(c), *extra;
+	ExecStatusType st = r ? PQresultStatus(r) : PGRES_FATAL_ERROR;
+
+	/* each statement's result is followed by a NULL */
+	while (r && (extra = PQgetResult(c)) != NULL)
+		PQclear(extra);
+	if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK)
+		return r;
+	if (st == PGRES_PIPELINE_ABORTED)
+		error_set(err, 500, "internal", "postgresql: statement skipped after an earlier error");
+	else
+		set_pg_err(c, r, err);
+	PQclear(r);
+	return NULL;
+}
+
+void db_pipeline_end(PGconn *c)
+{
+	PGresult *r;
+	int nulls = 0;
+
+	if (PQpipelineStatus(c) == PQ_PIPELINE_OFF)
+		return;
+	/* read up to the sync point: two NULLs in a row mean nothing is pending */
+	while (!db_conn_broken(c) && nulls < 2) {
+		r = PQgetResult(c);
+		if (!r) {
+			nulls++;
+			continue;
+		}
+		nulls = 0;
+		if (PQresultStatus(r) == PGRES_PIPELINE_SYNC) {
+			PQclear(r);
+			if (PQexitPipelineMode(c) == 1)
+				return;
+			continue;
+		}
+		PQclear(r);
+	}
+	PQexitPipelineMode(c);
+}
+
+int db_prepare(PGconn *c, const char *const (*stmts)[2], struct error *err)
+{
+	for (size_t i = 0; stmts[i][0]; i++) {
+		PGresult *r = PQprepare(c, stmts[i][0], stmts[i][1], 0, NULL);
+		if (!r || PQresultStatus(r) != PGRES_COMMAND_OK) {
+			set_pg_err(c, r, err);
+			PQclear(r);
+			return -1;
+		}
+		PQclear(r);
+	}
+	return 0;
 }
 
 bool db_error_retryable(const struct error *err)
@@ -269,6 +489,36 @@ int db_pending_migrations(PGconn *c, const char *dir, struct error *err)
 	return rc;
 }
 
+/* What the migrations expect of the database (README, "Preparing a
+ * production database"): the service role exists, and the migrating role
+ * may create in schema public.  Names what is missing and how to create it. */
+static int migrate_preflight(PGconn *c, struct error *err)
+{
+	PGresult *r = db_query(c,
+			       "SELECT EXISTS (SELECT FROM pg_roles WHERE rolname = 'billing'),"
+			       " has_schema_privilege(current_user, 'public', 'CREATE'), current_user, current_database()",
+			       0, NULL, err);
+	int rc = -1;
+
+	if (!r)
+		return -1;
+	if (PQgetvalue(r, 0, 0)[0] != 't')
+		error_set(err, 0, "missing_role",
+			  "role \"billing\" does not exist: the migrations grant the service its rights through it;"
+			  " as a superuser run CREATE ROLE billing LOGIN PASSWORD '...' (README, \"Preparing a production"
+			  " database\")");
+	else if (PQgetvalue(r, 0, 1)[0] != 't')
+		error_set(err, 0, "missing_privilege",
+			  "role \"%s\" may not create tables in schema \"public\" of database \"%s\": migrate as the"
+			  " schema owner (pg_owner), e.g. as a superuser ALTER SCHEMA public OWNER TO billing_owner"
+			  " (README, \"Preparing a production database\")",
+			  PQgetvalue(r, 0, 2), PQgetvalue(r, 0, 3));
+	else
+		rc = 0;
+	PQclear(r);
+	return rc;
+}
+
 int db_migrate(PGconn *c, const char *dir, FILE *out, struct error *err)
 {
 	struct mfile *m = NULL;
@@ -281,7 +531,7 @@ int db_migrate(PGconn *c, const char *dir, FILE *out, struct error *err)
 	if (!pending)
 		goto done;
 	/* one migrator at a time */
-	if (db_exec(c, create_table, 0, NULL, err) < 0 ||
+	if (migrate_preflight(c, err) < 0 || db_exec(c, create_table, 0, NULL, err) < 0 ||
 	    db_exec(c, "SELECT pg_advisory_lock(727001)", 0, NULL, err) < 0)
 		goto done;
 	np = check_applied(c, m, n, pending, 1, err);

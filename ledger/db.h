@@ -16,6 +16,23 @@
  * synchronous_commit = on, TimeZone UTC.  NULL with err (code unavailable). */
 PGconn *db_connect(const char *conninfo, int timeout_ms, struct error *err) __attribute__((warn_unused_result));
 
+/* With a synchronous standby (pg_auto_failover): from now on, in every
+ * thread, a successful COMMIT run through db_exec/db_query counts only once
+ * a standby has flushed the primary's WAL up to the commit, waited for at
+ * most ms milliseconds; otherwise the COMMIT fails with 503 unavailable (the
+ * transaction is then on the primary alone: a retry with the same id is
+ * safe).  This closes the windows where pg_auto_failover runs the primary
+ * without synchronous replication (wait_primary after a failover or while
+ * every standby is down).  A COMMIT waiting for a standby that is gone
+ * would wait for ever (PostgreSQL disarms statement_timeout before the
+ * commit itself): after ms it is cancelled (the server then reports it
+ * committed, with only a WARNING) and fails with 503 too.  The role needs
+ * pg_read_all_stats (to read pg_stat_replication).  0 (the default): off. */
+void db_set_standby_confirm(int ms);
+/* The ms of db_set_standby_confirm: a COMMIT sent any other way than through
+ * db_exec/db_query (a pipeline) is neither bounded nor confirmed. */
+int db_standby_confirm(void);
+
 /* Runs a command without result rows; -1 with err.  `params` may be NULL. */
 int db_exec(PGconn *c, const char *sql, int nparams, const char *const *params, struct error *err)
 	__attribute__((warn_unused_result));
@@ -24,6 +41,24 @@ void db_exec_quiet(PGconn *c, const char *sql);
 /* Runs a query; the result (owned by the caller, PQclear it) or NULL with err. */
 PGresult *db_query(PGconn *c, const char *sql, int nparams, const char *const *params, struct error *err)
 	__attribute__((warn_unused_result));
+
+/* ---- pipeline mode (libpq 14+): several statements, one round trip ----
+ * db_pipeline_begin enters pipeline mode; db_send queues a statement
+ * (prepared under `name` on this connection by db_prepare, or NULL: sql
+ * parsed each time); db_pipeline_sync sends everything; then db_next
+ * returns each queued statement's result in order (NULL with err on its
+ * failure; later ones fail with the first error); db_pipeline_end reads
+ * what is left up to the sync point and leaves pipeline mode (call it on
+ * every path, also after an error). */
+int db_pipeline_begin(PGconn *c, struct error *err) __attribute__((warn_unused_result));
+int db_send(PGconn *c, const char *name, const char *sql, int nparams, const char *const *params, struct error *err)
+	__attribute__((warn_unused_result));
+int db_pipeline_sync(PGconn *c, struct error *err) __attribute__((warn_unused_result));
+PGresult *db_next(PGconn *c, struct error *err) __attribute__((warn_unused_result));
+void db_pipeline_end(PGconn *c);
+/* Prepares each {name, sql} pair of a NULL-terminated list on c (outside a
+ * pipeline).  -1 with err. */
+int db_prepare(PGconn *c, const char *const (*stmts)[2], struct error *err) __attribute__((warn_unused_result));
 
 /* True when the SQLSTATE of the last failure means "retry the transaction"
  * (serialization failure, deadlock, unique violation from a racing writer). */

@@ -19,6 +19,9 @@
 #include "ledger/journal.h"
 #include "ledger/manifest.h"
 
+/* exports and manifests are finance data: owner read/write only */
+#define EXPORT_FILE_MODE 0600
+
 #define FETCH_ROWS "5000"
 #define ROW_TAG "billing-ledger-export-v1"
 #define CURRENCY "CNY"
@@ -386,8 +389,8 @@ static int write_manifest(const char *path, json_t *m, struct error *err)
 		return -1;
 	}
 	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-	if (fd < 0) {
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, EXPORT_FILE_MODE);
+	if (fd < 0 || fchmod(fd, EXPORT_FILE_MODE) != 0) {
 		error_set(err, 0, "io", "cannot create '%s': %s", tmp, strerror(errno));
 		goto done;
 	}
@@ -468,7 +471,12 @@ int export_write(PGconn *c, const struct export_opts *o, struct export_result *r
 		error_set(err, 0, "exists", "'%s' exists (use --force to overwrite)", manifest_path);
 		goto done;
 	}
-	fd = open(o->path, O_WRONLY | O_CREAT | (o->force ? O_TRUNC : O_EXCL), 0644);
+	fd = open(o->path, O_WRONLY | O_CREAT | (o->force ? O_TRUNC : O_EXCL), EXPORT_FILE_MODE);
+	/* finance data: owner only, also when --force overwrites a wider file */
+	if (fd >= 0 && fchmod(fd, EXPORT_FILE_MODE) != 0) {
+		close(fd);
+		fd = -1;
+	}
 	if (fd < 0) {
 		error_set(err, 0, "io", "cannot create '%s': %s%s", o->path, strerror(errno),
 			  errno == EEXIST ? " (use --force to overwrite)" : "");

@@ -131,42 +131,31 @@ static void arr_nullable_i64(struct buf *b, int64_t v)
 		buf_puts(b, "NULL");
 }
 
-int journal_write(PGconn *c, const char *writer, struct journal_txn *txns, size_t n, struct error *err)
+void journal_arrays_init(struct journal_arrays *ja)
 {
-	enum { A_SEQ, A_KIND, A_KEY, A_CHASH, A_ACCT, A_ACTOR, A_REASON, A_DETAILS, A_AT, A_PREV, A_HASH, NA };
-	struct buf a[NA], pa[6];
-	uint8_t prev[JOURNAL_HASH_BYTES] = {0};
-	int64_t seq = 0;
-	const char *params[NA + 1];
-	PGresult *r = NULL;
-	int rc = -1;
+	for (int i = 0; i < JOURNAL_NA; i++)
+		buf_init(&ja->txn[i]);
+	for (int i = 0; i < JOURNAL_NP; i++)
+		buf_init(&ja->post[i]);
+}
 
-	for (int i = 0; i < NA; i++)
-		buf_init(&a[i]);
-	for (int i = 0; i < 6; i++)
-		buf_init(&pa[i]);
-	params[0] = writer;
-	r = db_query(c, "SELECT pg_advisory_xact_lock(hashtextextended('chain:' || $1, 0))", 1, params, err);
-	if (!r)
-		goto done;
-	PQclear(r);
-	/* the key table holds each link's hash: one index probe, whatever the
-	 * number of journal partitions */
-	r = db_query(c, "SELECT seq, hash FROM ledger_idempotency WHERE writer = $1 ORDER BY seq DESC LIMIT 1", 1, params,
-		     err);
-	if (!r)
-		goto done;
-	if (PQntuples(r) == 1) {
-		seq = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
-		if (hex_to_bin(PQgetvalue(r, 0, 1), prev, sizeof(prev)) < 0) {
-			error_set(err, 500, "internal", "bad chain head of writer '%s'", writer);
-			goto done;
-		}
-	}
-	PQclear(r);
-	r = NULL;
-	for (int i = 0; i < NA; i++)
-		arr_open(&a[i]);
+void journal_arrays_release(struct journal_arrays *ja)
+{
+	for (int i = 0; i < JOURNAL_NA; i++)
+		buf_release(&ja->txn[i]);
+	for (int i = 0; i < JOURNAL_NP; i++)
+		buf_release(&ja->post[i]);
+}
+
+void journal_link(const char *writer, int64_t head_seq, const uint8_t head[JOURNAL_HASH_BYTES],
+		  struct journal_txn *txns, size_t n, struct journal_arrays *ja)
+{
+	uint8_t prev[JOURNAL_HASH_BYTES];
+	int64_t seq = head_seq;
+
+	memcpy(prev, head, JOURNAL_HASH_BYTES);
+	for (int i = 0; i < JOURNAL_NA; i++)
+		arr_open(&ja->txn[i]);
 	for (size_t i = 0; i < n; i++) {
 		struct journal_txn *t = &txns[i];
 		char ts[40];
@@ -174,30 +163,80 @@ int journal_write(PGconn *c, const char *writer, struct journal_txn *txns, size_
 		t->seq = ++seq;
 		journal_hash(t->hash, prev, writer, t->seq, t);
 		time_format_rfc3339(t->created_at_us, ts, sizeof(ts));
-		arr_i64(&a[A_SEQ], t->seq);
-		arr_text(&a[A_KIND], t->kind);
-		arr_text(&a[A_KEY], t->idempotency_key);
-		arr_bytea(&a[A_CHASH], t->content_hash, JOURNAL_HASH_BYTES);
-		arr_nullable_i64(&a[A_ACCT], t->account_id);
-		arr_text(&a[A_ACTOR], t->actor);
-		arr_text(&a[A_REASON], t->reason);
-		arr_text(&a[A_DETAILS], t->details);
-		arr_text(&a[A_AT], ts);
-		arr_bytea(&a[A_PREV], prev, JOURNAL_HASH_BYTES);
-		arr_bytea(&a[A_HASH], t->hash, JOURNAL_HASH_BYTES);
+		arr_i64(&ja->txn[JA_SEQ], t->seq);
+		arr_text(&ja->txn[JA_KIND], t->kind);
+		arr_text(&ja->txn[JA_KEY], t->idempotency_key);
+		arr_bytea(&ja->txn[JA_CHASH], t->content_hash, JOURNAL_HASH_BYTES);
+		arr_nullable_i64(&ja->txn[JA_ACCT], t->account_id);
+		arr_text(&ja->txn[JA_ACTOR], t->actor);
+		arr_text(&ja->txn[JA_REASON], t->reason);
+		arr_text(&ja->txn[JA_DETAILS], t->details);
+		arr_text(&ja->txn[JA_AT], ts);
+		arr_bytea(&ja->txn[JA_PREV], prev, JOURNAL_HASH_BYTES);
+		arr_bytea(&ja->txn[JA_HASH], t->hash, JOURNAL_HASH_BYTES);
+		arr_i64(&ja->txn[JA_TXN], t->txn_id);
 		memcpy(prev, t->hash, JOURNAL_HASH_BYTES);
 	}
-	for (int i = 0; i < NA; i++) {
-		buf_append(&a[i], "}", 1);
-		params[i + 1] = a[i].data;
+	for (int i = 0; i < JOURNAL_NA; i++)
+		buf_append(&ja->txn[i], "}", 1);
+}
+
+void journal_postings(const struct journal_txn *txns, size_t n, struct journal_arrays *ja)
+{
+	for (int i = 0; i < JOURNAL_NP; i++)
+		arr_open(&ja->post[i]);
+	for (size_t i = 0; i < n; i++) {
+		char ts[40];
+
+		/* a posting carries its transaction's created_at: the partition key */
+		time_format_rfc3339(txns[i].created_at_us, ts, sizeof(ts));
+		for (size_t j = 0; j < txns[i].n_postings; j++) {
+			arr_i64(&ja->post[0], txns[i].txn_id);
+			arr_i64(&ja->post[1], (int64_t)j + 1);
+			arr_i64(&ja->post[2], txns[i].postings[j].ledger_account_id);
+			arr_nullable_i64(&ja->post[3], txns[i].postings[j].account_id);
+			arr_i64(&ja->post[4], txns[i].postings[j].amount);
+			arr_text(&ja->post[5], ts);
+		}
 	}
+	for (int i = 0; i < JOURNAL_NP; i++)
+		buf_append(&ja->post[i], "}", 1);
+}
+
+int journal_write(PGconn *c, const char *writer, struct journal_txn *txns, size_t n, struct error *err)
+{
+	struct journal_arrays ja;
+	uint8_t prev[JOURNAL_HASH_BYTES] = {0};
+	int64_t seq = 0;
+	const char *params[JOURNAL_NA + 1];
+	PGresult *r = NULL;
+	int rc = -1;
+
+	journal_arrays_init(&ja);
+	params[0] = writer;
+	r = db_query(c, JOURNAL_SQL_CHAIN_LOCK, 1, params, err);
+	if (!r)
+		goto done;
+	PQclear(r);
+	/* the key table holds each link's hash: one index probe, whatever the
+	 * number of journal partitions */
+	r = db_query(c, JOURNAL_SQL_HEAD, 1, params, err);
+	if (!r)
+		goto done;
+	if (journal_parse_head(r, &seq, prev, writer, err) < 0)
+		goto done;
+	PQclear(r);
+	r = NULL;
+	journal_link(writer, seq, prev, txns, n, &ja);
+	for (int i = 0; i < JOURNAL_NA; i++)
+		params[i + 1] = ja.txn[i].data;
 	r = db_query(c,
 		     "INSERT INTO journal (writer, seq, kind, idempotency_key, content_hash, account_id, actor, reason,"
 		     " details, created_at, prev_hash, hash)"
 		     " SELECT $1, * FROM unnest($2::bigint[], $3::text[], $4::text[], $5::bytea[], $6::bigint[],"
 		     " $7::text[], $8::text[], $9::text[], $10::timestamptz[], $11::bytea[], $12::bytea[])"
 		     " RETURNING seq, txn_id",
-		     NA + 1, params, err);
+		     JOURNAL_NA, params, err);
 	if (!r)
 		goto done;
 	if ((size_t)PQntuples(r) != n) {
@@ -217,46 +256,34 @@ int journal_write(PGconn *c, const char *writer, struct journal_txn *txns, size_
 	}
 	PQclear(r);
 	r = NULL;
-	for (int i = 0; i < 6; i++)
-		arr_open(&pa[i]);
-	for (size_t i = 0; i < n; i++) {
-		char ts[40];
-
-		/* a posting carries its transaction's created_at: the partition key */
-		time_format_rfc3339(txns[i].created_at_us, ts, sizeof(ts));
-		for (size_t j = 0; j < txns[i].n_postings; j++) {
-			arr_i64(&pa[0], txns[i].txn_id);
-			arr_i64(&pa[1], (int64_t)j + 1);
-			arr_i64(&pa[2], txns[i].postings[j].ledger_account_id);
-			arr_nullable_i64(&pa[3], txns[i].postings[j].account_id);
-			arr_i64(&pa[4], txns[i].postings[j].amount);
-			arr_text(&pa[5], ts);
-		}
-	}
-	for (int i = 0; i < 6; i++) {
-		buf_append(&pa[i], "}", 1);
-		params[i] = pa[i].data;
-	}
-	if (db_exec(c,
-		    "INSERT INTO postings (txn_id, line, ledger_account_id, account_id, amount, created_at)"
-		    " SELECT * FROM unnest($1::bigint[], $2::smallint[], $3::bigint[], $4::bigint[], $5::bigint[],"
-		    " $6::timestamptz[])",
-		    6, params, err) < 0)
+	journal_postings(txns, n, &ja);
+	for (int i = 0; i < JOURNAL_NP; i++)
+		params[i] = ja.post[i].data;
+	if (db_exec(c, JOURNAL_SQL_POSTINGS, JOURNAL_NP, params, err) < 0)
 		goto done;
 	/* balance mirrors (Redis) learn of the change at commit: "ACCOUNT WRITER" */
-	params[0] = pa[3].data;
+	params[0] = ja.post[3].data;
 	params[1] = writer;
-	if (db_exec(c,
-		    "SELECT pg_notify('billing_balance', a::text || ' ' || $2)"
-		    " FROM (SELECT DISTINCT a FROM unnest($1::bigint[]) a WHERE a IS NOT NULL) s",
-		    2, params, err) < 0)
+	if (db_exec(c, JOURNAL_SQL_NOTIFY, 2, params, err) < 0)
 		goto done;
 	rc = 0;
 done:
 	PQclear(r);
-	for (int i = 0; i < NA; i++)
-		buf_release(&a[i]);
-	for (int i = 0; i < 6; i++)
-		buf_release(&pa[i]);
+	journal_arrays_release(&ja);
 	return rc;
+}
+
+int journal_parse_head(PGresult *r, int64_t *seq, uint8_t head[JOURNAL_HASH_BYTES], const char *writer,
+		       struct error *err)
+{
+	*seq = 0;
+	memset(head, 0, JOURNAL_HASH_BYTES);
+	if (PQntuples(r) != 1)
+		return 0;
+	*seq = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+	if (hex_to_bin(PQgetvalue(r, 0, 1), head, JOURNAL_HASH_BYTES) < 0) {
+		error_set(err, 500, "internal", "bad chain head of writer '%s'", writer);
+		return -1;
+	}
+	return 0;
 }

@@ -576,6 +576,65 @@ static void new_referral_code(char *out, size_t len)
 	out[len > 10 ? 10 : len - 1] = '\0';
 }
 
+/* The outcome of a signup, recorded with it in audit_log so that a replay
+ * answers the same (promotion applied or not, and why; balance right after). */
+static int signup_record_first(struct ops_ctx *x, struct ops_signup_result *out, struct error *err)
+{
+	struct ops_balance b;
+	char id[32];
+	json_t *d;
+	char *text;
+	int rc;
+
+	if (ops_balance_get(x->conn, out->account_id, 0, &b, err) < 0)
+		return -1;
+	out->has_first = true;
+	out->first_paid_nanos = b.paid_nanos;
+	out->first_promo_nanos = b.promo_nanos;
+	d = json_pack("{s:I,s:I,s:s,s:I,s:I}", "signup_grant_nanos", (json_int_t)out->signup_grant_nanos,
+		      "signup_grant_id", (json_int_t)out->signup_grant_id, "note", out->promo_note, "paid_nanos",
+		      (json_int_t)b.paid_nanos, "promo_nanos", (json_int_t)b.promo_nanos);
+	text = d ? json_dumps(d, JSON_COMPACT) : NULL;
+	json_decref(d);
+	if (!text) {
+		error_set(err, 500, "internal", "out of memory");
+		return -1;
+	}
+	snprintf(id, sizeof(id), "account:%" PRId64, out->account_id);
+	rc = ops_audit(x->conn, x->actor, "account.signup", id, "signup", text, err);
+	free(text);
+	return rc;
+}
+
+static int signup_read_first(PGconn *c, struct ops_signup_result *out, struct error *err)
+{
+	char id[32];
+	const char *p[1] = {id};
+	PGresult *r;
+	json_t *d;
+
+	snprintf(id, sizeof(id), "account:%" PRId64, out->account_id);
+	r = db_query(c,
+		     "SELECT details::text FROM audit_log WHERE target = $1 AND action = 'account.signup'"
+		     " ORDER BY audit_id LIMIT 1",
+		     1, p, err);
+	if (!r)
+		return -1;
+	d = PQntuples(r) == 1 ? json_loads(PQgetvalue(r, 0, 0), 0, NULL) : NULL;
+	PQclear(r);
+	if (!d) /* an account created before signups were recorded */
+		return 0;
+	out->has_first = true;
+	out->signup_grant_nanos = json_integer_value(json_object_get(d, "signup_grant_nanos"));
+	out->signup_grant_id = json_integer_value(json_object_get(d, "signup_grant_id"));
+	snprintf(out->promo_note, sizeof(out->promo_note), "%s",
+		 json_string_value(json_object_get(d, "note")) ? json_string_value(json_object_get(d, "note")) : "");
+	out->first_paid_nanos = json_integer_value(json_object_get(d, "paid_nanos"));
+	out->first_promo_nanos = json_integer_value(json_object_get(d, "promo_nanos"));
+	json_decref(d);
+	return 0;
+}
+
 static int signup_tx(void *arg, struct error *err)
 {
 	struct signup_job *j = arg;
@@ -605,7 +664,7 @@ static int signup_tx(void *arg, struct error *err)
 		j->out->account_id = existing.account_id;
 		snprintf(j->out->referral_code, sizeof(j->out->referral_code), "%s", existing.referral_code);
 		j->out->duplicate = true;
-		rc = 0;
+		rc = signup_read_first(c, j->out, err);
 		goto done;
 	} else if (strcmp(e2.code, "not_found") != 0) {
 		*err = e2;
@@ -659,7 +718,8 @@ static int signup_tx(void *arg, struct error *err)
 	}
 	if (promo_on_signup(j->x, j->out->account_id, inviter_id, j->req->identity, j->req->n_identity,
 			    &j->out->signup_grant_id, &j->out->signup_grant_nanos, j->out->promo_note,
-			    sizeof(j->out->promo_note), err) < 0)
+			    sizeof(j->out->promo_note), err) < 0 ||
+	    signup_record_first(j->x, j->out, err) < 0)
 		goto done;
 	rc = 0;
 done:
@@ -688,4 +748,57 @@ int ops_account_create(struct ops_ctx *x, const struct ops_signup *req, struct o
 	journal_content_hash(j.rhash, b.data, b.len);
 	buf_release(&b);
 	return ops_in_tx(x->conn, signup_tx, &j, err);
+}
+
+static const char *const limit_kinds[5] = {"rpm", "tpm", "rpd", "tpd", "concurrency"};
+
+int ops_limits_view(PGconn *c, int64_t account_id, const char *tier, json_t **out, struct error *err)
+{
+	char id[32];
+	const char *p[2] = {id, tier};
+	json_t *all = json_object(), *models = json_object();
+	PGresult *r;
+
+	snprintf(id, sizeof(id), "%" PRId64, account_id);
+	/* the newest row of each scope; tier rows first, so account rows overwrite */
+	r = db_query(c,
+		     "SELECT model, account_id IS NOT NULL, limit_id, rpm, tpm, rpd, tpd, concurrency FROM"
+		     " (SELECT DISTINCT ON (account_id IS NOT NULL, model) * FROM limits"
+		     "  WHERE account_id = $1::bigint OR (account_id IS NULL AND tier = $2)"
+		     "  ORDER BY account_id IS NOT NULL, model, limit_id DESC) x"
+		     " ORDER BY account_id IS NOT NULL, model",
+		     2, p, err);
+	if (!r) {
+		json_decref(all);
+		json_decref(models);
+		return -1;
+	}
+	for (int k = 0; k < 5; k++)
+		json_object_set_new(all, limit_kinds[k], json_null());
+	for (int i = 0; i < PQntuples(r); i++) {
+		const char *model = PQgetvalue(r, i, 0);
+		bool acct = PQgetvalue(r, i, 1)[0] == 't';
+		json_t *scope = all;
+		if (*model) {
+			scope = json_object_get(models, model);
+			if (!scope) {
+				scope = json_object();
+				for (int k = 0; k < 5; k++)
+					json_object_set_new(scope, limit_kinds[k], json_null());
+				json_object_set_new(models, model, scope);
+			}
+		}
+		for (int k = 0; k < 5; k++) {
+			if (PQgetisnull(r, i, 3 + k))
+				continue;
+			json_object_set_new(scope, limit_kinds[k],
+					    json_pack("{s:I,s:s,s:I}", "value",
+						      (json_int_t)strtoll(PQgetvalue(r, i, 3 + k), NULL, 10), "source",
+						      acct ? "account" : "tier", "limit_id",
+						      (json_int_t)strtoll(PQgetvalue(r, i, 2), NULL, 10)));
+		}
+	}
+	PQclear(r);
+	*out = json_pack("{s:s,s:o,s:o}", "tier", tier, "all_models", all, "models", models);
+	return *out ? 0 : -1;
 }

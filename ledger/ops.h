@@ -10,6 +10,7 @@
 #ifndef LEDGER_OPS_H
 #define LEDGER_OPS_H
 
+#include <jansson.h>
 #include <libpq-fe.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -79,7 +80,22 @@ struct ops_signup_result {
 	int64_t signup_grant_nanos;
 	int64_t signup_grant_id;
 	char promo_note[160];
+	/* the balance right after the signup, as recorded with it (the same on
+	 * a replay); false for a replay of an account recorded before that */
+	bool has_first;
+	int64_t first_paid_nanos, first_promo_nanos;
 };
+/* The rate and concurrency limits that apply to an account (tier tier):
+ * {"tier", "all_models": {rpm, tpm, rpd, tpd, concurrency}, "models":
+ * {MODEL: {...}}}, each limit {"value", "source": "account"|"tier",
+ * "limit_id"} or null (no limit).  Per scope (account or tier, all models
+ * or one model) the newest row is in force; an account row's unset limit
+ * falls back to the tier's (as billingd's authorize decides). */
+int ops_limits_view(PGconn *c, int64_t account_id, const char *tier, json_t **out, struct error *err)
+	__attribute__((warn_unused_result));
+
+/* Creates the account, or on a replay (same external_id, same body) reads
+ * the outcome recorded by the first call (duplicate true). */
 int ops_account_create(struct ops_ctx *x, const struct ops_signup *req, struct ops_signup_result *out,
 		       struct error *err) __attribute__((warn_unused_result));
 

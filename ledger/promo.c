@@ -2,6 +2,7 @@
 #include "ledger/promo.h"
 
 #include <inttypes.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -96,6 +97,42 @@ static int give(struct ops_ctx *x, const struct campaign *cp, int64_t account_id
 	return 0;
 }
 
+/* Claims every identity string of account_id for kind ("signup" or
+ * "referral"), all or none, inside the caller's transaction: 1 all claimed
+ * (or the account has none) and savepoint promo_claim left open for the
+ * caller to roll back to if the credit does not come after all; 0 one of
+ * them was claimed before (nothing claimed); -1 error. */
+static int claim_identities(PGconn *c, const char *kind, int64_t account_id, struct error *err)
+{
+	char id[32];
+	const char *p[2] = {kind, id};
+	PGresult *r;
+	bool all;
+
+	snprintf(id, sizeof(id), "%" PRId64, account_id);
+	if (db_exec(c, "SAVEPOINT promo_claim", 0, NULL, err) < 0)
+		return -1;
+	/* sorted: two claimers of overlapping sets lock in the same order */
+	r = db_query(c,
+		     "WITH ids AS (SELECT DISTINCT i FROM customers, unnest(identity) AS i WHERE account_id = $2::bigint),"
+		     " ins AS (INSERT INTO promo_identity_claims (kind, identity, account_id)"
+		     "         SELECT $1, i, $2::bigint FROM ids ORDER BY i ON CONFLICT DO NOTHING RETURNING 1)"
+		     " SELECT (SELECT count(*) FROM ids) = (SELECT count(*) FROM ins)",
+		     2, p, err);
+	if (!r)
+		return -1;
+	all = PQgetvalue(r, 0, 0)[0] == 't';
+	PQclear(r);
+	if (!all && db_exec(c, "ROLLBACK TO SAVEPOINT promo_claim", 0, NULL, err) < 0)
+		return -1;
+	return all ? 1 : 0;
+}
+
+static int unclaim(PGconn *c, struct error *err)
+{
+	return db_exec(c, "ROLLBACK TO SAVEPOINT promo_claim", 0, NULL, err);
+}
+
 int promo_on_signup(struct ops_ctx *x, int64_t account_id, int64_t inviter_id, const char *const *identity,
 		    size_t n_identity, int64_t *grant_id, int64_t *nanos, char *note, size_t notelen,
 		    struct error *err)
@@ -116,8 +153,19 @@ int promo_on_signup(struct ops_ctx *x, int64_t account_id, int64_t inviter_id, c
 		snprintf(note, notelen, "no active signup promotion");
 		return 0;
 	}
+	/* CONTRACT.md §4: one signup credit per identity string, ever */
+	found = claim_identities(x->conn, "signup", account_id, err);
+	if (found < 0)
+		return -1;
+	if (found == 0) {
+		snprintf(note, notelen, "no signup credit: an identity string of this account already received one");
+		return 0;
+	}
 	snprintf(key, sizeof(key), "signup:%" PRId64, account_id);
-	return give(x, &cp, account_id, cp.signup, "signup", key, grant_id, nanos, note, notelen, err);
+	if (give(x, &cp, account_id, cp.signup, "signup", key, grant_id, nanos, note, notelen, err) < 0)
+		return -1;
+	/* no credit after all (budget): the identities stay unclaimed */
+	return *grant_id ? 0 : unclaim(x->conn, err);
 }
 
 int promo_on_qualify(struct ops_ctx *x, int64_t invitee_id, int64_t *grant_id, int64_t *nanos, char *note,
@@ -158,6 +206,22 @@ int promo_on_qualify(struct ops_ctx *x, int64_t invitee_id, int64_t *grant_id, i
 		return 0;
 	}
 	PQclear(r);
+	/* never while either side is frozen; nothing is recorded, so the
+	 * referral may still pay once both are active again */
+	p[1] = inviter;
+	r = db_query(c,
+		     "SELECT (SELECT status FROM customers WHERE account_id = $1),"
+		     " (SELECT status FROM customers WHERE account_id = $2)",
+		     2, p, err);
+	if (!r)
+		return -1;
+	if (strcmp(PQgetvalue(r, 0, 0), "frozen") == 0 || strcmp(PQgetvalue(r, 0, 1), "frozen") == 0) {
+		snprintf(note, notelen, "no referral reward while the %s is frozen",
+			 strcmp(PQgetvalue(r, 0, 1), "frozen") == 0 ? "inviter" : "invitee");
+		PQclear(r);
+		return 0;
+	}
+	PQclear(r);
 	r = NULL;
 	found = active_campaign(c, x->now_us ? x->now_us : time_now_us(), &cp, err);
 	if (found < 0)
@@ -180,12 +244,20 @@ int promo_on_qualify(struct ops_ctx *x, int64_t invitee_id, int64_t *grant_id, i
 	} else if (strtoll(PQgetvalue(r, 0, 1), NULL, 10) >= cp.max_referrals) {
 		snprintf(outcome, sizeof(outcome), "inviter reached the cap of %" PRId64 " referral rewards",
 			 cp.max_referrals);
+	} else if ((found = claim_identities(c, "referral", invitee_id, err)) <= 0) {
+		/* CONTRACT.md §4: one referral reward per invitee identity string, ever */
+		if (found < 0)
+			goto done;
+		snprintf(outcome, sizeof(outcome), "an identity string of the invitee already earned a referral reward");
 	} else {
 		snprintf(key, sizeof(key), "referral:%" PRId64, invitee_id);
 		if (give(x, &cp, inviter_id, cp.referral, "referral", key, grant_id, nanos, note, notelen, err) < 0)
 			goto done;
-		if (*grant_id == 0)
+		if (*grant_id == 0) {
 			snprintf(outcome, sizeof(outcome), "%s", note);
+			if (unclaim(c, err) < 0)
+				goto done;
+		}
 	}
 	PQclear(r);
 	r = NULL;

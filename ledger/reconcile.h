@@ -6,8 +6,10 @@
  *                        promo  = sum of the account's unexpired grant buckets, nanos
  *                        status = active | frozen
  *                        (PEXPIRE'd: an idle account's mirror goes away by itself)
- *     {a:ID}:ver   int   version, bumped by every writer of the mirror; a load
- *                        or repair lands only if it is unchanged since it was read
+ *     {a:ID}:ver   int   version, bumped by every writer of the mirror; a repair
+ *                        lands only if it is unchanged since it was read (billingd's
+ *                        own loads are ordered by the customers row lock instead:
+ *                        billing/quota.lua.h)
  * Holds, concurrency and rate-limit keys of the account are not compared.
  * The hash tag {a:ID} keeps all keys of one account in one Cluster slot.
  *

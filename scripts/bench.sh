@@ -8,7 +8,7 @@
 #
 # Environment: BENCH_SECONDS (measured seconds per scenario, default 12),
 # BENCH_WARMUP (2), BENCH_ACCOUNTS (1000), BENCH_IDLE_CONNS (10000),
-# BENCH_ONLY (comma list of: kernels,authorize,usage,two,batch,export,idle),
+# BENCH_ONLY (comma list of: kernels,authorize,usage,two,batch,export,idle,ha),
 # BENCH_DIR (scratch, default var/bench), BENCH_KEEP=1 (leave the stack and
 # billingd running at the end, for perf; prints how to stop them).
 # What each scenario does and why: tools/bench/README.
@@ -21,7 +21,7 @@ SECS=${BENCH_SECONDS:-12}
 WARM=${BENCH_WARMUP:-2}
 ACCTS=${BENCH_ACCOUNTS:-1000}
 IDLE=${BENCH_IDLE_CONNS:-10000}
-ONLY=${BENCH_ONLY:-kernels,authorize,usage,two,batch,export,idle}
+ONLY=${BENCH_ONLY:-kernels,authorize,usage,two,batch,export,idle,ha}
 WORK=${BENCH_DIR:-$ROOT/var/bench}
 KEEP=${BENCH_KEEP:-0}
 # concurrency of each scenario (the baselines use the same)
@@ -61,8 +61,9 @@ cp "$BIN/billingd" "$BIN/billing-admin" "$BIN/ledger" "$TOOLS/loadgen" "$TOOLS/b
 	"$TOOLS/kernels" "$RUN/bin/"
 BIN=$RUN/bin TOOLS=$RUN/bin
 
-BPID="" B2PID="" BARE_PID="" CHAT_PID=""
-started_stack=0
+BPID="" B2PID="" BARE_PID="" CHAT_PID="" HPID=""
+started_stack=0 started_ha=0
+HA=$WORK/ha
 stop_pid() { # stop_pid PID: SIGTERM, wait up to 10 s, then SIGKILL
 	local p=$1
 	[ -n "$p" ] || return 0
@@ -83,9 +84,14 @@ cleanup() {
 	fi
 	stop_pid "$B2PID"
 	stop_pid "$BPID"
+	stop_pid "$HPID"
+	if [ $started_ha = 1 ]; then
+		scripts/ha_stack.sh stop "$HA" || true
+		rm -rf "$HA"
+	fi
 	if [ $started_stack = 1 ]; then
-		scripts/stack.sh stop "$STACK" || true
-		rm -rf "$STACK" # ~2 GB of WAL and tables; the results are in $RUN and bench/results
+		# ~2 GB of WAL and tables (also when outside $STACK); the results are in $RUN and bench/results
+		scripts/stack.sh remove "$STACK" || true
 	fi
 	exit $rc
 }
@@ -97,8 +103,7 @@ free_port() {
 }
 
 # ---- stack ----
-scripts/stack.sh stop "$STACK" 2>/dev/null || true
-rm -rf "$STACK"
+scripts/stack.sh remove "$STACK" 2>/dev/null || true
 started_stack=1
 scripts/stack.sh start "$STACK" --fsync
 . "$STACK/env"
@@ -344,6 +349,48 @@ if want idle; then
 	"$TOOLS/loadgen" --port "$BARE_PORT" --method GET --path /healthz --idle "$IDLE" --hold 5 \
 		--rss-pid "$BARE_PID" --label bare-idle >"$RUN/bare_idle.json"
 	stop_bare
+fi
+
+# ---- usage durable with a synchronous standby: its own stack (pg_auto_failover:
+# monitor, primary, two synchronous standbys, fsync on), its own billingd with
+# pg_standby_confirm_ms, the same load as `usage` above ----
+if want ha; then
+	log "ha: starting scripts/ha_stack.sh (monitor + primary + 2 synchronous standbys, fsync on)"
+	scripts/ha_stack.sh stop "$HA" 2>/dev/null || true
+	rm -rf "$HA"
+	started_ha=1
+	scripts/ha_stack.sh start "$HA" --fsync
+	HPORT=$(free_port)
+	(
+		. "$HA/env"
+		sed -e "s/^listen = .*/listen = 127.0.0.1:$HPORT/" -e "s|^pg = .*|pg = $BILLING_PG|" \
+			-e "s|^pg_owner = .*|pg_owner = $BILLING_PG_OWNER|" -e "s|^redis = .*|redis = $BILLING_REDIS|" "$CONF"
+		echo "pg_standby_confirm_ms = $BILLING_PG_STANDBY_CONFIRM_MS"
+	) >"$RUN/billingd-ha.conf"
+	hadmin() { "$BIN/billing-admin" --config "$RUN/billingd-ha.conf" --operator bench "$@"; }
+	hadmin migrate >/dev/null
+	hadmin price set --model deepseek-chat --input 2 --cached-input 0.5 --output 8 \
+		--effective 2026-01-01T00:00:00Z --window 16:30-00:30=5000 >/dev/null
+	"$BIN/billingd" --config "$RUN/billingd-ha.conf" >"$RUN/billingd-ha.log" 2>&1 &
+	HPID=$!
+	wait_http "$HPORT" /readyz 60 || { cat "$RUN/billingd-ha.log" >&2; log "billingd-ha did not become ready"; exit 1; }
+	hlg() { "$TOOLS/loadgen" --port "$HPORT" --token "$GW" "$@"; }
+	hlg --path /v1/accounts --body '{"external_id":"bench-{seq}"}' -c 8 -n "$ACCTS" -d 600 --label ha-seed-accounts \
+		>"$RUN/ha_seed_accounts.json"
+	read -r H_LO H_HI H_N <<<"$($PSQL "$(. "$HA/env"; echo "$PG_SUPER")" -At -c \
+		"SELECT min(account_id), max(account_id), count(*) FROM customers" | tr '|' ' ')"
+	hlg --path /v1/topups --seq-start "$H_LO" -n "$H_N" -c 8 -d 600 --label ha-seed-topups \
+		--body '{"account_id":{seq},"amount_nanos":1000000000000000,"payment_ref":"bench-topup-{seq}"}' \
+		>"$RUN/ha_seed_topups.json"
+	log "ha: usage, one record per request, $C_USAGE connections, commits on the primary and a standby"
+	hlg --path /v1/usage --body "$USAGE_BODY" -c $C_USAGE -d "$SECS" --warmup "$WARM" --acct-lo "$H_LO" \
+		--acct-hi "$H_HI" --label ha-usage >"$RUN/ha_usage.json"
+	grep -E 'level=(warn|error)' "$RUN/billingd-ha.log" | head -5 >&2 || true
+	stop_pid "$HPID"
+	HPID=""
+	scripts/ha_stack.sh stop "$HA" || true
+	rm -rf "$HA"
+	started_ha=0
 fi
 
 # ---- the table ----

@@ -41,6 +41,7 @@ signing_key_file = $VAR/etc/ledger.key
 key_pepper_file = $VAR/etc/key.pepper
 tokenizer_file = $PWD/data/tokenizer.json
 model_file = $PWD/data/internal-tiny.bin
+migrations_dir = $PWD/migrations
 CONF
 unset BILLING_LISTEN
 admin() { bin/billing-admin --config "$VAR/billingd.conf" --operator make-run "$@"; }
@@ -66,7 +67,18 @@ for who in alice bob; do
 	fi
 done
 chmod 600 "$VAR/etc/"*.tokens "$VAR/etc/demo.keys"
-echo "run: gateway token in $VAR/etc/gateway.tokens, demo API keys in $VAR/etc/demo.keys" >&2
+# for a shell at the repository root: `. var/env` (README, "Try it")
+first() { grep -v '^#' "$1" | head -1; }
+{
+	echo "# written by scripts/run_local.sh; in a shell at the repository root: . var/env"
+	echo "export BILLING_URL=http://$(sed -n 's/^listen = //p' "$VAR/billingd.conf")"
+	echo "export T=$(first "$VAR/etc/gateway.tokens")      # a gateway token (/v1/*)"
+	echo "export ADMIN=$(first "$VAR/etc/admin.tokens")  # an admin token (/v1/admin/*)"
+	echo "export ALICE=$(awk '$1 == "demo-alice" {print $2}' "$VAR/etc/demo.keys") BOB=$(awk '$1 == "demo-bob" {print $2}' "$VAR/etc/demo.keys")  # demo account ids"
+	echo "export API_KEY=$(awk '$1 == "demo-alice" {print $3}' "$VAR/etc/demo.keys")  # alice's API key (/internal/v1/*)"
+} > "$VAR/env"
+chmod 600 "$VAR/env"
+echo "run: gateway token in $VAR/etc/gateway.tokens, demo API keys in $VAR/etc/demo.keys; . var/env sets them in a shell" >&2
 bin/billingd --config "$VAR/billingd.conf" &
 bpid=$!
 wait $bpid

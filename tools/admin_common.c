@@ -15,9 +15,10 @@ const char *tool_name = "tool";
 
 static void vmsg(const char *fmt, va_list ap)
 {
-	fprintf(stderr, "%s: ", tool_name);
-	vfprintf(stderr, fmt, ap);
-	fputc('\n', stderr);
+	char prefix[64];
+
+	snprintf(prefix, sizeof(prefix), "%s: ", tool_name);
+	error_print_line(stderr, prefix, "", fmt, ap);
 }
 
 void tool_fail(const char *fmt, ...)
@@ -34,12 +35,14 @@ void tool_usage_error(const char *fmt, ...)
 {
 	va_list ap;
 
+	char prefix[64], suffix[96];
+
 	/* one line, as every error of the CLIs */
-	fprintf(stderr, "%s: ", tool_name);
+	snprintf(prefix, sizeof(prefix), "%s: ", tool_name);
+	snprintf(suffix, sizeof(suffix), " (see '%s --help')", tool_name);
 	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
+	error_print_line(stderr, prefix, suffix, fmt, ap);
 	va_end(ap);
-	fprintf(stderr, " (see '%s --help')\n", tool_name);
 	exit(2);
 }
 
@@ -52,12 +55,14 @@ PGconn *tool_connect(const struct config *cfg, int owner)
 {
 	struct error err;
 	const char *ci = config_get(cfg, owner && *config_get(cfg, "pg_owner") ? "pg_owner" : "pg");
-	int64_t t = 5000;
+	int64_t t = 5000, sc = 0;
 	struct config_error ce;
 	PGconn *c;
 
-	if (config_get_int(cfg, "pg_timeout_ms", 100, 3600000, &t, &ce) < 0)
+	if (config_get_int(cfg, "pg_timeout_ms", 100, 3600000, &t, &ce) < 0 ||
+	    config_get_int(cfg, "pg_standby_confirm_ms", 0, 600000, &sc, &ce) < 0)
 		tool_usage_error("%s", ce.msg);
+	db_set_standby_confirm((int)sc);
 	c = db_connect(ci, (int)t, &err);
 	if (!c)
 		tool_fail_err(&err);

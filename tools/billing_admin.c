@@ -15,6 +15,7 @@
 
 #include "billing/pricedb.h"
 #include "billing/pricing.h"
+#include "billing/quota.h"
 #include "common/buf.h"
 #include "common/cli.h"
 #include "common/config.h"
@@ -38,12 +39,12 @@ static void usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2
 static void usage_error(const char *fmt, ...)
 {
 	va_list ap;
+	char suffix[160];
 
-	fprintf(stderr, "billing-admin: ");
+	snprintf(suffix, sizeof(suffix), " (see 'billing-admin %s%s--help')", cur_cmd, *cur_cmd ? " " : "");
 	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
+	error_print_line(stderr, "billing-admin: ", suffix, fmt, ap);
 	va_end(ap);
-	fprintf(stderr, " (see 'billing-admin %s%s--help')\n", cur_cmd, *cur_cmd ? " " : "");
 	exit(2);
 }
 
@@ -114,9 +115,25 @@ static void ops_init(struct ops_ctx *x, PGconn *c)
 	x->actor = tool_operator(cfg);
 }
 
-static json_t *balance_json(const struct ops_balance *b)
+/* The live held amount of an account, read from the Redis of the
+ * configuration; false when it cannot be read (printed as unknown). */
+static bool held_now(int64_t account_id, int64_t *held)
 {
-	json_t *grants = json_array();
+	struct config_error ce;
+	struct error err;
+	int64_t t = 1000;
+
+	if (config_get_int(cfg, "redis_timeout_ms", 1, 600000, &t, &ce) < 0 ||
+	    quota_held_sync(config_get(cfg, "redis"), account_id, (int)t, held, &err) < 0)
+		return false;
+	return true;
+}
+
+static json_t *balance_json(int64_t account_id, const struct ops_balance *b)
+{
+	json_t *grants = json_array(), *bal;
+	int64_t held = 0;
+	bool known = held_now(account_id, &held);
 
 	for (size_t i = 0; i < b->n_grants; i++) {
 		const struct ops_grant_info *g = &b->grants[i];
@@ -129,9 +146,14 @@ static json_t *balance_json(const struct ops_balance *b)
 							g->expires_at_us ? json_string(exp) : json_null(), "priority",
 							g->priority));
 	}
-	return json_pack("{s:{s:I,s:I,s:I,s:I},s:o}", "balance", "paid_nanos", (json_int_t)b->paid_nanos, "promo_nanos",
-			 (json_int_t)b->promo_nanos, "held_nanos", (json_int_t)0, "available_nanos",
-			 (json_int_t)(b->paid_nanos + b->promo_nanos), "grants", grants);
+	bal = json_pack("{s:I,s:I,s:o,s:o,s:b}", "paid_nanos", (json_int_t)b->paid_nanos, "promo_nanos",
+			(json_int_t)b->promo_nanos, "held_nanos", known ? json_integer(held) : json_null(),
+			"available_nanos", known ? json_integer(b->paid_nanos + b->promo_nanos - held) : json_null(),
+			"held_known", known);
+	if (!known)
+		json_object_set_new(bal, "note", json_string("the live holds are kept in Redis, which cannot be reached"
+							     " now: held and available amounts are unknown"));
+	return json_pack("{s:o,s:o}", "balance", bal, "grants", grants);
 }
 
 static void print_money(const char *label, int64_t nanos)
@@ -140,6 +162,21 @@ static void print_money(const char *label, int64_t nanos)
 
 	money_format(nanos, m, sizeof(m));
 	printf("%-16s %s (%" PRId64 " nanos)\n", label, m, nanos);
+}
+
+/* paid, promotional, held (live, from Redis) and available */
+static void print_balance(int64_t account_id, const struct ops_balance *b)
+{
+	int64_t held = 0;
+
+	print_money("paid", b->paid_nanos);
+	print_money("promotional", b->promo_nanos);
+	if (held_now(account_id, &held)) {
+		print_money("held", held);
+		print_money("available", b->paid_nanos + b->promo_nanos - held);
+	} else {
+		printf("%-16s unknown (Redis cannot be reached)\n%-16s unknown\n", "held", "available");
+	}
 }
 
 /* ---- migrate, keygen ---- */
@@ -157,10 +194,29 @@ static void cmd_migrate(const char **pos, int npos, struct cli_opt *o)
 	PQfinish(c);
 }
 
+/* Creates the folders leading to path (mode 0700, like `mkdir -p`). */
+static void make_parents(const char *path)
+{
+	char dir[4096];
+
+	snprintf(dir, sizeof(dir), "%s", path);
+	for (char *p = dir + 1; *p; p++) {
+		if (*p != '/')
+			continue;
+		*p = '\0';
+		if (mkdir(dir, 0700) < 0 && errno != EEXIST)
+			tool_fail("cannot create folder '%s': %m", dir);
+		*p = '/';
+	}
+}
+
 static void write_file(const char *path, const char *text, mode_t mode, int force)
 {
-	int fd = open(path, O_WRONLY | O_CREAT | (force ? O_TRUNC : O_EXCL), mode);
+	int fd;
 	size_t n = strlen(text);
+
+	make_parents(path);
+	fd = open(path, O_WRONLY | O_CREAT | (force ? O_TRUNC : O_EXCL), mode);
 
 	if (fd < 0)
 		tool_fail("cannot create '%s': %m", path);
@@ -198,7 +254,8 @@ static void cmd_keygen(const char **pos, int npos, struct cli_opt *o)
 
 /* ---- accounts ---- */
 
-static void show_account(PGconn *c, int64_t id, int json)
+/* json: 0 text, else JSON (with the signup's promotion when res is given) */
+static void show_account(PGconn *c, int64_t id, int json, const struct ops_signup_result *res)
 {
 	struct ops_account a;
 	struct ops_balance b;
@@ -207,22 +264,24 @@ static void show_account(PGconn *c, int64_t id, int json)
 	if (ops_account_get(c, id, &a, &err) < 0 || ops_balance_get(c, id, 0, &b, &err) < 0)
 		tool_fail_err(&err);
 	if (json) {
-		json_t *j = balance_json(&b);
+		json_t *j = balance_json(id, &b);
 		json_object_set_new(j, "account_id", json_integer(a.account_id));
 		json_object_set_new(j, "external_id", json_string(a.external_id));
 		json_object_set_new(j, "status", json_string(a.status));
 		json_object_set_new(j, "verified", json_boolean(a.verified));
 		json_object_set_new(j, "tier", json_string(a.tier));
 		json_object_set_new(j, "referral_code", json_string(a.referral_code));
+		if (res)
+			json_object_set_new(j, "promotion",
+					    json_pack("{s:b,s:I,s:s}", "applied", res->signup_grant_nanos > 0, "amount_nanos",
+						      (json_int_t)res->signup_grant_nanos, "note", res->promo_note));
 		print_json(j);
 		return;
 	}
 	printf("account_id       %" PRId64 "\nexternal_id      %s\nstatus           %s\nverified         %s\n"
 	       "tier             %s\nreferral_code    %s\n",
 	       a.account_id, a.external_id, a.status, a.verified ? "yes" : "no", a.tier, a.referral_code);
-	print_money("paid", b.paid_nanos);
-	print_money("promotional", b.promo_nanos);
-	print_money("available", b.paid_nanos + b.promo_nanos);
+	print_balance(id, &b);
 	for (size_t i = 0; i < b.n_grants; i++) {
 		char exp[40] = "never", m[40];
 		if (b.grants[i].expires_at_us)
@@ -255,9 +314,11 @@ static void cmd_account_create(const char **pos, int npos, struct cli_opt *o)
 		tool_fail_err(&err);
 	if (!res.duplicate && ops_audit(c, x.actor, "account.create", req.external_id, "", "{}", &err) < 0)
 		tool_fail_err(&err);
-	if (res.promo_note[0])
-		fprintf(stderr, "%s: %s\n", tool_name, res.promo_note);
-	show_account(c, res.account_id, cli_has(o, "json"));
+	/* the promotion's outcome is part of the answer (stdout), not a warning */
+	if (!cli_has(o, "json"))
+		printf("promotion        %s%s%s\n", res.signup_grant_nanos > 0 ? "signup credit applied" : "none",
+		       res.promo_note[0] ? ": " : "", res.promo_note);
+	show_account(c, res.account_id, cli_has(o, "json") ? 2 : 0, &res);
 	PQfinish(c);
 }
 
@@ -268,7 +329,7 @@ static void cmd_account_show(const char **pos, int npos, struct cli_opt *o)
 	if (npos != 1)
 		usage_error("account show needs an account id");
 	c = tool_connect(cfg, 0);
-	show_account(c, parse_id("account id", pos[0]), cli_has(o, "json"));
+	show_account(c, parse_id("account id", pos[0]), cli_has(o, "json"), NULL);
 	PQfinish(c);
 }
 
@@ -295,7 +356,11 @@ static int status_tx(void *arg, struct error *err)
 	if (ops_lock_customer(c, j->id, &a, err) < 0)
 		return -1;
 	if (strcmp(a.status, j->status) != 0) {
-		if (db_exec(c, "UPDATE customers SET status = $2 WHERE account_id = $1::bigint", 2, p, err) < 0)
+		const char *who[2] = {j->x->actor, j->reason};
+		/* for the database's own audit row (audit_row_change, 0007) */
+		if (db_exec(c, "SELECT set_config('billing.actor', $1, true), set_config('billing.reason', $2, true)", 2,
+			    who, err) < 0 ||
+		    db_exec(c, "UPDATE customers SET status = $2 WHERE account_id = $1::bigint", 2, p, err) < 0)
 			return -1;
 		j->changed = true;
 	} else if (!j->clawback) {
@@ -429,8 +494,13 @@ static void cmd_key_revoke(const char **pos, int npos, struct cli_opt *o)
 		usage_error("key revoke needs a key id");
 	(void)parse_id("key id", pos[0]);
 	c = tool_connect(cfg, 0);
-	if (db_exec(c, "BEGIN", 0, NULL, &err) < 0)
-		tool_fail_err(&err);
+	{
+		const char *reason = cli_get(o, "reason"), *who[2] = {tool_operator(cfg), reason ? reason : ""};
+		if (db_exec(c, "BEGIN", 0, NULL, &err) < 0 ||
+		    db_exec(c, "SELECT set_config('billing.actor', $1, true), set_config('billing.reason', $2, true)", 2,
+			    who, &err) < 0)
+			tool_fail_err(&err);
+	}
 	r = db_query(c, "UPDATE api_keys SET revoked_at = now() WHERE key_id = $1 AND revoked_at IS NULL RETURNING account_id",
 		     1, pos, &err);
 	if (!r)
@@ -476,6 +546,9 @@ static void cmd_grant(const char **pos, int npos, struct cli_opt *o)
 	}
 	if (exp && time_parse_rfc3339(exp, 1, &g.expires_at_us) < 0)
 		usage_error("--expires '%s' is not a date or RFC 3339 time", exp);
+	/* a grant that expired already would go straight to breakage */
+	if (exp && g.expires_at_us <= time_now_us())
+		usage_error("--expires '%s' is already past", exp);
 	g.idempotency_key = cli_get(o, "idempotency-key");
 	c = tool_connect(cfg, 0);
 	ops_init(&x, c);
@@ -510,12 +583,12 @@ static void cmd_topup(const char **pos, int npos, struct cli_opt *o)
 	if (ops_topup(&x, id, amt, ref, &b, &dup, &err) < 0)
 		tool_fail_err(&err);
 	if (cli_has(o, "json")) {
-		json_t *j = balance_json(&b);
+		json_t *j = balance_json(id, &b);
 		json_object_set_new(j, "duplicate", json_boolean(dup));
 		print_json(j);
 	} else {
-		printf("top-up %s%s\n", ref, dup ? " (already recorded)" : "");
-		print_money("paid", b.paid_nanos);
+		printf("top-up %s%s, balance after it:\n", ref, dup ? " (already recorded)" : "");
+		print_balance(id, &b);
 	}
 	PQfinish(c);
 }
@@ -541,7 +614,7 @@ static void cmd_adjust(const char **pos, int npos, struct cli_opt *o)
 		json_t *j;
 		if (ops_balance_get(c, id, 0, &b, &err) < 0)
 			tool_fail_err(&err);
-		j = balance_json(&b);
+		j = balance_json(id, &b);
 		json_object_set_new(j, "txn_id", json_integer(txn));
 		json_object_set_new(j, "amount_nanos", json_integer(amt));
 		json_object_set_new(j, "duplicate", json_boolean(dup));
@@ -867,7 +940,9 @@ static void cmd_limits_show(const char **pos, int npos, struct cli_opt *o)
 	buf_printf(&q,
 		   "SELECT %s FROM (SELECT DISTINCT ON (tier, account_id, model) * FROM limits"
 		   " ORDER BY tier, account_id, model, limit_id DESC) l"
-		   " WHERE ($1::text IS NULL OR tier = $1) AND ($2::bigint IS NULL OR account_id = $2::bigint)"
+		   " WHERE ($1::text IS NULL OR tier = $1) AND ($2::bigint IS NULL OR account_id = $2::bigint"
+		   /* an account's tier rows apply to it too */
+		   "  OR tier = (SELECT tier FROM customers WHERE account_id = $2::bigint))"
 		   " ORDER BY tier NULLS LAST, account_id, model",
 		   limit_cols);
 	r = db_query(c, q.data, 2, p, &err);
@@ -1309,6 +1384,8 @@ int main(int argc, char **argv)
 	cfg = config_new();
 	if (!cfg)
 		tool_fail("out of memory");
+	/* from the repository root, the stack `make run` started (scripts/run_local.sh) */
+	config_default_file = "var/billingd.conf";
 	if (config_from_args(cfg, &argc, argv, &ce) < 0)
 		usage_error("%s", ce.msg);
 	if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "help") == 0) {

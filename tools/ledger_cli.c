@@ -41,12 +41,12 @@ static void usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2
 static void usage_error(const char *fmt, ...)
 {
 	va_list ap;
+	char suffix[160];
 
-	fprintf(stderr, "ledger: ");
+	snprintf(suffix, sizeof(suffix), " (see 'ledger %s%s--help')", cur_cmd, *cur_cmd ? " " : "");
 	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
+	error_print_line(stderr, "ledger: ", suffix, fmt, ap);
 	va_end(ap);
-	fprintf(stderr, " (see 'ledger %s%s--help')\n", cur_cmd, *cur_cmd ? " " : "");
 	exit(2);
 }
 
@@ -468,6 +468,8 @@ int main(int argc, char **argv)
 	cfg = config_new();
 	if (!cfg)
 		tool_fail("out of memory");
+	/* from the repository root, the stack `make run` started (scripts/run_local.sh) */
+	config_default_file = "var/billingd.conf";
 	if (config_from_args(cfg, &argc, argv, &ce) < 0)
 		usage_error("%s", ce.msg);
 	if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "help") == 0) {

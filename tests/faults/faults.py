@@ -16,6 +16,15 @@ signups, admin grants, top-ups) and injects faults:
   4. burst  one request_id (and one external_id, idempotency_key,
             payment_ref) sent 50 times at once over 50 connections: one
             effect.
+  5. failover  (`--only failover`, `make faults-failover`; its own stack:
+            scripts/ha_stack.sh, a pg_auto_failover monitor, a primary and
+            two synchronous standbys) under mixed load (usage single and
+            batch, authorize, signups, grants, top-ups) the primary's
+            machine dies (SIGKILL to its pg_autoctl, postmaster and
+            backends); the monitor promotes a standby; billingd reconnects
+            by itself; the old primary rejoins as a standby; then the new
+            primary dies too.  Prints
+            `failover: rounds=2 first_write_s=A,B ... lost=0 duplicated=0`.
 
 Then: `ledger trial-balance` balanced, `ledger verify` passing, `ledger
 reconcile` finding nothing (when the CLI has it), every account's balance
@@ -65,6 +74,19 @@ def now_rfc3339(delta_s=0.0):
     t = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=delta_s)
     return t.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
+
+
+def ledger_balance(bal):
+    """paid + promo of a balance answer (the ledger's), checking that the live
+    part agrees with it: available = paid + promo - held, or both unknown
+    (held_known false, Redis away) and said so.  None when it does not (the
+    caller's comparison then fails, naming the balance)."""
+    total = bal["paid_nanos"] + bal["promo_nanos"]
+    if bal["held_known"]:
+        ok = bal["available_nanos"] == total - bal["held_nanos"]
+    else:
+        ok = bal["held_nanos"] is None and bal["available_nanos"] is None and bool(bal.get("note"))
+    return total if ok else None
 
 class Failures:
     def __init__(self):
@@ -178,6 +200,7 @@ class Run:
         self.topups = {}    # payment_ref -> (account, amount)
         self.accounts = {}  # account_id -> dict(initial=nanos, key=api_key or None)
         self.burst_ids = []
+        self.verify_ok = False
         self.stack = self.env = self.bd = None
         self.tmp = None
 
@@ -191,7 +214,13 @@ class Run:
         self.tmp = tempfile.mkdtemp(prefix="billing-faults-")
         os.chmod(self.tmp, 0o755)  # PostgreSQL runs as the postgres user
         log(f"work folder {self.tmp}")
-        self.stack = conftest.Stack(os.path.join(self.tmp, "stack"))
+        if "failover" in self.args.only.split(","):
+            # commits count once a standby has them (pg_standby_confirm_ms):
+            # billingd and the CLIs read BILLING_<KEY> from the environment
+            os.environ["BILLING_PG_STANDBY_CONFIRM_MS"] = "2000"
+            self.stack = conftest.HAStack(os.path.join(self.tmp, "stack"))
+        else:
+            self.stack = conftest.Stack(os.path.join(self.tmp, "stack"))
         env = dict(os.environ, BILLING_PG_OWNER=self.stack.conninfo("billing", "billing_owner"),
                    BILLING_MIGRATIONS_DIR=os.path.join(ROOT, "migrations"))
         subprocess.run([os.path.join(conftest.BIN, "billing-admin"), "migrate"], check=True, env=env,
@@ -231,7 +260,7 @@ class Run:
                 self.fail.add(f"signup {ext}: answered account {acct}, earlier {self.signups[ext]}")
             self.signups[ext] = acct
             if st == 201:
-                self.accounts.setdefault(acct, {"initial": j["balance"]["available_nanos"], "key": None})
+                self.accounts.setdefault(acct, {"initial": ledger_balance(j["balance"]), "key": None})
         return acct
 
     def topup(self, c, acct, amount, ref):
@@ -378,10 +407,27 @@ class Run:
                 self.topup(c, rnd.choice(accts), rnd.randint(1, 10 ** 9), f"t-{stop.tag}-{wid}-{n}")
         c.close()
 
-    def start_load(self, tag, usage=4, pair=2, admin=1):
+    def worker_batch(self, wid, stop):
+        """/v1/usage/batch of 2..8 records, one account per batch."""
+        c = Client(self)
+        rnd = random.Random(self.args.seed * 4000 + wid)
+        accts = sorted(self.accounts)[:16]
+        n = 0
+        while not stop.is_set():
+            n += 1
+            acct = rnd.choice(accts)
+            bodies = []
+            for k in range(rnd.randint(2, 8)):
+                tin = rnd.randint(1, 100000)
+                bodies.append(self.usage_body(f"b-{stop.tag}-{wid}-{n}-{k}", acct, tin, rnd.randint(0, tin),
+                                              rnd.randint(0, 4000)))
+            self.send_batch(c, bodies, acct)
+        c.close()
+
+    def start_load(self, tag, usage=4, pair=2, admin=1, batch=0):
         stop = threading.Event()
         stop.tag = tag
-        ths = []
+        ths = [threading.Thread(target=self.worker_batch, args=(i, stop), daemon=True) for i in range(batch)]
         for i in range(usage):
             ths.append(threading.Thread(target=self.worker_usage, args=(i, stop), daemon=True))
         for i in range(pair):
@@ -467,7 +513,7 @@ class Run:
             j = self.send_usage(c, self.usage_body(f"q-drain-{acct}", acct, drain, 0, 0, model=QMODEL), acct)
             if j:
                 B -= j["cost_nanos"]
-                if j["balance"]["available_nanos"] != B:
+                if ledger_balance(j["balance"]) != B:
                     self.fail.add(f"quota {acct}: after the drain the ledger says {j['balance']}, expected {B}")
         n = 0
         topups = []  # (time acknowledged, amount) of this worker's recent top-ups
@@ -522,7 +568,7 @@ class Run:
                 u = self.send_usage(c, self.usage_body(rid, acct, used, 0, 0, model=QMODEL, hold=rid), acct)
                 if u:
                     B -= u["cost_nanos"]
-                    if u["balance"]["available_nanos"] != B and not u.get("duplicate"):
+                    if ledger_balance(u["balance"]) != B and not u.get("duplicate"):
                         self.fail.add(f"quota {acct}: usage {rid} says balance {u['balance']}, expected {B}")
                 report["admitted"] += 1
             elif st == 402:
@@ -790,6 +836,77 @@ class Run:
             self.fail.add(f"pg: RSS grew {(peak - base) // 1024} MiB during the outage (limit "
                           f"{self.args.rss_slack_mb} MiB)")
 
+    # ---------------------------------------------------------------- 5. failover
+
+    def wait_state(self, what, pred, timeout):
+        t0 = time.time()
+        while time.time() - t0 < timeout:
+            try:
+                if pred():
+                    return time.time() - t0
+            except Exception:  # noqa: BLE001  (the monitor may be busy: ask again)
+                pass
+            time.sleep(0.2)
+        self.fail.add(f"failover: {what} not within {timeout} s (states {self.stack.states()})")
+        return None
+
+    def scenario_failover(self):
+        st = self.stack
+        self.failover_first_write = []
+        for rnd_i in (1, 2):
+            old = st.primary()
+            if old is None:
+                self.fail.add(f"failover {rnd_i}: no primary ({st.states()})")
+                return
+            load = self.start_load(f"fo{rnd_i}", usage=3, pair=1, admin=1, batch=1)
+            time.sleep(3.0)
+            before = dict(self.stats.by_status)
+            t_kill = time.time()
+            st.kill_node(old)
+            self.stats.injected += 1
+            # the first write acknowledged after the kill: one probe record, sent
+            # with the same request_id until it gets its 200
+            c = Client(self, timeout=30)
+            acct = sorted(self.accounts)[0]
+            probe = self.usage_body(f"fo-probe-{rnd_i}", acct, 1000, 0, 10)
+            with self.lock:
+                self.usage[probe["request_id"]] = {"expected": expected_cost(*PRICE, 1000, 0, 10), "acked": None,
+                                                   "account": acct, "retried": True, "dup": False}
+            first = None
+            while time.time() - t_kill < RETRY_DEADLINE:
+                code, _, j = c.once("POST", "/v1/usage", probe)
+                if code == 200:
+                    first = time.time() - t_kill
+                    with self.lock:
+                        self.usage[probe["request_id"]]["acked"] = j["cost_nanos"]
+                    break
+                if code not in (0, 503):
+                    self.fail.add(f"failover {rnd_i}: probe got {code} {j}")
+                time.sleep(0.05)
+            c.close()
+            new = None
+            if self.wait_state("a new primary", lambda: st.primary() not in (None, old), 60) is not None:
+                new = st.primary()
+            time.sleep(2.0)  # load against the new primary
+            self.stop_load(load)
+            n503 = self.stats.by_status.get(503, 0) - before.get(503, 0)
+            n0 = self.stats.by_status.get(0, 0) - before.get(0, 0)
+            if first is None:
+                self.fail.add(f"failover {rnd_i}: no write acknowledged within {RETRY_DEADLINE:.0f} s of the kill")
+            self.failover_first_write.append(first if first is not None else -1.0)
+            log(f"failover {rnd_i}: node_{old} (primary) killed, node_{new} promoted; first write acknowledged "
+                f"{first or -1:.1f} s after the kill; {n503} answers 503 (Retry-After on all: "
+                f"{self.stats.no_retry_after == 0}), {n0} unanswered")
+            # the old primary's machine comes back: it rejoins as a standby
+            st.restart_node(old)
+            back = self.wait_state(f"node_{old} back as a standby", lambda: st.states()[old] ==
+                                   ("secondary", "secondary"), 240)
+            log(f"failover {rnd_i}: node_{old} rejoined as a standby in {back or -1:.1f} s")
+            if back is None:
+                return
+        if self.bd.proc.poll() is not None:
+            self.fail.add("failover: billingd died")
+
     # ---------------------------------------------------------------- 4. burst
 
     def burst(self, n, method, path, body, token=GATEWAY_TOKEN):
@@ -957,6 +1074,7 @@ class Run:
         if mism:
             self.fail.add(f"ledger_balance_mismatches(): {mism[:5]}")
         v = env.ledger("verify", check=False)
+        self.verify_ok = v.returncode == 0 and balanced
         if v.returncode != 0:
             self.fail.add(f"ledger verify: exit {v.returncode}\n{v.stdout}{v.stderr}")
         rec = "skipped (no such command yet)"
@@ -975,10 +1093,12 @@ class Run:
     def teardown(self):
         if self.bd and self.bd.proc and self.bd.proc.poll() is None:
             self.bd.stop()
-        if self.stack:
+        if self.stack and isinstance(self.stack, conftest.HAStack):
+            self.stack.stop()
+        elif self.stack:
             # a stopped PostgreSQL (outage scenario interrupted) is started again so stack.sh can stop it
             try:
-                if not os.path.exists(os.path.join(self.stack.dir, "pg", "data", "postmaster.pid")) and \
+                if not os.path.exists(os.path.join(self.stack.pg_home, "data", "postmaster.pid")) and \
                         getattr(self.stack, "_pg_opts", None):
                     self.stack.start_pg()
             except Exception as e:  # noqa: BLE001
@@ -1020,7 +1140,9 @@ def main():
     try:
         run.setup()
         only = set(args.only.split(","))
-        for name in ("kill", "redis", "pg", "burst"):
+        if "failover" in only and "pg" in only:
+            raise SystemExit("faults: failover runs on its own stack: not with pg")
+        for name in ("kill", "redis", "pg", "burst", "failover"):
             if name in only:
                 t0 = time.time()
                 getattr(run, f"scenario_{name}")()
@@ -1039,6 +1161,10 @@ def main():
     log(f"statuses: {dict(sorted(run.stats.by_status.items()))}; {time.time() - t_start:.0f} s")
     print(f"faults: injected={run.stats.injected} requests={run.stats.requests} acknowledged={acked} "
           f"lost={lost} duplicated={dup}")
+    if getattr(run, "failover_first_write", None) is not None:
+        fw = ",".join(f"{t:.1f}" for t in run.failover_first_write)
+        print(f"failover: rounds={len(run.failover_first_write)} first_write_after_kill_s={fw} "
+              f"acknowledged={acked} lost={lost} duplicated={dup} verify={'ok' if run.verify_ok else 'FAILED'}")
     if run.fail:
         print(f"faults: FAILED ({len(run.fail.items)} failures; first: {run.fail.items[0]})")
         return 1

@@ -22,6 +22,11 @@ import psycopg2
 import pytest
 import requests
 
+import openapi_check
+
+# every answer the suite receives is checked against docs/openapi.yaml
+openapi_check.install(requests)
+
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 BIN = os.environ.get("BILLING_BIN", os.path.join(ROOT, "bin"))
 # the binaries under test were built with ASan/UBSan (make asan): much slower
@@ -61,12 +66,16 @@ class Stack:
         self.env = read_env(os.path.join(d, "env"))
         self.pgport = int(self.env["PGPORT"])
         self.redis_port = int(self.env["REDIS_PORT"])
+        self.pg_home = self.env["PG_HOME"]  # data/, postgres.log (stack.sh: DIR/pg or outside DIR)
         self.pepper = os.path.join(d, "key.pepper")
         self.n = 0
         self.cluster = None  # a RedisCluster when BILLING_IT_REDIS=cluster
 
     def stop(self):
         subprocess.run([os.path.join(ROOT, "scripts", "stack.sh"), "stop", self.dir])
+
+    def remove(self):  # stop, then delete the folder and PostgreSQL's files (which may be outside it)
+        subprocess.run([os.path.join(ROOT, "scripts", "stack.sh"), "remove", self.dir])
 
     # PostgreSQL alone, for outage tests: stop it and start it again on the
     # same port with exactly the options stack.sh gave it (postmaster.opts).
@@ -79,7 +88,7 @@ class Stack:
         return os.path.join(PGBIN, "pg_ctl")
 
     def stop_pg(self):
-        data = os.path.join(self.dir, "pg", "data")
+        data = os.path.join(self.pg_home, "data")
         with open(os.path.join(data, "postmaster.opts")) as f:
             self._pg_opts = f.read()
         p = self._as_pg([self._pg_ctl(), "-D", data, "-m", "fast", "-w", "-t", "60", "stop"])
@@ -87,7 +96,7 @@ class Stack:
 
     def start_pg(self):
         import shlex
-        data = os.path.join(self.dir, "pg", "data")
+        data = os.path.join(self.pg_home, "data")
         words = shlex.split(self._pg_opts)[1:]  # drop the postgres binary
         opts, i = [], 0
         while i < len(words):
@@ -97,7 +106,7 @@ class Stack:
             opts.append(words[i])
             i += 1
         assert f"port={self.pgport}" in " ".join(opts), opts
-        p = self._as_pg([self._pg_ctl(), "-D", data, "-l", os.path.join(self.dir, "pg", "postgres.log"), "-w",
+        p = self._as_pg([self._pg_ctl(), "-D", data, "-l", os.path.join(self.pg_home, "postgres.log"), "-w",
                          "-t", "60", "start", "-o", " ".join(shlex.quote(w) for w in opts)])
         assert p.returncode == 0, p.stdout + p.stderr + self.pg_log()
         with open(os.path.join(data, "postmaster.pid")) as f, open(os.path.join(self.dir, "pg.pid"), "w") as o:
@@ -105,7 +114,7 @@ class Stack:
 
     def pg_log(self):
         try:
-            with open(os.path.join(self.dir, "pg", "postgres.log")) as f:
+            with open(os.path.join(self.pg_home, "postgres.log")) as f:
                 return f.read()[-5000:]
         except OSError:
             return ""
@@ -121,6 +130,88 @@ class Stack:
         c.cursor().execute(f"CREATE DATABASE {name} TEMPLATE billing OWNER billing_owner")
         c.close()
         return name
+
+
+class HAStack:
+    """scripts/ha_stack.sh: a pg_auto_failover monitor, a primary and two
+    synchronous standbys, and a Redis; used where a Stack is (conninfo is the
+    multi-host string that always reaches the current primary)."""
+
+    def __init__(self, d):
+        self.dir = d
+        subprocess.run([os.path.join(ROOT, "scripts", "ha_stack.sh"), "start", d], check=True, timeout=600)
+        self.env = read_env(os.path.join(d, "env"))
+        self.ports = {n: int(self.env[f"HA_NODE_{n}_PORT"]) for n in (1, 2, 3)}
+        self.redis_port = int(self.env["REDIS_PORT"])
+        self.pepper = os.path.join(d, "key.pepper")
+        self.cluster = None
+        self.dead = set()  # nodes killed and not restarted
+
+    def stop(self):
+        subprocess.run([os.path.join(ROOT, "scripts", "ha_stack.sh"), "stop", self.dir], timeout=600)
+
+    def conninfo(self, db, user, attrs="read-write"):
+        hosts = ",".join("127.0.0.1" for _ in self.ports)
+        ports = ",".join(str(self.ports[n]) for n in sorted(self.ports))
+        return f"host={hosts} port={ports} target_session_attrs={attrs} dbname={db} user={user}"
+
+    def monitor_sql(self, q):
+        c = psycopg2.connect(self.env["PG_MONITOR"])
+        c.autocommit = True
+        try:
+            cur = c.cursor()
+            cur.execute(q)
+            return cur.fetchall()
+        finally:
+            c.close()
+
+    def states(self):
+        """{node number: (reported state, goal state)} as the monitor sees them."""
+        return {int(n.split("_")[1]): (rep, goal) for n, rep, goal in
+                self.monitor_sql("SELECT nodename, reportedstate::text, goalstate::text FROM pgautofailover.node")}
+
+    def primary(self):
+        """The node number of the primary (reported and goal state primary), or None."""
+        for n, (rep, goal) in self.states().items():
+            if rep == goal == "primary":
+                return n
+        return None
+
+    def kill_node(self, n):
+        """The machine dies: SIGKILL to the node's process group (pg_autoctl,
+        its postmaster and every backend)."""
+        if n in self.dead:
+            return
+        self.dead.add(n)
+        # the postmaster first: pg_autoctl may have restarted it in another
+        # process group (a standby that follows a new primary)
+        try:
+            with open(os.path.join(self.env[f"HA_NODE_{n}_PGDATA"], "postmaster.pid")) as f:
+                pm = int(f.readline())
+            pgid = os.getpgid(pm)
+            os.kill(pm, signal.SIGKILL)
+            os.killpg(pgid, signal.SIGKILL)
+        except (OSError, ValueError):
+            pass
+        with open(os.path.join(self.dir, "pids", f"node_{n}.autoctl")) as f:
+            try:
+                os.killpg(int(f.read()), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        deadline = time.time() + 20
+        while time.time() < deadline:  # dead: its port refuses connections
+            try:
+                socket.create_connection(("127.0.0.1", self.ports[n]), timeout=1).close()
+            except OSError:
+                return
+            time.sleep(0.1)
+        raise AssertionError(f"node_{n} still accepts connections after SIGKILL")
+
+    def restart_node(self, n):
+        """The node comes back and rejoins as a standby."""
+        subprocess.run([os.path.join(ROOT, "scripts", "ha_stack.sh"), "restart-node", self.dir, str(n)],
+                       check=True, timeout=120)
+        self.dead.discard(n)
 
 
 class RedisCluster:
@@ -208,8 +299,7 @@ def stack():
     finally:
         if st.cluster:
             st.cluster.stop()
-        st.stop()
-        shutil.rmtree(d, ignore_errors=True)
+        st.remove()
 
 
 class Env:
@@ -257,7 +347,8 @@ class Env:
         env.update(BILLING_PG=self.pg, BILLING_PG_OWNER=self.pg_owner, BILLING_REDIS=self.redis,
                    BILLING_KEY_PEPPER_FILE=self.stack.pepper, BILLING_GATEWAY_TOKENS_FILE=self.gw_tokens,
                    BILLING_ADMIN_TOKENS_FILE=self.admin_tokens, BILLING_SIGNING_KEY_FILE=self.signing_key,
-                   BILLING_MIGRATIONS_DIR=os.path.join(ROOT, "migrations"), BILLING_OPERATOR="tester")
+                   BILLING_MIGRATIONS_DIR=os.path.join(ROOT, "migrations"), BILLING_OPERATOR="tester",
+                   BILLING_CONFIG="")  # never a make run stack's var/billingd.conf
         env.update(extra)
         return env
 

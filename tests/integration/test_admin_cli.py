@@ -4,6 +4,7 @@ paths: exit codes 0/1/2, one stderr line starting with the program name,
 import datetime
 import json
 import os
+import time
 
 import pytest
 
@@ -114,7 +115,8 @@ def test_keys(env):
     one_line_error(env.admin("key", "create", "--account", 99999999, check=False), 1)
     one_line_error(env.admin("key", "create", check=False), 2)
     acts = {r[0]: r[1] for r in env.sql("SELECT action, actor FROM audit_log WHERE target = %s", (str(k["key_id"]),))}
-    assert acts == {"key.create": "tester", "key.revoke": "tester"}
+    # the CLI's rows, and the database's own row of the revocation (trigger, migration 0007)
+    assert acts == {"key.create": "tester", "key.revoke": "tester", "db.api_key.revoked_at": "tester"}
 
 
 def test_grant_topup_adjust_and_their_errors(env):
@@ -178,7 +180,8 @@ def test_freeze_unfreeze_and_clawback(env):
     env.admin("account", "unfreeze", invitee, "--reason", "appeal granted")
     assert env.admin_json("account", "show", invitee)["status"] == "active"
     acts = [r[0] for r in env.sql("SELECT action FROM audit_log WHERE target = %s ORDER BY audit_id", (str(invitee),))]
-    assert acts[-2:] == ["account.freeze", "account.unfreeze"]
+    # each CLI row follows the database's own row of the status change (trigger, migration 0007)
+    assert acts[-4:] == ["db.customer.status", "account.freeze", "db.customer.status", "account.unfreeze"]
     assert env.one("SELECT reason FROM audit_log WHERE target = %s AND action = 'account.freeze'", (str(invitee),)) == "farm"
     env.assert_books_sound()
 
@@ -319,9 +322,14 @@ def test_promo_show_and_set(env):
 
 def test_expire_moves_expired_credit_to_breakage(env):
     a = new_account(env, "adm-expire-1")
-    g = env.admin_json("grant", "--account", a, "--amount", "3", "--reason", "trial", "--expires", "2026-01-01")
+    # a grant cannot be made already expired (422 / exit 2): one that expires in two seconds
+    soon = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=2)
+    g = env.admin_json("grant", "--account", a, "--amount", "3", "--reason", "trial", "--expires",
+                       soon.strftime("%Y-%m-%dT%H:%M:%S.%fZ"))
     next_year = (datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(days=365)).strftime("%Y-%m-%d")
     live = env.admin_json("grant", "--account", a, "--amount", "1", "--reason", "trial", "--expires", next_year)
+    while datetime.datetime.now(datetime.timezone.utc) <= soon:
+        time.sleep(0.1)
     r = env.admin_json("expire")
     assert r["grants"] >= 1 and r["breakage_nanos"] >= 3_000_000_000
     key = f"breakage:{g['grant_id']}"
@@ -347,3 +355,34 @@ def test_operator_is_recorded(env):
     assert env.one("SELECT actor FROM journal WHERE account_id = %s AND reason = 'by flag'", (a,)) == "carol"
     env.run("billing-admin", "grant", "--account", a, "--amount", "1", "--reason", "by login", env=dict(e, USER="dave"))
     assert env.one("SELECT actor FROM journal WHERE account_id = %s AND reason = 'by login'", (a,)) == "dave"
+
+
+def test_errors_from_libpq_are_one_line_on_stderr(env):
+    """libpq's messages span lines ("connection to server ... failed: ...\\n\\tIs
+    the server running ...?", one block per address tried; "DETAIL:" and
+    "CONTEXT:" lines): each CLI and billingd still prints one line."""
+    import socket
+    import subprocess
+    from conftest import BIN, free_port
+    port = free_port()  # nothing listens there
+    down = f"host=localhost port={port} dbname=billing user=billing"
+    e = env.cli_env(BILLING_PG=down, BILLING_PG_OWNER=down)
+    for prog, args in (("billing-admin", ["account", "show", "1"]), ("billing-admin", ["migrate"]),
+                       ("ledger", ["trial-balance"]), ("ledger", ["verify"])):
+        p = env.run(prog, *args, check=False, env=e)
+        assert p.returncode == 1, (prog, args, p.returncode, p.stderr)
+        lines = p.stderr.strip("\n").split("\n")
+        assert len(lines) == 1 and lines[0].startswith(prog + ": "), (prog, args, repr(p.stderr))
+        assert "\t" not in lines[0] and "Is the server running" in lines[0], repr(p.stderr)
+    cfg = os.path.join(env.tmp, "down.conf")
+    with open(cfg, "w") as f:
+        f.write(f"pg = {down}\nredis = {env.redis}\ngateway_tokens_file = {env.gw_tokens}\n"
+                f"admin_tokens_file = {env.admin_tokens}\nkey_pepper_file = {env.stack.pepper}\n"
+                f"listen = 127.0.0.1:{free_port()}\n")
+    p = subprocess.run([os.path.join(BIN, "billingd"), "--config", cfg], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 1, (p.returncode, p.stderr[-2000:])
+    lines = p.stderr.strip("\n").split("\n")
+    assert len(lines) == 1 and lines[0].startswith("billingd: ") and "\t" not in lines[0], repr(p.stderr)
+    # a usage error carrying a newline of its own is one line too
+    one_line_error(env.admin("grant", "--account", "1", "--amount", "1", "--reason", "x", "--expires", "2027\n01\n01",
+                             check=False), 2)

@@ -5,10 +5,16 @@ accounts (authorize, usage and the embedded model's chat route), SQL-shaped
 strings in every text field (stored verbatim or refused, never executed),
 oversized headers, slow clients that never finish a request (closed by
 idle_timeout_s), many idle connections (10,000 when the fd limit allows)
-while others are served, max_connections.  Every refused call leaves the
+while others are served, max_connections.  Issue 17: token files (a line
+outside the rules refuses the file, a long token is never split, SIGHUP
+with a refused or empty file keeps the old set), ambiguous request framing
+(400 and close, the smuggled request never runs), the chat key checked
+before its body, a call authorized before a freeze still billed, 0/0-token
+authorizations holding the model's least cost.  Every refused call leaves the
 ledger (and customers, keys, grants, audit log) exactly as it was, and at
 the end no API key or token appears in any billingd log of this module."""
 import errno
+import signal
 import json
 import os
 import resource
@@ -176,6 +182,39 @@ def test_no_token_or_a_wrong_token_is_401_on_every_route(env, h):
     assert n >= 150
 
 
+def test_chat_checks_the_api_key_before_it_parses_or_tokenizes_the_body(env, h):
+    """CONTRACT.md §3: the chat route's API key is checked before the body is
+    read: a bad bearer gets 401 whatever the body (malformed JSON, an unknown
+    model, a prompt too long for the context), never 400 or 422."""
+    bd = h["bd"]
+    gw = "Bearer " + GATEWAY_TOKEN
+    kr = post(bd, "/v1/keys", {"account_id": h["active"], "name": "to-revoke"}, gw).json()
+    _secrets.add(kr["api_key"])
+    env.admin("key", "revoke", kr["key_id"])
+    before = books(env)
+    long_prompt = {"model": "internal-tiny", "max_tokens": 1,
+                   "messages": [{"role": "user", "content": "word " * 150000}]}
+    bodies = [b"{not json" + b"x" * 5000, b"[]", json.dumps({"model": "gpt-4", "messages": []}).encode(),
+              json.dumps({"model": "internal-tiny", "messages": "nope"}).encode(), json.dumps(long_prompt).encode(),
+              json.dumps({"model": "internal-tiny", "max_tokens": -5,
+                          "messages": [{"role": "user", "content": "hi"}]}).encode()]
+    for auth in ["Bearer sk-" + "x" * 48, "Bearer " + GATEWAY_TOKEN, "Bearer " + ADMIN_TOKEN, "Bearer nonsense"]:
+        for data in bodies:
+            r = post(bd, "/internal/v1/chat/completions", data=data, auth=auth)
+            assert r.status_code == 401, (auth[:12], data[:40], r.status_code, r.text[:200])
+            is_error(r, 401, "unauthorized")
+            assert r.headers.get("WWW-Authenticate", "").startswith("Bearer")
+    # a revoked key is no key either
+    for data in bodies[:2]:
+        is_error(post(bd, "/internal/v1/chat/completions", data=data, auth="Bearer " + kr["api_key"]), 401,
+                 "unauthorized")
+    assert books(env) == before
+    # with a good key the same bodies get their 400 / 422
+    good = "Bearer " + h["active_key"]
+    assert post(bd, "/internal/v1/chat/completions", data=bodies[0], auth=good).status_code == 400
+    is_error(post(bd, "/internal/v1/chat/completions", data=bodies[2], auth=good), 422, "unknown_model")
+
+
 def test_gateway_token_on_admin_routes_is_403(env, h):
     bd = h["bd"]
     before = books(env)
@@ -197,6 +236,137 @@ def test_gateway_token_on_admin_routes_is_403(env, h):
     assert get(bd, f"/v1/accounts/{h['active']}", "Bearer " + ADMIN_TOKEN).status_code == 200
 
 
+# ---------------------------------------------------------------- token files (CONTRACT.md §1)
+
+LONG_GW = "gw-long-" + "L" * 1015 + "tail"      # 1,027 bytes: longer than the old 1,024-byte line buffer
+MAX_GW = "gw-max-" + "M" * (4096 - 7)           # exactly 4,096 bytes: the longest token
+_secrets.update([LONG_GW, MAX_GW])
+
+# (name, file content): each refused as a whole, the error naming its line
+BAD_TOKEN_FILES = [
+    ("15 bytes", "# c\n" + "t" * 15 + "\n"),
+    ("4097 bytes", "ok-token-0123456789\n" + "t" * 4097 + "\n"),
+    ("a space inside", "ok-token-0123456789\n\ngw-has a-space-0123\n"),
+    ("a tab inside", "ok-token-0123456789\ngw-has\ta-tab-012345\n"),
+    ("leading space", "ok-token-0123456789\n gw-leading-space-0123\n"),
+    ("a NUL byte", "ok-token-0123456789\ngw-nul-\0-0123456789\n"),
+    ("a control byte", "ok-token-0123456789\ngw-ctl-\x07-0123456789\n"),
+    ("non-ASCII", "ok-token-0123456789\ngw-non-ascii-\u00e9-01234\n"),
+    ("a long line among good ones", "ok-token-0123456789\n" + LONG_GW + "x" * 3100 + "\n"),
+]
+BAD_LINE = [2, 2, 3, 2, 2, 2, 2, 2, 2]
+
+
+def token_cfg(env, gw_path, admin_path, port):
+    path = os.path.join(env.tmp, f"tokcfg-{port}.conf")
+    cfg = {"listen": f"127.0.0.1:{port}", "pg": env.pg, "redis": env.redis, "gateway_tokens_file": gw_path,
+           "admin_tokens_file": admin_path, "key_pepper_file": env.stack.pepper,
+           "migrations_dir": os.path.join(os.path.dirname(__file__), "..", "..", "migrations"),
+           "tokenizer_file": os.path.join(os.path.dirname(__file__), "..", "..", "data", "tokenizer.json"),
+           "model_file": os.path.join(os.path.dirname(__file__), "..", "..", "data", "internal-tiny.bin")}
+    with open(path, "w") as f:
+        for k, v in cfg.items():
+            f.write(f"{k} = {v}\n")
+    return path
+
+
+def write_bytes(path, text):
+    with open(path, "wb") as f:
+        f.write(text.encode("utf-8"))
+
+
+def test_a_token_file_with_a_line_outside_the_rules_stops_billingd_at_start(env, h):
+    from conftest import BIN, free_port
+    good = os.path.join(env.tmp, "good-admin.tokens")
+    write_bytes(good, ADMIN_TOKEN + "\n")
+    for which in ("gateway", "admin"):
+        for (name, text), line in zip(BAD_TOKEN_FILES, BAD_LINE):
+            bad = os.path.join(env.tmp, "bad.tokens")
+            write_bytes(bad, text)
+            port = free_port()
+            cfg = token_cfg(env, bad if which == "gateway" else env.gw_tokens, bad if which == "admin" else good,
+                            port)
+            p = subprocess.Popen([os.path.join(BIN, "billingd"), "--config", cfg], stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.PIPE, text=True)
+            try:
+                _, stderr = p.communicate(timeout=20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.communicate()
+                raise AssertionError(f"billingd started with a {which} token file holding {name}")
+            assert p.returncode == 1, (which, name, p.returncode, stderr[-2000:])
+            err = stderr.strip().splitlines()
+            assert len(err) == 1 and err[0].startswith("billingd: "), (which, name, stderr)
+            assert f"line {line}:" in err[0] and "bad.tokens" in err[0], (which, name, err)
+            # the error names the line, never its content
+            assert "0123456789" not in err[0] and "L" * 20 not in err[0], err
+
+
+def test_a_long_token_is_one_token_never_split(env, h):
+    gw_path = os.path.join(env.tmp, "long-gw.tokens")
+    ad_path = os.path.join(env.tmp, "long-admin.tokens")
+    long_admin = "admin-long-" + "A" * 1020 + "zzz"
+    _secrets.add(long_admin)
+    write_bytes(gw_path, f"# long ones\r\n{LONG_GW}\r\n\n   \n{MAX_GW}\n{GATEWAY_TOKEN}")  # CRLF, no final newline
+    write_bytes(ad_path, f"{long_admin}\n")
+    bd = start(env, {"gateway_tokens_file": gw_path, "admin_tokens_file": ad_path})
+    try:
+        for tok in (LONG_GW, MAX_GW, GATEWAY_TOKEN):
+            assert get(bd, f"/v1/accounts/{h['active']}", "Bearer " + tok).status_code == 200, len(tok)
+        # no piece of a long line is a token: not the first 1,023 bytes, not the tail
+        for piece in (LONG_GW[:1023], LONG_GW[1023:], LONG_GW[:1024], LONG_GW[-3:], MAX_GW[:1023], MAX_GW[1023:2046],
+                      MAX_GW[-1027:], MAX_GW[:-1], long_admin[:1023], long_admin[1023:]):
+            for path in (f"/v1/accounts/{h['active']}", "/v1/admin/no-such-route"):
+                r = get(bd, path, "Bearer " + piece)
+                assert r.status_code == 401, (len(piece), path, r.status_code)
+        r = post(bd, "/v1/admin/grants", {"account_id": h["active"], "amount_nanos": 1, "reason": "long admin token",
+                                          "operator": "t", "idempotency_key": "h-long-admin"}, "Bearer " + long_admin)
+        assert r.status_code == 201, r.text
+    finally:
+        bd.stop()
+
+
+def test_sighup_with_a_refused_or_empty_token_file_keeps_the_old_tokens(env, h):
+    gw_path = os.path.join(env.tmp, "hup-gw.tokens")
+    ad_path = os.path.join(env.tmp, "hup-admin.tokens")
+    old_gw, new_gw, old_ad = "gw-hup-old-0123456789", "gw-hup-new-0123456789", "admin-hup-old-0123456789"
+    _secrets.update([old_gw, new_gw, old_ad])
+    write_bytes(gw_path, old_gw + "\n")
+    write_bytes(ad_path, old_ad + "\n")
+    bd = start(env, {"gateway_tokens_file": gw_path, "admin_tokens_file": ad_path})
+    acct = f"/v1/accounts/{h['active']}"
+
+    def hup_and_wait(marker):
+        n = bd.logs().count(marker)
+        bd.proc.send_signal(signal.SIGHUP)
+        deadline = time.time() + 10
+        while bd.logs().count(marker) <= n:
+            assert time.time() < deadline, bd.logs()[-3000:]
+            time.sleep(0.05)
+
+    try:
+        cases = [("only comments", "# rotated away\n# nothing here\n\n"), ("empty", "")] + BAD_TOKEN_FILES[:4]
+        for name, text in cases:
+            for path, tok in ((gw_path, old_gw), (ad_path, old_ad)):
+                write_bytes(path, text)
+                hup_and_wait("keeping the old tokens")
+                assert get(bd, acct, "Bearer " + tok).status_code == 200, (name, path)
+                assert get(bd, "/v1/admin/no-such-route", "Bearer " + old_ad).status_code == 404, (name, path)
+                write_bytes(path, tok + "\n")
+        # a good file replaces the set: the old token is gone, the new one works
+        write_bytes(gw_path, f"# rotated\n{new_gw}\n")
+        hup_and_wait("tokens reloaded")
+        assert get(bd, acct, "Bearer " + new_gw).status_code == 200
+        assert get(bd, acct, "Bearer " + old_gw).status_code == 401
+        assert get(bd, "/v1/admin/no-such-route", "Bearer " + old_ad).status_code == 404
+        assert bd.proc.poll() is None
+    finally:
+        bd.stop()
+    for line in bd.logs().splitlines():
+        if "keeping the old tokens" in line:
+            assert "level=error" in line and "0123456789" not in line, line
+
+
 # ---------------------------------------------------------------- frozen accounts
 
 
@@ -210,9 +380,6 @@ def test_api_keys_of_a_frozen_account_are_refused_everywhere(env, h):
     is_error(r, 403, "account_frozen")
     r = post(bd, "/v1/authorize", {"request_id": "h-frozen-az2", "account_id": facct, "model": "h-model",
                                    "input_tokens": 10, "max_output_tokens": 10}, gw)
-    is_error(r, 403, "account_frozen")
-    r = post(bd, "/v1/usage", {"request_id": "h-frozen-u", "api_key": fkey, "model": "h-model", "input_tokens": 10,
-                               "cached_input_tokens": 0, "output_tokens": 1, "started_at": now(minutes=-1)}, gw)
     is_error(r, 403, "account_frozen")
     chat = {"model": "internal-tiny", "max_tokens": 2, "temperature": 0,
             "messages": [{"role": "user", "content": "hello"}]}
@@ -229,6 +396,83 @@ def test_api_keys_of_a_frozen_account_are_refused_everywhere(env, h):
     r = post(bd, "/internal/v1/chat/completions", chat, "Bearer " + h["active_key"])
     assert r.status_code == 200, r.text
     assert r.json()["usage"]["completion_tokens"] >= 1
+
+
+def test_a_call_authorized_before_the_freeze_is_billed_and_its_hold_released(env, h):
+    """CONTRACT.md §3: a call that ran is always billed.  Authorized while
+    active, the account frozen while the call runs: its usage is recorded
+    and charged (to arrears if need be), the hold is released; new
+    authorizations are refused."""
+    bd = h["bd"]
+    gw = "Bearer " + GATEWAY_TOKEN
+    r = post(bd, "/v1/accounts", {"external_id": "hostile-freeze-mid-call"}, gw)
+    acct = r.json()["account_id"]
+    key = post(bd, "/v1/keys", {"account_id": acct, "name": "mid"}, gw).json()["api_key"]
+    _secrets.add(key)
+    promo0 = r.json()["balance"]["promo_nanos"]
+    r = post(bd, "/v1/authorize", {"request_id": "h-fz-1", "api_key": key, "model": "h-model",
+                                   "input_tokens": 1000, "max_output_tokens": 100}, gw)
+    assert r.status_code == 200, r.text
+    held_key = f"{{a:{acct}}}:held"
+    assert int(env.redis_cli("GET", held_key) or 0) > 0
+    env.admin("account", "freeze", acct, "--reason", "chargeback")
+    time.sleep(1.2)
+    is_error(post(bd, "/v1/authorize", {"request_id": "h-fz-2", "api_key": key, "model": "h-model",
+                                        "input_tokens": 1000, "max_output_tokens": 100}, gw), 403, "account_frozen")
+    cost = expected_cost(2 * UNIT, UNIT // 2, 8 * UNIT, 1000, 0, 90)
+    u = {"request_id": "h-fz-1", "api_key": key, "model": "h-model", "input_tokens": 1000, "cached_input_tokens": 0,
+         "output_tokens": 90, "started_at": now(minutes=-1), "hold_id": "h-fz-1"}
+    r = post(bd, "/v1/usage", u, gw)
+    assert r.status_code == 200, r.text
+    assert r.json()["cost_nanos"] == cost and r.json()["duplicate"] is False
+    assert sum(c["amount_nanos"] for c in r.json()["charged"]) == cost
+    assert r.json()["balance"]["promo_nanos"] == promo0 - cost
+    assert env.one("SELECT count(*) FROM usage_records WHERE request_id = 'h-fz-1' AND account_id = %s", (acct,)) == 1
+    # the hold is gone at once, not after its expiry
+    deadline = time.time() + 5
+    while int(env.redis_cli("GET", held_key) or 0) != 0:
+        assert time.time() < deadline, env.redis_cli("GET", held_key)
+        time.sleep(0.05)
+    # by account_id and in a batch too; a replay is a duplicate, never a second charge
+    u2 = dict(u, request_id="h-fz-3", hold_id=None, api_key=None, account_id=acct)
+    del u2["hold_id"], u2["api_key"]
+    r = post(bd, "/v1/usage/batch", {"records": [u2]}, gw)
+    assert r.status_code == 200 and r.json()["results"][0]["cost_nanos"] == cost, r.text
+    r = post(bd, "/v1/usage", u, gw)
+    assert r.status_code == 200 and r.json()["duplicate"] is True, r.text
+    assert env.one("SELECT count(*) FROM usage_records WHERE account_id = %s", (acct,)) == 2
+    env.assert_books_sound()
+
+
+def test_authorize_with_zero_tokens_holds_the_models_least_cost(env, h):
+    """A call announced with 0 input and 0 output tokens can still cost money
+    (the usage that follows counts real tokens): its hold is the model's
+    least billable cost (one cached input token of h-model: 0.5 per 1M =
+    500 nanos), so at zero balance it gets 402 instead of a free pass."""
+    bd = h["bd"]
+    gw = "Bearer " + GATEWAY_TOKEN
+    r = post(bd, "/v1/accounts", {"external_id": "hostile-zero-tokens"}, gw)
+    acct = r.json()["account_id"]
+    # spend the signup credit exactly: 7M input tokens at 2 per 1M = 14
+    assert r.json()["balance"]["promo_nanos"] == 14 * UNIT
+    az = {"request_id": "h-zero-0", "account_id": acct, "model": "h-model", "input_tokens": 0, "max_output_tokens": 0}
+    r = post(bd, "/v1/authorize", az, gw)
+    assert r.status_code == 200 and r.json()["held_nanos"] == 500, r.text
+    u = {"request_id": "h-zero-spend", "account_id": acct, "model": "h-model", "input_tokens": 7_000_000,
+         "cached_input_tokens": 0, "output_tokens": 0, "started_at": now(minutes=-1)}
+    r = post(bd, "/v1/usage", u, gw)
+    assert r.status_code == 200 and r.json()["cost_nanos"] == 14 * UNIT, r.text
+    r = post(bd, "/v1/usage", {"request_id": "h-zero-0", "account_id": acct, "model": "h-model", "input_tokens": 0,
+                               "cached_input_tokens": 0, "output_tokens": 0, "started_at": now(minutes=-1),
+                               "hold_id": "h-zero-0"}, gw)
+    assert r.status_code == 200 and r.json()["cost_nanos"] == 0, r.text
+    assert r.json()["balance"]["paid_nanos"] + r.json()["balance"]["promo_nanos"] == 0
+    before = books(env)
+    for i, (tin, tout) in enumerate([(0, 0), (0, 0), (1, 0), (0, 1)]):
+        r = post(bd, "/v1/authorize", dict(az, request_id=f"h-zero-{i + 1}", input_tokens=tin, max_output_tokens=tout),
+                 gw)
+        is_error(r, 402, "insufficient_balance")
+    assert books(env) == before
 
 
 # ---------------------------------------------------------------- SQL-shaped strings
@@ -276,17 +520,21 @@ def test_sql_shaped_strings_in_every_text_field_are_stored_verbatim_or_refused(e
         r = post(bd, "/v1/authorize", {"request_id": rid, "api_key": s, "model": "h-model", "input_tokens": 1,
                                        "max_output_tokens": 1}, gw)
         assert r.status_code in (401, 404), r.text
-        # authorize and settle with SQL in request_id, hold_id, status: stored verbatim
+        # authorize and settle with SQL in request_id and hold_id: stored verbatim; in status
+        # (ok, cancelled or error): refused, nothing written
         r = post(bd, "/v1/authorize", {"request_id": rid, "api_key": key, "model": "h-model", "input_tokens": 100,
                                        "max_output_tokens": 10}, gw)
         assert r.status_code == 200 and r.json()["hold_id"] == rid, r.text
         u = {"request_id": rid, "api_key": key, "model": "h-model", "input_tokens": 100, "cached_input_tokens": 0,
              "output_tokens": 10, "started_at": now(minutes=-1), "hold_id": rid, "status": s[:32]}
         r = post(bd, "/v1/usage", u, gw)
+        assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_status", r.text
+        assert env.sql("SELECT 1 FROM usage_records WHERE request_id = %s", (rid,)) == []
+        r = post(bd, "/v1/usage", dict(u, status="cancelled"), gw)
         assert r.status_code == 200, r.text
         assert r.json()["cost_nanos"] == expected_cost(2 * UNIT, UNIT // 2, 8 * UNIT, 100, 0, 10)
         assert env.one("SELECT hold_id, status, account_id FROM usage_records WHERE request_id = %s", (rid,)) == \
-            (rid, s[:32], acct)
+            (rid, "cancelled", acct)
         # tokenize counts the text, nothing else happens
         r = post(bd, "/v1/tokenize", {"model": "internal-tiny", "text": s}, gw)
         assert r.status_code == 200 and r.json()["tokens"] > 0, r.text
@@ -394,6 +642,110 @@ def test_oversized_headers_are_refused_and_the_service_keeps_serving(env, h):
                       headers={"Authorization": "Bearer " + GATEWAY_TOKEN, "X-Pad": "p" * 8000}, timeout=10)
     assert r.status_code == 200, r.text
     assert bd.proc.poll() is None
+
+
+def exchange_until_closed(port, data, limit=5.0):
+    """Sends bytes, reads until the server closes the connection or limit
+    seconds pass.  Returns (all bytes read, closed_by_server)."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=limit)
+    got = b""
+    try:
+        s.sendall(data)
+        deadline = time.time() + limit
+        while time.time() < deadline:
+            s.settimeout(max(0.05, deadline - time.time()))
+            try:
+                chunk = s.recv(65536)
+            except socket.timeout:
+                return got, False
+            except ConnectionResetError:
+                return got, True
+            if not chunk:
+                return got, True
+            got += chunk
+        return got, False
+    finally:
+        s.close()
+
+
+def framing_cases():
+    """(name, request bytes builder): each frames its body ambiguously.  The
+    bytes after the first body, by one reading, are a second request (a
+    signup) that must never run."""
+    gw = GATEWAY_TOKEN.encode()
+
+    def build(i, headers):
+        body = json.dumps({"external_id": f"h-frame-{i}-a"}).encode()
+        second = json.dumps({"external_id": f"h-frame-{i}-b"}).encode()
+        smuggled = (b"POST /v1/accounts HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + gw +
+                    b"\r\nContent-Type: application/json\r\nContent-Length: " + str(len(second)).encode() +
+                    b"\r\n\r\n" + second)
+        n = str(len(body)).encode()
+        hs = [h.replace(b"{N}", n).replace(b"{M}", str(len(body) + len(smuggled)).encode()).replace(b"{GW}", gw)
+              for h in headers]
+        head = b"POST /v1/accounts HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n" + \
+            b"".join(h + b"\r\n" for h in hs) + b"\r\n"
+        if any(h.lower().startswith(b"transfer-encoding") for h in hs):
+            return head + hex(len(body))[2:].encode() + b"\r\n" + body + b"\r\n0\r\n\r\n" + smuggled
+        return head + body + smuggled
+
+    auth = b"Authorization: Bearer {GW}"
+    return [
+        ("two different Content-Length", lambda i: build(i, [auth, b"Content-Length: {N}", b"Content-Length: {M}"])),
+        ("two different Content-Length, longer first", lambda i: build(i, [auth, b"Content-Length: {M}",
+                                                                            b"Content-Length: {N}"])),
+        ("Content-Length +N", lambda i: build(i, [auth, b"Content-Length: +{N}"])),
+        ("Content-Length tab N", lambda i: build(i, [auth, b"Content-Length:\t{N}"])),
+        ("Content-Length folded to ' N'", lambda i: build(i, [auth, b"Content-Length:", b" {N}"])),
+        ("Content-Length N with a suffix", lambda i: build(i, [auth, b"Content-Length: {N}abc"])),
+        ("Content-Length and Transfer-Encoding", lambda i: build(i, [auth, b"Content-Length: {M}",
+                                                                     b"Transfer-Encoding: chunked"])),
+        ("two Transfer-Encoding", lambda i: build(i, [auth, b"Transfer-Encoding: chunked",
+                                                      b"Transfer-Encoding: chunked"])),
+        ("two Authorization", lambda i: build(i, [auth, b"Authorization: Bearer nope-not-a-token",
+                                                  b"Content-Length: {N}"])),
+        ("two Authorization, same value", lambda i: build(i, [auth, auth, b"Content-Length: {N}"])),
+        ("NUL inside Authorization", lambda i: build(i, [b"Authorization: Bearer {GW}\0tail-after-nul",
+                                                         b"Content-Length: {N}"])),
+        ("NUL inside another header", lambda i: build(i, [auth, b"X-Note: a\0b", b"Content-Length: {N}"])),
+        ("NUL inside the URL", lambda i: build(i, [auth, b"Content-Length: {N}"]).replace(
+            b"/v1/accounts HTTP/1.1\r\nHost: x\r\nContent-Type", b"/v1/accounts?a=\0 HTTP/1.1\r\nHost: x\r\nContent-Type", 1)),
+    ]
+
+
+def test_ambiguous_framing_gets_400_and_the_connection_is_closed(env, h):
+    """CONTRACT.md §3: two different Content-Length values, a Content-Length
+    that is not a plain decimal, Content-Length with Transfer-Encoding, two
+    Authorization headers, a NUL in the head: 400, and the connection is
+    closed, so the bytes after the body never run as a second request."""
+    bd = h["bd"]
+    before = books(env)
+    n_evhttp = 0
+    for i, (name, make) in enumerate(framing_cases()):
+        got, closed = exchange_until_closed(bd.port, make(i))
+        assert got.startswith(b"HTTP/1.1 400 "), (name, got[:400])
+        assert got.count(b"HTTP/1.1 ") == 1, (name, got[:800])
+        head, _, body = got.partition(b"\r\n\r\n")
+        assert b"connection: close" in head.lower(), (name, head)
+        # ours in JSON; or evhttp's own 400 when it cannot parse the head at all
+        if b"application/json" in head:
+            assert json.loads(body)["error"]["code"] == "invalid_request", (name, body)
+        if b"application/json" not in head:
+            print("evhttp 400:", name)
+            n_evhttp += 1
+        assert closed, f"{name}: the connection stayed open after the 400"
+        served(bd)
+    assert n_evhttp <= 4, n_evhttp  # the rest are ours: JSON invalid_request
+    assert books(env) == before
+    assert env.one("SELECT count(*) FROM customers WHERE external_id LIKE 'h-frame-%%'") == 0
+    # the same request framed plainly goes through: the 400s were the framing
+    body = json.dumps({"external_id": "h-frame-plain"}).encode()
+    req = (b"POST /v1/accounts HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + GATEWAY_TOKEN.encode() +
+           b"\r\nContent-Type: application/json\r\nContent-Length: " + str(len(body)).encode() +
+           b"\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+    st, buf, _ = raw(bd.port, req)
+    assert st == 201, buf[:300]
+    assert env.one("SELECT count(*) FROM customers WHERE external_id = 'h-frame-plain'") == 1
 
 
 def wait_closed(sock, limit):

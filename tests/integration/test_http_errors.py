@@ -23,6 +23,8 @@ MIB = 1024 * 1024
 def ctx(env, billingd):
     a = new_account(env, "errors-active")
     f = new_account(env, "errors-frozen")
+    f2 = new_account(env, "errors-frozen-2")
+    env.admin("account", "freeze", f2, "--reason", "tests")
     r = billingd.post("/v1/keys", {"account_id": a, "name": "k"})
     assert r.status_code == 201, r.text
     key = r.json()["api_key"]
@@ -32,7 +34,7 @@ def ctx(env, billingd):
     set_price(env, "err-m", 2 * UNIT, UNIT // 2, 8 * UNIT)
     set_price(env, "err-late", 2 * UNIT, UNIT // 2, 8 * UNIT, effective=rfc3339(dt.datetime.now(UTC) - dt.timedelta(days=1)))
     wait_prices()
-    return {"acct": a, "frozen": f, "key": key, "fkey": fkey}
+    return {"acct": a, "frozen": f, "frozen2": f2, "key": key, "fkey": fkey}
 
 
 def now(**delta):
@@ -72,7 +74,9 @@ CASES = [
     ("missing-account-and-key", lambda c: {"body": without(c, "account_id")}, 400, "invalid_request"),
     ("missing-model", lambda c: {"body": without(c, "model")}, 400, "invalid_request"),
     ("missing-input_tokens", lambda c: {"body": without(c, "input_tokens")}, 400, "invalid_request"),
-    ("missing-cached_input_tokens", lambda c: {"body": without(c, "cached_input_tokens")}, 400, "invalid_request"),
+    # cached_input_tokens is optional (default 0); a wrong type is still refused
+    ("cached_input_tokens-string", lambda c: {"body": good(c, cached_input_tokens="10")}, 400, "invalid_request"),
+    ("status-unknown", lambda c: {"body": good(c, status="weird")}, 422, "invalid_status"),
     ("missing-output_tokens", lambda c: {"body": without(c, "output_tokens")}, 400, "invalid_request"),
     ("missing-started_at", lambda c: {"body": without(c, "started_at")}, 400, "invalid_request"),
     ("request_id-number", lambda c: {"body": good(c, rid=123)}, 400, "invalid_request"),
@@ -121,9 +125,7 @@ CASES = [
     ("unknown-account", lambda c: {"body": good(c, account_id=987654321)}, 404, "not_found"),
     ("unknown-api_key", lambda c: {"body": dict(without(c, "account_id"), api_key="sk-" + "0" * 40)}, 404,
      "not_found"),
-    ("frozen-account", lambda c: {"body": good(c, account_id=c["frozen"])}, 403, "account_frozen"),
-    ("frozen-account-by-key", lambda c: {"body": dict(without(c, "account_id"), api_key=c["fkey"])}, 403,
-     "account_frozen"),
+    # usage of a frozen account is no error: a call that ran is billed (test_frozen_account_usage_is_billed)
     ("api_key-and-account_id", lambda c: {"body": good(c, api_key=c["key"])}, 400, "invalid_request"),
     ("api_key-empty", lambda c: {"body": dict(without(c, "account_id"), api_key="")}, 400, "invalid_request"),
     ("api_key-number", lambda c: {"body": dict(without(c, "account_id"), api_key=12345)}, 400, "invalid_request"),
@@ -141,6 +143,22 @@ CASES = [
      lambda c: {"path": "/v1/admin/grants", "token": None,
                 "body": {"account_id": c["acct"], "amount_nanos": UNIT, "reason": "x", "operator": "gw"}}, 401,
      "unauthorized"),
+    ("tokenize-unknown-model", lambda c: {"path": "/v1/tokenize", "body": {"model": "gpt-4", "text": "hello"}}, 422,
+     "unknown_model"),
+    ("tokenize-empty-model", lambda c: {"path": "/v1/tokenize", "body": {"model": "", "text": "hello"}}, 422,
+     "unknown_model"),
+    ("tokenize-sql-model", lambda c: {"path": "/v1/tokenize",
+                                      "body": {"model": "internal-tiny'; --", "messages": [{"role": "user",
+                                                                                           "content": "x"}]}},
+     422, "unknown_model"),
+    ("grant-expires_at-past", lambda c: {"path": "/v1/admin/grants", "token": ADMIN_TOKEN,
+                                         "body": {"account_id": c["acct"], "amount_nanos": UNIT, "reason": "late",
+                                                  "operator": "t", "expires_at": now(seconds=-1)}},
+     422, "invalid_expires_at"),
+    ("grant-expires_at-long-past", lambda c: {"path": "/v1/admin/grants", "token": ADMIN_TOKEN,
+                                              "body": {"account_id": c["acct"], "amount_nanos": UNIT, "reason": "late",
+                                                       "operator": "t", "expires_at": "2001-01-01T00:00:00Z"}},
+     422, "invalid_expires_at"),
     ("body-over-1MiB", lambda c: {"data": raw(json.dumps(good(c, pad="x" * MIB)))}, 413, "body_too_large"),
     ("get-on-usage", lambda c: {"method": "GET"}, 405, "method_not_allowed"),
     ("batch-1001-records",
@@ -273,7 +291,7 @@ def test_batch_mixes_good_and_bad_records_in_order(env, billingd, ctx):
         dict(without(c, "account_id"), request_id="mix-3", api_key=c["key"], input_tokens=0,
              cached_input_tokens=0, output_tokens=1000),                                     # 8 000 000 by key
         good(c, rid="mix-4", model="no-such-model"),
-        good(c, rid="mix-5", account_id=c["frozen"]),
+        good(c, rid="mix-5", account_id=c["frozen2"]),                                       # frozen: billed
         dict(mix1),                                                                          # same again: replay
         dict(mix1, input_tokens=1001),                                                       # same id, other body
         "not an object",
@@ -282,7 +300,7 @@ def test_batch_mixes_good_and_bad_records_in_order(env, billingd, ctx):
         good(c, rid="mix-11", output_tokens=2.5),
         good(c, rid="mix-12", input_tokens=0, cached_input_tokens=0, output_tokens=1),       # 8 000
     ]
-    expect = [(200, None), (422, "invalid_tokens"), (200, None), (422, "unknown_model"), (403, "account_frozen"),
+    expect = [(200, None), (422, "invalid_tokens"), (200, None), (422, "unknown_model"), (200, None),
               (200, None), (409, "idempotency_conflict"), (400, "invalid_request"), (404, "not_found"),
               (422, "invalid_started_at"), (400, "invalid_request"), (200, None)]
     j0 = env.one("SELECT count(*) FROM journal")
@@ -300,10 +318,12 @@ def test_batch_mixes_good_and_bad_records_in_order(env, billingd, ctx):
     assert res[5]["duplicate"] is True and {k: v for k, v in res[5].items() if k != "duplicate"} == \
         {k: v for k, v in res[0].items() if k != "duplicate"}
     assert res[11]["cost_nanos"] == 8000
+    assert (res[4]["cost_nanos"], res[4]["account_id"]) == (expected_cost(2 * UNIT, UNIT // 2, 8 * UNIT, 100, 10, 5),
+                                                            c["frozen2"])
     # the good ones charged once each, the bad ones nowhere
-    assert env.one("SELECT count(*) FROM journal") == j0 + 3
+    assert env.one("SELECT count(*) FROM journal") == j0 + 4
     got = dict(env.sql("SELECT request_id, cost_nanos FROM usage_records WHERE request_id LIKE 'mix-%%'"))
-    assert got == {"mix-1": 2000000, "mix-3": 8000000, "mix-12": 8000}
+    assert got == {"mix-1": 2000000, "mix-3": 8000000, "mix-5": res[4]["cost_nanos"], "mix-12": 8000}
     # and the batch again: every good one a replay, every bad one the same error
     res2 = billingd.post("/v1/usage/batch", {"records": recs}).json()["results"]
     for i, (x, (st, code)) in enumerate(zip(res2, expect)):
@@ -311,7 +331,7 @@ def test_batch_mixes_good_and_bad_records_in_order(env, billingd, ctx):
             assert x["duplicate"] is True and x["cost_nanos"] == res[i]["cost_nanos"], (i, x)
         else:
             assert x["error"]["code"] == code, (i, x)
-    assert env.one("SELECT count(*) FROM journal") == j0 + 3
+    assert env.one("SELECT count(*) FROM journal") == j0 + 4
     env.assert_books_sound()
 
 
@@ -321,9 +341,30 @@ def test_admin_token_can_grant_where_gateway_cannot(env, billingd, ctx):
                                            "operator": "tester"}, token=ADMIN_TOKEN)
     assert r.status_code == 201, r.text
     assert r.json()["amount_nanos"] == UNIT
+    # and the positive control of the past expires_at: a minute ahead is fine
+    r = billingd.post("/v1/admin/grants", {"account_id": ctx["acct"], "amount_nanos": UNIT, "reason": "control",
+                                           "operator": "tester", "expires_at": now(minutes=1)}, token=ADMIN_TOKEN)
+    assert r.status_code == 201, r.text
 
 
-def test_frozen_account_replay_still_answers_and_unfreeze_restores(env, billingd, ctx):
+def test_cli_grant_with_a_past_expiry_is_refused(env, billingd, ctx):
+    grants = env.one("SELECT count(*) FROM grants")
+    for when in (now(seconds=-1), "2001-01-01"):
+        p = env.admin("grant", "--account", ctx["acct"], "--amount", "1", "--reason", "late", "--expires", when,
+                      check=False)
+        assert p.returncode == 2, (when, p.returncode, p.stdout, p.stderr)
+        err = p.stderr.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("billing-admin") and "past" in err[0], p.stderr
+    assert env.one("SELECT count(*) FROM grants") == grants
+    p = env.admin("grant", "--account", ctx["acct"], "--amount", "1", "--reason", "ok", "--expires", now(minutes=5))
+    assert env.one("SELECT count(*) FROM grants") == grants + 1
+
+
+def test_frozen_account_usage_is_billed(env, billingd, ctx):
+    """CONTRACT.md §3: a call that ran is always billed; freezing stops new
+    authorizations and chat, not the bill.  Usage of a frozen account, by
+    account_id or by its key, is recorded and charged; a replay is a
+    duplicate; after unfreezing nothing changes for it."""
     a = new_account(env, "errors-freeze-later")
     b = good(ctx, rid="fr-1", account_id=a)
     r = billingd.post("/v1/usage", b)
@@ -332,9 +373,24 @@ def test_frozen_account_replay_still_answers_and_unfreeze_restores(env, billingd
     before = ledger_counts(env)
     r2 = billingd.post("/v1/usage", b)  # what was recorded stays answerable
     assert r2.status_code == 200 and r2.json()["duplicate"] is True and r2.json()["cost_nanos"] == r.json()["cost_nanos"]
-    r3 = billingd.post("/v1/usage", good(ctx, rid="fr-2", account_id=a))
-    assert r3.status_code == 403 and r3.json()["error"]["code"] == "account_frozen"
     assert ledger_counts(env) == before
+    cost = expected_cost(2 * UNIT, UNIT // 2, 8 * UNIT, 100, 10, 5)
+    b2 = good(ctx, rid="fr-2", account_id=a)
+    r3 = billingd.post("/v1/usage", b2)
+    assert r3.status_code == 200 and r3.json()["duplicate"] is False and r3.json()["cost_nanos"] == cost, r3.text
+    r4 = billingd.post("/v1/usage", dict(without(ctx, "account_id"), request_id="fr-3", api_key=ctx["fkey"]))
+    assert r4.status_code == 200 and r4.json()["account_id"] == ctx["frozen"] and r4.json()["cost_nanos"] == cost, \
+        r4.text
+    assert env.one("SELECT count(*) FROM usage_records WHERE request_id IN ('fr-2', 'fr-3')") == 2
     env.admin("account", "unfreeze", a, "--reason", "tests")
-    r4 = billingd.post("/v1/usage", good(ctx, rid="fr-2", account_id=a))
-    assert r4.status_code == 200 and r4.json()["duplicate"] is False, r4.text
+    r5 = billingd.post("/v1/usage", b2)
+    assert r5.status_code == 200 and r5.json()["duplicate"] is True, r5.text
+    env.assert_books_sound()
+
+
+def test_tokenize_knows_the_embedded_model_and_the_priced_ones(billingd, ctx):
+    """The positive control of the tokenize 422s: the embedded model and a
+    model of the price list are counted."""
+    for model in ("internal-tiny", "err-m"):
+        r = billingd.post("/v1/tokenize", {"model": model, "text": "hello world"})
+        assert r.status_code == 200 and r.json()["tokens"] > 0, (model, r.text)

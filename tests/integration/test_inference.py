@@ -66,7 +66,7 @@ def test_chat_greedy_is_deterministic_and_billed_exactly(env, bd, key):
     rows = env.sql("SELECT input_tokens, cached_input_tokens, output_tokens, cost_nanos, status FROM usage_records"
                    " WHERE request_id = %s", (ja["id"],))
     cost = (prompt * PRICE_IN + u["completion_tokens"] * PRICE_OUT + 500_000) // 1_000_000
-    assert rows == [(prompt, 0, u["completion_tokens"], cost, "completed")]
+    assert rows == [(prompt, 0, u["completion_tokens"], cost, "ok")]
     assert ja["billing"]["cost_nanos"] == cost
     assert env.one("SELECT count(*) FROM journal WHERE idempotency_key = %s", ("usage:" + ja["id"],)) == 1
     # seeded sampling: same seed same text
@@ -102,15 +102,56 @@ def test_stream_cut_off_is_billed_for_generated_tokens(env, bd, key):
     env.assert_books_sound()
 
 
-def test_stream_complete_has_usage_chunk(bd, key):
+def test_non_streamed_call_whose_client_leaves_stops_and_is_billed_for_what_was_generated(env, bd, key):
+    """CONTRACT.md §3: a client that goes away stops generation, streamed or
+    not, and is billed for what was generated.  400 tokens at 20 ms each take
+    8 s; the client leaves after about 0.6 s."""
+    acct, k = key
+    # seeded sampling: this request runs to its 400 tokens when nobody leaves (same tokens on the same build)
+    full = {"model": "internal-tiny", "messages": [{"role": "user", "content": "a b c d e f g"}],
+            "max_tokens": 400, "temperature": 1.5, "seed": 0}
+    probe = dict(full, max_tokens=60)
+    assert chat(bd, k, probe).json()["usage"]["completion_tokens"] == 60
+    before = env.one("SELECT count(*) FROM usage_records")
+    body = json.dumps(full).encode()
+    s = socket.create_connection(("127.0.0.1", bd.port))
+    s.sendall(b"POST /internal/v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+              b"Authorization: Bearer " + k.encode() + b"\r\nContent-Length: " + str(len(body)).encode() +
+              b"\r\n\r\n" + body)
+    time.sleep(0.6)
+    t0 = time.time()
+    s.close()
+    deadline = time.time() + 15
+    while env.one("SELECT count(*) FROM usage_records") == before:
+        assert time.time() < deadline, bd.logs()
+        time.sleep(0.05)
+    took = time.time() - t0
+    out, status, rid = env.one("SELECT output_tokens, status, request_id FROM usage_records"
+                               " ORDER BY created_at DESC LIMIT 1")
+    assert status == "cancelled", (status, out)
+    assert 1 <= out < 200, out  # what was generated: never zero, far from the full max_tokens
+    assert took < 4, f"generation went on {took:.1f} s after the client left"
+    assert env.one("SELECT cost_nanos FROM usage_records WHERE request_id = %s", (rid,)) > 0
+    assert "chat client went away" in bd.logs()
+    env.assert_books_sound()
+
+
+def test_stream_complete_has_usage_chunk_when_asked(bd, key):
     acct, k = key
     r = chat(bd, k, {"model": "internal-tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5,
-                     "temperature": 0, "stream": True}, stream=True)
+                     "temperature": 0, "stream": True, "stream_options": {"include_usage": True}}, stream=True)
     events = [l[6:] for l in r.iter_lines(decode_unicode=True) if l.startswith("data: ")]
     assert events[-1] == "[DONE]"
     last = json.loads(events[-2])
     assert last["choices"] == [] and last["usage"]["completion_tokens"] == 5
     assert json.loads(events[-3])["choices"][0]["finish_reason"] == "length"
+    # not asked: no usage chunk (OpenAI's default)
+    r = chat(bd, k, {"model": "internal-tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5,
+                     "temperature": 0, "stream": True}, stream=True)
+    events = [l[6:] for l in r.iter_lines(decode_unicode=True) if l.startswith("data: ")]
+    assert events[-1] == "[DONE]"
+    assert json.loads(events[-2])["choices"][0]["finish_reason"] == "length"
+    assert all(json.loads(e)["choices"] and "usage" not in json.loads(e) for e in events[:-1])
 
 
 def test_chat_errors(bd, key):

@@ -166,3 +166,64 @@ def test_amount_parsing_and_usage_errors(env):
     assert g["amount_nanos"] == 1
     assert env.admin("--help").returncode == 0
     assert "--payment-ref" in env.admin("topup", "--help").stdout
+
+
+def test_export_and_manifest_are_readable_by_the_owner_only(env, tmp_path):
+    """Finance data: `ledger export` writes the file and its manifest 0600
+    whatever the umask, also when --force overwrites a wider file."""
+    import os
+    import stat
+    if not os.path.exists(env.signing_key):
+        env.admin("keygen", "--out", env.signing_key)
+    a = json.loads(env.admin("account", "create", "--external-id", "export-mode", "--json").stdout)["account_id"]
+    env.admin("topup", "--account", a, "--amount", "3", "--payment-ref", "export-mode-1")
+    out = str(tmp_path / "books.csv")
+    old = os.umask(0o022)
+    try:
+        for fmt, force in (("csv", []), ("ndjson", ["--force"])):
+            if force:
+                os.chmod(out, 0o644)
+                os.chmod(out + ".manifest.json", 0o644)
+            env.ledger("export", "--from", "2000-01-01", "--to", "2100-01-01", "--format", fmt, "--out", out, *force)
+            for path in (out, out + ".manifest.json"):
+                mode = stat.S_IMODE(os.stat(path).st_mode)
+                assert mode == 0o600, (fmt, path, oct(mode))
+    finally:
+        os.umask(old)
+    assert env.ledger("verify", "--export", out).returncode == 0
+
+
+def test_service_role_changes_in_place_leave_a_database_written_audit_row(env):
+    """An account's status, an API key's revocation and a campaign's budget
+    changed by the service role directly in SQL (not through a CLI that
+    writes its own audit row) each leave an audit_log row, written by a
+    trigger, which the service role can neither skip nor remove."""
+    a = json.loads(env.admin("account", "create", "--external-id", "audit-trig", "--json").stdout)["account_id"]
+    key_id = json.loads(env.admin("key", "create", "--account", a, "--json").stdout)["key_id"]
+    n0 = env.one("SELECT count(*) FROM audit_log")
+    env.sql("UPDATE customers SET status = 'frozen' WHERE account_id = %s", (a,))            # user billing
+    env.sql("UPDATE customers SET status = 'frozen' WHERE account_id = %s", (a,))            # no change: no row
+    env.sql("UPDATE api_keys SET revoked_at = now() WHERE key_id = %s", (key_id,))
+    env.sql("UPDATE campaigns SET budget_nanos = granted_nanos + 123 WHERE name = 'default'")
+    env.sql("UPDATE campaigns SET budget_nanos = NULL WHERE name = 'default'")
+    rows = env.sql("SELECT actor, action, target, details FROM audit_log WHERE audit_id > "
+                   "(SELECT max(audit_id) FROM audit_log) - %s ORDER BY audit_id",
+                   (env.one("SELECT count(*) FROM audit_log") - n0,))
+    acts = [(r[1], r[2]) for r in rows]
+    assert acts == [("db.customer.status", str(a)), ("db.api_key.revoked_at", str(key_id)),
+                    ("campaign.change", "default"), ("campaign.change", "default")], acts
+    st = rows[0][3]
+    assert (st["before"], st["after"], st["db_user"]) == ("active", "frozen", "billing") and rows[0][0] == "billing"
+    assert rows[1][3]["before"] is None and rows[1][3]["after"] is not None and rows[1][3]["account_id"] == a
+    assert rows[2][3]["after"]["budget_nanos"] == rows[2][3]["after"]["granted_nanos"] + 123
+    # the service role cannot remove them, nor switch the trigger off
+    for q in ("DELETE FROM audit_log", "UPDATE audit_log SET actor = 'x'",
+              "ALTER TABLE customers DISABLE TRIGGER customers_status_audit"):
+        with pytest.raises(psycopg2.Error):
+            env.sql(q)
+    # the CLI's freeze names its operator and reason in the database's row too
+    env.sql("UPDATE customers SET status = 'active' WHERE account_id = %s", (a,))
+    env.admin("account", "freeze", a, "--reason", "chargeback", "--operator", "dana")
+    row = env.one("SELECT actor, reason FROM audit_log WHERE action = 'db.customer.status' AND target = %s"
+                  " ORDER BY audit_id DESC LIMIT 1", (str(a),))
+    assert row == ("dana", "chargeback"), row

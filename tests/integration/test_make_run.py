@@ -1,5 +1,7 @@
 """`make run` (scripts/run_local.sh): its own stack under a var folder, seeded,
-billingd answering /healthz within 60 s; Ctrl-C stops everything it started."""
+billingd answering /healthz within 60 s; Ctrl-C stops everything it started.
+The var folder is in a private (0700) folder, as a checkout under /root is:
+PostgreSQL's files then live outside it, where the postgres user can reach them."""
 import os
 import signal
 import subprocess
@@ -15,9 +17,9 @@ from conftest import ROOT, free_port
 
 def test_make_run_serves_healthz_and_cleans_up(tmp_path):
     port = free_port()
-    # the postgres user must reach the data folder: pytest's tmp folders are private
+    # a private folder (pytest's tmp folders are, and /root is): the postgres user cannot reach it
     top = tempfile.mkdtemp(prefix="billing-run-")
-    os.chmod(top, 0o755)
+    os.chmod(top, 0o700)
     import pathlib
     var = pathlib.Path(top) / "var"
     env = dict(os.environ, VAR_DIR=str(var), BILLING_LISTEN=f"127.0.0.1:{port}")
@@ -44,6 +46,8 @@ def test_make_run_serves_healthz_and_cleans_up(tmp_path):
         assert r.status_code == 200 and r.json()["balance"]["paid_nanos"] == 100_000_000_000
         pg_pid = int((var / "stack" / "pg.pid").read_text())
         redis_pid = int((var / "stack" / "redis.pid").read_text())
+        pg_home = (var / "stack" / "pg.home").read_text().strip()
+        assert not pg_home.startswith(top) and os.path.isfile(os.path.join(pg_home, "data", "PG_VERSION")), pg_home
     finally:
         os.killpg(p.pid, signal.SIGINT)
         p.wait(timeout=60)
@@ -57,4 +61,8 @@ def test_make_run_serves_healthz_and_cleans_up(tmp_path):
                 break
         else:
             raise AssertionError(f"process {pid} still running after make run stopped")
+    # the data outlives the run (the next `make run` finds it); removing the stack removes it
+    assert os.path.isfile(os.path.join(pg_home, "data", "PG_VERSION"))
+    subprocess.run([os.path.join(ROOT, "scripts", "stack.sh"), "remove", str(var / "stack")], check=True)
+    assert not os.path.exists(pg_home)
     shutil.rmtree(top, ignore_errors=True)

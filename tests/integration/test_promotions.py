@@ -158,7 +158,12 @@ def test_budget_exhausted_campaign_still_creates_accounts_via_cli(env, bd):
     granted = env.one("SELECT granted_nanos FROM campaigns WHERE name = 'default'")
     env.sql("UPDATE campaigns SET budget_nanos = %s WHERE name = 'default'", (granted,), user="billing_owner")
     p = env.admin("account", "create", "--external-id", "cli-nobudget", "--json")
-    assert json.loads(p.stdout)["balance"]["promo_nanos"] == 0 and "budget exhausted" in p.stderr
+    # the outcome is part of the answer; nothing on stderr on success
+    out = json.loads(p.stdout)
+    assert out["balance"]["promo_nanos"] == 0 and p.stderr == ""
+    assert out["promotion"]["applied"] is False and "budget exhausted" in out["promotion"]["note"]
+    p = env.admin("account", "create", "--external-id", "cli-nobudget-text")
+    assert "budget exhausted" in p.stdout and p.stderr == ""
     env.sql("UPDATE campaigns SET budget_nanos = NULL WHERE name = 'default'", user="billing_owner")
 
 
@@ -174,3 +179,95 @@ def test_same_signup_50_times_at_once_creates_one_account(env, bd):
         assert len({r.json()["account_id"] for r in res}) == 1
         assert env.one("SELECT count(*) FROM grants g JOIN customers c USING (account_id)"
                        " WHERE c.external_id = %s AND g.kind = 'signup'", (f"burst-same-{k}",)) == 1
+
+
+# ---------------------------------------------------------------- the identity rule (CONTRACT.md §4)
+
+
+def test_signup_credit_once_per_identity_string_ever(env, bd):
+    """20 signups with different external_ids and the same identity string:
+    one signup credit; every other account is created, without credit, and
+    its answer says why.  Sharing any one string is enough; a signup with
+    only new strings is credited again."""
+    res = [signup(bd, f"farm-{i}", identity=["phone:farm-1"]) for i in range(20)]
+    assert all(r.status_code == 201 for r in res), [r.text for r in res]
+    promos = [r.json()["promotion"] for r in res]
+    assert [p["applied"] for p in promos] == [True] + [False] * 19
+    for r in res[1:]:
+        p = r.json()["promotion"]
+        assert p["amount_nanos"] == 0 and p["grant_id"] is None and "identity" in p["note"], p
+        assert r.json()["balance"]["promo_nanos"] == 0
+    assert env.one("SELECT count(*) FROM grants g JOIN customers c USING (account_id)"
+                   " WHERE c.external_id LIKE 'farm-%%' AND g.kind = 'signup'") == 1
+    # any shared string is enough, in any position
+    r = signup(bd, "farm-mixed", identity=["device:new-1", "card:new-1", "phone:farm-1"]).json()
+    assert r["promotion"]["applied"] is False
+    # the strings of an uncredited signup were not claimed: device:new-1 still earns credit
+    r = signup(bd, "farm-fresh", identity=["device:new-1"]).json()
+    assert r["promotion"]["applied"] is True and r["balance"]["promo_nanos"] == SIGNUP
+    # compared exactly (the gateway normalizes)
+    assert signup(bd, "farm-case", identity=["PHONE:farm-1"]).json()["promotion"]["applied"] is True
+    env.assert_books_sound()
+
+
+def test_signup_identity_rule_holds_under_concurrency(env, bd):
+    """40 signups at once sharing one identity string (each with another of
+    its own), in different orders: exactly one signup credit."""
+    sessions = [requests.Session() for _ in range(20)]
+
+    def one(i):
+        ids = ["device:race-shared", f"phone:race-{i}"]
+        return signup(bd, f"race-{i}", identity=ids if i % 2 else ids[::-1], session=sessions[i % 20])
+
+    with cf.ThreadPoolExecutor(20) as ex:
+        res = list(ex.map(one, range(40)))
+    assert all(r.status_code == 201 for r in res), {r.status_code for r in res}
+    assert sum(r.json()["promotion"]["applied"] for r in res) == 1
+    assert env.one("SELECT count(*) FROM grants g JOIN customers c USING (account_id)"
+                   " WHERE c.external_id LIKE 'race-%%' AND g.kind = 'signup'") == 1
+    # the database holds the rule, not only the service
+    assert env.one("SELECT count(*) FROM promo_identity_claims WHERE identity = 'device:race-shared'") == 1
+
+
+def test_referral_reward_once_per_invitee_identity_string(env, bd):
+    """5 invitees of one inviter sharing one identity string: one reward,
+    verified one after the other or all at once."""
+    for tag, parallel in (("seq", False), ("par", True)):
+        inviter = signup(bd, f"ref-farm-{tag}", identity=[f"phone:ref-farm-inviter-{tag}"]).json()
+        invitees = [signup(bd, f"ref-farm-{tag}-{i}", code=inviter["referral_code"],
+                           identity=[f"device:ref-farm-{tag}", f"phone:ref-farm-{tag}-{i}"]).json()
+                    for i in range(5)]
+
+        def verify(inv):
+            return bd.post(f"/v1/accounts/{inv['account_id']}/verify", {})
+
+        if parallel:
+            with cf.ThreadPoolExecutor(5) as ex:
+                res = list(ex.map(verify, invitees))
+        else:
+            res = [verify(inv) for inv in invitees]
+        assert all(r.status_code == 200 for r in res)
+        refs = [r.json()["referral"] for r in res]
+        assert sum(x["rewarded"] for x in refs) == 1, refs
+        assert all("identity" in x["note"] for x in refs if not x["rewarded"]), refs
+        assert referral_grants(env, inviter["account_id"]) == [(SIGNUP,)]
+    env.assert_books_sound()
+
+
+def test_no_referral_reward_while_inviter_or_invitee_is_frozen(env, bd):
+    for frozen_side in ("inviter", "invitee"):
+        inviter = signup(bd, f"frz-{frozen_side}-a", identity=[f"phone:frz-{frozen_side}-a"]).json()
+        inv = signup(bd, f"frz-{frozen_side}-b", code=inviter["referral_code"],
+                     identity=[f"phone:frz-{frozen_side}-b"]).json()
+        who = inviter if frozen_side == "inviter" else inv
+        env.admin("account", "freeze", who["account_id"], "--reason", "farming suspected")
+        v = bd.post(f"/v1/accounts/{inv['account_id']}/verify", {})
+        assert v.status_code == 200, v.text
+        assert v.json()["referral"]["rewarded"] is False and "frozen" in v.json()["referral"]["note"], v.json()
+        assert referral_grants(env, inviter["account_id"]) == []
+        # once both are active again, the referral still pays (once)
+        env.admin("account", "unfreeze", who["account_id"], "--reason", "cleared")
+        v = bd.post(f"/v1/accounts/{inv['account_id']}/verify", {}).json()
+        assert v["referral"]["rewarded"] is True, v
+        assert referral_grants(env, inviter["account_id"]) == [(SIGNUP,)]
+    env.assert_books_sound()

@@ -169,3 +169,23 @@ def test_after_a_postgresql_restart_the_first_calls_are_served_not_503(env, bill
         got = list(ex.map(use, range(8))) + list(ex.map(get, range(8)))
     bad = [(i, r.status_code, r.text) for i, r in enumerate(got) if r.status_code != 200]
     assert not bad, f"first calls after a PostgreSQL restart were refused: {bad}"
+
+
+def test_every_log_record_is_one_line(env, billingd):
+    """Through an outage of its own (and those above): every record billingd
+    logged, libpq's multi-line messages included, is one line."""
+    acct = new_account(env, "log-lines")
+    started = rfc3339(dt.datetime.now(UTC) - dt.timedelta(minutes=1))
+    env.stack.stop_pg()
+    try:
+        r = billingd.post("/v1/usage", body("ll-1", acct, 100, started), timeout=30)
+        assert r.status_code == 503, r.text
+        time.sleep(1.5)
+    finally:
+        env.stack.start_pg()
+    assert pg_up(env.stack)
+    with open(billingd.log_path, "rb") as f:
+        lines = f.read().decode("utf-8", "replace").splitlines()
+    assert any("postgresql" in ln.lower() or "database" in ln.lower() for ln in lines), lines[-20:]
+    bad = [ln for ln in lines if ln and not ln.startswith("ts=")]
+    assert not bad, f"{len(bad)} log lines are not records of their own: {bad[:5]}"

@@ -226,6 +226,28 @@ static void test_windows(void)
 	IS_I64(pricing_multiplier(&p, AT(8, 0, 0, 0) - 40 * DAY_US), 5000, "40 days earlier, 08:00 inside");
 }
 
+/* ---- pricing_min_billable: the hold of a 0/0-token authorize ---- */
+
+static void test_min_billable(void)
+{
+	struct pricing_price p;
+	char err[200];
+
+	memset(&p, 0, sizeof(p));
+	p.input = 2000000000, p.cached_input = 500000000, p.output = 8000000000; /* 2 / 0.5 / 8 per 1M */
+	IS_I64(pricing_min_billable(&p, AT(12, 0, 0, 0)), 500, "one cached input token is the least cost");
+	p.cached_input = 0;
+	IS_I64(pricing_min_billable(&p, AT(12, 0, 0, 0)), 2000, "a free cached price does not count");
+	OK(pricing_parse_windows("10:00-14:00=5000", &p, err, sizeof(err)) == 0, "half price window");
+	IS_I64(pricing_min_billable(&p, AT(12, 0, 0, 0)), 1000, "inside the window: half");
+	IS_I64(pricing_min_billable(&p, AT(15, 0, 0, 0)), 2000, "outside the window: full");
+	memset(&p, 0, sizeof(p));
+	p.output = 1; /* 1 nano per 1M tokens: one token rounds to 0, still a positive hold */
+	IS_I64(pricing_min_billable(&p, AT(12, 0, 0, 0)), 1, "at least 1 nano when a price is positive");
+	p.output = 0;
+	IS_I64(pricing_min_billable(&p, AT(12, 0, 0, 0)), 0, "a free model holds nothing");
+}
+
 /* ---- pricing_select ---- */
 
 static void test_select(void)
@@ -661,6 +683,7 @@ int main(void)
 {
 	test_cost_table();
 	test_windows();
+	test_min_billable();
 	test_select();
 	test_money();
 	test_time();

@@ -146,6 +146,12 @@ def cmd_table(run, out_path):
         add(f"usage, 1 record, durable (c={us.get('conns')})", "req/s", us["ok_rps"], us,
             "pgbench 1 tx/record", pg["ok_rps"] if pg else None, 4, ">=",
             (f"pgbench p50 {pg['p50_ms']:.2f} p99 {pg['p99_ms']:.2f} ms" if pg else ""))
+    hu = load(run, "ha_usage")
+    if hu:
+        add(f"usage, durable, sync standby (c={hu.get('conns')})", "req/s", hu["ok_rps"], hu,
+            "single server, same run", us["ok_rps"] if us else None,
+            notes=notes_of(hu) or "pg_auto_failover: primary + 2 standbys, number_sync_standbys 1, "
+            "pg_standby_confirm_ms; all on this machine")
     if bt:
         add(f"usage batch, 1000/request (c={bt.get('conns')})", "rec/s", bt["items_per_s"], bt,
             "COPY same rows", cp["items_per_s"] if cp else None, 0.5, ">=", notes_of(bt, cp))

@@ -1,0 +1,111 @@
+/* framing.c: see framing.h. */
+#include "billing/framing.h"
+
+#include <event2/http.h>
+#include <string.h>
+#include <strings.h>
+
+#include "billing/conns.h"
+#include "billing/server_int.h"
+
+void framing_scan_reset(struct framing_scan *sc)
+{
+	memset(sc, 0, sizeof(*sc));
+}
+
+size_t framing_scan_feed(struct framing_scan *sc, const char *p, size_t n)
+{
+	size_t i;
+
+	for (i = 0; i < n && !sc->done; i++) {
+		char ch = p[i];
+		if (ch == '\0')
+			sc->nul = true;
+		if (ch != '\n') {
+			if (sc->line_len++ == 0)
+				sc->line_first = ch;
+			continue;
+		}
+		/* evhttp ends lines at LF or CRLF: an empty line ends the head */
+		if (sc->lines > 0 && (sc->line_len == 0 || (sc->line_len == 1 && sc->line_first == '\r')))
+			sc->done = true;
+		sc->lines++;
+		sc->line_len = 0;
+	}
+	return i;
+}
+
+static bool plain_decimal(const char *v)
+{
+	if (!*v)
+		return false;
+	for (; *v; v++)
+		if (*v < '0' || *v > '9')
+			return false;
+	return true;
+}
+
+int framing_check(const struct evkeyvalq *headers, bool nul_seen, struct error *err)
+{
+	const struct evkeyval *h;
+	const char *cl = NULL;
+	int n_te = 0, n_auth = 0;
+	bool chunked = false;
+
+	if (nul_seen) {
+		error_set(err, 400, "invalid_request", "a NUL byte in the request head");
+		return -1;
+	}
+	TAILQ_FOREACH(h, headers, next) {
+		if (strcasecmp(h->key, "Content-Length") == 0) {
+			if (!plain_decimal(h->value)) {
+				error_set(err, 400, "invalid_request", "Content-Length must be a plain decimal number");
+				return -1;
+			}
+			if (cl && strcmp(cl, h->value) != 0) {
+				error_set(err, 400, "invalid_request", "two different Content-Length values");
+				return -1;
+			}
+			cl = h->value;
+		} else if (strcasecmp(h->key, "Transfer-Encoding") == 0) {
+			n_te++;
+			chunked = strcasecmp(h->value, "chunked") == 0;
+		} else if (strcasecmp(h->key, "Authorization") == 0) {
+			n_auth++;
+		}
+	}
+	if (n_te && cl) {
+		error_set(err, 400, "invalid_request", "both Content-Length and Transfer-Encoding");
+		return -1;
+	}
+	if (n_te > 1 || (n_te && !chunked)) {
+		error_set(err, 400, "invalid_request", "Transfer-Encoding must be one 'chunked'");
+		return -1;
+	}
+	if (n_auth > 1) {
+		error_set(err, 400, "invalid_request", "two Authorization headers");
+		return -1;
+	}
+	return 0;
+}
+
+bool framing_refuse(struct server *s, struct evhttp_request *req)
+{
+	struct error err;
+	struct rctx *c;
+
+	if (!evhttp_request_get_uri(req))
+		error_set(&err, 400, "invalid_request", "malformed request line or headers");
+	else if (framing_check(evhttp_request_get_input_headers(req), conns_head_had_nul(s->conns, req), &err) == 0)
+		return false;
+	c = rctx_new(s, req, "bad_framing");
+	if (!c) {
+		evhttp_send_error(req, 400, NULL);
+		return true;
+	}
+	/* evhttp closes the connection once this answer is written: bytes after
+	 * the body (another request, by one reading of the framing) are dropped */
+	evhttp_add_header(evhttp_request_get_output_headers(req), "Connection", "close");
+	reply_error(c, &err);
+	return true;
+}

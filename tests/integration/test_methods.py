@@ -1,0 +1,56 @@
+"""Issue 18, item 9: every method a route does not take gets the contract's
+JSON 405 with Allow (never libevent's HTML 501), whatever the method."""
+import json
+import socket
+
+import pytest
+
+from conftest import GATEWAY_TOKEN
+
+ROUTES = {  # path: what Allow says
+    "/healthz": "GET", "/readyz": "GET", "/metrics": "GET",
+    "/v1/accounts": "POST", "/v1/accounts/1": "GET", "/v1/accounts/1/verify": "POST",
+    "/v1/keys": "POST", "/v1/topups": "POST", "/v1/authorize": "POST", "/v1/usage": "POST",
+    "/v1/usage/batch": "POST", "/v1/tokenize": "POST", "/v1/admin/grants": "POST",
+    "/internal/v1/chat/completions": "POST", "/internal/v1/models": "GET",
+}
+METHODS = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE"]
+
+
+def raw(port, method, path):
+    """One request on its own connection: (status, headers, body)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(f"{method} {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {GATEWAY_TOKEN}\r\n"
+                  f"Content-Length: 0\r\nConnection: close\r\n\r\n".encode())
+        data = b""
+        while True:
+            b = s.recv(65536)
+            if not b:
+                break
+            data += b
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin1").split("\r\n")
+    headers = {k.lower(): v.strip() for k, _, v in (l.partition(":") for l in lines[1:])}
+    return int(lines[0].split()[1]), headers, body
+
+
+@pytest.mark.parametrize("path", sorted(ROUTES))
+def test_every_other_method_is_a_json_405_with_allow(billingd, path):
+    allow = ROUTES[path]
+    for m in METHODS:
+        if m in allow.split(", "):
+            continue
+        status, h, body = raw(billingd.port, m, path)
+        assert status == 405, (m, path, status, body[:200])
+        assert h["allow"] == allow, (m, path, h)
+        assert h["content-type"] == "application/json"
+        if m != "HEAD":  # HEAD: no body
+            assert json.loads(body)["error"]["code"] == "method_not_allowed"
+
+
+def test_unknown_path_is_404_whatever_the_method(billingd):
+    for m in METHODS:
+        status, h, body = raw(billingd.port, m, "/v1/nothing-here")
+        assert status == 404, (m, status, body[:200])
+        if m != "HEAD":
+            assert json.loads(body)["error"]["code"] == "not_found", (m, body[:200])
