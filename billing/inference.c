@@ -74,6 +74,7 @@ struct gen {
 	volatile int cancel;
 	struct event *ev;
 	/* loop */
+	bool ended; /* the loop has seen `finished`: later activations are stale */
 	struct buf text;
 	struct usage_item it;
 	int usage_tries;
@@ -389,6 +390,11 @@ static void gen_event_cb(evutil_socket_t fd, short what, void *arg)
 	size_t take;
 
 	(void)fd, (void)what;
+	/* A token's activation whose callback was already running when the
+	 * worker raised the event again for `finished` runs once more: it must
+	 * not end the call a second time (a second usage job for one record). */
+	if (g->ended)
+		return;
 	buf_init(&chunk);
 	pthread_mutex_lock(&g->mu);
 	done = g->finished;
@@ -398,6 +404,7 @@ static void gen_event_cb(evutil_socket_t fd, short what, void *arg)
 		memmove(g->pending.data, g->pending.data + take, g->pending.len - take);
 		g->pending.len -= take;
 	}
+	g->ended = done != 0;
 	pthread_mutex_unlock(&g->mu);
 	if (chunk.len) {
 		/* a sequence cut by max_tokens is replaced, never sent half */
