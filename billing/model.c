@@ -1,5 +1,5 @@
 /* model.c: the embedded model `internal-tiny` (see model.h and
- * README.md, "The internal-tiny weight file").
+ * docs/model.md, "The `internal-tiny` weight file").
  *
  * Every floating-point operation here is an IEEE float32 or float64 +, -, *,
  * / or sqrt in an order fixed by the source: dot products keep sixteen partial

@@ -7,7 +7,7 @@
  * RMSNorm, output projection over a short list of allowed token ids (clean
  * printable text plus end-of-sentence).  The weights are random numbers from
  * a fixed seed written by tools/mkweights; the file format is described in
- * README.md, "The internal-tiny weight file".
+ * docs/model.md, "The `internal-tiny` weight file".
  *
  * Determinism: all arithmetic is float32 (sums in a fixed order, no fused
  * multiply-add, no libm transcendental: exp, sin and cos are our own), one
@@ -32,7 +32,7 @@
 
 #define MODEL_NAME "internal-tiny"
 
-/* Weight file format (README.md, "The internal-tiny weight file"); shared with tools/mkweights. */
+/* Weight file format (docs/model.md, "The `internal-tiny` weight file"); shared with tools/mkweights. */
 #define MODEL_FILE_MAGIC       "ITNYMDL\0" /* 8 bytes */
 #define MODEL_FILE_VERSION     1u
 #define MODEL_FILE_HEADER_SIZE 128u

@@ -14,7 +14,7 @@ struct key_def {
 	const char *help;
 };
 
-/* The one table of configuration keys.  Documented in README.md. */
+/* The one table of configuration keys.  Documented in docs/configuration.md. */
 static const struct key_def keys[] = {
 	{"listen", "127.0.0.1:8080", "HTTP address of billingd"},
 	{"pg", "host=127.0.0.1 port=5432 dbname=billing user=billing", "libpq connection string (service role)"},

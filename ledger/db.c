@@ -489,7 +489,7 @@ int db_pending_migrations(PGconn *c, const char *dir, struct error *err)
 	return rc;
 }
 
-/* What the migrations expect of the database (README, "Preparing a
+/* What the migrations expect of the database (docs/deployment.md, "Preparing a
  * production database"): the service role exists, and the migrating role
  * may create in schema public.  Names what is missing and how to create it. */
 static int migrate_preflight(PGconn *c, struct error *err)
@@ -505,13 +505,13 @@ static int migrate_preflight(PGconn *c, struct error *err)
 	if (PQgetvalue(r, 0, 0)[0] != 't')
 		error_set(err, 0, "missing_role",
 			  "role \"billing\" does not exist: the migrations grant the service its rights through it;"
-			  " as a superuser run CREATE ROLE billing LOGIN PASSWORD '...' (README, \"Preparing a production"
+			  " as a superuser run CREATE ROLE billing LOGIN PASSWORD '...' (docs/deployment.md, \"Preparing a production"
 			  " database\")");
 	else if (PQgetvalue(r, 0, 1)[0] != 't')
 		error_set(err, 0, "missing_privilege",
 			  "role \"%s\" may not create tables in schema \"public\" of database \"%s\": migrate as the"
 			  " schema owner (pg_owner), e.g. as a superuser ALTER SCHEMA public OWNER TO billing_owner"
-			  " (README, \"Preparing a production database\")",
+			  " (docs/deployment.md, \"Preparing a production database\")",
 			  PQgetvalue(r, 0, 2), PQgetvalue(r, 0, 3));
 	else
 		rc = 0;

@@ -614,7 +614,7 @@ int export_write(PGconn *c, const struct export_opts *o, struct export_result *r
 			      "h_i = BLAKE2b-256(h_{i-1} || line bytes before the row_hash field)",
 			      "last", rhex, "checkpoint_every", (json_int_t)EXPORT_CHECKPOINT_EVERY, "checkpoints",
 			      json_incref(checkpoints), "hash_chain",
-			      "journal_encode of billing-ledger-v1 (README: Hash chain)", "created_at", now, "created_by",
+			      "journal_encode of billing-ledger-v1 (docs/ledger.md: Hash chain)", "created_at", now, "created_by",
 			      o->operator ? o->operator : "");
 		free(pathcopy);
 		{

@@ -3,7 +3,7 @@
  * A transaction has two or more postings that sum to zero (the database
  * refuses anything else).  Each writer (a billingd instance, the CLI) has its
  * own chain: seq 1, 2, 3 ... with hash = BLAKE2b-256 of the canonical
- * encoding (see journal_encode and README.md "Hash chain"), and prev_hash the
+ * encoding (see journal_encode and docs/ledger.md "Hash chain"), and prev_hash the
  * previous hash of that writer (32 zero bytes for seq 1). */
 #ifndef LEDGER_JOURNAL_H
 #define LEDGER_JOURNAL_H

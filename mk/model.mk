@@ -2,7 +2,7 @@
 #
 # tools/mkweights writes data/internal-tiny.bin from a fixed seed and the
 # vocabulary in data/tokenizer.json (made by mk/tokenizer.mk); the same bytes
-# on every machine and at every -O level (format: README.md, "The internal-tiny weight file").
+# on every machine and at every -O level (format: docs/model.md, "The `internal-tiny` weight file").
 # The generator binary is an order-only prerequisite: a sanitizer build
 # (BUILD=build-asan) reuses the file instead of rewriting identical bytes.
 

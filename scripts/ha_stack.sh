@@ -20,7 +20,7 @@
 # and losing both standbys blocks writes instead of dropping the guarantee.
 # pg_auto_failover still runs a just-promoted primary without synchronous
 # replication (wait_primary) until a standby has caught up: billingd and the
-# CLIs close that window with pg_standby_confirm_ms (README, Deployment).
+# CLIs close that window with pg_standby_confirm_ms (docs/deployment.md).
 #
 # `stop` ends exactly what `start` started: each `pg_autoctl run` and its
 # postmaster by the PIDs recorded under DIR/pids, and Redis by its pidfile.

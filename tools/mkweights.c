@@ -8,7 +8,7 @@
  * transcendental.  The output layer covers a list of allowed token ids chosen
  * from TOKENIZER_JSON (a HuggingFace tokenizer.json with a byte-level BPE
  * vocabulary): ids that decode to clean, printable UTF-8, plus the
- * end-of-sentence id.  The byte format is in README.md, "The internal-tiny weight file"; the reader
+ * end-of-sentence id.  The byte format is in docs/model.md, "The `internal-tiny` weight file"; the reader
  * is billing/model.c.
  *
  * The file is written to OUT_FILE.tmp and renamed, so a reader never sees a

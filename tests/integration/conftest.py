@@ -600,7 +600,7 @@ def result_lines(path):
 
 
 def journal_hash(prev, writer, seq, kind, key, account_id, actor, reason, details, created_us, postings):
-    """The README's hash chain encoding, in Python: BLAKE2b-256 of one journal
+    """The hash chain encoding of docs/ledger.md, in Python: BLAKE2b-256 of one journal
     transaction; postings are (ledger_account_id, amount) pairs in line order."""
     def s(x):
         b = x.encode()

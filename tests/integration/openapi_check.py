@@ -22,7 +22,7 @@ _ROUTES = []
 for _path, _item in DOC["paths"].items():
     _rx = re.compile("^" + re.sub(r"\\{[^}]+\\}", "[^/]+", re.escape(_path)) + "$")
     _ROUTES.append((_rx, _path, _item))
-# libevent answers these itself, before billingd sees the request (README,
+# libevent answers these itself, before billingd sees the request (docs/http-api.md,
 # "HTTP API"): its own HTML page
 _LIBEVENT_PAGES = {400, 413}
 checked = {"answers": 0}

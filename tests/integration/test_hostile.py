@@ -947,7 +947,7 @@ def test_ten_thousand_idle_connections_while_others_are_served(env, h):
 
 @pytest.mark.skipif(SANITIZED, reason="many connections to an ASan build take minutes; the plain build runs it")
 def test_max_connections_bounds_the_open_connections(env, h):
-    """README: max_connections is the most open HTTP connections.  Beyond it a
+    """docs/configuration.md: max_connections is the most open HTTP connections.  Beyond it a
     new connection is closed at once (or never accepted), and the ones
     within the limit are still served."""
     bd = start(env, {"idle_timeout_s": "60", "max_connections": "50"})

@@ -1,6 +1,7 @@
-"""Issue 18, item 11: after `make run` (scripts/run_local.sh), every example of
-the README works as written, from the repository root, without flags: the
-examples are extracted from README.md (so they cannot drift) and run in
+"""After `make run` (scripts/run_local.sh), every example of the README and
+of the manual in docs/ works as written, from the repository root, without
+flags: the examples are extracted from README.md and the docs/*.md pages it
+lists under "Read next", in that order (so they cannot drift), and run in
 order in one bash, each HTTP call with curl --fail-with-body."""
 import os
 import pathlib
@@ -18,11 +19,28 @@ from conftest import ROOT, free_port
 START = re.compile(r"^(\. var/env\b|bin/(billing-admin|ledger) |curl |[A-Z_]+=\$\()")
 
 
+def manual_pages():
+    """README.md, then the docs/*.md pages its "Read next" list links, in order."""
+    readme = open(os.path.join(ROOT, "README.md")).read()
+    pages = ["README.md"] + re.findall(r"^1\. \[docs/[^]]+\]\((docs/[^)]+\.md)\)", readme, re.M)
+    return pages
+
+
+def manual_text():
+    return "\n".join(open(os.path.join(ROOT, p)).read() for p in manual_pages())
+
+
+def test_the_readme_lists_every_page_of_the_manual():
+    listed = set(manual_pages()[1:])
+    on_disk = {os.path.join("docs", f) for f in os.listdir(os.path.join(ROOT, "docs")) if f.endswith(".md")}
+    assert len(listed) >= 8 and listed == on_disk, (listed, on_disk)
+
+
 def readme_examples():
     """Each example: the lines of an indented code block that start a command
     (START) joined with their continuations (a trailing backslash, or a
     single quote still open)."""
-    lines = open(os.path.join(ROOT, "README.md")).read().split("\n")
+    lines = manual_text().split("\n")
     out, i = [], 0
     while i < len(lines):
         line = lines[i]
@@ -43,7 +61,7 @@ def test_readme_examples_are_extracted():
     assert sum(e.startswith("bin/ledger ") for e in ex) >= 5
     assert sum(e.startswith("curl ") for e in ex) >= 12
     # every command of the CLI synopsis has a runnable example
-    text = open(os.path.join(ROOT, "README.md")).read()
+    text = manual_text()
     runnable = "\n".join(ex)
     synopsis = re.findall(r"^    ((?:billing-admin|ledger) .*)$", text, re.M)
     assert len(synopsis) >= 25, synopsis
