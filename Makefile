@@ -28,7 +28,7 @@ PROGS       := $(BINDIR)/billingd $(BINDIR)/billing-admin $(BINDIR)/ledger
 UNIT_SRC    := $(sort $(wildcard tests/unit/test_*.c))
 UNIT_BIN    := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
 
-.PHONY: all deps run test unit integration integration-cluster asan clean bench faults fuzz data test-data
+.PHONY: all deps run test unit lint integration integration-cluster asan clean bench faults fuzz data test-data
 # keep the objects of test programs (intermediate files otherwise)
 .SECONDARY:
 all: $(PROGS)
@@ -85,6 +85,12 @@ deps:
 unit: $(UNIT_BIN) data
 	@scripts/run_unit.sh $(UNIT_BIN)
 
+# The dependency rules (tools/lint/check_layers.py): no two modules use each
+# other, by include or by a symbol the object files show, directly or around
+# a loop; tools -> billing -> ledger -> common, nothing includes upward.
+lint: $(PROGS)
+	@/usr/bin/python3 tools/lint/check_layers.py $(BUILD)/obj
+
 integration: $(PROGS) $(ITEST_BIN) data test-data
 	@BILLING_BIN=$(abspath $(BINDIR)) BILLING_ITEST_BIN=$(abspath $(BUILD)/itest) scripts/run_integration.sh
 	@$(MAKE) --no-print-directory integration-cluster
@@ -98,6 +104,7 @@ test:
 	@scripts/deps.sh test
 	@$(MAKE) --no-print-directory all
 	@$(MAKE) --no-print-directory unit
+	@$(MAKE) --no-print-directory lint
 	@$(MAKE) --no-print-directory openapi-lint
 	@$(MAKE) --no-print-directory integration
 	@$(MAKE) --no-print-directory asan

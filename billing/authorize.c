@@ -20,6 +20,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "billing/authorize.h"
+#include "billing/bodies.h"
 #include "billing/listener.h"
 #include "billing/pricedb.h"
 #include "billing/pricing.h"
@@ -27,6 +29,7 @@
 #include "billing/rconn.h"
 #include "billing/server_int.h"
 #include "billing/usage.h"
+#include "common/config.h"
 #include "common/log.h"
 #include "common/timeutil.h"
 #include "ledger/db.h"

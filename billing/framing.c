@@ -5,8 +5,6 @@
 #include <string.h>
 #include <strings.h>
 
-#include "billing/conns.h"
-#include "billing/server_int.h"
 
 void framing_scan_reset(struct framing_scan *sc)
 {
@@ -87,25 +85,4 @@ int framing_check(const struct evkeyvalq *headers, bool nul_seen, struct error *
 		return -1;
 	}
 	return 0;
-}
-
-bool framing_refuse(struct server *s, struct evhttp_request *req)
-{
-	struct error err;
-	struct rctx *c;
-
-	if (!evhttp_request_get_uri(req))
-		error_set(&err, 400, "invalid_request", "malformed request line or headers");
-	else if (framing_check(evhttp_request_get_input_headers(req), conns_head_had_nul(s->conns, req), &err) == 0)
-		return false;
-	c = rctx_new(s, req, "bad_framing");
-	if (!c) {
-		evhttp_send_error(req, 400, NULL);
-		return true;
-	}
-	/* evhttp closes the connection once this answer is written: bytes after
-	 * the body (another request, by one reading of the framing) are dropped */
-	evhttp_add_header(evhttp_request_get_output_headers(req), "Connection", "close");
-	reply_error(c, &err);
-	return true;
 }

@@ -44,11 +44,4 @@ size_t framing_scan_feed(struct framing_scan *sc, const char *p, size_t n);
 int framing_check(const struct evkeyvalq *headers, bool nul_seen, struct error *err)
 	__attribute__((warn_unused_result));
 
-/* The HTTP glue (event loop): true when req was answered here, 400 and
- * `Connection: close`, because its framing is ambiguous, or because evhttp
- * could not parse it (then it calls back without a URI). */
-struct server;
-struct evhttp_request;
-bool framing_refuse(struct server *s, struct evhttp_request *req);
-
 #endif

@@ -18,6 +18,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "billing/authorize.h"
 #include "billing/chatauth.h"
 #include "billing/model.h"
 #include "billing/server_int.h"

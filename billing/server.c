@@ -13,6 +13,8 @@
 #include <strings.h>
 
 #include "billing/server_int.h"
+#include "billing/authorize.h"
+#include "billing/bodies.h"
 #include "billing/conns.h"
 #include "billing/dbpool.h"
 #include "billing/framing.h"
@@ -29,136 +31,39 @@
 #include "ledger/apikey.h"
 #include "ledger/db.h"
 #include "ledger/ops.h"
+#include "ledger/signup.h"
 #include "ledger/promo.h"
 
-#define MAX_BODY (1024 * 1024)
 #define MAX_BATCH 1000
 /* months of ledger partitions kept ready past the current one (expiry tick) */
 #define LEDGER_PARTITIONS_AHEAD 3
 
 
 
-/* ---- request context and replies ---- */
+/* ---- framing ---- */
 
-
-
-struct rctx *rctx_new(struct server *s, struct evhttp_request *req, const char *route)
+/* true when req was answered here, 400 and `Connection: close`, because its
+ * framing is ambiguous (billing/framing.h), or because evhttp could not
+ * parse it (then it calls back without a URI). */
+static bool framing_refuse(struct server *s, struct evhttp_request *req)
 {
-	struct rctx *c = calloc(1, sizeof(*c));
+	struct error err;
+	struct rctx *c;
 
-	if (!c)
-		return NULL;
-	c->s = s;
-	c->req = req;
-	c->route = route;
-	c->t0 = time_now_us();
-	s->inflight++;
-	return c;
-}
-
-/* Sends the one reply of a request and frees its context.  body is stolen. */
-void reply(struct rctx *c, int status, json_t *body)
-{
-	struct evbuffer *out = evbuffer_new();
-	struct evkeyvalq *h = evhttp_request_get_output_headers(c->req);
-	char *s = body ? json_dumps(body, JSON_COMPACT) : NULL;
-
-	evhttp_add_header(h, "Content-Type", "application/json");
-	if (s) {
-		evbuffer_add(out, s, strlen(s));
-		evbuffer_add(out, "\n", 1);
+	if (!evhttp_request_get_uri(req))
+		error_set(&err, 400, "invalid_request", "malformed request line or headers");
+	else if (framing_check(evhttp_request_get_input_headers(req), conns_head_had_nul(s->conns, req), &err) == 0)
+		return false;
+	c = rctx_new(&s->front, s, req, "bad_framing");
+	if (!c) {
+		evhttp_send_error(req, 400, NULL);
+		return true;
 	}
-	evhttp_send_reply(c->req, status, NULL, out);
-	evbuffer_free(out);
-	free(s);
-	json_decref(body);
-	metrics_request(c->s->metrics, c->route, status, time_now_us() - c->t0);
-	c->s->inflight--;
-	free(c);
-}
-
-void reply_text(struct rctx *c, int status, const char *text, size_t len)
-{
-	struct evbuffer *out = evbuffer_new();
-
-	evhttp_add_header(evhttp_request_get_output_headers(c->req), "Content-Type", "application/json");
-	evbuffer_add(out, text, len);
-	evbuffer_add(out, "\n", 1);
-	evhttp_send_reply(c->req, status, NULL, out);
-	evbuffer_free(out);
-	metrics_request(c->s->metrics, c->route, status, time_now_us() - c->t0);
-	c->s->inflight--;
-	free(c);
-}
-
-void rctx_drop(struct rctx *c)
-{
-	metrics_request(c->s->metrics, c->route, 499, time_now_us() - c->t0);
-	c->s->inflight--;
-	free(c);
-}
-
-void rctx_end_chunked(struct rctx *c, int status)
-{
-	evhttp_send_reply_end(c->req);
-	metrics_request(c->s->metrics, c->route, status, time_now_us() - c->t0);
-	c->s->inflight--;
-	free(c);
-}
-
-json_t *error_json(const struct error *e)
-{
-	json_t *inner = json_pack("{s:s,s:s}", "code", e->code, "message", e->msg);
-
-	if (e->status == 503)
-		json_object_set_new(inner, "retry_after_ms", json_integer(1000));
-	return json_pack("{s:o}", "error", inner);
-}
-
-void reply_error(struct rctx *c, const struct error *e)
-{
-	int status = e->status ? e->status : 500;
-
-	if (status == 503 || status == 429)
-		evhttp_add_header(evhttp_request_get_output_headers(c->req), "Retry-After", "1");
-	if (status >= 500 && status != 503)
-		log_error("request failed", "route=%s status=%d code=%s error=\"%s\"", c->route, status, e->code, e->msg);
-	reply(c, status, error_json(e));
-}
-
-void reply_err(struct rctx *c, int status, const char *code, const char *msg)
-{
-	struct error e;
-
-	error_set(&e, status, code, "%s", msg);
-	reply_error(c, &e);
-}
-
-/* ---- request body ---- */
-
-json_t *read_body(struct rctx *c, struct error *err)
-{
-	struct evbuffer *in = evhttp_request_get_input_buffer(c->req);
-	size_t len = evbuffer_get_length(in);
-	json_error_t je;
-	json_t *j;
-
-	if (len > MAX_BODY) {
-		error_set(err, 413, "body_too_large", "the body is over 1 MiB");
-		return NULL;
-	}
-	j = json_loadb((const char *)evbuffer_pullup(in, -1), len, JSON_REJECT_DUPLICATES, &je);
-	if (!j) {
-		error_set(err, 400, "invalid_request", "malformed JSON at line %d column %d: %s", je.line, je.column,
-			  je.text);
-		return NULL;
-	}
-	if (!json_is_object(j)) {
-		json_decref(j);
-		error_set(err, 400, "invalid_request", "the body must be a JSON object");
-		return NULL;
-	}
-	return j;
+	/* evhttp closes the connection once this answer is written: bytes after
+	 * the body (another request, by one reading of the framing) are dropped */
+	evhttp_add_header(evhttp_request_get_output_headers(req), "Connection", "close");
+	reply_error(c, &err);
+	return true;
 }
 
 /* ---- auth ---- */
@@ -610,46 +515,6 @@ static void submit_hjob(struct rctx *c, enum op op, json_t *body, int64_t id)
 	}
 }
 
-/* ---- validation helpers (event loop) ---- */
-
-int want_string(json_t *b, const char *k, bool required, size_t max, struct error *err)
-{
-	json_t *v = json_object_get(b, k);
-
-	if (!v || json_is_null(v)) {
-		if (required)
-			error_set(err, 400, "invalid_request", "field '%s' is required", k);
-		return required ? -1 : 0;
-	}
-	if (!json_is_string(v) || json_string_length(v) == 0 || json_string_length(v) > max ||
-	    strlen(json_string_value(v)) != json_string_length(v)) {
-		error_set(err, 400, "invalid_request", "field '%s' must be a string of 1 to %zu characters", k, max);
-		return -1;
-	}
-	return 0;
-}
-
-int want_int(json_t *b, const char *k, bool required, int64_t min, int64_t max, struct error *err)
-{
-	json_t *v = json_object_get(b, k);
-
-	if (!v || json_is_null(v)) {
-		if (required)
-			error_set(err, 400, "invalid_request", "field '%s' is required", k);
-		return required ? -1 : 0;
-	}
-	if (!json_is_integer(v)) {
-		error_set(err, 400, "invalid_request", "field '%s' must be an integer", k);
-		return -1;
-	}
-	if (json_integer_value(v) < min || json_integer_value(v) > max) {
-		error_set(err, 422, "invalid_amount", "field '%s' must be between %" PRId64 " and %" PRId64, k, min,
-			  max);
-		return -1;
-	}
-	return 0;
-}
-
 /* ---- handlers ---- */
 
 static void h_accounts_create(struct rctx *c)
@@ -728,17 +593,6 @@ bad:
 }
 
 /* usage */
-
-struct dbpool *server_writer(struct server *s, const struct usage_req *r)
-{
-	uint64_t k;
-
-	if (r->has_key)
-		memcpy(&k, r->key_hash, sizeof(k));
-	else
-		k = (uint64_t)r->account_id;
-	return s->writers[k % (uint64_t)s->n_writers];
-}
 
 /* at least one writer holds a connection (as one pool of writer threads did) */
 static bool writers_connected(struct server *s)
@@ -1006,7 +860,7 @@ static void gen_cb(struct evhttp_request *req, void *arg)
 
 #define ROUTE(method, label, need)                                                                \
 	do {                                                                                      \
-		c = rctx_new(s, req, label);                                                       \
+		c = rctx_new(&s->front, s, req, label);                                                       \
 		if (!c) {                                                                          \
 			evhttp_send_error(req, 503, "out of memory");                              \
 			return;                                                                    \
@@ -1043,7 +897,7 @@ static void gen_cb(struct evhttp_request *req, void *arg)
 		buf_init(&b);
 		metrics_gauge(s->metrics, "billing_usage_queue_depth", writers_depth(s));
 		metrics_gauge(s->metrics, "billing_db_queue_depth", (int64_t)dbpool_depth(s->pool));
-		metrics_gauge(s->metrics, "billing_inflight_requests", s->inflight);
+		metrics_gauge(s->metrics, "billing_inflight_requests", s->front.inflight);
 		metrics_gauge(s->metrics, "billing_http_connections", conns_open(s->conns));
 		metrics_render(s->metrics, &b);
 		out = evbuffer_new();
@@ -1054,7 +908,7 @@ static void gen_cb(struct evhttp_request *req, void *arg)
 		evbuffer_free(out);
 		buf_release(&b);
 		metrics_request(s->metrics, c->route, 200, time_now_us() - c->t0);
-		s->inflight--;
+		s->front.inflight--;
 		free(c);
 		return;
 	}
@@ -1111,7 +965,7 @@ static void gen_cb(struct evhttp_request *req, void *arg)
 		ROUTE(EVHTTP_REQ_POST, "/v1/admin/grants", AUTH_ADMIN);
 		return h_admin_grants(c);
 	}
-	c = rctx_new(s, req, "other");
+	c = rctx_new(&s->front, s, req, "other");
 	if (!c) {
 		evhttp_send_error(req, 404, NULL);
 		return;
@@ -1249,6 +1103,7 @@ struct server *server_new(struct event_base *base, struct config *cfg, struct er
 			goto fail;
 	}
 	s->metrics = metrics_new();
+	s->front.metrics = s->metrics;
 	s->uw = usage_writer_new(s->metrics, config_get(cfg, "redis"));
 	if (!s->metrics || !s->uw) {
 		error_set(err, 0, "oom", "out of memory");
@@ -1287,7 +1142,7 @@ struct server *server_new(struct event_base *base, struct config *cfg, struct er
 	/* libevent answers bodies over its limit with its own HTML 413 (before
 	 * reading them when Content-Length says so): let bodies up to 1.5 MiB
 	 * through so read_body() answers those in JSON; beyond, libevent's 413 */
-	evhttp_set_max_body_size(s->http, MAX_BODY + MAX_BODY / 2);
+	evhttp_set_max_body_size(s->http, HTTP_MAX_BODY + HTTP_MAX_BODY / 2);
 	evhttp_set_max_headers_size(s->http, 16384);
 	evhttp_set_timeout(s->http, (int)idle);
 	/* evhttp's timeout measures silence only: conns bounds a request's age
@@ -1343,8 +1198,8 @@ static void drain_cb(evutil_socket_t fd, short what, void *arg)
 	struct server *s = arg;
 
 	(void)fd, (void)what;
-	if ((s->inflight <= 0 && s->busy <= 0) || time_now_us() > s->drain_deadline_us) {
-		log_info("drained", "inflight=%" PRId64 " busy=%" PRId64, s->inflight, s->busy);
+	if ((s->front.inflight <= 0 && s->busy <= 0) || time_now_us() > s->drain_deadline_us) {
+		log_info("drained", "inflight=%" PRId64 " busy=%" PRId64, s->front.inflight, s->busy);
 		event_base_loopexit(s->base, NULL);
 	}
 }
@@ -1358,7 +1213,7 @@ void server_drain(struct server *s)
 	s->draining = true;
 	stream_stop(s->stream);
 	s->drain_deadline_us = time_now_us() + 30000000;
-	log_info("shutting down: no new connections, finishing requests in flight", "inflight=%" PRId64, s->inflight);
+	log_info("shutting down: no new connections, finishing requests in flight", "inflight=%" PRId64, s->front.inflight);
 	if (s->sock) {
 		evhttp_del_accept_socket(s->http, s->sock);
 		s->sock = NULL;

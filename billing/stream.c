@@ -10,6 +10,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "billing/authorize.h"
 #include "billing/server_int.h"
 #include "billing/usage.h"
 #include "common/config.h"

@@ -172,6 +172,11 @@ static PGresult *commit_bounded(PGconn *c, int *cancelled)
 	return last;
 }
 
+int64_t db_int64(const PGresult *r, int row, int col)
+{
+	return PQgetisnull(r, row, col) ? 0 : strtoll(PQgetvalue(r, row, col), NULL, 10);
+}
+
 PGresult *db_query(PGconn *c, const char *sql, int nparams, const char *const *params, struct error *err)
 {
 	/* a session on a standby (finance reads, prefer-standby) writes nothing */

@@ -39,6 +39,8 @@ int db_exec(PGconn *c, const char *sql, int nparams, const char *const *params, 
 /* db_exec for cleanup paths (ROLLBACK, unlock) whose failure changes nothing. */
 void db_exec_quiet(PGconn *c, const char *sql);
 /* Runs a query; the result (owned by the caller, PQclear it) or NULL with err. */
+/* The integer in a cell, 0 when it is NULL. */
+int64_t db_int64(const PGresult *r, int row, int col);
 PGresult *db_query(PGconn *c, const char *sql, int nparams, const char *const *params, struct error *err)
 	__attribute__((warn_unused_result));
 

@@ -65,26 +65,6 @@ int ops_balance_get(PGconn *c, int64_t account_id, int64_t now_us, struct ops_ba
 	__attribute__((warn_unused_result));
 
 /* ---- writes ---- */
-struct ops_signup {
-	const char *external_id;
-	const char *referral_code; /* of the inviter, or NULL */
-	const char *const *identity;
-	size_t n_identity;
-	const char *tier; /* NULL: default */
-};
-struct ops_signup_result {
-	int64_t account_id;
-	char referral_code[32];
-	bool duplicate;
-	/* promotion outcome, filled by the promotions step */
-	int64_t signup_grant_nanos;
-	int64_t signup_grant_id;
-	char promo_note[160];
-	/* the balance right after the signup, as recorded with it (the same on
-	 * a replay); false for a replay of an account recorded before that */
-	bool has_first;
-	int64_t first_paid_nanos, first_promo_nanos;
-};
 /* The rate and concurrency limits that apply to an account (tier tier):
  * {"tier", "all_models": {rpm, tpm, rpd, tpd, concurrency}, "models":
  * {MODEL: {...}}}, each limit {"value", "source": "account"|"tier",
@@ -94,10 +74,6 @@ struct ops_signup_result {
 int ops_limits_view(PGconn *c, int64_t account_id, const char *tier, json_t **out, struct error *err)
 	__attribute__((warn_unused_result));
 
-/* Creates the account, or on a replay (same external_id, same body) reads
- * the outcome recorded by the first call (duplicate true). */
-int ops_account_create(struct ops_ctx *x, const struct ops_signup *req, struct ops_signup_result *out,
-		       struct error *err) __attribute__((warn_unused_result));
 
 struct ops_grant_req {
 	int64_t account_id;

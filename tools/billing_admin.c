@@ -25,6 +25,7 @@
 #include "ledger/clawback.h"
 #include "ledger/db.h"
 #include "ledger/ops.h"
+#include "ledger/signup.h"
 #include "ledger/promo.h"
 #include "ledger/refund.h"
 #include "tools/admin_common.h"

@@ -17,7 +17,7 @@
 #include <string.h>
 
 #include "billing/pricing.h"
-#include "billing/server_int.h"
+#include "billing/bodies.h"
 #include "billing/usage.h"
 #include "common/error.h"
 #include "tests/fuzz/fuzz.h"

@@ -16,7 +16,7 @@
 #include <jansson.h>
 #include <string.h>
 
-#include "billing/server_int.h"
+#include "billing/bodies.h"
 #include "common/error.h"
 #include "tests/fuzz/fuzz.h"
 

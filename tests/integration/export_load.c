@@ -19,6 +19,7 @@
 #include "ledger/db.h"
 #include "ledger/journal.h"
 #include "ledger/ops.h"
+#include "ledger/signup.h"
 
 #define BATCH 2000
 

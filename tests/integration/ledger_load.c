@@ -14,6 +14,7 @@
 #include "ledger/db.h"
 #include "ledger/journal.h"
 #include "ledger/ops.h"
+#include "ledger/signup.h"
 
 static const char *conninfo;
 static int64_t n_accounts, n_txns, first_account;

@@ -1,0 +1,132 @@
+/* http.c: see http.h. */
+#include "billing/http.h"
+
+#include <event2/buffer.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "billing/metrics.h"
+#include "common/log.h"
+#include "common/timeutil.h"
+
+struct rctx *rctx_new(struct http_front *f, struct server *s, struct evhttp_request *req, const char *route)
+{
+	struct rctx *c = calloc(1, sizeof(*c));
+
+	if (!c)
+		return NULL;
+	c->front = f;
+	c->s = s;
+	c->req = req;
+	c->route = route;
+	c->t0 = time_now_us();
+	f->inflight++;
+	return c;
+}
+
+/* Sends the one reply of a request and frees its context.  body is stolen. */
+void reply(struct rctx *c, int status, json_t *body)
+{
+	struct evbuffer *out = evbuffer_new();
+	struct evkeyvalq *h = evhttp_request_get_output_headers(c->req);
+	char *s = body ? json_dumps(body, JSON_COMPACT) : NULL;
+
+	evhttp_add_header(h, "Content-Type", "application/json");
+	if (s) {
+		evbuffer_add(out, s, strlen(s));
+		evbuffer_add(out, "\n", 1);
+	}
+	evhttp_send_reply(c->req, status, NULL, out);
+	evbuffer_free(out);
+	free(s);
+	json_decref(body);
+	metrics_request(c->front->metrics, c->route, status, time_now_us() - c->t0);
+	c->front->inflight--;
+	free(c);
+}
+
+void reply_text(struct rctx *c, int status, const char *text, size_t len)
+{
+	struct evbuffer *out = evbuffer_new();
+
+	evhttp_add_header(evhttp_request_get_output_headers(c->req), "Content-Type", "application/json");
+	evbuffer_add(out, text, len);
+	evbuffer_add(out, "\n", 1);
+	evhttp_send_reply(c->req, status, NULL, out);
+	evbuffer_free(out);
+	metrics_request(c->front->metrics, c->route, status, time_now_us() - c->t0);
+	c->front->inflight--;
+	free(c);
+}
+
+void rctx_drop(struct rctx *c)
+{
+	metrics_request(c->front->metrics, c->route, 499, time_now_us() - c->t0);
+	c->front->inflight--;
+	free(c);
+}
+
+void rctx_end_chunked(struct rctx *c, int status)
+{
+	evhttp_send_reply_end(c->req);
+	metrics_request(c->front->metrics, c->route, status, time_now_us() - c->t0);
+	c->front->inflight--;
+	free(c);
+}
+
+json_t *error_json(const struct error *e)
+{
+	json_t *inner = json_pack("{s:s,s:s}", "code", e->code, "message", e->msg);
+
+	if (e->status == 503)
+		json_object_set_new(inner, "retry_after_ms", json_integer(1000));
+	return json_pack("{s:o}", "error", inner);
+}
+
+void reply_error(struct rctx *c, const struct error *e)
+{
+	int status = e->status ? e->status : 500;
+
+	if (status == 503 || status == 429)
+		evhttp_add_header(evhttp_request_get_output_headers(c->req), "Retry-After", "1");
+	if (status >= 500 && status != 503)
+		log_error("request failed", "route=%s status=%d code=%s error=\"%s\"", c->route, status, e->code, e->msg);
+	reply(c, status, error_json(e));
+}
+
+void reply_err(struct rctx *c, int status, const char *code, const char *msg)
+{
+	struct error e;
+
+	error_set(&e, status, code, "%s", msg);
+	reply_error(c, &e);
+}
+
+/* ---- request body ---- */
+
+json_t *read_body(struct rctx *c, struct error *err)
+{
+	struct evbuffer *in = evhttp_request_get_input_buffer(c->req);
+	size_t len = evbuffer_get_length(in);
+	json_error_t je;
+	json_t *j;
+
+	if (len > HTTP_MAX_BODY) {
+		error_set(err, 413, "body_too_large", "the body is over 1 MiB");
+		return NULL;
+	}
+	j = json_loadb((const char *)evbuffer_pullup(in, -1), len, JSON_REJECT_DUPLICATES, &je);
+	if (!j) {
+		error_set(err, 400, "invalid_request", "malformed JSON at line %d column %d: %s", je.line, je.column,
+			  je.text);
+		return NULL;
+	}
+	if (!json_is_object(j)) {
+		json_decref(j);
+		error_set(err, 400, "invalid_request", "the body must be a JSON object");
+		return NULL;
+	}
+	return j;
+}
