@@ -20,7 +20,7 @@ endif
 
 COMMON_SRC  := $(sort $(wildcard common/*.c))
 LEDGER_SRC  := $(sort $(wildcard ledger/*.c))
-BILLING_SRC := $(sort $(filter-out billing/main.c $(EXCLUDE),$(wildcard billing/*.c)))
+BILLING_SRC := $(sort $(filter-out billing/main.c $(EXCLUDE),$(wildcard billing/*.c billing/*/*.c)))
 LIB_OBJ     := $(patsubst %.c,$(BUILD)/obj/%.o,$(COMMON_SRC) $(LEDGER_SRC) $(BILLING_SRC))
 LIB         := $(BUILD)/libbilling.a
 

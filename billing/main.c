@@ -10,7 +10,7 @@
 #include <string.h>
 #include <sys/select.h>
 
-#include "billing/server.h"
+#include "billing/http/server.h"
 #include "common/config.h"
 #include "common/log.h"
 #include "ledger/db.h"

@@ -12,9 +12,9 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "billing/dbpool.h"
-#include "billing/http.h"
-#include "billing/usage.h"
+#include "billing/usage/dbpool.h"
+#include "billing/http/http.h"
+#include "billing/usage/usage.h"
 #include "common/error.h"
 #include "ledger/apikey.h"
 

@@ -1,6 +1,6 @@
 /* rclient.h: a synchronous Redis client for threads of their own and the
  * CLIs: one server, or a Redis Cluster reached through seed nodes (the
- * `redis` setting, as billing/rconn.h).  The first use asks CLUSTER SLOTS:
+ * `redis` setting, as billing/authz/rconn.h).  The first use asks CLUSTER SLOTS:
  * an error answer means a single server (used alone, with SELECT db when the
  * address ends in /db); otherwise commands go to the master of their key's
  * slot (common/rslot.h), MOVED and ASK (after ASKING) are followed up to 5

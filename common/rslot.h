@@ -1,5 +1,5 @@
 /* rslot.h: the pure parts of talking to a Redis Cluster, shared by the
- * asynchronous connection (billing/rconn.c) and the synchronous client
+ * asynchronous connection (billing/authz/rconn.c) and the synchronous client
  * (common/rclient.c): the key slot as Redis computes it, which key of a
  * command decides its slot, the seed list of the `redis` setting, the
  * MOVED/ASK error replies and the CLUSTER SLOTS answer.  No sockets. */

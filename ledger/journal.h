@@ -69,7 +69,7 @@ int journal_write(PGconn *c, const char *writer, struct journal_txn *txns, size_
 	__attribute__((warn_unused_result));
 
 /* ---- the pieces of journal_write, for a caller that pipelines them ----
- * (the usage writer: billing/usage.c).  In order: JOURNAL_SQL_CHAIN_LOCK
+ * (the usage writer: billing/usage/usage.c).  In order: JOURNAL_SQL_CHAIN_LOCK
  * ($1 writer), JOURNAL_SQL_HEAD ($1 writer) -> journal_parse_head; txn_ids
  * from JOURNAL_SQL_TXN_IDS; journal_link + JOURNAL_SQL_INSERT ($1 writer,
  * $2.. the txn arrays in enum order); journal_postings + JOURNAL_SQL_POSTINGS

@@ -1,7 +1,7 @@
 /* reconcile.h: compares the Redis balance mirror with the ledger
  * (`ledger reconcile [--repair]`).
  *
- * Mirror layout (billing/quota.lua.h, billingd's authorization):
+ * Mirror layout (billing/authz/quota.lua.h, billingd's authorization):
  *     {a:ID}:bal   hash  paid   = paid balance, integer nanos (negative: arrears)
  *                        promo  = sum of the account's unexpired grant buckets, nanos
  *                        status = active | frozen
@@ -9,7 +9,7 @@
  *     {a:ID}:ver   int   version, bumped by every writer of the mirror; a repair
  *                        lands only if it is unchanged since it was read (billingd's
  *                        own loads are ordered by the customers row lock instead:
- *                        billing/quota.lua.h)
+ *                        billing/authz/quota.lua.h)
  * Holds, concurrency and rate-limit keys of the account are not compared.
  * The hash tag {a:ID} keeps all keys of one account in one Cluster slot.
  *

@@ -13,7 +13,7 @@ $(MKWEIGHTS): $(BUILD)/obj/tools/mkweights.o
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ $^ -ljansson -lsodium -lm
 
-$(MODEL_FILE): tools/mkweights.c billing/model.h data/tokenizer.json | $(MKWEIGHTS)
+$(MODEL_FILE): tools/mkweights.c billing/infer/model.h data/tokenizer.json | $(MKWEIGHTS)
 	@mkdir -p $(dir $@)
 	$(MKWEIGHTS) data/tokenizer.json $@
 

@@ -13,9 +13,9 @@
 #include <fcntl.h>
 #include <unistd.h>
 
-#include "billing/pricedb.h"
-#include "billing/pricing.h"
-#include "billing/quota.h"
+#include "billing/usage/pricedb.h"
+#include "billing/usage/pricing.h"
+#include "billing/authz/quota.h"
 #include "common/buf.h"
 #include "common/cli.h"
 #include "common/config.h"

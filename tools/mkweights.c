@@ -9,7 +9,7 @@
  * from TOKENIZER_JSON (a HuggingFace tokenizer.json with a byte-level BPE
  * vocabulary): ids that decode to clean, printable UTF-8, plus the
  * end-of-sentence id.  The byte format is in docs/model.md, "The `internal-tiny` weight file"; the reader
- * is billing/model.c.
+ * is billing/infer/model.c.
  *
  * The file is written to OUT_FILE.tmp and renamed, so a reader never sees a
  * half-written file.  Exit 0 on success, 1 on failure (one line on stderr),
@@ -24,7 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "billing/model.h"
+#include "billing/infer/model.h"
 
 /* ---- the model's shape and the generator's knobs ---- */
 

@@ -166,7 +166,7 @@ def exercise(bd, env):
     # each pool thread replaces its dead connection before the first job
     p("/v1/usage", dict(u, request_id="vg-u-down"), 200)
     p("/v1/accounts", {"external_id": "vg-down"}, 201)
-    # connection accounting (billing/conns.c): the one over max_connections
+    # connection accounting (billing/http/conns.c): the one over max_connections
     # (8) is closed at once; a request trickling for longer than
     # request_timeout_s (3) is dropped
     idle = [socket.create_connection(("127.0.0.1", bd.port), timeout=T) for _ in range(8)]

@@ -1,7 +1,7 @@
 /* fuzz_authorize.c: POST /v1/authorize bodies.
  *
- * The handler (h_authorize, billing/authorize.c) checks the body with
- * authz_body_parse() (billing/bodies.c), a function without server state:
+ * The handler (h_authorize, billing/authz/authorize.c) checks the body with
+ * authz_body_parse() (billing/http/bodies.c), a function without server state:
  * this target calls that same function on the body as read_body() parses
  * it, and checks what it accepts.
  *
@@ -16,9 +16,9 @@
 #include <jansson.h>
 #include <string.h>
 
-#include "billing/pricing.h"
-#include "billing/bodies.h"
-#include "billing/usage.h"
+#include "billing/usage/pricing.h"
+#include "billing/http/bodies.h"
+#include "billing/usage/usage.h"
 #include "common/error.h"
 #include "tests/fuzz/fuzz.h"
 

@@ -1,4 +1,4 @@
-/* fuzz_framing.c: the request-framing checks (billing/framing.c) on any bytes.
+/* fuzz_framing.c: the request-framing checks (billing/http/framing.c) on any bytes.
  *
  * Properties: the head scanner gives the same answer (where the head ends,
  * whether a NUL was in it) however the bytes are split into reads, and
@@ -14,7 +14,7 @@
 
 #include <event2/http.h>
 
-#include "billing/framing.h"
+#include "billing/http/framing.h"
 #include "tests/fuzz/fuzz.h"
 
 /* reference: bytes of the head (through the empty line), or size if none */

@@ -1,7 +1,7 @@
 /* fuzz_signup.c: POST /v1/accounts bodies.
  *
- * The handler (h_accounts_create, billing/server.c) checks the body with
- * signup_body_check() (billing/bodies.c), a function without server
+ * The handler (h_accounts_create, billing/http/server.c) checks the body with
+ * signup_body_check() (billing/http/bodies.c), a function without server
  * state: this target calls it on the body as read_body() parses it, then
  * checks what it accepts and the request hash that ops_account_create()
  * (ledger/ops.c) uses for idempotency.
@@ -16,7 +16,7 @@
 #include <jansson.h>
 #include <string.h>
 
-#include "billing/bodies.h"
+#include "billing/http/bodies.h"
 #include "common/error.h"
 #include "tests/fuzz/fuzz.h"
 

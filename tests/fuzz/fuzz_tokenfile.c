@@ -1,4 +1,4 @@
-/* fuzz_tokenfile.c: tokens_parse() (billing/tokens.c), the reader of the
+/* fuzz_tokenfile.c: tokens_parse() (billing/http/tokens.c), the reader of the
  * gateway and admin token files, on any bytes.
  *
  * Properties: the file is accepted exactly when an independent line-by-line
@@ -13,7 +13,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "billing/tokens.h"
+#include "billing/http/tokens.h"
 #include "tests/fuzz/fuzz.h"
 
 #define MAX_LINES 4096

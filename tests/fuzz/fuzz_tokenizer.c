@@ -1,5 +1,5 @@
 /* fuzz_tokenizer.c: tokenizer_encode() and the chat rendering
- * (billing/tokenizer.h) on any bytes: the prompt_tokens of every chat call
+ * (billing/infer/tokenizer.h) on any bytes: the prompt_tokens of every chat call
  * and /v1/tokenize come from here.
  *
  * Needs data/tokenizer.json (`make data`); another file with
@@ -17,7 +17,7 @@
 #include <errno.h>
 #include <string.h>
 
-#include "billing/tokenizer.h"
+#include "billing/infer/tokenizer.h"
 #include "tests/fuzz/fuzz.h"
 
 static struct tokenizer *tok;

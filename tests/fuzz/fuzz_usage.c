@@ -16,9 +16,9 @@
 #include <jansson.h>
 #include <string.h>
 
-#include "billing/pricing.h"
-#include "billing/usage.h"
-#include "billing/bodies.h"
+#include "billing/usage/pricing.h"
+#include "billing/usage/usage.h"
+#include "billing/http/bodies.h"
 #include "common/error.h"
 #include "tests/fuzz/fuzz.h"
 
@@ -66,7 +66,7 @@ static void check_one(const json_t *body)
 	FUZZ_CHECK(r.started_at_us >= FUZZ_NOW_US - USAGE_MAX_AGE_US);
 	FUZZ_CHECK(r.started_at_us <= FUZZ_NOW_US + USAGE_MAX_AHEAD_US);
 
-	/* what usage accepts, authorize's checks (billing/bodies.c want_string) accept too */
+	/* what usage accepts, authorize's checks (billing/http/bodies.c want_string) accept too */
 	{
 		json_t *b = (json_t *)body;
 		FUZZ_CHECK(want_string(b, "request_id", true, 200, &e) == 0);

@@ -1,4 +1,4 @@
-/* fuzz_windows.c: pricing_parse_windows() (billing/pricing.h), the
+/* fuzz_windows.c: pricing_parse_windows() (billing/usage/pricing.h), the
  * --window arguments of `billing-admin price set`.
  *
  * Properties: at most PRICING_MAX_WINDOWS windows; each has start != end,
@@ -8,7 +8,7 @@
  * that holds a start instant applies there. */
 #include <string.h>
 
-#include "billing/pricing.h"
+#include "billing/usage/pricing.h"
 #include "tests/fuzz/fuzz.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

@@ -511,7 +511,7 @@ def test_reconcile_reports_and_repairs(env, work):
     n = env.one("SELECT count(*) FROM customers")
     r = rec()
     assert r["accounts"] == n and r["not_loaded"] == n and r["differences"] == 0
-    # the mirror as billingd loads it (billing/quota.lua.h): the ledger's balances and status, a version key
+    # the mirror as billingd loads it (billing/authz/quota.lua.h): the ledger's balances and status, a version key
     rows = env.sql("SELECT f.account_id, f.paid_nanos, f.promo_nanos, c.status FROM finance_account_balances f"
                    " JOIN customers c USING (account_id)")
     host, port = env.redis.split(":")

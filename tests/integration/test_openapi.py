@@ -11,8 +11,8 @@ from conftest import ROOT
 
 
 def served_routes():
-    """(method, path) of every ROUTE(...) line of billing/server.c."""
-    text = open(os.path.join(ROOT, "billing", "server.c")).read()
+    """(method, path) of every ROUTE(...) line of billing/http/server.c."""
+    text = open(os.path.join(ROOT, "billing", "http", "server.c")).read()
     return {(m.lower(), p.replace("{id}", "{id}"))
             for m, p in re.findall(r'ROUTE\(EVHTTP_REQ_(\w+), "([^"]+)"', text)}
 

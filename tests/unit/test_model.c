@@ -1,4 +1,4 @@
-/* test_model: the embedded model `internal-tiny` (billing/model.c) against
+/* test_model: the embedded model `internal-tiny` (billing/infer/model.c) against
  * the weight file that `make data` writes (data/internal-tiny.bin, or
  * $TEST_MODEL_FILE).
  *
@@ -14,7 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "billing/model.h"
+#include "billing/infer/model.h"
 #include "tests/unit/tap.h"
 
 #define MAXGEN 512

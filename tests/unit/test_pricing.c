@@ -13,8 +13,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "billing/burndown.h"
-#include "billing/pricing.h"
+#include "billing/usage/burndown.h"
+#include "billing/usage/pricing.h"
 #include "common/config.h"
 #include "common/money.h"
 #include "common/timeutil.h"

@@ -1,4 +1,4 @@
-/* test_tokenizer.c: parity of billing/tokenizer.c with the reference
+/* test_tokenizer.c: parity of billing/infer/tokenizer.c with the reference
  * JavaScript tokenizer (fixtures from tests/fixtures/tokenizer/
  * gen_reference.js), chat rendering, lookups, errors, threads.
  *
@@ -6,7 +6,7 @@
  *   test_tokenizer --bench   throughput on ~1 MB of mixed text
  *
  * TOKENIZER_JSON and TOKENIZER_FIXTURES override the default paths. */
-#include "billing/tokenizer.h"
+#include "billing/infer/tokenizer.h"
 #include "tests/unit/tap.h"
 
 #include <errno.h>

@@ -20,8 +20,8 @@
 #include <string.h>
 #include <time.h>
 
-#include "billing/model.h"
-#include "billing/tokenizer.h"
+#include "billing/infer/model.h"
+#include "billing/infer/tokenizer.h"
 
 static double now_s(void)
 {

@@ -8,7 +8,8 @@ Fails (exit 1, one line per finding) when
   object files with nm, so a prototype copied by hand does not hide a
   dependency;
 - a folder includes a header of a folder above it: tools -> billing ->
-  ledger -> common, nothing points up.
+  ledger -> common, nothing points up;
+- a folder holds more than MAX_C_FILES C files (split it by concern).
 Header-only files (server_int.h: a struct and inline helpers) are modules
 of their own."""
 import collections
@@ -19,6 +20,7 @@ import subprocess
 import sys
 
 LAYERS = ["common", "ledger", "billing", "tools"]  # lower first
+MAX_C_FILES = 15
 INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"', re.M)
 
 
@@ -124,6 +126,11 @@ def main():
     for (src, dst), w in sorted(inc_where.items()):
         if layer(src) is not None and layer(dst) is not None and layer(dst) > layer(src):
             bad.append(f"an upward include: {w}")
+    for top in LAYERS:
+        for folder, _, files in os.walk(os.path.join(root, top)):
+            n_c = sum(f.endswith(".c") for f in files)
+            if n_c > MAX_C_FILES:
+                bad.append(f"{os.path.relpath(folder, root)} holds {n_c} C files (at most {MAX_C_FILES})")
     for b in bad:
         print(f"check_layers: {b}", file=sys.stderr)
     n_mod = len({m for m in edges} | {d for v in edges.values() for d in v})

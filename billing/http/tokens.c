@@ -1,5 +1,5 @@
 /* tokens.c: see tokens.h. */
-#include "billing/tokens.h"
+#include "billing/http/tokens.h"
 
 #include <errno.h>
 #include <sodium.h>

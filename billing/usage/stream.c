@@ -1,5 +1,5 @@
 /* stream.c: see stream.h. */
-#include "billing/stream.h"
+#include "billing/usage/stream.h"
 
 #include <hiredis/hiredis.h>
 #include <inttypes.h>
@@ -10,9 +10,9 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "billing/authorize.h"
+#include "billing/authz/authorize.h"
 #include "billing/server_int.h"
-#include "billing/usage.h"
+#include "billing/usage/usage.h"
 #include "common/config.h"
 #include "common/log.h"
 #include "common/rclient.h"

@@ -1,5 +1,5 @@
 /* server.c: see server.h. */
-#include "billing/server.h"
+#include "billing/http/server.h"
 
 #include <errno.h>
 #include <event2/buffer.h>
@@ -13,17 +13,17 @@
 #include <strings.h>
 
 #include "billing/server_int.h"
-#include "billing/authorize.h"
-#include "billing/bodies.h"
-#include "billing/conns.h"
-#include "billing/dbpool.h"
-#include "billing/framing.h"
-#include "billing/inference.h"
-#include "billing/stream.h"
-#include "billing/metrics.h"
-#include "billing/rconn.h"
-#include "billing/tokens.h"
-#include "billing/usage.h"
+#include "billing/authz/authorize.h"
+#include "billing/http/bodies.h"
+#include "billing/http/conns.h"
+#include "billing/usage/dbpool.h"
+#include "billing/http/framing.h"
+#include "billing/infer/inference.h"
+#include "billing/usage/stream.h"
+#include "billing/http/metrics.h"
+#include "billing/authz/rconn.h"
+#include "billing/http/tokens.h"
+#include "billing/usage/usage.h"
 #include "common/buf.h"
 #include "common/log.h"
 #include "common/rslot.h"
@@ -43,7 +43,7 @@
 /* ---- framing ---- */
 
 /* true when req was answered here, 400 and `Connection: close`, because its
- * framing is ambiguous (billing/framing.h), or because evhttp could not
+ * framing is ambiguous (billing/http/framing.h), or because evhttp could not
  * parse it (then it calls back without a URI). */
 static bool framing_refuse(struct server *s, struct evhttp_request *req)
 {

@@ -8,7 +8,7 @@
  * code by CPU).  With -ffp-contract=off and no fast-math, the compiler may
  * vectorise the lanes but not reorder them, so the bits do not depend on -O
  * level or machine. */
-#include "billing/model.h"
+#include "billing/infer/model.h"
 
 #include <errno.h>
 #include <math.h>

@@ -10,8 +10,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "billing/dbpool.h"
-#include "billing/pricing.h"
+#include "billing/usage/dbpool.h"
+#include "billing/usage/pricing.h"
 #include "common/error.h"
 
 #define USAGE_MAX_AGE_US (35LL * 86400 * 1000000)

@@ -1,6 +1,6 @@
 /* inference.c: see inference.h. */
-#include "billing/inference.h"
-#include "billing/conns.h"
+#include "billing/infer/inference.h"
+#include "billing/http/conns.h"
 
 #include <errno.h>
 #include <event2/buffer.h>
@@ -18,12 +18,12 @@
 #include <sys/stat.h>
 #include <time.h>
 
-#include "billing/authorize.h"
-#include "billing/chatauth.h"
-#include "billing/model.h"
+#include "billing/authz/authorize.h"
+#include "billing/infer/chatauth.h"
+#include "billing/infer/model.h"
 #include "billing/server_int.h"
-#include "billing/tokenizer.h"
-#include "billing/usage.h"
+#include "billing/infer/tokenizer.h"
+#include "billing/usage/usage.h"
 #include "common/buf.h"
 #include "common/config.h"
 #include "common/log.h"

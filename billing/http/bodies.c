@@ -1,7 +1,7 @@
 /* bodies.c: see bodies.h.  Shared by the HTTP handlers and the fuzz targets
  * (tests/fuzz/fuzz_authorize.c, fuzz_signup.c), so the rules are fuzzed
  * where they live. */
-#include "billing/bodies.h"
+#include "billing/http/bodies.h"
 
 #include <inttypes.h>
 #include <string.h>

@@ -5,7 +5,7 @@
 #include <libpq-fe.h>
 #include <stddef.h>
 
-#include "billing/pricing.h"
+#include "billing/usage/pricing.h"
 #include "common/error.h"
 
 /* *out is malloc'ed (caller frees), *n its length.  0 or -1 with err. */

@@ -15,7 +15,7 @@
  * struct work. */
 #define PCRE2_CODE_UNIT_WIDTH 8
 
-#include "billing/tokenizer.h"
+#include "billing/infer/tokenizer.h"
 
 #include <errno.h>
 #include <jansson.h>

@@ -13,7 +13,7 @@
  * drops connections READING for longer than the deadline, through the same
  * path as evhttp's own read timeout (an event BEV_EVENT_TIMEOUT on the
  * bufferevent), so evhttp frees the connection and its request itself. */
-#include "billing/conns.h"
+#include "billing/http/conns.h"
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
@@ -22,8 +22,8 @@
 #include <string.h>
 #include <time.h>
 
-#include "billing/framing.h"
-#include "billing/metrics.h"
+#include "billing/http/framing.h"
+#include "billing/http/metrics.h"
 #include "common/log.h"
 
 enum cstate { C_IDLE, C_READING, C_HANDLING };

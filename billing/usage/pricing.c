@@ -1,5 +1,5 @@
 /* pricing.c: see pricing.h. */
-#include "billing/pricing.h"
+#include "billing/usage/pricing.h"
 
 #include <stdio.h>
 #include <stdlib.h>

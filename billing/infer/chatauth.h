@@ -6,7 +6,7 @@
 #ifndef BILLING_CHATAUTH_H
 #define BILLING_CHATAUTH_H
 
-#include "billing/http.h"
+#include "billing/http/http.h"
 
 /* Looks key up (keyed hash, API pool); a known key that is not revoked
  * calls next(c); otherwise c is answered here: 401 unknown or revoked key,

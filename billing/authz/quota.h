@@ -12,7 +12,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "billing/rconn.h"
+#include "billing/authz/rconn.h"
 #include "common/error.h"
 #include "common/rclient.h"
 

@@ -1,12 +1,12 @@
 /* quota.c: see quota.h. */
-#include "billing/quota.h"
+#include "billing/authz/quota.h"
 
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "billing/quota.lua.h"
+#include "billing/authz/quota.lua.h"
 #include "common/log.h"
 #include "common/rclient.h"
 

@@ -1,5 +1,5 @@
 /* dbpool.c: see dbpool.h. */
-#include "billing/dbpool.h"
+#include "billing/usage/dbpool.h"
 
 #include <poll.h>
 #include <pthread.h>

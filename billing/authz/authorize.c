@@ -20,15 +20,15 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "billing/authorize.h"
-#include "billing/bodies.h"
-#include "billing/listener.h"
-#include "billing/pricedb.h"
-#include "billing/pricing.h"
-#include "billing/quota.h"
-#include "billing/rconn.h"
+#include "billing/authz/authorize.h"
+#include "billing/http/bodies.h"
+#include "billing/authz/listener.h"
+#include "billing/usage/pricedb.h"
+#include "billing/usage/pricing.h"
+#include "billing/authz/quota.h"
+#include "billing/authz/rconn.h"
 #include "billing/server_int.h"
-#include "billing/usage.h"
+#include "billing/usage/usage.h"
 #include "common/config.h"
 #include "common/log.h"
 #include "common/timeutil.h"

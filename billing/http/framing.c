@@ -1,5 +1,5 @@
 /* framing.c: see framing.h. */
-#include "billing/framing.h"
+#include "billing/http/framing.h"
 
 #include <event2/http.h>
 #include <string.h>

@@ -1,5 +1,5 @@
 /* rconn.c: see rconn.h. */
-#include "billing/rconn.h"
+#include "billing/authz/rconn.h"
 
 #include <hiredis/adapters/libevent.h>
 #include <stdlib.h>

@@ -1,5 +1,5 @@
 /* http.c: see http.h. */
-#include "billing/http.h"
+#include "billing/http/http.h"
 
 #include <event2/buffer.h>
 #include <event2/http.h>
@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "billing/metrics.h"
+#include "billing/http/metrics.h"
 #include "common/log.h"
 #include "common/timeutil.h"
 

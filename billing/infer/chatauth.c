@@ -1,5 +1,5 @@
 /* chatauth.c: see chatauth.h. */
-#include "billing/chatauth.h"
+#include "billing/infer/chatauth.h"
 #include "billing/server_int.h"
 
 #include <event2/http.h>

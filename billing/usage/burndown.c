@@ -1,5 +1,5 @@
 /* burndown.c: see burndown.h. */
-#include "billing/burndown.h"
+#include "billing/usage/burndown.h"
 
 #include <stdlib.h>
 

@@ -1,5 +1,5 @@
 /* usage.c: see usage.h. */
-#include "billing/usage.h"
+#include "billing/usage/usage.h"
 
 #include <hiredis/hiredis.h>
 #include <inttypes.h>
@@ -8,9 +8,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "billing/burndown.h"
-#include "billing/metrics.h"
-#include "billing/pricedb.h"
+#include "billing/usage/burndown.h"
+#include "billing/http/metrics.h"
+#include "billing/usage/pricedb.h"
 #include "common/buf.h"
 #include "common/log.h"
 #include "common/rclient.h"

@@ -30,7 +30,7 @@ void conns_free(struct conns *cs);
  * stops; the next one starts with the next request's first byte. */
 void conns_request_read(struct conns *cs, struct evhttp_request *req);
 /* A NUL byte was in the head (request line or headers) of req, which
- * evhttp's parsed strings cannot show (billing/framing.h). */
+ * evhttp's parsed strings cannot show (billing/http/framing.h). */
 bool conns_head_had_nul(struct conns *cs, struct evhttp_request *req);
 int64_t conns_open(const struct conns *cs);
 /* evhttp keeps one close callback per connection, and conns uses it: a

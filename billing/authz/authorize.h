@@ -8,7 +8,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "billing/http.h"
+#include "billing/http/http.h"
 #include "common/error.h"
 
 struct server;

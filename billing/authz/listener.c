@@ -1,5 +1,5 @@
 /* listener.c: see listener.h. */
-#include "billing/listener.h"
+#include "billing/authz/listener.h"
 
 #include <libpq-fe.h>
 #include <poll.h>

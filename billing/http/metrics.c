@@ -1,5 +1,5 @@
 /* metrics.c: see metrics.h. */
-#include "billing/metrics.h"
+#include "billing/http/metrics.h"
 
 #include <inttypes.h>
 #include <pthread.h>

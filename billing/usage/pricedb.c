@@ -1,5 +1,5 @@
 /* pricedb.c: see pricedb.h. */
-#include "billing/pricedb.h"
+#include "billing/usage/pricedb.h"
 
 #include <stdio.h>
 #include <stdlib.h>
