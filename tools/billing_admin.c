@@ -19,6 +19,7 @@
 #include "common/buf.h"
 #include "common/cli.h"
 #include "common/config.h"
+#include "common/jsonnum.h"
 #include "common/money.h"
 #include "common/timeutil.h"
 #include "ledger/apikey.h"
@@ -74,7 +75,7 @@ struct cmd {
 
 static void print_json(json_t *j)
 {
-	char *s = json_dumps(j, JSON_INDENT(2) | JSON_SORT_KEYS);
+	char *s = jsonnum_dumps(j, JSON_INDENT(2) | JSON_SORT_KEYS);
 
 	if (s)
 		puts(s);
