@@ -460,7 +460,7 @@ static void run_grant(struct hjob *j, struct ops_ctx *x)
 static void hjob_run(struct dbjob *job, PGconn *conn, const char *writer)
 {
 	struct hjob *j = (struct hjob *)job;
-	struct ops_ctx x = {conn, writer, "gateway", 0};
+	struct ops_ctx x = {conn, writer, "gateway", 0, j->s->max_topup_nanos, j->s->max_grant_nanos};
 
 	if (!conn) {
 		error_set(&j->job.err, 503, "unavailable", "the ledger database is unreachable");
@@ -1239,6 +1239,14 @@ struct server *server_new(struct event_base *base, struct config *cfg, struct er
 	    cfg_int(s, "expiry_interval_s", 1, 86400, &expiry_s, err) < 0 ||
 	    cfg_int(s, "writer_threads", 1, 64, &writers, err) < 0)
 		goto fail;
+	{
+		struct config_error ce;
+		if (config_get_money(cfg, "max_topup", &s->max_topup_nanos, &ce) < 0 ||
+		    config_get_money(cfg, "max_grant", &s->max_grant_nanos, &ce) < 0) {
+			error_set(err, 0, "config", "%s", ce.msg);
+			goto fail;
+		}
+	}
 	db_set_standby_confirm((int)standby_ms);
 	if (load_tokens(s, err) < 0)
 		goto fail;

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "common/buf.h"
+#include "common/money.h"
 #include "common/timeutil.h"
 #include "ledger/db.h"
 #include "ledger/journal.h"
@@ -22,6 +23,22 @@ static int64_t now_of(const struct ops_ctx *x)
 static int64_t i64(const PGresult *r, int row, int col)
 {
 	return PQgetisnull(r, row, col) ? 0 : strtoll(PQgetvalue(r, row, col), NULL, 10);
+}
+
+/* false with 422 invalid_amount when amount is above the ceiling (0: def) */
+static bool amount_within(int64_t amount, int64_t ceiling, int64_t def, const char *what, const char *key,
+			  struct error *err)
+{
+	char a[32], m[32];
+
+	if (!ceiling)
+		ceiling = def;
+	if (amount <= ceiling)
+		return true;
+	money_format(amount, a, sizeof(a));
+	money_format(ceiling, m, sizeof(m));
+	error_set(err, 422, "invalid_amount", "%s of %s is above the ceiling %s (%s)", what, a, m, key);
+	return false;
 }
 
 int ops_in_tx(PGconn *c, int (*fn)(void *arg, struct error *err), void *arg, struct error *err)
@@ -288,6 +305,9 @@ int ops_grant_in_tx(struct ops_ctx *x, const struct ops_grant_req *req, struct o
 		error_set(err, 422, "invalid_amount", "a grant must be positive");
 		goto done;
 	}
+	if (strcmp(req->kind, "admin") == 0 && !amount_within(req->amount_nanos, x->max_grant_nanos,
+							      OPS_MAX_GRANT_DEFAULT, "a grant", "max_grant", err))
+		goto done;
 	/* every grant key carries its kind, so a caller's key can never take
 	 * the key of another kind of transaction (usage:..., topup:...) */
 	if (key && req->internal_key) {
@@ -482,6 +502,8 @@ int ops_topup(struct ops_ctx *x, int64_t account_id, int64_t amount_nanos, const
 		error_set(err, 422, "invalid_amount", "a top-up must be positive");
 		return -1;
 	}
+	if (!amount_within(amount_nanos, x->max_topup_nanos, OPS_MAX_TOPUP_DEFAULT, "a top-up", "max_topup", err))
+		return -1;
 	if (!payment_ref || !*payment_ref || strlen(payment_ref) > 200) {
 		error_set(err, 400, "invalid_request", "payment_ref must be 1 to 200 characters");
 		return -1;

@@ -22,7 +22,12 @@ struct ops_ctx {
 	const char *writer; /* chain identity, e.g. "billingd-1" or "cli" */
 	const char *actor;  /* who: operator login, "gateway", "billingd" */
 	int64_t now_us;     /* 0: the current time */
+	/* ceilings of one top-up and of one admin grant (config keys max_topup,
+	 * max_grant); 0: the defaults below.  Above: 422 invalid_amount. */
+	int64_t max_topup_nanos, max_grant_nanos;
 };
+#define OPS_MAX_TOPUP_DEFAULT (10000000LL * 1000000000LL) /* 10,000,000 units */
+#define OPS_MAX_GRANT_DEFAULT (1000000LL * 1000000000LL)  /* 1,000,000 units */
 
 struct ops_grant_info {
 	int64_t grant_id;

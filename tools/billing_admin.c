@@ -114,6 +114,12 @@ static void ops_init(struct ops_ctx *x, PGconn *c)
 	x->conn = c;
 	x->writer = CLI_WRITER;
 	x->actor = tool_operator(cfg);
+	{
+		struct config_error ce;
+		if (config_get_money(cfg, "max_topup", &x->max_topup_nanos, &ce) < 0 ||
+		    config_get_money(cfg, "max_grant", &x->max_grant_nanos, &ce) < 0)
+			tool_fail("%s", ce.msg);
+	}
 }
 
 /* The live held amount of an account, read from the Redis of the
