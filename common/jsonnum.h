@@ -14,6 +14,7 @@
 #define COMMON_JSONNUM_H
 
 #include <jansson.h>
+#include <stdbool.h>
 
 #include "common/money.h"
 
@@ -22,5 +23,14 @@ json_t *jsonnum_total(money_total v);
 /* json_dumps(j, flags) with marked strings turned into bare integer
  * literals; free() the result.  NULL on allocation failure. */
 char *jsonnum_dumps(const json_t *j, size_t flags);
+/* json_loads(text, flags) that also reads integer literals beyond int64
+ * (as jsonnum_dumps writes them) into marked strings.  NULL on bad JSON. */
+json_t *jsonnum_loads(const char *text, size_t flags, json_error_t *je);
+/* true when j is a string made by jsonnum_total; then digits gets its
+ * decimal integer text (>= MONEY_TOTAL_BUF bytes). */
+bool jsonnum_is_big(const json_t *j, char *digits, size_t n);
+/* The value of a json_integer or of a string made by jsonnum_total; 0 for
+ * anything else (as json_integer_value). */
+money_total jsonnum_value(const json_t *j);
 
 #endif

@@ -25,6 +25,16 @@ static int64_t i64(const PGresult *r, int row, int col)
 	return PQgetisnull(r, row, col) ? 0 : strtoll(PQgetvalue(r, row, col), NULL, 10);
 }
 
+/* a balance (numeric) exactly; NULL or not an integer: 0 */
+static money_total total(const PGresult *r, int row, int col)
+{
+	money_total v = 0;
+
+	if (PQgetisnull(r, row, col) || money_total_parse(PQgetvalue(r, row, col), &v) < 0)
+		return 0;
+	return v;
+}
+
 /* false with 422 invalid_amount when amount is above the ceiling (0: def) */
 static bool amount_within(int64_t amount, int64_t ceiling, int64_t def, const char *what, const char *key,
 			  struct error *err)
@@ -179,7 +189,7 @@ int ops_balance_get(PGconn *c, int64_t account_id, int64_t now_us, struct ops_ba
 		return -1;
 	memset(out, 0, sizeof(*out));
 	for (int i = 0; i < PQntuples(r); i++) {
-		int64_t bal = i64(r, i, 1);
+		money_total bal = total(r, i, 1);
 		if (strcmp(PQgetvalue(r, i, 0), "customer_paid") == 0) {
 			out->paid_nanos = bal;
 			continue;
@@ -194,7 +204,7 @@ int ops_balance_get(PGconn *c, int64_t account_id, int64_t now_us, struct ops_ba
 			g->grant_id = i64(r, i, 2);
 			snprintf(g->kind, sizeof(g->kind), "%s", PQgetvalue(r, i, 3));
 			g->amount_nanos = i64(r, i, 4);
-			g->remaining_nanos = bal;
+			g->remaining_nanos = money_total_clamp(bal); /* one grant's bucket: at most its amount */
 			g->expires_at_us = i64(r, i, 5);
 			g->priority = (int)i64(r, i, 6);
 			g->created_at_us = i64(r, i, 7);
@@ -458,14 +468,17 @@ static int paid_tx(void *arg, struct error *err)
 		goto done;
 	{
 		struct ops_balance before;
+		char paid[MONEY_TOTAL_BUF], promo[MONEY_TOTAL_BUF];
 		if (ops_balance_get(c, j->account_id, j->x->now_us, &before, err) < 0)
 			goto done;
-		/* the answer a replay gets: the balance right after this transaction */
+		/* the answer a replay gets: the balance right after this
+		 * transaction, exact (JSON integers of any size in jsonb) */
+		money_total_str(before.paid_nanos + j->amount, paid, sizeof(paid));
+		money_total_str(before.promo_nanos, promo, sizeof(promo));
 		buf_printf(&details,
-			   "{\"amount_nanos\":%" PRId64 ",\"balance_after\":{\"paid_nanos\":%" PRId64
-			   ",\"promo_nanos\":%" PRId64 "}%s%s}",
-			   j->amount, before.paid_nanos + j->amount, before.promo_nanos, j->extra_json ? "," : "",
-			   j->extra_json ? j->extra_json : "");
+			   "{\"amount_nanos\":%" PRId64 ",\"balance_after\":{\"paid_nanos\":%s"
+			   ",\"promo_nanos\":%s}%s%s}",
+			   j->amount, paid, promo, j->extra_json ? "," : "", j->extra_json ? j->extra_json : "");
 	}
 	post[0] = (struct journal_posting){la, j->account_id, j->amount};
 	post[1] = (struct journal_posting){j->contra, 0, -j->amount};
@@ -527,8 +540,8 @@ int ops_topup(struct ops_ctx *x, int64_t account_id, int64_t amount_nanos, const
 		/* the balance right after the top-up, as recorded with it (the same answer on a replay) */
 		const char *p[1] = {key};
 		PGresult *r = db_query(x->conn,
-				       "SELECT (details::json->'balance_after'->>'paid_nanos')::bigint,"
-				       " (details::json->'balance_after'->>'promo_nanos')::bigint"
+				       "SELECT (details::json->'balance_after'->>'paid_nanos')::numeric,"
+				       " (details::json->'balance_after'->>'promo_nanos')::numeric"
 				       " FROM ledger_idempotency k JOIN journal j USING (txn_id, created_at)"
 				       " WHERE k.idempotency_key = $1",
 				       1, p, err);
@@ -536,8 +549,8 @@ int ops_topup(struct ops_ctx *x, int64_t account_id, int64_t amount_nanos, const
 			goto done;
 		memset(after, 0, sizeof(*after));
 		if (PQntuples(r) == 1) {
-			after->paid_nanos = i64(r, 0, 0);
-			after->promo_nanos = i64(r, 0, 1);
+			after->paid_nanos = total(r, 0, 0);
+			after->promo_nanos = total(r, 0, 1);
 		}
 		PQclear(r);
 	}
@@ -611,11 +624,12 @@ static int signup_record_first(struct ops_ctx *x, struct ops_signup_result *out,
 	if (ops_balance_get(x->conn, out->account_id, 0, &b, err) < 0)
 		return -1;
 	out->has_first = true;
-	out->first_paid_nanos = b.paid_nanos;
-	out->first_promo_nanos = b.promo_nanos;
+	/* a new account: its paid balance 0 and at most its signup grant */
+	out->first_paid_nanos = money_total_clamp(b.paid_nanos);
+	out->first_promo_nanos = money_total_clamp(b.promo_nanos);
 	d = json_pack("{s:I,s:I,s:s,s:I,s:I}", "signup_grant_nanos", (json_int_t)out->signup_grant_nanos,
 		      "signup_grant_id", (json_int_t)out->signup_grant_id, "note", out->promo_note, "paid_nanos",
-		      (json_int_t)b.paid_nanos, "promo_nanos", (json_int_t)b.promo_nanos);
+		      (json_int_t)out->first_paid_nanos, "promo_nanos", (json_int_t)out->first_promo_nanos);
 	text = d ? json_dumps(d, JSON_COMPACT) : NULL;
 	json_decref(d);
 	if (!text) {

@@ -16,6 +16,7 @@
 #include <stdint.h>
 
 #include "common/error.h"
+#include "common/money.h"
 
 struct ops_ctx {
 	PGconn *conn;       /* borrowed */
@@ -42,9 +43,10 @@ struct ops_grant_info {
 };
 
 struct ops_balance {
-	int64_t paid_nanos;   /* may be negative: arrears */
-	int64_t promo_nanos;  /* unexpired grant buckets */
-	int64_t expired_unbroken_nanos; /* expired, not yet moved to breakage: never spendable */
+	/* exact (contract section 4a: a balance may pass int64) */
+	money_total paid_nanos;   /* may be negative: arrears */
+	money_total promo_nanos;  /* unexpired grant buckets */
+	money_total expired_unbroken_nanos; /* expired, not yet moved to breakage: never spendable */
 	size_t n_grants;
 	struct ops_grant_info grants[64]; /* unexpired grants with money left, burn-down order (first 64) */
 };

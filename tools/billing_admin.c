@@ -153,9 +153,9 @@ static json_t *balance_json(int64_t account_id, const struct ops_balance *b)
 							g->expires_at_us ? json_string(exp) : json_null(), "priority",
 							g->priority));
 	}
-	bal = json_pack("{s:I,s:I,s:o,s:o,s:b}", "paid_nanos", (json_int_t)b->paid_nanos, "promo_nanos",
-			(json_int_t)b->promo_nanos, "held_nanos", known ? json_integer(held) : json_null(),
-			"available_nanos", known ? json_integer(b->paid_nanos + b->promo_nanos - held) : json_null(),
+	bal = json_pack("{s:o,s:o,s:o,s:o,s:b}", "paid_nanos", jsonnum_total(b->paid_nanos), "promo_nanos",
+			jsonnum_total(b->promo_nanos), "held_nanos", known ? json_integer(held) : json_null(),
+			"available_nanos", known ? jsonnum_total(b->paid_nanos + b->promo_nanos - held) : json_null(),
 			"held_known", known);
 	if (!known)
 		json_object_set_new(bal, "note", json_string("the live holds are kept in Redis, which cannot be reached"
@@ -163,12 +163,13 @@ static json_t *balance_json(int64_t account_id, const struct ops_balance *b)
 	return json_pack("{s:o,s:o}", "balance", bal, "grants", grants);
 }
 
-static void print_money(const char *label, int64_t nanos)
+static void print_money(const char *label, money_total nanos)
 {
-	char m[40];
+	char m[MONEY_TOTAL_BUF], n[MONEY_TOTAL_BUF];
 
-	money_format(nanos, m, sizeof(m));
-	printf("%-16s %s (%" PRId64 " nanos)\n", label, m, nanos);
+	money_total_format(nanos, m, sizeof(m));
+	money_total_str(nanos, n, sizeof(n));
+	printf("%-16s %s (%s nanos)\n", label, m, n);
 }
 
 /* paid, promotional, held (live, from Redis) and available */

@@ -368,12 +368,12 @@ static int cmd_reconcile(const char **pos, int npos, struct cli_opt *o)
 		for (size_t i = 0; i < rep.n_diffs; i++) {
 			const struct reconcile_diff *d = &rep.diffs[i];
 			json_array_append_new(
-				diffs, json_pack("{s:I,s:{s:I,s:I,s:s},s:{s:o,s:o,s:o,s:o},s:s}", "account_id",
-						 (json_int_t)d->account_id, "ledger", "paid_nanos", (json_int_t)d->ledger_paid,
-						 "promo_nanos", (json_int_t)d->ledger_promo, "status", d->ledger_status,
+				diffs, json_pack("{s:I,s:{s:o,s:o,s:s},s:{s:o,s:o,s:o,s:o},s:s}", "account_id",
+						 (json_int_t)d->account_id, "ledger", "paid_nanos", jsonnum_total(d->ledger_paid),
+						 "promo_nanos", jsonnum_total(d->ledger_promo), "status", d->ledger_status,
 						 "mirror", "paid_nanos",
-						 d->mirror_has_paid ? json_integer(d->mirror_paid) : json_null(), "promo_nanos",
-						 d->mirror_has_promo ? json_integer(d->mirror_promo) : json_null(), "status",
+						 d->mirror_has_paid ? jsonnum_total(d->mirror_paid) : json_null(), "promo_nanos",
+						 d->mirror_has_promo ? jsonnum_total(d->mirror_promo) : json_null(), "status",
 						 d->mirror_status[0] ? json_string(d->mirror_status) : json_null(), "version",
 						 d->mirror_v[0] ? json_string(d->mirror_v) : json_null(), "repair",
 						 d->repaired == 1 ? "repaired" : d->repaired < 0 ? "skipped" : "none"));
@@ -387,13 +387,13 @@ static int cmd_reconcile(const char **pos, int npos, struct cli_opt *o)
 	} else {
 		for (size_t i = 0; i < rep.n_diffs; i++) {
 			const struct reconcile_diff *d = &rep.diffs[i];
-			char lp[40], lq[40], mp[40] = "missing", mq[40] = "missing";
-			money_format(d->ledger_paid, lp, sizeof(lp));
-			money_format(d->ledger_promo, lq, sizeof(lq));
+			char lp[MONEY_TOTAL_BUF], lq[MONEY_TOTAL_BUF], mp[MONEY_TOTAL_BUF] = "missing", mq[MONEY_TOTAL_BUF] = "missing";
+			money_total_format(d->ledger_paid, lp, sizeof(lp));
+			money_total_format(d->ledger_promo, lq, sizeof(lq));
 			if (d->mirror_has_paid)
-				money_format(d->mirror_paid, mp, sizeof(mp));
+				money_total_format(d->mirror_paid, mp, sizeof(mp));
 			if (d->mirror_has_promo)
-				money_format(d->mirror_promo, mq, sizeof(mq));
+				money_total_format(d->mirror_promo, mq, sizeof(mq));
 			printf("differs: account %" PRId64 ": ledger paid %s promo %s %s; mirror paid %s promo %s %s"
 			       " (version %s)%s\n",
 			       d->account_id, lp, lq, d->ledger_status, mp, mq, d->mirror_status[0] ? d->mirror_status : "-",
