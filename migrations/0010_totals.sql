@@ -7,7 +7,8 @@
 -- limit at about 9.2 billion CNY and from then on every top-up failed with
 -- `bigint out of range` (and the append-only ledger could not recover).
 -- Balances (the rows of customer accounts, the per-connection parts of the
--- system accounts of 0009) and every total of the finance views are now
+-- system accounts of 0009), a campaign's granted total and every total of
+-- the finance views are now
 -- numeric(40,0): exact to 10^40 nanos, integral, never wrapped, never cast
 -- back to bigint.  The posting trigger of 0009 is unchanged: it already adds
 -- sum(amount) (numeric) to the stored balance.
@@ -24,6 +25,8 @@ DROP FUNCTION ledger_balance_mismatches();
 
 ALTER TABLE ledger_balance_rows ALTER COLUMN balance TYPE numeric(40,0);
 ALTER TABLE ledger_balance_parts ALTER COLUMN balance TYPE numeric(40,0);
+-- a campaign without a budget adds up every credit it ever granted
+ALTER TABLE campaigns ALTER COLUMN granted_nanos TYPE numeric(40,0);
 
 CREATE VIEW ledger_balances AS
 SELECT b.ledger_account_id,

@@ -1000,9 +1000,11 @@ static json_t *campaign_json(PGresult *r, int i)
 {
 #define NUM(col) json_integer(strtoll(PQgetvalue(r, i, col), NULL, 10))
 #define OPT(col, v) (PQgetisnull(r, i, col) ? json_null() : (v))
+	money_total granted = 0;
+	(void)!money_total_parse(PQgetvalue(r, i, 6), &granted); /* numeric: exact */
 	return json_pack("{s:s,s:o,s:o,s:o,s:o,s:o,s:o,s:b,s:o,s:o}", "name", PQgetvalue(r, i, 0), "signup_nanos", NUM(1),
 			 "referral_nanos", NUM(2), "expires_days", NUM(3), "max_referrals", NUM(4), "budget_nanos",
-			 OPT(5, NUM(5)), "granted_nanos", NUM(6), "active", PQgetvalue(r, i, 7)[0] == 't', "starts_at",
+			 OPT(5, NUM(5)), "granted_nanos", jsonnum_total(granted), "active", PQgetvalue(r, i, 7)[0] == 't', "starts_at",
 			 OPT(8, json_string(PQgetvalue(r, i, 8))), "ends_at", OPT(9, json_string(PQgetvalue(r, i, 9))));
 #undef NUM
 #undef OPT
@@ -1030,12 +1032,12 @@ static void cmd_promo_show(const char **pos, int npos, struct cli_opt *o)
 	} else {
 		for (size_t i = 0; i < json_array_size(arr); i++) {
 			json_t *cp = json_array_get(arr, i);
-			char a[40], b[40], bud[40] = "none", g[40];
+			char a[40], b[40], bud[40] = "none", g[MONEY_TOTAL_BUF];
 			money_format(json_integer_value(json_object_get(cp, "signup_nanos")), a, sizeof(a));
 			money_format(json_integer_value(json_object_get(cp, "referral_nanos")), b, sizeof(b));
 			if (json_is_integer(json_object_get(cp, "budget_nanos")))
 				money_format(json_integer_value(json_object_get(cp, "budget_nanos")), bud, sizeof(bud));
-			money_format(json_integer_value(json_object_get(cp, "granted_nanos")), g, sizeof(g));
+			money_total_format(jsonnum_value(json_object_get(cp, "granted_nanos")), g, sizeof(g));
 			printf("campaign %s%s\n  signup credit    %s\n  referral credit  %s\n  expires after    %" JSON_INTEGER_FORMAT
 			       " days\n  max referrals    %" JSON_INTEGER_FORMAT "\n  budget           %s\n  granted so far   %s\n"
 			       "  window           %s .. %s\n",
