@@ -150,8 +150,16 @@ static const char quota_lua_settle[] = QUOTA_LUA_PROLOGUE
 	 * writer read the load generation before COMMIT (ARGV 11) */
 	"    local g = redis.call('GET', KEYS[8]) or '0'\n"
 	"    if ARGV[11] ~= '-1' and g == ARGV[11] then\n"
-	"      redis.call('HINCRBY', KEYS[1], 'paid', ARGV[2])\n"
-	"      redis.call('HINCRBY', KEYS[1], 'promo', ARGV[3])\n"
+	"      local p = redis.call('HINCRBY', KEYS[1], 'paid', ARGV[2])\n"
+	"      local q = redis.call('HINCRBY', KEYS[1], 'promo', ARGV[3])\n"
+	/* a balance saturated at 2^52 (excess in poff/qoff, ledger/reconcile.h)
+	 * that charges took below 2^51: drop the mirror, the next call loads
+	 * it again from the books, so the saturation never refuses a call the
+	 * exact balance admits */
+	"      if (p < 2251799813685248 and tonumber(redis.call('HGET', KEYS[1], 'poff') or '0') > 0)\n"
+	"         or (q < 2251799813685248 and tonumber(redis.call('HGET', KEYS[1], 'qoff') or '0') > 0) then\n"
+	"        redis.call('DEL', KEYS[1])\n"
+	"      end\n"
 	/* a load since: if the newest is a locked load (its lg is the current
 	 * generation), it read the ledger after this COMMIT and holds the charge */
 	"    elseif ARGV[11] == '-1' or redis.call('HGET', KEYS[1], 'lg') ~= g then\n"

@@ -35,9 +35,9 @@
  * each saturated at +-RECONCILE_MIRROR_CAP (2^52 nanos, about 4.5 million
  * units: paid + promo - held stays exact in a double) and the excess in
  * poff / qoff, which no script does arithmetic on.  A call whose hold is
- * below the cap is admitted exactly as the exact balance would admit it
- * (until charges since the load, at most MIRROR_TTL of them, eat the cap:
- * the mirror expires and is loaded again first).  Reconcile compares
+ * below 2^51 is admitted exactly as the exact balance would admit it: a
+ * settle that takes a saturated paid or promo below 2^51 drops the mirror
+ * (billing/quota.lua.h), and the next call loads it again from the books.  Reconcile compares
  * paid + poff and promo + qoff with the ledger, exactly; a repair stores
  * them split the same way. */
 #ifndef LEDGER_RECONCILE_H

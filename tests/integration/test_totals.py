@@ -127,6 +127,22 @@ def test_usage_and_mirror_on_a_balance_past_int64(env, big):
     assert int(env.redis_cli("HGET", f"{{a:{a}}}:bal", "paid")) == 2 ** 52
     assert int(env.redis_cli("HGET", f"{{a:{a}}}:bal", "poff")) == N_A * BIG - cost - 2 ** 52
     assert json.loads(env.ledger("reconcile", "--json").stdout)["differences"] == 0
+    # charges that take a saturated mirror below 2^51 drop it (it would soon
+    # refuse calls the books admit): the next call loads it again from the books
+    env.redis_cli("HSET", f"{{a:{a}}}:bal", "paid", str(2 ** 51 + cost // 2))
+    started = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    us = big.post("/v1/usage", {"request_id": "tot-2", "api_key": key, "model": "tot-model", "input_tokens": 1000,
+                                "output_tokens": 500, "started_at": started})
+    assert us.status_code == 200 and us.json()["balance"]["paid_nanos"] == N_A * BIG - 2 * cost, us.text
+    deadline = time.time() + 10
+    while env.redis_cli("EXISTS", f"{{a:{a}}}:bal") != "0" and time.time() < deadline:
+        time.sleep(0.05)
+    assert env.redis_cli("EXISTS", f"{{a:{a}}}:bal") == "0"
+    au = big.post("/v1/authorize", {"request_id": "tot-3", "api_key": key, "model": "tot-model",
+                                    "input_tokens": 1000, "max_output_tokens": 1000})
+    assert au.status_code == 200, au.text
+    assert int(env.redis_cli("HGET", f"{{a:{a}}}:bal", "paid")) == 2 ** 52
+    assert int(env.redis_cli("HGET", f"{{a:{a}}}:bal", "poff")) == N_A * BIG - 2 * cost - 2 ** 52
     env.assert_books_sound()
 
 
