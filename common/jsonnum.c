@@ -38,13 +38,20 @@ json_t *jsonnum_total(money_total v)
 	return json_string(s);
 }
 
-bool jsonnum_is_big(const json_t *j, char *digits, size_t n)
+/* true with *v when j is a marked string */
+static bool marked(const json_t *j, money_total *v)
 {
 	const char *s = json_string_value(j);
-	money_total v;
 
 	pthread_once(&mark_once, mark_init);
-	if (!s || strncmp(s, mark_raw, strlen(mark_raw)) != 0 || money_total_parse(s + strlen(mark_raw), &v) < 0)
+	return s && strncmp(s, mark_raw, strlen(mark_raw)) == 0 && money_total_parse(s + strlen(mark_raw), v) == 0;
+}
+
+bool jsonnum_is_big(const json_t *j, char *digits, size_t n)
+{
+	money_total v;
+
+	if (!marked(j, &v))
 		return false;
 	money_total_str(v, digits, n);
 	return true;
@@ -52,15 +59,11 @@ bool jsonnum_is_big(const json_t *j, char *digits, size_t n)
 
 money_total jsonnum_value(const json_t *j)
 {
-	const char *s = json_string_value(j);
 	money_total v;
 
 	if (json_is_integer(j))
 		return json_integer_value(j);
-	pthread_once(&mark_once, mark_init);
-	if (s && strncmp(s, mark_raw, strlen(mark_raw)) == 0 && money_total_parse(s + strlen(mark_raw), &v) == 0)
-		return v;
-	return 0;
+	return marked(j, &v) ? v : 0;
 }
 
 /* Copies text into out (NULL: only counts) with every integer literal
