@@ -48,6 +48,7 @@ struct server {
 	struct event *drain_timer, *gauge_timer, *expire_timer;
 	bool expiring;
 	bool referral_on_topup;
+	int64_t max_topup_nanos, max_grant_nanos; /* config max_topup, max_grant */
 	/* authorization (authorize.c) */
 	struct authz_state *az;
 	/* embedded model (inference.c) */

@@ -8,6 +8,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "common/money.h"
+
 struct key_def {
 	const char *name;
 	const char *def;
@@ -53,6 +55,8 @@ static const struct key_def keys[] = {
 	{"referral_trigger", "verify", "what makes a referral succeed: verify or topup"},
 	{"expiry_interval_s", "60", "how often billingd moves expired promotional credit to breakage"},
 	{"operator", "", "who is acting, for the audit trail (CLI); default: login name"},
+	{"max_topup", "10000000", "ceiling of a single top-up, currency units (above: 422 invalid_amount)"},
+	{"max_grant", "1000000", "ceiling of a single admin grant, currency units (above: 422 invalid_amount)"},
 };
 #define N_KEYS (sizeof(keys) / sizeof(keys[0]))
 
@@ -362,6 +366,23 @@ int config_get_int(const struct config *cfg, const char *key, int64_t min, int64
 			err->line = 0;
 			snprintf(err->msg, sizeof(err->msg), "config key '%s': expected an integer in [%lld, %lld]",
 				 key, (long long)min, (long long)max);
+		}
+		return -1;
+	}
+	*out = x;
+	return 0;
+}
+
+int config_get_money(const struct config *cfg, const char *key, int64_t *out, struct config_error *err)
+{
+	char why[128];
+	int64_t x;
+
+	if (money_parse(config_get(cfg, key), &x, why, sizeof(why)) < 0 || x <= 0) {
+		if (err) {
+			err->line = 0;
+			snprintf(err->msg, sizeof(err->msg), "config key '%s': expected a positive amount in currency units",
+				 key);
 		}
 		return -1;
 	}

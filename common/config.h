@@ -49,6 +49,10 @@ const char *config_get(const struct config *cfg, const char *key);
 /* Integer value of a key; -1 with err if it is not an integer in [min, max]. */
 int config_get_int(const struct config *cfg, const char *key, int64_t min, int64_t max, int64_t *out,
 		   struct config_error *err) __attribute__((warn_unused_result));
+/* Amount of a key in currency units ("10000000", "0.5"), in nanos; -1 with
+ * err unless it is a positive amount that fits int64 nanos. */
+int config_get_money(const struct config *cfg, const char *key, int64_t *out, struct config_error *err)
+	__attribute__((warn_unused_result));
 bool config_get_bool(const struct config *cfg, const char *key);
 
 /* Prints the key table (name, default, help) for --help. */

@@ -77,3 +77,53 @@ int money_muldiv_round(int64_t a, int64_t b, int64_t c, int64_t *out)
 	*out = (int64_t)r;
 	return 0;
 }
+
+int money_total_parse(const char *s, money_total *out)
+{
+	unsigned __int128 v = 0;
+	int neg = 0, digits = 0;
+
+	if (!s)
+		return -1;
+	if (*s == '-' || *s == '+')
+		neg = *s++ == '-';
+	for (; *s >= '0' && *s <= '9'; s++) {
+		if (++digits > 38)
+			return -1;
+		v = v * 10 + (unsigned)(*s - '0');
+	}
+	if (*s || digits == 0)
+		return -1;
+	*out = neg ? -(money_total)v : (money_total)v;
+	return 0;
+}
+
+void money_total_str(money_total v, char *buf, size_t buflen)
+{
+	char tmp[MONEY_TOTAL_BUF];
+	unsigned __int128 a = v < 0 ? (unsigned __int128)0 - (unsigned __int128)v : (unsigned __int128)v;
+	size_t i = sizeof(tmp);
+
+	tmp[--i] = '\0';
+	do {
+		tmp[--i] = (char)('0' + (int)(a % 10));
+		a /= 10;
+	} while (a);
+	if (v < 0)
+		tmp[--i] = '-';
+	snprintf(buf, buflen, "%s", tmp + i);
+}
+
+void money_total_format(money_total nanos, char *buf, size_t buflen)
+{
+	char units[MONEY_TOTAL_BUF];
+	unsigned __int128 a = nanos < 0 ? (unsigned __int128)0 - (unsigned __int128)nanos : (unsigned __int128)nanos;
+
+	money_total_str((money_total)(a / 1000000000U), units, sizeof(units));
+	snprintf(buf, buflen, "%s%s.%09u", nanos < 0 ? "-" : "", units, (unsigned)(a % 1000000000U));
+}
+
+int64_t money_total_clamp(money_total v)
+{
+	return v > INT64_MAX ? INT64_MAX : v < INT64_MIN ? INT64_MIN : (int64_t)v;
+}

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "common/buf.h"
+#include "common/jsonnum.h"
 #include "common/timeutil.h"
 #include "ledger/csv.h"
 #include "ledger/db.h"
@@ -190,22 +191,23 @@ static void hex(char *out, const uint8_t *p, size_t n)
 
 /* ---- totals per ledger account type, chains per writer ---- */
 
+/* 128-bit sums (contract section 4a): exact far beyond any range's rows */
 struct total {
 	char type[32];
-	int64_t debits, credits;
+	money_total debits, credits;
 };
 
 struct totals {
 	struct total t[32];
 	size_t n;
-	int64_t debits, credits;
-	bool overflow;
+	money_total debits, credits;
+	bool overflow; /* more types than t holds */
 };
 
 static void totals_add(struct totals *tt, const char *type, int64_t amount)
 {
 	struct total *t = NULL;
-	int64_t *side, a;
+	money_total *side, a;
 
 	for (size_t i = 0; i < tt->n; i++)
 		if (strcmp(tt->t[i].type, type) == 0)
@@ -218,17 +220,11 @@ static void totals_add(struct totals *tt, const char *type, int64_t amount)
 		t = &tt->t[tt->n++];
 		snprintf(t->type, sizeof(t->type), "%s", type);
 	}
-	if (amount == INT64_MIN) {
-		tt->overflow = true;
-		return;
-	}
-	a = amount < 0 ? -amount : amount;
+	a = amount < 0 ? -(money_total)amount : (money_total)amount;
 	side = amount < 0 ? &t->debits : &t->credits;
-	if (__builtin_add_overflow(*side, a, side))
-		tt->overflow = true;
+	*side += a;
 	side = amount < 0 ? &tt->debits : &tt->credits;
-	if (__builtin_add_overflow(*side, a, side))
-		tt->overflow = true;
+	*side += a;
 }
 
 static json_t *totals_json(const struct totals *tt)
@@ -237,10 +233,10 @@ static json_t *totals_json(const struct totals *tt)
 
 	for (size_t i = 0; i < tt->n; i++)
 		json_object_set_new(by, tt->t[i].type,
-				    json_pack("{s:I,s:I}", "debits_nanos", (json_int_t)tt->t[i].debits, "credits_nanos",
-					      (json_int_t)tt->t[i].credits));
-	return json_pack("{s:o,s:I,s:I}", "by_type", by, "debits_nanos", (json_int_t)tt->debits, "credits_nanos",
-			 (json_int_t)tt->credits);
+				    json_pack("{s:o,s:o}", "debits_nanos", jsonnum_total(tt->t[i].debits), "credits_nanos",
+					      jsonnum_total(tt->t[i].credits)));
+	return json_pack("{s:o,s:o,s:o}", "by_type", by, "debits_nanos", jsonnum_total(tt->debits), "credits_nanos",
+			 jsonnum_total(tt->credits));
 }
 
 struct chain {
@@ -380,7 +376,7 @@ static void progress(FILE *out, int64_t rows, int64_t est, int64_t t0, bool fina
 static int write_manifest(const char *path, json_t *m, struct error *err)
 {
 	char tmp[4300];
-	char *s = json_dumps(m, JSON_INDENT(2) | JSON_SORT_KEYS);
+	char *s = jsonnum_dumps(m, JSON_INDENT(2) | JSON_SORT_KEYS);
 	int fd = -1, rc = -1;
 	size_t n;
 
@@ -585,7 +581,7 @@ int export_write(PGconn *c, const struct export_opts *o, struct export_result *r
 	db_exec_quiet(c, "ROLLBACK");
 	in_tx = 0;
 	if (tt.overflow) {
-		error_set(err, 0, "overflow", "the totals of this range overflow 64 bits");
+		error_set(err, 0, "overflow", "the range holds more than 32 ledger account types");
 		goto done;
 	}
 	if (fflush(w.f) != 0 || fsync(fileno(w.f)) != 0)
@@ -1191,6 +1187,36 @@ static void check_totals(struct vstate *s, const uint8_t fh[32], int64_t bytes, 
 	json_decref(ch);
 }
 
+/* The manifest file, totals beyond int64 included (common/jsonnum.h). */
+static json_t *load_manifest(const char *mpath, json_error_t *je)
+{
+	FILE *f = fopen(mpath, "rb");
+	struct buf b;
+	char chunk[8192];
+	size_t n;
+	json_t *m = NULL;
+
+	memset(je, 0, sizeof(*je));
+	if (!f) {
+		snprintf(je->text, sizeof(je->text), "%s", strerror(errno));
+		return NULL;
+	}
+	buf_init(&b);
+	while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0 && b.len < (64u << 20))
+		buf_append(&b, chunk, n);
+	if (ferror(f))
+		snprintf(je->text, sizeof(je->text), "%s", strerror(errno));
+	else if (b.len >= (64u << 20))
+		snprintf(je->text, sizeof(je->text), "the manifest is larger than 64 MiB");
+	else if (memchr(b.data ? b.data : "", '\0', b.len))
+		snprintf(je->text, sizeof(je->text), "the manifest holds a NUL byte");
+	else
+		m = jsonnum_loads(b.data ? b.data : "", JSON_REJECT_DUPLICATES, je);
+	fclose(f);
+	buf_release(&b);
+	return m;
+}
+
 int export_verify(const char *path, const uint8_t *trusted, struct export_verdict *v, struct error *err)
 {
 	char mpath[4200];
@@ -1216,7 +1242,7 @@ int export_verify(const char *path, const uint8_t *trusted, struct export_verdic
 	buf_init(&canon);
 	csv_fields_init(&f);
 	snprintf(mpath, sizeof(mpath), "%s.manifest.json", path);
-	m = json_load_file(mpath, JSON_REJECT_DUPLICATES, &je);
+	m = load_manifest(mpath, &je);
 	if (!m) {
 		error_set(err, 0, "bad_manifest", "cannot read manifest '%s': %s (line %d)", mpath, je.text, je.line);
 		goto done;

@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/jsonnum.h"
+
 static void put_string(struct buf *b, const char *s, size_t n)
 {
 	buf_append(b, "\"", 1);
@@ -92,9 +94,14 @@ static int put_value(const json_t *v, struct buf *b, int top, struct error *err)
 		}
 		buf_append(b, "]", 1);
 		return 0;
-	case JSON_STRING:
-		put_string(b, json_string_value(v), json_string_length(v));
+	case JSON_STRING: {
+		char digits[MONEY_TOTAL_BUF];
+		if (jsonnum_is_big(v, digits, sizeof(digits))) /* a total beyond int64: an integer */
+			buf_puts(b, digits);
+		else
+			put_string(b, json_string_value(v), json_string_length(v));
 		return 0;
+	}
 	case JSON_INTEGER:
 		buf_printf(b, "%" JSON_INTEGER_FORMAT, json_integer_value(v));
 		return 0;

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "common/buf.h"
+#include "common/money.h"
 #include "common/timeutil.h"
 #include "ledger/db.h"
 #include "ledger/journal.h"
@@ -21,6 +22,32 @@ static int64_t now_of(const struct ops_ctx *x)
 static int64_t i64(const PGresult *r, int row, int col)
 {
 	return PQgetisnull(r, row, col) ? 0 : strtoll(PQgetvalue(r, row, col), NULL, 10);
+}
+
+/* a balance (numeric) exactly; NULL or not an integer: 0 */
+static money_total total(const PGresult *r, int row, int col)
+{
+	money_total v = 0;
+
+	if (PQgetisnull(r, row, col) || money_total_parse(PQgetvalue(r, row, col), &v) < 0)
+		return 0;
+	return v;
+}
+
+/* false with 422 invalid_amount when amount is above the ceiling (0: def) */
+static bool amount_within(int64_t amount, int64_t ceiling, int64_t def, const char *what, const char *key,
+			  struct error *err)
+{
+	char a[32], m[32];
+
+	if (!ceiling)
+		ceiling = def;
+	if (amount <= ceiling)
+		return true;
+	money_format(amount, a, sizeof(a));
+	money_format(ceiling, m, sizeof(m));
+	error_set(err, 422, "invalid_amount", "%s of %s is above the ceiling %s (%s)", what, a, m, key);
+	return false;
 }
 
 int ops_in_tx(PGconn *c, int (*fn)(void *arg, struct error *err), void *arg, struct error *err)
@@ -161,7 +188,7 @@ int ops_balance_get(PGconn *c, int64_t account_id, int64_t now_us, struct ops_ba
 		return -1;
 	memset(out, 0, sizeof(*out));
 	for (int i = 0; i < PQntuples(r); i++) {
-		int64_t bal = i64(r, i, 1);
+		money_total bal = total(r, i, 1);
 		if (strcmp(PQgetvalue(r, i, 0), "customer_paid") == 0) {
 			out->paid_nanos = bal;
 			continue;
@@ -176,7 +203,7 @@ int ops_balance_get(PGconn *c, int64_t account_id, int64_t now_us, struct ops_ba
 			g->grant_id = i64(r, i, 2);
 			snprintf(g->kind, sizeof(g->kind), "%s", PQgetvalue(r, i, 3));
 			g->amount_nanos = i64(r, i, 4);
-			g->remaining_nanos = bal;
+			g->remaining_nanos = money_total_clamp(bal); /* one grant's bucket: at most its amount */
 			g->expires_at_us = i64(r, i, 5);
 			g->priority = (int)i64(r, i, 6);
 			g->created_at_us = i64(r, i, 7);
@@ -287,6 +314,9 @@ int ops_grant_in_tx(struct ops_ctx *x, const struct ops_grant_req *req, struct o
 		error_set(err, 422, "invalid_amount", "a grant must be positive");
 		goto done;
 	}
+	if (strcmp(req->kind, "admin") == 0 && !amount_within(req->amount_nanos, x->max_grant_nanos,
+							      OPS_MAX_GRANT_DEFAULT, "a grant", "max_grant", err))
+		goto done;
 	/* every grant key carries its kind, so a caller's key can never take
 	 * the key of another kind of transaction (usage:..., topup:...) */
 	if (key && req->internal_key) {
@@ -437,14 +467,17 @@ static int paid_tx(void *arg, struct error *err)
 		goto done;
 	{
 		struct ops_balance before;
+		char paid[MONEY_TOTAL_BUF], promo[MONEY_TOTAL_BUF];
 		if (ops_balance_get(c, j->account_id, j->x->now_us, &before, err) < 0)
 			goto done;
-		/* the answer a replay gets: the balance right after this transaction */
+		/* the answer a replay gets: the balance right after this
+		 * transaction, exact (JSON integers of any size in jsonb) */
+		money_total_str(before.paid_nanos + j->amount, paid, sizeof(paid));
+		money_total_str(before.promo_nanos, promo, sizeof(promo));
 		buf_printf(&details,
-			   "{\"amount_nanos\":%" PRId64 ",\"balance_after\":{\"paid_nanos\":%" PRId64
-			   ",\"promo_nanos\":%" PRId64 "}%s%s}",
-			   j->amount, before.paid_nanos + j->amount, before.promo_nanos, j->extra_json ? "," : "",
-			   j->extra_json ? j->extra_json : "");
+			   "{\"amount_nanos\":%" PRId64 ",\"balance_after\":{\"paid_nanos\":%s"
+			   ",\"promo_nanos\":%s}%s%s}",
+			   j->amount, paid, promo, j->extra_json ? "," : "", j->extra_json ? j->extra_json : "");
 	}
 	post[0] = (struct journal_posting){la, j->account_id, j->amount};
 	post[1] = (struct journal_posting){j->contra, 0, -j->amount};
@@ -481,6 +514,8 @@ int ops_topup(struct ops_ctx *x, int64_t account_id, int64_t amount_nanos, const
 		error_set(err, 422, "invalid_amount", "a top-up must be positive");
 		return -1;
 	}
+	if (!amount_within(amount_nanos, x->max_topup_nanos, OPS_MAX_TOPUP_DEFAULT, "a top-up", "max_topup", err))
+		return -1;
 	if (!payment_ref || !*payment_ref || strlen(payment_ref) > 200) {
 		error_set(err, 400, "invalid_request", "payment_ref must be 1 to 200 characters");
 		return -1;
@@ -504,8 +539,8 @@ int ops_topup(struct ops_ctx *x, int64_t account_id, int64_t amount_nanos, const
 		/* the balance right after the top-up, as recorded with it (the same answer on a replay) */
 		const char *p[1] = {key};
 		PGresult *r = db_query(x->conn,
-				       "SELECT (details::json->'balance_after'->>'paid_nanos')::bigint,"
-				       " (details::json->'balance_after'->>'promo_nanos')::bigint"
+				       "SELECT (details::json->'balance_after'->>'paid_nanos')::numeric,"
+				       " (details::json->'balance_after'->>'promo_nanos')::numeric"
 				       " FROM ledger_idempotency k JOIN journal j USING (txn_id, created_at)"
 				       " WHERE k.idempotency_key = $1",
 				       1, p, err);
@@ -513,8 +548,8 @@ int ops_topup(struct ops_ctx *x, int64_t account_id, int64_t amount_nanos, const
 			goto done;
 		memset(after, 0, sizeof(*after));
 		if (PQntuples(r) == 1) {
-			after->paid_nanos = i64(r, 0, 0);
-			after->promo_nanos = i64(r, 0, 1);
+			after->paid_nanos = total(r, 0, 0);
+			after->promo_nanos = total(r, 0, 1);
 		}
 		PQclear(r);
 	}

@@ -16,13 +16,19 @@
 #include <stdint.h>
 
 #include "common/error.h"
+#include "common/money.h"
 
 struct ops_ctx {
 	PGconn *conn;       /* borrowed */
 	const char *writer; /* chain identity, e.g. "billingd-1" or "cli" */
 	const char *actor;  /* who: operator login, "gateway", "billingd" */
 	int64_t now_us;     /* 0: the current time */
+	/* ceilings of one top-up and of one admin grant (config keys max_topup,
+	 * max_grant); 0: the defaults below.  Above: 422 invalid_amount. */
+	int64_t max_topup_nanos, max_grant_nanos;
 };
+#define OPS_MAX_TOPUP_DEFAULT (10000000LL * 1000000000LL) /* 10,000,000 units */
+#define OPS_MAX_GRANT_DEFAULT (1000000LL * 1000000000LL)  /* 1,000,000 units */
 
 struct ops_grant_info {
 	int64_t grant_id;
@@ -37,9 +43,10 @@ struct ops_grant_info {
 };
 
 struct ops_balance {
-	int64_t paid_nanos;   /* may be negative: arrears */
-	int64_t promo_nanos;  /* unexpired grant buckets */
-	int64_t expired_unbroken_nanos; /* expired, not yet moved to breakage: never spendable */
+	/* exact (contract section 4a: a balance may pass int64) */
+	money_total paid_nanos;   /* may be negative: arrears */
+	money_total promo_nanos;  /* unexpired grant buckets */
+	money_total expired_unbroken_nanos; /* expired, not yet moved to breakage: never spendable */
 	size_t n_grants;
 	struct ops_grant_info grants[64]; /* unexpired grants with money left, burn-down order (first 64) */
 };

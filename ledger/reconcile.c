@@ -21,7 +21,7 @@
  * prepared before it drops the mirror rather than applying its delta twice. */
 static const char repair_lua[] =
 	"if (redis.call('GET', KEYS[2]) or '') ~= ARGV[4] then return 0 end "
-	"redis.call('HSET', KEYS[1], 'paid', ARGV[1], 'promo', ARGV[2], 'status', ARGV[3]) "
+	"redis.call('HSET', KEYS[1], 'paid', ARGV[1], 'promo', ARGV[2], 'status', ARGV[3], 'poff', ARGV[5], 'qoff', ARGV[6]) "
 	"redis.call('INCR', KEYS[2]) "
 	"redis.call('INCR', KEYS[3]) "
 	"return 1";
@@ -54,26 +54,42 @@ static struct rclient *redis_open(const struct reconcile_opts *o, struct error *
 	return rc;
 }
 
-static bool parse_int(const redisReply *e, int64_t *out)
+int64_t reconcile_mirror_split(money_total v, money_total *excess)
+{
+	int64_t m = v > RECONCILE_MIRROR_CAP ? RECONCILE_MIRROR_CAP : v < -RECONCILE_MIRROR_CAP ? -RECONCILE_MIRROR_CAP : (int64_t)v;
+
+	*excess = v - m;
+	return m;
+}
+
+/* a mirror field and its offset field (absent: 0) as one exact value */
+static bool parse_int(const redisReply *e, const redisReply *off, money_total *out)
 {
 	char *end;
+	int64_t v;
+	money_total o = 0;
 
 	if (!e || e->type != REDIS_REPLY_STRING || e->len == 0)
 		return false;
 	errno = 0;
-	*out = strtoll(e->str, &end, 10);
-	return !errno && *end == '\0';
+	v = strtoll(e->str, &end, 10);
+	if (errno || *end != '\0')
+		return false;
+	if (off && off->type == REDIS_REPLY_STRING && money_total_parse(off->str, &o) < 0)
+		return false;
+	*out = (money_total)v + o;
+	return true;
 }
 
 /* Reads the mirror of n accounts (pipelined HMGET + GET) and compares with
  * the ledger's values: out[i], differs[i], missing[i]. */
-static int compare_chunk(struct rclient *rc, const int64_t *ids, const int64_t (*ledger)[2], char (*status)[16],
+static int compare_chunk(struct rclient *rc, const int64_t *ids, const money_total (*ledger)[2], char (*status)[16],
 			 size_t n, struct reconcile_diff *out, bool *differs, bool *missing, struct error *err)
 {
 	struct rclient_cmd *cmds = calloc(2 * n + 1, sizeof(*cmds));
 	redisReply **replies = calloc(2 * n + 1, sizeof(*replies));
 	char (*keys)[2][48] = calloc(n + 1, sizeof(*keys));
-	const char **argv = calloc(7 * n + 1, sizeof(*argv));
+	const char **argv = calloc(9 * n + 1, sizeof(*argv));
 	int ret = -1;
 
 	if (!cmds || !replies || !keys || !argv) {
@@ -81,13 +97,14 @@ static int compare_chunk(struct rclient *rc, const int64_t *ids, const int64_t (
 		goto done;
 	}
 	for (size_t i = 0; i < n; i++) {
-		const char **a = &argv[7 * i];
+		const char **a = &argv[9 * i];
 		snprintf(keys[i][0], sizeof(keys[i][0]), "{a:%" PRId64 "}:bal", ids[i]);
 		snprintf(keys[i][1], sizeof(keys[i][1]), "{a:%" PRId64 "}:ver", ids[i]);
 		a[0] = "HMGET", a[1] = keys[i][0], a[2] = "paid", a[3] = "promo", a[4] = "status";
-		a[5] = "GET", a[6] = keys[i][1];
-		cmds[2 * i] = (struct rclient_cmd){5, a, NULL};
-		cmds[2 * i + 1] = (struct rclient_cmd){2, a + 5, NULL};
+		a[5] = "poff", a[6] = "qoff";
+		a[7] = "GET", a[8] = keys[i][1];
+		cmds[2 * i] = (struct rclient_cmd){7, a, NULL};
+		cmds[2 * i + 1] = (struct rclient_cmd){2, a + 7, NULL};
 	}
 	/* pipelined per node (every key of an account is in its slot) */
 	if (rclient_pipeline(rc, 2 * n, cmds, replies, err) < 0) {
@@ -100,7 +117,7 @@ static int compare_chunk(struct rclient *rc, const int64_t *ids, const int64_t (
 		redisReply *r = replies[2 * i], *v = replies[2 * i + 1];
 		struct reconcile_diff *d = &out[i];
 
-		if (r->type != REDIS_REPLY_ARRAY || r->elements != 3 ||
+		if (r->type != REDIS_REPLY_ARRAY || r->elements != 5 ||
 		    (v->type != REDIS_REPLY_STRING && v->type != REDIS_REPLY_NIL)) {
 			error_set(err, 503, "unavailable", "redis: unexpected reply for the mirror of account %" PRId64, ids[i]);
 			goto done;
@@ -110,8 +127,8 @@ static int compare_chunk(struct rclient *rc, const int64_t *ids, const int64_t (
 		d->ledger_paid = ledger[i][0];
 		d->ledger_promo = ledger[i][1];
 		snprintf(d->ledger_status, sizeof(d->ledger_status), "%s", status[i]);
-		d->mirror_has_paid = parse_int(r->element[0], &d->mirror_paid);
-		d->mirror_has_promo = parse_int(r->element[1], &d->mirror_promo);
+		d->mirror_has_paid = parse_int(r->element[0], r->element[3], &d->mirror_paid);
+		d->mirror_has_promo = parse_int(r->element[1], r->element[4], &d->mirror_promo);
 		if (r->element[2]->type == REDIS_REPLY_STRING)
 			snprintf(d->mirror_status, sizeof(d->mirror_status), "%.*s", (int)r->element[2]->len,
 				 r->element[2]->str);
@@ -149,13 +166,16 @@ static int add_diff(struct reconcile_report *rep, const struct reconcile_diff *d
 }
 
 /* Ledger values of the rows of r into ids/vals/status. */
-static void take_rows(PGresult *r, int64_t *ids, int64_t (*vals)[2], char (*status)[16])
+static void take_rows(PGresult *r, int64_t *ids, money_total (*vals)[2], char (*status)[16])
 {
 	for (int i = 0; i < PQntuples(r); i++) {
 		ids[i] = strtoll(PQgetvalue(r, i, 0), NULL, 10);
 		snprintf(status[i], sizeof(status[i]), "%s", PQgetvalue(r, i, 1));
-		vals[i][0] = strtoll(PQgetvalue(r, i, 2), NULL, 10);
-		vals[i][1] = strtoll(PQgetvalue(r, i, 3), NULL, 10);
+		/* numeric sums of balances: exact */
+		if (money_total_parse(PQgetvalue(r, i, 2), &vals[i][0]) < 0)
+			vals[i][0] = 0;
+		if (money_total_parse(PQgetvalue(r, i, 3), &vals[i][1]) < 0)
+			vals[i][1] = 0;
 	}
 }
 
@@ -163,7 +183,8 @@ static void take_rows(PGresult *r, int64_t *ids, int64_t (*vals)[2], char (*stat
 static int recheck(PGconn *c, struct rclient *rc, const char *now, struct reconcile_report *rep, struct error *err)
 {
 	struct buf arr, q;
-	int64_t *ids = NULL, (*vals)[2] = NULL;
+	int64_t *ids = NULL;
+	money_total (*vals)[2] = NULL;
 	char (*status)[16] = NULL;
 	struct reconcile_diff *fresh = NULL;
 	bool *differs = NULL, *missing = NULL;
@@ -198,7 +219,7 @@ static int recheck(PGconn *c, struct rclient *rc, const char *now, struct reconc
 	take_rows(r, ids, vals, status);
 	for (size_t off = 0; off < n; off += CHUNK) {
 		size_t k = n - off < CHUNK ? n - off : CHUNK;
-		if (compare_chunk(rc, ids + off, (const int64_t(*)[2])(vals + off), status + off, k, fresh + off,
+		if (compare_chunk(rc, ids + off, (const money_total(*)[2])(vals + off), status + off, k, fresh + off,
 				  differs + off, missing + off, err) < 0)
 			goto done;
 	}
@@ -229,17 +250,21 @@ static int repair(struct rclient *rc, struct reconcile_report *rep, struct error
 {
 	for (size_t i = 0; i < rep->n_diffs; i++) {
 		struct reconcile_diff *d = &rep->diffs[i];
-		char bal[48], ver[48], paid[32], promo[32];
+		char bal[48], ver[48], paid[32], promo[32], poff[MONEY_TOTAL_BUF], qoff[MONEY_TOTAL_BUF];
 		char lgen[64];
-		const char *argv[10] = {"EVAL", repair_lua, "3", bal, ver, lgen, paid, promo, d->ledger_status, d->mirror_v};
+		const char *argv[12] = {"EVAL", repair_lua, "3", bal, ver, lgen, paid, promo, d->ledger_status, d->mirror_v,
+					poff, qoff};
+		money_total ex;
 		redisReply *r;
 
 		snprintf(bal, sizeof(bal), "{a:%" PRId64 "}:bal", d->account_id);
 		snprintf(ver, sizeof(ver), "{a:%" PRId64 "}:ver", d->account_id);
 		snprintf(lgen, sizeof(lgen), "{a:%" PRId64 "}:lgen", d->account_id);
-		snprintf(paid, sizeof(paid), "%" PRId64, d->ledger_paid);
-		snprintf(promo, sizeof(promo), "%" PRId64, d->ledger_promo);
-		r = rclient_commandv(rc, 10, argv, NULL, err);
+		snprintf(paid, sizeof(paid), "%" PRId64, reconcile_mirror_split(d->ledger_paid, &ex));
+		money_total_str(ex, poff, sizeof(poff));
+		snprintf(promo, sizeof(promo), "%" PRId64, reconcile_mirror_split(d->ledger_promo, &ex));
+		money_total_str(ex, qoff, sizeof(qoff));
+		r = rclient_commandv(rc, 12, argv, NULL, err);
 		if (!r)
 			return -1;
 		if (r->type == REDIS_REPLY_ERROR) {
@@ -263,7 +288,8 @@ int reconcile_run(PGconn *c, const struct reconcile_opts *o, struct reconcile_re
 	const char *p[1] = {now};
 	struct rclient *rc = NULL;
 	PGresult *r = NULL;
-	int64_t ids[CHUNK], vals[CHUNK][2];
+	int64_t ids[CHUNK];
+	money_total vals[CHUNK][2];
 	char status[CHUNK][16];
 	struct reconcile_diff *tmp = NULL;
 	bool differs[CHUNK], missing[CHUNK];
@@ -304,7 +330,7 @@ int reconcile_run(PGconn *c, const struct reconcile_opts *o, struct reconcile_re
 		take_rows(r, ids, vals, status);
 		PQclear(r);
 		r = NULL;
-		if (compare_chunk(rc, ids, (const int64_t(*)[2])vals, status, n, tmp, differs, missing, err) < 0)
+		if (compare_chunk(rc, ids, (const money_total(*)[2])vals, status, n, tmp, differs, missing, err) < 0)
 			goto done;
 		for (size_t i = 0; i < n; i++) {
 			rep->accounts++;

@@ -5,6 +5,9 @@
  *     {a:ID}:bal   hash  paid   = paid balance, integer nanos (negative: arrears)
  *                        promo  = sum of the account's unexpired grant buckets, nanos
  *                        status = active | frozen
+ *                        poff, qoff = what the ledger's paid and promo balances
+ *                        held beyond +-RECONCILE_MIRROR_CAP when loaded (decimal,
+ *                        absent or "0" for all but huge balances): see below
  *                        (PEXPIRE'd: an idle account's mirror goes away by itself)
  *     {a:ID}:ver   int   version, bumped by every writer of the mirror; a repair
  *                        lands only if it is unchanged since it was read (billingd's
@@ -24,7 +27,19 @@
  * mirror); only those that persist are reported.  Repair writes the ledger's
  * paid, promo and status with HSET and INCRs the version, in one Lua script
  * that does nothing when the version moved since it was read (billingd
- * changed the mirror meanwhile: run again). */
+ * changed the mirror meanwhile: run again).
+ *
+ * Balances beyond the mirror's range (contract section 4a): the ledger keeps
+ * balances exactly (numeric, 128-bit in C); Redis cannot (HINCRBY is int64,
+ * Lua numbers are doubles, exact to 2^53).  So a load stores paid and promo
+ * each saturated at +-RECONCILE_MIRROR_CAP (2^52 nanos, about 4.5 million
+ * units: paid + promo - held stays exact in a double) and the excess in
+ * poff / qoff, which no script does arithmetic on.  A call whose hold is
+ * below 2^51 is admitted exactly as the exact balance would admit it: a
+ * settle that takes a saturated paid or promo below 2^51 drops the mirror
+ * (billing/quota.lua.h), and the next call loads it again from the books.  Reconcile compares
+ * paid + poff and promo + qoff with the ledger, exactly; a repair stores
+ * them split the same way. */
 #ifndef LEDGER_RECONCILE_H
 #define LEDGER_RECONCILE_H
 
@@ -33,13 +48,14 @@
 #include <stdint.h>
 
 #include "common/error.h"
+#include "common/money.h"
 
 struct reconcile_diff {
 	int64_t account_id;
-	int64_t ledger_paid, ledger_promo;
+	money_total ledger_paid, ledger_promo; /* exact */
 	char ledger_status[16];
 	bool mirror_has_paid, mirror_has_promo;
-	int64_t mirror_paid, mirror_promo;
+	money_total mirror_paid, mirror_promo; /* paid + poff, promo + qoff */
 	char mirror_status[16]; /* "" when absent */
 	char mirror_v[32];      /* {a:ID}:ver, "" when absent */
 	int repaired;       /* 1 repaired, 0 not tried, -1 skipped: v moved */
@@ -69,5 +85,10 @@ struct reconcile_opts {
 int reconcile_run(PGconn *c, const struct reconcile_opts *o, struct reconcile_report *rep, struct error *err)
 	__attribute__((warn_unused_result));
 void reconcile_report_release(struct reconcile_report *rep);
+
+/* the mirror's range (above) */
+#define RECONCILE_MIRROR_CAP ((int64_t)1 << 52)
+/* The value a mirror stores for the exact ledger balance v; *excess gets v minus it. */
+int64_t reconcile_mirror_split(money_total v, money_total *excess);
 
 #endif

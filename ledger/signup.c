@@ -45,11 +45,12 @@ static int signup_record_first(struct ops_ctx *x, struct ops_signup_result *out,
 	if (ops_balance_get(x->conn, out->account_id, 0, &b, err) < 0)
 		return -1;
 	out->has_first = true;
-	out->first_paid_nanos = b.paid_nanos;
-	out->first_promo_nanos = b.promo_nanos;
+	/* a new account: its paid balance 0 and at most its signup grant */
+	out->first_paid_nanos = money_total_clamp(b.paid_nanos);
+	out->first_promo_nanos = money_total_clamp(b.promo_nanos);
 	d = json_pack("{s:I,s:I,s:s,s:I,s:I}", "signup_grant_nanos", (json_int_t)out->signup_grant_nanos,
 		      "signup_grant_id", (json_int_t)out->signup_grant_id, "note", out->promo_note, "paid_nanos",
-		      (json_int_t)b.paid_nanos, "promo_nanos", (json_int_t)b.promo_nanos);
+		      (json_int_t)out->first_paid_nanos, "promo_nanos", (json_int_t)out->first_promo_nanos);
 	text = d ? json_dumps(d, JSON_COMPACT) : NULL;
 	json_decref(d);
 	if (!text) {

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "common/buf.h"
+#include "common/jsonnum.h"
 #include "common/money.h"
 #include "common/timeutil.h"
 #include "ledger/csv.h"
@@ -46,6 +47,16 @@ void statement_release(struct statement *s)
 static int64_t i64(const PGresult *r, int row, int col)
 {
 	return PQgetisnull(r, row, col) ? 0 : strtoll(PQgetvalue(r, row, col), NULL, 10);
+}
+
+/* a numeric sum, exactly */
+static money_total total(const PGresult *r, int row, int col)
+{
+	money_total v = 0;
+
+	if (PQgetisnull(r, row, col) || money_total_parse(PQgetvalue(r, row, col), &v) < 0)
+		return 0;
+	return v;
 }
 
 static struct statement_movement *move_of(struct statement *s, const char *kind)
@@ -100,7 +111,7 @@ int statement_build(PGconn *c, int64_t account_id, int64_t from_us, int64_t to_u
 		snprintf(out->moves[out->n_moves++].kind, sizeof(out->moves[0].kind), "%s", known[i].kind);
 	for (int i = 0; i < PQntuples(r); i++) {
 		bool paid = strcmp(PQgetvalue(r, i, 1), "customer_paid") == 0;
-		int64_t amt = i64(r, i, 2);
+		money_total amt = total(r, i, 2);
 		struct statement_movement *mv;
 
 		if (PQgetisnull(r, i, 0)) {
@@ -144,9 +155,9 @@ int statement_build(PGconn *c, int64_t account_id, int64_t from_us, int64_t to_u
 		     3, p, err);
 	if (!r)
 		goto done;
-	out->closing_paid = i64(r, 0, 0);
-	out->closing_promo = i64(r, 0, 1);
-	out->closing_promo_expired = i64(r, 0, 2);
+	out->closing_paid = total(r, 0, 0);
+	out->closing_promo = total(r, 0, 1);
+	out->closing_promo_expired = total(r, 0, 2);
 	PQclear(r);
 
 	/* usage by model */
@@ -181,13 +192,13 @@ int statement_build(PGconn *c, int64_t account_id, int64_t from_us, int64_t to_u
 		m->input_tokens = i64(r, i, 2);
 		m->cached_input_tokens = i64(r, i, 3);
 		m->output_tokens = i64(r, i, 4);
-		m->paid = i64(r, i, 5);
-		m->promo = i64(r, i, 6);
+		m->paid = total(r, i, 5);
+		m->promo = total(r, i, 6);
 	}
 	PQclear(r);
 	r = NULL;
 	{
-		int64_t paid = out->opening_paid, promo = out->opening_promo;
+		money_total paid = out->opening_paid, promo = out->opening_promo;
 		struct statement_movement *u = move_of(out, "usage"), *rf = move_of(out, "refund");
 		for (size_t i = 0; i < out->n_moves; i++) {
 			paid += out->moves[i].paid;
@@ -208,14 +219,14 @@ done:
 
 /* ---- printing ---- */
 
-static void money_col(char *buf, size_t n, int64_t v)
+static void money_col(char *buf, size_t n, money_total v)
 {
-	money_format(v, buf, n);
+	money_total_format(v, buf, n);
 }
 
 static void print_text(const struct statement *s, const char *period, FILE *out)
 {
-	char from[40], to[40], a[40], b[40], t[40];
+	char from[40], to[40], a[MONEY_TOTAL_BUF], b[MONEY_TOTAL_BUF], t[MONEY_TOTAL_BUF];
 
 	time_format_rfc3339(s->from_us, from, sizeof(from));
 	time_format_rfc3339(s->to_us, to, sizeof(to));
@@ -265,10 +276,10 @@ static void print_text(const struct statement *s, const char *period, FILE *out)
 	fprintf(out, "promotional credit consumed (never invoiced): %s CNY\n", b);
 }
 
-static json_t *side(int64_t paid, int64_t promo)
+static json_t *side(money_total paid, money_total promo)
 {
-	return json_pack("{s:I,s:I,s:I}", "paid_nanos", (json_int_t)paid, "promo_nanos", (json_int_t)promo,
-			 "total_nanos", (json_int_t)(paid + promo));
+	return json_pack("{s:o,s:o,s:o}", "paid_nanos", jsonnum_total(paid), "promo_nanos", jsonnum_total(promo),
+			 "total_nanos", jsonnum_total(paid + promo));
 }
 
 static void print_json(const struct statement *s, const char *period, FILE *out)
@@ -288,21 +299,21 @@ static void print_json(const struct statement *s, const char *period, FILE *out)
 	for (size_t i = 0; i < s->n_models; i++) {
 		const struct statement_model *m = &s->models[i];
 		json_array_append_new(models,
-				      json_pack("{s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "model", m->model, "records",
+				      json_pack("{s:s,s:I,s:I,s:I,s:I,s:o,s:o,s:o}", "model", m->model, "records",
 						(json_int_t)m->records, "input_tokens", (json_int_t)m->input_tokens,
 						"cached_input_tokens", (json_int_t)m->cached_input_tokens,
 						"output_tokens", (json_int_t)m->output_tokens, "cost_nanos",
-						(json_int_t)(-(m->paid + m->promo)), "paid_nanos", (json_int_t)-m->paid,
-						"promo_nanos", (json_int_t)-m->promo));
+						jsonnum_total(-(m->paid + m->promo)), "paid_nanos", jsonnum_total(-m->paid),
+						"promo_nanos", jsonnum_total(-m->promo)));
 	}
-	j = json_pack("{s:I,s:s,s:s,s:s,s:s,s:s,s:o,s:o,s:o,s:o,s:I,s:I,s:I,s:b}", "account_id",
+	j = json_pack("{s:I,s:s,s:s,s:s,s:s,s:s,s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:b}", "account_id",
 		      (json_int_t)s->account_id, "external_id", s->external_id, "period", period, "from", from, "to", to,
 		      "currency", "CNY", "opening", side(s->opening_paid, s->opening_promo), "movements", moves,
 		      "closing", side(s->closing_paid, s->closing_promo), "usage_by_model", models,
-		      "paid_consumed_nanos", (json_int_t)s->paid_consumed, "promo_consumed_nanos",
-		      (json_int_t)s->promo_consumed, "closing_promo_expired_nanos", (json_int_t)s->closing_promo_expired,
+		      "paid_consumed_nanos", jsonnum_total(s->paid_consumed), "promo_consumed_nanos",
+		      jsonnum_total(s->promo_consumed), "closing_promo_expired_nanos", jsonnum_total(s->closing_promo_expired),
 		      "balanced", s->balanced);
-	txt = j ? json_dumps(j, JSON_INDENT(2) | JSON_SORT_KEYS) : NULL;
+	txt = j ? jsonnum_dumps(j, JSON_INDENT(2) | JSON_SORT_KEYS) : NULL;
 	if (txt)
 		fprintf(out, "%s\n", txt);
 	free(txt);
@@ -310,7 +321,7 @@ static void print_json(const struct statement *s, const char *period, FILE *out)
 }
 
 static void csv_row(FILE *out, const char *section, const char *item, const char *txns, const int64_t tok[4],
-		    int64_t paid, int64_t promo)
+		    money_total paid, money_total promo)
 {
 	struct buf b;
 
@@ -325,7 +336,13 @@ static void csv_row(FILE *out, const char *section, const char *item, const char
 		else
 			buf_append(&b, ",", 1);
 	}
-	buf_printf(&b, ",%" PRId64 ",%" PRId64 ",%" PRId64 "\r\n", paid, promo, paid + promo);
+	{
+		char p[MONEY_TOTAL_BUF], q[MONEY_TOTAL_BUF], t[MONEY_TOTAL_BUF];
+		money_total_str(paid, p, sizeof(p));
+		money_total_str(promo, q, sizeof(q));
+		money_total_str(paid + promo, t, sizeof(t));
+		buf_printf(&b, ",%s,%s,%s\r\n", p, q, t);
+	}
 	fputs(b.data, out);
 	buf_release(&b);
 }

@@ -19,28 +19,32 @@
 #include <stdio.h>
 
 #include "common/error.h"
+#include "common/money.h"
 
 struct statement_movement {
 	char kind[32];
-	int64_t paid, promo, txns;
+	money_total paid, promo; /* exact (contract section 4a) */
+	int64_t txns;
 };
 
 struct statement_model {
 	char model[201]; /* "" when the usage carried none */
-	int64_t records, input_tokens, cached_input_tokens, output_tokens, paid, promo;
+	int64_t records, input_tokens, cached_input_tokens, output_tokens;
+	money_total paid, promo;
 };
 
 struct statement {
 	int64_t account_id;
 	char external_id[201];
 	int64_t from_us, to_us;
-	int64_t opening_paid, opening_promo, closing_paid, closing_promo;
+	/* amounts are exact 128-bit sums (contract section 4a) */
+	money_total opening_paid, opening_promo, closing_paid, closing_promo;
 	struct statement_movement *moves; /* owned: the known kinds first, in a fixed order, then others */
 	size_t n_moves;
 	struct statement_model *models;   /* owned, by model name */
 	size_t n_models;
-	int64_t paid_consumed, promo_consumed;
-	int64_t closing_promo_expired;    /* of closing_promo: expired by `to`, not yet broken */
+	money_total paid_consumed, promo_consumed;
+	money_total closing_promo_expired;    /* of closing_promo: expired by `to`, not yet broken */
 	bool balanced;                    /* opening + movements == closing, paid and promo */
 };
 

@@ -227,8 +227,13 @@ int verify_trial_balance(PGconn *c, int64_t at_us, struct trial_row *rows, int m
 	n = PQntuples(r) < max ? PQntuples(r) : max;
 	for (int i = 0; i < n; i++) {
 		snprintf(rows[i].type, sizeof(rows[i].type), "%s", PQgetvalue(r, i, 0));
-		rows[i].debits = strtoll(PQgetvalue(r, i, 1), NULL, 10);
-		rows[i].credits = strtoll(PQgetvalue(r, i, 2), NULL, 10);
+		if (money_total_parse(PQgetvalue(r, i, 1), &rows[i].debits) < 0 ||
+		    money_total_parse(PQgetvalue(r, i, 2), &rows[i].credits) < 0) {
+			error_set(err, 500, "internal", "trial balance of '%s' is not an integer below 10^38",
+				  PQgetvalue(r, i, 0));
+			PQclear(r);
+			return -1;
+		}
 	}
 	PQclear(r);
 	return n;

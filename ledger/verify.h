@@ -7,6 +7,7 @@
 #include <stdio.h>
 
 #include "common/error.h"
+#include "common/money.h"
 
 struct verify_report {
 	int64_t txns;         /* transactions checked */
@@ -26,11 +27,12 @@ int verify_chain(PGconn *c, FILE *progress, struct verify_report *rep, struct er
 
 struct trial_row {
 	char type[32];
-	int64_t debits;  /* sum of negative postings, as a positive number */
-	int64_t credits; /* sum of positive postings */
+	money_total debits;  /* sum of negative postings, as a positive number (exact) */
+	money_total credits; /* sum of positive postings (exact) */
 };
 
-/* Sums per ledger account type of postings created at or before at_us (0 = all).
+/* Sums per ledger account type of postings created at or before at_us (0 = all),
+ * summed as numeric by PostgreSQL and read exactly (128-bit).
  * Fills up to max rows; returns the count or -1. */
 int verify_trial_balance(PGconn *c, int64_t at_us, struct trial_row *rows, int max, struct error *err)
 	__attribute__((warn_unused_result));

@@ -19,6 +19,7 @@
 #include "common/buf.h"
 #include "common/cli.h"
 #include "common/config.h"
+#include "common/jsonnum.h"
 #include "common/money.h"
 #include "common/timeutil.h"
 #include "ledger/apikey.h"
@@ -75,7 +76,7 @@ struct cmd {
 
 static void print_json(json_t *j)
 {
-	char *s = json_dumps(j, JSON_INDENT(2) | JSON_SORT_KEYS);
+	char *s = jsonnum_dumps(j, JSON_INDENT(2) | JSON_SORT_KEYS);
 
 	if (s)
 		puts(s);
@@ -114,6 +115,12 @@ static void ops_init(struct ops_ctx *x, PGconn *c)
 	x->conn = c;
 	x->writer = CLI_WRITER;
 	x->actor = tool_operator(cfg);
+	{
+		struct config_error ce;
+		if (config_get_money(cfg, "max_topup", &x->max_topup_nanos, &ce) < 0 ||
+		    config_get_money(cfg, "max_grant", &x->max_grant_nanos, &ce) < 0)
+			tool_fail("%s", ce.msg);
+	}
 }
 
 /* The live held amount of an account, read from the Redis of the
@@ -147,9 +154,9 @@ static json_t *balance_json(int64_t account_id, const struct ops_balance *b)
 							g->expires_at_us ? json_string(exp) : json_null(), "priority",
 							g->priority));
 	}
-	bal = json_pack("{s:I,s:I,s:o,s:o,s:b}", "paid_nanos", (json_int_t)b->paid_nanos, "promo_nanos",
-			(json_int_t)b->promo_nanos, "held_nanos", known ? json_integer(held) : json_null(),
-			"available_nanos", known ? json_integer(b->paid_nanos + b->promo_nanos - held) : json_null(),
+	bal = json_pack("{s:o,s:o,s:o,s:o,s:b}", "paid_nanos", jsonnum_total(b->paid_nanos), "promo_nanos",
+			jsonnum_total(b->promo_nanos), "held_nanos", known ? json_integer(held) : json_null(),
+			"available_nanos", known ? jsonnum_total(b->paid_nanos + b->promo_nanos - held) : json_null(),
 			"held_known", known);
 	if (!known)
 		json_object_set_new(bal, "note", json_string("the live holds are kept in Redis, which cannot be reached"
@@ -157,12 +164,13 @@ static json_t *balance_json(int64_t account_id, const struct ops_balance *b)
 	return json_pack("{s:o,s:o}", "balance", bal, "grants", grants);
 }
 
-static void print_money(const char *label, int64_t nanos)
+static void print_money(const char *label, money_total nanos)
 {
-	char m[40];
+	char m[MONEY_TOTAL_BUF], n[MONEY_TOTAL_BUF];
 
-	money_format(nanos, m, sizeof(m));
-	printf("%-16s %s (%" PRId64 " nanos)\n", label, m, nanos);
+	money_total_format(nanos, m, sizeof(m));
+	money_total_str(nanos, n, sizeof(n));
+	printf("%-16s %s (%s nanos)\n", label, m, n);
 }
 
 /* paid, promotional, held (live, from Redis) and available */
@@ -993,9 +1001,11 @@ static json_t *campaign_json(PGresult *r, int i)
 {
 #define NUM(col) json_integer(strtoll(PQgetvalue(r, i, col), NULL, 10))
 #define OPT(col, v) (PQgetisnull(r, i, col) ? json_null() : (v))
+	money_total granted = 0;
+	(void)!money_total_parse(PQgetvalue(r, i, 6), &granted); /* numeric: exact */
 	return json_pack("{s:s,s:o,s:o,s:o,s:o,s:o,s:o,s:b,s:o,s:o}", "name", PQgetvalue(r, i, 0), "signup_nanos", NUM(1),
 			 "referral_nanos", NUM(2), "expires_days", NUM(3), "max_referrals", NUM(4), "budget_nanos",
-			 OPT(5, NUM(5)), "granted_nanos", NUM(6), "active", PQgetvalue(r, i, 7)[0] == 't', "starts_at",
+			 OPT(5, NUM(5)), "granted_nanos", jsonnum_total(granted), "active", PQgetvalue(r, i, 7)[0] == 't', "starts_at",
 			 OPT(8, json_string(PQgetvalue(r, i, 8))), "ends_at", OPT(9, json_string(PQgetvalue(r, i, 9))));
 #undef NUM
 #undef OPT
@@ -1023,12 +1033,12 @@ static void cmd_promo_show(const char **pos, int npos, struct cli_opt *o)
 	} else {
 		for (size_t i = 0; i < json_array_size(arr); i++) {
 			json_t *cp = json_array_get(arr, i);
-			char a[40], b[40], bud[40] = "none", g[40];
+			char a[40], b[40], bud[40] = "none", g[MONEY_TOTAL_BUF];
 			money_format(json_integer_value(json_object_get(cp, "signup_nanos")), a, sizeof(a));
 			money_format(json_integer_value(json_object_get(cp, "referral_nanos")), b, sizeof(b));
 			if (json_is_integer(json_object_get(cp, "budget_nanos")))
 				money_format(json_integer_value(json_object_get(cp, "budget_nanos")), bud, sizeof(bud));
-			money_format(json_integer_value(json_object_get(cp, "granted_nanos")), g, sizeof(g));
+			money_total_format(jsonnum_value(json_object_get(cp, "granted_nanos")), g, sizeof(g));
 			printf("campaign %s%s\n  signup credit    %s\n  referral credit  %s\n  expires after    %" JSON_INTEGER_FORMAT
 			       " days\n  max referrals    %" JSON_INTEGER_FORMAT "\n  budget           %s\n  granted so far   %s\n"
 			       "  window           %s .. %s\n",

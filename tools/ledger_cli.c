@@ -13,6 +13,7 @@
 
 #include "common/cli.h"
 #include "common/config.h"
+#include "common/jsonnum.h"
 #include "common/money.h"
 #include "common/timeutil.h"
 #include "ledger/db.h"
@@ -81,7 +82,7 @@ static int64_t time_opt(struct cli_opt *o, const char *name, int required)
 
 static void print_json(json_t *j)
 {
-	char *s = j ? json_dumps(j, JSON_INDENT(2) | JSON_SORT_KEYS) : NULL;
+	char *s = j ? jsonnum_dumps(j, JSON_INDENT(2) | JSON_SORT_KEYS) : NULL;
 
 	if (s)
 		puts(s);
@@ -278,7 +279,8 @@ static int cmd_trial_balance(const char **pos, int npos, struct cli_opt *o)
 {
 	struct trial_row rows[16];
 	struct error err;
-	int64_t at_us = time_opt(o, "at", 0), td = 0, tc = 0;
+	int64_t at_us = time_opt(o, "at", 0);
+	money_total td = 0, tc = 0;
 	int n;
 	PGconn *c;
 
@@ -288,37 +290,40 @@ static int cmd_trial_balance(const char **pos, int npos, struct cli_opt *o)
 	if (n < 0)
 		tool_fail_err(&err);
 	PQfinish(c);
+	/* at most 16 types of sums below 10^38 / 16: the totals cannot wrap */
 	if (cli_has(o, "json")) {
 		json_t *arr = json_array();
 		for (int i = 0; i < n; i++) {
-			json_array_append_new(arr, json_pack("{s:s,s:I,s:I,s:I}", "type", rows[i].type, "debits_nanos",
-							     (json_int_t)rows[i].debits, "credits_nanos",
-							     (json_int_t)rows[i].credits, "net_nanos",
-							     (json_int_t)(rows[i].credits - rows[i].debits)));
+			json_array_append_new(arr, json_pack("{s:s,s:o,s:o,s:o}", "type", rows[i].type, "debits_nanos",
+							     jsonnum_total(rows[i].debits), "credits_nanos",
+							     jsonnum_total(rows[i].credits), "net_nanos",
+							     jsonnum_total(rows[i].credits - rows[i].debits)));
 			td += rows[i].debits;
 			tc += rows[i].credits;
 		}
-		print_json(json_pack("{s:o,s:I,s:I,s:b}", "accounts", arr, "total_debits_nanos", (json_int_t)td,
-				     "total_credits_nanos", (json_int_t)tc, "balanced", td == tc));
+		print_json(json_pack("{s:o,s:o,s:o,s:b}", "accounts", arr, "total_debits_nanos", jsonnum_total(td),
+				     "total_credits_nanos", jsonnum_total(tc), "balanced", td == tc));
 	} else {
-		char d[40], cr[40], net[40];
+		char d[MONEY_TOTAL_BUF], cr[MONEY_TOTAL_BUF], net[MONEY_TOTAL_BUF];
 		printf("%-16s %22s %22s %22s\n", "account type", "debits", "credits", "net (credit +)");
 		for (int i = 0; i < n; i++) {
-			money_format(rows[i].debits, d, sizeof(d));
-			money_format(rows[i].credits, cr, sizeof(cr));
-			money_format(rows[i].credits - rows[i].debits, net, sizeof(net));
+			money_total_format(rows[i].debits, d, sizeof(d));
+			money_total_format(rows[i].credits, cr, sizeof(cr));
+			money_total_format(rows[i].credits - rows[i].debits, net, sizeof(net));
 			printf("%-16s %22s %22s %22s\n", rows[i].type, d, cr, net);
 			td += rows[i].debits;
 			tc += rows[i].credits;
 		}
-		money_format(td, d, sizeof(d));
-		money_format(tc, cr, sizeof(cr));
-		money_format(tc - td, net, sizeof(net));
+		money_total_format(td, d, sizeof(d));
+		money_total_format(tc, cr, sizeof(cr));
+		money_total_format(tc - td, net, sizeof(net));
 		printf("%-16s %22s %22s %22s\n", "total", d, cr, net);
 	}
 	if (td != tc) {
-		fprintf(stderr, "ledger: trial balance does not balance: debits %" PRId64 " != credits %" PRId64 "\n", td,
-			tc);
+		char d[MONEY_TOTAL_BUF], cr[MONEY_TOTAL_BUF];
+		money_total_str(td, d, sizeof(d));
+		money_total_str(tc, cr, sizeof(cr));
+		fprintf(stderr, "ledger: trial balance does not balance: debits %s != credits %s\n", d, cr);
 		return 1;
 	}
 	return 0;
@@ -363,12 +368,12 @@ static int cmd_reconcile(const char **pos, int npos, struct cli_opt *o)
 		for (size_t i = 0; i < rep.n_diffs; i++) {
 			const struct reconcile_diff *d = &rep.diffs[i];
 			json_array_append_new(
-				diffs, json_pack("{s:I,s:{s:I,s:I,s:s},s:{s:o,s:o,s:o,s:o},s:s}", "account_id",
-						 (json_int_t)d->account_id, "ledger", "paid_nanos", (json_int_t)d->ledger_paid,
-						 "promo_nanos", (json_int_t)d->ledger_promo, "status", d->ledger_status,
+				diffs, json_pack("{s:I,s:{s:o,s:o,s:s},s:{s:o,s:o,s:o,s:o},s:s}", "account_id",
+						 (json_int_t)d->account_id, "ledger", "paid_nanos", jsonnum_total(d->ledger_paid),
+						 "promo_nanos", jsonnum_total(d->ledger_promo), "status", d->ledger_status,
 						 "mirror", "paid_nanos",
-						 d->mirror_has_paid ? json_integer(d->mirror_paid) : json_null(), "promo_nanos",
-						 d->mirror_has_promo ? json_integer(d->mirror_promo) : json_null(), "status",
+						 d->mirror_has_paid ? jsonnum_total(d->mirror_paid) : json_null(), "promo_nanos",
+						 d->mirror_has_promo ? jsonnum_total(d->mirror_promo) : json_null(), "status",
 						 d->mirror_status[0] ? json_string(d->mirror_status) : json_null(), "version",
 						 d->mirror_v[0] ? json_string(d->mirror_v) : json_null(), "repair",
 						 d->repaired == 1 ? "repaired" : d->repaired < 0 ? "skipped" : "none"));
@@ -382,13 +387,13 @@ static int cmd_reconcile(const char **pos, int npos, struct cli_opt *o)
 	} else {
 		for (size_t i = 0; i < rep.n_diffs; i++) {
 			const struct reconcile_diff *d = &rep.diffs[i];
-			char lp[40], lq[40], mp[40] = "missing", mq[40] = "missing";
-			money_format(d->ledger_paid, lp, sizeof(lp));
-			money_format(d->ledger_promo, lq, sizeof(lq));
+			char lp[MONEY_TOTAL_BUF], lq[MONEY_TOTAL_BUF], mp[MONEY_TOTAL_BUF] = "missing", mq[MONEY_TOTAL_BUF] = "missing";
+			money_total_format(d->ledger_paid, lp, sizeof(lp));
+			money_total_format(d->ledger_promo, lq, sizeof(lq));
 			if (d->mirror_has_paid)
-				money_format(d->mirror_paid, mp, sizeof(mp));
+				money_total_format(d->mirror_paid, mp, sizeof(mp));
 			if (d->mirror_has_promo)
-				money_format(d->mirror_promo, mq, sizeof(mq));
+				money_total_format(d->mirror_promo, mq, sizeof(mq));
 			printf("differs: account %" PRId64 ": ledger paid %s promo %s %s; mirror paid %s promo %s %s"
 			       " (version %s)%s\n",
 			       d->account_id, lp, lq, d->ledger_status, mp, mq, d->mirror_status[0] ? d->mirror_status : "-",

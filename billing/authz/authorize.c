@@ -34,6 +34,7 @@
 #include "common/timeutil.h"
 #include "ledger/db.h"
 #include "ledger/ops.h"
+#include "ledger/reconcile.h"
 
 #define CACHE_SLOTS 65536
 /* Principal lookups: NOTIFY (api_keys, customers:ID) drops entries at once,
@@ -547,8 +548,10 @@ static void load_run(struct az_req *a, PGconn *c)
 	struct ops_balance b;
 	struct rclient *rc = NULL;
 	char id[32], paid[32], promo[32], status[16], deadline[32], ttl_s[32];
+	char poff[MONEY_TOTAL_BUF], qoff[MONEY_TOTAL_BUF];
+	money_total ex;
 	const char *p[1] = {id};
-	const char *argv[21];
+	const char *argv[23];
 	PGresult *r = NULL;
 	int64_t t_ms, fence_end, ttl = MIRROR_TTL_MS, now = time_now_us();
 	int64_t fence_ms = a->s->az->redis_timeout_ms + LOAD_FENCE_MS;
@@ -580,8 +583,11 @@ static void load_run(struct az_req *a, PGconn *c)
 			ttl = left > 1 ? left : 1;
 	}
 	snprintf(deadline, sizeof(deadline), "%" PRId64, t_ms + fence_ms);
-	snprintf(paid, sizeof(paid), "%" PRId64, b.paid_nanos);
-	snprintf(promo, sizeof(promo), "%" PRId64, b.promo_nanos);
+	/* saturated, the excess beside it (ledger/reconcile.h) */
+	snprintf(paid, sizeof(paid), "%" PRId64, reconcile_mirror_split(b.paid_nanos, &ex));
+	money_total_str(ex, poff, sizeof(poff));
+	snprintf(promo, sizeof(promo), "%" PRId64, reconcile_mirror_split(b.promo_nanos, &ex));
+	money_total_str(ex, qoff, sizeof(qoff));
 	snprintf(ttl_s, sizeof(ttl_s), "%" PRId64, ttl);
 	memcpy(argv, a->argv, sizeof(a->argv));
 	argv[16] = deadline;
@@ -589,7 +595,9 @@ static void load_run(struct az_req *a, PGconn *c)
 	argv[18] = promo;
 	argv[19] = status;
 	argv[20] = ttl_s;
-	a->load_reply = quota_run_sync(rc, QUOTA_AUTHORIZE, a->account_id, 21, argv, &rerr);
+	argv[21] = poff;
+	argv[22] = qoff;
+	a->load_reply = quota_run_sync(rc, QUOTA_AUTHORIZE, a->account_id, 23, argv, &rerr);
 	if (!a->load_reply) {
 		/* it may still run: keep the lock until it can only answer LATE */
 		int64_t left = fence_end - mono_ms();

@@ -50,7 +50,8 @@
  *      7..11 account-wide rpm tpm rpd tpd concurrency (0 = none)
  *      12..16 per-model   rpm tpm rpd tpd concurrency
  *      with a locked load (authorize.c): 17 deadline (ms, Redis TIME) 18 paid 19 promo
- *      20 status 21 mirror ttl_ms: stores the mirror first, then decides
+ *      20 status 21 mirror ttl_ms 22 poff 23 qoff (ledger/reconcile.h: paid and promo
+ *      saturated at 2^52, the excess beside them): stores the mirror first, then decides
  * -> {'OK', amount, available_after, expires_ms, existing(0/1)} | {'NOMIRROR'} | {'FROZEN'}
  *    | {'BALANCE', available} | {'RATE', what, retry_ms, limit} | {'CONC', what, limit}
  *    | {'LATE'} (a load that arrived after its deadline: nothing stored) */
@@ -64,7 +65,8 @@ static const char quota_lua_authorize[] = QUOTA_LUA_PROLOGUE
 	"    g = string.format('%d', tonumber(t[1]) * 1000000 + tonumber(t[2]))\n"
 	"    redis.call('SET', KEYS[8], g)\n"
 	"  end\n"
-	"  redis.call('HSET', KEYS[1], 'paid', ARGV[18], 'promo', ARGV[19], 'status', ARGV[20], 'lg', g)\n"
+	"  redis.call('HSET', KEYS[1], 'paid', ARGV[18], 'promo', ARGV[19], 'status', ARGV[20], 'lg', g,\n"
+	"             'poff', ARGV[22], 'qoff', ARGV[23])\n"
 	"  redis.call('PEXPIRE', KEYS[1], ARGV[21])\n"
 	"  local sum = 0\n"
 	"  for _, v in ipairs(redis.call('HVALS', KEYS[2])) do\n"
@@ -148,8 +150,16 @@ static const char quota_lua_settle[] = QUOTA_LUA_PROLOGUE
 	 * writer read the load generation before COMMIT (ARGV 11) */
 	"    local g = redis.call('GET', KEYS[8]) or '0'\n"
 	"    if ARGV[11] ~= '-1' and g == ARGV[11] then\n"
-	"      redis.call('HINCRBY', KEYS[1], 'paid', ARGV[2])\n"
-	"      redis.call('HINCRBY', KEYS[1], 'promo', ARGV[3])\n"
+	"      local p = redis.call('HINCRBY', KEYS[1], 'paid', ARGV[2])\n"
+	"      local q = redis.call('HINCRBY', KEYS[1], 'promo', ARGV[3])\n"
+	/* a balance saturated at 2^52 (excess in poff/qoff, ledger/reconcile.h)
+	 * that charges took below 2^51: drop the mirror, the next call loads
+	 * it again from the books, so the saturation never refuses a call the
+	 * exact balance admits */
+	"      if (p < 2251799813685248 and tonumber(redis.call('HGET', KEYS[1], 'poff') or '0') > 0)\n"
+	"         or (q < 2251799813685248 and tonumber(redis.call('HGET', KEYS[1], 'qoff') or '0') > 0) then\n"
+	"        redis.call('DEL', KEYS[1])\n"
+	"      end\n"
 	/* a load since: if the newest is a locked load (its lg is the current
 	 * generation), it read the ledger after this COMMIT and holds the charge */
 	"    elseif ARGV[11] == '-1' or redis.call('HGET', KEYS[1], 'lg') ~= g then\n"

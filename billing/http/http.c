@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "billing/http/metrics.h"
+#include "common/jsonnum.h"
 #include "common/log.h"
 #include "common/timeutil.h"
 
@@ -31,7 +32,7 @@ void reply(struct rctx *c, int status, json_t *body)
 {
 	struct evbuffer *out = evbuffer_new();
 	struct evkeyvalq *h = evhttp_request_get_output_headers(c->req);
-	char *s = body ? json_dumps(body, JSON_COMPACT) : NULL;
+	char *s = body ? jsonnum_dumps(body, JSON_COMPACT) : NULL;
 
 	evhttp_add_header(h, "Content-Type", "application/json");
 	if (s) {

@@ -25,6 +25,7 @@
 #include "billing/http/tokens.h"
 #include "billing/usage/usage.h"
 #include "common/buf.h"
+#include "common/jsonnum.h"
 #include "common/log.h"
 #include "common/rslot.h"
 #include "common/timeutil.h"
@@ -129,13 +130,14 @@ struct hjob {
 
 void balance_set_held(json_t *bal, bool known, int64_t held)
 {
-	int64_t paid = json_integer_value(json_object_get(bal, "paid_nanos"));
-	int64_t promo = json_integer_value(json_object_get(bal, "promo_nanos"));
+	/* exact: either may be beyond int64 (common/jsonnum.h) */
+	money_total paid = jsonnum_value(json_object_get(bal, "paid_nanos"));
+	money_total promo = jsonnum_value(json_object_get(bal, "promo_nanos"));
 
 	if (!json_is_object(bal))
 		return;
 	json_object_set_new(bal, "held_nanos", known ? json_integer(held) : json_null());
-	json_object_set_new(bal, "available_nanos", known ? json_integer(paid + promo - held) : json_null());
+	json_object_set_new(bal, "available_nanos", known ? jsonnum_total(paid + promo - held) : json_null());
 	json_object_set_new(bal, "held_known", json_boolean(known));
 	if (known)
 		json_object_del(bal, "note");
@@ -149,8 +151,8 @@ void balance_set_held(json_t *bal, bool known, int64_t held)
  * loop (answer_with_held) just before the answer is sent */
 static json_t *balance_obj(const struct ops_balance *b)
 {
-	json_t *o = json_pack("{s:I,s:I}", "paid_nanos", (json_int_t)b->paid_nanos, "promo_nanos",
-			      (json_int_t)b->promo_nanos);
+	json_t *o = json_pack("{s:o,s:o}", "paid_nanos", jsonnum_total(b->paid_nanos), "promo_nanos",
+			      jsonnum_total(b->promo_nanos));
 
 	balance_set_held(o, false, 0);
 	return o;
@@ -364,7 +366,7 @@ static void run_grant(struct hjob *j, struct ops_ctx *x)
 static void hjob_run(struct dbjob *job, PGconn *conn, const char *writer)
 {
 	struct hjob *j = (struct hjob *)job;
-	struct ops_ctx x = {conn, writer, "gateway", 0};
+	struct ops_ctx x = {conn, writer, "gateway", 0, j->s->max_topup_nanos, j->s->max_grant_nanos};
 
 	if (!conn) {
 		error_set(&j->job.err, 503, "unavailable", "the ledger database is unreachable");
@@ -625,11 +627,11 @@ struct ubatch {
 static void usage_held_cb(void *arg, bool known, int64_t held)
 {
 	struct usage_item *it = arg;
-	json_t *j = json_loads(it->response, 0, NULL);
+	json_t *j = jsonnum_loads(it->response, 0, NULL);
 	char *text;
 
 	balance_set_held(json_object_get(j, "balance"), known, held);
-	text = j ? json_dumps(j, JSON_COMPACT) : NULL;
+	text = j ? jsonnum_dumps(j, JSON_COMPACT) : NULL;
 	json_decref(j);
 	if (text) {
 		free(it->response);
@@ -742,7 +744,7 @@ static void usage_batch_item_done(struct dbjob *job)
 		authz_forget(ub->rc->s, it->account_id);
 	res = error_json(&it->job.err);
 	json_object_set_new(json_object_get(res, "error"), "status", json_integer(it->job.err.status));
-	ub->results[it->index] = json_dumps(res, JSON_COMPACT);
+	ub->results[it->index] = jsonnum_dumps(res, JSON_COMPACT);
 	json_decref(res);
 	if (--ub->pending == 0)
 		ubatch_finish(ub);
@@ -1092,6 +1094,14 @@ struct server *server_new(struct event_base *base, struct config *cfg, struct er
 	    cfg_int(s, "expiry_interval_s", 1, 86400, &expiry_s, err) < 0 ||
 	    cfg_int(s, "writer_threads", 1, 64, &writers, err) < 0)
 		goto fail;
+	{
+		struct config_error ce;
+		if (config_get_money(cfg, "max_topup", &s->max_topup_nanos, &ce) < 0 ||
+		    config_get_money(cfg, "max_grant", &s->max_grant_nanos, &ce) < 0) {
+			error_set(err, 0, "config", "%s", ce.msg);
+			goto fail;
+		}
+	}
 	db_set_standby_confirm((int)standby_ms);
 	if (load_tokens(s, err) < 0)
 		goto fail;

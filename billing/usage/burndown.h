@@ -11,12 +11,16 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/money.h"
+
 struct burndown_bucket {
 	int64_t ledger_account_id;
 	int64_t grant_id;      /* 0 for the paid balance */
-	int64_t balance;       /* updated by burndown_charge */
+	int64_t balance;       /* updated by burndown_charge; saturated at int64 */
 	int priority;
 	int64_t expires_at_us; /* 0: never */
+	money_total beyond;    /* the books' exact balance minus balance (0 but for
+				* a paid balance beyond int64); burndown leaves it */
 };
 
 enum burndown_kind { BURNDOWN_GRANT, BURNDOWN_PAID, BURNDOWN_ARREARS };

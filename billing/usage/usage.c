@@ -12,6 +12,7 @@
 #include "billing/http/metrics.h"
 #include "billing/usage/pricedb.h"
 #include "common/buf.h"
+#include "common/jsonnum.h"
 #include "common/log.h"
 #include "common/rclient.h"
 #include "common/timeutil.h"
@@ -451,13 +452,13 @@ static int read_keys(struct batch *b, PGconn *c, struct error *err)
 static char *replay_response(const char *stored)
 {
 	json_error_t je;
-	json_t *j = json_loads(stored, 0, &je);
+	json_t *j = jsonnum_loads(stored, 0, &je);
 	char *s;
 
 	if (!j)
 		return NULL;
 	json_object_set_new(j, "duplicate", json_true());
-	s = json_dumps(j, JSON_COMPACT);
+	s = jsonnum_dumps(j, JSON_COMPACT);
 	json_decref(j);
 	return s;
 }
@@ -624,7 +625,13 @@ static int read_accounts(struct batch *b, PGconn *c, struct error *err)
 			ac->first = b->n_buckets;
 		bk->ledger_account_id = strtoll(PQgetvalue(r, k, 1), NULL, 10);
 		bk->grant_id = strtoll(PQgetvalue(r, k, 2), NULL, 10);
-		bk->balance = strtoll(PQgetvalue(r, k, 3), NULL, 10);
+		{
+			/* numeric: exact; a charge works on it saturated to int64 */
+			money_total v = 0;
+			(void)!money_total_parse(PQgetvalue(r, k, 3), &v);
+			bk->balance = money_total_clamp(v);
+			bk->beyond = v - bk->balance;
+		}
 		bk->priority = (int)strtol(PQgetvalue(r, k, 4), NULL, 10);
 		bk->expires_at_us = strtoll(PQgetvalue(r, k, 5), NULL, 10);
 		ac->n++;
@@ -691,7 +698,8 @@ static int charge_items(struct batch *b, int64_t now_us, struct error *err)
 		struct burndown_bucket *paid;
 		size_t nl, tx, first_post = np;
 		bool known;
-		int64_t cost, promo = 0, spend_now;
+		int64_t cost, spend_now;
+		money_total promo = 0;
 		json_t *resp, *charged;
 		char ts[40];
 		struct buf *d;
@@ -752,12 +760,16 @@ static int charge_items(struct batch *b, int64_t now_us, struct error *err)
 				promo += g->balance;
 		}
 		time_format_rfc3339(it->r.started_at_us, ts, sizeof(ts));
-		resp = json_pack("{s:s,s:I,s:I,s:I,s:o,s:{s:I,s:I,s:I,s:I},s:b}", "request_id", it->r.request_id,
-				 "account_id", (json_int_t)it->account_id, "cost_nanos", (json_int_t)cost,
-				 "price_version", (json_int_t)pr->version, "charged", charged, "balance", "paid_nanos",
-				 (json_int_t)paid->balance, "promo_nanos", (json_int_t)promo, "held_nanos",
-				 (json_int_t)0, "available_nanos", (json_int_t)(paid->balance + promo), "duplicate", 0);
-		it->response = json_dumps(resp, JSON_COMPACT);
+		{
+			money_total paid_exact = paid->balance + paid->beyond;
+			resp = json_pack("{s:s,s:I,s:I,s:I,s:o,s:{s:o,s:o,s:I,s:o},s:b}", "request_id", it->r.request_id,
+					 "account_id", (json_int_t)it->account_id, "cost_nanos", (json_int_t)cost,
+					 "price_version", (json_int_t)pr->version, "charged", charged, "balance",
+					 "paid_nanos", jsonnum_total(paid_exact), "promo_nanos", jsonnum_total(promo),
+					 "held_nanos", (json_int_t)0, "available_nanos", jsonnum_total(paid_exact + promo),
+					 "duplicate", 0);
+		}
+		it->response = jsonnum_dumps(resp, JSON_COMPACT);
 		json_decref(resp);
 		it->cost_nanos = cost;
 		it->price_version = pr->version;

@@ -510,7 +510,7 @@ static void test_config(void)
 
 static struct burndown_bucket bk(int64_t la, int64_t grant, int64_t bal, int prio, int64_t exp)
 {
-	struct burndown_bucket b = {la, grant, bal, prio, exp};
+	struct burndown_bucket b = {la, grant, bal, prio, exp, 0};
 	return b;
 }
 
