@@ -262,7 +262,7 @@ int config_load_env(struct config *cfg, struct config_error *err)
 		size_t j;
 
 		memcpy(name, "BILLING_", 8);
-		for (j = 0; keys[i].name[j] && j < 70; j++)
+		for (j = 0; j < 70 && keys[i].name[j]; j++)
 			name[8 + j] = (char)toupper((unsigned char)keys[i].name[j]);
 		name[8 + j] = '\0';
 		v = getenv(name);

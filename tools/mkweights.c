@@ -464,7 +464,7 @@ int main(int argc, char **argv)
 		remove(tmp);
 		die("cannot rename \"%s\": %s", tmp, strerror(errno));
 	}
-	printf("mkweights: wrote %s: %u layers, dim %u, %u outputs, %zu parameters, %llu bytes\n", argv[2],
+	printf("mkweights: wrote %s: %d layers, dim %d, %u outputs, %zu parameters, %llu bytes\n", argv[2],
 	       N_LAYERS, DIM, n_out, n_params, (unsigned long long)file_size);
 
 	free(file);

@@ -1041,9 +1041,10 @@ static int load_token_file(struct tokens **slot, const char *key, const char *pa
 static int load_tokens(struct server *s, struct error *err)
 {
 	/* each file on its own: a bad admin file does not stop a gateway rotation */
+	struct error second = {0};
 	int a = load_token_file(&s->gw, "gateway_tokens_file", config_get(s->cfg, "gateway_tokens_file"), err);
 	int b = load_token_file(&s->admin, "admin_tokens_file", config_get(s->cfg, "admin_tokens_file"),
-				a < 0 ? &(struct error){0} : err);
+				a < 0 ? &second : err);
 
 	return a < 0 || b < 0 ? -1 : 0;
 }

@@ -269,10 +269,12 @@ int main(int argc, char **argv)
 			}
 		if (!c) {
 			if (nclients == ccap) {
+				struct client *grown;
 				ccap = ccap ? ccap * 2 : 64;
-				cl = realloc(cl, ccap * sizeof(*cl));
-				if (!cl)
+				grown = realloc(cl, ccap * sizeof(*cl));
+				if (!grown)
 					return 1;
+				cl = grown;
 			}
 			c = &cl[nclients++];
 			memset(c, 0, sizeof(*c));

@@ -226,9 +226,11 @@ static void test_render_literal(void)
 		   memcmp(out, want, len) == 0 && out[len] == '\0',
 	   "render_chat: systems first, joined by a blank line; NUL in content kept");
 	free(out);
+	out = NULL;
 	OK(tokenizer_render_chat(NULL, 0, &out, &len) == 0 && strcmp(out, BOS ASSISTANT) == 0,
 	   "render_chat: no messages");
 	free(out);
+	out = NULL;
 	errno = 0;
 	OK(tokenizer_render_chat(&bad, 1, &out, &len) == -1 && errno == EINVAL && out == NULL,
 	   "render_chat: unknown role is EINVAL");
@@ -372,6 +374,7 @@ static void test_special_split(const struct tokenizer *tok)
 	OK(tokenizer_encode(tok, "hi", 2, &ids, &n) == 0 && n == 1, "\"hi\" is one token");
 	hi = n ? ids[0] : -1;
 	free(ids);
+	ids = NULL;
 	OK(tokenizer_encode(tok, BOS "hi" EOS, strlen(BOS "hi" EOS), &ids, &n) == 0 && n == 3 &&
 		   ids[0] == 0 && ids[1] == hi && ids[2] == 1,
 	   "BOS hi EOS");
