@@ -1,4 +1,4 @@
-# Outside clients the integration suite drives billingd with (issue 18):
+# Outside clients the integration suite drives billingd with:
 # OpenAI's own Node SDK, pinned and sha256-checked like the tokenizer data.
 # Included by the top-level Makefile.
 OPENAI_SDK_VERSION := 5.23.2

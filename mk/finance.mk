@@ -1,4 +1,4 @@
-# mk/finance.mk: the export size test of issue 6, outside `make test`
+# mk/finance.mk: the export size test, outside `make test`
 # because it writes a million postings first (about two minutes).
 #
 #   make export-size-test   1,000,000+ postings exported with peak RSS < 64 MB,

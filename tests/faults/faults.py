@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""faults.py: the fault suite of issue 9 (`make faults`, `make faults-short`).
+"""faults.py: the fault suite (`make faults`, `make faults-short`).
 
 Starts its own PostgreSQL and Redis (scripts/stack.sh, free loopback ports),
 migrates, starts bin/billingd, drives a mixed load (authorize, usage,
@@ -829,7 +829,7 @@ class Run:
             "needed a retry")
         if first_503:
             log("pg: WARN billingd said ready but answered 503 (a pool thread's dead connection) before it "
-                "reconnected: retry-safe, see the report of issue 9")
+                "reconnected: retry-safe")
         if n503 == 0:
             self.fail.add("pg: the outage produced no 503")
         if peak - base > self.args.rss_slack_mb * 1024:

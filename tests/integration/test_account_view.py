@@ -1,4 +1,4 @@
-"""Issue 18, items 1-3: every balance answer tells the live held amount
+"""Every balance answer tells the live held amount
 (available = paid + promo - held) or says it cannot be known; the account
 view shows the limits that apply and where each comes from; a signup replay
 is the first answer."""

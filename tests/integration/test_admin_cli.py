@@ -1,4 +1,4 @@
-"""Issue 6: every billing-admin command of CONTRACT.md §5, with its error
+"""Every billing-admin command of CONTRACT.md §5, with its error
 paths: exit codes 0/1/2, one stderr line starting with the program name,
 --help, --json, and an audit row or journal transaction for every change."""
 import datetime

@@ -1,4 +1,4 @@
-"""Issue 10: billingd against a three-master Redis Cluster (make
+"""billingd against a three-master Redis Cluster (make
 integration-cluster): accounts spread over the masters with every key of an
 account in its slot; a master killed (SIGKILL) and restarted under load; an
 account's slot migrated between masters under load (ASK, MOVED).  The quota,

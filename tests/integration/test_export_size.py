@@ -1,4 +1,4 @@
-"""Issue 6, must-show 1: exporting a range of at least 1,000,000 postings keeps
+"""Exporting a range of at least 1,000,000 postings keeps
 the exporter's peak RSS under 64 MB, and the manifest's totals equal the
 trial balance for that range.  Minutes long, so it runs by itself:
 `make export-size-test` (BILLING_EXPORT_SIZE_TEST=1); skipped otherwise."""

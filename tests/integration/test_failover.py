@@ -1,4 +1,4 @@
-"""Issue 20: lose nothing when the PostgreSQL machine dies.
+"""Lose nothing when the PostgreSQL machine dies.
 
 Its own stack (scripts/ha_stack.sh: a pg_auto_failover monitor, node_1
 primary, node_2 and node_3 synchronous standbys), billingd and the CLIs on

@@ -1,4 +1,4 @@
-"""Issue 6: signed exports and their verification, statements, reconcile,
+"""Signed exports and their verification, statements, reconcile,
 finance views.  One mixed workload per module: ledger_load (random grants,
 top-ups, adjustments, usage-like transfers) over 100 accounts, a month of
 history before it (export_load), usage through billingd (promotional credit

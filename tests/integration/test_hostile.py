@@ -1,11 +1,11 @@
-"""Issue 9: hostile callers.
+"""Hostile callers.
 
 No token, a wrong token, a gateway token on admin routes, API keys of frozen
 accounts (authorize, usage and the embedded model's chat route), SQL-shaped
 strings in every text field (stored verbatim or refused, never executed),
 oversized headers, slow clients that never finish a request (closed by
 idle_timeout_s), many idle connections (10,000 when the fd limit allows)
-while others are served, max_connections.  Issue 17: token files (a line
+while others are served, max_connections.  Token files (a line
 outside the rules refuses the file, a long token is never split, SIGHUP
 with a refused or empty file keeps the old set), ambiguous request framing
 (400 and close, the smuggled request never runs), the chat key checked

@@ -1,4 +1,4 @@
-"""Issue 3, must show 6: a catalogue of bad requests to billingd's usage API.
+"""A catalogue of bad requests to billingd's usage API.
 
 Each case is answered with the contract's status and stable error code, in
 the contract's error shape, and leaves the ledger exactly as it was (journal,

@@ -1,4 +1,4 @@
-"""Issue 7: the embedded model and tokenizer through the whole metering path."""
+"""The embedded model and tokenizer through the whole metering path."""
 import json
 import socket
 import time

@@ -1,4 +1,4 @@
-"""Issue 2: the double-entry ledger, its guards, migrations and the CLIs."""
+"""The double-entry ledger, its guards, migrations and the CLIs."""
 import json
 import os
 import re

@@ -1,4 +1,4 @@
-"""Issue 18, item 9: every method a route does not take gets the contract's
+"""Every method a route does not take gets the contract's
 JSON 405 with Allow (never libevent's HTML 501), whatever the method."""
 import json
 import socket

@@ -1,4 +1,4 @@
-"""Issue 18, item 8: /metrics passes `promtool check metrics` (Debian's
+"""/metrics passes `promtool check metrics` (Debian's
 prometheus package), and every family is there from start, at 0."""
 import shutil
 import subprocess

@@ -1,4 +1,4 @@
-"""Issue 18, item 12: `billing-admin migrate` against a database that was not
+"""`billing-admin migrate` against a database that was not
 prepared (docs/deployment.md, "Preparing a production database") names what is missing
 and how to create it, applies nothing, and succeeds once it is there.  Runs
 against a PostgreSQL of its own: the role `billing` is cluster-wide."""

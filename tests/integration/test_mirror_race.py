@@ -1,4 +1,4 @@
-"""Issue 22: authorize makes progress on a busy account while its balance
+"""Authorize makes progress on a busy account while its balance
 mirror keeps being dropped.  One account gets many concurrent authorizations,
 settles (usage with hold_id) and usage batches while a dropper deletes its
 mirror every few milliseconds (as a TTL, an eviction or FLUSHALL would): with

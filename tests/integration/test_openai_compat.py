@@ -1,4 +1,4 @@
-"""Issue 18, items 4-7: /internal/v1 with OpenAI's own Node SDK as the client
+"""/internal/v1 with OpenAI's own Node SDK as the client
 (pinned and sha256-checked, mk/clients.mk), and the same on the wire."""
 import json
 import os

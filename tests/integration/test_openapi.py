@@ -1,4 +1,4 @@
-"""Issue 18, item 10: docs/openapi.yaml describes every route billingd
+"""docs/openapi.yaml describes every route billingd
 serves, and the check every answer of this suite goes through
 (openapi_check.py) does refuse what the document does not say."""
 import os

@@ -1,4 +1,4 @@
-"""Issue 18, item 13: papercuts of a new user, each with its one-line reason."""
+"""Papercuts of a new user, each with its one-line reason."""
 import json
 import os
 import socket

@@ -1,4 +1,4 @@
-"""Issue 10: ledger tables partitioned by month (migration 0006), partitions
+"""Ledger tables partitioned by month (migration 0006), partitions
 made ahead of time, the DEFAULT partition, the guards on partitions, and the
 conversion of a database that already holds rows written under 0001-0005."""
 import datetime as dt

@@ -1,4 +1,4 @@
-"""Issue 5: signup and referral credit, once per invitee, identity and cap
+"""Signup and referral credit, once per invitee, identity and cap
 rules, an atomic campaign budget, expiry to breakage, paid-only models."""
 import concurrent.futures as cf
 import json

@@ -1,4 +1,4 @@
-"""Issue 4: /v1/authorize against real Redis: no overdraft under concurrency,
+"""/v1/authorize against real Redis: no overdraft under concurrency,
 GCRA rate limits, concurrency, hold expiry, mirror rebuilt after Redis loses
 its data, CLI changes visible within a second."""
 import concurrent.futures as cf

@@ -1,4 +1,4 @@
-"""Issue 3: usage ingestion through a real billingd and PostgreSQL.
+"""Usage ingestion through a real billingd and PostgreSQL.
 
 Must show 1 (cost table end to end), 2 (burn-down), 3 (200 concurrent
 clients with replays and conflicts), 4 (kill -9 during load).  Must show 5

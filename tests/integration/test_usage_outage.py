@@ -1,4 +1,4 @@
-"""Issue 3, must show 5: PostgreSQL stopped in the middle of usage load.
+"""PostgreSQL stopped in the middle of usage load.
 
 billingd answers 503 with Retry-After while the database is gone, does not
 crash, and once PostgreSQL is back (same port, same options) it serves usage

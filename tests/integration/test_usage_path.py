@@ -1,4 +1,4 @@
-"""Issue 15: the durable usage path (migration 0009).  A database filled
+"""The durable usage path (migration 0009).  A database filled
 under 0006 converts and verifies; references are still refused for every
 role; system-account balances kept in parts read the same through
 ledger_balances; the writers route records by account."""
