@@ -4,18 +4,19 @@
 #include <stdarg.h>
 #include <stdbool.h>
 
-void error_set(struct error *e, int status, const char *code, const char *fmt, ...)
+int error_set(struct error *e, int status, const char *code, const char *fmt, ...)
 {
 	va_list ap;
 
 	if (!e)
-		return;
+		return -1;
 	e->status = status;
 	snprintf(e->code, sizeof(e->code), "%s", code);
 	va_start(ap, fmt);
 	vsnprintf(e->msg, sizeof(e->msg), fmt, ap);
 	va_end(ap);
 	error_oneline(e->msg);
+	return -1;
 }
 
 void error_oneline(char *s)

@@ -11,8 +11,9 @@ struct error {
 	char msg[512];   /* lower case, no final period */
 };
 
-/* Fills e (if not NULL): status, code, printf-style message. */
-void error_set(struct error *e, int status, const char *code, const char *fmt, ...)
+/* Fills e (if not NULL): status, code, printf-style message.  Returns -1,
+ * so a failing path is one line: `return error_set(err, 422, ...);`. */
+int error_set(struct error *e, int status, const char *code, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));
 
 /* Makes s one line in place: every run of control characters (newlines,

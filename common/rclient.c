@@ -177,8 +177,7 @@ static int discover(struct rclient *c, struct error *err)
 		if (rslot_parse_slots(r, map_node_cb, arg, c->slots) == 0) {
 			freeReplyObject(r);
 			if (c->db) {
-				error_set(err, 0, "invalid_config", "redis: a cluster has no database %d", c->db);
-				return -1;
+				return error_set(err, 0, "invalid_config", "redis: a cluster has no database %d", c->db);
 			}
 			c->mode = MODE_CLUSTER;
 			for (int k = 0; k < c->n_nodes; k++)
@@ -320,8 +319,7 @@ int rclient_pipeline(struct rclient *c, size_t n, const struct rclient_cmd *cmds
 	int ret = 0;
 
 	if (!to) {
-		error_set(err, 0, "oom", "out of memory");
-		return -1;
+		return error_set(err, 0, "oom", "out of memory");
 	}
 	for (size_t i = 0; i < n; i++) {
 		replies[i] = NULL;

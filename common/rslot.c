@@ -122,12 +122,10 @@ int rslot_parse_seeds(const char *s, struct rslot_addr *out, int max, struct err
 		while (e > p && (e[-1] == ' ' || e[-1] == '\t'))
 			e--;
 		if (n == max) {
-			error_set(err, 0, "invalid_config", "redis: more than %d seed addresses", max);
-			return -1;
+			return error_set(err, 0, "invalid_config", "redis: more than %d seed addresses", max);
 		}
 		if (parse_one(p, (size_t)(e - p), &out[n]) < 0) {
-			error_set(err, 0, "invalid_config", "redis address '%.*s' is not host:port", (int)(e - p), p);
-			return -1;
+			return error_set(err, 0, "invalid_config", "redis address '%.*s' is not host:port", (int)(e - p), p);
 		}
 		n++;
 		if (!comma)
@@ -137,8 +135,7 @@ int rslot_parse_seeds(const char *s, struct rslot_addr *out, int max, struct err
 	if (n > 1)
 		for (int i = 0; i < n; i++)
 			if (out[i].db) {
-				error_set(err, 0, "invalid_config", "redis: a database number needs a single address");
-				return -1;
+				return error_set(err, 0, "invalid_config", "redis: a database number needs a single address");
 			}
 	return n;
 }

@@ -24,8 +24,7 @@ int apikey_load_pepper(const char *path, int create, uint8_t pepper[APIKEY_PEPPE
 			n = write(fd, hex, 2 * APIKEY_PEPPER_BYTES + 1);
 			if (n != 2 * APIKEY_PEPPER_BYTES + 1 || fsync(fd) != 0) {
 				close(fd);
-				error_set(err, 0, "pepper", "cannot write key pepper '%s': %s", path, strerror(errno));
-				return -1;
+				return error_set(err, 0, "pepper", "cannot write key pepper '%s': %s", path, strerror(errno));
 			}
 			close(fd);
 		}
@@ -52,8 +51,7 @@ int apikey_load_pepper(const char *path, int create, uint8_t pepper[APIKEY_PEPPE
 	if (n < 2 * APIKEY_PEPPER_BYTES ||
 	    sodium_hex2bin(pepper, APIKEY_PEPPER_BYTES, hex, 2 * APIKEY_PEPPER_BYTES, NULL, &got, NULL) != 0 ||
 	    got != APIKEY_PEPPER_BYTES) {
-		error_set(err, 0, "pepper", "key pepper '%s' must hold 64 hex characters", path);
-		return -1;
+		return error_set(err, 0, "pepper", "key pepper '%s' must hold 64 hex characters", path);
 	}
 	return 0;
 }

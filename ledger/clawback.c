@@ -27,8 +27,7 @@ static int free_key(PGconn *c, const char *base, char *out, size_t len, struct e
 		if (found <= 0)
 			return found;
 	}
-	error_set(err, 500, "internal", "no free idempotency key for '%s'", base);
-	return -1;
+	return error_set(err, 500, "internal", "no free idempotency key for '%s'", base);
 }
 
 /* One clawback transaction: bucket la of customer acct loses amount to promotional expense. */

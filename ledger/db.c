@@ -387,8 +387,7 @@ static int load_files(const char *dir, struct mfile **out, size_t *nout, struct 
 	size_t n = 0, cap = 0;
 
 	if (!d) {
-		error_set(err, 0, "migrations", "cannot open migrations folder '%s': %s", dir, strerror(errno));
-		return -1;
+		return error_set(err, 0, "migrations", "cannot open migrations folder '%s': %s", dir, strerror(errno));
 	}
 	while ((e = readdir(d))) {
 		char path[4096];
@@ -402,8 +401,7 @@ static int load_files(const char *dir, struct mfile **out, size_t *nout, struct 
 			if (!nm) {
 				closedir(d);
 				free_files(m, n);
-				error_set(err, 0, "oom", "out of memory");
-				return -1;
+				return error_set(err, 0, "oom", "out of memory");
 			}
 			m = nm;
 		}
@@ -413,8 +411,7 @@ static int load_files(const char *dir, struct mfile **out, size_t *nout, struct 
 		if (!m[n].text) {
 			closedir(d);
 			free_files(m, n);
-			error_set(err, 0, "migrations", "cannot read '%s': %s", path, strerror(errno));
-			return -1;
+			return error_set(err, 0, "migrations", "cannot read '%s': %s", path, strerror(errno));
 		}
 		crypto_hash_sha256(h, (const unsigned char *)m[n].text, len);
 		sodium_bin2hex(m[n].sha, sizeof(m[n].sha), h, sizeof(h));

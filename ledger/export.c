@@ -381,8 +381,7 @@ static int write_manifest(const char *path, json_t *m, struct error *err)
 	size_t n;
 
 	if (!s) {
-		error_set(err, 0, "oom", "out of memory");
-		return -1;
+		return error_set(err, 0, "oom", "out of memory");
 	}
 	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
 	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, EXPORT_FILE_MODE);

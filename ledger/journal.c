@@ -282,8 +282,7 @@ int journal_parse_head(PGresult *r, int64_t *seq, uint8_t head[JOURNAL_HASH_BYTE
 		return 0;
 	*seq = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
 	if (hex_to_bin(PQgetvalue(r, 0, 1), head, JOURNAL_HASH_BYTES) < 0) {
-		error_set(err, 500, "internal", "bad chain head of writer '%s'", writer);
-		return -1;
+		return error_set(err, 500, "internal", "bad chain head of writer '%s'", writer);
 	}
 	return 0;
 }

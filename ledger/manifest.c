@@ -63,8 +63,7 @@ static int put_value(const json_t *v, struct buf *b, int top, struct error *err)
 		int first = 1, rc = 0;
 
 		if (!keys) {
-			error_set(err, 0, "oom", "out of memory");
-			return -1;
+			return error_set(err, 0, "oom", "out of memory");
 		}
 		json_object_foreach((json_t *)v, key, val)
 			keys[k++] = key;
@@ -116,16 +115,14 @@ static int put_value(const json_t *v, struct buf *b, int top, struct error *err)
 		return 0;
 	case JSON_REAL:
 	default:
-		error_set(err, 0, "bad_manifest", "the manifest holds a real number: only integers are allowed");
-		return -1;
+		return error_set(err, 0, "bad_manifest", "the manifest holds a real number: only integers are allowed");
 	}
 }
 
 int manifest_canonical(const json_t *m, struct buf *out, struct error *err)
 {
 	if (!json_is_object(m)) {
-		error_set(err, 0, "bad_manifest", "the manifest is not a JSON object");
-		return -1;
+		return error_set(err, 0, "bad_manifest", "the manifest is not a JSON object");
 	}
 	return put_value(m, out, 1, err);
 }
@@ -159,8 +156,7 @@ static int hex_field(const json_t *m, const char *name, uint8_t *out, size_t n, 
 	size_t got = 0;
 
 	if (!s || strlen(s) != 2 * n || sodium_hex2bin(out, n, s, 2 * n, NULL, &got, NULL) != 0 || got != n) {
-		error_set(err, 0, "bad_manifest", "manifest field '%s' must be %zu bytes of hex", name, n);
-		return -1;
+		return error_set(err, 0, "bad_manifest", "manifest field '%s' must be %zu bytes of hex", name, n);
 	}
 	return 0;
 }
@@ -200,9 +196,8 @@ static int load_hex(const char *path, uint8_t *out, size_t n, const char *what, 
 	FILE *f = fopen(path, "rb");
 
 	if (!f) {
-		error_set(err, 0, errno == ENOENT ? "not_found" : "io", "cannot open %s '%s': %s", what, path,
-			  strerror(errno));
-		return -1;
+		return error_set(err, 0, errno == ENOENT ? "not_found" : "io", "cannot open %s '%s': %s", what, path,
+			         strerror(errno));
 	}
 	len = fread(text, 1, sizeof(text) - 1, f);
 	fclose(f);
@@ -214,8 +209,7 @@ static int load_hex(const char *path, uint8_t *out, size_t n, const char *what, 
 	text[len] = '\0';
 	if (len - s != 2 * n || sodium_hex2bin(out, n, text + s, len - s, NULL, &got, NULL) != 0 || got != n) {
 		sodium_memzero(text, sizeof(text));
-		error_set(err, 0, "bad_key", "%s '%s' is not %zu bytes of hex", what, path, n);
-		return -1;
+		return error_set(err, 0, "bad_key", "%s '%s' is not %zu bytes of hex", what, path, n);
 	}
 	sodium_memzero(text, sizeof(text));
 	return 0;
@@ -237,8 +231,7 @@ int manifest_load_secret_key(const char *path, uint8_t sk[crypto_sign_SECRETKEYB
 	sodium_memzero(check_sk, sizeof(check_sk));
 	if (sodium_memcmp(derived, check_pk, sizeof(derived)) != 0) {
 		sodium_memzero(sk, crypto_sign_SECRETKEYBYTES);
-		error_set(err, 0, "bad_key", "signing key '%s' is inconsistent (its public half does not match)", path);
-		return -1;
+		return error_set(err, 0, "bad_key", "signing key '%s' is inconsistent (its public half does not match)", path);
 	}
 	if (pk)
 		memcpy(pk, derived, sizeof(derived));

@@ -83,8 +83,7 @@ static const char account_cols[] =
 static int fill_account(PGresult *r, struct ops_account *out, struct error *err, const char *what)
 {
 	if (PQntuples(r) != 1) {
-		error_set(err, 404, "not_found", "account %s not found", what);
-		return -1;
+		return error_set(err, 404, "not_found", "account %s not found", what);
 	}
 	memset(out, 0, sizeof(*out));
 	out->account_id = i64(r, 0, 0);
@@ -157,8 +156,7 @@ int ops_lock_customer_and_inviter(PGconn *c, int64_t account_id, struct error *e
 		found |= i64(r, i, 0) == account_id;
 	PQclear(r);
 	if (!found) {
-		error_set(err, 404, "not_found", "account %" PRId64 " not found", account_id);
-		return -1;
+		return error_set(err, 404, "not_found", "account %" PRId64 " not found", account_id);
 	}
 	return 0;
 }
@@ -228,8 +226,7 @@ static int paid_account(PGconn *c, int64_t account_id, int64_t *la, struct error
 		return -1;
 	if (PQntuples(r) != 1) {
 		PQclear(r);
-		error_set(err, 404, "not_found", "account %" PRId64 " has no paid balance", account_id);
-		return -1;
+		return error_set(err, 404, "not_found", "account %" PRId64 " has no paid balance", account_id);
 	}
 	*la = i64(r, 0, 0);
 	PQclear(r);
@@ -244,8 +241,7 @@ static int check_key(PGconn *c, const char *key, const uint8_t chash[32], int64_
 	int rc = journal_find_key(c, key, txn_id, stored, err);
 
 	if (rc == 1 && sodium_memcmp(stored, chash, 32) != 0) {
-		error_set(err, 409, "idempotency_conflict", "idempotency key '%s' was used with different content", key);
-		return -1;
+		return error_set(err, 409, "idempotency_conflict", "idempotency key '%s' was used with different content", key);
 	}
 	return rc;
 }
@@ -276,8 +272,7 @@ static int grant_by_txn(PGconn *c, int64_t txn_id, struct ops_grant_info *out, s
 		return -1;
 	if (PQntuples(r) != 1) {
 		PQclear(r);
-		error_set(err, 409, "idempotency_conflict", "idempotency key belongs to another kind of transaction");
-		return -1;
+		return error_set(err, 409, "idempotency_conflict", "idempotency key belongs to another kind of transaction");
 	}
 	memset(out, 0, sizeof(*out));
 	out->grant_id = i64(r, 0, 0);
@@ -444,7 +439,7 @@ static int paid_tx(void *arg, struct error *err)
 	struct buf content, details;
 	struct journal_posting post[2];
 	struct journal_txn t;
-	int64_t la;
+	int64_t la = 0;
 	int found, rc = -1;
 
 	buf_init(&content);
@@ -511,14 +506,12 @@ int ops_topup(struct ops_ctx *x, int64_t account_id, int64_t amount_nanos, const
 	int rc = -1;
 
 	if (amount_nanos <= 0) {
-		error_set(err, 422, "invalid_amount", "a top-up must be positive");
-		return -1;
+		return error_set(err, 422, "invalid_amount", "a top-up must be positive");
 	}
 	if (!amount_within(amount_nanos, x->max_topup_nanos, OPS_MAX_TOPUP_DEFAULT, "a top-up", "max_topup", err))
 		return -1;
 	if (!payment_ref || !*payment_ref || strlen(payment_ref) > 200) {
-		error_set(err, 400, "invalid_request", "payment_ref must be 1 to 200 characters");
-		return -1;
+		return error_set(err, 400, "invalid_request", "payment_ref must be 1 to 200 characters");
 	}
 	snprintf(key, sizeof(key), "topup:%s", payment_ref);
 	ref = json_pack("{s:s}", "payment_ref", payment_ref);
@@ -568,12 +561,10 @@ int ops_adjust(struct ops_ctx *x, int64_t account_id, int64_t amount_nanos, cons
 	struct paid_job j;
 
 	if (amount_nanos == 0) {
-		error_set(err, 422, "invalid_amount", "an adjustment must not be zero");
-		return -1;
+		return error_set(err, 422, "invalid_amount", "an adjustment must not be zero");
 	}
 	if (!reason || !*reason) {
-		error_set(err, 400, "invalid_request", "an adjustment needs a reason");
-		return -1;
+		return error_set(err, 400, "invalid_request", "an adjustment needs a reason");
 	}
 	if (idempotency_key) {
 		snprintf(key, sizeof(key), "adjust:%s", idempotency_key);

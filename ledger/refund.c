@@ -154,12 +154,10 @@ int refund_request(struct ops_ctx *x, const char *request_id, const char *reason
 	struct refund_job j = {x, request_id, reason, out};
 
 	if (!request_id || !*request_id || strlen(request_id) > 200) {
-		error_set(err, 400, "invalid_request", "request_id must be 1 to 200 characters");
-		return -1;
+		return error_set(err, 400, "invalid_request", "request_id must be 1 to 200 characters");
 	}
 	if (!reason || !*reason) {
-		error_set(err, 400, "invalid_request", "a refund needs a reason");
-		return -1;
+		return error_set(err, 400, "invalid_request", "a refund needs a reason");
 	}
 	return ops_in_tx(x->conn, refund_tx, &j, err);
 }

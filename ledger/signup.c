@@ -54,8 +54,7 @@ static int signup_record_first(struct ops_ctx *x, struct ops_signup_result *out,
 	text = d ? json_dumps(d, JSON_COMPACT) : NULL;
 	json_decref(d);
 	if (!text) {
-		error_set(err, 500, "internal", "out of memory");
-		return -1;
+		return error_set(err, 500, "internal", "out of memory");
 	}
 	snprintf(id, sizeof(id), "account:%" PRId64, out->account_id);
 	rc = ops_audit(x->conn, x->actor, "account.signup", id, "signup", text, err);
@@ -192,8 +191,7 @@ int ops_account_create(struct ops_ctx *x, const struct ops_signup *req, struct o
 	struct buf b;
 
 	if (!req->external_id || !*req->external_id || strlen(req->external_id) > 200) {
-		error_set(err, 400, "invalid_request", "external_id must be 1 to 200 characters");
-		return -1;
+		return error_set(err, 400, "invalid_request", "external_id must be 1 to 200 characters");
 	}
 	buf_init(&b);
 	buf_printf(&b, "signup|%s|%s|%zu", req->external_id, req->referral_code ? req->referral_code : "",

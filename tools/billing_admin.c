@@ -373,8 +373,7 @@ static int status_tx(void *arg, struct error *err)
 			return -1;
 		j->changed = true;
 	} else if (!j->clawback) {
-		error_set(err, 409, "no_change", "account %" PRId64 " is already %s", j->id, j->status);
-		return -1;
+		return error_set(err, 409, "no_change", "account %" PRId64 " is already %s", j->id, j->status);
 	}
 	if (j->clawback && clawback_in_tx(j->x, j->id, j->reason, &j->cb, err) < 0)
 		return -1;
@@ -1094,8 +1093,7 @@ static int promo_tx(void *arg, struct error *err)
 		snprintf(j->target, sizeof(j->target), "%s", PQgetvalue(r, 0, 0));
 	else {
 		PQclear(r);
-		error_set(err, 422, "no_active_campaign", "there is no active campaign: name one with --campaign");
-		return -1;
+		return error_set(err, 422, "no_active_campaign", "there is no active campaign: name one with --campaign");
 	}
 	PQclear(r);
 	p[0] = j->target;

@@ -1108,8 +1108,7 @@ int authz_init(struct server *s, struct error *err)
 	if (config_get_int(s->cfg, "hold_ttl_seconds", 1, 86400, &ttl, &ce) < 0 ||
 	    config_get_int(s->cfg, "redis_fail_open_nanos", 0, INT64_MAX / 2, &fo, &ce) < 0 ||
 	    config_get_int(s->cfg, "redis_timeout_ms", 10, 60000, &az->redis_timeout_ms, &ce) < 0) {
-		error_set(err, 0, "config", "%s", ce.msg);
-		return -1;
+		return error_set(err, 0, "config", "%s", ce.msg);
 	}
 	az->hold_ttl_ms = ttl * 1000;
 	az->fail_open = config_get_bool(s->cfg, "redis_fail_open");
@@ -1119,8 +1118,7 @@ int authz_init(struct server *s, struct error *err)
 	az->q = quota_new(s->redis);
 	az->refresh_timer = event_new(s->base, -1, EV_PERSIST, refresh_cb, s);
 	if (!az->keys || !az->accts || !az->q || !az->refresh_timer) {
-		error_set(err, 0, "oom", "out of memory");
-		return -1;
+		return error_set(err, 0, "oom", "out of memory");
 	}
 	/* mirrors this instance may have left half-updated (a crash between commit and settle) */
 	n = quota_invalidate_all_sync(config_get(s->cfg, "redis"), 2000);
@@ -1130,8 +1128,7 @@ int authz_init(struct server *s, struct error *err)
 	refresh_now(s);
 	az->lis = listener_new(s->base, config_get(s->cfg, "pg"), notify_cb, s);
 	if (!az->lis) {
-		error_set(err, 0, "oom", "cannot start the listener");
-		return -1;
+		return error_set(err, 0, "oom", "cannot start the listener");
 	}
 	return 0;
 }

@@ -17,8 +17,7 @@ int want_string(json_t *b, const char *k, bool required, size_t max, struct erro
 	}
 	if (!json_is_string(v) || json_string_length(v) == 0 || json_string_length(v) > max ||
 	    strlen(json_string_value(v)) != json_string_length(v)) {
-		error_set(err, 400, "invalid_request", "field '%s' must be a string of 1 to %zu characters", k, max);
-		return -1;
+		return error_set(err, 400, "invalid_request", "field '%s' must be a string of 1 to %zu characters", k, max);
 	}
 	return 0;
 }
@@ -33,13 +32,11 @@ int want_int(json_t *b, const char *k, bool required, int64_t min, int64_t max, 
 		return required ? -1 : 0;
 	}
 	if (!json_is_integer(v)) {
-		error_set(err, 400, "invalid_request", "field '%s' must be an integer", k);
-		return -1;
+		return error_set(err, 400, "invalid_request", "field '%s' must be an integer", k);
 	}
 	if (json_integer_value(v) < min || json_integer_value(v) > max) {
-		error_set(err, 422, "invalid_amount", "field '%s' must be between %" PRId64 " and %" PRId64, k, min,
-			  max);
-		return -1;
+		return error_set(err, 422, "invalid_amount", "field '%s' must be between %" PRId64 " and %" PRId64, k, min,
+			         max);
 	}
 	return 0;
 }
@@ -56,12 +53,10 @@ int authz_body_parse(json_t *b, struct authz_body *out, struct error *err)
 	acct = json_object_get(b, "account_id");
 	key = json_string_value(json_object_get(b, "api_key"));
 	if (acct && !json_is_null(acct) && (!json_is_integer(acct) || json_integer_value(acct) <= 0)) {
-		error_set(err, 400, "invalid_request", "field 'account_id' must be a positive integer");
-		return -1;
+		return error_set(err, 400, "invalid_request", "field 'account_id' must be a positive integer");
 	}
 	if ((key != NULL) == (acct && !json_is_null(acct))) {
-		error_set(err, 400, "invalid_request", "give exactly one of 'api_key' and 'account_id'");
-		return -1;
+		return error_set(err, 400, "invalid_request", "give exactly one of 'api_key' and 'account_id'");
 	}
 	if (want_int(b, "input_tokens", true, 0, 1000000000, err) < 0 ||
 	    want_int(b, "max_output_tokens", true, 0, 1000000000, err) < 0) {
@@ -89,14 +84,12 @@ int signup_body_check(json_t *b, struct error *err)
 	if (!ids || json_is_null(ids))
 		return 0;
 	if (!json_is_array(ids) || json_array_size(ids) > 16) {
-		error_set(err, 400, "invalid_request", "field 'identity' must be an array of at most 16 strings");
-		return -1;
+		return error_set(err, 400, "invalid_request", "field 'identity' must be an array of at most 16 strings");
 	}
 	json_array_foreach(ids, i, v)
 	{
 		if (!json_is_string(v) || json_string_length(v) == 0 || json_string_length(v) > 200) {
-			error_set(err, 400, "invalid_request", "field 'identity' must hold strings of 1 to 200 characters");
-			return -1;
+			return error_set(err, 400, "invalid_request", "field 'identity' must hold strings of 1 to 200 characters");
 		}
 	}
 	return 0;

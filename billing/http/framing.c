@@ -51,18 +51,15 @@ int framing_check(const struct evkeyvalq *headers, bool nul_seen, struct error *
 	bool chunked = false;
 
 	if (nul_seen) {
-		error_set(err, 400, "invalid_request", "a NUL byte in the request head");
-		return -1;
+		return error_set(err, 400, "invalid_request", "a NUL byte in the request head");
 	}
 	TAILQ_FOREACH(h, headers, next) {
 		if (strcasecmp(h->key, "Content-Length") == 0) {
 			if (!plain_decimal(h->value)) {
-				error_set(err, 400, "invalid_request", "Content-Length must be a plain decimal number");
-				return -1;
+				return error_set(err, 400, "invalid_request", "Content-Length must be a plain decimal number");
 			}
 			if (cl && strcmp(cl, h->value) != 0) {
-				error_set(err, 400, "invalid_request", "two different Content-Length values");
-				return -1;
+				return error_set(err, 400, "invalid_request", "two different Content-Length values");
 			}
 			cl = h->value;
 		} else if (strcasecmp(h->key, "Transfer-Encoding") == 0) {
@@ -73,16 +70,13 @@ int framing_check(const struct evkeyvalq *headers, bool nul_seen, struct error *
 		}
 	}
 	if (n_te && cl) {
-		error_set(err, 400, "invalid_request", "both Content-Length and Transfer-Encoding");
-		return -1;
+		return error_set(err, 400, "invalid_request", "both Content-Length and Transfer-Encoding");
 	}
 	if (n_te > 1 || (n_te && !chunked)) {
-		error_set(err, 400, "invalid_request", "Transfer-Encoding must be one 'chunked'");
-		return -1;
+		return error_set(err, 400, "invalid_request", "Transfer-Encoding must be one 'chunked'");
 	}
 	if (n_auth > 1) {
-		error_set(err, 400, "invalid_request", "two Authorization headers");
-		return -1;
+		return error_set(err, 400, "invalid_request", "two Authorization headers");
 	}
 	return 0;
 }

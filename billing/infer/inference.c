@@ -594,11 +594,10 @@ static int join_text_parts(json_t *m, size_t i, struct error *err)
 		if (!json_is_string(json_object_get(part, "type")) ||
 		    strcmp(json_string_value(json_object_get(part, "type")), "text") != 0 || !json_is_string(text)) {
 			buf_release(&b);
-			error_set(err, 400, "invalid_request",
-				  "message %zu content part %zu: only {\"type\": \"text\", \"text\": string} parts are"
-				  " supported",
-				  i, k);
-			return -1;
+			return error_set(err, 400, "invalid_request",
+				         "message %zu content part %zu: only {\"type\": \"text\", \"text\": string} parts are"
+				         " supported",
+				         i, k);
 		}
 		if (k)
 			buf_append(&b, "\n", 1);
@@ -615,13 +614,11 @@ static int parse_messages(json_t *msgs, struct tokenizer_message **out, size_t *
 	json_t *m;
 
 	if (!json_is_array(msgs) || json_array_size(msgs) == 0 || json_array_size(msgs) > 4096) {
-		error_set(err, 400, "invalid_request", "field 'messages' must be a non-empty array");
-		return -1;
+		return error_set(err, 400, "invalid_request", "field 'messages' must be a non-empty array");
 	}
 	*out = calloc(json_array_size(msgs), sizeof(**out));
 	if (!*out) {
-		error_set(err, 503, "unavailable", "out of memory");
-		return -1;
+		return error_set(err, 503, "unavailable", "out of memory");
 	}
 	json_array_foreach(msgs, i, m)
 	{

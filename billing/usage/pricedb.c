@@ -23,8 +23,7 @@ int pricedb_load(PGconn *c, struct pricing_price **out, size_t *n, struct error 
 	p = calloc((size_t)rows + 1, sizeof(*p));
 	if (!p) {
 		PQclear(r);
-		error_set(err, 500, "internal", "out of memory");
-		return -1;
+		return error_set(err, 500, "internal", "out of memory");
 	}
 	for (int i = 0; i < rows; i++) {
 		char werr[200];
