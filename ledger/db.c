@@ -177,6 +177,15 @@ int64_t db_int64(const PGresult *r, int row, int col)
 	return PQgetisnull(r, row, col) ? 0 : strtoll(PQgetvalue(r, row, col), NULL, 10);
 }
 
+money_total db_total(const PGresult *r, int row, int col)
+{
+	money_total v = 0;
+
+	if (PQgetisnull(r, row, col) || money_total_parse(PQgetvalue(r, row, col), &v) < 0)
+		return 0;
+	return v;
+}
+
 PGresult *db_query(PGconn *c, const char *sql, int nparams, const char *const *params, struct error *err)
 {
 	/* a session on a standby (finance reads, prefer-standby) writes nothing */

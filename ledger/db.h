@@ -11,6 +11,7 @@
 #include <stdint.h>
 
 #include "common/error.h"
+#include "common/money.h"
 
 /* Connects with connect_timeout and statement_timeout = timeout_ms,
  * synchronous_commit = on, TimeZone UTC.  NULL with err (code unavailable). */
@@ -41,6 +42,8 @@ void db_exec_quiet(PGconn *c, const char *sql);
 /* Runs a query; the result (owned by the caller, PQclear it) or NULL with err. */
 /* The integer in a cell, 0 when it is NULL. */
 int64_t db_int64(const PGresult *r, int row, int col);
+/* A numeric total in a cell, exactly (common/money.h); NULL or not an integer: 0. */
+money_total db_total(const PGresult *r, int row, int col);
 PGresult *db_query(PGconn *c, const char *sql, int nparams, const char *const *params, struct error *err)
 	__attribute__((warn_unused_result));
 

@@ -19,21 +19,6 @@ static int64_t now_of(const struct ops_ctx *x)
 	return x->now_us ? x->now_us : time_now_us();
 }
 
-static int64_t i64(const PGresult *r, int row, int col)
-{
-	return PQgetisnull(r, row, col) ? 0 : strtoll(PQgetvalue(r, row, col), NULL, 10);
-}
-
-/* a balance (numeric) exactly; NULL or not an integer: 0 */
-static money_total total(const PGresult *r, int row, int col)
-{
-	money_total v = 0;
-
-	if (PQgetisnull(r, row, col) || money_total_parse(PQgetvalue(r, row, col), &v) < 0)
-		return 0;
-	return v;
-}
-
 /* false with 422 invalid_amount when amount is above the ceiling (0: def) */
 static bool amount_within(int64_t amount, int64_t ceiling, int64_t def, const char *what, const char *key,
 			  struct error *err)
@@ -86,14 +71,14 @@ static int fill_account(PGresult *r, struct ops_account *out, struct error *err,
 		return error_set(err, 404, "not_found", "account %s not found", what);
 	}
 	memset(out, 0, sizeof(*out));
-	out->account_id = i64(r, 0, 0);
+	out->account_id = db_int64(r, 0, 0);
 	snprintf(out->external_id, sizeof(out->external_id), "%s", PQgetvalue(r, 0, 1));
 	snprintf(out->status, sizeof(out->status), "%s", PQgetvalue(r, 0, 2));
 	out->verified = PQgetvalue(r, 0, 3)[0] == 't';
 	snprintf(out->tier, sizeof(out->tier), "%s", PQgetvalue(r, 0, 4));
 	snprintf(out->referral_code, sizeof(out->referral_code), "%s", PQgetvalue(r, 0, 5));
-	out->referred_by = i64(r, 0, 6);
-	out->created_at_us = i64(r, 0, 7);
+	out->referred_by = db_int64(r, 0, 6);
+	out->created_at_us = db_int64(r, 0, 7);
 	return 0;
 }
 
@@ -153,7 +138,7 @@ int ops_lock_customer_and_inviter(PGconn *c, int64_t account_id, struct error *e
 	if (!r)
 		return -1;
 	for (int i = 0; i < PQntuples(r); i++)
-		found |= i64(r, i, 0) == account_id;
+		found |= db_int64(r, i, 0) == account_id;
 	PQclear(r);
 	if (!found) {
 		return error_set(err, 404, "not_found", "account %" PRId64 " not found", account_id);
@@ -186,7 +171,7 @@ int ops_balance_get(PGconn *c, int64_t account_id, int64_t now_us, struct ops_ba
 		return -1;
 	memset(out, 0, sizeof(*out));
 	for (int i = 0; i < PQntuples(r); i++) {
-		money_total bal = total(r, i, 1);
+		money_total bal = db_total(r, i, 1);
 		if (strcmp(PQgetvalue(r, i, 0), "customer_paid") == 0) {
 			out->paid_nanos = bal;
 			continue;
@@ -198,15 +183,15 @@ int ops_balance_get(PGconn *c, int64_t account_id, int64_t now_us, struct ops_ba
 		out->promo_nanos += bal;
 		if (bal > 0 && out->n_grants < sizeof(out->grants) / sizeof(out->grants[0])) {
 			struct ops_grant_info *g = &out->grants[out->n_grants++];
-			g->grant_id = i64(r, i, 2);
+			g->grant_id = db_int64(r, i, 2);
 			snprintf(g->kind, sizeof(g->kind), "%s", PQgetvalue(r, i, 3));
-			g->amount_nanos = i64(r, i, 4);
+			g->amount_nanos = db_int64(r, i, 4);
 			g->remaining_nanos = money_total_clamp(bal); /* one grant's bucket: at most its amount */
-			g->expires_at_us = i64(r, i, 5);
-			g->priority = (int)i64(r, i, 6);
-			g->created_at_us = i64(r, i, 7);
+			g->expires_at_us = db_int64(r, i, 5);
+			g->priority = (int)db_int64(r, i, 6);
+			g->created_at_us = db_int64(r, i, 7);
 			snprintf(g->campaign, sizeof(g->campaign), "%s", PQgetvalue(r, i, 8));
-			g->ledger_account_id = i64(r, i, 10);
+			g->ledger_account_id = db_int64(r, i, 10);
 		}
 	}
 	PQclear(r);
@@ -228,7 +213,7 @@ static int paid_account(PGconn *c, int64_t account_id, int64_t *la, struct error
 		PQclear(r);
 		return error_set(err, 404, "not_found", "account %" PRId64 " has no paid balance", account_id);
 	}
-	*la = i64(r, 0, 0);
+	*la = db_int64(r, 0, 0);
 	PQclear(r);
 	return 0;
 }
@@ -275,14 +260,14 @@ static int grant_by_txn(PGconn *c, int64_t txn_id, struct ops_grant_info *out, s
 		return error_set(err, 409, "idempotency_conflict", "idempotency key belongs to another kind of transaction");
 	}
 	memset(out, 0, sizeof(*out));
-	out->grant_id = i64(r, 0, 0);
-	out->ledger_account_id = i64(r, 0, 1);
+	out->grant_id = db_int64(r, 0, 0);
+	out->ledger_account_id = db_int64(r, 0, 1);
 	snprintf(out->kind, sizeof(out->kind), "%s", PQgetvalue(r, 0, 2));
-	out->amount_nanos = i64(r, 0, 3);
-	out->remaining_nanos = i64(r, 0, 4);
-	out->expires_at_us = i64(r, 0, 5);
-	out->priority = (int)i64(r, 0, 6);
-	out->created_at_us = i64(r, 0, 7);
+	out->amount_nanos = db_int64(r, 0, 3);
+	out->remaining_nanos = db_int64(r, 0, 4);
+	out->expires_at_us = db_int64(r, 0, 5);
+	out->priority = (int)db_int64(r, 0, 6);
+	out->created_at_us = db_int64(r, 0, 7);
 	snprintf(out->campaign, sizeof(out->campaign), "%s", PQgetvalue(r, 0, 8));
 	PQclear(r);
 	return 0;
@@ -350,7 +335,7 @@ int ops_grant_in_tx(struct ops_ctx *x, const struct ops_grant_req *req, struct o
 	}
 	if (!r)
 		goto done;
-	la = i64(r, 0, 0);
+	la = db_int64(r, 0, 0);
 	PQclear(r);
 	r = NULL;
 	buf_puts(&details, "{\"amount_nanos\":");
@@ -541,8 +526,8 @@ int ops_topup(struct ops_ctx *x, int64_t account_id, int64_t amount_nanos, const
 			goto done;
 		memset(after, 0, sizeof(*after));
 		if (PQntuples(r) == 1) {
-			after->paid_nanos = total(r, 0, 0);
-			after->promo_nanos = total(r, 0, 1);
+			after->paid_nanos = db_total(r, 0, 0);
+			after->promo_nanos = db_total(r, 0, 1);
 		}
 		PQclear(r);
 	}

@@ -44,21 +44,6 @@ void statement_release(struct statement *s)
 	s->n_moves = s->n_models = 0;
 }
 
-static int64_t i64(const PGresult *r, int row, int col)
-{
-	return PQgetisnull(r, row, col) ? 0 : strtoll(PQgetvalue(r, row, col), NULL, 10);
-}
-
-/* a numeric sum, exactly */
-static money_total total(const PGresult *r, int row, int col)
-{
-	money_total v = 0;
-
-	if (PQgetisnull(r, row, col) || money_total_parse(PQgetvalue(r, row, col), &v) < 0)
-		return 0;
-	return v;
-}
-
 static struct statement_movement *move_of(struct statement *s, const char *kind)
 {
 	for (size_t i = 0; i < s->n_moves; i++)
@@ -111,7 +96,7 @@ int statement_build(PGconn *c, int64_t account_id, int64_t from_us, int64_t to_u
 		snprintf(out->moves[out->n_moves++].kind, sizeof(out->moves[0].kind), "%s", known[i].kind);
 	for (int i = 0; i < PQntuples(r); i++) {
 		bool paid = strcmp(PQgetvalue(r, i, 1), "customer_paid") == 0;
-		money_total amt = total(r, i, 2);
+		money_total amt = db_total(r, i, 2);
 		struct statement_movement *mv;
 
 		if (PQgetisnull(r, i, 0)) {
@@ -139,7 +124,7 @@ int statement_build(PGconn *c, int64_t account_id, int64_t from_us, int64_t to_u
 	for (int i = 0; i < PQntuples(r); i++) {
 		struct statement_movement *mv = move_of(out, PQgetvalue(r, i, 0));
 		if (mv)
-			mv->txns = i64(r, i, 1);
+			mv->txns = db_int64(r, i, 1);
 	}
 	PQclear(r);
 
@@ -155,9 +140,9 @@ int statement_build(PGconn *c, int64_t account_id, int64_t from_us, int64_t to_u
 		     3, p, err);
 	if (!r)
 		goto done;
-	out->closing_paid = total(r, 0, 0);
-	out->closing_promo = total(r, 0, 1);
-	out->closing_promo_expired = total(r, 0, 2);
+	out->closing_paid = db_total(r, 0, 0);
+	out->closing_promo = db_total(r, 0, 1);
+	out->closing_promo_expired = db_total(r, 0, 2);
 	PQclear(r);
 
 	/* usage by model */
@@ -188,12 +173,12 @@ int statement_build(PGconn *c, int64_t account_id, int64_t from_us, int64_t to_u
 	for (int i = 0; i < PQntuples(r); i++) {
 		struct statement_model *m = &out->models[out->n_models++];
 		snprintf(m->model, sizeof(m->model), "%s", PQgetvalue(r, i, 0));
-		m->records = i64(r, i, 1);
-		m->input_tokens = i64(r, i, 2);
-		m->cached_input_tokens = i64(r, i, 3);
-		m->output_tokens = i64(r, i, 4);
-		m->paid = total(r, i, 5);
-		m->promo = total(r, i, 6);
+		m->records = db_int64(r, i, 1);
+		m->input_tokens = db_int64(r, i, 2);
+		m->cached_input_tokens = db_int64(r, i, 3);
+		m->output_tokens = db_int64(r, i, 4);
+		m->paid = db_total(r, i, 5);
+		m->promo = db_total(r, i, 6);
 	}
 	PQclear(r);
 	r = NULL;

@@ -12,6 +12,7 @@
 #include "ledger/db.h"
 
 const char *tool_name = "tool";
+const char *tool_cmd = "";
 
 static void vmsg(const char *fmt, va_list ap)
 {
@@ -35,11 +36,11 @@ void tool_usage_error(const char *fmt, ...)
 {
 	va_list ap;
 
-	char prefix[64], suffix[96];
+	char prefix[64], suffix[160];
 
 	/* one line, as every error of the CLIs */
 	snprintf(prefix, sizeof(prefix), "%s: ", tool_name);
-	snprintf(suffix, sizeof(suffix), " (see '%s --help')", tool_name);
+	snprintf(suffix, sizeof(suffix), " (see '%s %s%s--help')", tool_name, tool_cmd, *tool_cmd ? " " : "");
 	va_start(ap, fmt);
 	error_print_line(stderr, prefix, suffix, fmt, ap);
 	va_end(ap);

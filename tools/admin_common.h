@@ -10,8 +10,12 @@
 #include "common/error.h"
 
 extern const char *tool_name;
+/* The command being run ("account create"), "" before one is known: usage
+ * errors point to its help. */
+extern const char *tool_cmd;
 
-/* Prints "NAME: message" to stderr and exits 1 (failure) or 2 (usage). */
+/* Prints "NAME: message" to stderr and exits 1 (failure) or 2 (usage: one
+ * line that ends with "(see 'NAME CMD --help')"). */
 void tool_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 void tool_usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 void tool_fail_err(const struct error *err) __attribute__((noreturn));
@@ -20,7 +24,7 @@ void tool_fail_err(const struct error *err) __attribute__((noreturn));
 PGconn *tool_connect(const struct config *cfg, int owner);
 /* The operator: config `operator`, else $SUDO_USER, $USER, the login name. */
 const char *tool_operator(const struct config *cfg);
-/* Parses a positive account id; exits 2 on garbage. */
+/* A positive id (what names it in the error); exits 2 on garbage. */
 int64_t tool_parse_id(const char *what, const char *s);
 
 #endif

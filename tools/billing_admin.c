@@ -34,36 +34,6 @@
 #define CLI_WRITER "cli"
 
 static struct config *cfg;
-static const char *cur_cmd = "";
-
-/* One line on stderr naming the command's help, exit 2 (CONTRACT.md §5). */
-static void usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
-static void usage_error(const char *fmt, ...)
-{
-	va_list ap;
-	char suffix[160];
-
-	snprintf(suffix, sizeof(suffix), " (see 'billing-admin %s%s--help')", cur_cmd, *cur_cmd ? " " : "");
-	va_start(ap, fmt);
-	error_print_line(stderr, "billing-admin: ", suffix, fmt, ap);
-	va_end(ap);
-	exit(2);
-}
-
-/* A positive id; exits 2 on garbage. */
-static int64_t parse_id(const char *what, const char *s)
-{
-	char *end;
-	long long v;
-
-	if (!s)
-		usage_error("missing %s", what);
-	errno = 0;
-	v = strtoll(s, &end, 10);
-	if (errno || end == s || *end || v <= 0)
-		usage_error("%s '%s' is not a positive integer", what, s);
-	return v;
-}
 
 struct cmd {
 	const char *name;  /* "account create" */
@@ -92,11 +62,11 @@ static int64_t amount_opt(struct cli_opt *o, const char *name, int required)
 
 	if (!v) {
 		if (required)
-			usage_error("missing --%s", name);
+			tool_usage_error("missing --%s", name);
 		return 0;
 	}
 	if (money_parse(v, &n, err, sizeof(err)) < 0)
-		usage_error("--%s: %s", name, err);
+		tool_usage_error("--%s: %s", name, err);
 	return n;
 }
 
@@ -105,7 +75,7 @@ static const char *required(struct cli_opt *o, const char *name)
 	const char *v = cli_get(o, name);
 
 	if (!v || !*v)
-		usage_error("missing --%s", name);
+		tool_usage_error("missing --%s", name);
 	return v;
 }
 
@@ -336,9 +306,9 @@ static void cmd_account_show(const char **pos, int npos, struct cli_opt *o)
 	PGconn *c;
 
 	if (npos != 1)
-		usage_error("account show needs an account id");
+		tool_usage_error("account show needs an account id");
 	c = tool_connect(cfg, 0);
-	show_account(c, parse_id("account id", pos[0]), cli_has(o, "json"), NULL);
+	show_account(c, tool_parse_id("account id", pos[0]), cli_has(o, "json"), NULL);
 	PQfinish(c);
 }
 
@@ -396,9 +366,9 @@ static void set_status(const char **pos, int npos, struct cli_opt *o, const char
 	PGconn *c;
 
 	if (npos != 1)
-		usage_error("account %s needs an account id", strcmp(status, "frozen") == 0 ? "freeze" : "unfreeze");
+		tool_usage_error("account %s needs an account id", strcmp(status, "frozen") == 0 ? "freeze" : "unfreeze");
 	memset(&j, 0, sizeof(j));
-	j.id = parse_id("account id", pos[0]);
+	j.id = tool_parse_id("account id", pos[0]);
 	j.reason = required(o, "reason");
 	j.status = status;
 	j.clawback = cli_has(o, "clawback");
@@ -456,7 +426,7 @@ static void cmd_key_create(const char **pos, int npos, struct cli_opt *o)
 	struct error err;
 	PGresult *r;
 	PGconn *c;
-	int64_t id = parse_id("--account", cli_get(o, "account"));
+	int64_t id = tool_parse_id("--account", cli_get(o, "account"));
 
 	(void)pos, (void)npos;
 	if (apikey_load_pepper(config_get(cfg, "key_pepper_file"), 1, pepper, &err) < 0)
@@ -499,8 +469,8 @@ static void cmd_key_revoke(const char **pos, int npos, struct cli_opt *o)
 	PGconn *c;
 
 	if (npos != 1)
-		usage_error("key revoke needs a key id");
-	(void)parse_id("key id", pos[0]);
+		tool_usage_error("key revoke needs a key id");
+	(void)tool_parse_id("key id", pos[0]);
 	c = tool_connect(cfg, 0);
 	{
 		const char *reason = cli_get(o, "reason"), *who[2] = {tool_operator(cfg), reason ? reason : ""};
@@ -538,10 +508,10 @@ static void cmd_grant(const char **pos, int npos, struct cli_opt *o)
 
 	(void)pos, (void)npos;
 	memset(&g, 0, sizeof(g));
-	g.account_id = parse_id("--account", cli_get(o, "account"));
+	g.account_id = tool_parse_id("--account", cli_get(o, "account"));
 	g.amount_nanos = amount_opt(o, "amount", 1);
 	if (g.amount_nanos <= 0)
-		usage_error("--amount must be positive");
+		tool_usage_error("--amount must be positive");
 	g.reason = required(o, "reason");
 	g.kind = "admin";
 	g.priority = 100;
@@ -549,14 +519,14 @@ static void cmd_grant(const char **pos, int npos, struct cli_opt *o)
 		char *end;
 		long v = strtol(prio, &end, 10);
 		if (*end || end == prio || v < 0 || v > 1000000)
-			usage_error("--priority must be an integer 0..1000000");
+			tool_usage_error("--priority must be an integer 0..1000000");
 		g.priority = (int)v;
 	}
 	if (exp && time_parse_rfc3339(exp, 1, &g.expires_at_us) < 0)
-		usage_error("--expires '%s' is not a date or RFC 3339 time", exp);
+		tool_usage_error("--expires '%s' is not a date or RFC 3339 time", exp);
 	/* a grant that expired already would go straight to breakage */
 	if (exp && g.expires_at_us <= time_now_us())
-		usage_error("--expires '%s' is already past", exp);
+		tool_usage_error("--expires '%s' is already past", exp);
 	g.idempotency_key = cli_get(o, "idempotency-key");
 	c = tool_connect(cfg, 0);
 	ops_init(&x, c);
@@ -579,13 +549,13 @@ static void cmd_topup(const char **pos, int npos, struct cli_opt *o)
 	struct ops_balance b;
 	struct error err;
 	bool dup;
-	int64_t id = parse_id("--account", cli_get(o, "account")), amt = amount_opt(o, "amount", 1);
+	int64_t id = tool_parse_id("--account", cli_get(o, "account")), amt = amount_opt(o, "amount", 1);
 	const char *ref = required(o, "payment-ref");
 	PGconn *c;
 
 	(void)pos, (void)npos;
 	if (amt <= 0)
-		usage_error("--amount must be positive");
+		tool_usage_error("--amount must be positive");
 	c = tool_connect(cfg, 0);
 	ops_init(&x, c);
 	if (ops_topup(&x, id, amt, ref, &b, &dup, &err) < 0)
@@ -606,13 +576,13 @@ static void cmd_adjust(const char **pos, int npos, struct cli_opt *o)
 	struct ops_ctx x;
 	struct error err;
 	bool dup;
-	int64_t txn, id = parse_id("--account", cli_get(o, "account")), amt = amount_opt(o, "amount", 1);
+	int64_t txn, id = tool_parse_id("--account", cli_get(o, "account")), amt = amount_opt(o, "amount", 1);
 	const char *reason = required(o, "reason");
 	PGconn *c;
 
 	(void)pos, (void)npos;
 	if (amt == 0)
-		usage_error("--amount must not be zero");
+		tool_usage_error("--amount must not be zero");
 	c = tool_connect(cfg, 0);
 	ops_init(&x, c);
 	if (ops_adjust(&x, id, amt, reason, cli_get(o, "idempotency-key"), &txn, &dup, &err) < 0)
@@ -649,14 +619,14 @@ static void cmd_price_set(const char **pos, int npos, struct cli_opt *o)
 	(void)pos, (void)npos;
 	memset(&p, 0, sizeof(p));
 	if (strlen(model) > 200)
-		usage_error("--model is longer than 200 characters");
+		tool_usage_error("--model is longer than 200 characters");
 	p.input = amount_opt(o, "input", 1);
 	p.cached_input = amount_opt(o, "cached-input", 1);
 	p.output = amount_opt(o, "output", 1);
 	if (p.input < 0 || p.cached_input < 0 || p.output < 0)
-		usage_error("prices must not be negative");
+		tool_usage_error("prices must not be negative");
 	if (e && time_parse_rfc3339(e, 1, &eff_us) < 0)
-		usage_error("--effective '%s' is not an RFC 3339 time", e);
+		tool_usage_error("--effective '%s' is not an RFC 3339 time", e);
 	buf_init(&wb);
 	for (struct cli_opt *q = o; q->name; q++)
 		if (strcmp(q->name, "window") == 0)
@@ -666,7 +636,7 @@ static void cmd_price_set(const char **pos, int npos, struct cli_opt *o)
 				buf_puts(&wb, q->values[i]);
 			}
 	if (pricing_parse_windows(wb.data ? wb.data : "", &p, werr, sizeof(werr)) < 0)
-		usage_error("--window: %s", werr);
+		tool_usage_error("--window: %s", werr);
 	buf_release(&wb);
 	pricing_format_windows(&p, wins, sizeof(wins));
 	snprintf(in, sizeof(in), "%" PRId64, p.input);
@@ -763,7 +733,7 @@ static void cmd_refund(const char **pos, int npos, struct cli_opt *o)
 
 	(void)pos, (void)npos;
 	if (strlen(rid) > 200)
-		usage_error("--request-id is longer than 200 characters");
+		tool_usage_error("--request-id is longer than 200 characters");
 	c = tool_connect(cfg, 0);
 	ops_init(&x, c);
 	if (refund_request(&x, rid, reason, &res, &err) < 0)
@@ -875,15 +845,15 @@ static void cmd_limits_set(const char **pos, int npos, struct cli_opt *o)
 	(void)pos, (void)npos;
 	memset(&j, 0, sizeof(j));
 	if (!tier == !acct)
-		usage_error("give exactly one of --account ID or --tier T");
+		tool_usage_error("give exactly one of --account ID or --tier T");
 	if (tier && (!*tier || strlen(tier) > 63))
-		usage_error("--tier must be 1 to 63 characters");
+		tool_usage_error("--tier must be 1 to 63 characters");
 	if (acct)
-		j.account_id = parse_id("--account", acct);
+		j.account_id = tool_parse_id("--account", acct);
 	j.tier = tier;
 	j.model = cli_get(o, "model") ? cli_get(o, "model") : "";
 	if (strlen(j.model) > 200)
-		usage_error("--model is longer than 200 characters");
+		tool_usage_error("--model is longer than 200 characters");
 	for (int k = 0; k < N_LIMITS; k++) {
 		const char *v = cli_get(o, limit_names[k]);
 		char *end;
@@ -895,12 +865,12 @@ static void cmd_limits_set(const char **pos, int npos, struct cli_opt *o)
 			errno = 0;
 			x = strtoll(v, &end, 10);
 			if (errno || end == v || *end || x < 0)
-				usage_error("--%s must be a non-negative integer or 'none', not '%s'", limit_names[k], v);
+				tool_usage_error("--%s must be a non-negative integer or 'none', not '%s'", limit_names[k], v);
 		}
 		j.given[k] = v;
 	}
 	if (!given)
-		usage_error("give at least one of --rpm, --tpm, --rpd, --tpd, --concurrency");
+		tool_usage_error("give at least one of --rpm, --tpm, --rpd, --tpd, --concurrency");
 	j.actor = tool_operator(cfg);
 	j.reason = cli_get(o, "reason") ? cli_get(o, "reason") : "";
 	c = tool_connect(cfg, 0);
@@ -938,9 +908,9 @@ static void cmd_limits_show(const char **pos, int npos, struct cli_opt *o)
 
 	(void)pos, (void)npos;
 	if (tier && acct)
-		usage_error("give at most one of --account ID or --tier T");
+		tool_usage_error("give at most one of --account ID or --tier T");
 	if (acct)
-		snprintf(id, sizeof(id), "%" PRId64, parse_id("--account", acct));
+		snprintf(id, sizeof(id), "%" PRId64, tool_parse_id("--account", acct));
 	p[0] = tier;
 	p[1] = acct ? id : NULL;
 	c = tool_connect(cfg, 0);
@@ -1163,7 +1133,7 @@ static const char *count_opt(struct cli_opt *o, const char *name, long min, long
 	errno = 0;
 	x = strtol(v, &end, 10);
 	if (errno || end == v || *end || x < min || x > max)
-		usage_error("--%s must be an integer %ld..%ld, not '%s'", name, min, max, v);
+		tool_usage_error("--%s must be an integer %ld..%ld, not '%s'", name, min, max, v);
 	return v;
 }
 
@@ -1179,18 +1149,18 @@ static void cmd_promo_set(const char **pos, int npos, struct cli_opt *o)
 	memset(&j, 0, sizeof(j));
 	j.name = cli_get(o, "campaign");
 	if (j.name && (!*j.name || strlen(j.name) > 100))
-		usage_error("--campaign must be 1 to 100 characters");
+		tool_usage_error("--campaign must be 1 to 100 characters");
 	if (cli_get(o, "signup")) {
 		int64_t n = amount_opt(o, "signup", 0);
 		if (n < 0)
-			usage_error("--signup must not be negative");
+			tool_usage_error("--signup must not be negative");
 		snprintf(sig, sizeof(sig), "%" PRId64, n);
 		j.signup = sig;
 	}
 	if (cli_get(o, "referral")) {
 		int64_t n = amount_opt(o, "referral", 0);
 		if (n < 0)
-			usage_error("--referral must not be negative");
+			tool_usage_error("--referral must not be negative");
 		snprintf(ref, sizeof(ref), "%" PRId64, n);
 		j.referral = ref;
 	}
@@ -1201,7 +1171,7 @@ static void cmd_promo_set(const char **pos, int npos, struct cli_opt *o)
 		if (strcmp(v, "none") != 0) {
 			int64_t n = amount_opt(o, "budget", 0);
 			if (n < 0)
-				usage_error("--budget must not be negative");
+				tool_usage_error("--budget must not be negative");
 			snprintf(bud, sizeof(bud), "%" PRId64, n);
 			j.budget = bud;
 		}
@@ -1211,7 +1181,7 @@ static void cmd_promo_set(const char **pos, int npos, struct cli_opt *o)
 		j.starts_given = true;
 		if (strcmp(v, "none") != 0) {
 			if (time_parse_rfc3339(v, 1, &us) < 0)
-				usage_error("--starts '%s' is not a date or RFC 3339 time", v);
+				tool_usage_error("--starts '%s' is not a date or RFC 3339 time", v);
 			time_format_rfc3339(us, st, sizeof(st));
 			j.starts = st;
 		}
@@ -1221,14 +1191,14 @@ static void cmd_promo_set(const char **pos, int npos, struct cli_opt *o)
 		j.ends_given = true;
 		if (strcmp(v, "none") != 0) {
 			if (time_parse_rfc3339(v, 1, &us) < 0)
-				usage_error("--ends '%s' is not a date or RFC 3339 time", v);
+				tool_usage_error("--ends '%s' is not a date or RFC 3339 time", v);
 			time_format_rfc3339(us, en, sizeof(en));
 			j.ends = en;
 		}
 	}
 	if (!j.name && !j.signup && !j.referral && !j.expires_days && !j.max_referrals && !j.budget_given &&
 	    !j.starts_given && !j.ends_given)
-		usage_error("nothing to set: give --campaign or a setting");
+		tool_usage_error("nothing to set: give --campaign or a setting");
 	j.actor = tool_operator(cfg);
 	j.reason = cli_get(o, "reason") ? cli_get(o, "reason") : "";
 	c = tool_connect(cfg, 0);
@@ -1258,7 +1228,7 @@ static void cmd_expire(const char **pos, int npos, struct cli_opt *o)
 
 	(void)pos, (void)npos;
 	if (lim)
-		max = parse_id("--limit", lim);
+		max = tool_parse_id("--limit", lim);
 	c = tool_connect(cfg, 0);
 	ops_init(&x, c);
 	/* the same code as billingd's expiry worker (ledger/promo.h), in batches until nothing is left */
@@ -1396,7 +1366,7 @@ int main(int argc, char **argv)
 	/* from the repository root, the stack `make run` started (scripts/run_local.sh) */
 	config_default_file = "var/billingd.conf";
 	if (config_from_args(cfg, &argc, argv, &ce) < 0)
-		usage_error("%s", ce.msg);
+		tool_usage_error("%s", ce.msg);
 	if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "help") == 0) {
 		usage();
 		return argc < 2 ? 2 : 0;
@@ -1410,7 +1380,7 @@ int main(int argc, char **argv)
 			continue;
 		if (words == 2 && (argc < 3 || strcmp(argv[2], c->name + l1 + 1) != 0))
 			continue;
-		cur_cmd = c->name;
+		tool_cmd = c->name;
 		for (k = 1 + words; k < argc; k++)
 			if (strcmp(argv[k], "--help") == 0) {
 				printf("usage: billing-admin %s %s\n%s\n\noptions:\n", c->name, c->args, c->help);
@@ -1418,7 +1388,7 @@ int main(int argc, char **argv)
 				return 0;
 			}
 		if (cli_parse(argc - 1 - words, argv + 1 + words, c->opts, pos, c->max_pos, &npos, err, sizeof(err)) < 0)
-			usage_error("%s", err);
+			tool_usage_error("%s", err);
 		c->run(pos, npos, c->opts);
 		config_free(cfg);
 		return 0;
@@ -1438,9 +1408,9 @@ int main(int argc, char **argv)
 		if (group && help)
 			return 0;
 		if (group && argc == 2) {
-			cur_cmd = argv[1];
-			usage_error("'%s' needs a subcommand", argv[1]);
+			tool_cmd = argv[1];
+			tool_usage_error("'%s' needs a subcommand", argv[1]);
 		}
 	}
-	usage_error("unknown command '%s%s%s'", argv[1], argc > 2 ? " " : "", argc > 2 ? argv[2] : "");
+	tool_usage_error("unknown command '%s%s%s'", argv[1], argc > 2 ? " " : "", argc > 2 ? argv[2] : "");
 }

@@ -26,7 +26,6 @@
 #include "tools/admin_common.h"
 
 static struct config *cfg;
-static const char *cur_cmd = "";
 
 struct cmd {
 	const char *name;
@@ -37,34 +36,6 @@ struct cmd {
 	int (*run)(const char **pos, int npos, struct cli_opt *opts);
 };
 
-/* One line on stderr, exit 2. */
-static void usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
-static void usage_error(const char *fmt, ...)
-{
-	va_list ap;
-	char suffix[160];
-
-	snprintf(suffix, sizeof(suffix), " (see 'ledger %s%s--help')", cur_cmd, *cur_cmd ? " " : "");
-	va_start(ap, fmt);
-	error_print_line(stderr, "ledger: ", suffix, fmt, ap);
-	va_end(ap);
-	exit(2);
-}
-
-static int64_t parse_id(const char *what, const char *s)
-{
-	char *end;
-	long long v;
-
-	if (!s)
-		usage_error("missing %s", what);
-	errno = 0;
-	v = strtoll(s, &end, 10);
-	if (errno || end == s || *end || v <= 0)
-		usage_error("%s '%s' is not a positive integer", what, s);
-	return v;
-}
-
 static int64_t time_opt(struct cli_opt *o, const char *name, int required)
 {
 	const char *v = cli_get(o, name);
@@ -72,11 +43,11 @@ static int64_t time_opt(struct cli_opt *o, const char *name, int required)
 
 	if (!v) {
 		if (required)
-			usage_error("missing --%s", name);
+			tool_usage_error("missing --%s", name);
 		return 0;
 	}
 	if (time_parse_rfc3339(v, 1, &us) < 0)
-		usage_error("--%s '%s' is not a date (2026-11-01) or RFC 3339 time", name, v);
+		tool_usage_error("--%s '%s' is not a date (2026-11-01) or RFC 3339 time", name, v);
 	return us;
 }
 
@@ -107,17 +78,17 @@ static int cmd_export(const char **pos, int npos, struct cli_opt *o)
 	eo.from_us = time_opt(o, "from", 1);
 	eo.to_us = time_opt(o, "to", 1);
 	if (eo.to_us <= eo.from_us)
-		usage_error("--to must be after --from");
+		tool_usage_error("--to must be after --from");
 	if (cli_get(o, "account"))
-		eo.account_id = parse_id("--account", cli_get(o, "account"));
+		eo.account_id = tool_parse_id("--account", cli_get(o, "account"));
 	if (!fmt || strcmp(fmt, "csv") == 0)
 		eo.format = EXPORT_CSV;
 	else if (strcmp(fmt, "ndjson") == 0)
 		eo.format = EXPORT_NDJSON;
 	else
-		usage_error("--format must be csv or ndjson, not '%s'", fmt);
+		tool_usage_error("--format must be csv or ndjson, not '%s'", fmt);
 	if (!out || !*out)
-		usage_error("missing --out");
+		tool_usage_error("missing --out");
 	eo.path = out;
 	eo.force = cli_has(o, "force");
 	eo.operator = tool_operator(cfg);
@@ -239,17 +210,17 @@ static int cmd_statement(const char **pos, int npos, struct cli_opt *o)
 	struct statement s;
 	struct error err;
 	enum statement_format f = STATEMENT_TEXT;
-	int64_t id = parse_id("--account", cli_get(o, "account")), from, to;
+	int64_t id = tool_parse_id("--account", cli_get(o, "account")), from, to;
 	unsigned y, m;
 	char tail;
 	PGconn *c;
 
 	(void)pos, (void)npos;
 	if (!month)
-		usage_error("missing --month (e.g. 2026-11)");
+		tool_usage_error("missing --month (e.g. 2026-11)");
 	if (strlen(month) != 7 || sscanf(month, "%4u-%2u%c", &y, &m, &tail) != 2 || month[4] != '-' || m < 1 || m > 12 ||
 	    y < 1970)
-		usage_error("--month '%s' is not YYYY-MM", month);
+		tool_usage_error("--month '%s' is not YYYY-MM", month);
 	from = time_days_from_civil(y, m, 1) * 86400LL * 1000000LL;
 	to = time_days_from_civil(m == 12 ? y + 1 : y, m == 12 ? 1 : m + 1, 1) * 86400LL * 1000000LL;
 	if (cli_has(o, "json") || (fmt && strcmp(fmt, "json") == 0))
@@ -257,7 +228,7 @@ static int cmd_statement(const char **pos, int npos, struct cli_opt *o)
 	else if (fmt && strcmp(fmt, "csv") == 0)
 		f = STATEMENT_CSV;
 	else if (fmt && strcmp(fmt, "text") != 0)
-		usage_error("--format must be text, json or csv, not '%s'", fmt);
+		tool_usage_error("--format must be text, json or csv, not '%s'", fmt);
 	c = tool_connect(cfg, 0);
 	if (statement_build(c, id, from, to, &s, &err) < 0) {
 		PQfinish(c);
@@ -346,14 +317,14 @@ static int cmd_reconcile(const char **pos, int npos, struct cli_opt *o)
 	memset(&ro, 0, sizeof(ro));
 	ro.redis = config_get(cfg, "redis");
 	if (config_get_int(cfg, "redis_timeout_ms", 1, 600000, &t, &ce) < 0)
-		usage_error("%s", ce.msg);
+		tool_usage_error("%s", ce.msg);
 	ro.timeout_ms = (int)t;
 	ro.settle_ms = 1500;
 	if (settle) {
 		char *end;
 		long v = strtol(settle, &end, 10);
 		if (*end || end == settle || v < 0 || v > 600000)
-			usage_error("--settle-ms must be an integer 0..600000");
+			tool_usage_error("--settle-ms must be an integer 0..600000");
 		ro.settle_ms = (int)v;
 	}
 	ro.repair = cli_has(o, "repair");
@@ -476,7 +447,7 @@ int main(int argc, char **argv)
 	/* from the repository root, the stack `make run` started (scripts/run_local.sh) */
 	config_default_file = "var/billingd.conf";
 	if (config_from_args(cfg, &argc, argv, &ce) < 0)
-		usage_error("%s", ce.msg);
+		tool_usage_error("%s", ce.msg);
 	if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "help") == 0) {
 		usage();
 		return argc < 2 ? 2 : 0;
@@ -485,7 +456,7 @@ int main(int argc, char **argv)
 		const struct cmd *c = &cmds[i];
 		if (strcmp(argv[1], c->name) != 0)
 			continue;
-		cur_cmd = c->name;
+		tool_cmd = c->name;
 		for (int k = 2; k < argc; k++)
 			if (strcmp(argv[k], "--help") == 0) {
 				printf("usage: ledger %s %s\n%s\n\noptions:\n", c->name, c->args, c->help);
@@ -493,10 +464,10 @@ int main(int argc, char **argv)
 				return 0;
 			}
 		if (cli_parse(argc - 2, argv + 2, c->opts, pos, c->max_pos, &npos, err, sizeof(err)) < 0)
-			usage_error("%s", err);
+			tool_usage_error("%s", err);
 		rc = c->run(pos, npos, c->opts);
 		config_free(cfg);
 		return rc;
 	}
-	usage_error("unknown command '%s'", argv[1]);
+	tool_usage_error("unknown command '%s'", argv[1]);
 }
