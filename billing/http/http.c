@@ -62,6 +62,19 @@ void reply_text(struct rctx *c, int status, const char *text, size_t len)
 	free(c);
 }
 
+void reply_typed(struct rctx *c, int status, const char *content_type, const char *body, size_t len)
+{
+	struct evbuffer *out = evbuffer_new();
+
+	evhttp_add_header(evhttp_request_get_output_headers(c->req), "Content-Type", content_type);
+	evbuffer_add(out, body, len);
+	evhttp_send_reply(c->req, status, NULL, out);
+	evbuffer_free(out);
+	metrics_request(c->front->metrics, c->route, status, time_now_us() - c->t0);
+	c->front->inflight--;
+	free(c);
+}
+
 void rctx_drop(struct rctx *c)
 {
 	metrics_request(c->front->metrics, c->route, 499, time_now_us() - c->t0);

@@ -35,6 +35,8 @@ struct rctx *rctx_new(struct http_front *f, struct server *s, struct evhttp_requ
 /* Sends the one reply of the request and frees c.  body is stolen. */
 void reply(struct rctx *c, int status, json_t *body);
 void reply_text(struct rctx *c, int status, const char *text, size_t len);
+/* The same with a Content-Type of its own, the body as it is (no newline added). */
+void reply_typed(struct rctx *c, int status, const char *content_type, const char *body, size_t len);
 /* The client is gone (libevent freed the request): count it, free c. */
 void rctx_drop(struct rctx *c);
 /* Ends a reply started with evhttp_send_reply_start and frees c. */

@@ -838,6 +838,117 @@ static int parse_id(const char *s, size_t len, int64_t *out)
 	return v > 0 ? 0 : -1;
 }
 
+/* ---- routes ---- */
+
+static void r_healthz(struct rctx *c, int64_t id)
+{
+	(void)id;
+	reply(c, 200, json_pack("{s:s}", "status", "ok"));
+}
+
+static void r_readyz(struct rctx *c, int64_t id)
+{
+	struct server *s = c->s;
+
+	(void)id;
+	if (s->draining || !rconn_ready(s->redis) || !writers_connected(s))
+		return reply(c, 503, json_pack("{s:s,s:b,s:b}", "status", "unavailable", "postgresql", writers_connected(s),
+					       "redis", rconn_ready(s->redis)));
+	submit_hjob(c, OP_READY, NULL, 0);
+}
+
+static void r_metrics(struct rctx *c, int64_t id)
+{
+	struct server *s = c->s;
+	struct buf b;
+
+	(void)id;
+	buf_init(&b);
+	metrics_gauge(s->metrics, "billing_usage_queue_depth", writers_depth(s));
+	metrics_gauge(s->metrics, "billing_db_queue_depth", (int64_t)dbpool_depth(s->pool));
+	metrics_gauge(s->metrics, "billing_inflight_requests", s->front.inflight);
+	metrics_gauge(s->metrics, "billing_http_connections", conns_open(s->conns));
+	metrics_render(s->metrics, &b);
+	reply_typed(c, 200, "text/plain; version=0.0.4", b.data ? b.data : "", b.len);
+	buf_release(&b);
+}
+
+static void r_account(struct rctx *c, int64_t id)
+{
+	submit_hjob(c, OP_ACCOUNT_GET, NULL, id);
+}
+
+static void r_verify(struct rctx *c, int64_t id)
+{
+	submit_hjob(c, OP_VERIFY, NULL, id);
+}
+
+#define PLAIN(h)                                      \
+	static void r_##h(struct rctx *c, int64_t id) \
+	{                                             \
+		(void)id;                             \
+		h_##h(c);                             \
+	}
+PLAIN(authorize)
+PLAIN(tokenize)
+PLAIN(chat)
+PLAIN(models)
+PLAIN(usage)
+PLAIN(usage_batch)
+PLAIN(accounts_create)
+PLAIN(keys)
+PLAIN(topups)
+PLAIN(admin_grants)
+#undef PLAIN
+
+/* Every route on one line: method, path (also the metrics label; {id} is
+ * a positive integer segment), who may call it, whether it answers 503
+ * while billingd drains, and its handler.  docs/openapi.yaml documents
+ * exactly these (tests/integration/test_openapi.py reads this table). */
+static const struct route {
+	enum evhttp_cmd_type method;
+	const char *path;
+	enum auth_need auth;
+	bool drains;
+	void (*run)(struct rctx *c, int64_t id);
+} routes[] = {
+	{EVHTTP_REQ_GET, "/healthz", AUTH_NONE, false, r_healthz},
+	{EVHTTP_REQ_GET, "/readyz", AUTH_NONE, false, r_readyz},
+	{EVHTTP_REQ_GET, "/metrics", AUTH_NONE, false, r_metrics},
+	{EVHTTP_REQ_POST, "/v1/authorize", AUTH_GATEWAY, true, r_authorize},
+	{EVHTTP_REQ_POST, "/v1/tokenize", AUTH_GATEWAY, true, r_tokenize},
+	{EVHTTP_REQ_POST, "/internal/v1/chat/completions", AUTH_NONE, true, r_chat}, /* its bearer: an API key */
+	{EVHTTP_REQ_GET, "/internal/v1/models", AUTH_NONE, false, r_models},
+	{EVHTTP_REQ_POST, "/v1/usage", AUTH_GATEWAY, true, r_usage},
+	{EVHTTP_REQ_POST, "/v1/usage/batch", AUTH_GATEWAY, true, r_usage_batch},
+	{EVHTTP_REQ_POST, "/v1/accounts", AUTH_GATEWAY, true, r_accounts_create},
+	{EVHTTP_REQ_GET, "/v1/accounts/{id}", AUTH_GATEWAY, true, r_account},
+	{EVHTTP_REQ_POST, "/v1/accounts/{id}/verify", AUTH_GATEWAY, true, r_verify},
+	{EVHTTP_REQ_POST, "/v1/keys", AUTH_GATEWAY, true, r_keys},
+	{EVHTTP_REQ_POST, "/v1/topups", AUTH_GATEWAY, true, r_topups},
+	{EVHTTP_REQ_POST, "/v1/admin/grants", AUTH_ADMIN, true, r_admin_grants},
+};
+
+/* path matches pattern; its {id} segment (if any) into *id */
+static bool route_match(const char *pattern, const char *path, int64_t *id)
+{
+	const char *hole = strstr(pattern, "{id}");
+	size_t head, tail, n = strlen(path);
+	const char *seg;
+
+	*id = 0;
+	if (!hole)
+		return strcmp(pattern, path) == 0;
+	head = (size_t)(hole - pattern);
+	tail = strlen(hole + 4);
+	if (n <= head + tail || strncmp(path, pattern, head) != 0 || strcmp(path + n - tail, hole + 4) != 0)
+		return false;
+	seg = path + head;
+	if (memchr(seg, '/', n - head - tail))
+		return false;
+	return parse_id(seg, n - head - tail, id) == 0;
+}
+
 static void gen_cb(struct evhttp_request *req, void *arg)
 {
 	struct server *s = arg;
@@ -845,6 +956,8 @@ static void gen_cb(struct evhttp_request *req, void *arg)
 	enum evhttp_cmd_type m = evhttp_request_get_command(req);
 	char path[512];
 	size_t plen;
+	struct rctx *c;
+	int64_t id;
 
 	conns_request_read(s->conns, req);
 	/* ambiguous framing, or no URI (libevent calls back without one after
@@ -852,120 +965,30 @@ static void gen_cb(struct evhttp_request *req, void *arg)
 	if (framing_refuse(s, req))
 		return;
 	plen = strcspn(uri, "?");
-	struct rctx *c;
-	int64_t id;
-
 	if (plen >= sizeof(path))
 		plen = sizeof(path) - 1;
 	memcpy(path, uri, plen);
 	path[plen] = '\0';
+	for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {
+		const struct route *r = &routes[i];
 
-#define ROUTE(method, label, need)                                                                \
-	do {                                                                                      \
-		c = rctx_new(&s->front, s, req, label);                                                       \
-		if (!c) {                                                                          \
-			evhttp_send_error(req, 503, "out of memory");                              \
-			return;                                                                    \
-		}                                                                                  \
-		if (m != (method)) {                                                               \
-			evhttp_add_header(evhttp_request_get_output_headers(req), "Allow",         \
-					  (method) == EVHTTP_REQ_GET ? "GET" : "POST");                    \
-			reply_err(c, 405, "method_not_allowed", "method not allowed");             \
-			return;                                                                    \
-		}                                                                                  \
-		if (check_auth(c, need) < 0)                                                       \
-			return;                                                                    \
-		if (s->draining && (need) != AUTH_NONE) {                                          \
-			reply_err(c, 503, "unavailable", "shutting down");                         \
-			return;                                                                    \
-		}                                                                                  \
-	} while (0)
-
-	if (strcmp(path, "/healthz") == 0) {
-		ROUTE(EVHTTP_REQ_GET, "/healthz", AUTH_NONE);
-		return reply(c, 200, json_pack("{s:s}", "status", "ok"));
-	}
-	if (strcmp(path, "/readyz") == 0) {
-		ROUTE(EVHTTP_REQ_GET, "/readyz", AUTH_NONE);
-		if (s->draining || !rconn_ready(s->redis) || !writers_connected(s))
-			return reply(c, 503, json_pack("{s:s,s:b,s:b}", "status", "unavailable", "postgresql",
-						       writers_connected(s), "redis", rconn_ready(s->redis)));
-		return submit_hjob(c, OP_READY, NULL, 0);
-	}
-	if (strcmp(path, "/metrics") == 0) {
-		struct buf b;
-		struct evbuffer *out;
-		ROUTE(EVHTTP_REQ_GET, "/metrics", AUTH_NONE);
-		buf_init(&b);
-		metrics_gauge(s->metrics, "billing_usage_queue_depth", writers_depth(s));
-		metrics_gauge(s->metrics, "billing_db_queue_depth", (int64_t)dbpool_depth(s->pool));
-		metrics_gauge(s->metrics, "billing_inflight_requests", s->front.inflight);
-		metrics_gauge(s->metrics, "billing_http_connections", conns_open(s->conns));
-		metrics_render(s->metrics, &b);
-		out = evbuffer_new();
-		evbuffer_add(out, b.data ? b.data : "", b.len);
-		evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
-				  "text/plain; version=0.0.4");
-		evhttp_send_reply(req, 200, "OK", out);
-		evbuffer_free(out);
-		buf_release(&b);
-		metrics_request(s->metrics, c->route, 200, time_now_us() - c->t0);
-		s->front.inflight--;
-		free(c);
-		return;
-	}
-	if (strcmp(path, "/v1/authorize") == 0) {
-		ROUTE(EVHTTP_REQ_POST, "/v1/authorize", AUTH_GATEWAY);
-		return h_authorize(c);
-	}
-	if (strcmp(path, "/v1/tokenize") == 0) {
-		ROUTE(EVHTTP_REQ_POST, "/v1/tokenize", AUTH_GATEWAY);
-		return h_tokenize(c);
-	}
-	if (strcmp(path, "/internal/v1/chat/completions") == 0) {
-		ROUTE(EVHTTP_REQ_POST, "/internal/v1/chat/completions", AUTH_NONE);
-		if (s->draining)
+		if (!route_match(r->path, path, &id))
+			continue;
+		c = rctx_new(&s->front, s, req, r->path);
+		if (!c) {
+			evhttp_send_error(req, 503, "out of memory");
+			return;
+		}
+		if (m != r->method) {
+			evhttp_add_header(evhttp_request_get_output_headers(req), "Allow",
+					  r->method == EVHTTP_REQ_GET ? "GET" : "POST");
+			return reply_err(c, 405, "method_not_allowed", "method not allowed");
+		}
+		if (check_auth(c, r->auth) < 0)
+			return;
+		if (s->draining && r->drains)
 			return reply_err(c, 503, "unavailable", "shutting down");
-		return h_chat(c);
-	}
-	if (strcmp(path, "/internal/v1/models") == 0) {
-		ROUTE(EVHTTP_REQ_GET, "/internal/v1/models", AUTH_NONE);
-		return h_models(c);
-	}
-	if (strcmp(path, "/v1/usage") == 0) {
-		ROUTE(EVHTTP_REQ_POST, "/v1/usage", AUTH_GATEWAY);
-		return h_usage(c);
-	}
-	if (strcmp(path, "/v1/usage/batch") == 0) {
-		ROUTE(EVHTTP_REQ_POST, "/v1/usage/batch", AUTH_GATEWAY);
-		return h_usage_batch(c);
-	}
-	if (strcmp(path, "/v1/accounts") == 0) {
-		ROUTE(EVHTTP_REQ_POST, "/v1/accounts", AUTH_GATEWAY);
-		return h_accounts_create(c);
-	}
-	if (strncmp(path, "/v1/accounts/", 13) == 0) {
-		const char *rest = path + 13, *slash = strchr(rest, '/');
-		if (!slash && parse_id(rest, strlen(rest), &id) == 0) {
-			ROUTE(EVHTTP_REQ_GET, "/v1/accounts/{id}", AUTH_GATEWAY);
-			return submit_hjob(c, OP_ACCOUNT_GET, NULL, id);
-		}
-		if (slash && strcmp(slash, "/verify") == 0 && parse_id(rest, (size_t)(slash - rest), &id) == 0) {
-			ROUTE(EVHTTP_REQ_POST, "/v1/accounts/{id}/verify", AUTH_GATEWAY);
-			return submit_hjob(c, OP_VERIFY, NULL, id);
-		}
-	}
-	if (strcmp(path, "/v1/keys") == 0) {
-		ROUTE(EVHTTP_REQ_POST, "/v1/keys", AUTH_GATEWAY);
-		return h_keys(c);
-	}
-	if (strcmp(path, "/v1/topups") == 0) {
-		ROUTE(EVHTTP_REQ_POST, "/v1/topups", AUTH_GATEWAY);
-		return h_topups(c);
-	}
-	if (strcmp(path, "/v1/admin/grants") == 0) {
-		ROUTE(EVHTTP_REQ_POST, "/v1/admin/grants", AUTH_ADMIN);
-		return h_admin_grants(c);
+		return r->run(c, id);
 	}
 	c = rctx_new(&s->front, s, req, "other");
 	if (!c) {
@@ -977,7 +1000,6 @@ static void gen_cb(struct evhttp_request *req, void *arg)
 	if (strncmp(path, "/v1/", 4) == 0 && check_auth(c, AUTH_GATEWAY) < 0)
 		return;
 	reply_err(c, 404, "not_found", "no such route");
-#undef ROUTE
 }
 
 /* ---- lifecycle ---- */
