@@ -45,8 +45,8 @@ struct server {
 	int64_t busy; /* work to finish before exit that no request waits for (chat calls whose client left) */
 	bool draining, closing;
 	int64_t drain_deadline_us;
-	struct event *drain_timer, *gauge_timer, *expire_timer;
-	bool expiring;
+	struct event *drain_timer, *gauge_timer;
+	struct maint *maint; /* the ledger's upkeep (maint.c) */
 	bool referral_on_topup;
 	int64_t max_topup_nanos, max_grant_nanos; /* config max_topup, max_grant */
 	/* authorization (authorize.c) */

@@ -13,6 +13,7 @@
 #include <strings.h>
 
 #include "billing/server_int.h"
+#include "billing/maint.h"
 #include "billing/authz/authorize.h"
 #include "billing/http/bodies.h"
 #include "billing/http/conns.h"
@@ -36,8 +37,6 @@
 #include "ledger/promo.h"
 
 #define MAX_BATCH 1000
-/* months of ledger partitions kept ready past the current one (expiry tick) */
-#define LEDGER_PARTITIONS_AHEAD 3
 
 
 
@@ -115,7 +114,7 @@ static int check_auth(struct rctx *c, enum auth_need need)
 
 /* ---- database jobs of the HTTP API ---- */
 
-enum op { OP_ACCOUNT_CREATE, OP_ACCOUNT_GET, OP_VERIFY, OP_KEY_CREATE, OP_TOPUP, OP_GRANT, OP_READY, OP_EXPIRE };
+enum op { OP_ACCOUNT_CREATE, OP_ACCOUNT_GET, OP_VERIFY, OP_KEY_CREATE, OP_TOPUP, OP_GRANT, OP_READY };
 
 struct hjob {
 	struct dbjob job;
@@ -396,27 +395,8 @@ static void hjob_run(struct dbjob *job, PGconn *conn, const char *writer)
 		if (db_exec(conn, "SELECT 1", 0, NULL, &j->job.err) == 0)
 			j->out_status = 200;
 		break;
-	case OP_EXPIRE: {
-		int moved = 0, created = 0;
-		int64_t nanos = 0;
-		x.actor = "billingd";
-		/* ledger partitions ahead of time; a failure here (a lock not
-		 * obtained) is logged and retried on the next tick, and the
-		 * DEFAULT partitions take the rows meanwhile */
-		if (db_ensure_partitions(conn, LEDGER_PARTITIONS_AHEAD, &created, &j->job.err) < 0) {
-			log_warn("ledger partitions not ensured", "error=\"%s\"", j->job.err.msg);
-			memset(&j->job.err, 0, sizeof(j->job.err));
-		} else if (created) {
-			log_info("ledger partitions created", "partitions=%d months_ahead=%d", created,
-				 LEDGER_PARTITIONS_AHEAD);
-		}
-		if (promo_expire_due(&x, time_now_us(), 1000, &moved, &nanos, &j->job.err) == 0 && moved)
-			log_info("promotional credit expired to breakage", "grants=%d nanos=%" PRId64, moved, nanos);
-		j->out_status = 200;
-		break;
 	}
-	}
-	if (!j->out && !j->job.err.status && j->op != OP_READY && j->op != OP_EXPIRE)
+	if (!j->out && !j->job.err.status && j->op != OP_READY)
 		error_set(&j->job.err, 500, "internal", "no answer");
 	if (db_conn_broken(conn) && j->job.err.status)
 		error_set(&j->job.err, 503, "unavailable", "the ledger database connection was lost");
@@ -457,11 +437,7 @@ static void hjob_done(struct dbjob *job)
 {
 	struct hjob *j = (struct hjob *)job;
 
-	if (j->op == OP_EXPIRE) {
-		if (j->job.err.status)
-			log_warn("expiry run failed", "error=\"%s\"", j->job.err.msg);
-		j->s->expiring = false;
-	} else if (j->op == OP_READY) {
+	if (j->op == OP_READY) {
 		bool redis = j->s->redis && rconn_ready(j->s->redis); /* NULL when finished during shutdown */
 		bool ok = j->out_status == 200 && redis;
 		reply(j->rc, ok ? 200 : 503,
@@ -1012,28 +988,6 @@ static void gauge_cb(evutil_socket_t fd, short what, void *arg)
 	metrics_gauge(s->metrics, "billing_usage_queue_depth", writers_depth(s));
 }
 
-/* the expiry worker: unused promotional credit of expired grants goes to breakage */
-static void expire_cb(evutil_socket_t fd, short what, void *arg)
-{
-	struct server *s = arg;
-	struct hjob *j;
-
-	(void)fd, (void)what;
-	if (s->expiring || s->draining)
-		return;
-	j = calloc(1, sizeof(*j));
-	if (!j)
-		return;
-	j->job.run = hjob_run;
-	j->job.done = hjob_done;
-	j->op = OP_EXPIRE;
-	j->s = s;
-	if (dbpool_submit(s->pool, &j->job) < 0)
-		free(j);
-	else
-		s->expiring = true;
-}
-
 /* One token file into *slot.  At start (*slot NULL) a refused file is an
  * error; on reload a refused file, or one without a single token, keeps
  * the old set (CONTRACT.md §1) and is logged.  Returns 0 or -1. */
@@ -1213,10 +1167,11 @@ struct server *server_new(struct event_base *base, struct config *cfg, struct er
 		goto fail;
 	s->gauge_timer = event_new(base, -1, EV_PERSIST, gauge_cb, s);
 	event_add(s->gauge_timer, &tv);
-	{
-		struct timeval etv = {(time_t)expiry_s, 0};
-		s->expire_timer = event_new(base, -1, EV_PERSIST, expire_cb, s);
-		event_add(s->expire_timer, &etv);
+	/* the ledger's upkeep: partitions ahead, expired credit to breakage */
+	s->maint = maint_new(base, s->pool, expiry_s);
+	if (!s->maint) {
+		error_set(err, 0, "oom", "out of memory");
+		goto fail;
 	}
 	log_info("billingd listening", "listen=%s instance=%s batch_max=%" PRId64 " batch_wait_us=%" PRId64, listen,
 		 config_get(cfg, "instance_id"), batch_max, batch_wait);
@@ -1244,6 +1199,7 @@ void server_drain(struct server *s)
 	if (s->draining)
 		return;
 	s->draining = true;
+	maint_stop(s->maint);
 	stream_stop(s->stream);
 	s->drain_deadline_us = time_now_us() + 30000000;
 	log_info("shutting down: no new connections, finishing requests in flight", "inflight=%" PRId64, s->front.inflight);
@@ -1263,8 +1219,7 @@ void server_free(struct server *s)
 		event_free(s->drain_timer);
 	if (s->gauge_timer)
 		event_free(s->gauge_timer);
-	if (s->expire_timer)
-		event_free(s->expire_timer);
+	maint_stop(s->maint);
 	/* Order matters: callbacks still pending in one part may call into the
 	 * next.  The usage writer's last answers settle holds in Redis and finish
 	 * chat calls (inference and rconn alive); rconn's pending callbacks may
@@ -1279,6 +1234,7 @@ void server_free(struct server *s)
 	rconn_free(s->redis);
 	s->redis = NULL;
 	dbpool_free(s->pool);
+	maint_free(s->maint); /* after the pool: its last run's done uses it */
 	authz_free(s);
 	if (s->http)
 		evhttp_free(s->http);
