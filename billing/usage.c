@@ -171,6 +171,35 @@ void usage_item_release(struct usage_item *it)
 {
 	free(it->response);
 	it->response = NULL;
+	it->balance_at = 0;
+}
+
+/* "balance":{...},"duplicate":false} of a fresh charge: as stored (held 0,
+ * live 0), or with the live held amount (live 1 known, 2 unknown) */
+static void balance_tail(struct buf *b, int64_t paid, int64_t promo, int live, int64_t held)
+{
+	buf_printf(b, "\"balance\":{\"paid_nanos\":%" PRId64 ",\"promo_nanos\":%" PRId64, paid, promo);
+	if (live == 2)
+		buf_puts(b, ",\"held_nanos\":null,\"available_nanos\":null,\"held_known\":false,\"note\":"
+			    "\"" USAGE_HELD_UNKNOWN_NOTE "\"");
+	else
+		buf_printf(b, ",\"held_nanos\":%" PRId64 ",\"available_nanos\":%" PRId64 "%s", held,
+			   paid + promo - held, live ? ",\"held_known\":true" : "");
+	buf_puts(b, "},\"duplicate\":false}");
+}
+
+int usage_answer_held(struct usage_item *it, bool known, int64_t held)
+{
+	struct buf t;
+
+	if (!it->response || it->duplicate || it->balance_at == 0 || it->balance_at >= strlen(it->response))
+		return -1;
+	buf_init(&t);
+	buf_append(&t, it->response, it->balance_at);
+	balance_tail(&t, it->paid_after, it->promo_after, known ? 1 : 2, held);
+	free(it->response);
+	it->response = t.data;
+	return 0;
 }
 
 /* ---- the writer ---- */
@@ -692,7 +721,7 @@ static int charge_items(struct batch *b, int64_t now_us, struct error *err)
 		size_t nl, tx, first_post = np;
 		bool known;
 		int64_t cost, promo = 0, spend_now;
-		json_t *resp, *charged;
+		struct buf resp;
 		char ts[40];
 		struct buf *d;
 
@@ -723,7 +752,13 @@ static int charge_items(struct batch *b, int64_t now_us, struct error *err)
 		nl = burndown_charge(&b->buckets[ac->first], ac->n, paid, cost, pr->paid_only, spend_now, lines);
 		tx = b->n_txns++;
 		b->txn_item[tx] = i;
-		charged = json_array();
+		/* the answer, written once (as jansson would: members in this order) */
+		buf_init(&resp);
+		buf_puts(&resp, "{\"request_id\":");
+		buf_json_str(&resp, it->r.request_id);
+		buf_printf(&resp, ",\"account_id\":%" PRId64 ",\"cost_nanos\":%" PRId64 ",\"price_version\":%" PRId64
+				  ",\"charged\":[",
+			   it->account_id, cost, pr->version);
 		it->d_paid = it->d_promo = 0;
 		for (size_t k = 0; k < nl; k++) {
 			if (lines[k].kind == BURNDOWN_GRANT)
@@ -736,11 +771,12 @@ static int charge_items(struct batch *b, int64_t now_us, struct error *err)
 			else
 				b->posts[np++] = (struct journal_posting){lines[k].ledger_account_id, it->account_id,
 									  -lines[k].amount};
-			json_array_append_new(charged, json_pack("{s:s,s:o,s:I}", "bucket", bucket_name(lines[k].kind),
-								 "grant_id",
-								 lines[k].grant_id ? json_integer(lines[k].grant_id)
-										   : json_null(),
-								 "amount_nanos", (json_int_t)lines[k].amount));
+			buf_printf(&resp, "%s{\"bucket\":\"%s\",\"grant_id\":", k ? "," : "", bucket_name(lines[k].kind));
+			if (lines[k].grant_id)
+				buf_printf(&resp, "%" PRId64, lines[k].grant_id);
+			else
+				buf_puts(&resp, "null");
+			buf_printf(&resp, ",\"amount_nanos\":%" PRId64 "}", lines[k].amount);
 		}
 		free(lines);
 		if (np == first_post) /* a free call still moves through the books: a zero posting */
@@ -752,13 +788,12 @@ static int charge_items(struct batch *b, int64_t now_us, struct error *err)
 				promo += g->balance;
 		}
 		time_format_rfc3339(it->r.started_at_us, ts, sizeof(ts));
-		resp = json_pack("{s:s,s:I,s:I,s:I,s:o,s:{s:I,s:I,s:I,s:I},s:b}", "request_id", it->r.request_id,
-				 "account_id", (json_int_t)it->account_id, "cost_nanos", (json_int_t)cost,
-				 "price_version", (json_int_t)pr->version, "charged", charged, "balance", "paid_nanos",
-				 (json_int_t)paid->balance, "promo_nanos", (json_int_t)promo, "held_nanos",
-				 (json_int_t)0, "available_nanos", (json_int_t)(paid->balance + promo), "duplicate", 0);
-		it->response = json_dumps(resp, JSON_COMPACT);
-		json_decref(resp);
+		buf_puts(&resp, "],");
+		it->balance_at = resp.len;
+		it->paid_after = paid->balance;
+		it->promo_after = promo;
+		balance_tail(&resp, paid->balance, promo, 0, 0);
+		it->response = resp.data; /* owned */
 		it->cost_nanos = cost;
 		it->price_version = pr->version;
 		d = &b->details[tx];
