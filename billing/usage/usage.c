@@ -172,6 +172,41 @@ void usage_item_release(struct usage_item *it)
 {
 	free(it->response);
 	it->response = NULL;
+	it->balance_at = 0;
+}
+
+/* "balance":{...},"duplicate":false} of a fresh charge: as stored (held 0,
+ * live 0), or with the live held amount (live 1 known, 2 unknown) */
+static void balance_tail(struct buf *b, money_total paid, money_total promo, int live, int64_t held)
+{
+	/* totals as exact integer literals, beyond int64 too (as jsonnum_dumps writes them) */
+	char p[MONEY_TOTAL_BUF], q[MONEY_TOTAL_BUF], a[MONEY_TOTAL_BUF];
+
+	money_total_str(paid, p, sizeof(p));
+	money_total_str(promo, q, sizeof(q));
+	money_total_str(paid + promo - held, a, sizeof(a));
+	buf_printf(b, "\"balance\":{\"paid_nanos\":%s,\"promo_nanos\":%s", p, q);
+	if (live == 2)
+		buf_puts(b, ",\"held_nanos\":null,\"available_nanos\":null,\"held_known\":false,\"note\":"
+			    "\"" USAGE_HELD_UNKNOWN_NOTE "\"");
+	else
+		buf_printf(b, ",\"held_nanos\":%" PRId64 ",\"available_nanos\":%s%s", held, a,
+			   live ? ",\"held_known\":true" : "");
+	buf_puts(b, "},\"duplicate\":false}");
+}
+
+int usage_answer_held(struct usage_item *it, bool known, int64_t held)
+{
+	struct buf t;
+
+	if (!it->response || it->duplicate || it->balance_at == 0 || it->balance_at >= strlen(it->response))
+		return -1;
+	buf_init(&t);
+	buf_append(&t, it->response, it->balance_at);
+	balance_tail(&t, it->paid_after, it->promo_after, known ? 1 : 2, held);
+	free(it->response);
+	it->response = t.data;
+	return 0;
 }
 
 /* ---- the writer ---- */
@@ -700,7 +735,7 @@ static int charge_items(struct batch *b, int64_t now_us, struct error *err)
 		bool known;
 		int64_t cost, spend_now;
 		money_total promo = 0;
-		json_t *resp, *charged;
+		struct buf resp;
 		char ts[40];
 		struct buf *d;
 
@@ -731,7 +766,13 @@ static int charge_items(struct batch *b, int64_t now_us, struct error *err)
 		nl = burndown_charge(&b->buckets[ac->first], ac->n, paid, cost, pr->paid_only, spend_now, lines);
 		tx = b->n_txns++;
 		b->txn_item[tx] = i;
-		charged = json_array();
+		/* the answer, written once (as jansson would: members in this order) */
+		buf_init(&resp);
+		buf_puts(&resp, "{\"request_id\":");
+		buf_json_str(&resp, it->r.request_id);
+		buf_printf(&resp, ",\"account_id\":%" PRId64 ",\"cost_nanos\":%" PRId64 ",\"price_version\":%" PRId64
+				  ",\"charged\":[",
+			   it->account_id, cost, pr->version);
 		it->d_paid = it->d_promo = 0;
 		for (size_t k = 0; k < nl; k++) {
 			if (lines[k].kind == BURNDOWN_GRANT)
@@ -744,11 +785,12 @@ static int charge_items(struct batch *b, int64_t now_us, struct error *err)
 			else
 				b->posts[np++] = (struct journal_posting){lines[k].ledger_account_id, it->account_id,
 									  -lines[k].amount};
-			json_array_append_new(charged, json_pack("{s:s,s:o,s:I}", "bucket", bucket_name(lines[k].kind),
-								 "grant_id",
-								 lines[k].grant_id ? json_integer(lines[k].grant_id)
-										   : json_null(),
-								 "amount_nanos", (json_int_t)lines[k].amount));
+			buf_printf(&resp, "%s{\"bucket\":\"%s\",\"grant_id\":", k ? "," : "", bucket_name(lines[k].kind));
+			if (lines[k].grant_id)
+				buf_printf(&resp, "%" PRId64, lines[k].grant_id);
+			else
+				buf_puts(&resp, "null");
+			buf_printf(&resp, ",\"amount_nanos\":%" PRId64 "}", lines[k].amount);
 		}
 		free(lines);
 		if (np == first_post) /* a free call still moves through the books: a zero posting */
@@ -760,17 +802,13 @@ static int charge_items(struct batch *b, int64_t now_us, struct error *err)
 				promo += g->balance;
 		}
 		time_format_rfc3339(it->r.started_at_us, ts, sizeof(ts));
-		{
-			money_total paid_exact = paid->balance + paid->beyond;
-			resp = json_pack("{s:s,s:I,s:I,s:I,s:o,s:{s:o,s:o,s:I,s:o},s:b}", "request_id", it->r.request_id,
-					 "account_id", (json_int_t)it->account_id, "cost_nanos", (json_int_t)cost,
-					 "price_version", (json_int_t)pr->version, "charged", charged, "balance",
-					 "paid_nanos", jsonnum_total(paid_exact), "promo_nanos", jsonnum_total(promo),
-					 "held_nanos", (json_int_t)0, "available_nanos", jsonnum_total(paid_exact + promo),
-					 "duplicate", 0);
-		}
-		it->response = jsonnum_dumps(resp, JSON_COMPACT);
-		json_decref(resp);
+		buf_puts(&resp, "],");
+		it->balance_at = resp.len;
+		/* exact: either may be beyond int64 (common/money.h) */
+		it->paid_after = paid->balance + paid->beyond;
+		it->promo_after = promo;
+		balance_tail(&resp, it->paid_after, promo, 0, 0);
+		it->response = resp.data; /* owned */
 		it->cost_nanos = cost;
 		it->price_version = pr->version;
 		d = &b->details[tx];

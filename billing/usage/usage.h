@@ -13,6 +13,7 @@
 #include "billing/usage/dbpool.h"
 #include "billing/usage/pricing.h"
 #include "common/error.h"
+#include "common/money.h"
 
 #define USAGE_MAX_AGE_US (35LL * 86400 * 1000000)
 #define USAGE_MAX_AHEAD_US (5LL * 60 * 1000000)
@@ -50,6 +51,10 @@ struct usage_item {
 	int64_t price_version;
 	int64_t d_paid, d_promo; /* what the charge moved (negative), for the balance mirror */
 	int64_t mirror_lgen;     /* the mirror's load generation read before COMMIT, -1 unknown */
+	/* a fresh charge's answer (not a replay): where its "balance" member
+	 * starts in response, and the balance it shows; 0 for any other answer */
+	size_t balance_at;
+	money_total paid_after, promo_after; /* exact, beyond int64 too */
 	/* owner's */
 	void *owner;
 	size_t index;
@@ -66,5 +71,14 @@ void usage_writer_free(struct usage_writer *w);
 void usage_write_batch(struct dbjob **jobs, size_t n, PGconn *c, const char *writer, void *arg);
 /* Frees the item's results (not the item). */
 void usage_item_release(struct usage_item *it);
+
+/* An answer's balance when the live holds cannot be read (Redis down). */
+#define USAGE_HELD_UNKNOWN_NOTE                                                                                    \
+	"the live holds are kept in Redis, which cannot be reached now: held and available amounts are unknown"
+/* A fresh charge's answer with the account's live held amount (known) or
+ * without it: rewrites it->response in place of a decode and an encode,
+ * with the members, their order and their values balance_set_held() gives.
+ * -1 (nothing changed) for an answer it did not build (replays). */
+int usage_answer_held(struct usage_item *it, bool known, int64_t held);
 
 #endif
