@@ -1044,8 +1044,7 @@ static int cfg_int(struct server *s, const char *k, int64_t min, int64_t max, in
 	struct config_error ce;
 
 	if (config_get_int(s->cfg, k, min, max, out, &ce) < 0) {
-		error_set(err, 0, "config", "%s", ce.msg);
-		return -1;
+		return error_set(err, 0, "config", "%s", ce.msg);
 	}
 	return 0;
 }

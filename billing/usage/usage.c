@@ -30,19 +30,16 @@ static int get_string(const json_t *body, const char *name, bool required, char 
 	out[0] = '\0';
 	if (!v || json_is_null(v)) {
 		if (required) {
-			error_set(err, 400, "invalid_request", "field '%s' is required", name);
-			return -1;
+			return error_set(err, 400, "invalid_request", "field '%s' is required", name);
 		}
 		return 0;
 	}
 	if (!json_is_string(v)) {
-		error_set(err, 400, "invalid_request", "field '%s' must be a string", name);
-		return -1;
+		return error_set(err, 400, "invalid_request", "field '%s' must be a string", name);
 	}
 	len = json_string_length(v);
 	if (len < min || len >= cap || memchr(json_string_value(v), '\0', len)) {
-		error_set(err, 400, "invalid_request", "field '%s' must be %zu to %zu characters", name, min, cap - 1);
-		return -1;
+		return error_set(err, 400, "invalid_request", "field '%s' must be %zu to %zu characters", name, min, cap - 1);
 	}
 	memcpy(out, json_string_value(v), len + 1);
 	return 1;
@@ -53,18 +50,15 @@ static int get_tokens(const json_t *body, const char *name, int64_t *out, struct
 	const json_t *v = json_object_get(body, name);
 
 	if (!v) {
-		error_set(err, 400, "invalid_request", "field '%s' is required", name);
-		return -1;
+		return error_set(err, 400, "invalid_request", "field '%s' is required", name);
 	}
 	if (!json_is_integer(v)) {
-		error_set(err, 400, "invalid_request", "field '%s' must be an integer", name);
-		return -1;
+		return error_set(err, 400, "invalid_request", "field '%s' must be an integer", name);
 	}
 	*out = json_integer_value(v);
 	if (*out < 0 || *out > PRICING_MAX_TOKENS) {
-		error_set(err, 422, "invalid_tokens", "field '%s' must be between 0 and %lld", name,
-			  (long long)PRICING_MAX_TOKENS);
-		return -1;
+		return error_set(err, 422, "invalid_tokens", "field '%s' must be between 0 and %lld", name,
+			         (long long)PRICING_MAX_TOKENS);
 	}
 	return 0;
 }
@@ -78,8 +72,7 @@ int usage_parse(const json_t *body, int64_t now_us, const uint8_t pepper[32], st
 
 	memset(out, 0, sizeof(*out));
 	if (!json_is_object(body)) {
-		error_set(err, 400, "invalid_request", "the body must be a JSON object");
-		return -1;
+		return error_set(err, 400, "invalid_request", "the body must be a JSON object");
 	}
 	if (get_string(body, "request_id", true, out->request_id, sizeof(out->request_id), 1, err) < 0)
 		return -1;
@@ -89,18 +82,15 @@ int usage_parse(const json_t *body, int64_t now_us, const uint8_t pepper[32], st
 	acct = json_object_get(body, "account_id");
 	if (acct && !json_is_null(acct)) {
 		if (!json_is_integer(acct) || json_integer_value(acct) <= 0) {
-			error_set(err, 400, "invalid_request", "field 'account_id' must be a positive integer");
-			return -1;
+			return error_set(err, 400, "invalid_request", "field 'account_id' must be a positive integer");
 		}
 		out->account_id = json_integer_value(acct);
 	}
 	if (has_key && out->account_id) {
-		error_set(err, 400, "invalid_request", "give 'api_key' or 'account_id', not both");
-		return -1;
+		return error_set(err, 400, "invalid_request", "give 'api_key' or 'account_id', not both");
 	}
 	if (!has_key && !out->account_id) {
-		error_set(err, 400, "invalid_request", "field 'api_key' or 'account_id' is required");
-		return -1;
+		return error_set(err, 400, "invalid_request", "field 'api_key' or 'account_id' is required");
 	}
 	if (has_key) {
 		out->has_key = true;
@@ -115,28 +105,24 @@ int usage_parse(const json_t *body, int64_t now_us, const uint8_t pepper[32], st
 	    get_tokens(body, "output_tokens", &out->output_tokens, err) < 0)
 		return -1;
 	if (out->cached_input_tokens > out->input_tokens) {
-		error_set(err, 422, "invalid_tokens", "cached_input_tokens (%" PRId64 ") exceeds input_tokens (%" PRId64 ")",
-			  out->cached_input_tokens, out->input_tokens);
-		return -1;
+		return error_set(err, 422, "invalid_tokens", "cached_input_tokens (%" PRId64 ") exceeds input_tokens (%" PRId64 ")",
+			         out->cached_input_tokens, out->input_tokens);
 	}
 	if (get_string(body, "started_at", true, ts, sizeof(ts), 1, err) < 0)
 		return -1;
 	if (time_parse_rfc3339(ts, 0, &out->started_at_us) < 0) {
-		error_set(err, 400, "invalid_request", "field 'started_at' must be an RFC 3339 time");
-		return -1;
+		return error_set(err, 400, "invalid_request", "field 'started_at' must be an RFC 3339 time");
 	}
 	if (out->started_at_us < now_us - USAGE_MAX_AGE_US || out->started_at_us > now_us + USAGE_MAX_AHEAD_US) {
-		error_set(err, 422, "invalid_started_at",
-			  "started_at must be within the last 35 days and at most 5 minutes ahead");
-		return -1;
+		return error_set(err, 422, "invalid_started_at",
+			         "started_at must be within the last 35 days and at most 5 minutes ahead");
 	}
 	if (get_string(body, "hold_id", false, out->hold_id, sizeof(out->hold_id), 1, err) < 0 ||
 	    get_string(body, "status", false, out->status, sizeof(out->status), 1, err) < 0)
 		return -1;
 	if (out->status[0] && strcmp(out->status, "ok") != 0 && strcmp(out->status, "cancelled") != 0 &&
 	    strcmp(out->status, "error") != 0) {
-		error_set(err, 422, "invalid_status", "field 'status' must be 'ok', 'cancelled' or 'error'");
-		return -1;
+		return error_set(err, 422, "invalid_status", "field 'status' must be 'ok', 'cancelled' or 'error'");
 	}
 	return 0;
 }
@@ -601,8 +587,7 @@ static int send_accounts(struct batch *b, PGconn *c, struct buf *a, struct error
 
 	arr_init(a);
 	if (!ids) {
-		error_set(err, 500, "internal", "out of memory");
-		return -1;
+		return error_set(err, 500, "internal", "out of memory");
 	}
 	for (size_t i = 0; i < b->n; i++)
 		if (b->state[i] == 0)
@@ -647,8 +632,7 @@ static int read_accounts(struct batch *b, PGconn *c, struct error *err)
 	b->buckets = calloc((size_t)PQntuples(r) + 1, sizeof(*b->buckets));
 	if (!b->buckets) {
 		PQclear(r);
-		error_set(err, 500, "internal", "out of memory");
-		return -1;
+		return error_set(err, 500, "internal", "out of memory");
 	}
 	b->n_buckets = 0;
 	for (int k = 0; k < PQntuples(r); k++) {
@@ -760,8 +744,7 @@ static int charge_items(struct batch *b, int64_t now_us, struct error *err)
 		lines = calloc(ac->n + 2, sizeof(*lines));
 		if (!lines || (np + ac->n + 2 > b->posts_cap && grow_posts(b, np + ac->n + 2) < 0)) {
 			free(lines);
-			error_set(err, 503, "unavailable", "out of memory");
-			return -1;
+			return error_set(err, 503, "unavailable", "out of memory");
 		}
 		nl = burndown_charge(&b->buckets[ac->first], ac->n, paid, cost, pr->paid_only, spend_now, lines);
 		tx = b->n_txns++;
@@ -871,8 +854,7 @@ static int send_records(struct batch *b, PGconn *c, const char *writer, char **k
 		free(keys[t]);
 		if (asprintf(&keys[t], "usage:%s", it->r.request_id) < 0) {
 			keys[t] = NULL;
-			error_set(err, 500, "internal", "out of memory");
-			return -1;
+			return error_set(err, 500, "internal", "out of memory");
 		}
 		b->txns[t].idempotency_key = keys[t];
 		b->txns[t].txn_id = ch->txn_ids[t];
