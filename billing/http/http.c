@@ -6,6 +6,7 @@
 #include <event2/keyvalq_struct.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "billing/http/metrics.h"
 #include "common/jsonnum.h"
@@ -143,4 +144,18 @@ json_t *read_body(struct rctx *c, struct error *err)
 		return NULL;
 	}
 	return j;
+}
+
+int http_bearer(struct evhttp_request *req, const char **tok, size_t *len)
+{
+	const char *h = evhttp_find_header(evhttp_request_get_input_headers(req), "Authorization");
+
+	if (!h || strncasecmp(h, "Bearer ", 7) != 0)
+		return -1;
+	h += 7;
+	while (*h == ' ')
+		h++;
+	*tok = h;
+	*len = strlen(h);
+	return *len ? 0 : -1;
 }

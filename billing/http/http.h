@@ -44,6 +44,10 @@ void rctx_end_chunked(struct rctx *c, int status);
 json_t *error_json(const struct error *e);
 void reply_error(struct rctx *c, const struct error *e);
 void reply_err(struct rctx *c, int status, const char *code, const char *msg);
+/* The token of an `Authorization: Bearer TOKEN` header (the scheme in any
+ * case, spaces after it skipped): 0 with *tok (NUL-terminated, borrowed
+ * from the request) and its length, or -1 when there is none. */
+int http_bearer(struct evhttp_request *req, const char **tok, size_t *len);
 /* The request body as a JSON object, or NULL with err (400/413). */
 json_t *read_body(struct rctx *c, struct error *err);
 

@@ -70,20 +70,6 @@ static bool framing_refuse(struct server *s, struct evhttp_request *req)
 
 enum auth_need { AUTH_NONE, AUTH_GATEWAY, AUTH_ADMIN };
 
-static int bearer(struct evhttp_request *req, const char **tok, size_t *len)
-{
-	const char *h = evhttp_find_header(evhttp_request_get_input_headers(req), "Authorization");
-
-	if (!h || strncasecmp(h, "Bearer ", 7) != 0)
-		return -1;
-	h += 7;
-	while (*h == ' ')
-		h++;
-	*tok = h;
-	*len = strlen(h);
-	return *len ? 0 : -1;
-}
-
 /* 0 ok; else replies 401/403 and returns -1 */
 static int check_auth(struct rctx *c, enum auth_need need)
 {
@@ -93,7 +79,7 @@ static int check_auth(struct rctx *c, enum auth_need need)
 
 	if (need == AUTH_NONE)
 		return 0;
-	if (bearer(c->req, &tok, &len) < 0) {
+	if (http_bearer(c->req, &tok, &len) < 0) {
 		evhttp_add_header(evhttp_request_get_output_headers(c->req), "WWW-Authenticate", "Bearer");
 		reply_err(c, 401, "unauthorized", "missing bearer token");
 		return -1;

@@ -488,14 +488,12 @@ static void authorized(void *arg, int status, json_t *body, const char *retry_af
 
 /* ---- handlers ---- */
 
+/* the bearer token of the request (http_bearer), NUL-terminated */
 static int bearer_key(struct rctx *c, const char **key)
 {
-	const char *h = evhttp_find_header(evhttp_request_get_input_headers(c->req), "Authorization");
+	size_t len;
 
-	if (!h || strncasecmp(h, "Bearer ", 7) != 0 || !h[7])
-		return -1;
-	*key = h + 7;
-	return 0;
+	return http_bearer(c->req, key, &len);
 }
 
 /* GET /internal/v1/models: the account's API key is checked (unknown or

@@ -222,3 +222,14 @@ def test_streamed_calls_give_their_connection_slot_back(env, bd, key):
             assert requests.get(b.url + "/healthz", timeout=5).status_code == 200
     finally:
         b.stop()
+
+
+def test_chat_reads_its_bearer_as_the_gateway_routes_do(bd, key):
+    """One bearer parser for every route: the scheme in any case and spaces
+    after it, as /v1/* accept them, so a key that works there works here."""
+    acct, k = key
+    for header in (f"Bearer   {k}", f"bearer {k}"):
+        r = requests.get(bd.url + "/internal/v1/models", headers={"Authorization": header}, timeout=10)
+        assert r.status_code == 200, (header, r.text)
+    r = requests.get(bd.url + "/internal/v1/models", headers={"Authorization": "Bearer    "}, timeout=10)
+    assert r.status_code == 401, r.text
