@@ -12,6 +12,7 @@
 #include "common/buf.h"
 #include "common/rclient.h"
 #include "common/timeutil.h"
+#include "common/rkeys.h"
 #include "ledger/db.h"
 
 #define CHUNK 1000
@@ -98,8 +99,8 @@ static int compare_chunk(struct rclient *rc, const int64_t *ids, const money_tot
 	}
 	for (size_t i = 0; i < n; i++) {
 		const char **a = &argv[9 * i];
-		snprintf(keys[i][0], sizeof(keys[i][0]), "{a:%" PRId64 "}:bal", ids[i]);
-		snprintf(keys[i][1], sizeof(keys[i][1]), "{a:%" PRId64 "}:ver", ids[i]);
+		rkey(keys[i][0], sizeof(keys[i][0]), ids[i], RKEY_BAL);
+		rkey(keys[i][1], sizeof(keys[i][1]), ids[i], RKEY_VER);
 		a[0] = "HMGET", a[1] = keys[i][0], a[2] = "paid", a[3] = "promo", a[4] = "status";
 		a[5] = "poff", a[6] = "qoff";
 		a[7] = "GET", a[8] = keys[i][1];
@@ -257,9 +258,9 @@ static int repair(struct rclient *rc, struct reconcile_report *rep, struct error
 		money_total ex;
 		redisReply *r;
 
-		snprintf(bal, sizeof(bal), "{a:%" PRId64 "}:bal", d->account_id);
-		snprintf(ver, sizeof(ver), "{a:%" PRId64 "}:ver", d->account_id);
-		snprintf(lgen, sizeof(lgen), "{a:%" PRId64 "}:lgen", d->account_id);
+		rkey(bal, sizeof(bal), d->account_id, RKEY_BAL);
+		rkey(ver, sizeof(ver), d->account_id, RKEY_VER);
+		rkey(lgen, sizeof(lgen), d->account_id, RKEY_LGEN);
 		snprintf(paid, sizeof(paid), "%" PRId64, reconcile_mirror_split(d->ledger_paid, &ex));
 		money_total_str(ex, poff, sizeof(poff));
 		snprintf(promo, sizeof(promo), "%" PRId64, reconcile_mirror_split(d->ledger_promo, &ex));

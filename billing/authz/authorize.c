@@ -32,6 +32,7 @@
 #include "common/config.h"
 #include "common/log.h"
 #include "common/timeutil.h"
+#include "common/rkeys.h"
 #include "ledger/db.h"
 #include "ledger/ops.h"
 #include "ledger/reconcile.h"
@@ -530,7 +531,7 @@ static int64_t redis_time_ms(struct rclient *c, int64_t account, struct error *e
 	redisReply *r;
 	int64_t ms = -1;
 
-	snprintf(key, sizeof(key), "{a:%" PRId64 "}:bal", account);
+	rkey(key, sizeof(key), account, RKEY_BAL);
 	r = rclient_commandv(c, 4, argv, NULL, err);
 
 	if (r && r->type == REDIS_REPLY_ARRAY && r->elements == 2 && r->element[0]->type == REDIS_REPLY_STRING &&

@@ -9,12 +9,12 @@
 #include "billing/authz/quota.lua.h"
 #include "common/log.h"
 #include "common/rclient.h"
+#include "common/rkeys.h"
 
 static const char *const scripts[QUOTA_N_SCRIPTS] = {quota_lua_authorize, quota_lua_settle, quota_lua_invalidate,
 						     quota_lua_held};
-#define N_KEYS 8
+#define N_KEYS RKEY_N
 _Static_assert(N_KEYS == 8, "quota_run_sync passes the key count as \"8\"");
-static const char *const key_suffix[N_KEYS] = {"bal", "holds", "hexp", "held", "concn", "rl", "ver", "lgen"};
 
 struct quota {
 	struct rconn *r;
@@ -150,8 +150,8 @@ int quota_run(struct quota *q, enum quota_script s, int64_t account_id, int argc
 	snprintf(num, sizeof(num), "%d", N_KEYS);
 	x->argv[k++] = strdup(num);
 	for (int i = 0; i < N_KEYS; i++) {
-		char key[64];
-		snprintf(key, sizeof(key), "{a:%" PRId64 "}:%s", account_id, key_suffix[i]);
+		char key[RKEY_BUF];
+		rkey(key, sizeof(key), account_id, (enum rkey)i);
 		x->argv[k++] = strdup(key);
 	}
 	for (int i = 0; i < argc; i++)
@@ -185,7 +185,7 @@ redisReply *quota_run_sync(struct rclient *c, enum quota_script s, int64_t accou
 	all[k++] = scripts[s];
 	all[k++] = "8"; /* N_KEYS */
 	for (int i = 0; i < N_KEYS; i++) {
-		snprintf(keys[i], sizeof(keys[i]), "{a:%" PRId64 "}:%s", account_id, key_suffix[i]);
+		rkey(keys[i], sizeof(keys[i]), account_id, (enum rkey)i);
 		all[k++] = keys[i];
 	}
 	for (int i = 0; i < argc; i++)
@@ -210,7 +210,7 @@ static int invalidate_node(redisContext *ctx, void *arg)
 
 	snprintf(v->cursor, sizeof(v->cursor), "0");
 	do {
-		redisReply *r = redisCommand(ctx, "SCAN %s MATCH {a:*}:bal COUNT 1000", v->cursor);
+		redisReply *r = redisCommand(ctx, "SCAN %s MATCH " RKEY_BAL_PATTERN " COUNT 1000", v->cursor);
 		struct rclient_cmd *cmds = NULL;
 		redisReply **replies = NULL;
 		char (*ver)[96] = NULL;
@@ -288,7 +288,7 @@ int quota_held_sync(const char *addr, int64_t account_id, int timeout_ms, int64_
 	snprintf(num, sizeof(num), "%d", N_KEYS);
 	argv[2] = num;
 	for (int i = 0; i < N_KEYS; i++) {
-		snprintf(keys[i], sizeof(keys[i]), "{a:%" PRId64 "}:%s", account_id, key_suffix[i]);
+		rkey(keys[i], sizeof(keys[i]), account_id, (enum rkey)i);
 		argv[3 + i] = keys[i];
 	}
 	r = rclient_commandv(c, 3 + N_KEYS, argv, NULL, err);

@@ -16,6 +16,7 @@
 #include "common/log.h"
 #include "common/rclient.h"
 #include "common/timeutil.h"
+#include "common/rkeys.h"
 #include "ledger/db.h"
 #include "ledger/journal.h"
 
@@ -250,7 +251,7 @@ static void read_load_generations(struct usage_writer *w, struct usage_item **it
 	for (size_t i = 0; i < n; i++) {
 		if (state[i] != 0)
 			continue;
-		snprintf(keys[k], sizeof(keys[k]), "{a:%" PRId64 "}:lgen", items[i]->account_id);
+		rkey(keys[k], sizeof(keys[k]), items[i]->account_id, RKEY_LGEN);
 		argv[2 * k] = "GET";
 		argv[2 * k + 1] = keys[k];
 		cmds[k] = (struct rclient_cmd){2, &argv[2 * k], NULL};
