@@ -4,6 +4,7 @@
 #include <event2/buffer.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -28,67 +29,57 @@ struct rctx *rctx_new(struct http_front *f, struct server *s, struct evhttp_requ
 	return c;
 }
 
-/* Sends the one reply of a request and frees its context.  body is stolen. */
-void reply(struct rctx *c, int status, json_t *body)
+/* Counts the request's end (metrics, in flight) and frees c. */
+static void finish(struct rctx *c, int status)
 {
-	struct evbuffer *out = evbuffer_new();
-	struct evkeyvalq *h = evhttp_request_get_output_headers(c->req);
-	char *s = body ? jsonnum_dumps(body, JSON_COMPACT) : NULL;
-
-	evhttp_add_header(h, "Content-Type", "application/json");
-	if (s) {
-		evbuffer_add(out, s, strlen(s));
-		evbuffer_add(out, "\n", 1);
-	}
-	evhttp_send_reply(c->req, status, NULL, out);
-	evbuffer_free(out);
-	free(s);
-	json_decref(body);
 	metrics_request(c->front->metrics, c->route, status, time_now_us() - c->t0);
 	c->front->inflight--;
 	free(c);
+}
+
+/* The one reply: content type, body bytes, a newline after them if nl. */
+static void send_body(struct rctx *c, int status, const char *type, const char *body, size_t len, bool nl)
+{
+	struct evbuffer *out = evbuffer_new();
+
+	evhttp_add_header(evhttp_request_get_output_headers(c->req), "Content-Type", type);
+	evbuffer_add(out, body, len);
+	if (nl)
+		evbuffer_add(out, "\n", 1);
+	evhttp_send_reply(c->req, status, NULL, out);
+	evbuffer_free(out);
+	finish(c, status);
+}
+
+/* Sends the one reply of a request and frees its context.  body is stolen. */
+void reply(struct rctx *c, int status, json_t *body)
+{
+	char *s = body ? jsonnum_dumps(body, JSON_COMPACT) : NULL;
+
+	json_decref(body);
+	send_body(c, status, "application/json", s ? s : "", s ? strlen(s) : 0, s != NULL);
+	free(s);
 }
 
 void reply_text(struct rctx *c, int status, const char *text, size_t len)
 {
-	struct evbuffer *out = evbuffer_new();
-
-	evhttp_add_header(evhttp_request_get_output_headers(c->req), "Content-Type", "application/json");
-	evbuffer_add(out, text, len);
-	evbuffer_add(out, "\n", 1);
-	evhttp_send_reply(c->req, status, NULL, out);
-	evbuffer_free(out);
-	metrics_request(c->front->metrics, c->route, status, time_now_us() - c->t0);
-	c->front->inflight--;
-	free(c);
+	send_body(c, status, "application/json", text, len, true);
 }
 
 void reply_typed(struct rctx *c, int status, const char *content_type, const char *body, size_t len)
 {
-	struct evbuffer *out = evbuffer_new();
-
-	evhttp_add_header(evhttp_request_get_output_headers(c->req), "Content-Type", content_type);
-	evbuffer_add(out, body, len);
-	evhttp_send_reply(c->req, status, NULL, out);
-	evbuffer_free(out);
-	metrics_request(c->front->metrics, c->route, status, time_now_us() - c->t0);
-	c->front->inflight--;
-	free(c);
+	send_body(c, status, content_type, body, len, false);
 }
 
 void rctx_drop(struct rctx *c)
 {
-	metrics_request(c->front->metrics, c->route, 499, time_now_us() - c->t0);
-	c->front->inflight--;
-	free(c);
+	finish(c, 499);
 }
 
 void rctx_end_chunked(struct rctx *c, int status)
 {
 	evhttp_send_reply_end(c->req);
-	metrics_request(c->front->metrics, c->route, status, time_now_us() - c->t0);
-	c->front->inflight--;
-	free(c);
+	finish(c, status);
 }
 
 json_t *error_json(const struct error *e)
