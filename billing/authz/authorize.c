@@ -30,6 +30,7 @@
 #include "billing/server_int.h"
 #include "billing/usage/usage.h"
 #include "common/config.h"
+#include "common/jsonnum.h"
 #include "common/log.h"
 #include "common/timeutil.h"
 #include "common/rkeys.h"
@@ -319,6 +320,23 @@ static void held_cb(void *arg, redisReply *r)
 
 	h->done(h->arg, known, known ? (int64_t)r->integer : 0);
 	free(h);
+}
+
+void balance_set_held(json_t *bal, bool known, int64_t held)
+{
+	/* exact: either may be beyond int64 (common/jsonnum.h) */
+	money_total paid = jsonnum_value(json_object_get(bal, "paid_nanos"));
+	money_total promo = jsonnum_value(json_object_get(bal, "promo_nanos"));
+
+	if (!json_is_object(bal))
+		return;
+	json_object_set_new(bal, "held_nanos", known ? json_integer(held) : json_null());
+	json_object_set_new(bal, "available_nanos", known ? jsonnum_total(paid + promo - held) : json_null());
+	json_object_set_new(bal, "held_known", json_boolean(known));
+	if (known)
+		json_object_del(bal, "note");
+	else
+		json_object_set_new(bal, "note", json_string(USAGE_HELD_UNKNOWN_NOTE));
 }
 
 void authz_held(struct server *s, int64_t account, authz_held_fn done, void *arg)

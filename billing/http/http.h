@@ -28,6 +28,7 @@ struct rctx {
 	struct server *s; /* the handlers' state */
 	struct evhttp_request *req;
 	const char *route; /* static label for metrics */
+	int64_t id;        /* the route's {id} segment, 0 when it has none */
 	int64_t t0;
 };
 

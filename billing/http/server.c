@@ -113,23 +113,6 @@ struct hjob {
 	struct server *s;
 };
 
-void balance_set_held(json_t *bal, bool known, int64_t held)
-{
-	/* exact: either may be beyond int64 (common/jsonnum.h) */
-	money_total paid = jsonnum_value(json_object_get(bal, "paid_nanos"));
-	money_total promo = jsonnum_value(json_object_get(bal, "promo_nanos"));
-
-	if (!json_is_object(bal))
-		return;
-	json_object_set_new(bal, "held_nanos", known ? json_integer(held) : json_null());
-	json_object_set_new(bal, "available_nanos", known ? jsonnum_total(paid + promo - held) : json_null());
-	json_object_set_new(bal, "held_known", json_boolean(known));
-	if (known)
-		json_object_del(bal, "note");
-	else
-		json_object_set_new(bal, "note", json_string(USAGE_HELD_UNKNOWN_NOTE));
-}
-
 /* paid and promotional balance; the held amount is filled in on the event
  * loop (answer_with_held) just before the answer is sent */
 static json_t *balance_obj(const struct ops_balance *b)
@@ -806,29 +789,26 @@ static int parse_id(const char *s, size_t len, int64_t *out)
 
 /* ---- routes ---- */
 
-static void r_healthz(struct rctx *c, int64_t id)
+static void r_healthz(struct rctx *c)
 {
-	(void)id;
 	reply(c, 200, json_pack("{s:s}", "status", "ok"));
 }
 
-static void r_readyz(struct rctx *c, int64_t id)
+static void r_readyz(struct rctx *c)
 {
 	struct server *s = c->s;
 
-	(void)id;
 	if (s->draining || !rconn_ready(s->redis) || !writers_connected(s))
 		return reply(c, 503, json_pack("{s:s,s:b,s:b}", "status", "unavailable", "postgresql", writers_connected(s),
 					       "redis", rconn_ready(s->redis)));
 	submit_hjob(c, OP_READY, NULL, 0);
 }
 
-static void r_metrics(struct rctx *c, int64_t id)
+static void r_metrics(struct rctx *c)
 {
 	struct server *s = c->s;
 	struct buf b;
 
-	(void)id;
 	buf_init(&b);
 	metrics_gauge(s->metrics, "billing_usage_queue_depth", writers_depth(s));
 	metrics_gauge(s->metrics, "billing_db_queue_depth", (int64_t)dbpool_depth(s->pool));
@@ -839,33 +819,16 @@ static void r_metrics(struct rctx *c, int64_t id)
 	buf_release(&b);
 }
 
-static void r_account(struct rctx *c, int64_t id)
+static void r_account(struct rctx *c)
 {
-	submit_hjob(c, OP_ACCOUNT_GET, NULL, id);
+	submit_hjob(c, OP_ACCOUNT_GET, NULL, c->id);
 }
 
-static void r_verify(struct rctx *c, int64_t id)
+static void r_verify(struct rctx *c)
 {
-	submit_hjob(c, OP_VERIFY, NULL, id);
+	submit_hjob(c, OP_VERIFY, NULL, c->id);
 }
 
-#define PLAIN(h)                                      \
-	static void r_##h(struct rctx *c, int64_t id) \
-	{                                             \
-		(void)id;                             \
-		h_##h(c);                             \
-	}
-PLAIN(authorize)
-PLAIN(tokenize)
-PLAIN(chat)
-PLAIN(models)
-PLAIN(usage)
-PLAIN(usage_batch)
-PLAIN(accounts_create)
-PLAIN(keys)
-PLAIN(topups)
-PLAIN(admin_grants)
-#undef PLAIN
 
 /* Every route on one line: method, path (also the metrics label; {id} is
  * a positive integer segment), who may call it, whether it answers 503
@@ -876,23 +839,23 @@ static const struct route {
 	const char *path;
 	enum auth_need auth;
 	bool drains;
-	void (*run)(struct rctx *c, int64_t id);
+	void (*run)(struct rctx *c);
 } routes[] = {
 	{EVHTTP_REQ_GET, "/healthz", AUTH_NONE, false, r_healthz},
 	{EVHTTP_REQ_GET, "/readyz", AUTH_NONE, false, r_readyz},
 	{EVHTTP_REQ_GET, "/metrics", AUTH_NONE, false, r_metrics},
-	{EVHTTP_REQ_POST, "/v1/authorize", AUTH_GATEWAY, true, r_authorize},
-	{EVHTTP_REQ_POST, "/v1/tokenize", AUTH_GATEWAY, true, r_tokenize},
-	{EVHTTP_REQ_POST, "/internal/v1/chat/completions", AUTH_NONE, true, r_chat}, /* its bearer: an API key */
-	{EVHTTP_REQ_GET, "/internal/v1/models", AUTH_NONE, false, r_models},
-	{EVHTTP_REQ_POST, "/v1/usage", AUTH_GATEWAY, true, r_usage},
-	{EVHTTP_REQ_POST, "/v1/usage/batch", AUTH_GATEWAY, true, r_usage_batch},
-	{EVHTTP_REQ_POST, "/v1/accounts", AUTH_GATEWAY, true, r_accounts_create},
+	{EVHTTP_REQ_POST, "/v1/authorize", AUTH_GATEWAY, true, h_authorize},
+	{EVHTTP_REQ_POST, "/v1/tokenize", AUTH_GATEWAY, true, h_tokenize},
+	{EVHTTP_REQ_POST, "/internal/v1/chat/completions", AUTH_NONE, true, h_chat}, /* its bearer: an API key */
+	{EVHTTP_REQ_GET, "/internal/v1/models", AUTH_NONE, false, h_models},
+	{EVHTTP_REQ_POST, "/v1/usage", AUTH_GATEWAY, true, h_usage},
+	{EVHTTP_REQ_POST, "/v1/usage/batch", AUTH_GATEWAY, true, h_usage_batch},
+	{EVHTTP_REQ_POST, "/v1/accounts", AUTH_GATEWAY, true, h_accounts_create},
 	{EVHTTP_REQ_GET, "/v1/accounts/{id}", AUTH_GATEWAY, true, r_account},
 	{EVHTTP_REQ_POST, "/v1/accounts/{id}/verify", AUTH_GATEWAY, true, r_verify},
-	{EVHTTP_REQ_POST, "/v1/keys", AUTH_GATEWAY, true, r_keys},
-	{EVHTTP_REQ_POST, "/v1/topups", AUTH_GATEWAY, true, r_topups},
-	{EVHTTP_REQ_POST, "/v1/admin/grants", AUTH_ADMIN, true, r_admin_grants},
+	{EVHTTP_REQ_POST, "/v1/keys", AUTH_GATEWAY, true, h_keys},
+	{EVHTTP_REQ_POST, "/v1/topups", AUTH_GATEWAY, true, h_topups},
+	{EVHTTP_REQ_POST, "/v1/admin/grants", AUTH_ADMIN, true, h_admin_grants},
 };
 
 /* path matches pattern; its {id} segment (if any) into *id */
@@ -954,7 +917,8 @@ static void gen_cb(struct evhttp_request *req, void *arg)
 			return;
 		if (s->draining && r->drains)
 			return reply_err(c, 503, "unavailable", "shutting down");
-		return r->run(c, id);
+		c->id = id;
+		return r->run(c);
 	}
 	c = rctx_new(&s->front, s, req, "other");
 	if (!c) {
