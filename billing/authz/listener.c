@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "common/log.h"
+#include "common/mailbox.h"
 #include "ledger/db.h"
 
 struct note {
@@ -21,12 +22,20 @@ struct listener {
 	listener_fn fn;
 	void *arg;
 	pthread_t th;
-	pthread_mutex_t mu;
-	struct note *head, *tail;
-	size_t depth;
-	struct event *ev;
+	struct mailbox *inbox; /* notes for the loop */
 	volatile int stop;
 };
+
+static void notes_free(struct note *n)
+{
+	while (n) {
+		struct note *next = n->next;
+		free(n->channel);
+		free(n->payload);
+		free(n);
+		n = next;
+	}
+}
 
 static void push(struct listener *l, const char *ch, const char *pl)
 {
@@ -36,55 +45,35 @@ static void push(struct listener *l, const char *ch, const char *pl)
 		return;
 	n->channel = strdup(ch);
 	n->payload = strdup(pl);
-	pthread_mutex_lock(&l->mu);
-	if (l->depth > 100000) {
+	if (mailbox_post(l->inbox, n) > 100000) {
 		/* the loop is far behind: collapse into one resync */
-		struct note *x = l->head;
-		while (x) {
-			struct note *nx = x->next;
-			free(x->channel);
-			free(x->payload);
-			free(x);
-			x = nx;
-		}
-		l->head = l->tail = NULL;
-		l->depth = 0;
-		free(n->channel);
-		free(n->payload);
-		n->channel = strdup("resync");
-		n->payload = strdup("");
+		notes_free(mailbox_take(l->inbox));
+		push(l, "resync", "");
 	}
-	if (l->tail)
-		l->tail->next = n;
-	else
-		l->head = n;
-	l->tail = n;
-	l->depth++;
-	pthread_mutex_unlock(&l->mu);
-	event_active(l->ev, EV_READ, 0);
 }
 
-static void deliver_cb(evutil_socket_t fd, short what, void *arg)
+static void *note_next(void *item)
+{
+	return ((struct note *)item)->next;
+}
+
+static void note_set_next(void *item, void *next)
+{
+	((struct note *)item)->next = next;
+}
+
+static void deliver(void *arg, void *item)
 {
 	struct listener *l = arg;
-	struct note *n;
+	struct note *n = item;
 
-	(void)fd, (void)what;
-	pthread_mutex_lock(&l->mu);
-	n = l->head;
-	l->head = l->tail = NULL;
-	l->depth = 0;
-	pthread_mutex_unlock(&l->mu);
-	while (n) {
-		struct note *next = n->next;
-		if (n->channel && n->payload)
-			l->fn(l->arg, n->channel, n->payload);
-		free(n->channel);
-		free(n->payload);
-		free(n);
-		n = next;
-	}
+	if (n->channel && n->payload)
+		l->fn(l->arg, n->channel, n->payload);
+	n->next = NULL;
+	notes_free(n);
 }
+
+static const struct mailbox_ops note_ops = {note_next, note_set_next, deliver};
 
 static void *run(void *arg)
 {
@@ -137,37 +126,25 @@ struct listener *listener_new(struct event_base *base, const char *conninfo, lis
 	l->conninfo = strdup(conninfo);
 	l->fn = fn;
 	l->arg = arg;
-	l->ev = event_new(base, -1, 0, deliver_cb, l);
-	if (!l->conninfo || !l->ev) {
+	l->inbox = mailbox_new(base, &note_ops, l);
+	if (!l->conninfo || !l->inbox) {
 		free(l->conninfo);
-		if (l->ev)
-			event_free(l->ev);
+		mailbox_free(l->inbox);
 		free(l);
 		return NULL;
 	}
-	pthread_mutex_init(&l->mu, NULL);
 	pthread_create(&l->th, NULL, run, l);
 	return l;
 }
 
 void listener_free(struct listener *l)
 {
-	struct note *n;
-
 	if (!l)
 		return;
 	l->stop = 1;
 	pthread_join(l->th, NULL);
-	n = l->head;
-	while (n) {
-		struct note *next = n->next;
-		free(n->channel);
-		free(n->payload);
-		free(n);
-		n = next;
-	}
-	event_free(l->ev);
-	pthread_mutex_destroy(&l->mu);
+	notes_free(mailbox_take(l->inbox));
+	mailbox_free(l->inbox);
 	free(l->conninfo);
 	free(l);
 }

@@ -27,6 +27,7 @@
 #include "common/buf.h"
 #include "common/config.h"
 #include "common/log.h"
+#include "common/mailbox.h"
 #include "common/timeutil.h"
 #include "ledger/apikey.h"
 #include "ledger/db.h"
@@ -48,10 +49,21 @@ struct inference {
 	size_t queued, running, queue_max;
 	int64_t min_token_us;
 	int stopping;
+	struct mailbox *inbox; /* workers -> loop: gen_note */
+};
+
+/* What a worker tells the loop about a call: new tokens, or the end.  Each
+ * call has one note of each kind; `tokens` is posted at most once at a time
+ * (tokens_posted), `end` once, last: the mailbox delivers in posting order,
+ * so nothing of a call is delivered after its end, and the end (which frees
+ * the call, now or after its usage is recorded) comes exactly once. */
+struct gen_note {
+	struct gen_note *next;
+	struct gen *g;
 };
 
 /* One chat call.  Owned by the loop; a worker borrows it from dequeue until
- * it sets `finished` (under mu, with the event raised while holding mu). */
+ * it posts its end note, after which the worker never touches it. */
 struct gen {
 	struct inference *inf;
 	struct gen *next;
@@ -71,11 +83,11 @@ struct gen {
 	struct buf pending; /* decoded bytes not yet passed on */
 	size_t n_generated;
 	int32_t last_id;
-	int finished, gen_rc;
+	int gen_rc;
+	bool tokens_posted; /* tokens note in the mailbox: no second post */
 	volatile int cancel;
-	struct event *ev;
+	struct gen_note tokens, end;
 	/* loop */
-	bool ended; /* the loop has seen `finished`: later activations are stale */
 	struct buf text;
 	struct usage_item it;
 	int usage_tries;
@@ -121,8 +133,10 @@ static int on_token(void *arg, int32_t id)
 	if (id != model_eos_id(g->inf->model) &&
 	    tokenizer_decode_token(g->inf->tok, id, bytes, sizeof(bytes), &len) == 0)
 		buf_append(&g->pending, bytes, len);
-	if (g->stream)
-		event_active(g->ev, EV_READ, 0);
+	if (g->stream && !g->tokens_posted) {
+		g->tokens_posted = true;
+		(void)mailbox_post(g->inf->inbox, &g->tokens);
+	}
 	pthread_mutex_unlock(&g->mu);
 	if (g->inf->min_token_us > 0) {
 		/* pacing: a real accelerator is slower than this toy model */
@@ -166,9 +180,8 @@ static void *worker(void *arg)
 		pthread_mutex_unlock(&inf->mu);
 		pthread_mutex_lock(&g->mu);
 		g->gen_rc = rc;
-		g->finished = 1;
-		event_active(g->ev, EV_READ, 0); /* under g->mu: the loop frees g only after taking it */
 		pthread_mutex_unlock(&g->mu);
+		(void)mailbox_post(inf->inbox, &g->end); /* g is the loop's from here */
 	}
 	model_session_free(sess);
 	return NULL;
@@ -184,8 +197,6 @@ static void gen_free(struct gen *g)
 		g->inf->queued--;
 		pthread_mutex_unlock(&g->inf->mu);
 	}
-	if (g->ev)
-		event_free(g->ev);
 	if (g->retry_ev)
 		event_free(g->retry_ev);
 	if (g->watch_ev)
@@ -383,29 +394,23 @@ static void usage_done(struct dbjob *job)
 	gen_free(g);
 }
 
-static void gen_event_cb(evutil_socket_t fd, short what, void *arg)
+/* Moves the decoded bytes to the client (or the answer's text): at the end
+ * all of them, before it only whole UTF-8 sequences. */
+static void pass_on(struct gen *g, bool end)
 {
-	struct gen *g = arg;
 	struct buf chunk;
-	int done;
 	size_t take;
 
-	(void)fd, (void)what;
-	/* A token's activation whose callback was already running when the
-	 * worker raised the event again for `finished` runs once more: it must
-	 * not end the call a second time (a second usage job for one record). */
-	if (g->ended)
-		return;
 	buf_init(&chunk);
 	pthread_mutex_lock(&g->mu);
-	done = g->finished;
-	take = done ? g->pending.len : utf8_complete_prefix(g->pending.data ? g->pending.data : "", g->pending.len);
+	if (!end)
+		g->tokens_posted = false;
+	take = end ? g->pending.len : utf8_complete_prefix(g->pending.data ? g->pending.data : "", g->pending.len);
 	if (take) {
 		buf_append(&chunk, g->pending.data, take);
 		memmove(g->pending.data, g->pending.data + take, g->pending.len - take);
 		g->pending.len -= take;
 	}
-	g->ended = done != 0;
 	pthread_mutex_unlock(&g->mu);
 	if (chunk.len) {
 		/* a sequence cut by max_tokens is replaced, never sent half */
@@ -420,8 +425,12 @@ static void gen_event_cb(evutil_socket_t fd, short what, void *arg)
 		}
 	}
 	buf_release(&chunk);
-	if (!done)
-		return;
+}
+
+/* The worker is done with g: the rest of the text, then the usage. */
+static void gen_end(struct gen *g)
+{
+	pass_on(g, true);
 	if (g->watch_ev)
 		event_del(g->watch_ev);
 	if (g->streaming && g->rc)
@@ -442,6 +451,29 @@ static void gen_event_cb(evutil_socket_t fd, short what, void *arg)
 	}
 	finish(g);
 }
+
+static void *note_next(void *item)
+{
+	return ((struct gen_note *)item)->next;
+}
+
+static void note_set_next(void *item, void *next)
+{
+	((struct gen_note *)item)->next = next;
+}
+
+static void note_deliver(void *arg, void *item)
+{
+	struct gen_note *n = item;
+
+	(void)arg;
+	if (n == &n->g->end)
+		gen_end(n->g);
+	else
+		pass_on(n->g, false);
+}
+
+static const struct mailbox_ops note_ops = {note_next, note_set_next, note_deliver};
 
 static void authorized(void *arg, int status, json_t *body, const char *retry_after)
 {
@@ -769,6 +801,7 @@ static void chat_body(struct rctx *c)
 	}
 	pthread_mutex_init(&g->mu, NULL);
 	g->inf = inf;
+	g->tokens.g = g->end.g = g;
 	c->s->busy++; /* until gen_free: drain waits for the call to be recorded */
 	g->max_tokens = 256;
 	g->smp.temperature = 1.0f;
@@ -865,9 +898,8 @@ static void chat_body(struct rctx *c)
 	inf->queued++; /* the slot is ours from now: authorize is asynchronous */
 	g->slot = true;
 	pthread_mutex_unlock(&inf->mu);
-	g->ev = event_new(c->s->base, -1, 0, gen_event_cb, g);
 	g->retry_ev = evtimer_new(c->s->base, retry_cb, g);
-	if (!g->ev || !g->retry_ev) {
+	if (!g->retry_ev) {
 		error_set(&err, 503, "unavailable", "out of memory");
 		goto bad;
 	}
@@ -945,6 +977,12 @@ struct inference *inference_new(struct server *s, struct error *err)
 		log_warn("embedded model not loaded: chat answers 503", "error=\"%s\"", e);
 	pthread_mutex_init(&inf->mu, NULL);
 	pthread_cond_init(&inf->cv, NULL);
+	inf->inbox = inf->model ? mailbox_new(s->base, &note_ops, inf) : NULL;
+	if (inf->model && !inf->inbox) {
+		log_warn("embedded model not started: out of memory", "%s", "");
+		model_free(inf->model);
+		inf->model = NULL;
+	}
 	if (inf->model) {
 		struct stat st;
 		if (stat(config_get(s->cfg, "model_file"), &st) == 0)
@@ -969,6 +1007,7 @@ void inference_free(struct inference *inf)
 	for (int i = 0; inf->th && i < inf->nthreads; i++)
 		pthread_join(inf->th[i], NULL);
 	free(inf->th);
+	mailbox_free(inf->inbox); /* notes of calls the loop will not see end */
 	model_free(inf->model);
 	tokenizer_free(inf->tok);
 	pthread_mutex_destroy(&inf->mu);

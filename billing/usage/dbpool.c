@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "common/log.h"
+#include "common/mailbox.h"
 #include "common/timeutil.h"
 #include "ledger/db.h"
 
@@ -20,42 +21,33 @@ struct dbpool {
 	pthread_cond_t cv;
 	struct dbjob *head, *tail; /* pending */
 	size_t depth;
-	struct dbjob *done_head, *done_tail; /* finished, for the loop */
-	struct event *done_ev;
+	struct mailbox *done; /* finished jobs, for the loop */
 	pthread_t *th;
 	int stopping;
 	int connected; /* threads with a live connection */
 };
 
-static void push_done(struct dbpool *p, struct dbjob *j)
+/* A finished job travels to the loop through its own link: it left the
+ * pending queue when a thread took it. */
+static void *job_next(void *item)
 {
-	pthread_mutex_lock(&p->mu);
-	j->next = NULL;
-	if (p->done_tail)
-		p->done_tail->next = j;
-	else
-		p->done_head = j;
-	p->done_tail = j;
-	pthread_mutex_unlock(&p->mu);
-	event_active(p->done_ev, EV_READ, 0);
+	return ((struct dbjob *)item)->next;
 }
 
-static void done_cb(evutil_socket_t fd, short what, void *arg)
+static void job_set_next(void *item, void *next)
 {
-	struct dbpool *p = arg;
-	struct dbjob *j;
-
-	(void)fd, (void)what;
-	pthread_mutex_lock(&p->mu);
-	j = p->done_head;
-	p->done_head = p->done_tail = NULL;
-	pthread_mutex_unlock(&p->mu);
-	while (j) {
-		struct dbjob *next = j->next;
-		j->done(j);
-		j = next;
-	}
+	((struct dbjob *)item)->next = next;
 }
+
+static void job_deliver(void *arg, void *item)
+{
+	struct dbjob *j = item;
+
+	(void)arg;
+	j->done(j);
+}
+
+static const struct mailbox_ops done_ops = {job_next, job_set_next, job_deliver};
 
 struct thread_arg {
 	struct dbpool *p;
@@ -198,7 +190,7 @@ static void *thread_main(void *argp)
 			batch[0]->run(batch[0], c, writer);
 		}
 		for (size_t i = 0; i < n; i++)
-			push_done(p, batch[i]);
+			(void)mailbox_post(p->done, batch[i]);
 		/* after the answers: a reconnect may take up to connect_timeout */
 		if (c && PQstatus(c) != CONNECTION_OK)
 			c = ensure_conn(p, c, &last_fail, &fail_cost, &up, false);
@@ -226,14 +218,13 @@ struct dbpool *dbpool_new(struct event_base *base, const struct dbpool_opts *o)
 	p->conninfo = strdup(o->conninfo);
 	p->writer_prefix = strdup(o->writer_prefix);
 	p->th = calloc((size_t)p->o.threads, sizeof(*p->th));
-	p->done_ev = event_new(base, -1, 0, done_cb, p);
-	if (!p->name || !p->conninfo || !p->writer_prefix || !p->th || !p->done_ev) {
+	p->done = mailbox_new(base, &done_ops, p);
+	if (!p->name || !p->conninfo || !p->writer_prefix || !p->th || !p->done) {
 		free(p->name);
 		free(p->conninfo);
 		free(p->writer_prefix);
 		free(p->th);
-		if (p->done_ev)
-			event_free(p->done_ev);
+		mailbox_free(p->done);
 		free(p);
 		return NULL;
 	}
@@ -322,8 +313,8 @@ void dbpool_free(struct dbpool *p)
 	for (int i = 0; i < p->o.threads; i++)
 		pthread_join(p->th[i], NULL);
 	/* run what finished after the loop last looked */
-	done_cb(-1, 0, p);
-	event_free(p->done_ev);
+	mailbox_drain(p->done);
+	mailbox_free(p->done);
 	pthread_mutex_destroy(&p->mu);
 	pthread_cond_destroy(&p->cv);
 	free(p->th);
