@@ -66,7 +66,7 @@ static int check_migrations(struct config *cfg)
 int main(int argc, char **argv)
 {
 	struct config *cfg;
-	struct config_error ce;
+	struct error ce;
 	struct error err;
 	struct event_base *base;
 	struct server *s;

@@ -122,20 +122,7 @@ int config_set(struct config *cfg, const char *key, const char *value)
 	return set_index(cfg, idx, value, strlen(value));
 }
 
-static void set_err(struct config_error *err, int line, const char *fmt, const char *a)
-	__attribute__((format(printf, 3, 0)));
-static void set_err(struct config_error *err, int line, const char *fmt, const char *a)
-{
-	if (!err)
-		return;
-	err->line = line;
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wformat-nonliteral"
-	snprintf(err->msg, sizeof(err->msg), fmt, a);
-#pragma GCC diagnostic pop
-}
-
-int config_parse_text(struct config *cfg, const char *text, size_t len, struct config_error *err)
+int config_parse_text(struct config *cfg, const char *text, size_t len, struct error *err)
 {
 	const char *p = text, *end = text + len, *nul = memchr(text, '\0', len);
 	int line = 0;
@@ -144,11 +131,7 @@ int config_parse_text(struct config *cfg, const char *text, size_t len, struct c
 		/* a value would be cut at the NUL: refuse the file, naming the line */
 		for (const char *c = text; c < nul; c++)
 			line += *c == '\n';
-		if (err) {
-			err->line = line + 1;
-			snprintf(err->msg, sizeof(err->msg), "line %d: NUL byte", line + 1);
-		}
-		return -1;
+		return error_set(err, 0, "config", "line %d: NUL byte", line + 1);
 	}
 	while (p < end) {
 		const char *eol = memchr(p, '\n', (size_t)(end - p));
@@ -168,11 +151,7 @@ int config_parse_text(struct config *cfg, const char *text, size_t len, struct c
 			continue;
 		eq = memchr(ks, '=', (size_t)(ve - ks));
 		if (!eq) {
-			if (err) {
-				err->line = line;
-				snprintf(err->msg, sizeof(err->msg), "line %d: expected `key = value`", line);
-			}
-			return -1;
+			return error_set(err, 0, "config", "line %d: expected `key = value`", line);
 		}
 		ke = eq;
 		while (ke > ks && isspace((unsigned char)ke[-1]))
@@ -194,34 +173,23 @@ int config_parse_text(struct config *cfg, const char *text, size_t len, struct c
 			size_t kl = (size_t)(ke - ks) < sizeof(keybuf) - 1 ? (size_t)(ke - ks) : sizeof(keybuf) - 1;
 			memcpy(keybuf, ks, kl);
 			keybuf[kl] = '\0';
-			if (err) {
-				err->line = line;
-				snprintf(err->msg, sizeof(err->msg), "line %d: unknown key '%s'", line, keybuf);
-			}
-			return -1;
+			return error_set(err, 0, "config", "line %d: unknown key '%s'", line, keybuf);
 		}
-		if (set_index(cfg, idx, vs, (size_t)(ve - vs)) < 0) {
-			set_err(err, line, "out of memory%s", "");
-			return -1;
-		}
+		if (set_index(cfg, idx, vs, (size_t)(ve - vs)) < 0)
+			return error_set(err, 0, "config", "line %d: out of memory", line);
 	}
 	return 0;
 }
 
-int config_load_file(struct config *cfg, const char *path, struct config_error *err)
+int config_load_file(struct config *cfg, const char *path, struct error *err)
 {
 	FILE *f = fopen(path, "rb");
 	char *buf = NULL;
 	size_t cap = 0, len = 0, n;
 	int rc = -1;
 
-	if (!f) {
-		if (err) {
-			err->line = 0;
-			snprintf(err->msg, sizeof(err->msg), "cannot open config '%s': %s", path, strerror(errno));
-		}
-		return -1;
-	}
+	if (!f)
+		return error_set(err, 0, "config", "cannot open config '%s': %s", path, strerror(errno));
 	for (;;) {
 		if (cap - len < 4096) {
 			char *nb = realloc(buf, cap + 65536);
@@ -254,7 +222,7 @@ done:
 	return rc;
 }
 
-int config_load_env(struct config *cfg, struct config_error *err)
+int config_load_env(struct config *cfg, struct error *err)
 {
 	for (size_t i = 0; i < N_KEYS; i++) {
 		char name[80];
@@ -266,17 +234,15 @@ int config_load_env(struct config *cfg, struct config_error *err)
 			name[8 + j] = (char)toupper((unsigned char)keys[i].name[j]);
 		name[8 + j] = '\0';
 		v = getenv(name);
-		if (v && set_index(cfg, (int)i, v, strlen(v)) < 0) {
-			set_err(err, 0, "out of memory%s", "");
-			return -1;
-		}
+		if (v && set_index(cfg, (int)i, v, strlen(v)) < 0)
+			return error_set(err, 0, "config", "out of memory");
 	}
 	return 0;
 }
 
 const char *config_default_file;
 
-int config_from_args(struct config *cfg, int *argc, char **argv, struct config_error *err)
+int config_from_args(struct config *cfg, int *argc, char **argv, struct error *err)
 {
 	const char *file = NULL;
 	int out = 1, i;
@@ -285,10 +251,8 @@ int config_from_args(struct config *cfg, int *argc, char **argv, struct config_e
 		if (strcmp(argv[i], "--") == 0)
 			break;
 		if (strcmp(argv[i], "--config") == 0) {
-			if (i + 1 >= *argc) {
-				set_err(err, 0, "--config needs a file%s", "");
-				return -1;
-			}
+			if (i + 1 >= *argc)
+				return error_set(err, 0, "config", "--config needs a file");
 			file = argv[i + 1];
 		} else if (strncmp(argv[i], "--config=", 9) == 0) {
 			file = argv[i] + 9;
@@ -328,10 +292,8 @@ int config_from_args(struct config *cfg, int *argc, char **argv, struct config_e
 				idx = key_index(kb, kl);
 				if (idx >= 0) {
 					const char *v = eq ? eq + 1 : (i + 1 < *argc ? argv[++i] : NULL);
-					if (!v) {
-						set_err(err, 0, "flag '%s' needs a value", a);
-						return -1;
-					}
+					if (!v)
+						return error_set(err, 0, "config", "flag '%s' needs a value", a);
 					if (set_index(cfg, idx, v, strlen(v)) < 0)
 						return -1;
 					continue;
@@ -353,7 +315,7 @@ const char *config_get(const struct config *cfg, const char *key)
 }
 
 int config_get_int(const struct config *cfg, const char *key, int64_t min, int64_t max, int64_t *out,
-		   struct config_error *err)
+		   struct error *err)
 {
 	const char *v = config_get(cfg, key);
 	char *end = NULL;
@@ -361,31 +323,19 @@ int config_get_int(const struct config *cfg, const char *key, int64_t min, int64
 
 	errno = 0;
 	x = strtoll(v, &end, 10);
-	if (errno || end == v || *end || x < min || x > max) {
-		if (err) {
-			err->line = 0;
-			snprintf(err->msg, sizeof(err->msg), "config key '%s': expected an integer in [%lld, %lld]",
-				 key, (long long)min, (long long)max);
-		}
-		return -1;
-	}
+	if (errno || end == v || *end || x < min || x > max)
+		return error_set(err, 0, "config", "config key '%s': expected an integer in [%lld, %lld]", key,
+				 (long long)min, (long long)max);
 	*out = x;
 	return 0;
 }
 
-int config_get_money(const struct config *cfg, const char *key, int64_t *out, struct config_error *err)
+int config_get_money(const struct config *cfg, const char *key, int64_t *out, struct error *err)
 {
-	char why[128];
 	int64_t x;
 
-	if (money_parse(config_get(cfg, key), &x, why, sizeof(why)) < 0 || x <= 0) {
-		if (err) {
-			err->line = 0;
-			snprintf(err->msg, sizeof(err->msg), "config key '%s': expected a positive amount in currency units",
-				 key);
-		}
-		return -1;
-	}
+	if (money_parse(config_get(cfg, key), &x, NULL) < 0 || x <= 0)
+		return error_set(err, 0, "config", "config key '%s': expected a positive amount in currency units", key);
 	*out = x;
 	return 0;
 }

@@ -12,24 +12,28 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/error.h"
+
 struct config;
 
-struct config_error {
-	int line;          /* 1-based line of the file, 0 if not from a file */
-	char msg[256];
-};
+/* Every function below that can fail returns 0 or -1 with a struct error
+ * (code "config"; may be NULL) whose message names the line of the file
+ * ("line 3: unknown key 'x'") or the key ("config key 'batch_max': ...").
+ * config_error is the old name, kept only for the callers that other
+ * branches are rewriting (authorize.c, stream.c): new code says error. */
+#define config_error error
 
 /* A config holding every key at its default.  Owned by the caller. */
 struct config *config_new(void) __attribute__((warn_unused_result));
 void config_free(struct config *cfg);
 
 /* Parses `key = value` text (a file's contents).  0 or -1 with err filled. */
-int config_parse_text(struct config *cfg, const char *text, size_t len, struct config_error *err)
+int config_parse_text(struct config *cfg, const char *text, size_t len, struct error *err)
 	__attribute__((warn_unused_result));
-int config_load_file(struct config *cfg, const char *path, struct config_error *err)
+int config_load_file(struct config *cfg, const char *path, struct error *err)
 	__attribute__((warn_unused_result));
 /* Applies BILLING_<KEY> variables from the process environment. */
-int config_load_env(struct config *cfg, struct config_error *err) __attribute__((warn_unused_result));
+int config_load_env(struct config *cfg, struct error *err) __attribute__((warn_unused_result));
 
 /* Sets a known key; -1 if the key is unknown. */
 int config_set(struct config *cfg, const char *key, const char *value) __attribute__((warn_unused_result));
@@ -41,17 +45,17 @@ bool config_is_key(const char *key);
  * config_default_file when it exists.  Other arguments stay, in order.  0
  * or -1 with err filled. */
 extern const char *config_default_file; /* NULL: none (billingd); the CLIs: var/billingd.conf */
-int config_from_args(struct config *cfg, int *argc, char **argv, struct config_error *err)
+int config_from_args(struct config *cfg, int *argc, char **argv, struct error *err)
 	__attribute__((warn_unused_result));
 
 /* Borrowed pointer valid until the key is set again or cfg is freed. Never NULL. */
 const char *config_get(const struct config *cfg, const char *key);
 /* Integer value of a key; -1 with err if it is not an integer in [min, max]. */
 int config_get_int(const struct config *cfg, const char *key, int64_t min, int64_t max, int64_t *out,
-		   struct config_error *err) __attribute__((warn_unused_result));
+		   struct error *err) __attribute__((warn_unused_result));
 /* Amount of a key in currency units ("10000000", "0.5"), in nanos; -1 with
  * err unless it is a positive amount that fits int64 nanos. */
-int config_get_money(const struct config *cfg, const char *key, int64_t *out, struct config_error *err)
+int config_get_money(const struct config *cfg, const char *key, int64_t *out, struct error *err)
 	__attribute__((warn_unused_result));
 bool config_get_bool(const struct config *cfg, const char *key);
 

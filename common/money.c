@@ -5,15 +5,14 @@
 #include <stdio.h>
 #include <string.h>
 
-int money_parse(const char *s, int64_t *nanos, char *err, size_t errlen)
+int money_parse(const char *s, int64_t *nanos, struct error *err)
 {
 	const char *p = s;
 	int neg = 0, digits = 0, frac_digits = 0;
 	__int128 v = 0;
 
 	if (!s || !*s) {
-		snprintf(err, errlen, "empty amount");
-		return -1;
+		return error_set(err, 422, "invalid_amount", "empty amount");
 	}
 	if (*p == '-') {
 		neg = 1;
@@ -25,33 +24,28 @@ int money_parse(const char *s, int64_t *nanos, char *err, size_t errlen)
 		v = v * 10 + (*p - '0');
 		digits++;
 		if (v > (__int128)INT64_MAX) {
-			snprintf(err, errlen, "amount '%s' too large", s);
-			return -1;
+			return error_set(err, 422, "invalid_amount", "amount '%s' too large", s);
 		}
 	}
 	if (*p == '.') {
 		p++;
 		for (; *p >= '0' && *p <= '9'; p++) {
 			if (++frac_digits > 9) {
-				snprintf(err, errlen, "amount '%s' has more than 9 decimal places", s);
-				return -1;
+				return error_set(err, 422, "invalid_amount", "amount '%s' has more than 9 decimal places", s);
 			}
 			v = v * 10 + (*p - '0');
 		}
 		if (frac_digits == 0) {
-			snprintf(err, errlen, "amount '%s' is not a decimal number", s);
-			return -1;
+			return error_set(err, 422, "invalid_amount", "amount '%s' is not a decimal number", s);
 		}
 	}
 	if (*p || digits == 0) {
-		snprintf(err, errlen, "amount '%s' is not a decimal number", s);
-		return -1;
+		return error_set(err, 422, "invalid_amount", "amount '%s' is not a decimal number", s);
 	}
 	for (int i = frac_digits; i < 9; i++)
 		v *= 10;
 	if (v > (__int128)INT64_MAX) {
-		snprintf(err, errlen, "amount '%s' too large", s);
-		return -1;
+		return error_set(err, 422, "invalid_amount", "amount '%s' too large", s);
 	}
 	*nanos = neg ? -(int64_t)v : (int64_t)v;
 	return 0;

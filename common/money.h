@@ -7,13 +7,15 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/error.h"
+
 #define MONEY_NANOS_PER_UNIT 1000000000LL
 
 /* Parses a decimal amount in currency units: "14", "14.00", "-1.50",
  * "0.000001", "+2".  At most 9 decimal places; no exponent, no spaces;
- * must fit in int64 nanos.  Returns 0, or -1 with a
- * lower-case reason in err. */
-int money_parse(const char *s, int64_t *nanos, char *err, size_t errlen) __attribute__((warn_unused_result));
+ * must fit in int64 nanos.  Returns 0, or -1 with err (may be NULL)
+ * filled: 422 invalid_amount and a lower-case reason. */
+int money_parse(const char *s, int64_t *nanos, struct error *err) __attribute__((warn_unused_result));
 
 /* Formats nanos as units with 9 decimals ("-1.500000000") into buf (>= 32 bytes). */
 void money_format(int64_t nanos, char *buf, size_t buflen);

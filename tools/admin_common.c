@@ -57,7 +57,7 @@ PGconn *tool_connect(const struct config *cfg, int owner)
 	struct error err;
 	const char *ci = config_get(cfg, owner && *config_get(cfg, "pg_owner") ? "pg_owner" : "pg");
 	int64_t t = 5000, sc = 0;
-	struct config_error ce;
+	struct error ce;
 	PGconn *c;
 
 	if (config_get_int(cfg, "pg_timeout_ms", 100, 3600000, &t, &ce) < 0 ||

@@ -57,7 +57,7 @@ static void print_json(json_t *j)
 static int64_t amount_opt(struct cli_opt *o, const char *name, int required)
 {
 	const char *v = cli_get(o, name);
-	char err[160];
+	struct error err;
 	int64_t n;
 
 	if (!v) {
@@ -65,8 +65,8 @@ static int64_t amount_opt(struct cli_opt *o, const char *name, int required)
 			tool_usage_error("missing --%s", name);
 		return 0;
 	}
-	if (money_parse(v, &n, err, sizeof(err)) < 0)
-		tool_usage_error("--%s: %s", name, err);
+	if (money_parse(v, &n, &err) < 0)
+		tool_usage_error("--%s: %s", name, err.msg);
 	return n;
 }
 
@@ -86,7 +86,7 @@ static void ops_init(struct ops_ctx *x, PGconn *c)
 	x->writer = CLI_WRITER;
 	x->actor = tool_operator(cfg);
 	{
-		struct config_error ce;
+		struct error ce;
 		if (config_get_money(cfg, "max_topup", &x->max_topup_nanos, &ce) < 0 ||
 		    config_get_money(cfg, "max_grant", &x->max_grant_nanos, &ce) < 0)
 			tool_fail("%s", ce.msg);
@@ -97,7 +97,7 @@ static void ops_init(struct ops_ctx *x, PGconn *c)
  * configuration; false when it cannot be read (printed as unknown). */
 static bool held_now(int64_t account_id, int64_t *held)
 {
-	struct config_error ce;
+	struct error ce;
 	struct error err;
 	int64_t t = 1000;
 
@@ -1352,7 +1352,7 @@ static void usage(void)
 
 int main(int argc, char **argv)
 {
-	struct config_error ce;
+	struct error ce;
 	char err[256];
 	const char *pos[8];
 	int npos;

@@ -306,7 +306,7 @@ static int cmd_reconcile(const char **pos, int npos, struct cli_opt *o)
 {
 	struct reconcile_opts ro;
 	struct reconcile_report rep;
-	struct config_error ce;
+	struct error ce;
 	struct error err;
 	const char *settle = cli_get(o, "settle-ms");
 	int64_t t = 1000;
@@ -433,7 +433,7 @@ static void usage(void)
 
 int main(int argc, char **argv)
 {
-	struct config_error ce;
+	struct error ce;
 	char err[256];
 	const char *pos[8];
 	int npos, rc;

@@ -991,12 +991,7 @@ void server_reload(struct server *s)
 
 static int cfg_int(struct server *s, const char *k, int64_t min, int64_t max, int64_t *out, struct error *err)
 {
-	struct config_error ce;
-
-	if (config_get_int(s->cfg, k, min, max, out, &ce) < 0) {
-		return error_set(err, 0, "config", "%s", ce.msg);
-	}
-	return 0;
+	return config_get_int(s->cfg, k, min, max, out, err);
 }
 
 struct server *server_new(struct event_base *base, struct config *cfg, struct error *err)
@@ -1024,14 +1019,9 @@ struct server *server_new(struct event_base *base, struct config *cfg, struct er
 	    cfg_int(s, "expiry_interval_s", 1, 86400, &expiry_s, err) < 0 ||
 	    cfg_int(s, "writer_threads", 1, 64, &writers, err) < 0)
 		goto fail;
-	{
-		struct config_error ce;
-		if (config_get_money(cfg, "max_topup", &s->max_topup_nanos, &ce) < 0 ||
-		    config_get_money(cfg, "max_grant", &s->max_grant_nanos, &ce) < 0) {
-			error_set(err, 0, "config", "%s", ce.msg);
-			goto fail;
-		}
-	}
+	if (config_get_money(cfg, "max_topup", &s->max_topup_nanos, err) < 0 ||
+	    config_get_money(cfg, "max_grant", &s->max_grant_nanos, err) < 0)
+		goto fail;
 	db_set_standby_confirm((int)standby_ms);
 	if (load_tokens(s, err) < 0)
 		goto fail;

@@ -952,29 +952,27 @@ void h_chat(struct rctx *c)
 struct inference *inference_new(struct server *s, struct error *err)
 {
 	struct inference *inf = calloc(1, sizeof(*inf));
-	char e[512];
+	struct error e;
 	int64_t threads, q;
-	struct config_error ce;
 
 	if (!inf) {
 		error_set(err, 0, "oom", "out of memory");
 		return NULL;
 	}
 	inf->s = s;
-	if (config_get_int(s->cfg, "inference_threads", 1, 64, &threads, &ce) < 0 ||
-	    config_get_int(s->cfg, "inference_queue", 0, 100000, &q, &ce) < 0 ||
-	    config_get_int(s->cfg, "inference_min_token_us", 0, 10000000, &inf->min_token_us, &ce) < 0) {
-		error_set(err, 0, "config", "%s", ce.msg);
+	if (config_get_int(s->cfg, "inference_threads", 1, 64, &threads, err) < 0 ||
+	    config_get_int(s->cfg, "inference_queue", 0, 100000, &q, err) < 0 ||
+	    config_get_int(s->cfg, "inference_min_token_us", 0, 10000000, &inf->min_token_us, err) < 0) {
 		free(inf);
 		return NULL;
 	}
 	inf->queue_max = (size_t)q;
-	inf->tok = tokenizer_load(config_get(s->cfg, "tokenizer_file"), e, sizeof(e));
+	inf->tok = tokenizer_load(config_get(s->cfg, "tokenizer_file"), &e);
 	if (!inf->tok)
-		log_warn("tokenizer not loaded: /v1/tokenize and chat answer 503", "error=\"%s\"", e);
-	inf->model = inf->tok ? model_load(config_get(s->cfg, "model_file"), e, sizeof(e)) : NULL;
+		log_warn("tokenizer not loaded: /v1/tokenize and chat answer 503", "error=\"%s\"", e.msg);
+	inf->model = inf->tok ? model_load(config_get(s->cfg, "model_file"), &e) : NULL;
 	if (inf->tok && !inf->model)
-		log_warn("embedded model not loaded: chat answers 503", "error=\"%s\"", e);
+		log_warn("embedded model not loaded: chat answers 503", "error=\"%s\"", e.msg);
 	pthread_mutex_init(&inf->mu, NULL);
 	pthread_cond_init(&inf->cv, NULL);
 	inf->inbox = inf->model ? mailbox_new(s->base, &note_ops, inf) : NULL;

@@ -62,7 +62,7 @@ struct model_session {
 	float *logits; /* [n_out] */
 	struct cand *cand; /* [n_out] */
 	uint64_t rng;
-	char err[160];
+	struct error err; /* the last generate error */
 };
 
 /* ---- deterministic math ---- */
@@ -419,19 +419,6 @@ static size_t sample(struct model_session *s, const struct model_sampling *sp)
 
 /* ---- loading ---- */
 
-static void set_err(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (!err || errlen == 0)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
-
 static uint32_t get_u32(const unsigned char *p)
 {
 	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
@@ -452,7 +439,7 @@ static float get_f32(const unsigned char *p)
 }
 
 /* Reads the whole file; -1 with err set. */
-static int read_file(const char *path, unsigned char **out, size_t *len, char *err, size_t errlen)
+static int read_file(const char *path, unsigned char **out, size_t *len, struct error *err)
 {
 	FILE *f = NULL;
 	struct stat st;
@@ -461,28 +448,28 @@ static int read_file(const char *path, unsigned char **out, size_t *len, char *e
 
 	f = fopen(path, "rb");
 	if (!f) {
-		set_err(err, errlen, "\"%s\": cannot open: %s", path, strerror(errno));
+		error_set(err, 0, "bad_model", "\"%s\": cannot open: %s", path, strerror(errno));
 		goto done;
 	}
 	if (fstat(fileno(f), &st) != 0) {
-		set_err(err, errlen, "\"%s\": cannot stat: %s", path, strerror(errno));
+		error_set(err, 0, "bad_model", "\"%s\": cannot stat: %s", path, strerror(errno));
 		goto done;
 	}
 	if (!S_ISREG(st.st_mode)) {
-		set_err(err, errlen, "\"%s\": not a regular file", path);
+		error_set(err, 0, "bad_model", "\"%s\": not a regular file", path);
 		goto done;
 	}
 	if (st.st_size > (off_t)MAX_FILE_SIZE) {
-		set_err(err, errlen, "\"%s\": too large for a weight file (%lld bytes)", path, (long long)st.st_size);
+		error_set(err, 0, "bad_model", "\"%s\": too large for a weight file (%lld bytes)", path, (long long)st.st_size);
 		goto done;
 	}
 	buf = malloc(st.st_size > 0 ? (size_t)st.st_size : 1);
 	if (!buf) {
-		set_err(err, errlen, "\"%s\": out of memory", path);
+		error_set(err, 0, "bad_model", "\"%s\": out of memory", path);
 		goto done;
 	}
 	if (fread(buf, 1, (size_t)st.st_size, f) != (size_t)st.st_size) {
-		set_err(err, errlen, "\"%s\": read error", path);
+		error_set(err, 0, "bad_model", "\"%s\": read error", path);
 		goto done;
 	}
 	*out = buf;
@@ -497,32 +484,29 @@ done:
 }
 
 /* Checks the header against the file and sets the shape; -1 with err set. */
-static int parse_header(struct model *m, const char *path, char *err, size_t errlen)
+static int parse_header(struct model *m, const char *path, struct error *err)
 {
 	const unsigned char *h = m->buf;
 	uint64_t file_size, want, n_params, layer_params;
 	float theta;
 
 	if (m->buf_len < MODEL_FILE_HEADER_SIZE + MODEL_FILE_DIGEST_SIZE) {
-		set_err(err, errlen, "\"%s\": truncated (%zu bytes; a weight file has at least %u)", path, m->buf_len,
+		error_set(err, 0, "bad_model", "\"%s\": truncated (%zu bytes; a weight file has at least %u)", path, m->buf_len,
 			MODEL_FILE_HEADER_SIZE + MODEL_FILE_DIGEST_SIZE);
 		return -1;
 	}
 	if (memcmp(h, MODEL_FILE_MAGIC, 8) != 0) {
-		set_err(err, errlen, "\"%s\": not an %s weight file (bad magic)", path, MODEL_NAME);
-		return -1;
+		return error_set(err, 0, "bad_model", "\"%s\": not an %s weight file (bad magic)", path, MODEL_NAME);
 	}
 	if (get_u32(h + 8) != MODEL_FILE_VERSION || get_u32(h + 12) != MODEL_FILE_HEADER_SIZE) {
-		set_err(err, errlen, "\"%s\": unsupported format version %u (this build reads %u)", path,
+		return error_set(err, 0, "bad_model", "\"%s\": unsupported format version %u (this build reads %u)", path,
 			get_u32(h + 8), MODEL_FILE_VERSION);
-		return -1;
 	}
 	file_size = get_u64(h + 72);
 	if (file_size != m->buf_len) {
-		set_err(err, errlen, "\"%s\": %s: header says %llu bytes, file has %zu", path,
+		return error_set(err, 0, "bad_model", "\"%s\": %s: header says %llu bytes, file has %zu", path,
 			file_size > m->buf_len ? "truncated" : "size mismatch", (unsigned long long)file_size,
 			m->buf_len);
-		return -1;
 	}
 	{
 		unsigned char digest[MODEL_FILE_DIGEST_SIZE];
@@ -530,8 +514,7 @@ static int parse_header(struct model *m, const char *path, char *err, size_t err
 
 		crypto_generichash(digest, sizeof digest, m->buf, body, NULL, 0);
 		if (sodium_memcmp(digest, m->buf + body, sizeof digest) != 0) {
-			set_err(err, errlen, "\"%s\": checksum mismatch (corrupted file)", path);
-			return -1;
+			return error_set(err, 0, "bad_model", "\"%s\": checksum mismatch (corrupted file)", path);
 		}
 	}
 	m->dim = get_u32(h + 16);
@@ -554,8 +537,7 @@ static int parse_header(struct model *m, const char *path, char *err, size_t err
 	    m->eos_id < 0 || (uint32_t)m->eos_id >= m->n_vocab || !(theta > 1.0f && theta < 1e30f) ||
 	    !(m->norm_eps > 0.0f && m->norm_eps < 1.0f) || get_u32(h + 60) != 0 || m->name[0] == '\0' ||
 	    memchr(h + 80, '\0', 32) == NULL) {
-		set_err(err, errlen, "\"%s\": invalid model shape in header", path);
-		return -1;
+		return error_set(err, 0, "bad_model", "\"%s\": invalid model shape in header", path);
 	}
 	m->head_dim = m->dim / m->n_heads;
 	layer_params = 2ull * m->dim + 4ull * m->dim * m->dim + 3ull * m->hidden * m->dim;
@@ -563,9 +545,8 @@ static int parse_header(struct model *m, const char *path, char *err, size_t err
 		   (uint64_t)m->n_out * m->dim + m->n_out;
 	want = MODEL_FILE_HEADER_SIZE + 4ull * m->n_out + 4ull * n_params + MODEL_FILE_DIGEST_SIZE;
 	if (want != file_size) {
-		set_err(err, errlen, "\"%s\": file size %llu does not match the shape in the header (%llu)", path,
+		return error_set(err, 0, "bad_model", "\"%s\": file size %llu does not match the shape in the header (%llu)", path,
 			(unsigned long long)file_size, (unsigned long long)want);
-		return -1;
 	}
 	/* RoPE tables, from theta. */
 	{
@@ -575,8 +556,7 @@ static int parse_header(struct model *m, const char *path, char *err, size_t err
 		m->rope_cos = malloc((size_t)m->max_ctx * half * sizeof(float));
 		m->rope_sin = malloc((size_t)m->max_ctx * half * sizeof(float));
 		if (!m->rope_cos || !m->rope_sin) {
-			set_err(err, errlen, "\"%s\": out of memory", path);
-			return -1;
+			return error_set(err, 0, "bad_model", "\"%s\": out of memory", path);
 		}
 		for (size_t i = 0; i < half; i++) {
 			double freq = exp_d(-((double)(2 * i) / (double)m->head_dim) * ln_theta);
@@ -593,7 +573,7 @@ static int parse_header(struct model *m, const char *path, char *err, size_t err
 }
 
 /* Points the tensors into the buffer and checks ids and values. */
-static int map_tensors(struct model *m, const char *path, char *err, size_t errlen)
+static int map_tensors(struct model *m, const char *path, struct error *err)
 {
 	unsigned char *p = m->buf + MODEL_FILE_HEADER_SIZE;
 	size_t n_words = (m->buf_len - MODEL_FILE_HEADER_SIZE - MODEL_FILE_DIGEST_SIZE) / 4;
@@ -610,26 +590,22 @@ static int map_tensors(struct model *m, const char *path, char *err, size_t errl
 	for (size_t i = 0; i < m->n_out; i++) {
 		int32_t id = m->out_ids[i];
 		if (id < 0 || (uint32_t)id >= m->n_vocab || (i > 0 && id <= m->out_ids[i - 1])) {
-			set_err(err, errlen, "\"%s\": output id list is not increasing within the vocabulary", path);
-			return -1;
+			return error_set(err, 0, "bad_model", "\"%s\": output id list is not increasing within the vocabulary", path);
 		}
 		eos_found |= id == m->eos_id;
 	}
 	if (!eos_found) {
-		set_err(err, errlen, "\"%s\": end-of-sentence id %d is not an output id", path, m->eos_id);
-		return -1;
+		return error_set(err, 0, "bad_model", "\"%s\": end-of-sentence id %d is not an output id", path, m->eos_id);
 	}
 	f = (const float *)(void *)(p + 4 * (size_t)m->n_out);
 	for (size_t i = 0; i < n_words - m->n_out; i++) {
 		if (!isfinite(f[i])) {
-			set_err(err, errlen, "\"%s\": weight %zu is not a finite number", path, i);
-			return -1;
+			return error_set(err, 0, "bad_model", "\"%s\": weight %zu is not a finite number", path, i);
 		}
 	}
 	m->layers = calloc(m->n_layers, sizeof *m->layers);
 	if (!m->layers) {
-		set_err(err, errlen, "\"%s\": out of memory", path);
-		return -1;
+		return error_set(err, 0, "bad_model", "\"%s\": out of memory", path);
 	}
 	m->tok_emb = f, f += (size_t)m->emb_rows * m->dim;
 	for (size_t l = 0; l < m->n_layers; l++) {
@@ -652,25 +628,25 @@ static int map_tensors(struct model *m, const char *path, char *err, size_t errl
 	return 0;
 }
 
-struct model *model_load(const char *path, char *err, size_t errlen)
+struct model *model_load(const char *path, struct error *err)
 {
 	struct model *m = NULL, *ret = NULL;
 
-	set_err(err, errlen, "%s", "");
+	error_set(err, 0, "bad_model", "%s", "");
 	if (sodium_init() < 0) {
-		set_err(err, errlen, "libsodium failed to initialise");
+		error_set(err, 0, "bad_model", "libsodium failed to initialise");
 		goto done;
 	}
 	m = calloc(1, sizeof *m);
 	if (!m) {
-		set_err(err, errlen, "\"%s\": out of memory", path);
+		error_set(err, 0, "bad_model", "\"%s\": out of memory", path);
 		goto done;
 	}
-	if (read_file(path, &m->buf, &m->buf_len, err, errlen) != 0)
+	if (read_file(path, &m->buf, &m->buf_len, err) != 0)
 		goto done;
-	if (parse_header(m, path, err, errlen) != 0)
+	if (parse_header(m, path, err) != 0)
 		goto done;
-	if (map_tensors(m, path, err, errlen) != 0)
+	if (map_tensors(m, path, err) != 0)
 		goto done;
 	ret = m;
 	m = NULL;
@@ -792,7 +768,7 @@ size_t model_session_max_ctx(const struct model_session *s)
 
 const char *model_session_error(const struct model_session *s)
 {
-	return s->err;
+	return s->err.msg;
 }
 
 const float *model_session_logits(const struct model_session *s, size_t *n)
@@ -809,31 +785,26 @@ int model_generate(struct model_session *sess, const int32_t *prompt, size_t n_p
 	const struct model *m = sess->m;
 	size_t n = 0;
 
-	sess->err[0] = '\0';
+	sess->err.msg[0] = '\0';
 	if (n_generated)
 		*n_generated = 0;
 	if (n_prompt == 0 || !prompt) {
-		set_err(sess->err, sizeof sess->err, "empty prompt");
-		return -1;
+		return error_set(&sess->err, 0, "invalid_request", "empty prompt");
 	}
 	if (n_prompt >= sess->max_ctx) {
-		set_err(sess->err, sizeof sess->err,
-			"prompt of %zu tokens does not fit the context of %zu tokens (one is needed for the answer)",
+		return error_set(&sess->err, 0, "invalid_request", "prompt of %zu tokens does not fit the context of %zu tokens (one is needed for the answer)",
 			n_prompt, sess->max_ctx);
-		return -1;
 	}
 	for (size_t i = 0; i < n_prompt; i++) {
 		if (prompt[i] < 0 || (uint32_t)prompt[i] >= m->n_vocab) {
-			set_err(sess->err, sizeof sess->err, "prompt token %zu: id %d out of range (vocabulary of %u)", i,
+			return error_set(&sess->err, 0, "invalid_request", "prompt token %zu: id %d out of range (vocabulary of %u)", i,
 				prompt[i], m->n_vocab);
-			return -1;
 		}
 	}
 	if (sp && sp->temperature != 0.0f &&
 	    (!(sp->temperature > 0.0f) || !isfinite(sp->temperature) || isnan(sp->top_p))) {
-		set_err(sess->err, sizeof sess->err, "invalid sampling parameters (temperature %g, top_p %g)",
+		return error_set(&sess->err, 0, "invalid_request", "invalid sampling parameters (temperature %g, top_p %g)",
 			(double)sp->temperature, (double)sp->top_p);
-		return -1;
 	}
 	if (max_tokens == 0)
 		return MODEL_DONE;

@@ -30,6 +30,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/error.h"
+
 #define MODEL_NAME "internal-tiny"
 
 /* Weight file format (docs/model.md, "The `internal-tiny` weight file"); shared with tools/mkweights. */
@@ -59,9 +61,9 @@ struct model_sampling {
 #define MODEL_STOPPED 1 /* on_token returned non-zero */
 
 /* Reads and checks a weight file (size, header, BLAKE2b-256 digest, shape,
- * allowed ids).  Returns a new model, or NULL with a lower-case reason in err
- * (e.g. `"data/internal-tiny.bin": checksum mismatch (corrupted file)`). */
-struct model *model_load(const char *path, char *err, size_t errlen) __attribute__((warn_unused_result));
+ * allowed ids).  Returns a new model, or NULL with err (may be NULL) filled: code
+ * bad_model, a lower-case reason (e.g. `"data/internal-tiny.bin": checksum mismatch (corrupted file)`). */
+struct model *model_load(const char *path, struct error *err) __attribute__((warn_unused_result));
 
 /* Frees the model; NULL is fine.  No session made from it may be used after. */
 void model_free(struct model *m);

@@ -100,20 +100,6 @@ static int cp_byte(uint32_t cp)
 
 /* ------------------------------------------------------------- utilities */
 
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (!err || errlen == 0)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
-
 struct sbuf {
 	char *p;
 	size_t n, cap;
@@ -776,7 +762,7 @@ static void js_preprocess(struct sbuf *o, const char *p, size_t n)
  * classes and \p{..} are spelled out from our Unicode tables, \d \w \b
  * keep their ASCII meaning, "." keeps excluding line terminators. */
 static int js_to_pcre2(const struct regex_ctx *rx, const char *p, size_t n, struct sbuf *o,
-		       char *err, size_t errlen)
+		       struct error *err)
 {
 	bool in_class = false;
 	size_t i = 0;
@@ -933,17 +919,14 @@ static int js_to_pcre2(const struct regex_ctx *rx, const char *p, size_t n, stru
 		}
 	}
 	if (in_class) {
-		seterr(err, errlen, "unterminated character class in pre-tokenizer regex");
-		return -1;
+		return error_set(err, 0, "bad_tokenizer", "unterminated character class in pre-tokenizer regex");
 	}
 	return o->oom ? -1 : 0;
 unsupported:
-	seterr(err, errlen, "unsupported construct at offset %zu of pre-tokenizer regex", i);
-	return -1;
+	return error_set(err, 0, "bad_tokenizer", "unsupported construct at offset %zu of pre-tokenizer regex", i);
 }
 
-static pcre2_code *compile_split(const struct regex_ctx *rx, const char *js, size_t n, char *err,
-				 size_t errlen)
+static pcre2_code *compile_split(const struct regex_ctx *rx, const char *js, size_t n, struct error *err)
 {
 	struct sbuf pre = {0}, out = {0};
 	pcre2_code *re = NULL;
@@ -952,10 +935,10 @@ static pcre2_code *compile_split(const struct regex_ctx *rx, const char *js, siz
 
 	js_preprocess(&pre, js, n);
 	if (pre.oom) {
-		seterr(err, errlen, "out of memory");
+		error_set(err, 0, "bad_tokenizer", "out of memory");
 		goto done;
 	}
-	if (js_to_pcre2(rx, pre.p ? pre.p : "", pre.n, &out, err, errlen) < 0)
+	if (js_to_pcre2(rx, pre.p ? pre.p : "", pre.n, &out, err) < 0)
 		goto done;
 	re = pcre2_compile((PCRE2_SPTR)out.p, out.n,
 			   PCRE2_UTF | PCRE2_UCP | PCRE2_DOLLAR_ENDONLY | PCRE2_NEVER_BACKSLASH_C, &ec,
@@ -964,7 +947,7 @@ static pcre2_code *compile_split(const struct regex_ctx *rx, const char *js, siz
 		PCRE2_UCHAR msg[160];
 
 		pcre2_get_error_message(ec, msg, sizeof msg);
-		seterr(err, errlen, "cannot compile pre-tokenizer regex: %s", (const char *)msg);
+		error_set(err, 0, "bad_tokenizer", "cannot compile pre-tokenizer regex: %s", (const char *)msg);
 		goto done;
 	}
 	/* without JIT (unsupported CPU) the interpreter gives the same results */
@@ -990,7 +973,7 @@ static bool jfalse(const json_t *o, const char *key)
 	return !v || json_is_null(v) || json_is_false(v);
 }
 
-static int load_pre_tokenizer(struct tokenizer *t, const json_t *pt, char *err, size_t errlen)
+static int load_pre_tokenizer(struct tokenizer *t, const json_t *pt, struct error *err)
 {
 	struct regex_ctx rx;
 	const json_t *list = NULL, *item;
@@ -998,14 +981,14 @@ static int load_pre_tokenizer(struct tokenizer *t, const json_t *pt, char *err, 
 	int rc = -1;
 
 	if (regex_ctx_init(&rx) < 0) {
-		seterr(err, errlen, "out of memory");
+		error_set(err, 0, "bad_tokenizer", "out of memory");
 		goto done;
 	}
 	if (pt && jstr(pt, "type") && strcmp(jstr(pt, "type"), "Sequence") == 0)
 		list = json_object_get(pt, "pretokenizers");
 	n = list ? json_array_size(list) : 0;
 	if (n == 0 || n > MAX_SPLITS + 1) {
-		seterr(err, errlen, "unsupported pre_tokenizer (want a Sequence of Split and ByteLevel)");
+		error_set(err, 0, "bad_tokenizer", "unsupported pre_tokenizer (want a Sequence of Split and ByteLevel)");
 		goto done;
 	}
 	json_array_foreach(list, i, item) {
@@ -1016,23 +999,23 @@ static int load_pre_tokenizer(struct tokenizer *t, const json_t *pt, char *err, 
 		if (type && strcmp(type, "ByteLevel") == 0 && i == n - 1) {
 			if (!jfalse(item, "add_prefix_space") ||
 			    !json_is_false(json_object_get(item, "use_regex"))) {
-				seterr(err, errlen, "unsupported ByteLevel pre-tokenizer options");
+				error_set(err, 0, "bad_tokenizer", "unsupported ByteLevel pre-tokenizer options");
 				goto done;
 			}
 		} else if (type && strcmp(type, "Split") == 0 && i < n - 1) {
 			if (!jstr(pattern, "Regex") || !behavior || strcmp(behavior, "Isolated") != 0 ||
 			    !jfalse(item, "invert")) {
-				seterr(err, errlen, "unsupported Split pre-tokenizer (want an Isolated Regex)");
+				error_set(err, 0, "bad_tokenizer", "unsupported Split pre-tokenizer (want an Isolated Regex)");
 				goto done;
 			}
 			t->split[t->n_splits] =
 				compile_split(&rx, jstr(pattern, "Regex"),
-					      json_string_length(json_object_get(pattern, "Regex")), err, errlen);
+					      json_string_length(json_object_get(pattern, "Regex")), err);
 			if (!t->split[t->n_splits])
 				goto done;
 			t->n_splits++;
 		} else {
-			seterr(err, errlen, "unsupported pre-tokenizer \"%s\"", type ? type : "?");
+			error_set(err, 0, "bad_tokenizer", "unsupported pre-tokenizer \"%s\"", type ? type : "?");
 			goto done;
 		}
 	}
@@ -1049,8 +1032,7 @@ done:
 	return rc;
 }
 
-static int load_model(struct tokenizer *t, const json_t *model, const json_t *added, char *err,
-		      size_t errlen)
+static int load_model(struct tokenizer *t, const json_t *model, const json_t *added, struct error *err)
 {
 	const json_t *vocab = json_object_get(model, "vocab");
 	const json_t *merges = json_object_get(model, "merges");
@@ -1063,18 +1045,18 @@ static int load_model(struct tokenizer *t, const json_t *model, const json_t *ad
 	int rc = -1;
 
 	if (!type || strcmp(type, "BPE") != 0 || !json_is_object(vocab) || !json_is_array(merges)) {
-		seterr(err, errlen, "unsupported model (want BPE with vocab and merges)");
+		error_set(err, 0, "bad_tokenizer", "unsupported model (want BPE with vocab and merges)");
 		goto done;
 	}
 	if (!jfalse(model, "byte_fallback") || !jfalse(model, "ignore_merges") ||
 	    !jfalse(model, "continuing_subword_prefix") || !jfalse(model, "end_of_word_suffix")) {
-		seterr(err, errlen, "unsupported BPE options");
+		error_set(err, 0, "bad_tokenizer", "unsupported BPE options");
 		goto done;
 	}
 	json_object_foreach((json_t *)vocab, key, val) {
 		if (!json_is_integer(val) || json_integer_value(val) < 0 ||
 		    json_integer_value(val) > INT32_MAX / 2) {
-			seterr(err, errlen, "bad id for vocabulary entry \"%s\"", key);
+			error_set(err, 0, "bad_tokenizer", "bad id for vocabulary entry \"%s\"", key);
 			goto done;
 		}
 		if (json_integer_value(val) > max_id)
@@ -1086,7 +1068,7 @@ static int load_model(struct tokenizer *t, const json_t *model, const json_t *ad
 		if (!json_is_integer(id) || json_integer_value(id) < 0 ||
 		    json_integer_value(id) > INT32_MAX / 2 || !jstr(val, "content") ||
 		    json_string_length(json_object_get(val, "content")) == 0) {
-			seterr(err, errlen, "bad added token #%zu", i);
+			error_set(err, 0, "bad_tokenizer", "bad added token #%zu", i);
 			goto done;
 		}
 		if (json_integer_value(id) > max_id)
@@ -1106,7 +1088,7 @@ static int load_model(struct tokenizer *t, const json_t *model, const json_t *ad
 		int32_t id = (int32_t)json_integer_value(val);
 
 		if (t->flags[id] & TOK_PRESENT) {
-			seterr(err, errlen, "vocabulary id %d appears twice", (int)id);
+			error_set(err, 0, "bad_tokenizer", "vocabulary id %d appears twice", (int)id);
 			goto done;
 		}
 		if (!bytelevel_decode(key, strlen(key), &a)) {
@@ -1125,7 +1107,7 @@ static int load_model(struct tokenizer *t, const json_t *model, const json_t *ad
 
 		t->byte_id[c] = hmap_find(t, t->vmap, t->vmap_mask, &byte, 1);
 		if (t->byte_id[c] < 0) {
-			seterr(err, errlen, "vocabulary lacks byte 0x%02x", (unsigned)c);
+			error_set(err, 0, "bad_tokenizer", "vocabulary lacks byte 0x%02x", (unsigned)c);
 			goto done;
 		}
 	}
@@ -1145,7 +1127,7 @@ static int load_model(struct tokenizer *t, const json_t *model, const json_t *ad
 			const char *s = json_string_value(val), *sp = strchr(s, ' '), *end;
 
 			if (!sp) {
-				seterr(err, errlen, "bad merge #%zu", i);
+				error_set(err, 0, "bad_tokenizer", "bad merge #%zu", i);
 				goto done;
 			}
 			end = strchr(sp + 1, ' ');
@@ -1160,7 +1142,7 @@ static int load_model(struct tokenizer *t, const json_t *model, const json_t *ad
 			right = json_string_value(json_array_get(val, 1));
 			right_n = json_string_length(json_array_get(val, 1));
 		} else {
-			seterr(err, errlen, "bad merge #%zu", i);
+			error_set(err, 0, "bad_tokenizer", "bad merge #%zu", i);
 			goto done;
 		}
 		if (!bytelevel_decode(left, left_n, &a) || !bytelevel_decode(right, right_n, &b)) {
@@ -1179,7 +1161,7 @@ static int load_model(struct tokenizer *t, const json_t *model, const json_t *ad
 			goto oom;
 		iab = hmap_find(t, t->vmap, t->vmap_mask, ab.p, ab.n);
 		if (iab < 0) {
-			seterr(err, errlen, "merge #%zu gives a token missing from the vocabulary", i);
+			error_set(err, 0, "bad_tokenizer", "merge #%zu gives a token missing from the vocabulary", i);
 			goto done;
 		}
 		merge_put(t, ia, ib, (uint32_t)i, iab);
@@ -1215,7 +1197,7 @@ static int load_model(struct tokenizer *t, const json_t *model, const json_t *ad
 		 * another id, which we do not model. */
 		if (bytelevel_decode(s, n, &a) &&
 		    (vid = hmap_find(t, t->vmap, t->vmap_mask, a.p, a.n)) >= 0 && vid != id) {
-			seterr(err, errlen, "added token \"%s\" shadows vocabulary id %d", s, (int)vid);
+			error_set(err, 0, "bad_tokenizer", "added token \"%s\" shadows vocabulary id %d", s, (int)vid);
 			goto done;
 		}
 		if (a.oom || blob_put(t, id, s, n, flags) < 0 ||
@@ -1227,7 +1209,7 @@ static int load_model(struct tokenizer *t, const json_t *model, const json_t *ad
 	rc = 0;
 	goto done;
 oom:
-	seterr(err, errlen, "out of memory");
+	error_set(err, 0, "bad_tokenizer", "out of memory");
 done:
 	free(a.p);
 	free(b.p);
@@ -1235,50 +1217,48 @@ done:
 	return rc;
 }
 
-struct tokenizer *tokenizer_load(const char *path, char *err, size_t errlen)
+struct tokenizer *tokenizer_load(const char *path, struct error *err)
 {
 	struct tokenizer *t = NULL;
 	json_t *root = NULL, *no_added = NULL;
 	json_error_t jerr;
 	const json_t *norm, *added;
 
-	if (err && errlen)
-		err[0] = '\0';
 	if (!path) {
-		seterr(err, errlen, "no tokenizer path");
+		error_set(err, 0, "bad_tokenizer", "no tokenizer path");
 		goto fail;
 	}
 	root = json_load_file(path, 0, &jerr);
 	if (!root) {
 		if (jerr.line > 0)
-			seterr(err, errlen, "cannot load \"%s\": %s (line %d)", path, jerr.text, jerr.line);
+			error_set(err, 0, "bad_tokenizer", "cannot load \"%s\": %s (line %d)", path, jerr.text, jerr.line);
 		else
-			seterr(err, errlen, "cannot load \"%s\": %s", path, jerr.text);
+			error_set(err, 0, "bad_tokenizer", "cannot load \"%s\": %s", path, jerr.text);
 		goto fail;
 	}
 	t = calloc(1, sizeof *t);
 	if (!t) {
-		seterr(err, errlen, "out of memory");
+		error_set(err, 0, "bad_tokenizer", "out of memory");
 		goto fail;
 	}
 	norm = json_object_get(root, "normalizer");
 	if (norm && !json_is_null(norm) &&
 	    !(jstr(norm, "type") && strcmp(jstr(norm, "type"), "Sequence") == 0 &&
 	      json_array_size(json_object_get(norm, "normalizers")) == 0)) {
-		seterr(err, errlen, "unsupported normalizer in \"%s\"", path);
+		error_set(err, 0, "bad_tokenizer", "unsupported normalizer in \"%s\"", path);
 		goto fail;
 	}
 	added = json_object_get(root, "added_tokens");
 	if (added && !json_is_array(added)) {
-		seterr(err, errlen, "bad added_tokens in \"%s\"", path);
+		error_set(err, 0, "bad_tokenizer", "bad added_tokens in \"%s\"", path);
 		goto fail;
 	}
 	if (!added && !(added = no_added = json_array())) {
-		seterr(err, errlen, "out of memory");
+		error_set(err, 0, "bad_tokenizer", "out of memory");
 		goto fail;
 	}
-	if (load_model(t, json_object_get(root, "model"), added, err, errlen) < 0 ||
-	    load_pre_tokenizer(t, json_object_get(root, "pre_tokenizer"), err, errlen) < 0)
+	if (load_model(t, json_object_get(root, "model"), added, err) < 0 ||
+	    load_pre_tokenizer(t, json_object_get(root, "pre_tokenizer"), err) < 0)
 		goto fail;
 	json_decref(no_added);
 	json_decref(root);

@@ -33,6 +33,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/error.h"
+
 #define TOKENIZER_MUST_CHECK __attribute__((warn_unused_result))
 
 struct tokenizer;
@@ -48,10 +50,10 @@ struct tokenizer_message {
 };
 
 /* Reads a tokenizer.json.  Returns a new tokenizer owned by the caller
- * (release with tokenizer_free), or NULL with a one-line, lower-case
- * message in err (if err is not NULL and errlen > 0).  Takes ~0.3 s and
+ * (release with tokenizer_free), or NULL with err (may be NULL) filled:
+ * code bad_tokenizer, a one-line, lower-case message.  Takes ~0.3 s and
  * ~45 MB at peak while parsing the JSON, ~10 MB afterwards. */
-struct tokenizer *tokenizer_load(const char *path, char *err, size_t errlen)
+struct tokenizer *tokenizer_load(const char *path, struct error *err)
 	TOKENIZER_MUST_CHECK;
 
 /* Frees everything; NULL is accepted. */

@@ -49,7 +49,8 @@ static int ref_parse(const char *s, int64_t *out)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	char s[96], err[160], back[64];
+	char s[96], back[64];
+	struct error err;
 	int64_t v = 0, w = 0, r = 0;
 	int rc, ref;
 
@@ -57,18 +58,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		return 0;
 	memcpy(s, data, size);
 	s[size] = '\0';
-	err[0] = '\0';
-	rc = money_parse(s, &v, err, sizeof(err));
+	memset(&err, 0, sizeof(err));
+	rc = money_parse(s, &v, &err);
 	ref = ref_parse(s, &r);
 	if (rc != ref)
-		fprintf(stderr, "'%s': money_parse %d, reference %d (%s)\n", s, rc, ref, err);
+		fprintf(stderr, "'%s': money_parse %d, reference %d (%s)\n", s, rc, ref, err.msg);
 	FUZZ_CHECK(rc == ref);
 	if (rc == 0) {
 		FUZZ_CHECK(v == r);
 		money_format(v, back, sizeof(back));
-		FUZZ_CHECK(money_parse(back, &w, err, sizeof(err)) == 0 && w == v);
+		FUZZ_CHECK(money_parse(back, &w, &err) == 0 && w == v);
 	} else {
-		FUZZ_CHECK(err[0] != '\0');
+		FUZZ_CHECK(err.msg[0] != '\0');
 	}
 	/* muldiv on the first 24 bytes as three int64 */
 	if (size >= 24) {

@@ -25,12 +25,12 @@ static struct tokenizer *tok;
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
 	const char *path = getenv("FUZZ_TOKENIZER_JSON");
-	char err[256];
+	struct error err;
 
 	(void)argc, (void)argv;
-	tok = tokenizer_load(path ? path : "data/tokenizer.json", err, sizeof(err));
+	tok = tokenizer_load(path ? path : "data/tokenizer.json", &err);
 	if (!tok) {
-		fprintf(stderr, "fuzz_tokenizer: %s (run `make data`, or set FUZZ_TOKENIZER_JSON)\n", err);
+		fprintf(stderr, "fuzz_tokenizer: %s (run `make data`, or set FUZZ_TOKENIZER_JSON)\n", err.msg);
 		exit(1);
 	}
 	return 0;

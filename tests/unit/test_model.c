@@ -105,7 +105,8 @@ static unsigned char *slurp(const char *path, size_t *len)
 /* Writes bytes to a temp file, loads it, expects failure with `want` in the message. */
 static void expect_refused(const unsigned char *buf, size_t len, const char *want, const char *name)
 {
-	char path[] = "/tmp/test_model_XXXXXX", err[256] = "";
+	char path[] = "/tmp/test_model_XXXXXX";
+	struct error err = {0};
 	int fd = mkstemp(path);
 	struct model *m = NULL;
 	int written = fd >= 0 && write(fd, buf, len) == (ssize_t)len;
@@ -113,9 +114,10 @@ static void expect_refused(const unsigned char *buf, size_t len, const char *wan
 	if (fd >= 0)
 		close(fd);
 	OK(written, "%s: temp file written", name);
-	m = model_load(path, err, sizeof err);
+	m = model_load(path, &err);
 	OK(m == NULL, "%s: refused", name);
-	OK(strstr(err, want) != NULL, "%s: error names the problem: %s", name, err);
+	OK(strstr(err.msg, want) != NULL && strcmp(err.code, "bad_model") == 0, "%s: error names the problem: %s", name,
+	   err.msg);
 	model_free(m);
 	unlink(path);
 }
@@ -124,7 +126,7 @@ static void test_file_checks(const char *path)
 {
 	size_t len = 0;
 	unsigned char *buf = slurp(path, &len), *copy;
-	char err[256] = "";
+	struct error err = {0};
 	struct model *m;
 
 	OK(buf != NULL && len > 1000, "weight file readable (%zu bytes)", len);
@@ -159,8 +161,8 @@ static void test_file_checks(const char *path)
 	copy[8] = 9;
 	expect_refused(copy, len, "unsupported format version", "unknown version");
 
-	m = model_load("/nonexistent/internal-tiny.bin", err, sizeof err);
-	OK(m == NULL && strstr(err, "cannot open") != NULL, "missing file refused: %s", err);
+	m = model_load("/nonexistent/internal-tiny.bin", &err);
+	OK(m == NULL && strstr(err.msg, "cannot open") != NULL, "missing file refused: %s", err.msg);
 	model_free(m);
 	free(copy);
 	free(buf);
@@ -190,15 +192,15 @@ static void *thread_main(void *p)
 int main(void)
 {
 	const char *path = getenv("TEST_MODEL_FILE") ? getenv("TEST_MODEL_FILE") : "data/internal-tiny.bin";
-	char err[256] = "";
-	struct model *m = model_load(path, err, sizeof err);
+	struct error err = {0};
+	struct model *m = model_load(path, &err);
 	struct model_session *s = NULL, *s2 = NULL;
 	static struct rec a, b, c;
 	const int32_t *outs;
 	size_t n_out = 0, n = 0;
 	int rc, ok;
 
-	OK(m != NULL, "loads %s: %s", path, err);
+	OK(m != NULL, "loads %s: %s", path, err.msg);
 	if (!m)
 		return tap_done();
 	IS_STR(model_name(m), "internal-tiny", "model name");

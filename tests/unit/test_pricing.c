@@ -346,23 +346,25 @@ static void test_money(void)
 		{INT64_MIN, "-9223372036.854775808"},
 		{-1, "-0.000000001"},
 	};
-	char err[200], buf[64];
+	struct error err;
+	char buf[64];
 	int64_t v, r;
 
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		int rc;
 		v = -777;
-		err[0] = '\0';
-		rc = money_parse(cases[i].s, &v, err, sizeof(err));
+		memset(&err, 0, sizeof(err));
+		rc = money_parse(cases[i].s, &v, &err);
 		if (cases[i].rc == 0) {
 			OK(rc == 0 && v == cases[i].want, "money_parse '%s' = %" PRId64 " (got rc %d, %" PRId64 ")",
 			   cases[i].s, cases[i].want, rc, v);
 		} else {
-			OK(rc == -1 && v == -777 && err[0], "money_parse '%s' refused (%s)", cases[i].s, err);
+			OK(rc == -1 && v == -777 && err.msg[0] && err.status == 422 && strcmp(err.code, "invalid_amount") == 0,
+			   "money_parse '%s' refused: 422 invalid_amount (%s)", cases[i].s, err.msg);
 		}
 	}
-	OK(money_parse("0.0000000001", &v, err, sizeof(err)) == -1 && strstr(err, "9 decimal"),
-	   "10 decimals: the message says why (%s)", err);
+	OK(money_parse("0.0000000001", &v, &err) == -1 && strstr(err.msg, "9 decimal"),
+	   "10 decimals: the message says why (%s)", err.msg);
 	for (size_t i = 0; i < sizeof(fmt) / sizeof(fmt[0]); i++) {
 		char name[80];
 		money_format(fmt[i].v, buf, sizeof(buf));
@@ -370,7 +372,7 @@ static void test_money(void)
 		IS_STR(buf, fmt[i].want, name);
 		/* and back */
 		if (fmt[i].v != INT64_MIN) {
-			OK(money_parse(buf, &v, err, sizeof(err)) == 0 && v == fmt[i].v, "format/parse round trip %s", buf);
+			OK(money_parse(buf, &v, &err) == 0 && v == fmt[i].v, "format/parse round trip %s", buf);
 		}
 	}
 	OK(money_muldiv_round(5, 1, 10, &r) == 0 && r == 1, "muldiv 0.5 rounds up");
@@ -465,7 +467,7 @@ static void test_time(void)
 static void test_config(void)
 {
 	struct config *cfg = config_new();
-	struct config_error err;
+	struct error err;
 	const char *good = "# billingd test config\n"
 			   "\n"
 			   "   # indented comment\n"
@@ -490,16 +492,17 @@ static void test_config(void)
 	OK(config_get_int(cfg, "batch_max", 1, 10, &v, &err) == -1, "out of range integer refused");
 	memset(&err, 0, sizeof(err));
 	OK(config_parse_text(cfg, unknown, strlen(unknown), &err) == -1, "unknown key refused");
-	IS_I64(err.line, 3, "unknown key: line number");
+	OK(strncmp(err.msg, "line 3: ", 8) == 0 && strcmp(err.code, "config") == 0, "unknown key: line number first (%s)",
+	   err.msg);
 	OK(strstr(err.msg, "nosuch_key") && strstr(err.msg, "line 3"), "unknown key named with its line (%s)", err.msg);
 	memset(&err, 0, sizeof(err));
 	OK(config_parse_text(cfg, noeq, strlen(noeq), &err) == -1, "line without '=' refused");
-	IS_I64(err.line, 4, "line without '=': line number");
+	OK(strncmp(err.msg, "line 4: ", 8) == 0, "line without '=': line number first (%s)", err.msg);
 	memset(&err, 0, sizeof(err));
 	{
 		static const char withnul[] = "listen = 1.2.3.4:5\nredis = a\0b\n";
 		OK(config_parse_text(cfg, withnul, sizeof(withnul) - 1, &err) == -1, "a NUL byte in the file refused");
-		IS_I64(err.line, 2, "NUL byte: line number");
+		OK(strncmp(err.msg, "line 2: ", 8) == 0, "NUL byte: line number first (%s)", err.msg);
 	}
 	OK(config_set(cfg, "nosuch", "1") == -1, "config_set unknown key");
 	OK(config_is_key("signing_key_file") && !config_is_key("signing_key"), "config_is_key");

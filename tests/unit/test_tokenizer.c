@@ -293,7 +293,7 @@ static void test_errors(const struct tokenizer *tok)
 		"\xff", "\xc0\x80", "\xc1\xbf", "\xed\xa0\x80", "\xe4\xb8", "a\xf4\x90\x80\x80",
 		"\xf8\x88\x80\x80\x80", "ok\x80",
 	};
-	char err[256];
+	struct error err = {0};
 	int32_t *ids = (int32_t *)1;
 	size_t n = 7;
 	struct tokenizer *t2;
@@ -312,17 +312,17 @@ static void test_errors(const struct tokenizer *tok)
 	OK(tokenizer_encode(tok, NULL, 3, &ids, &n) == -1 && errno == EINVAL, "NULL text is EINVAL");
 	OK(tokenizer_count(tok, "\xff", 1, &n) == -1 && errno == EILSEQ, "count: invalid UTF-8");
 
-	t2 = tokenizer_load("/nonexistent/tokenizer.json", err, sizeof err);
-	OK(t2 == NULL && strstr(err, "/nonexistent/tokenizer.json") != NULL,
-	   "load: missing file names it: %s", err);
+	t2 = tokenizer_load("/nonexistent/tokenizer.json", &err);
+	OK(t2 == NULL && strstr(err.msg, "/nonexistent/tokenizer.json") != NULL && strcmp(err.code, "bad_tokenizer") == 0,
+	   "load: missing file names it: %s", err.msg);
 	fd = mkstemp(tmp);
 	f = fd >= 0 ? fdopen(fd, "w") : NULL;
 	if (f) {
 		fputs("{\"model\": {\"type\": \"WordPiece\", \"vocab\": {}}, \"pre_tokenizer\": null}", f);
 		fclose(f);
 	}
-	t2 = tokenizer_load(tmp, err, sizeof err);
-	OK(t2 == NULL && err[0] != '\0', "load: unsupported model: %s", err);
+	t2 = tokenizer_load(tmp, &err);
+	OK(t2 == NULL && err.msg[0] != '\0', "load: unsupported model: %s", err.msg);
 	tokenizer_free(t2);
 	f = fopen(tmp, "w");
 	if (f) {
@@ -334,8 +334,8 @@ static void test_errors(const struct tokenizer *tok)
 		      f);
 		fclose(f);
 	}
-	t2 = tokenizer_load(tmp, err, sizeof err);
-	OK(t2 == NULL && err[0] != '\0', "load: incomplete vocabulary: %s", err);
+	t2 = tokenizer_load(tmp, &err);
+	OK(t2 == NULL && err.msg[0] != '\0', "load: incomplete vocabulary: %s", err.msg);
 	tokenizer_free(t2);
 	unlink(tmp);
 	tokenizer_free(NULL);
@@ -345,13 +345,14 @@ static void test_errors(const struct tokenizer *tok)
  * token options that DeepSeek-V3's file does not use. */
 static void test_synthetic(const char *dir)
 {
-	char path[4096], err[256] = "";
+	char path[4096];
+	struct error err = {0};
 	struct tokenizer *syn;
 	struct fset fs;
 
 	snprintf(path, sizeof path, "%s/synthetic_tokenizer.json", dir);
-	syn = tokenizer_load(path, err, sizeof err);
-	OK(syn != NULL, "load synthetic tokenizer%s%s", err[0] ? ": " : "", err);
+	syn = tokenizer_load(path, &err);
+	OK(syn != NULL, "load synthetic tokenizer%s%s", err.msg[0] ? ": " : "", err.msg);
 	if (!syn)
 		return;
 	if (load_cases(dir, "synthetic_cases.json", &fs) == 0) {
@@ -468,15 +469,15 @@ int main(int argc, char **argv)
 {
 	const char *json = env_or("TOKENIZER_JSON", "data/tokenizer.json");
 	const char *dir = env_or("TOKENIZER_FIXTURES", "tests/fixtures/tokenizer");
-	char err[512] = "";
+	struct error err = {0};
 	struct tokenizer *tok;
 	struct fset main_set;
 	double t0 = now(), load_s;
 	int rc, loaded;
 
-	tok = tokenizer_load(json, err, sizeof err);
+	tok = tokenizer_load(json, &err);
 	load_s = now() - t0;
-	OK(tok != NULL, "load %s (%.3f s)%s%s", json, load_s, err[0] ? ": " : "", err);
+	OK(tok != NULL, "load %s (%.3f s)%s%s", json, load_s, err.msg[0] ? ": " : "", err.msg);
 	if (!tok)
 		return tap_done();
 	loaded = load_cases(dir, "cases.json", &main_set) == 0;

@@ -78,7 +78,7 @@ static char *bench_text(const char *cases_path, size_t target, size_t *len_out)
 
 int main(int argc, char **argv)
 {
-	char err[512];
+	struct error err;
 	struct tokenizer *tok;
 	struct model *m;
 	struct model_session *sess;
@@ -96,15 +96,15 @@ int main(int argc, char **argv)
 	}
 	seconds = atof(argv[4]);
 	t0 = now_s();
-	tok = tokenizer_load(argv[1], err, sizeof(err));
+	tok = tokenizer_load(argv[1], &err);
 	load_s = now_s() - t0;
 	if (!tok) {
-		fprintf(stderr, "kernels: %s\n", err);
+		fprintf(stderr, "kernels: %s\n", err.msg);
 		return 1;
 	}
-	m = model_load(argv[2], err, sizeof(err));
+	m = model_load(argv[2], &err);
 	if (!m) {
-		fprintf(stderr, "kernels: %s\n", err);
+		fprintf(stderr, "kernels: %s\n", err.msg);
 		return 1;
 	}
 	text = bench_text(argv[3], 1 << 20, &len);
