@@ -90,10 +90,12 @@ unit: $(UNIT_BIN) data
 # a loop; tools -> billing -> ledger -> common, nothing includes upward.
 # Then cppcheck (Debian 12's 2.10) with the warning and portability checks
 # over every C file: zero findings, or the finding fails the build.  The
-# generated Unicode tables are what their script makes of the pinned package.
+# generated Unicode tables are what their script makes of the pinned package,
+# and docs/configuration.md's key table is what billingd --help prints.
 lint: $(PROGS)
 	@/usr/bin/python3 tools/lint/check_layers.py $(BUILD)/obj
 	@/usr/bin/python3 tools/gen/unicode_tables.py --check
+	@/usr/bin/python3 tools/gen/config_doc.py $(BINDIR)/billingd --check
 	@cppcheck --enable=warning,portability --std=c11 -q -I. -D_GNU_SOURCE --include=/usr/include/jansson.h \
 	  --suppress=missingIncludeSystem --inline-suppr --error-exitcode=1 -j2 \
 	  common ledger billing tools tests/unit tests/integration tests/fuzz

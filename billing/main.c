@@ -94,6 +94,11 @@ int main(int argc, char **argv)
 		fprintf(stderr, "billingd: log_level must be debug, info, warn or error\n");
 		return 2;
 	}
+	if (config_check(cfg, &ce) < 0) {
+		fprintf(stderr, "billingd: %s\n", ce.msg);
+		config_free(cfg);
+		return 2;
+	}
 	signal(SIGPIPE, SIG_IGN);
 	/* failures free what they made: a sanitizer build reports no leak on exit 1 */
 	if (check_migrations(cfg) < 0) {

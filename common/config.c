@@ -2,6 +2,7 @@
 #include "common/config.h"
 
 #include <ctype.h>
+#include <inttypes.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,54 +11,79 @@
 
 #include "common/money.h"
 
+/* The one table of configuration keys, as pgbouncer's bouncer_params[]:
+ * each key's type, default, accepted range (integers) or values (choices),
+ * whether SIGHUP applies a change to it, and its help text.  config_check
+ * holds every value to it, config_int reads an integer by it, --help prints
+ * it (config_print_keys), and docs/configuration.md lists the same facts
+ * (tests/integration/test_config_doc.py compares them). */
+enum key_type { KEY_STRING, KEY_FILE, KEY_INT, KEY_BOOL, KEY_MONEY, KEY_CHOICE };
+
 struct key_def {
 	const char *name;
+	enum key_type type;
 	const char *def;
+	int64_t min, max;    /* KEY_INT: the accepted range */
+	const char *choices; /* KEY_CHOICE: the accepted values, "a|b|c" */
+	bool reload;         /* KEY_FILE: SIGHUP re-reads the file */
 	const char *help;
 };
 
-/* The one table of configuration keys.  Documented in docs/configuration.md. */
+#define K_STR(name, def, help) {name, KEY_STRING, def, 0, 0, NULL, false, help}
+#define K_FILE(name, def, reload, help) {name, KEY_FILE, def, 0, 0, NULL, reload, help}
+#define K_INT(name, def, min, max, help) {name, KEY_INT, def, min, max, NULL, false, help}
+#define K_CHOICE(name, def, choices, help) {name, KEY_CHOICE, def, 0, 0, choices, false, help}
+
 static const struct key_def keys[] = {
-	{"listen", "127.0.0.1:8080", "HTTP address of billingd"},
-	{"pg", "host=127.0.0.1 port=5432 dbname=billing user=billing", "libpq connection string (service role)"},
-	{"pg_owner", "", "libpq string for `billing-admin migrate` (schema owner); empty: same as pg"},
-	{"redis", "127.0.0.1:6379",
-	 "Redis address host:port, or Redis Cluster seed nodes host:port,host:port,... (slots followed)"},
-	{"gateway_tokens_file", "etc/gateway.tokens", "gateway bearer tokens, one per line"},
-	{"admin_tokens_file", "etc/admin.tokens", "admin bearer tokens, one per line"},
-	{"signing_key_file", "etc/ledger.key", "Ed25519 secret key for export manifests"},
-	{"key_pepper_file", "etc/key.pepper", "server-side secret for API key hashes (created if missing)"},
-	{"instance_id", "billingd-1", "writer identity of this billingd: its own hash chain"},
-	{"migrations_dir", "migrations", "folder of NNNN_name.sql files"},
-	{"log_level", "info", "debug, info, warn or error"},
-	{"batch_max", "256", "most usage records written in one commit"},
-	{"writer_threads", "2", "usage writers (each its own thread, connection, queue and hash chain; records go by account)"},
-	{"batch_wait_us", "500", "longest wait to fill a commit batch, microseconds"},
-	{"queue_max", "20000", "most usage records waiting for a commit; beyond: 503"},
-	{"hold_ttl_seconds", "600", "default lifetime of an authorize hold"},
-	{"pg_timeout_ms", "5000", "statement timeout and connect timeout for PostgreSQL"},
-	{"pg_standby_confirm_ms", "0",
-	 "with a synchronous standby: a commit counts once a standby has it, waited for at most this long (else 503); 0: off"},
-	{"redis_timeout_ms", "1000", "timeout of one Redis call"},
-	{"redis_fail_open", "false", "admit some calls when Redis is unreachable"},
-	{"redis_fail_open_nanos", "0", "per account allowance while failing open"},
-	{"idle_timeout_s", "30", "close HTTP connections idle this long"},
-	{"max_connections", "20000", "most open HTTP connections; one more is closed at once"},
-	{"request_timeout_s", "0", "most seconds from a request's first byte to its last; 0: twice idle_timeout_s"},
-	{"tokenizer_file", "data/tokenizer.json", "DeepSeek-V3 tokenizer data"},
-	{"model_file", "data/internal-tiny.bin", "weights of the embedded model"},
-	{"inference_threads", "2", "worker threads of the embedded model"},
-	{"inference_queue", "16", "most chat calls waiting for a worker; beyond: 429"},
-	{"inference_min_token_us", "0", "pace generation to at least this many microseconds per token (simulates a GPU)"},
-	{"usage_stream", "", "Redis Stream to ingest usage records from (empty: off)"},
-	{"usage_stream_group", "billing", "consumer group of the usage stream"},
-	{"usage_stream_claim_ms", "30000", "take over a dead consumer's entries idle this long"},
-	{"referral_trigger", "verify", "what makes a referral succeed: verify or topup"},
-	{"expiry_interval_s", "60", "how often billingd moves expired promotional credit to breakage"},
-	{"operator", "", "who is acting, for the audit trail (CLI); default: login name"},
-	{"max_topup", "10000000", "ceiling of a single top-up, currency units (above: 422 invalid_amount)"},
-	{"max_grant", "1000000", "ceiling of a single admin grant, currency units (above: 422 invalid_amount)"},
+	K_STR("listen", "127.0.0.1:8080", "HTTP address of billingd"),
+	K_STR("pg", "host=127.0.0.1 port=5432 dbname=billing user=billing", "libpq connection string (service role)"),
+	K_STR("pg_owner", "", "libpq string for `billing-admin migrate` (schema owner); empty: same as pg"),
+	K_STR("redis", "127.0.0.1:6379",
+	    "Redis address host:port, or Redis Cluster seed nodes host:port,host:port,... (slots followed)"),
+	K_FILE("gateway_tokens_file", "etc/gateway.tokens", true, "gateway bearer tokens, one per line"),
+	K_FILE("admin_tokens_file", "etc/admin.tokens", true, "admin bearer tokens, one per line"),
+	K_FILE("signing_key_file", "etc/ledger.key", false, "Ed25519 secret key for export manifests"),
+	K_FILE("key_pepper_file", "etc/key.pepper", false, "server-side secret for API key hashes (created if missing)"),
+	K_STR("instance_id", "billingd-1", "writer identity of this billingd: its own hash chain"),
+	K_FILE("migrations_dir", "migrations", false, "folder of NNNN_name.sql files"),
+	K_CHOICE("log_level", "info", "debug|info|warn|error", "least severe log line written"),
+	K_INT("batch_max", "256", 1, 10000, "most usage records written in one commit"),
+	K_INT("writer_threads", "2", 1, 64,
+	    "usage writers (each its own thread, connection, queue and hash chain; records go by account)"),
+	K_INT("batch_wait_us", "500", 0, 1000000, "longest wait to fill a commit batch, microseconds"),
+	K_INT("queue_max", "20000", 1, 10000000, "most usage records waiting for a commit; beyond: 503"),
+	K_INT("hold_ttl_seconds", "600", 1, 86400, "default lifetime of an authorize hold"),
+	K_INT("pg_timeout_ms", "5000", 100, 600000,
+	    "statement timeout and connect timeout for PostgreSQL (the CLIs accept up to 3600000)"),
+	K_INT("pg_standby_confirm_ms", "0", 0, 600000,
+	    "with a synchronous standby: a commit counts once a standby has it, waited for at most this long (else 503); 0: off"),
+	K_INT("redis_timeout_ms", "1000", 10, 60000, "timeout of one Redis call (the CLIs accept 1 to 600000)"),
+	{"redis_fail_open", KEY_BOOL, "false", 0, 0, NULL, false, "admit some calls when Redis is unreachable (docs/billingd.md, \"Redis unreachable\")"},
+	K_INT("redis_fail_open_nanos", "0", 0, INT64_MAX / 2, "per account allowance while failing open"),
+	K_INT("idle_timeout_s", "30", 1, 86400, "close HTTP connections idle this long"),
+	K_INT("max_connections", "20000", 1, 1000000, "most open HTTP connections; the one too many is accepted and closed at once"),
+	K_INT("request_timeout_s", "0", 0, 86400, "most seconds from a request's first byte to its last (headers and body); 0: twice idle_timeout_s; a connection still reading a request after that is dropped"),
+	K_FILE("tokenizer_file", "data/tokenizer.json", false, "DeepSeek-V3 tokenizer data"),
+	K_FILE("model_file", "data/internal-tiny.bin", false, "weights of the embedded model"),
+	K_INT("inference_threads", "2", 1, 64, "worker threads of the embedded model"),
+	K_INT("inference_queue", "16", 0, 100000, "most chat calls waiting for a worker; beyond: 429"),
+	K_INT("inference_min_token_us", "0", 0, 10000000,
+	    "pace generation to at least this many microseconds per token (simulates a GPU)"),
+	K_STR("usage_stream", "", "Redis Stream to ingest usage records from (empty: off)"),
+	K_STR("usage_stream_group", "billing", "consumer group of the usage stream"),
+	K_INT("usage_stream_claim_ms", "30000", 100, 86400000, "take over a dead consumer's entries idle this long"),
+	K_CHOICE("referral_trigger", "verify", "verify|topup", "what makes a referral succeed"),
+	K_INT("expiry_interval_s", "60", 1, 86400, "how often billingd moves expired promotional credit to breakage"),
+	K_STR("operator", "", "who is acting, for the audit trail (CLI); default: login name"),
+	{"max_topup", KEY_MONEY, "10000000", 0, 0, NULL, false,
+	 "ceiling of a single top-up, currency units (billingd and billing-admin topup; above: 422 invalid_amount, nothing written)"},
+	{"max_grant", KEY_MONEY, "1000000", 0, 0, NULL, false,
+	 "ceiling of a single admin grant, currency units (POST /v1/admin/grants, billing-admin grant; same rule)"},
 };
+#undef K_STR
+#undef K_FILE
+#undef K_INT
+#undef K_CHOICE
 #define N_KEYS (sizeof(keys) / sizeof(keys[0]))
 
 struct config {
@@ -330,6 +356,67 @@ int config_get_int(const struct config *cfg, const char *key, int64_t min, int64
 	return 0;
 }
 
+int config_int(const struct config *cfg, const char *key, int64_t *out, struct error *err)
+{
+	int idx = key_index(key, strlen(key));
+
+	if (idx < 0 || keys[idx].type != KEY_INT)
+		return error_set(err, 0, "config", "config key '%s' is not an integer key", key);
+	return config_get_int(cfg, key, keys[idx].min, keys[idx].max, out, err);
+}
+
+static bool is_choice(const char *choices, const char *v)
+{
+	size_t n = strlen(v);
+
+	for (const char *p = choices; n && *p;) {
+		const char *bar = strchr(p, '|');
+		size_t len = bar ? (size_t)(bar - p) : strlen(p);
+		if (len == n && memcmp(p, v, n) == 0)
+			return true;
+		p += len + (bar != NULL);
+	}
+	return false;
+}
+
+static const char *const bools[] = {"true", "false", "1", "0", "yes", "no", "on", "off"};
+
+int config_check(const struct config *cfg, struct error *err)
+{
+	for (size_t i = 0; i < N_KEYS; i++) {
+		const struct key_def *k = &keys[i];
+		const char *v = cfg->val[i];
+		int64_t x;
+		bool ok = false;
+
+		switch (k->type) {
+		case KEY_STRING:
+		case KEY_FILE:
+			break;
+		case KEY_INT:
+			if (config_get_int(cfg, k->name, k->min, k->max, &x, err) < 0)
+				return -1;
+			break;
+		case KEY_MONEY:
+			if (config_get_money(cfg, k->name, &x, err) < 0)
+				return -1;
+			break;
+		case KEY_BOOL:
+			for (size_t j = 0; j < sizeof(bools) / sizeof(bools[0]); j++)
+				ok = ok || strcmp(v, bools[j]) == 0;
+			if (!ok)
+				return error_set(err, 0, "config", "config key '%s': expected true or false", k->name);
+			break;
+		case KEY_CHOICE:
+			if (!is_choice(k->choices, v))
+				return error_set(err, 0, "config", "config key '%s': expected one of %s", k->name,
+						 k->choices);
+			break;
+		}
+	}
+	return 0;
+}
+
 int config_get_money(const struct config *cfg, const char *key, int64_t *out, struct error *err)
 {
 	int64_t x;
@@ -347,10 +434,39 @@ bool config_get_bool(const struct config *cfg, const char *key)
 	return strcmp(v, "true") == 0 || strcmp(v, "1") == 0 || strcmp(v, "yes") == 0 || strcmp(v, "on") == 0;
 }
 
+/* The type column of --help and docs/configuration.md. */
+static void key_kind(const struct key_def *k, char *buf, size_t n)
+{
+	switch (k->type) {
+	case KEY_STRING:
+		snprintf(buf, n, "string");
+		break;
+	case KEY_FILE:
+		snprintf(buf, n, k->reload ? "path, re-read on SIGHUP" : "path");
+		break;
+	case KEY_INT:
+		snprintf(buf, n, "integer %" PRId64 "..%" PRId64, k->min, k->max);
+		break;
+	case KEY_BOOL:
+		snprintf(buf, n, "true or false");
+		break;
+	case KEY_MONEY:
+		snprintf(buf, n, "amount > 0");
+		break;
+	case KEY_CHOICE:
+		snprintf(buf, n, "one of %s", k->choices);
+		break;
+	}
+}
+
 void config_print_keys(void)
 {
-	printf("configuration keys (--config FILE, BILLING_<KEY>, --key VALUE):\n");
-	for (size_t i = 0; i < N_KEYS; i++)
-		printf("  %-22s %s (default: %s)\n", keys[i].name, keys[i].help,
+	printf("configuration keys (--config FILE, BILLING_<KEY>, --key VALUE); a change needs a restart\n"
+	       "unless the key says SIGHUP:\n");
+	for (size_t i = 0; i < N_KEYS; i++) {
+		char kind[64];
+		key_kind(&keys[i], kind, sizeof(kind));
+		printf("  %-22s [%s] %s (default: %s)\n", keys[i].name, kind, keys[i].help,
 		       keys[i].def[0] ? keys[i].def : "\"\"");
+	}
 }

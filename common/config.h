@@ -50,6 +50,15 @@ int config_from_args(struct config *cfg, int *argc, char **argv, struct error *e
 
 /* Borrowed pointer valid until the key is set again or cfg is freed. Never NULL. */
 const char *config_get(const struct config *cfg, const char *key);
+/* Holds every key's value to the key table (integers in their range,
+ * amounts, booleans, choices): 0, or -1 with err naming the first bad key.
+ * billingd checks at start; the CLIs read the few keys they use with their
+ * own ranges (config_get_int). */
+int config_check(const struct config *cfg, struct error *err) __attribute__((warn_unused_result));
+/* Integer value of an integer key, in the table's range: 0, or -1 with err
+ * ("config key 'batch_max': expected an integer in [1, 10000]"). */
+int config_int(const struct config *cfg, const char *key, int64_t *out, struct error *err)
+	__attribute__((warn_unused_result));
 /* Integer value of a key; -1 with err if it is not an integer in [min, max]. */
 int config_get_int(const struct config *cfg, const char *key, int64_t min, int64_t max, int64_t *out,
 		   struct error *err) __attribute__((warn_unused_result));
@@ -59,7 +68,7 @@ int config_get_money(const struct config *cfg, const char *key, int64_t *out, st
 	__attribute__((warn_unused_result));
 bool config_get_bool(const struct config *cfg, const char *key);
 
-/* Prints the key table (name, default, help) for --help. */
+/* Prints the key table (name, type and range or SIGHUP, help, default) for --help. */
 void config_print_keys(void);
 
 #endif

@@ -989,11 +989,6 @@ void server_reload(struct server *s)
 		log_info("tokens reloaded", "gateway=%zu admin=%zu", tokens_count(s->gw), tokens_count(s->admin));
 }
 
-static int cfg_int(struct server *s, const char *k, int64_t min, int64_t max, int64_t *out, struct error *err)
-{
-	return config_get_int(s->cfg, k, min, max, out, err);
-}
-
 struct server *server_new(struct event_base *base, struct config *cfg, struct error *err)
 {
 	struct server *s = calloc(1, sizeof(*s));
@@ -1007,17 +1002,17 @@ struct server *server_new(struct event_base *base, struct config *cfg, struct er
 	s->base = base;
 	s->cfg = cfg;
 	s->referral_on_topup = strcmp(config_get(cfg, "referral_trigger"), "topup") == 0;
-	if (cfg_int(s, "batch_max", 1, 10000, &batch_max, err) < 0 ||
-	    cfg_int(s, "batch_wait_us", 0, 1000000, &batch_wait, err) < 0 ||
-	    cfg_int(s, "queue_max", 1, 10000000, &queue_max, err) < 0 ||
-	    cfg_int(s, "pg_timeout_ms", 100, 600000, &pg_to, err) < 0 ||
-	    cfg_int(s, "pg_standby_confirm_ms", 0, 600000, &standby_ms, err) < 0 ||
-	    cfg_int(s, "redis_timeout_ms", 10, 60000, &redis_to, err) < 0 ||
-	    cfg_int(s, "idle_timeout_s", 1, 86400, &idle, err) < 0 ||
-	    cfg_int(s, "max_connections", 1, 1000000, &maxconn, err) < 0 ||
-	    cfg_int(s, "request_timeout_s", 0, 86400, &reqto, err) < 0 ||
-	    cfg_int(s, "expiry_interval_s", 1, 86400, &expiry_s, err) < 0 ||
-	    cfg_int(s, "writer_threads", 1, 64, &writers, err) < 0)
+	if (config_int(cfg, "batch_max", &batch_max, err) < 0 ||
+	    config_int(cfg, "batch_wait_us", &batch_wait, err) < 0 ||
+	    config_int(cfg, "queue_max", &queue_max, err) < 0 ||
+	    config_int(cfg, "pg_timeout_ms", &pg_to, err) < 0 ||
+	    config_int(cfg, "pg_standby_confirm_ms", &standby_ms, err) < 0 ||
+	    config_int(cfg, "redis_timeout_ms", &redis_to, err) < 0 ||
+	    config_int(cfg, "idle_timeout_s", &idle, err) < 0 ||
+	    config_int(cfg, "max_connections", &maxconn, err) < 0 ||
+	    config_int(cfg, "request_timeout_s", &reqto, err) < 0 ||
+	    config_int(cfg, "expiry_interval_s", &expiry_s, err) < 0 ||
+	    config_int(cfg, "writer_threads", &writers, err) < 0)
 		goto fail;
 	if (config_get_money(cfg, "max_topup", &s->max_topup_nanos, err) < 0 ||
 	    config_get_money(cfg, "max_grant", &s->max_grant_nanos, err) < 0)

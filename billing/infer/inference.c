@@ -960,9 +960,9 @@ struct inference *inference_new(struct server *s, struct error *err)
 		return NULL;
 	}
 	inf->s = s;
-	if (config_get_int(s->cfg, "inference_threads", 1, 64, &threads, err) < 0 ||
-	    config_get_int(s->cfg, "inference_queue", 0, 100000, &q, err) < 0 ||
-	    config_get_int(s->cfg, "inference_min_token_us", 0, 10000000, &inf->min_token_us, err) < 0) {
+	if (config_int(s->cfg, "inference_threads", &threads, err) < 0 ||
+	    config_int(s->cfg, "inference_queue", &q, err) < 0 ||
+	    config_int(s->cfg, "inference_min_token_us", &inf->min_token_us, err) < 0) {
 		free(inf);
 		return NULL;
 	}
