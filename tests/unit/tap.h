@@ -1,4 +1,4 @@
-/* tap.h: a tiny TAP harness for the unit tests.
+/* tap.h: a tiny TAP harness for the unit tests, and the helpers they share.
  *
  * Each check prints "ok N - name" or "not ok N - name"; tap_done() prints
  * the plan and a summary line and returns the process exit code. */
@@ -8,6 +8,8 @@
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
+
+#define UNIT 1000000000LL /* one currency unit in nanos */
 
 static int tap_n, tap_failed;
 
