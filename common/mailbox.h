@@ -29,6 +29,18 @@ struct mailbox_ops {
 	void (*deliver)(void *arg, void *item);  /* on the loop; may free item */
 };
 
+/* Defines PREFIX_next and PREFIX_set_next, the ops of items of TYPE linked
+ * through their FIELD (a pointer to TYPE). */
+#define MAILBOX_LINK(prefix, type, field)                                  \
+	static void *prefix##_next(void *item)                             \
+	{                                                                  \
+		return ((type *)item)->field;                              \
+	}                                                                  \
+	static void prefix##_set_next(void *item, void *next)              \
+	{                                                                  \
+		((type *)item)->field = next;                              \
+	}
+
 /* ops is borrowed (a static table); arg is passed to deliver(). */
 struct mailbox *mailbox_new(struct event_base *base, const struct mailbox_ops *ops, void *arg)
 	__attribute__((warn_unused_result));

@@ -52,15 +52,7 @@ static void push(struct listener *l, const char *ch, const char *pl)
 	}
 }
 
-static void *note_next(void *item)
-{
-	return ((struct note *)item)->next;
-}
-
-static void note_set_next(void *item, void *next)
-{
-	((struct note *)item)->next = next;
-}
+MAILBOX_LINK(note, struct note, next)
 
 static void deliver(void *arg, void *item)
 {

@@ -452,15 +452,7 @@ static void gen_end(struct gen *g)
 	finish(g);
 }
 
-static void *note_next(void *item)
-{
-	return ((struct gen_note *)item)->next;
-}
-
-static void note_set_next(void *item, void *next)
-{
-	((struct gen_note *)item)->next = next;
-}
+MAILBOX_LINK(note, struct gen_note, next)
 
 static void note_deliver(void *arg, void *item)
 {

@@ -29,15 +29,7 @@ struct dbpool {
 
 /* A finished job travels to the loop through its own link: it left the
  * pending queue when a thread took it. */
-static void *job_next(void *item)
-{
-	return ((struct dbjob *)item)->next;
-}
-
-static void job_set_next(void *item, void *next)
-{
-	((struct dbjob *)item)->next = next;
-}
+MAILBOX_LINK(job, struct dbjob, next)
 
 static void job_deliver(void *arg, void *item)
 {
