@@ -51,12 +51,11 @@ import sys
 import tempfile
 import threading
 import time
-import datetime as dt
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
 import conftest  # noqa: E402  (Stack, Env, Billingd: the integration suite's own harness)
-from conftest import ADMIN_TOKEN, GATEWAY_TOKEN, UNIT, expected_cost  # noqa: E402
+from conftest import ADMIN_TOKEN, GATEWAY_TOKEN, UNIT, expected_cost, now_rfc3339  # noqa: E402
 
 MODEL = "f-model"          # 2 / 0.5 / 8 units per 1M tokens
 QMODEL = "f-quota"         # 1 unit per 1M input tokens, output free: easy arithmetic
@@ -68,11 +67,6 @@ RETRY_DEADLINE = 120.0     # a mutating call must be answered within this, else 
 def log(msg):
     sys.stdout.write(f"[{time.strftime('%H:%M:%S')}] {msg}\n")
     sys.stdout.flush()
-
-
-def now_rfc3339(delta_s=0.0):
-    t = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=delta_s)
-    return t.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 
@@ -230,9 +224,7 @@ class Run:
         self.env = conftest.Env(self.stack, "billing", etc)
         self.env.admin("keygen", "--out", self.env.signing_key, check=False)
         for model, (pin, pc, pout) in ((MODEL, PRICE), (QMODEL, QPRICE)):
-            self.env.admin("price", "set", "--model", model, "--input", conftest.units(pin), "--cached-input",
-                           conftest.units(pc), "--output", conftest.units(pout), "--effective",
-                           "2020-01-01T00:00:00Z")
+            conftest.set_price(self.env, model, pin, pc, pout)
         self.bd = conftest.Billingd(self.env, {"log_level": "info"})
         time.sleep(1.2)  # prices are refreshed every second
         c = Client(self)

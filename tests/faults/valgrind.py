@@ -227,8 +227,7 @@ def main():
         os.makedirs(etc)
         e = conftest.Env(stack, "billing", etc)
         for model in ("vg-model", "internal-tiny"):
-            e.admin("price", "set", "--model", model, "--input", "2", "--cached-input", "0.5", "--output", "8",
-                    "--effective", "2020-01-01T00:00:00Z")
+            conftest.set_price(e, model, 2 * conftest.UNIT, conftest.UNIT // 2, 8 * conftest.UNIT)
         t0 = time.time()
         bd = VgBillingd(e, {"pg_timeout_ms": "30000", "redis_timeout_ms": "10000", "inference_threads": "1",
                                 "max_connections": "8", "request_timeout_s": "3"})

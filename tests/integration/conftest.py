@@ -6,6 +6,7 @@ BILLING_IT_REDIS=cluster (make integration-cluster) also starts a three-master
 Redis Cluster (scripts/redis_cluster.sh) and points every billingd and CLI at
 its seeds instead of the single Redis; helpers that talk to Redis directly
 (env.redis_cli, env.redis_flushall, env.redis_port_for) follow the slots."""
+import datetime
 import hashlib
 import json
 import os
@@ -533,6 +534,12 @@ def set_price(env, model, input_nanos, cached_nanos, output_nanos, effective="20
     m = re.search(r"price version (\d+)", out)
     assert m, out
     return int(m.group(1))
+
+
+def now_rfc3339(delta_s=0.0):
+    """The clock of the test, as billingd reads instants (RFC 3339, microseconds, UTC)."""
+    t = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=delta_s)
+    return t.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def wait_prices():

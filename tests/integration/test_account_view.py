@@ -4,19 +4,13 @@ view shows the limits that apply and where each comes from; a signup replay
 is the first answer."""
 import json
 import time
-from datetime import datetime, timezone
 
 import pytest
 import requests
 
-from conftest import Billingd, free_port
+from conftest import Billingd, UNIT, free_port, now_rfc3339, set_price
 
-UNIT = 1_000_000_000
 PRICE_MODEL = "av-model"
-
-
-def now_rfc3339():
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 @pytest.fixture(scope="module")
@@ -26,8 +20,7 @@ def bd(env):
     # it in any order) must not count here
     env.redis_flushall()
     # one unit per 1M input tokens, nothing for output: exact hold amounts
-    env.admin("price", "set", "--model", PRICE_MODEL, "--input", "1", "--cached-input", "1", "--output", "0",
-              "--effective", "2026-01-01T00:00:00Z")
+    set_price(env, PRICE_MODEL, UNIT, UNIT, 0, effective="2026-01-01T00:00:00Z")
     b = Billingd(env)
     time.sleep(1.2)  # prices are refreshed every second
     yield b

@@ -8,12 +8,10 @@ import time
 
 import pytest
 
+from conftest import UNIT, now_rfc3339, set_price
+
 MODEL = "admin-test-model"
 NOW = datetime.datetime.now(datetime.timezone.utc)
-
-
-def now_rfc3339():
-    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def one_line_error(p, code):
@@ -30,8 +28,7 @@ def new_account(env, ext):
 @pytest.fixture(scope="module")
 def svc(env, request):
     """billingd with a price for MODEL in force (set before it starts)."""
-    env.admin("price", "set", "--model", MODEL, "--input", "2", "--cached-input", "0.5", "--output", "8",
-              "--effective", "2026-01-01T00:00:00Z")
+    set_price(env, MODEL, 2 * UNIT, UNIT // 2, 8 * UNIT, effective="2026-01-01T00:00:00Z")
     return request.getfixturevalue("billingd")
 
 

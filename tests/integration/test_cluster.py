@@ -7,29 +7,22 @@ import json
 import signal
 import threading
 import time
-from datetime import datetime, timezone
 
 import pytest
 import requests
 
-from conftest import CLUSTER, Billingd
+from conftest import Billingd, CLUSTER, UNIT, now_rfc3339, set_price
 
 pytestmark = pytest.mark.skipif(not CLUSTER, reason="needs BILLING_IT_REDIS=cluster (make integration-cluster)")
 
-UNIT = 1_000_000_000
 SMALL_TOKENS = 1000          # at 1 unit per 1M input tokens: 0.001 unit
 SMALL = 1_000_000            # nanos of one such call
 KEYS = ("bal", "holds", "hexp", "held", "concn", "rl", "ver", "lgen")
 
 
-def now_rfc3339():
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
 @pytest.fixture(scope="module")
 def bd(env):
-    env.admin("price", "set", "--model", "c-model", "--input", "1", "--cached-input", "1", "--output", "0",
-              "--effective", "2026-01-01T00:00:00Z")
+    set_price(env, "c-model", UNIT, UNIT, 0, effective="2026-01-01T00:00:00Z")
     b = Billingd(env)
     time.sleep(1.2)  # prices are refreshed every second
     yield b

@@ -6,15 +6,14 @@ import time
 import pytest
 import requests
 
-from conftest import Billingd
+from conftest import Billingd, UNIT, set_price
 
 PRICE_IN, PRICE_OUT = 100_000_000, 200_000_000  # nanos per 1M tokens (0.1 and 0.2 CNY)
 
 
 @pytest.fixture(scope="module")
 def bd(env):
-    env.admin("price", "set", "--model", "internal-tiny", "--input", "0.1", "--cached-input", "0.1", "--output",
-              "0.2", "--effective", "2026-01-01T00:00:00Z")
+    set_price(env, "internal-tiny", UNIT // 10, UNIT // 10, UNIT // 5, effective="2026-01-01T00:00:00Z")
     b = Billingd(env, {"inference_threads": "1", "inference_queue": "1", "inference_min_token_us": "20000"})
     time.sleep(1.2)  # prices reach the authorize cache
     yield b

@@ -3,27 +3,21 @@ one request_id sent to both at once is charged once; verify checks every chain."
 import concurrent.futures as cf
 import json
 import time
-from datetime import datetime, timezone
 
 import requests
 
-from conftest import Billingd
-
-
-def now():
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+from conftest import Billingd, UNIT, now_rfc3339, set_price
 
 
 def test_two_instances_charge_each_request_once(env):
-    env.admin("price", "set", "--model", "m2", "--input", "1", "--cached-input", "1", "--output", "1",
-              "--effective", "2026-01-01T00:00:00Z")
+    set_price(env, "m2", UNIT, UNIT, UNIT, effective="2026-01-01T00:00:00Z")
     accts = [json.loads(env.admin("account", "create", "--external-id", f"mi-{i}", "--json").stdout)["account_id"]
              for i in range(5)]
     a = Billingd(env, {"instance_id": "billingd-a"})
     b = Billingd(env, {"instance_id": "billingd-b"})
     try:
         bodies = [{"request_id": f"mi-req-{i}", "account_id": accts[i % 5], "model": "m2", "input_tokens": 1000 + i,
-                   "cached_input_tokens": 0, "output_tokens": 10, "started_at": now()} for i in range(200)]
+                   "cached_input_tokens": 0, "output_tokens": 10, "started_at": now_rfc3339()} for i in range(200)]
 
         def send(args):
             inst, body = args

@@ -8,7 +8,7 @@ import time
 import pytest
 import requests
 
-from conftest import Billingd, ROOT
+from conftest import Billingd, ROOT, UNIT, set_price
 
 SDK = os.path.join(ROOT, "var", "cache", "node_modules", "openai")
 CLIENT = os.path.join(ROOT, "tests", "integration", "openai_client.js")
@@ -16,8 +16,7 @@ CLIENT = os.path.join(ROOT, "tests", "integration", "openai_client.js")
 
 @pytest.fixture(scope="module")
 def bd(env):
-    env.admin("price", "set", "--model", "internal-tiny", "--input", "0.1", "--cached-input", "0.1", "--output",
-              "0.2", "--effective", "2026-01-01T00:00:00Z")
+    set_price(env, "internal-tiny", UNIT // 10, UNIT // 10, UNIT // 5, effective="2026-01-01T00:00:00Z")
     b = Billingd(env, {"inference_threads": "1"})
     time.sleep(1.2)  # prices reach the authorize cache
     yield b

@@ -3,23 +3,19 @@ rules, an atomic campaign budget, expiry to breakage, paid-only models."""
 import concurrent.futures as cf
 import json
 import time
-from datetime import datetime, timedelta, timezone
 
 import pytest
 import requests
 
-from conftest import Billingd
+from conftest import Billingd, UNIT, now_rfc3339, set_price
 
-UNIT = 1_000_000_000
 SIGNUP = 14 * UNIT
 
 
 @pytest.fixture(scope="module")
 def bd(env):
-    env.admin("price", "set", "--model", "p-model", "--input", "1", "--cached-input", "1", "--output", "0",
-              "--effective", "2026-01-01T00:00:00Z")
-    env.admin("price", "set", "--model", "p-paid", "--input", "1", "--cached-input", "1", "--output", "0",
-              "--effective", "2026-01-01T00:00:00Z", "--paid-only")
+    set_price(env, "p-model", UNIT, UNIT, 0, effective="2026-01-01T00:00:00Z")
+    set_price(env, "p-paid", UNIT, UNIT, 0, effective="2026-01-01T00:00:00Z", paid_only=True)
     b = Billingd(env, {"expiry_interval_s": "1"})
     yield b
     b.stop()
@@ -33,10 +29,6 @@ def signup(bd, ext, code=None, identity=None, session=None):
         body["identity"] = identity
     s = session or requests
     return s.post(bd.url + "/v1/accounts", json=body, headers=bd.h(), timeout=60)
-
-
-def now_rfc3339(delta_s=0):
-    return (datetime.now(timezone.utc) + timedelta(seconds=delta_s)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def usage(bd, acct, rid, units, model="p-model"):

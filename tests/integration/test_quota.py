@@ -6,29 +6,19 @@ import json
 import os
 import subprocess
 import time
-from datetime import datetime, timezone
 
 import pytest
 import requests
 
-from conftest import ADMIN_TOKEN, Billingd, GATEWAY_TOKEN, UNIT
-
-UNIT = 1_000_000_000
-
-
-def now_rfc3339():
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+from conftest import ADMIN_TOKEN, Billingd, GATEWAY_TOKEN, UNIT, now_rfc3339, set_price
 
 
 @pytest.fixture(scope="module")
 def bd(env):
     # one unit per 1M input tokens, nothing for output: easy arithmetic
-    env.admin("price", "set", "--model", "q-model", "--input", "1", "--cached-input", "1", "--output", "0",
-              "--effective", "2026-01-01T00:00:00Z")
-    env.admin("price", "set", "--model", "q-paid", "--input", "1", "--cached-input", "1", "--output", "0",
-              "--effective", "2026-01-01T00:00:00Z", "--paid-only")
-    env.admin("price", "set", "--model", "q-other", "--input", "1", "--cached-input", "1", "--output", "0",
-              "--effective", "2026-01-01T00:00:00Z")
+    set_price(env, "q-model", UNIT, UNIT, 0, effective="2026-01-01T00:00:00Z")
+    set_price(env, "q-paid", UNIT, UNIT, 0, effective="2026-01-01T00:00:00Z", paid_only=True)
+    set_price(env, "q-other", UNIT, UNIT, 0, effective="2026-01-01T00:00:00Z")
     b = Billingd(env, {"hold_ttl_seconds": "2"})
     # prices are refreshed every second
     time.sleep(1.2)

@@ -4,27 +4,21 @@ import json
 import os
 import signal
 import time
-from datetime import datetime, timezone
 
 import requests
 
-from conftest import Billingd, GATEWAY_TOKEN
-
-
-def now():
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+from conftest import Billingd, GATEWAY_TOKEN, UNIT, now_rfc3339, set_price
 
 
 def test_health_ready_metrics(env, billingd):
     assert billingd.get("/healthz").status_code == 200
     r = billingd.get("/readyz")
     assert r.status_code == 200 and r.json() == {"status": "ready", "postgresql": True, "redis": True}
-    env.admin("price", "set", "--model", "m-metrics", "--input", "1", "--cached-input", "1", "--output", "1",
-              "--effective", "2026-01-01T00:00:00Z")
+    set_price(env, "m-metrics", UNIT, UNIT, UNIT, effective="2026-01-01T00:00:00Z")
     acct = json.loads(env.admin("account", "create", "--external-id", "metrics-1", "--json").stdout)["account_id"]
     r = billingd.post("/v1/usage", {"request_id": "met-1", "account_id": acct, "model": "m-metrics",
                                     "input_tokens": 1000, "cached_input_tokens": 0, "output_tokens": 1000,
-                                    "started_at": now()})
+                                    "started_at": now_rfc3339()})
     assert r.status_code == 200, r.text
     m = requests.get(billingd.url + "/metrics").text
     assert 'billing_http_requests_total{route="/v1/usage",status="200"} 1' in m
@@ -50,8 +44,7 @@ def test_sighup_reloads_tokens(env, billingd):
 
 
 def test_sigterm_answers_in_flight_then_exits_0(env):
-    env.admin("price", "set", "--model", "m-term", "--input", "1", "--cached-input", "1", "--output", "1",
-              "--effective", "2026-01-01T00:00:00Z")
+    set_price(env, "m-term", UNIT, UNIT, UNIT, effective="2026-01-01T00:00:00Z")
     acct = json.loads(env.admin("account", "create", "--external-id", "term-1", "--json").stdout)["account_id"]
     b = Billingd(env, {"batch_wait_us": "200000", "batch_max": "1000"})  # a slow batch keeps requests in flight
     try:
@@ -59,7 +52,7 @@ def test_sigterm_answers_in_flight_then_exits_0(env):
             return requests.post(b.url + "/v1/usage", headers=b.h(), timeout=30,
                                  json={"request_id": f"term-{i}", "account_id": acct, "model": "m-term",
                                        "input_tokens": 10, "cached_input_tokens": 0, "output_tokens": 10,
-                                       "started_at": now()})
+                                       "started_at": now_rfc3339()})
         with cf.ThreadPoolExecutor(20) as ex:
             futs = [ex.submit(send, i) for i in range(20)]
             time.sleep(0.1)
