@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <pwd.h>
+#include <sodium.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,6 +14,28 @@
 
 const char *tool_name = "tool";
 const char *tool_cmd = "";
+
+struct config *tool_start(const char *name, int *argc, char **argv)
+{
+	struct config *cfg;
+	struct error ce;
+
+	tool_name = name;
+	if (sodium_init() < 0)
+		tool_fail("cannot initialise libsodium");
+	cfg = config_new();
+	if (!cfg)
+		tool_fail("out of memory");
+	config_default_file = "var/billingd.conf";
+	if (config_from_args(cfg, argc, argv, &ce) < 0)
+		tool_usage_error("%s", ce.msg);
+	return cfg;
+}
+
+bool tool_wants_help(int argc, char **argv)
+{
+	return argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "help") == 0;
+}
 
 static void vmsg(const char *fmt, va_list ap)
 {

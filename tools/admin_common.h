@@ -4,6 +4,7 @@
 #define TOOLS_ADMIN_COMMON_H
 
 #include <libpq-fe.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "common/config.h"
@@ -19,6 +20,15 @@ extern const char *tool_cmd;
 void tool_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 void tool_usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 void tool_fail_err(const struct error *err) __attribute__((noreturn));
+
+/* The start of a CLI's main: names the program (error lines), initialises
+ * libsodium, reads the configuration (CONTRACT.md §1; from the repository
+ * root without --config, var/billingd.conf, the stack of `make run`) and
+ * removes its flags from argv.  Returns the configuration or exits (1, or 2
+ * with the config error).  Then true when argv asks for the program's
+ * help (none, --help, -h, help): main prints it and returns argc < 2 ? 2 : 0. */
+struct config *tool_start(const char *name, int *argc, char **argv);
+bool tool_wants_help(int argc, char **argv);
 
 /* Connects with the config's `pg` (or pg_owner when owner and set); exits on failure. */
 PGconn *tool_connect(const struct config *cfg, int owner);

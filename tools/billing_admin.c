@@ -1352,22 +1352,12 @@ static void usage(void)
 
 int main(int argc, char **argv)
 {
-	struct error ce;
 	char err[256];
 	const char *pos[8];
 	int npos;
 
-	tool_name = "billing-admin";
-	if (sodium_init() < 0)
-		tool_fail("cannot initialise libsodium");
-	cfg = config_new();
-	if (!cfg)
-		tool_fail("out of memory");
-	/* from the repository root, the stack `make run` started (scripts/run_local.sh) */
-	config_default_file = "var/billingd.conf";
-	if (config_from_args(cfg, &argc, argv, &ce) < 0)
-		tool_usage_error("%s", ce.msg);
-	if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "help") == 0) {
+	cfg = tool_start("billing-admin", &argc, argv);
+	if (tool_wants_help(argc, argv)) {
 		usage();
 		return argc < 2 ? 2 : 0;
 	}
