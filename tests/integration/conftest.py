@@ -536,6 +536,21 @@ def set_price(env, model, input_nanos, cached_nanos, output_nanos, effective="20
     return int(m.group(1))
 
 
+def model_billingd(env, extra_cfg):
+    """A billingd with the embedded model and its price in force (0.1 input and
+    cached, 0.2 output, units per 1M tokens), prices seen; stop() it."""
+    set_price(env, "internal-tiny", UNIT // 10, UNIT // 10, UNIT // 5, effective="2026-01-01T00:00:00Z")
+    b = Billingd(env, extra_cfg)
+    wait_prices()
+    return b
+
+
+def new_api_key(env, external_id):
+    """A new account and an API key of it: (account_id, key)."""
+    acct = new_account(env, external_id)
+    return acct, json.loads(env.admin("key", "create", "--account", acct, "--json").stdout)["api_key"]
+
+
 def now_rfc3339(delta_s=0.0):
     """The clock of the test, as billingd reads instants (RFC 3339, microseconds, UTC)."""
     t = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=delta_s)

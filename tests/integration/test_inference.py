@@ -6,25 +6,21 @@ import time
 import pytest
 import requests
 
-from conftest import Billingd, UNIT, set_price
+from conftest import Billingd, model_billingd, new_api_key
 
 PRICE_IN, PRICE_OUT = 100_000_000, 200_000_000  # nanos per 1M tokens (0.1 and 0.2 CNY)
 
 
 @pytest.fixture(scope="module")
 def bd(env):
-    set_price(env, "internal-tiny", UNIT // 10, UNIT // 10, UNIT // 5, effective="2026-01-01T00:00:00Z")
-    b = Billingd(env, {"inference_threads": "1", "inference_queue": "1", "inference_min_token_us": "20000"})
-    time.sleep(1.2)  # prices reach the authorize cache
+    b = model_billingd(env, {"inference_threads": "1", "inference_queue": "1", "inference_min_token_us": "20000"})
     yield b
     b.stop()
 
 
 @pytest.fixture(scope="module")
 def key(env):
-    acct = json.loads(env.admin("account", "create", "--external-id", "chat-user", "--json").stdout)["account_id"]
-    k = json.loads(env.admin("key", "create", "--account", acct, "--json").stdout)["api_key"]
-    return acct, k
+    return new_api_key(env, "chat-user")
 
 
 def chat(bd, key, body, **kw):

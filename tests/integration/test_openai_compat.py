@@ -3,12 +3,11 @@
 import json
 import os
 import subprocess
-import time
 
 import pytest
 import requests
 
-from conftest import Billingd, ROOT, UNIT, set_price
+from conftest import ROOT, model_billingd, new_api_key
 
 SDK = os.path.join(ROOT, "var", "cache", "node_modules", "openai")
 CLIENT = os.path.join(ROOT, "tests", "integration", "openai_client.js")
@@ -16,18 +15,14 @@ CLIENT = os.path.join(ROOT, "tests", "integration", "openai_client.js")
 
 @pytest.fixture(scope="module")
 def bd(env):
-    set_price(env, "internal-tiny", UNIT // 10, UNIT // 10, UNIT // 5, effective="2026-01-01T00:00:00Z")
-    b = Billingd(env, {"inference_threads": "1"})
-    time.sleep(1.2)  # prices reach the authorize cache
+    b = model_billingd(env, {"inference_threads": "1"})
     yield b
     b.stop()
 
 
 @pytest.fixture(scope="module")
 def key(env):
-    acct = json.loads(env.admin("account", "create", "--external-id", "oa-user", "--json").stdout)["account_id"]
-    k = json.loads(env.admin("key", "create", "--account", acct, "--json").stdout)["api_key"]
-    return acct, k
+    return new_api_key(env, "oa-user")
 
 
 def tokens(bd, messages):
