@@ -521,81 +521,28 @@ static int bearer_key(struct rctx *c, const char **key)
 }
 
 /* GET /internal/v1/models: the account's API key is checked (unknown or
- * revoked: 401), then the embedded model is listed as OpenAI lists models. */
-struct models_job {
-	struct dbjob job;
-	struct rctx *rc;
-	uint8_t hash[APIKEY_HASH_BYTES];
-	bool found;
-};
-
-static void models_run(struct dbjob *job, PGconn *conn, const char *writer)
+ * revoked: 401, chatauth), then the embedded model is listed as OpenAI lists
+ * models. */
+static void models_list(struct rctx *c)
 {
-	struct models_job *j = (struct models_job *)job;
-	char hex[2 * APIKEY_HASH_BYTES + 1];
-	const char *p[1] = {hex};
-	PGresult *r;
-
-	(void)writer;
-	if (!conn) {
-		error_set(&j->job.err, 503, "unavailable", "the ledger database is unreachable");
-		return;
-	}
-	sodium_bin2hex(hex, sizeof(hex), j->hash, sizeof(j->hash));
-	r = db_query(conn, "SELECT 1 FROM api_keys WHERE key_hash = decode($1, 'hex') AND revoked_at IS NULL", 1, p,
-		     &j->job.err);
-	if (!r) {
-		if (j->job.err.code[0] >= '0' && j->job.err.code[0] <= '9') /* a raw SQLSTATE */
-			error_set(&j->job.err, 503, "unavailable", "the database is busy or away; retry");
-		return;
-	}
-	j->found = PQntuples(r) == 1;
-	PQclear(r);
-}
-
-static void models_done(struct dbjob *job)
-{
-	struct models_job *j = (struct models_job *)job;
-	struct inference *inf = j->rc->s->inf;
+	struct inference *inf = c->s->inf;
 	json_t *data = json_array();
 
-	if (j->job.err.status) {
-		reply_error(j->rc, &j->job.err);
-	} else if (!j->found) {
-		header(j->rc, "WWW-Authenticate", "Bearer");
-		reply_err(j->rc, 401, "unauthorized", "unknown or revoked API key");
-	} else {
-		if (inf && inf->model)
-			json_array_append_new(data, json_pack("{s:s,s:s,s:I,s:s}", "id", model_name(inf->model), "object",
-							      "model", "created", (json_int_t)inf->model_created_s, "owned_by",
-							      "internal"));
-		reply(j->rc, 200, json_pack("{s:s,s:o}", "object", "list", "data", data));
-		data = NULL;
-	}
-	json_decref(data);
-	free(j);
+	if (inf && inf->model)
+		json_array_append_new(data, json_pack("{s:s,s:s,s:I,s:s}", "id", model_name(inf->model), "object", "model",
+						      "created", (json_int_t)inf->model_created_s, "owned_by", "internal"));
+	reply(c, 200, json_pack("{s:s,s:o}", "object", "list", "data", data));
 }
 
 void h_models(struct rctx *c)
 {
-	struct models_job *j;
 	const char *key;
 
 	if (bearer_key(c, &key) < 0) {
 		header(c, "WWW-Authenticate", "Bearer");
 		return reply_err(c, 401, "unauthorized", "an account's API key is required as the bearer token");
 	}
-	j = calloc(1, sizeof(*j));
-	if (!j)
-		return reply_err(c, 503, "unavailable", "out of memory");
-	j->job.run = models_run;
-	j->job.done = models_done;
-	j->rc = c;
-	apikey_hash(c->s->pepper, key, strlen(key), j->hash);
-	if (dbpool_submit(c->s->pool, &j->job) < 0) {
-		free(j);
-		reply_err(c, 503, "unavailable", "the request queue is full");
-	}
+	chatauth_check(c, key, models_list);
 }
 
 /* A content given as an array of text parts ({"type": "text", "text":
