@@ -108,6 +108,23 @@ const char *tool_operator(const struct config *cfg)
 	return pw ? pw->pw_name : "unknown";
 }
 
+const char *tool_int_opt(const struct cli_opt *o, const char *name, long min, long max, long *out)
+{
+	const char *v = cli_get(o, name);
+	char *end;
+	long x;
+
+	if (!v)
+		return NULL;
+	errno = 0;
+	x = strtol(v, &end, 10);
+	if (errno || end == v || *end || x < min || x > max)
+		tool_usage_error("--%s must be an integer %ld..%ld, not '%s'", name, min, max, v);
+	if (out)
+		*out = x;
+	return v;
+}
+
 int64_t tool_parse_id(const char *what, const char *s)
 {
 	char *end;

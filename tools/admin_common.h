@@ -7,6 +7,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "common/cli.h"
 #include "common/config.h"
 #include "common/error.h"
 
@@ -34,6 +35,10 @@ bool tool_wants_help(int argc, char **argv);
 PGconn *tool_connect(const struct config *cfg, int owner);
 /* The operator: config `operator`, else $SUDO_USER, $USER, the login name. */
 const char *tool_operator(const struct config *cfg);
+/* The flag NAME as an integer in [min, max] (into *out when not NULL), or
+ * NULL when absent; exits 2 ("--NAME must be an integer MIN..MAX, not 'V'")
+ * on anything else. */
+const char *tool_int_opt(const struct cli_opt *o, const char *name, long min, long max, long *out);
 /* A positive id (what names it in the error); exits 2 on garbage. */
 int64_t tool_parse_id(const char *what, const char *s);
 

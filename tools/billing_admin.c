@@ -502,7 +502,8 @@ static void cmd_grant(const char **pos, int npos, struct cli_opt *o)
 	struct ops_grant_req g;
 	struct ops_grant_info info;
 	struct error err;
-	const char *exp = cli_get(o, "expires"), *prio = cli_get(o, "priority");
+	const char *exp = cli_get(o, "expires");
+	long prio;
 	bool dup;
 	PGconn *c;
 
@@ -515,13 +516,8 @@ static void cmd_grant(const char **pos, int npos, struct cli_opt *o)
 	g.reason = required(o, "reason");
 	g.kind = "admin";
 	g.priority = 100;
-	if (prio) {
-		char *end;
-		long v = strtol(prio, &end, 10);
-		if (*end || end == prio || v < 0 || v > 1000000)
-			tool_usage_error("--priority must be an integer 0..1000000");
-		g.priority = (int)v;
-	}
+	if (tool_int_opt(o, "priority", 0, 1000000, &prio))
+		g.priority = (int)prio;
 	if (exp && time_parse_rfc3339(exp, 1, &g.expires_at_us) < 0)
 		tool_usage_error("--expires '%s' is not a date or RFC 3339 time", exp);
 	/* a grant that expired already would go straight to breakage */
@@ -1122,21 +1118,6 @@ static int promo_tx(void *arg, struct error *err)
 	return 0;
 }
 
-static const char *count_opt(struct cli_opt *o, const char *name, long min, long max)
-{
-	const char *v = cli_get(o, name);
-	char *end;
-	long x;
-
-	if (!v)
-		return NULL;
-	errno = 0;
-	x = strtol(v, &end, 10);
-	if (errno || end == v || *end || x < min || x > max)
-		tool_usage_error("--%s must be an integer %ld..%ld, not '%s'", name, min, max, v);
-	return v;
-}
-
 static void cmd_promo_set(const char **pos, int npos, struct cli_opt *o)
 {
 	struct promo_job j;
@@ -1164,8 +1145,8 @@ static void cmd_promo_set(const char **pos, int npos, struct cli_opt *o)
 		snprintf(ref, sizeof(ref), "%" PRId64, n);
 		j.referral = ref;
 	}
-	j.expires_days = count_opt(o, "expires-days", 1, 36500);
-	j.max_referrals = count_opt(o, "max-referrals", 0, 1000000000);
+	j.expires_days = tool_int_opt(o, "expires-days", 1, 36500, NULL);
+	j.max_referrals = tool_int_opt(o, "max-referrals", 0, 1000000000, NULL);
 	if ((v = cli_get(o, "budget"))) {
 		j.budget_given = true;
 		if (strcmp(v, "none") != 0) {

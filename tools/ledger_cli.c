@@ -308,8 +308,8 @@ static int cmd_reconcile(const char **pos, int npos, struct cli_opt *o)
 	struct reconcile_report rep;
 	struct error ce;
 	struct error err;
-	const char *settle = cli_get(o, "settle-ms");
 	int64_t t = 1000;
+	long settle;
 	PGconn *c;
 	int rc;
 
@@ -320,13 +320,8 @@ static int cmd_reconcile(const char **pos, int npos, struct cli_opt *o)
 		tool_usage_error("%s", ce.msg);
 	ro.timeout_ms = (int)t;
 	ro.settle_ms = 1500;
-	if (settle) {
-		char *end;
-		long v = strtol(settle, &end, 10);
-		if (*end || end == settle || v < 0 || v > 600000)
-			tool_usage_error("--settle-ms must be an integer 0..600000");
-		ro.settle_ms = (int)v;
-	}
+	if (tool_int_opt(o, "settle-ms", 0, 600000, &settle))
+		ro.settle_ms = (int)settle;
 	ro.repair = cli_has(o, "repair");
 	c = tool_connect(cfg, 0);
 	if (reconcile_run(c, &ro, &rep, &err) < 0) {
