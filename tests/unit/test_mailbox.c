@@ -107,6 +107,36 @@ static void every_item_comes_once_in_order_on_the_loop(void)
 	event_base_free(base);
 }
 
+static void *post_one(void *arg)
+{
+	struct poster *p = arg;
+
+	(void)mailbox_post(p->mb, &p->items[0]);
+	return NULL;
+}
+
+/* One item into an empty mailbox: the loop is woken for it (5 s at most). */
+static void a_lone_item_wakes_the_loop(void)
+{
+	struct event_base *base = event_base_new();
+	struct sink s;
+	struct item one = {NULL, 0, 1};
+	struct poster p = {NULL, &one};
+	pthread_t th;
+	time_t t0 = time(NULL);
+
+	memset(&s, 0, sizeof(s));
+	s.loop_thread = pthread_self();
+	s.mb = p.mb = mailbox_new(base, &item_ops, &s);
+	pthread_create(&th, NULL, post_one, &p);
+	pthread_join(th, NULL);
+	while (s.delivered < 1 && time(NULL) - t0 < 5)
+		event_base_loop(base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
+	IS_I64(s.delivered, 1, "a lone item posted by another thread is delivered by the loop");
+	mailbox_free(s.mb);
+	event_base_free(base);
+}
+
 static void take_hands_back_what_waits(void)
 {
 	struct event_base *base = event_base_new();
@@ -140,6 +170,7 @@ int main(void)
 	if (evthread_use_pthreads() < 0)
 		return 1;
 	every_item_comes_once_in_order_on_the_loop();
+	a_lone_item_wakes_the_loop();
 	take_hands_back_what_waits();
 	return tap_done();
 }
