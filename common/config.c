@@ -69,6 +69,7 @@ static const struct key_def keys[] = {
 	K_INT("inference_queue", "16", 0, 100000, "most chat calls waiting for a worker; beyond: 429"),
 	K_INT("inference_min_token_us", "0", 0, 10000000,
 	    "pace generation to at least this many microseconds per token (simulates a GPU)"),
+	K_INT("inference_nice", "10", 0, 19, "nice value of the model's worker threads: authorize and usage answers come first"),
 	K_STR("usage_stream", "", "Redis Stream to ingest usage records from (empty: off)"),
 	K_STR("usage_stream_group", "billing", "consumer group of the usage stream"),
 	K_INT("usage_stream_claim_ms", "30000", 100, 86400000, "take over a dead consumer's entries idle this long"),

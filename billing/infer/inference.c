@@ -15,8 +15,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "billing/authz/authorize.h"
 #include "billing/infer/chatauth.h"
@@ -48,6 +51,7 @@ struct inference {
 	struct gen *head, *tail;
 	size_t queued, running, queue_max;
 	int64_t min_token_us;
+	int64_t nice; /* of the worker threads: the event loop comes first */
 	int stopping;
 	struct mailbox *inbox; /* workers -> loop: gen_note */
 };
@@ -151,6 +155,11 @@ static void *worker(void *arg)
 	struct inference *inf = arg;
 	struct model_session *sess = model_session_new(inf->model, 0);
 
+	/* Linux: a nice value is per thread.  Generation is throughput work;
+	 * the authorize and usage answers of the loop thread are what every
+	 * call waits for, so on a full machine the workers yield to them. */
+	if (inf->nice && setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), (int)inf->nice) < 0)
+		log_warn("inference_nice not applied", "error=\"%s\"", strerror(errno));
 	for (;;) {
 		struct gen *g;
 		size_t n = 0;
@@ -901,7 +910,8 @@ struct inference *inference_new(struct server *s, struct error *err)
 	inf->s = s;
 	if (config_int(s->cfg, "inference_threads", &threads, err) < 0 ||
 	    config_int(s->cfg, "inference_queue", &q, err) < 0 ||
-	    config_int(s->cfg, "inference_min_token_us", &inf->min_token_us, err) < 0) {
+	    config_int(s->cfg, "inference_min_token_us", &inf->min_token_us, err) < 0 ||
+	    config_int(s->cfg, "inference_nice", &inf->nice, err) < 0) {
 		free(inf);
 		return NULL;
 	}
