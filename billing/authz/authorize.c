@@ -33,6 +33,7 @@
 #include "common/jsonnum.h"
 #include "common/log.h"
 #include "common/timeutil.h"
+#include "common/mirror_lua.h"
 #include "common/rkeys.h"
 #include "ledger/db.h"
 #include "ledger/ops.h"
@@ -44,7 +45,6 @@
  * keys are remembered briefly (a key created a moment later must work). */
 #define CACHE_TTL_US 30000000
 #define CACHE_NEG_TTL_US 1000000
-#define MIRROR_TTL_MS 300000
 /* A locked load's script must run within redis_timeout_ms + LOAD_FENCE_MS
  * (Redis TIME) of the loader's TIME, while it still holds the row lock; a
  * loader without an answer keeps the lock until that much has passed, so a
@@ -572,7 +572,7 @@ static void load_run(struct az_req *a, PGconn *c)
 	const char *p[1] = {id};
 	const char *argv[23];
 	PGresult *r = NULL;
-	int64_t t_ms, fence_end, ttl = MIRROR_TTL_MS, now = time_now_us();
+	int64_t t_ms, fence_end, ttl, first_exp = 0, now = time_now_us();
 	int64_t fence_ms = a->s->az->redis_timeout_ms + LOAD_FENCE_MS;
 	struct error rerr;
 
@@ -594,13 +594,12 @@ static void load_run(struct az_req *a, PGconn *c)
 		goto done;
 	}
 	fence_end = mono_ms() + fence_ms + 20;
-	/* the mirror must not outlive the first grant that expires: after
-	 * that instant its credit is no longer spendable */
-	for (size_t i = 0; i < b.n_grants; i++) {
-		int64_t left = (b.grants[i].expires_at_us - now) / 1000;
-		if (b.grants[i].expires_at_us && left < ttl)
-			ttl = left > 1 ? left : 1;
-	}
+	/* the mirror must not outlive the first grant that expires (with
+	 * credit left: ops_balance_get lists only those) */
+	for (size_t i = 0; i < b.n_grants; i++)
+		if (b.grants[i].expires_at_us && (!first_exp || b.grants[i].expires_at_us < first_exp))
+			first_exp = b.grants[i].expires_at_us;
+	ttl = mirror_ttl_ms(now, first_exp);
 	snprintf(deadline, sizeof(deadline), "%" PRId64, t_ms + fence_ms);
 	/* saturated, the excess beside it (ledger/reconcile.h) */
 	snprintf(paid, sizeof(paid), "%" PRId64, reconcile_mirror_split(b.paid_nanos, &ex));

@@ -14,7 +14,8 @@
 static const char *const scripts[QUOTA_N_SCRIPTS] = {quota_lua_authorize, quota_lua_settle, quota_lua_invalidate,
 						     quota_lua_held};
 #define N_KEYS RKEY_N
-_Static_assert(N_KEYS == 8, "quota_run_sync passes the key count as \"8\"");
+#define N_KEYS_STR "4"
+_Static_assert(N_KEYS == 4, "N_KEYS_STR spells the key count");
 
 struct quota {
 	struct rconn *r;
@@ -183,7 +184,7 @@ redisReply *quota_run_sync(struct rclient *c, enum quota_script s, int64_t accou
 	}
 	all[k++] = "EVAL"; /* loads are rare: the script cache of the server compiles it once */
 	all[k++] = scripts[s];
-	all[k++] = "8"; /* N_KEYS */
+	all[k++] = N_KEYS_STR;
 	for (int i = 0; i < N_KEYS; i++) {
 		rkey(keys[i], sizeof(keys[i]), account_id, (enum rkey)i);
 		all[k++] = keys[i];
@@ -202,7 +203,7 @@ struct inval {
 	struct error *err;
 };
 
-/* One master: SCAN its mirrors, then INCR each version and DEL each mirror
+/* One master: SCAN its mirrors, then bump each version and DEL each mirror
  * (pipelined, routed by key: a key moved meanwhile follows its slot). */
 static int invalidate_node(redisContext *ctx, void *arg)
 {
@@ -213,7 +214,7 @@ static int invalidate_node(redisContext *ctx, void *arg)
 		redisReply *r = redisCommand(ctx, "SCAN %s MATCH " RKEY_BAL_PATTERN " COUNT 1000", v->cursor);
 		struct rclient_cmd *cmds = NULL;
 		redisReply **replies = NULL;
-		char (*ver)[96] = NULL;
+		char (*st)[96] = NULL;
 		const char **argv = NULL;
 		size_t k = 0, m;
 		int rc = 0;
@@ -227,22 +228,24 @@ static int invalidate_node(redisContext *ctx, void *arg)
 		m = r->element[1]->elements;
 		cmds = calloc(2 * m + 1, sizeof(*cmds));
 		replies = calloc(2 * m + 1, sizeof(*replies));
-		ver = calloc(m + 1, sizeof(*ver));
-		argv = calloc(4 * m + 1, sizeof(*argv));
-		if (!cmds || !replies || !ver || !argv)
+		st = calloc(m + 1, sizeof(*st));
+		argv = calloc(6 * m + 1, sizeof(*argv));
+		if (!cmds || !replies || !st || !argv)
 			rc = -1;
 		for (size_t i = 0; rc == 0 && i < m; i++) {
 			const char *key = r->element[1]->element[i]->str;
 			size_t kl = strlen(key);
 			if (kl < 4 || kl > 80)
 				continue;
-			snprintf(ver[i], sizeof(ver[i]), "%.*sver", (int)(kl - 3), key);
-			argv[4 * i] = "INCR";
-			argv[4 * i + 1] = ver[i];
-			argv[4 * i + 2] = "DEL";
-			argv[4 * i + 3] = key;
-			cmds[k++] = (struct rclient_cmd){2, &argv[4 * i], NULL};
-			cmds[k++] = (struct rclient_cmd){2, &argv[4 * i + 2], NULL};
+			snprintf(st[i], sizeof(st[i]), "%.*s" RKEY_ST_SUFFIX, (int)(kl - 3), key);
+			argv[6 * i] = "HINCRBY";
+			argv[6 * i + 1] = st[i];
+			argv[6 * i + 2] = RKEY_ST_VER;
+			argv[6 * i + 3] = "1";
+			argv[6 * i + 4] = "DEL";
+			argv[6 * i + 5] = key;
+			cmds[k++] = (struct rclient_cmd){4, &argv[6 * i], NULL};
+			cmds[k++] = (struct rclient_cmd){2, &argv[6 * i + 4], NULL};
 			v->n++;
 		}
 		if (rc == 0 && k && rclient_pipeline(v->c, k, cmds, replies, v->err) < 0)
@@ -251,7 +254,7 @@ static int invalidate_node(redisContext *ctx, void *arg)
 			freeReplyObject(replies[i]);
 		free(cmds);
 		free(replies);
-		free(ver);
+		free(st);
 		free(argv);
 		freeReplyObject(r);
 		if (rc < 0)
