@@ -1,8 +1,8 @@
 /* rkeys.h: the Redis keys of one account, spelled once for billingd
  * (billing/authz/quota.c, authorize.c, billing/usage/usage.c) and `ledger
- * reconcile` (ledger/reconcile.c).  What each holds: billing/authz/quota.lua.h.
- * All keys of an account share the hash tag {a:ID}: one Redis Cluster slot,
- * so every script touches one node. */
+ * reconcile` (ledger/reconcile.c).  What each holds: common/mirror_lua.h and
+ * billing/authz/quota.lua.h.  All keys of an account share the hash tag
+ * {a:ID}: one Redis Cluster slot, so every script touches one node. */
 #ifndef COMMON_RKEYS_H
 #define COMMON_RKEYS_H
 
@@ -11,17 +11,27 @@
 #include <stdint.h>
 #include <stdio.h>
 
-/* In the order the quota scripts take them as KEYS[1..8]. */
-enum rkey { RKEY_BAL, RKEY_HOLDS, RKEY_HEXP, RKEY_HELD, RKEY_CONCN, RKEY_RL, RKEY_VER, RKEY_LGEN, RKEY_N };
+/* In the order the quota scripts take them as KEYS[1..4]:
+ *   bal   the balance mirror (PEXPIRE'd, dropped by invalidation)
+ *   st    what outlives the mirror: held, ver, lgen, due, concurrency, GCRA
+ *   hold  hold_id -> packed record (amount, tokens, model)
+ *   hexp  hold_id scored by expiry */
+enum rkey { RKEY_BAL, RKEY_ST, RKEY_HOLD, RKEY_HEXP, RKEY_N };
 
-/* Every account's mirror (SCAN MATCH). */
+/* Fields of {a:ID}:st read outside the scripts. */
+#define RKEY_ST_VER "ver"
+#define RKEY_ST_LGEN "lgen"
+#define RKEY_ST_HELD "held"
+
+/* Every account's mirror (SCAN MATCH), and the suffix of the state hash. */
 #define RKEY_BAL_PATTERN "{a:*}:bal"
+#define RKEY_ST_SUFFIX "st"
 /* Long enough for any key of any account. */
 #define RKEY_BUF 48
 
 static inline const char *rkey_suffix(enum rkey k)
 {
-	static const char *const suffix[RKEY_N] = {"bal", "holds", "hexp", "held", "concn", "rl", "ver", "lgen"};
+	static const char *const suffix[RKEY_N] = {"bal", RKEY_ST_SUFFIX, "hold", "hexp"};
 
 	return suffix[k];
 }

@@ -12,27 +12,28 @@
 #include "common/buf.h"
 #include "common/rclient.h"
 #include "common/timeutil.h"
+#include "common/mirror_lua.h"
 #include "common/rkeys.h"
 #include "ledger/db.h"
 
 #define CHUNK 1000
 
-/* KEYS {a:ID}:bal {a:ID}:ver {a:ID}:lgen; ARGV paid, promo, status, the version that was read ("" = none).
- * A repair is a mirror load: it bumps the load generation too, so a settle
- * prepared before it drops the mirror rather than applying its delta twice. */
-static const char repair_lua[] =
-	"if (redis.call('GET', KEYS[2]) or '') ~= ARGV[4] then return 0 end "
-	"redis.call('HSET', KEYS[1], 'paid', ARGV[1], 'promo', ARGV[2], 'status', ARGV[3], 'poff', ARGV[5], 'qoff', ARGV[6]) "
-	"redis.call('INCR', KEYS[2]) "
-	"redis.call('INCR', KEYS[3]) "
-	"return 1";
+/* A repair is an unlocked mirror load: the same load as billingd's
+ * (common/mirror_lua.h), stored only if the version did not move since the
+ * mirror was read.  It takes a new load generation too, so a settle prepared
+ * before it drops the mirror rather than applying its delta twice. */
+static const char repair_lua[] = MIRROR_LUA_REPAIR;
 
 static const char ledger_sql[] =
 	"SELECT c.account_id, c.status,"
 	" coalesce((SELECT b.balance FROM ledger_accounts la JOIN ledger_balances b USING (ledger_account_id)"
 	"   WHERE la.account_id = c.account_id AND la.type = 'customer_paid'), 0),"
 	" coalesce((SELECT sum(b.balance) FROM grants g JOIN ledger_balances b USING (ledger_account_id)"
-	"   WHERE g.account_id = c.account_id AND (g.expires_at IS NULL OR g.expires_at > $1::timestamptz)), 0)"
+	"   WHERE g.account_id = c.account_id AND (g.expires_at IS NULL OR g.expires_at > $1::timestamptz)), 0),"
+	/* the first expiry of a grant with credit left bounds the mirror's lifetime */
+	" coalesce((SELECT (extract(epoch FROM min(x.e)) * 1000000)::bigint FROM (SELECT g.expires_at e"
+	"   FROM grants g JOIN ledger_balances b USING (ledger_account_id) WHERE g.account_id = c.account_id"
+	"   AND g.expires_at > $1::timestamptz GROUP BY g.grant_id, g.expires_at HAVING sum(b.balance) > 0) x), 0)"
 	" FROM customers c";
 
 void reconcile_report_release(struct reconcile_report *rep)
@@ -85,12 +86,13 @@ static bool parse_int(const redisReply *e, const redisReply *off, money_total *o
 /* Reads the mirror of n accounts (pipelined HMGET + GET) and compares with
  * the ledger's values: out[i], differs[i], missing[i]. */
 static int compare_chunk(struct rclient *rc, const int64_t *ids, const money_total (*ledger)[2], char (*status)[16],
-			 size_t n, struct reconcile_diff *out, bool *differs, bool *missing, struct error *err)
+			 const int64_t *first_exp, size_t n, struct reconcile_diff *out, bool *differs, bool *missing,
+			 struct error *err)
 {
 	struct rclient_cmd *cmds = calloc(2 * n + 1, sizeof(*cmds));
 	redisReply **replies = calloc(2 * n + 1, sizeof(*replies));
 	char (*keys)[2][48] = calloc(n + 1, sizeof(*keys));
-	const char **argv = calloc(9 * n + 1, sizeof(*argv));
+	const char **argv = calloc(10 * n + 1, sizeof(*argv));
 	int ret = -1;
 
 	if (!cmds || !replies || !keys || !argv) {
@@ -98,14 +100,14 @@ static int compare_chunk(struct rclient *rc, const int64_t *ids, const money_tot
 		goto done;
 	}
 	for (size_t i = 0; i < n; i++) {
-		const char **a = &argv[9 * i];
+		const char **a = &argv[10 * i];
 		rkey(keys[i][0], sizeof(keys[i][0]), ids[i], RKEY_BAL);
-		rkey(keys[i][1], sizeof(keys[i][1]), ids[i], RKEY_VER);
+		rkey(keys[i][1], sizeof(keys[i][1]), ids[i], RKEY_ST);
 		a[0] = "HMGET", a[1] = keys[i][0], a[2] = "paid", a[3] = "promo", a[4] = "status";
 		a[5] = "poff", a[6] = "qoff";
-		a[7] = "GET", a[8] = keys[i][1];
+		a[7] = "HGET", a[8] = keys[i][1], a[9] = RKEY_ST_VER;
 		cmds[2 * i] = (struct rclient_cmd){7, a, NULL};
-		cmds[2 * i + 1] = (struct rclient_cmd){2, a + 7, NULL};
+		cmds[2 * i + 1] = (struct rclient_cmd){3, a + 7, NULL};
 	}
 	/* pipelined per node (every key of an account is in its slot) */
 	if (rclient_pipeline(rc, 2 * n, cmds, replies, err) < 0) {
@@ -127,6 +129,7 @@ static int compare_chunk(struct rclient *rc, const int64_t *ids, const money_tot
 		d->account_id = ids[i];
 		d->ledger_paid = ledger[i][0];
 		d->ledger_promo = ledger[i][1];
+		d->ledger_first_expiry_us = first_exp[i];
 		snprintf(d->ledger_status, sizeof(d->ledger_status), "%s", status[i]);
 		d->mirror_has_paid = parse_int(r->element[0], r->element[3], &d->mirror_paid);
 		d->mirror_has_promo = parse_int(r->element[1], r->element[4], &d->mirror_promo);
@@ -166,8 +169,8 @@ static int add_diff(struct reconcile_report *rep, const struct reconcile_diff *d
 	return 0;
 }
 
-/* Ledger values of the rows of r into ids/vals/status. */
-static void take_rows(PGresult *r, int64_t *ids, money_total (*vals)[2], char (*status)[16])
+/* Ledger values of the rows of r into ids/vals/status/first_exp. */
+static void take_rows(PGresult *r, int64_t *ids, money_total (*vals)[2], char (*status)[16], int64_t *first_exp)
 {
 	for (int i = 0; i < PQntuples(r); i++) {
 		ids[i] = strtoll(PQgetvalue(r, i, 0), NULL, 10);
@@ -177,6 +180,7 @@ static void take_rows(PGresult *r, int64_t *ids, money_total (*vals)[2], char (*
 			vals[i][0] = 0;
 		if (money_total_parse(PQgetvalue(r, i, 3), &vals[i][1]) < 0)
 			vals[i][1] = 0;
+		first_exp[i] = strtoll(PQgetvalue(r, i, 4), NULL, 10);
 	}
 }
 
@@ -187,6 +191,7 @@ static int recheck(PGconn *c, struct rclient *rc, const char *now, struct reconc
 	int64_t *ids = NULL;
 	money_total (*vals)[2] = NULL;
 	char (*status)[16] = NULL;
+	int64_t *first_exp = NULL;
 	struct reconcile_diff *fresh = NULL;
 	bool *differs = NULL, *missing = NULL;
 	PGresult *r = NULL;
@@ -210,18 +215,19 @@ static int recheck(PGconn *c, struct rclient *rc, const char *now, struct reconc
 	ids = calloc(n + 1, sizeof(*ids));
 	vals = calloc(n + 1, sizeof(*vals));
 	status = calloc(n + 1, sizeof(*status));
+	first_exp = calloc(n + 1, sizeof(*first_exp));
 	fresh = calloc(n + 1, sizeof(*fresh));
 	differs = calloc(n + 1, sizeof(*differs));
 	missing = calloc(n + 1, sizeof(*missing));
-	if (!ids || !vals || !status || !fresh || !differs || !missing) {
+	if (!ids || !vals || !status || !first_exp || !fresh || !differs || !missing) {
 		error_set(err, 0, "oom", "out of memory");
 		goto done;
 	}
-	take_rows(r, ids, vals, status);
+	take_rows(r, ids, vals, status, first_exp);
 	for (size_t off = 0; off < n; off += CHUNK) {
 		size_t k = n - off < CHUNK ? n - off : CHUNK;
-		if (compare_chunk(rc, ids + off, (const money_total(*)[2])(vals + off), status + off, k, fresh + off,
-				  differs + off, missing + off, err) < 0)
+		if (compare_chunk(rc, ids + off, (const money_total(*)[2])(vals + off), status + off, first_exp + off, k,
+				  fresh + off, differs + off, missing + off, err) < 0)
 			goto done;
 	}
 	for (size_t i = 0; i < n; i++) {
@@ -239,6 +245,7 @@ done:
 	free(ids);
 	free(vals);
 	free(status);
+	free(first_exp);
 	free(fresh);
 	free(differs);
 	free(missing);
@@ -247,25 +254,33 @@ done:
 	return rc_;
 }
 
-static int repair(struct rclient *rc, struct reconcile_report *rep, struct error *err)
+static int repair(struct rclient *rc, struct reconcile_report *rep, int64_t now_us, struct error *err)
 {
 	for (size_t i = 0; i < rep->n_diffs; i++) {
 		struct reconcile_diff *d = &rep->diffs[i];
-		char bal[48], ver[48], paid[32], promo[32], poff[MONEY_TOTAL_BUF], qoff[MONEY_TOTAL_BUF];
-		char lgen[64];
-		const char *argv[12] = {"EVAL", repair_lua, "3", bal, ver, lgen, paid, promo, d->ledger_status, d->mirror_v,
-					poff, qoff};
+		char keys[RKEY_N][RKEY_BUF], paid[32], promo[32], ttl[32], poff[MONEY_TOTAL_BUF], qoff[MONEY_TOTAL_BUF];
+		const char *argv[3 + RKEY_N + 7] = {"EVAL", repair_lua, "4"};
 		money_total ex;
 		redisReply *r;
 
-		rkey(bal, sizeof(bal), d->account_id, RKEY_BAL);
-		rkey(ver, sizeof(ver), d->account_id, RKEY_VER);
-		rkey(lgen, sizeof(lgen), d->account_id, RKEY_LGEN);
+		_Static_assert(RKEY_N == 4, "the key count is spelled \"4\"");
+		for (int k = 0; k < RKEY_N; k++) {
+			rkey(keys[k], sizeof(keys[k]), d->account_id, (enum rkey)k);
+			argv[3 + k] = keys[k];
+		}
 		snprintf(paid, sizeof(paid), "%" PRId64, reconcile_mirror_split(d->ledger_paid, &ex));
 		money_total_str(ex, poff, sizeof(poff));
 		snprintf(promo, sizeof(promo), "%" PRId64, reconcile_mirror_split(d->ledger_promo, &ex));
 		money_total_str(ex, qoff, sizeof(qoff));
-		r = rclient_commandv(rc, 12, argv, NULL, err);
+		snprintf(ttl, sizeof(ttl), "%" PRId64, mirror_ttl_ms(now_us, d->ledger_first_expiry_us));
+		argv[3 + RKEY_N] = paid;
+		argv[4 + RKEY_N] = promo;
+		argv[5 + RKEY_N] = d->ledger_status;
+		argv[6 + RKEY_N] = ttl;
+		argv[7 + RKEY_N] = poff;
+		argv[8 + RKEY_N] = qoff;
+		argv[9 + RKEY_N] = d->mirror_v;
+		r = rclient_commandv(rc, 3 + RKEY_N + 7, argv, NULL, err);
 		if (!r)
 			return -1;
 		if (r->type == REDIS_REPLY_ERROR) {
@@ -292,6 +307,7 @@ int reconcile_run(PGconn *c, const struct reconcile_opts *o, struct reconcile_re
 	int64_t ids[CHUNK];
 	money_total vals[CHUNK][2];
 	char status[CHUNK][16];
+	int64_t first_exp[CHUNK];
 	struct reconcile_diff *tmp = NULL;
 	bool differs[CHUNK], missing[CHUNK];
 	int in_tx = 0, ret = -1;
@@ -328,10 +344,11 @@ int reconcile_run(PGconn *c, const struct reconcile_opts *o, struct reconcile_re
 		n = (size_t)PQntuples(r);
 		if (n == 0)
 			break;
-		take_rows(r, ids, vals, status);
+		take_rows(r, ids, vals, status, first_exp);
 		PQclear(r);
 		r = NULL;
-		if (compare_chunk(rc, ids, (const money_total(*)[2])vals, status, n, tmp, differs, missing, err) < 0)
+		if (compare_chunk(rc, ids, (const money_total(*)[2])vals, status, first_exp, n, tmp, differs, missing,
+				  err) < 0)
 			goto done;
 		for (size_t i = 0; i < n; i++) {
 			rep->accounts++;
@@ -358,7 +375,7 @@ int reconcile_run(PGconn *c, const struct reconcile_opts *o, struct reconcile_re
 		if (recheck(c, rc, now, rep, err) < 0)
 			goto done;
 	}
-	if (o->repair && repair(rc, rep, err) < 0)
+	if (o->repair && repair(rc, rep, o->now_us ? o->now_us : time_now_us(), err) < 0)
 		goto done;
 	ret = 0;
 done:

@@ -1,7 +1,7 @@
 /* reconcile.h: compares the Redis balance mirror with the ledger
  * (`ledger reconcile [--repair]`).
  *
- * Mirror layout (billing/authz/quota.lua.h, billingd's authorization):
+ * Mirror layout (common/mirror_lua.h, written by billingd's loads and by a repair):
  *     {a:ID}:bal   hash  paid   = paid balance, integer nanos (negative: arrears)
  *                        promo  = sum of the account's unexpired grant buckets, nanos
  *                        status = active | frozen
@@ -9,10 +9,10 @@
  *                        held beyond +-RECONCILE_MIRROR_CAP when loaded (decimal,
  *                        absent or "0" for all but huge balances): see below
  *                        (PEXPIRE'd: an idle account's mirror goes away by itself)
- *     {a:ID}:ver   int   version, bumped by every writer of the mirror; a repair
- *                        lands only if it is unchanged since it was read (billingd's
- *                        own loads are ordered by the customers row lock instead:
- *                        billing/authz/quota.lua.h)
+ *     {a:ID}:st    hash  field ver: version, bumped by every writer of the mirror; a
+ *                        repair lands only if it is unchanged since it was read
+ *                        (billingd's own loads are ordered by the customers row
+ *                        lock instead: billing/authz/quota.lua.h)
  * Holds, concurrency and rate-limit keys of the account are not compared.
  * The hash tag {a:ID} keeps all keys of one account in one Cluster slot.
  *
@@ -24,10 +24,11 @@
  *
  * Differences seen in a first pass are read again, both sides, after
  * settle_ms (a usage record may be committed but not yet applied to the
- * mirror); only those that persist are reported.  Repair writes the ledger's
- * paid, promo and status with HSET and INCRs the version, in one Lua script
- * that does nothing when the version moved since it was read (billingd
- * changed the mirror meanwhile: run again).
+ * mirror); only those that persist are reported.  Repair loads the ledger's
+ * paid, promo and status with billingd's mirror load (MIRROR_LUA_REPAIR: the
+ * same keys, lifetime and recomputed held as billingd's load leaves), in one
+ * Lua script that does nothing when the version moved since it was read
+ * (billingd changed the mirror meanwhile: run again).
  *
  * Balances beyond the mirror's range (contract section 4a): the ledger keeps
  * balances exactly (numeric, 128-bit in C); Redis cannot (HINCRBY is int64,
@@ -37,7 +38,7 @@
  * poff / qoff, which no script does arithmetic on.  A call whose hold is
  * below 2^51 is admitted exactly as the exact balance would admit it: a
  * settle that takes a saturated paid or promo below 2^51 drops the mirror
- * (billing/quota.lua.h), and the next call loads it again from the books.  Reconcile compares
+ * (billing/authz/quota.lua.h), and the next call loads it again from the books.  Reconcile compares
  * paid + poff and promo + qoff with the ledger, exactly; a repair stores
  * them split the same way. */
 #ifndef LEDGER_RECONCILE_H
@@ -57,7 +58,8 @@ struct reconcile_diff {
 	bool mirror_has_paid, mirror_has_promo;
 	money_total mirror_paid, mirror_promo; /* paid + poff, promo + qoff */
 	char mirror_status[16]; /* "" when absent */
-	char mirror_v[32];      /* {a:ID}:ver, "" when absent */
+	int64_t ledger_first_expiry_us; /* of a grant with credit left, 0 = none */
+	char mirror_v[32];      /* {a:ID}:st ver, "" when absent */
 	int repaired;       /* 1 repaired, 0 not tried, -1 skipped: v moved */
 };
 

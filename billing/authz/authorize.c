@@ -12,6 +12,7 @@
  * store (a locked load: see quota.lua.h), so the load cannot be invalidated
  * half-way and the loader always gets a decision.  A waiter that finds no
  * mirror again loads itself.  No decision is taken on a missing mirror. */
+#include <event2/buffer.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <time.h>
@@ -22,6 +23,7 @@
 
 #include "billing/authz/authorize.h"
 #include "billing/http/bodies.h"
+#include "billing/http/fastbody.h"
 #include "billing/authz/listener.h"
 #include "billing/usage/pricedb.h"
 #include "billing/usage/pricing.h"
@@ -33,6 +35,7 @@
 #include "common/jsonnum.h"
 #include "common/log.h"
 #include "common/timeutil.h"
+#include "common/mirror_lua.h"
 #include "common/rkeys.h"
 #include "ledger/db.h"
 #include "ledger/ops.h"
@@ -44,7 +47,6 @@
  * keys are remembered briefly (a key created a moment later must work). */
 #define CACHE_TTL_US 30000000
 #define CACHE_NEG_TTL_US 1000000
-#define MIRROR_TTL_MS 300000
 /* A locked load's script must run within redis_timeout_ms + LOAD_FENCE_MS
  * (Redis TIME) of the loader's TIME, while it still holds the row lock; a
  * loader without an answer keeps the lock until that much has passed, so a
@@ -473,6 +475,7 @@ struct az_req {
 	redisReply *load_reply;
 	bool key_revoked, found;
 	bool key_is_bearer;
+	struct rctx *http; /* started by h_authorize: a 200 is written without jansson */
 };
 
 static void az_step(struct az_req *a);
@@ -572,7 +575,7 @@ static void load_run(struct az_req *a, PGconn *c)
 	const char *p[1] = {id};
 	const char *argv[23];
 	PGresult *r = NULL;
-	int64_t t_ms, fence_end, ttl = MIRROR_TTL_MS, now = time_now_us();
+	int64_t t_ms, fence_end, ttl, first_exp = 0, now = time_now_us();
 	int64_t fence_ms = a->s->az->redis_timeout_ms + LOAD_FENCE_MS;
 	struct error rerr;
 
@@ -594,13 +597,12 @@ static void load_run(struct az_req *a, PGconn *c)
 		goto done;
 	}
 	fence_end = mono_ms() + fence_ms + 20;
-	/* the mirror must not outlive the first grant that expires: after
-	 * that instant its credit is no longer spendable */
-	for (size_t i = 0; i < b.n_grants; i++) {
-		int64_t left = (b.grants[i].expires_at_us - now) / 1000;
-		if (b.grants[i].expires_at_us && left < ttl)
-			ttl = left > 1 ? left : 1;
-	}
+	/* the mirror must not outlive the first grant that expires (with
+	 * credit left: ops_balance_get lists only those) */
+	for (size_t i = 0; i < b.n_grants; i++)
+		if (b.grants[i].expires_at_us && (!first_exp || b.grants[i].expires_at_us < first_exp))
+			first_exp = b.grants[i].expires_at_us;
+	ttl = mirror_ttl_ms(now, first_exp);
 	snprintf(deadline, sizeof(deadline), "%" PRId64, t_ms + fence_ms);
 	/* saturated, the excess beside it (ledger/reconcile.h) */
 	snprintf(paid, sizeof(paid), "%" PRId64, reconcile_mirror_split(b.paid_nanos, &ex));
@@ -878,6 +880,16 @@ static void decide_cb(void *arg, redisReply *r)
 	if (strcmp(tag, "OK") == 0) {
 		a->s->az->n_fo = 0; /* Redis answers: a later outage starts a fresh allowance */
 		time_format_rfc3339(elem_int(r, 3) * 1000, exp, sizeof(exp));
+		if (a->http) {
+			char buf[512];
+			size_t n = fastbody_hold_answer(buf, sizeof(buf), a->request_id, a->account_id, elem_int(r, 1),
+							elem_int(r, 2), exp);
+			if (n) {
+				struct rctx *c = a->http;
+				free(a);
+				return reply_typed(c, 200, "application/json", buf, n);
+			}
+		}
 		az_finish(a, 200,
 			  json_pack("{s:s,s:I,s:I,s:I,s:s}", "hold_id", a->request_id, "account_id",
 				    (json_int_t)a->account_id, "held_nanos", (json_int_t)elem_int(r, 1), "available_nanos",
@@ -988,7 +1000,7 @@ static void az_step(struct az_req *a)
 	}
 }
 
-int authz_start(struct server *s, const struct authz_params *p, authz_done_fn done, void *arg)
+static int az_start(struct server *s, const struct authz_params *p, authz_done_fn done, void *arg, struct rctx *http)
 {
 	struct az_req *a = calloc(1, sizeof(*a));
 
@@ -997,6 +1009,7 @@ int authz_start(struct server *s, const struct authz_params *p, authz_done_fn do
 	a->s = s;
 	a->done = done;
 	a->done_arg = arg;
+	a->http = http;
 	snprintf(a->request_id, sizeof(a->request_id), "%s", p->request_id);
 	snprintf(a->model, sizeof(a->model), "%s", p->model);
 	a->input_tokens = p->input_tokens;
@@ -1010,6 +1023,11 @@ int authz_start(struct server *s, const struct authz_params *p, authz_done_fn do
 	return 0;
 }
 
+int authz_start(struct server *s, const struct authz_params *p, authz_done_fn done, void *arg)
+{
+	return az_start(s, p, done, arg, NULL);
+}
+
 static void http_done(void *arg, int status, json_t *body, const char *retry_after)
 {
 	struct rctx *c = arg;
@@ -1019,32 +1037,47 @@ static void http_done(void *arg, int status, json_t *body, const char *retry_aft
 	reply(c, status, body);
 }
 
-void h_authorize(struct rctx *c)
+static void http_start(struct rctx *c, const char *request_id, const char *model, const char *api_key,
+		       int64_t account_id, int64_t input_tokens, int64_t max_output_tokens)
 {
-	struct error err;
-	json_t *b = read_body(c, &err);
-	struct authz_body ab;
 	struct authz_params p;
 
+	memset(&p, 0, sizeof(p));
+	p.request_id = request_id;
+	p.model = model;
+	p.input_tokens = input_tokens;
+	p.max_output_tokens = max_output_tokens;
+	if (api_key) {
+		p.has_key = true;
+		apikey_hash(c->s->pepper, api_key, strlen(api_key), p.key_hash);
+	} else {
+		p.account_id = account_id;
+	}
+	if (az_start(c->s, &p, http_done, c, c) < 0)
+		reply_err(c, 503, "unavailable", "out of memory");
+}
+
+void h_authorize(struct rctx *c)
+{
+	struct evbuffer *in = evhttp_request_get_input_buffer(c->req);
+	size_t len = evbuffer_get_length(in);
+	struct fastbody_authz fb;
+	struct error err;
+	struct authz_body ab;
+	json_t *b;
+
+	/* the plain body of gateway traffic: no jansson tree (fastbody.h) */
+	if (len > 0 && len <= HTTP_MAX_BODY && fastbody_authz_parse((const char *)evbuffer_pullup(in, -1), len, &fb))
+		return http_start(c, fb.request_id, fb.model, fb.api_key[0] ? fb.api_key : NULL, fb.account_id,
+				  fb.input_tokens, fb.max_output_tokens);
+	b = read_body(c, &err);
 	if (!b)
 		return reply_error(c, &err);
 	if (authz_body_parse(b, &ab, &err) < 0) {
 		json_decref(b);
 		return reply_error(c, &err);
 	}
-	memset(&p, 0, sizeof(p));
-	p.request_id = ab.request_id;
-	p.model = ab.model;
-	p.input_tokens = ab.input_tokens;
-	p.max_output_tokens = ab.max_output_tokens;
-	if (ab.api_key) {
-		p.has_key = true;
-		apikey_hash(c->s->pepper, ab.api_key, strlen(ab.api_key), p.key_hash);
-	} else {
-		p.account_id = ab.account_id;
-	}
-	if (authz_start(c->s, &p, http_done, c) < 0)
-		reply_err(c, 503, "unavailable", "out of memory");
+	http_start(c, ab.request_id, ab.model, ab.api_key, ab.account_id, ab.input_tokens, ab.max_output_tokens);
 	json_decref(b);
 }
 

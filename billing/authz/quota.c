@@ -14,18 +14,22 @@
 static const char *const scripts[QUOTA_N_SCRIPTS] = {quota_lua_authorize, quota_lua_settle, quota_lua_invalidate,
 						     quota_lua_held};
 #define N_KEYS RKEY_N
-_Static_assert(N_KEYS == 8, "quota_run_sync passes the key count as \"8\"");
+#define N_KEYS_STR "4"
+_Static_assert(N_KEYS == 4, "N_KEYS_STR spells the key count");
 
 struct quota {
 	struct rconn *r;
 	char sha[QUOTA_N_SCRIPTS][48];
 };
 
+/* One script call in flight: one allocation holding the request, its
+ * argument vector and the bytes of its arguments (kept for a NOSCRIPT
+ * resend; rconn copies what it sends). */
 struct qreq {
 	struct quota *q;
 	enum quota_script s;
 	int argc; /* total, including EVALSHA sha numkeys keys */
-	char **argv;
+	const char **argv;
 	size_t *len;
 	quota_cb cb;
 	void *arg;
@@ -78,15 +82,6 @@ void quota_free(struct quota *q)
 	free(q);
 }
 
-static void qreq_free(struct qreq *x)
-{
-	for (int i = 0; i < x->argc; i++)
-		free(x->argv[i]);
-	free(x->argv);
-	free(x->len);
-	free(x);
-}
-
 static int send_req(struct qreq *x);
 
 static void reply_cb(redisAsyncContext *ac, void *reply, void *priv)
@@ -98,36 +93,39 @@ static void reply_cb(redisAsyncContext *ac, void *reply, void *priv)
 	if (r && r->type == REDIS_REPLY_ERROR && strncmp(r->str, "NOSCRIPT", 8) == 0 && !x->resent) {
 		/* the server lost its scripts (restart, SCRIPT FLUSH): send the body */
 		x->resent = 1;
-		free(x->argv[0]);
-		free(x->argv[1]);
-		x->argv[0] = strdup("EVAL");
-		x->argv[1] = strdup(scripts[x->s]);
+		x->argv[0] = "EVAL";
+		x->argv[1] = scripts[x->s];
 		x->len[0] = 4;
 		x->len[1] = strlen(scripts[x->s]);
 		x->q->sha[x->s][0] = '\0';
 		on_connect(x->q);
-		if (x->argv[0] && x->argv[1] && send_req(x) == 0)
+		if (send_req(x) == 0)
 			return;
 		r = NULL;
 	}
 	if (r && r->type == REDIS_REPLY_ERROR)
 		log_warn("redis script error", "script=%d error=\"%s\"", (int)x->s, r->str);
 	x->cb(x->arg, r && r->type != REDIS_REPLY_ERROR ? r : NULL);
-	qreq_free(x);
+	free(x);
 }
 
 static int send_req(struct qreq *x)
 {
-	return rconn_commandv(x->q->r, reply_cb, x, x->argc, (const char **)x->argv, x->len);
+	return rconn_commandv(x->q->r, reply_cb, x, x->argc, x->argv, x->len);
 }
 
 int quota_run(struct quota *q, enum quota_script s, int64_t account_id, int argc, const char *const *argv,
 	      quota_cb cb, void *arg)
 {
-	struct qreq *x = calloc(1, sizeof(*x));
 	int n = 2 + 1 + N_KEYS + argc, k = 0;
-	char num[16];
+	size_t bytes = sizeof(struct qreq) + (size_t)n * (sizeof(char *) + sizeof(size_t)) + sizeof(q->sha[s]) +
+		       N_KEYS * RKEY_BUF;
+	struct qreq *x;
+	char *p;
 
+	for (int i = 0; i < argc; i++)
+		bytes += strlen(argv[i]) + 1;
+	x = malloc(bytes);
 	if (!x)
 		return -1;
 	x->q = q;
@@ -135,38 +133,38 @@ int quota_run(struct quota *q, enum quota_script s, int64_t account_id, int argc
 	x->cb = cb;
 	x->arg = arg;
 	x->argc = n;
-	x->argv = calloc((size_t)n, sizeof(*x->argv));
-	x->len = calloc((size_t)n, sizeof(*x->len));
-	if (!x->argv || !x->len)
-		goto fail;
+	x->resent = 0;
+	x->argv = (const char **)(x + 1);
+	x->len = (size_t *)(x->argv + n);
+	p = (char *)(x->len + n);
 	if (q->sha[s][0]) {
-		x->argv[k++] = strdup("EVALSHA");
-		x->argv[k++] = strdup(q->sha[s]);
+		memcpy(p, q->sha[s], sizeof(q->sha[s]));
+		x->argv[k++] = "EVALSHA";
+		x->argv[k++] = p;
 	} else {
-		x->argv[k++] = strdup("EVAL");
-		x->argv[k++] = strdup(scripts[s]);
+		x->argv[k++] = "EVAL";
+		x->argv[k++] = scripts[s];
 		x->resent = 1;
 	}
-	snprintf(num, sizeof(num), "%d", N_KEYS);
-	x->argv[k++] = strdup(num);
-	for (int i = 0; i < N_KEYS; i++) {
-		char key[RKEY_BUF];
-		rkey(key, sizeof(key), account_id, (enum rkey)i);
-		x->argv[k++] = strdup(key);
+	p += sizeof(q->sha[s]);
+	x->argv[k++] = N_KEYS_STR;
+	for (int i = 0; i < N_KEYS; i++, p += RKEY_BUF) {
+		rkey(p, RKEY_BUF, account_id, (enum rkey)i);
+		x->argv[k++] = p;
 	}
-	for (int i = 0; i < argc; i++)
-		x->argv[k++] = strdup(argv[i]);
-	for (int i = 0; i < n; i++) {
-		if (!x->argv[i])
-			goto fail;
+	for (int i = 0; i < argc; i++) {
+		size_t l = strlen(argv[i]) + 1;
+		memcpy(p, argv[i], l);
+		x->argv[k++] = p;
+		p += l;
+	}
+	for (int i = 0; i < n; i++)
 		x->len[i] = strlen(x->argv[i]);
+	if (send_req(x) < 0) {
+		free(x);
+		return -1;
 	}
-	if (send_req(x) < 0)
-		goto fail;
 	return 0;
-fail:
-	qreq_free(x);
-	return -1;
 }
 
 redisReply *quota_run_sync(struct rclient *c, enum quota_script s, int64_t account_id, int argc,
@@ -183,7 +181,7 @@ redisReply *quota_run_sync(struct rclient *c, enum quota_script s, int64_t accou
 	}
 	all[k++] = "EVAL"; /* loads are rare: the script cache of the server compiles it once */
 	all[k++] = scripts[s];
-	all[k++] = "8"; /* N_KEYS */
+	all[k++] = N_KEYS_STR;
 	for (int i = 0; i < N_KEYS; i++) {
 		rkey(keys[i], sizeof(keys[i]), account_id, (enum rkey)i);
 		all[k++] = keys[i];
@@ -202,7 +200,7 @@ struct inval {
 	struct error *err;
 };
 
-/* One master: SCAN its mirrors, then INCR each version and DEL each mirror
+/* One master: SCAN its mirrors, then bump each version and DEL each mirror
  * (pipelined, routed by key: a key moved meanwhile follows its slot). */
 static int invalidate_node(redisContext *ctx, void *arg)
 {
@@ -213,7 +211,7 @@ static int invalidate_node(redisContext *ctx, void *arg)
 		redisReply *r = redisCommand(ctx, "SCAN %s MATCH " RKEY_BAL_PATTERN " COUNT 1000", v->cursor);
 		struct rclient_cmd *cmds = NULL;
 		redisReply **replies = NULL;
-		char (*ver)[96] = NULL;
+		char (*st)[96] = NULL;
 		const char **argv = NULL;
 		size_t k = 0, m;
 		int rc = 0;
@@ -227,22 +225,24 @@ static int invalidate_node(redisContext *ctx, void *arg)
 		m = r->element[1]->elements;
 		cmds = calloc(2 * m + 1, sizeof(*cmds));
 		replies = calloc(2 * m + 1, sizeof(*replies));
-		ver = calloc(m + 1, sizeof(*ver));
-		argv = calloc(4 * m + 1, sizeof(*argv));
-		if (!cmds || !replies || !ver || !argv)
+		st = calloc(m + 1, sizeof(*st));
+		argv = calloc(6 * m + 1, sizeof(*argv));
+		if (!cmds || !replies || !st || !argv)
 			rc = -1;
 		for (size_t i = 0; rc == 0 && i < m; i++) {
 			const char *key = r->element[1]->element[i]->str;
 			size_t kl = strlen(key);
 			if (kl < 4 || kl > 80)
 				continue;
-			snprintf(ver[i], sizeof(ver[i]), "%.*sver", (int)(kl - 3), key);
-			argv[4 * i] = "INCR";
-			argv[4 * i + 1] = ver[i];
-			argv[4 * i + 2] = "DEL";
-			argv[4 * i + 3] = key;
-			cmds[k++] = (struct rclient_cmd){2, &argv[4 * i], NULL};
-			cmds[k++] = (struct rclient_cmd){2, &argv[4 * i + 2], NULL};
+			snprintf(st[i], sizeof(st[i]), "%.*s" RKEY_ST_SUFFIX, (int)(kl - 3), key);
+			argv[6 * i] = "HINCRBY";
+			argv[6 * i + 1] = st[i];
+			argv[6 * i + 2] = RKEY_ST_VER;
+			argv[6 * i + 3] = "1";
+			argv[6 * i + 4] = "DEL";
+			argv[6 * i + 5] = key;
+			cmds[k++] = (struct rclient_cmd){4, &argv[6 * i], NULL};
+			cmds[k++] = (struct rclient_cmd){2, &argv[6 * i + 4], NULL};
 			v->n++;
 		}
 		if (rc == 0 && k && rclient_pipeline(v->c, k, cmds, replies, v->err) < 0)
@@ -251,7 +251,7 @@ static int invalidate_node(redisContext *ctx, void *arg)
 			freeReplyObject(replies[i]);
 		free(cmds);
 		free(replies);
-		free(ver);
+		free(st);
 		free(argv);
 		freeReplyObject(r);
 		if (rc < 0)

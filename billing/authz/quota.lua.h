@@ -1,20 +1,17 @@
 /* quota.lua.h: the Redis scripts of quota.c, one string each.
  *
- * Keys of one account share the hash tag {a:ID}, so each script touches one
- * slot (Redis Cluster ready):
- *   {a:ID}:bal    hash  paid, promo (nanos, mirror of the ledger), status, lg (the
- *                       load generation of the locked load that wrote it); PEXPIRE'd
- *   {a:ID}:ver    int   bumped by every change; an unlocked load (ledger reconcile
- *                       --repair) only lands if unchanged
- *   {a:ID}:holds  hash  hold_id -> "amount|paid_only|tokens|model"
- *   {a:ID}:hexp   zset  hold_id scored by expiry (ms, Redis TIME)
- *   {a:ID}:held   int   sum of live holds
- *   {a:ID}:concn  hash  model -> live holds of that model
- *   {a:ID}:rl     hash  GCRA theoretical arrival times, field "<scope>:<kind>"
- *   {a:ID}:lgen   int   bumped by every mirror load (started from Redis TIME in
- *                       microseconds when absent, so a FLUSHALL cannot make an old
- *                       value come back): a settle applies its delta only if no
- *                       load happened since its COMMIT was prepared
+ * Four keys per account, all in the hash tag {a:ID} (one Cluster slot), in
+ * the order common/rkeys.h gives them: KEYS[1] bal, KEYS[2] st, KEYS[3] hold,
+ * KEYS[4] hexp.  The mirror (bal) and the load: common/mirror_lua.h.  The
+ * fields of st this file adds:
+ *   due              the earliest expiry of a hold (ms) or later: the sweep of
+ *                    due holds runs only when it has come (absent: sweep)
+ *   c:<model>        live holds of that model (model concurrency)
+ *   r:<scope>:<kind> GCRA theoretical arrival times, scope '*' or a model,
+ *                    kind rpm tpm rpd tpd (a time in the past means the same
+ *                    as none, so they need no expiry)
+ * Account-wide concurrency is ZCARD hexp.  Hold records are packed
+ * (struct.pack, read in C by Redis), never parsed as text in Lua.
  * Times come from Redis TIME, never the service's clock.
  *
  * Mirror loads are locked loads (authorize.c): the loader holds the account's
@@ -28,24 +25,32 @@
 #ifndef BILLING_QUOTA_LUA_H
 #define BILLING_QUOTA_LUA_H
 
-/* Shared prologue: now, and expiry of due holds. */
-#define QUOTA_LUA_PROLOGUE                                                                           \
-	"local t = redis.call('TIME')\n"                                                             \
-	"local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"                    \
-	"local function release(h)\n"                                                                \
-	"  local v = redis.call('HGET', KEYS[2], h)\n"                                               \
-	"  redis.call('ZREM', KEYS[3], h)\n"                                                         \
-	"  if not v then return nil end\n"                                                           \
-	"  local amt, po, tok, model = string.match(v, '^(%-?%d+)|(%d)|(%d+)|(.*)$')\n"              \
-	"  redis.call('HDEL', KEYS[2], h)\n"                                                         \
-	"  redis.call('DECRBY', KEYS[4], amt)\n"                                                     \
-	"  if redis.call('HINCRBY', KEYS[5], model, -1) <= 0 then redis.call('HDEL', KEYS[5], model) end\n" \
-	"  return tonumber(tok)\n"                                                                   \
-	"end\n"                                                                                      \
-	"local due = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'LIMIT', 0, 1000)\n"          \
-	"for _, h in ipairs(due) do release(h) end\n"
+#include "common/mirror_lua.h"
 
-/* authorize: KEYS bal holds hexp held concn rl ver lgen
+/* release(h): drops a hold (record, expiry, its share of held and of its
+ * model's concurrency) -> its estimated tokens, or nil when it was gone.
+ * sweep(now): releases the holds due (at most 1000) and sets due. */
+#define QUOTA_LUA_RELEASE                                                                                      \
+	"local function release(h)\n"                                                                          \
+	"  local v = redis.call('HGET', KEYS[3], h)\n"                                                         \
+	"  redis.call('ZREM', KEYS[4], h)\n"                                                                   \
+	"  if not v then return nil end\n"                                                                     \
+	"  local amt, tok, pos = struct.unpack('<i8i8', v)\n"                                                  \
+	"  local c = 'c:' .. string.sub(v, pos)\n"                                                             \
+	"  redis.call('HDEL', KEYS[3], h)\n"                                                                   \
+	"  redis.call('HINCRBY', KEYS[2], 'held', string.format('%d', -amt))\n"                                \
+	"  if redis.call('HINCRBY', KEYS[2], c, -1) <= 0 then redis.call('HDEL', KEYS[2], c) end\n"           \
+	"  return tok\n"                                                                                       \
+	"end\n"                                                                                                \
+	"local function sweep(now)\n"                                                                          \
+	"  for _, h in ipairs(redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now, 'LIMIT', 0, 1000)) do\n"      \
+	"    release(h)\n"                                                                                     \
+	"  end\n"                                                                                              \
+	"  local first = redis.call('ZRANGE', KEYS[4], 0, 0, 'WITHSCORES')\n"                                  \
+	"  redis.call('HSET', KEYS[2], 'due', first[2] or '9007199254740991')\n"                               \
+	"end\n"
+
+/* authorize: KEYS bal st hold hexp
  * ARGV 1 hold_id 2 amount 3 paid_only 4 ttl_ms 5 tokens 6 model
  *      7..11 account-wide rpm tpm rpd tpd concurrency (0 = none)
  *      12..16 per-model   rpm tpm rpd tpd concurrency
@@ -54,101 +59,94 @@
  *      saturated at 2^52, the excess beside them): stores the mirror first, then decides
  * -> {'OK', amount, available_after, expires_ms, existing(0/1)} | {'NOMIRROR'} | {'FROZEN'}
  *    | {'BALANCE', available} | {'RATE', what, retry_ms, limit} | {'CONC', what, limit}
- *    | {'LATE'} (a load that arrived after its deadline: nothing stored) */
-static const char quota_lua_authorize[] = QUOTA_LUA_PROLOGUE
-	"if ARGV[21] then\n"
+ *    | {'LATE'} (a load that arrived after its deadline: nothing stored)
+ * The common case reads st once (HMGET of held, due, the model's concurrency
+ * and the GCRA state of the limits in force) and writes it once (HSET). */
+static const char quota_lua_authorize[] =
+	"local t = redis.call('TIME')\n"
+	"local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
+	MIRROR_LUA_LOAD QUOTA_LUA_RELEASE
 	/* past the deadline the loader may have let go of its row lock: a charge
 	 * may have committed since its read */
-	"  if now > tonumber(ARGV[17]) then return {'LATE'} end\n"
-	"  local g = string.format('%d', redis.call('INCR', KEYS[8]))\n"
-	"  if g == '1' then\n"
-	"    g = string.format('%d', tonumber(t[1]) * 1000000 + tonumber(t[2]))\n"
-	"    redis.call('SET', KEYS[8], g)\n"
+	"if ARGV[21] and now > tonumber(ARGV[17]) then return {'LATE'} end\n"
+	"local model = ARGV[6]\n"
+	"local tokens = tonumber(ARGV[5])\n"
+	"local f = {'held', 'due', 'c:' .. model}\n"
+	"local lim = {}\n"
+	"local kinds = {{'rpm', 60000, 1}, {'tpm', 60000, tokens}, {'rpd', 86400000, 1}, {'tpd', 86400000, tokens}}\n"
+	"for _, s in ipairs({{'*', 7}, {model, 12}}) do\n"
+	"  for k = 1, 4 do\n"
+	"    local limit = tonumber(ARGV[s[2] + k - 1])\n"
+	"    if limit > 0 then\n"
+	"      f[#f + 1] = 'r:' .. s[1] .. ':' .. kinds[k][1]\n"
+	"      lim[#lim + 1] = {s[1], kinds[k][1], limit, kinds[k][2], kinds[k][3], #f}\n"
+	"    end\n"
 	"  end\n"
-	"  redis.call('HSET', KEYS[1], 'paid', ARGV[18], 'promo', ARGV[19], 'status', ARGV[20], 'lg', g,\n"
-	"             'poff', ARGV[22], 'qoff', ARGV[23])\n"
-	"  redis.call('PEXPIRE', KEYS[1], ARGV[21])\n"
-	"  local sum = 0\n"
-	"  for _, v in ipairs(redis.call('HVALS', KEYS[2])) do\n"
-	"    sum = sum + tonumber(string.match(v, '^(%-?%d+)|'))\n"
-	"  end\n"
-	"  redis.call('SET', KEYS[4], string.format('%d', sum))\n"
 	"end\n"
-	"if redis.call('EXISTS', KEYS[1]) == 0 then return {'NOMIRROR'} end\n"
+	"local st = redis.call('HMGET', KEYS[2], unpack(f))\n"
+	"local reread = false\n"
+	"if not st[2] or tonumber(st[2]) <= now then sweep(now); reread = true end\n"
+	"if ARGV[21] then\n"
+	"  mirror_load(t, true, ARGV[18], ARGV[19], ARGV[20], ARGV[21], ARGV[22], ARGV[23])\n"
+	"  reread = true\n"
+	"end\n"
+	"if reread then st = redis.call('HMGET', KEYS[2], unpack(f)) end\n"
 	"local b = redis.call('HMGET', KEYS[1], 'paid', 'promo', 'status')\n"
+	"if not b[1] or not b[2] then return {'NOMIRROR'} end\n"
 	"if b[3] == 'frozen' then return {'FROZEN'} end\n"
 	"local paid, promo = tonumber(b[1]), tonumber(b[2])\n"
-	"local held = tonumber(redis.call('GET', KEYS[4]) or '0')\n"
+	"local held = tonumber(st[1] or '0')\n"
 	"local function avail()\n"
 	"  if ARGV[3] == '1' then return paid - held end\n"
 	"  return paid + promo - held\n"
 	"end\n"
-	"local old = redis.call('HGET', KEYS[2], ARGV[1])\n"
+	"local old = redis.call('HGET', KEYS[3], ARGV[1])\n"
 	"if old then\n"
-	"  local amt = string.match(old, '^(%-?%d+)|')\n"
-	"  return {'OK', tonumber(amt), avail(), math.floor(tonumber(redis.call('ZSCORE', KEYS[3], ARGV[1]) or now)), 1}\n"
+	"  local amt = struct.unpack('<i8', old)\n"
+	"  return {'OK', amt, avail(), math.floor(tonumber(redis.call('ZSCORE', KEYS[4], ARGV[1]) or now)), 1}\n"
 	"end\n"
 	"local amount = tonumber(ARGV[2])\n"
-	"local model = ARGV[6]\n"
 	"local conc_all, conc_m = tonumber(ARGV[11]), tonumber(ARGV[16])\n"
-	"if conc_all > 0 and redis.call('ZCARD', KEYS[3]) >= conc_all then return {'CONC', 'concurrency', conc_all} end\n"
-	"if conc_m > 0 and tonumber(redis.call('HGET', KEYS[5], model) or '0') >= conc_m then\n"
-	"  return {'CONC', 'model_concurrency', conc_m} end\n"
-	"local checks = {}\n"
-	"local function gcra(scope, kind, limit, period, cost)\n"
-	"  if limit <= 0 then return nil end\n"
-	"  local f = scope .. ':' .. kind\n"
-	"  local T = period / limit\n"
-	"  local tat = tonumber(redis.call('HGET', KEYS[6], f) or '0')\n"
+	"if conc_all > 0 and redis.call('ZCARD', KEYS[4]) >= conc_all then return {'CONC', 'concurrency', conc_all} end\n"
+	"local cm = tonumber(st[3] or '0')\n"
+	"if conc_m > 0 and cm >= conc_m then return {'CONC', 'model_concurrency', conc_m} end\n"
+	"local exp = now + tonumber(ARGV[4])\n"
+	"local w = {'held', string.format('%d', held + amount), f[3], string.format('%d', cm + 1)}\n"
+	"if not st[2] or exp < tonumber(st[2]) then w[#w + 1] = 'due'; w[#w + 1] = string.format('%d', exp) end\n"
+	"for _, l in ipairs(lim) do\n"
+	"  local scope, kind, limit, period, cost, i = l[1], l[2], l[3], l[4], l[5], l[6]\n"
+	"  local tat = tonumber(st[i] or '0')\n"
 	"  if tat < now then tat = now end\n"
-	"  local new = tat + cost * T\n"
+	"  local new = tat + cost * period / limit\n"
 	"  if new - period > now then\n"
 	"    local wait = new - period - now\n"
 	"    if cost > limit then wait = period end\n"
-	"    return {kind, math.ceil(wait), limit}\n"
+	"    if scope ~= '*' then kind = 'model_' .. kind end\n"
+	"    return {'RATE', kind, math.ceil(wait), limit}\n"
 	"  end\n"
-	"  checks[#checks + 1] = {f, new}\n"
-	"  return nil\n"
-	"end\n"
-	"local tokens = tonumber(ARGV[5])\n"
-	"local lim = {{'*', 7}, {model, 12}}\n"
-	"for _, s in ipairs(lim) do\n"
-	"  local base = s[2]\n"
-	"  local scope = s[1]\n"
-	"  local r = gcra(scope, 'rpm', tonumber(ARGV[base]), 60000, 1)\n"
-	"    or gcra(scope, 'tpm', tonumber(ARGV[base + 1]), 60000, tokens)\n"
-	"    or gcra(scope, 'rpd', tonumber(ARGV[base + 2]), 86400000, 1)\n"
-	"    or gcra(scope, 'tpd', tonumber(ARGV[base + 3]), 86400000, tokens)\n"
-	"  if r then\n"
-	"    if scope ~= '*' then r[1] = 'model_' .. r[1] end\n"
-	"    return {'RATE', r[1], r[2], r[3]}\n"
-	"  end\n"
+	"  w[#w + 1] = f[i]; w[#w + 1] = new\n"
 	"end\n"
 	"if paid < 0 or amount > avail() then return {'BALANCE', avail()} end\n"
-	"for _, c in ipairs(checks) do redis.call('HSET', KEYS[6], c[1], c[2]) end\n"
-	"if #checks > 0 then redis.call('PEXPIRE', KEYS[6], 172800000) end\n"
-	"local exp = now + tonumber(ARGV[4])\n"
-	"redis.call('HSET', KEYS[2], ARGV[1], ARGV[2] .. '|' .. ARGV[3] .. '|' .. ARGV[5] .. '|' .. model)\n"
-	"redis.call('ZADD', KEYS[3], exp, ARGV[1])\n"
-	"redis.call('INCRBY', KEYS[4], amount)\n"
-	"redis.call('HINCRBY', KEYS[5], model, 1)\n"
+	"redis.call('HSET', KEYS[3], ARGV[1], struct.pack('<i8i8', amount, tokens) .. model)\n"
+	"redis.call('ZADD', KEYS[4], string.format('%d', exp), ARGV[1])\n"
+	"redis.call('HSET', KEYS[2], unpack(w))\n"
 	"held = held + amount\n"
 	"return {'OK', amount, avail(), exp, 0}\n";
 
-/* settle: KEYS bal holds hexp held concn rl ver lgen
+/* settle: KEYS bal st hold hexp
  * ARGV 1 hold_id ('' none) 2 d_paid 3 d_promo 4 actual_tokens 5 apply_delta(0/1) 6 model
  *      7 account tpm 8 account tpd 9 model tpm 10 model tpd
  *      11 load generation the writer saw before COMMIT (-1 unknown)
  * Releases the hold if it is still there (twice changes nothing), applies the
  * committed charge to the mirror, corrects TPM/TPD by actual - estimate. -> released (0/1) */
-static const char quota_lua_settle[] = QUOTA_LUA_PROLOGUE
+static const char quota_lua_settle[] = QUOTA_LUA_RELEASE
 	"local released = 0\n"
 	"if ARGV[5] == '1' then\n"
-	"  redis.call('INCR', KEYS[7])\n"
+	"  redis.call('HINCRBY', KEYS[2], 'ver', 1)\n"
 	"  if redis.call('EXISTS', KEYS[1]) == 1 then\n"
 	/* the delta is right only for a mirror loaded before the commit: the
 	 * writer read the load generation before COMMIT (ARGV 11) */
-	"    local g = redis.call('GET', KEYS[8]) or '0'\n"
+	"    local g = redis.call('HGET', KEYS[2], 'lgen') or '0'\n"
 	"    if ARGV[11] ~= '-1' and g == ARGV[11] then\n"
 	"      local p = redis.call('HINCRBY', KEYS[1], 'paid', ARGV[2])\n"
 	"      local q = redis.call('HINCRBY', KEYS[1], 'promo', ARGV[3])\n"
@@ -173,13 +171,13 @@ static const char quota_lua_settle[] = QUOTA_LUA_PROLOGUE
 	"    released = 1\n"
 	/* a replay that still finds its hold: the first answer's settle was lost,
 	 * so the mirror misses that charge: drop it, the ledger reloads it */
-	"    if ARGV[5] ~= '1' then redis.call('INCR', KEYS[7]); redis.call('DEL', KEYS[1]) end\n"
+	"    if ARGV[5] ~= '1' then redis.call('HINCRBY', KEYS[2], 'ver', 1); redis.call('DEL', KEYS[1]) end\n"
 	"    local delta = tonumber(ARGV[4]) - est\n"
 	"    local function fix(scope, kind, limit, period)\n"
 	"      if limit <= 0 or delta == 0 then return end\n"
-	"      local f = scope .. ':' .. kind\n"
-	"      local tat = redis.call('HGET', KEYS[6], f)\n"
-	"      if tat then redis.call('HSET', KEYS[6], f, tonumber(tat) + delta * period / limit) end\n"
+	"      local f = 'r:' .. scope .. ':' .. kind\n"
+	"      local tat = redis.call('HGET', KEYS[2], f)\n"
+	"      if tat then redis.call('HSET', KEYS[2], f, tonumber(tat) + delta * period / limit) end\n"
 	"    end\n"
 	"    fix('*', 'tpm', tonumber(ARGV[7]), 60000)\n"
 	"    fix('*', 'tpd', tonumber(ARGV[8]), 86400000)\n"
@@ -189,21 +187,21 @@ static const char quota_lua_settle[] = QUOTA_LUA_PROLOGUE
 	"end\n"
 	"return released\n";
 
-/* held: KEYS bal holds hexp held concn rl ver lgen -> the sum of live holds
- * (nanos).  Read only: holds already due are left out, not released. */
+/* held: KEYS bal st hold hexp -> the sum of live holds (nanos).  Read only:
+ * holds already due are left out, not released. */
 static const char quota_lua_held[] =
 	"local t = redis.call('TIME')\n"
 	"local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
-	"local held = tonumber(redis.call('GET', KEYS[4]) or '0')\n"
-	"for _, h in ipairs(redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now)) do\n"
-	"  local v = redis.call('HGET', KEYS[2], h)\n"
-	"  if v then held = held - tonumber(string.match(v, '^(%-?%d+)|')) end\n"
+	"local held = tonumber(redis.call('HGET', KEYS[2], 'held') or '0')\n"
+	"for _, h in ipairs(redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now)) do\n"
+	"  local v = redis.call('HGET', KEYS[3], h)\n"
+	"  if v then held = held - struct.unpack('<i8', v) end\n"
 	"end\n"
 	"return held\n";
 
-/* invalidate: KEYS bal holds hexp held concn rl ver lgen -> drops the mirror, bumps the version */
+/* invalidate: KEYS bal st hold hexp -> drops the mirror, bumps the version */
 static const char quota_lua_invalidate[] =
-	"redis.call('INCR', KEYS[7])\n"
+	"redis.call('HINCRBY', KEYS[2], 'ver', 1)\n"
 	"redis.call('DEL', KEYS[1])\n"
 	"return 1\n";
 

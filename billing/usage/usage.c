@@ -226,7 +226,7 @@ struct usage_writer *usage_writer_new(struct metrics *m, const char *redis)
 	return w;
 }
 
-/* Reads {a:ID}:lgen of every account still to charge, before COMMIT: a settle
+/* Reads the load generation ({a:ID}:st lgen) of every account still to charge, before COMMIT: a settle
  * applies its delta to the mirror only if no load happened since.  Any
  * failure leaves -1 (the settle then drops the mirror: safe). */
 static void read_load_generations(struct usage_writer *w, struct usage_item **items, const int *state, size_t n)
@@ -234,7 +234,7 @@ static void read_load_generations(struct usage_writer *w, struct usage_item **it
 	struct rclient_cmd *cmds = calloc(n + 1, sizeof(*cmds));
 	redisReply **replies = calloc(n + 1, sizeof(*replies));
 	char (*keys)[48] = calloc(n + 1, sizeof(*keys));
-	const char **argv = calloc(2 * n + 1, sizeof(*argv));
+	const char **argv = calloc(3 * n + 1, sizeof(*argv));
 	size_t *idx = calloc(n + 1, sizeof(*idx));
 	size_t k = 0;
 	struct error err;
@@ -251,10 +251,11 @@ static void read_load_generations(struct usage_writer *w, struct usage_item **it
 	for (size_t i = 0; i < n; i++) {
 		if (state[i] != 0)
 			continue;
-		rkey(keys[k], sizeof(keys[k]), items[i]->account_id, RKEY_LGEN);
-		argv[2 * k] = "GET";
-		argv[2 * k + 1] = keys[k];
-		cmds[k] = (struct rclient_cmd){2, &argv[2 * k], NULL};
+		rkey(keys[k], sizeof(keys[k]), items[i]->account_id, RKEY_ST);
+		argv[3 * k] = "HGET";
+		argv[3 * k + 1] = keys[k];
+		argv[3 * k + 2] = RKEY_ST_LGEN;
+		cmds[k] = (struct rclient_cmd){3, &argv[3 * k], NULL};
 		idx[k++] = i;
 	}
 	/* a failed read leaves -1 for that item (its own node may be down) */

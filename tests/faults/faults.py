@@ -711,7 +711,7 @@ class Run:
         return 99.0
 
     def redis_held(self, acct):
-        v = self.redis_cli("GET", f"{{a:{acct}}}:held")
+        v = self.redis_cli("HGET", f"{{a:{acct}}}:st", "held")
         return int(v) if v.lstrip("-").isdigit() else 0
 
     def ledger_balance(self, acct):

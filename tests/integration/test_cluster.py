@@ -17,7 +17,7 @@ pytestmark = pytest.mark.skipif(not CLUSTER, reason="needs BILLING_IT_REDIS=clus
 
 SMALL_TOKENS = 1000          # at 1 unit per 1M input tokens: 0.001 unit
 SMALL = 1_000_000            # nanos of one such call
-KEYS = ("bal", "holds", "hexp", "held", "concn", "rl", "ver", "lgen")
+KEYS = ("bal", "st", "hold", "hexp")  # common/rkeys.h
 
 
 @pytest.fixture(scope="module")
@@ -122,8 +122,10 @@ def test_accounts_spread_over_the_masters(env, bd):
         assert usage(bd, acct, f"spread-u-{acct}", hold=h).status_code == 200
         # every key of the account is on its slot's master, asked directly (no -c)
         port = env.cluster.ports[m - 1]
-        n = env.cluster.cli(port, "EXISTS", *[f"{{a:{acct}}}:{k}" for k in ("bal", "ver", "lgen", "held")])
-        assert n == "4", n
+        n = env.cluster.cli(port, "EXISTS", *[f"{{a:{acct}}}:{k}" for k in ("bal", "st")])
+        assert n == "2", n
+        st = env.cluster.cli(port, "HMGET", f"{{a:{acct}}}:st", "ver", "lgen", "held").split()
+        assert len(st) == 3 and st[2] == "0", st
         promo = env.cluster.cli(port, "HGET", f"{{a:{acct}}}:bal", "promo")
         assert int(promo) == 14 * UNIT - SMALL == balance(bd, acct)["promo_nanos"]
     rec = reconcile(env)
@@ -245,12 +247,12 @@ def test_slot_migration_under_load(env, bd):
             " VALUES (NULL, %s, '', 1000000, NULL, NULL, NULL, NULL, 'test')", (acct,))
     time.sleep(1.2)
     # one settled call (the version key), and one hold kept for the whole test:
-    # all eight keys of the account exist, so a multi-key script can follow ASK
+    # all four keys of the account exist, so a multi-key script can follow ASK
     r = authorize(bd, acct, "mig-first")
     assert usage(bd, acct, "mig-first-u", hold=r.json()["hold_id"]).status_code == 200
     assert authorize(bd, acct, "mig-kept").status_code == 200
     keys = [f"{{a:{acct}}}:{k}" for k in KEYS]
-    assert env.redis_cli("EXISTS", *keys) == "8"
+    assert env.redis_cli("EXISTS", *keys) == str(len(KEYS))
     src_port, dst_port = c.ports[src - 1], c.ports[dst - 1]
     src_id, dst_id = c.node_id(src), c.node_id(dst)
     load = Load(bd, [acct, other], "mig")
@@ -263,7 +265,7 @@ def test_slot_migration_under_load(env, bd):
         assert c.cli(src_port, "MIGRATE", "127.0.0.1", dst_port, "", 0, 5000, "KEYS", *in_slot) == "OK"
         # the keys are on the target, the slot still belongs to the source:
         # the source answers ASK, which billingd and the CLI follow
-        assert c.cli(src_port, "GET", keys[6], check=False).startswith("ASK"), "no ASK from the source"
+        assert c.cli(src_port, "HGET", keys[1], "ver", check=False).startswith("ASK"), "no ASK from the source"
         r = authorize(bd, acct, "mig-during")
         assert r.status_code == 200, r.text
         rec = reconcile(env)

@@ -515,7 +515,7 @@ def test_reconcile_reports_and_repairs(env, work):
     rows = env.sql("SELECT f.account_id, f.paid_nanos, f.promo_nanos, c.status FROM finance_account_balances f"
                    " JOIN customers c USING (account_id)")
     host, port = env.redis.split(":")
-    cmds = "".join(f"HSET {{a:{a}}}:bal paid {paid} promo {promo} status {st}\nSET {{a:{a}}}:ver 7\n"
+    cmds = "".join(f"HSET {{a:{a}}}:bal paid {paid} promo {promo} status {st}\nHSET {{a:{a}}}:st ver 7\n"
                    for a, paid, promo, st in rows)
     subprocess.run(["redis-cli", "-h", host, "-p", port, "-n", str(REDIS_DB)], input=cmds, text=True, check=True,
                    capture_output=True)
@@ -538,8 +538,8 @@ def test_reconcile_reports_and_repairs(env, work):
     assert r["repaired"] == 3 and r["repair_skipped"] == 0
     assert redis(env, "HGET", f"{{a:{a}}}:bal", "paid") == str(d["ledger"]["paid_nanos"])
     assert redis(env, "HGET", f"{{a:{c}}}:bal", "status") == "frozen"
-    assert redis(env, "GET", f"{{a:{a}}}:ver") == "8"          # bumped: a load racing the repair retries
-    assert redis(env, "GET", f"{{a:{work['accounts'][30]}}}:ver") == "7"
+    assert redis(env, "HGET", f"{{a:{a}}}:st", "ver") == "8"   # bumped: a load racing the repair retries
+    assert redis(env, "HGET", f"{{a:{work['accounts'][30]}}}:st", "ver") == "7"
     assert rec()["differences"] == 0
     # Redis unreachable, or a malformed address
     bad = env.cli_env(BILLING_REDIS="127.0.0.1:1")

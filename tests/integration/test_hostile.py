@@ -389,7 +389,7 @@ def test_api_keys_of_a_frozen_account_are_refused_everywhere(env, h):
     assert r.status_code == 403, (r.status_code, r.text)
     assert books(env) == before
     # no hold was taken for the frozen account
-    held = subprocess.run(["redis-cli", "-p", str(env.stack.redis_port), "GET", f"{{a:{facct}}}:held"],
+    held = subprocess.run(["redis-cli", "-p", str(env.stack.redis_port), "HGET", f"{{a:{facct}}}:st", "held"],
                           capture_output=True, text=True, timeout=10).stdout.strip()
     assert held in ("", "0"), held
     # the same calls with the active account's key go through: the 403 is the freeze
@@ -413,8 +413,8 @@ def test_a_call_authorized_before_the_freeze_is_billed_and_its_hold_released(env
     r = post(bd, "/v1/authorize", {"request_id": "h-fz-1", "api_key": key, "model": "h-model",
                                    "input_tokens": 1000, "max_output_tokens": 100}, gw)
     assert r.status_code == 200, r.text
-    held_key = f"{{a:{acct}}}:held"
-    assert int(env.redis_cli("GET", held_key) or 0) > 0
+    st_key = f"{{a:{acct}}}:st"
+    assert int(env.redis_cli("HGET", st_key, "held") or 0) > 0
     env.admin("account", "freeze", acct, "--reason", "chargeback")
     time.sleep(1.2)
     is_error(post(bd, "/v1/authorize", {"request_id": "h-fz-2", "api_key": key, "model": "h-model",
@@ -430,8 +430,8 @@ def test_a_call_authorized_before_the_freeze_is_billed_and_its_hold_released(env
     assert env.one("SELECT count(*) FROM usage_records WHERE request_id = 'h-fz-1' AND account_id = %s", (acct,)) == 1
     # the hold is gone at once, not after its expiry
     deadline = time.time() + 5
-    while int(env.redis_cli("GET", held_key) or 0) != 0:
-        assert time.time() < deadline, env.redis_cli("GET", held_key)
+    while int(env.redis_cli("HGET", st_key, "held") or 0) != 0:
+        assert time.time() < deadline, env.redis_cli("HGET", st_key, "held")
         time.sleep(0.05)
     # by account_id and in a batch too; a replay is a duplicate, never a second charge
     u2 = dict(u, request_id="h-fz-3", hold_id=None, api_key=None, account_id=acct)
