@@ -389,10 +389,19 @@ static const char *const usage_stmts[][2] = {
 	/* row locks in id order: no deadlock between writers */
 	{"u_lock", "SELECT account_id, status FROM customers WHERE account_id = ANY($1::bigint[])"
 		   " ORDER BY account_id FOR UPDATE"},
+	/* index probes per ledger account of the batch's customers, never a
+	 * scan of every balance or grant (a generic plan for a few ids over
+	 * small tables chose hash joins that read them all; OFFSET 0 keeps
+	 * each probe a parameterized index scan).  A customer's ledger
+	 * account keeps its whole balance in its own row (system accounts
+	 * have parts: migrations/0009_usage_path.sql) */
 	{"u_buckets", "SELECT la.account_id, la.ledger_account_id, coalesce(g.grant_id, 0), b.balance,"
 		      " coalesce(g.priority, 0), coalesce((extract(epoch from g.expires_at) * 1000000)::bigint, 0)"
-		      " FROM ledger_accounts la JOIN ledger_balances b USING (ledger_account_id)"
-		      " LEFT JOIN grants g USING (ledger_account_id)"
+		      " FROM ledger_accounts la"
+		      " CROSS JOIN LATERAL (SELECT r.balance FROM ledger_balance_rows r"
+		      " WHERE r.ledger_account_id = la.ledger_account_id OFFSET 0) b"
+		      " LEFT JOIN LATERAL (SELECT x.grant_id, x.priority, x.expires_at FROM grants x"
+		      " WHERE x.ledger_account_id = la.ledger_account_id OFFSET 0) g ON true"
 		      " WHERE la.account_id = ANY($1::bigint[]) AND (la.type = 'customer_paid' OR b.balance > 0)"
 		      " ORDER BY la.account_id"},
 	{"u_chain_lock", JOURNAL_SQL_CHAIN_LOCK},
