@@ -45,7 +45,8 @@ static void run(struct dbjob *job, PGconn *conn, const char *writer)
 		log_warn("ledger partitions not ensured", "error=\"%s\"", job->err.msg);
 		memset(&job->err, 0, sizeof(job->err));
 	} else if (created) {
-		log_info("ledger partitions created", "partitions=%d months_ahead=%d", created, LEDGER_PARTITIONS_AHEAD);
+		log_info("ledger partitions created", "partitions=%d months_ahead=%d", created,
+			 LEDGER_PARTITIONS_AHEAD);
 	}
 	if (promo_expire_due(&x, time_now_us(), EXPIRE_BATCH, &moved, &nanos, &job->err) == 0 && moved)
 		log_info("promotional credit expired to breakage", "grants=%d nanos=%" PRId64, moved, nanos);

@@ -8,8 +8,8 @@
 #define CLI_MAX_VALUES 16
 
 struct cli_opt {
-	const char *name;   /* without dashes, e.g. "account" */
-	int has_arg;        /* 1 takes a value, 0 is a flag */
+	const char *name; /* without dashes, e.g. "account" */
+	int has_arg;      /* 1 takes a value, 0 is a flag */
 	const char *help;
 	/* filled by cli_parse */
 	int count;

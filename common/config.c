@@ -29,47 +29,64 @@ struct key_def {
 	const char *help;
 };
 
-#define K_STR(name, def, help) {name, KEY_STRING, def, 0, 0, NULL, false, help}
-#define K_FILE(name, def, reload, help) {name, KEY_FILE, def, 0, 0, NULL, reload, help}
-#define K_INT(name, def, min, max, help) {name, KEY_INT, def, min, max, NULL, false, help}
-#define K_CHOICE(name, def, choices, help) {name, KEY_CHOICE, def, 0, 0, choices, false, help}
+#define K_STR(name, def, help)                                 \
+	{                                                      \
+		name, KEY_STRING, def, 0, 0, NULL, false, help \
+	}
+#define K_FILE(name, def, reload, help)                       \
+	{                                                     \
+		name, KEY_FILE, def, 0, 0, NULL, reload, help \
+	}
+#define K_INT(name, def, min, max, help)                        \
+	{                                                       \
+		name, KEY_INT, def, min, max, NULL, false, help \
+	}
+#define K_CHOICE(name, def, choices, help)                        \
+	{                                                         \
+		name, KEY_CHOICE, def, 0, 0, choices, false, help \
+	}
 
 static const struct key_def keys[] = {
 	K_STR("listen", "127.0.0.1:8080", "HTTP address of billingd"),
 	K_STR("pg", "host=127.0.0.1 port=5432 dbname=billing user=billing", "libpq connection string (service role)"),
 	K_STR("pg_owner", "", "libpq string for `billing-admin migrate` (schema owner); empty: same as pg"),
 	K_STR("redis", "127.0.0.1:6379",
-	    "Redis address host:port, or Redis Cluster seed nodes host:port,host:port,... (slots followed)"),
+	      "Redis address host:port, or Redis Cluster seed nodes host:port,host:port,... (slots followed)"),
 	K_FILE("gateway_tokens_file", "etc/gateway.tokens", true, "gateway bearer tokens, one per line"),
 	K_FILE("admin_tokens_file", "etc/admin.tokens", true, "admin bearer tokens, one per line"),
 	K_FILE("signing_key_file", "etc/ledger.key", false, "Ed25519 secret key for export manifests"),
-	K_FILE("key_pepper_file", "etc/key.pepper", false, "server-side secret for API key hashes (created if missing)"),
+	K_FILE("key_pepper_file", "etc/key.pepper", false,
+	       "server-side secret for API key hashes (created if missing)"),
 	K_STR("instance_id", "billingd-1", "writer identity of this billingd: its own hash chain"),
 	K_FILE("migrations_dir", "migrations", false, "folder of NNNN_name.sql files"),
 	K_CHOICE("log_level", "info", "debug|info|warn|error", "least severe log line written"),
 	K_INT("batch_max", "256", 1, 10000, "most usage records written in one commit"),
 	K_INT("writer_threads", "2", 1, 64,
-	    "usage writers (each its own thread, connection, queue and hash chain; records go by account)"),
+	      "usage writers (each its own thread, connection, queue and hash chain; records go by account)"),
 	K_INT("batch_wait_us", "500", 0, 1000000, "longest wait to fill a commit batch, microseconds"),
 	K_INT("queue_max", "20000", 1, 10000000, "most usage records waiting for a commit; beyond: 503"),
 	K_INT("hold_ttl_seconds", "600", 1, 86400, "default lifetime of an authorize hold"),
 	K_INT("pg_timeout_ms", "5000", 100, 600000,
-	    "statement timeout and connect timeout for PostgreSQL (the CLIs accept up to 3600000)"),
+	      "statement timeout and connect timeout for PostgreSQL (the CLIs accept up to 3600000)"),
 	K_INT("pg_standby_confirm_ms", "0", 0, 600000,
-	    "with a synchronous standby: a commit counts once a standby has it, waited for at most this long (else 503); 0: off"),
+	      "with a synchronous standby: a commit counts once a standby has it, waited for at most this long (else 503); 0: off"),
 	K_INT("redis_timeout_ms", "1000", 10, 60000, "timeout of one Redis call (the CLIs accept 1 to 600000)"),
-	{"redis_fail_open", KEY_BOOL, "false", 0, 0, NULL, false, "admit some calls when Redis is unreachable (docs/billingd.md, \"Redis unreachable\")"},
+	{"redis_fail_open", KEY_BOOL, "false", 0, 0, NULL, false,
+	 "admit some calls when Redis is unreachable (docs/billingd.md, \"Redis unreachable\")"},
 	K_INT("redis_fail_open_nanos", "0", 0, INT64_MAX / 2, "per account allowance while failing open"),
 	K_INT("idle_timeout_s", "30", 1, 86400, "close HTTP connections idle this long"),
-	K_INT("max_connections", "20000", 1, 1000000, "most open HTTP connections; the one too many is accepted and closed at once"),
-	K_INT("request_timeout_s", "0", 0, 86400, "most seconds from a request's first byte to its last (headers and body); 0: twice idle_timeout_s; a connection still reading a request after that is dropped"),
+	K_INT("max_connections", "20000", 1, 1000000,
+	      "most open HTTP connections; the one too many is accepted and closed at once"),
+	K_INT("request_timeout_s", "0", 0, 86400,
+	      "most seconds from a request's first byte to its last (headers and body); 0: twice idle_timeout_s; a connection still reading a request after that is dropped"),
 	K_FILE("tokenizer_file", "data/tokenizer.json", false, "DeepSeek-V3 tokenizer data"),
 	K_FILE("model_file", "data/internal-tiny.bin", false, "weights of the embedded model"),
 	K_INT("inference_threads", "2", 1, 64, "worker threads of the embedded model"),
 	K_INT("inference_queue", "16", 0, 100000, "most chat calls waiting for a worker; beyond: 429"),
 	K_INT("inference_min_token_us", "0", 0, 10000000,
-	    "pace generation to at least this many microseconds per token (simulates a GPU)"),
-	K_INT("inference_nice", "10", 0, 19, "nice value of the model's worker threads: authorize and usage answers come first"),
+	      "pace generation to at least this many microseconds per token (simulates a GPU)"),
+	K_INT("inference_nice", "10", 0, 19,
+	      "nice value of the model's worker threads: authorize and usage answers come first"),
 	K_STR("usage_stream", "", "Redis Stream to ingest usage records from (empty: off)"),
 	K_STR("usage_stream_group", "billing", "consumer group of the usage stream"),
 	K_INT("usage_stream_claim_ms", "30000", 100, 86400000, "take over a dead consumer's entries idle this long"),
@@ -341,8 +358,7 @@ const char *config_get(const struct config *cfg, const char *key)
 	return idx >= 0 ? cfg->val[idx] : "";
 }
 
-int config_get_int(const struct config *cfg, const char *key, int64_t min, int64_t max, int64_t *out,
-		   struct error *err)
+int config_get_int(const struct config *cfg, const char *key, int64_t min, int64_t max, int64_t *out, struct error *err)
 {
 	const char *v = config_get(cfg, key);
 	char *end = NULL;
@@ -423,7 +439,8 @@ int config_get_money(const struct config *cfg, const char *key, int64_t *out, st
 	int64_t x;
 
 	if (money_parse(config_get(cfg, key), &x, NULL) < 0 || x <= 0)
-		return error_set(err, 0, "config", "config key '%s': expected a positive amount in currency units", key);
+		return error_set(err, 0, "config", "config key '%s': expected a positive amount in currency units",
+				 key);
 	*out = x;
 	return 0;
 }

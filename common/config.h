@@ -30,8 +30,7 @@ void config_free(struct config *cfg);
 /* Parses `key = value` text (a file's contents).  0 or -1 with err filled. */
 int config_parse_text(struct config *cfg, const char *text, size_t len, struct error *err)
 	__attribute__((warn_unused_result));
-int config_load_file(struct config *cfg, const char *path, struct error *err)
-	__attribute__((warn_unused_result));
+int config_load_file(struct config *cfg, const char *path, struct error *err) __attribute__((warn_unused_result));
 /* Applies BILLING_<KEY> variables from the process environment. */
 int config_load_env(struct config *cfg, struct error *err) __attribute__((warn_unused_result));
 
@@ -45,8 +44,7 @@ bool config_is_key(const char *key);
  * config_default_file when it exists.  Other arguments stay, in order.  0
  * or -1 with err filled. */
 extern const char *config_default_file; /* NULL: none (billingd); the CLIs: var/billingd.conf */
-int config_from_args(struct config *cfg, int *argc, char **argv, struct error *err)
-	__attribute__((warn_unused_result));
+int config_from_args(struct config *cfg, int *argc, char **argv, struct error *err) __attribute__((warn_unused_result));
 
 /* Borrowed pointer valid until the key is set again or cfg is freed. Never NULL. */
 const char *config_get(const struct config *cfg, const char *key);
@@ -60,8 +58,8 @@ int config_check(const struct config *cfg, struct error *err) __attribute__((war
 int config_int(const struct config *cfg, const char *key, int64_t *out, struct error *err)
 	__attribute__((warn_unused_result));
 /* Integer value of a key; -1 with err if it is not an integer in [min, max]. */
-int config_get_int(const struct config *cfg, const char *key, int64_t min, int64_t max, int64_t *out,
-		   struct error *err) __attribute__((warn_unused_result));
+int config_get_int(const struct config *cfg, const char *key, int64_t min, int64_t max, int64_t *out, struct error *err)
+	__attribute__((warn_unused_result));
 /* Amount of a key in currency units ("10000000", "0.5"), in nanos; -1 with
  * err unless it is a positive amount that fits int64 nanos. */
 int config_get_money(const struct config *cfg, const char *key, int64_t *out, struct error *err)

@@ -6,9 +6,9 @@
 #include <stdio.h>
 
 struct error {
-	int status;      /* HTTP status for the API, 0 if none */
-	char code[48];   /* stable: invalid_request, not_found, unavailable, ... */
-	char msg[512];   /* lower case, no final period */
+	int status;    /* HTTP status for the API, 0 if none */
+	char code[48]; /* stable: invalid_request, not_found, unavailable, ... */
+	char msg[512]; /* lower case, no final period */
 };
 
 /* Fills e (if not NULL): status, code, printf-style message.  Returns -1,

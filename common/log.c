@@ -36,8 +36,8 @@ void log_msg(enum log_level lvl, const char *msg, const char *fmt, ...)
 	gettimeofday(&tv, NULL);
 	gmtime_r(&tv.tv_sec, &tm);
 	strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", &tm);
-	n = snprintf(line, sizeof(line), "ts=%s.%03dZ level=%s msg=\"%s\"", ts,
-		     (int)(tv.tv_usec / 1000), level_names[lvl], msg);
+	n = snprintf(line, sizeof(line), "ts=%s.%03dZ level=%s msg=\"%s\"", ts, (int)(tv.tv_usec / 1000),
+		     level_names[lvl], msg);
 	if (n < 0 || (size_t)n >= sizeof(line))
 		n = (int)sizeof(line) - 2;
 	if (fmt && *fmt) {

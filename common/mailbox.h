@@ -24,21 +24,21 @@
 struct mailbox;
 
 struct mailbox_ops {
-	void *(*next)(void *item);               /* the item's link */
+	void *(*next)(void *item); /* the item's link */
 	void (*set_next)(void *item, void *next);
-	void (*deliver)(void *arg, void *item);  /* on the loop; may free item */
+	void (*deliver)(void *arg, void *item); /* on the loop; may free item */
 };
 
 /* Defines PREFIX_next and PREFIX_set_next, the ops of items of TYPE linked
  * through their FIELD (a pointer to TYPE). */
-#define MAILBOX_LINK(prefix, type, field)                                  \
-	static void *prefix##_next(void *item)                             \
-	{                                                                  \
-		return ((type *)item)->field;                              \
-	}                                                                  \
-	static void prefix##_set_next(void *item, void *next)              \
-	{                                                                  \
-		((type *)item)->field = next;                              \
+#define MAILBOX_LINK(prefix, type, field)                     \
+	static void *prefix##_next(void *item)                \
+	{                                                     \
+		return ((type *)item)->field;                 \
+	}                                                     \
+	static void prefix##_set_next(void *item, void *next) \
+	{                                                     \
+		((type *)item)->field = next;                 \
 	}
 
 /* ops is borrowed (a static table); arg is passed to deliver(). */

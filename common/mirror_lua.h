@@ -50,28 +50,28 @@ static inline int64_t mirror_ttl_ms(int64_t now_us, int64_t earliest_expiry_us)
  * settle takes that as "this load read the ledger after my COMMIT".  An
  * unlocked load writes "-" there, so a settle prepared before it drops the
  * mirror instead of trusting it. */
-#define MIRROR_LUA_LOAD                                                                                        \
-	"local function mirror_load(t, locked, paid, promo, status, ttl, poff, qoff)\n"                        \
-	"  local g = redis.call('HINCRBY', KEYS[2], 'lgen', 1)\n"                                              \
-	"  if g == 1 then g = tonumber(t[1]) * 1000000 + tonumber(t[2]) end\n"                                 \
-	"  g = string.format('%d', g)\n"                                                                       \
-	"  local held = 0\n"                                                                                   \
-	"  for _, v in ipairs(redis.call('HVALS', KEYS[3])) do held = held + struct.unpack('<i8', v) end\n"   \
+#define MIRROR_LUA_LOAD                                                                                              \
+	"local function mirror_load(t, locked, paid, promo, status, ttl, poff, qoff)\n"                              \
+	"  local g = redis.call('HINCRBY', KEYS[2], 'lgen', 1)\n"                                                    \
+	"  if g == 1 then g = tonumber(t[1]) * 1000000 + tonumber(t[2]) end\n"                                       \
+	"  g = string.format('%d', g)\n"                                                                             \
+	"  local held = 0\n"                                                                                         \
+	"  for _, v in ipairs(redis.call('HVALS', KEYS[3])) do held = held + struct.unpack('<i8', v) end\n"          \
 	"  redis.call('HSET', KEYS[1], 'paid', paid, 'promo', promo, 'status', status, 'lg', locked and g or '-',\n" \
-	"             'poff', poff, 'qoff', qoff)\n"                                                           \
-	"  redis.call('PEXPIRE', KEYS[1], ttl)\n"                                                              \
-	"  redis.call('HINCRBY', KEYS[2], 'ver', 1)\n"                                                         \
-	"  redis.call('HSET', KEYS[2], 'lgen', g, 'held', string.format('%d', held))\n"                        \
+	"             'poff', poff, 'qoff', qoff)\n"                                                                 \
+	"  redis.call('PEXPIRE', KEYS[1], ttl)\n"                                                                    \
+	"  redis.call('HINCRBY', KEYS[2], 'ver', 1)\n"                                                               \
+	"  redis.call('HSET', KEYS[2], 'lgen', g, 'held', string.format('%d', held))\n"                              \
 	"end\n"
 
 /* The unlocked load of `ledger reconcile --repair`: KEYS as above;
  * ARGV 1 paid 2 promo 3 status 4 ttl_ms 5 poff 6 qoff 7 the version read
  * with the mirror ("" = none).  -> 1 loaded | 0 the version moved (billingd
  * changed the mirror meanwhile: nothing stored). */
-#define MIRROR_LUA_REPAIR                                                                                      \
-	"local t = redis.call('TIME')\n" MIRROR_LUA_LOAD                                                       \
-	"if (redis.call('HGET', KEYS[2], 'ver') or '') ~= ARGV[7] then return 0 end\n"                         \
-	"mirror_load(t, false, ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6])\n"                        \
+#define MIRROR_LUA_REPAIR                                                               \
+	"local t = redis.call('TIME')\n" MIRROR_LUA_LOAD                                \
+	"if (redis.call('HGET', KEYS[2], 'ver') or '') ~= ARGV[7] then return 0 end\n"  \
+	"mirror_load(t, false, ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6])\n" \
 	"return 1\n"
 
 #endif

@@ -31,7 +31,8 @@ int money_parse(const char *s, int64_t *nanos, struct error *err)
 		p++;
 		for (; *p >= '0' && *p <= '9'; p++) {
 			if (++frac_digits > 9) {
-				return error_set(err, 422, "invalid_amount", "amount '%s' has more than 9 decimal places", s);
+				return error_set(err, 422, "invalid_amount",
+						 "amount '%s' has more than 9 decimal places", s);
 			}
 			v = v * 10 + (*p - '0');
 		}

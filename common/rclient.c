@@ -177,7 +177,8 @@ static int discover(struct rclient *c, struct error *err)
 		if (rslot_parse_slots(r, map_node_cb, arg, c->slots) == 0) {
 			freeReplyObject(r);
 			if (c->db) {
-				return error_set(err, 0, "invalid_config", "redis: a cluster has no database %d", c->db);
+				return error_set(err, 0, "invalid_config", "redis: a cluster has no database %d",
+						 c->db);
 			}
 			c->mode = MODE_CLUSTER;
 			for (int k = 0; k < c->n_nodes; k++)
@@ -228,8 +229,7 @@ static void nap_us(long us)
 
 /* Follows a redirection or TRYAGAIN answer: 1 for MOVED/ASK, 2 for TRYAGAIN
  * (r freed, *n and *asking set for the next attempt), 0 when r is the answer. */
-static int redirected(struct rclient *c, redisReply *r, struct cnode **n, bool *asking, int64_t started,
-		      bool may_move)
+static int redirected(struct rclient *c, redisReply *r, struct cnode **n, bool *asking, int64_t started, bool may_move)
 {
 	struct rslot_addr to;
 	int slot, kind, i;
@@ -304,8 +304,7 @@ static redisReply *command(struct rclient *c, const struct rclient_cmd *cmd, str
 	}
 }
 
-redisReply *rclient_commandv(struct rclient *c, int argc, const char **argv, const size_t *argvlen,
-			     struct error *err)
+redisReply *rclient_commandv(struct rclient *c, int argc, const char **argv, const size_t *argvlen, struct error *err)
 {
 	struct rclient_cmd cmd = {argc, argv, argvlen};
 

@@ -31,8 +31,8 @@ void rclient_free(struct rclient *c);
 int rclient_connect(struct rclient *c, struct error *err) __attribute__((warn_unused_result));
 /* One command.  The reply (the caller frees it; error replies included,
  * redirections excepted), or NULL with err (503 unavailable). */
-redisReply *rclient_commandv(struct rclient *c, int argc, const char **argv, const size_t *argvlen,
-			     struct error *err) __attribute__((warn_unused_result));
+redisReply *rclient_commandv(struct rclient *c, int argc, const char **argv, const size_t *argvlen, struct error *err)
+	__attribute__((warn_unused_result));
 /* n commands, pipelined per node; replies[i] the reply of cmds[i] (the
  * caller frees them) or NULL.  0 when every command got a reply, else -1
  * with err. */

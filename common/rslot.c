@@ -46,9 +46,10 @@ static int is(const char *const *argv, const size_t *argvlen, int i, const char 
 
 int rslot_command(int argc, const char *const *argv, const size_t *argvlen)
 {
-	static const char *const keyless[] = {"PING", "SCRIPT", "CLUSTER", "INFO", "SCAN", "ASKING", "SELECT",
-					      "FLUSHALL", "FLUSHDB", "DBSIZE", "TIME", "CONFIG", "CLIENT", "FUNCTION",
-					      "READONLY", "READWRITE", "AUTH", "HELLO", "ECHO", "KEYS", "RANDOMKEY"};
+	static const char *const keyless[] = {"PING",   "SCRIPT",   "CLUSTER",  "INFO",      "SCAN", "ASKING",
+					      "SELECT", "FLUSHALL", "FLUSHDB",  "DBSIZE",    "TIME", "CONFIG",
+					      "CLIENT", "FUNCTION", "READONLY", "READWRITE", "AUTH", "HELLO",
+					      "ECHO",   "KEYS",     "RANDOMKEY"};
 	int k = 1;
 
 	if (argc < 1)
@@ -70,8 +71,8 @@ int rslot_command(int argc, const char *const *argv, const size_t *argvlen)
 			}
 		if (k < 0)
 			return -1;
-	} else if (is(argv, argvlen, 0, "XGROUP") || is(argv, argvlen, 0, "XINFO") ||
-		   is(argv, argvlen, 0, "OBJECT") || is(argv, argvlen, 0, "MEMORY")) {
+	} else if (is(argv, argvlen, 0, "XGROUP") || is(argv, argvlen, 0, "XINFO") || is(argv, argvlen, 0, "OBJECT") ||
+		   is(argv, argvlen, 0, "MEMORY")) {
 		k = 2;
 	}
 	if (k >= argc)
@@ -125,7 +126,8 @@ int rslot_parse_seeds(const char *s, struct rslot_addr *out, int max, struct err
 			return error_set(err, 0, "invalid_config", "redis: more than %d seed addresses", max);
 		}
 		if (parse_one(p, (size_t)(e - p), &out[n]) < 0) {
-			return error_set(err, 0, "invalid_config", "redis address '%.*s' is not host:port", (int)(e - p), p);
+			return error_set(err, 0, "invalid_config", "redis address '%.*s' is not host:port",
+					 (int)(e - p), p);
 		}
 		n++;
 		if (!comma)
@@ -135,7 +137,8 @@ int rslot_parse_seeds(const char *s, struct rslot_addr *out, int max, struct err
 	if (n > 1)
 		for (int i = 0; i < n; i++)
 			if (out[i].db) {
-				return error_set(err, 0, "invalid_config", "redis: a database number needs a single address");
+				return error_set(err, 0, "invalid_config",
+						 "redis: a database number needs a single address");
 			}
 	return n;
 }
@@ -191,9 +194,10 @@ int rslot_parse_slots(const redisReply *r, int (*node_index)(void *arg, const ch
 		from = e->element[0]->integer;
 		to = e->element[1]->integer;
 		m = e->element[2];
-		if (from < 0 || to >= RSLOT_N || from > to || m->elements < 2 || m->element[0]->type != REDIS_REPLY_STRING ||
-		    m->element[1]->type != REDIS_REPLY_INTEGER || m->element[1]->integer <= 0 ||
-		    m->element[1]->integer > 65535 || m->element[0]->len >= (int)sizeof(host))
+		if (from < 0 || to >= RSLOT_N || from > to || m->elements < 2 ||
+		    m->element[0]->type != REDIS_REPLY_STRING || m->element[1]->type != REDIS_REPLY_INTEGER ||
+		    m->element[1]->integer <= 0 || m->element[1]->integer > 65535 ||
+		    m->element[0]->len >= (int)sizeof(host))
 			goto bad;
 		snprintf(host, sizeof(host), "%.*s", (int)m->element[0]->len, m->element[0]->str);
 		/* "?" is what Redis 7 says when it does not know the endpoint */

@@ -120,8 +120,8 @@ void time_format_rfc3339(int64_t us, char *buf, size_t buflen)
 	unsigned m, d;
 
 	civil_from_days(days, &y, &m, &d);
-	snprintf(buf, buflen, "%04d-%02u-%02uT%02d:%02d:%02d.%06dZ", y, m, d, (int)(sod / 3600),
-		 (int)(sod / 60 % 60), (int)(sod % 60), (int)frac);
+	snprintf(buf, buflen, "%04d-%02u-%02uT%02d:%02d:%02d.%06dZ", y, m, d, (int)(sod / 3600), (int)(sod / 60 % 60),
+		 (int)(sod % 60), (int)frac);
 }
 
 int64_t time_now_us(void)

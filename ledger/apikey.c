@@ -24,7 +24,8 @@ int apikey_load_pepper(const char *path, int create, uint8_t pepper[APIKEY_PEPPE
 			n = write(fd, hex, 2 * APIKEY_PEPPER_BYTES + 1);
 			if (n != 2 * APIKEY_PEPPER_BYTES + 1 || fsync(fd) != 0) {
 				close(fd);
-				return error_set(err, 0, "pepper", "cannot write key pepper '%s': %s", path, strerror(errno));
+				return error_set(err, 0, "pepper", "cannot write key pepper '%s': %s", path,
+						 strerror(errno));
 			}
 			close(fd);
 		}
@@ -40,7 +41,8 @@ int apikey_load_pepper(const char *path, int create, uint8_t pepper[APIKEY_PEPPE
 			error_set(err, 0, "pepper",
 				  "cannot create key pepper '%s'%s%s%s: its folder '%.*s' does not exist (create it,"
 				  " or set key_pepper_file to a path in an existing folder)",
-				  path, cwd[0] ? " (relative to " : "", cwd, cwd[0] ? ")" : "", (int)(slash - path), path);
+				  path, cwd[0] ? " (relative to " : "", cwd, cwd[0] ? ")" : "", (int)(slash - path),
+				  path);
 		else
 			error_set(err, 0, "pepper", "cannot open key pepper '%s'%s%s%s: %s", path,
 				  cwd[0] ? " (relative to " : "", cwd, cwd[0] ? ")" : "", strerror(e));
@@ -66,8 +68,7 @@ void apikey_generate(char *out)
 	out[APIKEY_LEN] = '\0';
 }
 
-void apikey_hash(const uint8_t pepper[APIKEY_PEPPER_BYTES], const char *key, size_t len,
-		 uint8_t out[APIKEY_HASH_BYTES])
+void apikey_hash(const uint8_t pepper[APIKEY_PEPPER_BYTES], const char *key, size_t len, uint8_t out[APIKEY_HASH_BYTES])
 {
 	crypto_generichash(out, APIKEY_HASH_BYTES, (const unsigned char *)key, len, pepper, APIKEY_PEPPER_BYTES);
 }

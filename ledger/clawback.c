@@ -50,8 +50,9 @@ static int claw(struct ops_ctx *x, int64_t acct, int64_t grant_id, int64_t la, i
 		goto done;
 	buf_printf(&content, "clawback|%" PRId64 "|%" PRId64 "|%s", grant_id, amount, reason);
 	journal_content_hash(chash, content.data, content.len);
-	buf_printf(&details, "{\"amount_nanos\":%" PRId64 ",\"frozen_account_id\":%" PRId64 ",\"grant_id\":%" PRId64 "}",
-		   amount, frozen_id, grant_id);
+	buf_printf(&details,
+		   "{\"amount_nanos\":%" PRId64 ",\"frozen_account_id\":%" PRId64 ",\"grant_id\":%" PRId64 "}", amount,
+		   frozen_id, grant_id);
 	if (acct == frozen_id)
 		buf_printf(&why, "clawback: %s", reason);
 	else
@@ -98,8 +99,9 @@ int clawback_in_tx(struct ops_ctx *x, int64_t account_id, const char *reason, st
 	memset(out, 0, sizeof(*out));
 	snprintf(id, sizeof(id), "%" PRId64, account_id);
 	/* the inviter's reward: lock the inviter before reading its bucket */
-	r = db_query(c, "SELECT inviter_id, grant_id FROM referrals WHERE invitee_id = $1::bigint AND grant_id IS NOT NULL",
-		     1, p, err);
+	r = db_query(
+		c, "SELECT inviter_id, grant_id FROM referrals WHERE invitee_id = $1::bigint AND grant_id IS NOT NULL",
+		1, p, err);
 	if (!r)
 		return -1;
 	if (PQntuples(r) == 1) {
@@ -139,7 +141,8 @@ int clawback_in_tx(struct ops_ctx *x, int64_t account_id, const char *reason, st
 		if (!r)
 			goto done;
 		if (PQntuples(r) == 1 && strtoll(PQgetvalue(r, 0, 1), NULL, 10) > 0) {
-			int64_t la = strtoll(PQgetvalue(r, 0, 0), NULL, 10), bal = strtoll(PQgetvalue(r, 0, 1), NULL, 10);
+			int64_t la = strtoll(PQgetvalue(r, 0, 0), NULL, 10),
+				bal = strtoll(PQgetvalue(r, 0, 1), NULL, 10);
 			if (claw(x, strtoll(PQgetvalue(r, 0, 2), NULL, 10), out->inviter_grant_id, la, bal, account_id,
 				 reason, err) < 0)
 				goto done;

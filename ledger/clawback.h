@@ -17,9 +17,9 @@
 #include "ledger/ops.h"
 
 struct clawback_result {
-	int64_t grants, nanos;                     /* the account's own buckets */
-	int64_t inviter_id, inviter_grant_id;      /* 0 when there was no rewarded inviter */
-	int64_t inviter_nanos;                     /* taken back from the inviter's reward */
+	int64_t grants, nanos;                /* the account's own buckets */
+	int64_t inviter_id, inviter_grant_id; /* 0 when there was no rewarded inviter */
+	int64_t inviter_nanos;                /* taken back from the inviter's reward */
 };
 
 int clawback_in_tx(struct ops_ctx *x, int64_t account_id, const char *reason, struct clawback_result *out,

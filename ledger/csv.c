@@ -91,7 +91,8 @@ int csv_split(const char *p, size_t n, struct csv_fields *f, char *err, size_t e
 			size_t qstart = i++;
 			for (;;) {
 				if (i >= n) {
-					snprintf(err, errlen, "unterminated quoted field starting at byte %zu", qstart + 1);
+					snprintf(err, errlen, "unterminated quoted field starting at byte %zu",
+						 qstart + 1);
 					return -1;
 				}
 				if (p[i] == '"') {

@@ -26,8 +26,8 @@ void csv_put(struct buf *b, const char *s);
 bool csv_record_complete(const char *p, size_t n);
 
 struct csv_fields {
-	struct buf text;  /* owned: the unquoted field values, each NUL-terminated */
-	size_t *off;      /* owned: start of field i in text.data */
+	struct buf text; /* owned: the unquoted field values, each NUL-terminated */
+	size_t *off;     /* owned: start of field i in text.data */
 	size_t n, cap;
 };
 

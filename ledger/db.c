@@ -38,13 +38,22 @@ PGconn *db_connect(const char *conninfo, int timeout_ms, struct error *err)
 	char ct[32], opts[160];
 	/* keepalives: a silently dead link (no RST) is noticed within ~30 s,
 	 * also by a LISTEN connection that only ever waits */
-	const char *keys[] = {"dbname", "connect_timeout", "options", "application_name", "keepalives",
-			      "keepalives_idle", "keepalives_interval", "keepalives_count", NULL};
+	const char *keys[] = {"dbname",
+			      "connect_timeout",
+			      "options",
+			      "application_name",
+			      "keepalives",
+			      "keepalives_idle",
+			      "keepalives_interval",
+			      "keepalives_count",
+			      NULL};
 	const char *vals[] = {conninfo, ct, opts, "billing", "1", "10", "5", "3", NULL};
 	PGconn *c;
 
 	snprintf(ct, sizeof(ct), "%d", timeout_ms / 1000 > 0 ? timeout_ms / 1000 : 1);
-	snprintf(opts, sizeof(opts), "-c statement_timeout=%d -c synchronous_commit=on -c TimeZone=UTC -c client_min_messages=warning", timeout_ms);
+	snprintf(opts, sizeof(opts),
+		 "-c statement_timeout=%d -c synchronous_commit=on -c TimeZone=UTC -c client_min_messages=warning",
+		 timeout_ms);
 	/* expand_dbname=1: the conninfo string's own keys win over dbname */
 	c = PQconnectdbParams(keys, vals, 1);
 	if (!c || PQstatus(c) != CONNECTION_OK) {
@@ -124,8 +133,8 @@ static int confirm_standby(PGconn *c, struct error *err)
 		if (pause < 20000)
 			pause *= 2;
 		p[0] = lsn;
-		r = PQexecParams(c, "SELECT EXISTS (SELECT 1 FROM pg_stat_replication WHERE flush_lsn >= $1::pg_lsn)", 1,
-				 NULL, p, NULL, NULL, 0);
+		r = PQexecParams(c, "SELECT EXISTS (SELECT 1 FROM pg_stat_replication WHERE flush_lsn >= $1::pg_lsn)",
+				 1, NULL, p, NULL, NULL, 0);
 	}
 }
 
@@ -192,7 +201,8 @@ PGresult *db_query(PGconn *c, const char *sql, int nparams, const char *const *p
 	const char *hs = PQparameterStatus(c, "in_hot_standby");
 	int commit = standby_confirm_ms > 0 && strcmp(sql, "COMMIT") == 0 && !(hs && strcmp(hs, "on") == 0),
 	    cancelled = 0;
-	PGresult *r = commit ? commit_bounded(c, &cancelled) : PQexecParams(c, sql, nparams, NULL, params, NULL, NULL, 0);
+	PGresult *r =
+		commit ? commit_bounded(c, &cancelled) : PQexecParams(c, sql, nparams, NULL, params, NULL, NULL, 0);
 	ExecStatusType st = r ? PQresultStatus(r) : PGRES_FATAL_ERROR;
 
 	if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK) {
@@ -317,8 +327,7 @@ int db_prepare(PGconn *c, const char *const (*stmts)[2], struct error *err)
 
 bool db_error_retryable(const struct error *err)
 {
-	return strcmp(err->code, "40001") == 0 || strcmp(err->code, "40P01") == 0 ||
-	       strcmp(err->code, "23505") == 0;
+	return strcmp(err->code, "40001") == 0 || strcmp(err->code, "40P01") == 0 || strcmp(err->code, "23505") == 0;
 }
 
 bool db_conn_broken(PGconn *c)
@@ -358,8 +367,8 @@ static int is_migration_name(const char *n)
 {
 	size_t l = strlen(n);
 
-	return l > 9 && n[0] >= '0' && n[0] <= '9' && n[1] >= '0' && n[1] <= '9' && n[2] >= '0' &&
-	       n[2] <= '9' && n[3] >= '0' && n[3] <= '9' && n[4] == '_' && strcmp(n + l - 4, ".sql") == 0;
+	return l > 9 && n[0] >= '0' && n[0] <= '9' && n[1] >= '0' && n[1] <= '9' && n[2] >= '0' && n[2] <= '9' &&
+	       n[3] >= '0' && n[3] <= '9' && n[4] == '_' && strcmp(n + l - 4, ".sql") == 0;
 }
 
 static char *read_file(const char *path, size_t *len)
@@ -456,9 +465,10 @@ static int check_applied(PGconn *c, struct mfile *m, size_t n, size_t *pending, 
 			if (strcmp(PQgetvalue(r, j, 0), m[i].name) == 0) {
 				found = 1;
 				if (strcmp(PQgetvalue(r, j, 1), m[i].sha) != 0) {
-					error_set(err, 0, "migration_changed",
-						  "migration '%s' was changed after it was applied (sha256 %s, applied %s)",
-						  m[i].name, m[i].sha, PQgetvalue(r, j, 1));
+					error_set(
+						err, 0, "migration_changed",
+						"migration '%s' was changed after it was applied (sha256 %s, applied %s)",
+						m[i].name, m[i].sha, PQgetvalue(r, j, 1));
 					PQclear(r);
 					return -1;
 				}
@@ -505,19 +515,21 @@ int db_pending_migrations(PGconn *c, const char *dir, struct error *err)
  * may create in schema public.  Names what is missing and how to create it. */
 static int migrate_preflight(PGconn *c, struct error *err)
 {
-	PGresult *r = db_query(c,
-			       "SELECT EXISTS (SELECT FROM pg_roles WHERE rolname = 'billing'),"
-			       " has_schema_privilege(current_user, 'public', 'CREATE'), current_user, current_database()",
-			       0, NULL, err);
+	PGresult *r =
+		db_query(c,
+			 "SELECT EXISTS (SELECT FROM pg_roles WHERE rolname = 'billing'),"
+			 " has_schema_privilege(current_user, 'public', 'CREATE'), current_user, current_database()",
+			 0, NULL, err);
 	int rc = -1;
 
 	if (!r)
 		return -1;
 	if (PQgetvalue(r, 0, 0)[0] != 't')
-		error_set(err, 0, "missing_role",
-			  "role \"billing\" does not exist: the migrations grant the service its rights through it;"
-			  " as a superuser run CREATE ROLE billing LOGIN PASSWORD '...' (docs/deployment.md, \"Preparing a production"
-			  " database\")");
+		error_set(
+			err, 0, "missing_role",
+			"role \"billing\" does not exist: the migrations grant the service its rights through it;"
+			" as a superuser run CREATE ROLE billing LOGIN PASSWORD '...' (docs/deployment.md, \"Preparing a production"
+			" database\")");
 	else if (PQgetvalue(r, 0, 1)[0] != 't')
 		error_set(err, 0, "missing_privilege",
 			  "role \"%s\" may not create tables in schema \"public\" of database \"%s\": migrate as the"

@@ -28,9 +28,30 @@
 #define CURRENCY "CNY"
 
 static const char *const columns[] = {
-	"txn_id", "created_at", "kind", "account_id", "line", "ledger_account_id", "ledger_account_type", "grant_id",
-	"amount_nanos", "currency", "request_id", "model", "input_tokens", "cached_input_tokens", "output_tokens",
-	"price_version", "writer", "seq", "idempotency_key", "actor", "reason", "details", "prev_hash", "hash",
+	"txn_id",
+	"created_at",
+	"kind",
+	"account_id",
+	"line",
+	"ledger_account_id",
+	"ledger_account_type",
+	"grant_id",
+	"amount_nanos",
+	"currency",
+	"request_id",
+	"model",
+	"input_tokens",
+	"cached_input_tokens",
+	"output_tokens",
+	"price_version",
+	"writer",
+	"seq",
+	"idempotency_key",
+	"actor",
+	"reason",
+	"details",
+	"prev_hash",
+	"hash",
 	"row_hash",
 };
 #define N_COLUMNS (sizeof(columns) / sizeof(columns[0]))
@@ -39,7 +60,8 @@ static const char *const columns[] = {
 /* ---- one posting line ---- */
 
 struct export_row {
-	int64_t txn_id, created_at_us, account_id, line, ledger_account_id, grant_id, amount, seq; /* 0 = null for ids */
+	int64_t txn_id, created_at_us, account_id, line, ledger_account_id, grant_id, amount,
+		seq; /* 0 = null for ids */
 	const char *kind, *la_type, *writer, *idempotency_key, *actor, *reason, *details, *prev_hex, *hash_hex;
 };
 
@@ -233,8 +255,8 @@ static json_t *totals_json(const struct totals *tt)
 
 	for (size_t i = 0; i < tt->n; i++)
 		json_object_set_new(by, tt->t[i].type,
-				    json_pack("{s:o,s:o}", "debits_nanos", jsonnum_total(tt->t[i].debits), "credits_nanos",
-					      jsonnum_total(tt->t[i].credits)));
+				    json_pack("{s:o,s:o}", "debits_nanos", jsonnum_total(tt->t[i].debits),
+					      "credits_nanos", jsonnum_total(tt->t[i].credits)));
 	return json_pack("{s:o,s:o,s:o}", "by_type", by, "debits_nanos", jsonnum_total(tt->debits), "credits_nanos",
 			 jsonnum_total(tt->credits));
 }
@@ -565,8 +587,8 @@ int export_write(PGconn *c, const struct export_opts *o, struct export_result *r
 				goto io_error;
 			rows++;
 			if (rows % EXPORT_CHECKPOINT_EVERY == 0)
-				json_array_append_new(checkpoints,
-						      json_pack("{s:I,s:s}", "row", (json_int_t)rows, "row_hash", rhex));
+				json_array_append_new(
+					checkpoints, json_pack("{s:I,s:s}", "row", (json_int_t)rows, "row_hash", rhex));
 		}
 		PQclear(r);
 		r = NULL;
@@ -626,10 +648,11 @@ int export_write(PGconn *c, const struct export_opts *o, struct export_result *r
 		error_set(err, 0, "oom", "cannot build the manifest");
 		goto done;
 	}
-	json_object_set_new(m, "signature_covers",
-			    json_string("Ed25519 over this object without \"signature\", as JSON with keys sorted, no "
-					"white space, only \\\" \\\\ \\b \\f \\n \\r \\t \\u00xx escaped: "
-					"Python json.dumps(m, sort_keys=True, separators=(',', ':'), ensure_ascii=False)"));
+	json_object_set_new(
+		m, "signature_covers",
+		json_string("Ed25519 over this object without \"signature\", as JSON with keys sorted, no "
+			    "white space, only \\\" \\\\ \\b \\f \\n \\r \\t \\u00xx escaped: "
+			    "Python json.dumps(m, sort_keys=True, separators=(',', ':'), ensure_ascii=False)"));
 	if (manifest_sign(m, o->sk, err) < 0 || write_manifest(manifest_path, m, err) < 0)
 		goto done;
 	progress(o->progress, rows, est, t0, true);
@@ -795,8 +818,8 @@ static void txn_finish(struct vstate *s)
 	journal_hash(h, prev, t->writer, t->seq, &jt);
 	if (sodium_memcmp(h, stored, 32) != 0) {
 		fail(s, t->first_line_no,
-		     "transaction %" PRId64 " (writer %s, seq %" PRId64 "): hash does not match its content",
-		     t->txn_id, t->writer, t->seq);
+		     "transaction %" PRId64 " (writer %s, seq %" PRId64 "): hash does not match its content", t->txn_id,
+		     t->writer, t->seq);
 		return;
 	}
 	ch = chain_get(&s->cs, t->writer, &created);
@@ -851,8 +874,8 @@ static int parse_i64(const char *str, int64_t *out)
 static int row_from_csv(struct vstate *s, int64_t line_no, const struct csv_fields *f, struct export_row *row)
 {
 	static const int ints[] = {0, 3, 4, 5, 7, 8, 17};
-	int64_t *dst[] = {&row->txn_id, &row->account_id, &row->line, &row->ledger_account_id, &row->grant_id,
-			  &row->amount, &row->seq};
+	int64_t *dst[] = {&row->txn_id,   &row->account_id, &row->line, &row->ledger_account_id,
+			  &row->grant_id, &row->amount,     &row->seq};
 
 	if (f->n != N_BODY) {
 		fail(s, line_no, "%zu fields, expected %zu", f->n + 1, N_COLUMNS);
@@ -891,14 +914,15 @@ static int row_from_json(struct vstate *s, int64_t line_no, json_t *j, struct ex
 		int col;
 		int64_t *dst;
 		bool nullable;
-	} ints[] = {{0, &row->txn_id, false},	  {3, &row->account_id, true}, {4, &row->line, false},
-		    {5, &row->ledger_account_id, false}, {7, &row->grant_id, true},   {8, &row->amount, false},
+	} ints[] = {{0, &row->txn_id, false},  {3, &row->account_id, true},
+		    {4, &row->line, false},    {5, &row->ledger_account_id, false},
+		    {7, &row->grant_id, true}, {8, &row->amount, false},
 		    {17, &row->seq, false}};
 	struct {
 		int col;
 		const char **dst;
-	} strs[] = {{2, &row->kind},   {6, &row->la_type}, {16, &row->writer},  {18, &row->idempotency_key},
-		    {19, &row->actor}, {20, &row->reason}, {21, &row->details}, {22, &row->prev_hex},
+	} strs[] = {{2, &row->kind},     {6, &row->la_type}, {16, &row->writer},  {18, &row->idempotency_key},
+		    {19, &row->actor},   {20, &row->reason}, {21, &row->details}, {22, &row->prev_hex},
 		    {23, &row->hash_hex}};
 	const char *ts;
 
@@ -951,8 +975,9 @@ static void check_row(struct vstate *s, int64_t line_no, const struct export_row
 			return;
 		}
 		if (row->line != 1) {
-			fail(s, line_no, "transaction %" PRId64 " starts at posting line %" PRId64
-					 " (postings missing before it)", row->txn_id, row->line);
+			fail(s, line_no,
+			     "transaction %" PRId64 " starts at posting line %" PRId64 " (postings missing before it)",
+			     row->txn_id, row->line);
 			return;
 		}
 		if (row->created_at_us < s->from_us || row->created_at_us >= s->to_us) {
@@ -1001,7 +1026,8 @@ static void check_row(struct vstate *s, int64_t line_no, const struct export_row
 		    strcmp(row->idempotency_key, t->idempotency_key) || strcmp(row->actor, t->actor) ||
 		    strcmp(row->reason, t->reason) || strcmp(row->details, t->details) ||
 		    strcmp(row->prev_hex, t->prev_hex) || strcmp(row->hash_hex, t->hash_hex)) {
-			fail(s, line_no, "transaction %" PRId64 ": its fields differ from its first line (line %" PRId64 ")",
+			fail(s, line_no,
+			     "transaction %" PRId64 ": its fields differ from its first line (line %" PRId64 ")",
 			     row->txn_id, t->first_line_no);
 			return;
 		}
@@ -1068,7 +1094,8 @@ static void check_record(struct vstate *s, int64_t line_no, const char *rec, siz
 			return;
 		}
 		n -= 1;
-		if (n < sl + 66 || memcmp(rec + n - 66 - sl, suffix, sl) != 0 || rec[n - 2] != '"' || rec[n - 1] != '}') {
+		if (n < sl + 66 || memcmp(rec + n - 66 - sl, suffix, sl) != 0 || rec[n - 2] != '"' ||
+		    rec[n - 1] != '}') {
 			fail(s, line_no, "the line does not end in a \"row_hash\" member");
 			return;
 		}
@@ -1084,7 +1111,8 @@ static void check_record(struct vstate *s, int64_t line_no, const char *rec, siz
 	}
 	s->rows++;
 	if (s->rows > s->manifest_rows) {
-		fail(s, line_no, "row %" PRId64 " is beyond the manifest's %" PRId64 " rows", s->rows, s->manifest_rows);
+		fail(s, line_no, "row %" PRId64 " is beyond the manifest's %" PRId64 " rows", s->rows,
+		     s->manifest_rows);
 		return;
 	}
 	if (s->rows % EXPORT_CHECKPOINT_EVERY == 0) {
@@ -1163,7 +1191,8 @@ static void check_totals(struct vstate *s, const uint8_t fh[32], int64_t bytes, 
 		fail(s, 0, "the file's BLAKE2b-256 %s differs from the manifest's", fhex);
 		return;
 	}
-	if (!mstr(json_object_get(m, "row_hash"), "last") || strcmp(mstr(json_object_get(m, "row_hash"), "last"), rhex)) {
+	if (!mstr(json_object_get(m, "row_hash"), "last") ||
+	    strcmp(mstr(json_object_get(m, "row_hash"), "last"), rhex)) {
 		fail(s, 0, "the last row hash differs from the manifest's");
 		return;
 	}

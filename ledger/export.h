@@ -49,11 +49,11 @@ struct export_opts {
 	int64_t from_us, to_us; /* [from, to) */
 	int64_t account_id;     /* 0: every account */
 	enum export_format format;
-	const char *path;       /* the manifest goes to path + ".manifest.json" */
-	bool force;             /* overwrite existing files */
-	const char *operator;   /* recorded in the manifest */
-	FILE *progress;         /* a terminal for the progress line, or NULL */
-	const uint8_t *sk;      /* Ed25519 secret key, crypto_sign_SECRETKEYBYTES (borrowed) */
+	const char *path;     /* the manifest goes to path + ".manifest.json" */
+	bool force;           /* overwrite existing files */
+	const char *operator; /* recorded in the manifest */
+	FILE *progress;       /* a terminal for the progress line, or NULL */
+	const uint8_t *sk;    /* Ed25519 secret key, crypto_sign_SECRETKEYBYTES (borrowed) */
 };
 
 struct export_result {
@@ -69,9 +69,9 @@ int export_write(PGconn *c, const struct export_opts *o, struct export_result *r
 	__attribute__((warn_unused_result));
 
 struct export_verdict {
-	int ok;             /* 1: the file, its manifest and its signature check out */
-	int64_t line;       /* first bad line (1-based) when the problem is a line's, else 0 */
-	char problem[600];  /* human text */
+	int ok;            /* 1: the file, its manifest and its signature check out */
+	int64_t line;      /* first bad line (1-based) when the problem is a line's, else 0 */
+	char problem[600]; /* human text */
 	int64_t rows, txns;
 	char public_key[65];
 };

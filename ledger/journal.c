@@ -72,7 +72,8 @@ int journal_find_key(PGconn *c, const char *key, int64_t *txn_id, uint8_t conten
 		     struct error *err)
 {
 	const char *p[1] = {key};
-	PGresult *r = db_query(c, "SELECT txn_id, content_hash FROM ledger_idempotency WHERE idempotency_key = $1", 1, p, err);
+	PGresult *r = db_query(c, "SELECT txn_id, content_hash FROM ledger_idempotency WHERE idempotency_key = $1", 1,
+			       p, err);
 	int rc = 0;
 
 	if (!r)

@@ -38,10 +38,10 @@ struct journal_txn {
 	const char *kind;            /* usage, topup, grant, adjust, refund, breakage, ... */
 	const char *idempotency_key; /* unique across the journal */
 	uint8_t content_hash[JOURNAL_HASH_BYTES];
-	int64_t account_id;          /* customer, 0 if none */
+	int64_t account_id; /* customer, 0 if none */
 	const char *actor;
 	const char *reason;
-	const char *details;         /* canonical JSON text, hashed as is */
+	const char *details; /* canonical JSON text, hashed as is */
 	int64_t created_at_us;
 	size_t n_postings;
 	struct journal_posting *postings; /* borrowed */
@@ -78,24 +78,37 @@ int journal_write(PGconn *c, const char *writer, struct journal_txn *txns, size_
 #define JOURNAL_SQL_CHAIN_LOCK "SELECT pg_advisory_xact_lock(hashtextextended('chain:' || $1, 0))"
 #define JOURNAL_SQL_HEAD "SELECT seq, hash FROM ledger_idempotency WHERE writer = $1 ORDER BY seq DESC LIMIT 1"
 #define JOURNAL_SQL_TXN_IDS "SELECT nextval('journal_txn_id_seq') FROM generate_series(1, $1::integer)"
-#define JOURNAL_SQL_INSERT                                                                                  \
+#define JOURNAL_SQL_INSERT                                                                                          \
 	"INSERT INTO journal (txn_id, writer, seq, kind, idempotency_key, content_hash, account_id, actor, reason," \
-	" details, created_at, prev_hash, hash)"                                                            \
-	" SELECT t, $1, s, k, ik, ch, a, ac, re, d, ca, ph, h FROM unnest($2::bigint[], $3::text[], $4::text[]," \
-	" $5::bytea[], $6::bigint[], $7::text[], $8::text[], $9::text[], $10::timestamptz[], $11::bytea[],"    \
+	" details, created_at, prev_hash, hash)"                                                                    \
+	" SELECT t, $1, s, k, ik, ch, a, ac, re, d, ca, ph, h FROM unnest($2::bigint[], $3::text[], $4::text[],"    \
+	" $5::bytea[], $6::bigint[], $7::text[], $8::text[], $9::text[], $10::timestamptz[], $11::bytea[],"         \
 	" $12::bytea[], $13::bigint[]) AS u(s, k, ik, ch, a, ac, re, d, ca, ph, h, t)"
-#define JOURNAL_SQL_POSTINGS                                                                                \
-	"INSERT INTO postings (txn_id, line, ledger_account_id, account_id, amount, created_at)"            \
-	" SELECT * FROM unnest($1::bigint[], $2::smallint[], $3::bigint[], $4::bigint[], $5::bigint[],"   \
+#define JOURNAL_SQL_POSTINGS                                                                            \
+	"INSERT INTO postings (txn_id, line, ledger_account_id, account_id, amount, created_at)"        \
+	" SELECT * FROM unnest($1::bigint[], $2::smallint[], $3::bigint[], $4::bigint[], $5::bigint[]," \
 	" $6::timestamptz[])"
-#define JOURNAL_SQL_NOTIFY                                                                                  \
-	"SELECT pg_notify('billing_balance', a::text || ' ' || $2)"                                         \
+#define JOURNAL_SQL_NOTIFY                                          \
+	"SELECT pg_notify('billing_balance', a::text || ' ' || $2)" \
 	" FROM (SELECT DISTINCT a FROM unnest($1::bigint[]) a WHERE a IS NOT NULL) s"
 
 /* PostgreSQL array literals of a batch: txn[] in the order of
  * JOURNAL_SQL_INSERT's $2..$13, post[] in the order of JOURNAL_SQL_POSTINGS. */
-enum { JA_SEQ, JA_KIND, JA_KEY, JA_CHASH, JA_ACCT, JA_ACTOR, JA_REASON, JA_DETAILS, JA_AT, JA_PREV, JA_HASH, JA_TXN,
-       JOURNAL_NA };
+enum {
+	JA_SEQ,
+	JA_KIND,
+	JA_KEY,
+	JA_CHASH,
+	JA_ACCT,
+	JA_ACTOR,
+	JA_REASON,
+	JA_DETAILS,
+	JA_AT,
+	JA_PREV,
+	JA_HASH,
+	JA_TXN,
+	JOURNAL_NA
+};
 enum { JP_TXN, JP_LINE, JP_LA, JP_ACCT, JP_AMOUNT, JP_AT, JOURNAL_NP };
 struct journal_arrays {
 	struct buf txn[JOURNAL_NA];

@@ -65,8 +65,7 @@ static int put_value(const json_t *v, struct buf *b, int top, struct error *err)
 		if (!keys) {
 			return error_set(err, 0, "oom", "out of memory");
 		}
-		json_object_foreach((json_t *)v, key, val)
-			keys[k++] = key;
+		json_object_foreach((json_t *)v, key, val) keys[k++] = key;
 		qsort(keys, k, sizeof(*keys), cmp_keys); /* strcmp: unsigned bytes = code point order */
 		buf_append(b, "{", 1);
 		for (size_t i = 0; i < k && rc == 0; i++) {
@@ -168,8 +167,8 @@ int manifest_verify(const json_t *m, const uint8_t *trusted, struct error *err)
 	int rc = -1;
 
 	buf_init(&b);
-	if (hex_field(m, "public_key", pk, sizeof(pk), err) < 0 || hex_field(m, "signature", sig, sizeof(sig), err) < 0 ||
-	    manifest_canonical(m, &b, err) < 0)
+	if (hex_field(m, "public_key", pk, sizeof(pk), err) < 0 ||
+	    hex_field(m, "signature", sig, sizeof(sig), err) < 0 || manifest_canonical(m, &b, err) < 0)
 		goto done;
 	if (crypto_sign_verify_detached(sig, (const unsigned char *)b.data, b.len, pk) != 0) {
 		error_set(err, 0, "bad_signature", "the manifest's signature does not verify with its public key");
@@ -197,7 +196,7 @@ static int load_hex(const char *path, uint8_t *out, size_t n, const char *what, 
 
 	if (!f) {
 		return error_set(err, 0, errno == ENOENT ? "not_found" : "io", "cannot open %s '%s': %s", what, path,
-			         strerror(errno));
+				 strerror(errno));
 	}
 	len = fread(text, 1, sizeof(text) - 1, f);
 	fclose(f);
@@ -231,7 +230,8 @@ int manifest_load_secret_key(const char *path, uint8_t sk[crypto_sign_SECRETKEYB
 	sodium_memzero(check_sk, sizeof(check_sk));
 	if (sodium_memcmp(derived, check_pk, sizeof(derived)) != 0) {
 		sodium_memzero(sk, crypto_sign_SECRETKEYBYTES);
-		return error_set(err, 0, "bad_key", "signing key '%s' is inconsistent (its public half does not match)", path);
+		return error_set(err, 0, "bad_key", "signing key '%s' is inconsistent (its public half does not match)",
+				 path);
 	}
 	if (pk)
 		memcpy(pk, derived, sizeof(derived));

@@ -44,7 +44,8 @@ int manifest_verify(const json_t *m, const uint8_t *trusted, struct error *err) 
 
 /* Reads a hex secret key file; pk (may be NULL) gets its public half. */
 int manifest_load_secret_key(const char *path, uint8_t sk[crypto_sign_SECRETKEYBYTES],
-			     uint8_t pk[crypto_sign_PUBLICKEYBYTES], struct error *err) __attribute__((warn_unused_result));
+			     uint8_t pk[crypto_sign_PUBLICKEYBYTES], struct error *err)
+	__attribute__((warn_unused_result));
 /* Reads a hex public key file.  -1 with err (code "not_found" when the file does not exist). */
 int manifest_load_public_key(const char *path, uint8_t pk[crypto_sign_PUBLICKEYBYTES], struct error *err)
 	__attribute__((warn_unused_result));

@@ -55,10 +55,11 @@ int ops_in_tx(PGconn *c, int (*fn)(void *arg, struct error *err), void *arg, str
 int ops_audit(PGconn *c, const char *actor, const char *action, const char *target, const char *reason,
 	      const char *details_json, struct error *err)
 {
-	const char *p[5] = {actor, action, target ? target : "", reason ? reason : "", details_json ? details_json : "{}"};
+	const char *p[5] = {actor, action, target ? target : "", reason ? reason : "",
+			    details_json ? details_json : "{}"};
 
-	return db_exec(c, "INSERT INTO audit_log (actor, action, target, reason, details) VALUES ($1,$2,$3,$4,$5)", 5, p,
-		       err);
+	return db_exec(c, "INSERT INTO audit_log (actor, action, target, reason, details) VALUES ($1,$2,$3,$4,$5)", 5,
+		       p, err);
 }
 
 static const char account_cols[] =
@@ -205,7 +206,8 @@ static int paid_account(PGconn *c, int64_t account_id, int64_t *la, struct error
 	PGresult *r;
 
 	snprintf(id, sizeof(id), "%" PRId64, account_id);
-	r = db_query(c, "SELECT ledger_account_id FROM ledger_accounts WHERE account_id = $1 AND type = 'customer_paid'",
+	r = db_query(c,
+		     "SELECT ledger_account_id FROM ledger_accounts WHERE account_id = $1 AND type = 'customer_paid'",
 		     1, p, err);
 	if (!r)
 		return -1;
@@ -226,7 +228,8 @@ static int check_key(PGconn *c, const char *key, const uint8_t chash[32], int64_
 	int rc = journal_find_key(c, key, txn_id, stored, err);
 
 	if (rc == 1 && sodium_memcmp(stored, chash, 32) != 0) {
-		return error_set(err, 409, "idempotency_conflict", "idempotency key '%s' was used with different content", key);
+		return error_set(err, 409, "idempotency_conflict",
+				 "idempotency key '%s' was used with different content", key);
 	}
 	return rc;
 }
@@ -257,7 +260,8 @@ static int grant_by_txn(PGconn *c, int64_t txn_id, struct ops_grant_info *out, s
 		return -1;
 	if (PQntuples(r) != 1) {
 		PQclear(r);
-		return error_set(err, 409, "idempotency_conflict", "idempotency key belongs to another kind of transaction");
+		return error_set(err, 409, "idempotency_conflict",
+				 "idempotency key belongs to another kind of transaction");
 	}
 	memset(out, 0, sizeof(*out));
 	out->grant_id = db_int64(r, 0, 0);
@@ -294,8 +298,8 @@ int ops_grant_in_tx(struct ops_ctx *x, const struct ops_grant_req *req, struct o
 		error_set(err, 422, "invalid_amount", "a grant must be positive");
 		goto done;
 	}
-	if (strcmp(req->kind, "admin") == 0 && !amount_within(req->amount_nanos, x->max_grant_nanos,
-							      OPS_MAX_GRANT_DEFAULT, "a grant", "max_grant", err))
+	if (strcmp(req->kind, "admin") == 0 &&
+	    !amount_within(req->amount_nanos, x->max_grant_nanos, OPS_MAX_GRANT_DEFAULT, "a grant", "max_grant", err))
 		goto done;
 	/* every grant key carries its kind, so a caller's key can never take
 	 * the key of another kind of transaction (usage:..., topup:...) */
@@ -373,7 +377,8 @@ int ops_grant_in_tx(struct ops_ctx *x, const struct ops_grant_req *req, struct o
 	if (req->expires_at_us)
 		time_format_rfc3339(req->expires_at_us, exp, sizeof(exp));
 	{
-		const char *p[8] = {acct, la_s, req->kind, amt, prio, req->expires_at_us ? exp : NULL, req->campaign, txn};
+		const char *p[8] = {acct,          la_s, req->kind, amt, prio, req->expires_at_us ? exp : NULL,
+				    req->campaign, txn};
 		if (db_exec(c,
 			    "INSERT INTO grants (account_id, ledger_account_id, kind, amount_nanos, priority, expires_at,"
 			    " campaign, txn_id) VALUES ($1,$2,$3,$4,$5,$6,$7,$8)",
@@ -508,7 +513,8 @@ int ops_topup(struct ops_ctx *x, int64_t account_id, int64_t amount_nanos, const
 		extra[l - 2] = '\0';
 	}
 	{
-		struct paid_job j = {x, "topup", account_id, amount_nanos, LA_CASH_CLEARING, key, "top-up", extra, 0, false};
+		struct paid_job j = {x,        "topup", account_id, amount_nanos, LA_CASH_CLEARING, key,
+				     "top-up", extra,   0,          false};
 		if (ops_in_tx(x->conn, paid_tx, &j, err) < 0)
 			goto done;
 		*duplicate = j.duplicate;

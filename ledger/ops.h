@@ -44,8 +44,8 @@ struct ops_grant_info {
 
 struct ops_balance {
 	/* exact (contract section 4a: a balance may pass int64) */
-	money_total paid_nanos;   /* may be negative: arrears */
-	money_total promo_nanos;  /* unexpired grant buckets */
+	money_total paid_nanos;             /* may be negative: arrears */
+	money_total promo_nanos;            /* unexpired grant buckets */
 	money_total expired_unbroken_nanos; /* expired, not yet moved to breakage: never spendable */
 	size_t n_grants;
 	struct ops_grant_info grants[64]; /* unexpired grants with money left, burn-down order (first 64) */
@@ -81,15 +81,14 @@ int ops_balance_get(PGconn *c, int64_t account_id, int64_t now_us, struct ops_ba
 int ops_limits_view(PGconn *c, int64_t account_id, const char *tier, json_t **out, struct error *err)
 	__attribute__((warn_unused_result));
 
-
 struct ops_grant_req {
 	int64_t account_id;
 	int64_t amount_nanos;
 	const char *reason;
-	const char *kind;     /* admin, signup, referral */
-	const char *campaign; /* NULL */
-	int64_t expires_at_us; /* 0: never */
-	int priority;          /* lower burns first */
+	const char *kind;            /* admin, signup, referral */
+	const char *campaign;        /* NULL */
+	int64_t expires_at_us;       /* 0: never */
+	int priority;                /* lower burns first */
 	const char *idempotency_key; /* NULL: a fresh one; a caller's key becomes "grant:KEY" */
 	bool internal_key;           /* promotions: the key is used as it is ("signup:N", "referral:N") */
 };

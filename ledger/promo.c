@@ -113,12 +113,13 @@ static int claim_identities(PGconn *c, const char *kind, int64_t account_id, str
 	if (db_exec(c, "SAVEPOINT promo_claim", 0, NULL, err) < 0)
 		return -1;
 	/* sorted: two claimers of overlapping sets lock in the same order */
-	r = db_query(c,
-		     "WITH ids AS (SELECT DISTINCT i FROM customers, unnest(identity) AS i WHERE account_id = $2::bigint),"
-		     " ins AS (INSERT INTO promo_identity_claims (kind, identity, account_id)"
-		     "         SELECT $1, i, $2::bigint FROM ids ORDER BY i ON CONFLICT DO NOTHING RETURNING 1)"
-		     " SELECT (SELECT count(*) FROM ids) = (SELECT count(*) FROM ins)",
-		     2, p, err);
+	r = db_query(
+		c,
+		"WITH ids AS (SELECT DISTINCT i FROM customers, unnest(identity) AS i WHERE account_id = $2::bigint),"
+		" ins AS (INSERT INTO promo_identity_claims (kind, identity, account_id)"
+		"         SELECT $1, i, $2::bigint FROM ids ORDER BY i ON CONFLICT DO NOTHING RETURNING 1)"
+		" SELECT (SELECT count(*) FROM ids) = (SELECT count(*) FROM ins)",
+		2, p, err);
 	if (!r)
 		return -1;
 	all = PQgetvalue(r, 0, 0)[0] == 't';
@@ -134,8 +135,7 @@ static int unclaim(PGconn *c, struct error *err)
 }
 
 int promo_on_signup(struct ops_ctx *x, int64_t account_id, int64_t inviter_id, const char *const *identity,
-		    size_t n_identity, int64_t *grant_id, int64_t *nanos, char *note, size_t notelen,
-		    struct error *err)
+		    size_t n_identity, int64_t *grant_id, int64_t *nanos, char *note, size_t notelen, struct error *err)
 {
 	struct campaign cp;
 	char key[64];
@@ -183,7 +183,8 @@ int promo_on_qualify(struct ops_ctx *x, int64_t invitee_id, int64_t *grant_id, i
 	*nanos = 0;
 	snprintf(inv, sizeof(inv), "%" PRId64, invitee_id);
 	p[0] = inv;
-	r = db_query(c, "SELECT referred_by FROM customers WHERE account_id = $1 AND referred_by IS NOT NULL", 1, p, err);
+	r = db_query(c, "SELECT referred_by FROM customers WHERE account_id = $1 AND referred_by IS NOT NULL", 1, p,
+		     err);
 	if (!r)
 		return -1;
 	if (PQntuples(r) != 1) {
@@ -248,7 +249,8 @@ int promo_on_qualify(struct ops_ctx *x, int64_t invitee_id, int64_t *grant_id, i
 		/* CONTRACT.md §4: one referral reward per invitee identity string, ever */
 		if (found < 0)
 			goto done;
-		snprintf(outcome, sizeof(outcome), "an identity string of the invitee already earned a referral reward");
+		snprintf(outcome, sizeof(outcome),
+			 "an identity string of the invitee already earned a referral reward");
 	} else {
 		snprintf(key, sizeof(key), "referral:%" PRId64, invitee_id);
 		if (give(x, &cp, inviter_id, cp.referral, "referral", key, grant_id, nanos, note, notelen, err) < 0)
@@ -261,17 +263,16 @@ int promo_on_qualify(struct ops_ctx *x, int64_t invitee_id, int64_t *grant_id, i
 	}
 	PQclear(r);
 	r = NULL;
-record:
-	{
-		char gid[32];
-		snprintf(gid, sizeof(gid), "%" PRId64, *grant_id);
-		const char *q[5] = {inv, inviter, cp.name, outcome, *grant_id ? gid : NULL};
-		if (db_exec(c,
-			    "INSERT INTO referrals (invitee_id, inviter_id, campaign, outcome, grant_id)"
-			    " VALUES ($1,$2,$3,$4,$5)",
-			    5, q, err) < 0)
-			goto done;
-	}
+record : {
+	char gid[32];
+	snprintf(gid, sizeof(gid), "%" PRId64, *grant_id);
+	const char *q[5] = {inv, inviter, cp.name, outcome, *grant_id ? gid : NULL};
+	if (db_exec(c,
+		    "INSERT INTO referrals (invitee_id, inviter_id, campaign, outcome, grant_id)"
+		    " VALUES ($1,$2,$3,$4,$5)",
+		    5, q, err) < 0)
+		goto done;
+}
 	if (*grant_id == 0)
 		snprintf(note, notelen, "%s", outcome);
 	rc = 0;
@@ -314,8 +315,7 @@ static int expire_tx(void *arg, struct error *err)
 	PQclear(r);
 	if (bal <= 0)
 		return 0;
-	snprintf(details, sizeof(details), "{\"grant_id\":%" PRId64 ",\"amount_nanos\":%" PRId64 "}", j->grant_id,
-		 bal);
+	snprintf(details, sizeof(details), "{\"grant_id\":%" PRId64 ",\"amount_nanos\":%" PRId64 "}", j->grant_id, bal);
 	post[0] = (struct journal_posting){j->la, j->account_id, -bal};
 	post[1] = (struct journal_posting){LA_BREAKAGE, 0, bal};
 	memset(&t, 0, sizeof(t));
@@ -345,18 +345,20 @@ int promo_expire_due(struct ops_ctx *x, int64_t now_us, int limit, int *moved, i
 	*nanos = 0;
 	time_format_rfc3339(now_us, now, sizeof(now));
 	snprintf(lim, sizeof(lim), "%d", limit);
-	r = db_query(x->conn,
-		     "SELECT g.grant_id, g.account_id, g.ledger_account_id FROM grants g"
-		     " JOIN ledger_balances b USING (ledger_account_id)"
-		     " WHERE g.expires_at <= $1::timestamptz AND b.balance > 0"
-		     " AND NOT EXISTS (SELECT 1 FROM ledger_idempotency k WHERE k.idempotency_key = 'breakage:' || g.grant_id)"
-		     " ORDER BY g.expires_at, g.grant_id LIMIT $2",
-		     2, p, err);
+	r = db_query(
+		x->conn,
+		"SELECT g.grant_id, g.account_id, g.ledger_account_id FROM grants g"
+		" JOIN ledger_balances b USING (ledger_account_id)"
+		" WHERE g.expires_at <= $1::timestamptz AND b.balance > 0"
+		" AND NOT EXISTS (SELECT 1 FROM ledger_idempotency k WHERE k.idempotency_key = 'breakage:' || g.grant_id)"
+		" ORDER BY g.expires_at, g.grant_id LIMIT $2",
+		2, p, err);
 	if (!r)
 		return -1;
 	for (int i = 0; i < PQntuples(r); i++) {
-		struct expire_job j = {x, strtoll(PQgetvalue(r, i, 0), NULL, 10), strtoll(PQgetvalue(r, i, 1), NULL, 10),
-				       strtoll(PQgetvalue(r, i, 2), NULL, 10), 0};
+		struct expire_job j = {x, strtoll(PQgetvalue(r, i, 0), NULL, 10),
+				       strtoll(PQgetvalue(r, i, 1), NULL, 10), strtoll(PQgetvalue(r, i, 2), NULL, 10),
+				       0};
 		if (ops_in_tx(x->conn, expire_tx, &j, err) < 0) {
 			PQclear(r);
 			return -1;

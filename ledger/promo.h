@@ -16,8 +16,8 @@
  * the account already received a signup credit: promo_identity_claims,
  * migration 0007).  -1 only on errors. */
 int promo_on_signup(struct ops_ctx *x, int64_t account_id, int64_t inviter_id, const char *const *identity,
-		    size_t n_identity, int64_t *grant_id, int64_t *nanos, char *note, size_t notelen,
-		    struct error *err) __attribute__((warn_unused_result));
+		    size_t n_identity, int64_t *grant_id, int64_t *nanos, char *note, size_t notelen, struct error *err)
+	__attribute__((warn_unused_result));
 
 /* The invitee qualified (verified, or first top-up): reward its inviter once
  * ever, and at most once per invitee identity string ever; nothing while

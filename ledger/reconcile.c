@@ -58,7 +58,9 @@ static struct rclient *redis_open(const struct reconcile_opts *o, struct error *
 
 int64_t reconcile_mirror_split(money_total v, money_total *excess)
 {
-	int64_t m = v > RECONCILE_MIRROR_CAP ? RECONCILE_MIRROR_CAP : v < -RECONCILE_MIRROR_CAP ? -RECONCILE_MIRROR_CAP : (int64_t)v;
+	int64_t m = v > RECONCILE_MIRROR_CAP    ? RECONCILE_MIRROR_CAP
+		    : v < -RECONCILE_MIRROR_CAP ? -RECONCILE_MIRROR_CAP
+						: (int64_t)v;
 
 	*excess = v - m;
 	return m;
@@ -91,7 +93,7 @@ static int compare_chunk(struct rclient *rc, const int64_t *ids, const money_tot
 {
 	struct rclient_cmd *cmds = calloc(2 * n + 1, sizeof(*cmds));
 	redisReply **replies = calloc(2 * n + 1, sizeof(*replies));
-	char (*keys)[2][48] = calloc(n + 1, sizeof(*keys));
+	char(*keys)[2][48] = calloc(n + 1, sizeof(*keys));
 	const char **argv = calloc(10 * n + 1, sizeof(*argv));
 	int ret = -1;
 
@@ -122,7 +124,8 @@ static int compare_chunk(struct rclient *rc, const int64_t *ids, const money_tot
 
 		if (r->type != REDIS_REPLY_ARRAY || r->elements != 5 ||
 		    (v->type != REDIS_REPLY_STRING && v->type != REDIS_REPLY_NIL)) {
-			error_set(err, 503, "unavailable", "redis: unexpected reply for the mirror of account %" PRId64, ids[i]);
+			error_set(err, 503, "unavailable", "redis: unexpected reply for the mirror of account %" PRId64,
+				  ids[i]);
 			goto done;
 		}
 		memset(d, 0, sizeof(*d));
@@ -140,9 +143,9 @@ static int compare_chunk(struct rclient *rc, const int64_t *ids, const money_tot
 			snprintf(d->mirror_v, sizeof(d->mirror_v), "%.*s", (int)v->len, v->str);
 		missing[i] = r->element[0]->type == REDIS_REPLY_NIL && r->element[1]->type == REDIS_REPLY_NIL &&
 			     r->element[2]->type == REDIS_REPLY_NIL;
-		differs[i] = !missing[i] && (!d->mirror_has_paid || !d->mirror_has_promo ||
-					     d->mirror_paid != d->ledger_paid || d->mirror_promo != d->ledger_promo ||
-					     strcmp(d->mirror_status, d->ledger_status) != 0);
+		differs[i] = !missing[i] &&
+			     (!d->mirror_has_paid || !d->mirror_has_promo || d->mirror_paid != d->ledger_paid ||
+			      d->mirror_promo != d->ledger_promo || strcmp(d->mirror_status, d->ledger_status) != 0);
 	}
 	ret = 0;
 done:
@@ -189,8 +192,8 @@ static int recheck(PGconn *c, struct rclient *rc, const char *now, struct reconc
 {
 	struct buf arr, q;
 	int64_t *ids = NULL;
-	money_total (*vals)[2] = NULL;
-	char (*status)[16] = NULL;
+	money_total(*vals)[2] = NULL;
+	char(*status)[16] = NULL;
 	int64_t *first_exp = NULL;
 	struct reconcile_diff *fresh = NULL;
 	bool *differs = NULL, *missing = NULL;
@@ -226,8 +229,8 @@ static int recheck(PGconn *c, struct rclient *rc, const char *now, struct reconc
 	take_rows(r, ids, vals, status, first_exp);
 	for (size_t off = 0; off < n; off += CHUNK) {
 		size_t k = n - off < CHUNK ? n - off : CHUNK;
-		if (compare_chunk(rc, ids + off, (const money_total(*)[2])(vals + off), status + off, first_exp + off, k,
-				  fresh + off, differs + off, missing + off, err) < 0)
+		if (compare_chunk(rc, ids + off, (const money_total(*)[2])(vals + off), status + off, first_exp + off,
+				  k, fresh + off, differs + off, missing + off, err) < 0)
 			goto done;
 	}
 	for (size_t i = 0; i < n; i++) {
@@ -284,7 +287,8 @@ static int repair(struct rclient *rc, struct reconcile_report *rep, int64_t now_
 		if (!r)
 			return -1;
 		if (r->type == REDIS_REPLY_ERROR) {
-			error_set(err, 503, "unavailable", "redis repair of account %" PRId64 ": %s", d->account_id, r->str);
+			error_set(err, 503, "unavailable", "redis repair of account %" PRId64 ": %s", d->account_id,
+				  r->str);
 			freeReplyObject(r);
 			return -1;
 		}

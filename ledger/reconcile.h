@@ -57,17 +57,17 @@ struct reconcile_diff {
 	char ledger_status[16];
 	bool mirror_has_paid, mirror_has_promo;
 	money_total mirror_paid, mirror_promo; /* paid + poff, promo + qoff */
-	char mirror_status[16]; /* "" when absent */
-	int64_t ledger_first_expiry_us; /* of a grant with credit left, 0 = none */
-	char mirror_v[32];      /* {a:ID}:st ver, "" when absent */
-	int repaired;       /* 1 repaired, 0 not tried, -1 skipped: v moved */
+	char mirror_status[16];                /* "" when absent */
+	int64_t ledger_first_expiry_us;        /* of a grant with credit left, 0 = none */
+	char mirror_v[32];                     /* {a:ID}:st ver, "" when absent */
+	int repaired;                          /* 1 repaired, 0 not tried, -1 skipped: v moved */
 };
 
 struct reconcile_report {
 	int64_t accounts, matching, not_loaded;
 	struct reconcile_diff *diffs; /* owned */
 	size_t n_diffs, cap_diffs;
-	int64_t *not_loaded_ids;      /* owned: the first RECONCILE_SAMPLE of them */
+	int64_t *not_loaded_ids; /* owned: the first RECONCILE_SAMPLE of them */
 	size_t n_not_loaded_ids;
 	int64_t repaired, repair_skipped;
 };
@@ -75,11 +75,11 @@ struct reconcile_report {
 #define RECONCILE_SAMPLE 1000
 
 struct reconcile_opts {
-	const char *redis;  /* host:port[/db], or Redis Cluster seeds host:port,host:port,... */
+	const char *redis; /* host:port[/db], or Redis Cluster seeds host:port,host:port,... */
 	int timeout_ms;
-	int settle_ms;      /* 0: report first-pass differences as they are */
+	int settle_ms; /* 0: report first-pass differences as they are */
 	bool repair;
-	int64_t now_us;     /* expiry instant; 0: now */
+	int64_t now_us; /* expiry instant; 0: now */
 };
 
 /* 0 with rep filled (free with reconcile_report_release), -1 with err when

@@ -37,8 +37,8 @@ static int refund_tx(void *arg, struct error *err)
 	memset(out, 0, sizeof(*out));
 	{
 		const char *p[1] = {j->request_id};
-		r = db_query(c, "SELECT account_id, txn_id, model, cost_nanos FROM usage_records WHERE request_id = $1", 1,
-			     p, err);
+		r = db_query(c, "SELECT account_id, txn_id, model, cost_nanos FROM usage_records WHERE request_id = $1",
+			     1, p, err);
 	}
 	if (!r)
 		goto done;
@@ -110,11 +110,13 @@ static int refund_tx(void *arg, struct error *err)
 	}
 	buf_printf(&content, "refund|%s|%s", j->request_id, j->reason);
 	journal_content_hash(chash, content.data, content.len);
-	buf_printf(&details, "{\"breakage_nanos\":%" PRId64 ",\"cost_nanos\":%" PRId64 ",\"model\":", out->breakage_nanos,
+	buf_printf(&details,
+		   "{\"breakage_nanos\":%" PRId64 ",\"cost_nanos\":%" PRId64 ",\"model\":", out->breakage_nanos,
 		   out->cost_nanos);
 	buf_json_str(&details, out->model);
-	buf_printf(&details, ",\"original_txn_id\":%" PRId64 ",\"paid_nanos\":%" PRId64 ",\"promo_nanos\":%" PRId64
-			     ",\"request_id\":",
+	buf_printf(&details,
+		   ",\"original_txn_id\":%" PRId64 ",\"paid_nanos\":%" PRId64 ",\"promo_nanos\":%" PRId64
+		   ",\"request_id\":",
 		   out->original_txn_id, out->paid_nanos, out->promo_nanos);
 	buf_json_str(&details, j->request_id);
 	buf_puts(&details, "}");

@@ -17,10 +17,10 @@
 
 struct refund_result {
 	int64_t txn_id, account_id, original_txn_id;
-	int64_t cost_nanos;        /* of the original record */
-	int64_t paid_nanos;        /* back to the paid balance */
-	int64_t promo_nanos;       /* back to unexpired grant buckets */
-	int64_t breakage_nanos;    /* onto breakage (expired buckets) */
+	int64_t cost_nanos;     /* of the original record */
+	int64_t paid_nanos;     /* back to the paid balance */
+	int64_t promo_nanos;    /* back to unexpired grant buckets */
+	int64_t breakage_nanos; /* onto breakage (expired buckets) */
 	char model[201];
 };
 

@@ -151,12 +151,13 @@ static int signup_tx(void *arg, struct error *err)
 	sodium_bin2hex(hex, sizeof(hex), j->rhash, 32);
 	new_referral_code(code, sizeof(code));
 	{
-		const char *p[6] = {j->req->external_id, code, inviter[0] ? inviter : NULL, ident.data, hex,
-				    j->req->tier ? j->req->tier : "default"};
-		r = db_query(c,
-			     "INSERT INTO customers (external_id, referral_code, referred_by, identity, request_hash, tier)"
-			     " VALUES ($1, $2, $3, $4::text[], decode($5, 'hex'), $6) RETURNING account_id",
-			     6, p, err);
+		const char *p[6] = {j->req->external_id, code, inviter[0] ? inviter : NULL,
+				    ident.data,          hex,  j->req->tier ? j->req->tier : "default"};
+		r = db_query(
+			c,
+			"INSERT INTO customers (external_id, referral_code, referred_by, identity, request_hash, tier)"
+			" VALUES ($1, $2, $3, $4::text[], decode($5, 'hex'), $6) RETURNING account_id",
+			6, p, err);
 	}
 	if (!r)
 		goto done;
@@ -168,8 +169,8 @@ static int signup_tx(void *arg, struct error *err)
 		char id[32];
 		const char *p[1] = {id};
 		snprintf(id, sizeof(id), "%" PRId64, j->out->account_id);
-		if (db_exec(c, "INSERT INTO ledger_accounts (type, account_id) VALUES ('customer_paid', $1)", 1, p, err) <
-		    0)
+		if (db_exec(c, "INSERT INTO ledger_accounts (type, account_id) VALUES ('customer_paid', $1)", 1, p,
+			    err) < 0)
 			goto done;
 	}
 	if (promo_on_signup(j->x, j->out->account_id, inviter_id, j->req->identity, j->req->n_identity,

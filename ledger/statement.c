@@ -17,12 +17,9 @@
 static const struct {
 	const char *kind, *label;
 } known[] = {
-	{"topup", "top-ups"},
-	{"grant", "grants"},
-	{"usage", "usage"},
-	{"breakage", "expiries (breakage)"},
-	{"adjust", "adjustments"},
-	{"refund", "refunds"},
+	{"topup", "top-ups"},      {"grant", "grants"},
+	{"usage", "usage"},        {"breakage", "expiries (breakage)"},
+	{"adjust", "adjustments"}, {"refund", "refunds"},
 	{"clawback", "clawbacks"},
 };
 #define N_KNOWN (sizeof(known) / sizeof(known[0]))
@@ -112,13 +109,14 @@ int statement_build(PGconn *c, int64_t account_id, int64_t from_us, int64_t to_u
 	}
 	PQclear(r);
 	/* transactions per kind (one touching both sides counts once) */
-	r = db_query(c,
-		     "SELECT j.kind, count(DISTINCT j.txn_id)"
-		     " FROM ledger_accounts la JOIN postings p ON p.ledger_account_id = la.ledger_account_id"
-		     " JOIN journal j ON j.txn_id = p.txn_id AND j.created_at = p.created_at"
-		     " WHERE la.account_id = $1::bigint AND j.created_at >= $2::timestamptz AND j.created_at < $3::timestamptz"
-		     " GROUP BY 1",
-		     3, p, err);
+	r = db_query(
+		c,
+		"SELECT j.kind, count(DISTINCT j.txn_id)"
+		" FROM ledger_accounts la JOIN postings p ON p.ledger_account_id = la.ledger_account_id"
+		" JOIN journal j ON j.txn_id = p.txn_id AND j.created_at = p.created_at"
+		" WHERE la.account_id = $1::bigint AND j.created_at >= $2::timestamptz AND j.created_at < $3::timestamptz"
+		" GROUP BY 1",
+		3, p, err);
 	if (!r)
 		goto done;
 	for (int i = 0; i < PQntuples(r); i++) {
@@ -129,15 +127,16 @@ int statement_build(PGconn *c, int64_t account_id, int64_t from_us, int64_t to_u
 	PQclear(r);
 
 	/* closing, by its own query */
-	r = db_query(c,
-		     "SELECT coalesce(sum(p.amount) FILTER (WHERE la.type = 'customer_paid'), 0),"
-		     " coalesce(sum(p.amount) FILTER (WHERE la.type = 'customer_promo'), 0),"
-		     " coalesce(sum(p.amount) FILTER (WHERE g.expires_at <= $3::timestamptz), 0)"
-		     " FROM ledger_accounts la JOIN postings p ON p.ledger_account_id = la.ledger_account_id"
-		     " JOIN journal j ON j.txn_id = p.txn_id AND j.created_at = p.created_at"
-		     " LEFT JOIN grants g ON g.ledger_account_id = la.ledger_account_id"
-		     " WHERE la.account_id = $1::bigint AND j.created_at < $3::timestamptz AND $2::timestamptz IS NOT NULL",
-		     3, p, err);
+	r = db_query(
+		c,
+		"SELECT coalesce(sum(p.amount) FILTER (WHERE la.type = 'customer_paid'), 0),"
+		" coalesce(sum(p.amount) FILTER (WHERE la.type = 'customer_promo'), 0),"
+		" coalesce(sum(p.amount) FILTER (WHERE g.expires_at <= $3::timestamptz), 0)"
+		" FROM ledger_accounts la JOIN postings p ON p.ledger_account_id = la.ledger_account_id"
+		" JOIN journal j ON j.txn_id = p.txn_id AND j.created_at = p.created_at"
+		" LEFT JOIN grants g ON g.ledger_account_id = la.ledger_account_id"
+		" WHERE la.account_id = $1::bigint AND j.created_at < $3::timestamptz AND $2::timestamptz IS NOT NULL",
+		3, p, err);
 	if (!r)
 		goto done;
 	out->closing_paid = db_total(r, 0, 0);
@@ -146,23 +145,24 @@ int statement_build(PGconn *c, int64_t account_id, int64_t from_us, int64_t to_u
 	PQclear(r);
 
 	/* usage by model */
-	r = db_query(c,
-		     "WITH u AS (SELECT j.txn_id, j.created_at, j.details::jsonb AS d FROM journal j"
-		     "   WHERE j.account_id = $1::bigint AND j.kind = 'usage'"
-		     "   AND j.created_at >= $2::timestamptz AND j.created_at < $3::timestamptz)"
-		     " SELECT coalesce(u.d->>'model', ''), count(*),"
-		     " coalesce(sum(CASE WHEN jsonb_typeof(u.d->'input_tokens') = 'number' THEN (u.d->>'input_tokens')::bigint END), 0),"
-		     " coalesce(sum(CASE WHEN jsonb_typeof(u.d->'cached_input_tokens') = 'number'"
-		     "   THEN (u.d->>'cached_input_tokens')::bigint END), 0),"
-		     " coalesce(sum(CASE WHEN jsonb_typeof(u.d->'output_tokens') = 'number' THEN (u.d->>'output_tokens')::bigint END), 0),"
-		     " coalesce(sum(x.paid), 0), coalesce(sum(x.promo), 0)"
-		     " FROM u CROSS JOIN LATERAL (SELECT"
-		     "   coalesce(sum(p.amount) FILTER (WHERE la.type = 'customer_paid'), 0) AS paid,"
-		     "   coalesce(sum(p.amount) FILTER (WHERE la.type = 'customer_promo'), 0) AS promo"
-		     "   FROM postings p JOIN ledger_accounts la ON la.ledger_account_id = p.ledger_account_id"
-		     "   WHERE p.txn_id = u.txn_id AND p.created_at = u.created_at AND la.account_id = $1::bigint) x"
-		     " GROUP BY 1 ORDER BY 1",
-		     3, p, err);
+	r = db_query(
+		c,
+		"WITH u AS (SELECT j.txn_id, j.created_at, j.details::jsonb AS d FROM journal j"
+		"   WHERE j.account_id = $1::bigint AND j.kind = 'usage'"
+		"   AND j.created_at >= $2::timestamptz AND j.created_at < $3::timestamptz)"
+		" SELECT coalesce(u.d->>'model', ''), count(*),"
+		" coalesce(sum(CASE WHEN jsonb_typeof(u.d->'input_tokens') = 'number' THEN (u.d->>'input_tokens')::bigint END), 0),"
+		" coalesce(sum(CASE WHEN jsonb_typeof(u.d->'cached_input_tokens') = 'number'"
+		"   THEN (u.d->>'cached_input_tokens')::bigint END), 0),"
+		" coalesce(sum(CASE WHEN jsonb_typeof(u.d->'output_tokens') = 'number' THEN (u.d->>'output_tokens')::bigint END), 0),"
+		" coalesce(sum(x.paid), 0), coalesce(sum(x.promo), 0)"
+		" FROM u CROSS JOIN LATERAL (SELECT"
+		"   coalesce(sum(p.amount) FILTER (WHERE la.type = 'customer_paid'), 0) AS paid,"
+		"   coalesce(sum(p.amount) FILTER (WHERE la.type = 'customer_promo'), 0) AS promo"
+		"   FROM postings p JOIN ledger_accounts la ON la.ledger_account_id = p.ledger_account_id"
+		"   WHERE p.txn_id = u.txn_id AND p.created_at = u.created_at AND la.account_id = $1::bigint) x"
+		" GROUP BY 1 ORDER BY 1",
+		3, p, err);
 	if (!r)
 		goto done;
 	out->models = calloc((size_t)PQntuples(r) + 1, sizeof(*out->models));
@@ -218,14 +218,14 @@ static void print_text(const struct statement *s, const char *period, FILE *out)
 	fprintf(out, "Statement for account %" PRId64 " (%s), %s: [%s, %s), amounts in CNY\n\n", s->account_id,
 		s->external_id, period, from, to);
 	fprintf(out, "%-26s %6s %22s %22s %22s\n", "", "txns", "paid", "promotional", "total");
-#define ROW(label, n, p, q)                                                                              \
-	do {                                                                                             \
-		money_col(a, sizeof(a), p);                                                              \
-		money_col(b, sizeof(b), q);                                                              \
-		money_col(t, sizeof(t), (p) + (q));                                                      \
-		if ((n) < 0)                                                                             \
-			fprintf(out, "%-26s %6s %22s %22s %22s\n", label, "", a, b, t);                 \
-		else                                                                                     \
+#define ROW(label, n, p, q)                                                                                \
+	do {                                                                                               \
+		money_col(a, sizeof(a), p);                                                                \
+		money_col(b, sizeof(b), q);                                                                \
+		money_col(t, sizeof(t), (p) + (q));                                                        \
+		if ((n) < 0)                                                                               \
+			fprintf(out, "%-26s %6s %22s %22s %22s\n", label, "", a, b, t);                    \
+		else                                                                                       \
 			fprintf(out, "%-26s %6" PRId64 " %22s %22s %22s\n", label, (int64_t)(n), a, b, t); \
 	} while (0)
 	ROW("opening balance", -1, s->opening_paid, s->opening_promo);
@@ -288,16 +288,16 @@ static void print_json(const struct statement *s, const char *period, FILE *out)
 						(json_int_t)m->records, "input_tokens", (json_int_t)m->input_tokens,
 						"cached_input_tokens", (json_int_t)m->cached_input_tokens,
 						"output_tokens", (json_int_t)m->output_tokens, "cost_nanos",
-						jsonnum_total(-(m->paid + m->promo)), "paid_nanos", jsonnum_total(-m->paid),
-						"promo_nanos", jsonnum_total(-m->promo)));
+						jsonnum_total(-(m->paid + m->promo)), "paid_nanos",
+						jsonnum_total(-m->paid), "promo_nanos", jsonnum_total(-m->promo)));
 	}
 	j = json_pack("{s:I,s:s,s:s,s:s,s:s,s:s,s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:b}", "account_id",
-		      (json_int_t)s->account_id, "external_id", s->external_id, "period", period, "from", from, "to", to,
-		      "currency", "CNY", "opening", side(s->opening_paid, s->opening_promo), "movements", moves,
+		      (json_int_t)s->account_id, "external_id", s->external_id, "period", period, "from", from, "to",
+		      to, "currency", "CNY", "opening", side(s->opening_paid, s->opening_promo), "movements", moves,
 		      "closing", side(s->closing_paid, s->closing_promo), "usage_by_model", models,
 		      "paid_consumed_nanos", jsonnum_total(s->paid_consumed), "promo_consumed_nanos",
-		      jsonnum_total(s->promo_consumed), "closing_promo_expired_nanos", jsonnum_total(s->closing_promo_expired),
-		      "balanced", s->balanced);
+		      jsonnum_total(s->promo_consumed), "closing_promo_expired_nanos",
+		      jsonnum_total(s->closing_promo_expired), "balanced", s->balanced);
 	txt = j ? jsonnum_dumps(j, JSON_INDENT(2) | JSON_SORT_KEYS) : NULL;
 	if (txt)
 		fprintf(out, "%s\n", txt);

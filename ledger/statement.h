@@ -41,11 +41,11 @@ struct statement {
 	money_total opening_paid, opening_promo, closing_paid, closing_promo;
 	struct statement_movement *moves; /* owned: the known kinds first, in a fixed order, then others */
 	size_t n_moves;
-	struct statement_model *models;   /* owned, by model name */
+	struct statement_model *models; /* owned, by model name */
 	size_t n_models;
 	money_total paid_consumed, promo_consumed;
-	money_total closing_promo_expired;    /* of closing_promo: expired by `to`, not yet broken */
-	bool balanced;                    /* opening + movements == closing, paid and promo */
+	money_total closing_promo_expired; /* of closing_promo: expired by `to`, not yet broken */
+	bool balanced;                     /* opening + movements == closing, paid and promo */
 };
 
 enum statement_format { STATEMENT_TEXT, STATEMENT_JSON, STATEMENT_CSV };

@@ -137,7 +137,8 @@ int verify_chain(PGconn *c, FILE *progress, struct verify_report *rep, struct er
 			t.postings = posts;
 			journal_hash(h, prev, writer, seq, &t);
 			if (sodium_memcmp(h, stored, 32) != 0) {
-				bad(rep, txn, writer, seq, "hash does not match its content (transaction or postings altered)");
+				bad(rep, txn, writer, seq,
+				    "hash does not match its content (transaction or postings altered)");
 				break;
 			}
 			memcpy(prev, stored, 32);
@@ -163,32 +164,35 @@ int verify_chain(PGconn *c, FILE *progress, struct verify_report *rep, struct er
 			goto done;
 		if (PQntuples(r) == 1)
 			bad(rep, strtoll(PQgetvalue(r, 0, 0), NULL, 10), PQgetvalue(r, 0, 1),
-			    strtoll(PQgetvalue(r, 0, 2), NULL, 10), "postings do not sum to zero or have no transaction");
+			    strtoll(PQgetvalue(r, 0, 2), NULL, 10),
+			    "postings do not sum to zero or have no transaction");
 		PQclear(r);
 		r = NULL;
 	}
 	if (rep->ok) {
 		/* the key table (migration 0006) mirrors each journal row's keys and
 		 * hash, and writers take their chain head from it */
-		r = db_query(c,
-			     "SELECT coalesce(j.txn_id, k.txn_id), coalesce(j.writer, k.writer), coalesce(j.seq, k.seq)"
-			     " FROM journal j FULL JOIN ledger_idempotency k ON k.txn_id = j.txn_id AND k.created_at = j.created_at"
-			     " WHERE j.txn_id IS NULL OR k.txn_id IS NULL OR k.hash <> j.hash OR k.writer <> j.writer"
-			     " OR k.seq <> j.seq OR k.idempotency_key <> j.idempotency_key OR k.content_hash <> j.content_hash"
-			     " OR k.account_id IS DISTINCT FROM j.account_id"
-			     " ORDER BY 1 LIMIT 1",
-			     0, NULL, err);
+		r = db_query(
+			c,
+			"SELECT coalesce(j.txn_id, k.txn_id), coalesce(j.writer, k.writer), coalesce(j.seq, k.seq)"
+			" FROM journal j FULL JOIN ledger_idempotency k ON k.txn_id = j.txn_id AND k.created_at = j.created_at"
+			" WHERE j.txn_id IS NULL OR k.txn_id IS NULL OR k.hash <> j.hash OR k.writer <> j.writer"
+			" OR k.seq <> j.seq OR k.idempotency_key <> j.idempotency_key OR k.content_hash <> j.content_hash"
+			" OR k.account_id IS DISTINCT FROM j.account_id"
+			" ORDER BY 1 LIMIT 1",
+			0, NULL, err);
 		if (!r)
 			goto done;
 		if (PQntuples(r) == 1)
 			bad(rep, strtoll(PQgetvalue(r, 0, 0), NULL, 10), PQgetvalue(r, 0, 1),
-			    strtoll(PQgetvalue(r, 0, 2), NULL, 10), "its ledger_idempotency row does not match it (or is missing)");
+			    strtoll(PQgetvalue(r, 0, 2), NULL, 10),
+			    "its ledger_idempotency row does not match it (or is missing)");
 		PQclear(r);
 		r = NULL;
 	}
 	if (rep->ok) {
-		r = db_query(c, "SELECT ledger_account_id, stored, computed FROM ledger_balance_mismatches() LIMIT 1", 0,
-			     NULL, err);
+		r = db_query(c, "SELECT ledger_account_id, stored, computed FROM ledger_balance_mismatches() LIMIT 1",
+			     0, NULL, err);
 		if (!r)
 			goto done;
 		if (PQntuples(r) == 1) {

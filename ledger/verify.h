@@ -10,13 +10,13 @@
 #include "common/money.h"
 
 struct verify_report {
-	int64_t txns;         /* transactions checked */
-	int64_t writers;      /* chains checked */
-	int ok;               /* 1 when everything checks out */
-	int64_t bad_txn_id;   /* first transaction that does not check out (0 if a missing one) */
+	int64_t txns;       /* transactions checked */
+	int64_t writers;    /* chains checked */
+	int ok;             /* 1 when everything checks out */
+	int64_t bad_txn_id; /* first transaction that does not check out (0 if a missing one) */
 	char bad_writer[256];
 	int64_t bad_seq;
-	char problem[512];    /* human text naming the entry */
+	char problem[512]; /* human text naming the entry */
 };
 
 /* Walks every writer's chain in seq order with a cursor (constant memory),

@@ -36,8 +36,8 @@
 static struct config *cfg;
 
 struct cmd {
-	const char *name;  /* "account create" */
-	const char *args;  /* synopsis after the name */
+	const char *name; /* "account create" */
+	const char *args; /* synopsis after the name */
 	const char *help;
 	struct cli_opt *opts;
 	int max_pos;
@@ -118,19 +118,19 @@ static json_t *balance_json(int64_t account_id, const struct ops_balance *b)
 		char exp[40] = "";
 		if (g->expires_at_us)
 			time_format_rfc3339(g->expires_at_us, exp, sizeof(exp));
-		json_array_append_new(grants, json_pack("{s:I,s:s,s:I,s:o,s:i}", "grant_id", (json_int_t)g->grant_id,
-							"kind", g->kind, "remaining_nanos",
-							(json_int_t)g->remaining_nanos, "expires_at",
-							g->expires_at_us ? json_string(exp) : json_null(), "priority",
-							g->priority));
+		json_array_append_new(
+			grants, json_pack("{s:I,s:s,s:I,s:o,s:i}", "grant_id", (json_int_t)g->grant_id, "kind", g->kind,
+					  "remaining_nanos", (json_int_t)g->remaining_nanos, "expires_at",
+					  g->expires_at_us ? json_string(exp) : json_null(), "priority", g->priority));
 	}
 	bal = json_pack("{s:o,s:o,s:o,s:o,s:b}", "paid_nanos", jsonnum_total(b->paid_nanos), "promo_nanos",
 			jsonnum_total(b->promo_nanos), "held_nanos", known ? json_integer(held) : json_null(),
 			"available_nanos", known ? jsonnum_total(b->paid_nanos + b->promo_nanos - held) : json_null(),
 			"held_known", known);
 	if (!known)
-		json_object_set_new(bal, "note", json_string("the live holds are kept in Redis, which cannot be reached"
-							     " now: held and available amounts are unknown"));
+		json_object_set_new(bal, "note",
+				    json_string("the live holds are kept in Redis, which cannot be reached"
+						" now: held and available amounts are unknown"));
 	return json_pack("{s:o,s:o}", "balance", bal, "grants", grants);
 }
 
@@ -225,7 +225,8 @@ static void cmd_keygen(const char **pos, int npos, struct cli_opt *o)
 	sodium_memzero(skhex, sizeof(skhex));
 	if (cli_has(o, "json")) {
 		pkhex[2 * crypto_sign_PUBLICKEYBYTES] = '\0';
-		print_json(json_pack("{s:s,s:s,s:s}", "secret_key_file", out, "public_key_file", pubpath, "public_key", pkhex));
+		print_json(json_pack("{s:s,s:s,s:s}", "secret_key_file", out, "public_key_file", pubpath, "public_key",
+				     pkhex));
 	} else {
 		printf("secret key %s\npublic key %s: %s", out, pubpath, pkhex);
 	}
@@ -252,8 +253,9 @@ static void show_account(PGconn *c, int64_t id, int json, const struct ops_signu
 		json_object_set_new(j, "referral_code", json_string(a.referral_code));
 		if (res)
 			json_object_set_new(j, "promotion",
-					    json_pack("{s:b,s:I,s:s}", "applied", res->signup_grant_nanos > 0, "amount_nanos",
-						      (json_int_t)res->signup_grant_nanos, "note", res->promo_note));
+					    json_pack("{s:b,s:I,s:s}", "applied", res->signup_grant_nanos > 0,
+						      "amount_nanos", (json_int_t)res->signup_grant_nanos, "note",
+						      res->promo_note));
 		print_json(j);
 		return;
 	}
@@ -337,8 +339,8 @@ static int status_tx(void *arg, struct error *err)
 	if (strcmp(a.status, j->status) != 0) {
 		const char *who[2] = {j->x->actor, j->reason};
 		/* for the database's own audit row (audit_row_change, 0007) */
-		if (db_exec(c, "SELECT set_config('billing.actor', $1, true), set_config('billing.reason', $2, true)", 2,
-			    who, err) < 0 ||
+		if (db_exec(c, "SELECT set_config('billing.actor', $1, true), set_config('billing.reason', $2, true)",
+			    2, who, err) < 0 ||
 		    db_exec(c, "UPDATE customers SET status = $2 WHERE account_id = $1::bigint", 2, p, err) < 0)
 			return -1;
 		j->changed = true;
@@ -352,7 +354,9 @@ static int status_tx(void *arg, struct error *err)
 		 ",\"inviter_clawback_nanos\":%" PRId64 "}",
 		 j->status, a.status, j->clawback ? "true" : "false", j->cb.nanos, j->cb.inviter_nanos);
 	if (ops_audit(c, j->x->actor,
-		      !j->changed ? "account.clawback" : strcmp(j->status, "frozen") == 0 ? "account.freeze" : "account.unfreeze",
+		      !j->changed                        ? "account.clawback"
+		      : strcmp(j->status, "frozen") == 0 ? "account.freeze"
+							 : "account.unfreeze",
 		      id, j->reason, details, err) < 0)
 		return -1;
 	return db_exec(c, "SELECT pg_notify('billing_change', 'customers:' || $1)", 1, p, err);
@@ -366,7 +370,8 @@ static void set_status(const char **pos, int npos, struct cli_opt *o, const char
 	PGconn *c;
 
 	if (npos != 1)
-		tool_usage_error("account %s needs an account id", strcmp(status, "frozen") == 0 ? "freeze" : "unfreeze");
+		tool_usage_error("account %s needs an account id",
+				 strcmp(status, "frozen") == 0 ? "freeze" : "unfreeze");
 	memset(&j, 0, sizeof(j));
 	j.id = tool_parse_id("account id", pos[0]);
 	j.reason = required(o, "reason");
@@ -381,13 +386,14 @@ static void set_status(const char **pos, int npos, struct cli_opt *o, const char
 		json_t *r = json_pack("{s:I,s:s,s:b}", "account_id", (json_int_t)j.id, "status", status, "changed",
 				      j.changed);
 		if (j.clawback)
-			json_object_set_new(r, "clawback",
-					    json_pack("{s:I,s:I,s:o,s:o,s:I}", "grants", (json_int_t)j.cb.grants,
-						      "nanos", (json_int_t)j.cb.nanos, "inviter_id",
-						      j.cb.inviter_id ? json_integer(j.cb.inviter_id) : json_null(),
-						      "inviter_grant_id",
-						      j.cb.inviter_grant_id ? json_integer(j.cb.inviter_grant_id) : json_null(),
-						      "inviter_nanos", (json_int_t)j.cb.inviter_nanos));
+			json_object_set_new(
+				r, "clawback",
+				json_pack("{s:I,s:I,s:o,s:o,s:I}", "grants", (json_int_t)j.cb.grants, "nanos",
+					  (json_int_t)j.cb.nanos, "inviter_id",
+					  j.cb.inviter_id ? json_integer(j.cb.inviter_id) : json_null(),
+					  "inviter_grant_id",
+					  j.cb.inviter_grant_id ? json_integer(j.cb.inviter_grant_id) : json_null(),
+					  "inviter_nanos", (json_int_t)j.cb.inviter_nanos));
 		print_json(r);
 	} else {
 		printf("account %" PRId64 " %s%s\n", j.id, status, j.changed ? "" : " (already)");
@@ -397,8 +403,9 @@ static void set_status(const char **pos, int npos, struct cli_opt *o, const char
 			printf("clawback: %s from %" PRId64 " unused grant(s)\n", m, j.cb.grants);
 			if (j.cb.inviter_id) {
 				money_format(j.cb.inviter_nanos, m, sizeof(m));
-				printf("clawback: %s of the referral reward (grant %" PRId64 ") of inviter %" PRId64 "\n", m,
-				       j.cb.inviter_grant_id, j.cb.inviter_id);
+				printf("clawback: %s of the referral reward (grant %" PRId64 ") of inviter %" PRId64
+				       "\n",
+				       m, j.cb.inviter_grant_id, j.cb.inviter_id);
 			}
 		}
 	}
@@ -442,14 +449,16 @@ static void cmd_key_create(const char **pos, int npos, struct cli_opt *o)
 		const char *p[3] = {acct, name ? name : "", hhex};
 		if (db_exec(c, "BEGIN", 0, NULL, &err) < 0)
 			tool_fail_err(&err);
-		r = db_query(c, "INSERT INTO api_keys (account_id, name, key_hash) VALUES ($1, $2, decode($3, 'hex'))"
-				" RETURNING key_id", 3, p, &err);
+		r = db_query(c,
+			     "INSERT INTO api_keys (account_id, name, key_hash) VALUES ($1, $2, decode($3, 'hex'))"
+			     " RETURNING key_id",
+			     3, p, &err);
 	}
 	if (!r)
 		tool_fail_err(&err);
 	/* the key and its audit row commit together */
-	if (ops_audit(c, tool_operator(cfg), "key.create", PQgetvalue(r, 0, 0), cli_get(o, "name") ? cli_get(o, "name") : "",
-		      "{}", &err) < 0 ||
+	if (ops_audit(c, tool_operator(cfg), "key.create", PQgetvalue(r, 0, 0),
+		      cli_get(o, "name") ? cli_get(o, "name") : "", "{}", &err) < 0 ||
 	    db_exec(c, "COMMIT", 0, NULL, &err) < 0)
 		tool_fail_err(&err);
 	if (cli_has(o, "json"))
@@ -475,12 +484,14 @@ static void cmd_key_revoke(const char **pos, int npos, struct cli_opt *o)
 	{
 		const char *reason = cli_get(o, "reason"), *who[2] = {tool_operator(cfg), reason ? reason : ""};
 		if (db_exec(c, "BEGIN", 0, NULL, &err) < 0 ||
-		    db_exec(c, "SELECT set_config('billing.actor', $1, true), set_config('billing.reason', $2, true)", 2,
-			    who, &err) < 0)
+		    db_exec(c, "SELECT set_config('billing.actor', $1, true), set_config('billing.reason', $2, true)",
+			    2, who, &err) < 0)
 			tool_fail_err(&err);
 	}
-	r = db_query(c, "UPDATE api_keys SET revoked_at = now() WHERE key_id = $1 AND revoked_at IS NULL RETURNING account_id",
-		     1, pos, &err);
+	r = db_query(
+		c,
+		"UPDATE api_keys SET revoked_at = now() WHERE key_id = $1 AND revoked_at IS NULL RETURNING account_id",
+		1, pos, &err);
 	if (!r)
 		tool_fail_err(&err);
 	if (PQntuples(r) != 1)
@@ -533,7 +544,8 @@ static void cmd_grant(const char **pos, int npos, struct cli_opt *o)
 				     (json_int_t)g.account_id, "amount_nanos", (json_int_t)info.amount_nanos,
 				     "duplicate", dup));
 	} else {
-		printf("grant %" PRId64 "%s\n", info.grant_id, dup ? " (already granted with this idempotency key)" : "");
+		printf("grant %" PRId64 "%s\n", info.grant_id,
+		       dup ? " (already granted with this idempotency key)" : "");
 		print_money("amount", info.amount_nanos);
 	}
 	PQfinish(c);
@@ -642,8 +654,9 @@ static void cmd_price_set(const char **pos, int npos, struct cli_opt *o)
 	c = tool_connect(cfg, 0);
 	{
 		const char *reason = cli_get(o, "reason") ? cli_get(o, "reason") : "price set";
-		const char *params[9] = {model, in, cin, out, eff, cli_has(o, "paid-only") ? "true" : "false", wins,
-					 tool_operator(cfg), reason};
+		const char *params[9] = {
+			model, in, cin, out, eff, cli_has(o, "paid-only") ? "true" : "false", wins, tool_operator(cfg),
+			reason};
 		json_t *d;
 		char *dtxt;
 		if (db_exec(c, "BEGIN", 0, NULL, &err) < 0)
@@ -658,8 +671,8 @@ static void cmd_price_set(const char **pos, int npos, struct cli_opt *o)
 		d = json_pack("{s:I,s:s,s:I,s:I,s:I,s:s,s:b,s:s}", "price_version",
 			      (json_int_t)strtoll(PQgetvalue(r, 0, 0), NULL, 10), "model", model, "input_nanos",
 			      (json_int_t)p.input, "cached_input_nanos", (json_int_t)p.cached_input, "output_nanos",
-			      (json_int_t)p.output, "effective_from", eff, "paid_only", cli_has(o, "paid-only"), "windows",
-			      wins);
+			      (json_int_t)p.output, "effective_from", eff, "paid_only", cli_has(o, "paid-only"),
+			      "windows", wins);
 		dtxt = json_dumps(d, JSON_COMPACT | JSON_SORT_KEYS);
 		if (!dtxt || ops_audit(c, tool_operator(cfg), "price.set", model, reason, dtxt, &err) < 0 ||
 		    db_exec(c, "COMMIT", 0, NULL, &err) < 0)
@@ -696,11 +709,11 @@ static void cmd_price_list(const char **pos, int npos, struct cli_opt *o)
 		pricing_format_windows(&p[i], w, sizeof(w));
 		if (cli_has(o, "json")) {
 			json_array_append_new(arr, json_pack("{s:I,s:s,s:I,s:I,s:I,s:s,s:b,s:s}", "price_version",
-							     (json_int_t)p[i].version, "model", p[i].model, "input_nanos",
-							     (json_int_t)p[i].input, "cached_input_nanos",
-							     (json_int_t)p[i].cached_input, "output_nanos",
-							     (json_int_t)p[i].output, "effective_from", eff, "paid_only",
-							     p[i].paid_only, "windows", w));
+							     (json_int_t)p[i].version, "model", p[i].model,
+							     "input_nanos", (json_int_t)p[i].input,
+							     "cached_input_nanos", (json_int_t)p[i].cached_input,
+							     "output_nanos", (json_int_t)p[i].output, "effective_from",
+							     eff, "paid_only", p[i].paid_only, "windows", w));
 			continue;
 		}
 		money_format(p[i].input, a, sizeof(a));
@@ -738,10 +751,12 @@ static void cmd_refund(const char **pos, int npos, struct cli_opt *o)
 		print_json(json_pack("{s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:s}", "request_id", rid, "txn_id",
 				     (json_int_t)res.txn_id, "original_txn_id", (json_int_t)res.original_txn_id,
 				     "account_id", (json_int_t)res.account_id, "cost_nanos", (json_int_t)res.cost_nanos,
-				     "paid_nanos", (json_int_t)res.paid_nanos, "promo_nanos", (json_int_t)res.promo_nanos,
-				     "breakage_nanos", (json_int_t)res.breakage_nanos, "model", res.model));
+				     "paid_nanos", (json_int_t)res.paid_nanos, "promo_nanos",
+				     (json_int_t)res.promo_nanos, "breakage_nanos", (json_int_t)res.breakage_nanos,
+				     "model", res.model));
 	} else {
-		printf("refund transaction %" PRId64 " reverses transaction %" PRId64 " (request %s, account %" PRId64 ")\n",
+		printf("refund transaction %" PRId64 " reverses transaction %" PRId64 " (request %s, account %" PRId64
+		       ")\n",
 		       res.txn_id, res.original_txn_id, rid, res.account_id);
 		print_money("cost", res.cost_nanos);
 		print_money("to paid", res.paid_nanos);
@@ -768,20 +783,21 @@ struct limits_job {
 
 static json_t *limit_row_json(PGresult *r, int i)
 {
-	json_t *j = json_pack("{s:I,s:o,s:o,s:s,s:s,s:s}", "limit_id", (json_int_t)strtoll(PQgetvalue(r, i, 0), NULL, 10),
-			      "tier", PQgetisnull(r, i, 1) ? json_null() : json_string(PQgetvalue(r, i, 1)), "account_id",
-			      PQgetisnull(r, i, 2) ? json_null() : json_integer(strtoll(PQgetvalue(r, i, 2), NULL, 10)),
-			      "model", PQgetvalue(r, i, 3), "actor", PQgetvalue(r, i, 9), "created_at", PQgetvalue(r, i, 10));
+	json_t *j = json_pack(
+		"{s:I,s:o,s:o,s:s,s:s,s:s}", "limit_id", (json_int_t)strtoll(PQgetvalue(r, i, 0), NULL, 10), "tier",
+		PQgetisnull(r, i, 1) ? json_null() : json_string(PQgetvalue(r, i, 1)), "account_id",
+		PQgetisnull(r, i, 2) ? json_null() : json_integer(strtoll(PQgetvalue(r, i, 2), NULL, 10)), "model",
+		PQgetvalue(r, i, 3), "actor", PQgetvalue(r, i, 9), "created_at", PQgetvalue(r, i, 10));
 	for (int k = 0; k < N_LIMITS; k++)
 		json_object_set_new(j, limit_names[k],
-				    PQgetisnull(r, i, 4 + k) ? json_null()
-							     : json_integer(strtoll(PQgetvalue(r, i, 4 + k), NULL, 10)));
+				    PQgetisnull(r, i, 4 + k)
+					    ? json_null()
+					    : json_integer(strtoll(PQgetvalue(r, i, 4 + k), NULL, 10)));
 	return j;
 }
 
-static const char limit_cols[] =
-	"limit_id, tier, account_id, model, rpm, tpm, rpd, tpd, concurrency, actor,"
-	" to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')";
+static const char limit_cols[] = "limit_id, tier, account_id, model, rpm, tpm, rpd, tpd, concurrency, actor,"
+				 " to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')";
 
 static int limits_tx(void *arg, struct error *err)
 {
@@ -861,7 +877,8 @@ static void cmd_limits_set(const char **pos, int npos, struct cli_opt *o)
 			errno = 0;
 			x = strtoll(v, &end, 10);
 			if (errno || end == v || *end || x < 0)
-				tool_usage_error("--%s must be a non-negative integer or 'none', not '%s'", limit_names[k], v);
+				tool_usage_error("--%s must be a non-negative integer or 'none', not '%s'",
+						 limit_names[k], v);
 		}
 		j.given[k] = v;
 	}
@@ -929,18 +946,21 @@ static void cmd_limits_show(const char **pos, int npos, struct cli_opt *o)
 	if (cli_has(o, "json")) {
 		print_json(arr);
 	} else {
-		printf("%-20s %-24s %10s %12s %10s %14s %11s\n", "scope", "model", "rpm", "tpm", "rpd", "tpd", "concurrency");
+		printf("%-20s %-24s %10s %12s %10s %14s %11s\n", "scope", "model", "rpm", "tpm", "rpd", "tpd",
+		       "concurrency");
 		for (size_t i = 0; i < json_array_size(arr); i++) {
 			json_t *l = json_array_get(arr, i);
 			char scope[64];
 			if (json_is_string(json_object_get(l, "tier")))
-				snprintf(scope, sizeof(scope), "tier %s", json_string_value(json_object_get(l, "tier")));
+				snprintf(scope, sizeof(scope), "tier %s",
+					 json_string_value(json_object_get(l, "tier")));
 			else
 				snprintf(scope, sizeof(scope), "account %" JSON_INTEGER_FORMAT,
 					 json_integer_value(json_object_get(l, "account_id")));
-			printf("%-20s %-24s", scope, *json_string_value(json_object_get(l, "model"))
-							    ? json_string_value(json_object_get(l, "model"))
-							    : "(all)");
+			printf("%-20s %-24s", scope,
+			       *json_string_value(json_object_get(l, "model"))
+				       ? json_string_value(json_object_get(l, "model"))
+				       : "(all)");
 			for (int k = 0; k < N_LIMITS; k++) {
 				json_t *v = json_object_get(l, limit_names[k]);
 				char t[32] = "none";
@@ -968,10 +988,11 @@ static json_t *campaign_json(PGresult *r, int i)
 #define OPT(col, v) (PQgetisnull(r, i, col) ? json_null() : (v))
 	money_total granted = 0;
 	(void)!money_total_parse(PQgetvalue(r, i, 6), &granted); /* numeric: exact */
-	return json_pack("{s:s,s:o,s:o,s:o,s:o,s:o,s:o,s:b,s:o,s:o}", "name", PQgetvalue(r, i, 0), "signup_nanos", NUM(1),
-			 "referral_nanos", NUM(2), "expires_days", NUM(3), "max_referrals", NUM(4), "budget_nanos",
-			 OPT(5, NUM(5)), "granted_nanos", jsonnum_total(granted), "active", PQgetvalue(r, i, 7)[0] == 't', "starts_at",
-			 OPT(8, json_string(PQgetvalue(r, i, 8))), "ends_at", OPT(9, json_string(PQgetvalue(r, i, 9))));
+	return json_pack("{s:s,s:o,s:o,s:o,s:o,s:o,s:o,s:b,s:o,s:o}", "name", PQgetvalue(r, i, 0), "signup_nanos",
+			 NUM(1), "referral_nanos", NUM(2), "expires_days", NUM(3), "max_referrals", NUM(4),
+			 "budget_nanos", OPT(5, NUM(5)), "granted_nanos", jsonnum_total(granted), "active",
+			 PQgetvalue(r, i, 7)[0] == 't', "starts_at", OPT(8, json_string(PQgetvalue(r, i, 8))),
+			 "ends_at", OPT(9, json_string(PQgetvalue(r, i, 9))));
 #undef NUM
 #undef OPT
 }
@@ -1005,16 +1026,19 @@ static void cmd_promo_show(const char **pos, int npos, struct cli_opt *o)
 				money_format(json_integer_value(json_object_get(cp, "budget_nanos")), bud, sizeof(bud));
 			money_total_format(jsonnum_value(json_object_get(cp, "granted_nanos")), g, sizeof(g));
 			printf("campaign %s%s\n  signup credit    %s\n  referral credit  %s\n  expires after    %" JSON_INTEGER_FORMAT
-			       " days\n  max referrals    %" JSON_INTEGER_FORMAT "\n  budget           %s\n  granted so far   %s\n"
+			       " days\n  max referrals    %" JSON_INTEGER_FORMAT
+			       "\n  budget           %s\n  granted so far   %s\n"
 			       "  window           %s .. %s\n",
 			       json_string_value(json_object_get(cp, "name")),
 			       json_is_true(json_object_get(cp, "active")) ? " (active)" : "", a, b,
 			       json_integer_value(json_object_get(cp, "expires_days")),
 			       json_integer_value(json_object_get(cp, "max_referrals")), bud, g,
-			       json_is_string(json_object_get(cp, "starts_at")) ? json_string_value(json_object_get(cp, "starts_at"))
-										 : "-",
-			       json_is_string(json_object_get(cp, "ends_at")) ? json_string_value(json_object_get(cp, "ends_at"))
-									       : "-");
+			       json_is_string(json_object_get(cp, "starts_at"))
+				       ? json_string_value(json_object_get(cp, "starts_at"))
+				       : "-",
+			       json_is_string(json_object_get(cp, "ends_at"))
+				       ? json_string_value(json_object_get(cp, "ends_at"))
+				       : "-");
 		}
 		if (json_array_size(arr) == 0)
 			printf("no campaigns\n");
@@ -1046,8 +1070,8 @@ static int promo_tx(void *arg, struct error *err)
 
 	{
 		const char *a[2] = {j->actor, j->reason};
-		if (db_exec(c, "SELECT set_config('billing.actor', $1, true), set_config('billing.reason', $2, true)", 2, a,
-			    err) < 0)
+		if (db_exec(c, "SELECT set_config('billing.actor', $1, true), set_config('billing.reason', $2, true)",
+			    2, a, err) < 0)
 			return -1;
 	}
 	r = db_query(c, "SELECT name FROM campaigns WHERE active FOR UPDATE", 0, NULL, err);
@@ -1059,7 +1083,8 @@ static int promo_tx(void *arg, struct error *err)
 		snprintf(j->target, sizeof(j->target), "%s", PQgetvalue(r, 0, 0));
 	else {
 		PQclear(r);
-		return error_set(err, 422, "no_active_campaign", "there is no active campaign: name one with --campaign");
+		return error_set(err, 422, "no_active_campaign",
+				 "there is no active campaign: name one with --campaign");
 	}
 	PQclear(r);
 	p[0] = j->target;
@@ -1095,21 +1120,23 @@ static int promo_tx(void *arg, struct error *err)
 	p[9] = j->ends_given ? "t" : "f";
 	p[10] = j->ends;
 	buf_init(&q);
-	buf_printf(&q,
-		   "UPDATE campaigns SET signup_nanos = coalesce($2::bigint, signup_nanos),"
-		   " referral_nanos = coalesce($3::bigint, referral_nanos),"
-		   " expires_days = coalesce($4::integer, expires_days), max_referrals = coalesce($5::integer, max_referrals),"
-		   " budget_nanos = CASE WHEN $6::boolean THEN $7::bigint ELSE budget_nanos END,"
-		   " starts_at = CASE WHEN $8::boolean THEN $9::timestamptz ELSE starts_at END,"
-		   " ends_at = CASE WHEN $10::boolean THEN $11::timestamptz ELSE ends_at END,"
-		   " active = true WHERE name = $1 RETURNING %s",
-		   campaign_cols);
+	buf_printf(
+		&q,
+		"UPDATE campaigns SET signup_nanos = coalesce($2::bigint, signup_nanos),"
+		" referral_nanos = coalesce($3::bigint, referral_nanos),"
+		" expires_days = coalesce($4::integer, expires_days), max_referrals = coalesce($5::integer, max_referrals),"
+		" budget_nanos = CASE WHEN $6::boolean THEN $7::bigint ELSE budget_nanos END,"
+		" starts_at = CASE WHEN $8::boolean THEN $9::timestamptz ELSE starts_at END,"
+		" ends_at = CASE WHEN $10::boolean THEN $11::timestamptz ELSE ends_at END,"
+		" active = true WHERE name = $1 RETURNING %s",
+		campaign_cols);
 	r = db_query(c, q.data, 11, p, err);
 	buf_release(&q);
 	if (!r) {
 		if (strcmp(err->code, "23514") == 0)
 			error_set(err, 422, "invalid_budget",
-				  "campaign '%s' has granted more than that budget already (see 'promo show')", j->target);
+				  "campaign '%s' has granted more than that budget already (see 'promo show')",
+				  j->target);
 		return -1;
 	}
 	json_decref(j->row);
@@ -1236,48 +1263,72 @@ static void cmd_expire(const char **pos, int npos, struct cli_opt *o)
 
 /* ---- table ---- */
 
-#define END_OPTS {NULL, 0, NULL, 0, {NULL}}
-#define O(n, a, h) {n, a, h, 0, {NULL}}
+#define END_OPTS                  \
+	{                         \
+		NULL, 0, NULL, 0, \
+		{                 \
+			NULL      \
+		}                 \
+	}
+#define O(n, a, h)           \
+	{                    \
+		n, a, h, 0,  \
+		{            \
+			NULL \
+		}            \
+	}
 static struct cli_opt o_none[] = {END_OPTS};
 static struct cli_opt o_keygen[] = {O("out", 1, "secret key file (FILE.pub gets the public key)"),
 				    O("force", 0, "overwrite existing files"), O("json", 0, "JSON output"), END_OPTS};
-static struct cli_opt o_acreate[] = {O("external-id", 1, "the customer's id in the platform"),
-				     O("referral-code", 1, "the inviter's referral code"),
-				     O("identity", 1, "an identity hash (repeatable)"), O("json", 0, "JSON output"),
-				     END_OPTS};
+static struct cli_opt o_acreate[] = {
+	O("external-id", 1, "the customer's id in the platform"), O("referral-code", 1, "the inviter's referral code"),
+	O("identity", 1, "an identity hash (repeatable)"), O("json", 0, "JSON output"), END_OPTS};
 static struct cli_opt o_ashow[] = {O("json", 0, "JSON output"), END_OPTS};
-static struct cli_opt o_freeze[] = {O("reason", 1, "why (required)"),
-				    O("clawback", 0, "freeze only: take back unused promotional credit and the inviter's reward"),
-				    O("json", 0, "JSON output"), END_OPTS};
+static struct cli_opt o_freeze[] = {
+	O("reason", 1, "why (required)"),
+	O("clawback", 0, "freeze only: take back unused promotional credit and the inviter's reward"),
+	O("json", 0, "JSON output"), END_OPTS};
 static struct cli_opt o_kcreate[] = {O("account", 1, "account id"), O("name", 1, "a label"),
 				     O("json", 0, "JSON output"), END_OPTS};
 static struct cli_opt o_krevoke[] = {O("reason", 1, "why"), END_OPTS};
-static struct cli_opt o_grant[] = {O("account", 1, "account id"), O("amount", 1, "currency units, e.g. 14.00"),
-				   O("reason", 1, "why (required)"), O("expires", 1, "date or RFC 3339 time"),
+static struct cli_opt o_grant[] = {O("account", 1, "account id"),
+				   O("amount", 1, "currency units, e.g. 14.00"),
+				   O("reason", 1, "why (required)"),
+				   O("expires", 1, "date or RFC 3339 time"),
 				   O("priority", 1, "lower burns first (default 100)"),
-				   O("idempotency-key", 1, "retry-safe key"), O("json", 0, "JSON output"), END_OPTS};
+				   O("idempotency-key", 1, "retry-safe key"),
+				   O("json", 0, "JSON output"),
+				   END_OPTS};
 static struct cli_opt o_topup[] = {O("account", 1, "account id"), O("amount", 1, "currency units"),
 				   O("payment-ref", 1, "unique payment reference"), O("json", 0, "JSON output"),
 				   END_OPTS};
-static struct cli_opt o_adjust[] = {O("account", 1, "account id"), O("amount", 1, "signed currency units"),
+static struct cli_opt o_adjust[] = {O("account", 1, "account id"),    O("amount", 1, "signed currency units"),
 				    O("reason", 1, "why (required)"), O("idempotency-key", 1, "retry-safe key"),
-				    O("json", 0, "JSON output"), END_OPTS};
+				    O("json", 0, "JSON output"),      END_OPTS};
 static struct cli_opt o_refund[] = {O("request-id", 1, "the usage record's request_id"),
 				    O("reason", 1, "why (required)"), O("json", 0, "JSON output"), END_OPTS};
-static struct cli_opt o_pset[] = {O("model", 1, "model name"), O("input", 1, "per 1M input tokens"),
+static struct cli_opt o_pset[] = {O("model", 1, "model name"),
+				  O("input", 1, "per 1M input tokens"),
 				  O("cached-input", 1, "per 1M cached input tokens"),
 				  O("output", 1, "per 1M output tokens"),
 				  O("effective", 1, "RFC 3339 instant (default now)"),
 				  O("paid-only", 0, "promotional credit may not pay"),
-				  O("window", 1, "HH:MM-HH:MM=BASIS_POINTS, UTC (repeatable)"), O("reason", 1, "why"),
-				  O("json", 0, "JSON output"), END_OPTS};
+				  O("window", 1, "HH:MM-HH:MM=BASIS_POINTS, UTC (repeatable)"),
+				  O("reason", 1, "why"),
+				  O("json", 0, "JSON output"),
+				  END_OPTS};
 static struct cli_opt o_plist[] = {O("json", 0, "JSON output"), END_OPTS};
-static struct cli_opt o_lset[] = {O("account", 1, "account id (or --tier)"), O("tier", 1, "tier name (or --account)"),
+static struct cli_opt o_lset[] = {O("account", 1, "account id (or --tier)"),
+				  O("tier", 1, "tier name (or --account)"),
 				  O("model", 1, "only this model (default: all models)"),
-				  O("rpm", 1, "requests per minute ('none': no limit)"), O("tpm", 1, "tokens per minute"),
-				  O("rpd", 1, "requests per day"), O("tpd", 1, "tokens per day"),
-				  O("concurrency", 1, "requests in flight"), O("reason", 1, "why"),
-				  O("json", 0, "JSON output"), END_OPTS};
+				  O("rpm", 1, "requests per minute ('none': no limit)"),
+				  O("tpm", 1, "tokens per minute"),
+				  O("rpd", 1, "requests per day"),
+				  O("tpd", 1, "tokens per day"),
+				  O("concurrency", 1, "requests in flight"),
+				  O("reason", 1, "why"),
+				  O("json", 0, "JSON output"),
+				  END_OPTS};
 static struct cli_opt o_lshow[] = {O("account", 1, "only this account"), O("tier", 1, "only this tier"),
 				   O("json", 0, "JSON output"), END_OPTS};
 static struct cli_opt o_pshow[] = {O("json", 0, "JSON output"), END_OPTS};
@@ -1288,8 +1339,10 @@ static struct cli_opt o_promo[] = {O("signup", 1, "signup credit, currency units
 				   O("budget", 1, "campaign budget, currency units, or 'none'"),
 				   O("campaign", 1, "create or change this campaign and make it the active one"),
 				   O("starts", 1, "active from (date or RFC 3339, or 'none')"),
-				   O("ends", 1, "active until (or 'none')"), O("reason", 1, "why"),
-				   O("json", 0, "JSON output"), END_OPTS};
+				   O("ends", 1, "active until (or 'none')"),
+				   O("reason", 1, "why"),
+				   O("json", 0, "JSON output"),
+				   END_OPTS};
 static struct cli_opt o_expire[] = {O("limit", 1, "at most this many grants"), O("json", 0, "JSON output"), END_OPTS};
 
 static const struct cmd cmds[] = {
@@ -1358,7 +1411,8 @@ int main(int argc, char **argv)
 				cli_print_opts(c->opts);
 				return 0;
 			}
-		if (cli_parse(argc - 1 - words, argv + 1 + words, c->opts, pos, c->max_pos, &npos, err, sizeof(err)) < 0)
+		if (cli_parse(argc - 1 - words, argv + 1 + words, c->opts, pos, c->max_pos, &npos, err, sizeof(err)) <
+		    0)
 			tool_usage_error("%s", err);
 		c->run(pos, npos, c->opts);
 		config_free(cfg);

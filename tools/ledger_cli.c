@@ -91,7 +91,7 @@ static int cmd_export(const char **pos, int npos, struct cli_opt *o)
 		tool_usage_error("missing --out");
 	eo.path = out;
 	eo.force = cli_has(o, "force");
-	eo.operator = tool_operator(cfg);
+	eo.operator= tool_operator(cfg);
 	eo.progress = isatty(2) && !cli_has(o, "quiet") ? stderr : NULL;
 	if (manifest_load_secret_key(config_get(cfg, "signing_key_file"), sk, NULL, &err) < 0)
 		tool_fail("%s (create one with 'billing-admin keygen --out FILE' and set signing_key_file)", err.msg);
@@ -218,8 +218,8 @@ static int cmd_statement(const char **pos, int npos, struct cli_opt *o)
 	(void)pos, (void)npos;
 	if (!month)
 		tool_usage_error("missing --month (e.g. 2026-11)");
-	if (strlen(month) != 7 || sscanf(month, "%4u-%2u%c", &y, &m, &tail) != 2 || month[4] != '-' || m < 1 || m > 12 ||
-	    y < 1970)
+	if (strlen(month) != 7 || sscanf(month, "%4u-%2u%c", &y, &m, &tail) != 2 || month[4] != '-' || m < 1 ||
+	    m > 12 || y < 1970)
 		tool_usage_error("--month '%s' is not YYYY-MM", month);
 	from = time_days_from_civil(y, m, 1) * 86400LL * 1000000LL;
 	to = time_days_from_civil(m == 12 ? y + 1 : y, m == 12 ? 1 : m + 1, 1) * 86400LL * 1000000LL;
@@ -334,26 +334,32 @@ static int cmd_reconcile(const char **pos, int npos, struct cli_opt *o)
 		for (size_t i = 0; i < rep.n_diffs; i++) {
 			const struct reconcile_diff *d = &rep.diffs[i];
 			json_array_append_new(
-				diffs, json_pack("{s:I,s:{s:o,s:o,s:s},s:{s:o,s:o,s:o,s:o},s:s}", "account_id",
-						 (json_int_t)d->account_id, "ledger", "paid_nanos", jsonnum_total(d->ledger_paid),
-						 "promo_nanos", jsonnum_total(d->ledger_promo), "status", d->ledger_status,
-						 "mirror", "paid_nanos",
-						 d->mirror_has_paid ? jsonnum_total(d->mirror_paid) : json_null(), "promo_nanos",
-						 d->mirror_has_promo ? jsonnum_total(d->mirror_promo) : json_null(), "status",
-						 d->mirror_status[0] ? json_string(d->mirror_status) : json_null(), "version",
-						 d->mirror_v[0] ? json_string(d->mirror_v) : json_null(), "repair",
-						 d->repaired == 1 ? "repaired" : d->repaired < 0 ? "skipped" : "none"));
+				diffs,
+				json_pack("{s:I,s:{s:o,s:o,s:s},s:{s:o,s:o,s:o,s:o},s:s}", "account_id",
+					  (json_int_t)d->account_id, "ledger", "paid_nanos",
+					  jsonnum_total(d->ledger_paid), "promo_nanos", jsonnum_total(d->ledger_promo),
+					  "status", d->ledger_status, "mirror", "paid_nanos",
+					  d->mirror_has_paid ? jsonnum_total(d->mirror_paid) : json_null(),
+					  "promo_nanos",
+					  d->mirror_has_promo ? jsonnum_total(d->mirror_promo) : json_null(), "status",
+					  d->mirror_status[0] ? json_string(d->mirror_status) : json_null(), "version",
+					  d->mirror_v[0] ? json_string(d->mirror_v) : json_null(), "repair",
+					  d->repaired == 1  ? "repaired"
+					  : d->repaired < 0 ? "skipped"
+							    : "none"));
 		}
 		for (size_t i = 0; i < rep.n_not_loaded_ids; i++)
 			json_array_append_new(nl, json_integer(rep.not_loaded_ids[i]));
-		print_json(json_pack("{s:I,s:I,s:I,s:o,s:I,s:o,s:I,s:I}", "accounts", (json_int_t)rep.accounts, "matching",
-				     (json_int_t)rep.matching, "differences", (json_int_t)rep.n_diffs, "diffs", diffs,
-				     "not_loaded", (json_int_t)rep.not_loaded, "not_loaded_ids", nl, "repaired",
-				     (json_int_t)rep.repaired, "repair_skipped", (json_int_t)rep.repair_skipped));
+		print_json(json_pack("{s:I,s:I,s:I,s:o,s:I,s:o,s:I,s:I}", "accounts", (json_int_t)rep.accounts,
+				     "matching", (json_int_t)rep.matching, "differences", (json_int_t)rep.n_diffs,
+				     "diffs", diffs, "not_loaded", (json_int_t)rep.not_loaded, "not_loaded_ids", nl,
+				     "repaired", (json_int_t)rep.repaired, "repair_skipped",
+				     (json_int_t)rep.repair_skipped));
 	} else {
 		for (size_t i = 0; i < rep.n_diffs; i++) {
 			const struct reconcile_diff *d = &rep.diffs[i];
-			char lp[MONEY_TOTAL_BUF], lq[MONEY_TOTAL_BUF], mp[MONEY_TOTAL_BUF] = "missing", mq[MONEY_TOTAL_BUF] = "missing";
+			char lp[MONEY_TOTAL_BUF], lq[MONEY_TOTAL_BUF], mp[MONEY_TOTAL_BUF] = "missing",
+								       mq[MONEY_TOTAL_BUF] = "missing";
 			money_total_format(d->ledger_paid, lp, sizeof(lp));
 			money_total_format(d->ledger_promo, lq, sizeof(lq));
 			if (d->mirror_has_paid)
@@ -362,16 +368,19 @@ static int cmd_reconcile(const char **pos, int npos, struct cli_opt *o)
 				money_total_format(d->mirror_promo, mq, sizeof(mq));
 			printf("differs: account %" PRId64 ": ledger paid %s promo %s %s; mirror paid %s promo %s %s"
 			       " (version %s)%s\n",
-			       d->account_id, lp, lq, d->ledger_status, mp, mq, d->mirror_status[0] ? d->mirror_status : "-",
-			       d->mirror_v[0] ? d->mirror_v : "none",
-			       d->repaired == 1 ? ": repaired" : d->repaired < 0 ? ": NOT repaired (version moved; run again)" : "");
+			       d->account_id, lp, lq, d->ledger_status, mp, mq,
+			       d->mirror_status[0] ? d->mirror_status : "-", d->mirror_v[0] ? d->mirror_v : "none",
+			       d->repaired == 1  ? ": repaired"
+			       : d->repaired < 0 ? ": NOT repaired (version moved; run again)"
+						 : "");
 		}
-		printf("not loaded: %" PRId64 " accounts have no mirror yet (loaded on first use; not a difference)", rep.not_loaded);
+		printf("not loaded: %" PRId64 " accounts have no mirror yet (loaded on first use; not a difference)",
+		       rep.not_loaded);
 		for (size_t i = 0; i < rep.n_not_loaded_ids && i < 20; i++)
 			printf("%s%" PRId64, i ? " " : ": ", rep.not_loaded_ids[i]);
 		printf("%s\n", rep.not_loaded > 20 ? " ..." : "");
-		printf("%" PRId64 " accounts: %" PRId64 " match, %zu differ%s\n", rep.accounts, rep.matching, rep.n_diffs,
-		       ro.repair ? "" : (rep.n_diffs ? " (run with --repair to correct the mirror)" : ""));
+		printf("%" PRId64 " accounts: %" PRId64 " match, %zu differ%s\n", rep.accounts, rep.matching,
+		       rep.n_diffs, ro.repair ? "" : (rep.n_diffs ? " (run with --repair to correct the mirror)" : ""));
 	}
 	rc = rep.n_diffs && (!ro.repair || rep.repair_skipped) ? 1 : 0;
 	if (rc)
@@ -381,21 +390,36 @@ static int cmd_reconcile(const char **pos, int npos, struct cli_opt *o)
 	return rc;
 }
 
-#define END_OPTS {NULL, 0, NULL, 0, {NULL}}
-#define O(n, a, h) {n, a, h, 0, {NULL}}
+#define END_OPTS                  \
+	{                         \
+		NULL, 0, NULL, 0, \
+		{                 \
+			NULL      \
+		}                 \
+	}
+#define O(n, a, h)           \
+	{                    \
+		n, a, h, 0,  \
+		{            \
+			NULL \
+		}            \
+	}
 static struct cli_opt o_export[] = {O("from", 1, "first instant, inclusive: date or RFC 3339 (UTC)"),
-				    O("to", 1, "end instant, exclusive"), O("account", 1, "only this customer's transactions"),
-				    O("format", 1, "csv (default) or ndjson"), O("out", 1, "the file to write"),
-				    O("force", 0, "overwrite an existing file"), O("quiet", 0, "no progress line"),
-				    O("json", 0, "JSON summary"), END_OPTS};
+				    O("to", 1, "end instant, exclusive"),
+				    O("account", 1, "only this customer's transactions"),
+				    O("format", 1, "csv (default) or ndjson"),
+				    O("out", 1, "the file to write"),
+				    O("force", 0, "overwrite an existing file"),
+				    O("quiet", 0, "no progress line"),
+				    O("json", 0, "JSON summary"),
+				    END_OPTS};
 static struct cli_opt o_verify[] = {O("export", 1, "check an export file against FILE.manifest.json (no database)"),
 				    O("pubkey", 1, "trusted public key file (default: signing_key_file + .pub)"),
 				    O("json", 0, "JSON verdict (with --export)"), END_OPTS};
 static struct cli_opt o_statement[] = {O("account", 1, "account id"), O("month", 1, "YYYY-MM (UTC)"),
-				       O("format", 1, "text (default), json or csv"), O("json", 0, "same as --format json"),
-				       END_OPTS};
-static struct cli_opt o_tb[] = {O("at", 1, "only entries up to this instant"), O("json", 0, "JSON output"),
-				END_OPTS};
+				       O("format", 1, "text (default), json or csv"),
+				       O("json", 0, "same as --format json"), END_OPTS};
+static struct cli_opt o_tb[] = {O("at", 1, "only entries up to this instant"), O("json", 0, "JSON output"), END_OPTS};
 static struct cli_opt o_reconcile[] = {O("repair", 0, "write the ledger's values into the mirror"),
 				       O("settle-ms", 1, "re-read differences after this long (default 1500)"),
 				       O("json", 0, "JSON output"), END_OPTS};
@@ -409,8 +433,8 @@ static const struct cmd cmds[] = {
 	{"statement", "--account ID --month 2026-11 [--format text|json|csv]",
 	 "opening balance, movements, usage by model, closing balance, paid amount consumed", o_statement, 0,
 	 cmd_statement},
-	{"trial-balance", "[--at TIMESTAMP]", "sum per ledger account type; exit 1 unless debits equal credits", o_tb, 0,
-	 cmd_trial_balance},
+	{"trial-balance", "[--at TIMESTAMP]", "sum per ledger account type; exit 1 unless debits equal credits", o_tb,
+	 0, cmd_trial_balance},
 	{"reconcile", "[--repair]", "compare the Redis balance mirror with the ledger (exit 1 on differences)",
 	 o_reconcile, 0, cmd_reconcile},
 };

@@ -28,37 +28,48 @@
 
 /* ---- the model's shape and the generator's knobs ---- */
 
-#define DIM        128
-#define N_LAYERS   4
-#define N_HEADS    4
-#define HIDDEN     352
-#define MAX_CTX    512
-#define EMB_ROWS   4096
+#define DIM 128
+#define N_LAYERS 4
+#define N_HEADS 4
+#define HIDDEN 352
+#define MAX_CTX 512
+#define EMB_ROWS 4096
 #define ROPE_THETA 10000.0f
-#define NORM_EPS   1e-5f
-#define SEED       UINT64_C(0x696e7465726e616c) /* "internal" in ASCII */
+#define NORM_EPS 1e-5f
+#define SEED UINT64_C(0x696e7465726e616c) /* "internal" in ASCII */
 
 /* How many ids of each class the output layer gets: the lowest ids of each
  * class, which in a BPE vocabulary are the most frequent pieces. */
 #define N_WORDS 2800
-#define N_CJK   1200
+#define N_CJK 1200
 
 /* Standard deviations.  Matrices: GAIN / sqrt(fan_in). */
-#define EMB_STD     0.7  /* each of the two embedding rows an id sums */
-#define QK_GAIN     1.6
-#define V_GAIN      1.0
-#define O_GAIN      0.6
-#define FFN_GAIN    1.0
-#define DOWN_GAIN   0.6
-#define OUT_STD     2.5  /* std of a logit over a unit-RMS input */
-#define NORM_SPREAD 0.1  /* norm gains are uniform in [1-s, 1+s] */
-#define EOS_BIAS    3.0f /* added to the end-of-sentence logit */
-#define PUNCT_BIAS  2.0f /* added to punctuation logits */
+#define EMB_STD 0.7 /* each of the two embedding rows an id sums */
+#define QK_GAIN 1.6
+#define V_GAIN 1.0
+#define O_GAIN 0.6
+#define FFN_GAIN 1.0
+#define DOWN_GAIN 0.6
+#define OUT_STD 2.5     /* std of a logit over a unit-RMS input */
+#define NORM_SPREAD 0.1 /* norm gains are uniform in [1-s, 1+s] */
+#define EOS_BIAS 3.0f   /* added to the end-of-sentence logit */
+#define PUNCT_BIAS 2.0f /* added to punctuation logits */
 
-#define EOS_TEXT "<\xef\xbd\x9c" "end\xe2\x96\x81of\xe2\x96\x81sentence\xef\xbd\x9c>"
+#define EOS_TEXT        \
+	"<\xef\xbd\x9c" \
+	"end\xe2\x96\x81of\xe2\x96\x81sentence\xef\xbd\x9c>"
 
 static const char *const PUNCT[] = {
-	",", ".", "!", "?", ";", ":", " -", " (", ")", "'s",
+	",",
+	".",
+	"!",
+	"?",
+	";",
+	":",
+	" -",
+	" (",
+	")",
+	"'s",
 	"\xef\xbc\x8c", /* ， */
 	"\xe3\x80\x82", /* 。 */
 	"\xef\xbc\x81", /* ！ */
@@ -160,8 +171,8 @@ static size_t utf8_next(const unsigned char *s, size_t n, uint32_t *cp)
 			return 0;
 		c = (c << 6) | (s[i] & 0x3F);
 	}
-	if ((len == 2 && c < 0x80) || (len == 3 && c < 0x800) || (len == 4 && c < 0x10000) ||
-	    c > 0x10FFFF || (c >= 0xD800 && c <= 0xDFFF))
+	if ((len == 2 && c < 0x80) || (len == 3 && c < 0x800) || (len == 4 && c < 0x10000) || c > 0x10FFFF ||
+	    (c >= 0xD800 && c <= 0xDFFF))
 		return 0;
 	*cp = c;
 	return len;
@@ -188,8 +199,14 @@ static int decode_token(const char *text, unsigned char *out, size_t outlen)
 
 enum tok_class { CLASS_NONE, CLASS_WORD, CLASS_CJK, CLASS_PUNCT };
 
-static int is_lower(unsigned char c) { return c >= 'a' && c <= 'z'; }
-static int is_upper(unsigned char c) { return c >= 'A' && c <= 'Z'; }
+static int is_lower(unsigned char c)
+{
+	return c >= 'a' && c <= 'z';
+}
+static int is_upper(unsigned char c)
+{
+	return c >= 'A' && c <= 'Z';
+}
 
 /* A space and 1..12 ASCII letters, lower case or capitalised (one-letter
  * words only "a" and "I"); one CJK unified ideograph U+4E00..U+9FFF; or one of
@@ -220,7 +237,7 @@ static enum tok_class classify(const unsigned char *b, size_t n)
 
 struct vocab {
 	json_t *root;
-	const char **text; /* [n_vocab], borrowed from root; NULL where no entry */
+	const char **text;      /* [n_vocab], borrowed from root; NULL where no entry */
 	unsigned char *special; /* [n_vocab], 1 for added tokens */
 	uint32_t n_vocab;
 	int32_t eos_id;
@@ -255,12 +272,14 @@ static void vocab_load(struct vocab *v, const char *path)
 	added = json_object_get(v->root, "added_tokens");
 	if (!json_is_object(vocab) || !json_is_array(added))
 		die("\"%s\": no model.vocab object or added_tokens array", path);
-	json_object_foreach(vocab, key, val) {
+	json_object_foreach(vocab, key, val)
+	{
 		json_int_t id = id_of(val, key);
 		if (id > max_id)
 			max_id = id;
 	}
-	json_array_foreach(added, i, val) {
+	json_array_foreach(added, i, val)
+	{
 		json_int_t id = id_of(json_object_get(val, "id"), "an added token");
 		if (id > max_id)
 			max_id = id;
@@ -272,9 +291,9 @@ static void vocab_load(struct vocab *v, const char *path)
 	v->special = calloc(v->n_vocab, 1);
 	if (!v->text || !v->special)
 		die("out of memory");
-	json_object_foreach(vocab, key, val)
-		v->text[json_integer_value(val)] = key;
-	json_array_foreach(added, i, val) {
+	json_object_foreach(vocab, key, val) v->text[json_integer_value(val)] = key;
+	json_array_foreach(added, i, val)
+	{
 		json_int_t id = json_integer_value(json_object_get(val, "id"));
 		const char *content = json_string_value(json_object_get(val, "content"));
 
@@ -332,8 +351,7 @@ static uint32_t select_outputs(const struct vocab *v, int32_t *ids, float *bias,
 		}
 	}
 	if (n_words < 100 || n_cjk < 100 || n_punct < 4)
-		die("tokenizer: too few clean tokens (%u words, %u CJK, %u punctuation)", n_words, n_cjk,
-		    n_punct);
+		die("tokenizer: too few clean tokens (%u words, %u CJK, %u punctuation)", n_words, n_cjk, n_punct);
 	return n;
 }
 
@@ -398,25 +416,24 @@ int main(int argc, char **argv)
 	p = w;
 	fill(p, (size_t)EMB_ROWS * DIM, 0.0, EMB_STD), p += (size_t)EMB_ROWS * DIM;
 	for (int l = 0; l < N_LAYERS; l++) {
-		fill(p, DIM, 1.0, NORM_SPREAD / sqrt(3.0)), p += DIM;                       /* attn_norm */
-		fill(p, DIM * DIM, 0.0, QK_GAIN / sqrt(DIM)), p += DIM * DIM;              /* wq */
-		fill(p, DIM * DIM, 0.0, QK_GAIN / sqrt(DIM)), p += DIM * DIM;              /* wk */
-		fill(p, DIM * DIM, 0.0, V_GAIN / sqrt(DIM)), p += DIM * DIM;               /* wv */
-		fill(p, DIM * DIM, 0.0, O_GAIN / sqrt(DIM)), p += DIM * DIM;               /* wo */
-		fill(p, DIM, 1.0, NORM_SPREAD / sqrt(3.0)), p += DIM;                       /* ffn_norm */
-		fill(p, HIDDEN * DIM, 0.0, FFN_GAIN / sqrt(DIM)), p += HIDDEN * DIM;       /* w_gate */
-		fill(p, HIDDEN * DIM, 0.0, FFN_GAIN / sqrt(DIM)), p += HIDDEN * DIM;       /* w_up */
-		fill(p, DIM * HIDDEN, 0.0, DOWN_GAIN / sqrt(HIDDEN)), p += DIM * HIDDEN;   /* w_down */
+		fill(p, DIM, 1.0, NORM_SPREAD / sqrt(3.0)), p += DIM;                    /* attn_norm */
+		fill(p, DIM * DIM, 0.0, QK_GAIN / sqrt(DIM)), p += DIM * DIM;            /* wq */
+		fill(p, DIM * DIM, 0.0, QK_GAIN / sqrt(DIM)), p += DIM * DIM;            /* wk */
+		fill(p, DIM * DIM, 0.0, V_GAIN / sqrt(DIM)), p += DIM * DIM;             /* wv */
+		fill(p, DIM * DIM, 0.0, O_GAIN / sqrt(DIM)), p += DIM * DIM;             /* wo */
+		fill(p, DIM, 1.0, NORM_SPREAD / sqrt(3.0)), p += DIM;                    /* ffn_norm */
+		fill(p, HIDDEN * DIM, 0.0, FFN_GAIN / sqrt(DIM)), p += HIDDEN * DIM;     /* w_gate */
+		fill(p, HIDDEN * DIM, 0.0, FFN_GAIN / sqrt(DIM)), p += HIDDEN * DIM;     /* w_up */
+		fill(p, DIM * HIDDEN, 0.0, DOWN_GAIN / sqrt(HIDDEN)), p += DIM * HIDDEN; /* w_down */
 	}
-	fill(p, DIM, 1.0, NORM_SPREAD / sqrt(3.0)), p += DIM;                               /* final_norm */
-	fill(p, (size_t)n_out * DIM, 0.0, OUT_STD / sqrt(DIM)), p += (size_t)n_out * DIM;  /* out_w */
-	for (uint32_t i = 0; i < n_out; i++)                                                /* out_bias */
+	fill(p, DIM, 1.0, NORM_SPREAD / sqrt(3.0)), p += DIM;                             /* final_norm */
+	fill(p, (size_t)n_out * DIM, 0.0, OUT_STD / sqrt(DIM)), p += (size_t)n_out * DIM; /* out_w */
+	for (uint32_t i = 0; i < n_out; i++)                                              /* out_bias */
 		*p++ = out_bias[i];
 	if ((size_t)(p - w) != n_params)
 		die("internal error: %zu parameters written, %zu expected", (size_t)(p - w), n_params);
 
-	file_size = MODEL_FILE_HEADER_SIZE + 4u * (uint64_t)n_out + 4u * (uint64_t)n_params +
-		    MODEL_FILE_DIGEST_SIZE;
+	file_size = MODEL_FILE_HEADER_SIZE + 4u * (uint64_t)n_out + 4u * (uint64_t)n_params + MODEL_FILE_DIGEST_SIZE;
 	file = calloc(1, file_size);
 	if (!file)
 		die("out of memory");
@@ -464,8 +481,8 @@ int main(int argc, char **argv)
 		remove(tmp);
 		die("cannot rename \"%s\": %s", tmp, strerror(errno));
 	}
-	printf("mkweights: wrote %s: %d layers, dim %d, %u outputs, %zu parameters, %llu bytes\n", argv[2],
-	       N_LAYERS, DIM, n_out, n_params, (unsigned long long)file_size);
+	printf("mkweights: wrote %s: %d layers, dim %d, %u outputs, %zu parameters, %llu bytes\n", argv[2], N_LAYERS,
+	       DIM, n_out, n_params, (unsigned long long)file_size);
 
 	free(file);
 	free(w);

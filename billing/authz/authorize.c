@@ -892,8 +892,8 @@ static void decide_cb(void *arg, redisReply *r)
 		}
 		az_finish(a, 200,
 			  json_pack("{s:s,s:I,s:I,s:I,s:s}", "hold_id", a->request_id, "account_id",
-				    (json_int_t)a->account_id, "held_nanos", (json_int_t)elem_int(r, 1), "available_nanos",
-				    (json_int_t)elem_int(r, 2), "expires_at", exp),
+				    (json_int_t)a->account_id, "held_nanos", (json_int_t)elem_int(r, 1),
+				    "available_nanos", (json_int_t)elem_int(r, 2), "expires_at", exp),
 			  NULL);
 	} else if (strcmp(tag, "NOMIRROR") == 0) {
 		mirror_missing(a);
@@ -906,7 +906,8 @@ static void decide_cb(void *arg, redisReply *r)
 		az_finish(a, 402, body, NULL);
 	} else if (strcmp(tag, "RATE") == 0 || strcmp(tag, "CONC") == 0) {
 		bool rate = tag[0] == 'R';
-		const char *what = r->elements > 1 && r->element[1]->type == REDIS_REPLY_STRING ? r->element[1]->str : "";
+		const char *what =
+			r->elements > 1 && r->element[1]->type == REDIS_REPLY_STRING ? r->element[1]->str : "";
 		int64_t retry_ms = rate ? elem_int(r, 2) : 1000, limit = elem_int(r, rate ? 3 : 2);
 		char ra[32], msg[128];
 		if (retry_ms < 1)
@@ -915,7 +916,8 @@ static void decide_cb(void *arg, redisReply *r)
 		snprintf(msg, sizeof(msg), "%s limit of %" PRId64 " reached", what, limit);
 		az_finish(a, 429,
 			  json_pack("{s:{s:s,s:s,s:s,s:I,s:I}}", "error", "code", "rate_limited", "message", msg,
-				    "limit_type", what, "limit", (json_int_t)limit, "retry_after_ms", (json_int_t)retry_ms),
+				    "limit_type", what, "limit", (json_int_t)limit, "retry_after_ms",
+				    (json_int_t)retry_ms),
 			  ra);
 	} else {
 		az_fail(a, 503, "unavailable", "unexpected answer from the quota store");
@@ -960,14 +962,15 @@ static void az_step(struct az_req *a)
 		struct pricing_tokens t = {a->input_tokens, 0, a->max_output};
 		int64_t now = time_now_us();
 		bool known;
-		char (*args)[32] = a->args;
+		char(*args)[32] = a->args;
 		const char **argv = a->argv;
 
 		if (!az->prices)
 			return az_fail(a, 503, "unavailable", "prices not loaded yet");
 		p = pricing_select(az->prices, az->n_prices, a->model, now, &known);
 		if (!p)
-			return az_fail(a, 422, "unknown_model", known ? "the model has no price in effect" : "unknown model");
+			return az_fail(a, 422, "unknown_model",
+				       known ? "the model has no price in effect" : "unknown model");
 		if (pricing_cost(p, &t, now, &a->amount) < 0)
 			return az_fail(a, 422, "invalid_tokens", "token counts out of range");
 		/* a call that can cost money holds money: 0/0 tokens hold the model's least cost */

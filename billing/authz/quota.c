@@ -114,8 +114,8 @@ static int send_req(struct qreq *x)
 	return rconn_commandv(x->q->r, reply_cb, x, x->argc, x->argv, x->len);
 }
 
-int quota_run(struct quota *q, enum quota_script s, int64_t account_id, int argc, const char *const *argv,
-	      quota_cb cb, void *arg)
+int quota_run(struct quota *q, enum quota_script s, int64_t account_id, int argc, const char *const *argv, quota_cb cb,
+	      void *arg)
 {
 	int n = 2 + 1 + N_KEYS + argc, k = 0;
 	size_t bytes = sizeof(struct qreq) + (size_t)n * (sizeof(char *) + sizeof(size_t)) + sizeof(q->sha[s]) +
@@ -211,13 +211,13 @@ static int invalidate_node(redisContext *ctx, void *arg)
 		redisReply *r = redisCommand(ctx, "SCAN %s MATCH " RKEY_BAL_PATTERN " COUNT 1000", v->cursor);
 		struct rclient_cmd *cmds = NULL;
 		redisReply **replies = NULL;
-		char (*st)[96] = NULL;
+		char(*st)[96] = NULL;
 		const char **argv = NULL;
 		size_t k = 0, m;
 		int rc = 0;
 
-		if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 2 || r->element[0]->type != REDIS_REPLY_STRING ||
-		    r->element[1]->type != REDIS_REPLY_ARRAY) {
+		if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+		    r->element[0]->type != REDIS_REPLY_STRING || r->element[1]->type != REDIS_REPLY_ARRAY) {
 			freeReplyObject(r);
 			return -1;
 		}

@@ -25,8 +25,8 @@ struct quota;
 struct quota *quota_new(struct rconn *r) __attribute__((warn_unused_result));
 void quota_free(struct quota *q);
 /* Runs a script for an account with string arguments (copied). */
-int quota_run(struct quota *q, enum quota_script s, int64_t account_id, int argc, const char *const *argv,
-	      quota_cb cb, void *arg) __attribute__((warn_unused_result));
+int quota_run(struct quota *q, enum quota_script s, int64_t account_id, int argc, const char *const *argv, quota_cb cb,
+	      void *arg) __attribute__((warn_unused_result));
 /* The same, synchronously on a client of the caller's thread (a mirror
  * load, under the account's row lock): the reply (the caller frees it;
  * error replies included), or NULL with err when Redis did not answer. */

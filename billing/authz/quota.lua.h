@@ -30,24 +30,24 @@
 /* release(h): drops a hold (record, expiry, its share of held and of its
  * model's concurrency) -> its estimated tokens, or nil when it was gone.
  * sweep(now): releases the holds due (at most 1000) and sets due. */
-#define QUOTA_LUA_RELEASE                                                                                      \
-	"local function release(h)\n"                                                                          \
-	"  local v = redis.call('HGET', KEYS[3], h)\n"                                                         \
-	"  redis.call('ZREM', KEYS[4], h)\n"                                                                   \
-	"  if not v then return nil end\n"                                                                     \
-	"  local amt, tok, pos = struct.unpack('<i8i8', v)\n"                                                  \
-	"  local c = 'c:' .. string.sub(v, pos)\n"                                                             \
-	"  redis.call('HDEL', KEYS[3], h)\n"                                                                   \
-	"  redis.call('HINCRBY', KEYS[2], 'held', string.format('%d', -amt))\n"                                \
-	"  if redis.call('HINCRBY', KEYS[2], c, -1) <= 0 then redis.call('HDEL', KEYS[2], c) end\n"           \
-	"  return tok\n"                                                                                       \
-	"end\n"                                                                                                \
-	"local function sweep(now)\n"                                                                          \
-	"  for _, h in ipairs(redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now, 'LIMIT', 0, 1000)) do\n"      \
-	"    release(h)\n"                                                                                     \
-	"  end\n"                                                                                              \
-	"  local first = redis.call('ZRANGE', KEYS[4], 0, 0, 'WITHSCORES')\n"                                  \
-	"  redis.call('HSET', KEYS[2], 'due', first[2] or '9007199254740991')\n"                               \
+#define QUOTA_LUA_RELEASE                                                                                \
+	"local function release(h)\n"                                                                    \
+	"  local v = redis.call('HGET', KEYS[3], h)\n"                                                   \
+	"  redis.call('ZREM', KEYS[4], h)\n"                                                             \
+	"  if not v then return nil end\n"                                                               \
+	"  local amt, tok, pos = struct.unpack('<i8i8', v)\n"                                            \
+	"  local c = 'c:' .. string.sub(v, pos)\n"                                                       \
+	"  redis.call('HDEL', KEYS[3], h)\n"                                                             \
+	"  redis.call('HINCRBY', KEYS[2], 'held', string.format('%d', -amt))\n"                          \
+	"  if redis.call('HINCRBY', KEYS[2], c, -1) <= 0 then redis.call('HDEL', KEYS[2], c) end\n"      \
+	"  return tok\n"                                                                                 \
+	"end\n"                                                                                          \
+	"local function sweep(now)\n"                                                                    \
+	"  for _, h in ipairs(redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now, 'LIMIT', 0, 1000)) do\n" \
+	"    release(h)\n"                                                                               \
+	"  end\n"                                                                                        \
+	"  local first = redis.call('ZRANGE', KEYS[4], 0, 0, 'WITHSCORES')\n"                            \
+	"  redis.call('HSET', KEYS[2], 'due', first[2] or '9007199254740991')\n"                         \
 	"end\n"
 
 /* authorize: KEYS bal st hold hexp
@@ -64,8 +64,7 @@
  * and the GCRA state of the limits in force) and writes it once (HSET). */
 static const char quota_lua_authorize[] =
 	"local t = redis.call('TIME')\n"
-	"local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
-	MIRROR_LUA_LOAD QUOTA_LUA_RELEASE
+	"local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n" MIRROR_LUA_LOAD QUOTA_LUA_RELEASE
 	/* past the deadline the loader may have let go of its row lock: a charge
 	 * may have committed since its read */
 	"if ARGV[21] and now > tonumber(ARGV[17]) then return {'LATE'} end\n"
@@ -189,20 +188,18 @@ static const char quota_lua_settle[] = QUOTA_LUA_RELEASE
 
 /* held: KEYS bal st hold hexp -> the sum of live holds (nanos).  Read only:
  * holds already due are left out, not released. */
-static const char quota_lua_held[] =
-	"local t = redis.call('TIME')\n"
-	"local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
-	"local held = tonumber(redis.call('HGET', KEYS[2], 'held') or '0')\n"
-	"for _, h in ipairs(redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now)) do\n"
-	"  local v = redis.call('HGET', KEYS[3], h)\n"
-	"  if v then held = held - struct.unpack('<i8', v) end\n"
-	"end\n"
-	"return held\n";
+static const char quota_lua_held[] = "local t = redis.call('TIME')\n"
+				     "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
+				     "local held = tonumber(redis.call('HGET', KEYS[2], 'held') or '0')\n"
+				     "for _, h in ipairs(redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now)) do\n"
+				     "  local v = redis.call('HGET', KEYS[3], h)\n"
+				     "  if v then held = held - struct.unpack('<i8', v) end\n"
+				     "end\n"
+				     "return held\n";
 
 /* invalidate: KEYS bal st hold hexp -> drops the mirror, bumps the version */
-static const char quota_lua_invalidate[] =
-	"redis.call('HINCRBY', KEYS[2], 'ver', 1)\n"
-	"redis.call('DEL', KEYS[1])\n"
-	"return 1\n";
+static const char quota_lua_invalidate[] = "redis.call('HINCRBY', KEYS[2], 'ver', 1)\n"
+					   "redis.call('DEL', KEYS[1])\n"
+					   "return 1\n";
 
 #endif

@@ -23,10 +23,10 @@ struct rnode {
 	int port;
 	redisAsyncContext *ac;
 	bool connected;
-	bool serves;              /* master of a slot in the current map (or the single server) */
+	bool serves; /* master of a slot in the current map (or the single server) */
 	int64_t last_pong_us;
-	int64_t pending;          /* PINGs sent, not answered */
-	int64_t oldest_sent_us;   /* of the oldest unanswered one (reset when none pending) */
+	int64_t pending;        /* PINGs sent, not answered */
+	int64_t oldest_sent_us; /* of the oldest unanswered one (reset when none pending) */
 	int64_t connect_started_us;
 };
 
@@ -51,12 +51,12 @@ struct rconn {
 	enum mode mode;
 	struct rnode *nodes[MAX_NODES]; /* nodes[0..n_seeds) are the configured seeds */
 	int n_nodes, n_seeds;
-	int16_t slots[RSLOT_N];         /* index into nodes, -1 none */
+	int16_t slots[RSLOT_N]; /* index into nodes, -1 none */
 	bool map_known, refresh_wanted, refresh_busy, closing;
 	int64_t last_refresh_us;
-	unsigned rr;                    /* round robin over nodes (seeds, refreshes) */
-	struct rnode *single;           /* MODE_SINGLE: the server */
-	struct rnode *in_hook;          /* the node whose on_connect callback runs */
+	unsigned rr;           /* round robin over nodes (seeds, refreshes) */
+	struct rnode *single;  /* MODE_SINGLE: the server */
+	struct rnode *in_hook; /* the node whose on_connect callback runs */
 	struct creq *waiting;
 	struct event *timer;
 	void (*on_connect)(void *);

@@ -17,7 +17,8 @@ int want_string(json_t *b, const char *k, bool required, size_t max, struct erro
 	}
 	if (!json_is_string(v) || json_string_length(v) == 0 || json_string_length(v) > max ||
 	    strlen(json_string_value(v)) != json_string_length(v)) {
-		return error_set(err, 400, "invalid_request", "field '%s' must be a string of 1 to %zu characters", k, max);
+		return error_set(err, 400, "invalid_request", "field '%s' must be a string of 1 to %zu characters", k,
+				 max);
 	}
 	return 0;
 }
@@ -35,8 +36,8 @@ int want_int(json_t *b, const char *k, bool required, int64_t min, int64_t max, 
 		return error_set(err, 400, "invalid_request", "field '%s' must be an integer", k);
 	}
 	if (json_integer_value(v) < min || json_integer_value(v) > max) {
-		return error_set(err, 422, "invalid_amount", "field '%s' must be between %" PRId64 " and %" PRId64, k, min,
-			         max);
+		return error_set(err, 422, "invalid_amount", "field '%s' must be between %" PRId64 " and %" PRId64, k,
+				 min, max);
 	}
 	return 0;
 }
@@ -84,12 +85,14 @@ int signup_body_check(json_t *b, struct error *err)
 	if (!ids || json_is_null(ids))
 		return 0;
 	if (!json_is_array(ids) || json_array_size(ids) > 16) {
-		return error_set(err, 400, "invalid_request", "field 'identity' must be an array of at most 16 strings");
+		return error_set(err, 400, "invalid_request",
+				 "field 'identity' must be an array of at most 16 strings");
 	}
 	json_array_foreach(ids, i, v)
 	{
 		if (!json_is_string(v) || json_string_length(v) == 0 || json_string_length(v) > 200) {
-			return error_set(err, 400, "invalid_request", "field 'identity' must hold strings of 1 to 200 characters");
+			return error_set(err, 400, "invalid_request",
+					 "field 'identity' must hold strings of 1 to 200 characters");
 		}
 	}
 	return 0;

@@ -50,7 +50,7 @@ struct conns {
 	struct conn **by_fd;
 	size_t nfd;
 	struct event *bind_ev, *sweep_ev;
-	int64_t log_us;                     /* last warning about rejections or timeouts */
+	int64_t log_us; /* last warning about rejections or timeouts */
 	int64_t rejected_unlogged, timeouts_unlogged;
 };
 
@@ -71,7 +71,8 @@ static void maybe_log(struct conns *cs)
 		return;
 	cs->log_us = now;
 	log_warn("HTTP connections dropped",
-		 "over_max_connections=%" PRId64 " request_timeouts=%" PRId64 " open=%" PRId64 " max_connections=%" PRId64,
+		 "over_max_connections=%" PRId64 " request_timeouts=%" PRId64 " open=%" PRId64
+		 " max_connections=%" PRId64,
 		 cs->rejected_unlogged, cs->timeouts_unlogged, cs->open, cs->max);
 	cs->rejected_unlogged = 0;
 	cs->timeouts_unlogged = 0;

@@ -12,8 +12,11 @@ static const struct {
 	size_t max; /* strings: bytes; integers: the largest value */
 	bool is_string;
 } fields[F_N] = {
-	{"request_id", 200, true},          {"model", 200, true},          {"api_key", 255, true},
-	{"account_id", INT64_MAX, false},   {"input_tokens", 1000000000, false},
+	{"request_id", 200, true},
+	{"model", 200, true},
+	{"api_key", 255, true},
+	{"account_id", INT64_MAX, false},
+	{"input_tokens", 1000000000, false},
 	{"max_output_tokens", 1000000000, false},
 };
 
@@ -107,7 +110,7 @@ bool fastbody_authz_parse(const char *buf, size_t len, struct fastbody_authz *ou
 			memcpy(dst, s, sl);
 			dst[sl] = '\0';
 		} else {
-			int64_t *dst = f == F_ACCOUNT_ID ? &out->account_id
+			int64_t *dst = f == F_ACCOUNT_ID     ? &out->account_id
 				       : f == F_INPUT_TOKENS ? &out->input_tokens
 							     : &out->max_output_tokens;
 			if (!plain_int(&c, fields[f].max, dst))

@@ -23,8 +23,7 @@ struct fastbody_authz {
 
 /* true: out holds the body's fields (the general path would accept it with
  * the same values); false: take the general path. */
-bool fastbody_authz_parse(const char *buf, size_t len, struct fastbody_authz *out)
-	__attribute__((warn_unused_result));
+bool fastbody_authz_parse(const char *buf, size_t len, struct fastbody_authz *out) __attribute__((warn_unused_result));
 
 /* The 200 answer of an authorize, byte for byte what jansson's compact dump
  * of {hold_id, account_id, held_nanos, available_nanos, expires_at} gives,

@@ -5,7 +5,6 @@
 #include <string.h>
 #include <strings.h>
 
-
 void framing_scan_reset(struct framing_scan *sc)
 {
 	memset(sc, 0, sizeof(*sc));
@@ -53,10 +52,11 @@ int framing_check(const struct evkeyvalq *headers, bool nul_seen, struct error *
 	if (nul_seen) {
 		return error_set(err, 400, "invalid_request", "a NUL byte in the request head");
 	}
-	TAILQ_FOREACH(h, headers, next) {
+	TAILQ_FOREACH (h, headers, next) {
 		if (strcasecmp(h->key, "Content-Length") == 0) {
 			if (!plain_decimal(h->value)) {
-				return error_set(err, 400, "invalid_request", "Content-Length must be a plain decimal number");
+				return error_set(err, 400, "invalid_request",
+						 "Content-Length must be a plain decimal number");
 			}
 			if (cl && strcmp(cl, h->value) != 0) {
 				return error_set(err, 400, "invalid_request", "two different Content-Length values");

@@ -27,11 +27,11 @@
 
 /* The head of one request: from its first byte to the empty line. */
 struct framing_scan {
-	bool done;         /* the empty line was seen: later bytes are body */
-	bool nul;          /* a NUL byte before it */
-	size_t line_len;   /* bytes of the current line so far */
-	char line_first;   /* its first byte */
-	size_t lines;      /* complete lines so far */
+	bool done;       /* the empty line was seen: later bytes are body */
+	bool nul;        /* a NUL byte before it */
+	size_t line_len; /* bytes of the current line so far */
+	char line_first; /* its first byte */
+	size_t lines;    /* complete lines so far */
 };
 
 void framing_scan_reset(struct framing_scan *sc);

@@ -98,7 +98,8 @@ void reply_error(struct rctx *c, const struct error *e)
 	if (status == 503 || status == 429)
 		evhttp_add_header(evhttp_request_get_output_headers(c->req), "Retry-After", "1");
 	if (status >= 500 && status != 503)
-		log_error("request failed", "route=%s status=%d code=%s error=\"%s\"", c->route, status, e->code, e->msg);
+		log_error("request failed", "route=%s status=%d code=%s error=\"%s\"", c->route, status, e->code,
+			  e->msg);
 	reply(c, status, error_json(e));
 }
 

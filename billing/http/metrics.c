@@ -8,8 +8,7 @@
 #include <string.h>
 
 #define NB 14
-static const double bounds[NB] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
-				  0.1,    0.25,  0.5,    1,     2.5,  5,     10};
+static const double bounds[NB] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10};
 
 struct hist {
 	uint64_t b[NB + 1];

@@ -38,8 +38,6 @@
 
 #define MAX_BATCH 1000
 
-
-
 /* ---- framing ---- */
 
 /* true when req was answered here, 400 and `Connection: close`, because its
@@ -173,8 +171,8 @@ static void run_account_create(struct hjob *j, struct ops_ctx *x)
 		balance_set_held(json_object_get(j->out, "balance"), true, 0);
 	if (res.has_first)
 		json_object_set_new(j->out, "promotion",
-				    json_pack("{s:b,s:I,s:o,s:s}", "applied", res.signup_grant_nanos > 0, "amount_nanos",
-					      (json_int_t)res.signup_grant_nanos, "grant_id",
+				    json_pack("{s:b,s:I,s:o,s:s}", "applied", res.signup_grant_nanos > 0,
+					      "amount_nanos", (json_int_t)res.signup_grant_nanos, "grant_id",
 					      res.signup_grant_id ? json_integer(res.signup_grant_id) : json_null(),
 					      "note", res.promo_note));
 }
@@ -295,8 +293,8 @@ static void run_topup(struct hjob *j, struct ops_ctx *x)
 			return;
 	}
 	j->out_status = dup ? 200 : 201;
-	j->out = json_pack("{s:I,s:s,s:I,s:o,s:b}", "account_id", (json_int_t)j->id, "payment_ref", ref,
-			   "amount_nanos", (json_int_t)amount, "balance", balance_obj(&b), "duplicate", dup);
+	j->out = json_pack("{s:I,s:s,s:I,s:o,s:b}", "account_id", (json_int_t)j->id, "payment_ref", ref, "amount_nanos",
+			   (json_int_t)amount, "balance", balance_obj(&b), "duplicate", dup);
 }
 
 static void run_grant(struct hjob *j, struct ops_ctx *x)
@@ -326,7 +324,8 @@ static void run_grant(struct hjob *j, struct ops_ctx *x)
 	j->out = json_pack("{s:I,s:I,s:s,s:I,s:I,s:o,s:i,s:b}", "grant_id", (json_int_t)info.grant_id, "account_id",
 			   (json_int_t)j->id, "kind", info.kind, "amount_nanos", (json_int_t)info.amount_nanos,
 			   "remaining_nanos", (json_int_t)info.remaining_nanos, "expires_at",
-			   info.expires_at_us ? json_string(e) : json_null(), "priority", info.priority, "duplicate", dup);
+			   info.expires_at_us ? json_string(e) : json_null(), "priority", info.priority, "duplicate",
+			   dup);
 }
 
 static void hjob_run(struct dbjob *job, PGconn *conn, const char *writer)
@@ -417,8 +416,8 @@ static void hjob_done(struct dbjob *job)
 			bool transient = strncmp(e.code, "57", 2) == 0 || strncmp(e.code, "08", 2) == 0 ||
 					 strncmp(e.code, "53", 2) == 0 || strncmp(e.code, "40", 2) == 0;
 			log_error("database error", "code=%s error=\"%s\"", e.code, e.msg);
-			error_set(&e, transient ? 503 : 500, transient ? "unavailable" : "internal",
-				  "%s", transient ? "the database is busy or away; retry" : "internal error");
+			error_set(&e, transient ? 503 : 500, transient ? "unavailable" : "internal", "%s",
+				  transient ? "the database is busy or away; retry" : "internal error");
 		}
 		reply_error(j->rc, &e);
 	} else if (j->op == OP_ACCOUNT_GET || j->op == OP_ACCOUNT_CREATE) {
@@ -648,7 +647,6 @@ static void h_usage(struct rctx *c)
 	}
 }
 
-
 static void ubatch_finish(struct ubatch *ub)
 {
 	struct buf out;
@@ -713,7 +711,8 @@ static void h_usage_batch(struct rctx *c)
 	recs = json_object_get(b, "records");
 	if (!json_is_array(recs) || json_array_size(recs) == 0 || json_array_size(recs) > MAX_BATCH) {
 		json_decref(b);
-		return reply_err(c, 400, "invalid_request", "field 'records' must be an array of 1 to 1000 usage bodies");
+		return reply_err(c, 400, "invalid_request",
+				 "field 'records' must be an array of 1 to 1000 usage bodies");
 	}
 	n = json_array_size(recs);
 	ub = calloc(1, sizeof(*ub));
@@ -799,8 +798,9 @@ static void r_readyz(struct rctx *c)
 	struct server *s = c->s;
 
 	if (s->draining || !rconn_ready(s->redis) || !writers_connected(s))
-		return reply(c, 503, json_pack("{s:s,s:b,s:b}", "status", "unavailable", "postgresql", writers_connected(s),
-					       "redis", rconn_ready(s->redis)));
+		return reply(c, 503,
+			     json_pack("{s:s,s:b,s:b}", "status", "unavailable", "postgresql", writers_connected(s),
+				       "redis", rconn_ready(s->redis)));
 	submit_hjob(c, OP_READY, NULL, 0);
 }
 
@@ -828,7 +828,6 @@ static void r_verify(struct rctx *c)
 {
 	submit_hjob(c, OP_VERIFY, NULL, c->id);
 }
-
 
 /* Every route on one line: method, path (also the metrics label; {id} is
  * a positive integer segment), who may call it, whether it answers 503
@@ -984,7 +983,8 @@ void server_reload(struct server *s)
 	struct error err;
 
 	if (load_tokens(s, &err) < 0)
-		log_warn("token reload incomplete", "gateway=%zu admin=%zu", tokens_count(s->gw), tokens_count(s->admin));
+		log_warn("token reload incomplete", "gateway=%zu admin=%zu", tokens_count(s->gw),
+			 tokens_count(s->admin));
 	else
 		log_info("tokens reloaded", "gateway=%zu admin=%zu", tokens_count(s->gw), tokens_count(s->admin));
 }
@@ -1004,8 +1004,7 @@ struct server *server_new(struct event_base *base, struct config *cfg, struct er
 	s->referral_on_topup = strcmp(config_get(cfg, "referral_trigger"), "topup") == 0;
 	if (config_int(cfg, "batch_max", &batch_max, err) < 0 ||
 	    config_int(cfg, "batch_wait_us", &batch_wait, err) < 0 ||
-	    config_int(cfg, "queue_max", &queue_max, err) < 0 ||
-	    config_int(cfg, "pg_timeout_ms", &pg_to, err) < 0 ||
+	    config_int(cfg, "queue_max", &queue_max, err) < 0 || config_int(cfg, "pg_timeout_ms", &pg_to, err) < 0 ||
 	    config_int(cfg, "pg_standby_confirm_ms", &standby_ms, err) < 0 ||
 	    config_int(cfg, "redis_timeout_ms", &redis_to, err) < 0 ||
 	    config_int(cfg, "idle_timeout_s", &idle, err) < 0 ||
@@ -1037,9 +1036,16 @@ struct server *server_new(struct event_base *base, struct config *cfg, struct er
 	for (int w = 0; w < (int)writers; w++) {
 		/* each writer has its own chain: instance_id, instance_id.t1, ...;
 		 * the queue bound is shared out */
-		struct dbpool_opts o = {"writer", config_get(cfg, "pg"), writer, 1,
-					(size_t)((queue_max + writers - 1) / writers), (int)pg_to, usage_write_batch, s->uw,
-					(size_t)batch_max, batch_wait};
+		struct dbpool_opts o = {"writer",
+					config_get(cfg, "pg"),
+					writer,
+					1,
+					(size_t)((queue_max + writers - 1) / writers),
+					(int)pg_to,
+					usage_write_batch,
+					s->uw,
+					(size_t)batch_max,
+					batch_wait};
 		if (w == 0)
 			snprintf(writer, sizeof(writer), "%s", config_get(cfg, "instance_id"));
 		else
@@ -1140,7 +1146,8 @@ void server_drain(struct server *s)
 	maint_stop(s->maint);
 	stream_stop(s->stream);
 	s->drain_deadline_us = time_now_us() + 30000000;
-	log_info("shutting down: no new connections, finishing requests in flight", "inflight=%" PRId64, s->front.inflight);
+	log_info("shutting down: no new connections, finishing requests in flight", "inflight=%" PRId64,
+		 s->front.inflight);
 	if (s->sock) {
 		evhttp_del_accept_socket(s->http, s->sock);
 		s->sock = NULL;

@@ -67,8 +67,8 @@ struct tokens *tokens_parse(const char *name, const char *text, size_t len, stru
 			continue;
 		why = line_fault(line, n);
 		if (why) {
-			error_set(err, 0, "config", "token file '%s' line %zu: %s (line of %zu bytes)", name, lineno, why,
-				  n);
+			error_set(err, 0, "config", "token file '%s' line %zu: %s (line of %zu bytes)", name, lineno,
+				  why, n);
 			tokens_free(t);
 			return NULL;
 		}

@@ -80,7 +80,7 @@ struct gen {
 	size_t max_tokens;
 	bool stream, streaming;
 	bool include_usage; /* stream_options.include_usage: a final usage chunk */
-	bool slot; /* holds a queue slot not yet handed to a worker */
+	bool slot;          /* holds a queue slot not yet handed to a worker */
 	int64_t account_id, started_us, created_s;
 	/* worker -> loop */
 	pthread_mutex_t mu;
@@ -111,7 +111,11 @@ static size_t utf8_complete_prefix(const char *s, size_t n)
 		i--;
 		back++;
 		if ((c & 0xC0) != 0x80) {
-			size_t need = c < 0x80 ? 1 : (c & 0xE0) == 0xC0 ? 2 : (c & 0xF0) == 0xE0 ? 3 : (c & 0xF8) == 0xF0 ? 4 : 1;
+			size_t need = c < 0x80             ? 1
+				      : (c & 0xE0) == 0xC0 ? 2
+				      : (c & 0xF0) == 0xE0 ? 3
+				      : (c & 0xF8) == 0xF0 ? 4
+							   : 1;
 			return back >= need ? n : i;
 		}
 	}
@@ -144,7 +148,8 @@ static int on_token(void *arg, int32_t id)
 	pthread_mutex_unlock(&g->mu);
 	if (g->inf->min_token_us > 0) {
 		/* pacing: a real accelerator is slower than this toy model */
-		struct timespec ts = {(time_t)(g->inf->min_token_us / 1000000), (long)(g->inf->min_token_us % 1000000) * 1000};
+		struct timespec ts = {(time_t)(g->inf->min_token_us / 1000000),
+				      (long)(g->inf->min_token_us % 1000000) * 1000};
 		nanosleep(&ts, NULL);
 	}
 	return g->cancel;
@@ -374,9 +379,10 @@ static void usage_done(struct dbjob *job)
 	if (g->rc && g->streaming) {
 		struct evbuffer *b;
 		if (g->include_usage)
-			send_event(g, json_pack("{s:s,s:s,s:I,s:s,s:[],s:o,s:o}", "id", g->id, "object",
-						"chat.completion.chunk", "created", (json_int_t)g->created_s, "model",
-						model_name(g->inf->model), "choices", "usage", usage, "billing", billing));
+			send_event(g,
+				   json_pack("{s:s,s:s,s:I,s:s,s:[],s:o,s:o}", "id", g->id, "object",
+					     "chat.completion.chunk", "created", (json_int_t)g->created_s, "model",
+					     model_name(g->inf->model), "choices", "usage", usage, "billing", billing));
 		else {
 			json_decref(usage);
 			json_decref(billing);
@@ -391,9 +397,9 @@ static void usage_done(struct dbjob *job)
 	} else if (g->rc) {
 		json_t *resp = json_pack("{s:s,s:s,s:I,s:s,s:[{s:i,s:{s:s,s:s%},s:s}],s:o,s:o}", "id", g->id, "object",
 					 "chat.completion", "created", (json_int_t)g->created_s, "model",
-					 model_name(g->inf->model), "choices", "index", 0, "message", "role", "assistant",
-					 "content", g->text.data ? g->text.data : "", g->text.len, "finish_reason",
-					 finish_reason(g), "usage", usage, "billing", billing);
+					 model_name(g->inf->model), "choices", "index", 0, "message", "role",
+					 "assistant", "content", g->text.data ? g->text.data : "", g->text.len,
+					 "finish_reason", finish_reason(g), "usage", usage, "billing", billing);
 		reply(g->rc, 200, resp);
 		g->rc = NULL;
 	} else {
@@ -538,8 +544,9 @@ static void models_list(struct rctx *c)
 	json_t *data = json_array();
 
 	if (inf && inf->model)
-		json_array_append_new(data, json_pack("{s:s,s:s,s:I,s:s}", "id", model_name(inf->model), "object", "model",
-						      "created", (json_int_t)inf->model_created_s, "owned_by", "internal"));
+		json_array_append_new(data,
+				      json_pack("{s:s,s:s,s:I,s:s}", "id", model_name(inf->model), "object", "model",
+						"created", (json_int_t)inf->model_created_s, "owned_by", "internal"));
 	reply(c, 200, json_pack("{s:s,s:o}", "object", "list", "data", data));
 }
 
@@ -572,10 +579,11 @@ static int join_text_parts(json_t *m, size_t i, struct error *err)
 		if (!json_is_string(json_object_get(part, "type")) ||
 		    strcmp(json_string_value(json_object_get(part, "type")), "text") != 0 || !json_is_string(text)) {
 			buf_release(&b);
-			return error_set(err, 400, "invalid_request",
-				         "message %zu content part %zu: only {\"type\": \"text\", \"text\": string} parts are"
-				         " supported",
-				         i, k);
+			return error_set(
+				err, 400, "invalid_request",
+				"message %zu content part %zu: only {\"type\": \"text\", \"text\": string} parts are"
+				" supported",
+				i, k);
 		}
 		if (k)
 			buf_append(&b, "\n", 1);
@@ -610,8 +618,10 @@ static int parse_messages(json_t *msgs, struct tokenizer_message **out, size_t *
 		content = json_object_get(m, "content");
 		if (!role || (strcmp(role, "system") && strcmp(role, "user") && strcmp(role, "assistant")) ||
 		    !json_is_string(content)) {
-			error_set(err, 400, "invalid_request",
-				  "message %zu needs a role (system, user, assistant) and a content (a string or text parts)", i);
+			error_set(
+				err, 400, "invalid_request",
+				"message %zu needs a role (system, user, assistant) and a content (a string or text parts)",
+				i);
 			free(*out);
 			*out = NULL;
 			return -1;
@@ -672,8 +682,8 @@ void h_tokenize(struct rctx *c)
 			goto bad;
 		}
 		if (tokenizer_encode(inf->tok, json_string_value(text), json_string_length(text), &ids, &n_ids) < 0) {
-			error_set(&err, errno == EILSEQ ? 400 : 503, errno == EILSEQ ? "invalid_request" : "unavailable",
-				  "cannot tokenize the text");
+			error_set(&err, errno == EILSEQ ? 400 : 503,
+				  errno == EILSEQ ? "invalid_request" : "unavailable", "cannot tokenize the text");
 			goto bad;
 		}
 	} else {
@@ -809,7 +819,8 @@ static void chat_body(struct rctx *c)
 			goto bad;
 		}
 		if (!g->stream) {
-			error_set(&err, 400, "invalid_request", "field 'stream_options' is only allowed with 'stream': true");
+			error_set(&err, 400, "invalid_request",
+				  "field 'stream_options' is only allowed with 'stream': true");
 			goto bad;
 		}
 		g->include_usage = json_is_true(iu);
@@ -823,7 +834,8 @@ static void chat_body(struct rctx *c)
 		for (size_t i = 0; i < nm; i++)
 			bytes += m[i].content_len;
 		if (bytes > 64 * model_max_ctx(inf->model)) {
-			error_set(&err, 422, "context_length_exceeded", "the messages are longer than the context can hold");
+			error_set(&err, 422, "context_length_exceeded",
+				  "the messages are longer than the context can hold");
 			goto bad;
 		}
 	}

@@ -19,15 +19,15 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#define MAX_FILE_SIZE  (1u << 30)
-#define PREFILL_CHUNK  16 /* prompt tokens per batched forward pass */
+#define MAX_FILE_SIZE (1u << 30)
+#define PREFILL_CHUNK 16 /* prompt tokens per batched forward pass */
 
 struct layer {
-	const float *attn_norm; /* [dim] */
+	const float *attn_norm;         /* [dim] */
 	const float *wq, *wk, *wv, *wo; /* [dim][dim] */
-	const float *ffn_norm; /* [dim] */
-	const float *w_gate, *w_up; /* [hidden][dim] */
-	const float *w_down; /* [dim][hidden] */
+	const float *ffn_norm;          /* [dim] */
+	const float *w_gate, *w_up;     /* [hidden][dim] */
+	const float *w_down;            /* [dim][hidden] */
 };
 
 struct model {
@@ -37,12 +37,12 @@ struct model {
 	int32_t eos_id;
 	float norm_eps, attn_scale;
 	char name[33];
-	const int32_t *out_ids; /* [n_out], increasing */
-	const float *tok_emb; /* [emb_rows][dim] */
-	struct layer *layers; /* [n_layers] */
-	const float *final_norm; /* [dim] */
-	const float *out_w; /* [n_out][dim] */
-	const float *out_bias; /* [n_out] */
+	const int32_t *out_ids;     /* [n_out], increasing */
+	const float *tok_emb;       /* [emb_rows][dim] */
+	struct layer *layers;       /* [n_layers] */
+	const float *final_norm;    /* [dim] */
+	const float *out_w;         /* [n_out][dim] */
+	const float *out_bias;      /* [n_out] */
 	float *rope_cos, *rope_sin; /* [max_ctx][head_dim / 2] */
 };
 
@@ -54,13 +54,13 @@ struct cand {
 struct model_session {
 	const struct model *m;
 	size_t max_ctx;
-	size_t pos; /* tokens in the KV cache */
+	size_t pos;               /* tokens in the KV cache */
 	float *k_cache, *v_cache; /* [n_layers][max_ctx][dim] */
-	float *x, *xb, *xb2, *q; /* [PREFILL_CHUNK][dim] */
-	float *hb, *hb2; /* [PREFILL_CHUNK][hidden] */
-	float *att; /* [max_ctx] */
-	float *logits; /* [n_out] */
-	struct cand *cand; /* [n_out] */
+	float *x, *xb, *xb2, *q;  /* [PREFILL_CHUNK][dim] */
+	float *hb, *hb2;          /* [PREFILL_CHUNK][hidden] */
+	float *att;               /* [max_ctx] */
+	float *logits;            /* [n_out] */
+	struct cand *cand;        /* [n_out] */
 	uint64_t rng;
 	struct error err; /* the last generate error */
 };
@@ -161,10 +161,18 @@ static void sincos_d(double a, double *sn, double *cs)
 	c = -0.5 + r2 * c;
 	c = 1.0 + r2 * c;
 	switch (q & 3) {
-	case 0: *sn = s, *cs = c; break;
-	case 1: *sn = c, *cs = -s; break;
-	case 2: *sn = -s, *cs = -c; break;
-	default: *sn = -c, *cs = s; break;
+	case 0:
+		*sn = s, *cs = c;
+		break;
+	case 1:
+		*sn = c, *cs = -s;
+		break;
+	case 2:
+		*sn = -s, *cs = -c;
+		break;
+	default:
+		*sn = -c, *cs = s;
+		break;
 	}
 }
 
@@ -188,7 +196,7 @@ static uint64_t splitmix64(uint64_t *state)
 #define LANES 16
 static float dot(const float *a, const float *b, size_t n)
 {
-	float s[LANES] = { 0 };
+	float s[LANES] = {0};
 	size_t i = 0;
 
 	for (; i + LANES <= n; i += LANES)
@@ -460,7 +468,8 @@ static int read_file(const char *path, unsigned char **out, size_t *len, struct 
 		goto done;
 	}
 	if (st.st_size > (off_t)MAX_FILE_SIZE) {
-		error_set(err, 0, "bad_model", "\"%s\": too large for a weight file (%lld bytes)", path, (long long)st.st_size);
+		error_set(err, 0, "bad_model", "\"%s\": too large for a weight file (%lld bytes)", path,
+			  (long long)st.st_size);
 		goto done;
 	}
 	buf = malloc(st.st_size > 0 ? (size_t)st.st_size : 1);
@@ -491,22 +500,22 @@ static int parse_header(struct model *m, const char *path, struct error *err)
 	float theta;
 
 	if (m->buf_len < MODEL_FILE_HEADER_SIZE + MODEL_FILE_DIGEST_SIZE) {
-		error_set(err, 0, "bad_model", "\"%s\": truncated (%zu bytes; a weight file has at least %u)", path, m->buf_len,
-			MODEL_FILE_HEADER_SIZE + MODEL_FILE_DIGEST_SIZE);
+		error_set(err, 0, "bad_model", "\"%s\": truncated (%zu bytes; a weight file has at least %u)", path,
+			  m->buf_len, MODEL_FILE_HEADER_SIZE + MODEL_FILE_DIGEST_SIZE);
 		return -1;
 	}
 	if (memcmp(h, MODEL_FILE_MAGIC, 8) != 0) {
 		return error_set(err, 0, "bad_model", "\"%s\": not an %s weight file (bad magic)", path, MODEL_NAME);
 	}
 	if (get_u32(h + 8) != MODEL_FILE_VERSION || get_u32(h + 12) != MODEL_FILE_HEADER_SIZE) {
-		return error_set(err, 0, "bad_model", "\"%s\": unsupported format version %u (this build reads %u)", path,
-			get_u32(h + 8), MODEL_FILE_VERSION);
+		return error_set(err, 0, "bad_model", "\"%s\": unsupported format version %u (this build reads %u)",
+				 path, get_u32(h + 8), MODEL_FILE_VERSION);
 	}
 	file_size = get_u64(h + 72);
 	if (file_size != m->buf_len) {
 		return error_set(err, 0, "bad_model", "\"%s\": %s: header says %llu bytes, file has %zu", path,
-			file_size > m->buf_len ? "truncated" : "size mismatch", (unsigned long long)file_size,
-			m->buf_len);
+				 file_size > m->buf_len ? "truncated" : "size mismatch", (unsigned long long)file_size,
+				 m->buf_len);
 	}
 	{
 		unsigned char digest[MODEL_FILE_DIGEST_SIZE];
@@ -532,21 +541,22 @@ static int parse_header(struct model *m, const char *path, struct error *err)
 	m->name[32] = '\0';
 	if (m->dim < 8 || m->dim > 8192 || m->n_layers < 1 || m->n_layers > 64 || m->n_heads < 1 ||
 	    m->dim % m->n_heads != 0 || (m->dim / m->n_heads) % 2 != 0 || m->hidden < 1 || m->hidden > 65536 ||
-	    m->max_ctx < 2 || m->max_ctx > 65536 || m->n_vocab < 1 || m->n_vocab > (1u << 24) ||
-	    m->emb_rows < 1 || m->emb_rows > (1u << 22) || m->n_out < 1 || m->n_out > m->n_vocab ||
-	    m->eos_id < 0 || (uint32_t)m->eos_id >= m->n_vocab || !(theta > 1.0f && theta < 1e30f) ||
+	    m->max_ctx < 2 || m->max_ctx > 65536 || m->n_vocab < 1 || m->n_vocab > (1u << 24) || m->emb_rows < 1 ||
+	    m->emb_rows > (1u << 22) || m->n_out < 1 || m->n_out > m->n_vocab || m->eos_id < 0 ||
+	    (uint32_t)m->eos_id >= m->n_vocab || !(theta > 1.0f && theta < 1e30f) ||
 	    !(m->norm_eps > 0.0f && m->norm_eps < 1.0f) || get_u32(h + 60) != 0 || m->name[0] == '\0' ||
 	    memchr(h + 80, '\0', 32) == NULL) {
 		return error_set(err, 0, "bad_model", "\"%s\": invalid model shape in header", path);
 	}
 	m->head_dim = m->dim / m->n_heads;
 	layer_params = 2ull * m->dim + 4ull * m->dim * m->dim + 3ull * m->hidden * m->dim;
-	n_params = (uint64_t)m->emb_rows * m->dim + m->n_layers * layer_params + m->dim +
-		   (uint64_t)m->n_out * m->dim + m->n_out;
+	n_params = (uint64_t)m->emb_rows * m->dim + m->n_layers * layer_params + m->dim + (uint64_t)m->n_out * m->dim +
+		   m->n_out;
 	want = MODEL_FILE_HEADER_SIZE + 4ull * m->n_out + 4ull * n_params + MODEL_FILE_DIGEST_SIZE;
 	if (want != file_size) {
-		return error_set(err, 0, "bad_model", "\"%s\": file size %llu does not match the shape in the header (%llu)", path,
-			(unsigned long long)file_size, (unsigned long long)want);
+		return error_set(err, 0, "bad_model",
+				 "\"%s\": file size %llu does not match the shape in the header (%llu)", path,
+				 (unsigned long long)file_size, (unsigned long long)want);
 	}
 	/* RoPE tables, from theta. */
 	{
@@ -590,12 +600,14 @@ static int map_tensors(struct model *m, const char *path, struct error *err)
 	for (size_t i = 0; i < m->n_out; i++) {
 		int32_t id = m->out_ids[i];
 		if (id < 0 || (uint32_t)id >= m->n_vocab || (i > 0 && id <= m->out_ids[i - 1])) {
-			return error_set(err, 0, "bad_model", "\"%s\": output id list is not increasing within the vocabulary", path);
+			return error_set(err, 0, "bad_model",
+					 "\"%s\": output id list is not increasing within the vocabulary", path);
 		}
 		eos_found |= id == m->eos_id;
 	}
 	if (!eos_found) {
-		return error_set(err, 0, "bad_model", "\"%s\": end-of-sentence id %d is not an output id", path, m->eos_id);
+		return error_set(err, 0, "bad_model", "\"%s\": end-of-sentence id %d is not an output id", path,
+				 m->eos_id);
 	}
 	f = (const float *)(void *)(p + 4 * (size_t)m->n_out);
 	for (size_t i = 0; i < n_words - m->n_out; i++) {
@@ -778,9 +790,8 @@ const float *model_session_logits(const struct model_session *s, size_t *n)
 	return s->logits;
 }
 
-int model_generate(struct model_session *sess, const int32_t *prompt, size_t n_prompt,
-		   const struct model_sampling *sp, size_t max_tokens, int (*on_token)(void *arg, int32_t id),
-		   void *arg, size_t *n_generated)
+int model_generate(struct model_session *sess, const int32_t *prompt, size_t n_prompt, const struct model_sampling *sp,
+		   size_t max_tokens, int (*on_token)(void *arg, int32_t id), void *arg, size_t *n_generated)
 {
 	const struct model *m = sess->m;
 	size_t n = 0;
@@ -792,19 +803,23 @@ int model_generate(struct model_session *sess, const int32_t *prompt, size_t n_p
 		return error_set(&sess->err, 0, "invalid_request", "empty prompt");
 	}
 	if (n_prompt >= sess->max_ctx) {
-		return error_set(&sess->err, 0, "invalid_request", "prompt of %zu tokens does not fit the context of %zu tokens (one is needed for the answer)",
+		return error_set(
+			&sess->err, 0, "invalid_request",
+			"prompt of %zu tokens does not fit the context of %zu tokens (one is needed for the answer)",
 			n_prompt, sess->max_ctx);
 	}
 	for (size_t i = 0; i < n_prompt; i++) {
 		if (prompt[i] < 0 || (uint32_t)prompt[i] >= m->n_vocab) {
-			return error_set(&sess->err, 0, "invalid_request", "prompt token %zu: id %d out of range (vocabulary of %u)", i,
-				prompt[i], m->n_vocab);
+			return error_set(&sess->err, 0, "invalid_request",
+					 "prompt token %zu: id %d out of range (vocabulary of %u)", i, prompt[i],
+					 m->n_vocab);
 		}
 	}
 	if (sp && sp->temperature != 0.0f &&
 	    (!(sp->temperature > 0.0f) || !isfinite(sp->temperature) || isnan(sp->top_p))) {
-		return error_set(&sess->err, 0, "invalid_request", "invalid sampling parameters (temperature %g, top_p %g)",
-			(double)sp->temperature, (double)sp->top_p);
+		return error_set(&sess->err, 0, "invalid_request",
+				 "invalid sampling parameters (temperature %g, top_p %g)", (double)sp->temperature,
+				 (double)sp->top_p);
 	}
 	if (max_tokens == 0)
 		return MODEL_DONE;

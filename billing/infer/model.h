@@ -35,8 +35,8 @@
 #define MODEL_NAME "internal-tiny"
 
 /* Weight file format (docs/model.md, "The `internal-tiny` weight file"); shared with tools/mkweights. */
-#define MODEL_FILE_MAGIC       "ITNYMDL\0" /* 8 bytes */
-#define MODEL_FILE_VERSION     1u
+#define MODEL_FILE_MAGIC "ITNYMDL\0" /* 8 bytes */
+#define MODEL_FILE_VERSION 1u
 #define MODEL_FILE_HEADER_SIZE 128u
 #define MODEL_FILE_DIGEST_SIZE 32u /* BLAKE2b-256 of everything before it */
 
@@ -57,7 +57,7 @@ struct model_sampling {
 };
 
 /* model_generate() return values besides -1 (error). */
-#define MODEL_DONE    0 /* end-of-sentence, max_tokens, or the context is full */
+#define MODEL_DONE 0    /* end-of-sentence, max_tokens, or the context is full */
 #define MODEL_STOPPED 1 /* on_token returned non-zero */
 
 /* Reads and checks a weight file (size, header, BLAKE2b-256 digest, shape,
@@ -90,8 +90,7 @@ int model_is_output_id(const struct model *m, int32_t id);
 /* A session for sequences of up to max_ctx tokens (0 or more than
  * model_max_ctx(): model_max_ctx()).  NULL when out of memory.  Its memory is
  * about 2 * layers * max_ctx * dim floats (2 MiB at 512 tokens). */
-struct model_session *model_session_new(const struct model *m, size_t max_ctx)
-	__attribute__((warn_unused_result));
+struct model_session *model_session_new(const struct model *m, size_t max_ctx) __attribute__((warn_unused_result));
 
 /* Frees the session; NULL is fine. */
 void model_session_free(struct model_session *s);
@@ -119,9 +118,9 @@ size_t model_session_max_ctx(const struct model_session *s);
  * Returns MODEL_DONE, MODEL_STOPPED, or -1 with a reason in
  * model_session_error(): empty prompt, prompt too long, id out of range, bad
  * sampling parameters. */
-int model_generate(struct model_session *sess, const int32_t *prompt, size_t n_prompt,
-		   const struct model_sampling *s, size_t max_tokens, int (*on_token)(void *arg, int32_t id),
-		   void *arg, size_t *n_generated) __attribute__((warn_unused_result));
+int model_generate(struct model_session *sess, const int32_t *prompt, size_t n_prompt, const struct model_sampling *s,
+		   size_t max_tokens, int (*on_token)(void *arg, int32_t id), void *arg, size_t *n_generated)
+	__attribute__((warn_unused_result));
 
 /* The reason of the last failed model_generate() ("" if none); valid until
  * the next call on the session. */

@@ -86,9 +86,7 @@ struct tokenizer {
 static int cp_byte(uint32_t cp)
 {
 	if (cp < 0x100)
-		return (cp >= 0x21 && cp <= 0x7e) || (cp >= 0xa1 && cp <= 0xac) || cp >= 0xae
-			       ? (int)cp
-			       : -1;
+		return (cp >= 0x21 && cp <= 0x7e) || (cp >= 0xa1 && cp <= 0xac) || cp >= 0xae ? (int)cp : -1;
 	if (cp <= 0x120) /* 0x00-0x20 */
 		return (int)(cp - 0x100);
 	if (cp <= 0x142) /* 0x7f-0xa0 */
@@ -198,8 +196,8 @@ static size_t utf8_valid_prefix(const unsigned char *s, size_t n)
 		} else if (c >= 0xf0 && c <= 0xf4) {
 			unsigned char lo = c == 0xf0 ? 0x90 : 0x80, hi = c == 0xf4 ? 0x8f : 0xbf;
 
-			if (i + 3 >= n || s[i + 1] < lo || s[i + 1] > hi ||
-			    (s[i + 2] & 0xc0) != 0x80 || (s[i + 3] & 0xc0) != 0x80)
+			if (i + 3 >= n || s[i + 1] < lo || s[i + 1] > hi || (s[i + 2] & 0xc0) != 0x80 ||
+			    (s[i + 3] & 0xc0) != 0x80)
 				return i;
 			i += 4;
 		} else {
@@ -224,8 +222,8 @@ static size_t utf8_next(const unsigned char *s, uint32_t *cp)
 		*cp = (uint32_t)(s[0] & 0x0f) << 12 | (uint32_t)(s[1] & 0x3f) << 6 | (s[2] & 0x3f);
 		return 3;
 	}
-	*cp = (uint32_t)(s[0] & 0x07) << 18 | (uint32_t)(s[1] & 0x3f) << 12 |
-	      (uint32_t)(s[2] & 0x3f) << 6 | (s[3] & 0x3f);
+	*cp = (uint32_t)(s[0] & 0x07) << 18 | (uint32_t)(s[1] & 0x3f) << 12 | (uint32_t)(s[2] & 0x3f) << 6 |
+	      (s[3] & 0x3f);
 	return 4;
 }
 
@@ -306,8 +304,7 @@ static int blob_put(struct tokenizer *t, int32_t id, const void *s, size_t n, ui
 	return 0;
 }
 
-static int32_t hmap_find(const struct tokenizer *t, const struct hslot *map, size_t mask,
-			 const void *s, size_t n)
+static int32_t hmap_find(const struct tokenizer *t, const struct hslot *map, size_t mask, const void *s, size_t n)
 {
 	uint64_t h = hash_bytes(s, n);
 	size_t i = (size_t)h & mask;
@@ -317,8 +314,7 @@ static int32_t hmap_find(const struct tokenizer *t, const struct hslot *map, siz
 
 		if (id < 0)
 			return -1;
-		if (map[i].hash == (uint32_t)h && t->len[id] == n &&
-		    memcmp(t->blob + t->off[id], s, n) == 0)
+		if (map[i].hash == (uint32_t)h && t->len[id] == n && memcmp(t->blob + t->off[id], s, n) == 0)
 			return id;
 	}
 }
@@ -335,8 +331,8 @@ static void hmap_put(const struct tokenizer *t, struct hslot *map, size_t mask, 
 	for (;; i = (i + 1) & mask) {
 		int32_t cur = map[i].id;
 
-		if (cur < 0 || (map[i].hash == (uint32_t)h && t->len[cur] == n &&
-				memcmp(t->blob + t->off[cur], s, n) == 0)) {
+		if (cur < 0 ||
+		    (map[i].hash == (uint32_t)h && t->len[cur] == n && memcmp(t->blob + t->off[cur], s, n) == 0)) {
 			map[i].hash = (uint32_t)h;
 			map[i].id = id;
 			return;
@@ -401,9 +397,8 @@ static int trie_add(struct tokenizer *t, const unsigned char *s, size_t n, int32
 				t->trie_cap = cap;
 			}
 			c = (uint32_t)t->trie_n++;
-			t->trie[c] = (struct trie_node){.id = -1, .child = 0,
-							.sibling = t->trie[node].child,
-							.byte = s[i]};
+			t->trie[c] =
+				(struct trie_node){.id = -1, .child = 0, .sibling = t->trie[node].child, .byte = s[i]};
 			t->trie[node].child = c;
 		}
 		node = c;
@@ -480,8 +475,7 @@ static size_t utf8_put(uint32_t c, char *b)
 }
 
 /* a minus b, both sorted and disjoint; out has room for na + nb ranges */
-static size_t ranges_sub(const uint32_t (*a)[2], size_t na, const uint32_t (*b)[2], size_t nb,
-			 uint32_t (*out)[2])
+static size_t ranges_sub(const uint32_t (*a)[2], size_t na, const uint32_t (*b)[2], size_t nb, uint32_t (*out)[2])
 {
 	size_t n = 0, j = 0;
 
@@ -513,7 +507,7 @@ static size_t ranges_sub(const uint32_t (*a)[2], size_t na, const uint32_t (*b)[
 /* Ranges of code points PCRE2 puts in \p{name}; NULL when out of memory. */
 static uint32_t (*native_ranges(struct regex_ctx *rx, const char *name, size_t *n))[2]
 {
-	uint32_t (*r)[2] = NULL;
+	uint32_t(*r)[2] = NULL;
 	size_t cap = 0;
 	char pat[32];
 	pcre2_code *re;
@@ -523,16 +517,14 @@ static uint32_t (*native_ranges(struct regex_ctx *rx, const char *name, size_t *
 
 	*n = 0;
 	snprintf(pat, sizeof pat, "\\p{%s}+", name);
-	re = pcre2_compile((PCRE2_SPTR)pat, PCRE2_ZERO_TERMINATED, PCRE2_UTF | PCRE2_UCP, &ec, &eoff,
-			   NULL);
+	re = pcre2_compile((PCRE2_SPTR)pat, PCRE2_ZERO_TERMINATED, PCRE2_UTF | PCRE2_UCP, &ec, &eoff, NULL);
 	if (re) {
 		(void)pcre2_jit_compile(re, PCRE2_JIT_COMPLETE);
 		md = pcre2_match_data_create(1, NULL);
 	}
 	if (!re || !md)
 		goto fail;
-	while (pcre2_match(re, (PCRE2_SPTR)rx->cps, rx->cps_len, start, PCRE2_NO_UTF_CHECK, md,
-			   NULL) > 0) {
+	while (pcre2_match(re, (PCRE2_SPTR)rx->cps, rx->cps_len, start, PCRE2_NO_UTF_CHECK, md, NULL) > 0) {
 		PCRE2_SIZE *ov = pcre2_get_ovector_pointer(md);
 		size_t last = ov[1] - 1;
 		uint32_t lo, hi;
@@ -587,7 +579,7 @@ static int regex_ctx_init(struct regex_ctx *rx)
 	for (k = 0; k < sizeof uprops / sizeof uprops[0]; k++) {
 		const struct uprop *up = &uprops[k];
 		size_t nn, nmiss;
-		uint32_t (*nat)[2] = native_ranges(rx, up->name, &nn), (*miss)[2];
+		uint32_t(*nat)[2] = native_ranges(rx, up->name, &nn), (*miss)[2];
 
 		if (!nat)
 			return -1;
@@ -600,8 +592,7 @@ static int regex_ctx_init(struct regex_ctx *rx)
 		}
 		nmiss = ranges_sub((const uint32_t(*)[2])nat, nn, up->r, up->n, miss);
 		rx->props[k].native = nmiss == 0;
-		rx->props[k].n_extra = ranges_sub(up->r, up->n, (const uint32_t(*)[2])nat, nn,
-						  rx->props[k].extra);
+		rx->props[k].n_extra = ranges_sub(up->r, up->n, (const uint32_t(*)[2])nat, nn, rx->props[k].extra);
 		free(nat);
 		free(miss);
 	}
@@ -649,8 +640,7 @@ static void emit_ranges(struct sbuf *o, bool in_class, bool negate, const uint32
 		sb_str(o, "]");
 }
 
-static void emit_prop(struct sbuf *o, const struct regex_ctx *rx, bool in_class, bool negate,
-		      const struct uprop *up)
+static void emit_prop(struct sbuf *o, const struct regex_ctx *rx, bool in_class, bool negate, const struct uprop *up)
 {
 	const struct prop_items *pi = &rx->props[up - uprops];
 
@@ -715,8 +705,7 @@ static size_t parse_hex_escape(const char *p, size_t n, size_t i, uint32_t *cp)
 static void js_preprocess(struct sbuf *o, const char *p, size_t n)
 {
 	static const char *const fixes[][2] = {
-		{"(?i:'s|'t|'re|'ve|'m|'ll|'d)",
-		 "(?:'([sS]|[tT]|[rR][eE]|[vV][eE]|[mM]|[lL][lL]|[dD]))"},
+		{"(?i:'s|'t|'re|'ve|'m|'ll|'d)", "(?:'([sS]|[tT]|[rR][eE]|[vV][eE]|[mM]|[lL][lL]|[dD]))"},
 		{" ?[^(\\s|[.,!?\xe2\x80\xa6\xe3\x80\x82\xef\xbc\x8c\xe3\x80\x81\xe0\xa5\xa4\xdb\x94\xd8\x8c])]+",
 		 " ?[^\\s.,!?\xe2\x80\xa6\xe3\x80\x82\xef\xbc\x8c\xe3\x80\x81\xe0\xa5\xa4\xdb\x94\xd8\x8c]+"},
 	};
@@ -761,8 +750,7 @@ static void js_preprocess(struct sbuf *o, const char *p, size_t n)
  * DOLLAR_ENDONLY) matches exactly the same strings the same way: character
  * classes and \p{..} are spelled out from our Unicode tables, \d \w \b
  * keep their ASCII meaning, "." keeps excluding line terminators. */
-static int js_to_pcre2(const struct regex_ctx *rx, const char *p, size_t n, struct sbuf *o,
-		       struct error *err)
+static int js_to_pcre2(const struct regex_ctx *rx, const char *p, size_t n, struct sbuf *o, struct error *err)
 {
 	bool in_class = false;
 	size_t i = 0;
@@ -781,7 +769,7 @@ static int js_to_pcre2(const struct regex_ctx *rx, const char *p, size_t n, stru
 				if (d == 'S' && in_class)
 					goto unsupported;
 				emit_ranges(o, in_class, d == 'S', uprop_space,
-					     sizeof uprop_space / sizeof uprop_space[0]);
+					    sizeof uprop_space / sizeof uprop_space[0]);
 				i += 2;
 				break;
 			case 'd':
@@ -800,9 +788,8 @@ static int js_to_pcre2(const struct regex_ctx *rx, const char *p, size_t n, stru
 				break;
 			case 'p':
 			case 'P': {
-				const char *close = i + 2 < n && p[i + 2] == '{'
-							    ? memchr(p + i + 3, '}', n - i - 3)
-							    : NULL;
+				const char *close =
+					i + 2 < n && p[i + 2] == '{' ? memchr(p + i + 3, '}', n - i - 3) : NULL;
 				const struct uprop *up =
 					close ? uprop_find(p + i + 3, (size_t)(close - (p + i + 3))) : NULL;
 
@@ -816,15 +803,14 @@ static int js_to_pcre2(const struct regex_ctx *rx, const char *p, size_t n, stru
 				if (in_class)
 					sb_str(o, "\\x{8}");
 				else
-					sb_str(o, "(?:(?<=" JS_WORD ")(?!" JS_WORD ")|(?<!" JS_WORD
-						  ")(?=" JS_WORD "))");
+					sb_str(o,
+					       "(?:(?<=" JS_WORD ")(?!" JS_WORD ")|(?<!" JS_WORD ")(?=" JS_WORD "))");
 				i += 2;
 				break;
 			case 'B':
 				if (in_class)
 					goto unsupported;
-				sb_str(o, "(?:(?<=" JS_WORD ")(?=" JS_WORD ")|(?<!" JS_WORD ")(?!" JS_WORD
-					  "))");
+				sb_str(o, "(?:(?<=" JS_WORD ")(?=" JS_WORD ")|(?<!" JS_WORD ")(?!" JS_WORD "))");
 				i += 2;
 				break;
 			case 'u':
@@ -833,8 +819,7 @@ static int js_to_pcre2(const struct regex_ctx *rx, const char *p, size_t n, stru
 				if (!used)
 					goto unsupported;
 				i += used;
-				if (cp >= 0xd800 && cp <= 0xdbff && i + 6 <= n && p[i] == '\\' &&
-				    p[i + 1] == 'u') {
+				if (cp >= 0xd800 && cp <= 0xdbff && i + 6 <= n && p[i] == '\\' && p[i + 1] == 'u') {
 					uint32_t lo;
 					size_t used2 = parse_hex_escape(p, n, i, &lo);
 
@@ -865,8 +850,8 @@ static int js_to_pcre2(const struct regex_ctx *rx, const char *p, size_t n, stru
 				i += 2;
 				break;
 			case 'c':
-				if (i + 2 >= n || !((p[i + 2] >= 'a' && p[i + 2] <= 'z') ||
-						    (p[i + 2] >= 'A' && p[i + 2] <= 'Z')))
+				if (i + 2 >= n ||
+				    !((p[i + 2] >= 'a' && p[i + 2] <= 'z') || (p[i + 2] >= 'A' && p[i + 2] <= 'Z')))
 					goto unsupported;
 				sb_fmt(o, "\\x{%x}", (unsigned)(p[i + 2] & 0x1f));
 				i += 3;
@@ -941,8 +926,7 @@ static pcre2_code *compile_split(const struct regex_ctx *rx, const char *js, siz
 	if (js_to_pcre2(rx, pre.p ? pre.p : "", pre.n, &out, err) < 0)
 		goto done;
 	re = pcre2_compile((PCRE2_SPTR)out.p, out.n,
-			   PCRE2_UTF | PCRE2_UCP | PCRE2_DOLLAR_ENDONLY | PCRE2_NEVER_BACKSLASH_C, &ec,
-			   &eoff, NULL);
+			   PCRE2_UTF | PCRE2_UCP | PCRE2_DOLLAR_ENDONLY | PCRE2_NEVER_BACKSLASH_C, &ec, &eoff, NULL);
 	if (!re) {
 		PCRE2_UCHAR msg[160];
 
@@ -988,24 +972,26 @@ static int load_pre_tokenizer(struct tokenizer *t, const json_t *pt, struct erro
 		list = json_object_get(pt, "pretokenizers");
 	n = list ? json_array_size(list) : 0;
 	if (n == 0 || n > MAX_SPLITS + 1) {
-		error_set(err, 0, "bad_tokenizer", "unsupported pre_tokenizer (want a Sequence of Split and ByteLevel)");
+		error_set(err, 0, "bad_tokenizer",
+			  "unsupported pre_tokenizer (want a Sequence of Split and ByteLevel)");
 		goto done;
 	}
-	json_array_foreach(list, i, item) {
+	json_array_foreach(list, i, item)
+	{
 		const char *type = jstr(item, "type");
 		const json_t *pattern = json_object_get(item, "pattern");
 		const char *behavior = jstr(item, "behavior");
 
 		if (type && strcmp(type, "ByteLevel") == 0 && i == n - 1) {
-			if (!jfalse(item, "add_prefix_space") ||
-			    !json_is_false(json_object_get(item, "use_regex"))) {
+			if (!jfalse(item, "add_prefix_space") || !json_is_false(json_object_get(item, "use_regex"))) {
 				error_set(err, 0, "bad_tokenizer", "unsupported ByteLevel pre-tokenizer options");
 				goto done;
 			}
 		} else if (type && strcmp(type, "Split") == 0 && i < n - 1) {
 			if (!jstr(pattern, "Regex") || !behavior || strcmp(behavior, "Isolated") != 0 ||
 			    !jfalse(item, "invert")) {
-				error_set(err, 0, "bad_tokenizer", "unsupported Split pre-tokenizer (want an Isolated Regex)");
+				error_set(err, 0, "bad_tokenizer",
+					  "unsupported Split pre-tokenizer (want an Isolated Regex)");
 				goto done;
 			}
 			t->split[t->n_splits] =
@@ -1053,21 +1039,21 @@ static int load_model(struct tokenizer *t, const json_t *model, const json_t *ad
 		error_set(err, 0, "bad_tokenizer", "unsupported BPE options");
 		goto done;
 	}
-	json_object_foreach((json_t *)vocab, key, val) {
-		if (!json_is_integer(val) || json_integer_value(val) < 0 ||
-		    json_integer_value(val) > INT32_MAX / 2) {
+	json_object_foreach((json_t *)vocab, key, val)
+	{
+		if (!json_is_integer(val) || json_integer_value(val) < 0 || json_integer_value(val) > INT32_MAX / 2) {
 			error_set(err, 0, "bad_tokenizer", "bad id for vocabulary entry \"%s\"", key);
 			goto done;
 		}
 		if (json_integer_value(val) > max_id)
 			max_id = json_integer_value(val);
 	}
-	json_array_foreach(added, i, val) {
+	json_array_foreach(added, i, val)
+	{
 		const json_t *id = json_object_get(val, "id");
 
-		if (!json_is_integer(id) || json_integer_value(id) < 0 ||
-		    json_integer_value(id) > INT32_MAX / 2 || !jstr(val, "content") ||
-		    json_string_length(json_object_get(val, "content")) == 0) {
+		if (!json_is_integer(id) || json_integer_value(id) < 0 || json_integer_value(id) > INT32_MAX / 2 ||
+		    !jstr(val, "content") || json_string_length(json_object_get(val, "content")) == 0) {
 			error_set(err, 0, "bad_tokenizer", "bad added token #%zu", i);
 			goto done;
 		}
@@ -1084,7 +1070,8 @@ static int load_model(struct tokenizer *t, const json_t *model, const json_t *ad
 		goto oom;
 	memset(t->vmap, 0xff, (t->vmap_mask + 1) * sizeof *t->vmap);
 
-	json_object_foreach((json_t *)vocab, key, val) {
+	json_object_foreach((json_t *)vocab, key, val)
+	{
 		int32_t id = (int32_t)json_integer_value(val);
 
 		if (t->flags[id] & TOK_PRESENT) {
@@ -1117,7 +1104,8 @@ static int load_model(struct tokenizer *t, const json_t *model, const json_t *ad
 	if (!t->mmap)
 		goto oom;
 	memset(t->mmap, 0xff, (t->mmap_mask + 1) * sizeof *t->mmap);
-	json_array_foreach(merges, i, val) {
+	json_array_foreach(merges, i, val)
+	{
 		const char *left, *right;
 		size_t left_n, right_n;
 		int32_t ia, ib, iab;
@@ -1135,8 +1123,8 @@ static int load_model(struct tokenizer *t, const json_t *model, const json_t *ad
 			left_n = (size_t)(sp - s);
 			right = sp + 1;
 			right_n = end ? (size_t)(end - right) : strlen(right);
-		} else if (json_is_array(val) && json_array_size(val) == 2 &&
-			   json_is_string(json_array_get(val, 0)) && json_is_string(json_array_get(val, 1))) {
+		} else if (json_is_array(val) && json_array_size(val) == 2 && json_is_string(json_array_get(val, 0)) &&
+			   json_is_string(json_array_get(val, 1))) {
 			left = json_string_value(json_array_get(val, 0));
 			left_n = json_string_length(json_array_get(val, 0));
 			right = json_string_value(json_array_get(val, 1));
@@ -1176,7 +1164,8 @@ static int load_model(struct tokenizer *t, const json_t *model, const json_t *ad
 	memset(t->amap, 0xff, (t->amap_mask + 1) * sizeof *t->amap);
 	t->trie[0] = (struct trie_node){.id = -1};
 	t->trie_n = 1;
-	json_array_foreach(added, i, val) {
+	json_array_foreach(added, i, val)
+	{
 		int32_t id = (int32_t)json_integer_value(json_object_get(val, "id"));
 		const json_t *content = json_object_get(val, "content");
 		const char *s = json_string_value(content);
@@ -1195,13 +1184,12 @@ static int load_model(struct tokenizer *t, const json_t *model, const json_t *ad
 		/* The reference also puts the content into the BPE's token -> id
 		 * map; that only matters if BPE can output that spelling under
 		 * another id, which we do not model. */
-		if (bytelevel_decode(s, n, &a) &&
-		    (vid = hmap_find(t, t->vmap, t->vmap_mask, a.p, a.n)) >= 0 && vid != id) {
+		if (bytelevel_decode(s, n, &a) && (vid = hmap_find(t, t->vmap, t->vmap_mask, a.p, a.n)) >= 0 &&
+		    vid != id) {
 			error_set(err, 0, "bad_tokenizer", "added token \"%s\" shadows vocabulary id %d", s, (int)vid);
 			goto done;
 		}
-		if (a.oom || blob_put(t, id, s, n, flags) < 0 ||
-		    trie_add(t, (const unsigned char *)s, n, id) < 0)
+		if (a.oom || blob_put(t, id, s, n, flags) < 0 || trie_add(t, (const unsigned char *)s, n, id) < 0)
 			goto oom;
 		hmap_put(t, t->amap, t->amap_mask, id);
 		t->added_first[(unsigned char)s[0]] = true;
@@ -1231,7 +1219,8 @@ struct tokenizer *tokenizer_load(const char *path, struct error *err)
 	root = json_load_file(path, 0, &jerr);
 	if (!root) {
 		if (jerr.line > 0)
-			error_set(err, 0, "bad_tokenizer", "cannot load \"%s\": %s (line %d)", path, jerr.text, jerr.line);
+			error_set(err, 0, "bad_tokenizer", "cannot load \"%s\": %s (line %d)", path, jerr.text,
+				  jerr.line);
 		else
 			error_set(err, 0, "bad_tokenizer", "cannot load \"%s\": %s", path, jerr.text);
 		goto fail;
@@ -1504,14 +1493,13 @@ static int split_stage(struct work *w, size_t stage, const char *s, size_t n)
 	if (stage == t->n_splits)
 		return bpe(w, (const unsigned char *)s, n);
 	while (start <= n) {
-		int rc = pcre2_match(t->split[stage], (PCRE2_SPTR)s, n, start, PCRE2_NO_UTF_CHECK, w->md,
-				     NULL);
+		int rc = pcre2_match(t->split[stage], (PCRE2_SPTR)s, n, start, PCRE2_NO_UTF_CHECK, w->md, NULL);
 		PCRE2_SIZE *ov;
 		size_t ms, me;
 
 		if (rc == PCRE2_ERROR_JIT_STACKLIMIT) /* the interpreter keeps its stack on the heap */
-			rc = pcre2_match(t->split[stage], (PCRE2_SPTR)s, n, start,
-					 PCRE2_NO_UTF_CHECK | PCRE2_NO_JIT, w->md, NULL);
+			rc = pcre2_match(t->split[stage], (PCRE2_SPTR)s, n, start, PCRE2_NO_UTF_CHECK | PCRE2_NO_JIT,
+					 w->md, NULL);
 		if (rc == PCRE2_ERROR_NOMATCH)
 			break;
 		if (rc < 0) {
@@ -1644,8 +1632,7 @@ done:
 	return rc;
 }
 
-int tokenizer_encode(const struct tokenizer *t, const char *text, size_t len, int32_t **ids_out,
-		     size_t *n_out)
+int tokenizer_encode(const struct tokenizer *t, const char *text, size_t len, int32_t **ids_out, size_t *n_out)
 {
 	struct work w = {0};
 
@@ -1701,8 +1688,7 @@ int32_t tokenizer_token_id(const struct tokenizer *t, const char *s)
 	return id;
 }
 
-int tokenizer_decode_token(const struct tokenizer *t, int32_t id, char *buf, size_t buflen,
-			   size_t *len_out)
+int tokenizer_decode_token(const struct tokenizer *t, int32_t id, char *buf, size_t buflen, size_t *len_out)
 {
 	size_t n;
 
@@ -1733,13 +1719,18 @@ int tokenizer_is_special(const struct tokenizer *t, int32_t id)
 
 /* ------------------------------------------------------------------ chat */
 
-#define BOS "<\xef\xbd\x9c" "begin\xe2\x96\x81of\xe2\x96\x81sentence\xef\xbd\x9c>"
-#define EOS "<\xef\xbd\x9c" "end\xe2\x96\x81of\xe2\x96\x81sentence\xef\xbd\x9c>"
+#define BOS             \
+	"<\xef\xbd\x9c" \
+	"begin\xe2\x96\x81of\xe2\x96\x81sentence\xef\xbd\x9c>"
+#define EOS             \
+	"<\xef\xbd\x9c" \
+	"end\xe2\x96\x81of\xe2\x96\x81sentence\xef\xbd\x9c>"
 #define USER "<\xef\xbd\x9cUser\xef\xbd\x9c>"
-#define ASSISTANT "<\xef\xbd\x9c" "Assistant\xef\xbd\x9c>"
+#define ASSISTANT       \
+	"<\xef\xbd\x9c" \
+	"Assistant\xef\xbd\x9c>"
 
-int tokenizer_render_chat(const struct tokenizer_message *msgs, size_t n, char **out,
-			  size_t *out_len)
+int tokenizer_render_chat(const struct tokenizer_message *msgs, size_t n, char **out, size_t *out_len)
 {
 	struct sbuf b = {0};
 	bool first_system = true;
@@ -1756,8 +1747,7 @@ int tokenizer_render_chat(const struct tokenizer_message *msgs, size_t n, char *
 		const char *role = msgs[i].role;
 
 		if (!role || (!msgs[i].content && msgs[i].content_len) ||
-		    (strcmp(role, "system") != 0 && strcmp(role, "user") != 0 &&
-		     strcmp(role, "assistant") != 0)) {
+		    (strcmp(role, "system") != 0 && strcmp(role, "user") != 0 && strcmp(role, "assistant") != 0)) {
 			errno = EINVAL;
 			return -1;
 		}
@@ -1792,8 +1782,7 @@ int tokenizer_render_chat(const struct tokenizer_message *msgs, size_t n, char *
 	return 0;
 }
 
-int tokenizer_count_chat(const struct tokenizer *t, const struct tokenizer_message *msgs, size_t n,
-			 size_t *n_out)
+int tokenizer_count_chat(const struct tokenizer *t, const struct tokenizer_message *msgs, size_t n, size_t *n_out)
 {
 	char *text = NULL;
 	size_t len = 0;

@@ -53,8 +53,7 @@ struct tokenizer_message {
  * (release with tokenizer_free), or NULL with err (may be NULL) filled:
  * code bad_tokenizer, a one-line, lower-case message.  Takes ~0.3 s and
  * ~45 MB at peak while parsing the JSON, ~10 MB afterwards. */
-struct tokenizer *tokenizer_load(const char *path, struct error *err)
-	TOKENIZER_MUST_CHECK;
+struct tokenizer *tokenizer_load(const char *path, struct error *err) TOKENIZER_MUST_CHECK;
 
 /* Frees everything; NULL is accepted. */
 void tokenizer_free(struct tokenizer *tok);
@@ -67,12 +66,11 @@ void tokenizer_free(struct tokenizer *tok);
  * when out of memory, EINVAL for NULL arguments, EIO if PCRE2 gives up (its
  * match limit; not seen even on megabytes of one repeated character);
  * *ids_out is then NULL and *n_out 0. */
-int tokenizer_encode(const struct tokenizer *tok, const char *text, size_t len,
-		     int32_t **ids_out, size_t *n_out) TOKENIZER_MUST_CHECK;
+int tokenizer_encode(const struct tokenizer *tok, const char *text, size_t len, int32_t **ids_out,
+		     size_t *n_out) TOKENIZER_MUST_CHECK;
 
 /* As tokenizer_encode(), but only counts the ids (no output array). */
-int tokenizer_count(const struct tokenizer *tok, const char *text, size_t len,
-		    size_t *n_out) TOKENIZER_MUST_CHECK;
+int tokenizer_count(const struct tokenizer *tok, const char *text, size_t len, size_t *n_out) TOKENIZER_MUST_CHECK;
 
 /* The id of an added/special token by its content ("<｜User｜>"), or else
  * of a vocabulary entry by its spelling in tokenizer.json (byte-level form,
@@ -84,8 +82,8 @@ int32_t tokenizer_token_id(const struct tokenizer *tok, const char *token_string
  * or -1 when id is out of range (*len_out = 0) or when buflen is too small
  * (*len_out = the size needed, buf untouched).  No NUL is written.  A single
  * token may hold part of a UTF-8 sequence. */
-int tokenizer_decode_token(const struct tokenizer *tok, int32_t id, char *buf,
-			   size_t buflen, size_t *len_out) TOKENIZER_MUST_CHECK;
+int tokenizer_decode_token(const struct tokenizer *tok, int32_t id, char *buf, size_t buflen,
+			   size_t *len_out) TOKENIZER_MUST_CHECK;
 
 /* Number of ids: the largest id + 1 (128815 for DeepSeek-V3: 128000 BPE
  * tokens and added tokens up to 128814).  Every id below it decodes. */
@@ -108,13 +106,12 @@ int tokenizer_is_special(const struct tokenizer *tok, int32_t id);
  * NUL), owned by the caller.  Returns -1 with errno EINVAL for an unknown
  * role or NULL arguments (n may be 0 with msgs NULL), ENOMEM when out of
  * memory; *out is then NULL. */
-int tokenizer_render_chat(const struct tokenizer_message *msgs, size_t n,
-			  char **out, size_t *out_len) TOKENIZER_MUST_CHECK;
+int tokenizer_render_chat(const struct tokenizer_message *msgs, size_t n, char **out,
+			  size_t *out_len) TOKENIZER_MUST_CHECK;
 
 /* tokenizer_render_chat() then tokenizer_count(): the prompt_tokens of a
  * chat request.  Same errors as both. */
-int tokenizer_count_chat(const struct tokenizer *tok,
-			 const struct tokenizer_message *msgs, size_t n,
+int tokenizer_count_chat(const struct tokenizer *tok, const struct tokenizer_message *msgs, size_t n,
 			 size_t *n_out) TOKENIZER_MUST_CHECK;
 
 #endif

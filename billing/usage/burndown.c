@@ -27,8 +27,8 @@ void burndown_sort(struct burndown_bucket *b, size_t n)
 		qsort(b, n, sizeof(*b), cmp);
 }
 
-size_t burndown_charge(struct burndown_bucket *b, size_t n, struct burndown_bucket *paid, int64_t cost,
-		       bool paid_only, int64_t now_us, struct burndown_line *lines)
+size_t burndown_charge(struct burndown_bucket *b, size_t n, struct burndown_bucket *paid, int64_t cost, bool paid_only,
+		       int64_t now_us, struct burndown_line *lines)
 {
 	int64_t left = cost;
 	size_t k = 0;

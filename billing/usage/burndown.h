@@ -15,8 +15,8 @@
 
 struct burndown_bucket {
 	int64_t ledger_account_id;
-	int64_t grant_id;      /* 0 for the paid balance */
-	int64_t balance;       /* updated by burndown_charge; saturated at int64 */
+	int64_t grant_id; /* 0 for the paid balance */
+	int64_t balance;  /* updated by burndown_charge; saturated at int64 */
 	int priority;
 	int64_t expires_at_us; /* 0: never */
 	money_total beyond;    /* the books' exact balance minus balance (0 but for
@@ -38,7 +38,7 @@ void burndown_sort(struct burndown_bucket *b, size_t n);
 /* Charges cost (>= 0) against sorted buckets; reduces their balances; writes
  * at most n + 2 lines (grants, paid, arrears; nothing for a zero part).  Returns the number of lines.
  * paid is the account's paid bucket (also in b or not). */
-size_t burndown_charge(struct burndown_bucket *b, size_t n, struct burndown_bucket *paid, int64_t cost,
-		       bool paid_only, int64_t now_us, struct burndown_line *lines);
+size_t burndown_charge(struct burndown_bucket *b, size_t n, struct burndown_bucket *paid, int64_t cost, bool paid_only,
+		       int64_t now_us, struct burndown_line *lines);
 
 #endif

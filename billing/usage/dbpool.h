@@ -29,21 +29,21 @@ typedef void (*dbjob_done_fn)(struct dbjob *job);
 typedef void (*dbjob_batch_fn)(struct dbjob **jobs, size_t n, PGconn *conn, const char *writer, void *arg);
 
 struct dbjob {
-	dbjob_run_fn run;        /* NULL in a batch pool */
+	dbjob_run_fn run; /* NULL in a batch pool */
 	dbjob_done_fn done;
-	struct dbjob *next;      /* pool's own link */
+	struct dbjob *next; /* pool's own link */
 	int64_t enqueued_us;
-	struct error err;        /* err.status == 0: success */
+	struct error err; /* err.status == 0: success */
 };
 
 struct dbpool_opts {
-	const char *name;         /* "pool", "writer" for logs and chains */
+	const char *name; /* "pool", "writer" for logs and chains */
 	const char *conninfo;
 	const char *writer_prefix; /* chain identity: writer_prefix, or writer_prefix.tN for N > 0 */
 	int threads;
 	size_t queue_max;
 	int timeout_ms;
-	dbjob_batch_fn batch;     /* when set: jobs handed over in batches (each thread its own) */
+	dbjob_batch_fn batch; /* when set: jobs handed over in batches (each thread its own) */
 	void *batch_arg;
 	size_t batch_max;
 	int64_t batch_wait_us;

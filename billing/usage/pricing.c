@@ -74,7 +74,8 @@ void pricing_format_windows(const struct pricing_price *p, char *buf, size_t buf
 	for (size_t i = 0; i < p->n_windows && off < buflen; i++) {
 		const struct pricing_window *w = &p->windows[i];
 		int n = snprintf(buf + off, buflen - off, "%s%02d:%02d-%02d:%02d=%lld", i ? "," : "", w->start_s / 3600,
-				 w->start_s / 60 % 60, w->end_s / 3600, w->end_s / 60 % 60, (long long)w->multiplier_bp);
+				 w->start_s / 60 % 60, w->end_s / 3600, w->end_s / 60 % 60,
+				 (long long)w->multiplier_bp);
 		if (n < 0)
 			break;
 		off += (size_t)n;

@@ -11,7 +11,7 @@
 #define PRICING_MAX_TOKENS 1000000000LL /* 10^9 per field */
 
 struct pricing_window {
-	int start_s, end_s; /* seconds of the UTC day, [start, end); end < start wraps midnight */
+	int start_s, end_s;    /* seconds of the UTC day, [start, end); end < start wraps midnight */
 	int64_t multiplier_bp; /* 10000 = full price */
 };
 

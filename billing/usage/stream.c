@@ -173,11 +173,13 @@ static int process(struct stream *st, struct rclient *c, redisReply *entries)
 			continue; /* stays pending: read again, retried safely */
 		if (status) {
 			char msg[700];
-			const char *add[] = {"XADD", st->dead, "MAXLEN", "~", "100000", "*", "source_id", x->id, "error", msg};
+			const char *add[] = {"XADD", st->dead,    "MAXLEN", "~",     "100000",
+					     "*",    "source_id", x->id,    "error", msg};
 			snprintf(msg, sizeof(msg), "%d %s: %s", status, x->it.job.err.code, x->it.job.err.msg);
 			r = cmd(c, 10, add);
 			freeReplyObject(r);
-			log_warn("usage stream entry refused", "id=%s status=%d code=%s", x->id, status, x->it.job.err.code);
+			log_warn("usage stream entry refused", "id=%s status=%d code=%s", x->id, status,
+				 x->it.job.err.code);
 		}
 		const char *ack[] = {"XACK", st->key, st->group, x->id};
 		r = cmd(c, 4, ack);
@@ -217,7 +219,8 @@ static void *run(void *arg)
 		if (time_now_us() - last_claim > st->claim_ms * 1000 / 2) {
 			/* a dead consumer's entries, idle long enough */
 			char idle[32], count[16];
-			const char *claim[] = {"XAUTOCLAIM", st->key, st->group, st->consumer, idle, "0-0", "COUNT", count};
+			const char *claim[] = {"XAUTOCLAIM", st->key, st->group, st->consumer,
+					       idle,         "0-0",   "COUNT",   count};
 			snprintf(idle, sizeof(idle), "%" PRId64, st->claim_ms);
 			snprintf(count, sizeof(count), "%d", STREAM_BATCH);
 			r = cmd(c, 8, claim);
@@ -236,8 +239,9 @@ static void *run(void *arg)
 		}
 		{
 			char count[16];
-			const char *rd[] = {"XREADGROUP", "GROUP", st->group, st->consumer, "COUNT", count, "BLOCK",
-					    "1000", "STREAMS", st->key, own_pending ? "0" : ">"};
+			const char *rd[] = {
+				"XREADGROUP", "GROUP",   st->group, st->consumer,           "COUNT", count, "BLOCK",
+				"1000",       "STREAMS", st->key,   own_pending ? "0" : ">"};
 			snprintf(count, sizeof(count), "%d", STREAM_BATCH);
 			r = cmd(c, 11, rd);
 		}

@@ -40,7 +40,8 @@ static int get_string(const json_t *body, const char *name, bool required, char 
 	}
 	len = json_string_length(v);
 	if (len < min || len >= cap || memchr(json_string_value(v), '\0', len)) {
-		return error_set(err, 400, "invalid_request", "field '%s' must be %zu to %zu characters", name, min, cap - 1);
+		return error_set(err, 400, "invalid_request", "field '%s' must be %zu to %zu characters", name, min,
+				 cap - 1);
 	}
 	memcpy(out, json_string_value(v), len + 1);
 	return 1;
@@ -59,13 +60,12 @@ static int get_tokens(const json_t *body, const char *name, int64_t *out, struct
 	*out = json_integer_value(v);
 	if (*out < 0 || *out > PRICING_MAX_TOKENS) {
 		return error_set(err, 422, "invalid_tokens", "field '%s' must be between 0 and %lld", name,
-			         (long long)PRICING_MAX_TOKENS);
+				 (long long)PRICING_MAX_TOKENS);
 	}
 	return 0;
 }
 
-int usage_parse(const json_t *body, int64_t now_us, const uint8_t pepper[32], struct usage_req *out,
-		struct error *err)
+int usage_parse(const json_t *body, int64_t now_us, const uint8_t pepper[32], struct usage_req *out, struct error *err)
 {
 	char key[256], ts[64];
 	const json_t *acct;
@@ -106,8 +106,9 @@ int usage_parse(const json_t *body, int64_t now_us, const uint8_t pepper[32], st
 	    get_tokens(body, "output_tokens", &out->output_tokens, err) < 0)
 		return -1;
 	if (out->cached_input_tokens > out->input_tokens) {
-		return error_set(err, 422, "invalid_tokens", "cached_input_tokens (%" PRId64 ") exceeds input_tokens (%" PRId64 ")",
-			         out->cached_input_tokens, out->input_tokens);
+		return error_set(err, 422, "invalid_tokens",
+				 "cached_input_tokens (%" PRId64 ") exceeds input_tokens (%" PRId64 ")",
+				 out->cached_input_tokens, out->input_tokens);
 	}
 	if (get_string(body, "started_at", true, ts, sizeof(ts), 1, err) < 0)
 		return -1;
@@ -116,7 +117,7 @@ int usage_parse(const json_t *body, int64_t now_us, const uint8_t pepper[32], st
 	}
 	if (out->started_at_us < now_us - USAGE_MAX_AGE_US || out->started_at_us > now_us + USAGE_MAX_AHEAD_US) {
 		return error_set(err, 422, "invalid_started_at",
-			         "started_at must be within the last 35 days and at most 5 minutes ahead");
+				 "started_at must be within the last 35 days and at most 5 minutes ahead");
 	}
 	if (get_string(body, "hold_id", false, out->hold_id, sizeof(out->hold_id), 1, err) < 0 ||
 	    get_string(body, "status", false, out->status, sizeof(out->status), 1, err) < 0)
@@ -233,7 +234,7 @@ static void read_load_generations(struct usage_writer *w, struct usage_item **it
 {
 	struct rclient_cmd *cmds = calloc(n + 1, sizeof(*cmds));
 	redisReply **replies = calloc(n + 1, sizeof(*replies));
-	char (*keys)[48] = calloc(n + 1, sizeof(*keys));
+	char(*keys)[48] = calloc(n + 1, sizeof(*keys));
 	const char **argv = calloc(3 * n + 1, sizeof(*argv));
 	size_t *idx = calloc(n + 1, sizeof(*idx));
 	size_t k = 0;
@@ -289,8 +290,8 @@ struct acct {
 	int64_t account_id;
 	int frozen;
 	int found;
-	size_t first, n; /* range in the bucket array */
-	int64_t paid_idx;  /* index of the paid bucket, -1 none */
+	size_t first, n;  /* range in the bucket array */
+	int64_t paid_idx; /* index of the paid bucket, -1 none */
 };
 
 struct batch {
@@ -410,12 +411,13 @@ static const char *const usage_stmts[][2] = {
 	{"u_journal", JOURNAL_SQL_INSERT},
 	{"u_postings", JOURNAL_SQL_POSTINGS},
 	{"u_notify", JOURNAL_SQL_NOTIFY},
-	{"u_records", "INSERT INTO usage_records (request_id, account_id, txn_id, body_hash, model, input_tokens,"
-		      " cached_input_tokens, output_tokens, started_at, cost_nanos, price_version, hold_id, status,"
-		      " response, created_at)"
-		      " SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bytea[], $5::text[], $6::bigint[],"
-		      " $7::bigint[], $8::bigint[], $9::timestamptz[], $10::bigint[], $11::bigint[], $12::text[],"
-		      " $13::text[], $14::text[], $15::timestamptz[])"},
+	{"u_records",
+	 "INSERT INTO usage_records (request_id, account_id, txn_id, body_hash, model, input_tokens,"
+	 " cached_input_tokens, output_tokens, started_at, cost_nanos, price_version, hold_id, status,"
+	 " response, created_at)"
+	 " SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bytea[], $5::text[], $6::bigint[],"
+	 " $7::bigint[], $8::bigint[], $9::timestamptz[], $10::bigint[], $11::bigint[], $12::text[],"
+	 " $13::text[], $14::text[], $15::timestamptz[])"},
 	{NULL, NULL},
 };
 
@@ -539,10 +541,12 @@ static int find_replays(struct batch *b, PGconn *c, bool seen, const char *seen_
 	const char *p[1] = {seen_keys};
 
 	if (seen) {
-		r = db_query(c, "SELECT u.request_id, encode(u.body_hash, 'hex'), u.response FROM ledger_idempotency k"
-				" JOIN usage_records u ON u.request_id = substr(k.idempotency_key, 7)"
-				" AND u.created_at = k.created_at"
-				" WHERE k.idempotency_key = ANY ($1::text[])", 1, p, err);
+		r = db_query(c,
+			     "SELECT u.request_id, encode(u.body_hash, 'hex'), u.response FROM ledger_idempotency k"
+			     " JOIN usage_records u ON u.request_id = substr(k.idempotency_key, 7)"
+			     " AND u.created_at = k.created_at"
+			     " WHERE k.idempotency_key = ANY ($1::text[])",
+			     1, p, err);
 		if (!r)
 			return -1;
 	}
@@ -764,8 +768,9 @@ static int charge_items(struct batch *b, int64_t now_us, struct error *err)
 		buf_init(&resp);
 		buf_puts(&resp, "{\"request_id\":");
 		buf_json_str(&resp, it->r.request_id);
-		buf_printf(&resp, ",\"account_id\":%" PRId64 ",\"cost_nanos\":%" PRId64 ",\"price_version\":%" PRId64
-				  ",\"charged\":[",
+		buf_printf(&resp,
+			   ",\"account_id\":%" PRId64 ",\"cost_nanos\":%" PRId64 ",\"price_version\":%" PRId64
+			   ",\"charged\":[",
 			   it->account_id, cost, pr->version);
 		it->d_paid = it->d_promo = 0;
 		for (size_t k = 0; k < nl; k++) {
@@ -779,7 +784,8 @@ static int charge_items(struct batch *b, int64_t now_us, struct error *err)
 			else
 				b->posts[np++] = (struct journal_posting){lines[k].ledger_account_id, it->account_id,
 									  -lines[k].amount};
-			buf_printf(&resp, "%s{\"bucket\":\"%s\",\"grant_id\":", k ? "," : "", bucket_name(lines[k].kind));
+			buf_printf(&resp, "%s{\"bucket\":\"%s\",\"grant_id\":", k ? "," : "",
+				   bucket_name(lines[k].kind));
 			if (lines[k].grant_id)
 				buf_printf(&resp, "%" PRId64, lines[k].grant_id);
 			else
@@ -812,8 +818,9 @@ static int charge_items(struct batch *b, int64_t now_us, struct error *err)
 		buf_puts(d, ",\"model\":");
 		buf_json_str(d, it->r.model);
 		buf_printf(d,
-			   ",\"input_tokens\":%" PRId64 ",\"cached_input_tokens\":%" PRId64 ",\"output_tokens\":%" PRId64
-			   ",\"started_at\":\"%s\",\"price_version\":%" PRId64 ",\"cost_nanos\":%" PRId64 "}",
+			   ",\"input_tokens\":%" PRId64 ",\"cached_input_tokens\":%" PRId64
+			   ",\"output_tokens\":%" PRId64 ",\"started_at\":\"%s\",\"price_version\":%" PRId64
+			   ",\"cost_nanos\":%" PRId64 "}",
 			   it->r.input_tokens, it->r.cached_input_tokens, it->r.output_tokens, ts, pr->version, cost);
 		{
 			struct journal_txn *t = &b->txns[tx];
@@ -839,9 +846,9 @@ static int charge_items(struct batch *b, int64_t now_us, struct error *err)
 /* 5) journal + usage_records: queued after the chain head and the txn_ids
  * are known; ja and a[] must live until the pipeline is read */
 struct chain {
-	int64_t seq;                        /* the writer's last seq before this batch */
-	uint8_t head[JOURNAL_HASH_BYTES];   /* and its hash */
-	int64_t *txn_ids;                   /* one per pending record */
+	int64_t seq;                      /* the writer's last seq before this batch */
+	uint8_t head[JOURNAL_HASH_BYTES]; /* and its hash */
+	int64_t *txn_ids;                 /* one per pending record */
 };
 
 static int clear_ok(PGresult *r)
@@ -852,8 +859,24 @@ static int clear_ok(PGresult *r)
 	return 0;
 }
 
-enum { R_ID, R_ACCT, R_TXN, R_HASH, R_MODEL, R_IN, R_CACHED, R_OUT, R_AT, R_COST, R_PV, R_HOLD, R_STATUS, R_RESP,
-       R_CREATED, NR };
+enum {
+	R_ID,
+	R_ACCT,
+	R_TXN,
+	R_HASH,
+	R_MODEL,
+	R_IN,
+	R_CACHED,
+	R_OUT,
+	R_AT,
+	R_COST,
+	R_PV,
+	R_HOLD,
+	R_STATUS,
+	R_RESP,
+	R_CREATED,
+	NR
+};
 
 static int send_records(struct batch *b, PGconn *c, const char *writer, char **keys, const struct chain *ch,
 			struct journal_arrays *ja, struct buf a[NR], struct error *err)
@@ -1021,8 +1044,8 @@ static int try_batch(struct batch *b, PGconn *c, const char *writer, char **keys
 		goto fail;
 	if (has_keys) {
 		/* the accounts of api keys are needed before the locks: one more trip */
-		if (db_pipeline_sync(c, err) < 0 || (clear_ok(db_next(c, err)) < 0) ||
-		    (r = db_next(c, err)) == NULL || read_keys(b, c, err) < 0)
+		if (db_pipeline_sync(c, err) < 0 || (clear_ok(db_next(c, err)) < 0) || (r = db_next(c, err)) == NULL ||
+		    read_keys(b, c, err) < 0)
 			goto fail;
 		db_pipeline_end(c);
 		if (db_pipeline_begin(c, err) < 0)
@@ -1040,7 +1063,8 @@ static int try_batch(struct batch *b, PGconn *c, const char *writer, char **keys
 		goto fail;
 	if (!has_keys && (clear_ok(db_next(c, err)) < 0 || (r = db_next(c, err)) == NULL))
 		goto fail;
-	if (read_seen(c, &seen, err) < 0 || read_accounts(b, c, err) < 0 || read_chain(c, writer, &ch, n_pending, err) < 0)
+	if (read_seen(c, &seen, err) < 0 || read_accounts(b, c, err) < 0 ||
+	    read_chain(c, writer, &ch, n_pending, err) < 0)
 		goto fail;
 	/* the balance mirror's load generations, read before COMMIT and only
 	 * now that the accounts' rows are locked FOR UPDATE (read_accounts): read

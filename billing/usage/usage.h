@@ -34,8 +34,8 @@ struct usage_req {
  * fields (a real number where an integer belongs included); 422
  * invalid_tokens / invalid_started_at for values out of range.  pepper
  * hashes the api_key. */
-int usage_parse(const json_t *body, int64_t now_us, const uint8_t pepper[32], struct usage_req *out,
-		struct error *err) __attribute__((warn_unused_result));
+int usage_parse(const json_t *body, int64_t now_us, const uint8_t pepper[32], struct usage_req *out, struct error *err)
+	__attribute__((warn_unused_result));
 /* BLAKE2b-256 over the normalized fields: a replay must match it. */
 void usage_body_hash(const struct usage_req *r, uint8_t out[32]);
 
@@ -44,7 +44,7 @@ struct usage_item {
 	struct usage_req r;
 	uint8_t body_hash[32];
 	/* results (writer thread) */
-	char *response;  /* owned JSON text on success or replay */
+	char *response; /* owned JSON text on success or replay */
 	bool duplicate;
 	int64_t account_id;
 	int64_t cost_nanos;
@@ -73,7 +73,7 @@ void usage_write_batch(struct dbjob **jobs, size_t n, PGconn *c, const char *wri
 void usage_item_release(struct usage_item *it);
 
 /* An answer's balance when the live holds cannot be read (Redis down). */
-#define USAGE_HELD_UNKNOWN_NOTE                                                                                    \
+#define USAGE_HELD_UNKNOWN_NOTE \
 	"the live holds are kept in Redis, which cannot be reached now: held and available amounts are unknown"
 /* A fresh charge's answer with the account's live held amount (known) or
  * without it: rewrites it->response in place of a decode and an encode,

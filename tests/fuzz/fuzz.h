@@ -13,12 +13,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#define FUZZ_CHECK(cond)                                                                                   \
-	do {                                                                                               \
-		if (!(cond)) {                                                                             \
-			fprintf(stderr, "%s:%d: property violated: %s\n", __FILE__, __LINE__, #cond);     \
-			abort();                                                                           \
-		}                                                                                          \
+#define FUZZ_CHECK(cond)                                                                              \
+	do {                                                                                          \
+		if (!(cond)) {                                                                        \
+			fprintf(stderr, "%s:%d: property violated: %s\n", __FILE__, __LINE__, #cond); \
+			abort();                                                                      \
+		}                                                                                     \
 	} while (0)
 
 /* 2026-11-29T00:00:00Z: a fixed "now", so a run is reproducible. */

@@ -14,17 +14,39 @@
 #include "common/config.h"
 #include "tests/fuzz/fuzz.h"
 
-static const char *const int_keys[] = {"batch_max", "batch_wait_us", "queue_max", "hold_ttl_seconds",
-				       "pg_timeout_ms", "redis_timeout_ms", "redis_fail_open_nanos",
-				       "idle_timeout_s", "max_connections", "inference_threads"};
+static const char *const int_keys[] = {
+	"batch_max",        "batch_wait_us",         "queue_max",      "hold_ttl_seconds", "pg_timeout_ms",
+	"redis_timeout_ms", "redis_fail_open_nanos", "idle_timeout_s", "max_connections",  "inference_threads"};
 
 /* Every key name, from the public API only: probe the names --help prints. */
-static const char *const all_keys[] = {
-	"listen", "pg", "pg_owner", "redis", "gateway_tokens_file", "admin_tokens_file", "signing_key_file",
-	"key_pepper_file", "instance_id", "migrations_dir", "log_level", "batch_max", "batch_wait_us",
-	"queue_max", "hold_ttl_seconds", "pg_timeout_ms", "redis_timeout_ms", "redis_fail_open",
-	"redis_fail_open_nanos", "idle_timeout_s", "max_connections", "tokenizer_file", "model_file",
-	"inference_threads", "inference_queue", "referral_trigger", "expiry_interval_s", "operator"};
+static const char *const all_keys[] = {"listen",
+				       "pg",
+				       "pg_owner",
+				       "redis",
+				       "gateway_tokens_file",
+				       "admin_tokens_file",
+				       "signing_key_file",
+				       "key_pepper_file",
+				       "instance_id",
+				       "migrations_dir",
+				       "log_level",
+				       "batch_max",
+				       "batch_wait_us",
+				       "queue_max",
+				       "hold_ttl_seconds",
+				       "pg_timeout_ms",
+				       "redis_timeout_ms",
+				       "redis_fail_open",
+				       "redis_fail_open_nanos",
+				       "idle_timeout_s",
+				       "max_connections",
+				       "tokenizer_file",
+				       "model_file",
+				       "inference_threads",
+				       "inference_queue",
+				       "referral_trigger",
+				       "expiry_interval_s",
+				       "operator"};
 #define N_ALL (sizeof(all_keys) / sizeof(all_keys[0]))
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

@@ -56,9 +56,8 @@ static void check_answer(const uint8_t *data, size_t size)
 	got = fastbody_hold_answer(out, sizeof(out), id, v, w, v / 3, "2026-11-29T00:10:00.000000Z");
 	if (!got)
 		return;
-	j = json_pack("{s:s,s:I,s:I,s:I,s:s}", "hold_id", id, "account_id", (json_int_t)v, "held_nanos",
-		      (json_int_t)w, "available_nanos", (json_int_t)(v / 3), "expires_at",
-		      "2026-11-29T00:10:00.000000Z");
+	j = json_pack("{s:s,s:I,s:I,s:I,s:s}", "hold_id", id, "account_id", (json_int_t)v, "held_nanos", (json_int_t)w,
+		      "available_nanos", (json_int_t)(v / 3), "expires_at", "2026-11-29T00:10:00.000000Z");
 	FUZZ_CHECK(j != NULL);
 	want = json_dumps(j, JSON_COMPACT);
 	FUZZ_CHECK(want && got == strlen(want) + 1 && memcmp(out, want, got - 1) == 0 && out[got - 1] == '\n');

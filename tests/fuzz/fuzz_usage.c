@@ -22,7 +22,7 @@
 #include "common/error.h"
 #include "tests/fuzz/fuzz.h"
 
-static const uint8_t pepper[32] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16,
+static const uint8_t pepper[32] = {1,  2,  3,  4,  5,  6,  7,  8,  9,  10, 11, 12, 13, 14, 15, 16,
 				   17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32};
 
 static int64_t expected_cost(const struct pricing_price *p, const struct usage_req *r, int64_t m)

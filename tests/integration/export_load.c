@@ -41,7 +41,7 @@ int main(int argc, char **argv)
 	struct journal_txn *txns = NULL;
 	struct journal_posting *posts = NULL;
 	struct buf *details = NULL;
-	char (*keys)[64] = NULL;
+	char(*keys)[64] = NULL;
 	char writer[48];
 	bool existing;
 
@@ -68,10 +68,11 @@ int main(int argc, char **argv)
 	existing = n_accounts == 0;
 	if (existing) {
 		/* every existing customer */
-		PGresult *r = db_query(c,
-				       "SELECT account_id, ledger_account_id FROM ledger_accounts WHERE type = 'customer_paid'"
-				       " ORDER BY account_id",
-				       0, NULL, &err);
+		PGresult *r = db_query(
+			c,
+			"SELECT account_id, ledger_account_id FROM ledger_accounts WHERE type = 'customer_paid'"
+			" ORDER BY account_id",
+			0, NULL, &err);
 		if (!r || PQntuples(r) == 0) {
 			fprintf(stderr, "export_load: no accounts: %s\n", r ? "none" : err.msg);
 			return 1;
@@ -112,8 +113,10 @@ int main(int argc, char **argv)
 		}
 		acct[i] = res.account_id;
 		snprintf(id, sizeof(id), "%" PRId64, res.account_id);
-		r = db_query(c, "SELECT ledger_account_id FROM ledger_accounts WHERE account_id = $1 AND type = 'customer_paid'",
-			     1, p, &err);
+		r = db_query(
+			c,
+			"SELECT ledger_account_id FROM ledger_accounts WHERE account_id = $1 AND type = 'customer_paid'",
+			1, p, &err);
 		if (!r || PQntuples(r) != 1) {
 			fprintf(stderr, "export_load: paid account: %s\n", err.msg);
 			return 1;
@@ -128,7 +131,8 @@ int main(int argc, char **argv)
 
 		for (int i = 0; i < n; i++) {
 			int64_t k = done + i, t;
-			int64_t a = (int64_t)(next(&s) % (uint64_t)n_accounts), amount = 1 + (int64_t)(next(&s) % 3000000000ULL);
+			int64_t a = (int64_t)(next(&s) % (uint64_t)n_accounts),
+				amount = 1 + (int64_t)(next(&s) % 3000000000ULL);
 			int kind = (int)(next(&s) % 3);
 			struct journal_txn *tx = &txns[i];
 			struct journal_posting *p = &posts[2 * i];
@@ -146,18 +150,21 @@ int main(int argc, char **argv)
 			if (kind == 0) {
 				tx->kind = "topup";
 				tx->reason = "top-up";
-				buf_printf(&details[i], "{\"amount_nanos\":%" PRId64 ",\"payment_ref\":\"bulk-%" PRId64 "\"}",
+				buf_printf(&details[i],
+					   "{\"amount_nanos\":%" PRId64 ",\"payment_ref\":\"bulk-%" PRId64 "\"}",
 					   amount, k);
 				p[0] = (struct journal_posting){paid[a], acct[a], amount};
 				p[1] = (struct journal_posting){LA_CASH_CLEARING, 0, -amount};
 			} else if (kind == 1) {
-				int64_t in = (int64_t)(next(&s) % 100000), cached = in / 3, out = (int64_t)(next(&s) % 8000);
+				int64_t in = (int64_t)(next(&s) % 100000), cached = in / 3,
+					out = (int64_t)(next(&s) % 8000);
 				char ts[40];
 				time_format_rfc3339(t, ts, sizeof(ts));
 				tx->kind = "usage";
 				tx->reason = "usage";
 				buf_printf(&details[i],
-					   "{\"request_id\":\"bulk-req-%" PRIu64 "-%" PRId64 "\",\"model\":\"model-%d\","
+					   "{\"request_id\":\"bulk-req-%" PRIu64 "-%" PRId64
+					   "\",\"model\":\"model-%d\","
 					   "\"input_tokens\":%" PRId64 ",\"cached_input_tokens\":%" PRId64
 					   ",\"output_tokens\":%" PRId64 ",\"started_at\":\"%s\",\"price_version\":1,"
 					   "\"cost_nanos\":%" PRId64 "}",

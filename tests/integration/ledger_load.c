@@ -48,8 +48,9 @@ static int usage_tx(void *arg, struct error *err)
 	if (ops_lock_customer(j->x->conn, j->account, NULL, err) < 0)
 		return -1;
 	snprintf(id, sizeof(id), "%" PRId64, j->account);
-	r = db_query(j->x->conn, "SELECT ledger_account_id FROM ledger_accounts WHERE account_id=$1 AND type='customer_paid'",
-		     1, p, err);
+	r = db_query(j->x->conn,
+		     "SELECT ledger_account_id FROM ledger_accounts WHERE account_id=$1 AND type='customer_paid'", 1, p,
+		     err);
 	if (!r)
 		return -1;
 	la = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
@@ -97,9 +98,15 @@ static void *worker(void *arg)
 
 		snprintf(key, sizeof(key), "load:%" PRIu64 ":%d:%" PRId64, seed, id, i);
 		if (kind == 0) {
-			struct ops_grant_req g = {acct, amount, "load grant", "admin", NULL,
+			struct ops_grant_req g = {acct,
+						  amount,
+						  "load grant",
+						  "admin",
+						  NULL,
 						  next(&s) % 2 ? time_now_us() + 86400000000LL : 0,
-						  (int)(next(&s) % 3), key, false};
+						  (int)(next(&s) % 3),
+						  key,
+						  false};
 			struct ops_grant_info info;
 			rc = ops_grant(&x, &g, &info, &dup, &err);
 		} else if (kind == 1) {

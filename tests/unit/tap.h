@@ -34,21 +34,20 @@ static inline void tap_ok(int cond, const char *file, int line, const char *fmt,
 }
 
 #define OK(cond, ...) tap_ok(!!(cond), __FILE__, __LINE__, __VA_ARGS__)
-#define IS_I64(got, want, name)                                                     \
-	do {                                                                         \
-		int64_t g_ = (int64_t)(got), w_ = (int64_t)(want);                   \
-		tap_ok(g_ == w_, __FILE__, __LINE__, "%s", name);                    \
-		if (g_ != w_)                                                        \
-			printf("#   got %" PRId64 ", want %" PRId64 "\n", g_, w_);   \
+#define IS_I64(got, want, name)                                                    \
+	do {                                                                       \
+		int64_t g_ = (int64_t)(got), w_ = (int64_t)(want);                 \
+		tap_ok(g_ == w_, __FILE__, __LINE__, "%s", name);                  \
+		if (g_ != w_)                                                      \
+			printf("#   got %" PRId64 ", want %" PRId64 "\n", g_, w_); \
 	} while (0)
-#define IS_STR(got, want, name)                                                     \
-	do {                                                                         \
-		const char *g_ = (got), *w_ = (want);                                \
-		int eq_ = (g_ && w_) ? strcmp(g_, w_) == 0 : g_ == w_;               \
-		tap_ok(eq_, __FILE__, __LINE__, "%s", name);                         \
-		if (!eq_)                                                            \
-			printf("#   got '%s', want '%s'\n", g_ ? g_ : "(null)",       \
-			       w_ ? w_ : "(null)");                                  \
+#define IS_STR(got, want, name)                                                                      \
+	do {                                                                                         \
+		const char *g_ = (got), *w_ = (want);                                                \
+		int eq_ = (g_ && w_) ? strcmp(g_, w_) == 0 : g_ == w_;                               \
+		tap_ok(eq_, __FILE__, __LINE__, "%s", name);                                         \
+		if (!eq_)                                                                            \
+			printf("#   got '%s', want '%s'\n", g_ ? g_ : "(null)", w_ ? w_ : "(null)"); \
 	} while (0)
 
 static inline int tap_done(void)

@@ -38,36 +38,45 @@ static void check(const char *what, const struct c *c, int rc, const struct erro
 }
 
 static const struct c authz_cases[] = {
-	{"by account", "{\"request_id\":\"r\",\"account_id\":7,\"model\":\"m\",\"input_tokens\":1,\"max_output_tokens\":2}",
-	 0, NULL},
-	{"by api_key", "{\"request_id\":\"r\",\"api_key\":\"sk\",\"model\":\"m\",\"input_tokens\":0,\"max_output_tokens\":0}",
-	 0, NULL},
+	{"by account",
+	 "{\"request_id\":\"r\",\"account_id\":7,\"model\":\"m\",\"input_tokens\":1,\"max_output_tokens\":2}", 0, NULL},
+	{"by api_key",
+	 "{\"request_id\":\"r\",\"api_key\":\"sk\",\"model\":\"m\",\"input_tokens\":0,\"max_output_tokens\":0}", 0,
+	 NULL},
 	{"no request_id", "{\"account_id\":7,\"model\":\"m\",\"input_tokens\":1,\"max_output_tokens\":2}", 400,
 	 "invalid_request"},
-	{"an empty request_id", "{\"request_id\":\"\",\"account_id\":7,\"model\":\"m\",\"input_tokens\":1,"
-				"\"max_output_tokens\":2}",
+	{"an empty request_id",
+	 "{\"request_id\":\"\",\"account_id\":7,\"model\":\"m\",\"input_tokens\":1,"
+	 "\"max_output_tokens\":2}",
 	 400, "invalid_request"},
-	{"a NUL in the model", "{\"request_id\":\"r\",\"account_id\":7,\"model\":\"m\\u0000x\",\"input_tokens\":1,"
-			       "\"max_output_tokens\":2}",
+	{"a NUL in the model",
+	 "{\"request_id\":\"r\",\"account_id\":7,\"model\":\"m\\u0000x\",\"input_tokens\":1,"
+	 "\"max_output_tokens\":2}",
 	 400, "invalid_request"},
-	{"both account and key", "{\"request_id\":\"r\",\"account_id\":7,\"api_key\":\"sk\",\"model\":\"m\","
-				 "\"input_tokens\":1,\"max_output_tokens\":2}",
+	{"both account and key",
+	 "{\"request_id\":\"r\",\"account_id\":7,\"api_key\":\"sk\",\"model\":\"m\","
+	 "\"input_tokens\":1,\"max_output_tokens\":2}",
 	 400, "invalid_request"},
 	{"neither account nor key", "{\"request_id\":\"r\",\"model\":\"m\",\"input_tokens\":1,\"max_output_tokens\":2}",
 	 400, "invalid_request"},
-	{"account 0", "{\"request_id\":\"r\",\"account_id\":0,\"model\":\"m\",\"input_tokens\":1,\"max_output_tokens\":2}",
+	{"account 0",
+	 "{\"request_id\":\"r\",\"account_id\":0,\"model\":\"m\",\"input_tokens\":1,\"max_output_tokens\":2}", 400,
+	 "invalid_request"},
+	{"account as a string",
+	 "{\"request_id\":\"r\",\"account_id\":\"7\",\"model\":\"m\",\"input_tokens\":1,"
+	 "\"max_output_tokens\":2}",
 	 400, "invalid_request"},
-	{"account as a string", "{\"request_id\":\"r\",\"account_id\":\"7\",\"model\":\"m\",\"input_tokens\":1,"
-				"\"max_output_tokens\":2}",
+	{"tokens as a real number",
+	 "{\"request_id\":\"r\",\"account_id\":7,\"model\":\"m\",\"input_tokens\":1.0,"
+	 "\"max_output_tokens\":2}",
 	 400, "invalid_request"},
-	{"tokens as a real number", "{\"request_id\":\"r\",\"account_id\":7,\"model\":\"m\",\"input_tokens\":1.0,"
-				    "\"max_output_tokens\":2}",
-	 400, "invalid_request"},
-	{"negative tokens", "{\"request_id\":\"r\",\"account_id\":7,\"model\":\"m\",\"input_tokens\":-1,"
-			    "\"max_output_tokens\":2}",
+	{"negative tokens",
+	 "{\"request_id\":\"r\",\"account_id\":7,\"model\":\"m\",\"input_tokens\":-1,"
+	 "\"max_output_tokens\":2}",
 	 422, "invalid_tokens"},
-	{"tokens above 10^9", "{\"request_id\":\"r\",\"account_id\":7,\"model\":\"m\",\"input_tokens\":1,"
-			      "\"max_output_tokens\":1000000001}",
+	{"tokens above 10^9",
+	 "{\"request_id\":\"r\",\"account_id\":7,\"model\":\"m\",\"input_tokens\":1,"
+	 "\"max_output_tokens\":1000000001}",
 	 422, "invalid_tokens"},
 	{"no max_output_tokens", "{\"request_id\":\"r\",\"account_id\":7,\"model\":\"m\",\"input_tokens\":1}", 400,
 	 "invalid_request"},
@@ -82,8 +91,8 @@ static void test_authz_body(void)
 
 		check("authorize", &authz_cases[i], b ? authz_body_parse(b, &ab, &e) : -2, &e);
 		if (authz_cases[i].status == 0 && b) {
-			OK(strcmp(ab.request_id, "r") == 0 && strcmp(ab.model, "m") == 0, "authorize: %s: fields borrowed",
-			   authz_cases[i].name);
+			OK(strcmp(ab.request_id, "r") == 0 && strcmp(ab.model, "m") == 0,
+			   "authorize: %s: fields borrowed", authz_cases[i].name);
 			OK((ab.api_key != NULL) != (ab.account_id > 0), "authorize: %s: exactly one principal",
 			   authz_cases[i].name);
 		}
@@ -93,15 +102,16 @@ static void test_authz_body(void)
 
 static const struct c signup_cases[] = {
 	{"an external id", "{\"external_id\":\"u1\"}", 0, NULL},
-	{"with identities and a code", "{\"external_id\":\"u1\",\"referral_code\":\"ABC\",\"identity\":[\"h1\",\"h2\"]}", 0,
-	 NULL},
+	{"with identities and a code",
+	 "{\"external_id\":\"u1\",\"referral_code\":\"ABC\",\"identity\":[\"h1\",\"h2\"]}", 0, NULL},
 	{"identity null", "{\"external_id\":\"u1\",\"identity\":null}", 0, NULL},
 	{"no external id", "{\"referral_code\":\"ABC\"}", 400, "invalid_request"},
 	{"identity not an array", "{\"external_id\":\"u1\",\"identity\":\"h1\"}", 400, "invalid_request"},
 	{"an empty identity", "{\"external_id\":\"u1\",\"identity\":[\"\"]}", 400, "invalid_request"},
 	{"an identity number", "{\"external_id\":\"u1\",\"identity\":[7]}", 400, "invalid_request"},
-	{"17 identities", "{\"external_id\":\"u1\",\"identity\":[\"1\",\"2\",\"3\",\"4\",\"5\",\"6\",\"7\",\"8\",\"9\","
-			  "\"10\",\"11\",\"12\",\"13\",\"14\",\"15\",\"16\",\"17\"]}",
+	{"17 identities",
+	 "{\"external_id\":\"u1\",\"identity\":[\"1\",\"2\",\"3\",\"4\",\"5\",\"6\",\"7\",\"8\",\"9\","
+	 "\"10\",\"11\",\"12\",\"13\",\"14\",\"15\",\"16\",\"17\"]}",
 	 400, "invalid_request"},
 };
 
@@ -152,36 +162,46 @@ static void test_want(void)
 }
 
 static const struct c usage_cases[] = {
-	{"a record by account", "{\"request_id\":\"u\",\"account_id\":3,\"model\":\"m\",\"input_tokens\":10,"
-				"\"output_tokens\":5,\"started_at\":\"2026-06-15T12:00:00Z\"}",
+	{"a record by account",
+	 "{\"request_id\":\"u\",\"account_id\":3,\"model\":\"m\",\"input_tokens\":10,"
+	 "\"output_tokens\":5,\"started_at\":\"2026-06-15T12:00:00Z\"}",
 	 0, NULL},
-	{"cached, hold, status", "{\"request_id\":\"u\",\"api_key\":\"sk\",\"model\":\"m\",\"input_tokens\":10,"
-				 "\"cached_input_tokens\":10,\"output_tokens\":0,\"started_at\":\"2026-06-15T12:00:00Z\","
-				 "\"hold_id\":\"h\",\"status\":\"cancelled\"}",
+	{"cached, hold, status",
+	 "{\"request_id\":\"u\",\"api_key\":\"sk\",\"model\":\"m\",\"input_tokens\":10,"
+	 "\"cached_input_tokens\":10,\"output_tokens\":0,\"started_at\":\"2026-06-15T12:00:00Z\","
+	 "\"hold_id\":\"h\",\"status\":\"cancelled\"}",
 	 0, NULL},
-	{"cached above input", "{\"request_id\":\"u\",\"account_id\":3,\"model\":\"m\",\"input_tokens\":10,"
-			       "\"cached_input_tokens\":11,\"output_tokens\":0,\"started_at\":\"2026-06-15T12:00:00Z\"}",
+	{"cached above input",
+	 "{\"request_id\":\"u\",\"account_id\":3,\"model\":\"m\",\"input_tokens\":10,"
+	 "\"cached_input_tokens\":11,\"output_tokens\":0,\"started_at\":\"2026-06-15T12:00:00Z\"}",
 	 422, "invalid_tokens"},
-	{"both principals", "{\"request_id\":\"u\",\"account_id\":3,\"api_key\":\"sk\",\"model\":\"m\",\"input_tokens\":1,"
-			    "\"output_tokens\":1,\"started_at\":\"2026-06-15T12:00:00Z\"}",
+	{"both principals",
+	 "{\"request_id\":\"u\",\"account_id\":3,\"api_key\":\"sk\",\"model\":\"m\",\"input_tokens\":1,"
+	 "\"output_tokens\":1,\"started_at\":\"2026-06-15T12:00:00Z\"}",
 	 400, "invalid_request"},
-	{"no principal", "{\"request_id\":\"u\",\"model\":\"m\",\"input_tokens\":1,\"output_tokens\":1,"
-			 "\"started_at\":\"2026-06-15T12:00:00Z\"}",
+	{"no principal",
+	 "{\"request_id\":\"u\",\"model\":\"m\",\"input_tokens\":1,\"output_tokens\":1,"
+	 "\"started_at\":\"2026-06-15T12:00:00Z\"}",
 	 400, "invalid_request"},
-	{"a malformed time", "{\"request_id\":\"u\",\"account_id\":3,\"model\":\"m\",\"input_tokens\":1,"
-			     "\"output_tokens\":1,\"started_at\":\"2026-06-15 12:00\"}",
+	{"a malformed time",
+	 "{\"request_id\":\"u\",\"account_id\":3,\"model\":\"m\",\"input_tokens\":1,"
+	 "\"output_tokens\":1,\"started_at\":\"2026-06-15 12:00\"}",
 	 400, "invalid_request"},
-	{"36 days before now", "{\"request_id\":\"u\",\"account_id\":3,\"model\":\"m\",\"input_tokens\":1,"
-			       "\"output_tokens\":1,\"started_at\":\"2026-05-10T12:00:00Z\"}",
+	{"36 days before now",
+	 "{\"request_id\":\"u\",\"account_id\":3,\"model\":\"m\",\"input_tokens\":1,"
+	 "\"output_tokens\":1,\"started_at\":\"2026-05-10T12:00:00Z\"}",
 	 422, "invalid_started_at"},
-	{"6 minutes after now", "{\"request_id\":\"u\",\"account_id\":3,\"model\":\"m\",\"input_tokens\":1,"
-				"\"output_tokens\":1,\"started_at\":\"2026-06-15T12:06:00Z\"}",
+	{"6 minutes after now",
+	 "{\"request_id\":\"u\",\"account_id\":3,\"model\":\"m\",\"input_tokens\":1,"
+	 "\"output_tokens\":1,\"started_at\":\"2026-06-15T12:06:00Z\"}",
 	 422, "invalid_started_at"},
-	{"an unknown status", "{\"request_id\":\"u\",\"account_id\":3,\"model\":\"m\",\"input_tokens\":1,"
-			      "\"output_tokens\":1,\"started_at\":\"2026-06-15T12:00:00Z\",\"status\":\"done\"}",
+	{"an unknown status",
+	 "{\"request_id\":\"u\",\"account_id\":3,\"model\":\"m\",\"input_tokens\":1,"
+	 "\"output_tokens\":1,\"started_at\":\"2026-06-15T12:00:00Z\",\"status\":\"done\"}",
 	 422, "invalid_status"},
-	{"tokens as a string", "{\"request_id\":\"u\",\"account_id\":3,\"model\":\"m\",\"input_tokens\":\"1\","
-			       "\"output_tokens\":1,\"started_at\":\"2026-06-15T12:00:00Z\"}",
+	{"tokens as a string",
+	 "{\"request_id\":\"u\",\"account_id\":3,\"model\":\"m\",\"input_tokens\":\"1\","
+	 "\"output_tokens\":1,\"started_at\":\"2026-06-15T12:00:00Z\"}",
 	 400, "invalid_request"},
 };
 
@@ -199,8 +219,8 @@ static void test_usage_body(void)
 
 		check("usage", &usage_cases[i], b ? usage_parse(b, now, pepper, &r, &e) : -2, &e);
 		if (i == 1)
-			OK(r.has_key && r.account_id == 0 && r.cached_input_tokens == 10 && strcmp(r.status, "cancelled") == 0 &&
-				   strcmp(r.hold_id, "h") == 0,
+			OK(r.has_key && r.account_id == 0 && r.cached_input_tokens == 10 &&
+				   strcmp(r.status, "cancelled") == 0 && strcmp(r.hold_id, "h") == 0,
 			   "usage: a key's record keeps its hash, not the key; cached, hold and status read");
 		json_decref(b);
 	}

@@ -18,8 +18,7 @@ static struct burndown_bucket bk(int64_t la, int64_t grant, int64_t bal, int pri
 	return b;
 }
 
-static void expect_lines(const struct burndown_line *l, size_t n, const int64_t (*want)[3], size_t nw,
-			 const char *what)
+static void expect_lines(const struct burndown_line *l, size_t n, const int64_t (*want)[3], size_t nw, const char *what)
 {
 	bool ok = n == nw;
 
@@ -44,15 +43,15 @@ static void fresh(struct burndown_bucket *b, size_t *n, size_t *paid_i)
 {
 	size_t k = 0;
 	/* la = 100 + grant id; the paid bucket is la 100 */
-	b[k++] = bk(107, 7, 0, 10, 0);       /* empty */
-	b[k++] = bk(101, 1, 100, 10, 2000);  /* prio 10, expires 2000 */
-	b[k++] = bk(100, 0, 500, 0, 0);      /* paid, priority 0 must not matter */
-	b[k++] = bk(104, 4, 100, 10, 0);     /* prio 10, never expires */
-	b[k++] = bk(105, 5, 100, 10, 1000);  /* prio 10, expires 1000, younger than 2 */
-	b[k++] = bk(102, 2, 100, 10, 1000);  /* prio 10, expires 1000 */
-	b[k++] = bk(103, 3, 100, 5, 0);      /* prio 5, never: before every prio 10 */
-	b[k++] = bk(106, 6, 100, 1, 100);    /* prio 1 but expired at now = 100 */
-	b[k++] = bk(108, 8, 100, 1, 101);    /* prio 1, expires 1 us after now */
+	b[k++] = bk(107, 7, 0, 10, 0);      /* empty */
+	b[k++] = bk(101, 1, 100, 10, 2000); /* prio 10, expires 2000 */
+	b[k++] = bk(100, 0, 500, 0, 0);     /* paid, priority 0 must not matter */
+	b[k++] = bk(104, 4, 100, 10, 0);    /* prio 10, never expires */
+	b[k++] = bk(105, 5, 100, 10, 1000); /* prio 10, expires 1000, younger than 2 */
+	b[k++] = bk(102, 2, 100, 10, 1000); /* prio 10, expires 1000 */
+	b[k++] = bk(103, 3, 100, 5, 0);     /* prio 5, never: before every prio 10 */
+	b[k++] = bk(106, 6, 100, 1, 100);   /* prio 1 but expired at now = 100 */
+	b[k++] = bk(108, 8, 100, 1, 101);   /* prio 1, expires 1 us after now */
 	*n = k;
 	burndown_sort(b, k);
 	for (size_t i = 0; i < k; i++)
@@ -76,8 +75,8 @@ static void a_charge_burns_buckets_in_order(void)
 
 	/* spans everything usable and ends exactly at zero paid */
 	{
-		static const int64_t w[][3] = {{G, 8, 100}, {G, 3, 100}, {G, 2, 100}, {G, 5, 100}, {G, 1, 100},
-					       {G, 4, 100}, {P, 0, 500}};
+		static const int64_t w[][3] = {{G, 8, 100}, {G, 3, 100}, {G, 2, 100}, {G, 5, 100},
+					       {G, 1, 100}, {G, 4, 100}, {P, 0, 500}};
 		nl = burndown_charge(b, n, &b[pi], 1100, false, 100, l);
 		expect_lines(l, nl, w, 7, "1100: every live grant in order, expired and empty skipped, then paid");
 		IS_I64(b[pi].balance, 0, "paid balance 0 after");
@@ -97,7 +96,8 @@ static void a_charge_burns_buckets_in_order(void)
 		expect_lines(l, nl, w, 1, "then 50: arrears only");
 		IS_I64(b[pi].balance, -50, "paid balance -50");
 		nl = burndown_charge(b, n, &b[pi], 30, false, 100, l);
-		OK(nl == 1 && l[0].kind == A && l[0].amount == 30 && l[0].ledger_account_id == 100, "then 30: arrears 30");
+		OK(nl == 1 && l[0].kind == A && l[0].amount == 30 && l[0].ledger_account_id == 100,
+		   "then 30: arrears 30");
 		IS_I64(b[pi].balance, -80, "paid balance -80");
 	}
 	/* partial use of one grant */

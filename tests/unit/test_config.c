@@ -39,8 +39,8 @@ static void the_file_syntax_and_its_errors_name_the_line(void)
 	OK(config_get_int(cfg, "batch_max", 1, 10, &v, &err) == -1, "out of range integer refused");
 	memset(&err, 0, sizeof(err));
 	OK(config_parse_text(cfg, unknown, strlen(unknown), &err) == -1, "unknown key refused");
-	OK(strncmp(err.msg, "line 3: ", 8) == 0 && strcmp(err.code, "config") == 0, "unknown key: line number first (%s)",
-	   err.msg);
+	OK(strncmp(err.msg, "line 3: ", 8) == 0 && strcmp(err.code, "config") == 0,
+	   "unknown key: line number first (%s)", err.msg);
 	OK(strstr(err.msg, "nosuch_key") && strstr(err.msg, "line 3"), "unknown key named with its line (%s)", err.msg);
 	memset(&err, 0, sizeof(err));
 	OK(config_parse_text(cfg, noeq, strlen(noeq), &err) == -1, "line without '=' refused");
@@ -86,7 +86,8 @@ static void values_are_held_to_the_key_table(void)
 
 	OK(cfg && config_check(cfg, &err) == 0, "every default passes its own key table");
 	OK(config_int(cfg, "batch_max", &v, &err) == 0 && v == 256, "config_int reads the default in range");
-	OK(config_int(cfg, "listen", &v, &err) == -1 && strcmp(err.msg, "config key 'listen' is not an integer key") == 0,
+	OK(config_int(cfg, "listen", &v, &err) == -1 &&
+		   strcmp(err.msg, "config key 'listen' is not an integer key") == 0,
 	   "config_int refuses a key that is not an integer (%s)", err.msg);
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		struct config *c = config_new();

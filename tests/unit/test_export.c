@@ -73,7 +73,8 @@ static void test_csv_errors(void)
 		err[0] = '\0';
 		OK(csv_split(bad[i], strlen(bad[i]), &f, err, sizeof(err)) < 0 && err[0], "refused %zu: %s", i, err);
 	}
-	OK(csv_split("", 0, &f, err, sizeof(err)) == 0 && f.n == 1 && !*csv_field(&f, 0), "empty record: one empty field");
+	OK(csv_split("", 0, &f, err, sizeof(err)) == 0 && f.n == 1 && !*csv_field(&f, 0),
+	   "empty record: one empty field");
 	OK(csv_split(",", 1, &f, err, sizeof(err)) == 0 && f.n == 2, "one comma: two fields");
 	csv_fields_release(&f);
 }
@@ -83,9 +84,9 @@ static void test_canonical(void)
 	/* the bytes Python's json.dumps(m, sort_keys=True, separators=(",", ":"), ensure_ascii=False) gives */
 	const char *want = "{\"Z\":1,\"a\":\"x\\ny\\u0001\\\"\\\\\xc3\xa9\\t\\b\\f\\r/\",\"b\":1,"
 			   "\"c\":[true,false,null,-5],\"d\":{\"y\":2,\"z\":1},\"\xc3\xa9\":0}";
-	json_t *m = json_pack("{s:i,s:s,s:[b,b,n,i],s:s,s:{s:i,s:i},s:i,s:i}", "b", 1, "a",
-			      "x\ny\x01\"\\\xc3\xa9\t\b\f\r/", "c", 1, 0, -5, "signature", "zz", "d", "z", 1, "y", 2,
-			      "\xc3\xa9", 0, "Z", 1);
+	json_t *m =
+		json_pack("{s:i,s:s,s:[b,b,n,i],s:s,s:{s:i,s:i},s:i,s:i}", "b", 1, "a", "x\ny\x01\"\\\xc3\xa9\t\b\f\r/",
+			  "c", 1, 0, -5, "signature", "zz", "d", "z", 1, "y", 2, "\xc3\xa9", 0, "Z", 1);
 	struct buf b;
 	struct error err;
 
@@ -102,9 +103,11 @@ static void test_canonical(void)
 static void test_sign_verify(void)
 {
 	uint8_t pk[crypto_sign_PUBLICKEYBYTES], sk[crypto_sign_SECRETKEYBYTES], pk2[crypto_sign_PUBLICKEYBYTES],
-		sk2[crypto_sign_SECRETKEYBYTES], loaded_sk[crypto_sign_SECRETKEYBYTES], loaded_pk[crypto_sign_PUBLICKEYBYTES];
+		sk2[crypto_sign_SECRETKEYBYTES], loaded_sk[crypto_sign_SECRETKEYBYTES],
+		loaded_pk[crypto_sign_PUBLICKEYBYTES];
 	char dir[] = "/tmp/test_export_XXXXXX", path[128], hex[2 * crypto_sign_SECRETKEYBYTES + 1];
-	json_t *m = json_pack("{s:s,s:I,s:{s:s}}", "format", MANIFEST_FORMAT, "rows", (json_int_t)3, "range", "from", "x");
+	json_t *m =
+		json_pack("{s:s,s:I,s:{s:s}}", "format", MANIFEST_FORMAT, "rows", (json_int_t)3, "range", "from", "x");
 	struct error err;
 	FILE *f;
 

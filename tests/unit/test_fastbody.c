@@ -60,7 +60,8 @@ static void accepted(const char *name, const char *body)
 	bool ok = fastbody_authz_parse(body, strlen(body), &fb);
 
 	OK(ok && j && authz_body_parse(j, &ab, &e) == 0 && strcmp(fb.request_id, ab.request_id) == 0 &&
-		   strcmp(fb.model, ab.model) == 0 && (ab.api_key ? strcmp(fb.api_key, ab.api_key) == 0 : !fb.api_key[0]) &&
+		   strcmp(fb.model, ab.model) == 0 &&
+		   (ab.api_key ? strcmp(fb.api_key, ab.api_key) == 0 : !fb.api_key[0]) &&
 		   fb.account_id == ab.account_id && fb.input_tokens == ab.input_tokens &&
 		   fb.max_output_tokens == ab.max_output_tokens,
 	   "%s: taken, with the general path's values", name);
@@ -72,8 +73,8 @@ static void answer(const char *name, const char *hold_id, int64_t acct, int64_t 
 	const char *exp = "2026-11-29T00:10:00.000000Z";
 	char out[512], *want;
 	size_t n = fastbody_hold_answer(out, sizeof(out), hold_id, acct, held, avail, exp);
-	json_t *j = json_pack("{s:s,s:I,s:I,s:I,s:s}", "hold_id", hold_id, "account_id", (json_int_t)acct,
-			      "held_nanos", (json_int_t)held, "available_nanos", (json_int_t)avail, "expires_at", exp);
+	json_t *j = json_pack("{s:s,s:I,s:I,s:I,s:s}", "hold_id", hold_id, "account_id", (json_int_t)acct, "held_nanos",
+			      (json_int_t)held, "available_nanos", (json_int_t)avail, "expires_at", exp);
 
 	want = json_dumps(j, JSON_COMPACT);
 	if (fast)
@@ -94,8 +95,9 @@ int main(void)
 		   declined[i].name);
 	accepted("by account", "{\"request_id\":\"r-1\",\"account_id\":7,\"model\":\"m\",\"input_tokens\":100,"
 			       "\"max_output_tokens\":20}");
-	accepted("by key, spaces, any order", " { \"max_output_tokens\" : 1000000000 ,\"api_key\":\"sk-x\",\r\n"
-					       "\"model\":\"deepseek-chat\", \"input_tokens\":0,\"request_id\":\"a/b\" }\n");
+	accepted("by key, spaces, any order",
+		 " { \"max_output_tokens\" : 1000000000 ,\"api_key\":\"sk-x\",\r\n"
+		 "\"model\":\"deepseek-chat\", \"input_tokens\":0,\"request_id\":\"a/b\" }\n");
 	{
 		char body[900];
 		snprintf(body, sizeof(body),

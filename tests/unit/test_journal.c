@@ -75,25 +75,26 @@ static void every_field_is_in_the_hash(void)
 	struct journal_txn t = usage_txn(), m;
 
 	journal_hash(base, prev, "billingd-1", 7, &t);
-#define DIFFERS(what, ...)                                                               \
-	do {                                                                             \
-		__VA_ARGS__;                                                             \
+#define DIFFERS(what, ...)                                                                  \
+	do {                                                                                \
+		__VA_ARGS__;                                                                \
 		OK(memcmp(h, base, sizeof(h)) != 0, "a changed %s changes the hash", what); \
 	} while (0)
 	DIFFERS("prev hash", prev[31] = 1; journal_hash(h, prev, "billingd-1", 7, &t); prev[31] = 0);
 	DIFFERS("writer", journal_hash(h, prev, "billingd-2", 7, &t));
 	DIFFERS("seq", journal_hash(h, prev, "billingd-1", 8, &t));
 	DIFFERS("kind", m = t; m.kind = "topup"; journal_hash(h, prev, "billingd-1", 7, &m));
-	DIFFERS("idempotency key", m = t; m.idempotency_key = "usage:req-2"; journal_hash(h, prev, "billingd-1", 7, &m));
+	DIFFERS("idempotency key", m = t; m.idempotency_key = "usage:req-2";
+		journal_hash(h, prev, "billingd-1", 7, &m));
 	DIFFERS("account", m = t; m.account_id = 43; journal_hash(h, prev, "billingd-1", 7, &m));
 	DIFFERS("actor", m = t; m.actor = "cli"; journal_hash(h, prev, "billingd-1", 7, &m));
 	DIFFERS("reason", m = t; m.reason = "x"; journal_hash(h, prev, "billingd-1", 7, &m));
 	DIFFERS("details byte", m = t; m.details = "{\"model\": \"m\"}"; journal_hash(h, prev, "billingd-1", 7, &m));
 	DIFFERS("created_at", m = t; m.created_at_us++; journal_hash(h, prev, "billingd-1", 7, &m));
-	DIFFERS("posting amount", memcpy(p2, postings, sizeof(p2)); p2[0].amount = 5001; p2[1].amount = -5001;
-		m = t; m.postings = p2; journal_hash(h, prev, "billingd-1", 7, &m));
-	DIFFERS("posting ledger account", memcpy(p2, postings, sizeof(p2)); p2[1].ledger_account_id = 101;
-		m = t; m.postings = p2; journal_hash(h, prev, "billingd-1", 7, &m));
+	DIFFERS("posting amount", memcpy(p2, postings, sizeof(p2)); p2[0].amount = 5001; p2[1].amount = -5001; m = t;
+		m.postings = p2; journal_hash(h, prev, "billingd-1", 7, &m));
+	DIFFERS("posting ledger account", memcpy(p2, postings, sizeof(p2)); p2[1].ledger_account_id = 101; m = t;
+		m.postings = p2; journal_hash(h, prev, "billingd-1", 7, &m));
 	DIFFERS("posting order", p2[0] = postings[1]; p2[1] = postings[0]; m = t; m.postings = p2;
 		journal_hash(h, prev, "billingd-1", 7, &m));
 	DIFFERS("posting count", m = t; m.n_postings = 1; journal_hash(h, prev, "billingd-1", 7, &m));

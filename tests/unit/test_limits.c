@@ -12,8 +12,8 @@
 
 #define NS -1 /* not set in a row */
 
-static struct limit_row row(const char *tier, int64_t account, const char *model, int64_t rpm, int64_t tpm,
-			    int64_t rpd, int64_t tpd, int64_t conc)
+static struct limit_row row(const char *tier, int64_t account, const char *model, int64_t rpm, int64_t tpm, int64_t rpd,
+			    int64_t tpd, int64_t conc)
 {
 	struct limit_row r;
 

@@ -20,13 +20,13 @@
 #define MAXGEN 512
 
 /* <｜begin▁of▁sentence｜><｜User｜> + 7 text ids + <｜Assistant｜> */
-static const int32_t PROMPT[] = { 0, 128803, 19923, 14, 1257, 418, 440, 30, 128804 };
+static const int32_t PROMPT[] = {0, 128803, 19923, 14, 1257, 418, 440, 30, 128804};
 #define N_PROMPT (sizeof PROMPT / sizeof PROMPT[0])
 
 /* First 16 greedy ids for PROMPT, and FNV-1a 64 of the bytes of the logits
  * the 16th was chosen from. */
-static const int32_t GOLDEN_IDS[16] = { 3281, 2180, 4815, 7561, 5291, 8043, 8926, 8806,
-					3490, 3226, 8657, 4673, 8180, 6968, 3891, 3677 };
+static const int32_t GOLDEN_IDS[16] = {3281, 2180, 4815, 7561, 5291, 8043, 8926, 8806,
+				       3490, 3226, 8657, 4673, 8180, 6968, 3891, 3677};
 static const uint64_t GOLDEN_LOGITS = UINT64_C(0x02ac7c3a0a4bf2dd);
 
 struct rec {
@@ -56,10 +56,10 @@ static uint64_t fnv1a(const void *p, size_t n)
 }
 
 /* Runs one generation into r; returns model_generate's result. */
-static int gen(struct model_session *s, const int32_t *prompt, size_t np, float temp, float top_p,
-	       uint64_t seed, size_t max_tokens, struct rec *r, size_t *n_generated)
+static int gen(struct model_session *s, const int32_t *prompt, size_t np, float temp, float top_p, uint64_t seed,
+	       size_t max_tokens, struct rec *r, size_t *n_generated)
 {
-	struct model_sampling sp = { temp, top_p, seed };
+	struct model_sampling sp = {temp, top_p, seed};
 	size_t stop = r->stop_after;
 
 	memset(r, 0, sizeof *r);
@@ -328,8 +328,8 @@ int main(void)
 
 	/* inputs: the whole vocabulary, nothing outside it */
 	{
-		int32_t edge[] = { 0, 2, 4095, 4096, 128000, 128814 };
-		int32_t bad_hi[] = { 0, 128815 }, bad_neg[] = { 0, -5 };
+		int32_t edge[] = {0, 2, 4095, 4096, 128000, 128814};
+		int32_t bad_hi[] = {0, 128815}, bad_neg[] = {0, -5};
 
 		rc = gen(s, edge, 6, 0.0f, 1.0f, 0, 4, &a, &n);
 		OK(rc == 0 && n >= 1 && n <= 4, "any id of the vocabulary is accepted");
@@ -391,7 +391,7 @@ int main(void)
 	/* throughput, for the record */
 	{
 		static int32_t big[256];
-		struct model_sampling greedy = { 0.0f, 1.0f, 0 };
+		struct model_sampling greedy = {0.0f, 1.0f, 0};
 		double t0, t1, t2;
 		size_t nd = 0;
 

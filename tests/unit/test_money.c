@@ -74,7 +74,8 @@ static void amounts_parse_and_format_exactly(void)
 			OK(rc == 0 && v == cases[i].want, "money_parse '%s' = %" PRId64 " (got rc %d, %" PRId64 ")",
 			   cases[i].s, cases[i].want, rc, v);
 		} else {
-			OK(rc == -1 && v == -777 && err.msg[0] && err.status == 422 && strcmp(err.code, "invalid_amount") == 0,
+			OK(rc == -1 && v == -777 && err.msg[0] && err.status == 422 &&
+				   strcmp(err.code, "invalid_amount") == 0,
 			   "money_parse '%s' refused: 422 invalid_amount (%s)", cases[i].s, err.msg);
 		}
 	}

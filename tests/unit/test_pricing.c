@@ -16,8 +16,8 @@
 #include "tests/unit/tap.h"
 
 #define DAY_US (86400LL * 1000000)
-#define D0 (1795910400LL * 1000000)    /* 2026-11-29T00:00:00Z */
-#define AT(h, m, s, us) (D0 + ((h) * 3600LL + (m) * 60LL + (s)) * 1000000 + (us))
+#define D0 (1795910400LL * 1000000) /* 2026-11-29T00:00:00Z */
+#define AT(h, m, s, us) (D0 + ((h)*3600LL + (m)*60LL + (s)) * 1000000 + (us))
 
 /* ---- pricing_cost ---- */
 
@@ -46,7 +46,8 @@ static const struct cost_case cost_cases[] = {
 	{"cache hit 400 of 1000", STD, "", false, 1000, 400, 500, AT(12, 0, 0, 0), 10000, 0, 5400000},
 	{"all input cached", STD, "", false, 1000, 1000, 0, AT(12, 0, 0, 0), 10000, 0, 500000},
 	{"cached price zero", 2 * UNIT, 0, 8 * UNIT, "", false, 1000, 999, 0, AT(12, 0, 0, 0), 10000, 0, 2000},
-	{"odd prices", 1234567891, 123456789, 9876543211, "", false, 777, 333, 4444, AT(12, 0, 0, 0), 10000, 0, 44480617},
+	{"odd prices", 1234567891, 123456789, 9876543211, "", false, 777, 333, 4444, AT(12, 0, 0, 0), 10000, 0,
+	 44480617},
 	{"paid_only does not change cost", STD, "", true, 1000, 400, 500, AT(12, 0, 0, 0), 10000, 0, 5400000},
 	{"paid_only in a window", STD, OFFPEAK, true, 1000, 400, 500, AT(23, 0, 0, 0), 5000, 0, 2700000},
 	/* rounding: floor(x + 1/2), exactly one half goes up */
@@ -59,7 +60,8 @@ static const struct cost_case cost_cases[] = {
 	{"half from cached part", 0, 1, 0, "", false, 500000, 500000, 0, AT(12, 0, 0, 0), 10000, 0, 1},
 	{"half from output part", 0, 0, 3, "", false, 0, 0, 500000, AT(12, 0, 0, 0), 10000, 0, 2},
 	{"half made by the window", 1, 0, 0, OFFPEAK, false, 1000000, 0, 0, AT(23, 0, 0, 0), 5000, 0, 1},
-	{"quarter made by window rounds down", 1, 0, 0, "11:00-13:00=2500", false, 1000000, 0, 0, AT(12, 0, 0, 0), 2500, 0, 0},
+	{"quarter made by window rounds down", 1, 0, 0, "11:00-13:00=2500", false, 1000000, 0, 0, AT(12, 0, 0, 0), 2500,
+	 0, 0},
 	/* an off-peak window across midnight, [22:00, 02:00) */
 	{"window start inclusive 22:00", STD, OFFPEAK, false, 1000, 0, 500, AT(22, 0, 0, 0), 5000, 0, 3000000},
 	{"just before window 21:59:59.999999", STD, OFFPEAK, false, 1000, 0, 500, AT(21, 59, 59, 999999), 10000, 0,
@@ -88,10 +90,10 @@ static const struct cost_case cost_cases[] = {
 	{"cache hit in off-peak", STD, OFFPEAK, false, 1000000, 750000, 250000, AT(1, 0, 0, 0), 5000, 0, 1437500000},
 	/* 10^9 tokens, large prices: the intermediate needs 128 bits */
 	{"1e9 each at std", STD, "", false, 1000000000, 0, 1000000000, AT(12, 0, 0, 0), 10000, 0, 10000 * UNIT},
-	{"1e9 each, half cached, 1e15/1M", 1000000 * UNIT, 1000000 * UNIT, 1000000 * UNIT, "", false, 1000000000, 500000000,
-	 1000000000, AT(12, 0, 0, 0), 10000, 0, 2000000000000000000LL},
-	{"1e9 each at 1e13/1M, x100 window", 10000 * UNIT, 10000 * UNIT, 10000 * UNIT, "11:00-13:00=1000000", false, 1000000000,
-	 0, 1000000000, AT(12, 0, 0, 0), 1000000, 0, 2000000000000000000LL},
+	{"1e9 each, half cached, 1e15/1M", 1000000 * UNIT, 1000000 * UNIT, 1000000 * UNIT, "", false, 1000000000,
+	 500000000, 1000000000, AT(12, 0, 0, 0), 10000, 0, 2000000000000000000LL},
+	{"1e9 each at 1e13/1M, x100 window", 10000 * UNIT, 10000 * UNIT, 10000 * UNIT, "11:00-13:00=1000000", false,
+	 1000000000, 0, 1000000000, AT(12, 0, 0, 0), 1000000, 0, 2000000000000000000LL},
 	{"1e9 cached at 4.6e15/1M", 0, 4600000 * UNIT, 0, "", false, 1000000000, 1000000000, 0, AT(12, 0, 0, 0), 10000,
 	 0, 4600000000000000000LL},
 	{"cost exactly INT64_MAX", 0, 0, INT64_MAX, "", false, 0, 0, 1000000, AT(12, 0, 0, 0), 10000, 0, INT64_MAX},
@@ -99,8 +101,8 @@ static const struct cost_case cost_cases[] = {
 	 0},
 	{"1e9 at INT64_MAX/1M overflows", INT64_MAX, INT64_MAX, INT64_MAX, "", false, 1000000000, 1000000000,
 	 1000000000, AT(12, 0, 0, 0), 10000, -1, 0},
-	{"1e9 output at 1e16/1M overflows", 0, 0, 10000000 * UNIT, "", false, 0, 0, 1000000000, AT(12, 0, 0, 0), 10000, -1,
-	 0},
+	{"1e9 output at 1e16/1M overflows", 0, 0, 10000000 * UNIT, "", false, 0, 0, 1000000000, AT(12, 0, 0, 0), 10000,
+	 -1, 0},
 	/* invalid tokens */
 	{"negative input", STD, "", false, -1, 0, 0, AT(12, 0, 0, 0), 10000, -1, 0},
 	{"negative cached", STD, "", false, 10, -1, 0, AT(12, 0, 0, 0), 10000, -1, 0},
@@ -190,8 +192,16 @@ static void a_window_multiplies_the_price_in_its_hours(void)
 	struct pricing_price p;
 	char err[200], buf[512];
 	static const char *bad[] = {
-		"25:00-01:00=5000", "10:00-10:00=5000", "10:00-11:00=abc", "10:00-11:00=-5", "10:00-11:00=1000001",
-		"10:00-11:00", "1000-1100=5000", "10:60-11:00=5000", "24:01-01:00=5000", "10:00-11:00=5000,,",
+		"25:00-01:00=5000",
+		"10:00-10:00=5000",
+		"10:00-11:00=abc",
+		"10:00-11:00=-5",
+		"10:00-11:00=1000001",
+		"10:00-11:00",
+		"1000-1100=5000",
+		"10:60-11:00=5000",
+		"24:01-01:00=5000",
+		"10:00-11:00=5000,,",
 		"10:00-11:00=5000;11:00-12:00=5000",
 		"00:00-01:00=1,01:00-02:00=1,02:00-03:00=1,03:00-04:00=1,04:00-05:00=1,05:00-06:00=1,06:00-07:00=1,"
 		"07:00-08:00=1,08:00-09:00=1",
@@ -254,7 +264,8 @@ static void the_price_in_force_at_the_call_applies(void)
 		int64_t version;
 		const char *model;
 		int64_t eff;
-	} rows[] = {{3, "a", 200}, {4, "a", 300}, {1, "a", 100}, {2, "a", 200}, {5, "b", 50}, {7, "c", 500}, {6, "c", 500}};
+	} rows[] = {{3, "a", 200}, {4, "a", 300}, {1, "a", 100}, {2, "a", 200},
+		    {5, "b", 50},  {7, "c", 500}, {6, "c", 500}};
 
 	for (size_t i = 0; i < 7; i++) {
 		memset(&p[i], 0, sizeof(p[i]));

@@ -89,13 +89,14 @@ static void test_seeds(void)
 	IS_I64(a[0].db, 0, "no db");
 	IS_I64(rslot_parse_seeds("localhost:7000/3", a, RSLOT_MAX_SEEDS, &err), 1, "one address with a db");
 	IS_I64(a[0].db, 3, "db 3");
-	IS_I64(rslot_parse_seeds("127.0.0.1:7000, 127.0.0.1:7001 ,h3:7002", a, RSLOT_MAX_SEEDS, &err), 3, "three seeds");
+	IS_I64(rslot_parse_seeds("127.0.0.1:7000, 127.0.0.1:7001 ,h3:7002", a, RSLOT_MAX_SEEDS, &err), 3,
+	       "three seeds");
 	IS_STR(a[1].host, "127.0.0.1", "second host, spaces trimmed");
 	IS_I64(a[1].port, 7001, "second port");
 	IS_STR(a[2].host, "h3", "third host");
 	IS_I64(a[2].port, 7002, "third port");
-	static const char *const bad[] = {"", "nonsense", "host:", ":6379", "h:0", "h:65536", "h:12x", "a:1,,b:2",
-					  "a:1,", "a:1/2,b:3", "h:1/x"};
+	static const char *const bad[] = {"",      "nonsense", "host:", ":6379",     "h:0",  "h:65536",
+					  "h:12x", "a:1,,b:2", "a:1,",  "a:1/2,b:3", "h:1/x"};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		memset(&err, 0, sizeof(err));
 		int n = rslot_parse_seeds(bad[i], a, RSLOT_MAX_SEEDS, &err);
@@ -183,8 +184,10 @@ static void test_cluster_slots(void)
 	/* three masters as `redis-cli --cluster create` splits the slots; the
 	 * second with a replica, the third without a known address ("?") */
 	redisReply *r = rep_arr(
-		3, rep_arr(3, rep_int(0), rep_int(5460), rep_arr(3, rep_str("127.0.0.1"), rep_int(7000), rep_str("id0"))),
-		rep_arr(4, rep_int(5461), rep_int(10922), rep_arr(3, rep_str("127.0.0.1"), rep_int(7001), rep_str("id1")),
+		3,
+		rep_arr(3, rep_int(0), rep_int(5460), rep_arr(3, rep_str("127.0.0.1"), rep_int(7000), rep_str("id0"))),
+		rep_arr(4, rep_int(5461), rep_int(10922),
+			rep_arr(3, rep_str("127.0.0.1"), rep_int(7001), rep_str("id1")),
 			rep_arr(3, rep_str("127.0.0.1"), rep_int(7004), rep_str("id4"))),
 		rep_arr(3, rep_int(10923), rep_int(16383), rep_arr(3, rep_str("?"), rep_int(7002), rep_str("id2"))));
 

@@ -66,14 +66,16 @@ static void instants_parse_and_format_as_rfc3339(void)
 		t = -777;
 		rc = time_parse_rfc3339(cases[i].s, cases[i].allow_date, &t);
 		if (cases[i].rc == 0)
-			OK(rc == 0 && t == cases[i].want, "time '%s' = %" PRId64 " (got rc %d, %" PRId64 ")", cases[i].s,
-			   cases[i].want, rc, t);
+			OK(rc == 0 && t == cases[i].want, "time '%s' = %" PRId64 " (got rc %d, %" PRId64 ")",
+			   cases[i].s, cases[i].want, rc, t);
 		else
 			OK(rc == -1, "time '%s'%s refused", cases[i].s, cases[i].allow_date ? " (dates allowed)" : "");
 	}
 	OK(time_parse_rfc3339(NULL, 0, &t) == -1, "time NULL refused");
-	OK(time_parse_rfc3339("9999-12-31T23:59:59-01:00", 0, &t) == -1, "an offset carrying the instant past 9999 refused");
-	OK(time_parse_rfc3339("0000-01-01T00:30:00+01:00", 0, &t) == -1, "an offset carrying the instant before 0000 refused");
+	OK(time_parse_rfc3339("9999-12-31T23:59:59-01:00", 0, &t) == -1,
+	   "an offset carrying the instant past 9999 refused");
+	OK(time_parse_rfc3339("0000-01-01T00:30:00+01:00", 0, &t) == -1,
+	   "an offset carrying the instant before 0000 refused");
 	OK(time_parse_rfc3339("9999-12-31T22:59:59-01:00", 0, &t) == 0 && t == 253402300799000000LL,
 	   "the last second of 9999 through an offset");
 	time_format_rfc3339(0, buf, sizeof(buf));

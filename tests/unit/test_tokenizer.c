@@ -17,10 +17,16 @@
 #include <time.h>
 #include <unistd.h>
 
-#define BOS "<\xef\xbd\x9c" "begin\xe2\x96\x81of\xe2\x96\x81sentence\xef\xbd\x9c>"
-#define EOS "<\xef\xbd\x9c" "end\xe2\x96\x81of\xe2\x96\x81sentence\xef\xbd\x9c>"
+#define BOS             \
+	"<\xef\xbd\x9c" \
+	"begin\xe2\x96\x81of\xe2\x96\x81sentence\xef\xbd\x9c>"
+#define EOS             \
+	"<\xef\xbd\x9c" \
+	"end\xe2\x96\x81of\xe2\x96\x81sentence\xef\xbd\x9c>"
 #define USER "<\xef\xbd\x9cUser\xef\xbd\x9c>"
-#define ASSISTANT "<\xef\xbd\x9c" "Assistant\xef\xbd\x9c>"
+#define ASSISTANT       \
+	"<\xef\xbd\x9c" \
+	"Assistant\xef\xbd\x9c>"
 
 struct fcase {
 	const char *tag;
@@ -62,8 +68,7 @@ static int32_t *json_ids(const json_t *arr, size_t *n)
 
 	if (!ids)
 		abort();
-	json_array_foreach(arr, i, v)
-		ids[i] = (int32_t)json_integer_value(v);
+	json_array_foreach(arr, i, v) ids[i] = (int32_t)json_integer_value(v);
 	*n = json_array_size(arr);
 	return ids;
 }
@@ -86,7 +91,8 @@ static int load_cases(const char *dir, const char *name, struct fset *fs)
 	fs->c = calloc(fs->n ? fs->n : 1, sizeof *fs->c);
 	if (!fs->c)
 		abort();
-	json_array_foreach(fs->root, i, c) {
+	json_array_foreach(fs->root, i, c)
+	{
 		fs->c[i].tag = json_string_value(json_object_get(c, "tag"));
 		fs->c[i].text = json_string_value(json_object_get(c, "text"));
 		fs->c[i].len = json_string_length(json_object_get(c, "text"));
@@ -177,7 +183,8 @@ static void test_chat(const struct tokenizer *tok, const char *dir)
 	OK(root != NULL, "load chat fixtures");
 	if (!root)
 		return;
-	json_array_foreach(root, i, c) {
+	json_array_foreach(root, i, c)
+	{
 		const json_t *msgs = json_object_get(c, "messages"), *m;
 		size_t nm = json_array_size(msgs), k, want_n, n = 0, len = 0, cnt = 0;
 		struct tokenizer_message *tm = calloc(nm ? nm : 1, sizeof *tm);
@@ -187,7 +194,8 @@ static void test_chat(const struct tokenizer *tok, const char *dir)
 
 		if (!tm)
 			abort();
-		json_array_foreach(msgs, k, m) {
+		json_array_foreach(msgs, k, m)
+		{
 			tm[k].role = json_string_value(json_object_get(m, "role"));
 			tm[k].content = json_string_value(json_object_get(m, "content"));
 			tm[k].content_len = json_string_length(json_object_get(m, "content"));
@@ -198,8 +206,8 @@ static void test_chat(const struct tokenizer *tok, const char *dir)
 		OK(text && tokenizer_encode(tok, text, len, &ids, &n) == 0 && n == want_n &&
 			   (n == 0 || memcmp(ids, want, n * sizeof *ids) == 0),
 		   "chat %zu: %zu ids", i, want_n);
-		OK(tokenizer_count_chat(tok, tm, nm, &cnt) == 0 && cnt == want_n,
-		   "chat %zu: count_chat gives %zu", i, want_n);
+		OK(tokenizer_count_chat(tok, tm, nm, &cnt) == 0 && cnt == want_n, "chat %zu: count_chat gives %zu", i,
+		   want_n);
 		free(text);
 		free(ids);
 		free(want);
@@ -211,19 +219,16 @@ static void test_chat(const struct tokenizer *tok, const char *dir)
 static void test_render_literal(void)
 {
 	struct tokenizer_message m[] = {
-		{"user", "hi", 2},
-		{"system", "S1", 2},
-		{"assistant", "yo", 2},
-		{"system", "S2", 2},
-		{"user", "x\0y", 3},
+		{"user", "hi", 2},   {"system", "S1", 2}, {"assistant", "yo", 2},
+		{"system", "S2", 2}, {"user", "x\0y", 3},
 	};
 	static const char want[] = BOS "S1\n\nS2" USER "hi" ASSISTANT "yo" EOS USER "x\0y" ASSISTANT;
 	struct tokenizer_message bad = {"tool", "x", 1};
 	char *out = NULL;
 	size_t len = 0;
 
-	OK(tokenizer_render_chat(m, 5, &out, &len) == 0 && len == sizeof want - 1 &&
-		   memcmp(out, want, len) == 0 && out[len] == '\0',
+	OK(tokenizer_render_chat(m, 5, &out, &len) == 0 && len == sizeof want - 1 && memcmp(out, want, len) == 0 &&
+		   out[len] == '\0',
 	   "render_chat: systems first, joined by a blank line; NUL in content kept");
 	free(out);
 	out = NULL;
@@ -234,8 +239,7 @@ static void test_render_literal(void)
 	errno = 0;
 	OK(tokenizer_render_chat(&bad, 1, &out, &len) == -1 && errno == EINVAL && out == NULL,
 	   "render_chat: unknown role is EINVAL");
-	OK(tokenizer_render_chat(m, 1, NULL, &len) == -1 && errno == EINVAL,
-	   "render_chat: NULL out is EINVAL");
+	OK(tokenizer_render_chat(m, 1, NULL, &len) == -1 && errno == EINVAL, "render_chat: NULL out is EINVAL");
 }
 
 static void test_lookups(const struct tokenizer *tok)
@@ -254,8 +258,7 @@ static void test_lookups(const struct tokenizer *tok)
 	IS_I64(tokenizer_token_id(tok, ""), -1, "token_id empty");
 	the = tokenizer_token_id(tok, "\xc4\xa0the"); /* "Ġthe" */
 	IS_I64(the, 270, "token_id of a vocabulary entry in byte-level spelling");
-	OK(tokenizer_decode_token(tok, the, buf, sizeof buf, &len) == 0 && len == 4 &&
-		   memcmp(buf, " the", 4) == 0,
+	OK(tokenizer_decode_token(tok, the, buf, sizeof buf, &len) == 0 && len == 4 && memcmp(buf, " the", 4) == 0,
 	   "decode_token gives raw bytes");
 	OK(tokenizer_decode_token(tok, 0, buf, sizeof buf, &len) == 0 && len == strlen(BOS) &&
 		   memcmp(buf, BOS, len) == 0,
@@ -265,8 +268,8 @@ static void test_lookups(const struct tokenizer *tok)
 	OK(tokenizer_decode_token(tok, 128815, buf, sizeof buf, &len) == -1 && len == 0,
 	   "decode_token: id out of range");
 	OK(tokenizer_decode_token(tok, -1, buf, sizeof buf, &len) == -1, "decode_token: negative id");
-	OK(tokenizer_is_special(tok, 0) && tokenizer_is_special(tok, 1) &&
-		   !tokenizer_is_special(tok, 128803) && !tokenizer_is_special(tok, the),
+	OK(tokenizer_is_special(tok, 0) && tokenizer_is_special(tok, 1) && !tokenizer_is_special(tok, 128803) &&
+		   !tokenizer_is_special(tok, the),
 	   "is_special follows tokenizer.json (<｜User｜> is not special there)");
 	for (int b = 0; b < 256; b++) {
 		int32_t *ids = NULL;
@@ -276,8 +279,7 @@ static void test_lookups(const struct tokenizer *tok)
 		if (b >= 0x80)
 			continue;
 		if (tokenizer_encode(tok, &c, 1, &ids, &n) != 0 || n != 1 ||
-		    tokenizer_decode_token(tok, ids[0], buf, sizeof buf, &len) != 0 || len != 1 ||
-		    buf[0] != c) {
+		    tokenizer_decode_token(tok, ids[0], buf, sizeof buf, &len) != 0 || len != 1 || buf[0] != c) {
 			OK(0, "ASCII byte 0x%02x round trip", b);
 			free(ids);
 			return;
@@ -290,8 +292,14 @@ static void test_lookups(const struct tokenizer *tok)
 static void test_errors(const struct tokenizer *tok)
 {
 	static const char *const bad[] = {
-		"\xff", "\xc0\x80", "\xc1\xbf", "\xed\xa0\x80", "\xe4\xb8", "a\xf4\x90\x80\x80",
-		"\xf8\x88\x80\x80\x80", "ok\x80",
+		"\xff",
+		"\xc0\x80",
+		"\xc1\xbf",
+		"\xed\xa0\x80",
+		"\xe4\xb8",
+		"a\xf4\x90\x80\x80",
+		"\xf8\x88\x80\x80\x80",
+		"ok\x80",
 	};
 	struct error err = {0};
 	int32_t *ids = (int32_t *)1;
@@ -303,17 +311,17 @@ static void test_errors(const struct tokenizer *tok)
 
 	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
 		errno = 0;
-		OK(tokenizer_encode(tok, bad[i], strlen(bad[i]), &ids, &n) == -1 && errno == EILSEQ &&
-			   ids == NULL && n == 0,
+		OK(tokenizer_encode(tok, bad[i], strlen(bad[i]), &ids, &n) == -1 && errno == EILSEQ && ids == NULL &&
+			   n == 0,
 		   "invalid UTF-8 #%zu is EILSEQ", i);
 	}
-	OK(tokenizer_encode(tok, NULL, 0, &ids, &n) == 0 && n == 0 && ids == NULL,
-	   "empty text gives no ids");
+	OK(tokenizer_encode(tok, NULL, 0, &ids, &n) == 0 && n == 0 && ids == NULL, "empty text gives no ids");
 	OK(tokenizer_encode(tok, NULL, 3, &ids, &n) == -1 && errno == EINVAL, "NULL text is EINVAL");
 	OK(tokenizer_count(tok, "\xff", 1, &n) == -1 && errno == EILSEQ, "count: invalid UTF-8");
 
 	t2 = tokenizer_load("/nonexistent/tokenizer.json", &err);
-	OK(t2 == NULL && strstr(err.msg, "/nonexistent/tokenizer.json") != NULL && strcmp(err.code, "bad_tokenizer") == 0,
+	OK(t2 == NULL && strstr(err.msg, "/nonexistent/tokenizer.json") != NULL &&
+		   strcmp(err.code, "bad_tokenizer") == 0,
 	   "load: missing file names it: %s", err.msg);
 	fd = mkstemp(tmp);
 	f = fd >= 0 ? fdopen(fd, "w") : NULL;
@@ -376,8 +384,8 @@ static void test_special_split(const struct tokenizer *tok)
 	hi = n ? ids[0] : -1;
 	free(ids);
 	ids = NULL;
-	OK(tokenizer_encode(tok, BOS "hi" EOS, strlen(BOS "hi" EOS), &ids, &n) == 0 && n == 3 &&
-		   ids[0] == 0 && ids[1] == hi && ids[2] == 1,
+	OK(tokenizer_encode(tok, BOS "hi" EOS, strlen(BOS "hi" EOS), &ids, &n) == 0 && n == 3 && ids[0] == 0 &&
+		   ids[1] == hi && ids[2] == 1,
 	   "BOS hi EOS");
 	free(ids);
 }
@@ -459,8 +467,8 @@ static int bench(const struct tokenizer *tok, double load_s)
 			best = t0;
 		total = n;
 	}
-	printf("bench: load %.3f s; %zu bytes -> %zu ids; best of 5: %.3f s = %.1f MB/s, %.2f M ids/s\n",
-	       load_s, len, total, best, (double)len / best / 1e6, (double)total / best / 1e6);
+	printf("bench: load %.3f s; %zu bytes -> %zu ids; best of 5: %.3f s = %.1f MB/s, %.2f M ids/s\n", load_s, len,
+	       total, best, (double)len / best / 1e6, (double)total / best / 1e6);
 	free(text);
 	return 0;
 }

@@ -69,7 +69,8 @@ static void test_json(void)
 	OK(back != NULL, "jsonnum_loads reads literals beyond int64");
 	OK(back && jsonnum_value(json_object_get(back, "a_nanos")) == big, "value read back exactly");
 	OK(back && jsonnum_value(json_object_get(back, "b_nanos")) == -big - 1, "negative value read back exactly");
-	OK(back && jsonnum_is_big(json_object_get(back, "a_nanos"), d, sizeof(d)) && strcmp(d, "9223372036854775808") == 0,
+	OK(back && jsonnum_is_big(json_object_get(back, "a_nanos"), d, sizeof(d)) &&
+		   strcmp(d, "9223372036854775808") == 0,
 	   "jsonnum_is_big gives the digits");
 	s2 = back ? jsonnum_dumps(back, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
 	IS_STR(s2, s, "dump(load(x)) == x");

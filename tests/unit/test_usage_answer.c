@@ -12,11 +12,11 @@
 #include "tests/unit/tap.h"
 
 /* the answer as the writer stores it (held 0) */
-#define STORED                                                                                                     \
-	"{\"request_id\":\"r-\\\"q\\\\\\n\xc3\xa9\",\"account_id\":7,\"cost_nanos\":4500,\"price_version\":3,"            \
-	"\"charged\":[{\"bucket\":\"grant\",\"grant_id\":11,\"amount_nanos\":1500},"                                 \
-	"{\"bucket\":\"paid\",\"grant_id\":null,\"amount_nanos\":3000}],"                                             \
-	"\"balance\":{\"paid_nanos\":-250,\"promo_nanos\":9000,\"held_nanos\":0,\"available_nanos\":8750},"          \
+#define STORED                                                                                                 \
+	"{\"request_id\":\"r-\\\"q\\\\\\n\xc3\xa9\",\"account_id\":7,\"cost_nanos\":4500,\"price_version\":3," \
+	"\"charged\":[{\"bucket\":\"grant\",\"grant_id\":11,\"amount_nanos\":1500},"                           \
+	"{\"bucket\":\"paid\",\"grant_id\":null,\"amount_nanos\":3000}],"                                      \
+	"\"balance\":{\"paid_nanos\":-250,\"promo_nanos\":9000,\"held_nanos\":0,\"available_nanos\":8750},"    \
 	"\"duplicate\":false}"
 
 /* what the jansson path makes of text */

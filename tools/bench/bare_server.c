@@ -17,9 +17,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char *g_body =
-	"{\"hold_id\":\"bench-00000000-1\",\"account_id\":1,\"held_nanos\":10000000,"
-	"\"available_nanos\":999999990000000,\"expires_at\":\"2026-11-29T09:10:00Z\"}\n";
+static const char *g_body = "{\"hold_id\":\"bench-00000000-1\",\"account_id\":1,\"held_nanos\":10000000,"
+			    "\"available_nanos\":999999990000000,\"expires_at\":\"2026-11-29T09:10:00Z\"}\n";
 static size_t g_body_len;
 
 static void answer_cb(struct evhttp_request *req, void *arg)

@@ -171,7 +171,8 @@ static void *run(void *arg)
 			hex32(w, chash);
 			hex32(w, bhash);
 			sb_printf(&j,
-				  "%" PRId64 "\t%s\t%" PRId64 "\tusage\tusage:%s\t\\\\x%s\t%" PRId64 "\tgateway\tusage\t"
+				  "%" PRId64 "\t%s\t%" PRId64 "\tusage\tusage:%s\t\\\\x%s\t%" PRId64
+				  "\tgateway\tusage\t"
 				  "{\"request_id\":\"%s\",\"model\":\"deepseek-chat\",\"input_tokens\":1200,"
 				  "\"cached_input_tokens\":200,\"output_tokens\":300,\"started_at\":\"%s\","
 				  "\"price_version\":1,\"cost_nanos\":%" PRId64 "}\t%s\t\\\\x%s\t\\\\x%s\n",
@@ -182,15 +183,18 @@ static void *run(void *arg)
 			sb_printf(&p, "%" PRId64 "\t%" PRId64 "\t2\t1\t\\N\t%" PRId64 "\n", pid + 1, txn, cost);
 			sb_printf(&u,
 				  "%s\t%" PRId64 "\t%" PRId64 "\t\\\\x%s\tdeepseek-chat\t1200\t200\t300\t%s\t%" PRId64
-				  "\t1\t\\N\t\\N\t{\"request_id\":\"%s\",\"account_id\":%" PRId64 ",\"cost_nanos\":%" PRId64
+				  "\t1\t\\N\t\\N\t{\"request_id\":\"%s\",\"account_id\":%" PRId64
+				  ",\"cost_nanos\":%" PRId64
 				  ",\"price_version\":1,\"charged\":[{\"bucket\":\"grant\",\"grant_id\":%" PRId64
 				  ",\"amount_nanos\":%" PRId64 "}],\"balance\":{\"paid_nanos\":1000000000000000,"
 				  "\"promo_nanos\":13995500000,\"held_nanos\":0,\"available_nanos\":1000013995500000},"
 				  "\"duplicate\":false}\t%s\n",
 				  rid, acct, txn, bhash, ts, cost, rid, acct, cost, grant, cost, ts);
 		}
-		if (exec_ok(c, "BEGIN", w->err, sizeof(w->err)) < 0 || copy_in(c, sql_j, &j, w->err, sizeof(w->err)) < 0 ||
-		    copy_in(c, sql_p, &p, w->err, sizeof(w->err)) < 0 || copy_in(c, sql_u, &u, w->err, sizeof(w->err)) < 0 ||
+		if (exec_ok(c, "BEGIN", w->err, sizeof(w->err)) < 0 ||
+		    copy_in(c, sql_j, &j, w->err, sizeof(w->err)) < 0 ||
+		    copy_in(c, sql_p, &p, w->err, sizeof(w->err)) < 0 ||
+		    copy_in(c, sql_u, &u, w->err, sizeof(w->err)) < 0 ||
 		    exec_ok(c, "COMMIT", w->err, sizeof(w->err)) < 0) {
 			w->failed++;
 			PQclear(PQexec(c, "ROLLBACK"));
@@ -293,7 +297,8 @@ int main(int argc, char **argv)
 	window = o_seconds;
 #define PCT(q) (n ? all[(size_t)((q) * (double)n) < n ? (size_t)((q) * (double)n) : n - 1] / 1000.0 : 0)
 	printf("{\"label\":\"%s\",\"conns\":%d,\"batch\":%d,\"window_s\":%.3f,\"requests\":%" PRIu64 ",\"ok\":%" PRIu64
-	       ",\"errors\":%" PRIu64 ",\"rps\":%.1f,\"ok_rps\":%.1f,\"items_per_s\":%.1f,\"mean_ms\":%.3f,\"p50_ms\":%.3f"
+	       ",\"errors\":%" PRIu64
+	       ",\"rps\":%.1f,\"ok_rps\":%.1f,\"items_per_s\":%.1f,\"mean_ms\":%.3f,\"p50_ms\":%.3f"
 	       ",\"p90_ms\":%.3f,\"p99_ms\":%.3f,\"p999_ms\":%.3f,\"max_ms\":%.3f,\"error_sample\":\"",
 	       o_label, o_conns, o_records, window, tx, tx, failed, (double)tx / window, (double)tx / window,
 	       (double)tx * o_records / window, mean, PCT(0.5), PCT(0.9), PCT(0.99), PCT(0.999),

@@ -87,7 +87,8 @@ int main(int argc, char **argv)
 	double seconds, t0, tok_s, gen_s, pre_s = 0, load_s;
 	int32_t *ids = NULL, *prompt = NULL, *long_prompt = NULL;
 	size_t n_long = 0, prefill_total = 0;
-	struct tokenizer_message msg = {"user", "Write a short story about a billing engine that never loses a cent.", 0};
+	struct tokenizer_message msg = {"user", "Write a short story about a billing engine that never loses a cent.",
+					0};
 	struct model_sampling greedy = {0.0f, 1.0f, 0};
 
 	if (argc != 5) {
@@ -137,7 +138,8 @@ int main(int argc, char **argv)
 	t0 = now_s();
 	do {
 		size_t got = 0;
-		if (model_generate(sess, prompt, n_prompt, &greedy, model_max_ctx(m) - n_prompt - 1, NULL, NULL, &got) < 0) {
+		if (model_generate(sess, prompt, n_prompt, &greedy, model_max_ctx(m) - n_prompt - 1, NULL, NULL, &got) <
+		    0) {
 			fprintf(stderr, "kernels: %s\n", model_session_error(sess));
 			return 1;
 		}

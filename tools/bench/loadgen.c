@@ -470,8 +470,8 @@ static void response_done(struct conn *c)
 		}
 	}
 	if ((c->status < 200 || c->status >= 300) && !g_err_sample[0])
-		snprintf(g_err_sample, sizeof(g_err_sample), "status %d: %.*s", c->status, (int)(blen > 300 ? 300 : blen),
-			 body);
+		snprintf(g_err_sample, sizeof(g_err_sample), "status %d: %.*s", c->status,
+			 (int)(blen > 300 ? 300 : blen), body);
 	if (o_once)
 		g_status[c->status > 0 && c->status < 600 ? c->status : 0]++;
 	/* keep what follows (there should be nothing: no pipelining) */
@@ -783,8 +783,9 @@ int main(int argc, char **argv)
 				mean += g_lat[i];
 			mean = g_nlat ? mean / (double)g_nlat / 1000.0 : 0;
 			printf("{\"label\":\"%s\",\"conns\":%d,\"batch\":%d,\"window_s\":%.3f,\"requests\":%" PRIu64
-			       ",\"ok\":%" PRIu64 ",\"errors\":%" PRIu64 ",\"item_errors\":%" PRIu64 ",\"lost\":%" PRIu64
-			       ",\"conn_errors\":%" PRIu64 ",\"rps\":%.1f,\"ok_rps\":%.1f,\"items_per_s\":%.1f"
+			       ",\"ok\":%" PRIu64 ",\"errors\":%" PRIu64 ",\"item_errors\":%" PRIu64
+			       ",\"lost\":%" PRIu64 ",\"conn_errors\":%" PRIu64
+			       ",\"rps\":%.1f,\"ok_rps\":%.1f,\"items_per_s\":%.1f"
 			       ",\"mean_ms\":%.3f,\"p50_ms\":%.3f,\"p90_ms\":%.3f,\"p99_ms\":%.3f,\"p999_ms\":%.3f,\"max_ms\":%.3f",
 			       o_label, nconns, o_batch, window, g_done_window, ok, g_done_window - ok, g_item_errors,
 			       g_lost, g_conn_errors, window > 0 ? (double)g_done_window / window : 0,
@@ -795,8 +796,8 @@ int main(int argc, char **argv)
 			       mean, pct_ms(0.50), pct_ms(0.90), pct_ms(0.99), pct_ms(0.999),
 			       g_nlat ? g_lat[g_nlat - 1] / 1000.0 : 0);
 			if (o_sum_field)
-				printf(",\"sum_field\":\"%s\",\"sum\":%" PRId64 ",\"sum_per_s\":%.1f", o_sum_field, g_sum_field,
-				       window > 0 ? (double)g_sum_field / window : 0);
+				printf(",\"sum_field\":\"%s\",\"sum\":%" PRId64 ",\"sum_per_s\":%.1f", o_sum_field,
+				       g_sum_field, window > 0 ? (double)g_sum_field / window : 0);
 			if (o_idle) {
 				int open = 0;
 				for (int i = 0; i < nconns; i++)
@@ -805,7 +806,8 @@ int main(int argc, char **argv)
 				       connected_at_sample, open);
 			}
 			if (o_rss_pid)
-				printf(",\"rss_before_kb\":%ld,\"rss_kb\":%ld,\"hwm_kb\":%ld", rss_before, rss_max, hwm);
+				printf(",\"rss_before_kb\":%ld,\"rss_kb\":%ld,\"hwm_kb\":%ld", rss_before, rss_max,
+				       hwm);
 			printf(",\"status\":{");
 			for (int s = 0, first = 1; s < 600; s++)
 				if (g_status[s]) {
