@@ -28,7 +28,7 @@ PROGS       := $(BINDIR)/billingd $(BINDIR)/billing-admin $(BINDIR)/ledger
 UNIT_SRC    := $(sort $(wildcard tests/unit/test_*.c))
 UNIT_BIN    := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
 
-.PHONY: all deps run test unit lint integration integration-cluster asan clean bench faults fuzz data test-data
+.PHONY: all deps run test unit lint format integration integration-cluster asan clean bench faults fuzz data test-data
 # keep the objects of test programs (intermediate files otherwise)
 .SECONDARY:
 all: $(PROGS)
@@ -89,7 +89,8 @@ unit: $(UNIT_BIN) data
 # other, by include or by a symbol the object files show, directly or around
 # a loop; tools -> billing -> ledger -> common, nothing includes upward.
 # Then cppcheck (Debian 12's 2.10) with the warning and portability checks
-# over every C file: zero findings, or the finding fails the build.  The
+# over every C file: zero findings, or the finding fails the build.  Then
+# clang-format --dry-run -Werror against the committed .clang-format.  The
 # generated Unicode tables are what their script makes of the pinned package,
 # and docs/configuration.md's key table is what billingd --help prints.
 lint: $(PROGS)
@@ -100,6 +101,14 @@ lint: $(PROGS)
 	  --suppress=missingIncludeSystem --inline-suppr --error-exitcode=1 -j2 \
 	  common ledger billing tools tests/unit tests/integration tests/fuzz
 	@echo "lint: cppcheck found nothing"
+	@clang-format --dry-run -Werror $(FORMAT_SRC)
+	@echo "lint: clang-format (.clang-format) would change nothing"
+
+# Every hand-written C file (the generated Unicode tables are what their
+# script writes); `make format` rewrites them in the house style.
+FORMAT_SRC = $(shell find common ledger billing tools tests -name '*.[ch]' ! -name unicode_tables.h ! -path 'tests/fuzz/corpus/*' | sort)
+format:
+	clang-format -i $(FORMAT_SRC)
 
 integration: $(PROGS) $(ITEST_BIN) data test-data
 	@BILLING_BIN=$(abspath $(BINDIR)) BILLING_ITEST_BIN=$(abspath $(BUILD)/itest) scripts/run_integration.sh

@@ -5,7 +5,7 @@
 #         PostgreSQL 15, Redis, python3 (free ports in scripts/stack.sh),
 #         curl and ca-certificates (the tokenizer download)
 #   test  (make test, the default): run's packages plus clang (fuzzing),
-#         valgrind, faketime (the calendar suite), cppcheck (make lint), pg_auto_failover (the
+#         valgrind, faketime (the calendar suite), cppcheck and clang-format (make lint), pg_auto_failover (the
 #         failover scenario), promtool (prometheus:
 #         checks /metrics), node and npm (OpenAI's Node SDK as a client, the
 #         OpenAPI linter) and every Python module a test imports
@@ -15,7 +15,7 @@ set -eu
 what=${1:-test}
 run_pkgs="make gcc libc6-dev libpq-dev libevent-dev libjansson-dev libhiredis-dev libsodium-dev
 libpcre2-dev postgresql-15 postgresql-client-15 redis-server python3 curl ca-certificates"
-test_pkgs="clang libclang-rt-14-dev valgrind faketime cppcheck prometheus postgresql-15-auto-failover
+test_pkgs="clang clang-format libclang-rt-14-dev valgrind faketime cppcheck prometheus postgresql-15-auto-failover
 python3-pytest python3-psycopg2 python3-requests python3-cryptography python3-jsonschema python3-yaml"
 case "$what" in
 run) pkgs=$run_pkgs ;;
