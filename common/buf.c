@@ -114,16 +114,23 @@ void buf_hex(struct buf *b, const uint8_t *p, size_t n)
 	b->data[b->len] = '\0';
 }
 
-void buf_json_str(struct buf *b, const char *s)
+void buf_json_strn(struct buf *b, const char *s, size_t n)
 {
 	buf_append(b, "\"", 1);
-	for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-		switch (*p) {
+	for (size_t i = 0; i < n; i++) {
+		unsigned char ch = (unsigned char)s[i];
+		switch (ch) {
 		case '"':
 			buf_append(b, "\\\"", 2);
 			break;
 		case '\\':
 			buf_append(b, "\\\\", 2);
+			break;
+		case '\b':
+			buf_append(b, "\\b", 2);
+			break;
+		case '\f':
+			buf_append(b, "\\f", 2);
 			break;
 		case '\n':
 			buf_append(b, "\\n", 2);
@@ -135,11 +142,16 @@ void buf_json_str(struct buf *b, const char *s)
 			buf_append(b, "\\t", 2);
 			break;
 		default:
-			if (*p < 0x20)
-				buf_printf(b, "\\u%04x", *p);
+			if (ch < 0x20)
+				buf_printf(b, "\\u%04x", ch);
 			else
-				buf_append(b, p, 1);
+				buf_append(b, &s[i], 1);
 		}
 	}
 	buf_append(b, "\"", 1);
+}
+
+void buf_json_str(struct buf *b, const char *s)
+{
+	buf_json_strn(b, s, strlen(s));
 }

@@ -21,7 +21,13 @@ void buf_put_u32be(struct buf *b, uint32_t v);
 void buf_put_i64be(struct buf *b, int64_t v);
 /* Appends s as a PostgreSQL array element in double quotes, escaped. */
 void buf_pg_array_text(struct buf *b, const char *s);
-/* Appends s as a JSON string literal (quotes, escapes; bytes >= 0x80 as is). */
+/* Appends the n bytes at s as a JSON string literal: quotes; the short
+ * escapes \" \\ \b \f \n \r \t, other bytes below 0x20 as \u00XX, every
+ * other byte as is (UTF-8 passes through).  These are the canonical bytes
+ * of RFC 8785 and of Python's json.dumps(ensure_ascii=False), which signed
+ * export manifests depend on (ledger/manifest.c): do not change them. */
+void buf_json_strn(struct buf *b, const char *s, size_t n);
+/* The same for a NUL-terminated s. */
 void buf_json_str(struct buf *b, const char *s);
 /* Appends n bytes as lower-case hex. */
 void buf_hex(struct buf *b, const uint8_t *p, size_t n);

@@ -10,43 +10,6 @@
 
 #include "common/jsonnum.h"
 
-static void put_string(struct buf *b, const char *s, size_t n)
-{
-	buf_append(b, "\"", 1);
-	for (size_t i = 0; i < n; i++) {
-		unsigned char ch = (unsigned char)s[i];
-		switch (ch) {
-		case '"':
-			buf_append(b, "\\\"", 2);
-			break;
-		case '\\':
-			buf_append(b, "\\\\", 2);
-			break;
-		case '\b':
-			buf_append(b, "\\b", 2);
-			break;
-		case '\f':
-			buf_append(b, "\\f", 2);
-			break;
-		case '\n':
-			buf_append(b, "\\n", 2);
-			break;
-		case '\r':
-			buf_append(b, "\\r", 2);
-			break;
-		case '\t':
-			buf_append(b, "\\t", 2);
-			break;
-		default:
-			if (ch < 0x20)
-				buf_printf(b, "\\u%04x", ch);
-			else
-				buf_append(b, &s[i], 1);
-		}
-	}
-	buf_append(b, "\"", 1);
-}
-
 static int cmp_keys(const void *a, const void *b)
 {
 	return strcmp(*(const char *const *)a, *(const char *const *)b);
@@ -74,7 +37,7 @@ static int put_value(const json_t *v, struct buf *b, int top, struct error *err)
 			if (!first)
 				buf_append(b, ",", 1);
 			first = 0;
-			put_string(b, keys[i], strlen(keys[i]));
+			buf_json_strn(b, keys[i], strlen(keys[i]));
 			buf_append(b, ":", 1);
 			rc = put_value(json_object_get(v, keys[i]), b, 0, err);
 		}
@@ -97,7 +60,7 @@ static int put_value(const json_t *v, struct buf *b, int top, struct error *err)
 		if (jsonnum_is_big(v, digits, sizeof(digits))) /* a total beyond int64: an integer */
 			buf_puts(b, digits);
 		else
-			put_string(b, json_string_value(v), json_string_length(v));
+			buf_json_strn(b, json_string_value(v), json_string_length(v));
 		return 0;
 	}
 	case JSON_INTEGER:
