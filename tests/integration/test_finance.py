@@ -17,16 +17,12 @@ import time
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from conftest import BIN, ROOT, journal_hash
+from conftest import BIN, ROOT, UNIT, journal_hash, now_rfc3339, set_price
 
 ITEST = os.environ.get("BILLING_ITEST_BIN", os.path.join(ROOT, "build", "itest"))
 MODEL = "fin-model"
 ZERO = bytes(32)
 REDIS_DB = 9   # the mirror of this module's database lives in its own Redis db
-
-
-def now_rfc3339():
-    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def us_of(ts):
@@ -90,8 +86,7 @@ def work(env, request):
     global MO
     MO = mo = stack_months(env)
     env.admin("keygen", "--out", env.signing_key)
-    env.admin("price", "set", "--model", MODEL, "--input", "2", "--cached-input", "0.5", "--output", "8",
-              "--effective", f"{mo.prev_start}T00:00:00Z")
+    set_price(env, MODEL, 2 * UNIT, UNIT // 2, 8 * UNIT, effective=f"{mo.prev_start}T00:00:00Z")
     p = subprocess.run([os.path.join(ITEST, "ledger_load"), env.pg, "100", "3000", "11"],
                        capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stderr

@@ -8,20 +8,15 @@ import json
 import socket
 import threading
 import time
-from datetime import datetime, timezone
 
 import pytest
 import requests
 
-from conftest import Billingd, UNIT
+from conftest import Billingd, UNIT, now_rfc3339, set_price
 
 SECONDS = 8.0
 AUTHORIZERS = 12
 BATCHERS = 3
-
-
-def now_rfc3339():
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 class Resp:
@@ -48,8 +43,7 @@ class Resp:
 
 @pytest.fixture(scope="module")
 def bd(env):
-    env.admin("price", "set", "--model", "mr-model", "--input", "1", "--cached-input", "1", "--output", "0",
-              "--effective", "2026-01-01T00:00:00Z")
+    set_price(env, "mr-model", UNIT, UNIT, 0, effective="2026-01-01T00:00:00Z")
     b = Billingd(env, {"writer_threads": "4"})
     time.sleep(1.2)  # prices are refreshed every second
     yield b

@@ -5,9 +5,8 @@ import json
 import signal
 import socket
 import time
-from datetime import datetime, timezone
 
-from conftest import Billingd
+from conftest import UNIT, Billingd, now_rfc3339, set_price
 
 STREAM = "usage:in"
 
@@ -54,13 +53,8 @@ def xpending_count(port):
     return -1
 
 
-def now():
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
 def test_stream_two_consumers_one_killed(env):
-    env.admin("price", "set", "--model", "s-model", "--input", "1", "--cached-input", "1", "--output", "1",
-              "--effective", "2026-01-01T00:00:00Z")
+    set_price(env, "s-model", UNIT, UNIT, UNIT, effective="2026-01-01T00:00:00Z")
     acct = json.loads(env.admin("account", "create", "--external-id", "stream-1", "--json").stdout)["account_id"]
     # in a cluster the stream and its dead-letter stream live in their own slots
     port, dead_port = env.redis_port_for(STREAM), env.redis_port_for(STREAM + ":dead")
@@ -74,12 +68,12 @@ def test_stream_two_consumers_one_killed(env):
         cmds = []
         for i in range(n):
             body = {"request_id": f"st-{i}", "account_id": acct, "model": "s-model", "input_tokens": 1000 + i,
-                    "cached_input_tokens": 0, "output_tokens": 5, "started_at": now()}
+                    "cached_input_tokens": 0, "output_tokens": 5, "started_at": now_rfc3339()}
             cmds.append(("XADD", STREAM, "*", "body", json.dumps(body)))
         cmds.append(("XADD", STREAM, "*", "body", json.dumps({"request_id": "st-bad", "account_id": acct,
                                                                   "model": "s-model", "input_tokens": -1,
                                                                   "cached_input_tokens": 0, "output_tokens": 0,
-                                                                  "started_at": now()})))
+                                                                  "started_at": now_rfc3339()})))
         redis_cmds(port, cmds[:2000])
         # kill one consumer while it works: wait until it holds unacknowledged entries
         deadline = time.time() + 10
