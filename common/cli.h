@@ -16,6 +16,12 @@ struct cli_opt {
 	const char *values[CLI_MAX_VALUES];
 };
 
+/* Rows of an option table (clang-format would spread these over lines). */
+/* clang-format off */
+#define CLI_OPT(name, has_arg, help) {name, has_arg, help, 0, {NULL}}
+#define CLI_OPTS_END {NULL, 0, NULL, 0, {NULL}}
+/* clang-format on */
+
 /* Parses argv[0..argc) into opts (terminated by name == NULL) and positional
  * arguments.  0, or -1 with a message in err (an unknown option, a missing
  * value, too many positionals). */

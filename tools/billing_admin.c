@@ -1263,87 +1263,78 @@ static void cmd_expire(const char **pos, int npos, struct cli_opt *o)
 
 /* ---- table ---- */
 
-#define END_OPTS                  \
-	{                         \
-		NULL, 0, NULL, 0, \
-		{                 \
-			NULL      \
-		}                 \
-	}
-#define O(n, a, h)           \
-	{                    \
-		n, a, h, 0,  \
-		{            \
-			NULL \
-		}            \
-	}
-static struct cli_opt o_none[] = {END_OPTS};
-static struct cli_opt o_keygen[] = {O("out", 1, "secret key file (FILE.pub gets the public key)"),
-				    O("force", 0, "overwrite existing files"), O("json", 0, "JSON output"), END_OPTS};
-static struct cli_opt o_acreate[] = {
-	O("external-id", 1, "the customer's id in the platform"), O("referral-code", 1, "the inviter's referral code"),
-	O("identity", 1, "an identity hash (repeatable)"), O("json", 0, "JSON output"), END_OPTS};
-static struct cli_opt o_ashow[] = {O("json", 0, "JSON output"), END_OPTS};
+static struct cli_opt o_none[] = {CLI_OPTS_END};
+static struct cli_opt o_keygen[] = {CLI_OPT("out", 1, "secret key file (FILE.pub gets the public key)"),
+				    CLI_OPT("force", 0, "overwrite existing files"), CLI_OPT("json", 0, "JSON output"),
+				    CLI_OPTS_END};
+static struct cli_opt o_acreate[] = {CLI_OPT("external-id", 1, "the customer's id in the platform"),
+				     CLI_OPT("referral-code", 1, "the inviter's referral code"),
+				     CLI_OPT("identity", 1, "an identity hash (repeatable)"),
+				     CLI_OPT("json", 0, "JSON output"), CLI_OPTS_END};
+static struct cli_opt o_ashow[] = {CLI_OPT("json", 0, "JSON output"), CLI_OPTS_END};
 static struct cli_opt o_freeze[] = {
-	O("reason", 1, "why (required)"),
-	O("clawback", 0, "freeze only: take back unused promotional credit and the inviter's reward"),
-	O("json", 0, "JSON output"), END_OPTS};
-static struct cli_opt o_kcreate[] = {O("account", 1, "account id"), O("name", 1, "a label"),
-				     O("json", 0, "JSON output"), END_OPTS};
-static struct cli_opt o_krevoke[] = {O("reason", 1, "why"), END_OPTS};
-static struct cli_opt o_grant[] = {O("account", 1, "account id"),
-				   O("amount", 1, "currency units, e.g. 14.00"),
-				   O("reason", 1, "why (required)"),
-				   O("expires", 1, "date or RFC 3339 time"),
-				   O("priority", 1, "lower burns first (default 100)"),
-				   O("idempotency-key", 1, "retry-safe key"),
-				   O("json", 0, "JSON output"),
-				   END_OPTS};
-static struct cli_opt o_topup[] = {O("account", 1, "account id"), O("amount", 1, "currency units"),
-				   O("payment-ref", 1, "unique payment reference"), O("json", 0, "JSON output"),
-				   END_OPTS};
-static struct cli_opt o_adjust[] = {O("account", 1, "account id"),    O("amount", 1, "signed currency units"),
-				    O("reason", 1, "why (required)"), O("idempotency-key", 1, "retry-safe key"),
-				    O("json", 0, "JSON output"),      END_OPTS};
-static struct cli_opt o_refund[] = {O("request-id", 1, "the usage record's request_id"),
-				    O("reason", 1, "why (required)"), O("json", 0, "JSON output"), END_OPTS};
-static struct cli_opt o_pset[] = {O("model", 1, "model name"),
-				  O("input", 1, "per 1M input tokens"),
-				  O("cached-input", 1, "per 1M cached input tokens"),
-				  O("output", 1, "per 1M output tokens"),
-				  O("effective", 1, "RFC 3339 instant (default now)"),
-				  O("paid-only", 0, "promotional credit may not pay"),
-				  O("window", 1, "HH:MM-HH:MM=BASIS_POINTS, UTC (repeatable)"),
-				  O("reason", 1, "why"),
-				  O("json", 0, "JSON output"),
-				  END_OPTS};
-static struct cli_opt o_plist[] = {O("json", 0, "JSON output"), END_OPTS};
-static struct cli_opt o_lset[] = {O("account", 1, "account id (or --tier)"),
-				  O("tier", 1, "tier name (or --account)"),
-				  O("model", 1, "only this model (default: all models)"),
-				  O("rpm", 1, "requests per minute ('none': no limit)"),
-				  O("tpm", 1, "tokens per minute"),
-				  O("rpd", 1, "requests per day"),
-				  O("tpd", 1, "tokens per day"),
-				  O("concurrency", 1, "requests in flight"),
-				  O("reason", 1, "why"),
-				  O("json", 0, "JSON output"),
-				  END_OPTS};
-static struct cli_opt o_lshow[] = {O("account", 1, "only this account"), O("tier", 1, "only this tier"),
-				   O("json", 0, "JSON output"), END_OPTS};
-static struct cli_opt o_pshow[] = {O("json", 0, "JSON output"), END_OPTS};
-static struct cli_opt o_promo[] = {O("signup", 1, "signup credit, currency units"),
-				   O("referral", 1, "referral reward, currency units"),
-				   O("expires-days", 1, "promotional credit lifetime in days"),
-				   O("max-referrals", 1, "rewards per inviter at most"),
-				   O("budget", 1, "campaign budget, currency units, or 'none'"),
-				   O("campaign", 1, "create or change this campaign and make it the active one"),
-				   O("starts", 1, "active from (date or RFC 3339, or 'none')"),
-				   O("ends", 1, "active until (or 'none')"),
-				   O("reason", 1, "why"),
-				   O("json", 0, "JSON output"),
-				   END_OPTS};
-static struct cli_opt o_expire[] = {O("limit", 1, "at most this many grants"), O("json", 0, "JSON output"), END_OPTS};
+	CLI_OPT("reason", 1, "why (required)"),
+	CLI_OPT("clawback", 0, "freeze only: take back unused promotional credit and the inviter's reward"),
+	CLI_OPT("json", 0, "JSON output"), CLI_OPTS_END};
+static struct cli_opt o_kcreate[] = {CLI_OPT("account", 1, "account id"), CLI_OPT("name", 1, "a label"),
+				     CLI_OPT("json", 0, "JSON output"), CLI_OPTS_END};
+static struct cli_opt o_krevoke[] = {CLI_OPT("reason", 1, "why"), CLI_OPTS_END};
+static struct cli_opt o_grant[] = {CLI_OPT("account", 1, "account id"),
+				   CLI_OPT("amount", 1, "currency units, e.g. 14.00"),
+				   CLI_OPT("reason", 1, "why (required)"),
+				   CLI_OPT("expires", 1, "date or RFC 3339 time"),
+				   CLI_OPT("priority", 1, "lower burns first (default 100)"),
+				   CLI_OPT("idempotency-key", 1, "retry-safe key"),
+				   CLI_OPT("json", 0, "JSON output"),
+				   CLI_OPTS_END};
+static struct cli_opt o_topup[] = {CLI_OPT("account", 1, "account id"), CLI_OPT("amount", 1, "currency units"),
+				   CLI_OPT("payment-ref", 1, "unique payment reference"),
+				   CLI_OPT("json", 0, "JSON output"), CLI_OPTS_END};
+static struct cli_opt o_adjust[] = {
+	CLI_OPT("account", 1, "account id"),    CLI_OPT("amount", 1, "signed currency units"),
+	CLI_OPT("reason", 1, "why (required)"), CLI_OPT("idempotency-key", 1, "retry-safe key"),
+	CLI_OPT("json", 0, "JSON output"),      CLI_OPTS_END};
+static struct cli_opt o_refund[] = {CLI_OPT("request-id", 1, "the usage record's request_id"),
+				    CLI_OPT("reason", 1, "why (required)"), CLI_OPT("json", 0, "JSON output"),
+				    CLI_OPTS_END};
+static struct cli_opt o_pset[] = {CLI_OPT("model", 1, "model name"),
+				  CLI_OPT("input", 1, "per 1M input tokens"),
+				  CLI_OPT("cached-input", 1, "per 1M cached input tokens"),
+				  CLI_OPT("output", 1, "per 1M output tokens"),
+				  CLI_OPT("effective", 1, "RFC 3339 instant (default now)"),
+				  CLI_OPT("paid-only", 0, "promotional credit may not pay"),
+				  CLI_OPT("window", 1, "HH:MM-HH:MM=BASIS_POINTS, UTC (repeatable)"),
+				  CLI_OPT("reason", 1, "why"),
+				  CLI_OPT("json", 0, "JSON output"),
+				  CLI_OPTS_END};
+static struct cli_opt o_plist[] = {CLI_OPT("json", 0, "JSON output"), CLI_OPTS_END};
+static struct cli_opt o_lset[] = {CLI_OPT("account", 1, "account id (or --tier)"),
+				  CLI_OPT("tier", 1, "tier name (or --account)"),
+				  CLI_OPT("model", 1, "only this model (default: all models)"),
+				  CLI_OPT("rpm", 1, "requests per minute ('none': no limit)"),
+				  CLI_OPT("tpm", 1, "tokens per minute"),
+				  CLI_OPT("rpd", 1, "requests per day"),
+				  CLI_OPT("tpd", 1, "tokens per day"),
+				  CLI_OPT("concurrency", 1, "requests in flight"),
+				  CLI_OPT("reason", 1, "why"),
+				  CLI_OPT("json", 0, "JSON output"),
+				  CLI_OPTS_END};
+static struct cli_opt o_lshow[] = {CLI_OPT("account", 1, "only this account"), CLI_OPT("tier", 1, "only this tier"),
+				   CLI_OPT("json", 0, "JSON output"), CLI_OPTS_END};
+static struct cli_opt o_pshow[] = {CLI_OPT("json", 0, "JSON output"), CLI_OPTS_END};
+static struct cli_opt o_promo[] = {CLI_OPT("signup", 1, "signup credit, currency units"),
+				   CLI_OPT("referral", 1, "referral reward, currency units"),
+				   CLI_OPT("expires-days", 1, "promotional credit lifetime in days"),
+				   CLI_OPT("max-referrals", 1, "rewards per inviter at most"),
+				   CLI_OPT("budget", 1, "campaign budget, currency units, or 'none'"),
+				   CLI_OPT("campaign", 1, "create or change this campaign and make it the active one"),
+				   CLI_OPT("starts", 1, "active from (date or RFC 3339, or 'none')"),
+				   CLI_OPT("ends", 1, "active until (or 'none')"),
+				   CLI_OPT("reason", 1, "why"),
+				   CLI_OPT("json", 0, "JSON output"),
+				   CLI_OPTS_END};
+static struct cli_opt o_expire[] = {CLI_OPT("limit", 1, "at most this many grants"), CLI_OPT("json", 0, "JSON output"),
+				    CLI_OPTS_END};
 
 static const struct cmd cmds[] = {
 	{"migrate", "", "apply pending migrations (as pg_owner)", o_none, 0, cmd_migrate},

@@ -390,39 +390,27 @@ static int cmd_reconcile(const char **pos, int npos, struct cli_opt *o)
 	return rc;
 }
 
-#define END_OPTS                  \
-	{                         \
-		NULL, 0, NULL, 0, \
-		{                 \
-			NULL      \
-		}                 \
-	}
-#define O(n, a, h)           \
-	{                    \
-		n, a, h, 0,  \
-		{            \
-			NULL \
-		}            \
-	}
-static struct cli_opt o_export[] = {O("from", 1, "first instant, inclusive: date or RFC 3339 (UTC)"),
-				    O("to", 1, "end instant, exclusive"),
-				    O("account", 1, "only this customer's transactions"),
-				    O("format", 1, "csv (default) or ndjson"),
-				    O("out", 1, "the file to write"),
-				    O("force", 0, "overwrite an existing file"),
-				    O("quiet", 0, "no progress line"),
-				    O("json", 0, "JSON summary"),
-				    END_OPTS};
-static struct cli_opt o_verify[] = {O("export", 1, "check an export file against FILE.manifest.json (no database)"),
-				    O("pubkey", 1, "trusted public key file (default: signing_key_file + .pub)"),
-				    O("json", 0, "JSON verdict (with --export)"), END_OPTS};
-static struct cli_opt o_statement[] = {O("account", 1, "account id"), O("month", 1, "YYYY-MM (UTC)"),
-				       O("format", 1, "text (default), json or csv"),
-				       O("json", 0, "same as --format json"), END_OPTS};
-static struct cli_opt o_tb[] = {O("at", 1, "only entries up to this instant"), O("json", 0, "JSON output"), END_OPTS};
-static struct cli_opt o_reconcile[] = {O("repair", 0, "write the ledger's values into the mirror"),
-				       O("settle-ms", 1, "re-read differences after this long (default 1500)"),
-				       O("json", 0, "JSON output"), END_OPTS};
+static struct cli_opt o_export[] = {CLI_OPT("from", 1, "first instant, inclusive: date or RFC 3339 (UTC)"),
+				    CLI_OPT("to", 1, "end instant, exclusive"),
+				    CLI_OPT("account", 1, "only this customer's transactions"),
+				    CLI_OPT("format", 1, "csv (default) or ndjson"),
+				    CLI_OPT("out", 1, "the file to write"),
+				    CLI_OPT("force", 0, "overwrite an existing file"),
+				    CLI_OPT("quiet", 0, "no progress line"),
+				    CLI_OPT("json", 0, "JSON summary"),
+				    CLI_OPTS_END};
+static struct cli_opt o_verify[] = {
+	CLI_OPT("export", 1, "check an export file against FILE.manifest.json (no database)"),
+	CLI_OPT("pubkey", 1, "trusted public key file (default: signing_key_file + .pub)"),
+	CLI_OPT("json", 0, "JSON verdict (with --export)"), CLI_OPTS_END};
+static struct cli_opt o_statement[] = {CLI_OPT("account", 1, "account id"), CLI_OPT("month", 1, "YYYY-MM (UTC)"),
+				       CLI_OPT("format", 1, "text (default), json or csv"),
+				       CLI_OPT("json", 0, "same as --format json"), CLI_OPTS_END};
+static struct cli_opt o_tb[] = {CLI_OPT("at", 1, "only entries up to this instant"), CLI_OPT("json", 0, "JSON output"),
+				CLI_OPTS_END};
+static struct cli_opt o_reconcile[] = {CLI_OPT("repair", 0, "write the ledger's values into the mirror"),
+				       CLI_OPT("settle-ms", 1, "re-read differences after this long (default 1500)"),
+				       CLI_OPT("json", 0, "JSON output"), CLI_OPTS_END};
 
 static const struct cmd cmds[] = {
 	{"export", "--from 2026-11-01 --to 2026-12-01 [--account ID] [--format csv|ndjson] --out FILE",
