@@ -155,228 +155,292 @@ static void fill_row(PGresult *r, int i, struct export_row *row)
 	row->hash_hex = PQgetvalue(r, i, 16);
 }
 
-int export_write(PGconn *c, const struct export_opts *o, struct export_result *res, struct error *err)
-{
-	char from[40], to[40], acct[32], rhex[65], fhex[65], manifest_path[4200];
-	const char *p[3] = {from, to, acct};
-	struct writer w = {NULL, {{0}}, 0};
+/* What the writer knows while it streams: the file, the row-hash chain and
+ * what the manifest states about the lines written so far. */
+struct export_state {
+	const struct export_opts *o;
+	struct writer w;
 	struct buf line;
-	struct export_derived d = {0};
+	struct export_derived d;
 	struct export_totals tt;
-	struct export_chains cs = {0};
+	struct export_chains cs;
 	uint8_t rh[32];
-	json_t *m = NULL, *checkpoints = json_array(), *first = NULL, *last = NULL;
-	PGresult *r = NULL;
-	int64_t rows = 0, txns = 0, cur_txn = 0, est = 0, t0 = time_now_us(), last_progress = 0;
-	int fd = -1, rc = -1, in_tx = 0;
-	bool created_file = false;
+	json_t *checkpoints, *first, *last;
+	int64_t rows, txns, cur_txn, est, t0, last_progress;
+};
 
-	memset(res, 0, sizeof(*res));
-	memset(&tt, 0, sizeof(tt));
-	buf_init(&line);
-	time_format_rfc3339(o->from_us, from, sizeof(from));
-	time_format_rfc3339(o->to_us, to, sizeof(to));
-	snprintf(acct, sizeof(acct), "%" PRId64, o->account_id);
-	snprintf(manifest_path, sizeof(manifest_path), "%s.manifest.json", o->path);
-	if (!checkpoints) {
-		error_set(err, 0, "oom", "out of memory");
-		goto done;
-	}
-	if (o->to_us <= o->from_us) {
-		error_set(err, 0, "invalid_range", "the range is empty: --to must be after --from");
-		goto done;
-	}
-	if (!o->force && access(manifest_path, F_OK) == 0) {
-		error_set(err, 0, "exists", "'%s' exists (use --force to overwrite)", manifest_path);
-		goto done;
-	}
+/* Creates o->path, owner only, for writing (*created once it exists). */
+static int open_output(const struct export_opts *o, const char *manifest_path, struct writer *w, bool *created,
+		       struct error *err)
+{
+	int fd;
+
+	if (o->to_us <= o->from_us)
+		return error_set(err, 0, "invalid_range", "the range is empty: --to must be after --from");
+	if (!o->force && access(manifest_path, F_OK) == 0)
+		return error_set(err, 0, "exists", "'%s' exists (use --force to overwrite)", manifest_path);
 	fd = open(o->path, O_WRONLY | O_CREAT | (o->force ? O_TRUNC : O_EXCL), EXPORT_FILE_MODE);
 	/* finance data: owner only, also when --force overwrites a wider file */
 	if (fd >= 0 && fchmod(fd, EXPORT_FILE_MODE) != 0) {
 		close(fd);
 		fd = -1;
 	}
-	if (fd < 0) {
-		error_set(err, 0, "io", "cannot create '%s': %s%s", o->path, strerror(errno),
-			  errno == EEXIST ? " (use --force to overwrite)" : "");
-		goto done;
-	}
-	created_file = true;
-	w.f = fdopen(fd, "wb");
-	if (!w.f) {
+	if (fd < 0)
+		return error_set(err, 0, "io", "cannot create '%s': %s%s", o->path, strerror(errno),
+				 errno == EEXIST ? " (use --force to overwrite)" : "");
+	*created = true;
+	w->f = fdopen(fd, "wb");
+	if (!w->f) {
 		error_set(err, 0, "io", "cannot open '%s': %s", o->path, strerror(errno));
-		goto done;
+		close(fd);
+		return -1;
 	}
-	fd = -1;
-	setvbuf(w.f, NULL, _IOFBF, 1 << 20);
-	crypto_generichash_init(&w.fh, NULL, 0, 32);
+	setvbuf(w->f, NULL, _IOFBF, 1 << 20);
+	crypto_generichash_init(&w->fh, NULL, 0, 32);
+	return 0;
+}
 
-	if (db_exec(c, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", 0, NULL, err) < 0)
-		goto done;
-	in_tx = 1;
+/* Inside the snapshot: the cursor export_rows over the range (p: from, to,
+ * account), and the planner's estimate of its rows for the progress line. */
+static int open_cursor(PGconn *c, const char *const *p, struct export_state *s, struct error *err)
+{
+	struct buf q;
+	int rc;
+
 	/* an export reads the whole range: its first FETCH sorts it, which on a
 	 * busy server takes longer than pg_timeout_ms (meant for the short
 	 * statements of the other commands); a read-only snapshot holds no lock
 	 * that anything waits on, so it may take as long as it needs */
 	if (db_exec(c, "SET LOCAL statement_timeout = 0", 0, NULL, err) < 0)
-		goto done;
-	if (o->progress)
-		est = estimate_rows(c, p);
-	{
-		struct buf q;
-		int qrc;
-		buf_init(&q);
-		buf_printf(&q, "DECLARE export_rows NO SCROLL CURSOR FOR %s", export_sql);
-		qrc = db_exec(c, q.data, 3, p, err);
-		buf_release(&q);
-		if (qrc < 0)
-			goto done;
+		return -1;
+	if (s->o->progress)
+		s->est = estimate_rows(c, p);
+	buf_init(&q);
+	buf_printf(&q, "DECLARE export_rows NO SCROLL CURSOR FOR %s", export_sql);
+	rc = db_exec(c, q.data, 3, p, err);
+	buf_release(&q);
+	return rc;
+}
+
+static int write_failed(const struct export_state *s, struct error *err)
+{
+	return error_set(err, 0, "io", "cannot write '%s': %s", s->o->path, strerror(errno));
+}
+
+/* h0, and the CSV header line. */
+static int write_header(struct export_state *s, struct error *err)
+{
+	if (s->o->format != EXPORT_CSV) {
+		export_file_row_hash_init(s->rh, s->o->format, NULL, 0);
+		return 0;
 	}
-	if (o->format == EXPORT_CSV) {
-		export_file_header(&line);
-		export_file_row_hash_init(rh, o->format, line.data, line.len);
-		buf_append(&line, "\r\n", 2);
-		if (emit(&w, line.data, line.len) < 0)
-			goto io_error;
-	} else {
-		export_file_row_hash_init(rh, o->format, NULL, 0);
+	export_file_header(&s->line);
+	export_file_row_hash_init(s->rh, s->o->format, s->line.data, s->line.len);
+	buf_append(&s->line, "\r\n", 2);
+	return emit(&s->w, s->line.data, s->line.len) < 0 ? write_failed(s, err) : 0;
+}
+
+/* The first line of a transaction: its details, its writer's chain head,
+ * the manifest's first and last entry. */
+static int begin_txn(struct export_state *s, const struct export_row *row, struct error *err)
+{
+	struct export_chain *ch;
+	bool created;
+
+	s->cur_txn = row->txn_id;
+	s->txns++;
+	export_file_derive(row->details, &s->d);
+	ch = export_file_chain_get(&s->cs, row->writer, &created);
+	if (!ch)
+		return error_set(err, 0, "oom", "out of memory");
+	if (created) {
+		ch->first_seq = row->seq;
+		snprintf(ch->first_prev, sizeof(ch->first_prev), "%s", row->prev_hex);
 	}
+	ch->last_seq = row->seq;
+	ch->txns++;
+	snprintf(ch->last_hash, sizeof(ch->last_hash), "%s", row->hash_hex);
+	json_decref(s->last);
+	s->last = export_file_entry_json(row);
+	if (!s->first)
+		s->first = json_incref(s->last);
+	return 0;
+}
+
+/* One posting line with its row hash; a checkpoint every
+ * EXPORT_CHECKPOINT_EVERY rows. */
+static int write_row(struct export_state *s, const struct export_row *row, struct error *err)
+{
+	char rhex[65];
+
+	if (row->txn_id != s->cur_txn && begin_txn(s, row, err) < 0)
+		return -1;
+	export_file_totals_add(&s->tt, row->la_type, row->amount);
+	buf_reset(&s->line);
+	export_file_body(&s->line, s->o->format, row, &s->d);
+	export_file_row_hash_step(s->rh, s->line.data, s->line.len);
+	hex(rhex, s->rh, 32);
+	if (s->o->format == EXPORT_CSV)
+		buf_printf(&s->line, ",%s\r\n", rhex);
+	else
+		buf_printf(&s->line, ",\"row_hash\":\"%s\"}\n", rhex);
+	if (emit(&s->w, s->line.data, s->line.len) < 0)
+		return write_failed(s, err);
+	s->rows++;
+	if (s->rows % EXPORT_CHECKPOINT_EVERY == 0)
+		json_array_append_new(s->checkpoints,
+				      json_pack("{s:I,s:s}", "row", (json_int_t)s->rows, "row_hash", rhex));
+	return 0;
+}
+
+/* Every row of the cursor, FETCH_ROWS at a time. */
+static int write_rows(PGconn *c, struct export_state *s, struct error *err)
+{
 	for (;;) {
+		PGresult *r = db_query(c, "FETCH " FETCH_ROWS " FROM export_rows", 0, NULL, err);
 		int n;
-		r = db_query(c, "FETCH " FETCH_ROWS " FROM export_rows", 0, NULL, err);
+
 		if (!r)
-			goto done;
+			return -1;
 		n = PQntuples(r);
-		if (n == 0)
-			break;
+		if (n == 0) {
+			PQclear(r);
+			return 0;
+		}
 		for (int i = 0; i < n; i++) {
 			struct export_row row;
-			bool created;
-			struct export_chain *ch;
 
 			fill_row(r, i, &row);
-			if (row.txn_id != cur_txn) {
-				cur_txn = row.txn_id;
-				txns++;
-				export_file_derive(row.details, &d);
-				ch = export_file_chain_get(&cs, row.writer, &created);
-				if (!ch) {
-					error_set(err, 0, "oom", "out of memory");
-					goto done;
-				}
-				if (created) {
-					ch->first_seq = row.seq;
-					snprintf(ch->first_prev, sizeof(ch->first_prev), "%s", row.prev_hex);
-				}
-				ch->last_seq = row.seq;
-				ch->txns++;
-				snprintf(ch->last_hash, sizeof(ch->last_hash), "%s", row.hash_hex);
-				json_decref(last);
-				last = export_file_entry_json(&row);
-				if (!first)
-					first = json_incref(last);
+			if (write_row(s, &row, err) < 0) {
+				PQclear(r);
+				return -1;
 			}
-			export_file_totals_add(&tt, row.la_type, row.amount);
-			buf_reset(&line);
-			export_file_body(&line, o->format, &row, &d);
-			export_file_row_hash_step(rh, line.data, line.len);
-			hex(rhex, rh, 32);
-			if (o->format == EXPORT_CSV)
-				buf_printf(&line, ",%s\r\n", rhex);
-			else
-				buf_printf(&line, ",\"row_hash\":\"%s\"}\n", rhex);
-			if (emit(&w, line.data, line.len) < 0)
-				goto io_error;
-			rows++;
-			if (rows % EXPORT_CHECKPOINT_EVERY == 0)
-				json_array_append_new(
-					checkpoints, json_pack("{s:I,s:s}", "row", (json_int_t)rows, "row_hash", rhex));
 		}
 		PQclear(r);
-		r = NULL;
-		if (o->progress && time_now_us() - last_progress > 250000) {
-			last_progress = time_now_us();
-			progress(o->progress, rows, est, t0, false);
+		if (s->o->progress && time_now_us() - s->last_progress > 250000) {
+			s->last_progress = time_now_us();
+			progress(s->o->progress, s->rows, s->est, s->t0, false);
 		}
 	}
-	PQclear(r);
-	r = NULL;
-	db_exec_quiet(c, "ROLLBACK");
-	in_tx = 0;
-	if (tt.overflow) {
-		error_set(err, 0, "overflow", "the range holds more than 32 ledger account types");
-		goto done;
-	}
-	if (fflush(w.f) != 0 || fsync(fileno(w.f)) != 0)
-		goto io_error;
-	if (fclose(w.f) != 0) {
-		w.f = NULL;
-		goto io_error;
-	}
-	w.f = NULL;
-	crypto_generichash_final(&w.fh, res->blake2b, 32);
-	hex(fhex, res->blake2b, 32);
-	hex(rhex, rh, 32);
-	{
-		char now[40], *pathcopy = strdup(o->path);
-		time_format_rfc3339(time_now_us(), now, sizeof(now));
-		m = json_pack("{s:s,s:s,s:s,s:I,s:s,s:I,s:I,s:{s:s,s:s,s:o},s:s,s:o,s:o,s:o,s:o,"
-			      "s:{s:s,s:s,s:I,s:o},s:s,s:s,s:s}",
-			      "format", MANIFEST_FORMAT, "file", pathcopy ? basename(pathcopy) : "", "file_format",
-			      o->format == EXPORT_CSV ? "csv" : "ndjson", "bytes", (json_int_t)w.bytes, "blake2b_256",
-			      fhex, "rows", (json_int_t)rows, "transactions", (json_int_t)txns, "range", "from", from,
-			      "to", to, "account_id", o->account_id ? json_integer(o->account_id) : json_null(),
-			      "currency", EXPORT_CURRENCY, "first", first ? json_incref(first) : json_null(), "last",
-			      last ? json_incref(last) : json_null(), "totals", export_file_totals_json(&tt), "chains",
-			      export_file_chains_json(&cs), "row_hash", "algorithm",
-			      "h0 = BLAKE2b-256(\"" EXPORT_ROW_TAG "\\0\" || format [|| CSV header]); "
-			      "h_i = BLAKE2b-256(h_{i-1} || line bytes before the row_hash field)",
-			      "last", rhex, "checkpoint_every", (json_int_t)EXPORT_CHECKPOINT_EVERY, "checkpoints",
-			      json_incref(checkpoints), "hash_chain",
-			      "journal_encode of billing-ledger-v1 (docs/ledger.md: Hash chain)", "created_at", now, "created_by",
-			      o->operator ? o->operator : "");
-		free(pathcopy);
-		if (m)
-			json_object_set_new(m, "columns", export_file_columns_json());
-	}
-	if (!m) {
-		error_set(err, 0, "oom", "cannot build the manifest");
-		goto done;
-	}
+}
+
+/* Flushed to the disk and closed: the file's BLAKE2b-256 into fh. */
+static int close_output(struct export_state *s, uint8_t fh[32], struct error *err)
+{
+	FILE *f = s->w.f;
+
+	if (fflush(f) != 0 || fsync(fileno(f)) != 0)
+		return write_failed(s, err);
+	s->w.f = NULL;
+	if (fclose(f) != 0)
+		return write_failed(s, err);
+	crypto_generichash_final(&s->w.fh, fh, 32);
+	return 0;
+}
+
+/* The manifest before its signature, NULL when out of memory. */
+static json_t *build_manifest(const struct export_state *s, const char *from, const char *to, const uint8_t fh[32])
+{
+	const struct export_opts *o = s->o;
+	char now[40], fhex[65], rhex[65], *pathcopy = strdup(o->path);
+	json_t *m;
+
+	hex(fhex, fh, 32);
+	hex(rhex, s->rh, 32);
+	time_format_rfc3339(time_now_us(), now, sizeof(now));
+	m = json_pack("{s:s,s:s,s:s,s:I,s:s,s:I,s:I,s:{s:s,s:s,s:o},s:s,s:o,s:o,s:o,s:o,"
+		      "s:{s:s,s:s,s:I,s:o},s:s,s:s,s:s}",
+		      "format", MANIFEST_FORMAT, "file", pathcopy ? basename(pathcopy) : "", "file_format",
+		      o->format == EXPORT_CSV ? "csv" : "ndjson", "bytes", (json_int_t)s->w.bytes, "blake2b_256", fhex,
+		      "rows", (json_int_t)s->rows, "transactions", (json_int_t)s->txns, "range", "from", from, "to", to,
+		      "account_id", o->account_id ? json_integer(o->account_id) : json_null(), "currency",
+		      EXPORT_CURRENCY, "first", s->first ? json_incref(s->first) : json_null(), "last",
+		      s->last ? json_incref(s->last) : json_null(), "totals", export_file_totals_json(&s->tt), "chains",
+		      export_file_chains_json(&s->cs), "row_hash", "algorithm",
+		      "h0 = BLAKE2b-256(\"" EXPORT_ROW_TAG "\\0\" || format [|| CSV header]); "
+		      "h_i = BLAKE2b-256(h_{i-1} || line bytes before the row_hash field)",
+		      "last", rhex, "checkpoint_every", (json_int_t)EXPORT_CHECKPOINT_EVERY, "checkpoints",
+		      json_incref(s->checkpoints), "hash_chain",
+		      "journal_encode of billing-ledger-v1 (docs/ledger.md: Hash chain)", "created_at", now, "created_by",
+		      o->operator ? o->operator : "");
+	free(pathcopy);
+	if (!m)
+		return NULL;
+	json_object_set_new(m, "columns", export_file_columns_json());
 	json_object_set_new(
 		m, "signature_covers",
 		json_string("Ed25519 over this object without \"signature\", as JSON with keys sorted, no "
 			    "white space, only \\\" \\\\ \\b \\f \\n \\r \\t \\u00xx escaped: "
 			    "Python json.dumps(m, sort_keys=True, separators=(',', ':'), ensure_ascii=False)"));
+	return m;
+}
+
+int export_write(PGconn *c, const struct export_opts *o, struct export_result *res, struct error *err)
+{
+	char from[40], to[40], acct[32], manifest_path[4200];
+	const char *p[3] = {from, to, acct};
+	struct export_state s;
+	json_t *m = NULL;
+	int rc = -1, in_tx = 0;
+	bool created_file = false;
+
+	memset(res, 0, sizeof(*res));
+	memset(&s, 0, sizeof(s));
+	s.o = o;
+	s.t0 = time_now_us();
+	s.checkpoints = json_array();
+	buf_init(&s.line);
+	time_format_rfc3339(o->from_us, from, sizeof(from));
+	time_format_rfc3339(o->to_us, to, sizeof(to));
+	snprintf(acct, sizeof(acct), "%" PRId64, o->account_id);
+	snprintf(manifest_path, sizeof(manifest_path), "%s.manifest.json", o->path);
+	if (!s.checkpoints) {
+		error_set(err, 0, "oom", "out of memory");
+		goto done;
+	}
+	if (open_output(o, manifest_path, &s.w, &created_file, err) < 0)
+		goto done;
+	if (db_exec(c, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", 0, NULL, err) < 0)
+		goto done;
+	in_tx = 1;
+	if (open_cursor(c, p, &s, err) < 0 || write_header(&s, err) < 0 || write_rows(c, &s, err) < 0)
+		goto done;
+	db_exec_quiet(c, "ROLLBACK");
+	in_tx = 0;
+	if (s.tt.overflow) {
+		error_set(err, 0, "overflow", "the range holds more than 32 ledger account types");
+		goto done;
+	}
+	if (close_output(&s, res->blake2b, err) < 0)
+		goto done;
+	m = build_manifest(&s, from, to, res->blake2b);
+	if (!m) {
+		error_set(err, 0, "oom", "cannot build the manifest");
+		goto done;
+	}
 	if (manifest_sign(m, o->sk, err) < 0 || write_manifest(manifest_path, m, err) < 0)
 		goto done;
-	progress(o->progress, rows, est, t0, true);
-	res->rows = rows;
-	res->txns = txns;
-	res->bytes = w.bytes;
+	progress(o->progress, s.rows, s.est, s.t0, true);
+	res->rows = s.rows;
+	res->txns = s.txns;
+	res->bytes = s.w.bytes;
 	snprintf(res->manifest_path, sizeof(res->manifest_path), "%s", manifest_path);
 	rc = 0;
-	goto done;
-io_error:
-	error_set(err, 0, "io", "cannot write '%s': %s", o->path, strerror(errno));
 done:
-	PQclear(r);
 	if (in_tx)
 		db_exec_quiet(c, "ROLLBACK");
-	if (w.f)
-		fclose(w.f);
-	if (fd >= 0)
-		close(fd);
+	if (s.w.f)
+		fclose(s.w.f);
 	if (rc < 0 && created_file)
 		unlink(o->path);
-	if (o->progress && rc < 0 && rows)
+	if (o->progress && rc < 0 && s.rows)
 		fputc('\n', o->progress);
-	export_file_derived_release(&d);
-	export_file_chains_release(&cs);
-	buf_release(&line);
+	export_file_derived_release(&s.d);
+	export_file_chains_release(&s.cs);
+	buf_release(&s.line);
 	json_decref(m);
-	json_decref(first);
-	json_decref(last);
-	json_decref(checkpoints);
+	json_decref(s.first);
+	json_decref(s.last);
+	json_decref(s.checkpoints);
 	return rc;
 }

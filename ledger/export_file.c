@@ -843,158 +843,195 @@ static json_t *load_manifest(const char *mpath, json_error_t *je)
 	return m;
 }
 
+/* The manifest's own fields: its format, its signature (trusted: the key it
+ * must be signed with, or NULL), the file format, the range, the rows and
+ * the checkpoints, into s.  A problem is a verdict. */
+static void check_manifest(struct vstate *s, const json_t *m, const uint8_t *trusted)
+{
+	const json_t *range = json_object_get(m, "range");
+	const char *ff, *from, *to;
+	struct error e;
+	bool ok = true;
+
+	if (!mstr(m, "format") || strcmp(mstr(m, "format"), MANIFEST_FORMAT) != 0) {
+		fail(s, 0, "manifest: 'format' is not %s", MANIFEST_FORMAT);
+		return;
+	}
+	if (manifest_verify(m, trusted, &e) < 0) {
+		fail(s, 0, "manifest: %s", e.msg);
+		return;
+	}
+	snprintf(s->v->public_key, sizeof(s->v->public_key), "%s", mstr(m, "public_key"));
+	ff = mstr(m, "file_format");
+	from = mstr(range, "from");
+	to = mstr(range, "to");
+	s->manifest_rows = mint(m, "rows", &ok);
+	s->checkpoints = json_object_get(json_object_get(m, "row_hash"), "checkpoints");
+	if (json_is_integer(json_object_get(range, "account_id")))
+		s->account_filter = json_integer_value(json_object_get(range, "account_id"));
+	if (!ff || (strcmp(ff, "csv") != 0 && strcmp(ff, "ndjson") != 0) || !from || !to || !ok ||
+	    time_parse_rfc3339(from, 0, &s->from_us) < 0 || time_parse_rfc3339(to, 0, &s->to_us) < 0 ||
+	    !json_is_array(s->checkpoints) ||
+	    json_integer_value(json_object_get(json_object_get(m, "row_hash"), "checkpoint_every")) !=
+		    EXPORT_CHECKPOINT_EVERY ||
+	    json_array_size(s->checkpoints) != (size_t)(s->manifest_rows / EXPORT_CHECKPOINT_EVERY)) {
+		fail(s, 0, "manifest: file_format, range, rows or row_hash checkpoints missing or malformed");
+		return;
+	}
+	s->fmt = strcmp(ff, "csv") == 0 ? EXPORT_CSV : EXPORT_NDJSON;
+}
+
+/* The export file as it is read: its lines, their count, size and hash. */
+struct vfile {
+	struct lreader *lr;
+	struct buf rec; /* the current record */
+	crypto_generichash_state fh;
+	int64_t line_no, bytes;
+};
+
+/* Appends one physical line to f->rec, counting and hashing it: as read_line. */
+static int vfile_line(struct vfile *f)
+{
+	size_t before = f->rec.len;
+	int got = read_line(f->lr, &f->rec, EXPORT_MAX_RECORD);
+
+	if (got > 0) {
+		f->line_no++;
+		crypto_generichash_update(&f->fh, (const unsigned char *)f->rec.data + before, f->rec.len - before);
+		f->bytes += (int64_t)(f->rec.len - before);
+	}
+	return got;
+}
+
+/* The CSV header row, and h0 into rh.  A problem is a verdict. */
+static void check_header(struct vstate *s, struct vfile *f, uint8_t rh[32])
+{
+	struct buf hdr;
+	int got;
+
+	if (s->fmt != EXPORT_CSV) {
+		export_file_row_hash_init(rh, s->fmt, NULL, 0);
+		return;
+	}
+	got = vfile_line(f);
+	f->line_no = 1;
+	buf_init(&hdr);
+	export_file_header(&hdr);
+	buf_append(&hdr, "\r\n", 2);
+	if (got <= 0 || f->rec.len != hdr.len || memcmp(f->rec.data, hdr.data, hdr.len) != 0)
+		fail(s, 1, "the header row is not the expected one");
+	else
+		export_file_row_hash_init(rh, s->fmt, hdr.data, hdr.len - 2);
+	buf_release(&hdr);
+}
+
+/* The next record into f->rec (empty at the end of the file): one line, or
+ * for CSV the lines up to where the quotes balance (a quoted field may hold
+ * line breaks).  0, or -1 with err when the file cannot be read; a record
+ * too long or unterminated is a verdict. */
+static int next_record(struct vstate *s, struct vfile *f, const char *path, struct error *err)
+{
+	int64_t start = f->line_no + 1;
+	size_t quotes_done = 0;
+
+	buf_reset(&f->rec);
+	for (;;) {
+		size_t before = f->rec.len;
+		int got = vfile_line(f);
+
+		if (got == -2)
+			return error_set(err, 0, "io", "cannot read '%s': %s", path, strerror(errno));
+		if (got == -1) {
+			fail(s, start, "record longer than %u bytes", EXPORT_MAX_RECORD);
+			return 0;
+		}
+		if (got == 0 || s->fmt == EXPORT_NDJSON)
+			break;
+		quotes_done += csv_record_complete(f->rec.data + before, f->rec.len - before) ? 0 : 1;
+		if (quotes_done % 2 == 0 || f->rec.data[f->rec.len - 1] != '\n')
+			break;
+	}
+	if (f->rec.len && s->fmt == EXPORT_CSV && quotes_done % 2 == 1)
+		fail(s, start, "unterminated quoted field (runs to the end of the file)");
+	return 0;
+}
+
 int export_verify(const char *path, const uint8_t *trusted, struct export_verdict *v, struct error *err)
 {
 	char mpath[4200];
 	json_error_t je;
 	json_t *m = NULL;
-	struct lreader *lr = NULL;
 	struct vstate s;
-	struct buf rec, canon;
-	struct csv_fields f;
+	struct vfile f;
+	struct csv_fields fields;
+	struct buf canon;
 	struct export_derived d = {0};
-	crypto_generichash_state fh;
 	uint8_t rh[32], fhash[32];
-	const char *ff, *from, *to;
-	int64_t line_no = 0, bytes = 0;
-	bool ok = true;
 	int rc = -1;
 
 	memset(v, 0, sizeof(*v));
 	memset(&s, 0, sizeof(s));
+	memset(&f, 0, sizeof(f));
 	v->ok = 1;
 	s.v = v;
-	buf_init(&rec);
+	buf_init(&f.rec);
 	buf_init(&canon);
-	csv_fields_init(&f);
+	csv_fields_init(&fields);
 	snprintf(mpath, sizeof(mpath), "%s.manifest.json", path);
 	m = load_manifest(mpath, &je);
 	if (!m) {
 		error_set(err, 0, "bad_manifest", "cannot read manifest '%s': %s (line %d)", mpath, je.text, je.line);
 		goto done;
 	}
-	lr = calloc(1, sizeof(*lr));
-	if (!lr) {
+	f.lr = calloc(1, sizeof(*f.lr));
+	if (!f.lr) {
 		error_set(err, 0, "oom", "out of memory");
 		goto done;
 	}
-	lr->f = fopen(path, "rb");
-	if (!lr->f) {
+	f.lr->f = fopen(path, "rb");
+	if (!f.lr->f) {
 		error_set(err, 0, "io", "cannot open '%s': %s", path, strerror(errno));
 		goto done;
 	}
 	rc = 0; /* from here on, every problem is a verdict */
 	s.m = m;
-	if (!mstr(m, "format") || strcmp(mstr(m, "format"), MANIFEST_FORMAT) != 0) {
-		fail(&s, 0, "manifest: 'format' is not %s", MANIFEST_FORMAT);
+	check_manifest(&s, m, trusted);
+	if (!v->ok)
 		goto done;
-	}
-	{
-		struct error e;
-		if (manifest_verify(m, trusted, &e) < 0) {
-			fail(&s, 0, "manifest: %s", e.msg);
-			goto done;
-		}
-	}
-	snprintf(v->public_key, sizeof(v->public_key), "%s", mstr(m, "public_key"));
-	ff = mstr(m, "file_format");
-	from = mstr(json_object_get(m, "range"), "from");
-	to = mstr(json_object_get(m, "range"), "to");
-	s.manifest_rows = mint(m, "rows", &ok);
-	s.checkpoints = json_object_get(json_object_get(m, "row_hash"), "checkpoints");
-	if (json_is_integer(json_object_get(json_object_get(m, "range"), "account_id")))
-		s.account_filter = json_integer_value(json_object_get(json_object_get(m, "range"), "account_id"));
-	if (!ff || (strcmp(ff, "csv") != 0 && strcmp(ff, "ndjson") != 0) || !from || !to || !ok ||
-	    time_parse_rfc3339(from, 0, &s.from_us) < 0 || time_parse_rfc3339(to, 0, &s.to_us) < 0 ||
-	    !json_is_array(s.checkpoints) ||
-	    json_integer_value(json_object_get(json_object_get(m, "row_hash"), "checkpoint_every")) !=
-		    EXPORT_CHECKPOINT_EVERY ||
-	    json_array_size(s.checkpoints) != (size_t)(s.manifest_rows / EXPORT_CHECKPOINT_EVERY)) {
-		fail(&s, 0, "manifest: file_format, range, rows or row_hash checkpoints missing or malformed");
-		goto done;
-	}
-	s.fmt = strcmp(ff, "csv") == 0 ? EXPORT_CSV : EXPORT_NDJSON;
-	crypto_generichash_init(&fh, NULL, 0, 32);
-	if (s.fmt == EXPORT_CSV) {
-		struct buf hdr;
-		int got = read_line(lr, &rec, EXPORT_MAX_RECORD);
-		line_no = 1;
-		if (got > 0) {
-			crypto_generichash_update(&fh, (const unsigned char *)rec.data, rec.len);
-			bytes += (int64_t)rec.len;
-		}
-		buf_init(&hdr);
-		export_file_header(&hdr);
-		buf_append(&hdr, "\r\n", 2);
-		if (got <= 0 || rec.len != hdr.len || memcmp(rec.data, hdr.data, hdr.len) != 0) {
-			buf_release(&hdr);
-			fail(&s, 1, "the header row is not the expected one");
-			goto done;
-		}
-		export_file_row_hash_init(rh, s.fmt, hdr.data, hdr.len - 2);
-		buf_release(&hdr);
-	} else {
-		export_file_row_hash_init(rh, s.fmt, NULL, 0);
-	}
-	for (;;) {
-		int64_t start = line_no + 1;
-		size_t quotes_done = 0;
-		int got;
+	crypto_generichash_init(&f.fh, NULL, 0, 32);
+	check_header(&s, &f, rh);
+	while (v->ok) {
+		int64_t start = f.line_no + 1;
 
-		buf_reset(&rec);
-		for (;;) {
-			size_t before = rec.len;
-			got = read_line(lr, &rec, EXPORT_MAX_RECORD);
-			if (got == -2) {
-				rc = -1;
-				error_set(err, 0, "io", "cannot read '%s': %s", path, strerror(errno));
-				goto done;
-			}
-			if (got == -1) {
-				fail(&s, start, "record longer than %u bytes", EXPORT_MAX_RECORD);
-				goto done;
-			}
-			if (got == 0)
-				break;
-			line_no++;
-			crypto_generichash_update(&fh, (const unsigned char *)rec.data + before, rec.len - before);
-			bytes += (int64_t)(rec.len - before);
-			if (s.fmt == EXPORT_NDJSON)
-				break;
-			/* CSV: a quoted field may hold line breaks; the record ends where quotes balance */
-			quotes_done += csv_record_complete(rec.data + before, rec.len - before) ? 0 : 1;
-			if (quotes_done % 2 == 0 || rec.data[rec.len - 1] != '\n')
-				break;
+		if (next_record(&s, &f, path, err) < 0) {
+			rc = -1;
+			goto done;
 		}
-		if (rec.len == 0)
+		if (!v->ok || f.rec.len == 0)
 			break;
-		if (s.fmt == EXPORT_CSV && quotes_done % 2 == 1) {
-			fail(&s, start, "unterminated quoted field (runs to the end of the file)");
-			goto done;
-		}
-		check_record(&s, start, rec.data, rec.len, rh, &f, &canon, &d);
-		if (!v->ok)
-			goto done;
+		check_record(&s, start, f.rec.data, f.rec.len, rh, &fields, &canon, &d);
 	}
+	if (!v->ok)
+		goto done;
 	txn_finish(&s);
 	if (!v->ok)
 		goto done;
-	crypto_generichash_final(&fh, fhash, 32);
-	check_totals(&s, fhash, bytes, rh, line_no);
+	crypto_generichash_final(&f.fh, fhash, 32);
+	check_totals(&s, fhash, f.bytes, rh, f.line_no);
 done:
 	v->rows = s.rows;
 	v->txns = s.txns;
-	if (lr && lr->f)
-		fclose(lr->f);
-	free(lr);
+	if (f.lr && f.lr->f)
+		fclose(f.lr->f);
+	free(f.lr);
 	txn_clear(&s.cur);
 	free(s.cur.posts);
 	export_file_chains_release(&s.cs);
 	json_decref(s.first);
 	json_decref(s.last);
 	export_file_derived_release(&d);
-	csv_fields_release(&f);
-	buf_release(&rec);
+	csv_fields_release(&fields);
+	buf_release(&f.rec);
 	buf_release(&canon);
 	json_decref(m);
 	return rc;
