@@ -18,10 +18,7 @@ struct config;
 
 /* Every function below that can fail returns 0 or -1 with a struct error
  * (code "config"; may be NULL) whose message names the line of the file
- * ("line 3: unknown key 'x'") or the key ("config key 'batch_max': ...").
- * config_error is the old name, kept only for the callers that other
- * branches are rewriting (authorize.c, stream.c): new code says error. */
-#define config_error error
+ * ("line 3: unknown key 'x'") or the key ("config key 'batch_max': ..."). */
 
 /* A config holding every key at its default.  Owned by the caller. */
 struct config *config_new(void) __attribute__((warn_unused_result));

@@ -55,20 +55,82 @@ static void bad(struct verify_report *rep, int64_t txn, const char *writer, int6
 		snprintf(rep->problem, sizeof(rep->problem), "writer %s, seq %" PRId64 ": %s", writer, seq, what);
 }
 
-int verify_chain(PGconn *c, FILE *progress, struct verify_report *rep, struct error *err)
+/* Where the walk over the journal, writer by writer in seq order, stands. */
+struct chain_walk {
+	char writer[256];
+	uint8_t prev[32]; /* the hash of the writer's previous transaction */
+	int64_t expect;   /* the seq that must come next */
+	struct journal_posting *posts;
+	size_t cap;
+};
+
+/* Row i of the chain cursor: in sequence, linked to the previous one, and
+ * its hash recomputed from its content and postings; else the problem in
+ * rep. */
+static void check_txn(struct chain_walk *cw, PGresult *r, int i, struct verify_report *rep)
 {
-	char writer[256] = "";
-	uint8_t prev[32] = {0}, stored_prev[32], stored[32], h[32];
-	int64_t expect = 1;
-	struct journal_posting *posts = NULL;
-	size_t cap = 0;
-	PGresult *r = NULL;
+	struct journal_txn t;
+	uint8_t stored_prev[32], stored[32], h[32];
+	int64_t txn = strtoll(PQgetvalue(r, i, 0), NULL, 10);
+	const char *w = PQgetvalue(r, i, 1);
+	int64_t seq = strtoll(PQgetvalue(r, i, 2), NULL, 10);
+	int np;
+
+	if (strcmp(w, cw->writer) != 0) {
+		snprintf(cw->writer, sizeof(cw->writer), "%s", w);
+		memset(cw->prev, 0, sizeof(cw->prev));
+		cw->expect = 1;
+		rep->writers++;
+	}
+	if (seq != cw->expect) {
+		char what[200];
+		snprintf(what, sizeof(what),
+			 "transaction seq %" PRId64 " is missing (deleted?) before transaction %" PRId64
+			 " (seq %" PRId64 ")",
+			 cw->expect, txn, seq);
+		bad(rep, 0, cw->writer, cw->expect, what);
+		return;
+	}
+	if (hex32(PQgetvalue(r, i, 10), stored_prev) < 0 || hex32(PQgetvalue(r, i, 11), stored) < 0) {
+		bad(rep, txn, cw->writer, seq, "malformed hash");
+		return;
+	}
+	if (sodium_memcmp(stored_prev, cw->prev, 32) != 0) {
+		bad(rep, txn, cw->writer, seq, "prev_hash does not match the previous transaction's hash");
+		return;
+	}
+	np = parse_postings(PQgetisnull(r, i, 12) ? "" : PQgetvalue(r, i, 12), &cw->posts, &cw->cap);
+	if (np < 0) {
+		bad(rep, txn, cw->writer, seq, "unreadable postings");
+		return;
+	}
+	memset(&t, 0, sizeof(t));
+	t.kind = PQgetvalue(r, i, 3);
+	t.idempotency_key = PQgetvalue(r, i, 4);
+	t.account_id = strtoll(PQgetvalue(r, i, 5), NULL, 10);
+	t.actor = PQgetvalue(r, i, 6);
+	t.reason = PQgetvalue(r, i, 7);
+	t.details = PQgetvalue(r, i, 8);
+	t.created_at_us = strtoll(PQgetvalue(r, i, 9), NULL, 10);
+	t.n_postings = (size_t)np;
+	t.postings = cw->posts;
+	journal_hash(h, cw->prev, cw->writer, seq, &t);
+	if (sodium_memcmp(h, stored, 32) != 0) {
+		bad(rep, txn, cw->writer, seq, "hash does not match its content (transaction or postings altered)");
+		return;
+	}
+	memcpy(cw->prev, stored, 32);
+	cw->expect++;
+	rep->txns++;
+}
+
+/* Every writer's hash chain, through a cursor in the caller's snapshot,
+ * until the first problem.  0 (the verdict in rep), or -1 with err. */
+static int walk_chains(PGconn *c, FILE *progress, struct verify_report *rep, struct error *err)
+{
+	struct chain_walk cw = {"", {0}, 1, NULL, 0};
 	int rc = -1;
 
-	memset(rep, 0, sizeof(*rep));
-	rep->ok = 1;
-	if (db_exec(c, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", 0, NULL, err) < 0)
-		return -1;
 	if (db_exec(c,
 		    "DECLARE chain NO SCROLL CURSOR FOR"
 		    " SELECT j.txn_id, j.writer, j.seq, j.kind, j.idempotency_key, coalesce(j.account_id, 0), j.actor,"
@@ -78,134 +140,97 @@ int verify_chain(PGconn *c, FILE *progress, struct verify_report *rep, struct er
 		    "    FROM postings p WHERE p.txn_id = j.txn_id AND p.created_at = j.created_at)"
 		    " FROM journal j ORDER BY j.writer, j.seq",
 		    0, NULL, err) < 0)
-		goto done;
-	for (;;) {
+		return -1;
+	while (rep->ok) {
+		PGresult *r = db_query(c, "FETCH 5000 FROM chain", 0, NULL, err);
 		int n;
-		r = db_query(c, "FETCH 5000 FROM chain", 0, NULL, err);
+
 		if (!r)
 			goto done;
 		n = PQntuples(r);
-		if (n == 0) {
-			PQclear(r);
-			r = NULL;
-			break;
-		}
-		for (int i = 0; i < n && rep->ok; i++) {
-			struct journal_txn t;
-			int64_t txn = strtoll(PQgetvalue(r, i, 0), NULL, 10);
-			const char *w = PQgetvalue(r, i, 1);
-			int64_t seq = strtoll(PQgetvalue(r, i, 2), NULL, 10);
-			int np;
-
-			if (strcmp(w, writer) != 0) {
-				snprintf(writer, sizeof(writer), "%s", w);
-				memset(prev, 0, sizeof(prev));
-				expect = 1;
-				rep->writers++;
-			}
-			if (seq != expect) {
-				char what[200];
-				snprintf(what, sizeof(what),
-					 "transaction seq %" PRId64 " is missing (deleted?) before transaction %" PRId64
-					 " (seq %" PRId64 ")",
-					 expect, txn, seq);
-				bad(rep, 0, writer, expect, what);
-				break;
-			}
-			if (hex32(PQgetvalue(r, i, 10), stored_prev) < 0 || hex32(PQgetvalue(r, i, 11), stored) < 0) {
-				bad(rep, txn, writer, seq, "malformed hash");
-				break;
-			}
-			if (sodium_memcmp(stored_prev, prev, 32) != 0) {
-				bad(rep, txn, writer, seq, "prev_hash does not match the previous transaction's hash");
-				break;
-			}
-			np = parse_postings(PQgetisnull(r, i, 12) ? "" : PQgetvalue(r, i, 12), &posts, &cap);
-			if (np < 0) {
-				bad(rep, txn, writer, seq, "unreadable postings");
-				break;
-			}
-			memset(&t, 0, sizeof(t));
-			t.kind = PQgetvalue(r, i, 3);
-			t.idempotency_key = PQgetvalue(r, i, 4);
-			t.account_id = strtoll(PQgetvalue(r, i, 5), NULL, 10);
-			t.actor = PQgetvalue(r, i, 6);
-			t.reason = PQgetvalue(r, i, 7);
-			t.details = PQgetvalue(r, i, 8);
-			t.created_at_us = strtoll(PQgetvalue(r, i, 9), NULL, 10);
-			t.n_postings = (size_t)np;
-			t.postings = posts;
-			journal_hash(h, prev, writer, seq, &t);
-			if (sodium_memcmp(h, stored, 32) != 0) {
-				bad(rep, txn, writer, seq,
-				    "hash does not match its content (transaction or postings altered)");
-				break;
-			}
-			memcpy(prev, stored, 32);
-			expect++;
-			rep->txns++;
-		}
+		for (int i = 0; i < n && rep->ok; i++)
+			check_txn(&cw, r, i, rep);
 		PQclear(r);
-		r = NULL;
-		if (!rep->ok)
+		if (n == 0)
 			break;
-		if (progress)
+		if (rep->ok && progress)
 			fprintf(progress, "\rverified %" PRId64 " transactions", rep->txns);
 	}
 	if (progress && rep->txns)
 		fprintf(progress, "\n");
-	if (rep->ok) {
-		r = db_query(c,
-			     "SELECT p.txn_id, coalesce(j.writer, '?'), coalesce(j.seq, 0) FROM postings p"
-			     " LEFT JOIN journal j USING (txn_id, created_at) GROUP BY p.txn_id, j.writer, j.seq"
-			     " HAVING sum(p.amount) <> 0 OR j.writer IS NULL ORDER BY p.txn_id LIMIT 1",
-			     0, NULL, err);
-		if (!r)
-			goto done;
-		if (PQntuples(r) == 1)
-			bad(rep, strtoll(PQgetvalue(r, 0, 0), NULL, 10), PQgetvalue(r, 0, 1),
-			    strtoll(PQgetvalue(r, 0, 2), NULL, 10),
-			    "postings do not sum to zero or have no transaction");
-		PQclear(r);
-		r = NULL;
-	}
-	if (rep->ok) {
-		/* the key table (migration 0006) mirrors each journal row's keys and
-		 * hash, and writers take their chain head from it */
-		r = db_query(
-			c,
-			"SELECT coalesce(j.txn_id, k.txn_id), coalesce(j.writer, k.writer), coalesce(j.seq, k.seq)"
-			" FROM journal j FULL JOIN ledger_idempotency k ON k.txn_id = j.txn_id AND k.created_at = j.created_at"
-			" WHERE j.txn_id IS NULL OR k.txn_id IS NULL OR k.hash <> j.hash OR k.writer <> j.writer"
-			" OR k.seq <> j.seq OR k.idempotency_key <> j.idempotency_key OR k.content_hash <> j.content_hash"
-			" OR k.account_id IS DISTINCT FROM j.account_id"
-			" ORDER BY 1 LIMIT 1",
-			0, NULL, err);
-		if (!r)
-			goto done;
-		if (PQntuples(r) == 1)
-			bad(rep, strtoll(PQgetvalue(r, 0, 0), NULL, 10), PQgetvalue(r, 0, 1),
-			    strtoll(PQgetvalue(r, 0, 2), NULL, 10),
-			    "its ledger_idempotency row does not match it (or is missing)");
-		PQclear(r);
-		r = NULL;
-	}
-	if (rep->ok) {
-		r = db_query(c, "SELECT ledger_account_id, stored, computed FROM ledger_balance_mismatches() LIMIT 1",
-			     0, NULL, err);
-		if (!r)
-			goto done;
-		if (PQntuples(r) == 1) {
-			rep->ok = 0;
-			snprintf(rep->problem, sizeof(rep->problem),
-				 "ledger account %s: stored balance %s differs from its postings' sum %s",
-				 PQgetvalue(r, 0, 0), PQgetvalue(r, 0, 1), PQgetvalue(r, 0, 2));
-		}
-	}
 	rc = 0;
 done:
+	free(cw.posts);
+	return rc;
+}
+
+/* The first row sql finds (txn_id, writer, seq) is the problem what. */
+static int first_offender(PGconn *c, const char *sql, const char *what, struct verify_report *rep, struct error *err)
+{
+	PGresult *r = db_query(c, sql, 0, NULL, err);
+
+	if (!r)
+		return -1;
+	if (PQntuples(r) == 1)
+		bad(rep, strtoll(PQgetvalue(r, 0, 0), NULL, 10), PQgetvalue(r, 0, 1),
+		    strtoll(PQgetvalue(r, 0, 2), NULL, 10), what);
 	PQclear(r);
-	free(posts);
+	return 0;
+}
+
+/* Every stored balance equals the sum of its postings. */
+static int check_balances(PGconn *c, struct verify_report *rep, struct error *err)
+{
+	PGresult *r = db_query(c, "SELECT ledger_account_id, stored, computed FROM ledger_balance_mismatches() LIMIT 1",
+			       0, NULL, err);
+
+	if (!r)
+		return -1;
+	if (PQntuples(r) == 1) {
+		rep->ok = 0;
+		snprintf(rep->problem, sizeof(rep->problem),
+			 "ledger account %s: stored balance %s differs from its postings' sum %s", PQgetvalue(r, 0, 0),
+			 PQgetvalue(r, 0, 1), PQgetvalue(r, 0, 2));
+	}
+	PQclear(r);
+	return 0;
+}
+
+int verify_chain(PGconn *c, FILE *progress, struct verify_report *rep, struct error *err)
+{
+	int rc = -1;
+
+	memset(rep, 0, sizeof(*rep));
+	rep->ok = 1;
+	if (db_exec(c, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", 0, NULL, err) < 0)
+		return -1;
+	if (walk_chains(c, progress, rep, err) < 0)
+		goto done;
+	if (rep->ok &&
+	    first_offender(c,
+			   "SELECT p.txn_id, coalesce(j.writer, '?'), coalesce(j.seq, 0) FROM postings p"
+			   " LEFT JOIN journal j USING (txn_id, created_at) GROUP BY p.txn_id, j.writer, j.seq"
+			   " HAVING sum(p.amount) <> 0 OR j.writer IS NULL ORDER BY p.txn_id LIMIT 1",
+			   "postings do not sum to zero or have no transaction", rep, err) < 0)
+		goto done;
+	/* the key table (migration 0006) mirrors each journal row's keys and
+	 * hash, and writers take their chain head from it */
+	if (rep->ok &&
+	    first_offender(
+		    c,
+		    "SELECT coalesce(j.txn_id, k.txn_id), coalesce(j.writer, k.writer), coalesce(j.seq, k.seq)"
+		    " FROM journal j FULL JOIN ledger_idempotency k"
+		    " ON k.txn_id = j.txn_id AND k.created_at = j.created_at"
+		    " WHERE j.txn_id IS NULL OR k.txn_id IS NULL OR k.hash <> j.hash OR k.writer <> j.writer"
+		    " OR k.seq <> j.seq OR k.idempotency_key <> j.idempotency_key OR k.content_hash <> j.content_hash"
+		    " OR k.account_id IS DISTINCT FROM j.account_id"
+		    " ORDER BY 1 LIMIT 1",
+		    "its ledger_idempotency row does not match it (or is missing)", rep, err) < 0)
+		goto done;
+	if (rep->ok && check_balances(c, rep, err) < 0)
+		goto done;
+	rc = 0;
+done:
 	db_exec_quiet(c, "ROLLBACK");
 	return rc;
 }

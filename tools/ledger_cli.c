@@ -18,6 +18,7 @@
 #include "common/timeutil.h"
 #include "ledger/db.h"
 #include "ledger/export.h"
+#include "ledger/export_file.h"
 #include "ledger/manifest.h"
 #include "ledger/ops.h"
 #include "ledger/reconcile.h"

@@ -1151,20 +1151,19 @@ void authz_settle(struct server *s, const struct usage_item *it)
 int authz_init(struct server *s, struct error *err)
 {
 	struct authz_state *az = calloc(1, sizeof(*az));
-	struct config_error ce;
+	struct error ce;
 	struct timeval tv = {1, 0};
 	int64_t ttl, fo;
 	long n;
 
 	if (!az)
-		return -1;
+		return error_set(err, 0, "oom", "out of memory");
 	pthread_mutex_init(&az->rc_mu, NULL);
 	s->az = az;
 	if (config_get_int(s->cfg, "hold_ttl_seconds", 1, 86400, &ttl, &ce) < 0 ||
 	    config_get_int(s->cfg, "redis_fail_open_nanos", 0, INT64_MAX / 2, &fo, &ce) < 0 ||
-	    config_get_int(s->cfg, "redis_timeout_ms", 10, 60000, &az->redis_timeout_ms, &ce) < 0) {
+	    config_get_int(s->cfg, "redis_timeout_ms", 10, 60000, &az->redis_timeout_ms, &ce) < 0)
 		return error_set(err, 0, "config", "%s", ce.msg);
-	}
 	az->hold_ttl_ms = ttl * 1000;
 	az->fail_open = config_get_bool(s->cfg, "redis_fail_open");
 	az->fail_open_nanos = fo;
@@ -1172,9 +1171,8 @@ int authz_init(struct server *s, struct error *err)
 	az->accts = calloc(CACHE_SLOTS, sizeof(*az->accts));
 	az->q = quota_new(s->redis);
 	az->refresh_timer = event_new(s->base, -1, EV_PERSIST, refresh_cb, s);
-	if (!az->keys || !az->accts || !az->q || !az->refresh_timer) {
+	if (!az->keys || !az->accts || !az->q || !az->refresh_timer)
 		return error_set(err, 0, "oom", "out of memory");
-	}
 	/* mirrors this instance may have left half-updated (a crash between commit and settle) */
 	n = quota_invalidate_all_sync(config_get(s->cfg, "redis"), 2000);
 	if (n < 0)
@@ -1182,9 +1180,8 @@ int authz_init(struct server *s, struct error *err)
 	event_add(az->refresh_timer, &tv);
 	refresh_now(s);
 	az->lis = listener_new(s->base, config_get(s->cfg, "pg"), notify_cb, s);
-	if (!az->lis) {
+	if (!az->lis)
 		return error_set(err, 0, "oom", "cannot start the listener");
-	}
 	return 0;
 }
 

@@ -1106,8 +1106,7 @@ struct server *server_new(struct event_base *base, struct config *cfg, struct er
 	s->inf = inference_new(s, err);
 	if (!s->inf)
 		goto fail;
-	s->stream = stream_new(s, err);
-	if (!s->stream && err->status)
+	if (stream_new(s, &s->stream, err) < 0)
 		goto fail;
 	s->gauge_timer = event_new(base, -1, EV_PERSIST, gauge_cb, s);
 	event_add(s->gauge_timer, &tv);

@@ -746,6 +746,128 @@ static void js_preprocess(struct sbuf *o, const char *p, size_t n)
 
 #define JS_WORD "[A-Za-z0-9_]"
 
+/* The escape at p[*pos] (a backslash), in or outside a character class;
+ * *pos moves past it.  0, or -1 when PCRE2 cannot say the same (*pos is
+ * then the offset to report). */
+static int js_escape(const struct regex_ctx *rx, const char *p, size_t n, size_t *pos, bool in_class, struct sbuf *o)
+{
+	size_t i = *pos;
+	char d = i + 1 < n ? p[i + 1] : '\0';
+	uint32_t cp;
+	size_t used;
+
+	switch (d) {
+	case 's':
+	case 'S':
+		if (d == 'S' && in_class)
+			goto unsupported;
+		emit_ranges(o, in_class, d == 'S', uprop_space, sizeof uprop_space / sizeof uprop_space[0]);
+		i += 2;
+		break;
+	case 'd':
+	case 'D':
+		if (d == 'D' && in_class)
+			goto unsupported;
+		emit_ranges(o, in_class, d == 'D', digit_ranges, 1);
+		i += 2;
+		break;
+	case 'w':
+	case 'W':
+		if (d == 'W' && in_class)
+			goto unsupported;
+		emit_ranges(o, in_class, d == 'W', word_ranges, 4);
+		i += 2;
+		break;
+	case 'p':
+	case 'P': {
+		const char *close = i + 2 < n && p[i + 2] == '{' ? memchr(p + i + 3, '}', n - i - 3) : NULL;
+		const struct uprop *up = close ? uprop_find(p + i + 3, (size_t)(close - (p + i + 3))) : NULL;
+
+		if (!up || (d == 'P' && in_class))
+			goto unsupported;
+		emit_prop(o, rx, in_class, d == 'P', up);
+		i = (size_t)(close - p) + 1;
+		break;
+	}
+	case 'b':
+		if (in_class)
+			sb_str(o, "\\x{8}");
+		else
+			sb_str(o, "(?:(?<=" JS_WORD ")(?!" JS_WORD ")|(?<!" JS_WORD ")(?=" JS_WORD "))");
+		i += 2;
+		break;
+	case 'B':
+		if (in_class)
+			goto unsupported;
+		sb_str(o, "(?:(?<=" JS_WORD ")(?=" JS_WORD ")|(?<!" JS_WORD ")(?!" JS_WORD "))");
+		i += 2;
+		break;
+	case 'u':
+	case 'x':
+		used = parse_hex_escape(p, n, i, &cp);
+		if (!used)
+			goto unsupported;
+		i += used;
+		if (cp >= 0xd800 && cp <= 0xdbff && i + 6 <= n && p[i] == '\\' && p[i + 1] == 'u') {
+			uint32_t lo;
+			size_t used2 = parse_hex_escape(p, n, i, &lo);
+
+			if (used2 == 6 && lo >= 0xdc00 && lo <= 0xdfff) {
+				cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
+				i += used2;
+			}
+		}
+		if (cp >= 0xd800 && cp <= 0xdfff)
+			goto unsupported; /* a lone surrogate never matches UTF-8 */
+		sb_fmt(o, "\\x{%x}", (unsigned)cp);
+		break;
+	case 't':
+	case 'n':
+	case 'r':
+	case 'f':
+		sb_add(o, p + i, 2);
+		i += 2;
+		break;
+	case 'v':
+		sb_str(o, "\\x{b}");
+		i += 2;
+		break;
+	case '0':
+		if (i + 2 < n && p[i + 2] >= '0' && p[i + 2] <= '9')
+			goto unsupported;
+		sb_str(o, "\\x{0}");
+		i += 2;
+		break;
+	case 'c':
+		if (i + 2 >= n || !((p[i + 2] >= 'a' && p[i + 2] <= 'z') || (p[i + 2] >= 'A' && p[i + 2] <= 'Z')))
+			goto unsupported;
+		sb_fmt(o, "\\x{%x}", (unsigned)(p[i + 2] & 0x1f));
+		i += 3;
+		break;
+	case 'k':
+		if (in_class)
+			goto unsupported;
+		sb_str(o, "\\k");
+		i += 2;
+		break;
+	default:
+		if (d >= '1' && d <= '9' && !in_class) {
+			sb_add(o, p + i, 2); /* back reference */
+			i += 2;
+		} else if (d && strchr("^$\\.*+?()[]{}|/-", d)) {
+			sb_add(o, p + i, 2);
+			i += 2;
+		} else {
+			goto unsupported;
+		}
+	}
+	*pos = i;
+	return 0;
+unsupported:
+	*pos = i;
+	return -1;
+}
+
 /* Rewrites a JavaScript (flags "gu") regex so that PCRE2 (UTF, UCP,
  * DOLLAR_ENDONLY) matches exactly the same strings the same way: character
  * classes and \p{..} are spelled out from our Unicode tables, \d \w \b
@@ -759,120 +881,8 @@ static int js_to_pcre2(const struct regex_ctx *rx, const char *p, size_t n, stru
 		char c = p[i];
 
 		if (c == '\\') {
-			char d = i + 1 < n ? p[i + 1] : '\0';
-			uint32_t cp;
-			size_t used;
-
-			switch (d) {
-			case 's':
-			case 'S':
-				if (d == 'S' && in_class)
-					goto unsupported;
-				emit_ranges(o, in_class, d == 'S', uprop_space,
-					    sizeof uprop_space / sizeof uprop_space[0]);
-				i += 2;
-				break;
-			case 'd':
-			case 'D':
-				if (d == 'D' && in_class)
-					goto unsupported;
-				emit_ranges(o, in_class, d == 'D', digit_ranges, 1);
-				i += 2;
-				break;
-			case 'w':
-			case 'W':
-				if (d == 'W' && in_class)
-					goto unsupported;
-				emit_ranges(o, in_class, d == 'W', word_ranges, 4);
-				i += 2;
-				break;
-			case 'p':
-			case 'P': {
-				const char *close =
-					i + 2 < n && p[i + 2] == '{' ? memchr(p + i + 3, '}', n - i - 3) : NULL;
-				const struct uprop *up =
-					close ? uprop_find(p + i + 3, (size_t)(close - (p + i + 3))) : NULL;
-
-				if (!up || (d == 'P' && in_class))
-					goto unsupported;
-				emit_prop(o, rx, in_class, d == 'P', up);
-				i = (size_t)(close - p) + 1;
-				break;
-			}
-			case 'b':
-				if (in_class)
-					sb_str(o, "\\x{8}");
-				else
-					sb_str(o,
-					       "(?:(?<=" JS_WORD ")(?!" JS_WORD ")|(?<!" JS_WORD ")(?=" JS_WORD "))");
-				i += 2;
-				break;
-			case 'B':
-				if (in_class)
-					goto unsupported;
-				sb_str(o, "(?:(?<=" JS_WORD ")(?=" JS_WORD ")|(?<!" JS_WORD ")(?!" JS_WORD "))");
-				i += 2;
-				break;
-			case 'u':
-			case 'x':
-				used = parse_hex_escape(p, n, i, &cp);
-				if (!used)
-					goto unsupported;
-				i += used;
-				if (cp >= 0xd800 && cp <= 0xdbff && i + 6 <= n && p[i] == '\\' && p[i + 1] == 'u') {
-					uint32_t lo;
-					size_t used2 = parse_hex_escape(p, n, i, &lo);
-
-					if (used2 == 6 && lo >= 0xdc00 && lo <= 0xdfff) {
-						cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
-						i += used2;
-					}
-				}
-				if (cp >= 0xd800 && cp <= 0xdfff)
-					goto unsupported; /* a lone surrogate never matches UTF-8 */
-				sb_fmt(o, "\\x{%x}", (unsigned)cp);
-				break;
-			case 't':
-			case 'n':
-			case 'r':
-			case 'f':
-				sb_add(o, p + i, 2);
-				i += 2;
-				break;
-			case 'v':
-				sb_str(o, "\\x{b}");
-				i += 2;
-				break;
-			case '0':
-				if (i + 2 < n && p[i + 2] >= '0' && p[i + 2] <= '9')
-					goto unsupported;
-				sb_str(o, "\\x{0}");
-				i += 2;
-				break;
-			case 'c':
-				if (i + 2 >= n ||
-				    !((p[i + 2] >= 'a' && p[i + 2] <= 'z') || (p[i + 2] >= 'A' && p[i + 2] <= 'Z')))
-					goto unsupported;
-				sb_fmt(o, "\\x{%x}", (unsigned)(p[i + 2] & 0x1f));
-				i += 3;
-				break;
-			case 'k':
-				if (in_class)
-					goto unsupported;
-				sb_str(o, "\\k");
-				i += 2;
-				break;
-			default:
-				if (d >= '1' && d <= '9' && !in_class) {
-					sb_add(o, p + i, 2); /* back reference */
-					i += 2;
-				} else if (d && strchr("^$\\.*+?()[]{}|/-", d)) {
-					sb_add(o, p + i, 2);
-					i += 2;
-				} else {
-					goto unsupported;
-				}
-			}
+			if (js_escape(rx, p, n, &i, in_class, o) < 0)
+				goto unsupported;
 		} else if (in_class) {
 			if (c == ']')
 				in_class = false;
@@ -1018,58 +1028,62 @@ done:
 	return rc;
 }
 
-static int load_model(struct tokenizer *t, const json_t *model, const json_t *added, struct error *err)
+static int tok_oom(struct error *err)
+{
+	return error_set(err, 0, "bad_tokenizer", "out of memory");
+}
+
+/* A BPE model of the options we implement; the largest token id of its
+ * vocabulary and added tokens into *max_id. */
+static int check_model(const json_t *model, const json_t *added, int64_t *max_id, struct error *err)
 {
 	const json_t *vocab = json_object_get(model, "vocab");
-	const json_t *merges = json_object_get(model, "merges");
 	const char *type = jstr(model, "type");
 	const char *key;
 	const json_t *val;
-	struct sbuf a = {0}, b = {0}, ab = {0};
-	int64_t max_id = -1;
 	size_t i;
-	int rc = -1;
 
-	if (!type || strcmp(type, "BPE") != 0 || !json_is_object(vocab) || !json_is_array(merges)) {
-		error_set(err, 0, "bad_tokenizer", "unsupported model (want BPE with vocab and merges)");
-		goto done;
-	}
+	if (!type || strcmp(type, "BPE") != 0 || !json_is_object(vocab) ||
+	    !json_is_array(json_object_get(model, "merges")))
+		return error_set(err, 0, "bad_tokenizer", "unsupported model (want BPE with vocab and merges)");
 	if (!jfalse(model, "byte_fallback") || !jfalse(model, "ignore_merges") ||
-	    !jfalse(model, "continuing_subword_prefix") || !jfalse(model, "end_of_word_suffix")) {
-		error_set(err, 0, "bad_tokenizer", "unsupported BPE options");
-		goto done;
-	}
+	    !jfalse(model, "continuing_subword_prefix") || !jfalse(model, "end_of_word_suffix"))
+		return error_set(err, 0, "bad_tokenizer", "unsupported BPE options");
+	*max_id = -1;
 	json_object_foreach((json_t *)vocab, key, val)
 	{
-		if (!json_is_integer(val) || json_integer_value(val) < 0 || json_integer_value(val) > INT32_MAX / 2) {
-			error_set(err, 0, "bad_tokenizer", "bad id for vocabulary entry \"%s\"", key);
-			goto done;
-		}
-		if (json_integer_value(val) > max_id)
-			max_id = json_integer_value(val);
+		if (!json_is_integer(val) || json_integer_value(val) < 0 || json_integer_value(val) > INT32_MAX / 2)
+			return error_set(err, 0, "bad_tokenizer", "bad id for vocabulary entry \"%s\"", key);
+		if (json_integer_value(val) > *max_id)
+			*max_id = json_integer_value(val);
 	}
 	json_array_foreach(added, i, val)
 	{
 		const json_t *id = json_object_get(val, "id");
 
 		if (!json_is_integer(id) || json_integer_value(id) < 0 || json_integer_value(id) > INT32_MAX / 2 ||
-		    !jstr(val, "content") || json_string_length(json_object_get(val, "content")) == 0) {
-			error_set(err, 0, "bad_tokenizer", "bad added token #%zu", i);
-			goto done;
-		}
-		if (json_integer_value(id) > max_id)
-			max_id = json_integer_value(id);
+		    !jstr(val, "content") || json_string_length(json_object_get(val, "content")) == 0)
+			return error_set(err, 0, "bad_tokenizer", "bad added token #%zu", i);
+		if (json_integer_value(id) > *max_id)
+			*max_id = json_integer_value(id);
 	}
-	t->n_ids = (size_t)(max_id + 1);
-	t->off = calloc(t->n_ids ? t->n_ids : 1, sizeof *t->off);
-	t->len = calloc(t->n_ids ? t->n_ids : 1, sizeof *t->len);
-	t->flags = calloc(t->n_ids ? t->n_ids : 1, sizeof *t->flags);
+	return 0;
+}
+
+/* Every vocabulary entry into the store and the token -> id map, then the
+ * id of each of the 256 bytes. */
+static int load_vocab(struct tokenizer *t, const json_t *vocab, struct error *err)
+{
+	struct sbuf a = {0};
+	const char *key;
+	const json_t *val;
+	int rc = -1;
+
 	t->vmap_mask = table_size(json_object_size(vocab)) - 1;
 	t->vmap = malloc((t->vmap_mask + 1) * sizeof *t->vmap);
-	if (!t->off || !t->len || !t->flags || !t->vmap)
-		goto oom;
+	if (!t->vmap)
+		return tok_oom(err);
 	memset(t->vmap, 0xff, (t->vmap_mask + 1) * sizeof *t->vmap);
-
 	json_object_foreach((json_t *)vocab, key, val)
 	{
 		int32_t id = (int32_t)json_integer_value(val);
@@ -1081,12 +1095,16 @@ static int load_model(struct tokenizer *t, const json_t *model, const json_t *ad
 		if (!bytelevel_decode(key, strlen(key), &a)) {
 			/* BPE can never produce it ("<｜begin▁of▁sentence｜>" is
 			 * both here and an added token): keep its text */
-			if (a.oom || blob_put(t, id, key, strlen(key), TOK_PRESENT) < 0)
-				goto oom;
+			if (a.oom || blob_put(t, id, key, strlen(key), TOK_PRESENT) < 0) {
+				tok_oom(err);
+				goto done;
+			}
 			continue;
 		}
-		if (blob_put(t, id, a.p, a.n, TOK_PRESENT) < 0)
-			goto oom;
+		if (blob_put(t, id, a.p, a.n, TOK_PRESENT) < 0) {
+			tok_oom(err);
+			goto done;
+		}
 		hmap_put(t, t->vmap, t->vmap_mask, id);
 	}
 	for (int c = 0; c < 256; c++) {
@@ -1098,44 +1116,66 @@ static int load_model(struct tokenizer *t, const json_t *model, const json_t *ad
 			goto done;
 		}
 	}
+	rc = 0;
+done:
+	free(a.p);
+	return rc;
+}
+
+/* The two parts of merge #i ("a b", or ["a", "b"]). */
+static int merge_parts(const json_t *val, size_t i, const char **left, size_t *left_n, const char **right,
+		       size_t *right_n, struct error *err)
+{
+	if (json_is_string(val)) {
+		/* "a b": JavaScript's split(" ", 2) keeps the first two fields */
+		const char *s = json_string_value(val), *sp = strchr(s, ' '), *end;
+
+		if (!sp)
+			return error_set(err, 0, "bad_tokenizer", "bad merge #%zu", i);
+		end = strchr(sp + 1, ' ');
+		*left = s;
+		*left_n = (size_t)(sp - s);
+		*right = sp + 1;
+		*right_n = end ? (size_t)(end - *right) : strlen(*right);
+		return 0;
+	}
+	if (json_is_array(val) && json_array_size(val) == 2 && json_is_string(json_array_get(val, 0)) &&
+	    json_is_string(json_array_get(val, 1))) {
+		*left = json_string_value(json_array_get(val, 0));
+		*left_n = json_string_length(json_array_get(val, 0));
+		*right = json_string_value(json_array_get(val, 1));
+		*right_n = json_string_length(json_array_get(val, 1));
+		return 0;
+	}
+	return error_set(err, 0, "bad_tokenizer", "bad merge #%zu", i);
+}
+
+/* The merges, ranked in file order; those that can never apply are left out. */
+static int load_merges(struct tokenizer *t, const json_t *merges, struct error *err)
+{
+	struct sbuf a = {0}, b = {0}, ab = {0};
+	const json_t *val;
+	size_t i;
+	int rc = -1;
 
 	t->mmap_mask = table_size(json_array_size(merges)) - 1;
 	t->mmap = malloc((t->mmap_mask + 1) * sizeof *t->mmap);
 	if (!t->mmap)
-		goto oom;
+		return tok_oom(err);
 	memset(t->mmap, 0xff, (t->mmap_mask + 1) * sizeof *t->mmap);
 	json_array_foreach(merges, i, val)
 	{
-		const char *left, *right;
-		size_t left_n, right_n;
+		const char *left = NULL, *right = NULL;
+		size_t left_n = 0, right_n = 0;
 		int32_t ia, ib, iab;
 
-		if (json_is_string(val)) {
-			/* "a b": JavaScript's split(" ", 2) keeps the first two fields */
-			const char *s = json_string_value(val), *sp = strchr(s, ' '), *end;
-
-			if (!sp) {
-				error_set(err, 0, "bad_tokenizer", "bad merge #%zu", i);
+		if (merge_parts(val, i, &left, &left_n, &right, &right_n, err) < 0)
+			goto done;
+		if (!bytelevel_decode(left, left_n, &a) || !bytelevel_decode(right, right_n, &b)) {
+			if (a.oom || b.oom) {
+				tok_oom(err);
 				goto done;
 			}
-			end = strchr(sp + 1, ' ');
-			left = s;
-			left_n = (size_t)(sp - s);
-			right = sp + 1;
-			right_n = end ? (size_t)(end - right) : strlen(right);
-		} else if (json_is_array(val) && json_array_size(val) == 2 && json_is_string(json_array_get(val, 0)) &&
-			   json_is_string(json_array_get(val, 1))) {
-			left = json_string_value(json_array_get(val, 0));
-			left_n = json_string_length(json_array_get(val, 0));
-			right = json_string_value(json_array_get(val, 1));
-			right_n = json_string_length(json_array_get(val, 1));
-		} else {
-			error_set(err, 0, "bad_tokenizer", "bad merge #%zu", i);
-			goto done;
-		}
-		if (!bytelevel_decode(left, left_n, &a) || !bytelevel_decode(right, right_n, &b)) {
-			if (a.oom || b.oom)
-				goto oom;
 			continue; /* can never apply: its parts are not byte-level */
 		}
 		ia = hmap_find(t, t->vmap, t->vmap_mask, a.p, a.n);
@@ -1145,8 +1185,10 @@ static int load_model(struct tokenizer *t, const json_t *model, const json_t *ad
 		ab.n = 0;
 		sb_add(&ab, a.p, a.n);
 		sb_add(&ab, b.p, b.n);
-		if (ab.oom)
-			goto oom;
+		if (ab.oom) {
+			tok_oom(err);
+			goto done;
+		}
 		iab = hmap_find(t, t->vmap, t->vmap_mask, ab.p, ab.n);
 		if (iab < 0) {
 			error_set(err, 0, "bad_tokenizer", "merge #%zu gives a token missing from the vocabulary", i);
@@ -1154,13 +1196,28 @@ static int load_model(struct tokenizer *t, const json_t *model, const json_t *ad
 		}
 		merge_put(t, ia, ib, (uint32_t)i, iab);
 	}
+	rc = 0;
+done:
+	free(a.p);
+	free(b.p);
+	free(ab.p);
+	return rc;
+}
+
+/* The added tokens: store, map, flags and the trie that finds them in text. */
+static int load_added(struct tokenizer *t, const json_t *added, struct error *err)
+{
+	struct sbuf a = {0};
+	const json_t *val;
+	size_t i;
+	int rc = -1;
 
 	t->amap_mask = table_size(json_array_size(added)) - 1;
 	t->amap = malloc((t->amap_mask + 1) * sizeof *t->amap);
 	t->trie_cap = 1024;
 	t->trie = malloc(t->trie_cap * sizeof *t->trie);
 	if (!t->amap || !t->trie)
-		goto oom;
+		return tok_oom(err);
 	memset(t->amap, 0xff, (t->amap_mask + 1) * sizeof *t->amap);
 	t->trie[0] = (struct trie_node){.id = -1};
 	t->trie_n = 1;
@@ -1189,20 +1246,35 @@ static int load_model(struct tokenizer *t, const json_t *model, const json_t *ad
 			error_set(err, 0, "bad_tokenizer", "added token \"%s\" shadows vocabulary id %d", s, (int)vid);
 			goto done;
 		}
-		if (a.oom || blob_put(t, id, s, n, flags) < 0 || trie_add(t, (const unsigned char *)s, n, id) < 0)
-			goto oom;
+		if (a.oom || blob_put(t, id, s, n, flags) < 0 || trie_add(t, (const unsigned char *)s, n, id) < 0) {
+			tok_oom(err);
+			goto done;
+		}
 		hmap_put(t, t->amap, t->amap_mask, id);
 		t->added_first[(unsigned char)s[0]] = true;
 	}
 	rc = 0;
-	goto done;
-oom:
-	error_set(err, 0, "bad_tokenizer", "out of memory");
 done:
 	free(a.p);
-	free(b.p);
-	free(ab.p);
 	return rc;
+}
+
+static int load_model(struct tokenizer *t, const json_t *model, const json_t *added, struct error *err)
+{
+	int64_t max_id = -1;
+
+	if (check_model(model, added, &max_id, err) < 0)
+		return -1;
+	t->n_ids = (size_t)(max_id + 1);
+	t->off = calloc(t->n_ids ? t->n_ids : 1, sizeof *t->off);
+	t->len = calloc(t->n_ids ? t->n_ids : 1, sizeof *t->len);
+	t->flags = calloc(t->n_ids ? t->n_ids : 1, sizeof *t->flags);
+	if (!t->off || !t->len || !t->flags)
+		return tok_oom(err);
+	if (load_vocab(t, json_object_get(model, "vocab"), err) < 0 ||
+	    load_merges(t, json_object_get(model, "merges"), err) < 0 || load_added(t, added, err) < 0)
+		return -1;
+	return 0;
 }
 
 struct tokenizer *tokenizer_load(const char *path, struct error *err)

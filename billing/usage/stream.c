@@ -269,41 +269,39 @@ static void *run(void *arg)
 	return NULL;
 }
 
-struct stream *stream_new(struct server *s, struct error *err)
+int stream_new(struct server *s, struct stream **out, struct error *err)
 {
 	const char *key = config_get(s->cfg, "usage_stream");
 	struct stream *st;
-	struct config_error ce;
+	struct error ce;
+	int64_t claim_ms;
+	char *redis;
 
-	memset(err, 0, sizeof(*err));
+	*out = NULL;
 	if (!*key)
-		return NULL;
+		return 0;
+	if (config_get_int(s->cfg, "usage_stream_claim_ms", 100, 86400000, &claim_ms, &ce) < 0)
+		return error_set(err, 500, "config", "%s", ce.msg);
 	st = calloc(1, sizeof(*st));
-	if (!st) {
-		error_set(err, 500, "oom", "out of memory");
-		return NULL;
+	redis = strdup(config_get(s->cfg, "redis"));
+	if (!st || !redis) {
+		free(st);
+		free(redis);
+		return error_set(err, 500, "oom", "out of memory");
 	}
 	st->s = s;
-	if (config_get_int(s->cfg, "usage_stream_claim_ms", 100, 86400000, &st->claim_ms, &ce) < 0) {
-		error_set(err, 500, "config", "%s", ce.msg);
-		free(st);
-		return NULL;
-	}
+	st->claim_ms = claim_ms;
+	st->redis = redis;
 	snprintf(st->key, sizeof(st->key), "%s", key);
 	snprintf(st->dead, sizeof(st->dead), "%s:dead", key);
 	snprintf(st->group, sizeof(st->group), "%s", config_get(s->cfg, "usage_stream_group"));
 	snprintf(st->consumer, sizeof(st->consumer), "%s", config_get(s->cfg, "instance_id"));
-	st->redis = strdup(config_get(s->cfg, "redis"));
-	if (!st->redis) {
-		error_set(err, 500, "oom", "out of memory");
-		free(st);
-		return NULL;
-	}
 	pthread_mutex_init(&st->mu, NULL);
 	pthread_cond_init(&st->cv, NULL);
 	pthread_create(&st->th, NULL, run, st);
 	log_info("usage stream consumer started", "stream=%s group=%s consumer=%s", st->key, st->group, st->consumer);
-	return st;
+	*out = st;
+	return 0;
 }
 
 void stream_stop(struct stream *st)

@@ -17,8 +17,9 @@
 struct server;
 struct stream;
 
-/* NULL with err.status == 0 when the feature is off. */
-struct stream *stream_new(struct server *s, struct error *err);
+/* Starts the consumer of usage_stream into *out: 0 (*out NULL when the
+ * feature is off), or -1 with err (status 500). */
+int stream_new(struct server *s, struct stream **out, struct error *err) __attribute__((warn_unused_result));
 /* Asks the consumer to stop reading (drain); stream_free joins it. */
 void stream_stop(struct stream *st);
 /* Call after the usage writer was freed (its last answers wake the consumer). */
