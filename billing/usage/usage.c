@@ -393,13 +393,14 @@ static const char *const usage_stmts[][2] = {
 	/* index probes per ledger account of the batch's customers, never a
 	 * scan of every balance or grant (a generic plan for a few ids over
 	 * small tables chose hash joins that read them all; OFFSET 0 keeps
-	 * each probe a parameterized index scan).  A customer's ledger
-	 * account keeps its whole balance in its own row (system accounts
-	 * have parts: migrations/0009_usage_path.sql) */
+	 * each probe a parameterized index scan).  ledger_balances: a table
+	 * before migration 0009, a view over ledger_balance_rows after it
+	 * (the probe reaches its index either way), so this binary also
+	 * writes into a database not yet migrated */
 	{"u_buckets", "SELECT la.account_id, la.ledger_account_id, coalesce(g.grant_id, 0), b.balance,"
 		      " coalesce(g.priority, 0), coalesce((extract(epoch from g.expires_at) * 1000000)::bigint, 0)"
 		      " FROM ledger_accounts la"
-		      " CROSS JOIN LATERAL (SELECT r.balance FROM ledger_balance_rows r"
+		      " CROSS JOIN LATERAL (SELECT r.balance FROM ledger_balances r"
 		      " WHERE r.ledger_account_id = la.ledger_account_id OFFSET 0) b"
 		      " LEFT JOIN LATERAL (SELECT x.grant_id, x.priority, x.expires_at FROM grants x"
 		      " WHERE x.ledger_account_id = la.ledger_account_id OFFSET 0) g ON true"
