@@ -49,6 +49,31 @@ def free_port():
     return port
 
 
+def wait_gone(pid, seconds=5.0):
+    """True once process pid has exited (kill 0 fails), False after seconds."""
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def fresh_db(stack, name):
+    """An empty database `name` owned by billing_owner, as `stack.sh` makes
+    the suite's own (no CREATE for PUBLIC in its public schema)."""
+    c = psycopg2.connect(stack.conninfo("postgres", "postgres"))
+    c.autocommit = True
+    c.cursor().execute(f"CREATE DATABASE {name} TEMPLATE template0 OWNER billing_owner")
+    c.close()
+    c = psycopg2.connect(stack.conninfo(name, "postgres"))
+    c.autocommit = True
+    c.cursor().execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC; ALTER SCHEMA public OWNER TO billing_owner")
+    c.close()
+
+
 def read_env(path):
     env = {}
     with open(path) as f:
@@ -273,13 +298,8 @@ class RedisCluster:
     def kill(self, i, sig=signal.SIGKILL):
         pid = self.pid(i)
         os.kill(pid, sig)
-        for _ in range(100):
-            try:
-                os.kill(pid, 0)
-                time.sleep(0.05)
-            except ProcessLookupError:
-                return
-        raise AssertionError(f"redis master {i} (pid {pid}) did not exit")
+        if not wait_gone(pid, 5.0):
+            raise AssertionError(f"redis master {i} (pid {pid}) did not exit")
 
     def start_node(self, i):
         subprocess.run([self.SCRIPT, "start-node", self.dir, str(i)], check=True)

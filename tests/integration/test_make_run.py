@@ -12,7 +12,7 @@ import tempfile
 
 import requests
 
-from conftest import ROOT, free_port
+from conftest import ROOT, free_port, wait_gone
 
 
 def test_make_run_serves_healthz_and_cleans_up(tmp_path):
@@ -53,13 +53,7 @@ def test_make_run_serves_healthz_and_cleans_up(tmp_path):
         p.wait(timeout=60)
     # everything it started is gone
     for pid in (pg_pid, redis_pid):
-        for _ in range(100):
-            try:
-                os.kill(pid, 0)
-                time.sleep(0.1)
-            except ProcessLookupError:
-                break
-        else:
+        if not wait_gone(pid, 10.0):
             raise AssertionError(f"process {pid} still running after make run stopped")
     # the data outlives the run (the next `make run` finds it); removing the stack removes it
     assert os.path.isfile(os.path.join(pg_home, "data", "PG_VERSION"))

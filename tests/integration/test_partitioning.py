@@ -11,7 +11,7 @@ import subprocess
 import psycopg2
 import pytest
 
-from conftest import ROOT, ITEST, Env, journal_hash, new_account, set_price, wait_prices
+from conftest import ROOT, ITEST, Env, fresh_db, journal_hash, new_account, set_price, wait_prices
 
 UTC = dt.timezone.utc
 TABLES = ("journal", "postings", "usage_records")
@@ -251,14 +251,7 @@ def write_old_rows(cur):
 
 def test_database_with_rows_under_0005_migrates_and_verifies(stack, tmp_path):
     name = "billing_pre6"
-    c = psycopg2.connect(stack.conninfo("postgres", "postgres"))
-    c.autocommit = True
-    c.cursor().execute(f"CREATE DATABASE {name} TEMPLATE template0 OWNER billing_owner")
-    c.close()
-    c = psycopg2.connect(stack.conninfo(name, "postgres"))
-    c.autocommit = True
-    c.cursor().execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC; ALTER SCHEMA public OWNER TO billing_owner")
-    c.close()
+    fresh_db(stack, name)
     e = Env(stack, name, str(tmp_path))
     old = tmp_path / "migrations"
     old.mkdir()

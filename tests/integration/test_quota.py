@@ -10,7 +10,7 @@ import time
 import pytest
 import requests
 
-from conftest import ADMIN_TOKEN, Billingd, GATEWAY_TOKEN, UNIT, now_rfc3339, set_price
+from conftest import ADMIN_TOKEN, Billingd, GATEWAY_TOKEN, UNIT, now_rfc3339, set_price, wait_gone
 
 
 @pytest.fixture(scope="module")
@@ -224,12 +224,7 @@ def _restart_single_redis(env, bd, acct):
     pidfile = os.path.join(env.stack.dir, "redis.pid")
     pid = int(open(pidfile).read())
     os.kill(pid, 15)
-    for _ in range(50):
-        try:
-            os.kill(pid, 0)
-            time.sleep(0.1)
-        except ProcessLookupError:
-            break
+    wait_gone(pid, 5.0)
     # fail closed while it is down
     r = authorize(bd, acct, "rs-down")
     assert r.status_code == 503 and "Retry-After" in r.headers

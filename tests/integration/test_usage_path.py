@@ -10,7 +10,7 @@ import shutil
 import psycopg2
 import pytest
 
-from conftest import ROOT, Billingd, Env, new_account, rfc3339, set_price, wait_prices
+from conftest import ROOT, Billingd, Env, fresh_db, new_account, rfc3339, set_price, wait_prices
 
 UTC = dt.timezone.utc
 STARTED = rfc3339(dt.datetime.now(UTC) - dt.timedelta(minutes=1))  # one instant: a replay is the same body
@@ -19,17 +19,6 @@ STARTED = rfc3339(dt.datetime.now(UTC) - dt.timedelta(minutes=1))  # one instant
 def usage(rid, account, tin=1000, tout=100):
     return {"request_id": rid, "account_id": account, "model": "path-m", "input_tokens": tin,
             "cached_input_tokens": 0, "output_tokens": tout, "started_at": STARTED}
-
-
-def fresh_db(stack, name):
-    c = psycopg2.connect(stack.conninfo("postgres", "postgres"))
-    c.autocommit = True
-    c.cursor().execute(f"CREATE DATABASE {name} TEMPLATE template0 OWNER billing_owner")
-    c.close()
-    c = psycopg2.connect(stack.conninfo(name, "postgres"))
-    c.autocommit = True
-    c.cursor().execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC; ALTER SCHEMA public OWNER TO billing_owner")
-    c.close()
 
 
 def snapshot(e):
