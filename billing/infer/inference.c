@@ -718,6 +718,60 @@ bad:
 	reply_error(c, &err);
 }
 
+/* The sampling and output options of a chat body into g: max_tokens or
+ * max_completion_tokens, temperature, top_p, seed, stream, stream_options.
+ * 0, or -1 with err (400). */
+static int parse_options(json_t *b, struct gen *g, size_t max_ctx, struct error *err)
+{
+	json_t *v;
+
+	/* max_completion_tokens is OpenAI's current name, max_tokens the older one */
+	for (int k = 0; k < 2; k++) {
+		const char *name = k ? "max_completion_tokens" : "max_tokens";
+		if (!(v = json_object_get(b, name)) || json_is_null(v))
+			continue;
+		if (!json_is_integer(v) || json_integer_value(v) < 1 || json_integer_value(v) > (json_int_t)max_ctx)
+			return error_set(err, 400, "invalid_request", "field '%s' must be an integer 1..%zu", name,
+					 max_ctx);
+		if (k && json_is_integer(json_object_get(b, "max_tokens")) &&
+		    json_integer_value(json_object_get(b, "max_tokens")) != json_integer_value(v))
+			return error_set(err, 400, "invalid_request",
+					 "fields 'max_tokens' and 'max_completion_tokens' differ: give one");
+		g->max_tokens = (size_t)json_integer_value(v);
+	}
+	if ((v = json_object_get(b, "temperature")) && !json_is_null(v)) {
+		if (!json_is_number(v) || json_number_value(v) < 0 || json_number_value(v) > 2)
+			return error_set(err, 400, "invalid_request", "field 'temperature' must be a number 0..2");
+		g->smp.temperature = (float)json_number_value(v);
+	}
+	if ((v = json_object_get(b, "top_p")) && !json_is_null(v)) {
+		if (!json_is_number(v) || json_number_value(v) <= 0 || json_number_value(v) > 1)
+			return error_set(err, 400, "invalid_request", "field 'top_p' must be a number in (0, 1]");
+		g->smp.top_p = (float)json_number_value(v);
+	}
+	if ((v = json_object_get(b, "seed")) && !json_is_null(v)) {
+		if (!json_is_integer(v))
+			return error_set(err, 400, "invalid_request", "field 'seed' must be an integer");
+		g->smp.seed = (uint64_t)json_integer_value(v);
+	}
+	if ((v = json_object_get(b, "stream")) && !json_is_null(v)) {
+		if (!json_is_boolean(v))
+			return error_set(err, 400, "invalid_request", "field 'stream' must be a boolean");
+		g->stream = json_is_true(v);
+	}
+	if ((v = json_object_get(b, "stream_options")) && !json_is_null(v)) {
+		json_t *iu = json_object_get(v, "include_usage");
+		if (!json_is_object(v) || (iu && !json_is_boolean(iu)))
+			return error_set(err, 400, "invalid_request",
+					 "field 'stream_options' must be an object with a boolean 'include_usage'");
+		if (!g->stream)
+			return error_set(err, 400, "invalid_request",
+					 "field 'stream_options' is only allowed with 'stream': true");
+		g->include_usage = json_is_true(iu);
+	}
+	return 0;
+}
+
 /* The body of a chat call, once chatauth_check found its key good. */
 static void chat_body(struct rctx *c)
 {
@@ -725,7 +779,7 @@ static void chat_body(struct rctx *c)
 	struct error err;
 	struct authz_params p;
 	struct tokenizer_message *m = NULL;
-	json_t *b = NULL, *v;
+	json_t *b = NULL;
 	struct gen *g = NULL;
 	const char *key, *model;
 	char *rendered = NULL;
@@ -764,67 +818,8 @@ static void chat_body(struct rctx *c)
 	g->max_tokens = 256;
 	g->smp.temperature = 1.0f;
 	g->smp.top_p = 1.0f;
-	/* max_completion_tokens is OpenAI's current name, max_tokens the older one */
-	for (int k = 0; k < 2; k++) {
-		const char *name = k ? "max_completion_tokens" : "max_tokens";
-		if (!(v = json_object_get(b, name)) || json_is_null(v))
-			continue;
-		if (!json_is_integer(v) || json_integer_value(v) < 1 ||
-		    json_integer_value(v) > (json_int_t)model_max_ctx(inf->model)) {
-			error_set(&err, 400, "invalid_request", "field '%s' must be an integer 1..%zu", name,
-				  model_max_ctx(inf->model));
-			goto bad;
-		}
-		if (k && json_is_integer(json_object_get(b, "max_tokens")) &&
-		    json_integer_value(json_object_get(b, "max_tokens")) != json_integer_value(v)) {
-			error_set(&err, 400, "invalid_request",
-				  "fields 'max_tokens' and 'max_completion_tokens' differ: give one");
-			goto bad;
-		}
-		g->max_tokens = (size_t)json_integer_value(v);
-	}
-	if ((v = json_object_get(b, "temperature")) && !json_is_null(v)) {
-		if (!json_is_number(v) || json_number_value(v) < 0 || json_number_value(v) > 2) {
-			error_set(&err, 400, "invalid_request", "field 'temperature' must be a number 0..2");
-			goto bad;
-		}
-		g->smp.temperature = (float)json_number_value(v);
-	}
-	if ((v = json_object_get(b, "top_p")) && !json_is_null(v)) {
-		if (!json_is_number(v) || json_number_value(v) <= 0 || json_number_value(v) > 1) {
-			error_set(&err, 400, "invalid_request", "field 'top_p' must be a number in (0, 1]");
-			goto bad;
-		}
-		g->smp.top_p = (float)json_number_value(v);
-	}
-	if ((v = json_object_get(b, "seed")) && !json_is_null(v)) {
-		if (!json_is_integer(v)) {
-			error_set(&err, 400, "invalid_request", "field 'seed' must be an integer");
-			goto bad;
-		}
-		g->smp.seed = (uint64_t)json_integer_value(v);
-	}
-	if ((v = json_object_get(b, "stream")) && !json_is_null(v)) {
-		if (!json_is_boolean(v)) {
-			error_set(&err, 400, "invalid_request", "field 'stream' must be a boolean");
-			goto bad;
-		}
-		g->stream = json_is_true(v);
-	}
-	if ((v = json_object_get(b, "stream_options")) && !json_is_null(v)) {
-		json_t *iu = json_object_get(v, "include_usage");
-		if (!json_is_object(v) || (iu && !json_is_boolean(iu))) {
-			error_set(&err, 400, "invalid_request",
-				  "field 'stream_options' must be an object with a boolean 'include_usage'");
-			goto bad;
-		}
-		if (!g->stream) {
-			error_set(&err, 400, "invalid_request",
-				  "field 'stream_options' is only allowed with 'stream': true");
-			goto bad;
-		}
-		g->include_usage = json_is_true(iu);
-	}
+	if (parse_options(b, g, model_max_ctx(inf->model), &err) < 0)
+		goto bad;
 	if (parse_messages(json_object_get(b, "messages"), &m, &nm, &err) < 0)
 		goto bad;
 	{
