@@ -2,11 +2,16 @@
 #include "ledger/apikey.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <fcntl.h>
 #include <sodium.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+#include "ledger/db.h"
+#include "ledger/ops.h"
 
 int apikey_load_pepper(const char *path, int create, uint8_t pepper[APIKEY_PEPPER_BYTES], struct error *err)
 {
@@ -71,4 +76,56 @@ void apikey_generate(char *out)
 void apikey_hash(const uint8_t pepper[APIKEY_PEPPER_BYTES], const char *key, size_t len, uint8_t out[APIKEY_HASH_BYTES])
 {
 	crypto_generichash(out, APIKEY_HASH_BYTES, (const unsigned char *)key, len, pepper, APIKEY_PEPPER_BYTES);
+}
+
+struct key_tx {
+	PGconn *c;
+	int64_t account_id;
+	const char *name, *actor, *hash_hex;
+	int64_t key_id;
+};
+
+static int key_tx(void *arg, struct error *err)
+{
+	struct key_tx *k = arg;
+	struct ops_account a;
+	char acct[32];
+	const char *p[3] = {acct, k->name, k->hash_hex};
+	PGresult *r;
+
+	if (ops_account_get(k->c, k->account_id, &a, err) < 0)
+		return -1;
+	snprintf(acct, sizeof(acct), "%" PRId64, k->account_id);
+	r = db_query(
+		k->c,
+		"INSERT INTO api_keys (account_id, name, key_hash) VALUES ($1, $2, decode($3, 'hex')) RETURNING key_id",
+		3, p, err);
+	if (!r)
+		return -1;
+	k->key_id = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+	/* the key and its audit row commit together */
+	if (ops_audit(k->c, k->actor, "key.create", PQgetvalue(r, 0, 0), k->name, "{}", err) < 0) {
+		PQclear(r);
+		return -1;
+	}
+	PQclear(r);
+	return 0;
+}
+
+int apikey_create(PGconn *c, const uint8_t pepper[APIKEY_PEPPER_BYTES], int64_t account_id, const char *name,
+		  const char *actor, char *key_out, int64_t *key_id, struct error *err)
+{
+	uint8_t h[APIKEY_HASH_BYTES];
+	char hex[2 * APIKEY_HASH_BYTES + 1];
+	struct key_tx k = {c, account_id, name ? name : "", actor, hex, 0};
+
+	apikey_generate(key_out);
+	apikey_hash(pepper, key_out, strlen(key_out), h);
+	sodium_bin2hex(hex, sizeof(hex), h, sizeof(h));
+	if (ops_in_tx(c, key_tx, &k, err) < 0) {
+		sodium_memzero(key_out, APIKEY_LEN + 1);
+		return -1;
+	}
+	*key_id = k.key_id;
+	return 0;
 }

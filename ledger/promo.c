@@ -371,3 +371,50 @@ int promo_expire_due(struct ops_ctx *x, int64_t now_us, int limit, int *moved, i
 	PQclear(r);
 	return 0;
 }
+
+struct qualify {
+	struct ops_ctx *x;
+	int64_t id;
+	bool verify, reward;
+	int64_t *grant_id, *nanos;
+	char *note;
+	size_t notelen;
+};
+
+static int qualify_tx(void *arg, struct error *err)
+{
+	struct qualify *q = arg;
+	char id[32];
+	const char *p[1] = {id};
+
+	snprintf(id, sizeof(id), "%" PRId64, q->id);
+	/* the invitee and its inviter, in id order like every other writer: no deadlock */
+	if (ops_lock_customer_and_inviter(q->x->conn, q->id, err) < 0)
+		return -1;
+	if (q->verify &&
+	    db_exec(q->x->conn, "UPDATE customers SET verified = true WHERE account_id = $1", 1, p, err) < 0)
+		return -1;
+	if (!q->reward) {
+		snprintf(q->note, q->notelen, "referral rewards are triggered by the first top-up");
+		return 0;
+	}
+	return promo_on_qualify(q->x, q->id, q->grant_id, q->nanos, q->note, q->notelen, err);
+}
+
+int promo_verify(struct ops_ctx *x, int64_t account_id, bool reward, int64_t *grant_id, int64_t *nanos, char *note,
+		 size_t notelen, struct error *err)
+{
+	struct qualify q = {x, account_id, true, reward, grant_id, nanos, note, notelen};
+
+	*grant_id = *nanos = 0;
+	return ops_in_tx(x->conn, qualify_tx, &q, err);
+}
+
+int promo_after_topup(struct ops_ctx *x, int64_t account_id, int64_t *grant_id, int64_t *nanos, char *note,
+		      size_t notelen, struct error *err)
+{
+	struct qualify q = {x, account_id, false, true, grant_id, nanos, note, notelen};
+
+	*grant_id = *nanos = 0;
+	return ops_in_tx(x->conn, qualify_tx, &q, err);
+}

@@ -5,6 +5,7 @@
 #define LEDGER_PROMO_H
 
 #include <stddef.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "common/error.h"
@@ -25,6 +26,17 @@ int promo_on_signup(struct ops_ctx *x, int64_t account_id, int64_t inviter_id, c
  * Same outputs as above; 0 with a note when no reward is due. */
 int promo_on_qualify(struct ops_ctx *x, int64_t invitee_id, int64_t *grant_id, int64_t *nanos, char *note,
 		     size_t notelen, struct error *err) __attribute__((warn_unused_result));
+
+/* POST /v1/accounts/{id}/verify: marks the account verified and, when
+ * reward (referrals are triggered by verification), rewards its inviter as
+ * promo_on_qualify does; one transaction of its own, the invitee and its
+ * inviter locked in id order.  note says what happened. */
+int promo_verify(struct ops_ctx *x, int64_t account_id, bool reward, int64_t *grant_id, int64_t *nanos, char *note,
+		 size_t notelen, struct error *err) __attribute__((warn_unused_result));
+/* After a top-up, when referrals are triggered by the first top-up: the
+ * same reward in a transaction of its own (idempotent: also on a replay). */
+int promo_after_topup(struct ops_ctx *x, int64_t account_id, int64_t *grant_id, int64_t *nanos, char *note,
+		      size_t notelen, struct error *err) __attribute__((warn_unused_result));
 
 /* Moves the unused remainder of every grant expired at or before now_us to
  * breakage (kind 'breakage', key "breakage:GRANT_ID", one transaction per

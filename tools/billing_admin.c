@@ -426,47 +426,23 @@ static void cmd_account_unfreeze(const char **pos, int npos, struct cli_opt *o)
 
 static void cmd_key_create(const char **pos, int npos, struct cli_opt *o)
 {
-	uint8_t pepper[APIKEY_PEPPER_BYTES], h[APIKEY_HASH_BYTES];
-	char key[APIKEY_LEN + 1], hhex[2 * APIKEY_HASH_BYTES + 1], acct[32];
-	const char *name = cli_get(o, "name");
-	struct ops_account a;
+	uint8_t pepper[APIKEY_PEPPER_BYTES];
+	char key[APIKEY_LEN + 1];
 	struct error err;
-	PGresult *r;
 	PGconn *c;
-	int64_t id = tool_parse_id("--account", cli_get(o, "account"));
+	int64_t key_id, id = tool_parse_id("--account", cli_get(o, "account"));
 
 	(void)pos, (void)npos;
 	if (apikey_load_pepper(config_get(cfg, "key_pepper_file"), 1, pepper, &err) < 0)
 		tool_fail_err(&err);
 	c = tool_connect(cfg, 0);
-	if (ops_account_get(c, id, &a, &err) < 0)
-		tool_fail_err(&err);
-	apikey_generate(key);
-	apikey_hash(pepper, key, strlen(key), h);
-	sodium_bin2hex(hhex, sizeof(hhex), h, sizeof(h));
-	snprintf(acct, sizeof(acct), "%" PRId64, id);
-	{
-		const char *p[3] = {acct, name ? name : "", hhex};
-		if (db_exec(c, "BEGIN", 0, NULL, &err) < 0)
-			tool_fail_err(&err);
-		r = db_query(c,
-			     "INSERT INTO api_keys (account_id, name, key_hash) VALUES ($1, $2, decode($3, 'hex'))"
-			     " RETURNING key_id",
-			     3, p, &err);
-	}
-	if (!r)
-		tool_fail_err(&err);
-	/* the key and its audit row commit together */
-	if (ops_audit(c, tool_operator(cfg), "key.create", PQgetvalue(r, 0, 0),
-		      cli_get(o, "name") ? cli_get(o, "name") : "", "{}", &err) < 0 ||
-	    db_exec(c, "COMMIT", 0, NULL, &err) < 0)
+	if (apikey_create(c, pepper, id, cli_get(o, "name"), tool_operator(cfg), key, &key_id, &err) < 0)
 		tool_fail_err(&err);
 	if (cli_has(o, "json"))
-		print_json(json_pack("{s:I,s:I,s:s}", "key_id", (json_int_t)strtoll(PQgetvalue(r, 0, 0), NULL, 10),
-				     "account_id", (json_int_t)id, "api_key", key));
+		print_json(json_pack("{s:I,s:I,s:s}", "key_id", (json_int_t)key_id, "account_id", (json_int_t)id,
+				     "api_key", key));
 	else
-		printf("key_id  %s\napi_key %s\n(shown once: only its hash is stored)\n", PQgetvalue(r, 0, 0), key);
-	PQclear(r);
+		printf("key_id  %" PRId64 "\napi_key %s\n(shown once: only its hash is stored)\n", key_id, key);
 	sodium_memzero(key, sizeof(key));
 	PQfinish(c);
 }

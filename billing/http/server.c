@@ -194,86 +194,30 @@ static void run_account_get(struct hjob *j, struct ops_ctx *x)
 			   "limits", limits);
 }
 
-struct verify_arg {
-	struct ops_ctx *x;
-	int64_t id;
-	int64_t grant_id, nanos;
-	char note[160];
-	bool qualify;
-};
-
-static int verify_tx(void *arg, struct error *err)
-{
-	struct verify_arg *v = arg;
-	char id[32];
-	const char *p[1] = {id};
-
-	snprintf(id, sizeof(id), "%" PRId64, v->id);
-	/* the invitee and its inviter, in id order like every other writer: no deadlock */
-	if (ops_lock_customer_and_inviter(v->x->conn, v->id, err) < 0 ||
-	    db_exec(v->x->conn, "UPDATE customers SET verified = true WHERE account_id = $1", 1, p, err) < 0)
-		return -1;
-	if (!v->qualify) {
-		snprintf(v->note, sizeof(v->note), "referral rewards are triggered by the first top-up");
-		return 0;
-	}
-	return promo_on_qualify(v->x, v->id, &v->grant_id, &v->nanos, v->note, sizeof(v->note), err);
-}
-
 static void run_verify(struct hjob *j, struct ops_ctx *x)
 {
-	struct verify_arg v = {x, j->id, 0, 0, "", !j->s->referral_on_topup};
+	int64_t grant_id, nanos;
+	char note[160] = "";
 
-	if (ops_in_tx(x->conn, verify_tx, &v, &j->job.err) < 0)
+	if (promo_verify(x, j->id, !j->s->referral_on_topup, &grant_id, &nanos, note, sizeof(note), &j->job.err) < 0)
 		return;
 	j->out_status = 200;
 	j->out = json_pack("{s:I,s:b,s:{s:b,s:I,s:s}}", "account_id", (json_int_t)j->id, "verified", 1, "referral",
-			   "rewarded", v.grant_id != 0, "amount_nanos", (json_int_t)v.nanos, "note", v.note);
+			   "rewarded", grant_id != 0, "amount_nanos", (json_int_t)nanos, "note", note);
 }
 
 static void run_key_create(struct hjob *j, struct ops_ctx *x)
 {
-	struct ops_account a;
-	uint8_t h[APIKEY_HASH_BYTES];
-	char key[APIKEY_LEN + 1], hhex[2 * APIKEY_HASH_BYTES + 1], acct[32];
+	char key[APIKEY_LEN + 1];
 	const char *name = json_string_value(json_object_get(j->body, "name"));
-	PGresult *r;
+	int64_t key_id;
 
-	if (ops_account_get(x->conn, j->id, &a, &j->job.err) < 0)
-		return;
-	apikey_generate(key);
-	apikey_hash(j->s->pepper, key, strlen(key), h);
-	sodium_bin2hex(hhex, sizeof(hhex), h, sizeof(h));
-	snprintf(acct, sizeof(acct), "%" PRId64, j->id);
-	{
-		const char *p[3] = {acct, name ? name : "", hhex};
-		r = db_query(x->conn,
-			     "INSERT INTO api_keys (account_id, name, key_hash) VALUES ($1, $2, decode($3, 'hex'))"
-			     " RETURNING key_id",
-			     3, p, &j->job.err);
-	}
-	if (!r)
+	if (apikey_create(x->conn, j->s->pepper, j->id, name, "gateway", key, &key_id, &j->job.err) < 0)
 		return;
 	j->out_status = 201;
-	j->out = json_pack("{s:I,s:I,s:s,s:s}", "key_id", (json_int_t)strtoll(PQgetvalue(r, 0, 0), NULL, 10),
-			   "account_id", (json_int_t)j->id, "name", name ? name : "", "api_key", key);
-	PQclear(r);
+	j->out = json_pack("{s:I,s:I,s:s,s:s}", "key_id", (json_int_t)key_id, "account_id", (json_int_t)j->id, "name",
+			   name ? name : "", "api_key", key);
 	sodium_memzero(key, sizeof(key));
-}
-
-struct topup_qualify {
-	struct ops_ctx *x;
-	int64_t id, grant_id, nanos;
-	char note[160];
-};
-
-static int topup_qualify_tx(void *arg, struct error *err)
-{
-	struct topup_qualify *q = arg;
-
-	if (ops_lock_customer_and_inviter(q->x->conn, q->id, err) < 0)
-		return -1;
-	return promo_on_qualify(q->x, q->id, &q->grant_id, &q->nanos, q->note, sizeof(q->note), err);
 }
 
 static void run_topup(struct hjob *j, struct ops_ctx *x)
@@ -288,8 +232,9 @@ static void run_topup(struct hjob *j, struct ops_ctx *x)
 	/* also on a replay: a first attempt may have committed the top-up and
 	 * failed before the reward (promo_on_qualify is idempotent) */
 	if (j->s->referral_on_topup) {
-		struct topup_qualify q = {x, j->id, 0, 0, ""};
-		if (ops_in_tx(x->conn, topup_qualify_tx, &q, &j->job.err) < 0)
+		int64_t grant_id, nanos;
+		char note[160];
+		if (promo_after_topup(x, j->id, &grant_id, &nanos, note, sizeof(note), &j->job.err) < 0)
 			return;
 	}
 	j->out_status = dup ? 200 : 201;

@@ -116,6 +116,20 @@ def test_keys(env):
     assert acts == {"key.create": "tester", "key.revoke": "tester", "db.api_key.revoked_at": "tester"}
 
 
+def test_a_key_made_through_the_api_has_its_audit_row_too(env, billingd):
+    """POST /v1/keys and `key create` are one path (ledger/apikey.c): the key
+    and its audit row commit together, whoever asks."""
+    a = new_account(env, "adm-key-api")
+    r = billingd.post("/v1/keys", {"account_id": a, "name": "from-api"})
+    assert r.status_code == 201, r.text
+    k = r.json()
+    assert k["api_key"].startswith("sk-") and k["account_id"] == a and k["name"] == "from-api"
+    rows = env.sql("SELECT action, actor, reason FROM audit_log WHERE target = %s", (str(k["key_id"]),))
+    assert rows == [("key.create", "gateway", "from-api")]
+    r = billingd.post("/v1/keys", {"account_id": 99999999})
+    assert r.status_code == 404 and r.json()["error"]["code"] == "not_found", r.text
+    assert env.one("SELECT count(*) FROM api_keys WHERE account_id = 99999999") == 0
+
 def test_grant_topup_adjust_and_their_errors(env):
     a = new_account(env, "adm-money-1")
     first = env.one("SELECT max(txn_id) FROM journal")
