@@ -533,6 +533,8 @@ static void cmd_topup(const char **pos, int npos, struct cli_opt *o)
 	struct ops_balance b;
 	struct error err;
 	bool dup;
+	int64_t grant_id = 0, nanos = 0;
+	char note[160] = "";
 	int64_t id = tool_parse_id("--account", cli_get(o, "account")), amt = amount_opt(o, "amount", 1);
 	const char *ref = required(o, "payment-ref");
 	PGconn *c;
@@ -544,13 +546,25 @@ static void cmd_topup(const char **pos, int npos, struct cli_opt *o)
 	ops_init(&x, c);
 	if (ops_topup(&x, id, amt, ref, &b, &dup, &err) < 0)
 		tool_fail_err(&err);
+	/* a top-up is a top-up, whoever records it: with referral_trigger =
+	 * topup it rewards the inviter as billingd's POST /v1/topups does (also
+	 * on a replay: a first attempt may have stopped before the reward) */
+	if (strcmp(config_get(cfg, "referral_trigger"), "topup") == 0 &&
+	    promo_after_topup(&x, id, &grant_id, &nanos, note, sizeof(note), &err) < 0)
+		tool_fail_err(&err);
 	if (cli_has(o, "json")) {
 		json_t *j = balance_json(id, &b);
 		json_object_set_new(j, "duplicate", json_boolean(dup));
+		if (grant_id)
+			json_object_set_new(j, "referral",
+					    json_pack("{s:b,s:I,s:s}", "rewarded", 1, "amount_nanos", (json_int_t)nanos,
+						      "note", note));
 		print_json(j);
 	} else {
 		printf("top-up %s%s, balance after it:\n", ref, dup ? " (already recorded)" : "");
 		print_balance(id, &b);
+		if (grant_id)
+			printf("referral: the inviter got grant %" PRId64 " (%s)\n", grant_id, note);
 	}
 	PQfinish(c);
 }

@@ -263,3 +263,32 @@ def test_no_referral_reward_while_inviter_or_invitee_is_frozen(env, bd):
         assert v["referral"]["rewarded"] is True, v
         assert referral_grants(env, inviter["account_id"]) == [(SIGNUP,)]
     env.assert_books_sound()
+
+
+def test_first_top_up_rewards_the_inviter_when_referral_trigger_is_topup(env):
+    """referral_trigger = topup: verification gives nothing, the invitee's
+    first top-up rewards its inviter, whether billingd's POST /v1/topups or
+    `billing-admin topup` records it, and a second top-up gives nothing more."""
+    b = Billingd(env, {"referral_trigger": "topup"})
+    try:
+        inviter = signup(b, "ref-top-inviter", identity=["phone:ref-top-inviter"]).json()
+        via_api, via_cli = (signup(b, f"ref-top-{k}", code=inviter["referral_code"],
+                                   identity=[f"phone:ref-top-{k}"]).json()["account_id"] for k in ("api", "cli"))
+        r = b.post(f"/v1/accounts/{via_api}/verify", {})
+        assert r.status_code == 200 and not r.json()["referral"]["rewarded"], r.text
+        assert "top-up" in r.json()["referral"]["note"]
+        assert referral_grants(env, inviter["account_id"]) == []
+        for ref in ("ref-top-pay-1", "ref-top-pay-2"):
+            r = b.post("/v1/topups", {"account_id": via_api, "amount_nanos": 5 * UNIT, "payment_ref": ref})
+            assert r.status_code == 201, r.text
+        assert referral_grants(env, inviter["account_id"]) == [(SIGNUP,)]
+        cli_env = env.cli_env(BILLING_REFERRAL_TRIGGER="topup")
+        first, second = (json.loads(env.admin("topup", "--account", via_cli, "--amount", "5", "--payment-ref", ref,
+                                              "--json", env=cli_env).stdout)
+                         for ref in ("ref-top-pay-3", "ref-top-pay-4"))
+        assert first["referral"]["rewarded"] and first["referral"]["amount_nanos"] == SIGNUP, first
+        assert "referral" not in second   # the second top-up: nothing more
+        assert referral_grants(env, inviter["account_id"]) == [(SIGNUP,), (SIGNUP,)]
+    finally:
+        b.stop()
+    env.assert_books_sound()
