@@ -74,6 +74,23 @@ def fresh_db(stack, name):
     c.close()
 
 
+def db_before_migration(stack, name, tmp_path, first_left_out):
+    """A fresh database `name` migrated with the migrations before
+    `first_left_out` ("0009") only: (Env, the CLI environment that sees those
+    migrations only, the output of that migrate)."""
+    fresh_db(stack, name)
+    e = Env(stack, name, str(tmp_path))
+    old = tmp_path / "migrations"
+    old.mkdir()
+    for f in sorted(os.listdir(os.path.join(ROOT, "migrations"))):
+        if f < first_left_out:
+            shutil.copy(os.path.join(ROOT, "migrations", f), old / f)
+    old_env = e.cli_env(BILLING_MIGRATIONS_DIR=str(old))
+    out = e.admin("migrate", env=old_env).stdout
+    assert first_left_out not in out, out
+    return e, old_env, out
+
+
 def read_env(path):
     env = {}
     with open(path) as f:

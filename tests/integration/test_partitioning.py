@@ -5,13 +5,12 @@ import datetime as dt
 import hashlib
 import json
 import os
-import shutil
 import subprocess
 
 import psycopg2
 import pytest
 
-from conftest import ROOT, ITEST, Env, fresh_db, journal_hash, new_account, set_price, wait_prices
+from conftest import ITEST, Env, db_before_migration, journal_hash, new_account, set_price, wait_prices
 
 UTC = dt.timezone.utc
 TABLES = ("journal", "postings", "usage_records")
@@ -250,16 +249,8 @@ def write_old_rows(cur):
 
 
 def test_database_with_rows_under_0005_migrates_and_verifies(stack, tmp_path):
-    name = "billing_pre6"
-    fresh_db(stack, name)
-    e = Env(stack, name, str(tmp_path))
-    old = tmp_path / "migrations"
-    old.mkdir()
-    for f in sorted(os.listdir(os.path.join(ROOT, "migrations"))):
-        if f < "0006":
-            shutil.copy(os.path.join(ROOT, "migrations", f), old / f)
-    out = e.admin("migrate", env=e.cli_env(BILLING_MIGRATIONS_DIR=str(old))).stdout
-    assert "applied 0005_limits_truncate.sql" in out and "0006" not in out
+    e, _, out = db_before_migration(stack, "billing_pre6", tmp_path, "0006")
+    assert "applied 0005_limits_truncate.sql" in out
     c = psycopg2.connect(e.pg)
     accts, txns = write_old_rows(c.cursor())
     c.commit()

@@ -4,13 +4,11 @@ role; system-account balances kept in parts read the same through
 ledger_balances; the writers route records by account."""
 import datetime as dt
 import json
-import os
-import shutil
 
 import psycopg2
 import pytest
 
-from conftest import ROOT, Billingd, Env, fresh_db, new_account, rfc3339, set_price, wait_prices
+from conftest import Billingd, db_before_migration, new_account, rfc3339, set_price, wait_prices
 
 UTC = dt.timezone.utc
 STARTED = rfc3339(dt.datetime.now(UTC) - dt.timedelta(minutes=1))  # one instant: a replay is the same body
@@ -29,17 +27,8 @@ def snapshot(e):
 
 
 def test_database_filled_under_0006_converts_and_verifies(stack, tmp_path):
-    name = "billing_pre7"
-    fresh_db(stack, name)
-    e = Env(stack, name, str(tmp_path))
-    old = tmp_path / "migrations"
-    old.mkdir()
-    for f in sorted(os.listdir(os.path.join(ROOT, "migrations"))):
-        if f < "0009":
-            shutil.copy(os.path.join(ROOT, "migrations", f), old / f)
-    out = e.admin("migrate", env=e.cli_env(BILLING_MIGRATIONS_DIR=str(old))).stdout
-    assert "applied 0008_signup_answer.sql" in out and "0009" not in out
-    old_env = e.cli_env(BILLING_MIGRATIONS_DIR=str(old))
+    e, old_env, out = db_before_migration(stack, "billing_pre7", tmp_path, "0009")
+    assert "applied 0008_signup_answer.sql" in out
     set_price(e, "path-m", 2 * 10 ** 9, 10 ** 9, 8 * 10 ** 9)
     accts = [json.loads(e.admin("account", "create", "--external-id", f"pre7-{i}", "--json",
                                 env=old_env).stdout)["account_id"] for i in range(3)]
@@ -47,7 +36,7 @@ def test_database_filled_under_0006_converts_and_verifies(stack, tmp_path):
         e.admin("topup", "--account", a, "--amount", "10", "--payment-ref", f"pre7-pay-{i}", env=old_env)
     e.admin("grant", "--account", accts[0], "--amount", "0.001", "--reason", "pre7", env=old_env)
     # usage written by billingd on the 0006 schema: single records and a batch
-    bd = Billingd(e, {"migrations_dir": str(old)})
+    bd = Billingd(e, {"migrations_dir": old_env["BILLING_MIGRATIONS_DIR"]})
     try:
         for i in range(6):
             assert bd.post("/v1/usage", usage(f"pre7-u{i}", accts[i % 3])).status_code == 200
