@@ -49,30 +49,13 @@ static struct statement_movement *move_of(struct statement *s, const char *kind)
 	return NULL;
 }
 
-int statement_build(PGconn *c, int64_t account_id, int64_t from_us, int64_t to_us, struct statement *out,
-		    struct error *err)
+/* Opening balances (postings before the period) and movements by kind and
+ * side within it. */
+static int load_movements(PGconn *c, const char *const *p, struct statement *out, struct error *err)
 {
-	char id[32], from[40], to[40];
-	const char *p[3] = {id, from, to};
-	struct ops_account a;
-	PGresult *r = NULL;
+	PGresult *r;
 	size_t cap;
-	int rc = -1;
 
-	memset(out, 0, sizeof(*out));
-	out->account_id = account_id;
-	out->from_us = from_us;
-	out->to_us = to_us;
-	snprintf(id, sizeof(id), "%" PRId64, account_id);
-	time_format_rfc3339(from_us, from, sizeof(from));
-	time_format_rfc3339(to_us, to, sizeof(to));
-	if (db_exec(c, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", 0, NULL, err) < 0)
-		return -1;
-	if (ops_account_get(c, account_id, &a, err) < 0)
-		goto done;
-	snprintf(out->external_id, sizeof(out->external_id), "%s", a.external_id);
-
-	/* opening (kind NULL) and movements by kind, per side */
 	r = db_query(c,
 		     "SELECT CASE WHEN j.created_at < $2::timestamptz THEN NULL ELSE j.kind END, la.type,"
 		     " coalesce(sum(p.amount), 0)"
@@ -82,12 +65,12 @@ int statement_build(PGconn *c, int64_t account_id, int64_t from_us, int64_t to_u
 		     " GROUP BY 1, 2 ORDER BY 1, 2",
 		     3, p, err);
 	if (!r)
-		goto done;
+		return -1;
 	cap = N_KNOWN + (size_t)PQntuples(r);
 	out->moves = calloc(cap, sizeof(*out->moves));
 	if (!out->moves) {
-		error_set(err, 0, "oom", "out of memory");
-		goto done;
+		PQclear(r);
+		return error_set(err, 0, "oom", "out of memory");
 	}
 	for (size_t i = 0; i < N_KNOWN; i++)
 		snprintf(out->moves[out->n_moves++].kind, sizeof(out->moves[0].kind), "%s", known[i].kind);
@@ -108,7 +91,14 @@ int statement_build(PGconn *c, int64_t account_id, int64_t from_us, int64_t to_u
 		*(paid ? &mv->paid : &mv->promo) += amt;
 	}
 	PQclear(r);
-	/* transactions per kind (one touching both sides counts once) */
+	return 0;
+}
+
+/* Transactions per kind in the period (one touching both sides counts once). */
+static int count_txns(PGconn *c, const char *const *p, struct statement *out, struct error *err)
+{
+	PGresult *r;
+
 	r = db_query(
 		c,
 		"SELECT j.kind, count(DISTINCT j.txn_id)"
@@ -118,15 +108,21 @@ int statement_build(PGconn *c, int64_t account_id, int64_t from_us, int64_t to_u
 		" GROUP BY 1",
 		3, p, err);
 	if (!r)
-		goto done;
+		return -1;
 	for (int i = 0; i < PQntuples(r); i++) {
 		struct statement_movement *mv = move_of(out, PQgetvalue(r, i, 0));
 		if (mv)
 			mv->txns = db_int64(r, i, 1);
 	}
 	PQclear(r);
+	return 0;
+}
 
-	/* closing, by its own query */
+/* The closing balances, by their own query (the statement checks its sums against them). */
+static int load_closing(PGconn *c, const char *const *p, struct statement *out, struct error *err)
+{
+	PGresult *r;
+
 	r = db_query(
 		c,
 		"SELECT coalesce(sum(p.amount) FILTER (WHERE la.type = 'customer_paid'), 0),"
@@ -138,13 +134,19 @@ int statement_build(PGconn *c, int64_t account_id, int64_t from_us, int64_t to_u
 		" WHERE la.account_id = $1::bigint AND j.created_at < $3::timestamptz AND $2::timestamptz IS NOT NULL",
 		3, p, err);
 	if (!r)
-		goto done;
+		return -1;
 	out->closing_paid = db_total(r, 0, 0);
 	out->closing_promo = db_total(r, 0, 1);
 	out->closing_promo_expired = db_total(r, 0, 2);
 	PQclear(r);
+	return 0;
+}
 
-	/* usage by model */
+/* Usage in the period by model: records, tokens, paid and promo charged. */
+static int load_models(PGconn *c, const char *const *p, struct statement *out, struct error *err)
+{
+	PGresult *r;
+
 	r = db_query(
 		c,
 		"WITH u AS (SELECT j.txn_id, j.created_at, j.details::jsonb AS d FROM journal j"
@@ -164,11 +166,11 @@ int statement_build(PGconn *c, int64_t account_id, int64_t from_us, int64_t to_u
 		" GROUP BY 1 ORDER BY 1",
 		3, p, err);
 	if (!r)
-		goto done;
+		return -1;
 	out->models = calloc((size_t)PQntuples(r) + 1, sizeof(*out->models));
 	if (!out->models) {
-		error_set(err, 0, "oom", "out of memory");
-		goto done;
+		PQclear(r);
+		return error_set(err, 0, "oom", "out of memory");
 	}
 	for (int i = 0; i < PQntuples(r); i++) {
 		struct statement_model *m = &out->models[out->n_models++];
@@ -181,21 +183,49 @@ int statement_build(PGconn *c, int64_t account_id, int64_t from_us, int64_t to_u
 		m->promo = db_total(r, i, 6);
 	}
 	PQclear(r);
-	r = NULL;
-	{
-		money_total paid = out->opening_paid, promo = out->opening_promo;
-		struct statement_movement *u = move_of(out, "usage"), *rf = move_of(out, "refund");
-		for (size_t i = 0; i < out->n_moves; i++) {
-			paid += out->moves[i].paid;
-			promo += out->moves[i].promo;
-		}
-		out->balanced = paid == out->closing_paid && promo == out->closing_promo;
-		out->paid_consumed = -(u->paid + rf->paid);
-		out->promo_consumed = -(u->promo + rf->promo);
+	return 0;
+}
+
+/* Opening plus movements must give the closing balances; what was consumed. */
+static void sum_up(struct statement *out)
+{
+	money_total paid = out->opening_paid, promo = out->opening_promo;
+	struct statement_movement *u = move_of(out, "usage"), *rf = move_of(out, "refund");
+
+	for (size_t i = 0; i < out->n_moves; i++) {
+		paid += out->moves[i].paid;
+		promo += out->moves[i].promo;
 	}
-	rc = 0;
-done:
-	PQclear(r);
+	out->balanced = paid == out->closing_paid && promo == out->closing_promo;
+	out->paid_consumed = -(u->paid + rf->paid);
+	out->promo_consumed = -(u->promo + rf->promo);
+}
+
+int statement_build(PGconn *c, int64_t account_id, int64_t from_us, int64_t to_us, struct statement *out,
+		    struct error *err)
+{
+	char id[32], from[40], to[40];
+	const char *p[3] = {id, from, to};
+	struct ops_account a;
+	int rc = -1;
+
+	memset(out, 0, sizeof(*out));
+	out->account_id = account_id;
+	out->from_us = from_us;
+	out->to_us = to_us;
+	snprintf(id, sizeof(id), "%" PRId64, account_id);
+	time_format_rfc3339(from_us, from, sizeof(from));
+	time_format_rfc3339(to_us, to, sizeof(to));
+	if (db_exec(c, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", 0, NULL, err) < 0)
+		return -1;
+	if (ops_account_get(c, account_id, &a, err) == 0) {
+		snprintf(out->external_id, sizeof(out->external_id), "%s", a.external_id);
+		if (load_movements(c, p, out, err) == 0 && count_txns(c, p, out, err) == 0 &&
+		    load_closing(c, p, out, err) == 0 && load_models(c, p, out, err) == 0) {
+			sum_up(out);
+			rc = 0;
+		}
+	}
 	db_exec_quiet(c, "ROLLBACK");
 	if (rc < 0)
 		statement_release(out);
