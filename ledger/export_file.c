@@ -81,7 +81,50 @@ struct emitter {
 	struct buf *b;
 	enum export_format fmt;
 	int n;
+	bool legacy; /* the JSON strings of writers before buf_json_strn (below) */
 };
+
+/* A JSON string as the writers before commit 0b994f4 spelled it (the old
+ * buf_json_str, kept verbatim): the bytes 0x08 and 0x0c as \u0008 and
+ * \u000c, where buf_json_str now writes \b and \f.  Exports those writers
+ * signed are genuine: the verifier accepts a line in either spelling. */
+static void json_str_legacy(struct buf *b, const char *s)
+{
+	buf_append(b, "\"", 1);
+	for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+		switch (*p) {
+		case '"':
+			buf_append(b, "\\\"", 2);
+			break;
+		case '\\':
+			buf_append(b, "\\\\", 2);
+			break;
+		case '\n':
+			buf_append(b, "\\n", 2);
+			break;
+		case '\r':
+			buf_append(b, "\\r", 2);
+			break;
+		case '\t':
+			buf_append(b, "\\t", 2);
+			break;
+		default:
+			if (*p < 0x20)
+				buf_printf(b, "\\u%04x", *p);
+			else
+				buf_append(b, p, 1);
+		}
+	}
+	buf_append(b, "\"", 1);
+}
+
+static void json_str(struct emitter *e, const char *s)
+{
+	if (e->legacy)
+		json_str_legacy(e->b, s);
+	else
+		buf_json_str(e->b, s);
+}
 
 static void em_sep(struct emitter *e)
 {
@@ -90,7 +133,7 @@ static void em_sep(struct emitter *e)
 			buf_append(e->b, ",", 1);
 	} else {
 		buf_append(e->b, e->n ? "," : "{", 1);
-		buf_json_str(e->b, columns[e->n]);
+		json_str(e, columns[e->n]);
 		buf_append(e->b, ":", 1);
 	}
 	e->n++;
@@ -114,13 +157,14 @@ static void em_str(struct emitter *e, const char *s)
 	} else if (e->fmt == EXPORT_CSV) {
 		csv_put(e->b, s);
 	} else {
-		buf_json_str(e->b, s);
+		json_str(e, s);
 	}
 }
 
-void export_file_body(struct buf *b, enum export_format fmt, const struct export_row *r, const struct export_derived *d)
+static void body_of(struct buf *b, enum export_format fmt, const struct export_row *r, const struct export_derived *d,
+		    bool legacy)
 {
-	struct emitter e = {b, fmt, 0};
+	struct emitter e = {b, fmt, 0, legacy};
 	char ts[40];
 
 	time_format_rfc3339(r->created_at_us, ts, sizeof(ts));
@@ -146,6 +190,11 @@ void export_file_body(struct buf *b, enum export_format fmt, const struct export
 	em_str(&e, r->details);
 	em_str(&e, r->prev_hex);
 	em_str(&e, r->hash_hex);
+}
+
+void export_file_body(struct buf *b, enum export_format fmt, const struct export_row *r, const struct export_derived *d)
+{
+	body_of(b, fmt, r, d, false);
 }
 
 void export_file_row_hash_init(uint8_t h[32], enum export_format fmt, const char *header, size_t hlen)
@@ -753,6 +802,11 @@ static void check_record(struct vstate *s, int64_t line_no, const char *rec, siz
 		export_file_derive(row.details, d);
 	buf_reset(canon);
 	export_file_body(canon, s->fmt, &row, d);
+	if ((canon->len != body_len || memcmp(canon->data, body, body_len) != 0) && s->fmt == EXPORT_NDJSON) {
+		/* written before buf_json_strn: \u0008 and \u000c where it writes \b and \f */
+		buf_reset(canon);
+		body_of(canon, s->fmt, &row, d, true);
+	}
 	if (canon->len != body_len || memcmp(canon->data, body, body_len) != 0)
 		fail(s, line_no, "the line is not in canonical form (a field was changed)");
 	else

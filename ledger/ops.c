@@ -182,6 +182,8 @@ int ops_balance_get(PGconn *c, int64_t account_id, int64_t now_us, struct ops_ba
 			continue;
 		}
 		out->promo_nanos += bal;
+		if (bal > 0 && db_int64(r, i, 5) && (!out->first_expiry_us || db_int64(r, i, 5) < out->first_expiry_us))
+			out->first_expiry_us = db_int64(r, i, 5);
 		if (bal > 0 && out->n_grants < sizeof(out->grants) / sizeof(out->grants[0])) {
 			struct ops_grant_info *g = &out->grants[out->n_grants++];
 			g->grant_id = db_int64(r, i, 2);

@@ -47,6 +47,9 @@ struct ops_balance {
 	money_total paid_nanos;             /* may be negative: arrears */
 	money_total promo_nanos;            /* unexpired grant buckets */
 	money_total expired_unbroken_nanos; /* expired, not yet moved to breakage: never spendable */
+	/* the earliest expiry of an unexpired grant with money left, of all of
+	 * them (grants lists the first 64 only); 0: none expires */
+	int64_t first_expiry_us;
 	size_t n_grants;
 	struct ops_grant_info grants[64]; /* unexpired grants with money left, burn-down order (first 64) */
 };

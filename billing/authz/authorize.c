@@ -575,7 +575,7 @@ static void load_run(struct az_req *a, PGconn *c)
 	const char *p[1] = {id};
 	const char *argv[23];
 	PGresult *r = NULL;
-	int64_t t_ms, fence_end, ttl, first_exp = 0, now = time_now_us();
+	int64_t t_ms, fence_end, ttl, now = time_now_us();
 	int64_t fence_ms = a->s->az->redis_timeout_ms + LOAD_FENCE_MS;
 	struct error rerr;
 
@@ -597,12 +597,9 @@ static void load_run(struct az_req *a, PGconn *c)
 		goto done;
 	}
 	fence_end = mono_ms() + fence_ms + 20;
-	/* the mirror must not outlive the first grant that expires (with
-	 * credit left: ops_balance_get lists only those) */
-	for (size_t i = 0; i < b.n_grants; i++)
-		if (b.grants[i].expires_at_us && (!first_exp || b.grants[i].expires_at_us < first_exp))
-			first_exp = b.grants[i].expires_at_us;
-	ttl = mirror_ttl_ms(now, first_exp);
+	/* the mirror must not outlive the first grant that expires with
+	 * credit left, of all of them (b.grants lists only the first 64) */
+	ttl = mirror_ttl_ms(now, b.first_expiry_us);
 	snprintf(deadline, sizeof(deadline), "%" PRId64, t_ms + fence_ms);
 	/* saturated, the excess beside it (ledger/reconcile.h) */
 	snprintf(paid, sizeof(paid), "%" PRId64, reconcile_mirror_split(b.paid_nanos, &ex));

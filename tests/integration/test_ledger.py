@@ -227,3 +227,65 @@ def test_service_role_changes_in_place_leave_a_database_written_audit_row(env):
     row = env.one("SELECT actor, reason FROM audit_log WHERE action = 'db.customer.status' AND target = %s"
                   " ORDER BY audit_id DESC LIMIT 1", (str(a),))
     assert row == ("dana", "chargeback"), row
+
+
+def _legacy_escapes(line):
+    """The line as the writer before commit 0b994f4 wrote it: its JSON
+    strings spelled the bytes 0x08 and 0x0c as \\u0008 and \\u000c (now
+    \\b and \\f).  Escapes are two-byte units, so \\\\b (an escaped backslash,
+    then b) is left alone."""
+    out, i = bytearray(), 0
+    while i < len(line):
+        if line[i:i + 1] == b"\\":
+            pair = line[i:i + 2]
+            out += {b"\\b": b"\\u0008", b"\\f": b"\\u000c"}.get(pair, pair)
+            i += 2
+        else:
+            out += line[i:i + 1]
+            i += 1
+    return bytes(out)
+
+
+def test_an_ndjson_export_of_the_previous_writer_still_verifies(env, tmp_path):
+    """A signed NDJSON export written before the one JSON string writer
+    (reason, actor, keys with a backspace or form feed spelled \\u0008,
+    \\u000c) is genuine: `ledger verify --export` must accept it, as it
+    accepts the same export written today (\\b, \\f)."""
+    import hashlib
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    if not os.path.exists(env.signing_key):
+        env.admin("keygen", "--out", env.signing_key)
+    a = json.loads(env.admin("account", "create", "--external-id", "legacy-esc", "--json").stdout)["account_id"]
+    env.admin("adjust", "--account", a, "--amount", "1.5", "--reason", "goodwill\fpage two\bback",
+              "--idempotency-key", "legacy\fesc")
+    out = tmp_path / "legacy.ndjson"
+    env.ledger("export", "--from", "2000-01-01", "--to", "2100-01-01", "--account", str(a), "--format", "ndjson",
+               "--out", str(out))
+    assert env.ledger("verify", "--export", str(out), check=False).returncode == 0
+    data = out.read_bytes()
+    assert b"\\f" in data and b"\\b" in data
+    # the same file as the previous writer made it: row hashes, file hash
+    # and signature as that writer computed them
+    m = json.loads(open(str(out) + ".manifest.json").read())
+    sep = b',"row_hash":"'
+    h = hashlib.blake2b(b"billing-ledger-export-v1\0ndjson", digest_size=32).digest()
+    lines, cps = [], []
+    for n, ln in enumerate(data.split(b"\n")[:-1], 1):
+        body = _legacy_escapes(ln[:ln.rindex(sep)])
+        h = hashlib.blake2b(h + body, digest_size=32).digest()
+        lines.append(body + sep + h.hex().encode() + b'"}\n')
+        if n % m["row_hash"]["checkpoint_every"] == 0:
+            cps.append({"row": n, "row_hash": h.hex()})
+    old = b"".join(lines)
+    assert old != data and b"\\u000c" in old and b"\\u0008" in old
+    out.write_bytes(old)
+    m.pop("signature")
+    m["bytes"], m["blake2b_256"] = len(old), hashlib.blake2b(old, digest_size=32).hexdigest()
+    m["row_hash"]["last"], m["row_hash"]["checkpoints"] = h.hex(), cps
+    sk = bytes.fromhex(open(env.signing_key).read().strip())
+    canonical = json.dumps(m, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    m["signature"] = Ed25519PrivateKey.from_private_bytes(sk[:32]).sign(canonical).hex()
+    with open(str(out) + ".manifest.json", "w") as f:
+        json.dump(m, f)
+    p = env.ledger("verify", "--export", str(out), check=False)
+    assert p.returncode == 0, p.stdout + p.stderr

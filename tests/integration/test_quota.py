@@ -353,3 +353,31 @@ def test_reconcile_repair_leaves_what_a_load_of_billingd_leaves(env, bd):
     # and billingd decides on it as on its own load
     r = authorize(bd, acct, "rl-2", units=1)
     assert r.status_code == 200 and r.json()["available_nanos"] == 11 * UNIT, r.text
+
+
+def test_mirror_does_not_outlive_an_expiring_grant_beyond_the_first_64(env, bd):
+    """The mirror's lifetime ends at the first expiry of a grant with credit
+    left, whichever grant it is: also when that grant comes after the first
+    64 grants in burn-down order (the grants an account view lists).  Else
+    the mirror keeps counting credit that has expired, and authorize admits
+    calls that the balance no longer covers."""
+    acct = new_account(env, "mirror-65")  # 14 units of signup credit
+    for i in range(64):  # burn first: priority 0, never expire
+        r = bd.post("/v1/admin/grants", {"account_id": acct, "amount_nanos": 1, "reason": "crumb",
+                                         "operator": "test", "priority": 0}, token=ADMIN_TOKEN)
+        assert r.status_code == 201, r.text
+    r = bd.post("/v1/admin/grants", {"account_id": acct, "amount_nanos": 5 * UNIT, "reason": "short trial",
+                                     "operator": "test", "priority": 1000000, "expires_at": now_rfc3339(5)},
+                token=ADMIN_TOKEN)
+    assert r.status_code == 201, r.text
+    expires = r.json()["expires_at"]
+    # loads the mirror while the 5 units are spendable: 19 units and 64 nanos
+    r = authorize(bd, acct, "m65-load", units=1)
+    assert r.status_code == 200 and r.json()["available_nanos"] == 18 * UNIT + 64, r.text
+    while now_rfc3339() <= expires:
+        time.sleep(0.1)
+    time.sleep(0.2)
+    # 14 units and 64 nanos are left, one of them held (or its hold expired):
+    # 16 units must not be admitted
+    r = authorize(bd, acct, "m65-after", units=16)
+    assert r.status_code == 402, r.text
