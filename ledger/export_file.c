@@ -81,14 +81,16 @@ struct emitter {
 	struct buf *b;
 	enum export_format fmt;
 	int n;
-	bool legacy; /* the JSON strings of writers before buf_json_strn (below) */
+	bool short_bf; /* \b and \f as the writer of 0b994f4..286f7c0 spelled them (below) */
 };
 
-/* A JSON string as the writers before commit 0b994f4 spelled it (the old
- * buf_json_str, kept verbatim): the bytes 0x08 and 0x0c as \u0008 and
- * \u000c, where buf_json_str now writes \b and \f.  Exports those writers
- * signed are genuine: the verifier accepts a line in either spelling. */
-static void json_str_legacy(struct buf *b, const char *s)
+/* A JSON string of an NDJSON export, spelled as every export writer but
+ * one has spelled it: the bytes 0x08 and 0x0c as \u0008 and \u000c (where
+ * buf_json_str writes \b and \f, as the signed manifest needs), so an
+ * older `ledger verify` accepts today's files.  The writer of commits
+ * 0b994f4..286f7c0 used buf_json_str, \b and \f: those files are genuine
+ * too, and the verifier accepts a line in either spelling. */
+static void json_str_export(struct buf *b, const char *s)
 {
 	buf_append(b, "\"", 1);
 	for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
@@ -120,10 +122,10 @@ static void json_str_legacy(struct buf *b, const char *s)
 
 static void json_str(struct emitter *e, const char *s)
 {
-	if (e->legacy)
-		json_str_legacy(e->b, s);
-	else
+	if (e->short_bf)
 		buf_json_str(e->b, s);
+	else
+		json_str_export(e->b, s);
 }
 
 static void em_sep(struct emitter *e)
@@ -162,9 +164,9 @@ static void em_str(struct emitter *e, const char *s)
 }
 
 static void body_of(struct buf *b, enum export_format fmt, const struct export_row *r, const struct export_derived *d,
-		    bool legacy)
+		    bool short_bf)
 {
-	struct emitter e = {b, fmt, 0, legacy};
+	struct emitter e = {b, fmt, 0, short_bf};
 	char ts[40];
 
 	time_format_rfc3339(r->created_at_us, ts, sizeof(ts));
@@ -803,7 +805,7 @@ static void check_record(struct vstate *s, int64_t line_no, const char *rec, siz
 	buf_reset(canon);
 	export_file_body(canon, s->fmt, &row, d);
 	if ((canon->len != body_len || memcmp(canon->data, body, body_len) != 0) && s->fmt == EXPORT_NDJSON) {
-		/* written before buf_json_strn: \u0008 and \u000c where it writes \b and \f */
+		/* written by 0b994f4..286f7c0: \b and \f for the bytes 0x08 and 0x0c */
 		buf_reset(canon);
 		body_of(canon, s->fmt, &row, d, true);
 	}
