@@ -83,9 +83,13 @@ PGconn *tool_connect(const struct config *cfg, int owner)
 	struct error ce;
 	PGconn *c;
 
-	if (config_get_int(cfg, "pg_timeout_ms", 100, 3600000, &t, &ce) < 0 ||
-	    config_get_int(cfg, "pg_standby_confirm_ms", 0, 600000, &sc, &ce) < 0)
-		tool_usage_error("%s", ce.msg);
+	/* every value checked as billingd checks it at start (a misspelled
+	 * referral_trigger would otherwise read as the default): one line, exit 2 */
+	if (config_check(cfg, &ce) < 0 || config_get_int(cfg, "pg_timeout_ms", 100, 3600000, &t, &ce) < 0 ||
+	    config_get_int(cfg, "pg_standby_confirm_ms", 0, 600000, &sc, &ce) < 0) {
+		fprintf(stderr, "%s: %s\n", tool_name, ce.msg);
+		exit(2);
+	}
 	db_set_standby_confirm((int)sc);
 	c = db_connect(ci, (int)t, &err);
 	if (!c)

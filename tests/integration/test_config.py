@@ -36,3 +36,17 @@ def test_help_prints_every_key_with_its_type_and_default():
     assert len(lines) >= 37, out
     assert "  batch_max              [integer 1..10000] " in out and out.count("(default: ") == len(lines), out
     assert "gateway_tokens_file    [path, re-read on SIGHUP]" in out, out
+
+
+def test_the_clis_refuse_a_bad_value_as_billingd_does():
+    """billing-admin and ledger check every key with billingd's table before
+    they connect: a misspelled referral_trigger used to read as the default
+    (`billing-admin topup` then gave no referral reward, silently)."""
+    for key, value, line in CASES:
+        if key == "log_level":  # billingd's logger says it first, in its own words
+            line = "config key 'log_level': expected one of debug|info|warn|error"
+        for tool, args in (("billing-admin", ("price", "list")), ("ledger", ("trial-balance",))):
+            env = {"PATH": os.environ["PATH"], "BILLING_CONFIG": "", "BILLING_" + key.upper(): value,
+                   "BILLING_PG": "host=127.0.0.1 port=1 connect_timeout=1"}
+            p = subprocess.run([os.path.join(BIN, tool), *args], capture_output=True, text=True, timeout=20, env=env)
+            assert (p.returncode, p.stderr) == (2, f"{tool}: {line}\n"), (tool, key, value, p.returncode, p.stderr)
