@@ -46,7 +46,13 @@ def test_sighup_reloads_tokens(env, billingd):
 def test_sigterm_answers_in_flight_then_exits_0(env):
     set_price(env, "m-term", UNIT, UNIT, UNIT, effective="2026-01-01T00:00:00Z")
     acct = json.loads(env.admin("account", "create", "--external-id", "term-1", "--json").stdout)["account_id"]
-    b = Billingd(env, {"batch_wait_us": "200000", "batch_max": "1000"})  # a slow batch keeps requests in flight
+    # a slow batch (up to 1 s to fill) keeps the requests in flight
+    b = Billingd(env, {"batch_wait_us": "1000000", "batch_max": "1000"})
+
+    def in_flight():  # billingd's gauge counts the scrape itself too
+        m = requests.get(b.url + "/metrics", timeout=5).text
+        return int(float(next(l.split()[1] for l in m.splitlines() if l.startswith("billing_inflight_requests ")))) - 1
+
     try:
         def send(i):
             return requests.post(b.url + "/v1/usage", headers=b.h(), timeout=30,
@@ -55,7 +61,14 @@ def test_sigterm_answers_in_flight_then_exits_0(env):
                                        "started_at": now_rfc3339()})
         with cf.ThreadPoolExecutor(20) as ex:
             futs = [ex.submit(send, i) for i in range(20)]
-            time.sleep(0.1)
+            # SIGTERM once all 20 are being served (a sleep was not enough on
+            # a loaded machine: a connection still in the listen queue when
+            # the listener closes is reset, as it should be, and the test
+            # counted it as an in-flight request lost)
+            deadline = time.time() + 10
+            while in_flight() < 20:
+                assert time.time() < deadline, f"only {in_flight()} of 20 requests in flight after 10 s"
+                time.sleep(0.01)
             b.proc.send_signal(signal.SIGTERM)
             res = [f.result() for f in futs]
         assert all(r.status_code == 200 for r in res), [r.status_code for r in res]
