@@ -84,11 +84,13 @@ PGconn *tool_connect(const struct config *cfg, int owner)
 	PGconn *c;
 
 	/* every value checked as billingd checks it at start (a misspelled
-	 * referral_trigger would otherwise read as the default): one line, exit 2 */
+	 * referral_trigger would otherwise read as the default): one line, exit 1
+	 * as for any other failure of the command (not 2: the command line was
+	 * right, the configuration is not) */
 	if (config_check(cfg, &ce) < 0 || config_get_int(cfg, "pg_timeout_ms", 100, 3600000, &t, &ce) < 0 ||
 	    config_get_int(cfg, "pg_standby_confirm_ms", 0, 600000, &sc, &ce) < 0) {
 		fprintf(stderr, "%s: %s\n", tool_name, ce.msg);
-		exit(2);
+		exit(1);
 	}
 	db_set_standby_confirm((int)sc);
 	c = db_connect(ci, (int)t, &err);
