@@ -141,3 +141,74 @@ def test_a_statement_naming_several_missing_references_changes_nothing(env):
     c.close()
     assert (env.one("SELECT count(*) FROM journal"), env.one("SELECT count(*) FROM postings")) == before
     env.assert_books_sound()
+
+
+JOURNAL_ROWS = ("INSERT INTO journal (writer, seq, kind, idempotency_key, content_hash, account_id, actor, reason,"
+                " details, created_at, prev_hash, hash) SELECT 'pc-' || %s, g, 'x', 'pc-' || %s || '-' || g, '\\x00',"
+                " NULL, 'me', 'r', '{}', %s, '\\x00', '\\x00' FROM generate_series(1, %s) g RETURNING txn_id")
+POSTINGS = ("INSERT INTO postings (txn_id, line, ledger_account_id, amount, created_at)"
+            " SELECT t, l, CASE l WHEN 1 THEN 1 ELSE 5 END, CASE l WHEN 1 THEN 7 ELSE -7 END, %s"
+            " FROM unnest(%s::bigint[]) t, generate_series(1, 2) l")
+
+
+@pytest.mark.parametrize("user", ["billing", "billing_owner", "postgres"])
+def test_the_commit_check_covers_every_journal_row_of_every_statement(env, user):
+    """0012: the check at COMMIT runs once per journal statement: a journal
+    row of a statement, or of a later statement, left without postings is
+    named and the whole transaction refused, for every role; rows whose
+    postings came in any later statement commit; a savepoint rolled back
+    takes its rows' checks with it; nothing pending stays behind."""
+    now = dt.datetime.now(UTC)
+    before = (env.one("SELECT count(*) FROM journal"), env.one("SELECT count(*) FROM postings"))
+    c = psycopg2.connect(env.stack.conninfo(env.db, user))
+    cur = c.cursor()
+
+    def rows(tag, n):
+        cur.execute(JOURNAL_ROWS, (f"{user}-{tag}", f"{user}-{tag}", now, n))
+        return [r[0] for r in cur.fetchall()]
+
+    # three rows in one statement, postings for the first and the last only
+    a = rows("a", 3)
+    cur.execute(POSTINGS, (now, [a[0], a[2]]))
+    with pytest.raises(psycopg2.Error) as e:
+        c.commit()
+    assert e.value.pgcode == "23514" and f"ledger transaction {a[1]} has 0 postings" in str(e.value)
+    c.rollback()
+    # rows of a second statement are checked too
+    a, b = rows("b1", 2), rows("b2", 2)
+    cur.execute(POSTINGS, (now, a + b[:1]))
+    with pytest.raises(psycopg2.Error) as e:
+        c.commit()
+    assert e.value.pgcode == "23514" and f"ledger transaction {b[1]} has 0 postings" in str(e.value)
+    c.rollback()
+    # a savepoint rolled back: its journal row and its check go; the rest commits
+    a = rows("c1", 2)
+    cur.execute("SAVEPOINT s")
+    rows("c2", 1)
+    cur.execute("ROLLBACK TO SAVEPOINT s")
+    cur.execute(POSTINGS, (now, a[:1]))
+    cur.execute(POSTINGS, (now, a[1:]))
+    c.commit()
+    c.close()
+    assert (env.one("SELECT count(*) FROM journal"), env.one("SELECT count(*) FROM postings")) == \
+        (before[0] + 2, before[1] + 4)
+    assert env.one("SELECT count(*) FROM ledger_pending_checks", user="postgres") == 0
+    assert env.one("SELECT count(*) FROM ledger_balance_mismatches()") == 0
+
+
+def test_the_pending_checks_are_out_of_reach(env):
+    """The service role can neither read nor write the pending checks; no
+    role may change one; the per-row trigger it replaced is gone from every
+    partition."""
+    for stmt in ("SELECT * FROM ledger_pending_checks", "DELETE FROM ledger_pending_checks",
+                 "INSERT INTO ledger_pending_checks (txn_ids, created_ats) VALUES ('{}', '{}')"):
+        with pytest.raises(psycopg2.Error) as e:
+            env.sql(stmt)
+        assert e.value.pgcode == "42501"
+    for user in ("billing_owner", "postgres"):
+        for stmt in ("INSERT INTO ledger_pending_checks (txn_ids, created_ats) VALUES ('{}', '{}');"
+                     " UPDATE ledger_pending_checks SET txn_ids = '{1}'", "TRUNCATE ledger_pending_checks"):
+            with pytest.raises(psycopg2.Error) as e:
+                env.sql(stmt, user=user)
+            assert "refused" in str(e.value)
+    assert env.one("SELECT count(*) FROM pg_trigger WHERE tgname = 'journal_has_postings'", user="postgres") == 0
