@@ -106,7 +106,7 @@ static void arr_sep(struct buf *b)
 static void arr_i64(struct buf *b, int64_t v)
 {
 	arr_sep(b);
-	buf_printf(b, "%" PRId64, v);
+	buf_put_i64(b, v);
 }
 
 static void arr_text(struct buf *b, const char *s)
@@ -127,7 +127,7 @@ static void arr_nullable_i64(struct buf *b, int64_t v)
 {
 	arr_sep(b);
 	if (v)
-		buf_printf(b, "%" PRId64, v);
+		buf_put_i64(b, v);
 	else
 		buf_puts(b, "NULL");
 }

@@ -352,7 +352,7 @@ static void arr_add_i64(struct buf *a, int64_t v)
 {
 	if (a->len > 1)
 		buf_append(a, ",", 1);
-	buf_printf(a, "%" PRId64, v);
+	buf_put_i64(a, v);
 }
 
 static void arr_add_bytea(struct buf *a, const uint8_t *p)
