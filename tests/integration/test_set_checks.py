@@ -212,3 +212,33 @@ def test_the_pending_checks_are_out_of_reach(env):
                 env.sql(stmt, user=user)
             assert "refused" in str(e.value)
     assert env.one("SELECT count(*) FROM pg_trigger WHERE tgname = 'journal_has_postings'", user="postgres") == 0
+
+
+def test_copy_meets_the_same_guards(env):
+    """COPY into the books fires the statement triggers as INSERT does: a
+    reference that does not exist is refused, and a journal row COPYed
+    without postings is refused at COMMIT (for the service role, which may
+    COPY what it may INSERT)."""
+    import io
+    a = new_account(env, "sc-copy")
+    now = rfc3339(dt.datetime.now(UTC))
+    before = (env.one("SELECT count(*) FROM journal"), env.one("SELECT count(*) FROM postings"))
+    cols = "(writer, seq, kind, idempotency_key, content_hash, account_id, actor, reason, details, created_at," \
+           " prev_hash, hash)"
+
+    def row(key, acct):
+        return f"sc-copy\t1\tx\t{key}\t\\\\x00\t{acct}\tme\tr\t{{}}\t{now}\t\\\\x00\t\\\\x00\n"
+
+    c = psycopg2.connect(env.stack.conninfo(env.db, "billing"))
+    cur = c.cursor()
+    with pytest.raises(psycopg2.Error) as e:
+        cur.copy_expert(f"COPY journal {cols} FROM STDIN", io.StringIO(row("sc-copy-1", a) + row("sc-copy-2", 10 ** 12)))
+    assert e.value.pgcode == "23503" and "customers" in str(e.value)
+    c.rollback()
+    cur.copy_expert(f"COPY journal {cols} FROM STDIN", io.StringIO(row("sc-copy-3", a)))
+    with pytest.raises(psycopg2.Error) as e:
+        c.commit()
+    assert e.value.pgcode == "23514" and "has 0 postings" in str(e.value)
+    c.rollback()
+    c.close()
+    assert (env.one("SELECT count(*) FROM journal"), env.one("SELECT count(*) FROM postings")) == before
