@@ -60,18 +60,43 @@ void buf_puts(struct buf *b, const char *s)
 void buf_printf(struct buf *b, const char *fmt, ...)
 {
 	va_list ap;
+	size_t room;
 	int n;
 
+	/* formatted once when it fits (the common case: the buffer has room),
+	 * twice only when it must grow */
+	grow(b, 64);
+	room = b->cap - b->len;
 	va_start(ap, fmt);
-	n = vsnprintf(NULL, 0, fmt, ap);
+	n = vsnprintf(b->data + b->len, room, fmt, ap);
 	va_end(ap);
-	if (n < 0)
+	if (n < 0) {
+		b->data[b->len] = '\0';
 		return;
-	grow(b, (size_t)n);
-	va_start(ap, fmt);
-	vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap);
-	va_end(ap);
+	}
+	if ((size_t)n >= room) {
+		grow(b, (size_t)n);
+		va_start(ap, fmt);
+		vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap);
+		va_end(ap);
+	}
 	b->len += (size_t)n;
+}
+
+void buf_put_i64(struct buf *b, int64_t v)
+{
+	char t[24];
+	size_t i = sizeof(t);
+	/* the magnitude as unsigned: INT64_MIN too */
+	uint64_t u = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
+
+	do {
+		t[--i] = (char)('0' + u % 10);
+		u /= 10;
+	} while (u);
+	if (v < 0)
+		t[--i] = '-';
+	buf_append(b, t + i, sizeof(t) - i);
 }
 
 void buf_put_u32be(struct buf *b, uint32_t v)
@@ -94,10 +119,15 @@ void buf_put_i64be(struct buf *b, int64_t sv)
 void buf_pg_array_text(struct buf *b, const char *s)
 {
 	buf_append(b, "\"", 1);
-	for (; *s; s++) {
-		if (*s == '"' || *s == '\\')
-			buf_append(b, "\\", 1);
+	for (;;) {
+		size_t n = strcspn(s, "\"\\"); /* the run that needs no escape */
+		buf_append(b, s, n);
+		s += n;
+		if (!*s)
+			break;
+		buf_append(b, "\\", 1);
 		buf_append(b, s, 1);
+		s++;
 	}
 	buf_append(b, "\"", 1);
 }

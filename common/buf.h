@@ -19,6 +19,8 @@ void buf_puts(struct buf *b, const char *s);
 void buf_printf(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void buf_put_u32be(struct buf *b, uint32_t v);
 void buf_put_i64be(struct buf *b, int64_t v);
+/* Appends v in decimal, as printf's %" PRId64 " would (without printf). */
+void buf_put_i64(struct buf *b, int64_t v);
 /* Appends s as a PostgreSQL array element in double quotes, escaped. */
 void buf_pg_array_text(struct buf *b, const char *s);
 /* Appends the n bytes at s as a JSON string literal: quotes; the short

@@ -110,6 +110,15 @@ out:
 	return 0;
 }
 
+/* n decimal digits of v, zero-padded (v < 10^n) */
+static void put_digits(char *out, int n, unsigned v)
+{
+	for (int i = n - 1; i >= 0; i--) {
+		out[i] = (char)('0' + v % 10);
+		v /= 10;
+	}
+}
+
 void time_format_rfc3339(int64_t us, char *buf, size_t buflen)
 {
 	int64_t secs = us >= 0 ? us / 1000000 : -((-us + 999999) / 1000000);
@@ -120,8 +129,27 @@ void time_format_rfc3339(int64_t us, char *buf, size_t buflen)
 	unsigned m, d;
 
 	civil_from_days(days, &y, &m, &d);
-	snprintf(buf, buflen, "%04d-%02u-%02uT%02d:%02d:%02d.%06dZ", y, m, d, (int)(sod / 3600), (int)(sod / 60 % 60),
-		 (int)(sod % 60), (int)frac);
+	if (y < 0 || y > 9999 || buflen < 28) {
+		snprintf(buf, buflen, "%04d-%02u-%02uT%02d:%02d:%02d.%06dZ", y, m, d, (int)(sod / 3600),
+			 (int)(sod / 60 % 60), (int)(sod % 60), (int)frac);
+		return;
+	}
+	/* the same bytes without printf (the usage writer formats several per record) */
+	put_digits(buf, 4, (unsigned)y);
+	buf[4] = '-';
+	put_digits(buf + 5, 2, m);
+	buf[7] = '-';
+	put_digits(buf + 8, 2, d);
+	buf[10] = 'T';
+	put_digits(buf + 11, 2, (unsigned)(sod / 3600));
+	buf[13] = ':';
+	put_digits(buf + 14, 2, (unsigned)(sod / 60 % 60));
+	buf[16] = ':';
+	put_digits(buf + 17, 2, (unsigned)(sod % 60));
+	buf[19] = '.';
+	put_digits(buf + 20, 6, (unsigned)frac);
+	buf[26] = 'Z';
+	buf[27] = '\0';
 }
 
 int64_t time_now_us(void)

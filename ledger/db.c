@@ -222,6 +222,19 @@ PGresult *db_query(PGconn *c, const char *sql, int nparams, const char *const *p
 	return r;
 }
 
+PGresult *db_query_params(PGconn *c, const char *sql, const struct db_params *p, struct error *err)
+{
+	PGresult *r = PQexecParams(c, sql, p->n, NULL, p->v, p->len, p->fmt, 0);
+	ExecStatusType st = r ? PQresultStatus(r) : PGRES_FATAL_ERROR;
+
+	if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK) {
+		set_pg_err(c, r, err);
+		PQclear(r);
+		return NULL;
+	}
+	return r;
+}
+
 int db_exec(PGconn *c, const char *sql, int nparams, const char *const *params, struct error *err)
 {
 	PGresult *r = db_query(c, sql, nparams, params, err);
@@ -250,6 +263,18 @@ int db_send(PGconn *c, const char *name, const char *sql, int nparams, const cha
 {
 	int ok = name ? PQsendQueryPrepared(c, name, nparams, params, NULL, NULL, 0)
 		      : PQsendQueryParams(c, sql, nparams, NULL, params, NULL, NULL, 0);
+
+	if (!ok) {
+		set_pg_err(c, NULL, err);
+		return -1;
+	}
+	return 0;
+}
+
+int db_send_params(PGconn *c, const char *name, const char *sql, const struct db_params *p, struct error *err)
+{
+	int ok = name ? PQsendQueryPrepared(c, name, p->n, p->v, p->len, p->fmt, 0)
+		      : PQsendQueryParams(c, sql, p->n, NULL, p->v, p->len, p->fmt, 0);
 
 	if (!ok) {
 		set_pg_err(c, NULL, err);

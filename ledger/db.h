@@ -47,6 +47,19 @@ money_total db_total(const PGresult *r, int row, int col);
 PGresult *db_query(PGconn *c, const char *sql, int nparams, const char *const *params, struct error *err)
 	__attribute__((warn_unused_result));
 
+/* Parameters each in text (NUL-terminated, fmt 0) or binary (len bytes,
+ * fmt 1: e.g. an array of common/pgarr.h); all borrowed. */
+#define DB_MAX_PARAMS 16
+struct db_params {
+	int n;
+	const char *v[DB_MAX_PARAMS];
+	int len[DB_MAX_PARAMS];
+	int fmt[DB_MAX_PARAMS];
+};
+/* db_query (no COMMIT through it) with such parameters. */
+PGresult *db_query_params(PGconn *c, const char *sql, const struct db_params *p, struct error *err)
+	__attribute__((warn_unused_result));
+
 /* ---- pipeline mode (libpq 14+): several statements, one round trip ----
  * db_pipeline_begin enters pipeline mode; db_send queues a statement
  * (prepared under `name` on this connection by db_prepare, or NULL: sql
@@ -57,6 +70,9 @@ PGresult *db_query(PGconn *c, const char *sql, int nparams, const char *const *p
  * every path, also after an error). */
 int db_pipeline_begin(PGconn *c, struct error *err) __attribute__((warn_unused_result));
 int db_send(PGconn *c, const char *name, const char *sql, int nparams, const char *const *params, struct error *err)
+	__attribute__((warn_unused_result));
+/* db_send with text and binary parameters (struct db_params). */
+int db_send_params(PGconn *c, const char *name, const char *sql, const struct db_params *p, struct error *err)
 	__attribute__((warn_unused_result));
 int db_pipeline_sync(PGconn *c, struct error *err) __attribute__((warn_unused_result));
 PGresult *db_next(PGconn *c, struct error *err) __attribute__((warn_unused_result));

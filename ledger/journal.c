@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/pgarr.h"
 #include "common/timeutil.h"
 #include "ledger/db.h"
 
@@ -91,61 +92,45 @@ int journal_find_key(PGconn *c, const char *key, int64_t *txn_id, uint8_t conten
 	return rc;
 }
 
-static void arr_open(struct buf *b)
+/* element types of the arrays, in enum order (journal.h) */
+static const uint32_t txn_types[JOURNAL_NA] = {
+	[JA_SEQ] = PGARR_INT8,       [JA_KIND] = PGARR_TEXT,  [JA_KEY] = PGARR_TEXT,    [JA_CHASH] = PGARR_BYTEA,
+	[JA_ACCT] = PGARR_INT8,      [JA_ACTOR] = PGARR_TEXT, [JA_REASON] = PGARR_TEXT, [JA_DETAILS] = PGARR_TEXT,
+	[JA_AT] = PGARR_TIMESTAMPTZ, [JA_PREV] = PGARR_BYTEA, [JA_HASH] = PGARR_BYTEA,  [JA_TXN] = PGARR_INT8,
+};
+static const uint32_t post_types[JOURNAL_NP] = {
+	[JP_TXN] = PGARR_INT8,  [JP_LINE] = PGARR_INT2,   [JP_LA] = PGARR_INT8,
+	[JP_ACCT] = PGARR_INT8, [JP_AMOUNT] = PGARR_INT8, [JP_AT] = PGARR_TIMESTAMPTZ,
+};
+
+static void arr_text(struct pgarr *a, const char *s)
 {
-	buf_reset(b);
-	buf_append(b, "{", 1);
+	pgarr_text(a, s ? s : "");
 }
 
-static void arr_sep(struct buf *b)
+/* 0: NULL (no customer) */
+static void arr_nullable_i64(struct pgarr *a, int64_t v)
 {
-	if (b->len > 1)
-		buf_append(b, ",", 1);
-}
-
-static void arr_i64(struct buf *b, int64_t v)
-{
-	arr_sep(b);
-	buf_printf(b, "%" PRId64, v);
-}
-
-static void arr_text(struct buf *b, const char *s)
-{
-	arr_sep(b);
-	buf_pg_array_text(b, s ? s : "");
-}
-
-static void arr_bytea(struct buf *b, const uint8_t *p, size_t n)
-{
-	arr_sep(b);
-	buf_append(b, "\"\\\\x", 4);
-	buf_hex(b, p, n);
-	buf_append(b, "\"", 1);
-}
-
-static void arr_nullable_i64(struct buf *b, int64_t v)
-{
-	arr_sep(b);
 	if (v)
-		buf_printf(b, "%" PRId64, v);
+		pgarr_i64(a, v);
 	else
-		buf_puts(b, "NULL");
+		pgarr_null(a);
 }
 
 void journal_arrays_init(struct journal_arrays *ja)
 {
 	for (int i = 0; i < JOURNAL_NA; i++)
-		buf_init(&ja->txn[i]);
+		pgarr_init(&ja->txn[i], txn_types[i]);
 	for (int i = 0; i < JOURNAL_NP; i++)
-		buf_init(&ja->post[i]);
+		pgarr_init(&ja->post[i], post_types[i]);
 }
 
 void journal_arrays_release(struct journal_arrays *ja)
 {
 	for (int i = 0; i < JOURNAL_NA; i++)
-		buf_release(&ja->txn[i]);
+		pgarr_release(&ja->txn[i]);
 	for (int i = 0; i < JOURNAL_NP; i++)
-		buf_release(&ja->post[i]);
+		pgarr_release(&ja->post[i]);
 }
 
 void journal_link(const char *writer, int64_t head_seq, const uint8_t head[JOURNAL_HASH_BYTES],
@@ -156,65 +141,91 @@ void journal_link(const char *writer, int64_t head_seq, const uint8_t head[JOURN
 
 	memcpy(prev, head, JOURNAL_HASH_BYTES);
 	for (int i = 0; i < JOURNAL_NA; i++)
-		arr_open(&ja->txn[i]);
+		pgarr_reset(&ja->txn[i], txn_types[i]);
 	for (size_t i = 0; i < n; i++) {
 		struct journal_txn *t = &txns[i];
-		char ts[40];
 
 		t->seq = ++seq;
 		journal_hash(t->hash, prev, writer, t->seq, t);
-		time_format_rfc3339(t->created_at_us, ts, sizeof(ts));
-		arr_i64(&ja->txn[JA_SEQ], t->seq);
+		pgarr_i64(&ja->txn[JA_SEQ], t->seq);
 		arr_text(&ja->txn[JA_KIND], t->kind);
 		arr_text(&ja->txn[JA_KEY], t->idempotency_key);
-		arr_bytea(&ja->txn[JA_CHASH], t->content_hash, JOURNAL_HASH_BYTES);
+		pgarr_bytes(&ja->txn[JA_CHASH], t->content_hash, JOURNAL_HASH_BYTES);
 		arr_nullable_i64(&ja->txn[JA_ACCT], t->account_id);
 		arr_text(&ja->txn[JA_ACTOR], t->actor);
 		arr_text(&ja->txn[JA_REASON], t->reason);
 		arr_text(&ja->txn[JA_DETAILS], t->details);
-		arr_text(&ja->txn[JA_AT], ts);
-		arr_bytea(&ja->txn[JA_PREV], prev, JOURNAL_HASH_BYTES);
-		arr_bytea(&ja->txn[JA_HASH], t->hash, JOURNAL_HASH_BYTES);
-		arr_i64(&ja->txn[JA_TXN], t->txn_id);
+		pgarr_ts(&ja->txn[JA_AT], t->created_at_us);
+		pgarr_bytes(&ja->txn[JA_PREV], prev, JOURNAL_HASH_BYTES);
+		pgarr_bytes(&ja->txn[JA_HASH], t->hash, JOURNAL_HASH_BYTES);
+		pgarr_i64(&ja->txn[JA_TXN], t->txn_id);
 		memcpy(prev, t->hash, JOURNAL_HASH_BYTES);
 	}
-	for (int i = 0; i < JOURNAL_NA; i++)
-		buf_append(&ja->txn[i], "}", 1);
 }
 
 void journal_postings(const struct journal_txn *txns, size_t n, struct journal_arrays *ja)
 {
 	for (int i = 0; i < JOURNAL_NP; i++)
-		arr_open(&ja->post[i]);
+		pgarr_reset(&ja->post[i], post_types[i]);
 	for (size_t i = 0; i < n; i++) {
-		char ts[40];
-
-		/* a posting carries its transaction's created_at: the partition key */
-		time_format_rfc3339(txns[i].created_at_us, ts, sizeof(ts));
 		for (size_t j = 0; j < txns[i].n_postings; j++) {
-			arr_i64(&ja->post[0], txns[i].txn_id);
-			arr_i64(&ja->post[1], (int64_t)j + 1);
-			arr_i64(&ja->post[2], txns[i].postings[j].ledger_account_id);
-			arr_nullable_i64(&ja->post[3], txns[i].postings[j].account_id);
-			arr_i64(&ja->post[4], txns[i].postings[j].amount);
-			arr_text(&ja->post[5], ts);
+			pgarr_i64(&ja->post[JP_TXN], txns[i].txn_id);
+			pgarr_i16(&ja->post[JP_LINE], (int16_t)(j + 1));
+			pgarr_i64(&ja->post[JP_LA], txns[i].postings[j].ledger_account_id);
+			arr_nullable_i64(&ja->post[JP_ACCT], txns[i].postings[j].account_id);
+			pgarr_i64(&ja->post[JP_AMOUNT], txns[i].postings[j].amount);
+			/* a posting carries its transaction's created_at: the partition key */
+			pgarr_ts(&ja->post[JP_AT], txns[i].created_at_us);
 		}
 	}
+}
+
+static void param_text(struct db_params *p, const char *s)
+{
+	p->v[p->n] = s;
+	p->len[p->n] = 0;
+	p->fmt[p->n++] = 0;
+}
+
+static void param_arr(struct db_params *p, struct pgarr *a)
+{
+	p->v[p->n] = pgarr_finish(a, &p->len[p->n]);
+	p->fmt[p->n++] = 1;
+}
+
+void journal_insert_params(struct journal_arrays *ja, const char *writer, struct db_params *p)
+{
+	p->n = 0;
+	param_text(p, writer);
+	for (int i = 0; i < JOURNAL_NA; i++)
+		param_arr(p, &ja->txn[i]);
+}
+
+void journal_postings_params(struct journal_arrays *ja, struct db_params *p)
+{
+	p->n = 0;
 	for (int i = 0; i < JOURNAL_NP; i++)
-		buf_append(&ja->post[i], "}", 1);
+		param_arr(p, &ja->post[i]);
+}
+
+void journal_notify_params(struct journal_arrays *ja, const char *writer, struct db_params *p)
+{
+	p->n = 0;
+	param_arr(p, &ja->post[JP_ACCT]);
+	param_text(p, writer);
 }
 
 int journal_write(PGconn *c, const char *writer, struct journal_txn *txns, size_t n, struct error *err)
 {
 	struct journal_arrays ja;
+	struct db_params p;
 	uint8_t prev[JOURNAL_HASH_BYTES] = {0};
 	int64_t seq = 0;
-	const char *params[JOURNAL_NA + 1];
+	const char *params[1] = {writer};
 	PGresult *r = NULL;
 	int rc = -1;
 
 	journal_arrays_init(&ja);
-	params[0] = writer;
 	r = db_query(c, JOURNAL_SQL_CHAIN_LOCK, 1, params, err);
 	if (!r)
 		goto done;
@@ -229,15 +240,16 @@ int journal_write(PGconn *c, const char *writer, struct journal_txn *txns, size_
 	PQclear(r);
 	r = NULL;
 	journal_link(writer, seq, prev, txns, n, &ja);
-	for (int i = 0; i < JOURNAL_NA; i++)
-		params[i + 1] = ja.txn[i].data;
-	r = db_query(c,
-		     "INSERT INTO journal (writer, seq, kind, idempotency_key, content_hash, account_id, actor, reason,"
-		     " details, created_at, prev_hash, hash)"
-		     " SELECT $1, * FROM unnest($2::bigint[], $3::text[], $4::text[], $5::bytea[], $6::bigint[],"
-		     " $7::text[], $8::text[], $9::text[], $10::timestamptz[], $11::bytea[], $12::bytea[])"
-		     " RETURNING seq, txn_id",
-		     JOURNAL_NA, params, err);
+	journal_insert_params(&ja, writer, &p);
+	/* txn_id from the column default: the arrays' last one ($13) is left out */
+	p.n--;
+	r = db_query_params(c,
+			    "INSERT INTO journal (writer, seq, kind, idempotency_key, content_hash, account_id, actor,"
+			    " reason, details, created_at, prev_hash, hash)"
+			    " SELECT $1, * FROM unnest($2::bigint[], $3::text[], $4::text[], $5::bytea[], $6::bigint[],"
+			    " $7::text[], $8::text[], $9::text[], $10::timestamptz[], $11::bytea[], $12::bytea[])"
+			    " RETURNING seq, txn_id",
+			    &p, err);
 	if (!r)
 		goto done;
 	if ((size_t)PQntuples(r) != n) {
@@ -258,14 +270,15 @@ int journal_write(PGconn *c, const char *writer, struct journal_txn *txns, size_
 	PQclear(r);
 	r = NULL;
 	journal_postings(txns, n, &ja);
-	for (int i = 0; i < JOURNAL_NP; i++)
-		params[i] = ja.post[i].data;
-	if (db_exec(c, JOURNAL_SQL_POSTINGS, JOURNAL_NP, params, err) < 0)
+	journal_postings_params(&ja, &p);
+	r = db_query_params(c, JOURNAL_SQL_POSTINGS, &p, err);
+	if (!r)
 		goto done;
+	PQclear(r);
 	/* balance mirrors (Redis) learn of the change at commit: "ACCOUNT WRITER" */
-	params[0] = ja.post[3].data;
-	params[1] = writer;
-	if (db_exec(c, JOURNAL_SQL_NOTIFY, 2, params, err) < 0)
+	journal_notify_params(&ja, writer, &p);
+	r = db_query_params(c, JOURNAL_SQL_NOTIFY, &p, err);
+	if (!r)
 		goto done;
 	rc = 0;
 done:

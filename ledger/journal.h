@@ -14,7 +14,9 @@
 #include <stdint.h>
 
 #include "common/buf.h"
+#include "common/pgarr.h"
 #include "common/error.h"
+#include "ledger/db.h"
 
 #define JOURNAL_HASH_BYTES 32
 
@@ -92,7 +94,7 @@ int journal_write(PGconn *c, const char *writer, struct journal_txn *txns, size_
 	"SELECT pg_notify('billing_balance', a::text || ' ' || $2)" \
 	" FROM (SELECT DISTINCT a FROM unnest($1::bigint[]) a WHERE a IS NOT NULL) s"
 
-/* PostgreSQL array literals of a batch: txn[] in the order of
+/* PostgreSQL arrays of a batch (binary parameters, common/pgarr.h): txn[] in the order of
  * JOURNAL_SQL_INSERT's $2..$13, post[] in the order of JOURNAL_SQL_POSTINGS. */
 enum {
 	JA_SEQ,
@@ -111,8 +113,8 @@ enum {
 };
 enum { JP_TXN, JP_LINE, JP_LA, JP_ACCT, JP_AMOUNT, JP_AT, JOURNAL_NP };
 struct journal_arrays {
-	struct buf txn[JOURNAL_NA];
-	struct buf post[JOURNAL_NP];
+	struct pgarr txn[JOURNAL_NA];
+	struct pgarr post[JOURNAL_NP];
 };
 void journal_arrays_init(struct journal_arrays *ja);
 void journal_arrays_release(struct journal_arrays *ja);
@@ -122,6 +124,12 @@ void journal_link(const char *writer, int64_t head_seq, const uint8_t head[JOURN
 		  struct journal_txn *txns, size_t n, struct journal_arrays *ja);
 /* Fills ja->post from the txns' postings (txn_id set). */
 void journal_postings(const struct journal_txn *txns, size_t n, struct journal_arrays *ja);
+/* The parameters of JOURNAL_SQL_INSERT ($1 writer, text; the arrays
+ * binary), JOURNAL_SQL_POSTINGS and JOURNAL_SQL_NOTIFY from ja (borrowed:
+ * valid while ja is, until its next change). */
+void journal_insert_params(struct journal_arrays *ja, const char *writer, struct db_params *p);
+void journal_postings_params(struct journal_arrays *ja, struct db_params *p);
+void journal_notify_params(struct journal_arrays *ja, const char *writer, struct db_params *p);
 /* Reads JOURNAL_SQL_HEAD's result: seq 0 and zeros when the chain is empty.
  * -1 with err on a malformed hash. */
 int journal_parse_head(PGresult *r, int64_t *seq, uint8_t head[JOURNAL_HASH_BYTES], const char *writer,

@@ -14,6 +14,7 @@
 #include "common/buf.h"
 #include "common/jsonnum.h"
 #include "common/log.h"
+#include "common/pgarr.h"
 #include "common/rclient.h"
 #include "common/timeutil.h"
 #include "common/rkeys.h"
@@ -352,7 +353,7 @@ static void arr_add_i64(struct buf *a, int64_t v)
 {
 	if (a->len > 1)
 		buf_append(a, ",", 1);
-	buf_printf(a, "%" PRId64, v);
+	buf_put_i64(a, v);
 }
 
 static void arr_add_bytea(struct buf *a, const uint8_t *p)
@@ -879,10 +880,28 @@ enum {
 	NR
 };
 
-static int send_records(struct batch *b, PGconn *c, const char *writer, char **keys, const struct chain *ch,
-			struct journal_arrays *ja, struct buf a[NR], struct error *err)
+/* element types of the record arrays, in R_ order */
+static const uint32_t rec_types[NR] = {
+	[R_ID] = PGARR_TEXT,     [R_ACCT] = PGARR_INT8,  [R_TXN] = PGARR_INT8,
+	[R_HASH] = PGARR_BYTEA,  [R_MODEL] = PGARR_TEXT, [R_IN] = PGARR_INT8,
+	[R_CACHED] = PGARR_INT8, [R_OUT] = PGARR_INT8,   [R_AT] = PGARR_TIMESTAMPTZ,
+	[R_COST] = PGARR_INT8,   [R_PV] = PGARR_INT8,    [R_HOLD] = PGARR_TEXT,
+	[R_STATUS] = PGARR_TEXT, [R_RESP] = PGARR_TEXT,  [R_CREATED] = PGARR_TIMESTAMPTZ,
+};
+
+/* text or NULL when empty */
+static void arr_opt_text(struct pgarr *a, const char *s)
 {
-	const char *p[NR > JOURNAL_NA + 1 ? NR : JOURNAL_NA + 1];
+	if (s[0])
+		pgarr_text(a, s);
+	else
+		pgarr_null(a);
+}
+
+static int send_records(struct batch *b, PGconn *c, const char *writer, char **keys, const struct chain *ch,
+			struct journal_arrays *ja, struct pgarr a[NR], struct error *err)
+{
+	struct db_params p;
 
 	for (size_t t = 0; t < b->n_txns; t++) {
 		struct usage_item *it = b->items[b->txn_item[t]];
@@ -896,57 +915,41 @@ static int send_records(struct batch *b, PGconn *c, const char *writer, char **k
 	}
 	journal_link(writer, ch->seq, ch->head, b->txns, b->n_txns, ja);
 	journal_postings(b->txns, b->n_txns, ja);
-	p[0] = writer;
-	for (int k = 0; k < JOURNAL_NA; k++)
-		p[k + 1] = ja->txn[k].data;
-	if (db_send(c, "u_journal", NULL, JOURNAL_NA + 1, p, err) < 0)
+	journal_insert_params(ja, writer, &p);
+	if (db_send_params(c, "u_journal", NULL, &p, err) < 0)
 		return -1;
-	for (int k = 0; k < JOURNAL_NP; k++)
-		p[k] = ja->post[k].data;
-	if (db_send(c, "u_postings", NULL, JOURNAL_NP, p, err) < 0)
+	journal_postings_params(ja, &p);
+	if (db_send_params(c, "u_postings", NULL, &p, err) < 0)
 		return -1;
 	/* balance mirrors (Redis) learn of the change at commit: "ACCOUNT WRITER" */
-	p[0] = ja->post[JP_ACCT].data;
-	p[1] = writer;
-	if (db_send(c, "u_notify", NULL, 2, p, err) < 0)
+	journal_notify_params(ja, writer, &p);
+	if (db_send_params(c, "u_notify", NULL, &p, err) < 0)
 		return -1;
 	for (size_t t = 0; t < b->n_txns; t++) {
 		struct usage_item *it = b->items[b->txn_item[t]];
-		char ts[40];
-		time_format_rfc3339(it->r.started_at_us, ts, sizeof(ts));
-		arr_add_text(&a[R_ID], it->r.request_id);
-		arr_add_i64(&a[R_ACCT], it->account_id);
-		arr_add_i64(&a[R_TXN], b->txns[t].txn_id);
-		arr_add_bytea(&a[R_HASH], it->body_hash);
-		arr_add_text(&a[R_MODEL], it->r.model);
-		arr_add_i64(&a[R_IN], it->r.input_tokens);
-		arr_add_i64(&a[R_CACHED], it->r.cached_input_tokens);
-		arr_add_i64(&a[R_OUT], it->r.output_tokens);
-		arr_add_text(&a[R_AT], ts);
-		arr_add_i64(&a[R_COST], it->cost_nanos);
-		arr_add_i64(&a[R_PV], it->price_version);
-		if (a[R_HOLD].len > 1)
-			buf_append(&a[R_HOLD], ",", 1);
-		if (it->r.hold_id[0])
-			buf_pg_array_text(&a[R_HOLD], it->r.hold_id);
-		else
-			buf_puts(&a[R_HOLD], "NULL");
-		if (a[R_STATUS].len > 1)
-			buf_append(&a[R_STATUS], ",", 1);
-		if (it->r.status[0])
-			buf_pg_array_text(&a[R_STATUS], it->r.status);
-		else
-			buf_puts(&a[R_STATUS], "NULL");
-		arr_add_text(&a[R_RESP], it->response);
-		/* the journal row's instant: the partition key, and half of the FK to it */
-		time_format_rfc3339(b->txns[t].created_at_us, ts, sizeof(ts));
-		arr_add_text(&a[R_CREATED], ts);
+		pgarr_text(&a[R_ID], it->r.request_id);
+		pgarr_i64(&a[R_ACCT], it->account_id);
+		pgarr_i64(&a[R_TXN], b->txns[t].txn_id);
+		pgarr_bytes(&a[R_HASH], it->body_hash, 32);
+		pgarr_text(&a[R_MODEL], it->r.model);
+		pgarr_i64(&a[R_IN], it->r.input_tokens);
+		pgarr_i64(&a[R_CACHED], it->r.cached_input_tokens);
+		pgarr_i64(&a[R_OUT], it->r.output_tokens);
+		pgarr_ts(&a[R_AT], it->r.started_at_us);
+		pgarr_i64(&a[R_COST], it->cost_nanos);
+		pgarr_i64(&a[R_PV], it->price_version);
+		arr_opt_text(&a[R_HOLD], it->r.hold_id);
+		arr_opt_text(&a[R_STATUS], it->r.status);
+		pgarr_text(&a[R_RESP], it->response);
+		/* the journal row's instant: the partition key, and half of the reference to it */
+		pgarr_ts(&a[R_CREATED], b->txns[t].created_at_us);
 	}
+	p.n = NR;
 	for (int k = 0; k < NR; k++) {
-		arr_close(&a[k]);
-		p[k] = a[k].data;
+		p.v[k] = pgarr_finish(&a[k], &p.len[k]);
+		p.fmt[k] = 1;
 	}
-	return db_send(c, "u_records", NULL, NR, p, err);
+	return db_send_params(c, "u_records", NULL, &p, err);
 }
 
 /* the price list: reloaded when its newest version is no longer the
@@ -1016,7 +1019,8 @@ done:
 static int try_batch(struct batch *b, PGconn *c, const char *writer, char **keys, struct error *err)
 {
 	int64_t now = time_now_us();
-	struct buf keys_a, seen_a, accts_a, rec_a[NR];
+	struct buf keys_a, seen_a, accts_a;
+	struct pgarr rec_a[NR];
 	struct journal_arrays ja;
 	struct chain ch = {0};
 	const char *p[1];
@@ -1031,7 +1035,7 @@ static int try_batch(struct batch *b, PGconn *c, const char *writer, char **keys
 	buf_init(&seen_a);
 	buf_init(&accts_a);
 	for (int k = 0; k < NR; k++)
-		arr_init(&rec_a[k]);
+		pgarr_init(&rec_a[k], rec_types[k]);
 	journal_arrays_init(&ja);
 	ch.txn_ids = calloc(b->n + 1, sizeof(*ch.txn_ids));
 	if (!ch.txn_ids) {
@@ -1116,7 +1120,7 @@ out:
 	buf_release(&seen_a);
 	buf_release(&accts_a);
 	for (int k = 0; k < NR; k++)
-		buf_release(&rec_a[k]);
+		pgarr_release(&rec_a[k]);
 	journal_arrays_release(&ja);
 	free(ch.txn_ids);
 	if (rc < 0)

@@ -1,5 +1,8 @@
 /* test_buf.c: the one JSON string writer (common/buf.h), whose bytes the
  * usage answers, journal details, exports and signed manifests share. */
+#include <inttypes.h>
+#include <stdbool.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "common/buf.h"
@@ -41,9 +44,51 @@ static void test_json_str_is_strn(void)
 	buf_release(&b);
 }
 
+/* the writers the usage writer calls per record give printf's bytes */
+static void test_decimal_and_array_text(void)
+{
+	const int64_t v[] = {0, 1, -1, 9, 10, -10, 1234567890123LL, INT64_MAX, INT64_MIN, INT64_MIN + 1};
+	struct buf b, want;
+	char t[32];
+	bool same = true;
+
+	buf_init(&b);
+	for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++) {
+		buf_reset(&b);
+		buf_put_i64(&b, v[i]);
+		snprintf(t, sizeof(t), "%" PRId64, v[i]);
+		IS_STR(b.data, t, "buf_put_i64 writes the decimal snprintf writes");
+	}
+	buf_reset(&b);
+	buf_pg_array_text(&b, "a\"b\\c\\\"");
+	IS_STR(b.data, "\"a\\\"b\\\\c\\\\\\\"\"", "array text: each quote and backslash escaped, in place");
+	buf_reset(&b);
+	buf_pg_array_text(&b, "");
+	IS_STR(b.data, "\"\"", "array text: the empty string");
+	/* buf_printf formats in place when it fits and grows when it does not:
+	 * the same bytes as one snprintf, across many sizes and boundaries */
+	buf_reset(&b);
+	buf_init(&want);
+	for (int i = 0; i < 300; i++) {
+		char big[600];
+		memset(big, 'x', (size_t)i * 2);
+		big[i * 2] = '\0';
+		buf_printf(&b, "%d:%s;", i, big);
+		snprintf(t, sizeof(t), "%d:", i);
+		buf_puts(&want, t);
+		buf_puts(&want, big);
+		buf_puts(&want, ";");
+		same = same && b.len == want.len && memcmp(b.data, want.data, b.len + 1) == 0;
+	}
+	OK(same, "buf_printf: 300 appends of 3 to 606 bytes give the concatenation");
+	buf_release(&want);
+	buf_release(&b);
+}
+
 int main(void)
 {
 	test_json_escapes();
 	test_json_str_is_strn();
+	test_decimal_and_array_text();
 	return tap_done();
 }
