@@ -140,6 +140,11 @@ def cmd_table(run, out_path):
     if au:
         add(f"authorize (c={au.get('conns')})", "req/s", au["ok_rps"], au, "bare evhttp",
             ba["ok_rps"] if ba else None, 0.7, ">=", notes_of(au, ba))
+    cl, cs = load(run, "cluster"), load(run, "cluster_single")
+    if cl:
+        add(f"authorize, 3-master Redis Cluster (c={cl.get('conns')})", "req/s", cl["ok_rps"], cl,
+            "single Redis, same run", cs["ok_rps"] if cs else None, 0.8, ">=",
+            notes_of(cl, cs) or (f"single Redis p99 {cs['p99_ms']:.2f} ms" if cs else ""))
     if us:
         add(f"usage, 1 record, durable (c={us.get('conns')})", "req/s", us["ok_rps"], us, "bare evhttp",
             bu["ok_rps"] if bu else None, 0.5, ">=", notes_of(us, bu))
