@@ -250,8 +250,12 @@ static void group_cb(void *arg, redisReply *r)
 	if (r && !ok)
 		log_warn("redis: a grouped authorize answered out of shape", "decisions=%d elements=%zu", g->n,
 			 r->type == REDIS_REPLY_ARRAY ? r->elements : (size_t)0);
-	for (int i = 0; i < g->n; i++)
-		g->d[i].cb(g->d[i].arg, ok ? r->element[i] : NULL);
+	for (int i = 0; i < g->n; i++) {
+		redisReply *e = NULL;
+		if (r && ok)
+			e = r->element[i];
+		g->d[i].cb(g->d[i].arg, e);
+	}
 	free(g);
 }
 
