@@ -23,10 +23,14 @@ from conftest import CLUSTER, Billingd, GATEWAY_TOKEN, UNIT, set_price
 def bd(env):
     # one unit per 1M input tokens, nothing for output; holds last 10 minutes
     set_price(env, "g-model", UNIT, UNIT, 0, effective="2026-01-01T00:00:00Z")
+    # every module has its own database but they share Redis: no holds of an
+    # earlier module on these account ids, and none of ours (10 minutes) for the next
+    env.redis_flushall()
     b = Billingd(env)
     time.sleep(1.2)  # prices are refreshed every second
     yield b
     b.stop()
+    env.redis_flushall()
 
 
 def new_account(env, name):
