@@ -226,6 +226,9 @@ if want authorize; then
 	stop_bare
 	log "authorize: billingd, $C_AUTH connections"
 	lg --path /v1/authorize --body "$AUTH_BODY" -c $C_AUTH "${TIMED[@]}" --label authorize >"$RUN/authorize.json"
+	# how the decisions were grouped into Redis calls (counters reach /metrics every second)
+	sleep 1.1
+	lg --once --method GET --path /metrics >"$RUN/authorize_metrics.txt" 2>/dev/null || true
 	log "authorize: billingd while $C_CHAT chat calls run on the embedded model"
 	"$TOOLS/loadgen" --port "$BPORT" --token "$APIKEY" --path /internal/v1/chat/completions --body "$CHAT_BODY" \
 		-c $C_CHAT -d $((SECS + WARM + 1)) --warmup 0 --sum-field completion_tokens --label chat >"$RUN/chat.json" &
