@@ -8,7 +8,7 @@
 #
 # Environment: BENCH_SECONDS (measured seconds per scenario, default 12),
 # BENCH_WARMUP (2), BENCH_ACCOUNTS (1000), BENCH_IDLE_CONNS (10000),
-# BENCH_ONLY (comma list of: kernels,authorize,usage,two,batch,export,idle,ha),
+# BENCH_ONLY (comma list of: kernels,authorize,cluster,usage,two,batch,export,idle,ha),
 # BENCH_DIR (scratch, default var/bench), BENCH_KEEP=1 (leave the stack and
 # billingd running at the end, for perf; prints how to stop them).
 # What each scenario does and why: tools/bench/README.
@@ -21,7 +21,7 @@ SECS=${BENCH_SECONDS:-12}
 WARM=${BENCH_WARMUP:-2}
 ACCTS=${BENCH_ACCOUNTS:-1000}
 IDLE=${BENCH_IDLE_CONNS:-10000}
-ONLY=${BENCH_ONLY:-kernels,authorize,usage,two,batch,export,idle,ha}
+ONLY=${BENCH_ONLY:-kernels,authorize,cluster,usage,two,batch,export,idle,ha}
 WORK=${BENCH_DIR:-$ROOT/var/bench}
 KEEP=${BENCH_KEEP:-0}
 # concurrency of each scenario (the baselines use the same)
@@ -61,9 +61,9 @@ cp "$BIN/billingd" "$BIN/billing-admin" "$BIN/ledger" "$TOOLS/loadgen" "$TOOLS/b
 	"$TOOLS/kernels" "$RUN/bin/"
 BIN=$RUN/bin TOOLS=$RUN/bin
 
-BPID="" B2PID="" BARE_PID="" CHAT_PID="" HPID=""
-started_stack=0 started_ha=0
-HA=$WORK/ha
+BPID="" B2PID="" BARE_PID="" CHAT_PID="" HPID="" CPID=""
+started_stack=0 started_ha=0 started_cluster=0
+HA=$WORK/ha CL=$WORK/cluster
 stop_pid() { # stop_pid PID: SIGTERM, wait up to 10 s, then SIGKILL
 	local p=$1
 	[ -n "$p" ] || return 0
@@ -85,6 +85,11 @@ cleanup() {
 	stop_pid "$B2PID"
 	stop_pid "$BPID"
 	stop_pid "$HPID"
+	stop_pid "$CPID"
+	if [ $started_cluster = 1 ]; then
+		scripts/redis_cluster.sh stop "$CL" || true
+		rm -rf "$CL"
+	fi
 	if [ $started_ha = 1 ]; then
 		scripts/ha_stack.sh stop "$HA" || true
 		rm -rf "$HA"
@@ -221,6 +226,9 @@ if want authorize; then
 	stop_bare
 	log "authorize: billingd, $C_AUTH connections"
 	lg --path /v1/authorize --body "$AUTH_BODY" -c $C_AUTH "${TIMED[@]}" --label authorize >"$RUN/authorize.json"
+	# how the decisions were grouped into Redis calls (counters reach /metrics every second)
+	sleep 1.1
+	lg --once --method GET --path /metrics >"$RUN/authorize_metrics.txt" 2>/dev/null || true
 	log "authorize: billingd while $C_CHAT chat calls run on the embedded model"
 	"$TOOLS/loadgen" --port "$BPORT" --token "$APIKEY" --path /internal/v1/chat/completions --body "$CHAT_BODY" \
 		-c $C_CHAT -d $((SECS + WARM + 1)) --warmup 0 --sum-field completion_tokens --label chat >"$RUN/chat.json" &
@@ -230,6 +238,39 @@ if want authorize; then
 		>"$RUN/authorize_chat.json"
 	wait "$CHAT_PID" || true
 	CHAT_PID=""
+fi
+
+# ---- authorize on a three-master Redis Cluster vs single Redis, same load ----
+# A second billingd (its own instance_id) on the same PostgreSQL, its Redis a
+# three-master cluster (scripts/redis_cluster.sh, as `make integration-cluster`
+# starts it); the same authorize load against the first billingd (single
+# Redis) and then against it, back to back; each warms up its own mirrors.
+if want cluster; then
+	scripts/redis_cluster.sh stop "$CL" 2>/dev/null || true
+	rm -rf "$CL"
+	started_cluster=1
+	scripts/redis_cluster.sh start "$CL"
+	CSEEDS=$(. "$CL/env" && echo "$CLUSTER_SEEDS")
+	CPORT=$(free_port)
+	sed -e "s/^listen = .*/listen = 127.0.0.1:$CPORT/" -e "s|^redis = .*|redis = $CSEEDS|" "$CONF" \
+		>"$RUN/billingd-cluster.conf"
+	echo "instance_id = billingd-cluster" >>"$RUN/billingd-cluster.conf"
+	"$BIN/billingd" --config "$RUN/billingd-cluster.conf" >"$RUN/billingd-cluster.log" 2>&1 &
+	CPID=$!
+	wait_http "$CPORT" /readyz 60 ||
+		{ cat "$RUN/billingd-cluster.log" >&2; log "billingd on the cluster did not become ready"; exit 1; }
+	log "cluster: authorize, $C_AUTH connections, billingd on single Redis"
+	lg --path /v1/authorize --body "$AUTH_BODY" -c $C_AUTH "${TIMED[@]}" --label cluster-single \
+		>"$RUN/cluster_single.json"
+	log "cluster: authorize, $C_AUTH connections, billingd on the 3-master Redis Cluster ($CSEEDS)"
+	"$TOOLS/loadgen" --port "$CPORT" --token "$GW" --path /v1/authorize --body "$AUTH_BODY" -c $C_AUTH \
+		"${TIMED[@]}" --label cluster >"$RUN/cluster.json"
+	grep -E 'level=(warn|error)' "$RUN/billingd-cluster.log" | head -5 >&2 || true
+	stop_pid "$CPID"
+	CPID=""
+	scripts/redis_cluster.sh stop "$CL" || true
+	rm -rf "$CL"
+	started_cluster=0
 fi
 
 # ---- single-record usage (durable) vs bare evhttp and vs one transaction per record ----

@@ -24,6 +24,7 @@
 #include "billing/authz/authorize.h"
 #include "billing/http/bodies.h"
 #include "billing/http/fastbody.h"
+#include "billing/http/metrics.h"
 #include "billing/authz/listener.h"
 #include "billing/usage/pricedb.h"
 #include "billing/usage/pricing.h"
@@ -112,6 +113,8 @@ struct authz_state {
 	int64_t dirty[DIRTY_MAX];
 	size_t n_dirty;
 	bool dirty_overflow;
+	/* quota_group_stats already added to /metrics */
+	uint64_t calls_counted, decisions_counted;
 };
 
 /* ---- limits ---- */
@@ -235,11 +238,25 @@ static void refresh_now(struct server *s)
 
 static void flush_dirty(struct server *s);
 
+/* The grouping of authorize decisions (quota_authorize) into /metrics. */
+static void count_groups(struct server *s)
+{
+	struct authz_state *az = s->az;
+	uint64_t calls, decisions;
+
+	quota_group_stats(az->q, &calls, &decisions);
+	metrics_count(s->metrics, "billing_authorize_redis_calls_total", (int64_t)(calls - az->calls_counted));
+	metrics_count(s->metrics, "billing_authorize_decisions_total", (int64_t)(decisions - az->decisions_counted));
+	az->calls_counted = calls;
+	az->decisions_counted = decisions;
+}
+
 static void refresh_cb(evutil_socket_t fd, short what, void *arg)
 {
 	(void)fd, (void)what;
 	refresh_now(arg);
 	flush_dirty(arg);
+	count_groups(arg);
 }
 
 /* ---- mirror invalidation ---- */
@@ -466,7 +483,7 @@ struct az_req {
 	struct limits lim;
 	/* the authorize script's arguments (argv[0] is the request id) */
 	char args[14][32];
-	const char *argv[16];
+	const char *argv[QUOTA_AUTHORIZE_ARGC];
 	/* mirror load: the leader's waiters, the next leader, the answer */
 	struct az_req *waiters, *next;
 	bool waited;       /* waited for another request's load once: loads itself next */
@@ -991,7 +1008,9 @@ static void az_step(struct az_req *a)
 		argv[5] = a->model;
 		for (int k = 0; k < 10; k++)
 			argv[6 + k] = args[4 + k];
-		if (quota_run(az->q, QUOTA_AUTHORIZE, a->account_id, 16, argv, decide_cb, a) < 0)
+		/* sent at the end of this loop turn with the other decisions for
+		 * the same Redis connection (quota.h); argv lives in a until decide_cb */
+		if (quota_authorize(az->q, a->account_id, argv, decide_cb, a) < 0)
 			return redis_down(a);
 		return;
 	}
@@ -1166,7 +1185,7 @@ int authz_init(struct server *s, struct error *err)
 	az->fail_open_nanos = fo;
 	az->keys = calloc(CACHE_SLOTS, sizeof(*az->keys));
 	az->accts = calloc(CACHE_SLOTS, sizeof(*az->accts));
-	az->q = quota_new(s->redis);
+	az->q = quota_new(s->redis, s->base);
 	az->refresh_timer = event_new(s->base, -1, EV_PERSIST, refresh_cb, s);
 	if (!az->keys || !az->accts || !az->q || !az->refresh_timer)
 		return error_set(err, 0, "oom", "out of memory");

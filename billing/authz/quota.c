@@ -10,16 +10,38 @@
 #include "common/log.h"
 #include "common/rclient.h"
 #include "common/rkeys.h"
+#include "common/rslot.h"
 
 static const char *const scripts[QUOTA_N_SCRIPTS] = {quota_lua_authorize, quota_lua_settle, quota_lua_invalidate,
-						     quota_lua_held};
+						     quota_lua_held, quota_lua_authorize_group};
 #define N_KEYS RKEY_N
 #define N_KEYS_STR "4"
 _Static_assert(N_KEYS == 4, "N_KEYS_STR spells the key count");
 
+/* A decision waiting for the end of the loop turn (quota_authorize). */
+struct qdec {
+	int64_t account;
+	const char *const *argv; /* borrowed until cb */
+	quota_cb cb;
+	void *arg;
+	int slot; /* of the account's keys (set at the flush) */
+};
+
 struct quota {
 	struct rconn *r;
 	char sha[QUOTA_N_SCRIPTS][48];
+	/* the decisions of this loop turn; flush sends them at its end */
+	struct qdec *pending;
+	size_t n_pending, cap_pending;
+	struct event *flush;
+	bool flush_armed;
+	uint64_t n_calls, n_decisions;
+};
+
+/* One grouped call in flight: its decisions' callbacks, in order. */
+struct qgroup {
+	int n;
+	struct qdec d[QUOTA_GROUP_MAX];
 };
 
 /* One script call in flight: one allocation holding the request, its
@@ -64,13 +86,20 @@ static void on_connect(void *arg)
 	}
 }
 
-struct quota *quota_new(struct rconn *r)
+static void flush_cb(evutil_socket_t fd, short what, void *arg);
+
+struct quota *quota_new(struct rconn *r, struct event_base *base)
 {
 	struct quota *q = calloc(1, sizeof(*q));
 
 	if (!q)
 		return NULL;
 	q->r = r;
+	q->flush = event_new(base, -1, 0, flush_cb, q);
+	if (!q->flush) {
+		free(q);
+		return NULL;
+	}
 	rconn_on_connect(r, on_connect, q);
 	if (rconn_ready(r))
 		on_connect(q);
@@ -79,6 +108,12 @@ struct quota *quota_new(struct rconn *r)
 
 void quota_free(struct quota *q)
 {
+	if (!q)
+		return;
+	for (size_t i = 0; i < q->n_pending; i++)
+		q->pending[i].cb(q->pending[i].arg, NULL);
+	free(q->pending);
+	event_free(q->flush);
 	free(q);
 }
 
@@ -114,12 +149,14 @@ static int send_req(struct qreq *x)
 	return rconn_commandv(x->q->r, reply_cb, x, x->argc, x->argv, x->len);
 }
 
-int quota_run(struct quota *q, enum quota_script s, int64_t account_id, int argc, const char *const *argv, quota_cb cb,
-	      void *arg)
+/* EVALSHA (EVAL until the server gave the sha) of script s with the four
+ * keys of each of accounts[0..n_accts) and argv (copied), in one allocation. */
+static int run_keys(struct quota *q, enum quota_script s, int n_accts, const int64_t *accounts, int argc,
+		    const char *const *argv, quota_cb cb, void *arg)
 {
-	int n = 2 + 1 + N_KEYS + argc, k = 0;
-	size_t bytes = sizeof(struct qreq) + (size_t)n * (sizeof(char *) + sizeof(size_t)) + sizeof(q->sha[s]) +
-		       N_KEYS * RKEY_BUF;
+	int n = 2 + 1 + n_accts * N_KEYS + argc, k = 0;
+	size_t bytes = sizeof(struct qreq) + (size_t)n * (sizeof(char *) + sizeof(size_t)) + sizeof(q->sha[s]) + 16 +
+		       (size_t)n_accts * N_KEYS * RKEY_BUF;
 	struct qreq *x;
 	char *p;
 
@@ -147,11 +184,14 @@ int quota_run(struct quota *q, enum quota_script s, int64_t account_id, int argc
 		x->resent = 1;
 	}
 	p += sizeof(q->sha[s]);
-	x->argv[k++] = N_KEYS_STR;
-	for (int i = 0; i < N_KEYS; i++, p += RKEY_BUF) {
-		rkey(p, RKEY_BUF, account_id, (enum rkey)i);
-		x->argv[k++] = p;
-	}
+	snprintf(p, 16, "%d", n_accts * N_KEYS);
+	x->argv[k++] = p;
+	p += 16;
+	for (int a = 0; a < n_accts; a++)
+		for (int i = 0; i < N_KEYS; i++, p += RKEY_BUF) {
+			rkey(p, RKEY_BUF, accounts[a], (enum rkey)i);
+			x->argv[k++] = p;
+		}
 	for (int i = 0; i < argc; i++) {
 		size_t l = strlen(argv[i]) + 1;
 		memcpy(p, argv[i], l);
@@ -165,6 +205,133 @@ int quota_run(struct quota *q, enum quota_script s, int64_t account_id, int argc
 		return -1;
 	}
 	return 0;
+}
+
+int quota_run(struct quota *q, enum quota_script s, int64_t account_id, int argc, const char *const *argv, quota_cb cb,
+	      void *arg)
+{
+	return run_keys(q, s, 1, &account_id, argc, argv, cb, arg);
+}
+
+/* ---- grouped authorize decisions ---- */
+
+int quota_authorize(struct quota *q, int64_t account_id, const char *const *argv, quota_cb cb, void *arg)
+{
+	if (q->n_pending == q->cap_pending) {
+		size_t cap = q->cap_pending ? 2 * q->cap_pending : 64;
+		struct qdec *n = realloc(q->pending, cap * sizeof(*n));
+		if (!n)
+			return -1;
+		q->pending = n;
+		q->cap_pending = cap;
+	}
+	q->pending[q->n_pending++] = (struct qdec){account_id, argv, cb, arg, -1};
+	if (!q->flush_armed) {
+		/* runs after the callbacks already active in this turn: those of
+		 * every socket epoll reported ready with this one */
+		event_active(q->flush, EV_TIMEOUT, 1);
+		q->flush_armed = true;
+	}
+	return 0;
+}
+
+void quota_group_stats(const struct quota *q, uint64_t *calls, uint64_t *decisions)
+{
+	*calls = q->n_calls;
+	*decisions = q->n_decisions;
+}
+
+/* The answer of a grouped call: one element per decision, in order. */
+static void group_cb(void *arg, redisReply *r)
+{
+	struct qgroup *g = arg;
+	bool ok = r && r->type == REDIS_REPLY_ARRAY && r->elements == (size_t)g->n;
+
+	if (r && !ok)
+		log_warn("redis: a grouped authorize answered out of shape", "decisions=%d elements=%zu", g->n,
+			 r->type == REDIS_REPLY_ARRAY ? r->elements : (size_t)0);
+	for (int i = 0; i < g->n; i++) {
+		redisReply *e = NULL;
+		if (r && ok)
+			e = r->element[i];
+		g->d[i].cb(g->d[i].arg, e);
+	}
+	free(g);
+}
+
+/* Sends one call of g's decisions; on failure each gets NULL (now: the
+ * flush is an event of its own, not inside a caller). */
+static void group_send(struct quota *q, struct qgroup *g)
+{
+	int64_t accts[QUOTA_GROUP_MAX];
+	const char *argv[QUOTA_GROUP_MAX * (1 + QUOTA_AUTHORIZE_ARGC)];
+	char idx[QUOTA_GROUP_MAX][8];
+	int n_accts = 0, k = 0;
+
+	q->n_calls++;
+	q->n_decisions += (uint64_t)g->n;
+	if (g->n == 1) {
+		struct qdec d = g->d[0];
+		free(g);
+		if (quota_run(q, QUOTA_AUTHORIZE, d.account, QUOTA_AUTHORIZE_ARGC, d.argv, d.cb, d.arg) < 0)
+			d.cb(d.arg, NULL);
+		return;
+	}
+	for (int i = 0; i < g->n; i++) {
+		int j = 0;
+		while (j < n_accts && accts[j] != g->d[i].account)
+			j++;
+		if (j == n_accts) {
+			accts[n_accts++] = g->d[i].account;
+			snprintf(idx[j], sizeof(idx[j]), "%d", j + 1);
+		}
+		argv[k++] = idx[j];
+		for (int a = 0; a < QUOTA_AUTHORIZE_ARGC; a++)
+			argv[k++] = g->d[i].argv[a];
+	}
+	if (run_keys(q, QUOTA_AUTHORIZE_GROUP, n_accts, accts, k, argv, group_cb, g) < 0)
+		group_cb(g, NULL);
+}
+
+/* The end of the loop turn: the decisions queued in it, in calls of at most
+ * QUOTA_GROUP_MAX; on a cluster each call holds one slot's decisions. */
+static void flush_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct quota *q = arg;
+	struct qdec *d = q->pending;
+	size_t n = q->n_pending;
+	bool cluster = rconn_cluster(q->r);
+
+	(void)fd, (void)what;
+	/* callbacks below may queue new decisions: those go into a new turn */
+	q->pending = NULL;
+	q->n_pending = q->cap_pending = 0;
+	q->flush_armed = false;
+	for (size_t i = 0; i < n; i++) {
+		char key[RKEY_BUF];
+		rkey(key, sizeof(key), d[i].account, RKEY_BAL);
+		d[i].slot = cluster ? rslot_of(key, strlen(key)) : -1;
+	}
+	for (size_t i = 0; i < n; i++) {
+		struct qgroup *g;
+		if (!d[i].cb) /* taken by an earlier call */
+			continue;
+		g = malloc(sizeof(*g));
+		if (!g) {
+			d[i].cb(d[i].arg, NULL);
+			continue;
+		}
+		g->n = 0;
+		for (size_t j = i; j < n && g->n < QUOTA_GROUP_MAX; j++)
+			if (d[j].cb && d[j].slot == d[i].slot) {
+				g->d[g->n++] = d[j];
+				if (j > i)
+					d[j].cb = NULL;
+			}
+		d[i].cb = NULL;
+		group_send(q, g);
+	}
+	free(d);
 }
 
 redisReply *quota_run_sync(struct rclient *c, enum quota_script s, int64_t account_id, int argc,

@@ -8,6 +8,7 @@
 #ifndef BILLING_QUOTA_H
 #define BILLING_QUOTA_H
 
+#include <event2/event.h>
 #include <hiredis/hiredis.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -16,17 +17,47 @@
 #include "common/error.h"
 #include "common/rclient.h"
 
-enum quota_script { QUOTA_AUTHORIZE, QUOTA_SETTLE, QUOTA_INVALIDATE, QUOTA_HELD, QUOTA_N_SCRIPTS };
+enum quota_script {
+	QUOTA_AUTHORIZE,
+	QUOTA_SETTLE,
+	QUOTA_INVALIDATE,
+	QUOTA_HELD,
+	QUOTA_AUTHORIZE_GROUP, /* quota_authorize's calls of two or more decisions */
+	QUOTA_N_SCRIPTS
+};
+
+/* The most decisions one grouped call carries (quota_authorize). */
+#define QUOTA_GROUP_MAX 32
+/* The authorize script's arguments per decision (quota.lua.h). */
+#define QUOTA_AUTHORIZE_ARGC 16
 
 typedef void (*quota_cb)(void *arg, redisReply *reply);
 
 struct quota;
 
-struct quota *quota_new(struct rconn *r) __attribute__((warn_unused_result));
+/* base: the loop r runs on (grouped decisions are sent at the end of its turn). */
+struct quota *quota_new(struct rconn *r, struct event_base *base) __attribute__((warn_unused_result));
+/* Pending grouped decisions get cb(NULL) (the rconn may be gone already). */
 void quota_free(struct quota *q);
 /* Runs a script for an account with string arguments (copied). */
 int quota_run(struct quota *q, enum quota_script s, int64_t account_id, int argc, const char *const *argv, quota_cb cb,
 	      void *arg) __attribute__((warn_unused_result));
+/* One authorize decision (the authorize script's QUOTA_AUTHORIZE_ARGC
+ * arguments; argv and its strings are borrowed until cb), grouped: the
+ * decisions queued in one loop turn are sent at its end, in the order they
+ * came, as one script call per Redis connection (quota.lua.h,
+ * quota_lua_authorize_group: one TIME, the decisions in order, one answer
+ * each) of at most QUOTA_GROUP_MAX decisions.  On a single server a call
+ * takes decisions of any accounts; on a cluster only those whose keys share
+ * one slot, so routing (MOVED, ASK) stays per slot.  A decision alone runs
+ * the authorize script.  cb gets its own answer (valid only during the
+ * callback), or NULL when the call failed (not sent, a lost connection, an
+ * error reply): every decision of that call then gets NULL.  cb is never
+ * called before quota_authorize returns; -1 (out of memory): never called. */
+int quota_authorize(struct quota *q, int64_t account_id, const char *const *argv, quota_cb cb, void *arg)
+	__attribute__((warn_unused_result));
+/* Counters since start: grouped script calls sent and the decisions they carried. */
+void quota_group_stats(const struct quota *q, uint64_t *calls, uint64_t *decisions);
 /* The same, synchronously on a client of the caller's thread (a mirror
  * load, under the account's row lock): the reply (the caller frees it;
  * error replies included), or NULL with err when Redis did not answer. */

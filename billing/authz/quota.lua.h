@@ -27,27 +27,103 @@
 
 #include "common/mirror_lua.h"
 
-/* release(h): drops a hold (record, expiry, its share of held and of its
- * model's concurrency) -> its estimated tokens, or nil when it was gone.
- * sweep(now): releases the holds due (at most 1000) and sets due. */
-#define QUOTA_LUA_RELEASE                                                                                \
-	"local function release(h)\n"                                                                    \
-	"  local v = redis.call('HGET', KEYS[3], h)\n"                                                   \
-	"  redis.call('ZREM', KEYS[4], h)\n"                                                             \
-	"  if not v then return nil end\n"                                                               \
-	"  local amt, tok, pos = struct.unpack('<i8i8', v)\n"                                            \
-	"  local c = 'c:' .. string.sub(v, pos)\n"                                                       \
-	"  redis.call('HDEL', KEYS[3], h)\n"                                                             \
-	"  redis.call('HINCRBY', KEYS[2], 'held', string.format('%d', -amt))\n"                          \
-	"  if redis.call('HINCRBY', KEYS[2], c, -1) <= 0 then redis.call('HDEL', KEYS[2], c) end\n"      \
-	"  return tok\n"                                                                                 \
-	"end\n"                                                                                          \
-	"local function sweep(now)\n"                                                                    \
-	"  for _, h in ipairs(redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now, 'LIMIT', 0, 1000)) do\n" \
-	"    release(h)\n"                                                                               \
-	"  end\n"                                                                                        \
-	"  local first = redis.call('ZRANGE', KEYS[4], 0, 0, 'WITHSCORES')\n"                            \
-	"  redis.call('HSET', KEYS[2], 'due', first[2] or '9007199254740991')\n"                         \
+/* release(k, h): drops hold h of the account whose keys are k (bal st hold
+ * hexp: KEYS of a one-account script, four of a group's) -- its record,
+ * expiry, share of held and of its model's concurrency -- -> its estimated
+ * tokens, or nil when it was gone.  sweep(k, now): releases the holds due
+ * (at most 1000) and sets due. */
+#define QUOTA_LUA_RELEASE                                                                             \
+	"local function release(k, h)\n"                                                              \
+	"  local v = redis.call('HGET', k[3], h)\n"                                                   \
+	"  redis.call('ZREM', k[4], h)\n"                                                             \
+	"  if not v then return nil end\n"                                                            \
+	"  local amt, tok, pos = struct.unpack('<i8i8', v)\n"                                         \
+	"  local c = 'c:' .. string.sub(v, pos)\n"                                                    \
+	"  redis.call('HDEL', k[3], h)\n"                                                             \
+	"  redis.call('HINCRBY', k[2], 'held', string.format('%d', -amt))\n"                          \
+	"  if redis.call('HINCRBY', k[2], c, -1) <= 0 then redis.call('HDEL', k[2], c) end\n"         \
+	"  return tok\n"                                                                              \
+	"end\n"                                                                                       \
+	"local function sweep(k, now)\n"                                                              \
+	"  for _, h in ipairs(redis.call('ZRANGEBYSCORE', k[4], '-inf', now, 'LIMIT', 0, 1000)) do\n" \
+	"    release(k, h)\n"                                                                         \
+	"  end\n"                                                                                     \
+	"  local first = redis.call('ZRANGE', k[4], 0, 0, 'WITHSCORES')\n"                            \
+	"  redis.call('HSET', k[2], 'due', first[2] or '9007199254740991')\n"                         \
+	"end\n"
+
+/* decide(k, a, now, t): one authorization of the account whose keys are k,
+ * a its arguments (the ARGV of the authorize script below), now and t the
+ * script's Redis TIME (ms, and TIME's reply) -> the authorize script's
+ * answer.  A locked load (a[21] present) stores the mirror through
+ * mirror_load, which writes KEYS: only the one-account script, where k is
+ * KEYS, passes one; a group never does. */
+#define QUOTA_LUA_DECIDE                                                                                                  \
+	"local function decide(k, a, now, t)\n"                                                                           \
+	"  if a[21] and now > tonumber(a[17]) then return {'LATE'} end\n"                                                 \
+	"  local model = a[6]\n"                                                                                          \
+	"  local tokens = tonumber(a[5])\n"                                                                               \
+	"  local f = {'held', 'due', 'c:' .. model}\n"                                                                    \
+	"  local lim = {}\n"                                                                                              \
+	"  local kinds = {{'rpm', 60000, 1}, {'tpm', 60000, tokens}, {'rpd', 86400000, 1}, {'tpd', 86400000, tokens}}\n"  \
+	"  for _, s in ipairs({{'*', 7}, {model, 12}}) do\n"                                                              \
+	"    for x = 1, 4 do\n"                                                                                           \
+	"      local limit = tonumber(a[s[2] + x - 1])\n"                                                                 \
+	"      if limit > 0 then\n"                                                                                       \
+	"        f[#f + 1] = 'r:' .. s[1] .. ':' .. kinds[x][1]\n"                                                        \
+	"        lim[#lim + 1] = {s[1], kinds[x][1], limit, kinds[x][2], kinds[x][3], #f}\n"                              \
+	"      end\n"                                                                                                     \
+	"    end\n"                                                                                                       \
+	"  end\n"                                                                                                         \
+	"  local st = redis.call('HMGET', k[2], unpack(f))\n"                                                             \
+	"  local reread = false\n"                                                                                        \
+	"  if not st[2] or tonumber(st[2]) <= now then sweep(k, now); reread = true end\n"                                \
+	"  if a[21] then\n"                                                                                               \
+	"    mirror_load(t, true, a[18], a[19], a[20], a[21], a[22], a[23])\n"                                            \
+	"    reread = true\n"                                                                                             \
+	"  end\n"                                                                                                         \
+	"  if reread then st = redis.call('HMGET', k[2], unpack(f)) end\n"                                                \
+	"  local b = redis.call('HMGET', k[1], 'paid', 'promo', 'status')\n"                                              \
+	"  if not b[1] or not b[2] then return {'NOMIRROR'} end\n"                                                        \
+	"  if b[3] == 'frozen' then return {'FROZEN'} end\n"                                                              \
+	"  local paid, promo = tonumber(b[1]), tonumber(b[2])\n"                                                          \
+	"  local held = tonumber(st[1] or '0')\n"                                                                         \
+	"  local function avail()\n"                                                                                      \
+	"    if a[3] == '1' then return paid - held end\n"                                                                \
+	"    return paid + promo - held\n"                                                                                \
+	"  end\n"                                                                                                         \
+	"  local old = redis.call('HGET', k[3], a[1])\n"                                                                  \
+	"  if old then\n"                                                                                                 \
+	"    local amt = struct.unpack('<i8', old)\n"                                                                     \
+	"    return {'OK', amt, avail(), math.floor(tonumber(redis.call('ZSCORE', k[4], a[1]) or now)), 1}\n"             \
+	"  end\n"                                                                                                         \
+	"  local amount = tonumber(a[2])\n"                                                                               \
+	"  local conc_all, conc_m = tonumber(a[11]), tonumber(a[16])\n"                                                   \
+	"  if conc_all > 0 and redis.call('ZCARD', k[4]) >= conc_all then return {'CONC', 'concurrency', conc_all} end\n" \
+	"  local cm = tonumber(st[3] or '0')\n"                                                                           \
+	"  if conc_m > 0 and cm >= conc_m then return {'CONC', 'model_concurrency', conc_m} end\n"                        \
+	"  local exp = now + tonumber(a[4])\n"                                                                            \
+	"  local w = {'held', string.format('%d', held + amount), f[3], string.format('%d', cm + 1)}\n"                   \
+	"  if not st[2] or exp < tonumber(st[2]) then w[#w + 1] = 'due'; w[#w + 1] = string.format('%d', exp) end\n"      \
+	"  for _, l in ipairs(lim) do\n"                                                                                  \
+	"    local scope, kind, limit, period, cost, i = l[1], l[2], l[3], l[4], l[5], l[6]\n"                            \
+	"    local tat = tonumber(st[i] or '0')\n"                                                                        \
+	"    if tat < now then tat = now end\n"                                                                           \
+	"    local new = tat + cost * period / limit\n"                                                                   \
+	"    if new - period > now then\n"                                                                                \
+	"      local wait = new - period - now\n"                                                                         \
+	"      if cost > limit then wait = period end\n"                                                                  \
+	"      if scope ~= '*' then kind = 'model_' .. kind end\n"                                                        \
+	"      return {'RATE', kind, math.ceil(wait), limit}\n"                                                           \
+	"    end\n"                                                                                                       \
+	"    w[#w + 1] = f[i]; w[#w + 1] = new\n"                                                                         \
+	"  end\n"                                                                                                         \
+	"  if paid < 0 or amount > avail() then return {'BALANCE', avail()} end\n"                                        \
+	"  redis.call('HSET', k[3], a[1], struct.pack('<i8i8', amount, tokens) .. model)\n"                               \
+	"  redis.call('ZADD', k[4], string.format('%d', exp), a[1])\n"                                                    \
+	"  redis.call('HSET', k[2], unpack(w))\n"                                                                         \
+	"  held = held + amount\n"                                                                                        \
+	"  return {'OK', amount, avail(), exp, 0}\n"                                                                      \
 	"end\n"
 
 /* authorize: KEYS bal st hold hexp
@@ -61,76 +137,33 @@
  *    | {'BALANCE', available} | {'RATE', what, retry_ms, limit} | {'CONC', what, limit}
  *    | {'LATE'} (a load that arrived after its deadline: nothing stored)
  * The common case reads st once (HMGET of held, due, the model's concurrency
- * and the GCRA state of the limits in force) and writes it once (HSET). */
+ * and the GCRA state of the limits in force) and writes it once (HSET).
+ * Past a locked load's deadline the loader may have let go of its row lock:
+ * a charge may have committed since its read (LATE). */
 static const char quota_lua_authorize[] =
 	"local t = redis.call('TIME')\n"
 	"local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n" MIRROR_LUA_LOAD QUOTA_LUA_RELEASE
-	/* past the deadline the loader may have let go of its row lock: a charge
-	 * may have committed since its read */
-	"if ARGV[21] and now > tonumber(ARGV[17]) then return {'LATE'} end\n"
-	"local model = ARGV[6]\n"
-	"local tokens = tonumber(ARGV[5])\n"
-	"local f = {'held', 'due', 'c:' .. model}\n"
-	"local lim = {}\n"
-	"local kinds = {{'rpm', 60000, 1}, {'tpm', 60000, tokens}, {'rpd', 86400000, 1}, {'tpd', 86400000, tokens}}\n"
-	"for _, s in ipairs({{'*', 7}, {model, 12}}) do\n"
-	"  for k = 1, 4 do\n"
-	"    local limit = tonumber(ARGV[s[2] + k - 1])\n"
-	"    if limit > 0 then\n"
-	"      f[#f + 1] = 'r:' .. s[1] .. ':' .. kinds[k][1]\n"
-	"      lim[#lim + 1] = {s[1], kinds[k][1], limit, kinds[k][2], kinds[k][3], #f}\n"
-	"    end\n"
-	"  end\n"
+		QUOTA_LUA_DECIDE "return decide(KEYS, ARGV, now, t)\n";
+
+/* authorize, grouped (quota_authorize): the decisions of one loop turn that
+ * go to one Redis connection, in one call: one TIME for all, each decision
+ * in the order given, exactly as that many authorize calls in a row would
+ * take them (each account's due sweep runs at its first decision; the later
+ * ones find due in the future).
+ * KEYS: bal st hold hexp of account 1, of account 2, ...
+ * ARGV: per decision 17 values: the account's number j (its keys are
+ *       KEYS[4j-3..4j]) and the 16 arguments of the authorize script
+ * -> one answer of the authorize script per decision, in order. */
+static const char quota_lua_authorize_group[] =
+	"local t = redis.call('TIME')\n"
+	"local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n" MIRROR_LUA_LOAD QUOTA_LUA_RELEASE
+		QUOTA_LUA_DECIDE "local out, p = {}, 1\n"
+	"while p + 16 <= #ARGV do\n"
+	"  local j = tonumber(ARGV[p]) * 4\n"
+	"  out[#out + 1] = decide({KEYS[j - 3], KEYS[j - 2], KEYS[j - 1], KEYS[j]}, {unpack(ARGV, p + 1, p + 16)}, now, t)\n"
+	"  p = p + 17\n"
 	"end\n"
-	"local st = redis.call('HMGET', KEYS[2], unpack(f))\n"
-	"local reread = false\n"
-	"if not st[2] or tonumber(st[2]) <= now then sweep(now); reread = true end\n"
-	"if ARGV[21] then\n"
-	"  mirror_load(t, true, ARGV[18], ARGV[19], ARGV[20], ARGV[21], ARGV[22], ARGV[23])\n"
-	"  reread = true\n"
-	"end\n"
-	"if reread then st = redis.call('HMGET', KEYS[2], unpack(f)) end\n"
-	"local b = redis.call('HMGET', KEYS[1], 'paid', 'promo', 'status')\n"
-	"if not b[1] or not b[2] then return {'NOMIRROR'} end\n"
-	"if b[3] == 'frozen' then return {'FROZEN'} end\n"
-	"local paid, promo = tonumber(b[1]), tonumber(b[2])\n"
-	"local held = tonumber(st[1] or '0')\n"
-	"local function avail()\n"
-	"  if ARGV[3] == '1' then return paid - held end\n"
-	"  return paid + promo - held\n"
-	"end\n"
-	"local old = redis.call('HGET', KEYS[3], ARGV[1])\n"
-	"if old then\n"
-	"  local amt = struct.unpack('<i8', old)\n"
-	"  return {'OK', amt, avail(), math.floor(tonumber(redis.call('ZSCORE', KEYS[4], ARGV[1]) or now)), 1}\n"
-	"end\n"
-	"local amount = tonumber(ARGV[2])\n"
-	"local conc_all, conc_m = tonumber(ARGV[11]), tonumber(ARGV[16])\n"
-	"if conc_all > 0 and redis.call('ZCARD', KEYS[4]) >= conc_all then return {'CONC', 'concurrency', conc_all} end\n"
-	"local cm = tonumber(st[3] or '0')\n"
-	"if conc_m > 0 and cm >= conc_m then return {'CONC', 'model_concurrency', conc_m} end\n"
-	"local exp = now + tonumber(ARGV[4])\n"
-	"local w = {'held', string.format('%d', held + amount), f[3], string.format('%d', cm + 1)}\n"
-	"if not st[2] or exp < tonumber(st[2]) then w[#w + 1] = 'due'; w[#w + 1] = string.format('%d', exp) end\n"
-	"for _, l in ipairs(lim) do\n"
-	"  local scope, kind, limit, period, cost, i = l[1], l[2], l[3], l[4], l[5], l[6]\n"
-	"  local tat = tonumber(st[i] or '0')\n"
-	"  if tat < now then tat = now end\n"
-	"  local new = tat + cost * period / limit\n"
-	"  if new - period > now then\n"
-	"    local wait = new - period - now\n"
-	"    if cost > limit then wait = period end\n"
-	"    if scope ~= '*' then kind = 'model_' .. kind end\n"
-	"    return {'RATE', kind, math.ceil(wait), limit}\n"
-	"  end\n"
-	"  w[#w + 1] = f[i]; w[#w + 1] = new\n"
-	"end\n"
-	"if paid < 0 or amount > avail() then return {'BALANCE', avail()} end\n"
-	"redis.call('HSET', KEYS[3], ARGV[1], struct.pack('<i8i8', amount, tokens) .. model)\n"
-	"redis.call('ZADD', KEYS[4], string.format('%d', exp), ARGV[1])\n"
-	"redis.call('HSET', KEYS[2], unpack(w))\n"
-	"held = held + amount\n"
-	"return {'OK', amount, avail(), exp, 0}\n";
+	"return out\n";
 
 /* settle: KEYS bal st hold hexp
  * ARGV 1 hold_id ('' none) 2 d_paid 3 d_promo 4 actual_tokens 5 apply_delta(0/1) 6 model
@@ -165,7 +198,7 @@ static const char quota_lua_settle[] = QUOTA_LUA_RELEASE
 	"  end\n"
 	"end\n"
 	"if ARGV[1] ~= '' then\n"
-	"  local est = release(ARGV[1])\n"
+	"  local est = release(KEYS, ARGV[1])\n"
 	"  if est then\n"
 	"    released = 1\n"
 	/* a replay that still finds its hold: the first answer's settle was lost,

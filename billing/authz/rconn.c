@@ -615,6 +615,11 @@ bool rconn_usable(const struct rconn *r)
 	return false;
 }
 
+bool rconn_cluster(const struct rconn *r)
+{
+	return r->mode == MODE_CLUSTER;
+}
+
 int rconn_commandv(struct rconn *r, redisCallbackFn *cb, void *privdata, int argc, const char **argv,
 		   const size_t *argvlen)
 {

@@ -38,6 +38,9 @@ bool rconn_ready(const struct rconn *r);
 /* True when at least one node is connected and answers: some commands may
  * succeed (in a cluster with one master down, those of the other slots). */
 bool rconn_usable(const struct rconn *r);
+/* True once the first answer showed a Redis Cluster: a script may then take
+ * keys of one slot only. */
+bool rconn_cluster(const struct rconn *r);
 /* Sends a command (argv form; copied) to the node that serves its key.  -1
  * when that node is not connected or the slot map is not known yet (the
  * callback is not called).  reply is valid only during the callback; NULL on

@@ -53,6 +53,8 @@ static const struct named known[] = {
 	{"billing_http_connections", 0, 1, "Open HTTP connections."},
 	{"billing_http_connections_rejected_total", 0, 0, "Connections closed at once: max_connections reached."},
 	{"billing_http_request_timeouts_total", 0, 0, "Requests cut off by request_timeout_s."},
+	{"billing_authorize_decisions_total", 0, 0, "Authorize decisions sent to Redis (grouped per loop turn)."},
+	{"billing_authorize_redis_calls_total", 0, 0, "Redis script calls that carried those decisions."},
 };
 
 struct metrics {

@@ -101,6 +101,24 @@ def fmt_ms(v):
     return "-" if v is None else f"{v:.2f}"
 
 
+def grouping(run):
+    """The authorize decisions and the Redis calls that carried them (billingd's
+    /metrics right after the authorize scenario, warm-up included)."""
+    got = {}
+    try:
+        with open(os.path.join(run, "authorize_metrics.txt")) as f:
+            for line in f:
+                p = line.split()
+                if len(p) == 2 and p[0] in ("billing_authorize_decisions_total", "billing_authorize_redis_calls_total"):
+                    got[p[0]] = float(p[1])
+    except OSError:
+        return ""
+    d, c = got.get("billing_authorize_decisions_total"), got.get("billing_authorize_redis_calls_total")
+    if not d or not c:
+        return ""
+    return f"{d:,.0f} decisions in {c:,.0f} Redis calls ({d / c:.1f} a call)"
+
+
 def cmd_table(run, out_path):
     meta = load(run, "meta") or {}
     rows = []
@@ -139,7 +157,12 @@ def cmd_table(run, out_path):
 
     if au:
         add(f"authorize (c={au.get('conns')})", "req/s", au["ok_rps"], au, "bare evhttp",
-            ba["ok_rps"] if ba else None, 0.7, ">=", notes_of(au, ba))
+            ba["ok_rps"] if ba else None, 0.7, ">=", "; ".join(n for n in (notes_of(au, ba), grouping(run)) if n))
+    cl, cs = load(run, "cluster"), load(run, "cluster_single")
+    if cl:
+        add(f"authorize, 3-master Redis Cluster (c={cl.get('conns')})", "req/s", cl["ok_rps"], cl,
+            "single Redis, same run", cs["ok_rps"] if cs else None, 0.8, ">=",
+            notes_of(cl, cs) or (f"single Redis p99 {cs['p99_ms']:.2f} ms" if cs else ""))
     if us:
         add(f"usage, 1 record, durable (c={us.get('conns')})", "req/s", us["ok_rps"], us, "bare evhttp",
             bu["ok_rps"] if bu else None, 0.5, ">=", notes_of(us, bu))
