@@ -4,6 +4,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stdbool.h>
 #include <string.h>
 
 void buf_init(struct buf *b)
@@ -144,7 +145,7 @@ void buf_hex(struct buf *b, const uint8_t *p, size_t n)
 	b->data[b->len] = '\0';
 }
 
-void buf_json_strn(struct buf *b, const char *s, size_t n)
+static void json_strn(struct buf *b, const char *s, size_t n, bool short_bf)
 {
 	buf_append(b, "\"", 1);
 	for (size_t i = 0; i < n; i++) {
@@ -157,10 +158,11 @@ void buf_json_strn(struct buf *b, const char *s, size_t n)
 			buf_append(b, "\\\\", 2);
 			break;
 		case '\b':
-			buf_append(b, "\\b", 2);
-			break;
 		case '\f':
-			buf_append(b, "\\f", 2);
+			if (short_bf)
+				buf_append(b, ch == '\b' ? "\\b" : "\\f", 2);
+			else
+				buf_printf(b, "\\u%04x", ch);
 			break;
 		case '\n':
 			buf_append(b, "\\n", 2);
@@ -181,7 +183,17 @@ void buf_json_strn(struct buf *b, const char *s, size_t n)
 	buf_append(b, "\"", 1);
 }
 
+void buf_json_strn(struct buf *b, const char *s, size_t n)
+{
+	json_strn(b, s, n, true);
+}
+
 void buf_json_str(struct buf *b, const char *s)
 {
-	buf_json_strn(b, s, strlen(s));
+	json_strn(b, s, strlen(s), true);
+}
+
+void buf_json_str_u(struct buf *b, const char *s)
+{
+	json_strn(b, s, strlen(s), false);
 }

@@ -31,6 +31,9 @@ void buf_pg_array_text(struct buf *b, const char *s);
 void buf_json_strn(struct buf *b, const char *s, size_t n);
 /* The same for a NUL-terminated s. */
 void buf_json_str(struct buf *b, const char *s);
+/* The same, but 0x08 and 0x0c as \u0008 and \u000c: the spelling of NDJSON
+ * exports (ledger/export_file.c), which older verifiers re-emit byte for byte. */
+void buf_json_str_u(struct buf *b, const char *s);
 /* Appends n bytes as lower-case hex. */
 void buf_hex(struct buf *b, const uint8_t *p, size_t n);
 

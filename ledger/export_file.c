@@ -85,47 +85,16 @@ struct emitter {
 };
 
 /* A JSON string of an NDJSON export, spelled as every export writer but
- * one has spelled it: the bytes 0x08 and 0x0c as \u0008 and \u000c (where
- * buf_json_str writes \b and \f, as the signed manifest needs), so an
- * older `ledger verify` accepts today's files.  The writer of commits
+ * one has spelled it (buf_json_str_u: 0x08 and 0x0c as \u0008 and \u000c),
+ * so an older `ledger verify` accepts today's files.  The writer of commits
  * 0b994f4..286f7c0 used buf_json_str, \b and \f: those files are genuine
  * too, and the verifier accepts a line in either spelling. */
-static void json_str_export(struct buf *b, const char *s)
-{
-	buf_append(b, "\"", 1);
-	for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-		switch (*p) {
-		case '"':
-			buf_append(b, "\\\"", 2);
-			break;
-		case '\\':
-			buf_append(b, "\\\\", 2);
-			break;
-		case '\n':
-			buf_append(b, "\\n", 2);
-			break;
-		case '\r':
-			buf_append(b, "\\r", 2);
-			break;
-		case '\t':
-			buf_append(b, "\\t", 2);
-			break;
-		default:
-			if (*p < 0x20)
-				buf_printf(b, "\\u%04x", *p);
-			else
-				buf_append(b, p, 1);
-		}
-	}
-	buf_append(b, "\"", 1);
-}
-
 static void json_str(struct emitter *e, const char *s)
 {
 	if (e->short_bf)
 		buf_json_str(e->b, s);
 	else
-		json_str_export(e->b, s);
+		buf_json_str_u(e->b, s);
 }
 
 static void em_sep(struct emitter *e)

@@ -30,6 +30,17 @@ static void test_json_escapes(void)
 	json_is("", 0, "\"\"", "the empty string");
 }
 
+static void test_json_str_u_spells_bf_long(void)
+{
+	struct buf b;
+
+	buf_init(&b);
+	buf_json_str_u(&b, "a\b\f\n\"\x01");
+	IS_STR(b.data, "\"a\\u0008\\u000c\\n\\\"\\u0001\"",
+	       "exports' spelling: 0x08 and 0x0c long, the rest as buf_json_str");
+	buf_release(&b);
+}
+
 static void test_json_str_is_strn(void)
 {
 	struct buf a, b;
@@ -89,6 +100,7 @@ int main(void)
 {
 	test_json_escapes();
 	test_json_str_is_strn();
+	test_json_str_u_spells_bf_long();
 	test_decimal_and_array_text();
 	return tap_done();
 }
