@@ -236,7 +236,7 @@ static void refresh_now(struct server *s)
 	s->az->refreshing = true;
 }
 
-static void flush_dirty(struct server *s);
+static void flush_dirty(struct server *s, bool up);
 
 /* The grouping of authorize decisions (quota_authorize) into /metrics. */
 static void count_groups(struct server *s)
@@ -255,7 +255,7 @@ static void refresh_cb(evutil_socket_t fd, short what, void *arg)
 {
 	(void)fd, (void)what;
 	refresh_now(arg);
-	flush_dirty(arg);
+	flush_dirty(arg, false);
 	count_groups(arg);
 }
 
@@ -301,15 +301,21 @@ static void forget_now_cb(void *arg, redisReply *r)
 
 	if (!r) /* the mirror may still be stale: keep it for the next tick */
 		authz_forget(f->s, f->account);
-	f->done(f->arg);
+	if (f->done)
+		f->done(f->arg);
 	free(f);
 }
 
+/* Sent whenever the connection is up, not only once rconn_usable (a PONG
+ * within 2 s): right after a reconnect, before the first PONG, the same
+ * connection already carries the caller's next authorize, and a drop left
+ * for the next tick would come after it (test_mirror_drop.py).  A failed
+ * send or a lost reply leaves the account for the next tick. */
 void authz_forget_then(struct server *s, int64_t account, void (*done)(void *arg), void *arg)
 {
 	struct forget_now *f;
 
-	if (!s->az || !s->redis || s->closing || !rconn_usable(s->redis) || !(f = calloc(1, sizeof(*f)))) {
+	if (!s->az || !s->redis || s->closing || !(f = calloc(1, sizeof(*f)))) {
 		authz_forget(s, account);
 		done(arg);
 		return;
@@ -378,24 +384,20 @@ void authz_held(struct server *s, int64_t account, authz_held_fn done, void *arg
 	}
 }
 
-static void forget_cb(void *arg, redisReply *r)
-{
-	struct server *s = arg;
-
-	(void)s;
-	(void)r; /* a failure leaves the account for the next tick: see flush_dirty */
-}
-
 static void *resync_thread(void *arg);
 
-static void flush_dirty(struct server *s)
+/* Sends the drops of the dirty list.  From the tick when the connection is
+ * usable; from a connection's coming up (up) at once, before any decision
+ * goes on it: a drop whose reply the old connection lost must not come after
+ * the next decision of that account (test_mirror_drop.py). */
+static void flush_dirty(struct server *s, bool up)
 {
 	struct authz_state *az = s->az;
 	size_t keep = 0;
 
 	/* usable, not ready: in a cluster with one master down, the accounts of
 	 * the other masters are still dropped (the others stay in the list) */
-	if (!s->redis || !rconn_usable(s->redis) || (az->n_dirty == 0 && !az->dirty_overflow))
+	if (!s->redis || (!up && !rconn_usable(s->redis)) || (az->n_dirty == 0 && !az->dirty_overflow))
 		return;
 	if (az->dirty_overflow) {
 		pthread_t th;
@@ -409,9 +411,19 @@ static void flush_dirty(struct server *s)
 		}
 		return;
 	}
-	for (size_t i = 0; i < az->n_dirty; i++)
-		if (quota_run(az->q, QUOTA_INVALIDATE, az->dirty[i], 0, NULL, forget_cb, s) < 0)
+	/* a drop whose reply is lost (the connection went) comes back to the
+	 * list (forget_now_cb): it may not have run */
+	for (size_t i = 0; i < az->n_dirty; i++) {
+		struct forget_now *f = calloc(1, sizeof(*f));
+		if (f) {
+			f->s = s;
+			f->account = az->dirty[i];
+		}
+		if (!f || quota_run(az->q, QUOTA_INVALIDATE, az->dirty[i], 0, NULL, forget_now_cb, f) < 0) {
+			free(f);
 			az->dirty[keep++] = az->dirty[i];
+		}
+	}
 	az->n_dirty = keep;
 }
 
@@ -1164,6 +1176,14 @@ void authz_settle(struct server *s, const struct usage_item *it)
 
 /* ---- life cycle ---- */
 
+static void redis_up(void *arg)
+{
+	struct server *s = arg;
+
+	if (s->az)
+		flush_dirty(s, true);
+}
+
 int authz_init(struct server *s, struct error *err)
 {
 	struct authz_state *az = calloc(1, sizeof(*az));
@@ -1186,6 +1206,8 @@ int authz_init(struct server *s, struct error *err)
 	az->keys = calloc(CACHE_SLOTS, sizeof(*az->keys));
 	az->accts = calloc(CACHE_SLOTS, sizeof(*az->accts));
 	az->q = quota_new(s->redis, s->base);
+	if (az->q)
+		quota_on_connect(az->q, redis_up, s);
 	az->refresh_timer = event_new(s->base, -1, EV_PERSIST, refresh_cb, s);
 	if (!az->keys || !az->accts || !az->q || !az->refresh_timer)
 		return error_set(err, 0, "oom", "out of memory");

@@ -36,6 +36,8 @@ struct quota {
 	struct event *flush;
 	bool flush_armed;
 	uint64_t n_calls, n_decisions;
+	void (*on_up)(void *); /* quota_on_connect */
+	void *on_up_arg;
 };
 
 /* One grouped call in flight: its decisions' callbacks, in order. */
@@ -84,6 +86,8 @@ static void on_connect(void *arg)
 		if (rconn_commandv(q->r, load_cb, priv, 3, argv, NULL) < 0)
 			free(priv);
 	}
+	if (q->on_up)
+		q->on_up(q->on_up_arg);
 }
 
 static void flush_cb(evutil_socket_t fd, short what, void *arg);
@@ -104,6 +108,12 @@ struct quota *quota_new(struct rconn *r, struct event_base *base)
 	if (rconn_ready(r))
 		on_connect(q);
 	return q;
+}
+
+void quota_on_connect(struct quota *q, void (*fn)(void *arg), void *arg)
+{
+	q->on_up = fn;
+	q->on_up_arg = arg;
 }
 
 void quota_free(struct quota *q)

@@ -37,6 +37,9 @@ struct quota;
 
 /* base: the loop r runs on (grouped decisions are sent at the end of its turn). */
 struct quota *quota_new(struct rconn *r, struct event_base *base) __attribute__((warn_unused_result));
+/* fn(arg) runs each time a Redis connection comes up, after the scripts'
+ * loads were sent on it and before anything else is (rconn_on_connect). */
+void quota_on_connect(struct quota *q, void (*fn)(void *arg), void *arg);
 /* Pending grouped decisions get cb(NULL) (the rconn may be gone already). */
 void quota_free(struct quota *q);
 /* Runs a script for an account with string arguments (copied). */
