@@ -133,6 +133,44 @@ void buf_pg_array_text(struct buf *b, const char *s)
 	buf_append(b, "\"", 1);
 }
 
+void buf_append_utf8(struct buf *b, const char *s, size_t n)
+{
+	const unsigned char *u = (const unsigned char *)s;
+	size_t i = 0, run = 0; /* u[run..i) is valid and not yet appended */
+
+	while (i < n) {
+		unsigned char c = u[i];
+		size_t need, k;
+		unsigned char lo = 0x80, hi = 0xBF; /* the range of the second byte */
+
+		if (c < 0x80) {
+			i++;
+			continue;
+		}
+		if (c >= 0xC2 && c <= 0xDF)
+			need = 2;
+		else if (c >= 0xE0 && c <= 0xEF)
+			need = 3, lo = c == 0xE0 ? 0xA0 : 0x80, hi = c == 0xED ? 0x9F : 0xBF;
+		else if (c >= 0xF0 && c <= 0xF4)
+			need = 4, lo = c == 0xF0 ? 0x90 : 0x80, hi = c == 0xF4 ? 0x8F : 0xBF;
+		else
+			need = 0; /* 80..C1, F5..FF: never in UTF-8 */
+		for (k = 1; k < need && i + k < n; k++)
+			if (u[i + k] < (k == 1 ? lo : 0x80) || u[i + k] > (k == 1 ? hi : 0xBF))
+				break;
+		if (need && k == need) {
+			i += need;
+			continue;
+		}
+		/* u[i..i+k) (k >= 1) is one maximal subpart: one U+FFFD */
+		buf_append(b, u + run, i - run);
+		buf_append(b, "\xEF\xBF\xBD", 3);
+		i += need ? k : 1;
+		run = i;
+	}
+	buf_append(b, u + run, n - run);
+}
+
 void buf_hex(struct buf *b, const uint8_t *p, size_t n)
 {
 	static const char hx[] = "0123456789abcdef";

@@ -34,6 +34,10 @@ void buf_json_str(struct buf *b, const char *s);
 /* The same, but 0x08 and 0x0c as \u0008 and \u000c: the spelling of NDJSON
  * exports (ledger/export_file.c), which older verifiers re-emit byte for byte. */
 void buf_json_str_u(struct buf *b, const char *s);
+/* Appends n bytes of s, each maximal ill-formed subpart of UTF-8 replaced by
+ * U+FFFD (Unicode 15, section 3.9, "U+FFFD Substitution of Maximal
+ * Subparts", as browsers decode): the valid text around a bad byte stays. */
+void buf_append_utf8(struct buf *b, const char *s, size_t n);
 /* Appends n bytes as lower-case hex. */
 void buf_hex(struct buf *b, const uint8_t *p, size_t n);
 

@@ -422,16 +422,18 @@ static void pass_on(struct gen *g, bool end)
 		g->tokens_posted = false;
 	take = end ? g->pending.len : utf8_complete_prefix(g->pending.data ? g->pending.data : "", g->pending.len);
 	if (take) {
-		buf_append(&chunk, g->pending.data, take);
+		/* a bad sequence (the model may emit any bytes) becomes U+FFFD,
+		 * the text around it stays */
+		buf_append_utf8(&chunk, g->pending.data, take);
 		memmove(g->pending.data, g->pending.data + take, g->pending.len - take);
 		g->pending.len -= take;
 	}
 	pthread_mutex_unlock(&g->mu);
 	if (chunk.len) {
-		/* a sequence cut by max_tokens is replaced, never sent half */
+		/* valid UTF-8 by now (a sequence cut by max_tokens included) */
 		json_t *str = json_stringn(chunk.data, chunk.len);
 		if (!str)
-			str = json_string("\xEF\xBF\xBD");
+			str = json_string("");
 		if (g->streaming)
 			send_event(g, chunk_obj(g, json_pack("{s:o}", "content", str), NULL));
 		else {

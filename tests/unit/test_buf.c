@@ -96,8 +96,38 @@ static void test_decimal_and_array_text(void)
 	buf_release(&b);
 }
 
+static void utf8_is(const char *in, size_t n, const char *want, size_t wn, const char *what)
+{
+	struct buf b;
+
+	buf_init(&b);
+	buf_append_utf8(&b, in, n);
+	OK(b.len == wn && memcmp(b.data, want, b.len) == 0, "%s", what);
+	buf_release(&b);
+}
+
+/* in and want are string literals (they may hold NUL) */
+#define UTF8_IS(in, want, what) utf8_is(in, sizeof(in) - 1, want, sizeof(want) - 1, what)
+#define R "\xEF\xBF\xBD"
+
+static void test_append_utf8_replaces_maximal_subparts(void)
+{
+	UTF8_IS("a\xC3\xA9\xE2\x82\xAC\xF0\x9F\x98\x80z", "a\xC3\xA9\xE2\x82\xAC\xF0\x9F\x98\x80z",
+		"valid UTF-8 (2, 3 and 4 bytes) is copied");
+	UTF8_IS("\x61\xF1\x80\x80\xE1\x80\xC2\x62\x80\x63\x80\xBF\x64", "a" R R R "b" R "c" R R "d",
+		"Unicode's table 3-8: one U+FFFD per maximal subpart, the letters around them kept");
+	UTF8_IS("\xED\xA0\x80", R R R, "a surrogate: three");
+	UTF8_IS("\xC0\xAF", R R, "an overlong slash: two");
+	UTF8_IS("\xE0\x80\x80", R R R, "an overlong E0: three");
+	UTF8_IS("\xF4\x90\x80\x80", R R R R, "beyond U+10FFFF: four");
+	UTF8_IS("\xF5x\xFF", R "x" R, "bytes never in UTF-8");
+	UTF8_IS("ok \xE2\x82", "ok " R, "a sequence cut at the end: one");
+	UTF8_IS("a\0b", "a\0b", "NUL is kept");
+}
+
 int main(void)
 {
+	test_append_utf8_replaces_maximal_subparts();
 	test_json_escapes();
 	test_json_str_is_strn();
 	test_json_str_u_spells_bf_long();
