@@ -1,0 +1,105 @@
+"""The books' guards against a session that tries to go around them (review6).
+
+The guards are PL/pgSQL trigger functions running SECURITY DEFINER as the
+schema owner.  Each of them must read and write the books' own tables, for
+every role that calls it, whatever that session did to its own environment
+beforehand (temporary tables, settings)."""
+import datetime as dt
+
+import psycopg2
+import pytest
+
+from conftest import new_account
+
+UTC = dt.timezone.utc
+
+JOURNAL_ROW = ("INSERT INTO journal (writer, seq, kind, idempotency_key, content_hash, account_id, actor, reason,"
+               " details, created_at, prev_hash, hash) VALUES (%s, 1, 'x', %s, '\\x00', %s, 'me', 'r', '{}', %s,"
+               " '\\x00', '\\x00') RETURNING txn_id")
+POSTINGS = ("INSERT INTO postings (txn_id, line, ledger_account_id, amount, created_at)"
+            " VALUES (%s, 1, 1, 7, %s), (%s, 2, 5, -7, %s)")
+
+# Temporary tables named like the books' tables the guards read and write,
+# open to every role (a temporary table's owner may grant it).  A function
+# whose search_path does not name pg_temp searches pg_temp FIRST for tables.
+SHADOWS = (
+    "CREATE TEMP TABLE ledger_pending_checks (check_id bigserial PRIMARY KEY, txn_ids bigint[], created_ats timestamptz[])",
+    "CREATE TEMP TABLE customers (account_id bigint)",
+    "CREATE TEMP TABLE ledger_idempotency (idempotency_key text, txn_id bigint, writer text, seq bigint,"
+    " account_id bigint, content_hash bytea, created_at timestamptz, hash bytea)",
+    "GRANT ALL ON ledger_pending_checks, customers, ledger_idempotency TO PUBLIC",
+    "GRANT ALL ON SEQUENCE ledger_pending_checks_check_id_seq TO PUBLIC",
+)
+
+
+def shadowed(env, *customers):
+    """A connection of the service role with the shadow tables in place
+    (the shadow customers: those given)."""
+    c = psycopg2.connect(env.stack.conninfo(env.db, "billing"))
+    cur = c.cursor()
+    for s in SHADOWS:
+        cur.execute(s)
+    for a in customers:
+        cur.execute("INSERT INTO customers VALUES (%s)", (a,))
+    c.commit()
+    return c, cur
+
+
+def books(env):
+    return (env.one("SELECT count(*) FROM journal"), env.one("SELECT count(*) FROM postings"),
+            env.one("SELECT count(*) FROM ledger_idempotency"))
+
+
+def test_every_security_definer_function_searches_pg_temp_last(env):
+    """PostgreSQL's rule for SECURITY DEFINER functions: a search_path with
+    pg_temp written last, or a caller's temporary table named like one of
+    the function's tables is the one it reads and writes."""
+    assert env.one("SELECT count(*) FROM pg_proc WHERE pronamespace = 'public'::regnamespace AND prosecdef",
+                   user="postgres") >= 10
+    bad = env.sql("SELECT p.oid::regprocedure::text, p.proconfig FROM pg_proc p"
+                  " WHERE p.pronamespace = 'public'::regnamespace AND p.prosecdef"
+                  "   AND NOT EXISTS (SELECT 1 FROM unnest(p.proconfig) s"
+                  "                    WHERE s ~ '^search_path=([^,]+, *)+\"?pg_temp\"?$') ORDER BY 1", user="postgres")
+    assert bad == []
+
+
+def test_the_service_role_cannot_shadow_the_books_with_temporary_tables(env):
+    """The service role's own temporary tables named ledger_pending_checks,
+    customers and ledger_idempotency: a journal row without postings is
+    still refused at COMMIT, a missing customer still refused, a second
+    journal row with a key already used still refused; nothing changes."""
+    a = new_account(env, "gb-shadow")
+    now = dt.datetime.now(UTC)
+    env.admin("topup", "--account", a, "--amount", "1", "--payment-ref", "gb-pay-1")
+    assert env.one("SELECT count(*) FROM ledger_idempotency WHERE idempotency_key = 'topup:gb-pay-1'") == 1
+    before = books(env)
+
+    # a journal row without postings
+    c, cur = shadowed(env, a)
+    cur.execute(JOURNAL_ROW, ("gb-evil", "gb-evil-1", a, now))
+    with pytest.raises(psycopg2.Error) as e:
+        c.commit()
+    assert e.value.pgcode == "23514" and "has 0 postings" in str(e.value), str(e.value)
+    c.close()
+    # a customer that does not exist (present in the shadow customers only)
+    c, cur = shadowed(env, a, 424242424242)
+    with pytest.raises(psycopg2.Error) as e:
+        cur.execute(JOURNAL_ROW, ("gb-evil", "gb-evil-2", 424242424242, now))
+        cur.fetchone()
+        c.commit()
+    assert e.value.pgcode == "23503" and "customers" in str(e.value), str(e.value)
+    c.close()
+    # the same idempotency key again, with balanced postings
+    c, cur = shadowed(env, a)
+    with pytest.raises(psycopg2.Error) as e:
+        cur.execute(JOURNAL_ROW, ("gb-evil", "topup:gb-pay-1", a, now))
+        t = cur.fetchone()[0]
+        cur.execute(POSTINGS, (t, now, t, now))
+        c.commit()
+    assert e.value.pgcode == "23505" and "topup:gb-pay-1" in str(e.value), str(e.value)
+    c.close()
+
+    assert books(env) == before
+    assert env.one("SELECT count(*) FROM journal WHERE writer = 'gb-evil'") == 0
+    assert env.one("SELECT count(*) FROM ledger_pending_checks", user="postgres") == 0
+    env.assert_books_sound()
