@@ -245,8 +245,9 @@ def test_refund_of_expired_promotional_credit_goes_to_breakage(env, svc):
     usage(svc, a, "adm-rid-exp", 1_000_000, 0)     # 2 CNY from the signup grant
     grant = env.one("SELECT grant_id FROM grants WHERE account_id = %s", (a,))
     # the grant expires (superuser: a test clock for one row; the ledger itself is untouched)
-    env.sql("SET session_replication_role = replica; UPDATE grants SET expires_at = now() - interval '1 day'"
-            " WHERE grant_id = %s", (grant,), user="postgres")
+    env.sql("ALTER TABLE grants DISABLE TRIGGER grants_append_only;"
+            " UPDATE grants SET expires_at = now() - interval '1 day' WHERE grant_id = %s;"
+            " ALTER TABLE grants ENABLE ALWAYS TRIGGER grants_append_only", (grant,), user="postgres")
     r = env.admin_json("refund", "--request-id", "adm-rid-exp", "--reason", "late complaint")
     assert r["breakage_nanos"] == 2_000_000_000 and r["promo_nanos"] == 0
     assert env.admin_json("account", "show", a)["balance"]["promo_nanos"] == 0

@@ -103,3 +103,51 @@ def test_the_service_role_cannot_shadow_the_books_with_temporary_tables(env):
     assert env.one("SELECT count(*) FROM journal WHERE writer = 'gb-evil'") == 0
     assert env.one("SELECT count(*) FROM ledger_pending_checks", user="postgres") == 0
     env.assert_books_sound()
+
+
+def test_the_guards_hold_under_session_replication_role_replica(env):
+    """A superuser's session_replication_role = replica (a bulk load, a
+    logical-replication habit) skips every trigger that is not ENABLE
+    ALWAYS: the guards are, so that the books refuse there what they refuse
+    everywhere.  (Only a superuser may set it; ALTER TABLE ... DISABLE
+    TRIGGER takes the table's owner.)"""
+    a = new_account(env, "gb-srr")
+    env.admin("topup", "--account", a, "--amount", "1", "--payment-ref", "gb-srr-pay")
+    now = dt.datetime.now(UTC)
+    before = books(env)
+    cases = [
+        (JOURNAL_ROW, ("gb-srr", "gb-srr-1", None, now), "23514"),    # no postings: refused at COMMIT
+        (JOURNAL_ROW, ("gb-srr", "gb-srr-2", 10 ** 12, now), "23503"),  # a missing customer
+        ("UPDATE journal SET reason = 'edited' WHERE idempotency_key = 'topup:gb-srr-pay'", None, "42501"),
+        ("DELETE FROM postings WHERE account_id = %s", (a,), "42501"),
+        ("DELETE FROM ledger_idempotency WHERE idempotency_key = 'topup:gb-srr-pay'", None, "42501"),
+        ("TRUNCATE journal", None, "42501"),
+        ("TRUNCATE postings_default", None, "42501"),
+        ("DELETE FROM ledger_accounts WHERE ledger_account_id = 1", None, "42501"),
+    ]
+    for stmt, args, code in cases:
+        c = psycopg2.connect(env.stack.conninfo(env.db, "postgres"))
+        cur = c.cursor()
+        cur.execute("SET session_replication_role = replica")
+        with pytest.raises(psycopg2.Error) as e:
+            cur.execute(stmt, args)
+            c.commit()
+        assert e.value.pgcode == code, (stmt, str(e.value))
+        c.close()
+    assert books(env) == before
+    assert env.one("SELECT count(*) FROM journal WHERE writer = 'gb-srr' OR reason = 'edited'") == 0
+    env.assert_books_sound()
+
+
+def test_every_guard_trigger_fires_always_on_every_partition(env):
+    """Every trigger of the schema's tables (partitions too, a month made
+    after the migration too) is ENABLE ALWAYS."""
+    env.one("SELECT ledger_ensure_partitions(6)")
+    assert env.one("SELECT count(*) FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid"
+                   " WHERE c.relnamespace = 'public'::regnamespace AND NOT t.tgisinternal",
+                   user="postgres") >= 45
+    bad = env.sql("SELECT c.relname, t.tgname, t.tgenabled FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid"
+                  " WHERE c.relnamespace = 'public'::regnamespace AND NOT t.tgisinternal AND t.tgenabled <> 'A'"
+                  " ORDER BY 1, 2", user="postgres")
+    assert bad == []
+
