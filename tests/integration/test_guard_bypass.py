@@ -151,3 +151,42 @@ def test_every_guard_trigger_fires_always_on_every_partition(env):
                   " ORDER BY 1, 2", user="postgres")
     assert bad == []
 
+
+@pytest.mark.parametrize("level", ["REPEATABLE READ", "SERIALIZABLE"])
+def test_a_named_customer_cannot_go_under_a_snapshot_older_than_its_journal_row(stack, tmp_path, level):
+    """customers_keep_referenced (0011) looks for the journal rows and usage
+    records that name the customer with the deleting transaction's
+    snapshot.  Under REPEATABLE READ or SERIALIZABLE that snapshot may be
+    older than a journal row committed meanwhile (the foreign key it
+    replaced checked against the newest one): the owner's DELETE must still
+    be refused, and the customer stays.  (Its own database: the hand-written
+    journal row has no valid hash.)"""
+    from conftest import Env
+    env = Env(stack, stack.new_database(), str(tmp_path))
+    now = dt.datetime.now(UTC)
+    own = psycopg2.connect(env.stack.conninfo(env.db, "billing_owner"))
+    cur = own.cursor()
+    # a customer without ledger accounts, so that no remaining foreign key holds it
+    cur.execute("INSERT INTO customers (external_id, referral_code) VALUES ('gb-rr', 'gb-rr-rc') RETURNING account_id")
+    named = cur.fetchone()[0]
+    own.commit()
+
+    own.set_session(isolation_level=level)
+    cur.execute("SELECT count(*) FROM journal")  # the snapshot is taken here
+    svc = psycopg2.connect(env.stack.conninfo(env.db, "billing"))
+    scur = svc.cursor()
+    scur.execute(JOURNAL_ROW, ("gb-rr", "gb-rr-1", named, now))
+    txn = scur.fetchone()[0]
+    scur.execute(POSTINGS, (txn, now, txn, now))
+    svc.commit()
+    svc.close()
+
+    with pytest.raises(psycopg2.Error) as e:
+        cur.execute("DELETE FROM customers WHERE account_id = %s", (named,))
+        own.commit()
+    assert e.value.pgcode in ("23503", "40001", "55000"), str(e.value)
+    own.rollback()
+    own.close()
+    assert env.one("SELECT count(*) FROM customers WHERE account_id = %s", (named,)) == 1
+    assert env.one("SELECT count(*) FROM journal j WHERE NOT EXISTS"
+                   " (SELECT 1 FROM customers c WHERE c.account_id = j.account_id) AND j.account_id IS NOT NULL") == 0
