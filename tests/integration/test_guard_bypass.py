@@ -190,3 +190,37 @@ def test_a_named_customer_cannot_go_under_a_snapshot_older_than_its_journal_row(
     assert env.one("SELECT count(*) FROM customers WHERE account_id = %s", (named,)) == 1
     assert env.one("SELECT count(*) FROM journal j WHERE NOT EXISTS"
                    " (SELECT 1 FROM customers c WHERE c.account_id = j.account_id) AND j.account_id IS NOT NULL") == 0
+
+
+@pytest.mark.parametrize("user", ["billing_owner", "postgres"])
+def test_keys_and_balances_are_written_by_the_books_triggers_only(env, user):
+    """ledger_idempotency is what a posting's reference to its journal row
+    is checked against (0006): a key row written by hand let postings in
+    whose journal row does not exist.  The stored balances are what billingd
+    spends from: a balance written by hand moves money without a posting.
+    Both are written by the books' own triggers only, for every role."""
+    a = new_account(env, f"gb-keys-{user}")
+    env.admin("topup", "--account", a, "--amount", "1", "--payment-ref", f"gb-keys-pay-{user}")
+    now = dt.datetime.now(UTC)
+    before = books(env)
+    balances = env.sql("SELECT ledger_account_id, balance FROM ledger_balances ORDER BY 1")
+    ghost = 987654321 + len(user)
+    cases = [
+        ("INSERT INTO ledger_idempotency (idempotency_key, txn_id, writer, seq, content_hash, created_at, hash)"
+         " VALUES (%s, %s, 'gb-ghost-' || %s, 1, '\\x00', %s, '\\x00');" + POSTINGS,
+         (f"gb-ghost-{user}", ghost, user, now, ghost, now, ghost, now)),
+        ("UPDATE ledger_balance_rows SET balance = balance + 1000000000000 WHERE account_id = %s", (a,)),
+        ("INSERT INTO ledger_balance_parts AS b (ledger_account_id, part, balance) VALUES (4, 0, 5)"
+         " ON CONFLICT (ledger_account_id, part) DO UPDATE SET balance = b.balance + 5", None),
+    ]
+    for stmt, args in cases:
+        with pytest.raises(psycopg2.Error) as e:
+            env.sql(stmt, args, user=user)
+        assert e.value.pgcode == "42501" and "refused" in str(e.value), (stmt, str(e.value))
+    assert books(env) == before
+    assert env.sql("SELECT ledger_account_id, balance FROM ledger_balances ORDER BY 1") == balances
+    assert env.one("SELECT count(*) FROM postings p WHERE NOT EXISTS"
+                   " (SELECT 1 FROM journal j WHERE j.txn_id = p.txn_id AND j.created_at = p.created_at)") == 0
+    # the books' own writes still go through
+    env.admin("topup", "--account", a, "--amount", "2", "--payment-ref", f"gb-keys-pay2-{user}")
+    env.assert_books_sound()
