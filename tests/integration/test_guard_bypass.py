@@ -224,3 +224,62 @@ def test_keys_and_balances_are_written_by_the_books_triggers_only(env, user):
     # the books' own writes still go through
     env.admin("topup", "--account", a, "--amount", "2", "--payment-ref", f"gb-keys-pay2-{user}")
     env.assert_books_sound()
+
+
+@pytest.mark.parametrize("user", ["billing_owner", "postgres"])
+def test_deleting_the_pending_check_does_not_skip_it(env, user):
+    """The deferred check reads its pending row as it was inserted: an owner
+    who deletes ledger_pending_checks' rows before COMMIT (DELETE is not
+    refused there: the check deletes its own row) still has a journal row
+    without postings refused."""
+    now = dt.datetime.now(UTC)
+    before = books(env)
+    c = psycopg2.connect(env.stack.conninfo(env.db, user))
+    cur = c.cursor()
+    cur.execute(JOURNAL_ROW, (f"gb-del-{user}", f"gb-del-{user}-1", None, now))
+    txn = cur.fetchone()[0]
+    cur.execute("DELETE FROM ledger_pending_checks")
+    assert cur.rowcount == 1
+    with pytest.raises(psycopg2.Error) as e:
+        c.commit()
+    assert e.value.pgcode == "23514" and f"ledger transaction {txn} has 0 postings" in str(e.value), str(e.value)
+    c.close()
+    assert books(env) == before
+
+
+def test_immediate_constraints_and_one_query_of_journal_and_postings(stack, tmp_path):
+    """SET CONSTRAINTS ALL IMMEDIATE checks at the end of the journal
+    statement; a journal row and its postings in one query (a data-modifying
+    CTE) commit when they balance and are refused when they do not.  (Its
+    own database: the hand-written journal row has no valid hash.)"""
+    from conftest import Env
+    env = Env(stack, stack.new_database(), str(tmp_path))
+    now = dt.datetime.now(UTC)
+    cte = ("WITH j AS (" + JOURNAL_ROW.replace("RETURNING txn_id", "RETURNING txn_id, created_at") + ")"
+           " INSERT INTO postings (txn_id, line, ledger_account_id, amount, created_at)"
+           " SELECT txn_id, l, CASE l WHEN 1 THEN 1 ELSE 5 END, CASE l WHEN 1 THEN 7 ELSE %s END, created_at"
+           " FROM j, generate_series(1, 2) l")
+    before = books(env)
+    c = psycopg2.connect(env.stack.conninfo(env.db, "billing"))
+    cur = c.cursor()
+    cur.execute("SET CONSTRAINTS ALL IMMEDIATE")
+    with pytest.raises(psycopg2.Error) as e:
+        cur.execute(JOURNAL_ROW, ("gb-imm", "gb-imm-1", None, now))
+    assert e.value.pgcode == "23514", str(e.value)
+    c.rollback()
+    for immediate in (False, True):
+        if immediate:
+            cur.execute("SET CONSTRAINTS ALL IMMEDIATE")
+        with pytest.raises(psycopg2.Error) as e:
+            cur.execute(cte, ("gb-cte", f"gb-cte-bad-{immediate}", None, now, -6))
+            c.commit()
+        assert e.value.pgcode == "23514", str(e.value)
+        c.rollback()
+    assert books(env) == before
+    cur.execute("SET CONSTRAINTS ALL IMMEDIATE")
+    cur.execute(cte, ("gb-cte", "gb-cte-ok", None, now, -7))
+    c.commit()
+    c.close()
+    assert books(env) == (before[0] + 1, before[1] + 2, before[2] + 1)
+    assert env.one("SELECT count(*) FROM ledger_pending_checks", user="postgres") == 0
+    assert env.sql("SELECT * FROM ledger_balance_mismatches()") == []
