@@ -403,14 +403,19 @@ def test_an_admitted_authorize_runs_six_redis_commands(env, bd):
     acct = new_account(env, "six-commands")
     assert authorize(bd, acct, "six-0").status_code == 200  # loads the mirror
     port = env.redis_port_for(f"{{a:{acct}}}:bal")
-    before = _calls(port)
-    r = authorize(bd, acct, "six-1")
-    after = _calls(port)
-    assert r.status_code == 200 and r.json()["available_nanos"] == 12 * UNIT, r.text
+    for i in range(1, 4):
+        before = _calls(port)
+        r = authorize(bd, acct, f"six-{i}")
+        after = _calls(port)
+        assert r.status_code == 200 and r.json()["available_nanos"] == (13 - i) * UNIT, r.text
+        # the NOTIFY of the account's creation may drop the mirror (DEL) in
+        # this window, and the decision then loads it again: measure anew
+        if after.get("del", 0) == before.get("del", 0):
+            break
     ran = {c: after.get(c, 0) - before.get(c, 0)
-           for c in ("time", "hmget", "hget", "hsetnx", "hset", "zadd", "zcard", "hincrby", "zrangebyscore")}
+           for c in ("time", "hmget", "hget", "hsetnx", "hset", "zadd", "zcard", "hincrby", "zrangebyscore", "del")}
     assert ran == {"time": 1, "hmget": 2, "hget": 0, "hsetnx": 1, "hset": 1, "zadd": 1, "zcard": 0,
-                   "hincrby": 0, "zrangebyscore": 0}, ran
+                   "hincrby": 0, "zrangebyscore": 0, "del": 0}, ran
 
 
 def test_a_refused_authorize_stores_no_hold(env, bd):
