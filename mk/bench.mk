@@ -11,7 +11,8 @@
 BENCH_BIN   := $(BUILD)/bench
 BENCH_SRC   := $(sort $(wildcard tools/bench/*.c))
 BENCH_OBJ   := $(patsubst %.c,$(BUILD)/obj/%.o,$(BENCH_SRC))
-BENCH_TOOLS := $(BENCH_BIN)/loadgen $(BENCH_BIN)/bare_server $(BENCH_BIN)/copybench $(BENCH_BIN)/kernels
+BENCH_TOOLS := $(BENCH_BIN)/loadgen $(BENCH_BIN)/bare_server $(BENCH_BIN)/copybench $(BENCH_BIN)/kernels \
+	       $(BENCH_BIN)/scriptbench
 
 $(BENCH_BIN)/loadgen: $(BUILD)/obj/tools/bench/loadgen.o
 	@mkdir -p $(dir $@)
@@ -24,6 +25,10 @@ $(BENCH_BIN)/bare_server: $(BUILD)/obj/tools/bench/bare_server.o
 $(BENCH_BIN)/copybench: $(BUILD)/obj/tools/bench/copybench.o
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ $^ -lpq -lpthread
+
+$(BENCH_BIN)/scriptbench: $(BUILD)/obj/tools/bench/scriptbench.o
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $^ -lhiredis
 
 $(BENCH_BIN)/kernels: $(BUILD)/obj/tools/bench/kernels.o $(LIB)
 	@mkdir -p $(dir $@)

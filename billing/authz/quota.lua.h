@@ -57,73 +57,107 @@
  * script's Redis TIME (ms, and TIME's reply) -> the authorize script's
  * answer.  A locked load (a[21] present) stores the mirror through
  * mirror_load, which writes KEYS: only the one-account script, where k is
- * KEYS, passes one; a group never does. */
-#define QUOTA_LUA_DECIDE                                                                                                  \
-	"local function decide(k, a, now, t)\n"                                                                           \
-	"  if a[21] and now > tonumber(a[17]) then return {'LATE'} end\n"                                                 \
-	"  local model = a[6]\n"                                                                                          \
-	"  local tokens = tonumber(a[5])\n"                                                                               \
-	"  local f = {'held', 'due', 'c:' .. model}\n"                                                                    \
-	"  local lim = {}\n"                                                                                              \
-	"  local kinds = {{'rpm', 60000, 1}, {'tpm', 60000, tokens}, {'rpd', 86400000, 1}, {'tpd', 86400000, tokens}}\n"  \
-	"  for _, s in ipairs({{'*', 7}, {model, 12}}) do\n"                                                              \
-	"    for x = 1, 4 do\n"                                                                                           \
-	"      local limit = tonumber(a[s[2] + x - 1])\n"                                                                 \
-	"      if limit > 0 then\n"                                                                                       \
-	"        f[#f + 1] = 'r:' .. s[1] .. ':' .. kinds[x][1]\n"                                                        \
-	"        lim[#lim + 1] = {s[1], kinds[x][1], limit, kinds[x][2], kinds[x][3], #f}\n"                              \
-	"      end\n"                                                                                                     \
-	"    end\n"                                                                                                       \
-	"  end\n"                                                                                                         \
-	"  local st = redis.call('HMGET', k[2], unpack(f))\n"                                                             \
-	"  local reread = false\n"                                                                                        \
-	"  if not st[2] or tonumber(st[2]) <= now then sweep(k, now); reread = true end\n"                                \
-	"  if a[21] then\n"                                                                                               \
-	"    mirror_load(t, true, a[18], a[19], a[20], a[21], a[22], a[23])\n"                                            \
-	"    reread = true\n"                                                                                             \
-	"  end\n"                                                                                                         \
-	"  if reread then st = redis.call('HMGET', k[2], unpack(f)) end\n"                                                \
-	"  local b = redis.call('HMGET', k[1], 'paid', 'promo', 'status')\n"                                              \
-	"  if not b[1] or not b[2] then return {'NOMIRROR'} end\n"                                                        \
-	"  if b[3] == 'frozen' then return {'FROZEN'} end\n"                                                              \
-	"  local paid, promo = tonumber(b[1]), tonumber(b[2])\n"                                                          \
-	"  local held = tonumber(st[1] or '0')\n"                                                                         \
-	"  local function avail()\n"                                                                                      \
-	"    if a[3] == '1' then return paid - held end\n"                                                                \
-	"    return paid + promo - held\n"                                                                                \
-	"  end\n"                                                                                                         \
-	"  local old = redis.call('HGET', k[3], a[1])\n"                                                                  \
-	"  if old then\n"                                                                                                 \
-	"    local amt = struct.unpack('<i8', old)\n"                                                                     \
-	"    return {'OK', amt, avail(), math.floor(tonumber(redis.call('ZSCORE', k[4], a[1]) or now)), 1}\n"             \
-	"  end\n"                                                                                                         \
-	"  local amount = tonumber(a[2])\n"                                                                               \
-	"  local conc_all, conc_m = tonumber(a[11]), tonumber(a[16])\n"                                                   \
-	"  if conc_all > 0 and redis.call('ZCARD', k[4]) >= conc_all then return {'CONC', 'concurrency', conc_all} end\n" \
-	"  local cm = tonumber(st[3] or '0')\n"                                                                           \
-	"  if conc_m > 0 and cm >= conc_m then return {'CONC', 'model_concurrency', conc_m} end\n"                        \
-	"  local exp = now + tonumber(a[4])\n"                                                                            \
-	"  local w = {'held', string.format('%d', held + amount), f[3], string.format('%d', cm + 1)}\n"                   \
-	"  if not st[2] or exp < tonumber(st[2]) then w[#w + 1] = 'due'; w[#w + 1] = string.format('%d', exp) end\n"      \
-	"  for _, l in ipairs(lim) do\n"                                                                                  \
-	"    local scope, kind, limit, period, cost, i = l[1], l[2], l[3], l[4], l[5], l[6]\n"                            \
-	"    local tat = tonumber(st[i] or '0')\n"                                                                        \
-	"    if tat < now then tat = now end\n"                                                                           \
-	"    local new = tat + cost * period / limit\n"                                                                   \
-	"    if new - period > now then\n"                                                                                \
-	"      local wait = new - period - now\n"                                                                         \
-	"      if cost > limit then wait = period end\n"                                                                  \
-	"      if scope ~= '*' then kind = 'model_' .. kind end\n"                                                        \
-	"      return {'RATE', kind, math.ceil(wait), limit}\n"                                                           \
-	"    end\n"                                                                                                       \
-	"    w[#w + 1] = f[i]; w[#w + 1] = new\n"                                                                         \
-	"  end\n"                                                                                                         \
-	"  if paid < 0 or amount > avail() then return {'BALANCE', avail()} end\n"                                        \
-	"  redis.call('HSET', k[3], a[1], struct.pack('<i8i8', amount, tokens) .. model)\n"                               \
-	"  redis.call('ZADD', k[4], string.format('%d', exp), a[1])\n"                                                    \
-	"  redis.call('HSET', k[2], unpack(w))\n"                                                                         \
-	"  held = held + amount\n"                                                                                        \
-	"  return {'OK', amount, avail(), exp, 0}\n"                                                                      \
+ * KEYS, passes one; a group never does.
+ *
+ * Each redis.call is a whole command dispatch inside Redis (1.5-2 us on the
+ * bench machine, docs/benchmarks.md), so the common decision makes six:
+ * TIME (once per script call), HMGET st, HMGET bal, HSETNX hold (the replay
+ * check and the new record in one), ZADD hexp, HSET st; ZCARD hexp only
+ * with an account-wide concurrency limit.  A refusal stores nothing: it
+ * reads the record (HGET) only to answer a replay.  No closures, and no
+ * tables for the limits unless one is in force (KINDS and PERIOD: index 1-4
+ * account-wide rpm tpm rpd tpd, 5-8 the same per model, as ARGV 7-10 and
+ * 12-15). */
+#define QUOTA_LUA_DECIDE                                                                                                           \
+	"local KINDS = {'rpm', 'tpm', 'rpd', 'tpd', 'rpm', 'tpm', 'rpd', 'tpd'}\n"                                                 \
+	"local PERIOD = {60000, 60000, 86400000, 86400000, 60000, 60000, 86400000, 86400000}\n"                                    \
+	"local function decide(k, a, now, t)\n"                                                                                    \
+	"  if a[21] and now > tonumber(a[17]) then return {'LATE'} end\n"                                                          \
+	"  local model, hid = a[6], a[1]\n"                                                                                        \
+	"  local tokens = tonumber(a[5])\n"                                                                                        \
+	"  local cf = 'c:' .. model\n"                                                                                             \
+	"  local f, lim\n"                                                                                                         \
+	"  for x = 1, 8 do\n"                                                                                                      \
+	"    local i = x <= 4 and 6 + x or 7 + x\n"                                                                                \
+	"    if a[i] ~= '0' then\n"                                                                                                \
+	"      local limit = tonumber(a[i])\n"                                                                                     \
+	"      if limit > 0 then\n"                                                                                                \
+	"        if not f then f, lim = {'held', 'due', cf}, {} end\n"                                                             \
+	"        local kind = KINDS[x]\n"                                                                                          \
+	"        f[#f + 1] = (x <= 4 and 'r:*:' or 'r:' .. model .. ':') .. kind\n"                                                \
+	"        lim[#lim + 1] = x\n"                                                                                              \
+	"        lim[#lim + 1] = limit\n"                                                                                          \
+	"      end\n"                                                                                                              \
+	"    end\n"                                                                                                                \
+	"  end\n"                                                                                                                  \
+	"  local st\n"                                                                                                             \
+	"  if f then st = redis.call('HMGET', k[2], unpack(f)) else st = redis.call('HMGET', k[2], 'held', 'due', cf) end\n"       \
+	"  local reread = false\n"                                                                                                 \
+	"  if not st[2] or tonumber(st[2]) <= now then sweep(k, now); reread = true end\n"                                         \
+	"  if a[21] then\n"                                                                                                        \
+	"    mirror_load(t, true, a[18], a[19], a[20], a[21], a[22], a[23])\n"                                                     \
+	"    reread = true\n"                                                                                                      \
+	"  end\n"                                                                                                                  \
+	"  if reread then\n"                                                                                                       \
+	"    if f then st = redis.call('HMGET', k[2], unpack(f)) else st = redis.call('HMGET', k[2], 'held', 'due', cf) end\n"     \
+	"  end\n"                                                                                                                  \
+	"  local b = redis.call('HMGET', k[1], 'paid', 'promo', 'status')\n"                                                       \
+	"  if not b[1] or not b[2] then return {'NOMIRROR'} end\n"                                                                 \
+	"  if b[3] == 'frozen' then return {'FROZEN'} end\n"                                                                       \
+	"  local paid, promo = tonumber(b[1]), tonumber(b[2])\n"                                                                   \
+	"  local held = tonumber(st[1] or '0')\n"                                                                                  \
+	"  local avail\n"                                                                                                          \
+	"  if a[3] == '1' then avail = paid - held else avail = paid + promo - held end\n"                                         \
+	"  local amount = tonumber(a[2])\n"                                                                                        \
+	"  local cm = tonumber(st[3] or '0')\n"                                                                                    \
+	"  local no, w\n"                                                                                                          \
+	"  if a[11] ~= '0' and redis.call('ZCARD', k[4]) >= tonumber(a[11]) then\n"                                                \
+	"    no = {'CONC', 'concurrency', tonumber(a[11])}\n"                                                                      \
+	"  elseif a[16] ~= '0' and cm >= tonumber(a[16]) then\n"                                                                   \
+	"    no = {'CONC', 'model_concurrency', tonumber(a[16])}\n"                                                                \
+	"  end\n"                                                                                                                  \
+	"  if lim and not no then\n"                                                                                               \
+	"    w = {}\n"                                                                                                             \
+	"    for j = 1, #lim, 2 do\n"                                                                                              \
+	"      local x, limit = lim[j], lim[j + 1]\n"                                                                              \
+	"      local period, cost = PERIOD[x], 1\n"                                                                                \
+	"      if x % 2 == 0 then cost = tokens end\n"                                                                             \
+	"      local tat = tonumber(st[3 + (j + 1) / 2] or '0')\n"                                                                 \
+	"      if tat < now then tat = now end\n"                                                                                  \
+	"      local new = tat + cost * period / limit\n"                                                                          \
+	"      if new - period > now then\n"                                                                                       \
+	"        local wait = new - period - now\n"                                                                                \
+	"        if cost > limit then wait = period end\n"                                                                         \
+	"        local kind = KINDS[x]\n"                                                                                          \
+	"        if x > 4 then kind = 'model_' .. kind end\n"                                                                      \
+	"        no = {'RATE', kind, math.ceil(wait), limit}\n"                                                                    \
+	"        break\n"                                                                                                          \
+	"      end\n"                                                                                                              \
+	"      w[#w + 1] = f[3 + (j + 1) / 2]; w[#w + 1] = new\n"                                                                  \
+	"    end\n"                                                                                                                \
+	"  end\n"                                                                                                                  \
+	"  if not no and (paid < 0 or amount > avail) then no = {'BALANCE', avail} end\n"                                          \
+	"  if no or redis.call('HSETNX', k[3], hid, struct.pack('<i8i8', amount, tokens) .. model) == 0 then\n"                    \
+	"    local old = redis.call('HGET', k[3], hid)\n"                                                                          \
+	"    if old then\n"                                                                                                        \
+	"      return {'OK', struct.unpack('<i8', old), avail, math.floor(tonumber(redis.call('ZSCORE', k[4], hid) or now)), 1}\n" \
+	"    end\n"                                                                                                                \
+	"    return no\n"                                                                                                          \
+	"  end\n"                                                                                                                  \
+	"  local exp = now + tonumber(a[4])\n"                                                                                     \
+	"  local e = string.format('%d', exp)\n"                                                                                   \
+	"  redis.call('ZADD', k[4], e, hid)\n"                                                                                     \
+	"  local h, c = string.format('%d', held + amount), string.format('%d', cm + 1)\n"                                         \
+	"  if w then\n"                                                                                                            \
+	"    w[#w + 1] = 'held'; w[#w + 1] = h; w[#w + 1] = cf; w[#w + 1] = c\n"                                                   \
+	"    if not st[2] or exp < tonumber(st[2]) then w[#w + 1] = 'due'; w[#w + 1] = e end\n"                                    \
+	"    redis.call('HSET', k[2], unpack(w))\n"                                                                                \
+	"  elseif not st[2] or exp < tonumber(st[2]) then\n"                                                                       \
+	"    redis.call('HSET', k[2], 'held', h, cf, c, 'due', e)\n"                                                               \
+	"  else\n"                                                                                                                 \
+	"    redis.call('HSET', k[2], 'held', h, cf, c)\n"                                                                         \
+	"  end\n"                                                                                                                  \
+	"  return {'OK', amount, avail - amount, exp, 0}\n"                                                                        \
 	"end\n"
 
 /* authorize: KEYS bal st hold hexp
@@ -137,7 +171,8 @@
  *    | {'BALANCE', available} | {'RATE', what, retry_ms, limit} | {'CONC', what, limit}
  *    | {'LATE'} (a load that arrived after its deadline: nothing stored)
  * The common case reads st once (HMGET of held, due, the model's concurrency
- * and the GCRA state of the limits in force) and writes it once (HSET).
+ * and the GCRA state of the limits in force) and writes it once (HSET), and
+ * writes the hold record with its replay check (HSETNX).
  * Past a locked load's deadline the loader may have let go of its row lock:
  * a charge may have committed since its read (LATE). */
 static const char quota_lua_authorize[] =

@@ -381,3 +381,70 @@ def test_mirror_does_not_outlive_an_expiring_grant_beyond_the_first_64(env, bd):
     # 16 units must not be admitted
     r = authorize(bd, acct, "m65-after", units=16)
     assert r.status_code == 402, r.text
+
+
+def _calls(port):
+    """Calls per command since the Redis at port started (INFO commandstats)."""
+    out = subprocess.run(["redis-cli", "-h", "127.0.0.1", "-p", str(port), "INFO", "commandstats"],
+                         capture_output=True, text=True, check=True, timeout=30).stdout
+    calls = {}
+    for line in out.splitlines():
+        if line.startswith("cmdstat_"):
+            name, rest = line[len("cmdstat_"):].split(":", 1)
+            calls[name] = int(rest.split(",")[0].split("=")[1])
+    return calls
+
+
+def test_an_admitted_authorize_runs_six_redis_commands(env, bd):
+    """The common decision (mirror loaded, no limits, no hold due, a new
+    request id): TIME, HMGET st, HMGET bal, HSETNX hold (the replay check and
+    the record in one), ZADD hexp, HSET st, and nothing else that touches
+    the account."""
+    acct = new_account(env, "six-commands")
+    assert authorize(bd, acct, "six-0").status_code == 200  # loads the mirror
+    port = env.redis_port_for(f"{{a:{acct}}}:bal")
+    for i in range(1, 4):
+        before = _calls(port)
+        r = authorize(bd, acct, f"six-{i}")
+        after = _calls(port)
+        assert r.status_code == 200 and r.json()["available_nanos"] == (13 - i) * UNIT, r.text
+        # the NOTIFY of the account's creation may drop the mirror (DEL) in
+        # this window, and the decision then loads it again: measure anew
+        if after.get("del", 0) == before.get("del", 0):
+            break
+    ran = {c: after.get(c, 0) - before.get(c, 0)
+           for c in ("time", "hmget", "hget", "hsetnx", "hset", "zadd", "zcard", "hincrby", "zrangebyscore", "del")}
+    assert ran == {"time": 1, "hmget": 2, "hget": 0, "hsetnx": 1, "hset": 1, "zadd": 1, "zcard": 0,
+                   "hincrby": 0, "zrangebyscore": 0, "del": 0}, ran
+
+
+def test_a_refused_authorize_stores_no_hold(env, bd):
+    acct = new_account(env, "refused-no-hold")
+
+    def stored(rid):
+        return (env.redis_cli("HEXISTS", f"{{a:{acct}}}:hold", rid),
+                env.redis_cli("ZSCORE", f"{{a:{acct}}}:hexp", rid))
+
+    # refused by the decision of a locked load (no mirror yet), then by a plain one
+    assert authorize(bd, acct, "rn-big", units=15).status_code == 402
+    assert stored("rn-big") == ("0", "")
+    assert authorize(bd, acct, "rn-big", units=15).status_code == 402
+    assert stored("rn-big") == ("0", "")
+    # the same id within the balance: a new hold, not a replay of the refusal
+    r = authorize(bd, acct, "rn-big", units=14)
+    assert r.status_code == 200 and r.json()["available_nanos"] == 0, r.text
+    assert stored("rn-big")[0] == "1"
+    # its replay answers the same hold, even though nothing is left now
+    r2 = authorize(bd, acct, "rn-big", units=14)
+    assert r2.status_code == 200 and r2.json()["hold_id"] == r.json()["hold_id"], r2.text
+    assert r2.json()["expires_at"] == r.json()["expires_at"] and r2.json()["held_nanos"] == 14 * UNIT
+    assert authorize(bd, acct, "rn-more", units=1).status_code == 402
+    assert stored("rn-more") == ("0", "")
+    # a concurrency refusal stores nothing either
+    other = new_account(env, "refused-conc")
+    set_limits(env, account=other, concurrency=1)
+    assert authorize(bd, other, "rc-1").status_code == 200
+    r = authorize(bd, other, "rc-2")
+    assert r.status_code == 429 and r.json()["error"]["limit_type"] == "concurrency", r.text
+    assert env.redis_cli("HEXISTS", f"{{a:{other}}}:hold", "rc-2") == "0"
+    assert env.redis_cli("HLEN", f"{{a:{other}}}:hold") == "1"
