@@ -188,14 +188,19 @@ static const char quota_lua_authorize[] =
  * KEYS: bal st hold hexp of account 1, of account 2, ...
  * ARGV: per decision 17 values: the account's number j (its keys are
  *       KEYS[4j-3..4j]) and the 16 arguments of the authorize script
- * -> one answer of the authorize script per decision, in order. */
+ * -> one answer of the authorize script per decision, in order; a decision
+ *    Redis could not run (an error on its account's keys) answers that error
+ *    alone, as it would have without grouping, and the others go on (what it
+ *    wrote before the error stays, as for the one-account script). */
 static const char quota_lua_authorize_group[] =
 	"local t = redis.call('TIME')\n"
 	"local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n" MIRROR_LUA_LOAD QUOTA_LUA_RELEASE
 		QUOTA_LUA_DECIDE "local out, p = {}, 1\n"
 	"while p + 16 <= #ARGV do\n"
 	"  local j = tonumber(ARGV[p]) * 4\n"
-	"  out[#out + 1] = decide({KEYS[j - 3], KEYS[j - 2], KEYS[j - 1], KEYS[j]}, {unpack(ARGV, p + 1, p + 16)}, now, t)\n"
+	"  local ok, r = pcall(decide, {KEYS[j - 3], KEYS[j - 2], KEYS[j - 1], KEYS[j]}, {unpack(ARGV, p + 1, p + 16)}, now, t)\n"
+	"  if not ok then r = type(r) == 'table' and r.err and r or redis.error_reply(tostring(r)) end\n"
+	"  out[#out + 1] = r\n"
 	"  p = p + 17\n"
 	"end\n"
 	"return out\n";

@@ -3,7 +3,8 @@ quota_lua_authorize_group), review6: one account's decision must not decide
 the others' of the same loop turn.  Before grouping, a decision that Redis
 could not run (a script error on that account's keys) failed that request
 alone; in a group, the script stops at the first error and Redis answers the
-whole call with that error, so every decision of the call gets 503."""
+whole call with that error, so every decision of the call got 503; now each
+decision runs under pcall and only the broken one gets 503."""
 import json
 import time
 
@@ -28,10 +29,6 @@ def new_account(env, name):
     return json.loads(env.admin("account", "create", "--external-id", name, "--json").stdout)["account_id"]
 
 
-@pytest.mark.xfail(strict=True, reason="quota.lua.h quota_lua_authorize_group runs the decisions with redis.call "
-                   "in one script: an error in one decision (here WRONGTYPE on its account's hold key) aborts "
-                   "the call and every other decision of the group gets 503; the fix (redis.pcall / a per-"
-                   "decision error answer) belongs to the script, which another engineer is rewriting")
 def test_an_account_redis_cannot_serve_does_not_fail_the_others_of_its_turn(env, bd):
     broken = new_account(env, "grp-iso-broken")
     others = [new_account(env, f"grp-iso-{i}") for i in range(5)]
