@@ -51,13 +51,10 @@ void pgarr_i64(struct pgarr *a, int64_t v)
 	a->n++;
 }
 
-void pgarr_i16(struct pgarr *a, int16_t v)
+void pgarr_i32(struct pgarr *a, int32_t v)
 {
-	uint16_t u = (uint16_t)v;
-	char x[2] = {(char)(u >> 8), (char)u};
-
-	buf_put_u32be(&a->b, 2);
-	buf_append(&a->b, x, 2);
+	buf_put_u32be(&a->b, 4);
+	buf_put_u32be(&a->b, (uint32_t)v);
 	a->n++;
 }
 

@@ -17,7 +17,7 @@
 #include "common/buf.h"
 
 /* element types (pg_type.oid) */
-enum { PGARR_BYTEA = 17, PGARR_INT8 = 20, PGARR_INT2 = 21, PGARR_TEXT = 25, PGARR_TIMESTAMPTZ = 1184 };
+enum { PGARR_BYTEA = 17, PGARR_INT8 = 20, PGARR_INT4 = 23, PGARR_TEXT = 25, PGARR_TIMESTAMPTZ = 1184 };
 
 struct pgarr {
 	struct buf b; /* header (20 bytes) then the elements */
@@ -33,7 +33,7 @@ void pgarr_reset(struct pgarr *a, uint32_t elem);
 void pgarr_release(struct pgarr *a);
 void pgarr_null(struct pgarr *a);
 void pgarr_i64(struct pgarr *a, int64_t v);
-void pgarr_i16(struct pgarr *a, int16_t v);
+void pgarr_i32(struct pgarr *a, int32_t v);
 /* text or bytea: n bytes as they are */
 void pgarr_bytes(struct pgarr *a, const void *p, size_t n);
 void pgarr_text(struct pgarr *a, const char *s);

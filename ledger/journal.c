@@ -99,7 +99,7 @@ static const uint32_t txn_types[JOURNAL_NA] = {
 	[JA_AT] = PGARR_TIMESTAMPTZ, [JA_PREV] = PGARR_BYTEA, [JA_HASH] = PGARR_BYTEA,  [JA_TXN] = PGARR_INT8,
 };
 static const uint32_t post_types[JOURNAL_NP] = {
-	[JP_TXN] = PGARR_INT8,  [JP_LINE] = PGARR_INT2,   [JP_LA] = PGARR_INT8,
+	[JP_TXN] = PGARR_INT8,  [JP_LINE] = PGARR_INT4,   [JP_LA] = PGARR_INT8,
 	[JP_ACCT] = PGARR_INT8, [JP_AMOUNT] = PGARR_INT8, [JP_AT] = PGARR_TIMESTAMPTZ,
 };
 
@@ -170,7 +170,7 @@ void journal_postings(const struct journal_txn *txns, size_t n, struct journal_a
 	for (size_t i = 0; i < n; i++) {
 		for (size_t j = 0; j < txns[i].n_postings; j++) {
 			pgarr_i64(&ja->post[JP_TXN], txns[i].txn_id);
-			pgarr_i16(&ja->post[JP_LINE], (int16_t)(j + 1));
+			pgarr_i32(&ja->post[JP_LINE], (int32_t)(j + 1));
 			pgarr_i64(&ja->post[JP_LA], txns[i].postings[j].ledger_account_id);
 			arr_nullable_i64(&ja->post[JP_ACCT], txns[i].postings[j].account_id);
 			pgarr_i64(&ja->post[JP_AMOUNT], txns[i].postings[j].amount);

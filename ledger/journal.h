@@ -86,9 +86,9 @@ int journal_write(PGconn *c, const char *writer, struct journal_txn *txns, size_
 	" SELECT t, $1, s, k, ik, ch, a, ac, re, d, ca, ph, h FROM unnest($2::bigint[], $3::text[], $4::text[],"    \
 	" $5::bytea[], $6::bigint[], $7::text[], $8::text[], $9::text[], $10::timestamptz[], $11::bytea[],"         \
 	" $12::bytea[], $13::bigint[]) AS u(s, k, ik, ch, a, ac, re, d, ca, ph, h, t)"
-#define JOURNAL_SQL_POSTINGS                                                                            \
-	"INSERT INTO postings (txn_id, line, ledger_account_id, account_id, amount, created_at)"        \
-	" SELECT * FROM unnest($1::bigint[], $2::smallint[], $3::bigint[], $4::bigint[], $5::bigint[]," \
+#define JOURNAL_SQL_POSTINGS                                                                           \
+	"INSERT INTO postings (txn_id, line, ledger_account_id, account_id, amount, created_at)"       \
+	" SELECT * FROM unnest($1::bigint[], $2::integer[], $3::bigint[], $4::bigint[], $5::bigint[]," \
 	" $6::timestamptz[])"
 #define JOURNAL_SQL_NOTIFY                                          \
 	"SELECT pg_notify('billing_balance', a::text || ' ' || $2)" \

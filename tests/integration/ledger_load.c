@@ -2,6 +2,9 @@
  * code (ops_* and journal_write) from two threads, each its own writer.
  *
  * usage: ledger_load CONNINFO ACCOUNTS TRANSACTIONS SEED
+ *        ledger_load CONNINFO wide POSTINGS: one new account and one usage-like
+ *        transaction of POSTINGS (even) postings, 1 nano each way in turn (a
+ *        charge drawn from that many buckets)
  * Prints "posted N" and exits 0, or 1 on any failure. */
 #include <inttypes.h>
 #include <pthread.h>
@@ -68,6 +71,49 @@ static int usage_tx(void *arg, struct error *err)
 	t.n_postings = 2;
 	t.postings = post;
 	return journal_write(j->x->conn, j->x->writer, &t, 1, err);
+}
+
+struct wide_job {
+	struct ops_ctx *x;
+	int64_t account, n;
+};
+
+static int wide_tx(void *arg, struct error *err)
+{
+	struct wide_job *j = arg;
+	struct journal_posting *post = calloc((size_t)j->n, sizeof(*post));
+	struct journal_txn t;
+	char id[32];
+	const char *p[1] = {id};
+	PGresult *r;
+	int rc = -1;
+
+	if (!post || ops_lock_customer(j->x->conn, j->account, NULL, err) < 0)
+		goto done;
+	snprintf(id, sizeof(id), "%" PRId64, j->account);
+	r = db_query(j->x->conn,
+		     "SELECT ledger_account_id FROM ledger_accounts WHERE account_id=$1 AND type='customer_paid'", 1, p,
+		     err);
+	if (!r)
+		goto done;
+	for (int64_t i = 0; i < j->n; i++)
+		post[i] = i % 2 ? (struct journal_posting){LA_REVENUE, 0, 1}
+				: (struct journal_posting){strtoll(PQgetvalue(r, 0, 0), NULL, 10), j->account, -1};
+	PQclear(r);
+	memset(&t, 0, sizeof(t));
+	t.kind = "usage";
+	t.idempotency_key = "wide";
+	t.account_id = j->account;
+	t.actor = "load";
+	t.reason = "a charge drawn from many buckets";
+	t.details = "{}";
+	t.created_at_us = time_now_us();
+	t.n_postings = (size_t)j->n;
+	t.postings = post;
+	rc = journal_write(j->x->conn, j->x->writer, &t, 1, err);
+done:
+	free(post);
+	return rc;
 }
 
 static void *worker(void *arg)
@@ -138,6 +184,29 @@ int main(int argc, char **argv)
 	struct ops_ctx x;
 	PGconn *c;
 
+	if (argc == 4 && strcmp(argv[2], "wide") == 0 && sodium_init() >= 0) {
+		char ext[64];
+		struct ops_signup req = {ext, NULL, NULL, 0, NULL};
+		struct ops_signup_result res;
+		struct wide_job j = {&x, 0, strtoll(argv[3], NULL, 10)};
+		if (!(c = db_connect(argv[1], 30000, &err)))
+			goto fail;
+		memset(&x, 0, sizeof(x));
+		x.conn = c;
+		x.writer = "load-wide";
+		x.actor = "load";
+		snprintf(ext, sizeof(ext), "wide-%" PRId64, time_now_us());
+		if (j.n < 2 || j.n % 2 || ops_account_create(&x, &req, &res, &err) < 0)
+			goto fail;
+		j.account = res.account_id;
+		if (ops_in_tx(c, wide_tx, &j, &err) < 0)
+			goto fail;
+		printf("posted 1 transaction of %" PRId64 " postings\n", j.n);
+		return 0;
+	fail:
+		fprintf(stderr, "ledger_load: wide: %s\n", j.n < 2 || j.n % 2 ? "an even count >= 2" : err.msg);
+		return 1;
+	}
 	if (argc != 5 || sodium_init() < 0) {
 		fprintf(stderr, "usage: ledger_load CONNINFO ACCOUNTS TRANSACTIONS SEED\n");
 		return 2;

@@ -34,6 +34,24 @@ def test_randomized_10000_transactions_balance_and_verify(env):
     assert "ok:" in v.stdout and str(n) in v.stdout
 
 
+def test_a_transaction_of_40000_postings_keeps_its_line_numbers(env, tmp_path):
+    """A charge drawn from more buckets than a smallint counts (one posting per
+    bucket): its lines are 1..40000 in order, and verify, the export and its
+    verifier agree.  Before 0017 the writer's 16-bit line wrapped negative."""
+    p = subprocess.run([os.path.join(ITEST, "ledger_load"), env.pg, "wide", "40000"],
+                       capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr
+    txn = env.one("SELECT txn_id FROM journal WHERE idempotency_key = 'wide'")
+    assert env.sql("SELECT min(line), max(line), count(*), count(DISTINCT line), sum(amount) FROM postings"
+                   " WHERE txn_id = %s", (txn,)) == [(1, 40000, 40000, 40000, 0)]
+    assert env.ledger("verify", check=False).returncode == 0
+    if not os.path.exists(env.signing_key):
+        env.admin("keygen", "--out", env.signing_key)
+    out = tmp_path / "wide.csv"
+    env.ledger("export", "--from", "2000-01-01", "--to", "2100-01-01", "--format", "csv", "--out", str(out))
+    assert env.ledger("verify", "--export", str(out), check=False).returncode == 0
+
+
 def test_unbalanced_transaction_refused_by_database(env):
     acct = json.loads(env.admin("account", "create", "--external-id", "raw-sql-1", "--json").stdout)["account_id"]
     paid = env.one("SELECT ledger_account_id FROM ledger_accounts WHERE account_id=%s AND type='customer_paid'", (acct,))

@@ -25,9 +25,9 @@ static void arrays_are_array_send_bytes(void)
 	/* SELECT array_send(ARRAY['ab', '']::text[]) */
 	static const unsigned char tx[] = {0, 0, 0, 1, 0, 0, 0, 0, 0, 0,   0,   25, 0, 0, 0,
 					   2, 0, 0, 0, 1, 0, 0, 0, 2, 'a', 'b', 0,  0, 0, 0};
-	/* SELECT array_send(ARRAY[7]::smallint[]) */
-	static const unsigned char i2[] = {0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 21, 0,
-					   0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 2, 0,  7};
+	/* SELECT array_send(ARRAY[40000, -1]::integer[]) */
+	static const unsigned char i4[] = {0, 0, 0, 1, 0, 0, 0, 0, 0,    0,    0, 23, 0, 0, 0,    2,    0,    0,
+					   0, 1, 0, 0, 0, 4, 0, 0, 0x9c, 0x40, 0, 0,  0, 4, 0xff, 0xff, 0xff, 0xff};
 	/* SELECT array_send(ARRAY['2000-01-01T00:00:01Z', '1970-01-01T00:00:00Z']::timestamptz[]) */
 	static const unsigned char ts[] = {0,    0,    0, 1, 0, 0, 0,    0,    0,    0,    4,    0xa0, 0,    0,   0,
 					   2,    0,    0, 0, 1, 0, 0,    0,    8,    0,    0,    0,    0,    0,   0x0f,
@@ -46,10 +46,11 @@ static void arrays_are_array_send_bytes(void)
 	pgarr_text(&a, "");
 	v = pgarr_finish(&a, &len);
 	OK(same(v, len, tx, sizeof(tx)), "text[] after a reset: no NULL flag, lengths then bytes");
-	pgarr_reset(&a, PGARR_INT2);
-	pgarr_i16(&a, 7);
+	pgarr_reset(&a, PGARR_INT4);
+	pgarr_i32(&a, 40000);
+	pgarr_i32(&a, -1);
 	v = pgarr_finish(&a, &len);
-	OK(same(v, len, i2, sizeof(i2)), "smallint[]");
+	OK(same(v, len, i4, sizeof(i4)), "integer[]: beyond smallint, and negative");
 	pgarr_reset(&a, PGARR_TIMESTAMPTZ);
 	pgarr_ts(&a, INT64_C(946684801000000));
 	pgarr_ts(&a, 0);

@@ -1,0 +1,18 @@
+-- 0017_posting_lines: a posting's line number is an integer, not a smallint.
+--
+-- Why: a usage charge records one posting per bucket it draws from
+-- (CONTRACT: burn-down, "one line per bucket"), and an account may hold any
+-- number of funded grants (signup credit, one referral reward per invited
+-- friend, admin grants).  A charge spread over 32,767 or more grants needs
+-- line numbers beyond smallint: before the binary array parameters (0011's
+-- session) PostgreSQL refused such a batch whole ("smallint out of range"),
+-- after them the writer's 16-bit cast wrapped to negative lines, which
+-- `ledger verify` (postings in line order) would report as tampering.  Now
+-- the column holds any line up to 2^31 - 1 and the writer sends 32-bit
+-- lines (ledger/journal.c; review6 found the wrap).
+--
+-- The type change rewrites postings (every partition) and its unique index
+-- under an ACCESS EXCLUSIVE lock: on a large production ledger run it in a
+-- maintenance window.  No trigger fires (a rewrite is not an UPDATE); the
+-- values, the hash chain and every export are unchanged.
+ALTER TABLE postings ALTER COLUMN line TYPE integer;
