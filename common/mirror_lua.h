@@ -20,7 +20,8 @@
  *
  * A load stores the balance, takes a new load generation, bumps the version
  * and sets held to the sum of the hold records (healing any drift; a hold
- * already due is counted until the next sweep releases it, as its record is). */
+ * already due is counted until the next sweep releases it, as its record is),
+ * and gives st its lifetime (MIRROR_ST_TTL_MS_STR). */
 #ifndef COMMON_MIRROR_LUA_H
 #define COMMON_MIRROR_LUA_H
 
@@ -28,6 +29,14 @@
 
 /* An idle account's mirror goes away by itself after this long. */
 #define MIRROR_TTL_MS 300000
+
+/* ... and its state hash (st) after this long without a load: 2 days, so
+ * st outlives every mirror (loaded within MIRROR_TTL_MS), every hold admitted
+ * under one (hold_ttl_seconds <= 1 day) and every GCRA window (1 day).  When
+ * st goes, bal went long before: the next decision loads the mirror, and
+ * the load sets held from the hold records again, so a hold left unswept
+ * in the old st cannot make held wrong (billing/authz/quota.lua.h). */
+#define MIRROR_ST_TTL_MS_STR "172800000"
 
 /* The mirror's lifetime: MIRROR_TTL_MS, but never past the first expiry of
  * a grant with credit left (earliest_expiry_us, 0 = none): after that
@@ -62,6 +71,7 @@ static inline int64_t mirror_ttl_ms(int64_t now_us, int64_t earliest_expiry_us)
 	"  redis.call('PEXPIRE', KEYS[1], ttl)\n"                                                                    \
 	"  redis.call('HINCRBY', KEYS[2], 'ver', 1)\n"                                                               \
 	"  redis.call('HSET', KEYS[2], 'lgen', g, 'held', string.format('%d', held))\n"                              \
+	"  redis.call('PEXPIRE', KEYS[2], " MIRROR_ST_TTL_MS_STR ")\n"                                               \
 	"end\n"
 
 /* The unlocked load of `ledger reconcile --repair`: KEYS as above;

@@ -214,7 +214,8 @@ static const char quota_lua_authorize_group[] =
 static const char quota_lua_settle[] = QUOTA_LUA_RELEASE
 	"local released = 0\n"
 	"if ARGV[5] == '1' then\n"
-	"  redis.call('HINCRBY', KEYS[2], 'ver', 1)\n"
+	"  if redis.call('HINCRBY', KEYS[2], 'ver', 1) == 1 then redis.call('PEXPIRE', KEYS[2], " MIRROR_ST_TTL_MS_STR
+	") end\n"
 	"  if redis.call('EXISTS', KEYS[1]) == 1 then\n"
 	/* the delta is right only for a mirror loaded before the commit: the
 	 * writer read the load generation before COMMIT (ARGV 11) */
@@ -271,7 +272,9 @@ static const char quota_lua_held[] = "local t = redis.call('TIME')\n"
 				     "return held\n";
 
 /* invalidate: KEYS bal st hold hexp -> drops the mirror, bumps the version */
-static const char quota_lua_invalidate[] = "redis.call('HINCRBY', KEYS[2], 'ver', 1)\n"
+static const char quota_lua_invalidate[] = "if redis.call('HINCRBY', KEYS[2], 'ver', 1) == 1 then\n"
+					   "  redis.call('PEXPIRE', KEYS[2], " MIRROR_ST_TTL_MS_STR ")\n"
+					   "end\n"
 					   "redis.call('DEL', KEYS[1])\n"
 					   "return 1\n";
 
