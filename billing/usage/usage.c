@@ -921,10 +921,6 @@ static int send_records(struct batch *b, PGconn *c, const char *writer, char **k
 	journal_postings_params(ja, &p);
 	if (db_send_params(c, "u_postings", NULL, &p, err) < 0)
 		return -1;
-	/* balance mirrors (Redis) learn of the change at commit: "ACCOUNT WRITER" */
-	journal_notify_params(ja, writer, &p);
-	if (db_send_params(c, "u_notify", NULL, &p, err) < 0)
-		return -1;
 	for (size_t t = 0; t < b->n_txns; t++) {
 		struct usage_item *it = b->items[b->txn_item[t]];
 		pgarr_text(&a[R_ID], it->r.request_id);
@@ -950,6 +946,32 @@ static int send_records(struct batch *b, PGconn *c, const char *writer, char **k
 		p.fmt[k] = 1;
 	}
 	return db_send_params(c, "u_records", NULL, &p, err);
+}
+
+/* The other instances' balance mirrors learn of the batch ("ACCOUNT
+ * WRITER" on billing_balance) from a NOTIFY in a transaction of its own,
+ * right after the COMMIT (queued behind it, so it runs only if the COMMIT
+ * did).  Inside the batch's transaction it serialized every writer's
+ * commit: PostgreSQL holds its one notify-queue lock from the NOTIFY's
+ * pre-commit to the end of the commit, WAL flush included, so two writers
+ * (or two instances) committed one after the other (docs/benchmarks.md).
+ * Alone, the NOTIFY's transaction writes no WAL but its commit record and
+ * waits for no flush.  Its failure fails nothing: the records are
+ * committed; the other instances' mirrors then expire or reload as after a
+ * lost LISTEN connection. */
+static int send_notify(PGconn *c, const char *writer, struct journal_arrays *ja, struct error *err)
+{
+	struct db_params p;
+
+	journal_notify_params(ja, writer, &p);
+	return db_send_params(c, "u_notify", NULL, &p, err);
+}
+
+static void notify_done(PGresult *r, const struct error *err)
+{
+	if (!r)
+		log_warn("balance notification not sent after a usage commit", "error=\"%s\"", err->msg);
+	PQclear(r);
 }
 
 /* the price list: reloaded when its newest version is no longer the
@@ -1014,7 +1036,8 @@ done:
  *      read their buckets, lock the writer's chain and read its head, take
  *      txn_ids; (rare extra trips: the api keys' accounts, replays, a new
  *      price list)
- *   2. journal rows, postings, notify, usage records, COMMIT.
+ *   2. journal rows, postings, usage records, COMMIT, and in a transaction
+ *      of its own the NOTIFY (send_notify).
  * -2: the price list cannot be loaded. */
 static int try_batch(struct batch *b, PGconn *c, const char *writer, char **keys, struct error *err)
 {
@@ -1101,14 +1124,25 @@ static int try_batch(struct batch *b, PGconn *c, const char *writer, char **keys
 	 * that one has it: one round trip more, never a 200 on the primary alone */
 	commit_apart = db_standby_confirm() > 0;
 	if (db_pipeline_begin(c, err) < 0 || send_records(b, c, writer, keys, &ch, &ja, rec_a, err) < 0 ||
-	    (!commit_apart && db_send(c, NULL, "COMMIT", 0, NULL, err) < 0) || db_pipeline_sync(c, err) < 0)
+	    (!commit_apart && (db_send(c, NULL, "COMMIT", 0, NULL, err) < 0 || send_notify(c, writer, &ja, err) < 0)) ||
+	    db_pipeline_sync(c, err) < 0)
 		goto fail;
-	for (int k = 0; k < (commit_apart ? 4 : 5); k++)
+	for (int k = 0; k < (commit_apart ? 3 : 4); k++)
 		if (clear_ok(db_next(c, err)) < 0)
 			goto fail;
+	if (!commit_apart) {
+		struct error nerr = {0};
+		notify_done(db_next(c, &nerr), &nerr);
+	}
 	db_pipeline_end(c);
-	if (commit_apart && db_exec(c, "COMMIT", 0, NULL, err) < 0)
-		goto fail;
+	if (commit_apart) {
+		struct db_params np;
+		struct error nerr = {0};
+		if (db_exec(c, "COMMIT", 0, NULL, err) < 0)
+			goto fail;
+		journal_notify_params(&ja, writer, &np);
+		notify_done(db_query_params(c, JOURNAL_SQL_NOTIFY, &np, &nerr), &nerr);
+	}
 	rc = 0;
 	goto out;
 fail:
