@@ -228,9 +228,10 @@ struct usage_writer *usage_writer_new(struct metrics *m, const char *redis)
 	return w;
 }
 
-/* Reads the load generation ({a:ID}:st lgen) of every account still to charge, before COMMIT: a settle
- * applies its delta to the mirror only if no load happened since.  Any
- * failure leaves -1 (the settle then drops the mirror: safe). */
+/* Reads the load generation ({a:ID}:st lgen) of every account charged
+ * (state 2), before COMMIT: a settle applies its delta to the mirror only
+ * if no load happened since.  Any failure leaves -1 (the settle then drops
+ * the mirror: safe). */
 static void read_load_generations(struct usage_writer *w, struct usage_item **items, const int *state, size_t n)
 {
 	struct rclient_cmd *cmds = calloc(n + 1, sizeof(*cmds));
@@ -251,7 +252,7 @@ static void read_load_generations(struct usage_writer *w, struct usage_item **it
 			goto done;
 	}
 	for (size_t i = 0; i < n; i++) {
-		if (state[i] != 0)
+		if (state[i] != 2)
 			continue;
 		rkey(keys[k], sizeof(keys[k]), items[i]->account_id, RKEY_ST);
 		argv[3 * k] = "HGET";
@@ -1036,8 +1037,9 @@ done:
  *      read their buckets, lock the writer's chain and read its head, take
  *      txn_ids; (rare extra trips: the api keys' accounts, replays, a new
  *      price list)
- *   2. journal rows, postings, usage records, COMMIT, and in a transaction
- *      of its own the NOTIFY (send_notify).
+ *   2. journal rows, postings, usage records (sent; the mirrors' load
+ *      generations are read from Redis meanwhile), COMMIT, and in a
+ *      transaction of its own the NOTIFY (send_notify).
  * -2: the price list cannot be loaded. */
 static int try_batch(struct batch *b, PGconn *c, const char *writer, char **keys, struct error *err)
 {
@@ -1094,13 +1096,6 @@ static int try_batch(struct batch *b, PGconn *c, const char *writer, char **keys
 	if (read_seen(c, &seen, err) < 0 || read_accounts(b, c, err) < 0 ||
 	    read_chain(c, writer, &ch, n_pending, err) < 0)
 		goto fail;
-	/* the balance mirror's load generations, read before COMMIT and only
-	 * now that the accounts' rows are locked FOR UPDATE (read_accounts): read
-	 * while the lock was still being waited for, a locked load that held the
-	 * row FOR SHARE could store its mirror (without this charge) and its new
-	 * generation in between, and the settle would then skip the charge as
-	 * already in the mirror (faults-short: a mirror above the ledger) */
-	read_load_generations(b->w, b->items, b->state, b->n);
 	db_pipeline_end(c);
 	if (reload_prices(c, strtoll(PQgetvalue(r, 0, 0), NULL, 10), err) < 0) {
 		if (err->status != 503)
@@ -1124,7 +1119,18 @@ static int try_batch(struct batch *b, PGconn *c, const char *writer, char **keys
 	 * that one has it: one round trip more, never a 200 on the primary alone */
 	commit_apart = db_standby_confirm() > 0;
 	if (db_pipeline_begin(c, err) < 0 || send_records(b, c, writer, keys, &ch, &ja, rec_a, err) < 0 ||
-	    (!commit_apart && (db_send(c, NULL, "COMMIT", 0, NULL, err) < 0 || send_notify(c, writer, &ja, err) < 0)) ||
+	    db_pipeline_flush(c, err) < 0)
+		goto fail;
+	/* the balance mirror's load generations, read before COMMIT and only
+	 * now that the accounts' rows are locked FOR UPDATE (read_accounts): read
+	 * while the lock was still being waited for, a locked load that held the
+	 * row FOR SHARE could store its mirror (without this charge) and its new
+	 * generation in between, and the settle would then skip the charge as
+	 * already in the mirror (faults-short: a mirror above the ledger).
+	 * Read while PostgreSQL runs the inserts just sent: Redis's round trip
+	 * is off the batch's path. */
+	read_load_generations(b->w, b->items, b->state, b->n);
+	if ((!commit_apart && (db_send(c, NULL, "COMMIT", 0, NULL, err) < 0 || send_notify(c, writer, &ja, err) < 0)) ||
 	    db_pipeline_sync(c, err) < 0)
 		goto fail;
 	for (int k = 0; k < (commit_apart ? 3 : 4); k++)
