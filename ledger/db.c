@@ -292,6 +292,15 @@ int db_pipeline_sync(PGconn *c, struct error *err)
 	return 0;
 }
 
+int db_pipeline_flush(PGconn *c, struct error *err)
+{
+	if (PQflush(c) != 0) {
+		set_pg_err(c, NULL, err);
+		return -1;
+	}
+	return 0;
+}
+
 PGresult *db_next(PGconn *c, struct error *err)
 {
 	PGresult *r = PQgetResult(c), *extra;

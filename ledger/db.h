@@ -75,6 +75,9 @@ int db_send(PGconn *c, const char *name, const char *sql, int nparams, const cha
 int db_send_params(PGconn *c, const char *name, const char *sql, const struct db_params *p, struct error *err)
 	__attribute__((warn_unused_result));
 int db_pipeline_sync(PGconn *c, struct error *err) __attribute__((warn_unused_result));
+/* Sends what is queued without a sync point: the server starts on it while
+ * the caller does something else; results come after a later sync. */
+int db_pipeline_flush(PGconn *c, struct error *err) __attribute__((warn_unused_result));
 PGresult *db_next(PGconn *c, struct error *err) __attribute__((warn_unused_result));
 void db_pipeline_end(PGconn *c);
 /* Prepares each {name, sql} pair of a NULL-terminated list on c (outside a

@@ -228,9 +228,10 @@ struct usage_writer *usage_writer_new(struct metrics *m, const char *redis)
 	return w;
 }
 
-/* Reads the load generation ({a:ID}:st lgen) of every account still to charge, before COMMIT: a settle
- * applies its delta to the mirror only if no load happened since.  Any
- * failure leaves -1 (the settle then drops the mirror: safe). */
+/* Reads the load generation ({a:ID}:st lgen) of every account charged
+ * (state 2), before COMMIT: a settle applies its delta to the mirror only
+ * if no load happened since.  Any failure leaves -1 (the settle then drops
+ * the mirror: safe). */
 static void read_load_generations(struct usage_writer *w, struct usage_item **items, const int *state, size_t n)
 {
 	struct rclient_cmd *cmds = calloc(n + 1, sizeof(*cmds));
@@ -251,7 +252,7 @@ static void read_load_generations(struct usage_writer *w, struct usage_item **it
 			goto done;
 	}
 	for (size_t i = 0; i < n; i++) {
-		if (state[i] != 0)
+		if (state[i] != 2)
 			continue;
 		rkey(keys[k], sizeof(keys[k]), items[i]->account_id, RKEY_ST);
 		argv[3 * k] = "HGET";
@@ -921,10 +922,6 @@ static int send_records(struct batch *b, PGconn *c, const char *writer, char **k
 	journal_postings_params(ja, &p);
 	if (db_send_params(c, "u_postings", NULL, &p, err) < 0)
 		return -1;
-	/* balance mirrors (Redis) learn of the change at commit: "ACCOUNT WRITER" */
-	journal_notify_params(ja, writer, &p);
-	if (db_send_params(c, "u_notify", NULL, &p, err) < 0)
-		return -1;
 	for (size_t t = 0; t < b->n_txns; t++) {
 		struct usage_item *it = b->items[b->txn_item[t]];
 		pgarr_text(&a[R_ID], it->r.request_id);
@@ -950,6 +947,32 @@ static int send_records(struct batch *b, PGconn *c, const char *writer, char **k
 		p.fmt[k] = 1;
 	}
 	return db_send_params(c, "u_records", NULL, &p, err);
+}
+
+/* The other instances' balance mirrors learn of the batch ("ACCOUNT
+ * WRITER" on billing_balance) from a NOTIFY in a transaction of its own,
+ * right after the COMMIT (queued behind it, so it runs only if the COMMIT
+ * did).  Inside the batch's transaction it serialized every writer's
+ * commit: PostgreSQL holds its one notify-queue lock from the NOTIFY's
+ * pre-commit to the end of the commit, WAL flush included, so two writers
+ * (or two instances) committed one after the other (docs/benchmarks.md).
+ * Alone, the NOTIFY's transaction writes no WAL but its commit record and
+ * waits for no flush.  Its failure fails nothing: the records are
+ * committed; the other instances' mirrors then expire or reload as after a
+ * lost LISTEN connection. */
+static int send_notify(PGconn *c, const char *writer, struct journal_arrays *ja, struct error *err)
+{
+	struct db_params p;
+
+	journal_notify_params(ja, writer, &p);
+	return db_send_params(c, "u_notify", NULL, &p, err);
+}
+
+static void notify_done(PGresult *r, const struct error *err)
+{
+	if (!r)
+		log_warn("balance notification not sent after a usage commit", "error=\"%s\"", err->msg);
+	PQclear(r);
 }
 
 /* the price list: reloaded when its newest version is no longer the
@@ -1014,7 +1037,9 @@ done:
  *      read their buckets, lock the writer's chain and read its head, take
  *      txn_ids; (rare extra trips: the api keys' accounts, replays, a new
  *      price list)
- *   2. journal rows, postings, notify, usage records, COMMIT.
+ *   2. journal rows, postings, usage records (sent; the mirrors' load
+ *      generations are read from Redis meanwhile), COMMIT, and in a
+ *      transaction of its own the NOTIFY (send_notify).
  * -2: the price list cannot be loaded. */
 static int try_batch(struct batch *b, PGconn *c, const char *writer, char **keys, struct error *err)
 {
@@ -1071,13 +1096,6 @@ static int try_batch(struct batch *b, PGconn *c, const char *writer, char **keys
 	if (read_seen(c, &seen, err) < 0 || read_accounts(b, c, err) < 0 ||
 	    read_chain(c, writer, &ch, n_pending, err) < 0)
 		goto fail;
-	/* the balance mirror's load generations, read before COMMIT and only
-	 * now that the accounts' rows are locked FOR UPDATE (read_accounts): read
-	 * while the lock was still being waited for, a locked load that held the
-	 * row FOR SHARE could store its mirror (without this charge) and its new
-	 * generation in between, and the settle would then skip the charge as
-	 * already in the mirror (faults-short: a mirror above the ledger) */
-	read_load_generations(b->w, b->items, b->state, b->n);
 	db_pipeline_end(c);
 	if (reload_prices(c, strtoll(PQgetvalue(r, 0, 0), NULL, 10), err) < 0) {
 		if (err->status != 503)
@@ -1101,14 +1119,36 @@ static int try_batch(struct batch *b, PGconn *c, const char *writer, char **keys
 	 * that one has it: one round trip more, never a 200 on the primary alone */
 	commit_apart = db_standby_confirm() > 0;
 	if (db_pipeline_begin(c, err) < 0 || send_records(b, c, writer, keys, &ch, &ja, rec_a, err) < 0 ||
-	    (!commit_apart && db_send(c, NULL, "COMMIT", 0, NULL, err) < 0) || db_pipeline_sync(c, err) < 0)
+	    db_pipeline_flush(c, err) < 0)
 		goto fail;
-	for (int k = 0; k < (commit_apart ? 4 : 5); k++)
+	/* the balance mirror's load generations, read before COMMIT and only
+	 * now that the accounts' rows are locked FOR UPDATE (read_accounts): read
+	 * while the lock was still being waited for, a locked load that held the
+	 * row FOR SHARE could store its mirror (without this charge) and its new
+	 * generation in between, and the settle would then skip the charge as
+	 * already in the mirror (faults-short: a mirror above the ledger).
+	 * Read while PostgreSQL runs the inserts just sent: Redis's round trip
+	 * is off the batch's path. */
+	read_load_generations(b->w, b->items, b->state, b->n);
+	if ((!commit_apart && (db_send(c, NULL, "COMMIT", 0, NULL, err) < 0 || send_notify(c, writer, &ja, err) < 0)) ||
+	    db_pipeline_sync(c, err) < 0)
+		goto fail;
+	for (int k = 0; k < (commit_apart ? 3 : 4); k++)
 		if (clear_ok(db_next(c, err)) < 0)
 			goto fail;
+	if (!commit_apart) {
+		struct error nerr = {0};
+		notify_done(db_next(c, &nerr), &nerr);
+	}
 	db_pipeline_end(c);
-	if (commit_apart && db_exec(c, "COMMIT", 0, NULL, err) < 0)
-		goto fail;
+	if (commit_apart) {
+		struct db_params np;
+		struct error nerr = {0};
+		if (db_exec(c, "COMMIT", 0, NULL, err) < 0)
+			goto fail;
+		journal_notify_params(&ja, writer, &np);
+		notify_done(db_query_params(c, JOURNAL_SQL_NOTIFY, &np, &nerr), &nerr);
+	}
 	rc = 0;
 	goto out;
 fail:

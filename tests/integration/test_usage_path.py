@@ -4,6 +4,8 @@ role; system-account balances kept in parts read the same through
 ledger_balances; the writers route records by account."""
 import datetime as dt
 import json
+import select
+import time
 
 import psycopg2
 import pytest
@@ -186,4 +188,42 @@ def test_records_of_one_account_go_to_one_writer(env):
                    " WHERE kind = 'usage' AND writer IN ('route', 'route.t1') GROUP BY 1")
     assert len(rows) == 6 and all(len(w) == 1 for _, w in rows)
     assert {w[0] for _, w in rows} == {"route", "route.t1"}
+    env.assert_books_sound()
+
+
+def test_usage_commit_notifies_after_its_rows_are_visible(env):
+    """The usage writer's NOTIFY billing_balance ('ACCOUNT WRITER') runs in a
+    transaction of its own right after the batch's COMMIT: every charged
+    account is announced once per batch, and when the notification arrives
+    the record it announces is already committed."""
+    set_price(env, "path-m", 10 ** 9, 10 ** 9, 10 ** 9)
+    accts = [new_account(env, f"notify-{i}") for i in range(3)]
+    lc = psycopg2.connect(env.pg)
+    lc.autocommit = True
+    lc.cursor().execute("LISTEN billing_balance")
+    bd = Billingd(env, {"instance_id": "notify"})
+    try:
+        wait_prices()
+        recs = [usage(f"notify-b{i}", accts[i % 3], tin=10, tout=1) for i in range(9)]
+        r = bd.post("/v1/usage/batch", {"records": recs})
+        assert r.status_code == 200 and all("cost_nanos" in x for x in r.json()["results"])
+        got = []
+        deadline = time.time() + 5
+        while time.time() < deadline and len({p for p in got}) < 3:
+            if select.select([lc], [], [], 0.2)[0]:
+                lc.poll()
+                while lc.notifies:
+                    n = lc.notifies.pop(0)
+                    if n.payload.split(" ")[1].startswith("notify"):
+                        got.append(n.payload)
+                        acct = int(n.payload.split(" ")[0])
+                        # the record it announces is visible to a fresh reader
+                        assert env.one("SELECT count(*) FROM usage_records WHERE account_id = %s"
+                                       " AND request_id LIKE 'notify-b%%'", (acct,)) == 3
+    finally:
+        bd.stop()
+        lc.close()
+    assert sorted(set(got)) == sorted(f"{a} {w}" for a, w in
+                                      env.sql("SELECT DISTINCT account_id, writer FROM journal"
+                                              " WHERE kind = 'usage' AND writer LIKE 'notify%%'"))
     env.assert_books_sound()
