@@ -21,6 +21,7 @@ def bd(env):
     time.sleep(1.2)  # prices are loaded within a second
     yield b
     b.stop()
+    env.redis_flushall()  # shared by the suite's modules, whose account ids start at 1 again
 
 
 def new_account(env, name):
