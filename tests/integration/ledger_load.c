@@ -201,10 +201,12 @@ int main(int argc, char **argv)
 		j.account = res.account_id;
 		if (ops_in_tx(c, wide_tx, &j, &err) < 0)
 			goto fail;
+		PQfinish(c);
 		printf("posted 1 transaction of %" PRId64 " postings\n", j.n);
 		return 0;
 	fail:
 		fprintf(stderr, "ledger_load: wide: %s\n", j.n < 2 || j.n % 2 ? "an even count >= 2" : err.msg);
+		PQfinish(c);
 		return 1;
 	}
 	if (argc != 5 || sodium_init() < 0) {
