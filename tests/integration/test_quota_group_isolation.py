@@ -5,28 +5,8 @@ could not run (a script error on that account's keys) failed that request
 alone; in a group, the script stops at the first error and Redis answers the
 whole call with that error, so every decision of the call got 503; now each
 decision runs under pcall and only the broken one gets 503."""
-import json
-import time
-
-import pytest
-
-from conftest import UNIT, Billingd, set_price
-from test_quota_group import body, burst, warm
-
-
-@pytest.fixture(scope="module")
-def bd(env):
-    set_price(env, "g-model", UNIT, UNIT, 0, effective="2026-01-01T00:00:00Z")
-    env.redis_flushall()
-    b = Billingd(env)
-    time.sleep(1.2)  # prices are refreshed every second
-    yield b
-    b.stop()
-    env.redis_flushall()
-
-
-def new_account(env, name):
-    return json.loads(env.admin("account", "create", "--external-id", name, "--json").stdout)["account_id"]
+from conftest import UNIT
+from test_quota_group import bd, body, burst, new_account, warm  # noqa: F401 (bd: the same module fixture)
 
 
 def test_an_account_redis_cannot_serve_does_not_fail_the_others_of_its_turn(env, bd):
