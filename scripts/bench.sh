@@ -305,7 +305,23 @@ pair() { # pair LABEL PORT_A PORT_B CONNS LOADGEN-ARGS...: two loadgens at once
 		--label "$label-b" >"$RUN/$label-b.json"
 	wait "$pid"
 }
+mixed() { # mixed LABEL USAGE_PORT AUTHORIZE_PORT: usage and authorize at once, same accounts
+	local label=$1 pu=$2 pa=$3 pid
+	"$TOOLS/loadgen" --port "$pu" --token "$GW" --run "${label}u" --path /v1/usage --body "$USAGE_BODY" \
+		-c $((C_USAGE / 2)) "${TIMED[@]}" --label "$label-usage" >"$RUN/$label-usage.json" &
+	pid=$!
+	"$TOOLS/loadgen" --port "$pa" --token "$GW" --run "${label}a" --path /v1/authorize --body "$AUTH_BODY" \
+		-c $((C_AUTH / 2)) "${TIMED[@]}" --label "$label-authorize" >"$RUN/$label-authorize.json"
+	wait "$pid"
+}
 if want two; then
+	# the gateway's real mix: usage and authorize of the same accounts at
+	# once, on one instance alone (billingd-2 not yet started), later usage
+	# on one and authorize on the other (each usage commit is announced to
+	# the other instance: docs/billingd.md)
+	log "two: usage and authorize at once on one instance"
+	checkpoint
+	mixed mix1 "$BPORT" "$BPORT"
 	B2PORT=$(free_port)
 	sed -e "s/^listen = .*/listen = 127.0.0.1:$B2PORT/" "$CONF" >"$RUN/billingd2.conf"
 	echo "instance_id = billingd-2" >>"$RUN/billingd2.conf"
@@ -320,6 +336,9 @@ if want two; then
 	pair two1-usage "$BPORT" "$BPORT" $C_USAGE --path /v1/usage --body "$USAGE_BODY"
 	checkpoint
 	pair two2-usage "$BPORT" "$B2PORT" $C_USAGE --path /v1/usage --body "$USAGE_BODY"
+	log "two: usage on one instance and authorize on the other, at once"
+	checkpoint
+	mixed mix2 "$BPORT" "$B2PORT"
 	grep -E 'level=(warn|error)' "$RUN/billingd2.log" | head -5 >&2 || true
 	stop_pid "$B2PID"
 	B2PID=""

@@ -198,6 +198,13 @@ def cmd_table(run, out_path):
             add(f"{kind}, 2 instances (c={two['conns']})", unit, two["ok_rps"], two, "1 instance, same load",
                 one["ok_rps"] if one else None, notes=notes_of(one, two) or
                 f"{os.cpu_count()} CPUs shared by PostgreSQL, Redis, billingd and the load generators")
+    m1a, m2a = load(run, "mix1-authorize"), load(run, "mix2-authorize")
+    m1u, m2u = load(run, "mix1-usage"), load(run, "mix2-usage")
+    if m2a:
+        add(f"authorize, usage on the other instance (c={m2a.get('conns')})", "req/s", m2a["ok_rps"], m2a,
+            "both on 1 instance", m1a["ok_rps"] if m1a else None,
+            notes=notes_of(m1a, m2a) or (f"usage alongside: {m1u['ok_rps']:,.0f} req/s on 1, {m2u['ok_rps']:,.0f} on 2"
+                                         if m1u and m2u else ""))
     if ex is not None or ct is not None:
         ev = ex["rows"] / ex["seconds"] if ex and ex.get("available") and ex.get("seconds") else None
         cv = ct["rows"] / ct["seconds"] if ct and ct.get("seconds") else None
