@@ -59,6 +59,8 @@ ls -d "$WORK"/run-* 2>/dev/null | sort | head -n -4 | xargs -r rm -rf
 mkdir -p "$RUN/bin"
 cp "$BIN/billingd" "$BIN/billing-admin" "$BIN/ledger" "$TOOLS/loadgen" "$TOOLS/bare_server" "$TOOLS/copybench" \
 	"$TOOLS/kernels" "$RUN/bin/"
+# the report names binaries that are not this checkout's bin/ (BILLING_BIN)
+[ "$(cd "$BIN" && pwd -P)" != "$(cd "$ROOT" && pwd -P)/bin" ] && export BENCH_BINARIES_FROM="$(cd "$BIN" && pwd -P)"
 BIN=$RUN/bin TOOLS=$RUN/bin
 
 BPID="" B2PID="" BARE_PID="" CHAT_PID="" HPID="" CPID=""

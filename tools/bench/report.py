@@ -84,7 +84,8 @@ def machine():
     return {"cpus": os.cpu_count(), "cpu": cpu, "kernel": platform.release(),
             "postgres": sh("pg_config", "--version"), "redis": sh("redis-server", "--version"),
             "commit": sh("git", "rev-parse", "--short", "HEAD"),
-            "dirty": bool(sh("git", "status", "--porcelain", "--untracked-files=no"))}
+            "dirty": bool(sh("git", "status", "--porcelain", "--untracked-files=no")),
+            "binaries_from": os.environ.get("BENCH_BINARIES_FROM", "")}
 
 
 def fmt_num(v):
@@ -252,7 +253,8 @@ def cmd_table(run, out_path):
         for s, n in notes:
             print(f"  {s}: {n}")
     m = machine()
-    print(f"\n  {m['cpus']} CPUs ({m['cpu']}), {m['postgres']}, commit {m['commit']}{' (dirty)' if m['dirty'] else ''}; "
+    print(f"\n  {m['cpus']} CPUs ({m['cpu']}), {m['postgres']}, commit {m['commit']}{' (dirty)' if m['dirty'] else ''}"
+          f"{'; binaries from ' + m['binaries_from'] + ', not this commit' if m['binaries_from'] else ''}; "
           f"{meta.get('seconds')} s per scenario after {meta.get('warmup')} s warm-up, {meta.get('accounts')} accounts; "
           f"load average {meta.get('loadavg_start')} before, {meta.get('loadavg_end')} after (other work on the machine skews all numbers)")
     held = [r for r in rows if r["holds"] is not None]
