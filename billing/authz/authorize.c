@@ -1226,12 +1226,31 @@ void authz_settle(struct server *s, const struct usage_item *it)
 
 /* ---- life cycle ---- */
 
+static void *redis_id_thread(void *arg)
+{
+	read_redis_id(arg);
+	free(arg);
+	return NULL;
+}
+
 static void redis_up(void *arg)
 {
 	struct server *s = arg;
+	bool known;
 
 	if (s->az)
 		flush_dirty(s, true);
+	pthread_mutex_lock(&redis_id_mu);
+	known = redis_id[0] != '\0';
+	pthread_mutex_unlock(&redis_id_mu);
+	if (!known) { /* Redis was down at start: read it now, off the loop */
+		pthread_t th;
+		char *addr = strdup(config_get(s->cfg, "redis"));
+		if (addr && pthread_create(&th, NULL, redis_id_thread, addr) == 0)
+			pthread_detach(th);
+		else
+			free(addr);
+	}
 }
 
 int authz_init(struct server *s, struct error *err)

@@ -211,11 +211,12 @@ static __thread struct pricing_price *t_prices;
 static __thread size_t t_n_prices;
 static __thread int64_t t_prices_version = -1;
 /* each writer thread's own synchronous Redis client (load generations), and
- * the identity of that Redis, read once when the client is made: the
- * batch's NOTIFY names it, so instances sharing this Redis keep the mirrors
- * our settles update (send_notify) */
+ * the identity of that Redis, read once (again every 10 s while it could
+ * not be): the batch's NOTIFY names it, so instances sharing this Redis
+ * keep the mirrors our settles update (send_notify) */
 static __thread struct rclient *t_redis;
 static __thread char t_redis_id[RCLIENT_ID_LEN + 1];
+static __thread int64_t t_redis_id_tried_us;
 
 struct usage_writer *usage_writer_new(struct metrics *m, const char *redis)
 {
@@ -254,6 +255,9 @@ static void read_load_generations(struct usage_writer *w, struct usage_item **it
 		t_redis = rclient_new(w->redis, 200, &err);
 		if (!t_redis)
 			goto done;
+	}
+	if (!t_redis_id[0] && time_now_us() - t_redis_id_tried_us >= 10000000) {
+		t_redis_id_tried_us = time_now_us();
 		if (rclient_redis_id(t_redis, t_redis_id, &err) < 0)
 			log_debug("redis id not read", "error=\"%s\"", err.msg);
 	}

@@ -6,12 +6,14 @@ the mirror instead of dropping it (a drop made the next decision of the
 account, on every instance, load it again from PostgreSQL).  A change
 announced without that Redis's id (the CLI, another Redis) still drops it."""
 import json
+import os
 import select
+import subprocess
 import time
 
 import psycopg2
 
-from conftest import Billingd, UNIT, now_rfc3339, set_price, wait_prices
+from conftest import Billingd, UNIT, free_port, now_rfc3339, set_price, wait_gone, wait_prices
 
 M = "sm-model"
 
@@ -112,3 +114,56 @@ def test_a_change_announced_without_this_redis_drops_the_mirror(env):
     finally:
         b.stop()
         env.redis_flushall()
+
+
+class Unready(Billingd):
+    """Started without waiting for /readyz (which needs Redis)."""
+
+    def start(self, wait=True):
+        super().start(wait=False)
+
+
+def test_instances_started_while_redis_was_down_learn_its_id(env, tmp_path):
+    """Both instances start, and their listeners' first resync runs, before
+    their Redis does: neither can read the Redis's id then.  The writer reads
+    it at its first batch after, the other instance when its connection
+    comes up; then the mirror is kept."""
+    set_price(env, M, UNIT, UNIT, 0, effective="2026-01-01T00:00:00Z")
+    port = free_port()
+    pidfile = str(tmp_path / "redis.pid")
+
+    def cli(*args):
+        return subprocess.run(["redis-cli", "-h", "127.0.0.1", "-p", str(port)] + [str(x) for x in args],
+                              capture_output=True, text=True, check=True, timeout=30).stdout.strip()
+
+    a = b = None
+    try:
+        a, b = (Unready(env, {"instance_id": i, "redis": f"127.0.0.1:{port}"}) for i in ("sm-la", "sm-lb"))
+        deadline = time.time() + 30
+        while not all("redis unreachable at start" in x.logs() for x in (a, b)):
+            assert time.time() < deadline, a.logs() + b.logs()
+            time.sleep(0.1)
+        time.sleep(3)  # the listeners' first resync (LISTEN, then a drop of every mirror) fails too
+        subprocess.run(["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no",
+                        "--dir", str(tmp_path), "--daemonize", "yes", "--pidfile", pidfile,
+                        "--logfile", str(tmp_path / "redis.log")], check=True)
+        a.wait_ready()
+        b.wait_ready()
+        wait_prices()
+        acct = new_account(env, "sm-late")
+        assert authorize(b, acct, f"sm-late-hold-{acct}", 1_000_000).status_code == 200
+        gen = cli("HGET", f"{{a:{acct}}}:bal", "lg")
+        assert gen not in ("", "-")
+        assert usage(a, acct, f"sm-late-use-{acct}", 10_000_000)["cost_nanos"] == 10 * UNIT
+        time.sleep(1.5)  # the NOTIFY has reached B
+        assert cli("HGET", f"{{a:{acct}}}:bal", "lg") == gen, "mirror dropped: an instance never learnt the id"
+        assert authorize(b, acct, f"sm-late-big-{acct}", 3_500_000).status_code == 402
+        assert authorize(b, acct, f"sm-late-fit-{acct}", 3_000_000).status_code == 200
+    finally:
+        for x in (a, b):
+            if x:
+                x.stop()
+        if os.path.exists(pidfile):
+            pid = int(open(pidfile).read())
+            os.kill(pid, 15)
+            wait_gone(pid, 5.0)
