@@ -1,0 +1,173 @@
+"""The statement triggers with fewer queries (migration 0018): the same
+checks, SQLSTATEs, messages and order between them when one statement
+breaks several; the branch that reads earlier postings of a transaction;
+the check at COMMIT still removes its pending row; a database filled before
+the migration converts and verifies.  (Each check alone, for every role:
+test_usage_path.py, test_set_checks.py, test_guard_bypass.py, unchanged.)"""
+import datetime as dt
+import json
+
+import psycopg2
+import pytest
+
+from conftest import Billingd, Env, db_before_migration, new_account, rfc3339, set_price
+
+UTC = dt.timezone.utc
+STARTED = rfc3339(dt.datetime.now(UTC) - dt.timedelta(minutes=1))
+MISSING = 10 ** 12
+
+JOURNAL = ("INSERT INTO journal (writer, seq, kind, idempotency_key, content_hash, account_id, actor, reason,"
+           " details, created_at, prev_hash, hash) VALUES ('tq-raw', %s, 'x', %s, '\\x00', %s, 'me', 'r', '{}',"
+           " %s, '\\x00', '\\x00') RETURNING txn_id")
+POSTING = "INSERT INTO postings (txn_id, line, ledger_account_id, account_id, amount, created_at) VALUES "
+RECORD = ("INSERT INTO usage_records (request_id, account_id, txn_id, body_hash, model, input_tokens,"
+          " cached_input_tokens, output_tokens, started_at, cost_nanos, price_version, response, created_at)"
+          " VALUES (%s, %s, %s, '\\x00', 'm', 1, 0, 1, now(), 5, %s, '{}', %s)")
+
+
+def usage(rid, account, tin=1000, tout=100):
+    return {"request_id": rid, "account_id": account, "model": "tq-m", "input_tokens": tin,
+            "cached_input_tokens": 0, "output_tokens": tout, "started_at": STARTED}
+
+
+def refused(cur, c, q, args):
+    with pytest.raises(psycopg2.Error) as e:
+        cur.execute(q, args)
+    c.rollback()
+    return e.value
+
+
+@pytest.mark.parametrize("user", ["billing", "billing_owner", "postgres"])
+def test_a_statement_breaking_several_checks_is_refused_by_the_first(stack, tmp_path, user):
+    """postings: a missing ledger account before a journal mismatch before
+    an unbalanced transaction; usage_records: a missing customer before a
+    missing price version before a wrong journal key.  Nothing is written."""
+    env = Env(stack, stack.new_database(), str(tmp_path))
+    set_price(env, "tq-m", 10 ** 9, 10 ** 9, 10 ** 9)
+    a = new_account(env, f"tq-{user}")
+    paid = env.one("SELECT ledger_account_id FROM ledger_accounts WHERE account_id = %s AND type = 'customer_paid'",
+                   (a,))
+    pv = env.one("SELECT coalesce(max(price_version), 0) FROM prices")
+    now = dt.datetime.now(UTC)
+    before = [env.one(f"SELECT count(*) FROM {t}") for t in ("journal", "postings", "usage_records")]
+    c = psycopg2.connect(env.stack.conninfo(env.db, user))
+    cur = c.cursor()
+
+    def journal(key):
+        cur.execute(JOURNAL, (1, key, a, now))
+        return cur.fetchone()[0]
+
+    # unbalanced, and a ledger account that does not exist: the ledger account is named
+    t = journal("tq-1")
+    e = refused(cur, c, POSTING + "(%s, 1, %s, %s, -5, %s), (%s, 2, 888888888, NULL, 4, %s)",
+                (t, paid, a, now, t, now))
+    assert e.pgcode == "23503" and "ledger_account_id 888888888 is not in ledger_accounts" in str(e), str(e)
+    # unbalanced, and no journal row: the journal row is named
+    e = refused(cur, c, POSTING + "(%s, 1, %s, %s, -5, %s), (%s, 2, 1, NULL, 4, %s)",
+                (MISSING, paid, a, now, MISSING, now))
+    assert e.pgcode == "23503" and f"ledger transaction {MISSING} do not match a journal row" in str(e), str(e)
+    # unbalanced only
+    t = journal("tq-2")
+    e = refused(cur, c, POSTING + "(%s, 1, %s, %s, -5, %s), (%s, 2, 1, NULL, 4, %s)", (t, paid, a, now, t, now))
+    assert e.pgcode == "23514" and f"ledger transaction {t} does not balance" in str(e), str(e)
+    # one posting of zero, none before it: fewer than two
+    t = journal("tq-3")
+    e = refused(cur, c, POSTING + "(%s, 1, %s, %s, 0, %s)", (t, paid, a, now))
+    assert e.pgcode == "23514" and f"ledger transaction {t} does not balance" in str(e), str(e)
+
+    def record(rid, acct, price, key):
+        t = journal(key)
+        cur.execute(POSTING + "(%s, 1, %s, %s, -5, %s), (%s, 2, 1, NULL, 5, %s)", (t, paid, a, now, t, now))
+        return refused(cur, c, RECORD, (rid, acct, t, price, now))
+
+    # no customer, no price version, no journal row keyed usage:<id>: the customer is named
+    e = record("tq-u1", MISSING, pv + 1000, "not-the-key-1")
+    assert e.pgcode == "23503" and f"account_id {MISSING} is not in customers" in str(e), str(e)
+    # no price version, no journal key: the price version
+    e = record("tq-u2", a, pv + 1000, "not-the-key-2")
+    assert e.pgcode == "23503" and f"price_version {pv + 1000} is not in prices" in str(e), str(e)
+    # the journal key only
+    e = record("tq-u3", a, pv, "not-the-key-3")
+    assert e.pgcode == "23503" and "usage record tq-u3 does not belong to the journal transaction" in str(e), str(e)
+    c.close()
+    assert [env.one(f"SELECT count(*) FROM {t}") for t in ("journal", "postings", "usage_records")] == before
+
+
+def test_a_transaction_whose_postings_span_statements(stack, tmp_path):
+    """A statement that adds one posting to a transaction counts the
+    postings before it (the one query of postings_after_insert that reads
+    the partitioned table, run only then): a zero line after two balanced
+    ones commits; the same line alone is refused.  The pending checks are
+    gone after each COMMIT."""
+    env = Env(stack, stack.new_database(), str(tmp_path))
+    a = new_account(env, "tq-span")
+    paid = env.one("SELECT ledger_account_id FROM ledger_accounts WHERE account_id = %s AND type = 'customer_paid'",
+                   (a,))
+    now = dt.datetime.now(UTC)
+    c = psycopg2.connect(env.stack.conninfo(env.db, "billing"))
+    cur = c.cursor()
+    cur.execute(JOURNAL, (1, "tq-span-1", a, now))
+    t = cur.fetchone()[0]
+    cur.execute(POSTING + "(%s, 1, %s, %s, -5, %s), (%s, 2, 1, NULL, 5, %s)", (t, paid, a, now, t, now))
+    cur.execute(POSTING + "(%s, 3, 1, NULL, 0, %s)", (t, now))
+    c.commit()
+    assert env.one("SELECT count(*) FROM postings WHERE txn_id = %s", (t,)) == 3
+    cur.execute(JOURNAL, (2, "tq-span-2", a, now))
+    t2 = cur.fetchone()[0]
+    e = refused(cur, c, POSTING + "(%s, 1, 1, NULL, 0, %s)", (t2, now))
+    assert e.pgcode == "23514" and f"ledger transaction {t2} does not balance" in str(e), str(e)
+    c.close()
+    assert env.one("SELECT count(*) FROM ledger_pending_checks", user="postgres") == 0
+    assert env.one("SELECT count(*) FROM ledger_balance_mismatches()") == 0
+
+
+def snapshot(e):
+    return (e.sql("SELECT txn_id, writer, seq, encode(hash, 'hex') FROM journal ORDER BY txn_id"),
+            e.sql("SELECT txn_id, line, ledger_account_id, amount FROM postings ORDER BY txn_id, line"),
+            e.sql("SELECT ledger_account_id, balance, account_id FROM ledger_balances ORDER BY 1"),
+            e.sql("SELECT request_id, txn_id, cost_nanos, response FROM usage_records ORDER BY request_id"))
+
+
+def test_database_filled_before_0018_converts_and_verifies(stack, tmp_path):
+    e, old_env, out = db_before_migration(stack, "billing_pre18", tmp_path, "0018")
+    assert "applied 0017_posting_lines.sql" in out
+    set_price(e, "tq-m", 2 * 10 ** 9, 10 ** 9, 8 * 10 ** 9)
+    accts = [json.loads(e.admin("account", "create", "--external-id", f"pre18-{i}", "--json",
+                                env=old_env).stdout)["account_id"] for i in range(3)]
+    for i, a in enumerate(accts):
+        e.admin("topup", "--account", a, "--amount", "10", "--payment-ref", f"pre18-pay-{i}", env=old_env)
+    bd = Billingd(e, {"migrations_dir": old_env["BILLING_MIGRATIONS_DIR"]})
+    try:
+        for i in range(4):
+            assert bd.post("/v1/usage", usage(f"pre18-u{i}", accts[i % 3])).status_code == 200
+        r = bd.post("/v1/usage/batch", {"records": [usage(f"pre18-b{i}", accts[i % 3]) for i in range(30)]})
+        assert r.status_code == 200 and all("cost_nanos" in x for x in r.json()["results"])
+    finally:
+        bd.stop()
+    before = snapshot(e)
+    n = len(before[0])
+    assert len(before[3]) == 34
+
+    out = e.admin("migrate").stdout
+    assert "applied 0018_fewer_trigger_queries.sql" in out
+    assert snapshot(e) == before
+    assert f"ok: {n} transactions" in e.ledger("verify").stdout
+    e.assert_books_sound()
+
+    bd = Billingd(e)
+    try:
+        r = bd.post("/v1/usage/batch", {"records": [usage(f"post18-b{i}", accts[i % 3]) for i in range(30)]
+                                        + [usage("pre18-b0", accts[0]), usage("pre18-b1", accts[1], tin=7)]})
+        res = r.json()["results"]
+        assert r.status_code == 200 and all("cost_nanos" in x for x in res[:31])
+        stored = json.loads(next(x[3] for x in before[3] if x[0] == "pre18-b0"))
+        assert res[30]["duplicate"] is True
+        assert {k: res[30][k] for k in ("request_id", "cost_nanos", "price_version", "charged")} == \
+            {k: stored[k] for k in ("request_id", "cost_nanos", "price_version", "charged")}
+        assert res[31]["error"]["code"] == "idempotency_conflict"
+        assert bd.post("/v1/usage", usage("post18-u0", accts[0])).status_code == 200
+    finally:
+        bd.stop()
+    assert f"ok: {n + 31} transactions" in e.ledger("verify").stdout
+    assert e.one("SELECT count(*) FROM ledger_pending_checks", user="postgres") == 0
+    e.assert_books_sound()
