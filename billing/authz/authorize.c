@@ -904,7 +904,6 @@ static void decide_cb(void *arg, redisReply *r)
 		return redis_down(a);
 	tag = r->element[0]->str;
 	if (strcmp(tag, "OK") == 0) {
-		a->s->az->n_fo = 0; /* Redis answers: a later outage starts a fresh allowance */
 		time_format_rfc3339(elem_int(r, 3) * 1000, exp, sizeof(exp));
 		if (a->http) {
 			char buf[512];
@@ -1176,12 +1175,19 @@ void authz_settle(struct server *s, const struct usage_item *it)
 
 /* ---- life cycle ---- */
 
+/* A Redis connection came up: the dirty list first, and a fresh fail-open
+ * allowance for the next outage.  Not on an answer for some account: while
+ * one master is down, or Redis cannot run one account's decision, the
+ * others' answers would refill the failing account's allowance without end
+ * (test_fail_open_bound.py). */
 static void redis_up(void *arg)
 {
 	struct server *s = arg;
 
-	if (s->az)
+	if (s->az) {
+		s->az->n_fo = 0;
 		flush_dirty(s, true);
+	}
 }
 
 int authz_init(struct server *s, struct error *err)
