@@ -73,9 +73,9 @@ static inline int64_t mirror_ttl_ms(int64_t now_us, int64_t earliest_expiry_us)
 	"  redis.call('PEXPIRE', KEYS[1], ttl)\n"                                                                    \
 	"  redis.call('HINCRBY', KEYS[2], 'ver', 1)\n"                                                               \
 	"  redis.call('HSET', KEYS[2], 'lgen', g, 'held', string.format('%d', held))\n"                              \
-	"  if redis.call('PTTL', KEYS[2]) < " MIRROR_ST_TTL_MS_STR " then\n"                                          \
+	"  if redis.call('PTTL', KEYS[2]) < " MIRROR_ST_TTL_MS_STR " then\n"                                         \
 	"    redis.call('PEXPIRE', KEYS[2], " MIRROR_ST_TTL_MS_STR ")\n"                                             \
-	"  end\n"                                                                                                   \
+	"  end\n"                                                                                                    \
 	"end\n"
 
 /* The unlocked load of `ledger reconcile --repair`: KEYS as above;
