@@ -32,7 +32,9 @@
 
 /* ... and its state hash (st) after this long without a load: 2 days, so
  * st outlives every mirror (loaded within MIRROR_TTL_MS), every hold admitted
- * under one (hold_ttl_seconds <= 1 day) and every GCRA window (1 day).  When
+ * under one (hold_ttl_seconds <= 1 day) and every GCRA window (1 day); a
+ * load never shortens it: a settle may have pushed a TPM/TPD time further
+ * ahead and st past it (billing/authz/quota.lua.h, settle).  When
  * st goes, bal went long before: the next decision loads the mirror, and
  * the load sets held from the hold records again, so a hold left unswept
  * in the old st cannot make held wrong (billing/authz/quota.lua.h). */
@@ -71,7 +73,9 @@ static inline int64_t mirror_ttl_ms(int64_t now_us, int64_t earliest_expiry_us)
 	"  redis.call('PEXPIRE', KEYS[1], ttl)\n"                                                                    \
 	"  redis.call('HINCRBY', KEYS[2], 'ver', 1)\n"                                                               \
 	"  redis.call('HSET', KEYS[2], 'lgen', g, 'held', string.format('%d', held))\n"                              \
-	"  redis.call('PEXPIRE', KEYS[2], " MIRROR_ST_TTL_MS_STR ")\n"                                               \
+	"  if redis.call('PTTL', KEYS[2]) < " MIRROR_ST_TTL_MS_STR " then\n"                                         \
+	"    redis.call('PEXPIRE', KEYS[2], " MIRROR_ST_TTL_MS_STR ")\n"                                             \
+	"  end\n"                                                                                                    \
 	"end\n"
 
 /* The unlocked load of `ledger reconcile --repair`: KEYS as above;

@@ -954,7 +954,6 @@ static void decide_cb(void *arg, redisReply *r)
 		return redis_down(a);
 	tag = r->element[0]->str;
 	if (strcmp(tag, "OK") == 0) {
-		a->s->az->n_fo = 0; /* Redis answers: a later outage starts a fresh allowance */
 		time_format_rfc3339(elem_int(r, 3) * 1000, exp, sizeof(exp));
 		if (a->http) {
 			char buf[512];
@@ -1233,13 +1232,21 @@ static void *redis_id_thread(void *arg)
 	return NULL;
 }
 
+/* A Redis connection came up: the dirty list first, and a fresh fail-open
+ * allowance for the next outage.  Not on an answer for some account: while
+ * one master is down, or Redis cannot run one account's decision, the
+ * others' answers would refill the failing account's allowance without end
+ * (test_fail_open_bound.py).  And the Redis's id, if it could not be read
+ * at start (notify_cb). */
 static void redis_up(void *arg)
 {
 	struct server *s = arg;
 	bool known;
 
-	if (s->az)
+	if (s->az) {
+		s->az->n_fo = 0;
 		flush_dirty(s, true);
+	}
 	pthread_mutex_lock(&redis_id_mu);
 	known = redis_id[0] != '\0';
 	pthread_mutex_unlock(&redis_id_mu);

@@ -250,7 +250,12 @@ static const char quota_lua_settle[] = QUOTA_LUA_RELEASE
 	"      if limit <= 0 or delta == 0 then return end\n"
 	"      local f = 'r:' .. scope .. ':' .. kind\n"
 	"      local tat = redis.call('HGET', KEYS[2], f)\n"
-	"      if tat then redis.call('HSET', KEYS[2], f, tonumber(tat) + delta * period / limit) end\n"
+	"      if not tat then return end\n"
+	"      tat = tonumber(tat) + delta * period / limit\n"
+	"      redis.call('HSET', KEYS[2], f, tat)\n"
+	/* st lives at least as long as the time it holds (a tat in the past
+	 * means none): a call far beyond its estimate pushes it days ahead */
+	"      if delta > 0 then redis.call('PEXPIREAT', KEYS[2], string.format('%d', math.ceil(tat)), 'GT') end\n"
 	"    end\n"
 	"    fix('*', 'tpm', tonumber(ARGV[7]), 60000)\n"
 	"    fix('*', 'tpd', tonumber(ARGV[8]), 86400000)\n"

@@ -216,6 +216,9 @@ def test_master_down_fail_open_is_per_slot(env, bd):
             r = authorize(fo, other, "fo-o-1")
             assert r.status_code == 200 and "fail_open" not in r.json(), r.text
             assert r.json()["available_nanos"] == 14 * UNIT - 2 * SMALL
+            # the other master's answer does not refill the victim's allowance
+            r = authorize(fo, victim, "fo-v-6")
+            assert r.status_code == 503 and r.json()["error"]["code"] == "unavailable", r.text
         finally:
             c.start_node(2)
         assert fo.logs().count("fail-open admission") == 3

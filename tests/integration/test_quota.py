@@ -106,6 +106,35 @@ def test_tpm_per_model_and_correction(env, bd):
     assert r.status_code == 200, r.text
 
 
+def test_the_state_hash_outlives_a_rate_time_a_settle_pushed_days_ahead(env, bd):
+    """TPD is corrected at settle by actual minus estimated tokens: a call
+    that used far more than its estimate pushes the account's GCRA time
+    more than a day ahead.  The state hash that holds it must live at least
+    until then (docs/billingd.md: st outlives every GCRA window): expiring
+    2 days after the last load, it would forget the limit while GCRA still
+    refuses, and the account would be admitted again early."""
+    acct = new_account(env, "tpd-ahead")
+    set_limits(env, account=acct, tpd=2_000_000)  # tokens per day
+    st = f"{{a:{acct}}}:st"
+    r = authorize(bd, acct, "tpd-ahead-1", units=1)  # estimated 1M tokens: half a day of the limit
+    assert r.status_code == 200, r.text
+    r = usage(bd, acct, "tpd-ahead-1", units=9, hold="tpd-ahead-1")  # 8M more than estimated: 4 days more
+    assert r.status_code == 200, r.text
+    tat = float(_redis(env, "HGET", st, "r:*:tpd"))
+    now_ms = int(_redis(env, "TIME").split()[0]) * 1000
+    assert tat > now_ms + 4 * 86_400_000, (tat, now_ms)
+    assert int(_redis(env, "PEXPIRETIME", st)) >= tat, (_redis(env, "PEXPIRETIME", st), tat)
+    r = authorize(bd, acct, "tpd-ahead-2", units=1)
+    assert r.status_code == 429 and r.json()["error"]["limit_type"] == "tpd", r.text
+    # a load of the mirror (every 5 minutes at most) does not shorten it again
+    lgen = int(_redis(env, "HGET", st, "lgen"))
+    _redis(env, "DEL", f"{{a:{acct}}}:bal")
+    r = authorize(bd, acct, "tpd-ahead-3", units=1)
+    assert r.status_code == 429 and r.json()["error"]["limit_type"] == "tpd", r.text
+    assert int(_redis(env, "HGET", st, "lgen")) > lgen  # the mirror was loaded
+    assert int(_redis(env, "PEXPIRETIME", st)) >= tat, (_redis(env, "PEXPIRETIME", st), tat)
+
+
 def test_concurrency_and_expired_hold_gives_back(env, bd):
     acct = new_account(env, "conc-1")
     set_limits(env, account=acct, concurrency=3)
