@@ -535,9 +535,8 @@ static void usage_held_cb(void *arg, bool known, int64_t held)
 
 static void usage_answer_with_held(struct server *s, struct usage_item *it, dbjob_done_fn done)
 {
-	authz_settle(s, it);
 	it->job.done = done;
-	authz_held(s, it->account_id, usage_held_cb, it);
+	authz_settle_held(s, it, usage_held_cb, it);
 }
 
 static void usage_single_reply(struct dbjob *job)
