@@ -116,6 +116,8 @@ struct authz_state {
 	bool dirty_overflow;
 	/* quota_group_stats already added to /metrics */
 	uint64_t calls_counted, decisions_counted;
+	/* quota_settles_stats already added to /metrics */
+	uint64_t settle_calls_counted, settle_entries_counted;
 };
 
 /* ---- limits ---- */
@@ -250,6 +252,12 @@ static void count_groups(struct server *s)
 	metrics_count(s->metrics, "billing_authorize_decisions_total", (int64_t)(decisions - az->decisions_counted));
 	az->calls_counted = calls;
 	az->decisions_counted = decisions;
+	/* the same for the usage answers' settles and held reads (quota_settles) */
+	quota_settles_stats(az->qs, &calls, &decisions);
+	metrics_count(s->metrics, "billing_settle_redis_calls_total", (int64_t)(calls - az->settle_calls_counted));
+	metrics_count(s->metrics, "billing_settle_entries_total", (int64_t)(decisions - az->settle_entries_counted));
+	az->settle_calls_counted = calls;
+	az->settle_entries_counted = decisions;
 }
 
 static void refresh_cb(evutil_socket_t fd, short what, void *arg)
