@@ -3,14 +3,15 @@
 # Redis on a kept bench stack, for one or more billingd binaries in turn.
 #
 #   BENCH_KEEP=1 BENCH_ONLY=none make bench        # a seeded stack, left running
-#   tools/bench/cost.sh [-s authorize|usage] [-c CONNS] [-d SECONDS] [-r ROUNDS] [--syscalls] BINARY...
+#   tools/bench/cost.sh [-s authorize|usage|batch] [-c CONNS] [-d SECONDS] [-r ROUNDS] [--syscalls] BINARY...
 #
 # For each round and each BINARY (in turn, so old and new alternate): stop
 # the kept billingd (the process running with the kept run's billingd.conf),
 # start BINARY with that billingd.conf, warm up for
 # 2 s, then drive it with loadgen for SECONDS and print one line: requests,
 # req/s, and each process's CPU time (utime + stime from /proc) divided by
-# the requests answered.  PostgreSQL counts the postmaster and every child.
+# the requests answered (batch: 1000-record requests, 4 connections, per
+# record).  PostgreSQL counts the postmaster and every child.
 # --syscalls adds perf's count of billingd's epoll_ctl, epoll_wait, readv,
 # writev, read, write, sendto, recvfrom and poll per request.
 #
@@ -22,7 +23,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-scen=usage conns= secs=8 rounds=1 sys=0
+scen=usage conns= secs=8 rounds=1 sys=0 batch=()
 while [ $# -gt 0 ]; do
 	case $1 in
 	-s) scen=$2; shift 2 ;;
@@ -45,7 +46,12 @@ usage)
 	path=/v1/usage
 	body='{"request_id":"cost-{run}-u{seq}","account_id":{acct},"model":"deepseek-chat","input_tokens":1200,"cached_input_tokens":200,"output_tokens":300,"started_at":"{now}"}'
 	conns=${conns:-64} ;;
-*) echo "cost.sh: -s is authorize or usage, not '$scen'" >&2; exit 2 ;;
+batch)
+	path=/v1/usage/batch
+	body='{"request_id":"cost-{run}-b{seq}","account_id":{acct},"model":"deepseek-chat","input_tokens":1200,"cached_input_tokens":200,"output_tokens":300,"started_at":"{now}"}'
+	batch=(--batch 1000)
+	conns=${conns:-4} ;;
+*) echo "cost.sh: -s is authorize, usage or batch, not '$scen'" >&2; exit 2 ;;
 esac
 
 run=$(ls -d "$PWD"/var/bench/run-* 2>/dev/null | tail -1)
@@ -84,18 +90,22 @@ swap() { # the billingd of this run's config, whichever binary: stop it, start $
 for r in $(seq "$rounds"); do
 	for bin in "$@"; do
 		swap "$bin"
-		"$lg" --port "$port" --token "$gw" --path "$path" --body "$body" -c "$conns" -d 2 \
+		"$lg" --port "$port" --token "$gw" --path "$path" --body "$body" "${batch[@]}" -c "$conns" -d 2 \
 			--acct-lo 1 --acct-hi 1000 --label warm >/dev/null
 		if [ $sys = 1 ]; then
 			perf stat -x, -o "$run/cost-sys.txt" -e 'syscalls:sys_enter_epoll_ctl,syscalls:sys_enter_epoll_wait,syscalls:sys_enter_readv,syscalls:sys_enter_writev,syscalls:sys_enter_read,syscalls:sys_enter_write,syscalls:sys_enter_sendto,syscalls:sys_enter_recvfrom,syscalls:sys_enter_poll' -p "$bpid" &
 			spid=$!
 		fi
 		b0=$(ticks /proc/"$bpid"/stat) p0=$(pg_ticks) r0=$(ticks /proc/"$rpid"/stat)
-		out=$("$lg" --port "$port" --token "$gw" --path "$path" --body "$body" -c "$conns" -d "$secs" \
+		out=$("$lg" --port "$port" --token "$gw" --path "$path" --body "$body" "${batch[@]}" -c "$conns" -d "$secs" \
 			--acct-lo 1 --acct-hi 1000 --label cost)
 		b1=$(ticks /proc/"$bpid"/stat) p1=$(pg_ticks) r1=$(ticks /proc/"$rpid"/stat)
 		n=$(sed -n 's/.*"ok":\([0-9]*\).*/\1/p' <<<"$out")
 		rps=$(sed -n 's/.*"ok_rps":\([0-9.]*\).*/\1/p' <<<"$out")
+		if [ ${#batch[@]} -gt 0 ]; then # per record
+			n=$((n * 1000))
+			rps=$(sed -n 's/.*"items_per_s":\([0-9.]*\).*/\1/p' <<<"$out")
+		fi
 		printf '%s round %s %-28s ok=%s req/s=%s us/req: billingd %s postgres %s redis %s (load %s)\n' \
 			"$scen" "$r" "$bin" "$n" "$rps" "$(us_per $((b1 - b0)) "$n")" "$(us_per $((p1 - p0)) "$n")" \
 			"$(us_per $((r1 - r0)) "$n")" "$(cut -d' ' -f1 /proc/loadavg)"
