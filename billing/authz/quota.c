@@ -596,7 +596,7 @@ static void settles_call_cb(void *arg, redisReply *r)
 		log_warn("redis: a grouped settle answered out of shape", "entries=%d elements=%zu", g->n,
 			 r->type == REDIS_REPLY_ARRAY ? r->elements : (size_t)0);
 	for (int i = 0; i < g->n; i++) {
-		redisReply *e = ok ? r->element[i] : NULL;
+		redisReply *e = r && ok ? r->element[i] : NULL;
 		if (e && e->type == REDIS_REPLY_ERROR) {
 			log_warn("redis script error", "script=%d error=\"%s\"", (int)QUOTA_SETTLE_GROUP, e->str);
 			e = NULL;
