@@ -106,8 +106,9 @@ for r in $(seq "$rounds"); do
 			n=$((n * 1000))
 			rps=$(sed -n 's/.*"items_per_s":\([0-9.]*\).*/\1/p' <<<"$out")
 		fi
-		printf '%s round %s %-28s ok=%s req/s=%s us/req: billingd %s postgres %s redis %s (load %s)\n' \
-			"$scen" "$r" "$bin" "$n" "$rps" "$(us_per $((b1 - b0)) "$n")" "$(us_per $((p1 - p0)) "$n")" \
+		p99=$(sed -n 's/.*"p99_ms":\([0-9.]*\).*/\1/p' <<<"$out")
+		printf '%s round %s %-28s ok=%s req/s=%s p99=%sms us/req: billingd %s postgres %s redis %s (load %s)\n' \
+			"$scen" "$r" "$bin" "$n" "$rps" "$p99" "$(us_per $((b1 - b0)) "$n")" "$(us_per $((p1 - p0)) "$n")" \
 			"$(us_per $((r1 - r0)) "$n")" "$(cut -d' ' -f1 /proc/loadavg)"
 		if [ $sys = 1 ]; then
 			kill -INT "$spid"
