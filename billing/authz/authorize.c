@@ -87,6 +87,7 @@ struct az_req;
 
 struct authz_state {
 	struct quota *q;
+	struct quota_settles *qs; /* the usage answers' settles and held reads */
 	/* synchronous Redis clients of the API pool threads (mirror loads) */
 	pthread_mutex_t rc_mu;
 	struct rclient *rc_free[LOAD_CLIENTS_MAX];
@@ -115,6 +116,8 @@ struct authz_state {
 	bool dirty_overflow;
 	/* quota_group_stats already added to /metrics */
 	uint64_t calls_counted, decisions_counted;
+	/* quota_settles_stats already added to /metrics */
+	uint64_t settle_calls_counted, settle_entries_counted;
 };
 
 /* ---- limits ---- */
@@ -249,6 +252,12 @@ static void count_groups(struct server *s)
 	metrics_count(s->metrics, "billing_authorize_decisions_total", (int64_t)(decisions - az->decisions_counted));
 	az->calls_counted = calls;
 	az->decisions_counted = decisions;
+	/* the same for the usage answers' settles and held reads (quota_settles) */
+	quota_settles_stats(az->qs, &calls, &decisions);
+	metrics_count(s->metrics, "billing_settle_redis_calls_total", (int64_t)(calls - az->settle_calls_counted));
+	metrics_count(s->metrics, "billing_settle_entries_total", (int64_t)(decisions - az->settle_entries_counted));
+	az->settle_calls_counted = calls;
+	az->settle_entries_counted = decisions;
 }
 
 static void refresh_cb(evutil_socket_t fd, short what, void *arg)
@@ -1178,45 +1187,54 @@ static void settle_cb(void *arg, redisReply *r)
 	free(sa);
 }
 
-void authz_settle(struct server *s, const struct usage_item *it)
+/* The settle script's arguments of it (bufs: their text) -> whether it
+ * needs a settle at all: a replay without a hold changes nothing. */
+static bool settle_args(struct server *s, const struct usage_item *it, char (*bufs)[32],
+			const char *argv[QUOTA_SETTLE_ARGC])
 {
 	struct authz_state *az = s->az;
-	struct acct_entry *e;
+	struct acct_entry *e = &az->accts[(uint64_t)it->account_id % CACHE_SLOTS];
 	struct limits lim = {{0}, {0}};
-	char dp[32], dpr[32], tok[32], l[4][32], lg[32];
-	const char *argv[11];
+
+	if (e->account_id == it->account_id)
+		resolve_limits(az, it->account_id, e->tier, it->r.model, &lim);
+	snprintf(bufs[0], 32, "%" PRId64, it->duplicate ? 0 : it->d_paid);
+	snprintf(bufs[1], 32, "%" PRId64, it->duplicate ? 0 : it->d_promo);
+	snprintf(bufs[2], 32, "%" PRId64, it->r.input_tokens + it->r.output_tokens);
+	snprintf(bufs[3], 32, "%" PRId64, lim.all[1]);
+	snprintf(bufs[4], 32, "%" PRId64, lim.all[3]);
+	snprintf(bufs[5], 32, "%" PRId64, lim.model[1]);
+	snprintf(bufs[6], 32, "%" PRId64, lim.model[3]);
+	snprintf(bufs[7], 32, "%" PRId64, it->duplicate ? (int64_t)-1 : it->mirror_lgen);
+	argv[0] = it->r.hold_id;
+	argv[1] = bufs[0];
+	argv[2] = bufs[1];
+	argv[3] = bufs[2];
+	argv[4] = it->duplicate ? "0" : "1";
+	argv[5] = it->r.model;
+	argv[6] = bufs[3];
+	argv[7] = bufs[4];
+	argv[8] = bufs[5];
+	argv[9] = bufs[6];
+	argv[10] = bufs[7];
+	return !it->duplicate || it->r.hold_id[0];
+}
+
+void authz_settle(struct server *s, const struct usage_item *it)
+{
+	char bufs[8][32];
+	const char *argv[QUOTA_SETTLE_ARGC];
 
 	if (!it->account_id || it->job.err.status || !s->redis)
 		return;
-	e = &az->accts[(uint64_t)it->account_id % CACHE_SLOTS];
-	if (e->account_id == it->account_id)
-		resolve_limits(az, it->account_id, e->tier, it->r.model, &lim);
-	snprintf(dp, sizeof(dp), "%" PRId64, it->duplicate ? 0 : it->d_paid);
-	snprintf(dpr, sizeof(dpr), "%" PRId64, it->duplicate ? 0 : it->d_promo);
-	snprintf(tok, sizeof(tok), "%" PRId64, it->r.input_tokens + it->r.output_tokens);
-	snprintf(l[0], sizeof(l[0]), "%" PRId64, lim.all[1]);
-	snprintf(l[1], sizeof(l[1]), "%" PRId64, lim.all[3]);
-	snprintf(l[2], sizeof(l[2]), "%" PRId64, lim.model[1]);
-	snprintf(l[3], sizeof(l[3]), "%" PRId64, lim.model[3]);
-	argv[0] = it->r.hold_id;
-	argv[1] = dp;
-	argv[2] = dpr;
-	argv[3] = tok;
-	argv[4] = it->duplicate ? "0" : "1";
-	argv[5] = it->r.model;
-	argv[6] = l[0];
-	argv[7] = l[1];
-	argv[8] = l[2];
-	argv[9] = l[3];
-	snprintf(lg, sizeof(lg), "%" PRId64, it->duplicate ? (int64_t)-1 : it->mirror_lgen);
-	argv[10] = lg;
-	if (!it->duplicate || it->r.hold_id[0]) {
+	if (settle_args(s, it, bufs, argv)) {
 		struct settle_arg *sa = malloc(sizeof(*sa));
 		if (sa) {
 			sa->s = s;
 			sa->account = it->account_id;
 		}
-		if (!sa || quota_run(az->q, QUOTA_SETTLE, it->account_id, 11, argv, settle_cb, sa) < 0) {
+		if (!sa ||
+		    quota_run(s->az->q, QUOTA_SETTLE, it->account_id, QUOTA_SETTLE_ARGC, argv, settle_cb, sa) < 0) {
 			free(sa);
 			authz_forget(s, it->account_id);
 		}
@@ -1282,10 +1300,12 @@ int authz_init(struct server *s, struct error *err)
 	az->keys = calloc(CACHE_SLOTS, sizeof(*az->keys));
 	az->accts = calloc(CACHE_SLOTS, sizeof(*az->accts));
 	az->q = quota_new(s->redis, s->base);
-	if (az->q)
+	if (az->q) {
 		quota_on_connect(az->q, redis_up, s);
+		az->qs = quota_settles_new(az->q, s->redis, s->base);
+	}
 	az->refresh_timer = event_new(s->base, -1, EV_PERSIST, refresh_cb, s);
-	if (!az->keys || !az->accts || !az->q || !az->refresh_timer)
+	if (!az->keys || !az->accts || !az->q || !az->qs || !az->refresh_timer)
 		return error_set(err, 0, "oom", "out of memory");
 	/* mirrors this instance may have left half-updated (a crash between commit and settle) */
 	n = quota_invalidate_all_sync(config_get(s->cfg, "redis"), 2000);
@@ -1310,6 +1330,7 @@ void authz_free(struct server *s)
 	listener_free(az->lis);
 	if (az->refresh_timer)
 		event_free(az->refresh_timer);
+	quota_settles_free(az->qs);
 	quota_free(az->q);
 	for (int i = 0; i < az->n_rc_free; i++)
 		rclient_free(az->rc_free[i]);
@@ -1330,4 +1351,50 @@ bool authz_model_known(struct server *s, const char *model)
 	if (s->az && s->az->prices)
 		(void)pricing_select(s->az->prices, s->az->n_prices, model, time_now_us(), &known);
 	return known;
+}
+
+/* ---- a usage answer's settle and held read, grouped ---- */
+
+struct settle_held {
+	struct server *s;
+	int64_t account;
+	bool settled; /* the entry carried a settle */
+	authz_held_fn done;
+	void *arg;
+};
+
+static void settle_held_cb(void *arg, redisReply *r)
+{
+	struct settle_held *sh = arg;
+	bool known = r && r->type == REDIS_REPLY_INTEGER;
+
+	/* the charge may not have reached the mirror: it must not be used as it is */
+	if (!r && sh->settled && !sh->s->closing)
+		authz_forget(sh->s, sh->account);
+	sh->done(sh->arg, known, known ? (int64_t)r->integer : 0);
+	free(sh);
+}
+
+void authz_settle_held(struct server *s, const struct usage_item *it, authz_held_fn done, void *arg)
+{
+	char bufs[8][32];
+	const char *argv[QUOTA_SETTLE_ARGC];
+	struct settle_held *sh = NULL;
+	bool settle;
+
+	/* closing (the writers' last answers at shutdown: no loop turn is left
+	 * to send a group), or no Redis: each on its own as before */
+	if (!s->az || !s->redis || s->closing || !it->account_id || it->job.err.status || !(sh = malloc(sizeof(*sh)))) {
+		authz_settle(s, it);
+		authz_held(s, it->account_id, done, arg);
+		return;
+	}
+	settle = settle_args(s, it, bufs, argv);
+	*sh = (struct settle_held){s, it->account_id, settle, done, arg};
+	if (quota_settle(s->az->qs, it->account_id, settle ? QUOTA_SETTLE_HELD : QUOTA_HELD_ONLY, argv, settle_held_cb,
+			 sh) < 0) {
+		free(sh);
+		authz_settle(s, it);
+		authz_held(s, it->account_id, done, arg);
+	}
 }

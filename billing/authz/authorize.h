@@ -47,6 +47,12 @@ void authz_forget_then(struct server *s, int64_t account, void (*done)(void *arg
  * before authz_held returns. */
 typedef void (*authz_held_fn)(void *arg, bool known, int64_t held);
 void authz_held(struct server *s, int64_t account, authz_held_fn done, void *arg);
+/* authz_settle, then authz_held of its account, as one entry of a grouped
+ * Redis call (quota_settles: the usage answers of one loop turn in one
+ * script call per connection, per slot on a cluster).  done runs once, never
+ * before this returns unless Redis is not configured, the server is closing
+ * or memory ran out (then the two run on their own as before). */
+void authz_settle_held(struct server *s, const struct usage_item *it, authz_held_fn done, void *arg);
 /* Sets held_nanos, available_nanos (paid + promo - held) and held_known of
  * a balance object; unknown: both null and a note saying why. */
 void balance_set_held(json_t *balance, bool known, int64_t held);

@@ -12,8 +12,9 @@
 #include "common/rkeys.h"
 #include "common/rslot.h"
 
-static const char *const scripts[QUOTA_N_SCRIPTS] = {quota_lua_authorize, quota_lua_settle, quota_lua_invalidate,
-						     quota_lua_held, quota_lua_authorize_group};
+static const char *const scripts[QUOTA_N_SCRIPTS] = {quota_lua_authorize,       quota_lua_settle,
+						     quota_lua_invalidate,      quota_lua_held,
+						     quota_lua_authorize_group, quota_lua_settle_group};
 #define N_KEYS RKEY_N
 #define N_KEYS_STR "4"
 _Static_assert(N_KEYS == 4, "N_KEYS_STR spells the key count");
@@ -479,4 +480,211 @@ int quota_held_sync(const char *addr, int64_t account_id, int timeout_ms, int64_
 	freeReplyObject(r);
 	rclient_free(c);
 	return rc;
+}
+
+/* ---- grouped settles and held reads (quota_settles) ---- */
+
+/* An entry waiting for the end of the loop turn. */
+struct qsentry {
+	int64_t account;
+	enum quota_settle_mode mode;
+	char *args; /* QUOTA_SETTLE_ARGC strings one after another (owned); NULL: held only */
+	quota_cb cb;
+	void *arg;
+	int slot; /* of the account's keys (set at the flush) */
+};
+
+struct quota_settles {
+	struct quota *q;
+	struct rconn *r;
+	struct event *flush;
+	bool flush_armed;
+	struct qsentry *pending;
+	size_t n_pending, cap_pending;
+	uint64_t n_calls, n_entries;
+};
+
+/* One grouped call in flight: its entries' callbacks, in order. */
+struct qscall {
+	int n;
+	struct qsentry e[QUOTA_SETTLE_GROUP_MAX];
+};
+
+static void settles_flush_cb(evutil_socket_t fd, short what, void *arg);
+
+struct quota_settles *quota_settles_new(struct quota *q, struct rconn *r, struct event_base *base)
+{
+	struct quota_settles *qs = calloc(1, sizeof(*qs));
+
+	if (!qs)
+		return NULL;
+	qs->q = q;
+	qs->r = r;
+	qs->flush = event_new(base, -1, 0, settles_flush_cb, qs);
+	if (!qs->flush) {
+		free(qs);
+		return NULL;
+	}
+	return qs;
+}
+
+void quota_settles_free(struct quota_settles *qs)
+{
+	if (!qs)
+		return;
+	for (size_t i = 0; i < qs->n_pending; i++) {
+		free(qs->pending[i].args);
+		qs->pending[i].cb(qs->pending[i].arg, NULL);
+	}
+	free(qs->pending);
+	event_free(qs->flush);
+	free(qs);
+}
+
+int quota_settle(struct quota_settles *qs, int64_t account_id, enum quota_settle_mode mode, const char *const *argv,
+		 quota_cb cb, void *arg)
+{
+	char *args = NULL;
+
+	if (mode & QUOTA_SETTLE_ONLY) {
+		size_t bytes = 0;
+		char *p;
+		for (int i = 0; i < QUOTA_SETTLE_ARGC; i++)
+			bytes += strlen(argv[i]) + 1;
+		if (!(args = malloc(bytes)))
+			return -1;
+		p = args;
+		for (int i = 0; i < QUOTA_SETTLE_ARGC; i++) {
+			size_t l = strlen(argv[i]) + 1;
+			memcpy(p, argv[i], l);
+			p += l;
+		}
+	}
+	if (qs->n_pending == qs->cap_pending) {
+		size_t cap = qs->cap_pending ? 2 * qs->cap_pending : 64;
+		struct qsentry *n = realloc(qs->pending, cap * sizeof(*n));
+		if (!n) {
+			free(args);
+			return -1;
+		}
+		qs->pending = n;
+		qs->cap_pending = cap;
+	}
+	qs->pending[qs->n_pending++] = (struct qsentry){account_id, mode, args, cb, arg, -1};
+	if (!qs->flush_armed) {
+		/* after the callbacks already active in this turn: the usage
+		 * answers of every commit batch the writers delivered with this one */
+		event_active(qs->flush, EV_TIMEOUT, 1);
+		qs->flush_armed = true;
+	}
+	return 0;
+}
+
+void quota_settles_stats(const struct quota_settles *qs, uint64_t *calls, uint64_t *entries)
+{
+	*calls = qs->n_calls;
+	*entries = qs->n_entries;
+}
+
+/* The answer of a grouped call: one element per entry, in order. */
+static void settles_call_cb(void *arg, redisReply *r)
+{
+	struct qscall *g = arg;
+	bool ok = r && r->type == REDIS_REPLY_ARRAY && r->elements == (size_t)g->n;
+
+	if (r && !ok)
+		log_warn("redis: a grouped settle answered out of shape", "entries=%d elements=%zu", g->n,
+			 r->type == REDIS_REPLY_ARRAY ? r->elements : (size_t)0);
+	for (int i = 0; i < g->n; i++) {
+		redisReply *e = r && ok ? r->element[i] : NULL;
+		if (e && e->type == REDIS_REPLY_ERROR) {
+			log_warn("redis script error", "script=%d error=\"%s\"", (int)QUOTA_SETTLE_GROUP, e->str);
+			e = NULL;
+		}
+		g->e[i].cb(g->e[i].arg, e);
+	}
+	free(g);
+}
+
+/* Sends one call of g's entries; on failure each gets NULL (now: the flush
+ * is an event of its own, not inside a caller). */
+static void settles_send(struct quota_settles *qs, struct qscall *g)
+{
+	static const char *const modes[4] = {"", "s", "h", "sh"};
+	int64_t accts[QUOTA_SETTLE_GROUP_MAX];
+	const char *argv[QUOTA_SETTLE_GROUP_MAX * (2 + QUOTA_SETTLE_ARGC)];
+	char idx[QUOTA_SETTLE_GROUP_MAX][8];
+	char *owned[QUOTA_SETTLE_GROUP_MAX];
+	int n_accts = 0, k = 0, n = g->n;
+
+	if (n < 1 || n > QUOTA_SETTLE_GROUP_MAX) { /* never: the flush fills 1 to QUOTA_SETTLE_GROUP_MAX */
+		free(g);
+		return;
+	}
+	qs->n_calls++;
+	qs->n_entries += (uint64_t)g->n;
+	for (int i = 0; i < g->n; i++) {
+		const char *p = owned[i] = g->e[i].args;
+		int j = 0;
+		while (j < n_accts && accts[j] != g->e[i].account)
+			j++;
+		if (j == n_accts) {
+			accts[n_accts++] = g->e[i].account;
+			snprintf(idx[j], sizeof(idx[j]), "%d", j + 1);
+		}
+		argv[k++] = idx[j];
+		argv[k++] = modes[g->e[i].mode];
+		for (int a = 0; a < QUOTA_SETTLE_ARGC; a++) {
+			argv[k++] = p ? p : "";
+			if (p)
+				p += strlen(p) + 1;
+		}
+	}
+	/* run_keys copies the arguments; g is gone once its callback ran */
+	if (run_keys(qs->q, QUOTA_SETTLE_GROUP, n_accts, accts, k, argv, settles_call_cb, g) < 0)
+		settles_call_cb(g, NULL);
+	for (int i = 0; i < n; i++)
+		free(owned[i]);
+}
+
+/* The end of the loop turn: the entries queued in it, in calls of at most
+ * QUOTA_SETTLE_GROUP_MAX; on a cluster each call holds one slot's entries. */
+static void settles_flush_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct quota_settles *qs = arg;
+	struct qsentry *d = qs->pending;
+	size_t n = qs->n_pending;
+	bool cluster = rconn_cluster(qs->r);
+
+	(void)fd, (void)what;
+	/* callbacks below may queue new entries: those go into a new turn */
+	qs->pending = NULL;
+	qs->n_pending = qs->cap_pending = 0;
+	qs->flush_armed = false;
+	for (size_t i = 0; i < n; i++) {
+		char key[RKEY_BUF];
+		rkey(key, sizeof(key), d[i].account, RKEY_BAL);
+		d[i].slot = cluster ? rslot_of(key, strlen(key)) : -1;
+	}
+	for (size_t i = 0; i < n; i++) {
+		struct qscall *g;
+		if (!d[i].cb) /* taken by an earlier call */
+			continue;
+		g = malloc(sizeof(*g));
+		if (!g) {
+			free(d[i].args);
+			d[i].cb(d[i].arg, NULL);
+			continue;
+		}
+		g->n = 0;
+		for (size_t j = i; j < n && g->n < QUOTA_SETTLE_GROUP_MAX; j++)
+			if (d[j].cb && d[j].slot == d[i].slot) {
+				g->e[g->n++] = d[j];
+				if (j > i)
+					d[j].cb = NULL;
+			}
+		d[i].cb = NULL;
+		settles_send(qs, g);
+	}
+	free(d);
 }

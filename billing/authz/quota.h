@@ -23,6 +23,7 @@ enum quota_script {
 	QUOTA_INVALIDATE,
 	QUOTA_HELD,
 	QUOTA_AUTHORIZE_GROUP, /* quota_authorize's calls of two or more decisions */
+	QUOTA_SETTLE_GROUP,    /* quota_settles' calls */
 	QUOTA_N_SCRIPTS
 };
 
@@ -77,5 +78,43 @@ long quota_invalidate_all_sync(const char *addr, int timeout_ms);
  * unavailable when Redis cannot be reached). */
 int quota_held_sync(const char *addr, int64_t account_id, int timeout_ms, int64_t *held, struct error *err)
 	__attribute__((warn_unused_result));
+
+/* ---- settles and held reads of usage answers, grouped ---- */
+
+/* The settle script's arguments (quota.lua.h). */
+#define QUOTA_SETTLE_ARGC 11
+/* The most entries one grouped settle call carries. */
+#define QUOTA_SETTLE_GROUP_MAX 128
+
+enum quota_settle_mode {
+	QUOTA_SETTLE_ONLY = 1, /* the settle script */
+	QUOTA_HELD_ONLY = 2,   /* the held script */
+	QUOTA_SETTLE_HELD = 3, /* the settle script, then the held script */
+};
+
+/* The settles and held reads queued in one loop turn, sent at its end in
+ * the order they came as one script call per Redis connection
+ * (quota.lua.h, quota_lua_settle_group: one TIME, the entries in order) of
+ * at most QUOTA_SETTLE_GROUP_MAX entries; on a cluster one call holds one
+ * slot's entries, so routing (MOVED, ASK) stays per slot.  Each entry runs
+ * exactly as the settle script and then the held script would for it. */
+struct quota_settles;
+
+/* q and base are borrowed and must outlive it. */
+struct quota_settles *quota_settles_new(struct quota *q, struct rconn *r, struct event_base *base)
+	__attribute__((warn_unused_result));
+/* Entries not sent yet get cb(NULL). */
+void quota_settles_free(struct quota_settles *qs);
+/* Queues one entry of account_id: argv (QUOTA_SETTLE_ARGC strings, copied;
+ * NULL for QUOTA_HELD_ONLY).  cb gets the entry's answer (an integer: the
+ * held amount when mode asks for it, else released 0/1; valid only during
+ * the callback) or NULL when the call failed (not sent, a lost connection,
+ * an error reply; then every entry of that call gets NULL, and a settle in
+ * it may or may not have run).  cb is never called before quota_settle
+ * returns; -1 (out of memory): never called. */
+int quota_settle(struct quota_settles *qs, int64_t account_id, enum quota_settle_mode mode, const char *const *argv,
+		 quota_cb cb, void *arg) __attribute__((warn_unused_result));
+/* Counters since start: grouped settle calls sent and the entries they carried. */
+void quota_settles_stats(const struct quota_settles *qs, uint64_t *calls, uint64_t *entries);
 
 #endif

@@ -205,76 +205,119 @@ static const char quota_lua_authorize_group[] =
 	"end\n"
 	"return out\n";
 
+/* settle(k, a, o): one settle of the account whose keys are k (bal st
+ * hold hexp), its arguments a[o+1..o+11] (the ARGV of the settle script
+ * below) -> released (0/1).  QUOTA_LUA_HELD: held(k, now): the sum of the account's live
+ * holds at now (ms): holds already due are left out, not released.  One
+ * text for the one-record scripts and the grouped one, so a grouped settle
+ * is exactly a settle. */
+#define QUOTA_LUA_SETTLE                                                                                                                                                                   \
+	"local function settle(k, a, o)\n"                                                                                                                                                 \
+	"  local released = 0\n"                                                                                                                                                           \
+	"  if a[o + 5] == '1' then\n"                                                                                                                                                      \
+	"    if redis.call('HINCRBY', k[2], 'ver', 1) == 1 then redis.call('PEXPIRE', k[2], " MIRROR_ST_TTL_MS_STR                                                                         \
+	") end\n"                                                                                                                                                                          \
+	"    if redis.call('EXISTS', k[1]) == 1 then\n" /* the delta is right only for a mirror loaded before the commit: the                                       \
+	 * writer read the load generation before COMMIT (ARGV 11) */                      \
+	"      local g = redis.call('HGET', k[2], 'lgen') or '0'\n"                                                                                                                        \
+	"      if a[o + 11] ~= '-1' and g == a[o + 11] then\n"                                                                                                                             \
+	"        local p = redis.call('HINCRBY', k[1], 'paid', a[o + 2])\n"                                                                                                                \
+	"        local q = redis.call('HINCRBY', k[1], 'promo', a[o + 3])\n" /* a balance saturated at 2^52 (excess in poff/qoff, ledger/reconcile.h)                                    \
+	 * that charges took below 2^51: drop the mirror, the next call loads                                       \
+	 * it again from the books, so the saturation never refuses a call the                                      \
+	 * exact balance admits */ \
+	"        if (p < 2251799813685248 and tonumber(redis.call('HGET', k[1], 'poff') or '0') > 0)\n"                                                                                    \
+	"           or (q < 2251799813685248 and tonumber(redis.call('HGET', k[1], 'qoff') or '0') > 0) then\n"                                                                            \
+	"          redis.call('DEL', k[1])\n"                                                                                                                                              \
+	"        end\n" /* a load since: if the newest is a locked load (its lg is the current                                      \
+	 * generation), it read the ledger after this COMMIT and holds the charge */                                                      \
+	"      elseif a[o + 11] == '-1' or redis.call('HGET', k[1], 'lg') ~= g then\n"                                                                                                     \
+	"        redis.call('DEL', k[1])\n"                                                                                                                                                \
+	"      end\n"                                                                                                                                                                      \
+	"    end\n"                                                                                                                                                                        \
+	"  end\n"                                                                                                                                                                          \
+	"  if a[o + 1] ~= '' then\n"                                                                                                                                                       \
+	"    local est = release(k, a[o + 1])\n"                                                                                                                                           \
+	"    if est then\n"                                                                                                                                                                \
+	"      released = 1\n" /* a replay that still finds its hold: the first answer's settle was lost,                                  \
+	 * so the mirror misses that charge: drop it, the ledger reloads it */                                               \
+	"      if a[o + 5] ~= '1' then redis.call('HINCRBY', k[2], 'ver', 1); redis.call('DEL', k[1]) end\n"                                                                               \
+	"      local delta = tonumber(a[o + 4]) - est\n"                                                                                                                                   \
+	"      local function fix(scope, kind, limit, period)\n"                                                                                                                           \
+	"        if limit <= 0 or delta == 0 then return end\n"                                                                                                                            \
+	"        local f = 'r:' .. scope .. ':' .. kind\n"                                                                                                                                 \
+	"        local tat = redis.call('HGET', k[2], f)\n"                                                                                                                                \
+	"        if not tat then return end\n"                                                                                                                                             \
+	"        tat = tonumber(tat) + delta * period / limit\n"                                                                                                                           \
+	"        redis.call('HSET', k[2], f, tat)\n" /* st lives at least as long as the time it holds (a tat in the past                                       \
+	 * means none): a call far beyond its estimate pushes it days ahead */                          \
+	"        if delta > 0 then redis.call('PEXPIREAT', k[2], string.format('%d', math.ceil(tat)), 'GT') end\n"                                                                         \
+	"      end\n"                                                                                                                                                                      \
+	"      fix('*', 'tpm', tonumber(a[o + 7]), 60000)\n"                                                                                                                               \
+	"      fix('*', 'tpd', tonumber(a[o + 8]), 86400000)\n"                                                                                                                            \
+	"      fix(a[o + 6], 'tpm', tonumber(a[o + 9]), 60000)\n"                                                                                                                          \
+	"      fix(a[o + 6], 'tpd', tonumber(a[o + 10]), 86400000)\n"                                                                                                                      \
+	"    end\n"                                                                                                                                                                        \
+	"  end\n"                                                                                                                                                                          \
+	"  return released\n"                                                                                                                                                              \
+	"end\n"
+#define QUOTA_LUA_HELD                                                              \
+	"local function held(k, now)\n"                                             \
+	"  local h = tonumber(redis.call('HGET', k[2], 'held') or '0')\n"           \
+	"  for _, x in ipairs(redis.call('ZRANGEBYSCORE', k[4], '-inf', now)) do\n" \
+	"    local v = redis.call('HGET', k[3], x)\n"                               \
+	"    if v then h = h - struct.unpack('<i8', v) end\n"                       \
+	"  end\n"                                                                   \
+	"  return h\n"                                                              \
+	"end\n"
+
 /* settle: KEYS bal st hold hexp
  * ARGV 1 hold_id ('' none) 2 d_paid 3 d_promo 4 actual_tokens 5 apply_delta(0/1) 6 model
  *      7 account tpm 8 account tpd 9 model tpm 10 model tpd
  *      11 load generation the writer saw before COMMIT (-1 unknown)
  * Releases the hold if it is still there (twice changes nothing), applies the
  * committed charge to the mirror, corrects TPM/TPD by actual - estimate. -> released (0/1) */
-static const char quota_lua_settle[] = QUOTA_LUA_RELEASE
-	"local released = 0\n"
-	"if ARGV[5] == '1' then\n"
-	"  if redis.call('HINCRBY', KEYS[2], 'ver', 1) == 1 then redis.call('PEXPIRE', KEYS[2], " MIRROR_ST_TTL_MS_STR
-	") end\n"
-	"  if redis.call('EXISTS', KEYS[1]) == 1 then\n"
-	/* the delta is right only for a mirror loaded before the commit: the
-	 * writer read the load generation before COMMIT (ARGV 11) */
-	"    local g = redis.call('HGET', KEYS[2], 'lgen') or '0'\n"
-	"    if ARGV[11] ~= '-1' and g == ARGV[11] then\n"
-	"      local p = redis.call('HINCRBY', KEYS[1], 'paid', ARGV[2])\n"
-	"      local q = redis.call('HINCRBY', KEYS[1], 'promo', ARGV[3])\n"
-	/* a balance saturated at 2^52 (excess in poff/qoff, ledger/reconcile.h)
-	 * that charges took below 2^51: drop the mirror, the next call loads
-	 * it again from the books, so the saturation never refuses a call the
-	 * exact balance admits */
-	"      if (p < 2251799813685248 and tonumber(redis.call('HGET', KEYS[1], 'poff') or '0') > 0)\n"
-	"         or (q < 2251799813685248 and tonumber(redis.call('HGET', KEYS[1], 'qoff') or '0') > 0) then\n"
-	"        redis.call('DEL', KEYS[1])\n"
-	"      end\n"
-	/* a load since: if the newest is a locked load (its lg is the current
-	 * generation), it read the ledger after this COMMIT and holds the charge */
-	"    elseif ARGV[11] == '-1' or redis.call('HGET', KEYS[1], 'lg') ~= g then\n"
-	"      redis.call('DEL', KEYS[1])\n"
-	"    end\n"
-	"  end\n"
-	"end\n"
-	"if ARGV[1] ~= '' then\n"
-	"  local est = release(KEYS, ARGV[1])\n"
-	"  if est then\n"
-	"    released = 1\n"
-	/* a replay that still finds its hold: the first answer's settle was lost,
-	 * so the mirror misses that charge: drop it, the ledger reloads it */
-	"    if ARGV[5] ~= '1' then redis.call('HINCRBY', KEYS[2], 'ver', 1); redis.call('DEL', KEYS[1]) end\n"
-	"    local delta = tonumber(ARGV[4]) - est\n"
-	"    local function fix(scope, kind, limit, period)\n"
-	"      if limit <= 0 or delta == 0 then return end\n"
-	"      local f = 'r:' .. scope .. ':' .. kind\n"
-	"      local tat = redis.call('HGET', KEYS[2], f)\n"
-	"      if not tat then return end\n"
-	"      tat = tonumber(tat) + delta * period / limit\n"
-	"      redis.call('HSET', KEYS[2], f, tat)\n"
-	/* st lives at least as long as the time it holds (a tat in the past
-	 * means none): a call far beyond its estimate pushes it days ahead */
-	"      if delta > 0 then redis.call('PEXPIREAT', KEYS[2], string.format('%d', math.ceil(tat)), 'GT') end\n"
-	"    end\n"
-	"    fix('*', 'tpm', tonumber(ARGV[7]), 60000)\n"
-	"    fix('*', 'tpd', tonumber(ARGV[8]), 86400000)\n"
-	"    fix(ARGV[6], 'tpm', tonumber(ARGV[9]), 60000)\n"
-	"    fix(ARGV[6], 'tpd', tonumber(ARGV[10]), 86400000)\n"
-	"  end\n"
-	"end\n"
-	"return released\n";
+static const char quota_lua_settle[] = QUOTA_LUA_RELEASE QUOTA_LUA_SETTLE "return settle(KEYS, ARGV, 0)\n";
 
 /* held: KEYS bal st hold hexp -> the sum of live holds (nanos).  Read only:
  * holds already due are left out, not released. */
-static const char quota_lua_held[] = "local t = redis.call('TIME')\n"
-				     "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
-				     "local held = tonumber(redis.call('HGET', KEYS[2], 'held') or '0')\n"
-				     "for _, h in ipairs(redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now)) do\n"
-				     "  local v = redis.call('HGET', KEYS[3], h)\n"
-				     "  if v then held = held - struct.unpack('<i8', v) end\n"
-				     "end\n"
-				     "return held\n";
+static const char quota_lua_held[] =
+	"local t = redis.call('TIME')\n"
+	"local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n" QUOTA_LUA_HELD
+	"return held(KEYS, now)\n";
+
+/* settle and held, grouped (quota_settles): the usage answers of one loop
+ * turn that go to one Redis connection, in one call: one TIME for all, each
+ * entry in the order given, exactly as a settle script call followed by a
+ * held script call (or only one of them) per entry would take them.
+ * KEYS: bal st hold hexp of account 1, of account 2, ...
+ * ARGV: per entry 13 values: the account's number j (its keys are
+ *       KEYS[4j-3..4j]), what to run ('s' settle, 'h' held, 'sh' both, in
+ *       that order) and the 11 arguments of the settle script ('' when 'h')
+ * -> per entry, in order: the held amount when 'h' is asked, else released
+ *    (0/1); an entry Redis could not run answers that error alone and the
+ *    others go on (what it wrote before the error stays, as for the
+ *    one-account scripts). */
+static const char quota_lua_settle_group[] =
+	"local t = redis.call('TIME')\n"
+	"local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n" QUOTA_LUA_RELEASE QUOTA_LUA_SETTLE
+		QUOTA_LUA_HELD "local function entry(k, m, o)\n"
+	"  local r = 0\n"
+	"  if m ~= 'h' then r = settle(k, ARGV, o) end\n"
+	"  if m ~= 's' then r = held(k, now) end\n"
+	"  return r\n"
+	"end\n"
+	"local out, ks, p = {}, {}, 1\n"
+	"while p + 12 <= #ARGV do\n"
+	"  local j = tonumber(ARGV[p])\n"
+	"  local k = ks[j]\n"
+	"  if not k then k = {KEYS[4 * j - 3], KEYS[4 * j - 2], KEYS[4 * j - 1], KEYS[4 * j]}; ks[j] = k end\n"
+	"  local ok, r = pcall(entry, k, ARGV[p + 1], p + 1)\n"
+	"  if not ok then r = type(r) == 'table' and r.err and r or redis.error_reply(tostring(r)) end\n"
+	"  out[#out + 1] = r\n"
+	"  p = p + 13\n"
+	"end\n"
+	"return out\n";
 
 /* invalidate: KEYS bal st hold hexp -> drops the mirror, bumps the version */
 static const char quota_lua_invalidate[] = "if redis.call('HINCRBY', KEYS[2], 'ver', 1) == 1 then\n"

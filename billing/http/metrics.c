@@ -55,6 +55,9 @@ static const struct named known[] = {
 	{"billing_http_request_timeouts_total", 0, 0, "Requests cut off by request_timeout_s."},
 	{"billing_authorize_decisions_total", 0, 0, "Authorize decisions sent to Redis (grouped per loop turn)."},
 	{"billing_authorize_redis_calls_total", 0, 0, "Redis script calls that carried those decisions."},
+	{"billing_settle_entries_total", 0, 0,
+	 "Usage answers' settles and held reads sent to Redis (grouped per loop turn)."},
+	{"billing_settle_redis_calls_total", 0, 0, "Redis script calls that carried those settles."},
 };
 
 struct metrics {

@@ -21,7 +21,7 @@ for t in "$@"; do
 	mkdir -p "$scratch" "$seeds"
 	dict=()
 	case $t in
-	usage | authorize | signup | fastbody) dict=(-dict=tests/fuzz/dict/json.dict) ;;
+	usage | authorize | signup | fastbody | fastusage) dict=(-dict=tests/fuzz/dict/json.dict) ;;
 	*) [ -f "tests/fuzz/dict/$t.dict" ] && dict=(-dict="tests/fuzz/dict/$t.dict") ;;
 	esac
 	start=$(date +%s)

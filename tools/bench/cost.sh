@@ -10,7 +10,8 @@
 # start BINARY with that billingd.conf, warm up for
 # 2 s, then drive it with loadgen for SECONDS and print one line: requests,
 # req/s, and each process's CPU time (utime + stime from /proc) divided by
-# the requests answered.  PostgreSQL counts the postmaster and every child.
+# the requests answered (batch: 1000-record requests, 4 connections, per
+# record).  PostgreSQL counts the postmaster and every child.
 # --syscalls adds perf's count of billingd's epoll_ctl, epoll_wait, readv,
 # writev, read, write, sendto, recvfrom and poll per request.
 #
@@ -102,8 +103,13 @@ for r in $(seq "$rounds"); do
 		n=$(sed -n 's/.*"ok":\([0-9]*\).*/\1/p' <<<"$out")
 		[ ${#batch[@]} = 0 ] || n=$((n * ${batch[1]}))
 		rps=$(sed -n 's/.*"ok_rps":\([0-9.]*\).*/\1/p' <<<"$out")
-		printf '%s round %s %-28s ok=%s req/s=%s us/req: billingd %s postgres %s redis %s (load %s)\n' \
-			"$scen" "$r" "$bin" "$n" "$rps" "$(us_per $((b1 - b0)) "$n")" "$(us_per $((p1 - p0)) "$n")" \
+		if [ ${#batch[@]} -gt 0 ]; then # per record
+			n=$((n * 1000))
+			rps=$(sed -n 's/.*"items_per_s":\([0-9.]*\).*/\1/p' <<<"$out")
+		fi
+		p99=$(sed -n 's/.*"p99_ms":\([0-9.]*\).*/\1/p' <<<"$out")
+		printf '%s round %s %-28s ok=%s req/s=%s p99=%sms us/req: billingd %s postgres %s redis %s (load %s)\n' \
+			"$scen" "$r" "$bin" "$n" "$rps" "$p99" "$(us_per $((b1 - b0)) "$n")" "$(us_per $((p1 - p0)) "$n")" \
 			"$(us_per $((r1 - r0)) "$n")" "$(cut -d' ' -f1 /proc/loadavg)"
 		if [ $sys = 1 ]; then
 			kill -INT "$spid"
