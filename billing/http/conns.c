@@ -359,3 +359,13 @@ int64_t conns_open(const struct conns *cs)
 {
 	return cs ? cs->open : 0;
 }
+
+int64_t conns_unsent(const struct conns *cs)
+{
+	int64_t n = 0;
+
+	for (const struct conn *c = cs ? cs->live : NULL; c; c = c->next)
+		if (c->bev && evbuffer_get_length(bufferevent_get_output(c->bev)) > 0)
+			n++;
+	return n;
+}

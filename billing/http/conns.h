@@ -33,6 +33,9 @@ void conns_request_read(struct conns *cs, struct evhttp_request *req);
  * evhttp's parsed strings cannot show (billing/http/framing.h). */
 bool conns_head_had_nul(struct conns *cs, struct evhttp_request *req);
 int64_t conns_open(const struct conns *cs);
+/* Open connections with answer bytes not yet written to their socket: a
+ * reply is queued by evhttp_send_reply and written by a later loop turn. */
+int64_t conns_unsent(const struct conns *cs);
 /* evhttp keeps one close callback per connection, and conns uses it: a
  * handler that must know when its client leaves (the streaming chat) sets
  * fn here instead; fn(arg) runs once, first thing, when the connection

@@ -1096,7 +1096,11 @@ static void drain_cb(evutil_socket_t fd, short what, void *arg)
 	struct server *s = arg;
 
 	(void)fd, (void)what;
-	if ((s->front.inflight <= 0 && s->busy <= 0) || time_now_us() > s->drain_deadline_us) {
+	/* every answer written, not only queued: the loop's exit closes the
+	 * connections, and an answer still in a connection's output buffer would
+	 * never reach its client (test_sigterm_answers_in_flight_then_exits_0) */
+	if ((s->front.inflight <= 0 && s->busy <= 0 && conns_unsent(s->conns) == 0) ||
+	    time_now_us() > s->drain_deadline_us) {
 		log_info("drained", "inflight=%" PRId64 " busy=%" PRId64, s->front.inflight, s->busy);
 		event_base_loopexit(s->base, NULL);
 	}
