@@ -32,6 +32,7 @@
 #include "billing/authz/rconn.h"
 #include "billing/server_int.h"
 #include "billing/usage/usage.h"
+#include "common/buf.h"
 #include "common/config.h"
 #include "common/jsonnum.h"
 #include "common/log.h"
@@ -1004,13 +1005,14 @@ static void az_step(struct az_req *a)
 			a->amount = pricing_min_billable(p, now);
 		a->paid_only = p->paid_only;
 		resolve_limits(az, a->account_id, a->tier, a->model, &a->lim);
-		snprintf(args[0], sizeof(args[0]), "%" PRId64, a->amount);
-		snprintf(args[1], sizeof(args[1]), "%d", a->paid_only ? 1 : 0);
-		snprintf(args[2], sizeof(args[2]), "%" PRId64, az->hold_ttl_ms);
-		snprintf(args[3], sizeof(args[3]), "%" PRId64, a->input_tokens + a->max_output);
+		/* 14 numbers a request: without printf */
+		buf_fmt_i64(args[0], a->amount);
+		buf_fmt_i64(args[1], a->paid_only ? 1 : 0);
+		buf_fmt_i64(args[2], az->hold_ttl_ms);
+		buf_fmt_i64(args[3], a->input_tokens + a->max_output);
 		for (int k = 0; k < 5; k++) {
-			snprintf(args[4 + k], sizeof(args[0]), "%" PRId64, a->lim.all[k]);
-			snprintf(args[9 + k], sizeof(args[0]), "%" PRId64, a->lim.model[k]);
+			buf_fmt_i64(args[4 + k], a->lim.all[k]);
+			buf_fmt_i64(args[9 + k], a->lim.model[k]);
 		}
 		argv[0] = a->request_id;
 		argv[1] = args[0];

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "billing/authz/quota.lua.h"
+#include "common/buf.h"
 #include "common/log.h"
 #include "common/rclient.h"
 #include "common/rkeys.h"
@@ -194,22 +195,23 @@ static int run_keys(struct quota *q, enum quota_script s, int n_accts, const int
 		x->resent = 1;
 	}
 	p += sizeof(q->sha[s]);
-	snprintf(p, 16, "%d", n_accts * N_KEYS);
+	x->len[k] = buf_fmt_i64(p, n_accts * N_KEYS);
 	x->argv[k++] = p;
 	p += 16;
 	for (int a = 0; a < n_accts; a++)
 		for (int i = 0; i < N_KEYS; i++, p += RKEY_BUF) {
-			rkey(p, RKEY_BUF, accounts[a], (enum rkey)i);
+			x->len[k] = rkey(p, RKEY_BUF, accounts[a], (enum rkey)i);
 			x->argv[k++] = p;
 		}
 	for (int i = 0; i < argc; i++) {
-		size_t l = strlen(argv[i]) + 1;
-		memcpy(p, argv[i], l);
+		size_t l = strlen(argv[i]);
+		memcpy(p, argv[i], l + 1);
+		x->len[k] = l;
 		x->argv[k++] = p;
-		p += l;
+		p += l + 1;
 	}
-	for (int i = 0; i < n; i++)
-		x->len[i] = strlen(x->argv[i]);
+	x->len[0] = strlen(x->argv[0]);
+	x->len[1] = strlen(x->argv[1]);
 	if (send_req(x) < 0) {
 		free(x);
 		return -1;
@@ -293,7 +295,7 @@ static void group_send(struct quota *q, struct qgroup *g)
 			j++;
 		if (j == n_accts) {
 			accts[n_accts++] = g->d[i].account;
-			snprintf(idx[j], sizeof(idx[j]), "%d", j + 1);
+			buf_fmt_i64(idx[j], j + 1);
 		}
 		argv[k++] = idx[j];
 		for (int a = 0; a < QUOTA_AUTHORIZE_ARGC; a++)
@@ -319,8 +321,7 @@ static void flush_cb(evutil_socket_t fd, short what, void *arg)
 	q->flush_armed = false;
 	for (size_t i = 0; i < n; i++) {
 		char key[RKEY_BUF];
-		rkey(key, sizeof(key), d[i].account, RKEY_BAL);
-		d[i].slot = cluster ? rslot_of(key, strlen(key)) : -1;
+		d[i].slot = cluster ? rslot_of(key, rkey(key, sizeof(key), d[i].account, RKEY_BAL)) : -1;
 	}
 	for (size_t i = 0; i < n; i++) {
 		struct qgroup *g;
