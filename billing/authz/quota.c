@@ -343,6 +343,8 @@ static void flush_cb(evutil_socket_t fd, short what, void *arg)
 		group_send(q, g);
 	}
 	free(d);
+	/* an event of its own, not a Redis callback: the calls go out now */
+	rconn_flush(q->r);
 }
 
 redisReply *quota_run_sync(struct rclient *c, enum quota_script s, int64_t account_id, int argc,
