@@ -91,6 +91,11 @@ size_t buf_fmt_i64(char *out, int64_t v)
 	/* the magnitude as unsigned: INT64_MIN too */
 	uint64_t u = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
 
+	if (v >= 0 && v < 10) { /* the common 0 of an unset limit */
+		out[0] = (char)('0' + v);
+		out[1] = '\0';
+		return 1;
+	}
 	do {
 		t[--i] = (char)('0' + u % 10);
 		u /= 10;

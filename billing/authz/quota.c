@@ -41,10 +41,11 @@ struct quota {
 	void *on_up_arg;
 };
 
-/* One grouped call in flight: its decisions' callbacks, in order. */
+/* One grouped call in flight: its decisions' callbacks, in order (as many
+ * as were allocated for: at most QUOTA_GROUP_MAX). */
 struct qgroup {
 	int n;
-	struct qdec d[QUOTA_GROUP_MAX];
+	struct qdec d[];
 };
 
 /* One script call in flight: one allocation holding the request, its
@@ -311,7 +312,7 @@ static void flush_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct quota *q = arg;
 	struct qdec *d = q->pending;
-	size_t n = q->n_pending;
+	size_t n = q->n_pending, cap = q->cap_pending;
 	bool cluster = rconn_cluster(q->r);
 
 	(void)fd, (void)what;
@@ -325,15 +326,16 @@ static void flush_cb(evutil_socket_t fd, short what, void *arg)
 	}
 	for (size_t i = 0; i < n; i++) {
 		struct qgroup *g;
+		size_t room = n - i < QUOTA_GROUP_MAX ? n - i : QUOTA_GROUP_MAX;
 		if (!d[i].cb) /* taken by an earlier call */
 			continue;
-		g = malloc(sizeof(*g));
+		g = malloc(sizeof(*g) + room * sizeof(g->d[0]));
 		if (!g) {
 			d[i].cb(d[i].arg, NULL);
 			continue;
 		}
 		g->n = 0;
-		for (size_t j = i; j < n && g->n < QUOTA_GROUP_MAX; j++)
+		for (size_t j = i; j < n && (size_t)g->n < room; j++)
 			if (d[j].cb && d[j].slot == d[i].slot) {
 				g->d[g->n++] = d[j];
 				if (j > i)
@@ -342,7 +344,13 @@ static void flush_cb(evutil_socket_t fd, short what, void *arg)
 		d[i].cb = NULL;
 		group_send(q, g);
 	}
-	free(d);
+	/* the array serves the next turn, unless a callback above queued into a new one */
+	if (!q->pending) {
+		q->pending = d;
+		q->cap_pending = cap;
+	} else {
+		free(d);
+	}
 	/* an event of its own, not a Redis callback: the calls go out now */
 	rconn_flush(q->r);
 }

@@ -381,7 +381,7 @@ static char *put_count(char *p, char prefix, size_t n)
 }
 
 static struct creq *creq_new(struct rconn *r, redisCallbackFn *cb, void *priv, int argc, const char **argv,
-			     const size_t *argvlen)
+			     const size_t *argvlen, int slot)
 {
 	/* "*argc\r\n", then "$len\r\n" arg "\r\n" each */
 	size_t bytes = sizeof(struct creq) + 3 + BUF_I64_LEN + (size_t)argc * (5 + BUF_I64_LEN);
@@ -408,7 +408,7 @@ static struct creq *creq_new(struct rconn *r, redisCallbackFn *cb, void *priv, i
 		*p++ = '\n';
 	}
 	x->cmdlen = (size_t)(p - x->cmd);
-	x->slot = rslot_command(argc, argv, argvlen);
+	x->slot = slot;
 	x->started_us = time_now_us();
 	return x;
 }
@@ -638,12 +638,14 @@ bool rconn_cluster(const struct rconn *r)
 int rconn_commandv(struct rconn *r, redisCallbackFn *cb, void *privdata, int argc, const char **argv,
 		   const size_t *argvlen)
 {
-	struct rnode *n = route(r, rslot_command(argc, argv, argvlen));
+	/* a single server serves every slot: no CRC16 of the key */
+	int slot = r->mode == MODE_CLUSTER ? rslot_command(argc, argv, argvlen) : -1;
+	struct rnode *n = route(r, slot);
 	struct creq *x;
 
 	if (!n)
 		return -1;
-	x = creq_new(r, cb, privdata, argc, argv, argvlen);
+	x = creq_new(r, cb, privdata, argc, argv, argvlen, slot);
 	if (!x)
 		return -1;
 	if (creq_send(x, n, false) < 0) {
