@@ -84,20 +84,35 @@ void buf_printf(struct buf *b, const char *fmt, ...)
 	b->len += (size_t)n;
 }
 
-void buf_put_i64(struct buf *b, int64_t v)
+size_t buf_fmt_i64(char *out, int64_t v)
 {
-	char t[24];
-	size_t i = sizeof(t);
+	char t[BUF_I64_LEN];
+	size_t i = sizeof(t), n;
 	/* the magnitude as unsigned: INT64_MIN too */
 	uint64_t u = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
 
+	if (v >= 0 && v < 10) { /* the common 0 of an unset limit */
+		out[0] = (char)('0' + v);
+		out[1] = '\0';
+		return 1;
+	}
 	do {
 		t[--i] = (char)('0' + u % 10);
 		u /= 10;
 	} while (u);
 	if (v < 0)
 		t[--i] = '-';
-	buf_append(b, t + i, sizeof(t) - i);
+	n = sizeof(t) - i;
+	memcpy(out, t + i, n);
+	out[n] = '\0';
+	return n;
+}
+
+void buf_put_i64(struct buf *b, int64_t v)
+{
+	char t[BUF_I64_LEN];
+
+	buf_append(b, t, buf_fmt_i64(t, v));
 }
 
 void buf_put_u32be(struct buf *b, uint32_t v)

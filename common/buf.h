@@ -21,6 +21,11 @@ void buf_put_u32be(struct buf *b, uint32_t v);
 void buf_put_i64be(struct buf *b, int64_t v);
 /* Appends v in decimal, as printf's %" PRId64 " would (without printf). */
 void buf_put_i64(struct buf *b, int64_t v);
+/* The bytes of a decimal int64 and its NUL. */
+#define BUF_I64_LEN 21
+/* Writes v in decimal at out (BUF_I64_LEN bytes are enough), as printf's
+ * %" PRId64 " would, and a NUL after it; returns the digits' length. */
+size_t buf_fmt_i64(char *out, int64_t v);
 /* Appends s as a PostgreSQL array element in double quotes, escaped. */
 void buf_pg_array_text(struct buf *b, const char *s);
 /* Appends the n bytes at s as a JSON string literal: quotes; the short

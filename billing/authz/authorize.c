@@ -14,6 +14,7 @@
  * mirror again loads itself.  No decision is taken on a missing mirror. */
 #include <event2/buffer.h>
 #include <inttypes.h>
+#include <stddef.h>
 #include <pthread.h>
 #include <time.h>
 #include <sodium.h>
@@ -32,6 +33,7 @@
 #include "billing/authz/rconn.h"
 #include "billing/server_int.h"
 #include "billing/usage/usage.h"
+#include "common/buf.h"
 #include "common/config.h"
 #include "common/jsonnum.h"
 #include "common/log.h"
@@ -77,6 +79,8 @@ struct limit_row {
 };
 
 #define DIRTY_MAX 10000
+/* request contexts kept for reuse: a loop turn's worth */
+#define AZ_SPARE_MAX 256
 
 struct failopen_entry {
 	int64_t account_id;
@@ -118,6 +122,9 @@ struct authz_state {
 	uint64_t calls_counted, decisions_counted;
 	/* quota_settles_stats already added to /metrics */
 	uint64_t settle_calls_counted, settle_entries_counted;
+	/* request contexts kept for the next requests (az_alloc) */
+	struct az_req *spare;
+	size_t n_spare;
 };
 
 /* ---- limits ---- */
@@ -542,19 +549,11 @@ struct az_req {
 	void *done_arg;
 	struct server *s;
 	enum az_step step;
-	char request_id[201];
 	bool has_key;
-	uint8_t key_hash[32];
 	int64_t account_id;
-	char tier[64];
-	char model[201];
 	int64_t input_tokens, max_output;
 	int64_t amount;
 	bool paid_only;
-	struct limits lim;
-	/* the authorize script's arguments (argv[0] is the request id) */
-	char args[14][32];
-	const char *argv[QUOTA_AUTHORIZE_ARGC];
 	/* mirror load: the leader's waiters, the next leader, the answer */
 	struct az_req *waiters, *next;
 	bool waited;       /* waited for another request's load once: loads itself next */
@@ -564,15 +563,63 @@ struct az_req {
 	bool key_revoked, found;
 	bool key_is_bearer;
 	struct rctx *http; /* started by h_authorize: a 200 is written without jansson */
+	/* From here on each field is written before it is read (az_start,
+	 * the principal step, the decision step): az_alloc does not zero them. */
+	char request_id[201];
+	uint8_t key_hash[32];
+	char tier[64];
+	char model[201];
+	struct limits lim;
+	/* the authorize script's arguments (argv[0] is the request id) */
+	char args[14][32];
+	const char *argv[QUOTA_AUTHORIZE_ARGC];
 };
+
+/* A request context from the spares (or malloc), its head zeroed. */
+static struct az_req *az_alloc(struct authz_state *az)
+{
+	struct az_req *a = az->spare;
+
+	if (a) {
+		az->spare = a->next;
+		az->n_spare--;
+	} else if (!(a = malloc(sizeof(*a)))) {
+		return NULL;
+	}
+	memset(a, 0, offsetof(struct az_req, request_id));
+	return a;
+}
+
+/* Back to the spares (at most AZ_SPARE_MAX kept: the requests of a busy turn). */
+static void az_release(struct authz_state *az, struct az_req *a)
+{
+	if (az->n_spare >= AZ_SPARE_MAX) {
+		free(a);
+		return;
+	}
+	a->next = az->spare;
+	az->spare = a;
+	az->n_spare++;
+}
+
+/* dst (n bytes) = src, cut short as snprintf's "%s" would. */
+static void copy_str(char *dst, size_t n, const char *src)
+{
+	size_t l = strnlen(src, n - 1);
+
+	memcpy(dst, src, l);
+	dst[l] = '\0';
+}
 
 static void az_step(struct az_req *a);
 
 /* Ends an authorize: the body is stolen; retry_after (seconds) or NULL. */
 static void az_finish(struct az_req *a, int status, json_t *body, const char *retry_after)
 {
+	struct authz_state *az = a->s->az;
+
 	a->done(a->done_arg, status, body, retry_after);
-	free(a);
+	az_release(az, a);
 }
 
 static void az_fail(struct az_req *a, int status, const char *code, const char *msg)
@@ -970,7 +1017,7 @@ static void decide_cb(void *arg, redisReply *r)
 							elem_int(r, 2), exp);
 			if (n) {
 				struct rctx *c = a->http;
-				free(a);
+				az_release(a->s->az, a);
 				return reply_typed(c, 200, "application/json", buf, n);
 			}
 		}
@@ -1036,7 +1083,7 @@ static void az_step(struct az_req *a)
 			struct acct_entry *e = &az->accts[(uint64_t)a->account_id % CACHE_SLOTS];
 			if (e->account_id != a->account_id || now - e->at_us >= CACHE_TTL_US)
 				return az_pool(a);
-			snprintf(a->tier, sizeof(a->tier), "%s", e->tier);
+			copy_str(a->tier, sizeof(a->tier), e->tier);
 		}
 		a->step = AZ_DECIDE;
 	}
@@ -1062,13 +1109,14 @@ static void az_step(struct az_req *a)
 			a->amount = pricing_min_billable(p, now);
 		a->paid_only = p->paid_only;
 		resolve_limits(az, a->account_id, a->tier, a->model, &a->lim);
-		snprintf(args[0], sizeof(args[0]), "%" PRId64, a->amount);
-		snprintf(args[1], sizeof(args[1]), "%d", a->paid_only ? 1 : 0);
-		snprintf(args[2], sizeof(args[2]), "%" PRId64, az->hold_ttl_ms);
-		snprintf(args[3], sizeof(args[3]), "%" PRId64, a->input_tokens + a->max_output);
+		/* 14 numbers a request: without printf */
+		buf_fmt_i64(args[0], a->amount);
+		buf_fmt_i64(args[1], a->paid_only ? 1 : 0);
+		buf_fmt_i64(args[2], az->hold_ttl_ms);
+		buf_fmt_i64(args[3], a->input_tokens + a->max_output);
 		for (int k = 0; k < 5; k++) {
-			snprintf(args[4 + k], sizeof(args[0]), "%" PRId64, a->lim.all[k]);
-			snprintf(args[9 + k], sizeof(args[0]), "%" PRId64, a->lim.model[k]);
+			buf_fmt_i64(args[4 + k], a->lim.all[k]);
+			buf_fmt_i64(args[9 + k], a->lim.model[k]);
 		}
 		argv[0] = a->request_id;
 		argv[1] = args[0];
@@ -1091,7 +1139,7 @@ static void az_step(struct az_req *a)
 
 static int az_start(struct server *s, const struct authz_params *p, authz_done_fn done, void *arg, struct rctx *http)
 {
-	struct az_req *a = calloc(1, sizeof(*a));
+	struct az_req *a = az_alloc(s->az);
 
 	if (!a)
 		return -1;
@@ -1099,8 +1147,8 @@ static int az_start(struct server *s, const struct authz_params *p, authz_done_f
 	a->done = done;
 	a->done_arg = arg;
 	a->http = http;
-	snprintf(a->request_id, sizeof(a->request_id), "%s", p->request_id);
-	snprintf(a->model, sizeof(a->model), "%s", p->model);
+	copy_str(a->request_id, sizeof(a->request_id), p->request_id);
+	copy_str(a->model, sizeof(a->model), p->model);
 	a->input_tokens = p->input_tokens;
 	a->max_output = p->max_output_tokens;
 	a->has_key = p->has_key;
@@ -1340,6 +1388,11 @@ void authz_free(struct server *s)
 	free(az->prices);
 	free(az->limits);
 	free(az->fo);
+	while (az->spare) {
+		struct az_req *a = az->spare;
+		az->spare = a->next;
+		free(a);
+	}
 	free(az);
 	s->az = NULL;
 }

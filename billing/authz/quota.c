@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "billing/authz/quota.lua.h"
+#include "common/buf.h"
 #include "common/log.h"
 #include "common/rclient.h"
 #include "common/rkeys.h"
@@ -41,10 +42,11 @@ struct quota {
 	void *on_up_arg;
 };
 
-/* One grouped call in flight: its decisions' callbacks, in order. */
+/* One grouped call in flight: its decisions' callbacks, in order (as many
+ * as were allocated for: at most QUOTA_GROUP_MAX). */
 struct qgroup {
 	int n;
-	struct qdec d[QUOTA_GROUP_MAX];
+	struct qdec d[];
 };
 
 /* One script call in flight: one allocation holding the request, its
@@ -195,22 +197,23 @@ static int run_keys(struct quota *q, enum quota_script s, int n_accts, const int
 		x->resent = 1;
 	}
 	p += sizeof(q->sha[s]);
-	snprintf(p, 16, "%d", n_accts * N_KEYS);
+	x->len[k] = buf_fmt_i64(p, n_accts * N_KEYS);
 	x->argv[k++] = p;
 	p += 16;
 	for (int a = 0; a < n_accts; a++)
 		for (int i = 0; i < N_KEYS; i++, p += RKEY_BUF) {
-			rkey(p, RKEY_BUF, accounts[a], (enum rkey)i);
+			x->len[k] = rkey(p, RKEY_BUF, accounts[a], (enum rkey)i);
 			x->argv[k++] = p;
 		}
 	for (int i = 0; i < argc; i++) {
-		size_t l = strlen(argv[i]) + 1;
-		memcpy(p, argv[i], l);
+		size_t l = strlen(argv[i]);
+		memcpy(p, argv[i], l + 1);
+		x->len[k] = l;
 		x->argv[k++] = p;
-		p += l;
+		p += l + 1;
 	}
-	for (int i = 0; i < n; i++)
-		x->len[i] = strlen(x->argv[i]);
+	x->len[0] = strlen(x->argv[0]);
+	x->len[1] = strlen(x->argv[1]);
 	if (send_req(x) < 0) {
 		free(x);
 		return -1;
@@ -294,7 +297,7 @@ static void group_send(struct quota *q, struct qgroup *g)
 			j++;
 		if (j == n_accts) {
 			accts[n_accts++] = g->d[i].account;
-			snprintf(idx[j], sizeof(idx[j]), "%d", j + 1);
+			buf_fmt_i64(idx[j], j + 1);
 		}
 		argv[k++] = idx[j];
 		for (int a = 0; a < QUOTA_AUTHORIZE_ARGC; a++)
@@ -310,7 +313,7 @@ static void flush_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct quota *q = arg;
 	struct qdec *d = q->pending;
-	size_t n = q->n_pending;
+	size_t n = q->n_pending, cap = q->cap_pending;
 	bool cluster = rconn_cluster(q->r);
 
 	(void)fd, (void)what;
@@ -320,20 +323,20 @@ static void flush_cb(evutil_socket_t fd, short what, void *arg)
 	q->flush_armed = false;
 	for (size_t i = 0; i < n; i++) {
 		char key[RKEY_BUF];
-		rkey(key, sizeof(key), d[i].account, RKEY_BAL);
-		d[i].slot = cluster ? rslot_of(key, strlen(key)) : -1;
+		d[i].slot = cluster ? rslot_of(key, rkey(key, sizeof(key), d[i].account, RKEY_BAL)) : -1;
 	}
 	for (size_t i = 0; i < n; i++) {
 		struct qgroup *g;
+		size_t room = n - i < QUOTA_GROUP_MAX ? n - i : QUOTA_GROUP_MAX;
 		if (!d[i].cb) /* taken by an earlier call */
 			continue;
-		g = malloc(sizeof(*g));
+		g = malloc(sizeof(*g) + room * sizeof(g->d[0]));
 		if (!g) {
 			d[i].cb(d[i].arg, NULL);
 			continue;
 		}
 		g->n = 0;
-		for (size_t j = i; j < n && g->n < QUOTA_GROUP_MAX; j++)
+		for (size_t j = i; j < n && (size_t)g->n < room; j++)
 			if (d[j].cb && d[j].slot == d[i].slot) {
 				g->d[g->n++] = d[j];
 				if (j > i)
@@ -342,7 +345,15 @@ static void flush_cb(evutil_socket_t fd, short what, void *arg)
 		d[i].cb = NULL;
 		group_send(q, g);
 	}
-	free(d);
+	/* the array serves the next turn, unless a callback above queued into a new one */
+	if (!q->pending) {
+		q->pending = d;
+		q->cap_pending = cap;
+	} else {
+		free(d);
+	}
+	/* an event of its own, not a Redis callback: the calls go out now */
+	rconn_flush(q->r);
 }
 
 redisReply *quota_run_sync(struct rclient *c, enum quota_script s, int64_t account_id, int argc,

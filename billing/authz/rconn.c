@@ -2,9 +2,11 @@
 #include "billing/authz/rconn.h"
 
 #include <hiredis/adapters/libevent.h>
+#include <hiredis/sds.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/buf.h"
 #include "common/log.h"
 #include "common/rslot.h"
 #include "common/timeutil.h"
@@ -30,14 +32,15 @@ struct rnode {
 	int64_t connect_started_us;
 };
 
-/* A command in flight, kept (copied) so that a redirection can resend it. */
+/* A command in flight, kept so that a redirection can resend it: the bytes
+ * of the Redis protocol, formatted once here (hiredis takes them as they
+ * are: redisAsyncFormattedCommand). */
 struct creq {
 	struct rconn *r;
 	redisCallbackFn *cb;
 	void *priv;
-	int argc;
-	const char **argv;
-	size_t *len;
+	char *cmd;
+	size_t cmdlen;
 	int slot;
 	int redirects;
 	int64_t started_us;
@@ -367,33 +370,45 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg)
 
 /* ---- commands ---- */
 
-static struct creq *creq_new(struct rconn *r, redisCallbackFn *cb, void *priv, int argc, const char **argv,
-			     const size_t *argvlen)
+/* Appends "<prefix><n>\r\n" at p. */
+static char *put_count(char *p, char prefix, size_t n)
 {
-	size_t bytes = sizeof(struct creq) + (size_t)argc * (sizeof(char *) + sizeof(size_t));
+	*p++ = prefix;
+	p += buf_fmt_i64(p, (int64_t)n);
+	*p++ = '\r';
+	*p++ = '\n';
+	return p;
+}
+
+static struct creq *creq_new(struct rconn *r, redisCallbackFn *cb, void *priv, int argc, const char **argv,
+			     const size_t *argvlen, int slot)
+{
+	/* "*argc\r\n", then "$len\r\n" arg "\r\n" each */
+	size_t bytes = sizeof(struct creq) + 3 + BUF_I64_LEN + (size_t)argc * (5 + BUF_I64_LEN);
 	struct creq *x;
 	char *p;
 
 	for (int i = 0; i < argc; i++)
-		bytes += (argvlen ? argvlen[i] : strlen(argv[i])) + 1;
-	x = calloc(1, bytes);
+		bytes += argvlen ? argvlen[i] : strlen(argv[i]);
+	x = malloc(bytes);
 	if (!x)
 		return NULL;
+	memset(x, 0, sizeof(*x));
 	x->r = r;
 	x->cb = cb;
 	x->priv = priv;
-	x->argc = argc;
-	x->argv = (const char **)(x + 1);
-	x->len = (size_t *)(x->argv + argc);
-	p = (char *)(x->len + argc);
+	x->cmd = p = (char *)(x + 1);
+	p = put_count(p, '*', (size_t)argc);
 	for (int i = 0; i < argc; i++) {
-		x->len[i] = argvlen ? argvlen[i] : strlen(argv[i]);
-		memcpy(p, argv[i], x->len[i]);
-		p[x->len[i]] = '\0';
-		x->argv[i] = p;
-		p += x->len[i] + 1;
+		size_t l = argvlen ? argvlen[i] : strlen(argv[i]);
+		p = put_count(p, '$', l);
+		memcpy(p, argv[i], l);
+		p += l;
+		*p++ = '\r';
+		*p++ = '\n';
 	}
-	x->slot = rslot_command(argc, argv, argvlen);
+	x->cmdlen = (size_t)(p - x->cmd);
+	x->slot = slot;
 	x->started_us = time_now_us();
 	return x;
 }
@@ -408,7 +423,7 @@ static int creq_send(struct creq *x, struct rnode *n, bool asking)
 		return -1;
 	if (asking && redisAsyncCommandArgv(n->ac, NULL, NULL, 1, ask, NULL) != REDIS_OK)
 		return -1;
-	return redisAsyncCommandArgv(n->ac, creq_cb, x, x->argc, x->argv, x->len) == REDIS_OK ? 0 : -1;
+	return redisAsyncFormattedCommand(n->ac, creq_cb, x, x->cmd, x->cmdlen) == REDIS_OK ? 0 : -1;
 }
 
 /* The node for a command now: NULL if not known or not connected. */
@@ -623,12 +638,14 @@ bool rconn_cluster(const struct rconn *r)
 int rconn_commandv(struct rconn *r, redisCallbackFn *cb, void *privdata, int argc, const char **argv,
 		   const size_t *argvlen)
 {
-	struct rnode *n = route(r, rslot_command(argc, argv, argvlen));
+	/* a single server serves every slot: no CRC16 of the key */
+	int slot = r->mode == MODE_CLUSTER ? rslot_command(argc, argv, argvlen) : -1;
+	struct rnode *n = route(r, slot);
 	struct creq *x;
 
 	if (!n)
 		return -1;
-	x = creq_new(r, cb, privdata, argc, argv, argvlen);
+	x = creq_new(r, cb, privdata, argc, argv, argvlen, slot);
 	if (!x)
 		return -1;
 	if (creq_send(x, n, false) < 0) {
@@ -636,6 +653,18 @@ int rconn_commandv(struct rconn *r, redisCallbackFn *cb, void *privdata, int arg
 		return -1;
 	}
 	return 0;
+}
+
+void rconn_flush(struct rconn *r)
+{
+	for (int i = 0; i < r->n_nodes && !r->closing; i++) {
+		struct rnode *n = r->nodes[i];
+		/* what hiredis's own write event would do a loop turn later;
+		 * a failed write frees the context (its callbacks get NULL,
+		 * disconnect_cb clears n->ac), as it would there */
+		if (n->ac && n->connected && n->ac->c.obuf && sdslen(n->ac->c.obuf) > 0)
+			redisAsyncHandleWrite(n->ac);
+	}
 }
 
 void rconn_on_connect(struct rconn *r, void (*fn)(void *arg), void *arg)

@@ -49,6 +49,11 @@ bool rconn_cluster(const struct rconn *r);
  * callback, otherwise to any connected node. */
 int rconn_commandv(struct rconn *r, redisCallbackFn *cb, void *privdata, int argc, const char **argv,
 		   const size_t *argvlen) __attribute__((warn_unused_result));
+/* Writes the commands queued on each connection now instead of at the next
+ * loop turn (when hiredis's write event would): one loop turn, and the
+ * write event's epoll_ctl on and off, less per call.  Not from inside a
+ * callback of this rconn (hiredis may free a context whose write fails). */
+void rconn_flush(struct rconn *r);
 /* Called after each (re)connect of each node, e.g. to load scripts there. */
 void rconn_on_connect(struct rconn *r, void (*fn)(void *arg), void *arg);
 

@@ -74,6 +74,7 @@ static int check_auth(struct rctx *c, enum auth_need need)
 {
 	const char *tok;
 	size_t len;
+	uint8_t h[TOKENS_HASH_LEN];
 	bool is_admin, is_gw;
 
 	if (need == AUTH_NONE)
@@ -83,8 +84,10 @@ static int check_auth(struct rctx *c, enum auth_need need)
 		reply_err(c, 401, "unauthorized", "missing bearer token");
 		return -1;
 	}
-	is_admin = tokens_match(c->s->admin, tok, len);
-	is_gw = !is_admin && tokens_match(c->s->gw, tok, len);
+	/* one hash for both sets (each compare stays constant time) */
+	tokens_hash(tok, len, h);
+	is_admin = tokens_match_hash(c->s->admin, h);
+	is_gw = !is_admin && tokens_match_hash(c->s->gw, h);
 	if (!is_admin && !is_gw) {
 		evhttp_add_header(evhttp_request_get_output_headers(c->req), "WWW-Authenticate", "Bearer");
 		reply_err(c, 401, "unauthorized", "unknown bearer token");

@@ -11,7 +11,7 @@
 
 struct tokens {
 	size_t n, cap;
-	uint8_t (*h)[32];
+	uint8_t (*h)[TOKENS_HASH_LEN];
 };
 
 static int add(struct tokens *t, const char *tok, size_t len)
@@ -24,7 +24,7 @@ static int add(struct tokens *t, const char *tok, size_t len)
 		t->h = nh;
 		t->cap = cap;
 	}
-	crypto_generichash(t->h[t->n++], 32, (const unsigned char *)tok, len, NULL, 0);
+	tokens_hash(tok, len, t->h[t->n++]);
 	return 0;
 }
 
@@ -135,15 +135,28 @@ size_t tokens_count(const struct tokens *t)
 	return t ? t->n : 0;
 }
 
+void tokens_hash(const char *token, size_t len, uint8_t out[TOKENS_HASH_LEN])
+{
+	crypto_generichash(out, TOKENS_HASH_LEN, (const unsigned char *)token, len, NULL, 0);
+}
+
+bool tokens_match_hash(const struct tokens *t, const uint8_t h[TOKENS_HASH_LEN])
+{
+	int hit = 0;
+
+	if (!t)
+		return false;
+	for (size_t i = 0; i < t->n; i++)
+		hit |= sodium_memcmp(h, t->h[i], TOKENS_HASH_LEN) == 0;
+	return hit != 0;
+}
+
 bool tokens_match(const struct tokens *t, const char *token, size_t len)
 {
-	uint8_t h[32];
-	int hit = 0;
+	uint8_t h[TOKENS_HASH_LEN];
 
 	if (!t || len == 0)
 		return false;
-	crypto_generichash(h, 32, (const unsigned char *)token, len, NULL, 0);
-	for (size_t i = 0; i < t->n; i++)
-		hit |= sodium_memcmp(h, t->h[i], 32) == 0;
-	return hit != 0;
+	tokens_hash(token, len, h);
+	return tokens_match_hash(t, h);
 }

@@ -12,6 +12,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "common/error.h"
 
@@ -30,7 +31,14 @@ struct tokens *tokens_parse(const char *name, const char *text, size_t len, stru
 	__attribute__((warn_unused_result));
 void tokens_free(struct tokens *t);
 size_t tokens_count(const struct tokens *t);
+#define TOKENS_HASH_LEN 32
+
 /* Constant time in the token's content (BLAKE2b of each side, then sodium_memcmp). */
 bool tokens_match(const struct tokens *t, const char *token, size_t len);
+/* The same in two steps, for a token checked against several sets: its
+ * BLAKE2b once (tokens_hash), then each set (tokens_match_hash: constant
+ * time, every token of the set compared). */
+void tokens_hash(const char *token, size_t len, uint8_t out[TOKENS_HASH_LEN]);
+bool tokens_match_hash(const struct tokens *t, const uint8_t h[TOKENS_HASH_LEN]);
 
 #endif

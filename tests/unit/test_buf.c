@@ -69,6 +69,12 @@ static void test_decimal_and_array_text(void)
 		buf_put_i64(&b, v[i]);
 		snprintf(t, sizeof(t), "%" PRId64, v[i]);
 		IS_STR(b.data, t, "buf_put_i64 writes the decimal snprintf writes");
+		{
+			char f[BUF_I64_LEN];
+			size_t n = buf_fmt_i64(f, v[i]);
+			IS_STR(f, t, "buf_fmt_i64 writes the decimal snprintf writes");
+			OK(n == strlen(t), "buf_fmt_i64 returns its length");
+		}
 	}
 	buf_reset(&b);
 	buf_pg_array_text(&b, "a\"b\\c\\\"");
