@@ -1,6 +1,8 @@
 /* rclient.c: see rclient.h. */
 #include "common/rclient.h"
 
+#include <errno.h>
+#include <poll.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -103,13 +105,32 @@ static void node_close(struct cnode *n)
 	n->ctx = NULL;
 }
 
+/* Whether a kept connection is still open for a command: between commands
+ * the server never writes to it, so anything to read (end of file: a
+ * restarted node, a timeout of the server's; or bytes) means it is not.  A
+ * command sent on it would fail after the server may have run it, and a
+ * caller cannot always resend (a write); found here, before any command, the
+ * node is connected again instead. */
+static bool conn_idle_and_open(const redisContext *ctx)
+{
+	struct pollfd p = {ctx->fd, POLLIN, 0};
+	int rc;
+
+	do
+		rc = poll(&p, 1, 0);
+	while (rc < 0 && errno == EINTR);
+	return rc == 0;
+}
+
 static redisContext *node_ctx(struct rclient *c, struct cnode *n, struct error *err)
 {
 	struct timeval tv = {c->timeout_ms / 1000, (c->timeout_ms % 1000) * 1000};
 	int64_t now = time_now_us();
 
-	if (n->ctx && !n->ctx->err)
+	if (n->ctx && !n->ctx->err && conn_idle_and_open(n->ctx))
 		return n->ctx;
+	if (n->ctx && !n->ctx->err) /* closed by the server: connect again now */
+		n->retry_us = 0;
 	node_close(n);
 	if (now < n->retry_us) {
 		error_set(err, 503, "unavailable", "redis %s:%d: unreachable (retried shortly)", n->host, n->port);
