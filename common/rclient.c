@@ -7,8 +7,10 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <time.h>
 
+#include "common/rkeys.h"
 #include "common/rslot.h"
 #include "common/timeutil.h"
 
@@ -417,4 +419,37 @@ int rclient_each_master(struct rclient *c, int (*fn)(redisContext *ctx, void *ar
 		}
 	}
 	return ret;
+}
+
+int rclient_redis_id(struct rclient *c, char *out, struct error *err)
+{
+	static const char hex[] = "0123456789abcdef";
+	unsigned char rnd[RCLIENT_ID_LEN / 2];
+	char mine[RCLIENT_ID_LEN + 1];
+	const char *argv[] = {"SET", RKEY_REDIS_ID, mine, "NX", "GET"};
+	redisReply *r;
+	int rc = -1;
+
+	out[0] = '\0';
+	if (getrandom(rnd, sizeof(rnd), 0) != (ssize_t)sizeof(rnd))
+		return error_set(err, 0, "entropy", "getrandom failed");
+	for (size_t i = 0; i < sizeof(rnd); i++) {
+		mine[2 * i] = hex[rnd[i] >> 4];
+		mine[2 * i + 1] = hex[rnd[i] & 15];
+	}
+	mine[RCLIENT_ID_LEN] = '\0';
+	r = rclient_commandv(c, 5, argv, NULL, err);
+	if (r && r->type == REDIS_REPLY_NIL) { /* ours is stored */
+		memcpy(out, mine, sizeof(mine));
+		rc = 0;
+	} else if (r && r->type == REDIS_REPLY_STRING && r->len > 0 && r->len <= RCLIENT_ID_LEN) {
+		memcpy(out, r->str, r->len);
+		out[r->len] = '\0';
+		rc = 0;
+	} else if (r) {
+		error_set(err, 503, "unavailable", "redis answered its id with \"%s\"",
+			  r->type == REDIS_REPLY_ERROR ? r->str : "no string");
+	}
+	freeReplyObject(r);
+	return rc;
 }
