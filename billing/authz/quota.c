@@ -300,7 +300,8 @@ struct inval {
 	struct error *err;
 };
 
-/* One master: SCAN its mirrors, then bump each version and DEL each mirror
+/* One master: SCAN its mirrors, then bump each version, DEL each mirror
+ * and give st its lifetime when it has none
  * (pipelined, routed by key: a key moved meanwhile follows its slot). */
 static int invalidate_node(redisContext *ctx, void *arg)
 {
@@ -323,10 +324,10 @@ static int invalidate_node(redisContext *ctx, void *arg)
 		}
 		snprintf(v->cursor, sizeof(v->cursor), "%s", r->element[0]->str);
 		m = r->element[1]->elements;
-		cmds = calloc(2 * m + 1, sizeof(*cmds));
-		replies = calloc(2 * m + 1, sizeof(*replies));
+		cmds = calloc(3 * m + 1, sizeof(*cmds));
+		replies = calloc(3 * m + 1, sizeof(*replies));
 		st = calloc(m + 1, sizeof(*st));
-		argv = calloc(6 * m + 1, sizeof(*argv));
+		argv = calloc(10 * m + 1, sizeof(*argv));
 		if (!cmds || !replies || !st || !argv)
 			rc = -1;
 		for (size_t i = 0; rc == 0 && i < m; i++) {
@@ -335,14 +336,20 @@ static int invalidate_node(redisContext *ctx, void *arg)
 			if (kl < 4 || kl > 80)
 				continue;
 			snprintf(st[i], sizeof(st[i]), "%.*s" RKEY_ST_SUFFIX, (int)(kl - 3), key);
-			argv[6 * i] = "HINCRBY";
-			argv[6 * i + 1] = st[i];
-			argv[6 * i + 2] = RKEY_ST_VER;
-			argv[6 * i + 3] = "1";
-			argv[6 * i + 4] = "DEL";
-			argv[6 * i + 5] = key;
-			cmds[k++] = (struct rclient_cmd){4, &argv[6 * i], NULL};
-			cmds[k++] = (struct rclient_cmd){2, &argv[6 * i + 4], NULL};
+			argv[10 * i] = "HINCRBY";
+			argv[10 * i + 1] = st[i];
+			argv[10 * i + 2] = RKEY_ST_VER;
+			argv[10 * i + 3] = "1";
+			argv[10 * i + 4] = "DEL";
+			argv[10 * i + 5] = key;
+			/* st made by the HINCRBY (gone while the mirror was not) expires too */
+			argv[10 * i + 6] = "PEXPIRE";
+			argv[10 * i + 7] = st[i];
+			argv[10 * i + 8] = MIRROR_ST_TTL_MS_STR;
+			argv[10 * i + 9] = "NX";
+			cmds[k++] = (struct rclient_cmd){4, &argv[10 * i], NULL};
+			cmds[k++] = (struct rclient_cmd){2, &argv[10 * i + 4], NULL};
+			cmds[k++] = (struct rclient_cmd){4, &argv[10 * i + 6], NULL};
 			v->n++;
 		}
 		if (rc == 0 && k && rclient_pipeline(v->c, k, cmds, replies, v->err) < 0)
