@@ -354,10 +354,12 @@ int db_pipeline_end(PGconn *c)
 	/* statements queued after the last sync point (a batch given up while
 	 * it was being built): the server answers them only up to a sync point,
 	 * and skips everything after an error until one, plain queries too */
-	if (PQinstanceData(c, pipeline_event) == &mark_unsynced) {
+	if (PQinstanceData(c, pipeline_event) == &mark_unsynced && !db_conn_broken(c)) {
 		if (PQpipelineSync(c) != 1) {
-			/* out of memory, or the connection failed: nothing tells what
-			 * the server holds; a new session (db_conn_broken if that fails) */
+			if (db_conn_broken(c)) /* the caller reconnects, as after any loss */
+				return -1;
+			/* out of memory: nothing tells what the server holds; a new
+			 * session (db_conn_broken if that fails) */
 			log_warn("postgresql pipeline: no sync point could be sent: connection reset", "error=\"%s\"",
 				 PQerrorMessage(c));
 			PQreset(c);
