@@ -31,7 +31,10 @@
  * hexp: KEYS of a one-account script, four of a group's) -- its record,
  * expiry, share of held and of its model's concurrency -- -> its estimated
  * tokens, or nil when it was gone.  sweep(k, now): releases the holds due
- * (at most 1000) and sets due. */
+ * (at most 1000) and sets due.  Both write st, and may create it (st gone
+ * while hold records stay): whatever writes st first gives it its lifetime
+ * when it has none (PEXPIRE NX), so no path leaves an st that never expires
+ * (tests/integration/test_state_ttl.py). */
 #define QUOTA_LUA_RELEASE                                                                             \
 	"local function release(k, h)\n"                                                              \
 	"  local v = redis.call('HGET', k[3], h)\n"                                                   \
@@ -50,6 +53,7 @@
 	"  end\n"                                                                                     \
 	"  local first = redis.call('ZRANGE', k[4], 0, 0, 'WITHSCORES')\n"                            \
 	"  redis.call('HSET', k[2], 'due', first[2] or '9007199254740991')\n"                         \
+	"  redis.call('PEXPIRE', k[2], " MIRROR_ST_TTL_MS_STR ", 'NX')\n"                             \
 	"end\n"
 
 /* decide(k, a, now, t): one authorization of the account whose keys are k,
@@ -241,7 +245,10 @@ static const char quota_lua_authorize_group[] =
 	"    if est then\n"                                                                                                                                                                \
 	"      released = 1\n" /* a replay that still finds its hold: the first answer's settle was lost,                                  \
 	 * so the mirror misses that charge: drop it, the ledger reloads it */                                               \
-	"      if a[o + 5] ~= '1' then redis.call('HINCRBY', k[2], 'ver', 1); redis.call('DEL', k[1]) end\n"                                                                               \
+	"      if a[o + 5] ~= '1' then\n"                                                                                                                                                  \
+	"        redis.call('HINCRBY', k[2], 'ver', 1); redis.call('DEL', k[1])\n"                                                                                                         \
+	"        redis.call('PEXPIRE', k[2], " MIRROR_ST_TTL_MS_STR ", 'NX')\n"                                                                                                            \
+	"      end\n"                                                                                                                                                                      \
 	"      local delta = tonumber(a[o + 4]) - est\n"                                                                                                                                   \
 	"      local function fix(scope, kind, limit, period)\n"                                                                                                                           \
 	"        if limit <= 0 or delta == 0 then return end\n"                                                                                                                            \
