@@ -84,12 +84,17 @@ def test_stream_two_consumers_one_killed(env):
                                                                   "cached_input_tokens": 0, "output_tokens": 0,
                                                                   "started_at": now_rfc3339()})))
         redis_cmds(port, cmds[:2000])
-        # kill one consumer while it works: wait until it holds unacknowledged
-        # entries (its own: pending entries of the other consumer alone leave
-        # nothing to take over)
+        # kill one consumer while it works: while it holds unacknowledged
+        # entries of its own (pending entries of the other consumer alone leave
+        # nothing to take over).  Looked at while it is stopped: a count read
+        # while it runs may be acknowledged before the kill lands
         deadline = time.time() + 10
-        while consumer_pending(port, "stream-a") == 0:
+        while True:
             assert time.time() < deadline
+            a.proc.send_signal(signal.SIGSTOP)
+            if consumer_pending(port, "stream-a") > 0:
+                break
+            a.proc.send_signal(signal.SIGCONT)
             time.sleep(0.002)
         a.kill(signal.SIGKILL)
         redis_cmds(port, cmds[2000:])
