@@ -27,7 +27,7 @@ static const char *o_conninfo, *o_schema = "bench_copy", *o_label = "copy";
 static int o_conns = 4, o_records = 1000, o_accounts = 1000;
 static double o_seconds = 10, o_warmup = 0;
 
-static atomic_llong g_txn_id, g_posting_id;
+static atomic_llong g_txn_id;
 static uint64_t g_t_warm, g_t_end;
 
 static uint64_t now_us(void)
@@ -143,8 +143,7 @@ static void *run(void *arg)
 		 " reason, details, created_at, prev_hash, hash) FROM STDIN",
 		 o_schema);
 	snprintf(sql_p, sizeof(sql_p),
-		 "COPY %s.postings (posting_id, txn_id, line, ledger_account_id, account_id, amount) FROM STDIN",
-		 o_schema);
+		 "COPY %s.postings (txn_id, line, ledger_account_id, account_id, amount) FROM STDIN", o_schema);
 	snprintf(sql_u, sizeof(sql_u),
 		 "COPY %s.usage_records (request_id, account_id, txn_id, body_hash, model, input_tokens,"
 		 " cached_input_tokens, output_tokens, started_at, cost_nanos, price_version, hold_id, status,"
@@ -162,7 +161,6 @@ static void *run(void *arg)
 		hex32(w, prev);
 		for (int i = 0; i < o_records; i++) {
 			int64_t txn = atomic_fetch_add(&g_txn_id, 1) + 1;
-			int64_t pid = atomic_fetch_add(&g_posting_id, 2) + 1;
 			int64_t acct = 1 + (int64_t)(rnd(w) % (uint64_t)o_accounts), cost = 4500000;
 			int64_t grant_la = 100 + acct * 2, grant = acct;
 			char rid[64];
@@ -178,9 +176,11 @@ static void *run(void *arg)
 				  "\"price_version\":1,\"cost_nanos\":%" PRId64 "}\t%s\t\\\\x%s\t\\\\x%s\n",
 				  txn, writer, ++seq, rid, chash, acct, rid, ts, cost, ts, prev, hash);
 			memcpy(prev, hash, sizeof(prev));
-			sb_printf(&p, "%" PRId64 "\t%" PRId64 "\t1\t%" PRId64 "\t%" PRId64 "\t%" PRId64 "\n", pid, txn,
-				  grant_la, acct, -cost);
-			sb_printf(&p, "%" PRId64 "\t%" PRId64 "\t2\t1\t\\N\t%" PRId64 "\n", pid + 1, txn, cost);
+			/* no posting_id: the writer sends none either (before 0018 its
+			 * default numbered the rows, since 0018 it is NULL) */
+			sb_printf(&p, "%" PRId64 "\t1\t%" PRId64 "\t%" PRId64 "\t%" PRId64 "\n", txn, grant_la, acct,
+				  -cost);
+			sb_printf(&p, "%" PRId64 "\t2\t1\t\\N\t%" PRId64 "\n", txn, cost);
 			sb_printf(&u,
 				  "%s\t%" PRId64 "\t%" PRId64 "\t\\\\x%s\tdeepseek-chat\t1200\t200\t300\t%s\t%" PRId64
 				  "\t1\t\\N\t\\N\t{\"request_id\":\"%s\",\"account_id\":%" PRId64

@@ -101,7 +101,6 @@ for r in $(seq "$rounds"); do
 			--acct-lo 1 --acct-hi 1000 --label cost)
 		b1=$(ticks /proc/"$bpid"/stat) p1=$(pg_ticks) r1=$(ticks /proc/"$rpid"/stat)
 		n=$(sed -n 's/.*"ok":\([0-9]*\).*/\1/p' <<<"$out")
-		[ ${#batch[@]} = 0 ] || n=$((n * ${batch[1]}))
 		rps=$(sed -n 's/.*"ok_rps":\([0-9.]*\).*/\1/p' <<<"$out")
 		if [ ${#batch[@]} -gt 0 ]; then # per record
 			n=$((n * 1000))
