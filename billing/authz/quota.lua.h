@@ -4,8 +4,17 @@
  * the order common/rkeys.h gives them: KEYS[1] bal, KEYS[2] st, KEYS[3] hold,
  * KEYS[4] hexp.  The mirror (bal) and the load: common/mirror_lua.h.  The
  * fields of st this file adds:
- *   due              the earliest expiry of a hold (ms) or later: the sweep of
- *                    due holds runs only when it has come (absent: sweep)
+ *   due              no later than the earliest expiry of a live hold (ms; 2^53-1
+ *                    when none): the sweep of due holds runs only when it has
+ *                    come (absent: sweep), and held() looks for due holds only then
+ *   hx               when hold and hexp expire (ms, PEXPIREAT): the latest
+ *                    hold's expiry plus at least its ttl, set when a hold is
+ *                    added past hx less a ttl, when the account held nothing
+ *                    (the keys may be new), or when hx is absent (then never
+ *                    earlier than the keys' own PEXPIRETIME).  So an account
+ *                    nobody settles or sweeps leaves no hold records for good;
+ *                    a sweep that finds no hold left sets held to 0 and drops
+ *                    the c:<model> counts (records that expired unswept)
  *   c:<model>        live holds of that model (model concurrency)
  *   r:<scope>:<kind> GCRA theoretical arrival times, scope '*' or a model,
  *                    kind rpm tpm rpd tpd (a time in the past means the same
@@ -49,7 +58,13 @@
 	"    release(k, h)\n"                                                                         \
 	"  end\n"                                                                                     \
 	"  local first = redis.call('ZRANGE', k[4], 0, 0, 'WITHSCORES')\n"                            \
-	"  redis.call('HSET', k[2], 'due', first[2] or '9007199254740991')\n"                         \
+	"  if first[2] then redis.call('HSET', k[2], 'due', first[2]) return end\n"                   \
+	"  local d = {}\n"                                                                            \
+	"  for _, f in ipairs(redis.call('HKEYS', k[2])) do\n"                                        \
+	"    if string.sub(f, 1, 2) == 'c:' then d[#d + 1] = f end\n"                                 \
+	"  end\n"                                                                                     \
+	"  if #d > 0 then redis.call('HDEL', k[2], unpack(d)) end\n"                                  \
+	"  redis.call('HSET', k[2], 'due', '9007199254740991', 'held', '0')\n"                        \
 	"end\n"
 
 /* decide(k, a, now, t): one authorization of the account whose keys are k,
@@ -68,96 +83,118 @@
  * tables for the limits unless one is in force (KINDS and PERIOD: index 1-4
  * account-wide rpm tpm rpd tpd, 5-8 the same per model, as ARGV 7-10 and
  * 12-15). */
-#define QUOTA_LUA_DECIDE                                                                                                           \
-	"local KINDS = {'rpm', 'tpm', 'rpd', 'tpd', 'rpm', 'tpm', 'rpd', 'tpd'}\n"                                                 \
-	"local PERIOD = {60000, 60000, 86400000, 86400000, 60000, 60000, 86400000, 86400000}\n"                                    \
-	"local function decide(k, a, now, t)\n"                                                                                    \
-	"  if a[21] and now > tonumber(a[17]) then return {'LATE'} end\n"                                                          \
-	"  local model, hid = a[6], a[1]\n"                                                                                        \
-	"  local tokens = tonumber(a[5])\n"                                                                                        \
-	"  local cf = 'c:' .. model\n"                                                                                             \
-	"  local f, lim\n"                                                                                                         \
-	"  for x = 1, 8 do\n"                                                                                                      \
-	"    local i = x <= 4 and 6 + x or 7 + x\n"                                                                                \
-	"    if a[i] ~= '0' then\n"                                                                                                \
-	"      local limit = tonumber(a[i])\n"                                                                                     \
-	"      if limit > 0 then\n"                                                                                                \
-	"        if not f then f, lim = {'held', 'due', cf}, {} end\n"                                                             \
-	"        local kind = KINDS[x]\n"                                                                                          \
-	"        f[#f + 1] = (x <= 4 and 'r:*:' or 'r:' .. model .. ':') .. kind\n"                                                \
-	"        lim[#lim + 1] = x\n"                                                                                              \
-	"        lim[#lim + 1] = limit\n"                                                                                          \
-	"      end\n"                                                                                                              \
-	"    end\n"                                                                                                                \
-	"  end\n"                                                                                                                  \
-	"  local st\n"                                                                                                             \
-	"  if f then st = redis.call('HMGET', k[2], unpack(f)) else st = redis.call('HMGET', k[2], 'held', 'due', cf) end\n"       \
-	"  local reread = false\n"                                                                                                 \
-	"  if not st[2] or tonumber(st[2]) <= now then sweep(k, now); reread = true end\n"                                         \
-	"  if a[21] then\n"                                                                                                        \
-	"    mirror_load(t, true, a[18], a[19], a[20], a[21], a[22], a[23])\n"                                                     \
-	"    reread = true\n"                                                                                                      \
-	"  end\n"                                                                                                                  \
-	"  if reread then\n"                                                                                                       \
-	"    if f then st = redis.call('HMGET', k[2], unpack(f)) else st = redis.call('HMGET', k[2], 'held', 'due', cf) end\n"     \
-	"  end\n"                                                                                                                  \
-	"  local b = redis.call('HMGET', k[1], 'paid', 'promo', 'status')\n"                                                       \
-	"  if not b[1] or not b[2] then return {'NOMIRROR'} end\n"                                                                 \
-	"  if b[3] == 'frozen' then return {'FROZEN'} end\n"                                                                       \
-	"  local paid, promo = tonumber(b[1]), tonumber(b[2])\n"                                                                   \
-	"  local held = tonumber(st[1] or '0')\n"                                                                                  \
-	"  local avail\n"                                                                                                          \
-	"  if a[3] == '1' then avail = paid - held else avail = paid + promo - held end\n"                                         \
-	"  local amount = tonumber(a[2])\n"                                                                                        \
-	"  local cm = tonumber(st[3] or '0')\n"                                                                                    \
-	"  local no, w\n"                                                                                                          \
-	"  if a[11] ~= '0' and redis.call('ZCARD', k[4]) >= tonumber(a[11]) then\n"                                                \
-	"    no = {'CONC', 'concurrency', tonumber(a[11])}\n"                                                                      \
-	"  elseif a[16] ~= '0' and cm >= tonumber(a[16]) then\n"                                                                   \
-	"    no = {'CONC', 'model_concurrency', tonumber(a[16])}\n"                                                                \
-	"  end\n"                                                                                                                  \
-	"  if lim and not no then\n"                                                                                               \
-	"    w = {}\n"                                                                                                             \
-	"    for j = 1, #lim, 2 do\n"                                                                                              \
-	"      local x, limit = lim[j], lim[j + 1]\n"                                                                              \
-	"      local period, cost = PERIOD[x], 1\n"                                                                                \
-	"      if x % 2 == 0 then cost = tokens end\n"                                                                             \
-	"      local tat = tonumber(st[3 + (j + 1) / 2] or '0')\n"                                                                 \
-	"      if tat < now then tat = now end\n"                                                                                  \
-	"      local new = tat + cost * period / limit\n"                                                                          \
-	"      if new - period > now then\n"                                                                                       \
-	"        local wait = new - period - now\n"                                                                                \
-	"        if cost > limit then wait = period end\n"                                                                         \
-	"        local kind = KINDS[x]\n"                                                                                          \
-	"        if x > 4 then kind = 'model_' .. kind end\n"                                                                      \
-	"        no = {'RATE', kind, math.ceil(wait), limit}\n"                                                                    \
-	"        break\n"                                                                                                          \
-	"      end\n"                                                                                                              \
-	"      w[#w + 1] = f[3 + (j + 1) / 2]; w[#w + 1] = new\n"                                                                  \
-	"    end\n"                                                                                                                \
-	"  end\n"                                                                                                                  \
-	"  if not no and (paid < 0 or amount > avail) then no = {'BALANCE', avail} end\n"                                          \
-	"  if no or redis.call('HSETNX', k[3], hid, struct.pack('<i8i8', amount, tokens) .. model) == 0 then\n"                    \
-	"    local old = redis.call('HGET', k[3], hid)\n"                                                                          \
-	"    if old then\n"                                                                                                        \
-	"      return {'OK', struct.unpack('<i8', old), avail, math.floor(tonumber(redis.call('ZSCORE', k[4], hid) or now)), 1}\n" \
-	"    end\n"                                                                                                                \
-	"    return no\n"                                                                                                          \
-	"  end\n"                                                                                                                  \
-	"  local exp = now + tonumber(a[4])\n"                                                                                     \
-	"  local e = string.format('%d', exp)\n"                                                                                   \
-	"  redis.call('ZADD', k[4], e, hid)\n"                                                                                     \
-	"  local h, c = string.format('%d', held + amount), string.format('%d', cm + 1)\n"                                         \
-	"  if w then\n"                                                                                                            \
-	"    w[#w + 1] = 'held'; w[#w + 1] = h; w[#w + 1] = cf; w[#w + 1] = c\n"                                                   \
-	"    if not st[2] or exp < tonumber(st[2]) then w[#w + 1] = 'due'; w[#w + 1] = e end\n"                                    \
-	"    redis.call('HSET', k[2], unpack(w))\n"                                                                                \
-	"  elseif not st[2] or exp < tonumber(st[2]) then\n"                                                                       \
-	"    redis.call('HSET', k[2], 'held', h, cf, c, 'due', e)\n"                                                               \
-	"  else\n"                                                                                                                 \
-	"    redis.call('HSET', k[2], 'held', h, cf, c)\n"                                                                         \
-	"  end\n"                                                                                                                  \
-	"  return {'OK', amount, avail - amount, exp, 0}\n"                                                                        \
+#define QUOTA_LUA_DECIDE                                                                                                             \
+	"local KINDS = {'rpm', 'tpm', 'rpd', 'tpd', 'rpm', 'tpm', 'rpd', 'tpd'}\n"                                                   \
+	"local PERIOD = {60000, 60000, 86400000, 86400000, 60000, 60000, 86400000, 86400000}\n"                                      \
+	"local function decide(k, a, now, t)\n"                                                                                      \
+	"  if a[21] and now > tonumber(a[17]) then return {'LATE'} end\n"                                                            \
+	"  local model, hid = a[6], a[1]\n"                                                                                          \
+	"  local tokens = tonumber(a[5])\n"                                                                                          \
+	"  local cf = 'c:' .. model\n"                                                                                               \
+	"  local f, lim\n"                                                                                                           \
+	"  for x = 1, 8 do\n"                                                                                                        \
+	"    local i = x <= 4 and 6 + x or 7 + x\n"                                                                                  \
+	"    if a[i] ~= '0' then\n"                                                                                                  \
+	"      local limit = tonumber(a[i])\n"                                                                                       \
+	"      if limit > 0 then\n"                                                                                                  \
+	"        if not f then f, lim = {'held', 'due', cf, 'hx'}, {} end\n"                                                         \
+	"        local kind = KINDS[x]\n"                                                                                            \
+	"        f[#f + 1] = (x <= 4 and 'r:*:' or 'r:' .. model .. ':') .. kind\n"                                                  \
+	"        lim[#lim + 1] = x\n"                                                                                                \
+	"        lim[#lim + 1] = limit\n"                                                                                            \
+	"      end\n"                                                                                                                \
+	"    end\n"                                                                                                                  \
+	"  end\n"                                                                                                                    \
+	"  local st\n"                                                                                                               \
+	"  if f then st = redis.call('HMGET', k[2], unpack(f)) else st = redis.call('HMGET', k[2], 'held', 'due', cf, 'hx') end\n"   \
+	"  local reread = false\n"                                                                                                   \
+	"  if not st[2] or tonumber(st[2]) <= now then sweep(k, now); reread = true end\n"                                           \
+	"  if a[21] then\n"                                                                                                          \
+	"    mirror_load(t, true, a[18], a[19], a[20], a[21], a[22], a[23])\n"                                                       \
+	"    reread = true\n"                                                                                                        \
+	"  end\n"                                                                                                                    \
+	"  if reread then\n"                                                                                                         \
+	"    if f then st = redis.call('HMGET', k[2], unpack(f)) else st = redis.call('HMGET', k[2], 'held', 'due', cf, 'hx') end\n" \
+	"  end\n"                                                                                                                    \
+	"  local b = redis.call('HMGET', k[1], 'paid', 'promo', 'status')\n"                                                         \
+	"  if not b[1] or not b[2] then return {'NOMIRROR'} end\n"                                                                   \
+	"  if b[3] == 'frozen' then return {'FROZEN'} end\n"                                                                         \
+	"  local paid, promo = tonumber(b[1]), tonumber(b[2])\n"                                                                     \
+	"  local held = tonumber(st[1] or '0')\n"                                                                                    \
+	"  local avail\n"                                                                                                            \
+	"  if a[3] == '1' then avail = paid - held else avail = paid + promo - held end\n"                                           \
+	"  local amount = tonumber(a[2])\n"                                                                                          \
+	"  local cm = tonumber(st[3] or '0')\n"                                                                                      \
+	"  local no, w\n"                                                                                                            \
+	"  if a[11] ~= '0' and redis.call('ZCARD', k[4]) >= tonumber(a[11]) then\n"                                                  \
+	"    no = {'CONC', 'concurrency', tonumber(a[11])}\n"                                                                        \
+	"  elseif a[16] ~= '0' and cm >= tonumber(a[16]) then\n"                                                                     \
+	"    no = {'CONC', 'model_concurrency', tonumber(a[16])}\n"                                                                  \
+	"  end\n"                                                                                                                    \
+	"  if lim and not no then\n"                                                                                                 \
+	"    w = {}\n"                                                                                                               \
+	"    for j = 1, #lim, 2 do\n"                                                                                                \
+	"      local x, limit = lim[j], lim[j + 1]\n"                                                                                \
+	"      local period, cost = PERIOD[x], 1\n"                                                                                  \
+	"      if x % 2 == 0 then cost = tokens end\n"                                                                               \
+	"      local tat = tonumber(st[4 + (j + 1) / 2] or '0')\n"                                                                   \
+	"      if tat < now then tat = now end\n"                                                                                    \
+	"      local new = tat + cost * period / limit\n"                                                                            \
+	"      if new - period > now then\n"                                                                                         \
+	"        local wait = new - period - now\n"                                                                                  \
+	"        if cost > limit then wait = period end\n"                                                                           \
+	"        local kind = KINDS[x]\n"                                                                                            \
+	"        if x > 4 then kind = 'model_' .. kind end\n"                                                                        \
+	"        no = {'RATE', kind, math.ceil(wait), limit}\n"                                                                      \
+	"        break\n"                                                                                                            \
+	"      end\n"                                                                                                                \
+	"      w[#w + 1] = f[4 + (j + 1) / 2]; w[#w + 1] = new\n"                                                                    \
+	"    end\n"                                                                                                                  \
+	"  end\n"                                                                                                                    \
+	"  if not no and (paid < 0 or amount > avail) then no = {'BALANCE', avail} end\n"                                            \
+	"  if no or redis.call('HSETNX', k[3], hid, struct.pack('<i8i8', amount, tokens) .. model) == 0 then\n"                      \
+	"    local old = redis.call('HGET', k[3], hid)\n"                                                                            \
+	"    if old then\n"                                                                                                          \
+	"      return {'OK', struct.unpack('<i8', old), avail, math.floor(tonumber(redis.call('ZSCORE', k[4], hid) or now)), 1}\n"   \
+	"    end\n"                                                                                                                  \
+	"    return no\n"                                                                                                            \
+	"  end\n"                                                                                                                    \
+	"  local exp = now + tonumber(a[4])\n"                                                                                       \
+	"  local e = string.format('%d', exp)\n"                                                                                     \
+	"  redis.call('ZADD', k[4], e, hid)\n"                                                                                       \
+	"  local h, c = string.format('%d', held + amount), string.format('%d', cm + 1)\n"                                           \
+	"  local ttl, lx = tonumber(a[4])\n"                                                                                         \
+	"  if not st[4] then\n"                                                                                                      \
+	"    lx = exp + 2 * ttl\n"                                                                                                   \
+	"    for i = 3, 4 do\n"                                                                                                      \
+	"      local t = redis.call('PEXPIRETIME', k[i])\n"                                                                          \
+	"      if t > lx then lx = t end\n"                                                                                          \
+	"    end\n"                                                                                                                  \
+	"  elseif held == 0 or exp + ttl > tonumber(st[4]) then\n"                                                                   \
+	"    lx = math.max(exp + 2 * ttl, tonumber(st[4]))\n"                                                                        \
+	"  end\n"                                                                                                                    \
+	"  if lx then\n"                                                                                                             \
+	"    lx = string.format('%d', lx)\n"                                                                                         \
+	"    redis.call('PEXPIREAT', k[3], lx)\n"                                                                                    \
+	"    redis.call('PEXPIREAT', k[4], lx)\n"                                                                                    \
+	"  end\n"                                                                                                                    \
+	"  if w then\n"                                                                                                              \
+	"    w[#w + 1] = 'held'; w[#w + 1] = h; w[#w + 1] = cf; w[#w + 1] = c\n"                                                     \
+	"    if not st[2] or exp < tonumber(st[2]) then w[#w + 1] = 'due'; w[#w + 1] = e end\n"                                      \
+	"    if lx then w[#w + 1] = 'hx'; w[#w + 1] = lx end\n"                                                                      \
+	"    redis.call('HSET', k[2], unpack(w))\n"                                                                                  \
+	"  elseif lx then\n"                                                                                                         \
+	"    if not st[2] or exp < tonumber(st[2]) then\n"                                                                           \
+	"      redis.call('HSET', k[2], 'held', h, cf, c, 'due', e, 'hx', lx)\n"                                                     \
+	"    else\n"                                                                                                                 \
+	"      redis.call('HSET', k[2], 'held', h, cf, c, 'hx', lx)\n"                                                               \
+	"    end\n"                                                                                                                  \
+	"  elseif not st[2] or exp < tonumber(st[2]) then\n"                                                                         \
+	"    redis.call('HSET', k[2], 'held', h, cf, c, 'due', e)\n"                                                                 \
+	"  else\n"                                                                                                                   \
+	"    redis.call('HSET', k[2], 'held', h, cf, c)\n"                                                                           \
+	"  end\n"                                                                                                                    \
+	"  return {'OK', amount, avail - amount, exp, 0}\n"                                                                          \
 	"end\n"
 
 /* authorize: KEYS bal st hold hexp
@@ -261,14 +298,18 @@ static const char quota_lua_authorize_group[] =
 	"  end\n"                                                                                                                                                                          \
 	"  return released\n"                                                                                                                                                              \
 	"end\n"
-#define QUOTA_LUA_HELD                                                              \
-	"local function held(k, now)\n"                                             \
-	"  local h = tonumber(redis.call('HGET', k[2], 'held') or '0')\n"           \
-	"  for _, x in ipairs(redis.call('ZRANGEBYSCORE', k[4], '-inf', now)) do\n" \
-	"    local v = redis.call('HGET', k[3], x)\n"                               \
-	"    if v then h = h - struct.unpack('<i8', v) end\n"                       \
-	"  end\n"                                                                   \
-	"  return h\n"                                                              \
+#define QUOTA_LUA_HELD                                                                      \
+	"local function held(k, now)\n"                                                     \
+	"  local s = redis.call('HMGET', k[2], 'held', 'due')\n"                            \
+	"  local h = tonumber(s[1] or '0')\n"                                               \
+	"  if s[2] and tonumber(s[2]) > now then return h end\n"                            \
+	"  local due = redis.call('ZRANGEBYSCORE', k[4], '-inf', now)\n"                    \
+	"  if #due == 0 and h ~= 0 and redis.call('EXISTS', k[4]) == 0 then return 0 end\n" \
+	"  for _, x in ipairs(due) do\n"                                                    \
+	"    local v = redis.call('HGET', k[3], x)\n"                                       \
+	"    if v then h = h - struct.unpack('<i8', v) end\n"                               \
+	"  end\n"                                                                           \
+	"  return h\n"                                                                      \
 	"end\n"
 
 /* settle: KEYS bal st hold hexp
