@@ -83,118 +83,121 @@
  * tables for the limits unless one is in force (KINDS and PERIOD: index 1-4
  * account-wide rpm tpm rpd tpd, 5-8 the same per model, as ARGV 7-10 and
  * 12-15). */
-#define QUOTA_LUA_DECIDE                                                                                                             \
-	"local KINDS = {'rpm', 'tpm', 'rpd', 'tpd', 'rpm', 'tpm', 'rpd', 'tpd'}\n"                                                   \
-	"local PERIOD = {60000, 60000, 86400000, 86400000, 60000, 60000, 86400000, 86400000}\n"                                      \
-	"local function decide(k, a, now, t)\n"                                                                                      \
-	"  if a[21] and now > tonumber(a[17]) then return {'LATE'} end\n"                                                            \
-	"  local model, hid = a[6], a[1]\n"                                                                                          \
-	"  local tokens = tonumber(a[5])\n"                                                                                          \
-	"  local cf = 'c:' .. model\n"                                                                                               \
-	"  local f, lim\n"                                                                                                           \
-	"  for x = 1, 8 do\n"                                                                                                        \
-	"    local i = x <= 4 and 6 + x or 7 + x\n"                                                                                  \
-	"    if a[i] ~= '0' then\n"                                                                                                  \
-	"      local limit = tonumber(a[i])\n"                                                                                       \
-	"      if limit > 0 then\n"                                                                                                  \
-	"        if not f then f, lim = {'held', 'due', cf, 'hx'}, {} end\n"                                                         \
-	"        local kind = KINDS[x]\n"                                                                                            \
-	"        f[#f + 1] = (x <= 4 and 'r:*:' or 'r:' .. model .. ':') .. kind\n"                                                  \
-	"        lim[#lim + 1] = x\n"                                                                                                \
-	"        lim[#lim + 1] = limit\n"                                                                                            \
-	"      end\n"                                                                                                                \
-	"    end\n"                                                                                                                  \
-	"  end\n"                                                                                                                    \
-	"  local st\n"                                                                                                               \
-	"  if f then st = redis.call('HMGET', k[2], unpack(f)) else st = redis.call('HMGET', k[2], 'held', 'due', cf, 'hx') end\n"   \
-	"  local reread = false\n"                                                                                                   \
-	"  if not st[2] or tonumber(st[2]) <= now then sweep(k, now); reread = true end\n"                                           \
-	"  if a[21] then\n"                                                                                                          \
-	"    mirror_load(t, true, a[18], a[19], a[20], a[21], a[22], a[23])\n"                                                       \
-	"    reread = true\n"                                                                                                        \
-	"  end\n"                                                                                                                    \
-	"  if reread then\n"                                                                                                         \
-	"    if f then st = redis.call('HMGET', k[2], unpack(f)) else st = redis.call('HMGET', k[2], 'held', 'due', cf, 'hx') end\n" \
-	"  end\n"                                                                                                                    \
-	"  local b = redis.call('HMGET', k[1], 'paid', 'promo', 'status')\n"                                                         \
-	"  if not b[1] or not b[2] then return {'NOMIRROR'} end\n"                                                                   \
-	"  if b[3] == 'frozen' then return {'FROZEN'} end\n"                                                                         \
-	"  local paid, promo = tonumber(b[1]), tonumber(b[2])\n"                                                                     \
-	"  local held = tonumber(st[1] or '0')\n"                                                                                    \
-	"  local avail\n"                                                                                                            \
-	"  if a[3] == '1' then avail = paid - held else avail = paid + promo - held end\n"                                           \
-	"  local amount = tonumber(a[2])\n"                                                                                          \
-	"  local cm = tonumber(st[3] or '0')\n"                                                                                      \
-	"  local no, w\n"                                                                                                            \
-	"  if a[11] ~= '0' and redis.call('ZCARD', k[4]) >= tonumber(a[11]) then\n"                                                  \
-	"    no = {'CONC', 'concurrency', tonumber(a[11])}\n"                                                                        \
-	"  elseif a[16] ~= '0' and cm >= tonumber(a[16]) then\n"                                                                     \
-	"    no = {'CONC', 'model_concurrency', tonumber(a[16])}\n"                                                                  \
-	"  end\n"                                                                                                                    \
-	"  if lim and not no then\n"                                                                                                 \
-	"    w = {}\n"                                                                                                               \
-	"    for j = 1, #lim, 2 do\n"                                                                                                \
-	"      local x, limit = lim[j], lim[j + 1]\n"                                                                                \
-	"      local period, cost = PERIOD[x], 1\n"                                                                                  \
-	"      if x % 2 == 0 then cost = tokens end\n"                                                                               \
-	"      local tat = tonumber(st[4 + (j + 1) / 2] or '0')\n"                                                                   \
-	"      if tat < now then tat = now end\n"                                                                                    \
-	"      local new = tat + cost * period / limit\n"                                                                            \
-	"      if new - period > now then\n"                                                                                         \
-	"        local wait = new - period - now\n"                                                                                  \
-	"        if cost > limit then wait = period end\n"                                                                           \
-	"        local kind = KINDS[x]\n"                                                                                            \
-	"        if x > 4 then kind = 'model_' .. kind end\n"                                                                        \
-	"        no = {'RATE', kind, math.ceil(wait), limit}\n"                                                                      \
-	"        break\n"                                                                                                            \
-	"      end\n"                                                                                                                \
-	"      w[#w + 1] = f[4 + (j + 1) / 2]; w[#w + 1] = new\n"                                                                    \
-	"    end\n"                                                                                                                  \
-	"  end\n"                                                                                                                    \
-	"  if not no and (paid < 0 or amount > avail) then no = {'BALANCE', avail} end\n"                                            \
-	"  if no or redis.call('HSETNX', k[3], hid, struct.pack('<i8i8', amount, tokens) .. model) == 0 then\n"                      \
-	"    local old = redis.call('HGET', k[3], hid)\n"                                                                            \
-	"    if old then\n"                                                                                                          \
-	"      return {'OK', struct.unpack('<i8', old), avail, math.floor(tonumber(redis.call('ZSCORE', k[4], hid) or now)), 1}\n"   \
-	"    end\n"                                                                                                                  \
-	"    return no\n"                                                                                                            \
-	"  end\n"                                                                                                                    \
-	"  local exp = now + tonumber(a[4])\n"                                                                                       \
-	"  local e = string.format('%d', exp)\n"                                                                                     \
-	"  redis.call('ZADD', k[4], e, hid)\n"                                                                                       \
-	"  local h, c = string.format('%d', held + amount), string.format('%d', cm + 1)\n"                                           \
-	"  local ttl, lx = tonumber(a[4])\n"                                                                                         \
-	"  if not st[4] then\n"                                                                                                      \
-	"    lx = exp + 2 * ttl\n"                                                                                                   \
-	"    for i = 3, 4 do\n"                                                                                                      \
-	"      local t = redis.call('PEXPIRETIME', k[i])\n"                                                                          \
-	"      if t > lx then lx = t end\n"                                                                                          \
-	"    end\n"                                                                                                                  \
-	"  elseif held == 0 or exp + ttl > tonumber(st[4]) then\n"                                                                   \
-	"    lx = math.max(exp + 2 * ttl, tonumber(st[4]))\n"                                                                        \
-	"  end\n"                                                                                                                    \
-	"  if lx then\n"                                                                                                             \
-	"    lx = string.format('%d', lx)\n"                                                                                         \
-	"    redis.call('PEXPIREAT', k[3], lx)\n"                                                                                    \
-	"    redis.call('PEXPIREAT', k[4], lx)\n"                                                                                    \
-	"  end\n"                                                                                                                    \
-	"  if w then\n"                                                                                                              \
-	"    w[#w + 1] = 'held'; w[#w + 1] = h; w[#w + 1] = cf; w[#w + 1] = c\n"                                                     \
-	"    if not st[2] or exp < tonumber(st[2]) then w[#w + 1] = 'due'; w[#w + 1] = e end\n"                                      \
-	"    if lx then w[#w + 1] = 'hx'; w[#w + 1] = lx end\n"                                                                      \
-	"    redis.call('HSET', k[2], unpack(w))\n"                                                                                  \
-	"  elseif lx then\n"                                                                                                         \
-	"    if not st[2] or exp < tonumber(st[2]) then\n"                                                                           \
-	"      redis.call('HSET', k[2], 'held', h, cf, c, 'due', e, 'hx', lx)\n"                                                     \
-	"    else\n"                                                                                                                 \
-	"      redis.call('HSET', k[2], 'held', h, cf, c, 'hx', lx)\n"                                                               \
-	"    end\n"                                                                                                                  \
-	"  elseif not st[2] or exp < tonumber(st[2]) then\n"                                                                         \
-	"    redis.call('HSET', k[2], 'held', h, cf, c, 'due', e)\n"                                                                 \
-	"  else\n"                                                                                                                   \
-	"    redis.call('HSET', k[2], 'held', h, cf, c)\n"                                                                           \
-	"  end\n"                                                                                                                    \
-	"  return {'OK', amount, avail - amount, exp, 0}\n"                                                                          \
+#define QUOTA_LUA_DECIDE                                                                                                                                \
+	"local KINDS = {'rpm', 'tpm', 'rpd', 'tpd', 'rpm', 'tpm', 'rpd', 'tpd'}\n"                                                                      \
+	"local PERIOD = {60000, 60000, 86400000, 86400000, 60000, 60000, 86400000, 86400000}\n"                                                         \
+	"local function decide(k, a, now, t)\n"                                                                                                         \
+	"  if a[21] and now > tonumber(a[17]) then return 'LATE' end\n"                                                                                 \
+	"  local model, hid = a[6], a[1]\n"                                                                                                             \
+	"  local tokens = tonumber(a[5])\n"                                                                                                             \
+	"  local cf = 'c:' .. model\n"                                                                                                                  \
+	"  local f, lim\n"                                                                                                                              \
+	"  for x = 1, 8 do\n"                                                                                                                           \
+	"    local i = x <= 4 and 6 + x or 7 + x\n"                                                                                                     \
+	"    if a[i] ~= '0' then\n"                                                                                                                     \
+	"      local limit = tonumber(a[i])\n"                                                                                                          \
+	"      if limit > 0 then\n"                                                                                                                     \
+	"        if not f then f, lim = {'held', 'due', cf, 'hx'}, {} end\n"                                                                            \
+	"        local kind = KINDS[x]\n"                                                                                                               \
+	"        f[#f + 1] = (x <= 4 and 'r:*:' or 'r:' .. model .. ':') .. kind\n"                                                                     \
+	"        lim[#lim + 1] = x\n"                                                                                                                   \
+	"        lim[#lim + 1] = limit\n"                                                                                                               \
+	"      end\n"                                                                                                                                   \
+	"    end\n"                                                                                                                                     \
+	"  end\n"                                                                                                                                       \
+	"  local st\n"                                                                                                                                  \
+	"  if f then st = redis.call('HMGET', k[2], unpack(f)) else st = redis.call('HMGET', k[2], 'held', 'due', cf, 'hx') end\n"                      \
+	"  local reread = false\n"                                                                                                                      \
+	"  local due = st[2] and tonumber(st[2])\n"                                                                                                     \
+	"  if not due or due <= now then sweep(k, now); reread = true end\n"                                                                            \
+	"  if a[21] then\n"                                                                                                                             \
+	"    mirror_load(t, true, a[18], a[19], a[20], a[21], a[22], a[23])\n"                                                                          \
+	"    reread = true\n"                                                                                                                           \
+	"  end\n"                                                                                                                                       \
+	"  if reread then\n"                                                                                                                            \
+	"    if f then st = redis.call('HMGET', k[2], unpack(f)) else st = redis.call('HMGET', k[2], 'held', 'due', cf, 'hx') end\n"                    \
+	"    due = st[2] and tonumber(st[2])\n"                                                                                                         \
+	"  end\n"                                                                                                                                       \
+	"  local b = redis.call('HMGET', k[1], 'paid', 'promo', 'status')\n"                                                                            \
+	"  if not b[1] or not b[2] then return 'NOMIRROR' end\n"                                                                                        \
+	"  if b[3] == 'frozen' then return 'FROZEN' end\n"                                                                                              \
+	"  local paid, promo = tonumber(b[1]), tonumber(b[2])\n"                                                                                        \
+	"  local held = tonumber(st[1] or '0')\n"                                                                                                       \
+	"  local avail\n"                                                                                                                               \
+	"  if a[3] == '1' then avail = paid - held else avail = paid + promo - held end\n"                                                              \
+	"  local amount = tonumber(a[2])\n"                                                                                                             \
+	"  local cm = tonumber(st[3] or '0')\n"                                                                                                         \
+	"  local no, w\n"                                                                                                                               \
+	"  if a[11] ~= '0' and redis.call('ZCARD', k[4]) >= tonumber(a[11]) then\n"                                                                     \
+	"    no = string.format('CONC concurrency %d', tonumber(a[11]))\n"                                                                              \
+	"  elseif a[16] ~= '0' and cm >= tonumber(a[16]) then\n"                                                                                        \
+	"    no = string.format('CONC model_concurrency %d', tonumber(a[16]))\n"                                                                        \
+	"  end\n"                                                                                                                                       \
+	"  if lim and not no then\n"                                                                                                                    \
+	"    w = {}\n"                                                                                                                                  \
+	"    for j = 1, #lim, 2 do\n"                                                                                                                   \
+	"      local x, limit = lim[j], lim[j + 1]\n"                                                                                                   \
+	"      local period, cost = PERIOD[x], 1\n"                                                                                                     \
+	"      if x % 2 == 0 then cost = tokens end\n"                                                                                                  \
+	"      local tat = tonumber(st[4 + (j + 1) / 2] or '0')\n"                                                                                      \
+	"      if tat < now then tat = now end\n"                                                                                                       \
+	"      local new = tat + cost * period / limit\n"                                                                                               \
+	"      if new - period > now then\n"                                                                                                            \
+	"        local wait = new - period - now\n"                                                                                                     \
+	"        if cost > limit then wait = period end\n"                                                                                              \
+	"        local kind = KINDS[x]\n"                                                                                                               \
+	"        if x > 4 then kind = 'model_' .. kind end\n"                                                                                           \
+	"        no = string.format('RATE %s %d %d', kind, math.ceil(wait), limit)\n"                                                                   \
+	"        break\n"                                                                                                                               \
+	"      end\n"                                                                                                                                   \
+	"      w[#w + 1] = f[4 + (j + 1) / 2]; w[#w + 1] = new\n"                                                                                       \
+	"    end\n"                                                                                                                                     \
+	"  end\n"                                                                                                                                       \
+	"  if not no and (paid < 0 or amount > avail) then no = string.format('BALANCE %d', avail) end\n"                                               \
+	"  if no or redis.call('HSETNX', k[3], hid, struct.pack('<i8i8', amount, tokens) .. model) == 0 then\n"                                         \
+	"    local old = redis.call('HGET', k[3], hid)\n"                                                                                               \
+	"    if old then\n"                                                                                                                             \
+	"      return string.format('OK %d %d %d 1', struct.unpack('<i8', old), avail, math.floor(tonumber(redis.call('ZSCORE', k[4], hid) or now)))\n" \
+	"    end\n"                                                                                                                                     \
+	"    return no\n"                                                                                                                               \
+	"  end\n"                                                                                                                                       \
+	"  local ttl = tonumber(a[4])\n"                                                                                                                \
+	"  local exp = now + ttl\n"                                                                                                                     \
+	"  local e = string.format('%d', exp)\n"                                                                                                        \
+	"  redis.call('ZADD', k[4], e, hid)\n"                                                                                                          \
+	"  local h, c = string.format('%d', held + amount), string.format('%d', cm + 1)\n"                                                              \
+	"  local lx\n"                                                                                                                                  \
+	"  if not st[4] then\n"                                                                                                                         \
+	"    lx = exp + 2 * ttl\n"                                                                                                                      \
+	"    for i = 3, 4 do\n"                                                                                                                         \
+	"      local pt = redis.call('PEXPIRETIME', k[i])\n"                                                                                            \
+	"      if pt > lx then lx = pt end\n"                                                                                                           \
+	"    end\n"                                                                                                                                     \
+	"  elseif held == 0 or exp + ttl > tonumber(st[4]) then\n"                                                                                      \
+	"    lx = math.max(exp + 2 * ttl, tonumber(st[4]))\n"                                                                                           \
+	"  end\n"                                                                                                                                       \
+	"  if lx then\n"                                                                                                                                \
+	"    lx = string.format('%d', lx)\n"                                                                                                            \
+	"    redis.call('PEXPIREAT', k[3], lx)\n"                                                                                                       \
+	"    redis.call('PEXPIREAT', k[4], lx)\n"                                                                                                       \
+	"  end\n"                                                                                                                                       \
+	"  if w then\n"                                                                                                                                 \
+	"    w[#w + 1] = 'held'; w[#w + 1] = h; w[#w + 1] = cf; w[#w + 1] = c\n"                                                                        \
+	"    if not due or exp < due then w[#w + 1] = 'due'; w[#w + 1] = e end\n"                                                                       \
+	"    if lx then w[#w + 1] = 'hx'; w[#w + 1] = lx end\n"                                                                                         \
+	"    redis.call('HSET', k[2], unpack(w))\n"                                                                                                     \
+	"  elseif lx then\n"                                                                                                                            \
+	"    if not due or exp < due then\n"                                                                                                            \
+	"      redis.call('HSET', k[2], 'held', h, cf, c, 'due', e, 'hx', lx)\n"                                                                        \
+	"    else\n"                                                                                                                                    \
+	"      redis.call('HSET', k[2], 'held', h, cf, c, 'hx', lx)\n"                                                                                  \
+	"    end\n"                                                                                                                                     \
+	"  elseif not due or exp < due then\n"                                                                                                          \
+	"    redis.call('HSET', k[2], 'held', h, cf, c, 'due', e)\n"                                                                                    \
+	"  else\n"                                                                                                                                      \
+	"    redis.call('HSET', k[2], 'held', h, cf, c)\n"                                                                                              \
+	"  end\n"                                                                                                                                       \
+	"  return string.format('OK %d %d %d 0', amount, avail - amount, exp)\n"                                                                        \
 	"end\n"
 
 /* authorize: KEYS bal st hold hexp
@@ -204,9 +207,11 @@
  *      with a locked load (authorize.c): 17 deadline (ms, Redis TIME) 18 paid 19 promo
  *      20 status 21 mirror ttl_ms 22 poff 23 qoff (ledger/reconcile.h: paid and promo
  *      saturated at 2^52, the excess beside them): stores the mirror first, then decides
- * -> {'OK', amount, available_after, expires_ms, existing(0/1)} | {'NOMIRROR'} | {'FROZEN'}
- *    | {'BALANCE', available} | {'RATE', what, retry_ms, limit} | {'CONC', what, limit}
- *    | {'LATE'} (a load that arrived after its deadline: nothing stored)
+ * -> one string, the tag and its integers (and the limit's name) separated by
+ *    one space, read by authorize.c without a reply object per field:
+ *    'OK amount available_after expires_ms existing(0/1)' | 'NOMIRROR' | 'FROZEN'
+ *    | 'BALANCE available' | 'RATE what retry_ms limit' | 'CONC what limit'
+ *    | 'LATE' (a load that arrived after its deadline: nothing stored)
  * The common case reads st once (HMGET of held, due, the model's concurrency
  * and the GCRA state of the limits in force) and writes it once (HSET), and
  * writes the hold record with its replay check (HSETNX).
