@@ -1,12 +1,16 @@
 /* rclient.c: see rclient.h. */
 #include "common/rclient.h"
 
+#include <errno.h>
+#include <poll.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <time.h>
 
+#include "common/rkeys.h"
 #include "common/rslot.h"
 #include "common/timeutil.h"
 
@@ -103,13 +107,32 @@ static void node_close(struct cnode *n)
 	n->ctx = NULL;
 }
 
+/* Whether a kept connection is still open for a command: between commands
+ * the server never writes to it, so anything to read (end of file: a
+ * restarted node, a timeout of the server's; or bytes) means it is not.  A
+ * command sent on it would fail after the server may have run it, and a
+ * caller cannot always resend (a write); found here, before any command, the
+ * node is connected again instead. */
+static bool conn_idle_and_open(const redisContext *ctx)
+{
+	struct pollfd p = {ctx->fd, POLLIN, 0};
+	int rc;
+
+	do
+		rc = poll(&p, 1, 0);
+	while (rc < 0 && errno == EINTR);
+	return rc == 0;
+}
+
 static redisContext *node_ctx(struct rclient *c, struct cnode *n, struct error *err)
 {
 	struct timeval tv = {c->timeout_ms / 1000, (c->timeout_ms % 1000) * 1000};
 	int64_t now = time_now_us();
 
-	if (n->ctx && !n->ctx->err)
+	if (n->ctx && !n->ctx->err && conn_idle_and_open(n->ctx))
 		return n->ctx;
+	if (n->ctx && !n->ctx->err) /* closed by the server: connect again now */
+		n->retry_us = 0;
 	node_close(n);
 	if (now < n->retry_us) {
 		error_set(err, 503, "unavailable", "redis %s:%d: unreachable (retried shortly)", n->host, n->port);
@@ -396,4 +419,37 @@ int rclient_each_master(struct rclient *c, int (*fn)(redisContext *ctx, void *ar
 		}
 	}
 	return ret;
+}
+
+int rclient_redis_id(struct rclient *c, char *out, struct error *err)
+{
+	static const char hex[] = "0123456789abcdef";
+	unsigned char rnd[RCLIENT_ID_LEN / 2];
+	char mine[RCLIENT_ID_LEN + 1];
+	const char *argv[] = {"SET", RKEY_REDIS_ID, mine, "NX", "GET"};
+	redisReply *r;
+	int rc = -1;
+
+	out[0] = '\0';
+	if (getrandom(rnd, sizeof(rnd), 0) != (ssize_t)sizeof(rnd))
+		return error_set(err, 0, "entropy", "getrandom failed");
+	for (size_t i = 0; i < sizeof(rnd); i++) {
+		mine[2 * i] = hex[rnd[i] >> 4];
+		mine[2 * i + 1] = hex[rnd[i] & 15];
+	}
+	mine[RCLIENT_ID_LEN] = '\0';
+	r = rclient_commandv(c, 5, argv, NULL, err);
+	if (r && r->type == REDIS_REPLY_NIL) { /* ours is stored */
+		memcpy(out, mine, sizeof(mine));
+		rc = 0;
+	} else if (r && r->type == REDIS_REPLY_STRING && r->len > 0 && r->len <= RCLIENT_ID_LEN) {
+		memcpy(out, r->str, r->len);
+		out[r->len] = '\0';
+		rc = 0;
+	} else if (r) {
+		error_set(err, 503, "unavailable", "redis answered its id with \"%s\"",
+			  r->type == REDIS_REPLY_ERROR ? r->str : "no string");
+	}
+	freeReplyObject(r);
+	return rc;
 }

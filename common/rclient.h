@@ -43,5 +43,12 @@ int rclient_pipeline(struct rclient *c, size_t n, const struct rclient_cmd *cmds
  * not be reached or fn failed there (the others are visited all the same). */
 int rclient_each_master(struct rclient *c, int (*fn)(redisContext *ctx, void *arg), void *arg, struct error *err)
 	__attribute__((warn_unused_result));
+/* The identity of the Redis (or Cluster) c reaches: a random id stored once
+ * under RKEY_REDIS_ID (`SET NX GET`: the first client to ask creates it, every
+ * later one reads it) into out (RCLIENT_ID_LEN + 1 bytes).  Two billingd
+ * instances that read the same id settle into the same mirrors
+ * (billing/authz/authorize.c, notify_cb).  0, or -1 with err and out "". */
+#define RCLIENT_ID_LEN 32
+int rclient_redis_id(struct rclient *c, char *out, struct error *err) __attribute__((warn_unused_result));
 
 #endif

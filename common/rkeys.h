@@ -29,6 +29,8 @@ enum rkey { RKEY_BAL, RKEY_ST, RKEY_HOLD, RKEY_HEXP, RKEY_N };
 /* Every account's mirror (SCAN MATCH), and the suffix of the state hash. */
 #define RKEY_BAL_PATTERN "{a:*}:bal"
 #define RKEY_ST_SUFFIX "st"
+/* Not an account's: the Redis's own identity (common/rclient.h rclient_redis_id). */
+#define RKEY_REDIS_ID "billing:redis_id"
 /* Long enough for any key of any account. */
 #define RKEY_BUF 48
 

@@ -3,6 +3,7 @@
 #include "common/log.h"
 
 #include <dirent.h>
+#include <libpq-events.h>
 #include <errno.h>
 #include <poll.h>
 #include <sodium.h>
@@ -250,12 +251,31 @@ void db_exec_quiet(PGconn *c, const char *sql)
 	PQclear(PQexec(c, sql));
 }
 
+/* Whether statements were queued since the last sync point of a pipeline:
+ * kept on the connection (libpq's instance data of this event procedure,
+ * the pointer itself the mark), so db_pipeline_end knows whether the server
+ * was asked to answer everything queued. */
+static int pipeline_event(PGEventId id, void *info, void *pass)
+{
+	(void)id, (void)info, (void)pass;
+	return 1;
+}
+static char mark_synced, mark_unsynced;
+
+static void pipeline_mark(PGconn *c, char *m)
+{
+	/* 0: not registered on c yet (the first pipeline of this connection) */
+	if (!PQsetInstanceData(c, pipeline_event, m) && PQregisterEventProc(c, pipeline_event, "db_pipeline", NULL))
+		PQsetInstanceData(c, pipeline_event, m);
+}
+
 int db_pipeline_begin(PGconn *c, struct error *err)
 {
 	if (PQenterPipelineMode(c) != 1) {
 		set_pg_err(c, NULL, err);
 		return -1;
 	}
+	pipeline_mark(c, &mark_synced);
 	return 0;
 }
 
@@ -268,6 +288,8 @@ int db_send(PGconn *c, const char *name, const char *sql, int nparams, const cha
 		set_pg_err(c, NULL, err);
 		return -1;
 	}
+	if (PQpipelineStatus(c) != PQ_PIPELINE_OFF)
+		pipeline_mark(c, &mark_unsynced);
 	return 0;
 }
 
@@ -280,6 +302,8 @@ int db_send_params(PGconn *c, const char *name, const char *sql, const struct db
 		set_pg_err(c, NULL, err);
 		return -1;
 	}
+	if (PQpipelineStatus(c) != PQ_PIPELINE_OFF)
+		pipeline_mark(c, &mark_unsynced);
 	return 0;
 }
 
@@ -289,6 +313,7 @@ int db_pipeline_sync(PGconn *c, struct error *err)
 		set_pg_err(c, NULL, err);
 		return -1;
 	}
+	pipeline_mark(c, &mark_synced);
 	return 0;
 }
 
@@ -319,13 +344,29 @@ PGresult *db_next(PGconn *c, struct error *err)
 	return NULL;
 }
 
-void db_pipeline_end(PGconn *c)
+int db_pipeline_end(PGconn *c)
 {
 	PGresult *r;
 	int nulls = 0;
 
 	if (PQpipelineStatus(c) == PQ_PIPELINE_OFF)
-		return;
+		return 0;
+	/* statements queued after the last sync point (a batch given up while
+	 * it was being built): the server answers them only up to a sync point,
+	 * and skips everything after an error until one, plain queries too */
+	if (PQinstanceData(c, pipeline_event) == &mark_unsynced && !db_conn_broken(c)) {
+		if (PQpipelineSync(c) != 1) {
+			if (db_conn_broken(c)) /* the caller reconnects, as after any loss */
+				return -1;
+			/* out of memory: nothing tells what the server holds; a new
+			 * session (db_conn_broken if that fails) */
+			log_warn("postgresql pipeline: no sync point could be sent: connection reset", "error=\"%s\"",
+				 PQerrorMessage(c));
+			PQreset(c);
+			return -1;
+		}
+		pipeline_mark(c, &mark_synced);
+	}
 	/* read up to the sync point: two NULLs in a row mean nothing is pending */
 	while (!db_conn_broken(c) && nulls < 2) {
 		r = PQgetResult(c);
@@ -337,12 +378,12 @@ void db_pipeline_end(PGconn *c)
 		if (PQresultStatus(r) == PGRES_PIPELINE_SYNC) {
 			PQclear(r);
 			if (PQexitPipelineMode(c) == 1)
-				return;
+				return 0;
 			continue;
 		}
 		PQclear(r);
 	}
-	PQexitPipelineMode(c);
+	return PQexitPipelineMode(c) == 1 && !db_conn_broken(c) ? 0 : -1;
 }
 
 int db_prepare(PGconn *c, const char *const (*stmts)[2], struct error *err)

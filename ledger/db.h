@@ -67,7 +67,11 @@ PGresult *db_query_params(PGconn *c, const char *sql, const struct db_params *p,
  * returns each queued statement's result in order (NULL with err on its
  * failure; later ones fail with the first error); db_pipeline_end reads
  * what is left up to the sync point and leaves pipeline mode (call it on
- * every path, also after an error). */
+ * every path, also after an error).  Statements queued after the last sync
+ * point (a batch given up while it was built) get a sync point of their
+ * own first, so the end never waits for answers the server was not asked
+ * for; 0, or -1 when the connection is not in a known state afterwards (it
+ * was reset: a new session, or db_conn_broken). */
 int db_pipeline_begin(PGconn *c, struct error *err) __attribute__((warn_unused_result));
 int db_send(PGconn *c, const char *name, const char *sql, int nparams, const char *const *params, struct error *err)
 	__attribute__((warn_unused_result));
@@ -79,7 +83,7 @@ int db_pipeline_sync(PGconn *c, struct error *err) __attribute__((warn_unused_re
  * the caller does something else; results come after a later sync. */
 int db_pipeline_flush(PGconn *c, struct error *err) __attribute__((warn_unused_result));
 PGresult *db_next(PGconn *c, struct error *err) __attribute__((warn_unused_result));
-void db_pipeline_end(PGconn *c);
+int db_pipeline_end(PGconn *c);
 /* Prepares each {name, sql} pair of a NULL-terminated list on c (outside a
  * pipeline).  -1 with err. */
 int db_prepare(PGconn *c, const char *const (*stmts)[2], struct error *err) __attribute__((warn_unused_result));

@@ -2,7 +2,7 @@
 # Runs the integration suite (pytest) against real PostgreSQL and Redis that
 # the suite starts itself on free loopback ports (tests/integration/conftest.py)
 # and stops at the end.  BILLING_BIN names the folder of the binaries.
-# BILLING_IT_REDIS=cluster: the quota (and grouped quota), usage (and grouped settle), stream, mirror-race suites and
+# BILLING_IT_REDIS=cluster: the quota (and grouped quota), usage (and grouped settle), stream, mirror-race and shared-mirror suites and
 # test_cluster.py against a three-master Redis Cluster instead.
 set -u
 cd "$(dirname "$0")/.."
@@ -12,7 +12,7 @@ args=(-q -p no:cacheprovider -o "junit_family=xunit2" tests/integration)
 if [ "${BILLING_IT_REDIS:-}" = cluster ]; then
 	args=(-q -p no:cacheprovider -o "junit_family=xunit2" tests/integration/test_quota.py tests/integration/test_quota_group.py
 	      tests/integration/test_usage.py tests/integration/test_usage_settle_group.py tests/integration/test_stream.py tests/integration/test_mirror_race.py
-	      tests/integration/test_cluster.py)
+	      tests/integration/test_cluster.py tests/integration/test_shared_mirror.py)
 fi
 [ -n "${PYTEST_ARGS:-}" ] && args=($PYTEST_ARGS)
 /usr/bin/python3 -m pytest "${args[@]}"

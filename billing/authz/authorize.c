@@ -443,6 +443,38 @@ static void flush_dirty(struct server *s, bool up)
 	az->n_dirty = keep;
 }
 
+/* The identity of the Redis this process's mirrors live in (common/rclient.h
+ * rclient_redis_id), read at start and after every resync, on threads of
+ * their own; "" until read.  One per process: one `redis` setting. */
+static pthread_mutex_t redis_id_mu = PTHREAD_MUTEX_INITIALIZER;
+static char redis_id[RCLIENT_ID_LEN + 1];
+
+static void read_redis_id(const char *addr)
+{
+	struct error err;
+	char id[RCLIENT_ID_LEN + 1] = "";
+	struct rclient *c = rclient_new(addr, 2000, &err);
+
+	if (c && rclient_redis_id(c, id, &err) < 0)
+		log_debug("redis id not read", "error=\"%s\"", err.msg);
+	rclient_free(c);
+	if (!id[0]) /* keep the last one: a writer naming another id still gets its drops */
+		return;
+	pthread_mutex_lock(&redis_id_mu);
+	memcpy(redis_id, id, sizeof(id));
+	pthread_mutex_unlock(&redis_id_mu);
+}
+
+static bool same_redis(const char *id)
+{
+	bool same;
+
+	pthread_mutex_lock(&redis_id_mu);
+	same = redis_id[0] && strcmp(redis_id, id) == 0;
+	pthread_mutex_unlock(&redis_id_mu);
+	return same;
+}
+
 static void *resync_thread(void *arg)
 {
 	char *addr = arg;
@@ -450,10 +482,24 @@ static void *resync_thread(void *arg)
 
 	if (n >= 0)
 		log_info("balance mirrors dropped after a resync", "count=%ld", n);
+	read_redis_id(addr);
 	free(addr);
 	return NULL;
 }
 
+/* billing_balance "ACCOUNT WRITER [REDIS_ID]": drop the account's mirror,
+ * unless the writer settles into it itself.  Our own usage writers
+ * (instance_id, instance_id.tN) do (authz_settle); so do another instance's
+ * when they name the Redis we use (usage.c, send_notify): their settle
+ * updates this very mirror after the COMMIT, and a drop would only make the
+ * next decision of the account, on any instance, load it again from
+ * PostgreSQL.  Should that instance die between its COMMIT and its settle,
+ * the charge's hold still counts as held, and the mirror lives no longer
+ * than the first hold's expiry (mirror_ttl_ms), so it is reloaded before
+ * that hold lets go; a charge without a hold is missed for at most the
+ * mirror's lifetime (MIRROR_TTL_MS), as on a single instance that dies there
+ * (it drops every mirror when it starts).  The CLI, the API pool and
+ * writers on another Redis name no id, or another: their changes drop it. */
 static void notify_cb(void *arg, const char *channel, const char *payload)
 {
 	struct server *s = arg;
@@ -461,14 +507,18 @@ static void notify_cb(void *arg, const char *channel, const char *payload)
 	if (strcmp(channel, "billing_balance") == 0) {
 		char *end;
 		int64_t acct = strtoll(payload, &end, 10);
-		/* our own usage writers (instance_id, instance_id.tN) update the
-		 * mirror themselves (authz_settle) */
-		const char *me = config_get(s->cfg, "instance_id");
-		size_t ml = strlen(me);
-		bool ours = *end == ' ' && strncmp(end + 1, me, ml) == 0 &&
-			    (end[1 + ml] == '\0' || strncmp(end + 1 + ml, ".t", 2) == 0);
-		if (acct > 0 && *end == ' ' && !ours)
-			invalidate(s, acct);
+		const char *me = config_get(s->cfg, "instance_id"), *w = end + 1, *sp;
+		size_t ml = strlen(me), wl;
+		bool ours;
+
+		if (acct <= 0 || *end != ' ')
+			return;
+		sp = strchr(w, ' ');
+		wl = sp ? (size_t)(sp - w) : strlen(w);
+		ours = wl >= ml && strncmp(w, me, ml) == 0 && (wl == ml || strncmp(w + ml, ".t", 2) == 0);
+		if (ours || (sp && same_redis(sp + 1)))
+			return;
+		invalidate(s, acct);
 	} else if (strcmp(channel, "billing_change") == 0) {
 		if (strncmp(payload, "customers:", 10) == 0)
 			invalidate(s, strtoll(payload + 10, NULL, 10));
@@ -1279,18 +1329,38 @@ void authz_settle(struct server *s, const struct usage_item *it)
 
 /* ---- life cycle ---- */
 
+static void *redis_id_thread(void *arg)
+{
+	read_redis_id(arg);
+	free(arg);
+	return NULL;
+}
+
 /* A Redis connection came up: the dirty list first, and a fresh fail-open
  * allowance for the next outage.  Not on an answer for some account: while
  * one master is down, or Redis cannot run one account's decision, the
  * others' answers would refill the failing account's allowance without end
- * (test_fail_open_bound.py). */
+ * (test_fail_open_bound.py).  And the Redis's id, if it could not be read
+ * at start (notify_cb). */
 static void redis_up(void *arg)
 {
 	struct server *s = arg;
+	bool known;
 
 	if (s->az) {
 		s->az->n_fo = 0;
 		flush_dirty(s, true);
+	}
+	pthread_mutex_lock(&redis_id_mu);
+	known = redis_id[0] != '\0';
+	pthread_mutex_unlock(&redis_id_mu);
+	if (!known) { /* Redis was down at start: read it now, off the loop */
+		pthread_t th;
+		char *addr = strdup(config_get(s->cfg, "redis"));
+		if (addr && pthread_create(&th, NULL, redis_id_thread, addr) == 0)
+			pthread_detach(th);
+		else
+			free(addr);
 	}
 }
 
@@ -1327,6 +1397,8 @@ int authz_init(struct server *s, struct error *err)
 	n = quota_invalidate_all_sync(config_get(s->cfg, "redis"), 2000);
 	if (n < 0)
 		log_warn("redis unreachable at start: mirrors are rebuilt as they are used", "%s", "");
+	else
+		read_redis_id(config_get(s->cfg, "redis"));
 	event_add(az->refresh_timer, &tv);
 	refresh_now(s);
 	az->lis = listener_new(s->base, config_get(s->cfg, "pg"), notify_cb, s);

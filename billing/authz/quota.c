@@ -7,11 +7,11 @@
 #include <string.h>
 
 #include "billing/authz/quota.lua.h"
+#include "billing/authz/turnq.h"
 #include "common/buf.h"
 #include "common/log.h"
 #include "common/rclient.h"
 #include "common/rkeys.h"
-#include "common/rslot.h"
 
 static const char *const scripts[QUOTA_N_SCRIPTS] = {quota_lua_authorize,       quota_lua_settle,
 						     quota_lua_invalidate,      quota_lua_held,
@@ -20,33 +20,22 @@ static const char *const scripts[QUOTA_N_SCRIPTS] = {quota_lua_authorize,       
 #define N_KEYS_STR "4"
 _Static_assert(N_KEYS == 4, "N_KEYS_STR spells the key count");
 
-/* A decision waiting for the end of the loop turn (quota_authorize). */
-struct qdec {
-	int64_t account;
-	const char *const *argv; /* borrowed until cb */
-	quota_cb cb;
-	void *arg;
-	int slot; /* of the account's keys (set at the flush) */
+/* What a turn queue of quota sends (turnq.h): a grouped script, and for a
+ * call of one entry the one-account script when there is one. */
+struct qkind {
+	struct quota *q;
+	enum quota_script group;
+	enum quota_script single; /* QUOTA_N_SCRIPTS: the grouped script also alone */
+	int argc;                 /* each entry's arguments, after its account's number */
 };
 
 struct quota {
 	struct rconn *r;
 	char sha[QUOTA_N_SCRIPTS][48];
-	/* the decisions of this loop turn; flush sends them at its end */
-	struct qdec *pending;
-	size_t n_pending, cap_pending;
-	struct event *flush;
-	bool flush_armed;
-	uint64_t n_calls, n_decisions;
+	struct qkind dec_kind;
+	struct turnq *dec;     /* the authorize decisions of this loop turn */
 	void (*on_up)(void *); /* quota_on_connect */
 	void *on_up_arg;
-};
-
-/* One grouped call in flight: its decisions' callbacks, in order (as many
- * as were allocated for: at most QUOTA_GROUP_MAX). */
-struct qgroup {
-	int n;
-	struct qdec d[];
 };
 
 /* One script call in flight: one allocation holding the request, its
@@ -93,7 +82,7 @@ static void on_connect(void *arg)
 		q->on_up(q->on_up_arg);
 }
 
-static void flush_cb(evutil_socket_t fd, short what, void *arg);
+static int kind_send(void *owner, struct turnq_call *g);
 
 struct quota *quota_new(struct rconn *r, struct event_base *base)
 {
@@ -102,8 +91,10 @@ struct quota *quota_new(struct rconn *r, struct event_base *base)
 	if (!q)
 		return NULL;
 	q->r = r;
-	q->flush = event_new(base, -1, 0, flush_cb, q);
-	if (!q->flush) {
+	q->dec_kind = (struct qkind){q, QUOTA_AUTHORIZE_GROUP, QUOTA_AUTHORIZE, QUOTA_AUTHORIZE_ARGC};
+	/* a decision's error answer is its own (quota.h) */
+	q->dec = turnq_new(r, base, QUOTA_GROUP_MAX, kind_send, &q->dec_kind, NULL, false, "authorize");
+	if (!q->dec) {
 		free(q);
 		return NULL;
 	}
@@ -123,10 +114,7 @@ void quota_free(struct quota *q)
 {
 	if (!q)
 		return;
-	for (size_t i = 0; i < q->n_pending; i++)
-		q->pending[i].cb(q->pending[i].arg, NULL);
-	free(q->pending);
-	event_free(q->flush);
+	turnq_free(q->dec);
 	free(q);
 }
 
@@ -227,133 +215,56 @@ int quota_run(struct quota *q, enum quota_script s, int64_t account_id, int argc
 	return run_keys(q, s, 1, &account_id, argc, argv, cb, arg);
 }
 
-/* ---- grouped authorize decisions ---- */
+/* ---- the turn queues' calls: grouped authorize decisions, grouped settles ---- */
+
+/* An entry's arguments in the grouped settle script: what to run, then the
+ * settle script's (quota.lua.h, quota_lua_settle_group). */
+#define SETTLE_ENTRY_ARGC (1 + QUOTA_SETTLE_ARGC)
+
+/* The most arguments one grouped call carries after its keys. */
+#define GROUP_ARGV_AUTHORIZE (QUOTA_GROUP_MAX * (1 + QUOTA_AUTHORIZE_ARGC))
+#define GROUP_ARGV_SETTLE (QUOTA_SETTLE_GROUP_MAX * (1 + SETTLE_ENTRY_ARGC))
+#define GROUP_ARGV_MAX (GROUP_ARGV_AUTHORIZE > GROUP_ARGV_SETTLE ? GROUP_ARGV_AUTHORIZE : GROUP_ARGV_SETTLE)
+#define GROUP_MAX (QUOTA_GROUP_MAX > QUOTA_SETTLE_GROUP_MAX ? QUOTA_GROUP_MAX : QUOTA_SETTLE_GROUP_MAX)
+
+/* One call of a turn queue of quota: alone, the one-account script; else
+ * the grouped script with each entry's account number (its keys' place in
+ * KEYS) and arguments, in order (quota.lua.h). */
+static int kind_send(void *owner, struct turnq_call *g)
+{
+	const struct qkind *kd = owner;
+	int64_t accts[GROUP_MAX];
+	const char *argv[GROUP_ARGV_MAX];
+	char idx[GROUP_MAX][8];
+	int n_accts = 0, k = 0;
+
+	if (g->n == 1 && kd->single != QUOTA_N_SCRIPTS)
+		return run_keys(kd->q, kd->single, 1, &g->e[0].account, kd->argc, g->e[0].argv, turnq_answer_one, g);
+	if (g->n < 1 || g->n > GROUP_MAX || g->n * (1 + kd->argc) > GROUP_ARGV_MAX)
+		return -1; /* never: the queues' max and argc fit */
+	for (int i = 0; i < g->n; i++) {
+		int j = 0;
+		while (j < n_accts && accts[j] != g->e[i].account)
+			j++;
+		if (j == n_accts) {
+			accts[n_accts++] = g->e[i].account;
+			buf_fmt_i64(idx[j], j + 1);
+		}
+		argv[k++] = idx[j];
+		for (int a = 0; a < kd->argc; a++)
+			argv[k++] = g->e[i].argv[a];
+	}
+	return run_keys(kd->q, kd->group, n_accts, accts, k, argv, turnq_answer, g);
+}
 
 int quota_authorize(struct quota *q, int64_t account_id, const char *const *argv, quota_cb cb, void *arg)
 {
-	if (q->n_pending == q->cap_pending) {
-		size_t cap = q->cap_pending ? 2 * q->cap_pending : 64;
-		struct qdec *n = realloc(q->pending, cap * sizeof(*n));
-		if (!n)
-			return -1;
-		q->pending = n;
-		q->cap_pending = cap;
-	}
-	q->pending[q->n_pending++] = (struct qdec){account_id, argv, cb, arg, -1};
-	if (!q->flush_armed) {
-		/* runs after the callbacks already active in this turn: those of
-		 * every socket epoll reported ready with this one */
-		event_active(q->flush, EV_TIMEOUT, 1);
-		q->flush_armed = true;
-	}
-	return 0;
+	return turnq_push(q->dec, account_id, argv, cb, arg);
 }
 
 void quota_group_stats(const struct quota *q, uint64_t *calls, uint64_t *decisions)
 {
-	*calls = q->n_calls;
-	*decisions = q->n_decisions;
-}
-
-/* The answer of a grouped call: one element per decision, in order. */
-static void group_cb(void *arg, redisReply *r)
-{
-	struct qgroup *g = arg;
-	bool ok = r && r->type == REDIS_REPLY_ARRAY && r->elements == (size_t)g->n;
-
-	if (r && !ok)
-		log_warn("redis: a grouped authorize answered out of shape", "decisions=%d elements=%zu", g->n,
-			 r->type == REDIS_REPLY_ARRAY ? r->elements : (size_t)0);
-	for (int i = 0; i < g->n; i++) {
-		redisReply *e = NULL;
-		if (r && ok)
-			e = r->element[i];
-		g->d[i].cb(g->d[i].arg, e);
-	}
-	free(g);
-}
-
-/* Sends one call of g's decisions; on failure each gets NULL (now: the
- * flush is an event of its own, not inside a caller). */
-static void group_send(struct quota *q, struct qgroup *g)
-{
-	int64_t accts[QUOTA_GROUP_MAX];
-	const char *argv[QUOTA_GROUP_MAX * (1 + QUOTA_AUTHORIZE_ARGC)];
-	char idx[QUOTA_GROUP_MAX][8];
-	int n_accts = 0, k = 0;
-
-	q->n_calls++;
-	q->n_decisions += (uint64_t)g->n;
-	if (g->n == 1) {
-		struct qdec d = g->d[0];
-		free(g);
-		if (quota_run(q, QUOTA_AUTHORIZE, d.account, QUOTA_AUTHORIZE_ARGC, d.argv, d.cb, d.arg) < 0)
-			d.cb(d.arg, NULL);
-		return;
-	}
-	for (int i = 0; i < g->n; i++) {
-		int j = 0;
-		while (j < n_accts && accts[j] != g->d[i].account)
-			j++;
-		if (j == n_accts) {
-			accts[n_accts++] = g->d[i].account;
-			buf_fmt_i64(idx[j], j + 1);
-		}
-		argv[k++] = idx[j];
-		for (int a = 0; a < QUOTA_AUTHORIZE_ARGC; a++)
-			argv[k++] = g->d[i].argv[a];
-	}
-	if (run_keys(q, QUOTA_AUTHORIZE_GROUP, n_accts, accts, k, argv, group_cb, g) < 0)
-		group_cb(g, NULL);
-}
-
-/* The end of the loop turn: the decisions queued in it, in calls of at most
- * QUOTA_GROUP_MAX; on a cluster each call holds one slot's decisions. */
-static void flush_cb(evutil_socket_t fd, short what, void *arg)
-{
-	struct quota *q = arg;
-	struct qdec *d = q->pending;
-	size_t n = q->n_pending, cap = q->cap_pending;
-	bool cluster = rconn_cluster(q->r);
-
-	(void)fd, (void)what;
-	/* callbacks below may queue new decisions: those go into a new turn */
-	q->pending = NULL;
-	q->n_pending = q->cap_pending = 0;
-	q->flush_armed = false;
-	for (size_t i = 0; i < n; i++) {
-		char key[RKEY_BUF];
-		d[i].slot = cluster ? rslot_of(key, rkey(key, sizeof(key), d[i].account, RKEY_BAL)) : -1;
-	}
-	for (size_t i = 0; i < n; i++) {
-		struct qgroup *g;
-		size_t room = n - i < QUOTA_GROUP_MAX ? n - i : QUOTA_GROUP_MAX;
-		if (!d[i].cb) /* taken by an earlier call */
-			continue;
-		g = malloc(sizeof(*g) + room * sizeof(g->d[0]));
-		if (!g) {
-			d[i].cb(d[i].arg, NULL);
-			continue;
-		}
-		g->n = 0;
-		for (size_t j = i; j < n && (size_t)g->n < room; j++)
-			if (d[j].cb && d[j].slot == d[i].slot) {
-				g->d[g->n++] = d[j];
-				if (j > i)
-					d[j].cb = NULL;
-			}
-		d[i].cb = NULL;
-		group_send(q, g);
-	}
-	/* the array serves the next turn, unless a callback above queued into a new one */
-	if (!q->pending) {
-		q->pending = d;
-		q->cap_pending = cap;
-	} else {
-		free(d);
-	}
-	/* an event of its own, not a Redis callback: the calls go out now */
-	rconn_flush(q->r);
+	turnq_stats(q->dec, calls, decisions);
 }
 
 redisReply *quota_run_sync(struct rclient *c, enum quota_script s, int64_t account_id, int argc,
@@ -389,7 +300,8 @@ struct inval {
 	struct error *err;
 };
 
-/* One master: SCAN its mirrors, then bump each version and DEL each mirror
+/* One master: SCAN its mirrors, then bump each version, DEL each mirror
+ * and give st its lifetime when it has none
  * (pipelined, routed by key: a key moved meanwhile follows its slot). */
 static int invalidate_node(redisContext *ctx, void *arg)
 {
@@ -412,10 +324,10 @@ static int invalidate_node(redisContext *ctx, void *arg)
 		}
 		snprintf(v->cursor, sizeof(v->cursor), "%s", r->element[0]->str);
 		m = r->element[1]->elements;
-		cmds = calloc(2 * m + 1, sizeof(*cmds));
-		replies = calloc(2 * m + 1, sizeof(*replies));
+		cmds = calloc(3 * m + 1, sizeof(*cmds));
+		replies = calloc(3 * m + 1, sizeof(*replies));
 		st = calloc(m + 1, sizeof(*st));
-		argv = calloc(6 * m + 1, sizeof(*argv));
+		argv = calloc(10 * m + 1, sizeof(*argv));
 		if (!cmds || !replies || !st || !argv)
 			rc = -1;
 		for (size_t i = 0; rc == 0 && i < m; i++) {
@@ -424,14 +336,20 @@ static int invalidate_node(redisContext *ctx, void *arg)
 			if (kl < 4 || kl > 80)
 				continue;
 			snprintf(st[i], sizeof(st[i]), "%.*s" RKEY_ST_SUFFIX, (int)(kl - 3), key);
-			argv[6 * i] = "HINCRBY";
-			argv[6 * i + 1] = st[i];
-			argv[6 * i + 2] = RKEY_ST_VER;
-			argv[6 * i + 3] = "1";
-			argv[6 * i + 4] = "DEL";
-			argv[6 * i + 5] = key;
-			cmds[k++] = (struct rclient_cmd){4, &argv[6 * i], NULL};
-			cmds[k++] = (struct rclient_cmd){2, &argv[6 * i + 4], NULL};
+			argv[10 * i] = "HINCRBY";
+			argv[10 * i + 1] = st[i];
+			argv[10 * i + 2] = RKEY_ST_VER;
+			argv[10 * i + 3] = "1";
+			argv[10 * i + 4] = "DEL";
+			argv[10 * i + 5] = key;
+			/* st made by the HINCRBY (gone while the mirror was not) expires too */
+			argv[10 * i + 6] = "PEXPIRE";
+			argv[10 * i + 7] = st[i];
+			argv[10 * i + 8] = MIRROR_ST_TTL_MS_STR;
+			argv[10 * i + 9] = "NX";
+			cmds[k++] = (struct rclient_cmd){4, &argv[10 * i], NULL};
+			cmds[k++] = (struct rclient_cmd){2, &argv[10 * i + 4], NULL};
+			cmds[k++] = (struct rclient_cmd){4, &argv[10 * i + 6], NULL};
 			v->n++;
 		}
 		if (rc == 0 && k && rclient_pipeline(v->c, k, cmds, replies, v->err) < 0)
@@ -495,33 +413,15 @@ int quota_held_sync(const char *addr, int64_t account_id, int timeout_ms, int64_
 
 /* ---- grouped settles and held reads (quota_settles) ---- */
 
-/* An entry waiting for the end of the loop turn. */
-struct qsentry {
-	int64_t account;
-	enum quota_settle_mode mode;
-	char *args; /* QUOTA_SETTLE_ARGC strings one after another (owned); NULL: held only */
-	quota_cb cb;
-	void *arg;
-	int slot; /* of the account's keys (set at the flush) */
-};
-
 struct quota_settles {
-	struct quota *q;
-	struct rconn *r;
-	struct event *flush;
-	bool flush_armed;
-	struct qsentry *pending;
-	size_t n_pending, cap_pending;
-	uint64_t n_calls, n_entries;
+	struct qkind kind;
+	struct turnq *t;
 };
 
-/* One grouped call in flight: its entries' callbacks, in order. */
-struct qscall {
-	int n;
-	struct qsentry e[QUOTA_SETTLE_GROUP_MAX];
-};
-
-static void settles_flush_cb(evutil_socket_t fd, short what, void *arg);
+static void settle_release(const char *const *argv)
+{
+	free((void *)argv);
+}
 
 struct quota_settles *quota_settles_new(struct quota *q, struct rconn *r, struct event_base *base)
 {
@@ -529,10 +429,10 @@ struct quota_settles *quota_settles_new(struct quota *q, struct rconn *r, struct
 
 	if (!qs)
 		return NULL;
-	qs->q = q;
-	qs->r = r;
-	qs->flush = event_new(base, -1, 0, settles_flush_cb, qs);
-	if (!qs->flush) {
+	qs->kind = (struct qkind){q, QUOTA_SETTLE_GROUP, QUOTA_N_SCRIPTS, SETTLE_ENTRY_ARGC};
+	/* an entry's error answer: held unknown, the mirror dropped (quota.h) */
+	qs->t = turnq_new(r, base, QUOTA_SETTLE_GROUP_MAX, kind_send, &qs->kind, settle_release, true, "settle");
+	if (!qs->t) {
 		free(qs);
 		return NULL;
 	}
@@ -543,159 +443,44 @@ void quota_settles_free(struct quota_settles *qs)
 {
 	if (!qs)
 		return;
-	for (size_t i = 0; i < qs->n_pending; i++) {
-		free(qs->pending[i].args);
-		qs->pending[i].cb(qs->pending[i].arg, NULL);
-	}
-	free(qs->pending);
-	event_free(qs->flush);
+	turnq_free(qs->t);
 	free(qs);
 }
 
 int quota_settle(struct quota_settles *qs, int64_t account_id, enum quota_settle_mode mode, const char *const *argv,
 		 quota_cb cb, void *arg)
 {
-	char *args = NULL;
+	static const char *const modes[4] = {"", "s", "h", "sh"};
+	size_t bytes = SETTLE_ENTRY_ARGC * sizeof(char *);
+	const char **all;
+	char *p;
 
-	if (mode & QUOTA_SETTLE_ONLY) {
-		size_t bytes = 0;
-		char *p;
-		for (int i = 0; i < QUOTA_SETTLE_ARGC; i++)
-			bytes += strlen(argv[i]) + 1;
-		if (!(args = malloc(bytes)))
-			return -1;
-		p = args;
-		for (int i = 0; i < QUOTA_SETTLE_ARGC; i++) {
-			size_t l = strlen(argv[i]) + 1;
-			memcpy(p, argv[i], l);
-			p += l;
+	for (int i = 0; (mode & QUOTA_SETTLE_ONLY) && i < QUOTA_SETTLE_ARGC; i++)
+		bytes += strlen(argv[i]) + 1;
+	/* one allocation: the pointers, then the bytes they point at (copied) */
+	if (!(all = malloc(bytes)))
+		return -1;
+	p = (char *)(all + SETTLE_ENTRY_ARGC);
+	all[0] = modes[mode & 3];
+	for (int i = 0; i < QUOTA_SETTLE_ARGC; i++) {
+		size_t l;
+		if (!(mode & QUOTA_SETTLE_ONLY)) {
+			all[1 + i] = "";
+			continue;
 		}
+		l = strlen(argv[i]) + 1;
+		memcpy(p, argv[i], l);
+		all[1 + i] = p;
+		p += l;
 	}
-	if (qs->n_pending == qs->cap_pending) {
-		size_t cap = qs->cap_pending ? 2 * qs->cap_pending : 64;
-		struct qsentry *n = realloc(qs->pending, cap * sizeof(*n));
-		if (!n) {
-			free(args);
-			return -1;
-		}
-		qs->pending = n;
-		qs->cap_pending = cap;
-	}
-	qs->pending[qs->n_pending++] = (struct qsentry){account_id, mode, args, cb, arg, -1};
-	if (!qs->flush_armed) {
-		/* after the callbacks already active in this turn: the usage
-		 * answers of every commit batch the writers delivered with this one */
-		event_active(qs->flush, EV_TIMEOUT, 1);
-		qs->flush_armed = true;
+	if (turnq_push(qs->t, account_id, all, cb, arg) < 0) {
+		free(all);
+		return -1;
 	}
 	return 0;
 }
 
 void quota_settles_stats(const struct quota_settles *qs, uint64_t *calls, uint64_t *entries)
 {
-	*calls = qs->n_calls;
-	*entries = qs->n_entries;
-}
-
-/* The answer of a grouped call: one element per entry, in order. */
-static void settles_call_cb(void *arg, redisReply *r)
-{
-	struct qscall *g = arg;
-	bool ok = r && r->type == REDIS_REPLY_ARRAY && r->elements == (size_t)g->n;
-
-	if (r && !ok)
-		log_warn("redis: a grouped settle answered out of shape", "entries=%d elements=%zu", g->n,
-			 r->type == REDIS_REPLY_ARRAY ? r->elements : (size_t)0);
-	for (int i = 0; i < g->n; i++) {
-		redisReply *e = r && ok ? r->element[i] : NULL;
-		if (e && e->type == REDIS_REPLY_ERROR) {
-			log_warn("redis script error", "script=%d error=\"%s\"", (int)QUOTA_SETTLE_GROUP, e->str);
-			e = NULL;
-		}
-		g->e[i].cb(g->e[i].arg, e);
-	}
-	free(g);
-}
-
-/* Sends one call of g's entries; on failure each gets NULL (now: the flush
- * is an event of its own, not inside a caller). */
-static void settles_send(struct quota_settles *qs, struct qscall *g)
-{
-	static const char *const modes[4] = {"", "s", "h", "sh"};
-	int64_t accts[QUOTA_SETTLE_GROUP_MAX];
-	const char *argv[QUOTA_SETTLE_GROUP_MAX * (2 + QUOTA_SETTLE_ARGC)];
-	char idx[QUOTA_SETTLE_GROUP_MAX][8];
-	char *owned[QUOTA_SETTLE_GROUP_MAX];
-	int n_accts = 0, k = 0, n = g->n;
-
-	if (n < 1 || n > QUOTA_SETTLE_GROUP_MAX) { /* never: the flush fills 1 to QUOTA_SETTLE_GROUP_MAX */
-		free(g);
-		return;
-	}
-	qs->n_calls++;
-	qs->n_entries += (uint64_t)g->n;
-	for (int i = 0; i < g->n; i++) {
-		const char *p = owned[i] = g->e[i].args;
-		int j = 0;
-		while (j < n_accts && accts[j] != g->e[i].account)
-			j++;
-		if (j == n_accts) {
-			accts[n_accts++] = g->e[i].account;
-			snprintf(idx[j], sizeof(idx[j]), "%d", j + 1);
-		}
-		argv[k++] = idx[j];
-		argv[k++] = modes[g->e[i].mode];
-		for (int a = 0; a < QUOTA_SETTLE_ARGC; a++) {
-			argv[k++] = p ? p : "";
-			if (p)
-				p += strlen(p) + 1;
-		}
-	}
-	/* run_keys copies the arguments; g is gone once its callback ran */
-	if (run_keys(qs->q, QUOTA_SETTLE_GROUP, n_accts, accts, k, argv, settles_call_cb, g) < 0)
-		settles_call_cb(g, NULL);
-	for (int i = 0; i < n; i++)
-		free(owned[i]);
-}
-
-/* The end of the loop turn: the entries queued in it, in calls of at most
- * QUOTA_SETTLE_GROUP_MAX; on a cluster each call holds one slot's entries. */
-static void settles_flush_cb(evutil_socket_t fd, short what, void *arg)
-{
-	struct quota_settles *qs = arg;
-	struct qsentry *d = qs->pending;
-	size_t n = qs->n_pending;
-	bool cluster = rconn_cluster(qs->r);
-
-	(void)fd, (void)what;
-	/* callbacks below may queue new entries: those go into a new turn */
-	qs->pending = NULL;
-	qs->n_pending = qs->cap_pending = 0;
-	qs->flush_armed = false;
-	for (size_t i = 0; i < n; i++) {
-		char key[RKEY_BUF];
-		rkey(key, sizeof(key), d[i].account, RKEY_BAL);
-		d[i].slot = cluster ? rslot_of(key, strlen(key)) : -1;
-	}
-	for (size_t i = 0; i < n; i++) {
-		struct qscall *g;
-		if (!d[i].cb) /* taken by an earlier call */
-			continue;
-		g = malloc(sizeof(*g));
-		if (!g) {
-			free(d[i].args);
-			d[i].cb(d[i].arg, NULL);
-			continue;
-		}
-		g->n = 0;
-		for (size_t j = i; j < n && g->n < QUOTA_SETTLE_GROUP_MAX; j++)
-			if (d[j].cb && d[j].slot == d[i].slot) {
-				g->e[g->n++] = d[j];
-				if (j > i)
-					d[j].cb = NULL;
-			}
-		d[i].cb = NULL;
-		settles_send(qs, g);
-	}
-	free(d);
+	turnq_stats(qs->t, calls, entries);
 }

@@ -47,9 +47,9 @@ void quota_free(struct quota *q);
 int quota_run(struct quota *q, enum quota_script s, int64_t account_id, int argc, const char *const *argv, quota_cb cb,
 	      void *arg) __attribute__((warn_unused_result));
 /* One authorize decision (the authorize script's QUOTA_AUTHORIZE_ARGC
- * arguments; argv and its strings are borrowed until cb), grouped: the
- * decisions queued in one loop turn are sent at its end, in the order they
- * came, as one script call per Redis connection (quota.lua.h,
+ * arguments; argv and its strings are borrowed until cb), grouped in a turn
+ * queue (turnq.h): the decisions queued in one loop turn are sent at its
+ * end, in the order they came, as one script call per Redis connection (quota.lua.h,
  * quota_lua_authorize_group: one TIME, the decisions in order, one answer
  * each) of at most QUOTA_GROUP_MAX decisions.  On a single server a call
  * takes decisions of any accounts; on a cluster only those whose keys share
@@ -92,8 +92,9 @@ enum quota_settle_mode {
 	QUOTA_SETTLE_HELD = 3, /* the settle script, then the held script */
 };
 
-/* The settles and held reads queued in one loop turn, sent at its end in
- * the order they came as one script call per Redis connection
+/* The settles and held reads queued in one loop turn, sent at its end (a
+ * turn queue of their own, turnq.h, as the decisions') in the order they
+ * came as one script call per Redis connection
  * (quota.lua.h, quota_lua_settle_group: one TIME, the entries in order) of
  * at most QUOTA_SETTLE_GROUP_MAX entries; on a cluster one call holds one
  * slot's entries, so routing (MOVED, ASK) stays per slot.  Each entry runs

@@ -43,7 +43,10 @@
  * hexp: KEYS of a one-account script, four of a group's) -- its record,
  * expiry, share of held and of its model's concurrency -- -> its estimated
  * tokens, or nil when it was gone.  sweep(k, now): releases the holds due
- * (at most 1000) and sets due. */
+ * (at most 1000) and sets due.  Both write st, and may create it (st gone
+ * while hold records stay): whatever writes st first gives it its lifetime
+ * when it has none (PEXPIRE NX), so no path leaves an st that never expires
+ * (tests/integration/test_state_ttl.py). */
 #define QUOTA_LUA_RELEASE                                                                             \
 	"local function release(k, h)\n"                                                              \
 	"  local v = redis.call('HGET', k[3], h)\n"                                                   \
@@ -61,13 +64,17 @@
 	"    release(k, h)\n"                                                                         \
 	"  end\n"                                                                                     \
 	"  local first = redis.call('ZRANGE', k[4], 0, 0, 'WITHSCORES')\n"                            \
-	"  if first[2] then redis.call('HSET', k[2], 'due', first[2]) return end\n"                   \
-	"  local d = {}\n"                                                                            \
-	"  for _, f in ipairs(redis.call('HKEYS', k[2])) do\n"                                        \
-	"    if string.sub(f, 1, 2) == 'c:' then d[#d + 1] = f end\n"                                 \
+	"  if first[2] then\n"                                                                        \
+	"    redis.call('HSET', k[2], 'due', first[2])\n"                                             \
+	"  else\n"                                                                                    \
+	"    local d = {}\n"                                                                          \
+	"    for _, f in ipairs(redis.call('HKEYS', k[2])) do\n"                                      \
+	"      if string.sub(f, 1, 2) == 'c:' then d[#d + 1] = f end\n"                               \
+	"    end\n"                                                                                   \
+	"    if #d > 0 then redis.call('HDEL', k[2], unpack(d)) end\n"                                \
+	"    redis.call('HSET', k[2], 'due', '9007199254740991', 'held', '0')\n"                      \
 	"  end\n"                                                                                     \
-	"  if #d > 0 then redis.call('HDEL', k[2], unpack(d)) end\n"                                  \
-	"  redis.call('HSET', k[2], 'due', '9007199254740991', 'held', '0')\n"                        \
+	"  redis.call('PEXPIRE', k[2], " MIRROR_ST_TTL_MS_STR ", 'NX')\n"                             \
 	"end\n"
 
 /* decide(k, a, now, t): one authorization of the account whose keys are k,
@@ -286,7 +293,10 @@ static const char quota_lua_authorize_group[] =
 	"    if est then\n"                                                                                                                                                                \
 	"      released = 1\n" /* a replay that still finds its hold: the first answer's settle was lost,                                  \
 	 * so the mirror misses that charge: drop it, the ledger reloads it */                                               \
-	"      if a[o + 5] ~= '1' then redis.call('HINCRBY', k[2], 'ver', 1); redis.call('DEL', k[1]) end\n"                                                                               \
+	"      if a[o + 5] ~= '1' then\n"                                                                                                                                                  \
+	"        redis.call('HINCRBY', k[2], 'ver', 1); redis.call('DEL', k[1])\n"                                                                                                         \
+	"        redis.call('PEXPIRE', k[2], " MIRROR_ST_TTL_MS_STR ", 'NX')\n"                                                                                                            \
+	"      end\n"                                                                                                                                                                      \
 	"      local delta = a[o + 4] + 0 - est\n"                                                                                                                                         \
 	"      local function fix(scope, kind, limit, period)\n"                                                                                                                           \
 	"        if limit <= 0 or delta == 0 then return end\n"                                                                                                                            \

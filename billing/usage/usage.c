@@ -210,8 +210,13 @@ struct usage_writer {
 static __thread struct pricing_price *t_prices;
 static __thread size_t t_n_prices;
 static __thread int64_t t_prices_version = -1;
-/* each writer thread's own synchronous Redis client (load generations) */
+/* each writer thread's own synchronous Redis client (load generations), and
+ * the identity of that Redis, read once (again every 10 s while it could
+ * not be): the batch's NOTIFY names it, so instances sharing this Redis
+ * keep the mirrors our settles update (send_notify) */
 static __thread struct rclient *t_redis;
+static __thread char t_redis_id[RCLIENT_ID_LEN + 1];
+static __thread int64_t t_redis_id_tried_us;
 
 struct usage_writer *usage_writer_new(struct metrics *m, const char *redis)
 {
@@ -250,6 +255,11 @@ static void read_load_generations(struct usage_writer *w, struct usage_item **it
 		t_redis = rclient_new(w->redis, 200, &err);
 		if (!t_redis)
 			goto done;
+	}
+	if (!t_redis_id[0] && time_now_us() - t_redis_id_tried_us >= 10000000) {
+		t_redis_id_tried_us = time_now_us();
+		if (rclient_redis_id(t_redis, t_redis_id, &err) < 0)
+			log_debug("redis id not read", "error=\"%s\"", err.msg);
 	}
 	for (size_t i = 0; i < n; i++) {
 		if (state[i] != 2)
@@ -963,7 +973,12 @@ static int send_records(struct batch *b, PGconn *c, const char *writer, char **k
 static int send_notify(PGconn *c, const char *writer, struct journal_arrays *ja, struct error *err)
 {
 	struct db_params p;
+	char named[256];
 
+	/* "ACCOUNT WRITER REDIS_ID": an instance that reads the same id from its
+	 * Redis leaves the mirror to our settle (billing/authz/authorize.c) */
+	if (t_redis_id[0] && (size_t)snprintf(named, sizeof(named), "%s %s", writer, t_redis_id) < sizeof(named))
+		writer = named;
 	journal_notify_params(ja, writer, &p);
 	return db_send_params(c, "u_notify", NULL, &p, err);
 }

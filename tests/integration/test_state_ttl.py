@@ -90,3 +90,30 @@ def test_a_hold_nobody_settles_or_sweeps_leaves_no_hold_records(env, bd):
     assert r.status_code == 200 and r.json()["available_nanos"] == 0, r.text
     assert env.redis_cli("HGET", f"{{a:{a}}}:st", "c:ttl-model") == "1"
     assert int(env.redis_cli("HGET", f"{{a:{a}}}:st", "held")) == 14 * UNIT
+
+
+def test_a_replayed_usage_that_releases_a_hold_gives_the_state_hash_its_ttl(env, bd):
+    a = new_account(env, "ttl-replay")
+    st = f"{{a:{a}}}:st"
+    body = {"request_id": "ttl-r-u", "account_id": a, "model": "ttl-model", "input_tokens": 1_000_000,
+            "cached_input_tokens": 0, "output_tokens": 0, "started_at": now_rfc3339(), "hold_id": "ttl-r-h"}
+    r = bd.post("/v1/usage", body)
+    assert r.status_code == 200 and r.json()["duplicate"] is False, r.text
+    # the hold comes after the first answer (whose settle found none), and st
+    # goes (expired or evicted) while the hold record stays: the replay's
+    # settle releases the hold and so writes st again
+    assert authorize(bd, a, "ttl-r-h").status_code == 200
+    env.redis_cli("DEL", st)
+    r = bd.post("/v1/usage", body)
+    assert r.status_code == 200 and r.json()["duplicate"] is True, r.text
+    assert env.redis_cli("HEXISTS", f"{{a:{a}}}:hold", "ttl-r-h") == "0"  # released by the replay
+    assert TWO_DAYS_MS - 60_000 < st_ttl(env, a) <= TWO_DAYS_MS
+
+
+def test_a_sweep_that_finds_no_state_hash_gives_the_new_one_its_ttl(env, bd):
+    a = new_account(env, "ttl-sweep")
+    assert authorize(bd, a, "ttl-s-1").status_code == 200  # a load: the mirror (bal) and st
+    env.redis_cli("DEL", f"{{a:{a}}}:st")  # st gone, the mirror still there
+    # the decision finds no 'due': it sweeps, which writes st again, then decides on the mirror
+    assert authorize(bd, a, "ttl-s-2").status_code == 200
+    assert TWO_DAYS_MS - 60_000 < st_ttl(env, a) <= TWO_DAYS_MS

@@ -192,10 +192,11 @@ def test_records_of_one_account_go_to_one_writer(env):
 
 
 def test_usage_commit_notifies_after_its_rows_are_visible(env):
-    """The usage writer's NOTIFY billing_balance ('ACCOUNT WRITER') runs in a
-    transaction of its own right after the batch's COMMIT: every charged
-    account is announced once per batch, and when the notification arrives
-    the record it announces is already committed."""
+    """The usage writer's NOTIFY billing_balance ('ACCOUNT WRITER REDIS_ID',
+    test_shared_mirror.py) runs in a transaction of its own right after the
+    batch's COMMIT: every charged account is announced once per batch, and
+    when the notification arrives the record it announces is already
+    committed."""
     set_price(env, "path-m", 10 ** 9, 10 ** 9, 10 ** 9)
     accts = [new_account(env, f"notify-{i}") for i in range(3)]
     lc = psycopg2.connect(env.pg)
@@ -215,7 +216,9 @@ def test_usage_commit_notifies_after_its_rows_are_visible(env):
                 while lc.notifies:
                     n = lc.notifies.pop(0)
                     if n.payload.split(" ")[1].startswith("notify"):
-                        got.append(n.payload)
+                        acct, writer, rid = n.payload.split(" ")
+                        assert rid == env.redis_cli("GET", "billing:redis_id"), n.payload
+                        got.append(f"{acct} {writer}")
                         acct = int(n.payload.split(" ")[0])
                         # the record it announces is visible to a fresh reader
                         assert env.one("SELECT count(*) FROM usage_records WHERE account_id = %s"

@@ -1,0 +1,169 @@
+"""Two billingd instances on one PostgreSQL and one Redis share each account's
+balance mirror.  A usage commit on one instance is settled into that mirror
+by the instance itself; the other, told by NOTIFY billing_balance 'ACCOUNT
+WRITER REDIS_ID' that the writer settles into the Redis it uses too, keeps
+the mirror instead of dropping it (a drop made the next decision of the
+account, on every instance, load it again from PostgreSQL).  A change
+announced without that Redis's id (the CLI, another Redis) still drops it."""
+import json
+import os
+import select
+import subprocess
+import time
+
+import psycopg2
+
+from conftest import Billingd, UNIT, free_port, now_rfc3339, set_price, wait_gone, wait_prices
+
+M = "sm-model"
+
+
+def new_account(env, name):
+    return json.loads(env.admin("account", "create", "--external-id", name, "--json").stdout)["account_id"]
+
+
+def authorize(bd, acct, rid, tokens):
+    return bd.post("/v1/authorize", {"request_id": rid, "account_id": acct, "model": M,
+                                     "input_tokens": tokens, "max_output_tokens": 0})
+
+
+def usage(bd, acct, rid, tokens):
+    r = bd.post("/v1/usage", {"request_id": rid, "account_id": acct, "model": M, "input_tokens": tokens,
+                              "cached_input_tokens": 0, "output_tokens": 0, "started_at": now_rfc3339()})
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def load_generation(env, acct):
+    """The mirror's load generation (bal.lg), "" when there is no mirror."""
+    return env.redis_cli("HGET", f"{{a:{acct}}}:bal", "lg")
+
+
+def test_usage_on_one_instance_keeps_the_mirror_the_other_uses(env):
+    set_price(env, M, UNIT, UNIT, 0, effective="2026-01-01T00:00:00Z")
+    a = Billingd(env, {"instance_id": "sm-a"})
+    b = Billingd(env, {"instance_id": "sm-b"})
+    lc = psycopg2.connect(env.pg)
+    lc.autocommit = True
+    lc.cursor().execute("LISTEN billing_balance")
+    try:
+        wait_prices()
+        accts = [new_account(env, f"sm-{i}") for i in range(4)]
+        rid = env.redis_cli("GET", "billing:redis_id")
+        assert len(rid) == 32, rid
+        gens = {}
+        for acct in accts:
+            # B loads the mirror (14 units of signup credit) and holds 1 unit
+            assert authorize(b, acct, f"sm-hold-{acct}", 1_000_000).status_code == 200
+            gens[acct] = load_generation(env, acct)
+            assert gens[acct] not in ("", "-"), gens[acct]
+        for acct in accts:
+            # A charges 10 units without a hold: 4 left, 1 of them held
+            assert usage(a, acct, f"sm-use-{acct}", 10_000_000)["cost_nanos"] == 10 * UNIT
+        # A's writer announces each account with the Redis's id
+        seen = {}
+        deadline = time.time() + 10
+        while len(seen) < len(accts) and time.time() < deadline:
+            if select.select([lc], [], [], 0.2)[0]:
+                lc.poll()
+                while lc.notifies:
+                    n = lc.notifies.pop(0)
+                    f = n.payload.split(" ")
+                    if f[1].startswith("sm-a") and int(f[0]) in accts:
+                        seen[int(f[0])] = f
+        assert sorted(seen) == sorted(accts), seen
+        assert all(len(f) == 3 and f[2] == rid for f in seen.values()), seen
+        time.sleep(1.0)  # B has had the notifications (it polls every 200 ms)
+        for acct in accts:
+            # the mirror B loaded is still there, settled by A: not reloaded
+            assert load_generation(env, acct) == gens[acct], f"account {acct}: mirror dropped or reloaded"
+            # and B's decisions see the charge: 3 units free, 3.5 refused, 3 admitted
+            r = authorize(b, acct, f"sm-big-{acct}", 3_500_000)
+            assert r.status_code == 402, r.text
+            assert authorize(b, acct, f"sm-fit-{acct}", 3_000_000).status_code == 200
+            assert load_generation(env, acct) == gens[acct]
+    finally:
+        a.stop()
+        b.stop()
+        lc.close()
+        env.redis_flushall()
+    env.assert_books_sound()
+
+
+def test_a_change_announced_without_this_redis_drops_the_mirror(env):
+    set_price(env, M, UNIT, UNIT, 0, effective="2026-01-01T00:00:00Z")
+    b = Billingd(env, {"instance_id": "sm-c"})
+    try:
+        wait_prices()
+        acct = [new_account(env, f"sm-x-{i}") for i in range(3)]
+        for x in acct:
+            assert authorize(b, x, f"sm-x-hold-{x}", 1_000_000).status_code == 200
+            assert load_generation(env, x) not in ("", "-")
+        rid = env.redis_cli("GET", "billing:redis_id")
+        other = "0" * 32 if rid != "0" * 32 else "1" * 32
+        # a writer on this Redis: kept; one naming another Redis, or none: dropped
+        env.sql("SELECT pg_notify('billing_balance', %s)", (f"{acct[0]} elsewhere.t0 {rid}",))
+        env.sql("SELECT pg_notify('billing_balance', %s)", (f"{acct[1]} elsewhere.t0 {other}",))
+        env.sql("SELECT pg_notify('billing_balance', %s)", (f"{acct[2]} cli",))
+        deadline = time.time() + 5
+        while time.time() < deadline and (load_generation(env, acct[1]) or load_generation(env, acct[2])):
+            time.sleep(0.05)
+        assert load_generation(env, acct[1]) == "", "a writer on another Redis: mirror kept"
+        assert load_generation(env, acct[2]) == "", "the CLI's change: mirror kept"
+        assert load_generation(env, acct[0]) not in ("", "-"), "a writer on this Redis: mirror dropped"
+    finally:
+        b.stop()
+        env.redis_flushall()
+
+
+class Unready(Billingd):
+    """Started without waiting for /readyz (which needs Redis)."""
+
+    def start(self, wait=True):
+        super().start(wait=False)
+
+
+def test_instances_started_while_redis_was_down_learn_its_id(env, tmp_path):
+    """Both instances start, and their listeners' first resync runs, before
+    their Redis does: neither can read the Redis's id then.  The writer reads
+    it at its first batch after, the other instance when its connection
+    comes up; then the mirror is kept."""
+    set_price(env, M, UNIT, UNIT, 0, effective="2026-01-01T00:00:00Z")
+    port = free_port()
+    pidfile = str(tmp_path / "redis.pid")
+
+    def cli(*args):
+        return subprocess.run(["redis-cli", "-h", "127.0.0.1", "-p", str(port)] + [str(x) for x in args],
+                              capture_output=True, text=True, check=True, timeout=30).stdout.strip()
+
+    a = b = None
+    try:
+        a, b = (Unready(env, {"instance_id": i, "redis": f"127.0.0.1:{port}"}) for i in ("sm-la", "sm-lb"))
+        deadline = time.time() + 30
+        while not all("redis unreachable at start" in x.logs() for x in (a, b)):
+            assert time.time() < deadline, a.logs() + b.logs()
+            time.sleep(0.1)
+        time.sleep(3)  # the listeners' first resync (LISTEN, then a drop of every mirror) fails too
+        subprocess.run(["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no",
+                        "--dir", str(tmp_path), "--daemonize", "yes", "--pidfile", pidfile,
+                        "--logfile", str(tmp_path / "redis.log")], check=True)
+        a.wait_ready()
+        b.wait_ready()
+        wait_prices()
+        acct = new_account(env, "sm-late")
+        assert authorize(b, acct, f"sm-late-hold-{acct}", 1_000_000).status_code == 200
+        gen = cli("HGET", f"{{a:{acct}}}:bal", "lg")
+        assert gen not in ("", "-")
+        assert usage(a, acct, f"sm-late-use-{acct}", 10_000_000)["cost_nanos"] == 10 * UNIT
+        time.sleep(1.5)  # the NOTIFY has reached B
+        assert cli("HGET", f"{{a:{acct}}}:bal", "lg") == gen, "mirror dropped: an instance never learnt the id"
+        assert authorize(b, acct, f"sm-late-big-{acct}", 3_500_000).status_code == 402
+        assert authorize(b, acct, f"sm-late-fit-{acct}", 3_000_000).status_code == 200
+    finally:
+        for x in (a, b):
+            if x:
+                x.stop()
+        if os.path.exists(pidfile):
+            pid = int(open(pidfile).read())
+            os.kill(pid, 15)
+            wait_gone(pid, 5.0)
