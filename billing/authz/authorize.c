@@ -862,15 +862,54 @@ static void az_pool(struct az_req *a)
 		az_fail(a, 503, "unavailable", "the request queue is full");
 }
 
-static int64_t elem_int(const redisReply *r, size_t i)
+/* The authorize script's answer (quota.lua.h): one string, a tag and up to
+ * four fields separated by one space ("OK 5 9 1700000000000 0").  One reply
+ * object a decision instead of one per field.  false when it is no such
+ * string. */
+#define ANSWER_FIELDS 5
+struct answer {
+	char buf[128];
+	const char *f[ANSWER_FIELDS]; /* f[0] the tag; NUL-terminated in buf */
+	int n;
+};
+
+static bool answer_read(const redisReply *r, struct answer *ans)
 {
-	if (i >= r->elements)
+	char *p = ans->buf;
+
+	if (!r || r->type != REDIS_REPLY_STRING || r->len < 1 || (size_t)r->len >= sizeof(ans->buf))
+		return false;
+	memcpy(ans->buf, r->str, (size_t)r->len);
+	ans->buf[r->len] = '\0';
+	ans->n = 0;
+	while (ans->n < ANSWER_FIELDS) {
+		ans->f[ans->n++] = p;
+		p = strchr(p, ' ');
+		if (!p)
+			break;
+		*p++ = '\0';
+	}
+	return true;
+}
+
+/* Field i as an integer (0 when absent): the script writes them with
+ * string.format('%d'), an optional '-' and at most 19 digits. */
+static int64_t answer_int(const struct answer *ans, int i)
+{
+	const char *p;
+	uint64_t v = 0;
+	bool neg;
+
+	if (i >= ans->n)
 		return 0;
-	if (r->element[i]->type == REDIS_REPLY_INTEGER)
-		return r->element[i]->integer;
-	if (r->element[i]->type == REDIS_REPLY_STRING)
-		return strtoll(r->element[i]->str, NULL, 10);
-	return 0;
+	p = ans->f[i];
+	neg = *p == '-';
+	p += neg;
+	for (int d = 0; d < 19 && *p >= '0' && *p <= '9'; d++)
+		v = v * 10 + (uint64_t)(*p++ - '0');
+	if (v > (uint64_t)INT64_MAX)
+		return 0;
+	return neg ? -(int64_t)v : (int64_t)v;
 }
 
 static bool fail_open_admit(struct az_req *a)
@@ -959,8 +998,7 @@ static void decide_cb(void *arg, redisReply *r);
 
 static bool is_late(const redisReply *r)
 {
-	return r->type == REDIS_REPLY_ARRAY && r->elements == 1 && r->element[0]->type == REDIS_REPLY_STRING &&
-	       strcmp(r->element[0]->str, "LATE") == 0;
+	return r->type == REDIS_REPLY_STRING && r->len == 4 && memcmp(r->str, "LATE", 4) == 0;
 }
 
 /* A load ended (or could not start): wake its waiters, answer its request. */
@@ -1003,18 +1041,19 @@ static void load_done(struct az_req *a)
 static void decide_cb(void *arg, redisReply *r)
 {
 	struct az_req *a = arg;
+	struct answer ans;
 	const char *tag;
 	char exp[40];
 
-	if (!r || r->type != REDIS_REPLY_ARRAY || r->elements < 1 || r->element[0]->type != REDIS_REPLY_STRING)
+	if (!answer_read(r, &ans))
 		return redis_down(a);
-	tag = r->element[0]->str;
+	tag = ans.f[0];
 	if (strcmp(tag, "OK") == 0) {
-		time_format_rfc3339(elem_int(r, 3) * 1000, exp, sizeof(exp));
+		time_format_rfc3339(answer_int(&ans, 3) * 1000, exp, sizeof(exp));
 		if (a->http) {
 			char buf[512];
-			size_t n = fastbody_hold_answer(buf, sizeof(buf), a->request_id, a->account_id, elem_int(r, 1),
-							elem_int(r, 2), exp);
+			size_t n = fastbody_hold_answer(buf, sizeof(buf), a->request_id, a->account_id,
+							answer_int(&ans, 1), answer_int(&ans, 2), exp);
 			if (n) {
 				struct rctx *c = a->http;
 				az_release(a->s->az, a);
@@ -1023,8 +1062,8 @@ static void decide_cb(void *arg, redisReply *r)
 		}
 		az_finish(a, 200,
 			  json_pack("{s:s,s:I,s:I,s:I,s:s}", "hold_id", a->request_id, "account_id",
-				    (json_int_t)a->account_id, "held_nanos", (json_int_t)elem_int(r, 1),
-				    "available_nanos", (json_int_t)elem_int(r, 2), "expires_at", exp),
+				    (json_int_t)a->account_id, "held_nanos", (json_int_t)answer_int(&ans, 1),
+				    "available_nanos", (json_int_t)answer_int(&ans, 2), "expires_at", exp),
 			  NULL);
 	} else if (strcmp(tag, "NOMIRROR") == 0) {
 		mirror_missing(a);
@@ -1033,13 +1072,12 @@ static void decide_cb(void *arg, redisReply *r)
 	} else if (strcmp(tag, "BALANCE") == 0) {
 		json_t *body = json_pack("{s:{s:s,s:s,s:I,s:I}}", "error", "code", "insufficient_balance", "message",
 					 "the balance does not cover this call", "available_nanos",
-					 (json_int_t)elem_int(r, 1), "required_nanos", (json_int_t)a->amount);
+					 (json_int_t)answer_int(&ans, 1), "required_nanos", (json_int_t)a->amount);
 		az_finish(a, 402, body, NULL);
 	} else if (strcmp(tag, "RATE") == 0 || strcmp(tag, "CONC") == 0) {
 		bool rate = tag[0] == 'R';
-		const char *what =
-			r->elements > 1 && r->element[1]->type == REDIS_REPLY_STRING ? r->element[1]->str : "";
-		int64_t retry_ms = rate ? elem_int(r, 2) : 1000, limit = elem_int(r, rate ? 3 : 2);
+		const char *what = ans.n > 1 ? ans.f[1] : "";
+		int64_t retry_ms = rate ? answer_int(&ans, 2) : 1000, limit = answer_int(&ans, rate ? 3 : 2);
 		char ra[32], msg[128];
 		if (retry_ms < 1)
 			retry_ms = 1;

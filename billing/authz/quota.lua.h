@@ -4,14 +4,26 @@
  * the order common/rkeys.h gives them: KEYS[1] bal, KEYS[2] st, KEYS[3] hold,
  * KEYS[4] hexp.  The mirror (bal) and the load: common/mirror_lua.h.  The
  * fields of st this file adds:
- *   due              the earliest expiry of a hold (ms) or later: the sweep of
- *                    due holds runs only when it has come (absent: sweep)
+ *   due              no later than the earliest expiry of a live hold (ms; 2^53-1
+ *                    when none): the sweep of due holds runs only when it has
+ *                    come (absent: sweep), and held() looks for due holds only then
+ *   hx               when hold and hexp expire (ms, PEXPIREAT): the latest
+ *                    hold's expiry plus at least its ttl, set when a hold is
+ *                    added past hx less a ttl, when the account held nothing
+ *                    (the keys may be new), or when hx is absent (then never
+ *                    earlier than the keys' own PEXPIRETIME).  So an account
+ *                    nobody settles or sweeps leaves no hold records for good;
+ *                    a sweep that finds no hold left sets held to 0 and drops
+ *                    the c:<model> counts (records that expired unswept)
  *   c:<model>        live holds of that model (model concurrency)
  *   r:<scope>:<kind> GCRA theoretical arrival times, scope '*' or a model,
  *                    kind rpm tpm rpd tpd (a time in the past means the same
  *                    as none, so they need no expiry)
  * Account-wide concurrency is ZCARD hexp.  Hold records are packed
- * (struct.pack, read in C by Redis), never parsed as text in Lua.
+ * (struct.pack, read in C by Redis), never parsed as text in Lua.  A string
+ * becomes a number by arithmetic (x + 0), not tonumber(x): Lua 5.1's
+ * tonumber converts it twice (lua_isnumber, then lua_tonumber), each a
+ * glibc strtod of about 500 instructions, and a decision converts about ten.
  * Times come from Redis TIME, never the service's clock.
  *
  * Mirror loads are locked loads (authorize.c): the loader holds the account's
@@ -52,7 +64,16 @@
 	"    release(k, h)\n"                                                                         \
 	"  end\n"                                                                                     \
 	"  local first = redis.call('ZRANGE', k[4], 0, 0, 'WITHSCORES')\n"                            \
-	"  redis.call('HSET', k[2], 'due', first[2] or '9007199254740991')\n"                         \
+	"  if first[2] then\n"                                                                        \
+	"    redis.call('HSET', k[2], 'due', first[2])\n"                                             \
+	"  else\n"                                                                                    \
+	"    local d = {}\n"                                                                          \
+	"    for _, f in ipairs(redis.call('HKEYS', k[2])) do\n"                                      \
+	"      if string.sub(f, 1, 2) == 'c:' then d[#d + 1] = f end\n"                               \
+	"    end\n"                                                                                   \
+	"    if #d > 0 then redis.call('HDEL', k[2], unpack(d)) end\n"                                \
+	"    redis.call('HSET', k[2], 'due', '9007199254740991', 'held', '0')\n"                      \
+	"  end\n"                                                                                     \
 	"  redis.call('PEXPIRE', k[2], " MIRROR_ST_TTL_MS_STR ", 'NX')\n"                             \
 	"end\n"
 
@@ -72,96 +93,121 @@
  * tables for the limits unless one is in force (KINDS and PERIOD: index 1-4
  * account-wide rpm tpm rpd tpd, 5-8 the same per model, as ARGV 7-10 and
  * 12-15). */
-#define QUOTA_LUA_DECIDE                                                                                                           \
-	"local KINDS = {'rpm', 'tpm', 'rpd', 'tpd', 'rpm', 'tpm', 'rpd', 'tpd'}\n"                                                 \
-	"local PERIOD = {60000, 60000, 86400000, 86400000, 60000, 60000, 86400000, 86400000}\n"                                    \
-	"local function decide(k, a, now, t)\n"                                                                                    \
-	"  if a[21] and now > tonumber(a[17]) then return {'LATE'} end\n"                                                          \
-	"  local model, hid = a[6], a[1]\n"                                                                                        \
-	"  local tokens = tonumber(a[5])\n"                                                                                        \
-	"  local cf = 'c:' .. model\n"                                                                                             \
-	"  local f, lim\n"                                                                                                         \
-	"  for x = 1, 8 do\n"                                                                                                      \
-	"    local i = x <= 4 and 6 + x or 7 + x\n"                                                                                \
-	"    if a[i] ~= '0' then\n"                                                                                                \
-	"      local limit = tonumber(a[i])\n"                                                                                     \
-	"      if limit > 0 then\n"                                                                                                \
-	"        if not f then f, lim = {'held', 'due', cf}, {} end\n"                                                             \
-	"        local kind = KINDS[x]\n"                                                                                          \
-	"        f[#f + 1] = (x <= 4 and 'r:*:' or 'r:' .. model .. ':') .. kind\n"                                                \
-	"        lim[#lim + 1] = x\n"                                                                                              \
-	"        lim[#lim + 1] = limit\n"                                                                                          \
-	"      end\n"                                                                                                              \
-	"    end\n"                                                                                                                \
-	"  end\n"                                                                                                                  \
-	"  local st\n"                                                                                                             \
-	"  if f then st = redis.call('HMGET', k[2], unpack(f)) else st = redis.call('HMGET', k[2], 'held', 'due', cf) end\n"       \
-	"  local reread = false\n"                                                                                                 \
-	"  if not st[2] or tonumber(st[2]) <= now then sweep(k, now); reread = true end\n"                                         \
-	"  if a[21] then\n"                                                                                                        \
-	"    mirror_load(t, true, a[18], a[19], a[20], a[21], a[22], a[23])\n"                                                     \
-	"    reread = true\n"                                                                                                      \
-	"  end\n"                                                                                                                  \
-	"  if reread then\n"                                                                                                       \
-	"    if f then st = redis.call('HMGET', k[2], unpack(f)) else st = redis.call('HMGET', k[2], 'held', 'due', cf) end\n"     \
-	"  end\n"                                                                                                                  \
-	"  local b = redis.call('HMGET', k[1], 'paid', 'promo', 'status')\n"                                                       \
-	"  if not b[1] or not b[2] then return {'NOMIRROR'} end\n"                                                                 \
-	"  if b[3] == 'frozen' then return {'FROZEN'} end\n"                                                                       \
-	"  local paid, promo = tonumber(b[1]), tonumber(b[2])\n"                                                                   \
-	"  local held = tonumber(st[1] or '0')\n"                                                                                  \
-	"  local avail\n"                                                                                                          \
-	"  if a[3] == '1' then avail = paid - held else avail = paid + promo - held end\n"                                         \
-	"  local amount = tonumber(a[2])\n"                                                                                        \
-	"  local cm = tonumber(st[3] or '0')\n"                                                                                    \
-	"  local no, w\n"                                                                                                          \
-	"  if a[11] ~= '0' and redis.call('ZCARD', k[4]) >= tonumber(a[11]) then\n"                                                \
-	"    no = {'CONC', 'concurrency', tonumber(a[11])}\n"                                                                      \
-	"  elseif a[16] ~= '0' and cm >= tonumber(a[16]) then\n"                                                                   \
-	"    no = {'CONC', 'model_concurrency', tonumber(a[16])}\n"                                                                \
-	"  end\n"                                                                                                                  \
-	"  if lim and not no then\n"                                                                                               \
-	"    w = {}\n"                                                                                                             \
-	"    for j = 1, #lim, 2 do\n"                                                                                              \
-	"      local x, limit = lim[j], lim[j + 1]\n"                                                                              \
-	"      local period, cost = PERIOD[x], 1\n"                                                                                \
-	"      if x % 2 == 0 then cost = tokens end\n"                                                                             \
-	"      local tat = tonumber(st[3 + (j + 1) / 2] or '0')\n"                                                                 \
-	"      if tat < now then tat = now end\n"                                                                                  \
-	"      local new = tat + cost * period / limit\n"                                                                          \
-	"      if new - period > now then\n"                                                                                       \
-	"        local wait = new - period - now\n"                                                                                \
-	"        if cost > limit then wait = period end\n"                                                                         \
-	"        local kind = KINDS[x]\n"                                                                                          \
-	"        if x > 4 then kind = 'model_' .. kind end\n"                                                                      \
-	"        no = {'RATE', kind, math.ceil(wait), limit}\n"                                                                    \
-	"        break\n"                                                                                                          \
-	"      end\n"                                                                                                              \
-	"      w[#w + 1] = f[3 + (j + 1) / 2]; w[#w + 1] = new\n"                                                                  \
-	"    end\n"                                                                                                                \
-	"  end\n"                                                                                                                  \
-	"  if not no and (paid < 0 or amount > avail) then no = {'BALANCE', avail} end\n"                                          \
-	"  if no or redis.call('HSETNX', k[3], hid, struct.pack('<i8i8', amount, tokens) .. model) == 0 then\n"                    \
-	"    local old = redis.call('HGET', k[3], hid)\n"                                                                          \
-	"    if old then\n"                                                                                                        \
-	"      return {'OK', struct.unpack('<i8', old), avail, math.floor(tonumber(redis.call('ZSCORE', k[4], hid) or now)), 1}\n" \
-	"    end\n"                                                                                                                \
-	"    return no\n"                                                                                                          \
-	"  end\n"                                                                                                                  \
-	"  local exp = now + tonumber(a[4])\n"                                                                                     \
-	"  local e = string.format('%d', exp)\n"                                                                                   \
-	"  redis.call('ZADD', k[4], e, hid)\n"                                                                                     \
-	"  local h, c = string.format('%d', held + amount), string.format('%d', cm + 1)\n"                                         \
-	"  if w then\n"                                                                                                            \
-	"    w[#w + 1] = 'held'; w[#w + 1] = h; w[#w + 1] = cf; w[#w + 1] = c\n"                                                   \
-	"    if not st[2] or exp < tonumber(st[2]) then w[#w + 1] = 'due'; w[#w + 1] = e end\n"                                    \
-	"    redis.call('HSET', k[2], unpack(w))\n"                                                                                \
-	"  elseif not st[2] or exp < tonumber(st[2]) then\n"                                                                       \
-	"    redis.call('HSET', k[2], 'held', h, cf, c, 'due', e)\n"                                                               \
-	"  else\n"                                                                                                                 \
-	"    redis.call('HSET', k[2], 'held', h, cf, c)\n"                                                                         \
-	"  end\n"                                                                                                                  \
-	"  return {'OK', amount, avail - amount, exp, 0}\n"                                                                        \
+#define QUOTA_LUA_DECIDE                                                                                                                            \
+	"local KINDS = {'rpm', 'tpm', 'rpd', 'tpd', 'rpm', 'tpm', 'rpd', 'tpd'}\n"                                                                  \
+	"local PERIOD = {60000, 60000, 86400000, 86400000, 60000, 60000, 86400000, 86400000}\n"                                                     \
+	"local function decide(k, a, now, t)\n"                                                                                                     \
+	"  if a[21] and now > a[17] + 0 then return 'LATE' end\n"                                                                                   \
+	"  local model, hid = a[6], a[1]\n"                                                                                                         \
+	"  local tokens = a[5] + 0\n"                                                                                                               \
+	"  local cf = 'c:' .. model\n"                                                                                                              \
+	"  local f, lim\n"                                                                                                                          \
+	"  for x = 1, 8 do\n"                                                                                                                       \
+	"    local i = x <= 4 and 6 + x or 7 + x\n"                                                                                                 \
+	"    if a[i] ~= '0' then\n"                                                                                                                 \
+	"      local limit = a[i] + 0\n"                                                                                                            \
+	"      if limit > 0 then\n"                                                                                                                 \
+	"        if not f then f, lim = {'held', 'due', cf, 'hx'}, {} end\n"                                                                        \
+	"        local kind = KINDS[x]\n"                                                                                                           \
+	"        f[#f + 1] = (x <= 4 and 'r:*:' or 'r:' .. model .. ':') .. kind\n"                                                                 \
+	"        lim[#lim + 1] = x\n"                                                                                                               \
+	"        lim[#lim + 1] = limit\n"                                                                                                           \
+	"      end\n"                                                                                                                               \
+	"    end\n"                                                                                                                                 \
+	"  end\n"                                                                                                                                   \
+	"  local st\n"                                                                                                                              \
+	"  if f then st = redis.call('HMGET', k[2], unpack(f)) else st = redis.call('HMGET', k[2], 'held', 'due', cf, 'hx') end\n"                  \
+	"  local reread = false\n"                                                                                                                  \
+	"  local due = st[2] and st[2] + 0\n"                                                                                                       \
+	"  if not due or due <= now then sweep(k, now); reread = true end\n"                                                                        \
+	"  if a[21] then\n"                                                                                                                         \
+	"    mirror_load(t, true, a[18], a[19], a[20], a[21], a[22], a[23])\n"                                                                      \
+	"    reread = true\n"                                                                                                                       \
+	"  end\n"                                                                                                                                   \
+	"  if reread then\n"                                                                                                                        \
+	"    if f then st = redis.call('HMGET', k[2], unpack(f)) else st = redis.call('HMGET', k[2], 'held', 'due', cf, 'hx') end\n"                \
+	"    due = st[2] and st[2] + 0\n"                                                                                                           \
+	"  end\n"                                                                                                                                   \
+	"  local b = redis.call('HMGET', k[1], 'paid', 'promo', 'status')\n"                                                                        \
+	"  if not b[1] or not b[2] then return 'NOMIRROR' end\n"                                                                                    \
+	"  if b[3] == 'frozen' then return 'FROZEN' end\n"                                                                                          \
+	"  local paid, promo = b[1] + 0, b[2] + 0\n"                                                                                                \
+	"  local held = ((st[1] or '0') + 0)\n"                                                                                                     \
+	"  local avail\n"                                                                                                                           \
+	"  if a[3] == '1' then avail = paid - held else avail = paid + promo - held end\n"                                                          \
+	"  local amount = a[2] + 0\n"                                                                                                               \
+	"  local cm = ((st[3] or '0') + 0)\n"                                                                                                       \
+	"  local no, w\n"                                                                                                                           \
+	"  if a[11] ~= '0' and redis.call('ZCARD', k[4]) >= a[11] + 0 then\n"                                                                       \
+	"    no = string.format('CONC concurrency %d', a[11] + 0)\n"                                                                                \
+	"  elseif a[16] ~= '0' and cm >= a[16] + 0 then\n"                                                                                          \
+	"    no = string.format('CONC model_concurrency %d', a[16] + 0)\n"                                                                          \
+	"  end\n"                                                                                                                                   \
+	"  if lim and not no then\n"                                                                                                                \
+	"    w = {}\n"                                                                                                                              \
+	"    for j = 1, #lim, 2 do\n"                                                                                                               \
+	"      local x, limit = lim[j], lim[j + 1]\n"                                                                                               \
+	"      local period, cost = PERIOD[x], 1\n"                                                                                                 \
+	"      if x % 2 == 0 then cost = tokens end\n"                                                                                              \
+	"      local tat = ((st[4 + (j + 1) / 2] or '0') + 0)\n"                                                                                    \
+	"      if tat < now then tat = now end\n"                                                                                                   \
+	"      local new = tat + cost * period / limit\n"                                                                                           \
+	"      if new - period > now then\n"                                                                                                        \
+	"        local wait = new - period - now\n"                                                                                                 \
+	"        if cost > limit then wait = period end\n"                                                                                          \
+	"        local kind = KINDS[x]\n"                                                                                                           \
+	"        if x > 4 then kind = 'model_' .. kind end\n"                                                                                       \
+	"        no = string.format('RATE %s %d %d', kind, math.ceil(wait), limit)\n"                                                               \
+	"        break\n"                                                                                                                           \
+	"      end\n"                                                                                                                               \
+	"      w[#w + 1] = f[4 + (j + 1) / 2]; w[#w + 1] = new\n"                                                                                   \
+	"    end\n"                                                                                                                                 \
+	"  end\n"                                                                                                                                   \
+	"  if not no and (paid < 0 or amount > avail) then no = string.format('BALANCE %d', avail) end\n"                                           \
+	"  if no or redis.call('HSETNX', k[3], hid, struct.pack('<i8i8', amount, tokens) .. model) == 0 then\n"                                     \
+	"    local old = redis.call('HGET', k[3], hid)\n"                                                                                           \
+	"    if old then\n"                                                                                                                         \
+	"      return string.format('OK %d %d %d 1', struct.unpack('<i8', old), avail, math.floor((redis.call('ZSCORE', k[4], hid) or now) + 0))\n" \
+	"    end\n"                                                                                                                                 \
+	"    return no\n"                                                                                                                           \
+	"  end\n"                                                                                                                                   \
+	"  local ttl = a[4] + 0\n"                                                                                                                  \
+	"  local exp = now + ttl\n"                                                                                                                 \
+	"  local e = string.format('%d', exp)\n"                                                                                                    \
+	"  redis.call('ZADD', k[4], e, hid)\n"                                                                                                      \
+	"  local h, c = string.format('%d', held + amount), string.format('%d', cm + 1)\n"                                                          \
+	"  local lx\n"                                                                                                                              \
+	"  if not st[4] then\n"                                                                                                                     \
+	"    lx = exp + 2 * ttl\n"                                                                                                                  \
+	"    for i = 3, 4 do\n"                                                                                                                     \
+	"      local pt = redis.call('PEXPIRETIME', k[i])\n"                                                                                        \
+	"      if pt > lx then lx = pt end\n"                                                                                                       \
+	"    end\n"                                                                                                                                 \
+	"  elseif held == 0 or exp + ttl > st[4] + 0 then\n"                                                                                        \
+	"    lx = math.max(exp + 2 * ttl, st[4] + 0)\n"                                                                                             \
+	"  end\n"                                                                                                                                   \
+	"  if lx then\n"                                                                                                                            \
+	"    lx = string.format('%d', lx)\n"                                                                                                        \
+	"    redis.call('PEXPIREAT', k[3], lx)\n"                                                                                                   \
+	"    redis.call('PEXPIREAT', k[4], lx)\n"                                                                                                   \
+	"  end\n"                                                                                                                                   \
+	"  if w then\n"                                                                                                                             \
+	"    w[#w + 1] = 'held'; w[#w + 1] = h; w[#w + 1] = cf; w[#w + 1] = c\n"                                                                    \
+	"    if not due or exp < due then w[#w + 1] = 'due'; w[#w + 1] = e end\n"                                                                   \
+	"    if lx then w[#w + 1] = 'hx'; w[#w + 1] = lx end\n"                                                                                     \
+	"    redis.call('HSET', k[2], unpack(w))\n"                                                                                                 \
+	"  elseif lx then\n"                                                                                                                        \
+	"    if not due or exp < due then\n"                                                                                                        \
+	"      redis.call('HSET', k[2], 'held', h, cf, c, 'due', e, 'hx', lx)\n"                                                                    \
+	"    else\n"                                                                                                                                \
+	"      redis.call('HSET', k[2], 'held', h, cf, c, 'hx', lx)\n"                                                                              \
+	"    end\n"                                                                                                                                 \
+	"  elseif not due or exp < due then\n"                                                                                                      \
+	"    redis.call('HSET', k[2], 'held', h, cf, c, 'due', e)\n"                                                                                \
+	"  else\n"                                                                                                                                  \
+	"    redis.call('HSET', k[2], 'held', h, cf, c)\n"                                                                                          \
+	"  end\n"                                                                                                                                   \
+	"  return string.format('OK %d %d %d 0', amount, avail - amount, exp)\n"                                                                    \
 	"end\n"
 
 /* authorize: KEYS bal st hold hexp
@@ -171,9 +217,11 @@
  *      with a locked load (authorize.c): 17 deadline (ms, Redis TIME) 18 paid 19 promo
  *      20 status 21 mirror ttl_ms 22 poff 23 qoff (ledger/reconcile.h: paid and promo
  *      saturated at 2^52, the excess beside them): stores the mirror first, then decides
- * -> {'OK', amount, available_after, expires_ms, existing(0/1)} | {'NOMIRROR'} | {'FROZEN'}
- *    | {'BALANCE', available} | {'RATE', what, retry_ms, limit} | {'CONC', what, limit}
- *    | {'LATE'} (a load that arrived after its deadline: nothing stored)
+ * -> one string, the tag and its integers (and the limit's name) separated by
+ *    one space, read by authorize.c without a reply object per field:
+ *    'OK amount available_after expires_ms existing(0/1)' | 'NOMIRROR' | 'FROZEN'
+ *    | 'BALANCE available' | 'RATE what retry_ms limit' | 'CONC what limit'
+ *    | 'LATE' (a load that arrived after its deadline: nothing stored)
  * The common case reads st once (HMGET of held, due, the model's concurrency
  * and the GCRA state of the limits in force) and writes it once (HSET), and
  * writes the hold record with its replay check (HSETNX).
@@ -181,8 +229,8 @@
  * a charge may have committed since its read (LATE). */
 static const char quota_lua_authorize[] =
 	"local t = redis.call('TIME')\n"
-	"local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n" MIRROR_LUA_LOAD QUOTA_LUA_RELEASE
-		QUOTA_LUA_DECIDE "return decide(KEYS, ARGV, now, t)\n";
+	"local now = t[1] * 1000 + math.floor(t[2] / 1000)\n" MIRROR_LUA_LOAD QUOTA_LUA_RELEASE QUOTA_LUA_DECIDE
+	"return decide(KEYS, ARGV, now, t)\n";
 
 /* authorize, grouped (quota_authorize): the decisions of one loop turn that
  * go to one Redis connection, in one call: one TIME for all, each decision
@@ -198,10 +246,10 @@ static const char quota_lua_authorize[] =
  *    wrote before the error stays, as for the one-account script). */
 static const char quota_lua_authorize_group[] =
 	"local t = redis.call('TIME')\n"
-	"local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n" MIRROR_LUA_LOAD QUOTA_LUA_RELEASE
-		QUOTA_LUA_DECIDE "local out, p = {}, 1\n"
+	"local now = t[1] * 1000 + math.floor(t[2] / 1000)\n" MIRROR_LUA_LOAD QUOTA_LUA_RELEASE QUOTA_LUA_DECIDE
+	"local out, p = {}, 1\n"
 	"while p + 16 <= #ARGV do\n"
-	"  local j = tonumber(ARGV[p]) * 4\n"
+	"  local j = ARGV[p] * 4\n"
 	"  local ok, r = pcall(decide, {KEYS[j - 3], KEYS[j - 2], KEYS[j - 1], KEYS[j]}, {unpack(ARGV, p + 1, p + 16)}, now, t)\n"
 	"  if not ok then r = type(r) == 'table' and r.err and r or redis.error_reply(tostring(r)) end\n"
 	"  out[#out + 1] = r\n"
@@ -230,8 +278,8 @@ static const char quota_lua_authorize_group[] =
 	 * that charges took below 2^51: drop the mirror, the next call loads                                       \
 	 * it again from the books, so the saturation never refuses a call the                                      \
 	 * exact balance admits */ \
-	"        if (p < 2251799813685248 and tonumber(redis.call('HGET', k[1], 'poff') or '0') > 0)\n"                                                                                    \
-	"           or (q < 2251799813685248 and tonumber(redis.call('HGET', k[1], 'qoff') or '0') > 0) then\n"                                                                            \
+	"        if (p < 2251799813685248 and ((redis.call('HGET', k[1], 'poff') or '0') + 0) > 0)\n"                                                                                      \
+	"           or (q < 2251799813685248 and ((redis.call('HGET', k[1], 'qoff') or '0') + 0) > 0) then\n"                                                                              \
 	"          redis.call('DEL', k[1])\n"                                                                                                                                              \
 	"        end\n" /* a load since: if the newest is a locked load (its lg is the current                                      \
 	 * generation), it read the ledger after this COMMIT and holds the charge */                                                      \
@@ -249,33 +297,37 @@ static const char quota_lua_authorize_group[] =
 	"        redis.call('HINCRBY', k[2], 'ver', 1); redis.call('DEL', k[1])\n"                                                                                                         \
 	"        redis.call('PEXPIRE', k[2], " MIRROR_ST_TTL_MS_STR ", 'NX')\n"                                                                                                            \
 	"      end\n"                                                                                                                                                                      \
-	"      local delta = tonumber(a[o + 4]) - est\n"                                                                                                                                   \
+	"      local delta = a[o + 4] + 0 - est\n"                                                                                                                                         \
 	"      local function fix(scope, kind, limit, period)\n"                                                                                                                           \
 	"        if limit <= 0 or delta == 0 then return end\n"                                                                                                                            \
 	"        local f = 'r:' .. scope .. ':' .. kind\n"                                                                                                                                 \
 	"        local tat = redis.call('HGET', k[2], f)\n"                                                                                                                                \
 	"        if not tat then return end\n"                                                                                                                                             \
-	"        tat = tonumber(tat) + delta * period / limit\n"                                                                                                                           \
+	"        tat = tat + delta * period / limit\n"                                                                                                                                     \
 	"        redis.call('HSET', k[2], f, tat)\n" /* st lives at least as long as the time it holds (a tat in the past                                       \
 	 * means none): a call far beyond its estimate pushes it days ahead */                          \
 	"        if delta > 0 then redis.call('PEXPIREAT', k[2], string.format('%d', math.ceil(tat)), 'GT') end\n"                                                                         \
 	"      end\n"                                                                                                                                                                      \
-	"      fix('*', 'tpm', tonumber(a[o + 7]), 60000)\n"                                                                                                                               \
-	"      fix('*', 'tpd', tonumber(a[o + 8]), 86400000)\n"                                                                                                                            \
-	"      fix(a[o + 6], 'tpm', tonumber(a[o + 9]), 60000)\n"                                                                                                                          \
-	"      fix(a[o + 6], 'tpd', tonumber(a[o + 10]), 86400000)\n"                                                                                                                      \
+	"      fix('*', 'tpm', a[o + 7] + 0, 60000)\n"                                                                                                                                     \
+	"      fix('*', 'tpd', a[o + 8] + 0, 86400000)\n"                                                                                                                                  \
+	"      fix(a[o + 6], 'tpm', a[o + 9] + 0, 60000)\n"                                                                                                                                \
+	"      fix(a[o + 6], 'tpd', a[o + 10] + 0, 86400000)\n"                                                                                                                            \
 	"    end\n"                                                                                                                                                                        \
 	"  end\n"                                                                                                                                                                          \
 	"  return released\n"                                                                                                                                                              \
 	"end\n"
-#define QUOTA_LUA_HELD                                                              \
-	"local function held(k, now)\n"                                             \
-	"  local h = tonumber(redis.call('HGET', k[2], 'held') or '0')\n"           \
-	"  for _, x in ipairs(redis.call('ZRANGEBYSCORE', k[4], '-inf', now)) do\n" \
-	"    local v = redis.call('HGET', k[3], x)\n"                               \
-	"    if v then h = h - struct.unpack('<i8', v) end\n"                       \
-	"  end\n"                                                                   \
-	"  return h\n"                                                              \
+#define QUOTA_LUA_HELD                                                                      \
+	"local function held(k, now)\n"                                                     \
+	"  local s = redis.call('HMGET', k[2], 'held', 'due')\n"                            \
+	"  local h = ((s[1] or '0') + 0)\n"                                                 \
+	"  if s[2] and s[2] + 0 > now then return h end\n"                                  \
+	"  local due = redis.call('ZRANGEBYSCORE', k[4], '-inf', now)\n"                    \
+	"  if #due == 0 and h ~= 0 and redis.call('EXISTS', k[4]) == 0 then return 0 end\n" \
+	"  for _, x in ipairs(due) do\n"                                                    \
+	"    local v = redis.call('HGET', k[3], x)\n"                                       \
+	"    if v then h = h - struct.unpack('<i8', v) end\n"                               \
+	"  end\n"                                                                           \
+	"  return h\n"                                                                      \
 	"end\n"
 
 /* settle: KEYS bal st hold hexp
@@ -290,8 +342,7 @@ static const char quota_lua_settle[] = QUOTA_LUA_RELEASE QUOTA_LUA_SETTLE "retur
  * holds already due are left out, not released. */
 static const char quota_lua_held[] =
 	"local t = redis.call('TIME')\n"
-	"local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n" QUOTA_LUA_HELD
-	"return held(KEYS, now)\n";
+	"local now = t[1] * 1000 + math.floor(t[2] / 1000)\n" QUOTA_LUA_HELD "return held(KEYS, now)\n";
 
 /* settle and held, grouped (quota_settles): the usage answers of one loop
  * turn that go to one Redis connection, in one call: one TIME for all, each
@@ -307,8 +358,8 @@ static const char quota_lua_held[] =
  *    one-account scripts). */
 static const char quota_lua_settle_group[] =
 	"local t = redis.call('TIME')\n"
-	"local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n" QUOTA_LUA_RELEASE QUOTA_LUA_SETTLE
-		QUOTA_LUA_HELD "local function entry(k, m, o)\n"
+	"local now = t[1] * 1000 + math.floor(t[2] / 1000)\n" QUOTA_LUA_RELEASE QUOTA_LUA_SETTLE QUOTA_LUA_HELD
+	"local function entry(k, m, o)\n"
 	"  local r = 0\n"
 	"  if m ~= 'h' then r = settle(k, ARGV, o) end\n"
 	"  if m ~= 's' then r = held(k, now) end\n"
@@ -316,7 +367,7 @@ static const char quota_lua_settle_group[] =
 	"end\n"
 	"local out, ks, p = {}, {}, 1\n"
 	"while p + 12 <= #ARGV do\n"
-	"  local j = tonumber(ARGV[p])\n"
+	"  local j = ARGV[p] + 0\n"
 	"  local k = ks[j]\n"
 	"  if not k then k = {KEYS[4 * j - 3], KEYS[4 * j - 2], KEYS[4 * j - 1], KEYS[4 * j]}; ks[j] = k end\n"
 	"  local ok, r = pcall(entry, k, ARGV[p + 1], p + 1)\n"

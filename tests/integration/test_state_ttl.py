@@ -66,6 +66,32 @@ def test_a_hold_left_behind_by_an_expired_state_hash_admits_nothing_extra(env, b
     assert int(env.redis_cli("HGET", f"{{a:{a}}}:st", "held")) == 14 * UNIT
 
 
+def test_a_hold_nobody_settles_or_sweeps_leaves_no_hold_records(env, bd):
+    """An abandoned account (a throw-away account of promotion farming): its
+    hold is never settled and no later decision sweeps it.  Its record and
+    expiry index ({a:ID}:hold, {a:ID}:hexp) live at least as long as the
+    hold, and go by themselves within two hold lifetimes after it expires.
+    When the account comes back, nothing of the old hold is held or counted."""
+    a = new_account(env, "ttl-abandoned")  # 14 units of signup credit
+    r = authorize(bd, a, "ttl-ab-1", units=4)
+    assert r.status_code == 200, r.text
+    keys = [f"{{a:{a}}}:hold", f"{{a:{a}}}:hexp"]
+    hold_expires_ms = int(env.redis_cli("ZSCORE", keys[1], "ttl-ab-1"))
+    for k in keys:  # never before the hold: 0 < PEXPIRETIME, and not earlier than the hold's expiry
+        assert int(env.redis_cli("PEXPIRETIME", k)) >= hold_expires_ms, k
+    deadline = time.monotonic() + 15  # hold_ttl_seconds = 1: gone about 3 s after the hold was made
+    while time.monotonic() < deadline and any(env.redis_cli("EXISTS", k) == "1" for k in keys):
+        time.sleep(0.2)
+    assert [env.redis_cli("EXISTS", k) for k in keys] == ["0", "0"]
+    # st (2 days) still counts the hold that went unswept: the next decision's sweep
+    # finds no hold left, so nothing is held and no model counts a live hold
+    assert int(env.redis_cli("HGET", f"{{a:{a}}}:st", "held")) == 4 * UNIT
+    r = authorize(bd, a, "ttl-ab-2", units=14)
+    assert r.status_code == 200 and r.json()["available_nanos"] == 0, r.text
+    assert env.redis_cli("HGET", f"{{a:{a}}}:st", "c:ttl-model") == "1"
+    assert int(env.redis_cli("HGET", f"{{a:{a}}}:st", "held")) == 14 * UNIT
+
+
 def test_a_replayed_usage_that_releases_a_hold_gives_the_state_hash_its_ttl(env, bd):
     a = new_account(env, "ttl-replay")
     st = f"{{a:{a}}}:st"

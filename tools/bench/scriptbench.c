@@ -6,7 +6,7 @@
  * first; tools/bench/script_cost.sh starts and stops one), loads a balance
  * mirror for accounts 1..ACCOUNTS (1000) through the authorize script's
  * locked load, then runs DECISIONS (20000) authorize decisions of random
- * accounts, each with its own hold id, WINDOW (32) script calls in flight,
+ * accounts, each with its own hold id, WINDOW (32, at most 64) script calls in flight,
  * GROUP (1) decisions a call (1: quota_lua_authorize; more: the grouped
  * script).  -l sets an account-wide and a per-model RPM, TPM and
  * concurrency limit high enough never to refuse.  The scripts are the ones
@@ -78,6 +78,16 @@ static double info_field(redisContext *c, const char *section, const char *field
 	return v;
 }
 
+/* An authorize answer that admitted: the string "OK ..." (quota.lua.h), or
+ * {'OK', ...} of a script before it (-s). */
+static int admitted_answer(const redisReply *r)
+{
+	if (r->type == REDIS_REPLY_STRING)
+		return strncmp(r->str, "OK ", 3) == 0;
+	return r->type == REDIS_REPLY_ARRAY && r->elements && r->element[0]->type == REDIS_REPLY_STRING &&
+	       strcmp(r->element[0]->str, "OK") == 0;
+}
+
 static uint64_t rng = 88172645463325252ull;
 static int64_t next_account(int64_t n)
 {
@@ -106,6 +116,7 @@ int main(int argc, char **argv)
 	redisReply *r;
 	long pid, sent = 0, done = 0, calls = 0, admitted = 0, errors = 0;
 	double cpu0, cpu1, evalsha;
+	long sizes[64], head = 0, tail = 0; /* decisions of each call in flight, in order */
 
 	if (argc < 2 || (port = atoi(argv[1])) <= 0) {
 		fprintf(stderr,
@@ -147,7 +158,7 @@ int main(int argc, char **argv)
 			return 2;
 		}
 	}
-	if (n < 1 || accounts < 1 || group < 1 || group > 32 || window < 1) {
+	if (n < 1 || accounts < 1 || group < 1 || group > 32 || window < 1 || window > 64) {
 		fprintf(stderr, "scriptbench: bad option value\n");
 		return 2;
 	}
@@ -206,7 +217,7 @@ int main(int argc, char **argv)
 		for (int i = 0; i < 23; i++)
 			v[j++] = args[i];
 		r = cmd(c, j, v);
-		if (r->type != REDIS_REPLY_ARRAY || r->elements < 1 || strcmp(r->element[0]->str, "OK") != 0) {
+		if (!admitted_answer(r)) {
 			fprintf(stderr, "scriptbench: the load of account %" PRId64 " was not admitted\n", a);
 			return 1;
 		}
@@ -261,6 +272,7 @@ int main(int argc, char **argv)
 			}
 			redisAppendCommandArgv(c, j, v, NULL);
 			sent += g;
+			sizes[tail++ % 64] = g;
 			calls++;
 		}
 		if (redisGetReply(c, (void **)&r) != REDIS_OK || !r) {
@@ -272,13 +284,14 @@ int main(int argc, char **argv)
 			fprintf(stderr, "scriptbench: redis: %s\n", r->str);
 			errors++;
 			done++;
-		} else if (r->type == REDIS_REPLY_ARRAY && r->elements && r->element[0]->type == REDIS_REPLY_ARRAY) {
+		} else if (sizes[head % 64] > 1) {
 			for (size_t i = 0; i < r->elements; i++, done++)
-				admitted += strcmp(r->element[i]->element[0]->str, "OK") == 0;
+				admitted += admitted_answer(r->element[i]);
 		} else {
-			admitted += r->type == REDIS_REPLY_ARRAY && strcmp(r->element[0]->str, "OK") == 0;
+			admitted += admitted_answer(r);
 			done++;
 		}
+		head++;
 		freeReplyObject(r);
 	}
 	cpu1 = cpu_seconds(pid);
