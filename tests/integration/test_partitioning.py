@@ -6,6 +6,8 @@ import hashlib
 import json
 import os
 import subprocess
+import threading
+import time
 
 import psycopg2
 import pytest
@@ -126,6 +128,52 @@ def test_far_months_go_to_default_or_their_partition(env):
     with pytest.raises(psycopg2.Error):
         env.sql("SELECT ledger_create_partition('journal', %s)", (f"{f3}-01-01T00:00:00Z",))
     env.assert_books_sound()
+
+
+def test_making_partitions_never_holds_one_parent_while_waiting_for_another(env):
+    """ledger_ensure_partitions takes journal, postings and usage_records at
+    once or not at all (0019): while a reader holds postings it gives up at
+    once (55P03), holding nothing, so a reader of journal never queues behind
+    it.  Before, it held journal while it waited for postings up to its
+    lock_timeout: a deadlock with a reader of postings then journal, which
+    under libfaketime (no PostgreSQL timeout fires) hung the calendar suite."""
+    reader = psycopg2.connect(env.stack.conninfo(env.db, "billing"))
+    maker = psycopg2.connect(env.stack.conninfo(env.db, "billing"))
+    other = psycopg2.connect(env.stack.conninfo(env.db, "billing"))
+    maker.autocommit = other.autocommit = True
+    got = {}
+
+    def make():
+        try:
+            cur = maker.cursor()
+            cur.execute("SELECT ledger_ensure_partitions(6)")  # months 4..6 ahead do not exist yet
+            got["made"] = cur.fetchone()[0]
+        except psycopg2.Error as e:
+            got["error"] = e.pgcode
+
+    try:
+        reader.cursor().execute("SELECT count(*) FROM postings")  # holds postings until it ends
+        th = threading.Thread(target=make)
+        th.start()
+        time.sleep(0.05)  # the maker is in (or already out of) its call
+        cur = other.cursor()
+        cur.execute("SET lock_timeout = '150ms'")
+        cur.execute("SELECT count(*) FROM journal")  # must not wait for the maker
+        th.join(timeout=60)
+        assert not th.is_alive()
+        assert got == {"error": "55P03"}, got
+    finally:
+        reader.rollback()
+        for c in (reader, maker, other):
+            c.close()
+    # with nothing in the way it makes them
+    assert env.one("SELECT ledger_ensure_partitions(6)") > 0
+    now = dt.datetime.fromisoformat(env.one("SELECT now()::text")).date()
+    for t in TABLES:
+        got = partitions(env, t)
+        for d in months_from(now, 7):
+            assert month_name(t, d) in got, (t, d)
+    assert env.one("SELECT ledger_ensure_partitions(6)") == 0
 
 
 def test_partitions_are_guarded_like_their_parents(env):
