@@ -261,3 +261,30 @@ def _quiet_usage(bd, acct, rid, tokens):
                               "cached_input_tokens": 0, "output_tokens": 0, "started_at": now_rfc3339()})
     except Exception:  # noqa: BLE001 (its answer is not what the test is about)
         pass
+
+
+def test_only_this_instances_own_writers_are_its_own(env):
+    """An instance's own writers (instance_id, instance_id.tN) settle into its
+    mirrors; another instance whose id merely starts with "instance_id.t"
+    (sm-o.tokyo next to sm-o) is not one of them: its change, announced
+    without this Redis's id, drops the mirror."""
+    set_price(env, M, UNIT, UNIT, 0, effective="2026-01-01T00:00:00Z")
+    b = Billingd(env, {"instance_id": "sm-o"})
+    try:
+        wait_prices()
+        acct = [new_account(env, f"sm-o-{i}") for i in range(3)]
+        for x in acct:
+            assert authorize(b, x, f"sm-o-hold-{x}", 1_000_000).status_code == 200
+            assert load_generation(env, x) not in ("", "-")
+        env.sql("SELECT pg_notify('billing_balance', %s)", (f"{acct[0]} sm-o.t1",))
+        env.sql("SELECT pg_notify('billing_balance', %s)", (f"{acct[1]} sm-o.tokyo",))
+        env.sql("SELECT pg_notify('billing_balance', %s)", (f"{acct[2]} sm-o.t",))
+        deadline = time.time() + 5
+        while time.time() < deadline and (load_generation(env, acct[1]) or load_generation(env, acct[2])):
+            time.sleep(0.05)
+        assert load_generation(env, acct[1]) == "", "instance sm-o.tokyo's change: mirror kept"
+        assert load_generation(env, acct[2]) == "", "writer sm-o.t (no number): mirror kept"
+        assert load_generation(env, acct[0]) not in ("", "-"), "its own writer sm-o.t1: mirror dropped"
+    finally:
+        b.stop()
+        env.redis_flushall()
