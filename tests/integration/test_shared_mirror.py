@@ -94,26 +94,34 @@ def test_usage_on_one_instance_keeps_the_mirror_the_other_uses(env):
 
 
 def test_a_change_announced_without_this_redis_drops_the_mirror(env):
+    """Kept: a writer naming this Redis, and this instance's own writers
+    (sm-c, sm-c.tN).  Dropped: a writer naming another Redis, or none (the
+    CLI), and another instance whose id merely starts with "sm-c.t"
+    (sm-c.tokyo: it was taken for one of ours)."""
     set_price(env, M, UNIT, UNIT, 0, effective="2026-01-01T00:00:00Z")
     b = Billingd(env, {"instance_id": "sm-c"})
     try:
         wait_prices()
-        acct = [new_account(env, f"sm-x-{i}") for i in range(3)]
+        acct = [new_account(env, f"sm-x-{i}") for i in range(6)]
         for x in acct:
             assert authorize(b, x, f"sm-x-hold-{x}", 1_000_000).status_code == 200
             assert load_generation(env, x) not in ("", "-")
         rid = env.redis_cli("GET", "billing:redis_id")
         other = "0" * 32 if rid != "0" * 32 else "1" * 32
-        # a writer on this Redis: kept; one naming another Redis, or none: dropped
-        env.sql("SELECT pg_notify('billing_balance', %s)", (f"{acct[0]} elsewhere.t0 {rid}",))
-        env.sql("SELECT pg_notify('billing_balance', %s)", (f"{acct[1]} elsewhere.t0 {other}",))
-        env.sql("SELECT pg_notify('billing_balance', %s)", (f"{acct[2]} cli",))
+        # a writer on this Redis or our own: kept; one naming another Redis, or none: dropped
+        announced = [f"elsewhere.t0 {rid}", f"elsewhere.t0 {other}", "cli", "sm-c.t1", "sm-c.tokyo", "sm-c.t"]
+        for x, writer in zip(acct, announced):
+            env.sql("SELECT pg_notify('billing_balance', %s)", (f"{x} {writer}",))
+        gone = [acct[1], acct[2], acct[4], acct[5]]
         deadline = time.time() + 5
-        while time.time() < deadline and (load_generation(env, acct[1]) or load_generation(env, acct[2])):
+        while time.time() < deadline and any(load_generation(env, x) for x in gone):
             time.sleep(0.05)
         assert load_generation(env, acct[1]) == "", "a writer on another Redis: mirror kept"
         assert load_generation(env, acct[2]) == "", "the CLI's change: mirror kept"
+        assert load_generation(env, acct[4]) == "", "instance sm-c.tokyo's change: mirror kept"
+        assert load_generation(env, acct[5]) == "", "writer sm-c.t (no number): mirror kept"
         assert load_generation(env, acct[0]) not in ("", "-"), "a writer on this Redis: mirror dropped"
+        assert load_generation(env, acct[3]) not in ("", "-"), "our own writer sm-c.t1: mirror dropped"
     finally:
         b.stop()
         env.redis_flushall()
@@ -265,29 +273,3 @@ def _quiet_usage(bd, acct, rid, tokens):
     except Exception:  # noqa: BLE001 (its answer is not what the test is about)
         pass
 
-
-def test_only_this_instances_own_writers_are_its_own(env):
-    """An instance's own writers (instance_id, instance_id.tN) settle into its
-    mirrors; another instance whose id merely starts with "instance_id.t"
-    (sm-o.tokyo next to sm-o) is not one of them: its change, announced
-    without this Redis's id, drops the mirror."""
-    set_price(env, M, UNIT, UNIT, 0, effective="2026-01-01T00:00:00Z")
-    b = Billingd(env, {"instance_id": "sm-o"})
-    try:
-        wait_prices()
-        acct = [new_account(env, f"sm-o-{i}") for i in range(3)]
-        for x in acct:
-            assert authorize(b, x, f"sm-o-hold-{x}", 1_000_000).status_code == 200
-            assert load_generation(env, x) not in ("", "-")
-        env.sql("SELECT pg_notify('billing_balance', %s)", (f"{acct[0]} sm-o.t1",))
-        env.sql("SELECT pg_notify('billing_balance', %s)", (f"{acct[1]} sm-o.tokyo",))
-        env.sql("SELECT pg_notify('billing_balance', %s)", (f"{acct[2]} sm-o.t",))
-        deadline = time.time() + 5
-        while time.time() < deadline and (load_generation(env, acct[1]) or load_generation(env, acct[2])):
-            time.sleep(0.05)
-        assert load_generation(env, acct[1]) == "", "instance sm-o.tokyo's change: mirror kept"
-        assert load_generation(env, acct[2]) == "", "writer sm-o.t (no number): mirror kept"
-        assert load_generation(env, acct[0]) not in ("", "-"), "its own writer sm-o.t1: mirror dropped"
-    finally:
-        b.stop()
-        env.redis_flushall()
