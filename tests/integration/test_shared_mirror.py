@@ -273,3 +273,108 @@ def _quiet_usage(bd, acct, rid, tokens):
     except Exception:  # noqa: BLE001 (its answer is not what the test is about)
         pass
 
+
+
+PG_PROXY = r"""
+import signal, socket, sys, threading, time
+up = int(sys.argv[2])
+armed = threading.Event()
+signal.signal(signal.SIGUSR1, lambda *a: armed.set())
+ls = socket.socket()
+ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+ls.bind(("127.0.0.1", int(sys.argv[1])))
+ls.listen(64)
+def close(*ss):
+    for s in ss:
+        try:
+            s.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+def pair(c, u):
+    cut = threading.Event()
+    def down():
+        try:
+            while True:
+                d = u.recv(65536)
+                if not d:
+                    break
+                if not cut.is_set():
+                    c.sendall(d)
+        except OSError:
+            pass
+        close(c, u)
+    threading.Thread(target=down, daemon=True).start()
+    try:
+        while True:
+            d = c.recv(65536)
+            if not d:
+                break
+            u.sendall(d)
+            if armed.is_set() and b"COMMIT\x00" in d:
+                # the server runs the COMMIT (and what follows it); the
+                # client never hears of it: its connection is lost
+                armed.clear()
+                cut.set()
+                print("cut", flush=True)
+                time.sleep(0.5)
+                close(c, u)
+                break
+    except OSError:
+        pass
+    close(c, u)
+print("ready", flush=True)
+while True:
+    c, _ = ls.accept()
+    u = socket.create_connection(("127.0.0.1", up))
+    threading.Thread(target=pair, args=(c, u), daemon=True).start()
+"""
+
+
+def test_a_commit_whose_answer_was_lost_drops_the_mirror(env):
+    """B's writer loses its PostgreSQL connection after sending a batch's
+    COMMIT and NOTIFY, which the server runs: the records are committed and
+    A is told (with this Redis's id) that B settles them into the mirror.
+    B answers 503 (commit unknown) and settles nothing, so B drops the
+    account's mirror itself (server.c, usage_single_done); A's next decision
+    sees the charge.  (Passes on main too: a guard for the shared mirror.)"""
+    set_price(env, M, UNIT, UNIT, 0, effective="2026-01-01T00:00:00Z")
+    pport = free_port()
+    proxy = subprocess.Popen(["/usr/bin/python3", "-c", PG_PROXY, str(pport), str(env.stack.pgport)],
+                             stdout=subprocess.PIPE, text=True)
+    a = b = None
+    try:
+        assert proxy.stdout.readline().strip() == "ready"
+        a = Billingd(env, {"instance_id": "sm-qa"})
+        b = Billingd(env, {"instance_id": "sm-qb", "pg": env.pg.replace(f"port={env.stack.pgport}", f"port={pport}"),
+                           "writer_threads": "1"})
+        wait_prices()
+        acct = new_account(env, "sm-lost")
+        # B's writer learns the id and settles 1 unit: 13 left
+        assert usage(b, acct, f"sm-lost-warm-{acct}", 1_000_000)["cost_nanos"] == UNIT
+        # A loads the mirror and holds 1 unit: 12 free
+        assert authorize(a, acct, f"sm-lost-hold-{acct}", 1_000_000).status_code == 200
+        gen = load_generation(env, acct)
+        assert gen not in ("", "-")
+        os.kill(proxy.pid, signal.SIGUSR1)
+        r = b.post("/v1/usage", {"request_id": f"sm-lost-use-{acct}", "account_id": acct, "model": M,
+                                 "input_tokens": 10_000_000, "cached_input_tokens": 0, "output_tokens": 0,
+                                 "started_at": now_rfc3339()})
+        assert proxy.stdout.readline().strip() == "cut"
+        assert r.status_code == 503, r.text
+        assert env.sql("SELECT count(*) FROM usage_records WHERE request_id = %s",
+                       (f"sm-lost-use-{acct}",))[0][0] == 1, "the COMMIT did not run"
+        deadline = time.time() + 5
+        while load_generation(env, acct) == gen and time.time() < deadline:
+            time.sleep(0.05)
+        # the ledger: 3 units, 1 held: 2 free; 2.5 must be refused
+        r = authorize(a, acct, f"sm-lost-big-{acct}", 2_500_000)
+        assert r.status_code == 402, f"admitted above the ledger: {r.text}"
+        assert authorize(a, acct, f"sm-lost-fit-{acct}", 2_000_000).status_code == 200
+    finally:
+        for x in (a, b):
+            if x:
+                x.stop()
+        proxy.kill()
+        proxy.wait(timeout=10)
+        env.redis_flushall()
+    env.assert_books_sound()
