@@ -330,6 +330,26 @@ while True:
 """
 
 
+def a_refuses_above_the_ledger(env, a, acct, gen, prefix):
+    """The account: 3 units by the ledger, 1 held (2 free); A's mirror was
+    gen.  Once it is dropped (up to 5 s), A refuses 2.5 units and admits 2."""
+    deadline = time.time() + 5
+    while load_generation(env, acct) == gen and time.time() < deadline:
+        time.sleep(0.05)
+    r = authorize(a, acct, f"{prefix}-big-{acct}", 2_500_000)
+    assert r.status_code == 402, f"admitted above the ledger: {r.text}"
+    assert authorize(a, acct, f"{prefix}-fit-{acct}", 2_000_000).status_code == 200
+
+
+def stop_all(env, proxy, *instances):
+    for x in instances:
+        if x:
+            x.stop()
+    proxy.kill()
+    proxy.wait(timeout=10)
+    env.redis_flushall()
+
+
 def test_a_commit_whose_answer_was_lost_drops_the_mirror(env):
     """B's writer loses its PostgreSQL connection after sending a batch's
     COMMIT and NOTIFY, which the server runs: the records are committed and
@@ -363,18 +383,58 @@ def test_a_commit_whose_answer_was_lost_drops_the_mirror(env):
         assert r.status_code == 503, r.text
         assert env.sql("SELECT count(*) FROM usage_records WHERE request_id = %s",
                        (f"sm-lost-use-{acct}",))[0][0] == 1, "the COMMIT did not run"
-        deadline = time.time() + 5
-        while load_generation(env, acct) == gen and time.time() < deadline:
-            time.sleep(0.05)
-        # the ledger: 3 units, 1 held: 2 free; 2.5 must be refused
-        r = authorize(a, acct, f"sm-lost-big-{acct}", 2_500_000)
-        assert r.status_code == 402, f"admitted above the ledger: {r.text}"
-        assert authorize(a, acct, f"sm-lost-fit-{acct}", 2_000_000).status_code == 200
+        a_refuses_above_the_ledger(env, a, acct, gen, "sm-lost")
     finally:
-        for x in (a, b):
-            if x:
-                x.stop()
-        proxy.kill()
-        proxy.wait(timeout=10)
-        env.redis_flushall()
+        stop_all(env, proxy, a, b)
+    env.assert_books_sound()
+
+
+def test_a_stream_entry_whose_commit_answer_was_lost_drops_the_mirror(env):
+    """The same loss for a record of the usage stream: B's consumer gets 503
+    (commit unknown) and leaves the entry pending; read again it is a replay,
+    which applies nothing and, without a hold, does not touch the mirror.  So
+    B drops the account's mirror on the 503, as the HTTP path does; without
+    that, the mirror (B's and A's: one Redis) stayed 10 units above the
+    ledger until it expired."""
+    set_price(env, M, UNIT, UNIT, 0, effective="2026-01-01T00:00:00Z")
+    key = "usage:sm-lost"
+    port = env.redis_port_for(key)
+    pport = free_port()
+    proxy = subprocess.Popen(["/usr/bin/python3", "-c", PG_PROXY, str(pport), str(env.stack.pgport)],
+                             stdout=subprocess.PIPE, text=True)
+    a = b = None
+
+    def xadd(rid, tokens):
+        body = {"request_id": rid, "account_id": acct, "model": M, "input_tokens": tokens,
+                "cached_input_tokens": 0, "output_tokens": 0, "started_at": now_rfc3339()}
+        subprocess.run(["redis-cli", "-p", str(port), "XADD", key, "*", "body", json.dumps(body)],
+                       check=True, capture_output=True, timeout=30)
+
+    def recorded(rid):
+        deadline = time.time() + 20
+        while env.sql("SELECT count(*) FROM usage_records WHERE request_id = %s", (rid,))[0][0] == 0:
+            assert time.time() < deadline, b.logs()
+            time.sleep(0.05)
+
+    try:
+        assert proxy.stdout.readline().strip() == "ready"
+        a = Billingd(env, {"instance_id": "sm-ra"})
+        b = Billingd(env, {"instance_id": "sm-rb", "usage_stream": key, "writer_threads": "1",
+                           "pg": env.pg.replace(f"port={env.stack.pgport}", f"port={pport}")})
+        wait_prices()
+        acct = new_account(env, "sm-lost-stream")
+        # B's writer learns the id and charges 1 unit: 13 left
+        xadd(f"sm-ls-warm-{acct}", 1_000_000)
+        recorded(f"sm-ls-warm-{acct}")
+        # A loads the mirror and holds 1 unit: 12 free
+        assert authorize(a, acct, f"sm-ls-hold-{acct}", 1_000_000).status_code == 200
+        gen = load_generation(env, acct)
+        assert gen not in ("", "-")
+        os.kill(proxy.pid, signal.SIGUSR1)
+        xadd(f"sm-ls-use-{acct}", 10_000_000)
+        assert proxy.stdout.readline().strip() == "cut"
+        recorded(f"sm-ls-use-{acct}")
+        a_refuses_above_the_ledger(env, a, acct, gen, "sm-ls")
+    finally:
+        stop_all(env, proxy, a, b)
     env.assert_books_sound()
