@@ -26,6 +26,11 @@ struct cnode {
 	redisContext *ctx;
 	int64_t retry_us;
 	bool serves;
+	/* ctx is lent to rclient_each_master's fn: closed meanwhile (by a
+	 * command of fn's through this client: a lost connection, or one
+	 * node_ctx found closed), it is kept here, unfreed, until fn returns */
+	bool lent;
+	redisContext *dropped;
 };
 
 struct rclient {
@@ -102,7 +107,9 @@ void rclient_free(struct rclient *c)
 
 static void node_close(struct cnode *n)
 {
-	if (n->ctx)
+	if (n->ctx && n->lent && !n->dropped)
+		n->dropped = n->ctx;
+	else if (n->ctx)
 		redisFree(n->ctx);
 	n->ctx = NULL;
 }
@@ -393,7 +400,7 @@ int rclient_pipeline(struct rclient *c, size_t n, const struct rclient_cmd *cmds
 
 int rclient_each_master(struct rclient *c, int (*fn)(redisContext *ctx, void *arg), void *arg, struct error *err)
 {
-	int ret = 0;
+	int ret = 0, rc;
 
 	if ((c->mode == MODE_UNKNOWN || c->stale) && discover(c, err) < 0)
 		return -1;
@@ -409,13 +416,22 @@ int rclient_each_master(struct rclient *c, int (*fn)(redisContext *ctx, void *ar
 			ret = -1;
 			continue;
 		}
-		if (fn(ctx, arg) < 0) {
+		/* fn's own commands through c may close ctx: not freed under fn */
+		n->lent = true;
+		rc = fn(ctx, arg);
+		n->lent = false;
+		if (rc < 0) {
 			if (ctx->err) {
 				error_set(err, 503, "unavailable", "redis %s:%d: %s", n->host, n->port, ctx->errstr);
-				node_close(n);
+				if (n->ctx == ctx)
+					node_close(n);
 				c->stale = c->mode == MODE_CLUSTER;
 			}
 			ret = -1;
+		}
+		if (n->dropped) {
+			redisFree(n->dropped);
+			n->dropped = NULL;
 		}
 	}
 	return ret;

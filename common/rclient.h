@@ -39,7 +39,9 @@ redisReply *rclient_commandv(struct rclient *c, int argc, const char **argv, con
 int rclient_pipeline(struct rclient *c, size_t n, const struct rclient_cmd *cmds, redisReply **replies,
 		     struct error *err) __attribute__((warn_unused_result));
 /* Calls fn with the connection of each master (or the single server), e.g.
- * for SCAN.  fn returns 0 or -1.  0, or -1 with err when any master could
+ * for SCAN; ctx stays allocated until fn returns, also when fn's own
+ * commands through c close it (then it answers them with errors).  fn
+ * returns 0 or -1.  0, or -1 with err when any master could
  * not be reached or fn failed there (the others are visited all the same). */
 int rclient_each_master(struct rclient *c, int (*fn)(redisContext *ctx, void *arg), void *arg, struct error *err)
 	__attribute__((warn_unused_result));

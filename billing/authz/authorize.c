@@ -515,7 +515,11 @@ static void notify_cb(void *arg, const char *channel, const char *payload)
 			return;
 		sp = strchr(w, ' ');
 		wl = sp ? (size_t)(sp - w) : strlen(w);
-		ours = wl >= ml && strncmp(w, me, ml) == 0 && (wl == ml || strncmp(w + ml, ".t", 2) == 0);
+		/* instance_id itself or instance_id.tN (N digits): not another
+		 * instance whose id only starts so (sm-o.tokyo next to sm-o) */
+		ours = wl >= ml && strncmp(w, me, ml) == 0 &&
+		       (wl == ml || (wl > ml + 2 && strncmp(w + ml, ".t", 2) == 0 &&
+				     strspn(w + ml + 2, "0123456789") == wl - ml - 2));
 		if (ours || (sp && same_redis(sp + 1)))
 			return;
 		invalidate(s, acct);

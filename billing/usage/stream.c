@@ -48,6 +48,11 @@ static void item_done(struct dbjob *job)
 
 	if (!x->it.job.err.status)
 		authz_settle(st->s, &x->it);
+	else if (x->it.job.err.status == 503 && x->it.account_id > 0)
+		/* a lost connection may have committed it (as on the HTTP path,
+		 * server.c): its replay applies nothing, so the mirror must not
+		 * be left missing the charge */
+		authz_forget(st->s, x->it.account_id);
 	pthread_mutex_lock(&st->mu);
 	x->state = 1;
 	st->pending--;

@@ -236,8 +236,12 @@ struct usage_writer *usage_writer_new(struct metrics *m, const char *redis)
 /* Reads the load generation ({a:ID}:st lgen) of every account charged
  * (state 2), before COMMIT: a settle applies its delta to the mirror only
  * if no load happened since.  Any failure leaves -1 (the settle then drops
- * the mirror: safe). */
-static void read_load_generations(struct usage_writer *w, struct usage_item **items, const int *state, size_t n)
+ * the mirror: safe).  true when every one was read: this thread reached the
+ * Redis just before COMMIT, so the batch's NOTIFY may name it (send_notify);
+ * false when one was not (that Redis, or the node of an account, is cut off
+ * from this writer: its settles may not land for as long, and an instance
+ * keeping the mirror would decide above the ledger meanwhile). */
+static bool read_load_generations(struct usage_writer *w, struct usage_item **items, const int *state, size_t n)
 {
 	struct rclient_cmd *cmds = calloc(n + 1, sizeof(*cmds));
 	redisReply **replies = calloc(n + 1, sizeof(*replies));
@@ -246,6 +250,7 @@ static void read_load_generations(struct usage_writer *w, struct usage_item **it
 	size_t *idx = calloc(n + 1, sizeof(*idx));
 	size_t k = 0;
 	struct error err;
+	bool all = false;
 
 	for (size_t i = 0; i < n; i++)
 		items[i]->mirror_lgen = -1;
@@ -274,12 +279,15 @@ static void read_load_generations(struct usage_writer *w, struct usage_item **it
 	/* a failed read leaves -1 for that item (its own node may be down) */
 	if (k && rclient_pipeline(t_redis, k, cmds, replies, &err) < 0)
 		log_debug("load generations not all read", "error=\"%s\"", err.msg);
+	all = true;
 	for (size_t j = 0; j < k; j++) {
 		redisReply *r = replies[j];
 		if (r && r->type == REDIS_REPLY_NIL)
 			items[idx[j]]->mirror_lgen = 0;
 		else if (r && r->type == REDIS_REPLY_STRING)
 			items[idx[j]]->mirror_lgen = strtoll(r->str, NULL, 10);
+		else
+			all = false;
 		freeReplyObject(r);
 	}
 done:
@@ -288,6 +296,7 @@ done:
 	free(keys);
 	free(argv);
 	free(idx);
+	return all;
 }
 
 void usage_writer_free(struct usage_writer *w)
@@ -970,14 +979,18 @@ static int send_records(struct batch *b, PGconn *c, const char *writer, char **k
  * waits for no flush.  Its failure fails nothing: the records are
  * committed; the other instances' mirrors then expire or reload as after a
  * lost LISTEN connection. */
-static int send_notify(PGconn *c, const char *writer, struct journal_arrays *ja, struct error *err)
+static int send_notify(PGconn *c, const char *writer, bool reached, struct journal_arrays *ja, struct error *err)
 {
 	struct db_params p;
 	char named[256];
 
 	/* "ACCOUNT WRITER REDIS_ID": an instance that reads the same id from its
-	 * Redis leaves the mirror to our settle (billing/authz/authorize.c) */
-	if (t_redis_id[0] && (size_t)snprintf(named, sizeof(named), "%s %s", writer, t_redis_id) < sizeof(named))
+	 * Redis leaves the mirror to our settle (billing/authz/authorize.c).
+	 * Only when this batch just reached that Redis (reached: every load
+	 * generation read): a writer cut off from it names none, so the others
+	 * drop the mirrors its settles cannot update */
+	if (reached && t_redis_id[0] &&
+	    (size_t)snprintf(named, sizeof(named), "%s %s", writer, t_redis_id) < sizeof(named))
 		writer = named;
 	journal_notify_params(ja, writer, &p);
 	return db_send_params(c, "u_notify", NULL, &p, err);
@@ -1066,7 +1079,7 @@ static int try_batch(struct batch *b, PGconn *c, const char *writer, char **keys
 	const char *p[1];
 	PGresult *r = NULL;
 	int has_keys, rc = -1;
-	bool seen = false, commit_apart;
+	bool seen = false, commit_apart, reached;
 	char nbuf[24];
 	size_t n_pending = 0;
 
@@ -1144,8 +1157,9 @@ static int try_batch(struct batch *b, PGconn *c, const char *writer, char **keys
 	 * already in the mirror (faults-short: a mirror above the ledger).
 	 * Read while PostgreSQL runs the inserts just sent: Redis's round trip
 	 * is off the batch's path. */
-	read_load_generations(b->w, b->items, b->state, b->n);
-	if ((!commit_apart && (db_send(c, NULL, "COMMIT", 0, NULL, err) < 0 || send_notify(c, writer, &ja, err) < 0)) ||
+	reached = read_load_generations(b->w, b->items, b->state, b->n);
+	if ((!commit_apart &&
+	     (db_send(c, NULL, "COMMIT", 0, NULL, err) < 0 || send_notify(c, writer, reached, &ja, err) < 0)) ||
 	    db_pipeline_sync(c, err) < 0)
 		goto fail;
 	for (int k = 0; k < (commit_apart ? 3 : 4); k++)

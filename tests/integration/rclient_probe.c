@@ -5,10 +5,14 @@
  * A line is a command's words separated by spaces ("SET k v").  An answer is
  * "nil", "int N", "str S", "status S", "array N", "err S" (Redis's error
  * answer) or "fail S" (no answer: rclient's error).  Used by
- * test_rclient.py to restart the server between two commands. */
+ * test_rclient.py to restart the server between two commands.  The line
+ * "@invalidate" runs billingd's start-up drop of every mirror instead
+ * (quota_invalidate_all_sync on HOST:PORT, its own client): "int N"
+ * mirrors dropped, or "fail". */
 #include <stdio.h>
 #include <string.h>
 
+#include "billing/authz/quota.h"
 #include "common/error.h"
 #include "common/rclient.h"
 
@@ -37,6 +41,14 @@ int main(int argc, char **argv)
 			words[n++] = w;
 		if (!n)
 			continue;
+		if (n == 1 && strcmp(words[0], "@invalidate") == 0) {
+			long dropped = quota_invalidate_all_sync(argv[1], 2000);
+			if (dropped < 0)
+				printf("fail\n");
+			else
+				printf("int %ld\n", dropped);
+			continue;
+		}
 		r = rclient_commandv(c, n, words, NULL, &err);
 		if (!r)
 			printf("fail %s\n", err.msg);

@@ -8,12 +8,15 @@ announced without that Redis's id (the CLI, another Redis) still drops it."""
 import json
 import os
 import select
+import signal
 import subprocess
+import threading
 import time
 
 import psycopg2
+import pytest
 
-from conftest import Billingd, UNIT, free_port, now_rfc3339, set_price, wait_gone, wait_prices
+from conftest import CLUSTER, Billingd, UNIT, free_port, now_rfc3339, set_price, wait_gone, wait_prices
 
 M = "sm-model"
 
@@ -91,26 +94,34 @@ def test_usage_on_one_instance_keeps_the_mirror_the_other_uses(env):
 
 
 def test_a_change_announced_without_this_redis_drops_the_mirror(env):
+    """Kept: a writer naming this Redis, and this instance's own writers
+    (sm-c, sm-c.tN).  Dropped: a writer naming another Redis, or none (the
+    CLI), and another instance whose id merely starts with "sm-c.t"
+    (sm-c.tokyo: it was taken for one of ours)."""
     set_price(env, M, UNIT, UNIT, 0, effective="2026-01-01T00:00:00Z")
     b = Billingd(env, {"instance_id": "sm-c"})
     try:
         wait_prices()
-        acct = [new_account(env, f"sm-x-{i}") for i in range(3)]
+        acct = [new_account(env, f"sm-x-{i}") for i in range(6)]
         for x in acct:
             assert authorize(b, x, f"sm-x-hold-{x}", 1_000_000).status_code == 200
             assert load_generation(env, x) not in ("", "-")
         rid = env.redis_cli("GET", "billing:redis_id")
         other = "0" * 32 if rid != "0" * 32 else "1" * 32
-        # a writer on this Redis: kept; one naming another Redis, or none: dropped
-        env.sql("SELECT pg_notify('billing_balance', %s)", (f"{acct[0]} elsewhere.t0 {rid}",))
-        env.sql("SELECT pg_notify('billing_balance', %s)", (f"{acct[1]} elsewhere.t0 {other}",))
-        env.sql("SELECT pg_notify('billing_balance', %s)", (f"{acct[2]} cli",))
+        # a writer on this Redis or our own: kept; one naming another Redis, or none: dropped
+        announced = [f"elsewhere.t0 {rid}", f"elsewhere.t0 {other}", "cli", "sm-c.t1", "sm-c.tokyo", "sm-c.t"]
+        for x, writer in zip(acct, announced):
+            env.sql("SELECT pg_notify('billing_balance', %s)", (f"{x} {writer}",))
+        gone = [acct[1], acct[2], acct[4], acct[5]]
         deadline = time.time() + 5
-        while time.time() < deadline and (load_generation(env, acct[1]) or load_generation(env, acct[2])):
+        while time.time() < deadline and any(load_generation(env, x) for x in gone):
             time.sleep(0.05)
         assert load_generation(env, acct[1]) == "", "a writer on another Redis: mirror kept"
         assert load_generation(env, acct[2]) == "", "the CLI's change: mirror kept"
+        assert load_generation(env, acct[4]) == "", "instance sm-c.tokyo's change: mirror kept"
+        assert load_generation(env, acct[5]) == "", "writer sm-c.t (no number): mirror kept"
         assert load_generation(env, acct[0]) not in ("", "-"), "a writer on this Redis: mirror dropped"
+        assert load_generation(env, acct[3]) not in ("", "-"), "our own writer sm-c.t1: mirror dropped"
     finally:
         b.stop()
         env.redis_flushall()
@@ -167,3 +178,263 @@ def test_instances_started_while_redis_was_down_learn_its_id(env, tmp_path):
             pid = int(open(pidfile).read())
             os.kill(pid, 15)
             wait_gone(pid, 5.0)
+
+
+PROXY = r"""
+import socket, sys, threading
+up = int(sys.argv[2])
+ls = socket.socket()
+ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+ls.bind(("127.0.0.1", int(sys.argv[1])))
+ls.listen(64)
+def pump(a, b):
+    try:
+        while True:
+            d = a.recv(65536)
+            if not d:
+                break
+            b.sendall(d)
+    except OSError:
+        pass
+    for s in (a, b):
+        try:
+            s.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+print("ready", flush=True)
+while True:
+    c, _ = ls.accept()
+    u = socket.create_connection(("127.0.0.1", up))
+    threading.Thread(target=pump, args=(c, u), daemon=True).start()
+    threading.Thread(target=pump, args=(u, c), daemon=True).start()
+"""
+
+
+@pytest.mark.skipif(CLUSTER, reason="one proxy in front of one Redis (a cluster's nodes name their own ports)")
+def test_a_writer_cut_off_from_redis_does_not_name_it(env):
+    """B reaches the Redis through a proxy, A directly: one Redis, one id.
+    The proxy stops (SIGSTOP: B's path to Redis hangs, A's works) and B
+    commits a charge without a hold.  B's settle cannot land in the mirror
+    A decides on, so B's NOTIFY must not name the Redis (which tells A the
+    settle will update that mirror): A drops the mirror and its next
+    decision sees the charge.  Named anyway, A kept a mirror 10 units above
+    the ledger for as long as B's path was down."""
+    set_price(env, M, UNIT, UNIT, 0, effective="2026-01-01T00:00:00Z")
+    pport = free_port()
+    proxy = subprocess.Popen(["/usr/bin/python3", "-c", PROXY, str(pport), str(env.stack.redis_port)],
+                             stdout=subprocess.PIPE, text=True)
+    a = b = None
+    stopped = False
+    try:
+        assert proxy.stdout.readline().strip() == "ready"
+        a = Billingd(env, {"instance_id": "sm-pa"})
+        b = Billingd(env, {"instance_id": "sm-pb", "redis": f"127.0.0.1:{pport}"})
+        wait_prices()
+        acct = new_account(env, "sm-cut")
+        # B's writer of this account learns the id and settles 1 unit: 13 left
+        assert usage(b, acct, f"sm-cut-warm-{acct}", 1_000_000)["cost_nanos"] == UNIT
+        # A loads the mirror and holds 1 unit: 12 free
+        assert authorize(a, acct, f"sm-cut-hold-{acct}", 1_000_000).status_code == 200
+        assert load_generation(env, acct) not in ("", "-")
+        os.kill(proxy.pid, signal.SIGSTOP)
+        stopped = True
+        # B charges 10 units (its answer waits for Redis: not awaited)
+        t = threading.Thread(target=lambda: _quiet_usage(b, acct, f"sm-cut-use-{acct}", 10_000_000), daemon=True)
+        t.start()
+        deadline = time.time() + 20
+        while env.sql("SELECT count(*) FROM usage_records WHERE request_id = %s",
+                      (f"sm-cut-use-{acct}",))[0][0] == 0:
+            assert time.time() < deadline, b.logs()
+            time.sleep(0.05)
+        # the NOTIFY reaches A (it polls every 200 ms): a drop shows within 5 s
+        deadline = time.time() + 5
+        while load_generation(env, acct) != "" and time.time() < deadline:
+            time.sleep(0.05)
+        # the ledger: 3 units, 1 held: 2 free; 2.5 must be refused
+        r = authorize(a, acct, f"sm-cut-big-{acct}", 2_500_000)
+        assert r.status_code == 402, f"admitted above the ledger: {r.text}"
+        assert authorize(a, acct, f"sm-cut-fit-{acct}", 2_000_000).status_code == 200
+    finally:
+        if stopped:
+            os.kill(proxy.pid, signal.SIGCONT)
+        for x in (a, b):
+            if x:
+                x.stop()
+        proxy.kill()
+        proxy.wait(timeout=10)
+        env.redis_flushall()
+    env.assert_books_sound()
+
+
+def _quiet_usage(bd, acct, rid, tokens):
+    try:
+        bd.post("/v1/usage", {"request_id": rid, "account_id": acct, "model": M, "input_tokens": tokens,
+                              "cached_input_tokens": 0, "output_tokens": 0, "started_at": now_rfc3339()})
+    except Exception:  # noqa: BLE001 (its answer is not what the test is about)
+        pass
+
+
+
+PG_PROXY = r"""
+import signal, socket, sys, threading, time
+up = int(sys.argv[2])
+armed = threading.Event()
+signal.signal(signal.SIGUSR1, lambda *a: armed.set())
+ls = socket.socket()
+ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+ls.bind(("127.0.0.1", int(sys.argv[1])))
+ls.listen(64)
+def close(*ss):
+    for s in ss:
+        try:
+            s.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+def pair(c, u):
+    cut = threading.Event()
+    def down():
+        try:
+            while True:
+                d = u.recv(65536)
+                if not d:
+                    break
+                if not cut.is_set():
+                    c.sendall(d)
+        except OSError:
+            pass
+        close(c, u)
+    threading.Thread(target=down, daemon=True).start()
+    try:
+        while True:
+            d = c.recv(65536)
+            if not d:
+                break
+            u.sendall(d)
+            if armed.is_set() and b"COMMIT\x00" in d:
+                # the server runs the COMMIT (and what follows it); the
+                # client never hears of it: its connection is lost
+                armed.clear()
+                cut.set()
+                print("cut", flush=True)
+                time.sleep(0.5)
+                close(c, u)
+                break
+    except OSError:
+        pass
+    close(c, u)
+print("ready", flush=True)
+while True:
+    c, _ = ls.accept()
+    u = socket.create_connection(("127.0.0.1", up))
+    threading.Thread(target=pair, args=(c, u), daemon=True).start()
+"""
+
+
+def a_refuses_above_the_ledger(env, a, acct, gen, prefix):
+    """The account: 3 units by the ledger, 1 held (2 free); A's mirror was
+    gen.  Once it is dropped (up to 5 s), A refuses 2.5 units and admits 2."""
+    deadline = time.time() + 5
+    while load_generation(env, acct) == gen and time.time() < deadline:
+        time.sleep(0.05)
+    r = authorize(a, acct, f"{prefix}-big-{acct}", 2_500_000)
+    assert r.status_code == 402, f"admitted above the ledger: {r.text}"
+    assert authorize(a, acct, f"{prefix}-fit-{acct}", 2_000_000).status_code == 200
+
+
+def stop_all(env, proxy, *instances):
+    for x in instances:
+        if x:
+            x.stop()
+    proxy.kill()
+    proxy.wait(timeout=10)
+    env.redis_flushall()
+
+
+def test_a_commit_whose_answer_was_lost_drops_the_mirror(env):
+    """B's writer loses its PostgreSQL connection after sending a batch's
+    COMMIT and NOTIFY, which the server runs: the records are committed and
+    A is told (with this Redis's id) that B settles them into the mirror.
+    B answers 503 (commit unknown) and settles nothing, so B drops the
+    account's mirror itself (server.c, usage_single_done); A's next decision
+    sees the charge.  (Passes on main too: a guard for the shared mirror.)"""
+    set_price(env, M, UNIT, UNIT, 0, effective="2026-01-01T00:00:00Z")
+    pport = free_port()
+    proxy = subprocess.Popen(["/usr/bin/python3", "-c", PG_PROXY, str(pport), str(env.stack.pgport)],
+                             stdout=subprocess.PIPE, text=True)
+    a = b = None
+    try:
+        assert proxy.stdout.readline().strip() == "ready"
+        a = Billingd(env, {"instance_id": "sm-qa"})
+        b = Billingd(env, {"instance_id": "sm-qb", "pg": env.pg.replace(f"port={env.stack.pgport}", f"port={pport}"),
+                           "writer_threads": "1"})
+        wait_prices()
+        acct = new_account(env, "sm-lost")
+        # B's writer learns the id and settles 1 unit: 13 left
+        assert usage(b, acct, f"sm-lost-warm-{acct}", 1_000_000)["cost_nanos"] == UNIT
+        # A loads the mirror and holds 1 unit: 12 free
+        assert authorize(a, acct, f"sm-lost-hold-{acct}", 1_000_000).status_code == 200
+        gen = load_generation(env, acct)
+        assert gen not in ("", "-")
+        os.kill(proxy.pid, signal.SIGUSR1)
+        r = b.post("/v1/usage", {"request_id": f"sm-lost-use-{acct}", "account_id": acct, "model": M,
+                                 "input_tokens": 10_000_000, "cached_input_tokens": 0, "output_tokens": 0,
+                                 "started_at": now_rfc3339()})
+        assert proxy.stdout.readline().strip() == "cut"
+        assert r.status_code == 503, r.text
+        assert env.sql("SELECT count(*) FROM usage_records WHERE request_id = %s",
+                       (f"sm-lost-use-{acct}",))[0][0] == 1, "the COMMIT did not run"
+        a_refuses_above_the_ledger(env, a, acct, gen, "sm-lost")
+    finally:
+        stop_all(env, proxy, a, b)
+    env.assert_books_sound()
+
+
+def test_a_stream_entry_whose_commit_answer_was_lost_drops_the_mirror(env):
+    """The same loss for a record of the usage stream: B's consumer gets 503
+    (commit unknown) and leaves the entry pending; read again it is a replay,
+    which applies nothing and, without a hold, does not touch the mirror.  So
+    B drops the account's mirror on the 503, as the HTTP path does; without
+    that, the mirror (B's and A's: one Redis) stayed 10 units above the
+    ledger until it expired."""
+    set_price(env, M, UNIT, UNIT, 0, effective="2026-01-01T00:00:00Z")
+    key = "usage:sm-lost"
+    port = env.redis_port_for(key)
+    pport = free_port()
+    proxy = subprocess.Popen(["/usr/bin/python3", "-c", PG_PROXY, str(pport), str(env.stack.pgport)],
+                             stdout=subprocess.PIPE, text=True)
+    a = b = None
+
+    def xadd(rid, tokens):
+        body = {"request_id": rid, "account_id": acct, "model": M, "input_tokens": tokens,
+                "cached_input_tokens": 0, "output_tokens": 0, "started_at": now_rfc3339()}
+        subprocess.run(["redis-cli", "-p", str(port), "XADD", key, "*", "body", json.dumps(body)],
+                       check=True, capture_output=True, timeout=30)
+
+    def recorded(rid):
+        deadline = time.time() + 20
+        while env.sql("SELECT count(*) FROM usage_records WHERE request_id = %s", (rid,))[0][0] == 0:
+            assert time.time() < deadline, b.logs()
+            time.sleep(0.05)
+
+    try:
+        assert proxy.stdout.readline().strip() == "ready"
+        a = Billingd(env, {"instance_id": "sm-ra"})
+        b = Billingd(env, {"instance_id": "sm-rb", "usage_stream": key, "writer_threads": "1",
+                           "pg": env.pg.replace(f"port={env.stack.pgport}", f"port={pport}")})
+        wait_prices()
+        acct = new_account(env, "sm-lost-stream")
+        # B's writer learns the id and charges 1 unit: 13 left
+        xadd(f"sm-ls-warm-{acct}", 1_000_000)
+        recorded(f"sm-ls-warm-{acct}")
+        # A loads the mirror and holds 1 unit: 12 free
+        assert authorize(a, acct, f"sm-ls-hold-{acct}", 1_000_000).status_code == 200
+        gen = load_generation(env, acct)
+        assert gen not in ("", "-")
+        os.kill(proxy.pid, signal.SIGUSR1)
+        xadd(f"sm-ls-use-{acct}", 10_000_000)
+        assert proxy.stdout.readline().strip() == "cut"
+        recorded(f"sm-ls-use-{acct}")
+        a_refuses_above_the_ledger(env, a, acct, gen, "sm-ls")
+    finally:
+        stop_all(env, proxy, a, b)
+    env.assert_books_sound()
