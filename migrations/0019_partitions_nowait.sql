@@ -17,9 +17,10 @@
 -- fails at once with SQLSTATE 55P03 (lock_not_available, the same code
 -- lock_timeout gave), holding nothing, and billingd tries again on its next
 -- maintenance tick.  When every partition exists it takes no lock at all, as
--- before.  ledger_create_partition is unchanged.
+-- before.  ledger_create_partition is unchanged.  Like every SECURITY
+-- DEFINER function since 0013, it searches pg_temp last.
 CREATE OR REPLACE FUNCTION ledger_ensure_partitions(months_ahead integer DEFAULT 3) RETURNS integer
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = public SET lock_timeout = '200ms' AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp SET lock_timeout = '200ms' AS $$
 DECLARE
     t text;
     m integer;
