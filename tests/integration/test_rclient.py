@@ -139,9 +139,13 @@ def test_a_connection_closed_while_lent_to_a_scan_is_not_freed_under_it():
             first = False
 
     threading.Thread(target=accept, daemon=True).start()
-    probe = subprocess.Popen(["valgrind", "-q", "--error-exitcode=99", os.path.join(ITEST, "rclient_probe"),
-                              f"127.0.0.1:{port}"], text=True, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE)
+    exe = os.path.join(ITEST, "rclient_probe")
+    with open(exe, "rb") as f:
+        asan = b"__asan_init" in f.read()
+    # valgrind finds the invalid read in a plain build; an AddressSanitizer
+    # build (make asan) cannot run under valgrind and finds it itself
+    probe = subprocess.Popen(([] if asan else ["valgrind", "-q", "--error-exitcode=99"]) + [exe, f"127.0.0.1:{port}"],
+                             text=True, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         answer = ask(probe, "@invalidate")
         probe.stdin.close()
@@ -153,6 +157,6 @@ def test_a_connection_closed_while_lent_to_a_scan_is_not_freed_under_it():
             probe.wait(timeout=10)
         ls.close()
     assert (True, "SCAN") in seen, seen
-    assert rc == 0 and "Invalid" not in errs, f"rc={rc} answer={answer!r}\n{errs}"
+    assert rc == 0 and "Invalid" not in errs and "Sanitizer" not in errs, f"rc={rc} answer={answer!r}\n{errs}"
     # the node's connection was lost in the middle of the SCAN: not a count
     assert answer == "fail", answer
