@@ -79,6 +79,8 @@ struct limit_row {
 };
 
 #define DIRTY_MAX 10000
+/* accounts in one announcement (authz_forget_announce) */
+#define ANNOUNCE_MAX 4096
 /* request contexts kept for reuse: a loop turn's worth */
 #define AZ_SPARE_MAX 256
 
@@ -118,6 +120,11 @@ struct authz_state {
 	int64_t dirty[DIRTY_MAX];
 	size_t n_dirty;
 	bool dirty_overflow;
+	/* accounts whose charge we committed but may not have settled: to be
+	 * announced on billing_balance naming no Redis (authz_forget_announce) */
+	int64_t announce[ANNOUNCE_MAX];
+	size_t n_announce;
+	bool announcing; /* a job of announce_run in the API pool */
 	/* quota_group_stats already added to /metrics */
 	uint64_t calls_counted, decisions_counted;
 	/* quota_settles_stats already added to /metrics */
@@ -247,6 +254,7 @@ static void refresh_now(struct server *s)
 }
 
 static void flush_dirty(struct server *s, bool up);
+static void announce_flush(struct server *s);
 
 /* The grouping of authorize decisions (quota_authorize) into /metrics. */
 static void count_groups(struct server *s)
@@ -272,6 +280,7 @@ static void refresh_cb(evutil_socket_t fd, short what, void *arg)
 	(void)fd, (void)what;
 	refresh_now(arg);
 	flush_dirty(arg, false);
+	announce_flush(arg);
 	count_groups(arg);
 }
 
@@ -302,6 +311,115 @@ void authz_forget(struct server *s, int64_t account)
 		az->dirty[az->n_dirty++] = account;
 	else
 		az->dirty_overflow = true;
+}
+
+/* A charge we committed may not have reached the mirror (its settle
+ * failed, or its commit's answer was lost): authz_forget drops the mirror
+ * once *our* Redis answers.  Another instance on the same Redis may have
+ * kept that mirror because the batch's NOTIFY named the Redis (usage.c
+ * send_notify: its writer had just read the load generations there), and
+ * our path to Redis may be down for longer than theirs: it would decide on
+ * a mirror the whole charge above the ledger until we are back
+ * (test_settle_lost.py).  So the account is also announced through
+ * PostgreSQL ("ACCOUNT INSTANCE_ID", naming no Redis): every other instance
+ * drops its mirror now; ours ignores it (our own writer).  Announcements
+ * are grouped: one statement per API pool job, the next one when it is done
+ * (or at the next tick after a failure). */
+struct announce_job {
+	struct dbjob job;
+	struct server *s;
+	char *instance;
+	size_t n;
+	int64_t accts[];
+};
+
+static void announce_run(struct dbjob *job, PGconn *c, const char *writer)
+{
+	struct announce_job *j = (struct announce_job *)job;
+	struct buf arr;
+	const char *p[2];
+	PGresult *r;
+
+	(void)writer;
+	if (!c) {
+		error_set(&j->job.err, 503, "unavailable", "no database");
+		return;
+	}
+	buf_init(&arr);
+	buf_append(&arr, "{", 1);
+	for (size_t i = 0; i < j->n; i++)
+		buf_printf(&arr, "%s%" PRId64, i ? "," : "", j->accts[i]);
+	buf_append(&arr, "}", 2); /* with the NUL */
+	p[0] = arr.data;
+	p[1] = j->instance;
+	r = db_query(c, "SELECT pg_notify('billing_balance', a::text || ' ' || $2) FROM unnest($1::bigint[]) a", 2, p,
+		     &j->job.err);
+	PQclear(r);
+	buf_release(&arr);
+}
+
+static void announce_queue(struct authz_state *az, int64_t account)
+{
+	for (size_t i = 0; i < az->n_announce; i++)
+		if (az->announce[i] == account)
+			return;
+	if (az->n_announce < ANNOUNCE_MAX)
+		az->announce[az->n_announce++] = account;
+	else
+		log_warn("balance mirror not announced: too many", "account=%" PRId64, account);
+}
+
+static void announce_done(struct dbjob *job)
+{
+	struct announce_job *j = (struct announce_job *)job;
+	struct server *s = j->s;
+	struct authz_state *az = s->az;
+
+	if (az) {
+		az->announcing = false;
+		if (j->job.err.status) {
+			/* kept for the next tick */
+			log_warn("balance mirrors not announced", "accounts=%zu error=\"%s\"", j->n, j->job.err.msg);
+			for (size_t i = 0; i < j->n; i++)
+				announce_queue(az, j->accts[i]);
+		} else {
+			announce_flush(s);
+		}
+	}
+	free(j);
+}
+
+static void announce_flush(struct server *s)
+{
+	struct authz_state *az = s->az;
+	struct announce_job *j;
+
+	if (!az || az->announcing || az->n_announce == 0 || !s->pool)
+		return;
+	j = calloc(1, sizeof(*j) + az->n_announce * sizeof(j->accts[0]));
+	if (!j)
+		return;
+	j->job.run = announce_run;
+	j->job.done = announce_done;
+	j->s = s;
+	j->instance = (char *)config_get(s->cfg, "instance_id");
+	j->n = az->n_announce;
+	memcpy(j->accts, az->announce, j->n * sizeof(j->accts[0]));
+	if (dbpool_submit(s->pool, &j->job) < 0) {
+		free(j); /* the queue is full: at the next tick */
+		return;
+	}
+	az->n_announce = 0;
+	az->announcing = true;
+}
+
+void authz_forget_announce(struct server *s, int64_t account)
+{
+	if (!s->az || account <= 0)
+		return;
+	authz_forget(s, account);
+	announce_queue(s->az, account);
+	announce_flush(s);
 }
 
 struct forget_now {
@@ -1273,7 +1391,7 @@ static void settle_cb(void *arg, redisReply *r)
 
 	/* the charge did not reach the mirror: it must not be used as it is */
 	if (!r && !sa->s->closing)
-		authz_forget(sa->s, sa->account);
+		authz_forget_announce(sa->s, sa->account);
 	free(sa);
 }
 
@@ -1326,7 +1444,7 @@ void authz_settle(struct server *s, const struct usage_item *it)
 		if (!sa ||
 		    quota_run(s->az->q, QUOTA_SETTLE, it->account_id, QUOTA_SETTLE_ARGC, argv, settle_cb, sa) < 0) {
 			free(sa);
-			authz_forget(s, it->account_id);
+			authz_forget_announce(s, it->account_id);
 		}
 	}
 }
@@ -1465,7 +1583,7 @@ static void settle_held_cb(void *arg, redisReply *r)
 
 	/* the charge may not have reached the mirror: it must not be used as it is */
 	if (!r && sh->settled && !sh->s->closing)
-		authz_forget(sh->s, sh->account);
+		authz_forget_announce(sh->s, sh->account);
 	sh->done(sh->arg, known, known ? (int64_t)r->integer : 0);
 	free(sh);
 }

@@ -38,6 +38,11 @@ bool authz_model_known(struct server *s, const char *model);
 void authz_settle(struct server *s, const struct usage_item *it);
 /* The account's mirror may have missed a change: drop it as soon as Redis answers. */
 void authz_forget(struct server *s, int64_t account);
+/* The same for a charge we committed but may not have settled (its settle
+ * failed, or the commit's answer was lost): also announced at once to the
+ * other instances through PostgreSQL, naming no Redis, so one that kept the
+ * mirror on our writer's word drops it while our own path to Redis is down. */
+void authz_forget_announce(struct server *s, int64_t account);
 /* The same, now: done(arg) once Redis has dropped the mirror (or failed to,
  * then the account is left for the next tick), so an answer sent from done
  * is never followed by a decision on the old balance. */

@@ -561,7 +561,7 @@ static void usage_single_done(struct dbjob *job)
 		return usage_answer_with_held(c->s, it, usage_single_reply);
 	/* a lost connection may have committed it: the mirror must not miss that */
 	if (it->job.err.status == 503)
-		authz_forget(c->s, it->account_id);
+		authz_forget_announce(c->s, it->account_id);
 	reply_error(c, &it->job.err);
 	usage_item_release(it);
 	free(it);
@@ -647,7 +647,7 @@ static void usage_batch_item_done(struct dbjob *job)
 	if (!it->job.err.status)
 		return usage_answer_with_held(ub->rc->s, it, usage_batch_item_answered);
 	if (it->job.err.status == 503)
-		authz_forget(ub->rc->s, it->account_id);
+		authz_forget_announce(ub->rc->s, it->account_id);
 	res = error_json(&it->job.err);
 	json_object_set_new(json_object_get(res, "error"), "status", json_integer(it->job.err.status));
 	ub->results[it->index] = jsonnum_dumps(res, JSON_COMPACT);

@@ -52,7 +52,7 @@ static void item_done(struct dbjob *job)
 		/* a lost connection may have committed it (as on the HTTP path,
 		 * server.c): its replay applies nothing, so the mirror must not
 		 * be left missing the charge */
-		authz_forget(st->s, x->it.account_id);
+		authz_forget_announce(st->s, x->it.account_id);
 	pthread_mutex_lock(&st->mu);
 	x->state = 1;
 	st->pending--;
