@@ -40,7 +40,8 @@ struct rclient {
 	struct cnode *nodes[MAX_NODES]; /* nodes[0..n_seeds) are the seeds */
 	int n_nodes, n_seeds;
 	int single;
-	bool stale; /* the slot map must be read again before the next command */
+	bool stale;        /* the slot map must be read again before the next command */
+	uint64_t connects; /* rclient_connects */
 	int16_t slots[RSLOT_N];
 };
 
@@ -153,6 +154,7 @@ static redisContext *node_ctx(struct rclient *c, struct cnode *n, struct error *
 		n->retry_us = now + RECONNECT_AFTER_US;
 		return NULL;
 	}
+	c->connects++;
 	if (c->mode == MODE_SINGLE && c->db) {
 		redisReply *r = redisCommand(n->ctx, "SELECT %d", c->db);
 		if (!r || r->type == REDIS_REPLY_ERROR) {
@@ -435,6 +437,11 @@ int rclient_each_master(struct rclient *c, int (*fn)(redisContext *ctx, void *ar
 		}
 	}
 	return ret;
+}
+
+uint64_t rclient_connects(const struct rclient *c)
+{
+	return c->connects;
 }
 
 int rclient_redis_id(struct rclient *c, char *out, struct error *err)

@@ -13,6 +13,7 @@
 
 #include <hiredis/hiredis.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "common/error.h"
 
@@ -52,5 +53,10 @@ int rclient_each_master(struct rclient *c, int (*fn)(redisContext *ctx, void *ar
  * (billing/authz/authorize.c, notify_cb).  0, or -1 with err and out "". */
 #define RCLIENT_ID_LEN 32
 int rclient_redis_id(struct rclient *c, char *out, struct error *err) __attribute__((warn_unused_result));
+/* How many connections c has opened so far (to any node).  The server at an
+ * address may be another one after a reconnect (a restart without
+ * persistence, a moved name, a failover to a server that is no copy): an id
+ * read before it says nothing of what the new connection reaches. */
+uint64_t rclient_connects(const struct rclient *c);
 
 #endif

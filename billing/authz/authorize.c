@@ -255,6 +255,7 @@ static void refresh_now(struct server *s)
 
 static void flush_dirty(struct server *s, bool up);
 static void announce_flush(struct server *s);
+static void redis_id_check(struct server *s);
 
 /* The grouping of authorize decisions (quota_authorize) into /metrics. */
 static void count_groups(struct server *s)
@@ -281,6 +282,7 @@ static void refresh_cb(evutil_socket_t fd, short what, void *arg)
 	refresh_now(arg);
 	flush_dirty(arg, false);
 	announce_flush(arg);
+	redis_id_check(arg);
 	count_groups(arg);
 }
 
@@ -562,24 +564,35 @@ static void flush_dirty(struct server *s, bool up)
 }
 
 /* The identity of the Redis this process's mirrors live in (common/rclient.h
- * rclient_redis_id), read at start and after every resync, on threads of
- * their own; "" until read.  One per process: one `redis` setting. */
+ * rclient_redis_id), read at start, after every resync and after every new
+ * connection of the event loop's (redis_up: the server at the address may be
+ * another one now), on threads of their own; "" until read.  One per
+ * process: one `redis` setting.  redis_id_epoch counts the new connections:
+ * a read that began before the last one does not store what it read. */
 static pthread_mutex_t redis_id_mu = PTHREAD_MUTEX_INITIALIZER;
 static char redis_id[RCLIENT_ID_LEN + 1];
+static uint64_t redis_id_epoch;
+static bool redis_id_reading; /* a redis_id_thread runs */
 
 static void read_redis_id(const char *addr)
 {
 	struct error err;
 	char id[RCLIENT_ID_LEN + 1] = "";
-	struct rclient *c = rclient_new(addr, 2000, &err);
+	struct rclient *c;
+	uint64_t epoch;
 
+	pthread_mutex_lock(&redis_id_mu);
+	epoch = redis_id_epoch;
+	pthread_mutex_unlock(&redis_id_mu);
+	c = rclient_new(addr, 2000, &err);
 	if (c && rclient_redis_id(c, id, &err) < 0)
 		log_debug("redis id not read", "error=\"%s\"", err.msg);
 	rclient_free(c);
 	if (!id[0]) /* keep the last one: a writer naming another id still gets its drops */
 		return;
 	pthread_mutex_lock(&redis_id_mu);
-	memcpy(redis_id, id, sizeof(id));
+	if (epoch == redis_id_epoch)
+		memcpy(redis_id, id, sizeof(id));
 	pthread_mutex_unlock(&redis_id_mu);
 }
 
@@ -1455,35 +1468,74 @@ static void *redis_id_thread(void *arg)
 {
 	read_redis_id(arg);
 	free(arg);
+	pthread_mutex_lock(&redis_id_mu);
+	redis_id_reading = false;
+	pthread_mutex_unlock(&redis_id_mu);
 	return NULL;
+}
+
+/* Reads the Redis's id off the loop, unless a read runs already. */
+static void redis_id_read_async(struct server *s)
+{
+	pthread_t th;
+	char *addr;
+	bool busy;
+
+	pthread_mutex_lock(&redis_id_mu);
+	busy = redis_id_reading;
+	redis_id_reading = true;
+	pthread_mutex_unlock(&redis_id_mu);
+	if (busy)
+		return;
+	addr = strdup(config_get(s->cfg, "redis"));
+	if (addr && pthread_create(&th, NULL, redis_id_thread, addr) == 0) {
+		pthread_detach(th);
+		return;
+	}
+	free(addr);
+	pthread_mutex_lock(&redis_id_mu);
+	redis_id_reading = false;
+	pthread_mutex_unlock(&redis_id_mu);
+}
+
+/* Each tick: the id again while it is not known (a read that failed). */
+static void redis_id_check(struct server *s)
+{
+	bool known;
+
+	if (!s->redis || !rconn_usable(s->redis))
+		return;
+	pthread_mutex_lock(&redis_id_mu);
+	known = redis_id[0] != '\0';
+	pthread_mutex_unlock(&redis_id_mu);
+	if (!known)
+		redis_id_read_async(s);
 }
 
 /* A Redis connection came up: the dirty list first, and a fresh fail-open
  * allowance for the next outage.  Not on an answer for some account: while
  * one master is down, or Redis cannot run one account's decision, the
  * others' answers would refill the failing account's allowance without end
- * (test_fail_open_bound.py).  And the Redis's id, if it could not be read
- * at start (notify_cb). */
+ * (test_fail_open_bound.py).  And the Redis's id, read again: the new
+ * connection may reach another server than the one the id was read from (a
+ * Redis replaced behind its address), whose mirrors a writer naming the old
+ * id never settles (test_redis_replaced.py).  Until it is read, no writer's
+ * word keeps a mirror (notify_cb drops it). */
 static void redis_up(void *arg)
 {
 	struct server *s = arg;
-	bool known;
 
 	if (s->az) {
 		s->az->n_fo = 0;
 		flush_dirty(s, true);
 	}
 	pthread_mutex_lock(&redis_id_mu);
-	known = redis_id[0] != '\0';
+	redis_id_epoch++;
+	redis_id[0] = '\0';
 	pthread_mutex_unlock(&redis_id_mu);
-	if (!known) { /* Redis was down at start: read it now, off the loop */
-		pthread_t th;
-		char *addr = strdup(config_get(s->cfg, "redis"));
-		if (addr && pthread_create(&th, NULL, redis_id_thread, addr) == 0)
-			pthread_detach(th);
-		else
-			free(addr);
-	}
+	/* a read already running may have begun before: its result is not
+	 * stored (epoch), and the next tick starts one (redis_id_check) */
+	redis_id_read_async(s);
 }
 
 int authz_init(struct server *s, struct error *err)

@@ -211,12 +211,24 @@ static __thread struct pricing_price *t_prices;
 static __thread size_t t_n_prices;
 static __thread int64_t t_prices_version = -1;
 /* each writer thread's own synchronous Redis client (load generations), and
- * the identity of that Redis, read once (again every 10 s while it could
- * not be): the batch's NOTIFY names it, so instances sharing this Redis
+ * the identity of that Redis (again every 10 s while it could not be read,
+ * and after every new connection: another server may answer at the same
+ * address): the batch's NOTIFY names it, so instances sharing this Redis
  * keep the mirrors our settles update (send_notify) */
 static __thread struct rclient *t_redis;
 static __thread char t_redis_id[RCLIENT_ID_LEN + 1];
 static __thread int64_t t_redis_id_tried_us;
+static __thread uint64_t t_redis_id_conn; /* rclient_connects when it was read */
+
+static void read_redis_id(void)
+{
+	struct error err;
+
+	t_redis_id_tried_us = time_now_us();
+	if (rclient_redis_id(t_redis, t_redis_id, &err) < 0)
+		log_debug("redis id not read", "error=\"%s\"", err.msg);
+	t_redis_id_conn = rclient_connects(t_redis);
+}
 
 struct usage_writer *usage_writer_new(struct metrics *m, const char *redis)
 {
@@ -236,8 +248,9 @@ struct usage_writer *usage_writer_new(struct metrics *m, const char *redis)
 /* Reads the load generation ({a:ID}:st lgen) of every account charged
  * (state 2), before COMMIT: a settle applies its delta to the mirror only
  * if no load happened since.  Any failure leaves -1 (the settle then drops
- * the mirror: safe).  true when every one was read: this thread reached the
- * Redis just before COMMIT, so the batch's NOTIFY may name it (send_notify);
+ * the mirror: safe).  true when every one was read, on connections opened
+ * before t_redis_id was read: this thread reached the Redis of that id just
+ * before COMMIT, so the batch's NOTIFY may name it (send_notify);
  * false when one was not (that Redis, or the node of an account, is cut off
  * from this writer: its settles may not land for as long, and an instance
  * keeping the mirror would decide above the ledger meanwhile). */
@@ -261,11 +274,8 @@ static bool read_load_generations(struct usage_writer *w, struct usage_item **it
 		if (!t_redis)
 			goto done;
 	}
-	if (!t_redis_id[0] && time_now_us() - t_redis_id_tried_us >= 10000000) {
-		t_redis_id_tried_us = time_now_us();
-		if (rclient_redis_id(t_redis, t_redis_id, &err) < 0)
-			log_debug("redis id not read", "error=\"%s\"", err.msg);
-	}
+	if (!t_redis_id[0] && time_now_us() - t_redis_id_tried_us >= 10000000)
+		read_redis_id();
 	for (size_t i = 0; i < n; i++) {
 		if (state[i] != 2)
 			continue;
@@ -289,6 +299,15 @@ static bool read_load_generations(struct usage_writer *w, struct usage_item **it
 		else
 			all = false;
 		freeReplyObject(r);
+	}
+	/* the id names the server these reads reached only if no connection
+	 * was opened since it was read (a Redis replaced behind its address
+	 * gives the same one a new id): read again on the new connection, and
+	 * named only if that one is still the one the reads used */
+	if (all && rclient_connects(t_redis) != t_redis_id_conn) {
+		uint64_t reads = rclient_connects(t_redis);
+		read_redis_id();
+		all = t_redis_id_conn == reads;
 	}
 done:
 	free(cmds);
