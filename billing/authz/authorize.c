@@ -288,17 +288,14 @@ static void refresh_cb(evutil_socket_t fd, short what, void *arg)
 
 /* ---- mirror invalidation ---- */
 
-static void ignore_cb(void *arg, redisReply *r)
-{
-	(void)arg, (void)r;
-}
+static void forget_now_cb(void *arg, redisReply *r);
 
-static void invalidate(struct server *s, int64_t account)
-{
-	if (quota_run(s->az->q, QUOTA_INVALIDATE, account, 0, NULL, ignore_cb, NULL) < 0)
-		log_warn("cannot invalidate a balance mirror", "account=%" PRId64, account);
-	s->az->accts[(uint64_t)account % CACHE_SLOTS].account_id = 0;
-}
+/* A change announced on billing_balance (or billing_change): the mirror
+ * goes now, or, when the drop cannot be sent or its reply is lost (Redis
+ * away), as soon as Redis answers (the dirty list): a drop merely logged
+ * left the mirror of before the change in use once Redis was back
+ * (test_notify_drop_lost.py). */
+static void invalidate(struct server *s, int64_t account);
 
 void authz_forget(struct server *s, int64_t account)
 {
@@ -440,6 +437,21 @@ static void forget_now_cb(void *arg, redisReply *r)
 	if (f->done)
 		f->done(f->arg);
 	free(f);
+}
+
+static void invalidate(struct server *s, int64_t account)
+{
+	struct forget_now *f = calloc(1, sizeof(*f));
+
+	if (f) {
+		f->s = s;
+		f->account = account;
+	}
+	if (!f || quota_run(s->az->q, QUOTA_INVALIDATE, account, 0, NULL, forget_now_cb, f) < 0) {
+		free(f);
+		authz_forget(s, account);
+	}
+	s->az->accts[(uint64_t)account % CACHE_SLOTS].account_id = 0;
 }
 
 /* Sent whenever the connection is up, not only once rconn_usable (a PONG
