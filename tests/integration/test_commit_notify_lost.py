@@ -19,7 +19,7 @@ import time
 
 import pytest
 
-from conftest import CLUSTER, Billingd, UNIT, free_port, now_rfc3339, set_price, wait_gone, wait_prices
+from conftest import CLUSTER, SANITIZED, Billingd, UNIT, free_port, now_rfc3339, set_price, wait_gone, wait_prices
 
 M = "cn-model"
 
@@ -80,8 +80,8 @@ def authorize(bd, acct, rid, tokens):
 
 @pytest.mark.skipif(CLUSTER, reason="a second single Redis beside the suite's")
 def test_a_batch_committed_but_answered_503_is_replayed_once_and_announced(env, tmp_path):
-    if "asan" in os.path.basename(os.path.dirname(os.path.abspath(os.environ.get("BILLING_BIN", "bin")))):
-        pytest.skip("LD_PRELOAD beside AddressSanitizer")
+    if SANITIZED:
+        pytest.skip("a preloaded shim ahead of the AddressSanitizer runtime")
     so = str(tmp_path / "fail_notify.so")
     inc = subprocess.run(["pg_config", "--includedir"], capture_output=True, text=True).stdout.strip()
     subprocess.run(["cc", "-shared", "-fPIC", "-O1", f"-I{inc}", "-x", "c", "-", "-o", so, "-ldl"], input=SHIM,
