@@ -1453,11 +1453,22 @@ static bool settle_args(struct server *s, const struct usage_item *it, char (*bu
 	return !it->duplicate || it->r.hold_id[0];
 }
 
+/* A committed charge whose batch NOTIFY failed (usage.c notify_lost): the
+ * other instances learn of it from us, as for a settle that failed. */
+static void announce_lost_notify(struct server *s, const struct usage_item *it)
+{
+	if (it->notify_lost && !it->job.err.status && s->az && it->account_id > 0) {
+		announce_queue(s->az, it->account_id);
+		announce_flush(s);
+	}
+}
+
 void authz_settle(struct server *s, const struct usage_item *it)
 {
 	char bufs[8][32];
 	const char *argv[QUOTA_SETTLE_ARGC];
 
+	announce_lost_notify(s, it);
 	if (!it->account_id || it->job.err.status || !s->redis)
 		return;
 	if (settle_args(s, it, bufs, argv)) {
@@ -1666,6 +1677,7 @@ void authz_settle_held(struct server *s, const struct usage_item *it, authz_held
 		authz_held(s, it->account_id, done, arg);
 		return;
 	}
+	announce_lost_notify(s, it);
 	settle = settle_args(s, it, bufs, argv);
 	*sh = (struct settle_held){s, it->account_id, settle, done, arg};
 	if (quota_settle(s->az->qs, it->account_id, settle ? QUOTA_SETTLE_HELD : QUOTA_HELD_ONLY, argv, settle_held_cb,

@@ -1015,11 +1015,21 @@ static int send_notify(PGconn *c, const char *writer, bool reached, struct journ
 	return db_send_params(c, "u_notify", NULL, &p, err);
 }
 
-static void notify_done(PGresult *r, const struct error *err)
+/* false when the NOTIFY failed after the COMMIT: the records are committed,
+ * and the event loop announces their accounts instead (notify_lost) */
+static bool notify_done(PGresult *r, const struct error *err)
 {
 	if (!r)
 		log_warn("balance notification not sent after a usage commit", "error=\"%s\"", err->msg);
 	PQclear(r);
+	return r != NULL;
+}
+
+static void notify_lost(struct batch *b)
+{
+	for (size_t i = 0; i < b->n; i++)
+		if (b->state[i] == 2)
+			b->items[i]->notify_lost = true;
 }
 
 /* the price list: reloaded when its newest version is no longer the
@@ -1046,6 +1056,7 @@ static void reset_results(struct batch *b)
 	for (size_t i = 0; i < b->n; i++) {
 		usage_item_release(b->items[i]);
 		b->items[i]->duplicate = false;
+		b->items[i]->notify_lost = false;
 		memset(&b->items[i]->job.err, 0, sizeof(b->items[i]->job.err));
 		b->state[i] = 0;
 	}
@@ -1186,7 +1197,8 @@ static int try_batch(struct batch *b, PGconn *c, const char *writer, char **keys
 			goto fail;
 	if (!commit_apart) {
 		struct error nerr = {0};
-		notify_done(db_next(c, &nerr), &nerr);
+		if (!notify_done(db_next(c, &nerr), &nerr))
+			notify_lost(b);
 	}
 	db_pipeline_end(c);
 	if (commit_apart) {
@@ -1195,7 +1207,8 @@ static int try_batch(struct batch *b, PGconn *c, const char *writer, char **keys
 		if (db_exec(c, "COMMIT", 0, NULL, err) < 0)
 			goto fail;
 		journal_notify_params(&ja, writer, &np);
-		notify_done(db_query_params(c, JOURNAL_SQL_NOTIFY, &np, &nerr), &nerr);
+		if (!notify_done(db_query_params(c, JOURNAL_SQL_NOTIFY, &np, &nerr), &nerr))
+			notify_lost(b);
 	}
 	rc = 0;
 	goto out;

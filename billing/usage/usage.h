@@ -51,6 +51,9 @@ struct usage_item {
 	int64_t price_version;
 	int64_t d_paid, d_promo; /* what the charge moved (negative), for the balance mirror */
 	int64_t mirror_lgen;     /* the mirror's load generation read before COMMIT, -1 unknown */
+	/* committed, but the batch's NOTIFY failed: the loop announces the
+	 * account (authz_settle: the other instances drop their mirrors) */
+	bool notify_lost;
 	/* a fresh charge's answer (not a replay): where its "balance" member
 	 * starts in response, and the balance it shows; 0 for any other answer */
 	size_t balance_at;

@@ -11,7 +11,8 @@ the retry is an idempotent replay (one charge), and no instance keeps a
 mirror missing the charge: the batch's own NOTIFY never went out, so an
 instance on another Redis learns of it only from the writer's instance
 announcing the account (authz_forget_announce); before, it kept its mirror
-the whole charge above the ledger until the mirror expired."""
+the whole charge above the ledger until the mirror expired.  The second
+test: the NOTIFY queued but failed by the server after the COMMIT."""
 import json
 import os
 import subprocess
@@ -42,6 +43,9 @@ int PQsendQueryPrepared(PGconn *conn, const char *name, int n, const char *const
 			RTLD_NEXT, "PQsendQueryPrepared");
 	if (name && strcmp(name, "u_notify") == 0 && trigger && unlink(trigger) == 0)
 		return 0; /* as libpq does when it cannot allocate the message */
+	trigger = getenv("FAIL_NOTIFY_SERVER_FILE");
+	if (name && strcmp(name, "u_notify") == 0 && trigger && unlink(trigger) == 0)
+		name = "u_notify_gone"; /* the server fails the NOTIFY, after the COMMIT */
 	return real(conn, name, n, v, l, f, rf);
 }
 """
@@ -58,6 +62,7 @@ class Shimmed(Billingd):
             e = env_of()
             e["LD_PRELOAD"] = self.shim
             e["FAIL_NOTIFY_FILE"] = self.trigger
+            e["FAIL_NOTIFY_SERVER_FILE"] = self.trigger + ".server"
             return e
 
         self.env.proc_env = proc_env
@@ -131,6 +136,67 @@ def test_a_batch_committed_but_answered_503_is_replayed_once_and_announced(env, 
         assert env.one("SELECT count(*) FROM journal WHERE idempotency_key = %s", (f"usage:cn-use-{acct}",)) == 1
         bal = json.loads(env.admin("account", "show", acct, "--json").stdout)
         assert bal["balance"]["paid_nanos"] + bal["balance"]["promo_nanos"] == 3 * UNIT, bal
+    finally:
+        for x in (a, c):
+            if x:
+                x.stop()
+        if os.path.exists(pidfile):
+            pid = int(open(pidfile).read())
+            os.kill(pid, 15)
+            wait_gone(pid, 5.0)
+        env.redis_flushall()
+    env.assert_books_sound()
+
+
+@pytest.mark.skipif(CLUSTER, reason="a second single Redis beside the suite's")
+def test_a_batch_whose_notify_failed_after_its_commit_is_announced(env, tmp_path):
+    """The NOTIFY (in its own transaction behind the COMMIT) fails on the
+    server: the records are committed and answered 200, and the failure was
+    only logged.  An instance on another Redis never heard of the charge and
+    kept its mirror 10 units above the ledger (for as long as it was in
+    use); now the writer's instance announces the account."""
+    if SANITIZED:
+        pytest.skip("a preloaded shim ahead of the AddressSanitizer runtime")
+    so = str(tmp_path / "fail_notify.so")
+    inc = subprocess.run(["pg_config", "--includedir"], capture_output=True, text=True).stdout.strip()
+    subprocess.run(["cc", "-shared", "-fPIC", "-O1", f"-I{inc}", "-x", "c", "-", "-o", so, "-ldl"], input=SHIM,
+                   text=True, check=True)
+    set_price(env, M, UNIT, UNIT, 0, effective="2026-01-01T00:00:00Z")
+    r2 = free_port()
+    pidfile = str(tmp_path / "r2.pid")
+    subprocess.run(["redis-server", "--bind", "127.0.0.1", "--port", str(r2), "--save", "", "--appendonly", "no",
+                    "--dir", str(tmp_path), "--daemonize", "yes", "--pidfile", pidfile,
+                    "--logfile", str(tmp_path / "r2.log")], check=True)
+
+    def lg2(acct):
+        return subprocess.run(["redis-cli", "-h", "127.0.0.1", "-p", str(r2), "HGET", f"{{a:{acct}}}:bal", "lg"],
+                              capture_output=True, text=True, check=True, timeout=30).stdout.strip()
+
+    a = c = None
+    trigger = str(tmp_path / "fail-next-notify")
+    try:
+        Shimmed.shim, Shimmed.trigger = so, trigger
+        a = Shimmed(env, {"instance_id": "cn-sa", "writer_threads": "1"})
+        c = Billingd(env, {"instance_id": "cn-sc", "redis": f"127.0.0.1:{r2}"})
+        wait_prices()
+        acct = json.loads(env.admin("account", "create", "--external-id", "cn-s1", "--json").stdout)["account_id"]
+        assert usage(a, acct, f"cn-s-warm-{acct}", 1_000_000).status_code == 200
+        # C (another Redis) loads its mirror: 13 units, 1 held: 12 free
+        assert authorize(c, acct, f"cn-s-hold-{acct}", 1_000_000).status_code == 200
+        gen = lg2(acct)
+        assert gen not in ("", "-")
+        open(trigger + ".server", "w").close()
+        r = usage(a, acct, f"cn-s-use-{acct}", 10_000_000)
+        assert not os.path.exists(trigger + ".server"), "the shim did not fire"
+        assert r.status_code == 200, r.text
+        assert "balance notification not sent" in a.logs()
+        deadline = time.time() + 3
+        while lg2(acct) == gen and time.time() < deadline:
+            time.sleep(0.05)
+        # by the ledger: 3 units, 1 held: 2 free
+        r = authorize(c, acct, f"cn-s-big-{acct}", 2_500_000)
+        assert r.status_code == 402, f"C decided on a mirror without the committed charge: {r.text}"
+        assert authorize(c, acct, f"cn-s-fit-{acct}", 2_000_000).status_code == 200
     finally:
         for x in (a, c):
             if x:
