@@ -77,12 +77,14 @@
 	"  redis.call('PEXPIRE', k[2], " MIRROR_ST_TTL_MS_STR ", 'NX')\n"                             \
 	"end\n"
 
-/* decide(k, a, now, t): one authorization of the account whose keys are k,
- * a its arguments (the ARGV of the authorize script below), now and t the
- * script's Redis TIME (ms, and TIME's reply) -> the authorize script's
- * answer.  A locked load (a[21] present) stores the mirror through
- * mirror_load, which writes KEYS: only the one-account script, where k is
- * KEYS, passes one; a group never does.
+/* decide(k, a, o, now, t, load): one authorization of the account whose
+ * keys are k, its arguments a[o + 1 ..] (the ARGV of the authorize script
+ * below: the one-account script passes ARGV and 0, a group its ARGV and the
+ * decision's offset, so no decision copies its arguments into a table of
+ * its own), now and t the script's Redis TIME (ms, and TIME's reply) -> the
+ * authorize script's answer.  load: a locked load (ARGV 17-23 present)
+ * stores the mirror through mirror_load, which writes KEYS: only the
+ * one-account script, where k is KEYS, passes one; a group never does.
  *
  * Each redis.call is a whole command dispatch inside Redis (1.5-2 us on the
  * bench machine, docs/benchmarks.md), so the common decision makes six:
@@ -92,26 +94,30 @@
  * reads the record (HGET) only to answer a replay.  No closures, and no
  * tables for the limits unless one is in force (KINDS and PERIOD: index 1-4
  * account-wide rpm tpm rpd tpd, 5-8 the same per model, as ARGV 7-10 and
- * 12-15). */
+ * 12-15); with none in force (the common case) one comparison of the eight
+ * arguments with '0' instead of a loop over them. */
 #define QUOTA_LUA_DECIDE                                                                                                                            \
 	"local KINDS = {'rpm', 'tpm', 'rpd', 'tpd', 'rpm', 'tpm', 'rpd', 'tpd'}\n"                                                                  \
 	"local PERIOD = {60000, 60000, 86400000, 86400000, 60000, 60000, 86400000, 86400000}\n"                                                     \
-	"local function decide(k, a, now, t)\n"                                                                                                     \
-	"  if a[21] and now > a[17] + 0 then return 'LATE' end\n"                                                                                   \
-	"  local model, hid = a[6], a[1]\n"                                                                                                         \
-	"  local tokens = a[5] + 0\n"                                                                                                               \
+	"local function decide(k, a, o, now, t, load)\n"                                                                                            \
+	"  if load and now > a[o + 17] + 0 then return 'LATE' end\n"                                                                                \
+	"  local model, hid = a[o + 6], a[o + 1]\n"                                                                                                 \
+	"  local tokens = a[o + 5] + 0\n"                                                                                                           \
 	"  local cf = 'c:' .. model\n"                                                                                                              \
 	"  local f, lim\n"                                                                                                                          \
-	"  for x = 1, 8 do\n"                                                                                                                       \
-	"    local i = x <= 4 and 6 + x or 7 + x\n"                                                                                                 \
-	"    if a[i] ~= '0' then\n"                                                                                                                 \
-	"      local limit = a[i] + 0\n"                                                                                                            \
-	"      if limit > 0 then\n"                                                                                                                 \
-	"        if not f then f, lim = {'held', 'due', cf, 'hx'}, {} end\n"                                                                        \
-	"        local kind = KINDS[x]\n"                                                                                                           \
-	"        f[#f + 1] = (x <= 4 and 'r:*:' or 'r:' .. model .. ':') .. kind\n"                                                                 \
-	"        lim[#lim + 1] = x\n"                                                                                                               \
-	"        lim[#lim + 1] = limit\n"                                                                                                           \
+	"  if a[o + 7] ~= '0' or a[o + 8] ~= '0' or a[o + 9] ~= '0' or a[o + 10] ~= '0' or a[o + 12] ~= '0'\n"                                      \
+	"     or a[o + 13] ~= '0' or a[o + 14] ~= '0' or a[o + 15] ~= '0' then\n"                                                                   \
+	"    for x = 1, 8 do\n"                                                                                                                     \
+	"      local i = x <= 4 and 6 + x or 7 + x\n"                                                                                               \
+	"      if a[o + i] ~= '0' then\n"                                                                                                           \
+	"        local limit = a[o + i] + 0\n"                                                                                                      \
+	"        if limit > 0 then\n"                                                                                                               \
+	"          if not f then f, lim = {'held', 'due', cf, 'hx'}, {} end\n"                                                                      \
+	"          local kind = KINDS[x]\n"                                                                                                         \
+	"          f[#f + 1] = (x <= 4 and 'r:*:' or 'r:' .. model .. ':') .. kind\n"                                                               \
+	"          lim[#lim + 1] = x\n"                                                                                                             \
+	"          lim[#lim + 1] = limit\n"                                                                                                         \
+	"        end\n"                                                                                                                             \
 	"      end\n"                                                                                                                               \
 	"    end\n"                                                                                                                                 \
 	"  end\n"                                                                                                                                   \
@@ -120,8 +126,8 @@
 	"  local reread = false\n"                                                                                                                  \
 	"  local due = st[2] and st[2] + 0\n"                                                                                                       \
 	"  if not due or due <= now then sweep(k, now); reread = true end\n"                                                                        \
-	"  if a[21] then\n"                                                                                                                         \
-	"    mirror_load(t, true, a[18], a[19], a[20], a[21], a[22], a[23])\n"                                                                      \
+	"  if load then\n"                                                                                                                          \
+	"    mirror_load(t, true, a[o + 18], a[o + 19], a[o + 20], a[o + 21], a[o + 22], a[o + 23])\n"                                              \
 	"    reread = true\n"                                                                                                                       \
 	"  end\n"                                                                                                                                   \
 	"  if reread then\n"                                                                                                                        \
@@ -134,14 +140,14 @@
 	"  local paid, promo = b[1] + 0, b[2] + 0\n"                                                                                                \
 	"  local held = ((st[1] or '0') + 0)\n"                                                                                                     \
 	"  local avail\n"                                                                                                                           \
-	"  if a[3] == '1' then avail = paid - held else avail = paid + promo - held end\n"                                                          \
-	"  local amount = a[2] + 0\n"                                                                                                               \
+	"  if a[o + 3] == '1' then avail = paid - held else avail = paid + promo - held end\n"                                                      \
+	"  local amount = a[o + 2] + 0\n"                                                                                                           \
 	"  local cm = ((st[3] or '0') + 0)\n"                                                                                                       \
 	"  local no, w\n"                                                                                                                           \
-	"  if a[11] ~= '0' and redis.call('ZCARD', k[4]) >= a[11] + 0 then\n"                                                                       \
-	"    no = string.format('CONC concurrency %d', a[11] + 0)\n"                                                                                \
-	"  elseif a[16] ~= '0' and cm >= a[16] + 0 then\n"                                                                                          \
-	"    no = string.format('CONC model_concurrency %d', a[16] + 0)\n"                                                                          \
+	"  if a[o + 11] ~= '0' and redis.call('ZCARD', k[4]) >= a[o + 11] + 0 then\n"                                                               \
+	"    no = string.format('CONC concurrency %d', a[o + 11] + 0)\n"                                                                            \
+	"  elseif a[o + 16] ~= '0' and cm >= a[o + 16] + 0 then\n"                                                                                  \
+	"    no = string.format('CONC model_concurrency %d', a[o + 16] + 0)\n"                                                                      \
 	"  end\n"                                                                                                                                   \
 	"  if lim and not no then\n"                                                                                                                \
 	"    w = {}\n"                                                                                                                              \
@@ -171,7 +177,7 @@
 	"    end\n"                                                                                                                                 \
 	"    return no\n"                                                                                                                           \
 	"  end\n"                                                                                                                                   \
-	"  local ttl = a[4] + 0\n"                                                                                                                  \
+	"  local ttl = a[o + 4] + 0\n"                                                                                                              \
 	"  local exp = now + ttl\n"                                                                                                                 \
 	"  local e = string.format('%d', exp)\n"                                                                                                    \
 	"  redis.call('ZADD', k[4], e, hid)\n"                                                                                                      \
@@ -230,7 +236,7 @@
 static const char quota_lua_authorize[] =
 	"local t = redis.call('TIME')\n"
 	"local now = t[1] * 1000 + math.floor(t[2] / 1000)\n" MIRROR_LUA_LOAD QUOTA_LUA_RELEASE QUOTA_LUA_DECIDE
-	"return decide(KEYS, ARGV, now, t)\n";
+	"return decide(KEYS, ARGV, 0, now, t, ARGV[21] ~= nil)\n";
 
 /* authorize, grouped (quota_authorize): the decisions of one loop turn that
  * go to one Redis connection, in one call: one TIME for all, each decision
@@ -247,10 +253,12 @@ static const char quota_lua_authorize[] =
 static const char quota_lua_authorize_group[] =
 	"local t = redis.call('TIME')\n"
 	"local now = t[1] * 1000 + math.floor(t[2] / 1000)\n" MIRROR_LUA_LOAD QUOTA_LUA_RELEASE QUOTA_LUA_DECIDE
-	"local out, p = {}, 1\n"
+	"local out, ks, p = {}, {}, 1\n"
 	"while p + 16 <= #ARGV do\n"
-	"  local j = ARGV[p] * 4\n"
-	"  local ok, r = pcall(decide, {KEYS[j - 3], KEYS[j - 2], KEYS[j - 1], KEYS[j]}, {unpack(ARGV, p + 1, p + 16)}, now, t)\n"
+	"  local j = ARGV[p] + 0\n"
+	"  local k = ks[j]\n"
+	"  if not k then k = {KEYS[4 * j - 3], KEYS[4 * j - 2], KEYS[4 * j - 1], KEYS[4 * j]}; ks[j] = k end\n"
+	"  local ok, r = pcall(decide, k, ARGV, p, now, t, false)\n"
 	"  if not ok then r = type(r) == 'table' and r.err and r or redis.error_reply(tostring(r)) end\n"
 	"  out[#out + 1] = r\n"
 	"  p = p + 17\n"
