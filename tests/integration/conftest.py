@@ -17,9 +17,11 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 import psycopg2
+import psycopg2.extensions
 import pytest
 import requests
 
@@ -34,6 +36,8 @@ BIN = os.environ.get("BILLING_BIN", os.path.join(ROOT, "bin"))
 SANITIZED = os.path.basename(os.path.dirname(os.path.abspath(BIN))).startswith("build-asan")
 # the suite against a Redis Cluster (make integration-cluster)
 CLUSTER = os.environ.get("BILLING_IT_REDIS", "") == "cluster"
+# Env.sql cancels a statement that runs longer than this (seconds)
+SQL_WATCHDOG_S = 300
 GATEWAY_TOKEN = "gw-test-token-0123456789"
 ADMIN_TOKEN = "admin-test-token-9876543210"
 ITEST = os.environ.get("BILLING_ITEST_BIN", os.path.join(ROOT, "build", "itest"))
@@ -407,13 +411,25 @@ class Env:
         return json.loads(self.admin(*args, "--json").stdout)
 
     def sql(self, q, params=None, user="billing"):
+        """One statement in a connection of its own.  A watchdog cancels it
+        after SQL_WATCHDOG_S: under libfaketime (the calendar suite)
+        PostgreSQL's own lock_timeout and deadlock detection never fire, so
+        a statement stuck behind a lock would otherwise hang the suite until
+        CI's limit instead of failing here with the statement named."""
         c = psycopg2.connect(self.stack.conninfo(self.db, user))
         c.autocommit = True
+        dog = threading.Timer(SQL_WATCHDOG_S, c.cancel)
+        dog.daemon = True
+        dog.start()
         try:
             cur = c.cursor()
-            cur.execute(q, params)
+            try:
+                cur.execute(q, params)
+            except psycopg2.extensions.QueryCanceledError as e:
+                raise AssertionError(f"statement still running after {SQL_WATCHDOG_S} s, cancelled: {q}") from e
             return cur.fetchall() if cur.description else None
         finally:
+            dog.cancel()
             c.close()
 
     def one(self, q, params=None, user="billing"):
