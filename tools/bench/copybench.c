@@ -23,6 +23,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "tools/bench/procstat.h"
+
 static const char *o_conninfo, *o_schema = "bench_copy", *o_label = "copy";
 static int o_conns = 4, o_records = 1000, o_accounts = 1000;
 static double o_seconds = 10, o_warmup = 0;
@@ -234,7 +236,7 @@ int main(int argc, char **argv)
 	uint32_t *all;
 	size_t n = 0;
 	uint64_t tx = 0, failed = 0, t0;
-	double window, mean = 0;
+	double window, mean = 0, cpu_warm, cpu_end;
 	const char *err = "";
 
 	for (int i = 1; i < argc; i++) {
@@ -276,6 +278,13 @@ int main(int argc, char **argv)
 		w[i].rng = 0x9E3779B97F4A7C15ull * (uint64_t)(i + 1) ^ t0;
 		pthread_create(&w[i].th, NULL, run, &w[i]);
 	}
+	/* the machine's CPU over the measured window */
+	while (now_us() < g_t_warm)
+		usleep(1000);
+	cpu_warm = procstat_busy_s();
+	while (now_us() < g_t_end)
+		usleep(1000);
+	cpu_end = procstat_busy_s();
 	for (int i = 0; i < o_conns; i++) {
 		pthread_join(w[i].th, NULL);
 		n += w[i].nlat;
@@ -308,7 +317,11 @@ int main(int argc, char **argv)
 			printf("\\%c", *p);
 		else if ((unsigned char)*p >= 0x20)
 			putchar(*p);
-	printf("\"}\n");
+	printf("\"");
+	if (cpu_warm >= 0 && cpu_end >= cpu_warm && tx > 0)
+		printf(",\"machine_cpu_s\":%.2f,\"cpu_us_per_item\":%.1f", cpu_end - cpu_warm,
+		       (cpu_end - cpu_warm) * 1e6 / ((double)tx * o_records));
+	printf("}\n");
 	for (int i = 0; i < o_conns; i++)
 		free(w[i].lat);
 	free(all);

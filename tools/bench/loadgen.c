@@ -43,6 +43,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "tools/bench/procstat.h"
+
 /* ---- options ---- */
 
 static const char *o_host = "127.0.0.1", *o_path = "/", *o_method = "POST", *o_token, *o_body = "", *o_run;
@@ -664,6 +666,7 @@ int main(int argc, char **argv)
 	struct epoll_event evs[512];
 	struct rlimit rl;
 	uint64_t t0, t_stop_issue = 0, t_idle_all = 0, t_last = 0;
+	double cpu_warm = -1, cpu_end = -1;
 	long rss_before = -1, rss_max = -1, hwm = -1;
 	int nconns, connected_at_sample = 0;
 
@@ -708,6 +711,12 @@ int main(int argc, char **argv)
 	for (;;) {
 		uint64_t t = now_us();
 		int busy = 0, idle = 0, n;
+
+		/* the machine's CPU over the measured window (5 ms resolution: the wait below) */
+		if (cpu_warm < 0 && t >= g_t_warm && g_t_end != UINT64_MAX)
+			cpu_warm = procstat_busy_s();
+		if (cpu_end < 0 && cpu_warm >= 0 && t >= g_t_end)
+			cpu_end = procstat_busy_s();
 
 		/* (re)connect, a bounded number at a time: the listen backlog is short */
 		for (int i = 0; i < nconns && g_pending_connects < 256; i++) {
@@ -798,6 +807,10 @@ int main(int argc, char **argv)
 			if (o_sum_field)
 				printf(",\"sum_field\":\"%s\",\"sum\":%" PRId64 ",\"sum_per_s\":%.1f", o_sum_field,
 				       g_sum_field, window > 0 ? (double)g_sum_field / window : 0);
+			if (cpu_warm >= 0 && cpu_end >= cpu_warm && g_done_window > 0)
+				printf(",\"machine_cpu_s\":%.2f,\"cpu_us_per_item\":%.1f", cpu_end - cpu_warm,
+				       (cpu_end - cpu_warm) * 1e6 /
+					       ((double)g_done_window * (o_batch > 0 ? o_batch : 1)));
 			if (o_idle) {
 				int open = 0;
 				for (int i = 0; i < nconns; i++)

@@ -120,6 +120,28 @@ def grouping(run):
     return f"{d:,.0f} decisions in {c:,.0f} Redis calls ({d / c:.1f} a call)"
 
 
+def cpu_budgets(au, ba, us, bu, pg, bt, cp):
+    """What each goal leaves a request of the machine's CPU, against what the
+    request costs and what its baselines cost (machine-wide, quiet machine)."""
+    n = os.cpu_count() or 1
+    c = lambda r: (r or {}).get("cpu_us_per_item")
+    out = []
+    if c(au) and c(ba) and ba.get("ok_rps"):
+        out.append(f"authorize {c(au):.1f} us, bare evhttp {c(ba):.1f} us; 0.7x of bare leaves "
+                   f"{n * 1e6 / (0.7 * ba['ok_rps']):.1f} us")
+    if c(us) and c(bu) and bu.get("ok_rps"):
+        line = (f"single usage {c(us):.1f} us; its HTTP round trip alone (bare) {c(bu):.1f} us"
+                + (f" + COPY of its rows {c(cp):.1f} us = {c(bu) + c(cp):.1f} us at least" if c(cp) else "")
+                + f"; 0.5x of bare leaves {n * 1e6 / (0.5 * bu['ok_rps']):.1f} us")
+        if pg and pg.get("ok_rps"):
+            line += f", 4x pgbench {n * 1e6 / (4 * pg['ok_rps']):.1f} us"
+        out.append(line)
+    if c(bt) and c(cp) and cp.get("items_per_s"):
+        out.append(f"batch {c(bt):.1f} us a record, COPY {c(cp):.1f} us; 0.5x of COPY leaves "
+                   f"{n * 1e6 / (0.5 * cp['items_per_s']):.1f} us")
+    return out
+
+
 def cmd_table(run, out_path):
     meta = load(run, "meta") or {}
     rows = []
@@ -134,7 +156,7 @@ def cmd_table(run, out_path):
                 n.append(f"{r.get('label')}: {bad} errors ({r.get('error_sample', '')[:80]})")
         return "; ".join(n)
 
-    def add(scenario, unit, value, lat, base_name, base_value, goal=None, op=None, notes="", ratio=None):
+    def add(scenario, unit, value, lat, base_name, base_value, goal=None, op=None, notes="", ratio=None, base=None):
         if ratio is None and value is not None and base_value:
             ratio = value / base_value
         holds = None
@@ -148,7 +170,8 @@ def cmd_table(run, out_path):
                      "p999_ms": lat.get("p999_ms") if lat else None, "baseline": base_name,
                      "baseline_value": base_value, "ratio": ratio,
                      "goal": (f"{op} {goal}x" if op == ">=" else f"{op} {goal:g} MB") if goal is not None else "info",
-                     "holds": holds, "notes": notes})
+                     "holds": holds, "notes": notes,
+                     "cpu_us": (lat or {}).get("cpu_us_per_item"), "base_cpu_us": (base or {}).get("cpu_us_per_item")})
 
     ba, au, ac, ch = load(run, "bare_authorize"), load(run, "authorize"), load(run, "authorize_chat"), load(run, "chat")
     bu, us, pg = load(run, "bare_usage"), load(run, "usage"), load(run, "pgbench")
@@ -158,15 +181,15 @@ def cmd_table(run, out_path):
 
     if au:
         add(f"authorize (c={au.get('conns')})", "req/s", au["ok_rps"], au, "bare evhttp",
-            ba["ok_rps"] if ba else None, 0.7, ">=", "; ".join(n for n in (notes_of(au, ba), grouping(run)) if n))
+            ba["ok_rps"] if ba else None, 0.7, ">=", "; ".join(n for n in (notes_of(au, ba), grouping(run)) if n), base=ba)
     cl, cs = load(run, "cluster"), load(run, "cluster_single")
     if cl:
         add(f"authorize, 3-master Redis Cluster (c={cl.get('conns')})", "req/s", cl["ok_rps"], cl,
             "single Redis, same run", cs["ok_rps"] if cs else None, 0.8, ">=",
-            notes_of(cl, cs) or (f"single Redis p99 {cs['p99_ms']:.2f} ms" if cs else ""))
+            notes_of(cl, cs) or (f"single Redis p99 {cs['p99_ms']:.2f} ms" if cs else ""), base=cs)
     if us:
         add(f"usage, 1 record, durable (c={us.get('conns')})", "req/s", us["ok_rps"], us, "bare evhttp",
-            bu["ok_rps"] if bu else None, 0.5, ">=", notes_of(us, bu))
+            bu["ok_rps"] if bu else None, 0.5, ">=", notes_of(us, bu), base=bu)
         add(f"usage, 1 record, durable (c={us.get('conns')})", "req/s", us["ok_rps"], us,
             "pgbench 1 tx/record", pg["ok_rps"] if pg else None, 4, ">=",
             (f"pgbench p50 {pg['p50_ms']:.2f} p99 {pg['p99_ms']:.2f} ms" if pg else ""))
@@ -178,7 +201,7 @@ def cmd_table(run, out_path):
             "pg_standby_confirm_ms; all on this machine")
     if bt:
         add(f"usage batch, 1000/request (c={bt.get('conns')})", "rec/s", bt["items_per_s"], bt,
-            "COPY same rows", cp["items_per_s"] if cp else None, 0.5, ">=", notes_of(bt, cp))
+            "COPY same rows", cp["items_per_s"] if cp else None, 0.5, ">=", notes_of(bt, cp), base=cp)
     def pair(name):
         """Two load generators of one figure, merged: throughput adds up;
         latency percentiles are the worse of the two (an upper bound)."""
@@ -223,7 +246,7 @@ def cmd_table(run, out_path):
         add(f"authorize during chat (c={ac.get('conns')})", "req/s", ac["ok_rps"], ac, "authorize alone",
             au["ok_rps"] if au else None,
             notes=(f"p99 {au['p99_ms']:.2f} -> {ac['p99_ms']:.2f} ms" if au else "") +
-            ("; " + notes_of(ac) if notes_of(ac) else ""))
+            ("; " + notes_of(ac) if notes_of(ac) else ""), base=au)
     if idl:
         mb = idl["rss_kb"] / 1024 if idl.get("rss_kb", -1) > 0 else None
         bmb = bidl["rss_kb"] / 1024 if bidl and bidl.get("rss_kb", -1) > 0 else None
@@ -231,17 +254,18 @@ def cmd_table(run, out_path):
             f"before {idl['rss_before_kb'] / 1024:.1f} MB; peak since start (VmHWM) {idl.get('hwm_kb', 0) / 1024:.1f} MB; "
             f"{idl.get('open_at_end')} open at end")
 
-    head = ["scenario", "throughput", "p50 ms", "p99 ms", "p99.9 ms", "baseline", "baseline thr", "ratio", "goal",
-            "holds?"]
+    head = ["scenario", "throughput", "p50 ms", "p99 ms", "p99.9 ms", "CPU us", "baseline", "baseline thr",
+            "base CPU us", "ratio", "goal", "holds?"]
+    cpu = lambda v: f"{v:,.1f}" if v is not None else "-"
     table = []
     for r in rows:
         table.append([r["scenario"], f"{fmt_num(r['value'])} {r['unit']}", fmt_ms(r["p50_ms"]), fmt_ms(r["p99_ms"]),
-                      fmt_ms(r["p999_ms"]), r["baseline"],
+                      fmt_ms(r["p999_ms"]), cpu(r["cpu_us"]), r["baseline"],
                       (f"{fmt_num(r['baseline_value'])} {r['unit']}" if r["baseline_value"] is not None else "-"),
-                      (f"{r['ratio']:.2f}x" if r["ratio"] is not None else "-"), r["goal"],
+                      cpu(r["base_cpu_us"]), (f"{r['ratio']:.2f}x" if r["ratio"] is not None else "-"), r["goal"],
                       {True: "yes", False: "NO", None: "-" if r["goal"] == "info" else "n/a"}[r["holds"]]])
     w = [max(len(head[i]), *(len(t[i]) for t in table)) if table else len(head[i]) for i in range(len(head))]
-    line = lambda cells: "  ".join(c.ljust(w[i]) if i in (0, 5, 8) else c.rjust(w[i]) for i, c in enumerate(cells))
+    line = lambda cells: "  ".join(c.ljust(w[i]) if i in (0, 6, 10) else c.rjust(w[i]) for i, c in enumerate(cells))
     print()
     print(line(head))
     print("  ".join("-" * x for x in w))
@@ -252,6 +276,13 @@ def cmd_table(run, out_path):
         print()
         for s, n in notes:
             print(f"  {s}: {n}")
+    budget = cpu_budgets(au, ba, us, bu, pg, bt, cp)
+    if budget:
+        print(f"\n  CPU us: the whole machine's busy CPU time (every process, /proc/stat) over the scenario's window,"
+              f" per request (batch: per record).\n  What a goal's rate leaves a request ({os.cpu_count()} CPUs / rate),"
+              f" against what it costs (on a quiet machine):")
+        for b in budget:
+            print(f"  {b}")
     m = machine()
     print(f"\n  {m['cpus']} CPUs ({m['cpu']}), {m['postgres']}, commit {m['commit']}{' (dirty)' if m['dirty'] else ''}"
           f"{'; binaries from ' + m['binaries_from'] + ', not this commit' if m['binaries_from'] else ''}; "
