@@ -2,6 +2,7 @@
 #include "common/mailbox.h"
 
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdlib.h>
 
 struct mailbox {
@@ -52,6 +53,29 @@ size_t mailbox_post(struct mailbox *mb, void *item)
 	/* from empty to not empty: the loop takes everything once it runs, so
 	 * later posts ride on this wake-up (an extra one finds an empty list) */
 	if (depth == 1)
+		event_active(mb->ev, EV_READ, 0);
+	return depth;
+}
+
+size_t mailbox_post_chain(struct mailbox *mb, void *first, void *last, size_t n)
+{
+	size_t depth;
+	bool was_empty;
+
+	if (n == 0)
+		return 0;
+	mb->ops->set_next(last, NULL);
+	pthread_mutex_lock(&mb->mu);
+	was_empty = mb->depth == 0;
+	if (mb->tail)
+		mb->ops->set_next(mb->tail, first);
+	else
+		mb->head = first;
+	mb->tail = last;
+	mb->depth += n;
+	depth = mb->depth;
+	pthread_mutex_unlock(&mb->mu);
+	if (was_empty) /* as mailbox_post: one wake-up from empty to not empty */
 		event_active(mb->ev, EV_READ, 0);
 	return depth;
 }

@@ -47,6 +47,14 @@ struct mailbox *mailbox_new(struct event_base *base, const struct mailbox_ops *o
 /* Any thread: appends item and wakes the loop.  Returns the number of items
  * waiting, this one included (a poster may bound its mailbox with it). */
 size_t mailbox_post(struct mailbox *mb, void *item);
+/* Any thread: appends a chain of n items, first to last, already linked
+ * through their next (ops->set_next; last's is set to NULL here), under one
+ * lock and with at most one wake-up, so the loop delivers them in one turn
+ * unless it is taking the list at that moment (a writer's commit batch:
+ * its answers' Redis settles then leave together, billing/authz/turnq.h).
+ * Returns the number of items waiting, these included; n == 0 does
+ * nothing and returns 0. */
+size_t mailbox_post_chain(struct mailbox *mb, void *first, void *last, size_t n);
 /* Any thread: the undelivered items, oldest first (linked through next),
  * or NULL; they are the caller's again and will not be delivered. */
 void *mailbox_take(struct mailbox *mb);

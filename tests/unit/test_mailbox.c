@@ -165,6 +165,52 @@ static void take_hands_back_what_waits(void)
 	event_base_free(base);
 }
 
+struct chain_poster {
+	struct mailbox *mb;
+	struct item *items; /* 4: one posted alone, then a chain of three */
+	size_t depth_alone, depth_chain, depth_empty;
+};
+
+static void *post_chain(void *arg)
+{
+	struct chain_poster *c = arg;
+
+	c->depth_alone = mailbox_post(c->mb, &c->items[0]);
+	c->items[1].next = &c->items[2];
+	c->items[2].next = &c->items[3];
+	c->items[3].next = &c->items[0]; /* stale: the chain's end is set by post_chain */
+	c->depth_chain = mailbox_post_chain(c->mb, &c->items[1], &c->items[3], 3);
+	c->depth_empty = mailbox_post_chain(c->mb, NULL, NULL, 0);
+	return NULL;
+}
+
+/* A chain (a writer's commit batch) is appended at once, after what waits,
+ * and the loop delivers it with the rest in one turn. */
+static void a_chain_comes_in_one_turn(void)
+{
+	struct event_base *base = event_base_new();
+	struct sink s;
+	struct item items[4] = {{NULL, 0, 1}, {NULL, 0, 2}, {NULL, 0, 3}, {NULL, 0, 4}};
+	struct chain_poster c = {NULL, items, 0, 0, 0};
+	pthread_t th;
+
+	memset(&s, 0, sizeof(s));
+	s.loop_thread = pthread_self();
+	s.mb = c.mb = mailbox_new(base, &item_ops, &s);
+	pthread_create(&th, NULL, post_chain, &c);
+	pthread_join(th, NULL);
+	IS_I64(c.depth_alone, 1, "post returns the number waiting");
+	IS_I64(c.depth_chain, 4, "post_chain returns the number waiting, the chain included");
+	IS_I64(c.depth_empty, 0, "an empty chain posts nothing");
+	event_base_loop(base, EVLOOP_ONCE);
+	IS_I64(s.delivered, 4, "one loop turn delivers the item and the whole chain");
+	IS_I64(s.out_of_order, 0, "in posting order, the chain's in its own");
+	IS_I64(s.wrong_thread, 0, "on the loop's thread");
+	IS_I64(mailbox_post(s.mb, &items[0]), 1, "the chain's end was closed: the mailbox is empty after it");
+	mailbox_free(s.mb);
+	event_base_free(base);
+}
+
 int main(void)
 {
 	if (evthread_use_pthreads() < 0)
@@ -172,5 +218,6 @@ int main(void)
 	every_item_comes_once_in_order_on_the_loop();
 	a_lone_item_wakes_the_loop();
 	take_hands_back_what_waits();
+	a_chain_comes_in_one_turn();
 	return tap_done();
 }
