@@ -178,6 +178,68 @@ static int first_offender(PGconn *c, const char *sql, const char *what, struct v
 	return 0;
 }
 
+/* What the hashes do not cover but every reader relies on: which customer
+ * a ledger account belongs to and what type it is (statements, balances,
+ * burn-down, the trial balance and exports read both from ledger_accounts).
+ * Both follow from hashed facts: the system accounts 1..5 have fixed types,
+ * a customer account is a grant's bucket (customer_promo) or else the paid
+ * balance, every posting on a customer account is in a transaction whose
+ * hashed account_id is that customer, and a grant's row names the customer
+ * and bucket of the hashed transaction that funded it.  The first ledger
+ * account or grant that disagrees is the problem. */
+static int check_ledger_accounts(PGconn *c, struct verify_report *rep, struct error *err)
+{
+	static const char *const sql[] = {
+		"SELECT la.ledger_account_id::text, la.type || ' with customer ' || coalesce(la.account_id::text, 'none'),"
+		" CASE la.ledger_account_id WHEN 1 THEN 'revenue' WHEN 2 THEN 'promo_expense' WHEN 3 THEN 'breakage'"
+		"  WHEN 4 THEN 'cash_clearing' WHEN 5 THEN 'adjustments'"
+		"  ELSE CASE WHEN EXISTS (SELECT 1 FROM grants g WHERE g.ledger_account_id = la.ledger_account_id)"
+		"  THEN 'customer_promo (a grant''s bucket)' ELSE 'customer_paid' END END"
+		" FROM ledger_accounts la"
+		" WHERE la.type IS DISTINCT FROM CASE la.ledger_account_id WHEN 1 THEN 'revenue' WHEN 2 THEN 'promo_expense'"
+		"  WHEN 3 THEN 'breakage' WHEN 4 THEN 'cash_clearing' WHEN 5 THEN 'adjustments'"
+		"  ELSE CASE WHEN EXISTS (SELECT 1 FROM grants g WHERE g.ledger_account_id = la.ledger_account_id)"
+		"  THEN 'customer_promo' ELSE 'customer_paid' END END"
+		" ORDER BY la.ledger_account_id LIMIT 1",
+		"SELECT p.ledger_account_id::text, 'customer ' || coalesce(la.account_id::text, 'none'),"
+		" 'customer ' || coalesce(j.account_id::text, 'none') || ', whose transaction ' || j.txn_id"
+		" || ' (writer ' || j.writer || ', seq ' || j.seq || ') posts to it on line ' || p.line"
+		" FROM postings p JOIN journal j ON j.txn_id = p.txn_id AND j.created_at = p.created_at"
+		" JOIN ledger_accounts la ON la.ledger_account_id = p.ledger_account_id"
+		" WHERE la.type IN ('customer_paid', 'customer_promo') AND la.account_id IS DISTINCT FROM j.account_id"
+		" ORDER BY p.ledger_account_id, p.txn_id, p.line LIMIT 1",
+		"SELECT g.ledger_account_id::text, 'grant ' || g.grant_id || ' of customer ' || g.account_id"
+		" || ' funded by transaction ' || g.txn_id,"
+		" 'customer ' || coalesce(k.account_id::text, 'none') || ' (the funding transaction''s),"
+		" bucket of customer ' || coalesce(la.account_id::text, 'none') || ', funded on it: '"
+		" || CASE WHEN EXISTS (SELECT 1 FROM postings p WHERE p.txn_id = g.txn_id AND p.created_at = k.created_at"
+		"  AND p.ledger_account_id = g.ledger_account_id) THEN 'yes' ELSE 'no' END"
+		" FROM grants g JOIN ledger_accounts la ON la.ledger_account_id = g.ledger_account_id"
+		" LEFT JOIN ledger_idempotency k ON k.txn_id = g.txn_id"
+		" WHERE la.account_id IS DISTINCT FROM g.account_id OR k.account_id IS DISTINCT FROM g.account_id"
+		" OR NOT EXISTS (SELECT 1 FROM postings p WHERE p.txn_id = g.txn_id AND p.created_at = k.created_at"
+		"  AND p.ledger_account_id = g.ledger_account_id)"
+		" ORDER BY g.ledger_account_id LIMIT 1",
+	};
+
+	for (size_t i = 0; i < sizeof(sql) / sizeof(sql[0]) && rep->ok; i++) {
+		PGresult *r = db_query(c, sql[i], 0, NULL, err);
+
+		if (!r)
+			return -1;
+		if (PQntuples(r) == 1) {
+			rep->ok = 0;
+			snprintf(
+				rep->problem, sizeof(rep->problem),
+				"ledger account %s: %s, where the hashed transactions say %s (ledger_accounts or grants"
+				" altered)",
+				PQgetvalue(r, 0, 0), PQgetvalue(r, 0, 1), PQgetvalue(r, 0, 2));
+		}
+		PQclear(r);
+	}
+	return 0;
+}
+
 /* Every stored balance equals the sum of its postings. */
 static int check_balances(PGconn *c, struct verify_report *rep, struct error *err)
 {
@@ -226,6 +288,8 @@ int verify_chain(PGconn *c, FILE *progress, struct verify_report *rep, struct er
 		    " OR k.account_id IS DISTINCT FROM j.account_id"
 		    " ORDER BY 1 LIMIT 1",
 		    "its ledger_idempotency row does not match it (or is missing)", rep, err) < 0)
+		goto done;
+	if (rep->ok && check_ledger_accounts(c, rep, err) < 0)
 		goto done;
 	if (rep->ok && check_balances(c, rep, err) < 0)
 		goto done;
