@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/timeutil.h"
 #include "ledger/db.h"
 #include "ledger/journal.h"
 
@@ -299,20 +300,24 @@ done:
 	return rc;
 }
 
-int verify_trial_balance(PGconn *c, int64_t at_us, struct trial_row *rows, int max, struct error *err)
+int verify_trial_balance(PGconn *c, const int64_t *at_us, struct trial_row *rows, int max, struct error *err)
 {
-	char at[32];
-	const char *p[1] = {at};
+	char at[40];
+	const char *p[1] = {at_us ? at : NULL};
 	PGresult *r;
 	int n;
 
-	snprintf(at, sizeof(at), "%" PRId64, at_us);
+	/* the instant as text, as every other range of the CLIs: exact to the
+	 * microsecond in any year (a microsecond count times an interval is
+	 * float8 arithmetic), and the epoch itself is an instant, not "all" */
+	if (at_us)
+		time_format_rfc3339(*at_us, at, sizeof(at));
 	r = db_query(c,
 		     "SELECT la.type, coalesce(sum(-p.amount) FILTER (WHERE p.amount < 0), 0),"
 		     " coalesce(sum(p.amount) FILTER (WHERE p.amount > 0), 0)"
 		     " FROM postings p JOIN ledger_accounts la USING (ledger_account_id)"
 		     " JOIN journal j ON j.txn_id = p.txn_id AND j.created_at = p.created_at"
-		     " WHERE $1::bigint = 0 OR j.created_at <= to_timestamp(0) + $1::bigint * interval '1 microsecond'"
+		     " WHERE $1::timestamptz IS NULL OR j.created_at <= $1::timestamptz"
 		     " GROUP BY la.type ORDER BY la.type",
 		     1, p, err);
 	if (!r)

@@ -219,8 +219,10 @@ static int cmd_statement(const char **pos, int npos, struct cli_opt *o)
 	(void)pos, (void)npos;
 	if (!month)
 		tool_usage_error("missing --month (e.g. 2026-11)");
-	if (strlen(month) != 7 || sscanf(month, "%4u-%2u%c", &y, &m, &tail) != 2 || month[4] != '-' || m < 1 ||
-	    m > 12 || y < 1970)
+	/* digits only: sscanf's %u also takes a sign or a space ("2026-+1", "-202-11") */
+	if (strlen(month) != 7 || strspn(month, "0123456789") != 4 || month[4] != '-' ||
+	    strspn(month + 5, "0123456789") != 2 || sscanf(month, "%4u-%2u%c", &y, &m, &tail) != 2 || m < 1 || m > 12 ||
+	    y < 1970)
 		tool_usage_error("--month '%s' is not YYYY-MM", month);
 	from = time_days_from_civil(y, m, 1) * 86400LL * 1000000LL;
 	to = time_days_from_civil(m == 12 ? y + 1 : y, m == 12 ? 1 : m + 1, 1) * 86400LL * 1000000LL;
@@ -252,13 +254,14 @@ static int cmd_trial_balance(const char **pos, int npos, struct cli_opt *o)
 	struct trial_row rows[16];
 	struct error err;
 	int64_t at_us = time_opt(o, "at", 0);
+	bool has_at = cli_get(o, "at") != NULL; /* 1970-01-01T00:00:00Z is an instant too */
 	money_total td = 0, tc = 0;
 	int n;
 	PGconn *c;
 
 	(void)pos, (void)npos;
 	c = tool_connect(cfg, 0);
-	n = verify_trial_balance(c, at_us, rows, 16, &err);
+	n = verify_trial_balance(c, has_at ? &at_us : NULL, rows, 16, &err);
 	if (n < 0)
 		tool_fail_err(&err);
 	PQfinish(c);
