@@ -61,6 +61,7 @@ struct chain_walk {
 	char writer[256];
 	uint8_t prev[32]; /* the hash of the writer's previous transaction */
 	int64_t expect;   /* the seq that must come next */
+	int64_t prev_txn; /* the transaction that had seq expect - 1 */
 	struct journal_posting *posts;
 	size_t cap;
 };
@@ -82,6 +83,16 @@ static void check_txn(struct chain_walk *cw, PGresult *r, int i, struct verify_r
 		memset(cw->prev, 0, sizeof(cw->prev));
 		cw->expect = 1;
 		rep->writers++;
+	}
+	if (seq < cw->expect) {
+		/* not a gap: a second row with a seq the chain already had */
+		char what[200];
+		snprintf(what, sizeof(what),
+			 "seq %" PRId64 " comes a second time (transaction %" PRId64
+			 " has it too): a duplicated or inserted journal row",
+			 seq, cw->prev_txn);
+		bad(rep, txn, cw->writer, seq, what);
+		return;
 	}
 	if (seq != cw->expect) {
 		char what[200];
@@ -121,6 +132,7 @@ static void check_txn(struct chain_walk *cw, PGresult *r, int i, struct verify_r
 		return;
 	}
 	memcpy(cw->prev, stored, 32);
+	cw->prev_txn = txn;
 	cw->expect++;
 	rep->txns++;
 }
@@ -129,7 +141,7 @@ static void check_txn(struct chain_walk *cw, PGresult *r, int i, struct verify_r
  * until the first problem.  0 (the verdict in rep), or -1 with err. */
 static int walk_chains(PGconn *c, FILE *progress, struct verify_report *rep, struct error *err)
 {
-	struct chain_walk cw = {"", {0}, 1, NULL, 0};
+	struct chain_walk cw = {"", {0}, 1, 0, NULL, 0};
 	int rc = -1;
 
 	if (db_exec(c,

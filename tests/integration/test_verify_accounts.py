@@ -79,3 +79,23 @@ def test_a_paid_balance_relabelled_as_promotional_is_named(stack, tmp_path):
     v = _failed(e)
     assert f"ledger account {la}: customer_promo with customer {a}, where the hashed transactions say" \
            " customer_paid" in v.stdout, v.stdout
+
+
+def test_a_duplicated_journal_row_is_named_as_such(stack, tmp_path):
+    """A second journal row with a seq its chain already has (a copy of a
+    transaction, written with the triggers off) was reported as "transaction
+    seq N+1 is missing (deleted?)": nothing was missing.  Verify names the
+    row and the transaction whose seq it repeats."""
+    e, _ = _books(stack, tmp_path)
+    txn, writer, seq = e.one("SELECT txn_id, writer, seq FROM journal WHERE kind = 'topup' ORDER BY txn_id LIMIT 1")
+    copy = e.one("ALTER TABLE journal DISABLE TRIGGER ALL;"
+                 " INSERT INTO journal (writer, seq, kind, idempotency_key, content_hash, account_id, actor, reason,"
+                 "  details, created_at, prev_hash, hash)"
+                 " SELECT writer, seq, kind, idempotency_key || '-copy', content_hash, account_id, actor, reason,"
+                 "  details, created_at + interval '1 microsecond', prev_hash, hash FROM journal WHERE txn_id = %s"
+                 " RETURNING txn_id", (txn,), user="postgres")
+    e.sql("ALTER TABLE journal ENABLE TRIGGER ALL", user="postgres")
+    v = _failed(e)
+    assert "is missing" not in v.stdout, v.stdout
+    assert f"(writer {writer}, seq {seq}): seq {seq} comes a second time" in v.stdout, v.stdout
+    assert f"transaction {txn}" in v.stdout and f"transaction {copy}" in v.stdout, v.stdout
