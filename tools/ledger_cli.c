@@ -94,6 +94,11 @@ static int cmd_export(const char **pos, int npos, struct cli_opt *o)
 	eo.force = cli_has(o, "force");
 	eo.operator= tool_operator(cfg);
 	eo.progress = isatty(2) && !cli_has(o, "quiet") ? stderr : NULL;
+	{
+		long w;
+		if (tool_int_opt(o, "wait-ms", 1, 3600000, &w))
+			eo.wait_ms = (int)w;
+	}
 	if (manifest_load_secret_key(config_get(cfg, "signing_key_file"), sk, NULL, &err) < 0)
 		tool_fail("%s (create one with 'billing-admin keygen --out FILE' and set signing_key_file)", err.msg);
 	eo.sk = sk;
@@ -401,6 +406,9 @@ static struct cli_opt o_export[] = {CLI_OPT("from", 1, "first instant, inclusive
 				    CLI_OPT("out", 1, "the file to write"),
 				    CLI_OPT("force", 0, "overwrite an existing file"),
 				    CLI_OPT("quiet", 0, "no progress line"),
+				    CLI_OPT("wait-ms", 1,
+					    "wait at most this long for transactions begun before --to that are"
+					    " still in progress (default 60000; then exit 1)"),
 				    CLI_OPT("json", 0, "JSON summary"),
 				    CLI_OPTS_END};
 static struct cli_opt o_verify[] = {
