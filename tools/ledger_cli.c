@@ -198,13 +198,24 @@ static int cmd_verify(const char **pos, int npos, struct cli_opt *o)
 	if (verify_chain(c, isatty(2) ? stderr : NULL, &rep, &err) < 0)
 		tool_fail_err(&err);
 	PQfinish(c);
+	if (cli_has(o, "json")) {
+		print_json(json_pack("{s:b,s:I,s:I,s:o,s:o,s:o,s:o}", "ok", rep.ok, "transactions",
+				     (json_int_t)rep.txns, "chains", (json_int_t)rep.writers, "problem",
+				     rep.ok ? json_null() : json_string(rep.problem), "txn_id",
+				     rep.ok || !rep.bad_txn_id ? json_null() : json_integer(rep.bad_txn_id), "writer",
+				     rep.ok || !rep.bad_writer[0] ? json_null() : json_string(rep.bad_writer), "seq",
+				     rep.ok || !rep.bad_writer[0] ? json_null() : json_integer(rep.bad_seq)));
+	} else if (!rep.ok) {
+		printf("FAILED after %" PRId64 " transactions: %s\n", rep.txns, rep.problem);
+	} else {
+		printf("ok: %" PRId64 " transactions in %" PRId64
+		       " chains verified; ledger accounts and balances match postings\n",
+		       rep.txns, rep.writers);
+	}
 	if (!rep.ok) {
 		fprintf(stderr, "ledger: verify failed: %s\n", rep.problem);
-		printf("FAILED after %" PRId64 " transactions: %s\n", rep.txns, rep.problem);
 		return 1;
 	}
-	printf("ok: %" PRId64 " transactions in %" PRId64 " chains verified; balances match postings\n", rep.txns,
-	       rep.writers);
 	return 0;
 }
 
@@ -414,7 +425,7 @@ static struct cli_opt o_export[] = {CLI_OPT("from", 1, "first instant, inclusive
 static struct cli_opt o_verify[] = {
 	CLI_OPT("export", 1, "check an export file against FILE.manifest.json (no database)"),
 	CLI_OPT("pubkey", 1, "trusted public key file (default: signing_key_file + .pub)"),
-	CLI_OPT("json", 0, "JSON verdict (with --export)"), CLI_OPTS_END};
+	CLI_OPT("json", 0, "JSON verdict"), CLI_OPTS_END};
 static struct cli_opt o_statement[] = {CLI_OPT("account", 1, "account id"), CLI_OPT("month", 1, "YYYY-MM (UTC)"),
 				       CLI_OPT("format", 1, "text (default), json or csv"),
 				       CLI_OPT("json", 0, "same as --format json"), CLI_OPTS_END};
@@ -428,7 +439,8 @@ static const struct cmd cmds[] = {
 	{"export", "--from 2026-11-01 --to 2026-12-01 [--account ID] [--format csv|ndjson] --out FILE",
 	 "one line per posting, streamed, with a signed FILE.manifest.json", o_export, 0, cmd_export},
 	{"verify", "[--export FILE]",
-	 "check the hash chains and balances, or an export against its manifest (exit 1 naming the first bad entry)",
+	 "check the hash chains, ledger accounts and balances, or an export against its manifest (exit 1 naming the"
+	 " first bad entry)",
 	 o_verify, 0, cmd_verify},
 	{"statement", "--account ID --month 2026-11 [--format text|json|csv]",
 	 "opening balance, movements, usage by model, closing balance, paid amount consumed", o_statement, 0,

@@ -99,3 +99,21 @@ def test_a_duplicated_journal_row_is_named_as_such(stack, tmp_path):
     assert "is missing" not in v.stdout, v.stdout
     assert f"(writer {writer}, seq {seq}): seq {seq} comes a second time" in v.stdout, v.stdout
     assert f"transaction {txn}" in v.stdout and f"transaction {copy}" in v.stdout, v.stdout
+
+
+def test_verify_of_the_database_answers_json(stack, tmp_path):
+    """`--json wherever a command shows data` (docs/cli.md): `ledger verify
+    --json` printed the text verdict unless --export was given."""
+    e, (a, b) = _books(stack, tmp_path)
+    ok = json.loads(e.ledger("verify", "--json").stdout)
+    assert ok == {"ok": True, "transactions": 6, "chains": 1, "problem": None, "txn_id": None, "writer": None,
+                  "seq": None}, ok
+    txn, writer, seq = e.one("SELECT txn_id, writer, seq FROM journal WHERE kind = 'topup' ORDER BY txn_id LIMIT 1")
+    e.sql("ALTER TABLE postings DISABLE TRIGGER postings_append_only;"
+          " UPDATE postings SET amount = amount + 1 WHERE txn_id = %s AND line = 1;"
+          " ALTER TABLE postings ENABLE ALWAYS TRIGGER postings_append_only", (txn,), user="postgres")
+    v = e.ledger("verify", "--json", check=False)
+    assert v.returncode == 1 and v.stderr.startswith("ledger: verify failed: ") and v.stderr.count("\n") == 1
+    bad = json.loads(v.stdout)
+    assert bad["ok"] is False and (bad["txn_id"], bad["writer"], bad["seq"]) == (txn, writer, seq), bad
+    assert f"transaction {txn} " in bad["problem"]
