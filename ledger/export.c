@@ -293,6 +293,86 @@ static int write_row(struct export_state *s, const struct export_row *row, struc
 	return 0;
 }
 
+/* A writer gives a transaction its created_at before it commits (the CLI
+ * after locking the customer, then it waits for its chain; billingd's
+ * batches before their locks and their COMMIT): a snapshot taken now could
+ * miss a transaction with created_at in the range that commits a moment
+ * later, and a later export of the same range would hold it.  So before
+ * its snapshot the export waits for the transactions of this database
+ * (those it may see: the service role's) that began before the range's end
+ * (plus a second of slack between a writer's clock reading and its BEGIN)
+ * and have written something or wait for a lock: each until it ends, at
+ * most wait_ms in all; newer transactions are not waited for.  A read-only
+ * transaction that waits for nothing (another export) holds nothing up. */
+static const char writers_sql[] = "SELECT pid, (extract(epoch FROM xact_start) * 1000000)::bigint FROM pg_stat_activity"
+				  " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+				  " AND backend_type = 'client backend'"
+				  " AND xact_start < $1::timestamptz + interval '1 second'"
+				  " AND (backend_xid IS NOT NULL OR wait_event_type = 'Lock')";
+
+static int wait_for_writers(PGconn *c, const struct export_opts *o, const char *to, struct error *err)
+{
+	const char *p[2] = {to, NULL};
+	struct buf pids, starts;
+	PGresult *r = db_query(c, writers_sql, 1, p, err);
+	int64_t deadline = time_now_us() + (int64_t)(o->wait_ms ? o->wait_ms : EXPORT_WAIT_MS) * 1000;
+	int rc = -1;
+
+	if (!r)
+		return -1;
+	if (PQntuples(r) == 0) {
+		PQclear(r);
+		return 0;
+	}
+	buf_init(&pids);
+	buf_init(&starts);
+	buf_puts(&pids, "{");
+	buf_puts(&starts, "{");
+	for (int i = 0; i < PQntuples(r); i++) {
+		buf_printf(&pids, "%s%s", i ? "," : "", PQgetvalue(r, i, 0));
+		buf_printf(&starts, "%s%s", i ? "," : "", PQgetvalue(r, i, 1));
+	}
+	buf_puts(&pids, "}");
+	buf_puts(&starts, "}");
+	PQclear(r);
+	p[0] = pids.data;
+	p[1] = starts.data;
+	for (;;) {
+		/* the same session in the same transaction: still in flight */
+		r = db_query(c,
+			     "SELECT count(*), min(a.pid), min(a.xact_start)::text FROM pg_stat_activity a"
+			     " JOIN unnest($1::int[], $2::bigint[]) w(pid, start_us) ON w.pid = a.pid"
+			     " AND w.start_us = (extract(epoch FROM a.xact_start) * 1000000)::bigint",
+			     2, p, err);
+		if (!r)
+			break;
+		if (strcmp(PQgetvalue(r, 0, 0), "0") == 0) {
+			rc = 0;
+			break;
+		}
+		if (time_now_us() >= deadline) {
+			error_set(
+				err, 0, "writers_in_flight",
+				"%s transaction(s) that began before the range's end are still in progress (session"
+				" %s, since %s): they may still commit entries into the range; try again, or end them",
+				PQgetvalue(r, 0, 0), PQgetvalue(r, 0, 1), PQgetvalue(r, 0, 2));
+			break;
+		}
+		if (o->progress) {
+			fprintf(o->progress, "\rexport: waiting for %s transaction(s) in progress   ",
+				PQgetvalue(r, 0, 0));
+			fflush(o->progress);
+		}
+		PQclear(r);
+		r = NULL;
+		usleep(20000);
+	}
+	PQclear(r);
+	buf_release(&pids);
+	buf_release(&starts);
+	return rc;
+}
+
 /* Every row of the cursor, FETCH_ROWS at a time. */
 static int write_rows(PGconn *c, struct export_state *s, struct error *err)
 {
@@ -399,6 +479,8 @@ int export_write(PGconn *c, const struct export_opts *o, struct export_result *r
 		goto done;
 	}
 	if (open_output(o, manifest_path, &s.w, &created_file, err) < 0)
+		goto done;
+	if (wait_for_writers(c, o, to, err) < 0)
 		goto done;
 	if (db_exec(c, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", 0, NULL, err) < 0)
 		goto done;

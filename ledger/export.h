@@ -22,7 +22,12 @@ struct export_opts {
 	const char *operator; /* recorded in the manifest */
 	FILE *progress;       /* a terminal for the progress line, or NULL */
 	const uint8_t *sk;    /* Ed25519 secret key, crypto_sign_SECRETKEYBYTES (borrowed) */
+	int wait_ms;          /* how long to wait for writers in flight (0: EXPORT_WAIT_MS) */
 };
+
+/* How long an export waits at most for the transactions that may still
+ * commit entries into its range (export_write). */
+#define EXPORT_WAIT_MS 60000
 
 struct export_result {
 	int64_t rows, txns, bytes;

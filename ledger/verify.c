@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/timeutil.h"
 #include "ledger/db.h"
 #include "ledger/journal.h"
 
@@ -60,6 +61,7 @@ struct chain_walk {
 	char writer[256];
 	uint8_t prev[32]; /* the hash of the writer's previous transaction */
 	int64_t expect;   /* the seq that must come next */
+	int64_t prev_txn; /* the transaction that had seq expect - 1 */
 	struct journal_posting *posts;
 	size_t cap;
 };
@@ -81,6 +83,16 @@ static void check_txn(struct chain_walk *cw, PGresult *r, int i, struct verify_r
 		memset(cw->prev, 0, sizeof(cw->prev));
 		cw->expect = 1;
 		rep->writers++;
+	}
+	if (seq < cw->expect) {
+		/* not a gap: a second row with a seq the chain already had */
+		char what[200];
+		snprintf(what, sizeof(what),
+			 "seq %" PRId64 " comes a second time (transaction %" PRId64
+			 " has it too): a duplicated or inserted journal row",
+			 seq, cw->prev_txn);
+		bad(rep, txn, cw->writer, seq, what);
+		return;
 	}
 	if (seq != cw->expect) {
 		char what[200];
@@ -120,6 +132,7 @@ static void check_txn(struct chain_walk *cw, PGresult *r, int i, struct verify_r
 		return;
 	}
 	memcpy(cw->prev, stored, 32);
+	cw->prev_txn = txn;
 	cw->expect++;
 	rep->txns++;
 }
@@ -128,7 +141,7 @@ static void check_txn(struct chain_walk *cw, PGresult *r, int i, struct verify_r
  * until the first problem.  0 (the verdict in rep), or -1 with err. */
 static int walk_chains(PGconn *c, FILE *progress, struct verify_report *rep, struct error *err)
 {
-	struct chain_walk cw = {"", {0}, 1, NULL, 0};
+	struct chain_walk cw = {"", {0}, 1, 0, NULL, 0};
 	int rc = -1;
 
 	if (db_exec(c,
@@ -175,6 +188,68 @@ static int first_offender(PGconn *c, const char *sql, const char *what, struct v
 		bad(rep, strtoll(PQgetvalue(r, 0, 0), NULL, 10), PQgetvalue(r, 0, 1),
 		    strtoll(PQgetvalue(r, 0, 2), NULL, 10), what);
 	PQclear(r);
+	return 0;
+}
+
+/* What the hashes do not cover but every reader relies on: which customer
+ * a ledger account belongs to and what type it is (statements, balances,
+ * burn-down, the trial balance and exports read both from ledger_accounts).
+ * Both follow from hashed facts: the system accounts 1..5 have fixed types,
+ * a customer account is a grant's bucket (customer_promo) or else the paid
+ * balance, every posting on a customer account is in a transaction whose
+ * hashed account_id is that customer, and a grant's row names the customer
+ * and bucket of the hashed transaction that funded it.  The first ledger
+ * account or grant that disagrees is the problem. */
+static int check_ledger_accounts(PGconn *c, struct verify_report *rep, struct error *err)
+{
+	static const char *const sql[] = {
+		"SELECT la.ledger_account_id::text, la.type || ' with customer ' || coalesce(la.account_id::text, 'none'),"
+		" CASE la.ledger_account_id WHEN 1 THEN 'revenue' WHEN 2 THEN 'promo_expense' WHEN 3 THEN 'breakage'"
+		"  WHEN 4 THEN 'cash_clearing' WHEN 5 THEN 'adjustments'"
+		"  ELSE CASE WHEN EXISTS (SELECT 1 FROM grants g WHERE g.ledger_account_id = la.ledger_account_id)"
+		"  THEN 'customer_promo (a grant''s bucket)' ELSE 'customer_paid' END END"
+		" FROM ledger_accounts la"
+		" WHERE la.type IS DISTINCT FROM CASE la.ledger_account_id WHEN 1 THEN 'revenue' WHEN 2 THEN 'promo_expense'"
+		"  WHEN 3 THEN 'breakage' WHEN 4 THEN 'cash_clearing' WHEN 5 THEN 'adjustments'"
+		"  ELSE CASE WHEN EXISTS (SELECT 1 FROM grants g WHERE g.ledger_account_id = la.ledger_account_id)"
+		"  THEN 'customer_promo' ELSE 'customer_paid' END END"
+		" ORDER BY la.ledger_account_id LIMIT 1",
+		"SELECT p.ledger_account_id::text, 'customer ' || coalesce(la.account_id::text, 'none'),"
+		" 'customer ' || coalesce(j.account_id::text, 'none') || ', whose transaction ' || j.txn_id"
+		" || ' (writer ' || j.writer || ', seq ' || j.seq || ') posts to it on line ' || p.line"
+		" FROM postings p JOIN journal j ON j.txn_id = p.txn_id AND j.created_at = p.created_at"
+		" JOIN ledger_accounts la ON la.ledger_account_id = p.ledger_account_id"
+		" WHERE la.type IN ('customer_paid', 'customer_promo') AND la.account_id IS DISTINCT FROM j.account_id"
+		" ORDER BY p.ledger_account_id, p.txn_id, p.line LIMIT 1",
+		"SELECT g.ledger_account_id::text, 'grant ' || g.grant_id || ' of customer ' || g.account_id"
+		" || ' funded by transaction ' || g.txn_id,"
+		" 'customer ' || coalesce(k.account_id::text, 'none') || ' (the funding transaction''s),"
+		" bucket of customer ' || coalesce(la.account_id::text, 'none') || ', funded on it: '"
+		" || CASE WHEN EXISTS (SELECT 1 FROM postings p WHERE p.txn_id = g.txn_id AND p.created_at = k.created_at"
+		"  AND p.ledger_account_id = g.ledger_account_id) THEN 'yes' ELSE 'no' END"
+		" FROM grants g JOIN ledger_accounts la ON la.ledger_account_id = g.ledger_account_id"
+		" LEFT JOIN ledger_idempotency k ON k.txn_id = g.txn_id"
+		" WHERE la.account_id IS DISTINCT FROM g.account_id OR k.account_id IS DISTINCT FROM g.account_id"
+		" OR NOT EXISTS (SELECT 1 FROM postings p WHERE p.txn_id = g.txn_id AND p.created_at = k.created_at"
+		"  AND p.ledger_account_id = g.ledger_account_id)"
+		" ORDER BY g.ledger_account_id LIMIT 1",
+	};
+
+	for (size_t i = 0; i < sizeof(sql) / sizeof(sql[0]) && rep->ok; i++) {
+		PGresult *r = db_query(c, sql[i], 0, NULL, err);
+
+		if (!r)
+			return -1;
+		if (PQntuples(r) == 1) {
+			rep->ok = 0;
+			snprintf(
+				rep->problem, sizeof(rep->problem),
+				"ledger account %s: %s, where the hashed transactions say %s (ledger_accounts or grants"
+				" altered)",
+				PQgetvalue(r, 0, 0), PQgetvalue(r, 0, 1), PQgetvalue(r, 0, 2));
+		}
+		PQclear(r);
+	}
 	return 0;
 }
 
@@ -227,6 +302,8 @@ int verify_chain(PGconn *c, FILE *progress, struct verify_report *rep, struct er
 		    " ORDER BY 1 LIMIT 1",
 		    "its ledger_idempotency row does not match it (or is missing)", rep, err) < 0)
 		goto done;
+	if (rep->ok && check_ledger_accounts(c, rep, err) < 0)
+		goto done;
 	if (rep->ok && check_balances(c, rep, err) < 0)
 		goto done;
 	rc = 0;
@@ -235,20 +312,24 @@ done:
 	return rc;
 }
 
-int verify_trial_balance(PGconn *c, int64_t at_us, struct trial_row *rows, int max, struct error *err)
+int verify_trial_balance(PGconn *c, const int64_t *at_us, struct trial_row *rows, int max, struct error *err)
 {
-	char at[32];
-	const char *p[1] = {at};
+	char at[40];
+	const char *p[1] = {at_us ? at : NULL};
 	PGresult *r;
 	int n;
 
-	snprintf(at, sizeof(at), "%" PRId64, at_us);
+	/* the instant as text, as every other range of the CLIs: exact to the
+	 * microsecond in any year (a microsecond count times an interval is
+	 * float8 arithmetic), and the epoch itself is an instant, not "all" */
+	if (at_us)
+		time_format_rfc3339(*at_us, at, sizeof(at));
 	r = db_query(c,
 		     "SELECT la.type, coalesce(sum(-p.amount) FILTER (WHERE p.amount < 0), 0),"
 		     " coalesce(sum(p.amount) FILTER (WHERE p.amount > 0), 0)"
 		     " FROM postings p JOIN ledger_accounts la USING (ledger_account_id)"
 		     " JOIN journal j ON j.txn_id = p.txn_id AND j.created_at = p.created_at"
-		     " WHERE $1::bigint = 0 OR j.created_at <= to_timestamp(0) + $1::bigint * interval '1 microsecond'"
+		     " WHERE $1::timestamptz IS NULL OR j.created_at <= $1::timestamptz"
 		     " GROUP BY la.type ORDER BY la.type",
 		     1, p, err);
 	if (!r)

@@ -31,10 +31,10 @@ struct trial_row {
 	money_total credits; /* sum of positive postings (exact) */
 };
 
-/* Sums per ledger account type of postings created at or before at_us (0 = all),
+/* Sums per ledger account type of postings created at or before *at_us (NULL: all),
  * summed as numeric by PostgreSQL and read exactly (128-bit).
  * Fills up to max rows; returns the count or -1. */
-int verify_trial_balance(PGconn *c, int64_t at_us, struct trial_row *rows, int max, struct error *err)
+int verify_trial_balance(PGconn *c, const int64_t *at_us, struct trial_row *rows, int max, struct error *err)
 	__attribute__((warn_unused_result));
 
 #endif

@@ -189,21 +189,28 @@ static void make_parents(const char *path)
 	}
 }
 
-static void write_file(const char *path, const char *text, mode_t mode, int force)
+/* Writes text to path with exactly mode (also when --force overwrites a
+ * file that was wider: open's mode applies only to a new file).  0, or -1
+ * with the problem in msg. */
+static int write_file(const char *path, const char *text, mode_t mode, int force, char *msg, size_t msglen)
 {
 	int fd;
 	size_t n = strlen(text);
 
 	make_parents(path);
 	fd = open(path, O_WRONLY | O_CREAT | (force ? O_TRUNC : O_EXCL), mode);
-
-	if (fd < 0)
-		tool_fail("cannot create '%s': %m", path);
-	if (write(fd, text, n) != (ssize_t)n || fsync(fd) != 0) {
+	if (fd < 0) {
+		snprintf(msg, msglen, "cannot create '%s': %s%s", path, strerror(errno),
+			 errno == EEXIST ? " (use --force to overwrite)" : "");
+		return -1;
+	}
+	if (fchmod(fd, mode) != 0 || write(fd, text, n) != (ssize_t)n || fsync(fd) != 0) {
+		snprintf(msg, msglen, "cannot write '%s': %s", path, strerror(errno));
 		close(fd);
-		tool_fail("cannot write '%s': %m", path);
+		return -1;
 	}
 	close(fd);
+	return 0;
 }
 
 static void cmd_keygen(const char **pos, int npos, struct cli_opt *o)
@@ -211,6 +218,8 @@ static void cmd_keygen(const char **pos, int npos, struct cli_opt *o)
 	unsigned char pk[crypto_sign_PUBLICKEYBYTES], sk[crypto_sign_SECRETKEYBYTES];
 	char skhex[2 * crypto_sign_SECRETKEYBYTES + 2], pkhex[2 * crypto_sign_PUBLICKEYBYTES + 2], pubpath[4096];
 	const char *out = required(o, "out");
+	int force = cli_has(o, "force");
+	char msg[4400];
 
 	(void)pos, (void)npos;
 	crypto_sign_keypair(pk, sk);
@@ -219,8 +228,23 @@ static void cmd_keygen(const char **pos, int npos, struct cli_opt *o)
 	strcat(skhex, "\n");
 	strcat(pkhex, "\n");
 	snprintf(pubpath, sizeof(pubpath), "%s.pub", out);
-	write_file(out, skhex, 0600, cli_has(o, "force"));
-	write_file(pubpath, pkhex, 0644, cli_has(o, "force"));
+	/* a pair or nothing: without --force, an existing FILE.pub must stop the
+	 * command before FILE is written (else a new secret key sat beside the
+	 * old public key, and exports signed with it failed verification) */
+	if (!force && (access(out, F_OK) == 0 || access(pubpath, F_OK) == 0))
+		tool_fail("'%s' exists (use --force to overwrite)", access(out, F_OK) == 0 ? out : pubpath);
+	if (write_file(out, skhex, 0600, force, msg, sizeof(msg)) < 0) {
+		sodium_memzero(sk, sizeof(sk));
+		sodium_memzero(skhex, sizeof(skhex));
+		tool_fail("%s", msg);
+	}
+	if (write_file(pubpath, pkhex, 0644, force, msg, sizeof(msg)) < 0) {
+		/* the new secret key must not stay without its public half */
+		unlink(out);
+		sodium_memzero(sk, sizeof(sk));
+		sodium_memzero(skhex, sizeof(skhex));
+		tool_fail("%s (so '%s' was removed again)", msg, out);
+	}
 	sodium_memzero(sk, sizeof(sk));
 	sodium_memzero(skhex, sizeof(skhex));
 	if (cli_has(o, "json")) {

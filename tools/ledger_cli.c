@@ -94,6 +94,11 @@ static int cmd_export(const char **pos, int npos, struct cli_opt *o)
 	eo.force = cli_has(o, "force");
 	eo.operator= tool_operator(cfg);
 	eo.progress = isatty(2) && !cli_has(o, "quiet") ? stderr : NULL;
+	{
+		long w;
+		if (tool_int_opt(o, "wait-ms", 1, 3600000, &w))
+			eo.wait_ms = (int)w;
+	}
 	if (manifest_load_secret_key(config_get(cfg, "signing_key_file"), sk, NULL, &err) < 0)
 		tool_fail("%s (create one with 'billing-admin keygen --out FILE' and set signing_key_file)", err.msg);
 	eo.sk = sk;
@@ -193,13 +198,24 @@ static int cmd_verify(const char **pos, int npos, struct cli_opt *o)
 	if (verify_chain(c, isatty(2) ? stderr : NULL, &rep, &err) < 0)
 		tool_fail_err(&err);
 	PQfinish(c);
+	if (cli_has(o, "json")) {
+		print_json(json_pack("{s:b,s:I,s:I,s:o,s:o,s:o,s:o}", "ok", rep.ok, "transactions",
+				     (json_int_t)rep.txns, "chains", (json_int_t)rep.writers, "problem",
+				     rep.ok ? json_null() : json_string(rep.problem), "txn_id",
+				     rep.ok || !rep.bad_txn_id ? json_null() : json_integer(rep.bad_txn_id), "writer",
+				     rep.ok || !rep.bad_writer[0] ? json_null() : json_string(rep.bad_writer), "seq",
+				     rep.ok || !rep.bad_writer[0] ? json_null() : json_integer(rep.bad_seq)));
+	} else if (!rep.ok) {
+		printf("FAILED after %" PRId64 " transactions: %s\n", rep.txns, rep.problem);
+	} else {
+		printf("ok: %" PRId64 " transactions in %" PRId64
+		       " chains verified; ledger accounts and balances match postings\n",
+		       rep.txns, rep.writers);
+	}
 	if (!rep.ok) {
 		fprintf(stderr, "ledger: verify failed: %s\n", rep.problem);
-		printf("FAILED after %" PRId64 " transactions: %s\n", rep.txns, rep.problem);
 		return 1;
 	}
-	printf("ok: %" PRId64 " transactions in %" PRId64 " chains verified; balances match postings\n", rep.txns,
-	       rep.writers);
 	return 0;
 }
 
@@ -219,8 +235,10 @@ static int cmd_statement(const char **pos, int npos, struct cli_opt *o)
 	(void)pos, (void)npos;
 	if (!month)
 		tool_usage_error("missing --month (e.g. 2026-11)");
-	if (strlen(month) != 7 || sscanf(month, "%4u-%2u%c", &y, &m, &tail) != 2 || month[4] != '-' || m < 1 ||
-	    m > 12 || y < 1970)
+	/* digits only: sscanf's %u also takes a sign or a space ("2026-+1", "-202-11") */
+	if (strlen(month) != 7 || strspn(month, "0123456789") != 4 || month[4] != '-' ||
+	    strspn(month + 5, "0123456789") != 2 || sscanf(month, "%4u-%2u%c", &y, &m, &tail) != 2 || m < 1 || m > 12 ||
+	    y < 1970)
 		tool_usage_error("--month '%s' is not YYYY-MM", month);
 	from = time_days_from_civil(y, m, 1) * 86400LL * 1000000LL;
 	to = time_days_from_civil(m == 12 ? y + 1 : y, m == 12 ? 1 : m + 1, 1) * 86400LL * 1000000LL;
@@ -252,13 +270,14 @@ static int cmd_trial_balance(const char **pos, int npos, struct cli_opt *o)
 	struct trial_row rows[16];
 	struct error err;
 	int64_t at_us = time_opt(o, "at", 0);
+	bool has_at = cli_get(o, "at") != NULL; /* 1970-01-01T00:00:00Z is an instant too */
 	money_total td = 0, tc = 0;
 	int n;
 	PGconn *c;
 
 	(void)pos, (void)npos;
 	c = tool_connect(cfg, 0);
-	n = verify_trial_balance(c, at_us, rows, 16, &err);
+	n = verify_trial_balance(c, has_at ? &at_us : NULL, rows, 16, &err);
 	if (n < 0)
 		tool_fail_err(&err);
 	PQfinish(c);
@@ -398,12 +417,15 @@ static struct cli_opt o_export[] = {CLI_OPT("from", 1, "first instant, inclusive
 				    CLI_OPT("out", 1, "the file to write"),
 				    CLI_OPT("force", 0, "overwrite an existing file"),
 				    CLI_OPT("quiet", 0, "no progress line"),
+				    CLI_OPT("wait-ms", 1,
+					    "wait at most this long for transactions begun before --to that are"
+					    " still in progress (default 60000; then exit 1)"),
 				    CLI_OPT("json", 0, "JSON summary"),
 				    CLI_OPTS_END};
 static struct cli_opt o_verify[] = {
 	CLI_OPT("export", 1, "check an export file against FILE.manifest.json (no database)"),
 	CLI_OPT("pubkey", 1, "trusted public key file (default: signing_key_file + .pub)"),
-	CLI_OPT("json", 0, "JSON verdict (with --export)"), CLI_OPTS_END};
+	CLI_OPT("json", 0, "JSON verdict"), CLI_OPTS_END};
 static struct cli_opt o_statement[] = {CLI_OPT("account", 1, "account id"), CLI_OPT("month", 1, "YYYY-MM (UTC)"),
 				       CLI_OPT("format", 1, "text (default), json or csv"),
 				       CLI_OPT("json", 0, "same as --format json"), CLI_OPTS_END};
@@ -417,7 +439,8 @@ static const struct cmd cmds[] = {
 	{"export", "--from 2026-11-01 --to 2026-12-01 [--account ID] [--format csv|ndjson] --out FILE",
 	 "one line per posting, streamed, with a signed FILE.manifest.json", o_export, 0, cmd_export},
 	{"verify", "[--export FILE]",
-	 "check the hash chains and balances, or an export against its manifest (exit 1 naming the first bad entry)",
+	 "check the hash chains, ledger accounts and balances, or an export against its manifest (exit 1 naming the"
+	 " first bad entry)",
 	 o_verify, 0, cmd_verify},
 	{"statement", "--account ID --month 2026-11 [--format text|json|csv]",
 	 "opening balance, movements, usage by model, closing balance, paid amount consumed", o_statement, 0,
