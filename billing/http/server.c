@@ -38,6 +38,9 @@
 #include "ledger/promo.h"
 
 #define MAX_BATCH 1000
+/* libevent 2.1's EVHTTP_REQ_UNKNOWN_ (http-internal.h, not installed): the
+ * command of a request whose method it does not know */
+#define HTTP_REQ_UNKNOWN (1 << 15)
 
 /* ---- framing ---- */
 
@@ -1054,10 +1057,13 @@ struct server *server_new(struct event_base *base, struct config *cfg, struct er
 		goto fail;
 	}
 	/* every method reaches the router, which answers the contract's JSON 405
-	 * with Allow (libevent would answer its own HTML 501) */
+	 * with Allow (libevent would answer its own HTML 501): the nine it
+	 * knows, and every other one (PROPFIND, BREW, a lower-case "get"),
+	 * which libevent 2.1 parses as EVHTTP_REQ_UNKNOWN_ and lets through
+	 * only when that bit is allowed too */
 	evhttp_set_allowed_methods(s->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD | EVHTTP_REQ_PUT |
 						    EVHTTP_REQ_DELETE | EVHTTP_REQ_OPTIONS | EVHTTP_REQ_TRACE |
-						    EVHTTP_REQ_CONNECT | EVHTTP_REQ_PATCH);
+						    EVHTTP_REQ_CONNECT | EVHTTP_REQ_PATCH | HTTP_REQ_UNKNOWN);
 	evhttp_set_gencb(s->http, gen_cb, s);
 	if (!colon) {
 		error_set(err, 0, "config", "listen '%s' must be host:port", listen);

@@ -54,3 +54,25 @@ def test_unknown_path_is_404_whatever_the_method(billingd):
         assert status == 404, (m, status, body[:200])
         if m != "HEAD":
             assert json.loads(body)["error"]["code"] == "not_found", (m, body[:200])
+
+
+# methods libevent does not know (WebDAV's, made-up ones, a lower-case
+# "get": methods are case-sensitive) are methods too: "whatever the method"
+UNKNOWN_METHODS = ["PROPFIND", "MKCOL", "BREW", "get", "post", "X-CUSTOM"]
+
+
+@pytest.mark.parametrize("path", sorted(ROUTES))
+def test_an_unknown_method_is_a_json_405_with_allow_too(billingd, path):
+    for m in UNKNOWN_METHODS:
+        status, h, body = raw(billingd.port, m, path)
+        assert status == 405, (m, path, status, body[:200])
+        assert h["allow"] == ROUTES[path], (m, path, h)
+        assert h["content-type"] == "application/json"
+        assert json.loads(body)["error"]["code"] == "method_not_allowed"
+
+
+def test_an_unknown_method_on_an_unknown_path_is_a_json_404(billingd):
+    for m in UNKNOWN_METHODS:
+        status, h, body = raw(billingd.port, m, "/v1/nothing-here")
+        assert status == 404, (m, status, body[:200])
+        assert json.loads(body)["error"]["code"] == "not_found", (m, body[:200])
