@@ -68,6 +68,7 @@ struct key_entry {
 struct acct_entry {
 	int64_t account_id;
 	char tier[64];
+	bool frozen; /* its status, as read with the tier (NOTIFY drops the entry) */
 	int64_t at_us;
 };
 
@@ -709,6 +710,10 @@ struct az_req {
 	redisReply *load_reply;
 	bool key_revoked, found;
 	bool key_is_bearer;
+	/* the account's status as PostgreSQL last gave it (principal lookup or
+	 * its cache, a mirror load): what refuses a frozen account when Redis
+	 * cannot decide (redis_down) */
+	bool frozen;
 	struct rctx *http; /* started by h_authorize: a 200 is written without jansson */
 	/* From here on each field is written before it is read (az_start,
 	 * the principal step, the decision step): az_alloc does not zero them. */
@@ -872,6 +877,7 @@ static void load_run(struct az_req *a, PGconn *c)
 		goto done;
 	}
 	snprintf(status, sizeof(status), "%s", PQgetvalue(r, 0, 0));
+	a->frozen = strcmp(status, "frozen") == 0;
 	if (ops_balance_get(c, a->account_id, 0, &b, &a->job.err) < 0)
 		goto done;
 	if (!(rc = rc_take(a->s, &rerr)) || (t_ms = redis_time_ms(rc, a->account_id, &rerr)) < 0) {
@@ -935,15 +941,18 @@ static void lookup_run(struct dbjob *job, PGconn *c, const char *writer)
 		if (a->has_key) {
 			sodium_bin2hex(hex, sizeof(hex), a->key_hash, 32);
 			p[0] = hex;
-			r = db_query(c,
-				     "SELECT k.account_id, k.revoked_at IS NOT NULL, c.tier FROM api_keys k"
-				     " JOIN customers c USING (account_id) WHERE k.key_hash = decode($1, 'hex')",
-				     1, p, &a->job.err);
+			r = db_query(
+				c,
+				"SELECT k.account_id, k.revoked_at IS NOT NULL, c.tier, c.status = 'frozen' FROM api_keys k"
+				" JOIN customers c USING (account_id) WHERE k.key_hash = decode($1, 'hex')",
+				1, p, &a->job.err);
 		} else {
 			snprintf(id, sizeof(id), "%" PRId64, a->account_id);
 			p[0] = id;
-			r = db_query(c, "SELECT account_id, false, tier FROM customers WHERE account_id = $1", 1, p,
-				     &a->job.err);
+			r = db_query(
+				c,
+				"SELECT account_id, false, tier, status = 'frozen' FROM customers WHERE account_id = $1",
+				1, p, &a->job.err);
 		}
 		if (!r)
 			return;
@@ -952,6 +961,7 @@ static void lookup_run(struct dbjob *job, PGconn *c, const char *writer)
 			a->account_id = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
 			a->key_revoked = PQgetvalue(r, 0, 1)[0] == 't';
 			snprintf(a->tier, sizeof(a->tier), "%s", PQgetvalue(r, 0, 2));
+			a->frozen = PQgetvalue(r, 0, 3)[0] == 't';
 		}
 		PQclear(r);
 	} else {
@@ -993,6 +1003,7 @@ static void lookup_done(struct dbjob *job)
 			struct acct_entry *e = &az->accts[(uint64_t)a->account_id % CACHE_SLOTS];
 			e->account_id = a->account_id;
 			snprintf(e->tier, sizeof(e->tier), "%s", a->tier);
+			e->frozen = a->frozen;
 			e->at_us = now;
 		}
 		a->step = AZ_DECIDE;
@@ -1091,6 +1102,10 @@ static void redis_down(struct az_req *a)
 {
 	char exp[40];
 
+	/* failing open admits what Redis cannot decide, never a frozen account
+	 * (CONTRACT.md §3: freezing stops new authorizations) */
+	if (a->s->az->fail_open && a->frozen)
+		return az_fail(a, 403, "account_frozen", "the account is frozen");
 	if (fail_open_admit(a)) {
 		time_format_rfc3339(time_now_us() + a->s->az->hold_ttl_ms * 1000, exp, sizeof(exp));
 		return az_finish(a, 200,
@@ -1269,6 +1284,7 @@ static void az_step(struct az_req *a)
 			if (e->account_id != a->account_id || now - e->at_us >= CACHE_TTL_US)
 				return az_pool(a);
 			copy_str(a->tier, sizeof(a->tier), e->tier);
+			a->frozen = e->frozen;
 		}
 		a->step = AZ_DECIDE;
 	}

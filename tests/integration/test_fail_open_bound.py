@@ -53,3 +53,25 @@ def test_answers_for_other_accounts_do_not_refill_the_fail_open_allowance(env, f
     # 2 units of allowance, 1 unit each: two admissions in all, then 503
     assert got == [200, 200, 503, 503, 503], got
     assert fo.logs().count("fail-open admission") == 2
+
+
+def test_a_frozen_account_is_never_admitted_by_failing_open(env, fo):
+    """CONTRACT.md §3: freezing stops new authorizations.  Failing open
+    admits calls Redis cannot decide, within an allowance: never those of a
+    frozen account, whose status billingd read from PostgreSQL (review A:
+    the fail-open answer was a 200 hold for a frozen account)."""
+    frozen = new_account(env, "fo-frozen")
+    env.admin("account", "freeze", frozen, "--reason", "fail-open test")
+    time.sleep(1.2)  # the contract's second for a CLI change
+    r = authorize(fo, frozen, "fo-frz-warm")
+    assert r.status_code == 403 and r.json()["error"]["code"] == "account_frozen", r.text
+    # Redis can no longer decide for it (WRONGTYPE on its state hash, read
+    # before the mirror's status)
+    env.redis_cli("DEL", f"{{a:{frozen}}}:st")
+    env.redis_cli("SET", f"{{a:{frozen}}}:st", "not-a-hash")
+    for i in range(3):
+        r = authorize(fo, frozen, f"fo-frz-{i}")
+        assert r.status_code == 403 and r.json()["error"]["code"] == "account_frozen", r.text
+    assert not [line for line in fo.logs().splitlines()
+                if "fail-open admission" in line and f"account={frozen} " in line]
+    env.redis_cli("DEL", f"{{a:{frozen}}}:st")
