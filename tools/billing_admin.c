@@ -890,9 +890,14 @@ static void cmd_limits_set(const char **pos, int npos, struct cli_opt *o)
 		if (strcmp(v, "none") != 0) {
 			errno = 0;
 			x = strtoll(v, &end, 10);
-			if (errno || end == v || *end || x < 0)
-				tool_usage_error("--%s must be a non-negative integer or 'none', not '%s'",
-						 limit_names[k], v);
+			/* 0 is refused: billingd reads a limit of 0 as none (the
+			 * authorize script's 0 = no limit), so --concurrency 0 meant
+			 * to stop an account would let every call through */
+			if (errno || end == v || *end || x < 1)
+				tool_usage_error(
+					"--%s must be a positive integer or 'none' (no limit), not '%s'; to stop"
+					" an account's calls, freeze it",
+					limit_names[k], v);
 		}
 		j.given[k] = v;
 	}

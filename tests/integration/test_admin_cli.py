@@ -398,3 +398,21 @@ def test_errors_from_libpq_are_one_line_on_stderr(env):
     # a usage error carrying a newline of its own is one line too
     one_line_error(env.admin("grant", "--account", "1", "--amount", "1", "--reason", "x", "--expires", "2027\n01\n01",
                              check=False), 2)
+
+
+def test_limits_set_refuses_a_zero_limit(env):
+    """A limit of 0 used to be stored and then read by billingd as "no
+    limit" (the authorize script's 0 = none): `--concurrency 0` meant to
+    stop an account's calls let them all through, and an account row of 0
+    even lifted its tier's limit, while `limits show` and GET
+    /v1/accounts/{id} said 0.  0 is a usage error now ('none' clears a
+    limit; freezing stops an account); nothing is written."""
+    a = new_account(env, "adm-limits-zero")
+    for name in ("rpm", "tpm", "rpd", "tpd", "concurrency"):
+        err = one_line_error(env.admin("limits", "set", "--account", a, f"--{name}", "0", check=False), 2)
+        assert f"--{name}" in err and "none" in err, err
+        one_line_error(env.admin("limits", "set", "--tier", "zero-tier", "--model", MODEL, f"--{name}", "0",
+                                 check=False), 2)
+    assert env.one("SELECT count(*) FROM limits WHERE account_id = %s OR tier = 'zero-tier'", (a,)) == 0
+    r = env.admin_json("limits", "set", "--account", a, "--rpm", "1", "--concurrency", "none")
+    assert r["rpm"] == 1 and r["concurrency"] is None
