@@ -146,6 +146,22 @@ def test_paid_only_model_never_consumes_promotional_credit(env, bd):
     assert r["balance"]["promo_nanos"] == SIGNUP and r["balance"]["paid_nanos"] == -2 * UNIT
 
 
+def test_arrears_beside_promotional_credit_refuse_every_authorize(env, bd):
+    """CONTRACT.md §3: arrears make later calls 402.  Promotional credit
+    left beside them (a paid_only model's usage went to arrears) pays for no
+    new call, although available_nanos (paid + promo - held) is positive:
+    docs/http-api.md says so."""
+    acct = signup(bd, "arrears-promo-1").json()["account_id"]
+    r = usage(bd, acct, "ap-1", 1, model="p-paid").json()
+    assert r["balance"]["paid_nanos"] == -UNIT and r["balance"]["promo_nanos"] == SIGNUP
+    view = bd.get(f"/v1/accounts/{acct}").json()["balance"]
+    assert view["available_nanos"] == SIGNUP - UNIT
+    for i, model in enumerate(("p-model", "p-paid")):
+        a = bd.post("/v1/authorize", {"request_id": f"ap-az-{i}", "account_id": acct, "model": model,
+                                      "input_tokens": 1000, "max_output_tokens": 0})
+        assert a.status_code == 402 and a.json()["error"]["code"] == "insufficient_balance", a.text
+
+
 def test_budget_exhausted_campaign_still_creates_accounts_via_cli(env, bd):
     granted = env.one("SELECT granted_nanos FROM campaigns WHERE name = 'default'")
     env.sql("UPDATE campaigns SET budget_nanos = %s WHERE name = 'default'", (granted,), user="billing_owner")
