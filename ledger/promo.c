@@ -69,9 +69,18 @@ static int give(struct ops_ctx *x, const struct campaign *cp, int64_t account_id
 	struct ops_grant_req g;
 	struct ops_grant_info info;
 	int64_t now = x->now_us ? x->now_us : time_now_us();
+	int64_t ceiling = x->max_grant_nanos ? x->max_grant_nanos : OPS_MAX_GRANT_DEFAULT;
 	bool dup;
 	int t;
 
+	/* a grant like any other: never above the ceiling (CONTRACT.md §4a),
+	 * whatever the campaign says (promo set refuses such an amount; one set
+	 * before, or with a higher ceiling, gives nothing here) */
+	if (amount > ceiling) {
+		snprintf(note, notelen, "campaign '%s' %s credit is above the max_grant ceiling: no %s credit",
+			 cp->name, kind, kind);
+		return 0;
+	}
 	t = take_budget(x->conn, cp->name, amount, err);
 	if (t < 0)
 		return -1;

@@ -1164,6 +1164,25 @@ static int promo_tx(void *arg, struct error *err)
 	return 0;
 }
 
+/* A signup or referral credit is a grant: above the max_grant ceiling it
+ * is refused like `grant` (CONTRACT.md §4a), exit 1. */
+static void promo_within_ceiling(const char *opt, int64_t n)
+{
+	struct error ce;
+	int64_t ceiling;
+	char a[40], m[40];
+
+	if (config_get_money(cfg, "max_grant", &ceiling, &ce) < 0)
+		tool_fail("%s", ce.msg);
+	if (!ceiling)
+		ceiling = OPS_MAX_GRANT_DEFAULT;
+	if (n <= ceiling)
+		return;
+	money_format(n, a, sizeof(a));
+	money_format(ceiling, m, sizeof(m));
+	tool_fail("--%s %s: every %s credit would be a grant above the ceiling %s (max_grant)", opt, a, opt, m);
+}
+
 static void cmd_promo_set(const char **pos, int npos, struct cli_opt *o)
 {
 	struct promo_job j;
@@ -1181,6 +1200,7 @@ static void cmd_promo_set(const char **pos, int npos, struct cli_opt *o)
 		int64_t n = amount_opt(o, "signup", 0);
 		if (n < 0)
 			tool_usage_error("--signup must not be negative");
+		promo_within_ceiling("signup", n);
 		snprintf(sig, sizeof(sig), "%" PRId64, n);
 		j.signup = sig;
 	}
@@ -1188,6 +1208,7 @@ static void cmd_promo_set(const char **pos, int npos, struct cli_opt *o)
 		int64_t n = amount_opt(o, "referral", 0);
 		if (n < 0)
 			tool_usage_error("--referral must not be negative");
+		promo_within_ceiling("referral", n);
 		snprintf(ref, sizeof(ref), "%" PRId64, n);
 		j.referral = ref;
 	}

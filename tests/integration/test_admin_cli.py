@@ -416,3 +416,34 @@ def test_limits_set_refuses_a_zero_limit(env):
     assert env.one("SELECT count(*) FROM limits WHERE account_id = %s OR tier = 'zero-tier'", (a,)) == 0
     r = env.admin_json("limits", "set", "--account", a, "--rpm", "1", "--concurrency", "none")
     assert r["rpm"] == 1 and r["concurrency"] is None
+
+
+def test_promotional_credit_above_the_grant_ceiling_is_never_granted(env):
+    """CONTRACT.md §4a: a single grant above the configured ceiling
+    (max_grant) is refused.  Signup and referral credit are grants, but
+    `promo set` took any amount (a slip such as --signup 1400000 for 14 gave
+    every new account 1.4 million in promotional credit): it is refused now
+    (exit 1), and a campaign whose credit is above the ceiling of the
+    program granting it (set before, or with a lower ceiling) creates the
+    account without credit and says why."""
+    before = env.admin_json("promo", "show")
+    for opt in ("--signup", "--referral"):
+        line = one_line_error(env.admin("promo", "set", opt, "1000000.000000001", check=False), 1)
+        assert "max_grant" in line, line
+    assert env.admin_json("promo", "show") == before
+    assert env.admin_json("promo", "set", "--signup", "1000000")["signup_nanos"] == 1_000_000 * UNIT  # at it: fine
+    env.admin("promo", "set", "--signup", "14")
+    # the active campaign's 14 is above a ceiling of 10
+    low = env.cli_env(BILLING_MAX_GRANT="10")
+    r = json.loads(env.admin("account", "create", "--external-id", "adm-ceiling-1", "--json", env=low).stdout)
+    assert r["promotion"]["applied"] is False and "max_grant" in r["promotion"]["note"], r
+    assert r["balance"]["promo_nanos"] == 0
+    assert env.one("SELECT count(*) FROM grants g JOIN customers c USING (account_id)"
+                   " WHERE c.external_id = 'adm-ceiling-1'") == 0
+    # the identity strings of a signup without credit stay free
+    r = json.loads(env.admin("account", "create", "--external-id", "adm-ceiling-2", "--identity", "phone:ceil",
+                             "--json", env=low).stdout)
+    assert r["promotion"]["applied"] is False
+    r = env.admin_json("account", "create", "--external-id", "adm-ceiling-3", "--identity", "phone:ceil")
+    assert r["promotion"]["applied"] is True and r["balance"]["promo_nanos"] == 14 * UNIT, r
+    env.assert_books_sound()
