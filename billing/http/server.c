@@ -44,9 +44,30 @@
 
 /* ---- framing ---- */
 
+/* A body libevent 2.1 does not read: the methods it reads one for are
+ * these; for HEAD, TRACE and a method it does not know it hands the request
+ * over at the end of the head, and the bytes a Content-Length or chunked
+ * encoding announces would be parsed as the next request on the connection
+ * (a proxy in front sends them as this request's body: request smuggling). */
+static bool body_announced_not_read(struct evhttp_request *req, struct error *err)
+{
+	const enum evhttp_cmd_type read = EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE |
+					  EVHTTP_REQ_OPTIONS | EVHTTP_REQ_CONNECT | EVHTTP_REQ_PATCH;
+	const struct evkeyvalq *h = evhttp_request_get_input_headers(req);
+	const char *cl = evhttp_find_header(h, "Content-Length");
+
+	if (evhttp_request_get_command(req) & read)
+		return false;
+	if (!evhttp_find_header(h, "Transfer-Encoding") && (!cl || cl[strspn(cl, "0")] == '\0'))
+		return false;
+	error_set(err, 400, "invalid_request", "a body on a request of this method is never read: ambiguous framing");
+	return true;
+}
+
 /* true when req was answered here, 400 and `Connection: close`, because its
- * framing is ambiguous (billing/http/framing.h), or because evhttp could not
- * parse it (then it calls back without a URI). */
+ * framing is ambiguous (billing/http/framing.h, or a body announced that
+ * would not be read), or because evhttp could not parse it (then it calls
+ * back without a URI). */
 static bool framing_refuse(struct server *s, struct evhttp_request *req)
 {
 	struct error err;
@@ -54,7 +75,8 @@ static bool framing_refuse(struct server *s, struct evhttp_request *req)
 
 	if (!evhttp_request_get_uri(req))
 		error_set(&err, 400, "invalid_request", "malformed request line or headers");
-	else if (framing_check(evhttp_request_get_input_headers(req), conns_head_had_nul(s->conns, req), &err) == 0)
+	else if (framing_check(evhttp_request_get_input_headers(req), conns_head_had_nul(s->conns, req), &err) == 0 &&
+		 !body_announced_not_read(req, &err))
 		return false;
 	c = rctx_new(&s->front, s, req, "bad_framing");
 	if (!c) {

@@ -76,3 +76,41 @@ def test_an_unknown_method_on_an_unknown_path_is_a_json_404(billingd):
         status, h, body = raw(billingd.port, m, "/v1/nothing-here")
         assert status == 404, (m, status, body[:200])
         assert json.loads(body)["error"]["code"] == "not_found", (m, body[:200])
+
+
+def test_a_body_billingd_would_not_read_is_ambiguous_framing(env, billingd):
+    """libevent reads no body for HEAD, TRACE or a method it does not know:
+    the bytes a Content-Length (or chunked encoding) announces were read as
+    the next request on the connection, while a proxy in front sends them as
+    this request's body (request smuggling: a signup ran from the body of a
+    HEAD).  Such a request is ambiguous framing (CONTRACT.md §3): 400 and the
+    connection is closed.  The methods whose body is read are unaffected,
+    and no body (or Content-Length: 0) is a plain 405 as before."""
+    for m in METHODS + UNKNOWN_METHODS:
+        ext = f"smuggled-{m}"
+        inner = json.dumps({"external_id": ext}).encode()
+        inner = (b"POST /v1/accounts HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + GATEWAY_TOKEN.encode() +
+                 b"\r\nContent-Length: " + str(len(inner)).encode() + b"\r\n\r\n" + inner)
+        for te in (False, True):
+            with socket.create_connection(("127.0.0.1", billingd.port), timeout=0.7) as s:
+                framing = b"Transfer-Encoding: chunked\r\n" if te else b"Content-Length: %d\r\n" % len(inner)
+                s.sendall(f"{m} /healthz HTTP/1.1\r\nHost: x\r\n".encode() + framing + b"\r\n")
+                got = b""
+                try:
+                    got += s.recv(65536)  # a method whose body is not read is answered at once
+                except socket.timeout:
+                    pass
+                try:
+                    s.sendall(b"%x\r\n" % len(inner) + inner + b"\r\n0\r\n\r\n" if te else inner)
+                    while True:
+                        b = s.recv(65536)
+                        if not b:
+                            break
+                        got += b
+                except (socket.timeout, ConnectionResetError, BrokenPipeError):
+                    pass
+            assert got.count(b"HTTP/1.1 ") <= 1, (m, te, got[:600])
+            if m not in ("GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"):
+                assert got.startswith(b"HTTP/1.1 400 "), (m, te, got[:300])
+                assert b"connection: close" in got.lower(), (m, te, got[:300])
+        assert env.one("SELECT count(*) FROM customers WHERE external_id = %s", (ext,)) == 0, m
