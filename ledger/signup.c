@@ -194,6 +194,17 @@ int ops_account_create(struct ops_ctx *x, const struct ops_signup *req, struct o
 	if (!req->external_id || !*req->external_id || strlen(req->external_id) > 200) {
 		return error_set(err, 400, "invalid_request", "external_id must be 1 to 200 characters");
 	}
+	/* the rule of POST /v1/accounts (billing/http/bodies.c), for every
+	 * program that signs up: an empty string would be claimed like any
+	 * other (CONTRACT.md §4) */
+	if (req->n_identity > OPS_IDENTITY_MAX) {
+		return error_set(err, 400, "invalid_request", "identity: at most %d strings", OPS_IDENTITY_MAX);
+	}
+	for (size_t i = 0; i < req->n_identity; i++)
+		if (!req->identity[i] || !*req->identity[i] || strlen(req->identity[i]) > OPS_IDENTITY_LEN_MAX) {
+			return error_set(err, 400, "invalid_request", "identity strings must be 1 to %d characters",
+					 OPS_IDENTITY_LEN_MAX);
+		}
 	buf_init(&b);
 	buf_printf(&b, "signup|%s|%s|%zu", req->external_id, req->referral_code ? req->referral_code : "",
 		   req->n_identity);

@@ -11,6 +11,10 @@
 #include "common/error.h"
 #include "ledger/ops.h"
 
+/* identity strings of one signup: at most 16, each 1 to 200 bytes */
+#define OPS_IDENTITY_MAX 16
+#define OPS_IDENTITY_LEN_MAX 200
+
 struct ops_signup {
 	const char *external_id;
 	const char *referral_code; /* of the inviter, or NULL */

@@ -314,6 +314,12 @@ static void cmd_account_create(const char **pos, int npos, struct cli_opt *o)
 			req.identity = p->values;
 			req.n_identity = (size_t)p->count;
 		}
+	/* POST /v1/accounts's rule (ops_account_create holds it too): a usage error here */
+	if (req.n_identity > OPS_IDENTITY_MAX)
+		tool_usage_error("--identity: at most %d", OPS_IDENTITY_MAX);
+	for (size_t i = 0; i < req.n_identity; i++)
+		if (!*req.identity[i] || strlen(req.identity[i]) > OPS_IDENTITY_LEN_MAX)
+			tool_usage_error("--identity must be 1 to %d characters", OPS_IDENTITY_LEN_MAX);
 	ops_init(&x, c);
 	if (ops_account_create(&x, &req, &res, &err) < 0)
 		tool_fail_err(&err);

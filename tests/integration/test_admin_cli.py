@@ -447,3 +447,19 @@ def test_promotional_credit_above_the_grant_ceiling_is_never_granted(env):
     r = env.admin_json("account", "create", "--external-id", "adm-ceiling-3", "--identity", "phone:ceil")
     assert r["promotion"]["applied"] is True and r["balance"]["promo_nanos"] == 14 * UNIT, r
     env.assert_books_sound()
+
+
+def test_account_create_holds_identity_strings_to_the_api_rule(env):
+    """POST /v1/accounts takes at most 16 identity strings of 1 to 200
+    characters; `account create --identity` took any, the empty string too,
+    which the identity rule then claimed like a phone hash (a later signup
+    with it got no credit).  Now the same rule: a usage error (exit 2),
+    nothing created."""
+    bad = [["--identity", ""], ["--identity", "x" * 201],
+           [a for i in range(17) for a in ("--identity", f"phone:many-{i}")]]
+    for i, extra in enumerate(bad):
+        one_line_error(env.admin("account", "create", "--external-id", f"adm-ident-bad-{i}", *extra, check=False), 2)
+    assert env.one("SELECT count(*) FROM customers WHERE external_id LIKE 'adm-ident-bad-%%'") == 0
+    ok = [a for i in range(16) for a in ("--identity", f"phone:ok-{i}" if i else "y" * 200)]
+    r = env.admin_json("account", "create", "--external-id", "adm-ident-ok", *ok)
+    assert r["status"] == "active"
