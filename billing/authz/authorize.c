@@ -1231,6 +1231,11 @@ static void decide_cb(void *arg, redisReply *r)
 		mirror_missing(a);
 	} else if (strcmp(tag, "FROZEN") == 0) {
 		az_fail(a, 403, "account_frozen", "the account is frozen");
+	} else if (strcmp(tag, "CONFLICT") == 0) {
+		/* a replay answers the first hold; another call under the same
+		 * request id must not pass as covered by it */
+		az_fail(a, 409, "idempotency_conflict",
+			"request_id already holds a live hold for another model or token count");
 	} else if (strcmp(tag, "BALANCE") == 0) {
 		json_t *body = json_pack("{s:{s:s,s:s,s:I,s:I}}", "error", "code", "insufficient_balance", "message",
 					 "the balance does not cover this call", "available_nanos",

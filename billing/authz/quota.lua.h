@@ -173,6 +173,8 @@
 	"  if no or redis.call('HSETNX', k[3], hid, struct.pack('<i8i8', amount, tokens) .. model) == 0 then\n"                                     \
 	"    local old = redis.call('HGET', k[3], hid)\n"                                                                                           \
 	"    if old then\n"                                                                                                                         \
+	"      local _, otok, pos = struct.unpack('<i8i8', old)\n"                                                                                  \
+	"      if otok ~= tokens or string.sub(old, pos) ~= model then return 'CONFLICT' end\n"                                                     \
 	"      return string.format('OK %d %d %d 1', struct.unpack('<i8', old), avail, math.floor((redis.call('ZSCORE', k[4], hid) or now) + 0))\n" \
 	"    end\n"                                                                                                                                 \
 	"    return no\n"                                                                                                                           \
@@ -226,6 +228,7 @@
  * -> one string, the tag and its integers (and the limit's name) separated by
  *    one space, read by authorize.c without a reply object per field:
  *    'OK amount available_after expires_ms existing(0/1)' | 'NOMIRROR' | 'FROZEN'
+ *    | 'CONFLICT' (the request id holds a live hold of another model or token count)
  *    | 'BALANCE available' | 'RATE what retry_ms limit' | 'CONC what limit'
  *    | 'LATE' (a load that arrived after its deadline: nothing stored)
  * The common case reads st once (HMGET of held, due, the model's concurrency

@@ -477,3 +477,26 @@ def test_a_refused_authorize_stores_no_hold(env, bd):
     assert r.status_code == 429 and r.json()["error"]["limit_type"] == "concurrency", r.text
     assert env.redis_cli("HEXISTS", f"{{a:{other}}}:hold", "rc-2") == "0"
     assert env.redis_cli("HLEN", f"{{a:{other}}}:hold") == "1"
+
+
+def test_the_same_request_id_for_another_call_is_a_conflict_not_the_first_hold(env, bd):
+    """A replay of an authorize answers its first hold.  Another call under
+    the same request_id (5 units where 1 was held, or another model) was
+    answered 200 with the first 1-unit hold too, so the gateway ran a call
+    that no hold covered: the balance could go 4 units into arrears
+    (review A).  Now 409 idempotency_conflict while the first hold lives;
+    the replay itself still answers the first hold, refused or not."""
+    acct = new_account(env, "replay-conflict")
+    first = authorize(bd, acct, "rc-same", units=1)
+    assert first.status_code == 200 and first.json()["held_nanos"] == UNIT, first.text
+    for units, model in ((5, "q-model"), (1, "q-other"), (20, "q-model")):
+        r = authorize(bd, acct, "rc-same", units=units, model=model)
+        assert r.status_code == 409 and r.json()["error"]["code"] == "idempotency_conflict", (units, model, r.text)
+    r = authorize(bd, acct, "rc-same", units=1)
+    assert r.status_code == 200 and r.json()["held_nanos"] == UNIT
+    assert r.json()["expires_at"] == first.json()["expires_at"]
+    assert bd.get(f"/v1/accounts/{acct}").json()["balance"]["held_nanos"] == UNIT
+    # once its hold is settled the id is free for a new decision, as before
+    assert usage(bd, acct, "rc-same", 1, hold="rc-same").status_code == 200
+    r = authorize(bd, acct, "rc-same", units=5)
+    assert r.status_code == 200 and r.json()["held_nanos"] == 5 * UNIT, r.text
