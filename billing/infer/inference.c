@@ -849,7 +849,8 @@ static void chat_body(struct rctx *c)
 	pthread_mutex_lock(&inf->mu);
 	if (inf->queued + inf->running >= inf->queue_max + (size_t)inf->nthreads) {
 		pthread_mutex_unlock(&inf->mu);
-		error_set(&err, 429, "model_busy", "every inference worker is busy"); /* reply_error adds Retry-After */
+		/* CONTRACT.md §3: 503 unavailable when queues are full (reply_error adds Retry-After) */
+		error_set(&err, 503, "unavailable", "every inference worker is busy and the queue is full");
 		goto bad;
 	}
 	inf->queued++; /* the slot is ours from now: authorize is asynchronous */

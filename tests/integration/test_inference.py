@@ -159,7 +159,10 @@ def test_chat_errors(bd, key):
     assert chat(bd, k, {"model": "internal-tiny", "messages": long}).json()["error"]["code"] == "context_length_exceeded"
 
 
-def test_pool_full_answers_429_with_retry_after(bd, key):
+def test_pool_full_answers_503_with_retry_after(bd, key):
+    """CONTRACT.md section 3: 503 `unavailable` (with Retry-After) when
+    queues are full; 429 is `rate_limited`, an account's limit (this answered
+    429 `model_busy` before, which the contract does not have)."""
     acct, k = key
     body = {"model": "internal-tiny", "messages": [{"role": "user", "content": "slow"}], "max_tokens": 100,
             "temperature": 0, "stream": True}
@@ -168,8 +171,9 @@ def test_pool_full_answers_429_with_retry_after(bd, key):
     b = chat(bd, k, body, stream=True)
     time.sleep(0.3)
     c = chat(bd, k, dict(body, stream=False))
-    assert c.status_code == 429 and c.headers["Retry-After"] == "1"
-    assert c.json()["error"]["code"] == "model_busy"
+    assert c.status_code == 503 and c.headers["Retry-After"] == "1"
+    assert c.json()["error"]["code"] == "unavailable"
+    assert c.json()["error"]["retry_after_ms"] == 1000
     for r in (a, b):
         list(r.iter_lines())
 
