@@ -16,6 +16,7 @@
 #include "billing/http/http.h"
 #include "billing/usage/usage.h"
 #include "common/error.h"
+#include "common/memtrim.h"
 #include "ledger/apikey.h"
 
 struct authz_state;
@@ -46,6 +47,7 @@ struct server {
 	bool draining, closing;
 	int64_t drain_deadline_us;
 	struct event *drain_timer, *gauge_timer;
+	struct memtrim trim; /* gives memory back after a surge (gauge_cb) */
 	struct maint *maint; /* the ledger's upkeep (maint.c) */
 	bool referral_on_topup;
 	int64_t max_topup_nanos, max_grant_nanos; /* config max_topup, max_grant */

@@ -26,6 +26,7 @@ struct rctx *rctx_new(struct http_front *f, struct server *s, struct evhttp_requ
 	c->route = route;
 	c->t0 = time_now_us();
 	f->inflight++;
+	f->started++;
 	return c;
 }
 

@@ -18,6 +18,7 @@
 struct http_front {
 	struct metrics *metrics;
 	int64_t inflight;
+	uint64_t started; /* requests since start (common/memtrim.h) */
 };
 
 struct server;

@@ -58,6 +58,7 @@ static const struct named known[] = {
 	{"billing_settle_entries_total", 0, 0,
 	 "Usage answers' settles and held reads sent to Redis (grouped per loop turn)."},
 	{"billing_settle_redis_calls_total", 0, 0, "Redis script calls that carried those settles."},
+	{"billing_memory_trims_total", 0, 0, "Times freed memory went back to the system after a surge (malloc_trim)."},
 };
 
 struct metrics {

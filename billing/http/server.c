@@ -934,6 +934,12 @@ static void gauge_cb(evutil_socket_t fd, short what, void *arg)
 
 	(void)fd, (void)what;
 	metrics_gauge(s->metrics, "billing_usage_queue_depth", writers_depth(s));
+	if (memtrim_tick(&s->trim, s->front.started, time_now_us())) {
+		long before, after;
+		memtrim_run(&before, &after);
+		metrics_count(s->metrics, "billing_memory_trims_total", 1);
+		log_info("memory given back after a surge", "rss_before_kb=%ld rss_after_kb=%ld", before, after);
+	}
 }
 
 /* One token file into *slot.  At start (*slot NULL) a refused file is an
