@@ -2,6 +2,7 @@
 prometheus package), and every family is there from start, at 0."""
 import shutil
 import subprocess
+import time
 
 import pytest
 import requests
@@ -19,6 +20,7 @@ FAMILIES = {  # name: type
     "billing_commit_duration_seconds": "histogram",
     "billing_usage_records_total": "counter",
     "billing_usage_nanos_total": "counter",
+    "billing_memory_trims_total": "counter",
 }
 
 
@@ -64,3 +66,26 @@ def test_metrics_pass_promtool_after_traffic(billingd):
     p = promtool(text)
     assert p.returncode == 0, p.stdout + p.stderr
     assert 'billing_http_requests_total{route="/v1/accounts",status="201"} 1' in text
+
+
+def test_memory_goes_back_after_a_surge(billingd):
+    """common/memtrim.h: a surge (here about a thousand requests a second),
+    then two quiet seconds: billingd calls malloc_trim once and counts it."""
+    def trims():
+        text = requests.get(billingd.url + "/metrics", timeout=30).text
+        return int(dict(l.rsplit(" ", 1) for l in text.splitlines() if l and not l.startswith("#"))
+                   ["billing_memory_trims_total"])
+    before = trims()
+    s = requests.Session()
+    t0 = time.monotonic()
+    n = 0
+    while time.monotonic() - t0 < 2.5:  # two or three ticks of the surge
+        assert s.get(billingd.url + "/healthz", timeout=30).status_code == 200
+        n += 1
+    assert n / 2.5 >= 300, f"{n} requests in 2.5 s: too few for a surge (MEMTRIM_SURGE is 200 a second)"
+    deadline = time.monotonic() + 10
+    while trims() == before and time.monotonic() < deadline:
+        time.sleep(0.25)
+    assert trims() == before + 1, "no trim after the surge"
+    time.sleep(3)
+    assert trims() == before + 1, "trimmed again without a new surge"
