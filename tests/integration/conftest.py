@@ -610,6 +610,25 @@ def now_rfc3339(delta_s=0.0):
     return t.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+# The mirror suites' calls (test_settle_lost, test_redis_replaced,
+# test_notify_drop_lost, test_commit_notify_lost): an authorize or a usage
+# of `tokens` input tokens of `model`, nothing else.
+def post_authorize(bd, acct, rid, tokens, model):
+    return bd.post("/v1/authorize", {"request_id": rid, "account_id": acct, "model": model,
+                                     "input_tokens": tokens, "max_output_tokens": 0})
+
+
+def post_usage(bd, acct, rid, tokens, model, started_at=None):
+    return bd.post("/v1/usage", {"request_id": rid, "account_id": acct, "model": model, "input_tokens": tokens,
+                                 "cached_input_tokens": 0, "output_tokens": 0,
+                                 "started_at": started_at or now_rfc3339()})
+
+
+def load_generation(env, acct):
+    """The mirror's load generation (bal.lg), "" when there is no mirror."""
+    return env.redis_cli("HGET", f"{{a:{acct}}}:bal", "lg")
+
+
 def wait_prices():
     """The contract gives billingd one second to see a CLI change."""
     time.sleep(1.2)

@@ -13,6 +13,7 @@ instance on another Redis learns of it only from the writer's instance
 announcing the account (authz_forget_announce); before, it kept its mirror
 the whole charge above the ledger until the mirror expired.  The second
 test: the NOTIFY queued but failed by the server after the COMMIT."""
+import functools
 import json
 import os
 import subprocess
@@ -20,7 +21,9 @@ import time
 
 import pytest
 
-from conftest import CLUSTER, SANITIZED, Billingd, UNIT, free_port, now_rfc3339, set_price, wait_gone, wait_prices
+from conftest import (
+    Billingd, CLUSTER, SANITIZED, UNIT, free_port, now_rfc3339, post_authorize, post_usage, set_price,
+    wait_gone, wait_prices)
 
 M = "cn-model"
 
@@ -73,14 +76,10 @@ class Shimmed(Billingd):
 
 
 def usage(bd, acct, rid, tokens, started_at=None):
-    return bd.post("/v1/usage", {"request_id": rid, "account_id": acct, "model": M, "input_tokens": tokens,
-                                 "cached_input_tokens": 0, "output_tokens": 0,
-                                 "started_at": started_at or now_rfc3339()})
+    return post_usage(bd, acct, rid, tokens, M, started_at)
 
 
-def authorize(bd, acct, rid, tokens):
-    return bd.post("/v1/authorize", {"request_id": rid, "account_id": acct, "model": M,
-                                     "input_tokens": tokens, "max_output_tokens": 0})
+authorize = functools.partial(post_authorize, model=M)
 
 
 @pytest.mark.skipif(CLUSTER, reason="a second single Redis beside the suite's")

@@ -6,13 +6,14 @@ old mirror after its connection came back, for as long as the mirror was in
 use: here a debit of 12 units made by the CLI while the instance's path to
 Redis was down (the paid balance in arrears: nothing may be admitted), and
 the next authorize admitted 5 units."""
+import functools
 import json
 import subprocess
 import time
 
 import pytest
 
-from conftest import CLUSTER, Billingd, UNIT, free_port, set_price, wait_prices
+from conftest import Billingd, CLUSTER, UNIT, free_port, post_authorize, set_price, wait_prices
 
 M = "nd-model"
 
@@ -89,9 +90,7 @@ while True:
 """
 
 
-def authorize(bd, acct, rid, tokens):
-    return bd.post("/v1/authorize", {"request_id": rid, "account_id": acct, "model": M,
-                                     "input_tokens": tokens, "max_output_tokens": 0})
+authorize = functools.partial(post_authorize, model=M)
 
 
 @pytest.mark.skipif(CLUSTER, reason="one proxy in front of one Redis (a cluster's nodes name their own ports)")

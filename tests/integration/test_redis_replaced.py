@@ -9,14 +9,16 @@ the ledger.  And A's own instance kept the id it read at start: a charge of
 B's writer (naming R1, settled into R1) left A's R2 mirror as it was.  Both
 read the id again on every new connection, so each names (and compares)
 the server its connection reaches."""
-import json
+import functools
 import os
 import subprocess
 import time
 
 import pytest
 
-from conftest import CLUSTER, Billingd, UNIT, free_port, now_rfc3339, set_price, wait_gone, wait_prices
+from conftest import (
+    Billingd, CLUSTER, UNIT, free_port, new_account, post_authorize, post_usage, set_price, wait_gone,
+    wait_prices)
 
 M = "rr-model"
 
@@ -72,18 +74,11 @@ while True:
 """
 
 
-def new_account(env, name):
-    return json.loads(env.admin("account", "create", "--external-id", name, "--json").stdout)["account_id"]
-
-
-def authorize(bd, acct, rid, tokens):
-    return bd.post("/v1/authorize", {"request_id": rid, "account_id": acct, "model": M,
-                                     "input_tokens": tokens, "max_output_tokens": 0})
+authorize = functools.partial(post_authorize, model=M)
 
 
 def usage(bd, acct, rid, tokens):
-    r = bd.post("/v1/usage", {"request_id": rid, "account_id": acct, "model": M, "input_tokens": tokens,
-                              "cached_input_tokens": 0, "output_tokens": 0, "started_at": now_rfc3339()})
+    r = post_usage(bd, acct, rid, tokens, M)
     assert r.status_code == 200, r.text
     return r.json()
 

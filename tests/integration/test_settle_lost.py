@@ -8,13 +8,15 @@ A announces such an account again through PostgreSQL, naming no Redis, so B
 drops it at once; before, B decided on a mirror the whole charge above the
 ledger for as long as A's path stayed down (here 6 s; in production, the
 outage's length, up to the mirror's lifetime)."""
-import json
+import functools
 import subprocess
 import time
 
 import pytest
 
-from conftest import CLUSTER, Billingd, UNIT, free_port, now_rfc3339, set_price, wait_prices
+from conftest import (
+    Billingd, CLUSTER, UNIT, free_port, load_generation, new_account, post_authorize, post_usage, set_price,
+    wait_prices)
 
 M = "sl-model"
 
@@ -98,22 +100,10 @@ while True:
 """
 
 
-def new_account(env, name):
-    return json.loads(env.admin("account", "create", "--external-id", name, "--json").stdout)["account_id"]
+authorize = functools.partial(post_authorize, model=M)
 
 
-def authorize(bd, acct, rid, tokens):
-    return bd.post("/v1/authorize", {"request_id": rid, "account_id": acct, "model": M,
-                                     "input_tokens": tokens, "max_output_tokens": 0})
-
-
-def usage(bd, acct, rid, tokens):
-    return bd.post("/v1/usage", {"request_id": rid, "account_id": acct, "model": M, "input_tokens": tokens,
-                                 "cached_input_tokens": 0, "output_tokens": 0, "started_at": now_rfc3339()})
-
-
-def load_generation(env, acct):
-    return env.redis_cli("HGET", f"{{a:{acct}}}:bal", "lg")
+usage = functools.partial(post_usage, model=M)
 
 
 @pytest.mark.skipif(CLUSTER, reason="one proxy in front of one Redis (a cluster's nodes name their own ports)")
