@@ -39,6 +39,7 @@ struct server {
 	 * each; a record goes to the writer of its account (server_writer) */
 	struct dbpool *writers[SERVER_MAX_WRITERS];
 	int n_writers;
+	bool single_writer; /* config single_writer: server_single_writer */
 	struct usage_writer *uw;
 	struct rconn *redis;
 	struct metrics *metrics;
@@ -72,6 +73,17 @@ static inline struct dbpool *server_writer(struct server *s, const struct usage_
 	else
 		k = (uint64_t)r->account_id;
 	return s->writers[k % (uint64_t)s->n_writers];
+}
+
+/* The writer of a single record (POST /v1/usage): the first, unless
+ * single_writer is off.  Its batches are then as large as the single
+ * records in flight, not a share of them (docs/billingd.md, "Writers take
+ * turns"); an account's single records and its batch records may meet in
+ * two writers, which then wait for each other's row locks as two
+ * instances' writers do. */
+static inline struct dbpool *server_single_writer(struct server *s, const struct usage_req *r)
+{
+	return s->single_writer ? s->writers[0] : server_writer(s, r);
 }
 
 #endif

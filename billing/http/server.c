@@ -38,6 +38,9 @@
 #include "ledger/promo.h"
 
 #define MAX_BATCH 1000
+/* the usage writers' turn (dbpool_opts.turn_key), taken by every instance;
+ * 727001 is the migrations' lock (ledger/db.c) */
+#define SERVER_TURN_KEY 727002
 /* libevent 2.1's EVHTTP_REQ_UNKNOWN_ (http-internal.h, not installed): the
  * command of a request whose method it does not know */
 #define HTTP_REQ_UNKNOWN (1 << 15)
@@ -625,7 +628,7 @@ static void h_usage(struct rctx *c)
 	usage_body_hash(&it->r, it->body_hash);
 	it->job.done = usage_single_done;
 	it->owner = c;
-	if (dbpool_submit(server_writer(c->s, &it->r), &it->job) < 0) {
+	if (dbpool_submit(server_single_writer(c->s, &it->r), &it->job) < 0) {
 		free(it);
 		return reply_err(c, 503, "unavailable", "the usage queue is full");
 	}
@@ -1002,6 +1005,7 @@ struct server *server_new(struct event_base *base, struct config *cfg, struct er
 		return NULL;
 	s->base = base;
 	s->cfg = cfg;
+	s->single_writer = config_get_bool(cfg, "single_writer");
 	s->referral_on_topup = strcmp(config_get(cfg, "referral_trigger"), "topup") == 0;
 	if (config_int(cfg, "batch_max", &batch_max, err) < 0 ||
 	    config_int(cfg, "batch_wait_us", &batch_wait, err) < 0 ||
@@ -1046,7 +1050,8 @@ struct server *server_new(struct event_base *base, struct config *cfg, struct er
 					usage_write_batch,
 					s->uw,
 					(size_t)batch_max,
-					batch_wait};
+					batch_wait,
+					config_get_bool(cfg, "writer_turns") ? SERVER_TURN_KEY : 0};
 		if (w == 0)
 			snprintf(writer, sizeof(writer), "%s", config_get(cfg, "instance_id"));
 		else
@@ -1060,7 +1065,7 @@ struct server *server_new(struct event_base *base, struct config *cfg, struct er
 	}
 	snprintf(writer, sizeof(writer), "%s.api", config_get(cfg, "instance_id"));
 	{
-		struct dbpool_opts o = {"api", config_get(cfg, "pg"), writer, 2, 4096, (int)pg_to, NULL, NULL, 0, 0};
+		struct dbpool_opts o = {"api", config_get(cfg, "pg"), writer, 2, 4096, (int)pg_to, NULL, NULL, 0, 0, 0};
 		s->pool = dbpool_new(base, &o);
 	}
 	s->redis = rconn_new(base, config_get(cfg, "redis"), (int)redis_to);

@@ -102,6 +102,64 @@ static PGconn *ensure_conn(struct dbpool *p, PGconn *c, int64_t *last_fail_us, i
 	return c;
 }
 
+/* Closes a connection that must not live on (it may still hold the turn). */
+static PGconn *drop_conn(struct dbpool *p, PGconn *c, int *was_up)
+{
+	PQfinish(c);
+	if (*was_up) {
+		pthread_mutex_lock(&p->mu);
+		p->connected--;
+		pthread_mutex_unlock(&p->mu);
+		*was_up = 0;
+	}
+	return NULL;
+}
+
+/* Writers take turns (o.turn_key): a writer holding fewer than batch_max
+ * jobs waits, holding no other lock and outside any transaction, for the
+ * advisory lock that every writer of every instance on the database takes
+ * the same way, and takes its jobs only then: what arrived while another
+ * writer committed joins its batch.  So waiters hold no row locks and a
+ * holder waits for no waiter: no deadlock.  A wait longer than the
+ * statement timeout (a holder stopped but not dead) gives up and writes
+ * without the turn; a dead holder's session ends and its lock with it. */
+static bool turn_take(struct dbpool *p, PGconn *c)
+{
+	char sql[64];
+	struct error err;
+	static int64_t warned_us;
+
+	snprintf(sql, sizeof(sql), "SELECT pg_advisory_lock(%lld)", (long long)p->o.turn_key);
+	if (db_exec(c, sql, 0, NULL, &err) == 0)
+		return true;
+	/* racy on purpose: it only thins the log */
+	if (time_now_us() - __atomic_load_n(&warned_us, __ATOMIC_RELAXED) > 5000000) {
+		__atomic_store_n(&warned_us, time_now_us(), __ATOMIC_RELAXED);
+		log_warn("writer's turn not taken: writing without it", "pool=%s error=\"%s\"", p->name, err.msg);
+	}
+	return false;
+}
+
+/* Gives the turn back; a session that cannot (a transaction left open, an
+ * error) is closed, and its lock goes with it. */
+static PGconn *turn_give(struct dbpool *p, PGconn *c, int *was_up)
+{
+	char sql[64];
+	PGresult *r;
+	bool ok;
+
+	if (!c || PQstatus(c) != CONNECTION_OK)
+		return c; /* the session is gone or going, and its lock with it */
+	snprintf(sql, sizeof(sql), "SELECT pg_advisory_unlock(%lld)", (long long)p->o.turn_key);
+	r = PQtransactionStatus(c) == PQTRANS_IDLE ? PQexec(c, sql) : NULL;
+	ok = r && PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1 && strcmp(PQgetvalue(r, 0, 0), "t") == 0;
+	PQclear(r);
+	if (ok)
+		return c;
+	log_warn("writer's turn not given back: closing its connection", "pool=%s", p->name);
+	return drop_conn(p, c, was_up);
+}
+
 static void *thread_main(void *argp)
 {
 	struct thread_arg *ta = argp;
@@ -121,6 +179,7 @@ static void *thread_main(void *argp)
 	c = ensure_conn(p, c, &last_fail, &fail_cost, &up, false);
 	for (;;) {
 		size_t n = 0;
+		bool turn;
 
 		pthread_mutex_lock(&p->mu);
 		while (!p->head && !p->stopping) {
@@ -166,6 +225,14 @@ static void *thread_main(void *argp)
 					;
 			}
 		}
+		turn = false;
+		if (p->o.turn_key && p->depth < bmax && !p->stopping) {
+			/* writers take turns (turn_take): the jobs are taken once it is ours */
+			pthread_mutex_unlock(&p->mu);
+			c = ensure_conn(p, c, &last_fail, &fail_cost, &up, true);
+			turn = c && turn_take(p, c);
+			pthread_mutex_lock(&p->mu);
+		}
 		while (p->head && n < bmax) {
 			batch[n++] = p->head;
 			p->head = p->head->next;
@@ -187,6 +254,8 @@ static void *thread_main(void *argp)
 			batch[i]->next = batch[i + 1];
 		if (n)
 			(void)mailbox_post_chain(p->done, batch[0], batch[n - 1], n);
+		if (turn)
+			c = turn_give(p, c, &up);
 		/* after the answers: a reconnect may take up to connect_timeout */
 		if (c && PQstatus(c) != CONNECTION_OK)
 			c = ensure_conn(p, c, &last_fail, &fail_cost, &up, false);

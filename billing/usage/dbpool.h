@@ -47,6 +47,10 @@ struct dbpool_opts {
 	void *batch_arg;
 	size_t batch_max;
 	int64_t batch_wait_us;
+	/* when not 0: a batch thread holding fewer than batch_max jobs takes
+	 * this session-level advisory lock before it takes them, and gives it
+	 * back after their batch (writers take turns: docs/billingd.md) */
+	int64_t turn_key;
 };
 
 struct dbpool *dbpool_new(struct event_base *base, const struct dbpool_opts *o) __attribute__((warn_unused_result));

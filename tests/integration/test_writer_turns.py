@@ -1,0 +1,129 @@
+"""Single records and commit batches (docs/billingd.md, "Writers take
+turns"): every single record of an instance goes to its first writer, so
+its batches are as large as the single records in flight, while a batch
+request still goes by account over every writer; and a writer holding
+fewer than batch_max records takes them only once it holds the turn, a
+PostgreSQL advisory lock that every instance on the database takes the
+same way.  A writer holding a full batch does not wait for the turn, and a
+turn held longer than the statement timeout is skipped, not waited for."""
+import datetime as dt
+import threading
+import time
+
+import psycopg2
+
+from conftest import Billingd, new_account, rfc3339, set_price, wait_prices
+
+STARTED = rfc3339(dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=1))
+TURN_KEY = 727002  # billing/http/server.c SERVER_TURN_KEY
+
+
+def usage(rid, account):
+    return {"request_id": rid, "account_id": account, "model": "turn-m", "input_tokens": 10,
+            "cached_input_tokens": 0, "output_tokens": 1, "started_at": STARTED}
+
+
+def accounts(env, prefix, n):
+    set_price(env, "turn-m", 10 ** 9, 10 ** 9, 10 ** 9)
+    accts = [new_account(env, f"{prefix}-{i}") for i in range(n)]
+    for i, a in enumerate(accts):
+        env.admin("topup", "--account", a, "--amount", "5", "--payment-ref", f"{prefix}-{i}")
+    return accts
+
+
+def chains(env, instance, prefix):
+    return env.sql("SELECT DISTINCT writer FROM journal j JOIN usage_records u USING (txn_id)"
+                   " WHERE j.writer LIKE %s AND u.request_id LIKE %s ORDER BY 1", (instance + "%", prefix + "%"))
+
+
+def hold_turn(env):
+    c = psycopg2.connect(env.pg)
+    c.autocommit = True
+    c.cursor().execute("SELECT pg_advisory_lock(%s)", (TURN_KEY,))
+    return c
+
+
+def turn_holders(env):
+    return env.one("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = %s AND granted",
+                   (TURN_KEY,))
+
+
+def post_in_thread(bd, path, body):
+    out = {}
+
+    def run():
+        out["r"] = bd.post(path, body, timeout=60)
+
+    t = threading.Thread(target=run)
+    t.start()
+    return t, out
+
+
+def test_single_records_go_to_one_writer_and_batches_by_account(env):
+    accts = accounts(env, "one-w", 6)
+    bd = Billingd(env, {"writer_threads": "2", "instance_id": "onew"})
+    try:
+        wait_prices()
+        threads = [post_in_thread(bd, "/v1/usage", usage(f"onew-s{i}", accts[i % 6])) for i in range(24)]
+        for t, out in threads:
+            t.join()
+            assert out["r"].status_code == 200, out["r"].text
+        r = bd.post("/v1/usage/batch", {"records": [usage(f"onew-b{i}", accts[i % 6]) for i in range(60)]})
+        assert r.status_code == 200 and all("cost_nanos" in x for x in r.json()["results"])
+    finally:
+        bd.stop()
+    # the accounts' ids have both parities: by account, singles would use both chains
+    assert len({a % 2 for a in accts}) == 2
+    assert chains(env, "onew", "onew-s") == [("onew",)]
+    assert chains(env, "onew", "onew-b") == [("onew",), ("onew.t1",)]
+    env.assert_books_sound()
+
+
+def test_a_writer_waits_for_its_turn_unless_it_holds_a_full_batch(env):
+    accts = accounts(env, "turn", 4)
+    bd = Billingd(env, {"writer_threads": "2", "instance_id": "turn", "batch_max": "4", "pg_timeout_ms": "60000"})
+    held = None
+    try:
+        wait_prices()
+        assert bd.post("/v1/usage", usage("turn-warm", accts[0])).status_code == 200
+        held = hold_turn(env)
+        # 48 records, 12 an account: every writer's share is whole batches of 4, written while the turn is held
+        r = bd.post("/v1/usage/batch", {"records": [usage(f"turn-b{i}", accts[i % 4]) for i in range(48)]})
+        assert r.status_code == 200 and all("cost_nanos" in x for x in r.json()["results"])
+        # one record: its writer waits for the turn
+        t, out = post_in_thread(bd, "/v1/usage", usage("turn-s", accts[1]))
+        t.join(1.5)
+        assert t.is_alive() and "r" not in out
+        assert env.one("SELECT count(*) FROM usage_records WHERE request_id = 'turn-s'") == 0
+        held.close()
+        held = None
+        t.join(30)
+        assert out["r"].status_code == 200, out["r"].text
+        # and gives it back
+        deadline = time.time() + 10
+        while turn_holders(env) and time.time() < deadline:
+            time.sleep(0.05)
+        assert turn_holders(env) == 0
+    finally:
+        if held:
+            held.close()
+        bd.stop()
+    env.assert_books_sound()
+
+
+def test_a_turn_held_past_the_statement_timeout_is_skipped(env):
+    accts = accounts(env, "skip", 1)
+    bd = Billingd(env, {"instance_id": "skip", "pg_timeout_ms": "1000"})
+    held = None
+    try:
+        wait_prices()
+        held = hold_turn(env)
+        r = bd.post("/v1/usage", usage("skip-s", accts[0]))
+        assert r.status_code == 200, r.text
+        assert turn_holders(env) == 1  # still the test's
+    finally:
+        if held:
+            held.close()
+        bd.stop()
+    assert "writer's turn not taken" in bd.logs()
+    env.assert_books_sound()
