@@ -68,6 +68,9 @@ rpid=$(pgrep -f -- "redis-server 127.0.0.1:$rport\$" | head -1 || true)
 
 ticks() { awk '{s += $14 + $15} END {print s + 0}' "$@" 2>/dev/null || echo 0; }
 pg_ticks() { ticks /proc/"$pm"/stat $(pgrep -P "$pm" | sed 's|.*|/proc/&/stat|'); }
+# billing_commit_batch_records' sum and count from billingd's /metrics
+commits() { curl -s "http://127.0.0.1:$port/metrics" | awk '/^billing_commit_batch_records_(sum|count) / {printf "%s ", $2}'; }
+per_commit() { awk -v a="$1" -v b="$2" 'BEGIN {split(a, x, " "); split(b, y, " "); c = y[2] - x[2]; printf "%.1f", c ? (y[1] - x[1]) / c : 0}'; }
 us_per() { awk -v t="$1" -v n="$2" -v hz="$(getconf CLK_TCK)" 'BEGIN {printf "%.0f", n ? t * 1e6 / hz / n : 0}'; }
 
 bpid=
@@ -96,10 +99,12 @@ for r in $(seq "$rounds"); do
 			perf stat -x, -o "$run/cost-sys.txt" -e 'syscalls:sys_enter_epoll_ctl,syscalls:sys_enter_epoll_wait,syscalls:sys_enter_readv,syscalls:sys_enter_writev,syscalls:sys_enter_read,syscalls:sys_enter_write,syscalls:sys_enter_sendto,syscalls:sys_enter_recvfrom,syscalls:sys_enter_poll' -p "$bpid" &
 			spid=$!
 		fi
+		m0=$(commits)
 		b0=$(ticks /proc/"$bpid"/stat) p0=$(pg_ticks) r0=$(ticks /proc/"$rpid"/stat)
 		out=$("$lg" --port "$port" --token "$gw" --path "$path" --body "$body" "${batch[@]}" -c "$conns" -d "$secs" \
 			--acct-lo 1 --acct-hi 1000 --label cost)
 		b1=$(ticks /proc/"$bpid"/stat) p1=$(pg_ticks) r1=$(ticks /proc/"$rpid"/stat)
+		m1=$(commits)
 		n=$(sed -n 's/.*"ok":\([0-9]*\).*/\1/p' <<<"$out")
 		rps=$(sed -n 's/.*"ok_rps":\([0-9.]*\).*/\1/p' <<<"$out")
 		if [ ${#batch[@]} -gt 0 ]; then # per record
@@ -107,9 +112,9 @@ for r in $(seq "$rounds"); do
 			rps=$(sed -n 's/.*"items_per_s":\([0-9.]*\).*/\1/p' <<<"$out")
 		fi
 		p99=$(sed -n 's/.*"p99_ms":\([0-9.]*\).*/\1/p' <<<"$out")
-		printf '%s round %s %-28s ok=%s req/s=%s p99=%sms us/req: billingd %s postgres %s redis %s (load %s)\n' \
+		printf '%s round %s %-28s ok=%s req/s=%s p99=%sms us/req: billingd %s postgres %s redis %s records/commit %s (load %s)\n' \
 			"$scen" "$r" "$bin" "$n" "$rps" "$p99" "$(us_per $((b1 - b0)) "$n")" "$(us_per $((p1 - p0)) "$n")" \
-			"$(us_per $((r1 - r0)) "$n")" "$(cut -d' ' -f1 /proc/loadavg)"
+			"$(us_per $((r1 - r0)) "$n")" "$(per_commit "$m0" "$m1")" "$(cut -d' ' -f1 /proc/loadavg)"
 		if [ $sys = 1 ]; then
 			kill -INT "$spid"
 			wait "$spid" || true
