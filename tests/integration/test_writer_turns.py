@@ -127,3 +127,29 @@ def test_a_turn_held_past_the_statement_timeout_is_skipped(env):
         bd.stop()
     assert "writer's turn not taken" in bd.logs()
     env.assert_books_sound()
+
+
+def test_one_request_id_as_a_single_record_and_in_a_batch_at_once(env):
+    """An account's single records and its batch records may meet in two
+    writers: the same request_id sent both ways at once is charged once and
+    both answers are the charge (with and without turns: without them the
+    two writers' transactions race for the key)."""
+    accts = accounts(env, "both", 2)
+    odd = [a for a in accts if a % 2 == 1] or accts  # writer .t1's accounts (by account, two writers)
+    for turns in ("true", "false"):
+        bd = Billingd(env, {"writer_threads": "2", "instance_id": f"both-{turns}", "writer_turns": turns})
+        try:
+            wait_prices()
+            for i in range(10):
+                rec = usage(f"both-{turns}-{i}", odd[0])
+                ts, single = post_in_thread(bd, "/v1/usage", rec)
+                tb, batch = post_in_thread(bd, "/v1/usage/batch", {"records": [rec]})
+                ts.join(60)
+                tb.join(60)
+                assert single["r"].status_code == 200, single["r"].text
+                assert batch["r"].status_code == 200, batch["r"].text
+                assert single["r"].json()["cost_nanos"] == batch["r"].json()["results"][0]["cost_nanos"]
+        finally:
+            bd.stop()
+        assert env.one("SELECT count(*) FROM usage_records WHERE request_id LIKE %s", (f"both-{turns}-%",)) == 10
+    env.assert_books_sound()
