@@ -94,7 +94,7 @@ static const struct key_def keys[] = {
 	K_INT("expiry_interval_s", "60", 1, 86400, "how often billingd moves expired promotional credit to breakage"),
 	K_STR("operator", "", "who is acting, for the audit trail (CLI); default: login name"),
 	{"max_topup", KEY_MONEY, "10000000", 0, 0, NULL, false,
-	 "ceiling of a single top-up, currency units (billingd and billing-admin topup; above: 422 invalid_amount, nothing written)"},
+	 "ceiling of a single top-up, currency units (billingd and billing-admin topup; above: 422 invalid_amount, nothing written); also of a billing-admin adjust's size, either sign"},
 	{"max_grant", KEY_MONEY, "1000000", 0, 0, NULL, false,
 	 "ceiling of a single admin grant, currency units (POST /v1/admin/grants, billing-admin grant; same rule)"},
 };

@@ -19,7 +19,8 @@ static int64_t now_of(const struct ops_ctx *x)
 	return x->now_us ? x->now_us : time_now_us();
 }
 
-/* false with 422 invalid_amount when amount is above the ceiling (0: def) */
+/* false with 422 invalid_amount when amount, in size (a negative
+ * adjustment too), is above the ceiling (0: def) */
 static bool amount_within(int64_t amount, int64_t ceiling, int64_t def, const char *what, const char *key,
 			  struct error *err)
 {
@@ -27,11 +28,12 @@ static bool amount_within(int64_t amount, int64_t ceiling, int64_t def, const ch
 
 	if (!ceiling)
 		ceiling = def;
-	if (amount <= ceiling)
+	if (amount <= ceiling && amount >= -ceiling)
 		return true;
 	money_format(amount, a, sizeof(a));
 	money_format(ceiling, m, sizeof(m));
-	error_set(err, 422, "invalid_amount", "%s of %s is above the ceiling %s (%s)", what, a, m, key);
+	error_set(err, 422, "invalid_amount", "%s of %s is above the ceiling %s%s (%s)", what, a, m,
+		  amount < 0 ? " in size" : "", key);
 	return false;
 }
 
@@ -559,6 +561,12 @@ int ops_adjust(struct ops_ctx *x, int64_t account_id, int64_t amount_nanos, cons
 	if (!reason || !*reason) {
 		return error_set(err, 400, "invalid_request", "an adjustment needs a reason");
 	}
+	/* CONTRACT.md §4a holds a single top-up or grant to a ceiling and says
+	 * nothing of adjustments; one moves the paid balance as a top-up does,
+	 * so its size, either way, is held to the top-up's (a slip of -1e10 would
+	 * put an account that deep in arrears) */
+	if (!amount_within(amount_nanos, x->max_topup_nanos, OPS_MAX_TOPUP_DEFAULT, "an adjustment", "max_topup", err))
+		return -1;
 	if (idempotency_key) {
 		snprintf(key, sizeof(key), "adjust:%s", idempotency_key);
 	} else {

@@ -463,3 +463,26 @@ def test_account_create_holds_identity_strings_to_the_api_rule(env):
     ok = [a for i in range(16) for a in ("--identity", f"phone:ok-{i}" if i else "y" * 200)]
     r = env.admin_json("account", "create", "--external-id", "adm-ident-ok", *ok)
     assert r["status"] == "active"
+
+
+def test_adjust_is_held_to_the_top_up_ceiling(env):
+    """CONTRACT.md §4a: a single top-up or grant above its ceiling is
+    refused (422).  `adjust` moves the paid balance as a top-up does but had
+    no ceiling: --amount 1000000000 (a slip for 100) credited a billion,
+    and -1000000000 put an account that deep in arrears.  Its size, either
+    way, is held to max_topup now: exit 1 with the top-up's error, nothing
+    written.  At the ceiling it is fine."""
+    a = new_account(env, "adm-adjust-ceiling")
+    low = env.cli_env(BILLING_MAX_TOPUP="10")
+    first = env.one("SELECT max(txn_id) FROM journal")
+    for amt in ("10.000000001", "-10.000000001", "1000000000", "-1000000000"):
+        line = one_line_error(env.admin("adjust", "--account", a, "--amount", amt, "--reason", "slip", env=low,
+                                        check=False), 1)
+        assert "above the ceiling" in line and "max_topup" in line, line
+    assert env.one("SELECT count(*) FROM journal WHERE txn_id > %s AND account_id = %s", (first, a)) == 0
+    r = json.loads(env.admin("adjust", "--account", a, "--amount", "10", "--reason", "at it", "--json", env=low).stdout)
+    assert r["balance"]["paid_nanos"] == 10 * UNIT
+    r = json.loads(env.admin("adjust", "--account", a, "--amount", "-10", "--reason", "at it", "--json", env=low).stdout)
+    assert r["balance"]["paid_nanos"] == 0
+    env.assert_books_sound()
+
