@@ -225,17 +225,39 @@ static int paid_account(PGconn *c, int64_t account_id, int64_t *la, struct error
 }
 
 /* Checks an idempotency key inside the transaction: 1 duplicate (same
- * content), 0 new, -1 conflict or error. */
-static int check_key(PGconn *c, const char *key, const uint8_t chash[32], int64_t *txn_id, struct error *err)
+ * content and, when actor is given, the same actor), 0 new, -1 conflict or
+ * error.  The operator of an admin grant or adjustment is part of its body
+ * (a field of POST /v1/admin/grants, --operator of the CLI): another
+ * operator's reuse of the key is a different body, 409.  It is compared
+ * with the journal row's actor rather than hashed into the content, so
+ * that keys recorded before keep their hashes. */
+static int check_key(PGconn *c, const char *key, const uint8_t chash[32], int64_t *txn_id, const char *actor,
+		     struct error *err)
 {
 	uint8_t stored[32];
 	int rc = journal_find_key(c, key, txn_id, stored, err);
+	const char *p[1] = {key};
+	PGresult *r;
+	bool same;
 
 	if (rc == 1 && sodium_memcmp(stored, chash, 32) != 0) {
 		return error_set(err, 409, "idempotency_conflict",
 				 "idempotency key '%s' was used with different content", key);
 	}
-	return rc;
+	if (rc != 1 || !actor)
+		return rc;
+	r = db_query(c,
+		     "SELECT j.actor FROM ledger_idempotency k JOIN journal j USING (txn_id, created_at)"
+		     " WHERE k.idempotency_key = $1",
+		     1, p, err);
+	if (!r)
+		return -1;
+	same = PQntuples(r) == 1 && strcmp(PQgetvalue(r, 0, 0), actor) == 0;
+	PQclear(r);
+	if (!same)
+		return error_set(err, 409, "idempotency_conflict", "idempotency key '%s' was used by another operator",
+				 key);
+	return 1;
 }
 
 /* ---- grant ---- */
@@ -325,7 +347,9 @@ int ops_grant_in_tx(struct ops_ctx *x, const struct ops_grant_req *req, struct o
 		   req->amount_nanos, req->reason ? req->reason : "", req->kind, req->campaign ? req->campaign : "",
 		   req->expires_at_us, req->priority);
 	journal_content_hash(chash, content.data, content.len);
-	found = check_key(c, key, chash, &txn_id, err);
+	/* a caller's key: the operator is part of the body (not for the
+	 * promotions' own keys, signup:ID and referral:ID) */
+	found = check_key(c, key, chash, &txn_id, req->internal_key ? NULL : (x->actor ? x->actor : ""), err);
 	if (found < 0)
 		goto done;
 	if (found == 1) {
@@ -444,7 +468,10 @@ static int paid_tx(void *arg, struct error *err)
 	buf_printf(&content, "%s|%" PRId64 "|%" PRId64 "|%s", j->kind, j->account_id, j->amount,
 		   strcmp(j->kind, "topup") == 0 ? "" : j->reason);
 	journal_content_hash(chash, content.data, content.len);
-	found = check_key(c, j->key, chash, &j->txn_id, err);
+	/* an adjustment's operator is part of its body; a top-up is the payment
+	 * its reference names, whoever records it */
+	found = check_key(c, j->key, chash, &j->txn_id,
+			  strcmp(j->kind, "adjust") == 0 ? (j->x->actor ? j->x->actor : "") : NULL, err);
 	if (found < 0)
 		goto done;
 	if (found == 1) {
