@@ -26,11 +26,14 @@ static int active_campaign(PGconn *c, int64_t now_us, struct campaign *out, stru
 	int found;
 
 	time_format_rfc3339(now_us, now, sizeof(now));
-	r = db_query(
-		c,
-		"SELECT name, signup_nanos, referral_nanos, expires_days, max_referrals, require_identity FROM campaigns"
-		" WHERE active AND (starts_at IS NULL OR starts_at <= $1) AND (ends_at IS NULL OR ends_at > $1)",
-		1, p, err);
+	/* require_identity through the row's JSON: a database not yet migrated
+	 * to 0021 (the CLIs may run against one: test_set_checks) reads as off,
+	 * the behaviour before it */
+	r = db_query(c,
+		     "SELECT name, signup_nanos, referral_nanos, expires_days, max_referrals,"
+		     " coalesce((to_jsonb(campaigns) ->> 'require_identity')::boolean, false) FROM campaigns"
+		     " WHERE active AND (starts_at IS NULL OR starts_at <= $1) AND (ends_at IS NULL OR ends_at > $1)",
+		     1, p, err);
 	if (!r)
 		return -1;
 	found = PQntuples(r) == 1;

@@ -1005,7 +1005,8 @@ static void cmd_limits_show(const char **pos, int npos, struct cli_opt *o)
 static const char campaign_cols[] =
 	"name, signup_nanos, referral_nanos, expires_days, max_referrals, budget_nanos, granted_nanos, active,"
 	" to_char(starts_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'),"
-	" to_char(ends_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), require_identity";
+	" to_char(ends_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'),"
+	" coalesce((to_jsonb(campaigns) ->> 'require_identity')::boolean, false)"; /* off before 0021 (promo.c) */
 
 static json_t *campaign_json(PGresult *r, int i)
 {
