@@ -93,8 +93,10 @@ static const struct key_def keys[] = {
 	K_CHOICE("referral_trigger", "verify", "verify|topup", "what makes a referral succeed"),
 	K_INT("expiry_interval_s", "60", 1, 86400, "how often billingd moves expired promotional credit to breakage"),
 	K_STR("operator", "", "who is acting, for the audit trail (CLI); default: login name"),
+	{"require_trusted_key", KEY_BOOL, "false", 0, 0, NULL, false,
+	 "ledger verify --export: exit 1 when no trusted public key (--pubkey, signing_key_file.pub) is found, instead of checking the signature against the key the manifest carries (and warning)"},
 	{"max_topup", KEY_MONEY, "10000000", 0, 0, NULL, false,
-	 "ceiling of a single top-up, currency units (billingd and billing-admin topup; above: 422 invalid_amount, nothing written)"},
+	 "ceiling of a single top-up, currency units (billingd and billing-admin topup; above: 422 invalid_amount, nothing written); also of a billing-admin adjust's size, either sign"},
 	{"max_grant", KEY_MONEY, "1000000", 0, 0, NULL, false,
 	 "ceiling of a single admin grant, currency units (POST /v1/admin/grants, billing-admin grant; same rule)"},
 };
