@@ -256,10 +256,14 @@ static const char quota_lua_authorize[] =
  *       model).  Each argument is a string Redis reads, makes an object of
  *       and pushes into Lua (about 900 instructions): the short form takes
  *       about 9,000 off a decision (docs/benchmarks.md, authz8)
- * -> one answer of the authorize script per decision, in order; a decision
- *    Redis could not run (an error on its account's keys) answers that error
- *    alone, as it would have without grouping, and the others go on (what it
- *    wrote before the error stays, as for the one-account script). */
+ * -> one string: the answers of the authorize script, one per decision in
+ *    order, separated by '\n' (turnq_split reads it: one reply object a
+ *    call instead of one a decision and the array); a decision Redis could
+ *    not run (an error on its account's keys) answers '-' and that error
+ *    (its newlines as spaces) alone, as it would have without grouping, and
+ *    the others go on (what it wrote before the error stays, as for the
+ *    one-account script).  No answer of the authorize script is empty,
+ *    starts with '-' or holds a '\n'. */
 #define QUOTA_AUTHORIZE_SHORT_ARGC 6
 static const char quota_lua_authorize_group[] =
 	"local t = redis.call('TIME')\n"
@@ -275,11 +279,15 @@ static const char quota_lua_authorize_group[] =
 	"    k = {KEYS[4 * j - 3], KEYS[4 * j - 2], KEYS[4 * j - 1], KEYS[4 * j], c}; ks[s] = k\n"
 	"  end\n"
 	"  local ok, r = pcall(decide, k, ARGV, p, now, t, false, k[5])\n"
-	"  if not ok then r = type(r) == 'table' and r.err and r or redis.error_reply(tostring(r)) end\n"
+	"  if not ok then\n"
+	"    if type(r) == 'table' and r.err then r = r.err else r = tostring(r) end\n"
+	"    r = '-' .. (string.gsub(r, '\\n', ' '))\n"
+	"    if r == '-' then r = '-ERR' end\n"
+	"  end\n"
 	"  out[#out + 1] = r\n"
 	"  if k[5] then p = p + 7 else p = p + 17 end\n"
 	"end\n"
-	"return out\n";
+	"return table.concat(out, '\\n')\n";
 
 /* settle(k, a, o): one settle of the account whose keys are k (bal st
  * hold hexp), its arguments a[o+1..o+11] (the ARGV of the settle script
