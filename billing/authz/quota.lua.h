@@ -186,14 +186,15 @@
 	"  redis.call('ZADD', k[4], e, hid)\n"                                                                                                      \
 	"  local h, c = string.format('%d', held + amount), string.format('%d', cm + 1)\n"                                                          \
 	"  local lx\n"                                                                                                                              \
-	"  if not st[4] then\n"                                                                                                                     \
+	"  local hx = st[4] and st[4] + 0\n"                                                                                                        \
+	"  if not hx then\n"                                                                                                                        \
 	"    lx = exp + 2 * ttl\n"                                                                                                                  \
 	"    for i = 3, 4 do\n"                                                                                                                     \
 	"      local pt = redis.call('PEXPIRETIME', k[i])\n"                                                                                        \
 	"      if pt > lx then lx = pt end\n"                                                                                                       \
 	"    end\n"                                                                                                                                 \
-	"  elseif held == 0 or exp + ttl > st[4] + 0 then\n"                                                                                        \
-	"    lx = math.max(exp + 2 * ttl, st[4] + 0)\n"                                                                                             \
+	"  elseif held == 0 or exp + ttl > hx then\n"                                                                                               \
+	"    lx = math.max(exp + 2 * ttl, hx)\n"                                                                                                    \
 	"  end\n"                                                                                                                                   \
 	"  if lx then\n"                                                                                                                            \
 	"    lx = string.format('%d', lx)\n"                                                                                                        \
@@ -216,7 +217,7 @@
 	"  else\n"                                                                                                                                  \
 	"    redis.call('HSET', k[2], 'held', h, cf, c)\n"                                                                                          \
 	"  end\n"                                                                                                                                   \
-	"  return string.format('OK %d %d %d 0', amount, avail - amount, exp)\n"                                                                    \
+	"  return 'OK ' .. a[o + 2] .. ' ' .. string.format('%d', avail - amount) .. ' ' .. e .. ' 0'\n"                                            \
 	"end\n"
 
 /* authorize: KEYS bal st hold hexp
