@@ -5,8 +5,9 @@
  * at most `max` entries: on a single Redis a call takes entries of any
  * accounts; on a Redis Cluster only those whose keys share one slot, so
  * routing (MOVED, ASK) stays per slot.  The owner writes each call as one
- * command (send); its answer, one element per entry in order, goes to each
- * entry's callback in order.  The calls are written to the socket in that
+ * command (send); its answer, one element per entry in order (an array, or
+ * one string of '\n'-separated answers: turnq_split), goes to each entry's
+ * callback in order.  The calls are written to the socket in that
  * event (rconn_flush), not a loop turn later.  Runs on the event loop; its
  * users: quota.h (authorize decisions; settles and held reads). */
 #ifndef BILLING_TURNQ_H
