@@ -19,7 +19,8 @@ static int64_t now_of(const struct ops_ctx *x)
 	return x->now_us ? x->now_us : time_now_us();
 }
 
-/* false with 422 invalid_amount when amount is above the ceiling (0: def) */
+/* false with 422 invalid_amount when amount, in size (a negative
+ * adjustment too), is above the ceiling (0: def) */
 static bool amount_within(int64_t amount, int64_t ceiling, int64_t def, const char *what, const char *key,
 			  struct error *err)
 {
@@ -27,11 +28,12 @@ static bool amount_within(int64_t amount, int64_t ceiling, int64_t def, const ch
 
 	if (!ceiling)
 		ceiling = def;
-	if (amount <= ceiling)
+	if (amount <= ceiling && amount >= -ceiling)
 		return true;
 	money_format(amount, a, sizeof(a));
 	money_format(ceiling, m, sizeof(m));
-	error_set(err, 422, "invalid_amount", "%s of %s is above the ceiling %s (%s)", what, a, m, key);
+	error_set(err, 422, "invalid_amount", "%s of %s is above the ceiling %s%s (%s)", what, a, m,
+		  amount < 0 ? " in size" : "", key);
 	return false;
 }
 
@@ -223,17 +225,39 @@ static int paid_account(PGconn *c, int64_t account_id, int64_t *la, struct error
 }
 
 /* Checks an idempotency key inside the transaction: 1 duplicate (same
- * content), 0 new, -1 conflict or error. */
-static int check_key(PGconn *c, const char *key, const uint8_t chash[32], int64_t *txn_id, struct error *err)
+ * content and, when actor is given, the same actor), 0 new, -1 conflict or
+ * error.  The operator of an admin grant or adjustment is part of its body
+ * (a field of POST /v1/admin/grants, --operator of the CLI): another
+ * operator's reuse of the key is a different body, 409.  It is compared
+ * with the journal row's actor rather than hashed into the content, so
+ * that keys recorded before keep their hashes. */
+static int check_key(PGconn *c, const char *key, const uint8_t chash[32], int64_t *txn_id, const char *actor,
+		     struct error *err)
 {
 	uint8_t stored[32];
 	int rc = journal_find_key(c, key, txn_id, stored, err);
+	const char *p[1] = {key};
+	PGresult *r;
+	bool same;
 
 	if (rc == 1 && sodium_memcmp(stored, chash, 32) != 0) {
 		return error_set(err, 409, "idempotency_conflict",
 				 "idempotency key '%s' was used with different content", key);
 	}
-	return rc;
+	if (rc != 1 || !actor)
+		return rc;
+	r = db_query(c,
+		     "SELECT j.actor FROM ledger_idempotency k JOIN journal j USING (txn_id, created_at)"
+		     " WHERE k.idempotency_key = $1",
+		     1, p, err);
+	if (!r)
+		return -1;
+	same = PQntuples(r) == 1 && strcmp(PQgetvalue(r, 0, 0), actor) == 0;
+	PQclear(r);
+	if (!same)
+		return error_set(err, 409, "idempotency_conflict", "idempotency key '%s' was used by another operator",
+				 key);
+	return 1;
 }
 
 /* ---- grant ---- */
@@ -323,7 +347,9 @@ int ops_grant_in_tx(struct ops_ctx *x, const struct ops_grant_req *req, struct o
 		   req->amount_nanos, req->reason ? req->reason : "", req->kind, req->campaign ? req->campaign : "",
 		   req->expires_at_us, req->priority);
 	journal_content_hash(chash, content.data, content.len);
-	found = check_key(c, key, chash, &txn_id, err);
+	/* a caller's key: the operator is part of the body (not for the
+	 * promotions' own keys, signup:ID and referral:ID) */
+	found = check_key(c, key, chash, &txn_id, req->internal_key ? NULL : (x->actor ? x->actor : ""), err);
 	if (found < 0)
 		goto done;
 	if (found == 1) {
@@ -442,7 +468,10 @@ static int paid_tx(void *arg, struct error *err)
 	buf_printf(&content, "%s|%" PRId64 "|%" PRId64 "|%s", j->kind, j->account_id, j->amount,
 		   strcmp(j->kind, "topup") == 0 ? "" : j->reason);
 	journal_content_hash(chash, content.data, content.len);
-	found = check_key(c, j->key, chash, &j->txn_id, err);
+	/* an adjustment's operator is part of its body; a top-up is the payment
+	 * its reference names, whoever records it */
+	found = check_key(c, j->key, chash, &j->txn_id,
+			  strcmp(j->kind, "adjust") == 0 ? (j->x->actor ? j->x->actor : "") : NULL, err);
 	if (found < 0)
 		goto done;
 	if (found == 1) {
@@ -559,6 +588,12 @@ int ops_adjust(struct ops_ctx *x, int64_t account_id, int64_t amount_nanos, cons
 	if (!reason || !*reason) {
 		return error_set(err, 400, "invalid_request", "an adjustment needs a reason");
 	}
+	/* CONTRACT.md §4a holds a single top-up or grant to a ceiling and says
+	 * nothing of adjustments; one moves the paid balance as a top-up does,
+	 * so its size, either way, is held to the top-up's (a slip of -1e10 would
+	 * put an account that deep in arrears) */
+	if (!amount_within(amount_nanos, x->max_topup_nanos, OPS_MAX_TOPUP_DEFAULT, "an adjustment", "max_topup", err))
+		return -1;
 	if (idempotency_key) {
 		snprintf(key, sizeof(key), "adjust:%s", idempotency_key);
 	} else {

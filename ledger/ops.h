@@ -105,7 +105,8 @@ int ops_grant_in_tx(struct ops_ctx *x, const struct ops_grant_req *req, struct o
 int ops_topup(struct ops_ctx *x, int64_t account_id, int64_t amount_nanos, const char *payment_ref,
 	      struct ops_balance *after, bool *duplicate, struct error *err) __attribute__((warn_unused_result));
 
-/* Manual adjustment of the paid balance (signed), against the adjustments account. */
+/* Manual adjustment of the paid balance (signed), against the adjustments
+ * account; its size is held to max_topup (422 invalid_amount, as a top-up). */
 int ops_adjust(struct ops_ctx *x, int64_t account_id, int64_t amount_nanos, const char *reason,
 	       const char *idempotency_key, int64_t *txn_id, bool *duplicate, struct error *err)
 	__attribute__((warn_unused_result));

@@ -15,14 +15,17 @@
  * locked by the caller).  *grant_id and *nanos are 0 and note says why when no
  * credit was given (no campaign, budget exhausted, an identity string of
  * the account already received a signup credit: promo_identity_claims,
- * migration 0007).  -1 only on errors. */
+ * migration 0007; n_identity is 0 and the campaign requires identity
+ * strings: 0021).  -1 only on errors. */
 int promo_on_signup(struct ops_ctx *x, int64_t account_id, int64_t inviter_id, const char *const *identity,
 		    size_t n_identity, int64_t *grant_id, int64_t *nanos, char *note, size_t notelen, struct error *err)
 	__attribute__((warn_unused_result));
 
 /* The invitee qualified (verified, or first top-up): reward its inviter once
  * ever, and at most once per invitee identity string ever; nothing while
- * the inviter or the invitee is frozen (then nothing is recorded either).
+ * the inviter or the invitee is frozen (then nothing is recorded either);
+ * nothing (recorded) when the campaign requires identity strings and either
+ * side has none.
  * Same outputs as above; 0 with a note when no reward is due. */
 int promo_on_qualify(struct ops_ctx *x, int64_t invitee_id, int64_t *grant_id, int64_t *nanos, char *note,
 		     size_t notelen, struct error *err) __attribute__((warn_unused_result));

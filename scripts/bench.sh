@@ -238,6 +238,8 @@ if want authorize; then
 	sleep 1
 	lg --path /v1/authorize --body "$AUTH_BODY" -c $C_AUTH "${TIMED[@]}" --label authorize-during-chat \
 		>"$RUN/authorize_chat.json"
+	# the time the model's workers paused for billing (inference_busy_share)
+	lg --once --method GET --path /metrics >"$RUN/authorize_chat_metrics.txt" 2>/dev/null || true
 	wait "$CHAT_PID" || true
 	CHAT_PID=""
 fi

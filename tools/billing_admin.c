@@ -1005,7 +1005,8 @@ static void cmd_limits_show(const char **pos, int npos, struct cli_opt *o)
 static const char campaign_cols[] =
 	"name, signup_nanos, referral_nanos, expires_days, max_referrals, budget_nanos, granted_nanos, active,"
 	" to_char(starts_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'),"
-	" to_char(ends_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')";
+	" to_char(ends_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'),"
+	" coalesce((to_jsonb(campaigns) ->> 'require_identity')::boolean, false)"; /* off before 0021 (promo.c) */
 
 static json_t *campaign_json(PGresult *r, int i)
 {
@@ -1013,11 +1014,12 @@ static json_t *campaign_json(PGresult *r, int i)
 #define OPT(col, v) (PQgetisnull(r, i, col) ? json_null() : (v))
 	money_total granted = 0;
 	(void)!money_total_parse(PQgetvalue(r, i, 6), &granted); /* numeric: exact */
-	return json_pack("{s:s,s:o,s:o,s:o,s:o,s:o,s:o,s:b,s:o,s:o}", "name", PQgetvalue(r, i, 0), "signup_nanos",
+	return json_pack("{s:s,s:o,s:o,s:o,s:o,s:o,s:o,s:b,s:o,s:o,s:b}", "name", PQgetvalue(r, i, 0), "signup_nanos",
 			 NUM(1), "referral_nanos", NUM(2), "expires_days", NUM(3), "max_referrals", NUM(4),
 			 "budget_nanos", OPT(5, NUM(5)), "granted_nanos", jsonnum_total(granted), "active",
 			 PQgetvalue(r, i, 7)[0] == 't', "starts_at", OPT(8, json_string(PQgetvalue(r, i, 8))),
-			 "ends_at", OPT(9, json_string(PQgetvalue(r, i, 9))));
+			 "ends_at", OPT(9, json_string(PQgetvalue(r, i, 9))), "require_identity",
+			 PQgetvalue(r, i, 10)[0] == 't');
 #undef NUM
 #undef OPT
 }
@@ -1053,7 +1055,8 @@ static void cmd_promo_show(const char **pos, int npos, struct cli_opt *o)
 			printf("campaign %s%s\n  signup credit    %s\n  referral credit  %s\n  expires after    %" JSON_INTEGER_FORMAT
 			       " days\n  max referrals    %" JSON_INTEGER_FORMAT
 			       "\n  budget           %s\n  granted so far   %s\n"
-			       "  window           %s .. %s\n",
+			       "  window           %s .. %s\n"
+			       "  needs identity   %s\n",
 			       json_string_value(json_object_get(cp, "name")),
 			       json_is_true(json_object_get(cp, "active")) ? " (active)" : "", a, b,
 			       json_integer_value(json_object_get(cp, "expires_days")),
@@ -1063,7 +1066,10 @@ static void cmd_promo_show(const char **pos, int npos, struct cli_opt *o)
 				       : "-",
 			       json_is_string(json_object_get(cp, "ends_at"))
 				       ? json_string_value(json_object_get(cp, "ends_at"))
-				       : "-");
+				       : "-",
+			       json_is_true(json_object_get(cp, "require_identity"))
+				       ? "on: no credit for a signup or referral without identity strings"
+				       : "off");
 		}
 		if (json_array_size(arr) == 0)
 			printf("no campaigns\n");
@@ -1076,7 +1082,7 @@ static void cmd_promo_show(const char **pos, int npos, struct cli_opt *o)
 struct promo_job {
 	PGconn *c;
 	const char *name, *actor, *reason;
-	const char *signup, *referral, *expires_days, *max_referrals; /* NULL: keep */
+	const char *signup, *referral, *expires_days, *max_referrals, *require_identity; /* NULL: keep */
 	bool budget_given, starts_given, ends_given;
 	const char *budget, *starts, *ends; /* NULL with *_given: clear */
 	char target[101];
@@ -1126,9 +1132,11 @@ static int promo_tx(void *arg, struct error *err)
 		/* a new campaign starts from the settings of the one it replaces (or the defaults) */
 		const char *q0[1] = {j->target};
 		if (db_exec(c,
-			    "INSERT INTO campaigns (name, signup_nanos, referral_nanos, expires_days, max_referrals, budget_nanos)"
+			    "INSERT INTO campaigns (name, signup_nanos, referral_nanos, expires_days, max_referrals, budget_nanos,"
+			    " require_identity)"
 			    " SELECT $1, coalesce(a.signup_nanos, 14000000000), coalesce(a.referral_nanos, 14000000000),"
-			    " coalesce(a.expires_days, 90), coalesce(a.max_referrals, 50), NULL"
+			    " coalesce(a.expires_days, 90), coalesce(a.max_referrals, 50), NULL,"
+			    " coalesce(a.require_identity, false)"
 			    " FROM (SELECT 1) one LEFT JOIN (SELECT * FROM campaigns WHERE name <> $1"
 			    "   ORDER BY created_at DESC LIMIT 1) a ON true",
 			    1, q0, err) < 0)
@@ -1144,6 +1152,7 @@ static int promo_tx(void *arg, struct error *err)
 	p[8] = j->starts;
 	p[9] = j->ends_given ? "t" : "f";
 	p[10] = j->ends;
+	p[11] = j->require_identity;
 	buf_init(&q);
 	buf_printf(
 		&q,
@@ -1153,9 +1162,10 @@ static int promo_tx(void *arg, struct error *err)
 		" budget_nanos = CASE WHEN $6::boolean THEN $7::bigint ELSE budget_nanos END,"
 		" starts_at = CASE WHEN $8::boolean THEN $9::timestamptz ELSE starts_at END,"
 		" ends_at = CASE WHEN $10::boolean THEN $11::timestamptz ELSE ends_at END,"
+		" require_identity = coalesce($12::boolean, require_identity),"
 		" active = true WHERE name = $1 RETURNING %s",
 		campaign_cols);
-	r = db_query(c, q.data, 11, p, err);
+	r = db_query(c, q.data, 12, p, err);
 	buf_release(&q);
 	if (!r) {
 		if (strcmp(err->code, "23514") == 0)
@@ -1250,8 +1260,16 @@ static void cmd_promo_set(const char **pos, int npos, struct cli_opt *o)
 			j.ends = en;
 		}
 	}
+	if ((v = cli_get(o, "require-identity"))) {
+		if (strcmp(v, "on") == 0)
+			j.require_identity = "true";
+		else if (strcmp(v, "off") == 0)
+			j.require_identity = "false";
+		else
+			tool_usage_error("--require-identity must be 'on' or 'off', not '%s'", v);
+	}
 	if (!j.name && !j.signup && !j.referral && !j.expires_days && !j.max_referrals && !j.budget_given &&
-	    !j.starts_given && !j.ends_given)
+	    !j.starts_given && !j.ends_given && !j.require_identity)
 		tool_usage_error("nothing to set: give --campaign or a setting");
 	j.actor = tool_operator(cfg);
 	j.reason = cli_get(o, "reason") ? cli_get(o, "reason") : "";
@@ -1368,17 +1386,20 @@ static struct cli_opt o_lset[] = {CLI_OPT("account", 1, "account id (or --tier)"
 static struct cli_opt o_lshow[] = {CLI_OPT("account", 1, "only this account"), CLI_OPT("tier", 1, "only this tier"),
 				   CLI_OPT("json", 0, "JSON output"), CLI_OPTS_END};
 static struct cli_opt o_pshow[] = {CLI_OPT("json", 0, "JSON output"), CLI_OPTS_END};
-static struct cli_opt o_promo[] = {CLI_OPT("signup", 1, "signup credit, currency units"),
-				   CLI_OPT("referral", 1, "referral reward, currency units"),
-				   CLI_OPT("expires-days", 1, "promotional credit lifetime in days"),
-				   CLI_OPT("max-referrals", 1, "rewards per inviter at most"),
-				   CLI_OPT("budget", 1, "campaign budget, currency units, or 'none'"),
-				   CLI_OPT("campaign", 1, "create or change this campaign and make it the active one"),
-				   CLI_OPT("starts", 1, "active from (date or RFC 3339, or 'none')"),
-				   CLI_OPT("ends", 1, "active until (or 'none')"),
-				   CLI_OPT("reason", 1, "why"),
-				   CLI_OPT("json", 0, "JSON output"),
-				   CLI_OPTS_END};
+static struct cli_opt o_promo[] = {
+	CLI_OPT("signup", 1, "signup credit, currency units"),
+	CLI_OPT("referral", 1, "referral reward, currency units"),
+	CLI_OPT("expires-days", 1, "promotional credit lifetime in days"),
+	CLI_OPT("max-referrals", 1, "rewards per inviter at most"),
+	CLI_OPT("budget", 1, "campaign budget, currency units, or 'none'"),
+	CLI_OPT("campaign", 1, "create or change this campaign and make it the active one"),
+	CLI_OPT("starts", 1, "active from (date or RFC 3339, or 'none')"),
+	CLI_OPT("ends", 1, "active until (or 'none')"),
+	CLI_OPT("require-identity", 1,
+		"on: no signup credit or referral reward without identity strings; off (default)"),
+	CLI_OPT("reason", 1, "why"),
+	CLI_OPT("json", 0, "JSON output"),
+	CLI_OPTS_END};
 static struct cli_opt o_expire[] = {CLI_OPT("limit", 1, "at most this many grants"), CLI_OPT("json", 0, "JSON output"),
 				    CLI_OPTS_END};
 

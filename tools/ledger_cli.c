@@ -161,6 +161,12 @@ static int verify_export(const char *path, struct cli_opt *o)
 	struct error err;
 	int have = trusted_key(o, pk, src, sizeof(src));
 
+	/* the key a manifest carries proves nothing about who signed it: a
+	 * rewritten file is re-signed with the rewriter's key */
+	if (!have && config_get_bool(cfg, "require_trusted_key"))
+		tool_fail("verify refused: %s: no trusted public key (--pubkey FILE, or %s): the manifest's signature "
+			  "could only be checked against the key it carries itself (require_trusted_key)",
+			  path, src);
 	if (export_verify(path, have ? pk : NULL, &v, &err) < 0)
 		tool_fail_err(&err);
 	if (cli_has(o, "json")) {
@@ -182,6 +188,12 @@ static int verify_export(const char *path, struct cli_opt *o)
 		fprintf(stderr, "ledger: verify failed: %s: %s\n", path, v.problem);
 		return 1;
 	}
+	if (!have)
+		fprintf(stderr,
+			"ledger: warning: %s: the signature was checked against the key its manifest carries, which "
+			"anyone who rewrote the file could have made; give --pubkey FILE (or %s), and set "
+			"require_trusted_key = true to refuse this\n",
+			path, src);
 	return 0;
 }
 

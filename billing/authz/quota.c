@@ -27,6 +27,8 @@ struct qkind {
 	enum quota_script group;
 	enum quota_script single; /* QUOTA_N_SCRIPTS: the grouped script also alone */
 	int argc;                 /* each entry's arguments, after its account's number */
+	int short_argc;           /* 0, or an entry whose arguments past these are all "0" goes
+				   * in the short form: its account's number negated, then these */
 };
 
 struct quota {
@@ -91,7 +93,8 @@ struct quota *quota_new(struct rconn *r, struct event_base *base)
 	if (!q)
 		return NULL;
 	q->r = r;
-	q->dec_kind = (struct qkind){q, QUOTA_AUTHORIZE_GROUP, QUOTA_AUTHORIZE, QUOTA_AUTHORIZE_ARGC};
+	q->dec_kind = (struct qkind){q, QUOTA_AUTHORIZE_GROUP, QUOTA_AUTHORIZE, QUOTA_AUTHORIZE_ARGC,
+				     QUOTA_AUTHORIZE_SHORT_ARGC};
 	/* a decision's error answer is its own (quota.h) */
 	q->dec = turnq_new(r, base, QUOTA_GROUP_MAX, kind_send, &q->dec_kind, NULL, false, "authorize");
 	if (!q->dec) {
@@ -227,15 +230,25 @@ int quota_run(struct quota *q, enum quota_script s, int64_t account_id, int argc
 #define GROUP_ARGV_MAX (GROUP_ARGV_AUTHORIZE > GROUP_ARGV_SETTLE ? GROUP_ARGV_AUTHORIZE : GROUP_ARGV_SETTLE)
 #define GROUP_MAX (QUOTA_GROUP_MAX > QUOTA_SETTLE_GROUP_MAX ? QUOTA_GROUP_MAX : QUOTA_SETTLE_GROUP_MAX)
 
+/* Whether argv[from..to) are all "0" (no limit in force). */
+static bool all_zero(const char *const *argv, int from, int to)
+{
+	for (int a = from; a < to; a++)
+		if (argv[a][0] != '0' || argv[a][1] != '\0')
+			return false;
+	return true;
+}
+
 /* One call of a turn queue of quota: alone, the one-account script; else
  * the grouped script with each entry's account number (its keys' place in
- * KEYS) and arguments, in order (quota.lua.h). */
+ * KEYS) and arguments, in order, or in the short form (kd->short_argc)
+ * when the rest are all "0" (quota.lua.h). */
 static int kind_send(void *owner, struct turnq_call *g)
 {
 	const struct qkind *kd = owner;
 	int64_t accts[GROUP_MAX];
 	const char *argv[GROUP_ARGV_MAX];
-	char idx[GROUP_MAX][8];
+	char idx[GROUP_MAX][8]; /* "-j": idx[j] + 1 is "j" */
 	int n_accts = 0, k = 0;
 
 	if (g->n == 1 && kd->single != QUOTA_N_SCRIPTS)
@@ -248,9 +261,16 @@ static int kind_send(void *owner, struct turnq_call *g)
 			j++;
 		if (j == n_accts) {
 			accts[n_accts++] = g->e[i].account;
-			buf_fmt_i64(idx[j], j + 1);
+			idx[j][0] = '-';
+			buf_fmt_i64(idx[j] + 1, j + 1);
 		}
-		argv[k++] = idx[j];
+		if (kd->short_argc && all_zero(g->e[i].argv, kd->short_argc, kd->argc)) {
+			argv[k++] = idx[j];
+			for (int a = 0; a < kd->short_argc; a++)
+				argv[k++] = g->e[i].argv[a];
+			continue;
+		}
+		argv[k++] = idx[j] + 1;
 		for (int a = 0; a < kd->argc; a++)
 			argv[k++] = g->e[i].argv[a];
 	}
@@ -429,7 +449,7 @@ struct quota_settles *quota_settles_new(struct quota *q, struct rconn *r, struct
 
 	if (!qs)
 		return NULL;
-	qs->kind = (struct qkind){q, QUOTA_SETTLE_GROUP, QUOTA_N_SCRIPTS, SETTLE_ENTRY_ARGC};
+	qs->kind = (struct qkind){q, QUOTA_SETTLE_GROUP, QUOTA_N_SCRIPTS, SETTLE_ENTRY_ARGC, 0};
 	/* an entry's error answer: held unknown, the mirror dropped (quota.h) */
 	qs->t = turnq_new(r, base, QUOTA_SETTLE_GROUP_MAX, kind_send, &qs->kind, settle_release, true, "settle");
 	if (!qs->t) {

@@ -99,14 +99,14 @@
 #define QUOTA_LUA_DECIDE                                                                                                                            \
 	"local KINDS = {'rpm', 'tpm', 'rpd', 'tpd', 'rpm', 'tpm', 'rpd', 'tpd'}\n"                                                                  \
 	"local PERIOD = {60000, 60000, 86400000, 86400000, 60000, 60000, 86400000, 86400000}\n"                                                     \
-	"local function decide(k, a, o, now, t, load)\n"                                                                                            \
+	"local function decide(k, a, o, now, t, load, nolim)\n"                                                                                     \
 	"  if load and now > a[o + 17] + 0 then return 'LATE' end\n"                                                                                \
 	"  local model, hid = a[o + 6], a[o + 1]\n"                                                                                                 \
 	"  local tokens = a[o + 5] + 0\n"                                                                                                           \
 	"  local cf = 'c:' .. model\n"                                                                                                              \
 	"  local f, lim\n"                                                                                                                          \
-	"  if a[o + 7] ~= '0' or a[o + 8] ~= '0' or a[o + 9] ~= '0' or a[o + 10] ~= '0' or a[o + 12] ~= '0'\n"                                      \
-	"     or a[o + 13] ~= '0' or a[o + 14] ~= '0' or a[o + 15] ~= '0' then\n"                                                                   \
+	"  if not nolim and (a[o + 7] ~= '0' or a[o + 8] ~= '0' or a[o + 9] ~= '0' or a[o + 10] ~= '0' or a[o + 12] ~= '0'\n"                       \
+	"     or a[o + 13] ~= '0' or a[o + 14] ~= '0' or a[o + 15] ~= '0') then\n"                                                                  \
 	"    for x = 1, 8 do\n"                                                                                                                     \
 	"      local i = x <= 4 and 6 + x or 7 + x\n"                                                                                               \
 	"      if a[o + i] ~= '0' then\n"                                                                                                           \
@@ -144,7 +144,8 @@
 	"  local amount = a[o + 2] + 0\n"                                                                                                           \
 	"  local cm = ((st[3] or '0') + 0)\n"                                                                                                       \
 	"  local no, w\n"                                                                                                                           \
-	"  if a[o + 11] ~= '0' and redis.call('ZCARD', k[4]) >= a[o + 11] + 0 then\n"                                                               \
+	"  if nolim then\n"                                                                                                                         \
+	"  elseif a[o + 11] ~= '0' and redis.call('ZCARD', k[4]) >= a[o + 11] + 0 then\n"                                                           \
 	"    no = string.format('CONC concurrency %d', a[o + 11] + 0)\n"                                                                            \
 	"  elseif a[o + 16] ~= '0' and cm >= a[o + 16] + 0 then\n"                                                                                  \
 	"    no = string.format('CONC model_concurrency %d', a[o + 16] + 0)\n"                                                                      \
@@ -185,14 +186,15 @@
 	"  redis.call('ZADD', k[4], e, hid)\n"                                                                                                      \
 	"  local h, c = string.format('%d', held + amount), string.format('%d', cm + 1)\n"                                                          \
 	"  local lx\n"                                                                                                                              \
-	"  if not st[4] then\n"                                                                                                                     \
+	"  local hx = st[4] and st[4] + 0\n"                                                                                                        \
+	"  if not hx then\n"                                                                                                                        \
 	"    lx = exp + 2 * ttl\n"                                                                                                                  \
 	"    for i = 3, 4 do\n"                                                                                                                     \
 	"      local pt = redis.call('PEXPIRETIME', k[i])\n"                                                                                        \
 	"      if pt > lx then lx = pt end\n"                                                                                                       \
 	"    end\n"                                                                                                                                 \
-	"  elseif held == 0 or exp + ttl > st[4] + 0 then\n"                                                                                        \
-	"    lx = math.max(exp + 2 * ttl, st[4] + 0)\n"                                                                                             \
+	"  elseif held == 0 or exp + ttl > hx then\n"                                                                                               \
+	"    lx = math.max(exp + 2 * ttl, hx)\n"                                                                                                    \
 	"  end\n"                                                                                                                                   \
 	"  if lx then\n"                                                                                                                            \
 	"    lx = string.format('%d', lx)\n"                                                                                                        \
@@ -215,7 +217,7 @@
 	"  else\n"                                                                                                                                  \
 	"    redis.call('HSET', k[2], 'held', h, cf, c)\n"                                                                                          \
 	"  end\n"                                                                                                                                   \
-	"  return string.format('OK %d %d %d 0', amount, avail - amount, exp)\n"                                                                    \
+	"  return 'OK ' .. a[o + 2] .. ' ' .. string.format('%d', avail - amount) .. ' ' .. e .. ' 0'\n"                                            \
 	"end\n"
 
 /* authorize: KEYS bal st hold hexp
@@ -248,25 +250,45 @@ static const char quota_lua_authorize[] =
  * ones find due in the future).
  * KEYS: bal st hold hexp of account 1, of account 2, ...
  * ARGV: per decision 17 values: the account's number j (its keys are
- *       KEYS[4j-3..4j]) and the 16 arguments of the authorize script
- * -> one answer of the authorize script per decision, in order; a decision
- *    Redis could not run (an error on its account's keys) answers that error
- *    alone, as it would have without grouping, and the others go on (what it
- *    wrote before the error stays, as for the one-account script). */
+ *       KEYS[4j-3..4j]) and the 16 arguments of the authorize script; or,
+ *       for a decision without any limit in force (its ARGV 7-16 all '0',
+ *       the common case), the short form of 7: -j and the authorize
+ *       script's first QUOTA_AUTHORIZE_SHORT_ARGC arguments (hold_id ..
+ *       model).  Each argument is a string Redis reads, makes an object of
+ *       and pushes into Lua (about 900 instructions): the short form takes
+ *       about 9,000 off a decision (docs/benchmarks.md, authz8)
+ * -> one string: the answers of the authorize script, one per decision in
+ *    order, separated by '\n' (turnq_split reads it: one reply object a
+ *    call instead of one a decision and the array); a decision Redis could
+ *    not run (an error on its account's keys) answers '-' and that error
+ *    (its newlines as spaces) alone, as it would have without grouping, and
+ *    the others go on (what it wrote before the error stays, as for the
+ *    one-account script).  No answer of the authorize script is empty,
+ *    starts with '-' or holds a '\n'. */
+#define QUOTA_AUTHORIZE_SHORT_ARGC 6
 static const char quota_lua_authorize_group[] =
 	"local t = redis.call('TIME')\n"
 	"local now = t[1] * 1000 + math.floor(t[2] / 1000)\n" MIRROR_LUA_LOAD QUOTA_LUA_RELEASE QUOTA_LUA_DECIDE
-	"local out, ks, p = {}, {}, 1\n"
-	"while p + 16 <= #ARGV do\n"
-	"  local j = ARGV[p] + 0\n"
-	"  local k = ks[j]\n"
-	"  if not k then k = {KEYS[4 * j - 3], KEYS[4 * j - 2], KEYS[4 * j - 1], KEYS[4 * j]}; ks[j] = k end\n"
-	"  local ok, r = pcall(decide, k, ARGV, p, now, t, false)\n"
-	"  if not ok then r = type(r) == 'table' and r.err and r or redis.error_reply(tostring(r)) end\n"
+	"local out, ks, p, n = {}, {}, 1, #ARGV\n"
+	"while p < n do\n"
+	"  local s = ARGV[p]\n"
+	"  local k = ks[s]\n"
+	"  if not k then\n"
+	"    local j = s + 0\n"
+	"    local c = j < 0\n"
+	"    if c then j = -j end\n"
+	"    k = {KEYS[4 * j - 3], KEYS[4 * j - 2], KEYS[4 * j - 1], KEYS[4 * j], c}; ks[s] = k\n"
+	"  end\n"
+	"  local ok, r = pcall(decide, k, ARGV, p, now, t, false, k[5])\n"
+	"  if not ok then\n"
+	"    if type(r) == 'table' and r.err then r = r.err else r = tostring(r) end\n"
+	"    r = '-' .. (string.gsub(r, '\\n', ' '))\n"
+	"    if r == '-' then r = '-ERR' end\n"
+	"  end\n"
 	"  out[#out + 1] = r\n"
-	"  p = p + 17\n"
+	"  if k[5] then p = p + 7 else p = p + 17 end\n"
 	"end\n"
-	"return out\n";
+	"return table.concat(out, '\\n')\n";
 
 /* settle(k, a, o): one settle of the account whose keys are k (bal st
  * hold hexp), its arguments a[o+1..o+11] (the ARGV of the settle script

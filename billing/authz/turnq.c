@@ -2,6 +2,7 @@
 #include "billing/authz/turnq.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 #include "common/log.h"
 #include "common/rkeys.h"
@@ -92,11 +93,66 @@ void turnq_stats(const struct turnq *t, uint64_t *calls, uint64_t *entries)
 	*entries = t->n_entries;
 }
 
+int turnq_split(char *s, size_t len, int n, void (*each)(void *arg, int i, redisReply *e), void *arg)
+{
+	char *end, *p = s;
+	redisReply e;
+	int k = 0;
+
+	if (n < 1 || !s || memchr(s, '\0', len))
+		return -1;
+	end = s + len;
+	/* first the shape: exactly n answers, none empty; nothing is handed out before */
+	for (;;) {
+		char *nl = memchr(p, '\n', (size_t)(end - p));
+		char *stop = nl ? nl : end;
+		if (stop == p || (*p == '-' && stop == p + 1) || ++k > n)
+			return -1;
+		if (!nl)
+			break;
+		p = nl + 1;
+	}
+	if (k != n)
+		return -1;
+	memset(&e, 0, sizeof(e));
+	p = s;
+	for (int i = 0; i < n; i++) {
+		char *nl = memchr(p, '\n', (size_t)(end - p));
+		char *stop = nl ? nl : end;
+		*stop = '\0'; /* at end: the terminator hiredis keeps, or the caller's */
+		e.type = *p == '-' ? REDIS_REPLY_ERROR : REDIS_REPLY_STRING;
+		e.str = p + (*p == '-');
+		e.len = (size_t)(stop - e.str);
+		if (each)
+			each(arg, i, &e);
+		p = stop + 1;
+	}
+	return 0;
+}
+
+/* turnq_split's hand-out to the entries of call g (their errors as turnq_answer's) */
+static void answer_entry(void *arg, int i, redisReply *e)
+{
+	struct turnq_call *g = arg;
+
+	if (e->type == REDIS_REPLY_ERROR && g->t->errors_null) {
+		log_warn("redis script error", "what=%s error=\"%s\"", g->t->what, e->str);
+		e = NULL;
+	}
+	g->e[i].cb(g->e[i].arg, e);
+}
+
 void turnq_answer(void *arg, redisReply *r)
 {
 	struct turnq_call *g = arg;
 	struct turnq *t = g->t;
 	bool ok = r && r->type == REDIS_REPLY_ARRAY && r->elements == (size_t)g->n;
+
+	/* the one-string answer of a group (quota.lua.h): split in place */
+	if (r && r->type == REDIS_REPLY_STRING && turnq_split(r->str, r->len, g->n, answer_entry, g) == 0) {
+		free(g);
+		return;
+	}
 
 	if (r && !ok)
 		log_warn("redis: a grouped call answered out of shape", "what=%s entries=%d elements=%zu", t->what,

@@ -5,8 +5,9 @@
  * at most `max` entries: on a single Redis a call takes entries of any
  * accounts; on a Redis Cluster only those whose keys share one slot, so
  * routing (MOVED, ASK) stays per slot.  The owner writes each call as one
- * command (send); its answer, one element per entry in order, goes to each
- * entry's callback in order.  The calls are written to the socket in that
+ * command (send); its answer, one element per entry in order (an array, or
+ * one string of '\n'-separated answers: turnq_split), goes to each entry's
+ * callback in order.  The calls are written to the socket in that
  * event (rconn_flush), not a loop turn later.  Runs on the event loop; its
  * users: quota.h (authorize decisions; settles and held reads). */
 #ifndef BILLING_TURNQ_H
@@ -65,8 +66,18 @@ void turnq_free(struct turnq *t);
  * of memory): never called (and argv stays the caller's). */
 int turnq_push(struct turnq *t, int64_t account, const char *const *argv, turnq_cb cb, void *arg)
 	__attribute__((warn_unused_result));
-/* The reply of call g (arg): element i to entry i, in order; frees g. */
+/* The reply of call g (arg): element i of an array to entry i, in order,
+ * or, for a string (quota.lua.h's grouped authorize), its answer i
+ * (turnq_split); frees g. */
 void turnq_answer(void *g, redisReply *reply);
+/* The answers of a group in one string s of len bytes (s[len] writable, the
+ * NUL hiredis keeps after a string): n answers separated by '\n', each not
+ * empty; one that starts with '-' is an error, its message after the '-'
+ * (not empty).  When s holds exactly that and no NUL byte: each(arg, i, e)
+ * for each answer in order (unless each is NULL), e a string or error reply
+ * into s, NUL-terminated in place (valid only during the call), and 0.
+ * Else -1, s unchanged and each never called. */
+int turnq_split(char *s, size_t len, int n, void (*each)(void *arg, int i, redisReply *e), void *arg);
 /* The reply of a call of one entry that answers for it alone; frees g. */
 void turnq_answer_one(void *g, redisReply *reply);
 /* Counters since start: calls handed to send and the entries they carried. */

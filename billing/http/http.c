@@ -33,7 +33,13 @@ struct rctx *rctx_new(struct http_front *f, struct server *s, struct evhttp_requ
 /* Counts the request's end (metrics, in flight) and frees c. */
 static void finish(struct rctx *c, int status)
 {
-	metrics_request(c->front->metrics, c->route, status, time_now_us() - c->t0);
+	int64_t now = time_now_us();
+
+	metrics_request(c->front->metrics, c->route, status, now - c->t0);
+	/* the gateway's and the admins' calls are billing's load; the
+	 * internal chat calls, health checks and metrics are not */
+	if (strncmp(c->route, "/v1/", 4) == 0)
+		backoff_note(&c->front->load, now);
 	c->front->inflight--;
 	free(c);
 }

@@ -9,6 +9,7 @@
 #include <jansson.h>
 #include <stdint.h>
 
+#include "common/backoff.h"
 #include "common/error.h"
 
 /* The largest request body billingd reads (1 MiB). */
@@ -19,6 +20,9 @@ struct http_front {
 	struct metrics *metrics;
 	int64_t inflight;
 	uint64_t started; /* requests since start (common/memtrim.h) */
+	/* the billing answers (/v1/ routes) per window, which the model's
+	 * workers read to back off (common/backoff.h, inference_busy_requests) */
+	struct backoff load;
 };
 
 struct server;

@@ -42,23 +42,27 @@ struct named {
 	int64_t v;
 	int gauge;
 	const char *help;
+	int micro; /* v counts microseconds, shown in seconds */
 };
 
 /* Every named family, present (at 0) from start so that rate() and alerts
  * work before the first event. */
 static const struct named known[] = {
-	{"billing_usage_queue_depth", 0, 1, "Usage records waiting for the writer."},
-	{"billing_db_queue_depth", 0, 1, "Jobs waiting for the API database pool."},
-	{"billing_inflight_requests", 0, 1, "HTTP requests being served."},
-	{"billing_http_connections", 0, 1, "Open HTTP connections."},
-	{"billing_http_connections_rejected_total", 0, 0, "Connections closed at once: max_connections reached."},
-	{"billing_http_request_timeouts_total", 0, 0, "Requests cut off by request_timeout_s."},
-	{"billing_authorize_decisions_total", 0, 0, "Authorize decisions sent to Redis (grouped per loop turn)."},
-	{"billing_authorize_redis_calls_total", 0, 0, "Redis script calls that carried those decisions."},
+	{"billing_usage_queue_depth", 0, 1, "Usage records waiting for the writer.", 0},
+	{"billing_db_queue_depth", 0, 1, "Jobs waiting for the API database pool.", 0},
+	{"billing_inflight_requests", 0, 1, "HTTP requests being served.", 0},
+	{"billing_http_connections", 0, 1, "Open HTTP connections.", 0},
+	{"billing_http_connections_rejected_total", 0, 0, "Connections closed at once: max_connections reached.", 0},
+	{"billing_http_request_timeouts_total", 0, 0, "Requests cut off by request_timeout_s.", 0},
+	{"billing_authorize_decisions_total", 0, 0, "Authorize decisions sent to Redis (grouped per loop turn).", 0},
+	{"billing_authorize_redis_calls_total", 0, 0, "Redis script calls that carried those decisions.", 0},
 	{"billing_settle_entries_total", 0, 0,
-	 "Usage answers' settles and held reads sent to Redis (grouped per loop turn)."},
-	{"billing_settle_redis_calls_total", 0, 0, "Redis script calls that carried those settles."},
-	{"billing_memory_trims_total", 0, 0, "Times freed memory went back to the system after a surge (malloc_trim)."},
+	 "Usage answers' settles and held reads sent to Redis (grouped per loop turn).", 0},
+	{"billing_settle_redis_calls_total", 0, 0, "Redis script calls that carried those settles.", 0},
+	{"billing_memory_trims_total", 0, 0, "Times freed memory went back to the system after a surge (malloc_trim).",
+	 0},
+	{"billing_inference_yield_seconds_total", 0, 0,
+	 "Seconds the model's workers paused because billing was busy (inference_busy_share).", 1},
 };
 
 struct metrics {
@@ -166,7 +170,7 @@ static void set_named(struct metrics *m, const char *name, int64_t v, int gauge)
 		if (strcmp(m->nm[i].name, name) == 0)
 			break;
 	if (i == m->nnm && m->nnm < MAX_NAMED)
-		m->nm[m->nnm++] = (struct named){name, 0, gauge, "Undocumented."};
+		m->nm[m->nnm++] = (struct named){name, 0, gauge, "Undocumented.", 0};
 	if (i < m->nnm)
 		m->nm[i].v = gauge ? v : m->nm[i].v + v;
 	pthread_mutex_unlock(&m->mu);
@@ -244,8 +248,13 @@ void metrics_render(struct metrics *m, struct buf *out)
 		label_escape(out, m->ms[i].model);
 		buf_printf(out, "\"} %" PRId64 "\n", m->ms[i].nanos);
 	}
-	for (size_t i = 0; i < m->nnm; i++)
-		buf_printf(out, "# HELP %s %s\n# TYPE %s %s\n%s %" PRId64 "\n", m->nm[i].name, m->nm[i].help,
-			   m->nm[i].name, m->nm[i].gauge ? "gauge" : "counter", m->nm[i].name, m->nm[i].v);
+	for (size_t i = 0; i < m->nnm; i++) {
+		buf_printf(out, "# HELP %s %s\n# TYPE %s %s\n%s ", m->nm[i].name, m->nm[i].help, m->nm[i].name,
+			   m->nm[i].gauge ? "gauge" : "counter", m->nm[i].name);
+		if (m->nm[i].micro)
+			buf_printf(out, "%" PRId64 ".%06" PRId64 "\n", m->nm[i].v / 1000000, m->nm[i].v % 1000000);
+		else
+			buf_printf(out, "%" PRId64 "\n", m->nm[i].v);
+	}
 	pthread_mutex_unlock(&m->mu);
 }

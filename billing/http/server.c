@@ -812,6 +812,7 @@ static void r_metrics(struct rctx *c)
 	metrics_gauge(s->metrics, "billing_db_queue_depth", (int64_t)dbpool_depth(s->pool));
 	metrics_gauge(s->metrics, "billing_inflight_requests", s->front.inflight);
 	metrics_gauge(s->metrics, "billing_http_connections", conns_open(s->conns));
+	inference_publish(s->inf);
 	metrics_render(s->metrics, &b);
 	reply_typed(c, 200, "text/plain; version=0.0.4", b.data ? b.data : "", b.len);
 	buf_release(&b);

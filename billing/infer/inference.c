@@ -12,6 +12,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <sodium.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -26,7 +27,9 @@
 #include "billing/infer/model.h"
 #include "billing/server_int.h"
 #include "billing/infer/tokenizer.h"
+#include "billing/http/metrics.h"
 #include "billing/usage/usage.h"
+#include "common/backoff.h"
 #include "common/buf.h"
 #include "common/config.h"
 #include "common/log.h"
@@ -51,7 +54,10 @@ struct inference {
 	struct gen *head, *tail;
 	size_t queued, running, queue_max;
 	int64_t min_token_us;
-	int64_t nice; /* of the worker threads: the event loop comes first */
+	int64_t nice;             /* of the worker threads: the event loop comes first */
+	int64_t busy_share;       /* inference_busy_share: percent of one core per worker while billing is busy */
+	_Atomic int64_t yield_us; /* the workers' pauses, us (workers add, the loop reads) */
+	int64_t yield_published;  /* of which already in /metrics (loop) */
 	int stopping;
 	struct mailbox *inbox; /* workers -> loop: gen_note */
 };
@@ -91,6 +97,9 @@ struct gen {
 	bool tokens_posted; /* tokens note in the mailbox: no second post */
 	volatile int cancel;
 	struct gen_note tokens, end;
+	/* worker: the back-off's stamps since its last pause (back_off) */
+	bool bo_on;
+	int64_t bo_cpu_us, bo_wall_us;
 	/* loop */
 	struct buf text;
 	struct usage_item it;
@@ -129,6 +138,47 @@ static void header(struct rctx *c, const char *k, const char *v)
 
 /* ---- workers ---- */
 
+static int64_t clock_us(clockid_t id)
+{
+	struct timespec ts;
+
+	clock_gettime(id, &ts);
+	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+/* Between two tokens: while billing is busy (common/backoff.h, the loop's
+ * meter), pause so that this worker's CPU since its last pause stays within
+ * inference_busy_share percent of one core; a pause is at most
+ * BACKOFF_MAX_SLEEP_US, so a stream keeps flowing.  Billing quiet: full
+ * speed, nothing measured. */
+static void back_off(struct gen *g)
+{
+	struct inference *inf = g->inf;
+	int64_t cpu, wall, pause;
+
+	if (inf->busy_share >= 100 || g->cancel || !backoff_busy(&inf->s->front.load, time_now_us())) {
+		g->bo_on = false;
+		return;
+	}
+	cpu = clock_us(CLOCK_THREAD_CPUTIME_ID);
+	wall = clock_us(CLOCK_MONOTONIC);
+	pause = g->bo_on ? backoff_sleep_us(inf->busy_share, cpu - g->bo_cpu_us, wall - g->bo_wall_us,
+					    BACKOFF_MAX_SLEEP_US)
+			 : 0;
+	if (pause > 0) {
+		struct timespec ts = {(time_t)(pause / 1000000), (long)(pause % 1000000) * 1000};
+		int64_t after;
+
+		nanosleep(&ts, NULL);
+		after = clock_us(CLOCK_MONOTONIC);
+		atomic_fetch_add_explicit(&inf->yield_us, after - wall, memory_order_relaxed);
+		wall = after;
+	}
+	g->bo_on = true;
+	g->bo_cpu_us = cpu;
+	g->bo_wall_us = wall;
+}
+
 static int on_token(void *arg, int32_t id)
 {
 	struct gen *g = arg;
@@ -152,6 +202,7 @@ static int on_token(void *arg, int32_t id)
 				      (long)(g->inf->min_token_us % 1000000) * 1000};
 		nanosleep(&ts, NULL);
 	}
+	back_off(g);
 	return g->cancel;
 }
 
@@ -911,7 +962,7 @@ struct inference *inference_new(struct server *s, struct error *err)
 {
 	struct inference *inf = calloc(1, sizeof(*inf));
 	struct error e;
-	int64_t threads, q;
+	int64_t threads, q, busy_requests;
 
 	if (!inf) {
 		error_set(err, 0, "oom", "out of memory");
@@ -921,11 +972,16 @@ struct inference *inference_new(struct server *s, struct error *err)
 	if (config_int(s->cfg, "inference_threads", &threads, err) < 0 ||
 	    config_int(s->cfg, "inference_queue", &q, err) < 0 ||
 	    config_int(s->cfg, "inference_min_token_us", &inf->min_token_us, err) < 0 ||
-	    config_int(s->cfg, "inference_nice", &inf->nice, err) < 0) {
+	    config_int(s->cfg, "inference_nice", &inf->nice, err) < 0 ||
+	    config_int(s->cfg, "inference_busy_share", &inf->busy_share, err) < 0 ||
+	    config_int(s->cfg, "inference_busy_requests", &busy_requests, err) < 0) {
 		free(inf);
 		return NULL;
 	}
 	inf->queue_max = (size_t)q;
+	/* the loop's meter of billing answers, read by the workers (back_off) */
+	backoff_init(&s->front.load, inf->busy_share < 100 ? busy_requests : 0);
+	atomic_init(&inf->yield_us, 0);
 	inf->tok = tokenizer_load(config_get(s->cfg, "tokenizer_file"), &e);
 	if (!inf->tok)
 		log_warn("tokenizer not loaded: /v1/tokenize and chat answer 503", "error=\"%s\"", e.msg);
@@ -951,6 +1007,17 @@ struct inference *inference_new(struct server *s, struct error *err)
 		log_info("embedded model ready", "model=%s threads=%d", model_name(inf->model), inf->nthreads);
 	}
 	return inf;
+}
+
+void inference_publish(struct inference *inf)
+{
+	int64_t us;
+
+	if (!inf)
+		return;
+	us = atomic_load_explicit(&inf->yield_us, memory_order_relaxed);
+	metrics_count(inf->s->metrics, "billing_inference_yield_seconds_total", us - inf->yield_published);
+	inf->yield_published = us;
 }
 
 void inference_free(struct inference *inf)

@@ -18,6 +18,9 @@ struct inference;
  * not fatal: the endpoints then answer 503 model_unavailable. */
 struct inference *inference_new(struct server *s, struct error *err) __attribute__((warn_unused_result));
 void inference_free(struct inference *inf);
+/* Event loop: the workers' counters into /metrics (the time they paused
+ * while billing was busy, inference_busy_share).  inf may be NULL. */
+void inference_publish(struct inference *inf);
 
 void h_tokenize(struct rctx *c);
 void h_chat(struct rctx *c);

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from conftest import UNIT, now_rfc3339, set_price
+from conftest import ADMIN_TOKEN, UNIT, now_rfc3339, set_price
 
 MODEL = "admin-test-model"
 NOW = datetime.datetime.now(datetime.timezone.utc)
@@ -463,3 +463,58 @@ def test_account_create_holds_identity_strings_to_the_api_rule(env):
     ok = [a for i in range(16) for a in ("--identity", f"phone:ok-{i}" if i else "y" * 200)]
     r = env.admin_json("account", "create", "--external-id", "adm-ident-ok", *ok)
     assert r["status"] == "active"
+
+
+def test_adjust_is_held_to_the_top_up_ceiling(env):
+    """CONTRACT.md §4a: a single top-up or grant above its ceiling is
+    refused (422).  `adjust` moves the paid balance as a top-up does but had
+    no ceiling: --amount 1000000000 (a slip for 100) credited a billion,
+    and -1000000000 put an account that deep in arrears.  Its size, either
+    way, is held to max_topup now: exit 1 with the top-up's error, nothing
+    written.  At the ceiling it is fine."""
+    a = new_account(env, "adm-adjust-ceiling")
+    low = env.cli_env(BILLING_MAX_TOPUP="10")
+    first = env.one("SELECT max(txn_id) FROM journal")
+    for amt in ("10.000000001", "-10.000000001", "1000000000", "-1000000000"):
+        line = one_line_error(env.admin("adjust", "--account", a, "--amount", amt, "--reason", "slip", env=low,
+                                        check=False), 1)
+        assert "above the ceiling" in line and "max_topup" in line, line
+    assert env.one("SELECT count(*) FROM journal WHERE txn_id > %s AND account_id = %s", (first, a)) == 0
+    r = json.loads(env.admin("adjust", "--account", a, "--amount", "10", "--reason", "at it", "--json", env=low).stdout)
+    assert r["balance"]["paid_nanos"] == 10 * UNIT
+    r = json.loads(env.admin("adjust", "--account", a, "--amount", "-10", "--reason", "at it", "--json", env=low).stdout)
+    assert r["balance"]["paid_nanos"] == 0
+    env.assert_books_sound()
+
+
+def test_grant_and_adjust_idempotency_keys_include_the_operator(env, billingd):
+    """Same idempotency key, same body: the same answer; a different body:
+    409.  The operator is part of the body (a field of POST
+    /v1/admin/grants, an option of the CLI), but was left out: bob's grant
+    with alice's key answered alice's grant as his own, and the journal
+    says alice did it.  Now another operator's reuse of a key is an
+    idempotency conflict (exit 1 / 409); the same operator's replay is
+    still a duplicate."""
+    a = new_account(env, "adm-grant-operator")
+    g = ["grant", "--account", a, "--amount", "1", "--reason", "support", "--idempotency-key", "op-key-1"]
+    first = env.admin_json(*g, "--operator", "alice")
+    assert first["duplicate"] is False
+    assert env.admin_json(*g, "--operator", "alice") == dict(first, duplicate=True)
+    line = one_line_error(env.admin(*g, "--operator", "bob", check=False), 1)
+    assert "idempotency" in line, line
+    adj = ["adjust", "--account", a, "--amount", "2", "--reason", "fix", "--idempotency-key", "op-key-2"]
+    assert env.admin_json(*adj, "--operator", "alice")["duplicate"] is False
+    assert env.admin_json(*adj, "--operator", "alice")["duplicate"] is True
+    assert "idempotency" in one_line_error(env.admin(*adj, "--operator", "bob", check=False), 1)
+    assert env.sql("SELECT kind, actor FROM journal WHERE account_id = %s AND idempotency_key LIKE '%%:op-key-%%'"
+                   " ORDER BY txn_id", (a,)) == [("grant", "alice"), ("adjust", "alice")]
+    # the same over HTTP
+    body = {"account_id": a, "amount_nanos": UNIT, "reason": "api", "operator": "alice",
+            "idempotency_key": "op-key-3"}
+    r = billingd.post("/v1/admin/grants", body, ADMIN_TOKEN)
+    assert r.status_code == 201, r.text
+    again = billingd.post("/v1/admin/grants", body, ADMIN_TOKEN)
+    assert again.status_code in (200, 201) and again.json()["grant_id"] == r.json()["grant_id"], again.text
+    r = billingd.post("/v1/admin/grants", dict(body, operator="bob"), ADMIN_TOKEN)
+    assert r.status_code == 409 and r.json()["error"]["code"] == "idempotency_conflict", r.text
+    env.assert_books_sound()

@@ -259,6 +259,41 @@ def test_verify_needs_only_the_public_key(env, work, tmp_path):
         assert "not by the trusted key" in one_line_error(p, 1)
 
 
+def test_a_signature_checked_against_the_files_own_key_only_is_said_and_can_be_refused(env, work, tmp_path):
+    """A manifest checked against the public key embedded in it proves
+    nothing: whoever rewrote the file re-signs with a key of their own.
+    With no trusted key found, `ledger verify --export` still checks
+    integrity, now with a warning line on stderr; with require_trusted_key
+    (a config key, so finance's configuration can make it the rule, or
+    --require-trusted-key true) it exits 1 naming why.  A forged export,
+    re-signed by mallory and checked without a trusted key, is therefore
+    refused under that setting."""
+    path = tmp_path / "forged.csv"
+    mallory = tmp_path / "mallory.key"
+    env.admin("keygen", "--out", mallory)
+    e = env.cli_env(BILLING_SIGNING_KEY_FILE=str(mallory))
+    env.run("ledger", "export", "--from", MO.all_from, "--to", MO.all_to, "--out", path, env=e)
+    os.unlink(str(mallory) + ".pub")      # the auditor has no trusted key at hand
+    p = env.run("ledger", "verify", "--export", path, env=e)
+    assert "its own key only" in p.stdout
+    line = p.stderr.strip()
+    assert line.startswith("ledger: warning: ") and "\n" not in line and "--pubkey" in line, repr(p.stderr)
+    for how in (dict(env=env.cli_env(BILLING_SIGNING_KEY_FILE=str(mallory), BILLING_REQUIRE_TRUSTED_KEY="true")),
+                dict(flag=["--require-trusted-key", "true"])):
+        p = env.run("ledger", "verify", "--export", path, *how.get("flag", []), env=how.get("env", e), check=False)
+        err = one_line_error(p, 1)
+        assert "no trusted public key" in err and "require_trusted_key" in err, err
+        assert not p.stdout.startswith("ok")
+    # with the trusted key it passes, and then the setting changes nothing
+    p = env.run("ledger", "verify", "--export", path, "--pubkey", str(env.signing_key) + ".pub",
+                "--require-trusted-key", "true", env=e, check=False)
+    assert "not by the trusted key" in one_line_error(p, 1)
+    good = tmp_path / "good.csv"
+    export(env, good)
+    p = env.ledger("verify", "--export", good, "--require-trusted-key", "true")
+    assert p.stdout.startswith("ok: ") and "the trusted key" in p.stdout and p.stderr == ""
+
+
 def line_of(data, pos):
     return data[:pos].count(b"\n") + 1
 

@@ -308,3 +308,56 @@ def test_first_top_up_rewards_the_inviter_when_referral_trigger_is_topup(env):
     finally:
         b.stop()
     env.assert_books_sound()
+
+
+def test_require_identity_switch_gives_no_credit_without_identity_strings(env, bd):
+    """The identity rule (CONTRACT.md §4) cannot limit signups that send no
+    identity string: each got the signup credit.  `promo set
+    --require-identity on` makes at least one identity string a condition
+    of signup credit and of referral rewards (invitee and inviter): the
+    account is still created, without credit, and the answer says why, as
+    for a used identity string or an exhausted budget.  Off (the default)
+    is the contract's behaviour."""
+    p = env.admin("promo", "set", "--require-identity", "on", "--reason", "farming without identity")
+    assert p.stderr == ""
+    try:
+        assert [c["require_identity"] for c in env.admin_json("promo", "show") if c["active"]] == [True]
+        r = signup(bd, "noid-1")
+        assert r.status_code == 201, r.text
+        p = r.json()["promotion"]
+        assert p["applied"] is False and p["amount_nanos"] == 0 and p["grant_id"] is None, p
+        assert "identity" in p["note"] and "requires" in p["note"], p
+        assert r.json()["balance"]["promo_nanos"] == 0
+        again = signup(bd, "noid-1")
+        assert again.status_code == 200 and again.json()["promotion"] == p
+        # the CLI's signup says so too, on stdout
+        out = json.loads(env.admin("account", "create", "--external-id", "noid-cli", "--json").stdout)
+        assert out["promotion"]["applied"] is False and "requires" in out["promotion"]["note"]
+        # with an identity string: credited as before
+        inviter = signup(bd, "noid-inviter", identity=["phone:noid-inviter"]).json()
+        assert inviter["promotion"]["applied"] is True and inviter["balance"]["promo_nanos"] == SIGNUP
+        # an invitee without identity strings earns its inviter nothing, and says why
+        inv = signup(bd, "noid-invitee", code=inviter["referral_code"]).json()
+        v = bd.post(f"/v1/accounts/{inv['account_id']}/verify", {}).json()["referral"]
+        assert v["rewarded"] is False and "identity" in v["note"] and "requires" in v["note"], v
+        # nor does an inviter without any (the shared-identity rule needs both sides)
+        bare = signup(bd, "noid-bare-inviter").json()
+        inv3 = signup(bd, "noid-invitee-3", code=bare["referral_code"], identity=["phone:noid-invitee-3"]).json()
+        v = bd.post(f"/v1/accounts/{inv3['account_id']}/verify", {}).json()["referral"]
+        assert v["rewarded"] is False and "requires" in v["note"], v
+        assert referral_grants(env, bare["account_id"]) == []
+        # an invitee with one: rewarded
+        inv2 = signup(bd, "noid-invitee-2", code=inviter["referral_code"], identity=["phone:noid-invitee-2"]).json()
+        v = bd.post(f"/v1/accounts/{inv2['account_id']}/verify", {}).json()["referral"]
+        assert v["rewarded"] is True, v
+        assert referral_grants(env, inviter["account_id"]) == [(SIGNUP,)]
+    finally:
+        env.admin("promo", "set", "--require-identity", "off")
+    # audited like the other settings: who, why, before and after
+    hist = env.sql("SELECT reason, details FROM audit_log WHERE action = 'campaign.change'"
+                   " AND details->'after'->>'require_identity' = 'true'"
+                   " AND details->'before'->>'require_identity' = 'false'")
+    assert [h[0] for h in hist] == ["farming without identity"]
+    # off again: a signup without identity strings is credited (the contract's default)
+    assert signup(bd, "noid-2").json()["promotion"]["applied"] is True
+    env.assert_books_sound()

@@ -58,7 +58,10 @@ static void entry_cb(void *arg, redisReply *r)
 	int i = (int)(intptr_t)arg;
 
 	w.order[w.n_order++] = i;
-	w.got[i] = !r ? -2 : r->type == REDIS_REPLY_ERROR ? -3 : (int)r->integer;
+	w.got[i] = !r                              ? -2
+		   : r->type == REDIS_REPLY_ERROR  ? -3
+		   : r->type == REDIS_REPLY_STRING ? 1000 + atoi(r->str + 3)
+						   : (int)r->integer;
 	if (i == w.requeue && turnq_push(w.t, 1000, argv_borrowed, entry_cb, (void *)(intptr_t)(N + 1)) < 0)
 		printf("# push from a callback failed\n");
 }
@@ -214,6 +217,122 @@ static void out_of_shape_and_one_and_later_turns(struct event_base *base, struct
 	IS_I64(w.got[5], -2, "an entry still queued at free gets NULL");
 }
 
+/* ---- a group's answers in one string (turnq_split) ---- */
+
+struct split_got {
+	int n, rc, unchanged;
+	int type[8];
+	char str[8][32];
+	size_t len[8];
+};
+
+static void split_each(void *arg, int i, redisReply *e)
+{
+	struct split_got *g = arg;
+
+	if (g->n < 8) {
+		g->type[g->n] = e->type;
+		snprintf(g->str[g->n], sizeof(g->str[0]), "%s", e->str);
+		g->len[g->n] = e->len;
+	}
+	g->n += i == g->n;
+}
+
+static void split(const char *in, size_t len, int n, struct split_got *g)
+{
+	char buf[128];
+
+	memset(g, 0, sizeof(*g));
+	memcpy(buf, in, len);
+	buf[len] = '\0';
+	g->rc = turnq_split(buf, len, n, split_each, g);
+	g->unchanged = memcmp(buf, in, len) == 0;
+}
+
+static void one_string_answers(struct event_base *base, struct rconn *r)
+{
+	static const char good[] = "OK 5 9 1700000000000 0\n-WRONGTYPE bad key\nBALANCE 12";
+	static const struct {
+		const char *s;
+		size_t len;
+		int n;
+		const char *what;
+	} bad[] = {
+		{"OK 1\nOK 2", 9, 3, "fewer answers than entries"},
+		{"OK 1\nOK 2\nOK 3", 14, 2, "more answers than entries"},
+		{"OK 1\n\nOK 3", 10, 3, "an empty answer inside"},
+		{"OK 1\nOK 2\n", 10, 2, "a newline at the end (an empty last answer)"},
+		{"\nOK 1", 5, 1, "a newline first"},
+		{"\nOK 1", 5, 2, "a newline first, counted"},
+		{"", 0, 1, "an empty string"},
+		{"-", 1, 1, "an error without its message"},
+		{"OK 1\n-\nOK 3", 10, 3, "an error without its message, inside"},
+		{"OK\0 1\nOK 2", 10, 2, "a NUL byte"},
+		{"OK 1", 4, 0, "no entries"},
+		{"\n", 1, 2, "only a newline"},
+	};
+	struct split_got g;
+	redisReply *a;
+	bool nulls = true;
+
+	split(good, sizeof(good) - 1, 3, &g);
+	IS_I64(g.rc, 0, "turnq_split: three answers for three entries");
+	IS_I64(g.n, 3, "... each handed out, in order");
+	OK(g.type[0] == REDIS_REPLY_STRING && strcmp(g.str[0], "OK 5 9 1700000000000 0") == 0 && g.len[0] == 22,
+	   "... the first a string, NUL-terminated, its length");
+	OK(g.type[1] == REDIS_REPLY_ERROR && strcmp(g.str[1], "WRONGTYPE bad key") == 0 && g.len[1] == 17,
+	   "... '-' makes an error reply of the rest");
+	OK(g.type[2] == REDIS_REPLY_STRING && strcmp(g.str[2], "BALANCE 12") == 0 && g.len[2] == 10,
+	   "... the last up to the end");
+	split("NOMIRROR", 8, 1, &g);
+	OK(g.rc == 0 && g.n == 1 && strcmp(g.str[0], "NOMIRROR") == 0, "one answer without a newline");
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		split(bad[i].s, bad[i].len, bad[i].n, &g);
+		OK(g.rc == -1 && g.n == 0 && g.unchanged, "out of shape (%s): -1, nothing handed out, unchanged",
+		   bad[i].what);
+	}
+	IS_I64(turnq_split(NULL, 0, 1, split_each, &g), -1, "no string: -1");
+
+	/* turnq_answer with a string reply: each entry its own line */
+	reset();
+	w.t = turnq_new(r, base, MAX, keep_send, NULL, NULL, false, "test");
+	for (int i = 0; i < 3; i++)
+		if (turnq_push(w.t, 1, argv_borrowed, entry_cb, (void *)(intptr_t)i) < 0)
+			printf("# push failed\n");
+	for (int i = 3; i < 5; i++)
+		if (turnq_push(w.t, 1, argv_borrowed, entry_cb, (void *)(intptr_t)i) < 0)
+			printf("# push failed\n");
+	turn(base);
+	IS_I64(w.n_calls, 1, "five entries, one call");
+	w.calls[0]->n = 3; /* answer the first three in a call of their own */
+	a = calloc(1, sizeof(*a));
+	a->type = REDIS_REPLY_STRING;
+	a->str = strdup("OK 7\n-ERR no\nOK 9");
+	a->len = strlen(a->str);
+	{
+		struct turnq_call *two = malloc(sizeof(*two) + 2 * sizeof(two->e[0]));
+		two->t = w.calls[0]->t;
+		two->n = 2;
+		two->e[0] = w.calls[0]->e[3];
+		two->e[1] = w.calls[0]->e[4];
+		turnq_answer(w.calls[0], a);
+		IS_I64(w.got[0], 1007, "a string answer: the first entry gets its line");
+		IS_I64(w.got[1], -3, "... the second its error, as an error reply");
+		IS_I64(w.got[2], 1009, "... the third its line");
+		free(a->str);
+		a->str = strdup("OK 1\nOK 2\nOK 3");
+		a->len = strlen(a->str);
+		turnq_answer(two, a);
+		for (int i = 3; i < 5; i++)
+			if (w.got[i] != -2)
+				nulls = false;
+		OK(nulls, "a string answer out of shape (three lines, two entries): each entry gets NULL");
+	}
+	free(a->str);
+	free(a);
+	turnq_free(w.t);
+}
+
 int main(void)
 {
 	struct event_base *base = event_base_new();
@@ -226,6 +345,7 @@ int main(void)
 	groups_in_order_at_most_max(base, r);
 	a_failed_call_answers_each_entry_null(base, r);
 	out_of_shape_and_one_and_later_turns(base, r);
+	one_string_answers(base, r);
 	rconn_free(r);
 	event_base_free(base);
 	return tap_done();

@@ -3,7 +3,7 @@
 # decision, for one or more scriptbench binaries (tools/bench/scriptbench.c,
 # each compiled with the quota.lua.h under study).
 #
-#   tools/bench/script_callgrind.sh [-n DECISIONS] SCRIPTBENCH_BINARY... -- [scriptbench options]
+#   tools/bench/script_callgrind.sh [-n DECISIONS] [-c] SCRIPTBENCH_BINARY... -- [scriptbench options]
 #
 # For each binary, two private redis-servers in turn under valgrind
 # --tool=callgrind (free loopback port, no persistence, stopped by PID):
@@ -12,10 +12,16 @@
 # loads, one locked load per account), so the difference of the two totals
 # over DECISIONS is what a decision costs inside Redis: the command read, the
 # script, its redis.calls and the reply, without the other engineers' load
-# on the two cores blurring it.  Kernel time is not counted.
+# on the two cores blurring it.  Kernel time is not counted.  -c counts only
+# the commands (callgrind's --toggle-collect=processInputBuffer: reading a
+# command, running it, queueing its reply), not Redis's timers: those move
+# a total by about a thousand Ir a decision between runs of one binary,
+# the commands alone by a few Ir.
 set -euo pipefail
 n=20000
+collect=()
 [ "${1:-}" = -n ] && { n=$2; shift 2; }
+[ "${1:-}" = -c ] && { collect=(--toggle-collect=processInputBuffer); shift; }
 bins=()
 while [ $# -gt 0 ] && [ "$1" != -- ]; do bins+=("$1"); shift; done
 [ $# -gt 0 ] && shift
@@ -32,7 +38,7 @@ total() {
 	shift 2
 	port=$(/usr/bin/python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 	out=$dir/cg.$port
-	valgrind --tool=callgrind --callgrind-out-file="$out" redis-server --bind 127.0.0.1 --port "$port" --save '' \
+	valgrind --tool=callgrind "${collect[@]}" --callgrind-out-file="$out" redis-server --bind 127.0.0.1 --port "$port" --save '' \
 		--appendonly no --dir "$dir" --daemonize no >"$dir/redis.$port.log" 2>&1 &
 	rpid=$!
 	for _ in $(seq 300); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.1; done

@@ -264,6 +264,14 @@ int main(int argc, char **argv)
 				v[j++] = id[i];
 				v[j++] = "1000", v[j++] = "0", v[j++] = "600000", v[j++] = "2200";
 				v[j++] = "deepseek-chat";
+#ifdef QUOTA_AUTHORIZE_SHORT_ARGC
+				/* a grouped decision without limits: the short form (quota.lua.h) */
+				if (g > 1 && !limits) {
+					memmove(idx[i] + 1, idx[i], strlen(idx[i]) + 1);
+					idx[i][0] = '-';
+					continue;
+				}
+#endif
 				/* account: rpm tpm rpd tpd conc, model: the same */
 				v[j++] = lim0, v[j++] = lim0, v[j++] = "0", v[j++] = "0",
 				v[j++] = limits ? "100000" : "0";
@@ -284,6 +292,10 @@ int main(int argc, char **argv)
 			fprintf(stderr, "scriptbench: redis: %s\n", r->str);
 			errors++;
 			done++;
+		} else if (sizes[head % 64] > 1 && r->type == REDIS_REPLY_STRING) {
+			/* one string, an answer a line (quota.lua.h) */
+			for (const char *p = r->str; p; p = strchr(p, '\n'), p = p ? p + 1 : NULL, done++)
+				admitted += strncmp(p, "OK ", 3) == 0;
 		} else if (sizes[head % 64] > 1) {
 			for (size_t i = 0; i < r->elements; i++, done++)
 				admitted += admitted_answer(r->element[i]);

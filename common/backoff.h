@@ -1,0 +1,54 @@
+/* backoff.h: background work (the embedded model's workers) backs off
+ * while the billing paths are busy.
+ *
+ * Two halves, both pure (no sockets, no event loop), so the unit test links
+ * them alone:
+ *
+ * - The meter, written by the event loop thread only: backoff_note() counts
+ *   one answered billing request; once a window (BACKOFF_WINDOW_US) it
+ *   compares the window's rate with the threshold and, when it is reached,
+ *   publishes "busy until now + BACKOFF_HOLD_US" in an atomic.  Any thread
+ *   reads it with backoff_busy().  A quiet loop answers nothing and so
+ *   publishes nothing: the last "busy until" runs out by itself, and the
+ *   workers are back at full speed within BACKOFF_HOLD_US of the last busy
+ *   window.
+ *
+ * - The duty-cycle policy, for a worker between two steps:
+ *   backoff_sleep_us() says how long to pause so that the CPU it used since
+ *   its last pause stays within share percent of one core, never more than
+ *   max_us at once (a stream keeps flowing, a call still finishes). */
+#ifndef COMMON_BACKOFF_H
+#define COMMON_BACKOFF_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#define BACKOFF_WINDOW_US 100000 /* the meter's window */
+#define BACKOFF_HOLD_US 200000   /* how long one busy window keeps the workers backed off */
+#define BACKOFF_MAX_SLEEP_US 50000
+
+struct backoff {
+	/* set once before the loop runs */
+	int64_t threshold; /* answers per second that count as busy; 0: never busy */
+	/* the loop's own */
+	int64_t win_start_us;
+	uint64_t win_count;
+	/* loop -> workers */
+	_Atomic int64_t busy_until_us;
+};
+
+/* threshold: billing answers per second from which the workers back off
+ * (0: never). */
+void backoff_init(struct backoff *b, int64_t threshold);
+/* The loop answered one billing request at now_us (wall clock, us). */
+void backoff_note(struct backoff *b, int64_t now_us);
+/* Whether billing counted as busy at now_us (any thread). */
+bool backoff_busy(struct backoff *b, int64_t now_us);
+/* How long (us) a worker that used cpu_us of CPU in the wall_us since its
+ * last pause pauses now so that its CPU stays within share_pct percent of
+ * one core: cpu_us * 100 / share_pct - wall_us, within [0, max_us].
+ * share_pct >= 100 (or <= 0): 0, no pause. */
+int64_t backoff_sleep_us(int64_t share_pct, int64_t cpu_us, int64_t wall_us, int64_t max_us);
+
+#endif

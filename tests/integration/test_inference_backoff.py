@@ -1,0 +1,100 @@
+"""The model's workers back off while billing is busy (inference_busy_share,
+inference_busy_requests; common/backoff.h): under an authorize load they
+pause between tokens (billing_inference_yield_seconds_total grows) and a
+chat call still completes; with billing quiet they never pause."""
+import re
+import threading
+import time
+
+import pytest
+import requests
+
+from conftest import GATEWAY_TOKEN, model_billingd, new_api_key, new_account
+
+CHAT = {"model": "internal-tiny", "messages": [{"role": "user", "content": "count to ten"}],
+        "max_tokens": 48, "temperature": 0}
+
+
+@pytest.fixture(scope="module")
+def bd(env):
+    # 50 billing answers a second count as busy: a few Python threads are load enough
+    b = model_billingd(env, {"inference_threads": "1", "inference_busy_share": "10",
+                             "inference_busy_requests": "50"})
+    yield b
+    b.stop()
+
+
+def yielded(bd):
+    text = requests.get(bd.url + "/metrics", timeout=10).text
+    m = re.search(r"^billing_inference_yield_seconds_total (\S+)$", text, re.M)
+    assert m, "no billing_inference_yield_seconds_total in /metrics"
+    return float(m.group(1))
+
+
+def chat(bd, key, body=CHAT):
+    r = requests.post(bd.url + "/internal/v1/chat/completions", json=body,
+                      headers={"Authorization": f"Bearer {key}"}, timeout=60)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+class AuthorizeLoad:
+    """Threads posting /v1/authorize back to back until stopped."""
+
+    def __init__(self, bd, acct, threads=3):
+        self.bd, self.acct, self.stop_ev, self.count = bd, acct, threading.Event(), 0
+        self.threads = [threading.Thread(target=self.run, args=(i,)) for i in range(threads)]
+
+    def run(self, i):
+        s = requests.Session()
+        h = {"Authorization": f"Bearer {GATEWAY_TOKEN}"}
+        n = 0
+        while not self.stop_ev.is_set():
+            n += 1
+            s.post(self.bd.url + "/v1/authorize", headers=h, timeout=10,
+                   json={"request_id": f"bo-{self.acct}-{i}-{n}", "account_id": self.acct,
+                         "model": "internal-tiny", "input_tokens": 10, "max_output_tokens": 0})
+        self.count += n
+
+    def __enter__(self):
+        for t in self.threads:
+            t.start()
+        time.sleep(0.5)  # a few of the meter's windows
+        return self
+
+    def __exit__(self, *exc):
+        self.stop_ev.set()
+        for t in self.threads:
+            t.join()
+
+
+def test_quiet_billing_no_pause(env, bd):
+    _, key = new_api_key(env, "bo-quiet")
+    before = yielded(bd)
+    out = chat(bd, key)
+    assert out["usage"]["completion_tokens"] >= 1
+    assert yielded(bd) == before == 0.0
+
+
+def test_busy_billing_workers_pause_and_chat_completes(env, bd):
+    _, key = new_api_key(env, "bo-busy")
+    acct = new_account(env, "bo-load")
+    quiet = chat(bd, key)
+    before = yielded(bd)
+    with AuthorizeLoad(bd, acct) as load:
+        busy = chat(bd, key)
+        stream = requests.post(bd.url + "/internal/v1/chat/completions", json=dict(CHAT, stream=True),
+                               headers={"Authorization": f"Bearer {key}"}, timeout=60, stream=True)
+        events = [l for l in stream.iter_lines(decode_unicode=True) if l.startswith("data: ")]
+        during = yielded(bd)
+    assert load.count > 0
+    # the same greedy answer, only slower
+    assert busy["choices"][0]["message"]["content"] == quiet["choices"][0]["message"]["content"]
+    assert busy["usage"] == quiet["usage"]
+    assert stream.status_code == 200 and events[-1] == "data: [DONE]"
+    assert during > before, (before, during)
+    # billing quiet again (the meter's hold is 0.2 s): full speed, no pause
+    time.sleep(0.5)
+    after = yielded(bd)
+    chat(bd, key)
+    assert yielded(bd) == after
