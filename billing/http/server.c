@@ -1041,12 +1041,19 @@ struct server *server_new(struct event_base *base, struct config *cfg, struct er
 	}
 	for (int w = 0; w < (int)writers; w++) {
 		/* each writer has its own chain: instance_id, instance_id.t1, ...;
-		 * the queue bound is shared out */
+		 * the queue bound is shared out, but the first writer takes every
+		 * single record under single_writer: it may queue all of them, as
+		 * the writers together could before (a surge of single records is
+		 * not refused at a share of queue_max) */
+		size_t qmax = (size_t)((queue_max + writers - 1) / writers);
+
+		if (w == 0 && s->single_writer)
+			qmax = (size_t)queue_max;
 		struct dbpool_opts o = {"writer",
 					config_get(cfg, "pg"),
 					writer,
 					1,
-					(size_t)((queue_max + writers - 1) / writers),
+					qmax,
 					(int)pg_to,
 					usage_write_batch,
 					s->uw,

@@ -111,6 +111,31 @@ def test_a_writer_waits_for_its_turn_unless_it_holds_a_full_batch(env):
     env.assert_books_sound()
 
 
+def test_the_single_writer_queues_all_of_queue_max(env):
+    """Every single record waits in the first writer's queue: it may hold
+    queue_max of them, as the writers together did before, not its share."""
+    accts = accounts(env, "qmax", 4)
+    bd = Billingd(env, {"writer_threads": "2", "instance_id": "qmax", "queue_max": "20", "pg_timeout_ms": "60000"})
+    held = None
+    try:
+        wait_prices()
+        held = hold_turn(env)
+        # 16 single records wait for the turn: more than a share (10), within queue_max
+        threads = [post_in_thread(bd, "/v1/usage", usage(f"qmax-{i}", accts[i % 4])) for i in range(16)]
+        time.sleep(1.5)
+        assert env.one("SELECT count(*) FROM usage_records WHERE request_id LIKE 'qmax-%%'") == 0
+        held.close()
+        held = None
+        for t, out in threads:
+            t.join(30)
+            assert out["r"].status_code == 200, out["r"].text
+    finally:
+        if held:
+            held.close()
+        bd.stop()
+    env.assert_books_sound()
+
+
 def test_a_turn_held_past_the_statement_timeout_is_skipped(env):
     accts = accounts(env, "skip", 1)
     bd = Billingd(env, {"instance_id": "skip", "pg_timeout_ms": "1000"})
