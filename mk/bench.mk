@@ -39,7 +39,7 @@ bench-tools: $(BENCH_TOOLS)
 
 # The product is built with the default OPT (-O2 -g) into bin/.
 bench:
-	@scripts/deps.sh run
+	@scripts/deps.sh bench
 	@$(MAKE) --no-print-directory all data bench-tools
 	@BENCH_TOOLS_DIR=$(abspath $(BENCH_BIN)) BILLING_BIN=$(abspath $(BINDIR)) scripts/bench.sh
 

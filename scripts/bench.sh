@@ -8,7 +8,7 @@
 #
 # Environment: BENCH_SECONDS (measured seconds per scenario, default 12),
 # BENCH_WARMUP (2), BENCH_ACCOUNTS (1000), BENCH_IDLE_CONNS (10000),
-# BENCH_ONLY (comma list of: kernels,authorize,cluster,usage,two,batch,export,idle,ha),
+# BENCH_ONLY (comma list of: kernels,authorize,wrk,cluster,usage,two,batch,export,idle,ha),
 # BENCH_DIR (scratch, default var/bench), BENCH_KEEP=1 (leave the stack and
 # billingd running at the end, for perf; prints how to stop them).
 # What each scenario does and why: tools/bench/README.
@@ -21,7 +21,7 @@ SECS=${BENCH_SECONDS:-12}
 WARM=${BENCH_WARMUP:-2}
 ACCTS=${BENCH_ACCOUNTS:-1000}
 IDLE=${BENCH_IDLE_CONNS:-10000}
-ONLY=${BENCH_ONLY:-kernels,authorize,cluster,usage,two,batch,export,idle,ha}
+ONLY=${BENCH_ONLY:-kernels,authorize,wrk,cluster,usage,two,batch,export,idle,ha}
 WORK=${BENCH_DIR:-$ROOT/var/bench}
 KEEP=${BENCH_KEEP:-0}
 # concurrency of each scenario (the baselines use the same)
@@ -242,6 +242,34 @@ if want authorize; then
 	lg --once --method GET --path /metrics >"$RUN/authorize_chat_metrics.txt" 2>/dev/null || true
 	wait "$CHAT_PID" || true
 	CHAT_PID=""
+fi
+
+# ---- authorize vs bare evhttp under wrk (issue 16's second load generator) ----
+# wrk -t2, the same connections, every request its own id
+# (tools/bench/wrk_authorize.lua): one hot account, then the seeded accounts
+# in turn; the bare server under the same script.  A warm-up of WARM seconds
+# first (wrk has none of its own); report.py reads wrk's --latency output.
+if want wrk; then
+	if ! command -v wrk >/dev/null; then
+		log "wrk: not installed (apt-get install wrk; make bench's deps install it): skipped"
+	else
+		wrk_one() { # LABEL PORT HOT
+			local port=$2 env=(TOKEN="$GW" ACCOUNT_LO="$A_LO" ACCOUNTS="$A_N" HOT="$3")
+			env "${env[@]}" RUN="$STAMP-$1-w" wrk -t2 -c$C_AUTH -d"${WARM}s" -s "$ROOT/tools/bench/wrk_authorize.lua" \
+				"http://127.0.0.1:$port/v1/authorize" >/dev/null 2>&1 || true
+			env "${env[@]}" RUN="$STAMP-$1" wrk -t2 -c$C_AUTH -d"${SECS}s" --latency \
+				-s "$ROOT/tools/bench/wrk_authorize.lua" "http://127.0.0.1:$port/v1/authorize" >"$RUN/$1.txt" 2>&1 || true
+			$PY "$ROOT/tools/bench/report.py" wrk "$RUN/$1.txt" "$1" $C_AUTH >"$RUN/$1.json"
+		}
+		start_bare
+		log "wrk: bare evhttp baseline, $C_AUTH connections"
+		wrk_one wrk-bare "$BARE_PORT" 0
+		stop_bare
+		log "wrk: authorize, one hot account, $C_AUTH connections"
+		wrk_one wrk-hot "$BPORT" 1
+		log "wrk: authorize, $A_N accounts in turn, $C_AUTH connections"
+		wrk_one wrk-accounts "$BPORT" 0
+	fi
 fi
 
 # ---- authorize on a three-master Redis Cluster vs single Redis, same load ----

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# deps.sh [run|test]: installs the Debian packages that are missing, quietly,
-# without recommends.
-#   run   (make run, make bench): the compiler, the libraries' headers,
+# deps.sh [run|bench|test]: installs the Debian packages that are missing,
+# quietly, without recommends.
+#   run   (make run): the compiler, the libraries' headers,
 #         PostgreSQL 15, Redis, python3 (free ports in scripts/stack.sh),
 #         curl and ca-certificates (the tokenizer download)
+#   bench (make bench): run's packages plus wrk (the second load generator)
 #   test  (make test, the default): run's packages plus clang (fuzzing),
 #         valgrind, faketime (the calendar suite), cppcheck and clang-format (make lint), pg_auto_failover (the
 #         failover scenario), promtool (prometheus:
@@ -19,8 +20,9 @@ test_pkgs="clang clang-format libclang-rt-14-dev valgrind faketime cppcheck prom
 python3-pytest python3-psycopg2 python3-requests python3-cryptography python3-jsonschema python3-yaml"
 case "$what" in
 run) pkgs=$run_pkgs ;;
+bench) pkgs="$run_pkgs wrk" ;;
 test) pkgs="$run_pkgs $test_pkgs" ;;
-*) echo "deps.sh: unknown set '$what' (run or test)" >&2; exit 2 ;;
+*) echo "deps.sh: unknown set '$what' (run, bench or test)" >&2; exit 2 ;;
 esac
 missing=""
 for p in $pkgs; do

@@ -6,6 +6,10 @@
       object shaped like loadgen's: the transactions completed in
       [start + WARMUP, start + WARMUP + SECONDS], their latency percentiles.
 
+  report.py wrk FILE LABEL CONNS
+      reads wrk's output (run with --latency) and prints one JSON object
+      shaped like loadgen's: answered-with-2xx requests a second, p50/p99.
+
   report.py table RUNDIR OUT.json
       reads the scenario files of one run (RUNDIR/*.json), prints the table
       (scenario, throughput, p50/p99/p99.9, baseline, ratio, goal, holds?) and
@@ -53,6 +57,44 @@ def cmd_pgbench(d, warm, secs, clients):
            "mean_ms": sum(lats) / n if n else 0, "p50_ms": pct(lats, 0.5), "p90_ms": pct(lats, 0.9),
            "p99_ms": pct(lats, 0.99), "p999_ms": pct(lats, 0.999), "max_ms": lats[-1] if lats else 0,
            "total_transactions": len(done)}
+    print(json.dumps(out))
+
+
+def wrk_ms(v):
+    """wrk's latency text (812.00us, 1.23ms, 2.00s) in milliseconds."""
+    for unit, f in (("us", 1e-3), ("ms", 1.0), ("s", 1e3), ("m", 6e4)):
+        if v.endswith(unit):
+            try:
+                return float(v[:-len(unit)]) * f
+            except ValueError:
+                return None
+    return None
+
+
+def cmd_wrk(path, label, conns):
+    out = {"label": label, "conns": int(conns), "generator": "wrk"}
+    try:
+        text = open(path).read()
+    except OSError as e:
+        text, out["error_sample"] = "", str(e)
+    reqs = secs = None
+    bad = 0
+    for line in text.splitlines():
+        p = line.split()
+        if len(p) >= 4 and p[1] == "requests" and p[2] == "in":  # "N requests in 12.00s, 3.1MB read"
+            reqs, secs = int(p[0]), wrk_ms(p[3].rstrip(",")) / 1e3
+        elif line.strip().startswith("Non-2xx or 3xx responses:"):
+            bad += int(p[-1])
+        elif line.strip().startswith("Socket errors:"):
+            bad += sum(int(x.rstrip(",")) for x in p[3::2])
+        elif len(p) == 2 and p[0] in ("50%", "99%"):
+            out["p50_ms" if p[0] == "50%" else "p99_ms"] = wrk_ms(p[1])
+    if reqs is None or not secs:
+        out.update(ok_rps=None, rps=None, errors=1, error_sample=out.get("error_sample") or text.strip()[-200:])
+    else:
+        out.update(rps=reqs / secs, ok_rps=(reqs - bad) / secs, requests=reqs, errors=bad)
+        if bad:
+            out["error_sample"] = "non-2xx or socket errors (wrk counts them, not their status)"
     print(json.dumps(out))
 
 
@@ -203,6 +245,13 @@ def cmd_table(run, out_path):
     if au:
         add(f"authorize (c={au.get('conns')})", "req/s", au["ok_rps"], au, "bare evhttp",
             ba["ok_rps"] if ba else None, 0.7, ">=", "; ".join(n for n in (notes_of(au, ba), grouping(run)) if n), base=ba)
+    wb, wh, wa = load(run, "wrk-bare"), load(run, "wrk-hot"), load(run, "wrk-accounts")
+    for r, what in ((wh, "1 hot account"), (wa, "accounts in turn")):
+        if r:
+            add(f"authorize under wrk, {what} (c={r.get('conns')})", "req/s", r["ok_rps"], r,
+                "bare evhttp under wrk", wb["ok_rps"] if wb else None, 0.7, ">=",
+                "; ".join(n for n in (notes_of(r, wb), (f"p99 {r['p99_ms']:.2f} ms vs bare {wb['p99_ms']:.2f} ms"
+                                                         if wb and r.get("p99_ms") and wb.get("p99_ms") else "")) if n))
     cl, cs = load(run, "cluster"), load(run, "cluster_single")
     if cl:
         add(f"authorize, 3-master Redis Cluster (c={cl.get('conns')})", "req/s", cl["ok_rps"], cl,
@@ -324,6 +373,8 @@ def cmd_table(run, out_path):
 def main():
     if len(sys.argv) >= 2 and sys.argv[1] == "pgbench" and len(sys.argv) == 6:
         cmd_pgbench(*sys.argv[2:])
+    elif len(sys.argv) >= 2 and sys.argv[1] == "wrk" and len(sys.argv) == 5:
+        cmd_wrk(*sys.argv[2:])
     elif len(sys.argv) >= 2 and sys.argv[1] == "table" and len(sys.argv) == 4:
         cmd_table(sys.argv[2], sys.argv[3])
     else:
