@@ -40,6 +40,7 @@ struct server {
 	struct dbpool *writers[SERVER_MAX_WRITERS];
 	int n_writers;
 	bool single_writer; /* config single_writer: server_single_writer */
+	size_t single_max;  /* records the first writer takes before others do */
 	struct usage_writer *uw;
 	struct rconn *redis;
 	struct metrics *metrics;
@@ -61,9 +62,8 @@ struct server {
 };
 
 /* The usage writer of a record: by its account_id, or by its api key's hash
- * when it names no account.  Records of one account always meet in one
- * writer, so two writers of an instance never wait on each other's row
- * locks (the customer row, its balances). */
+ * when it names no account.  Batch and stream records of one account meet
+ * in one writer (single records need not: server_single_writer). */
 static inline struct dbpool *server_writer(struct server *s, const struct usage_req *r)
 {
 	uint64_t k;
@@ -75,15 +75,32 @@ static inline struct dbpool *server_writer(struct server *s, const struct usage_
 	return s->writers[k % (uint64_t)s->n_writers];
 }
 
-/* The writer of a single record (POST /v1/usage): the first, unless
- * single_writer is off.  Its batches are then as large as the single
- * records in flight, not a share of them (docs/billingd.md, "Writers take
- * turns"); an account's single records and its batch records may meet in
- * two writers, which then wait for each other's row locks as two
- * instances' writers do. */
+/* The writer of a single record (POST /v1/usage): the first while it holds
+ * fewer than single_max records (batch_max, or its share of queue_max if
+ * smaller), unless single_writer is off.  Its batches are then as large as
+ * the single records in flight, not a share of them (docs/billingd.md,
+ * "Writers take turns").  Past that, the writer holding the fewest: a
+ * surge spreads over every writer and is refused only when all of
+ * queue_max waits, as by account.  An account's single records and its
+ * batch records may meet in two writers, which then wait for each other's
+ * row locks as two instances' writers do. */
 static inline struct dbpool *server_single_writer(struct server *s, const struct usage_req *r)
 {
-	return s->single_writer ? s->writers[0] : server_writer(s, r);
+	struct dbpool *best;
+	size_t d, least;
+
+	if (!s->single_writer)
+		return server_writer(s, r);
+	least = dbpool_depth(s->writers[0]);
+	if (least < s->single_max)
+		return s->writers[0];
+	best = s->writers[0];
+	for (int w = 1; w < s->n_writers; w++)
+		if ((d = dbpool_depth(s->writers[w])) < least) {
+			least = d;
+			best = s->writers[w];
+		}
+	return best;
 }
 
 #endif

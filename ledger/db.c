@@ -36,9 +36,12 @@ static void notice_cb(void *arg, const char *message)
 
 PGconn *db_connect(const char *conninfo, int timeout_ms, struct error *err)
 {
-	char ct[32], opts[160];
+	char ct[32], opts[256];
 	/* keepalives: a silently dead link (no RST) is noticed within ~30 s,
-	 * also by a LISTEN connection that only ever waits */
+	 * also by a LISTEN connection that only ever waits; and by the server
+	 * (tcp_keepalives_*, about 25 s): the session of a host gone without a
+	 * word, and its locks (a usage writer's turn), end then, not after
+	 * the operating system's two hours */
 	const char *keys[] = {"dbname",
 			      "connect_timeout",
 			      "options",
@@ -53,7 +56,8 @@ PGconn *db_connect(const char *conninfo, int timeout_ms, struct error *err)
 
 	snprintf(ct, sizeof(ct), "%d", timeout_ms / 1000 > 0 ? timeout_ms / 1000 : 1);
 	snprintf(opts, sizeof(opts),
-		 "-c statement_timeout=%d -c synchronous_commit=on -c TimeZone=UTC -c client_min_messages=warning",
+		 "-c statement_timeout=%d -c synchronous_commit=on -c TimeZone=UTC -c client_min_messages=warning"
+		 " -c tcp_keepalives_idle=10 -c tcp_keepalives_interval=5 -c tcp_keepalives_count=3",
 		 timeout_ms);
 	/* expand_dbname=1: the conninfo string's own keys win over dbname */
 	c = PQconnectdbParams(keys, vals, 1);

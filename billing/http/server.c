@@ -1041,19 +1041,12 @@ struct server *server_new(struct event_base *base, struct config *cfg, struct er
 	}
 	for (int w = 0; w < (int)writers; w++) {
 		/* each writer has its own chain: instance_id, instance_id.t1, ...;
-		 * the queue bound is shared out, but the first writer takes every
-		 * single record under single_writer: it may queue all of them, as
-		 * the writers together could before (a surge of single records is
-		 * not refused at a share of queue_max) */
-		size_t qmax = (size_t)((queue_max + writers - 1) / writers);
-
-		if (w == 0 && s->single_writer)
-			qmax = (size_t)queue_max;
+		 * the queue bound is shared out */
 		struct dbpool_opts o = {"writer",
 					config_get(cfg, "pg"),
 					writer,
 					1,
-					qmax,
+					(size_t)((queue_max + writers - 1) / writers),
 					(int)pg_to,
 					usage_write_batch,
 					s->uw,
@@ -1071,6 +1064,9 @@ struct server *server_new(struct event_base *base, struct config *cfg, struct er
 		}
 		s->n_writers = w + 1;
 	}
+	s->single_max = (size_t)batch_max < (size_t)((queue_max + writers - 1) / writers)
+				? (size_t)batch_max
+				: (size_t)((queue_max + writers - 1) / writers);
 	snprintf(writer, sizeof(writer), "%s.api", config_get(cfg, "instance_id"));
 	{
 		struct dbpool_opts o = {"api", config_get(cfg, "pg"), writer, 2, 4096, (int)pg_to, NULL, NULL, 0, 0, 0};

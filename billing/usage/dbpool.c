@@ -121,34 +121,52 @@ static PGconn *drop_conn(struct dbpool *p, PGconn *c, int *was_up)
  * the same way, and takes its jobs only then: what arrived while another
  * writer committed joins its batch.  So waiters hold no row locks and a
  * holder waits for no waiter: no deadlock.  A wait longer than the
- * statement timeout (a holder stopped but not dead) gives up and writes
- * without the turn; a dead holder's session ends and its lock with it. */
-static bool turn_take(struct dbpool *p, PGconn *c)
+ * statement timeout (a holder stopped but not dead: a host gone without a
+ * word keeps its session until the server's TCP keepalives end it, which
+ * db_connect sets to about 25 s) gives up, writes without the turn and
+ * writes without turns for TURN_OFF_US, so that such a holder costs one
+ * timeout, not one a batch.  A lock granted just as its wait was cancelled
+ * stays with the session: a failed take therefore lets go of every
+ * session-level advisory lock (a writer's session holds no other). */
+#define TURN_OFF_US 10000000
+static bool turn_take(struct dbpool *p, PGconn *c, int *holder_pid, int64_t *off_until_us)
 {
 	char sql[64];
 	struct error err;
+	PGresult *r;
 	static int64_t warned_us;
 
+	*holder_pid = 0;
+	if (time_now_us() < *off_until_us)
+		return false;
 	snprintf(sql, sizeof(sql), "SELECT pg_advisory_lock(%lld)", (long long)p->o.turn_key);
-	if (db_exec(c, sql, 0, NULL, &err) == 0)
+	if (db_exec(c, sql, 0, NULL, &err) == 0) {
+		*holder_pid = PQbackendPID(c);
 		return true;
+	}
+	*off_until_us = time_now_us() + TURN_OFF_US;
+	if (PQstatus(c) == CONNECTION_OK && PQtransactionStatus(c) == PQTRANS_IDLE)
+		PQclear((r = PQexec(c, "SELECT pg_advisory_unlock_all()")));
 	/* racy on purpose: it only thins the log */
 	if (time_now_us() - __atomic_load_n(&warned_us, __ATOMIC_RELAXED) > 5000000) {
 		__atomic_store_n(&warned_us, time_now_us(), __ATOMIC_RELAXED);
-		log_warn("writer's turn not taken: writing without it", "pool=%s error=\"%s\"", p->name, err.msg);
+		log_warn("writer's turn not taken: writing without turns for 10 s", "pool=%s error=\"%s\"", p->name,
+			 err.msg);
 	}
 	return false;
 }
 
 /* Gives the turn back; a session that cannot (a transaction left open, an
- * error) is closed, and its lock goes with it. */
-static PGconn *turn_give(struct dbpool *p, PGconn *c, int *was_up)
+ * error) is closed, and its lock goes with it.  holder_pid: the session
+ * that took it; a connection replaced since (a reconnect in the batch)
+ * holds nothing: the old session took the lock with it. */
+static PGconn *turn_give(struct dbpool *p, PGconn *c, int *was_up, int holder_pid)
 {
 	char sql[64];
 	PGresult *r;
 	bool ok;
 
-	if (!c || PQstatus(c) != CONNECTION_OK)
+	if (!c || PQstatus(c) != CONNECTION_OK || PQbackendPID(c) != holder_pid)
 		return c; /* the session is gone or going, and its lock with it */
 	snprintf(sql, sizeof(sql), "SELECT pg_advisory_unlock(%lld)", (long long)p->o.turn_key);
 	r = PQtransactionStatus(c) == PQTRANS_IDLE ? PQexec(c, sql) : NULL;
@@ -166,7 +184,7 @@ static void *thread_main(void *argp)
 	struct dbpool *p = ta->p;
 	char writer[160];
 	PGconn *c = NULL;
-	int64_t last_fail = 0, fail_cost = 0;
+	int64_t last_fail = 0, fail_cost = 0, turns_off_until = 0;
 	int up = 0;
 	size_t bmax = p->o.batch ? (p->o.batch_max ? p->o.batch_max : 1) : 1;
 	struct dbjob **batch = calloc(bmax, sizeof(*batch));
@@ -180,6 +198,7 @@ static void *thread_main(void *argp)
 	for (;;) {
 		size_t n = 0;
 		bool turn;
+		int holder_pid = 0;
 
 		pthread_mutex_lock(&p->mu);
 		while (!p->head && !p->stopping) {
@@ -230,7 +249,7 @@ static void *thread_main(void *argp)
 			/* writers take turns (turn_take): the jobs are taken once it is ours */
 			pthread_mutex_unlock(&p->mu);
 			c = ensure_conn(p, c, &last_fail, &fail_cost, &up, true);
-			turn = c && turn_take(p, c);
+			turn = c && turn_take(p, c, &holder_pid, &turns_off_until);
 			pthread_mutex_lock(&p->mu);
 		}
 		while (p->head && n < bmax) {
@@ -255,7 +274,7 @@ static void *thread_main(void *argp)
 		if (n)
 			(void)mailbox_post_chain(p->done, batch[0], batch[n - 1], n);
 		if (turn)
-			c = turn_give(p, c, &up);
+			c = turn_give(p, c, &up, holder_pid);
 		/* after the answers: a reconnect may take up to connect_timeout */
 		if (c && PQstatus(c) != CONNECTION_OK)
 			c = ensure_conn(p, c, &last_fail, &fail_cost, &up, false);

@@ -541,6 +541,13 @@ class Billingd:
     def get(self, path, token=GATEWAY_TOKEN):
         return requests.get(self.url + path, headers=self.h(token), timeout=30)
 
+    def metric(self, name):
+        """One unlabelled sample of /metrics (0.0 when absent)."""
+        for ln in requests.get(self.url + "/metrics", timeout=5).text.splitlines():
+            if ln.startswith(name + " "):
+                return float(ln.split()[1])
+        return 0.0
+
 
 @pytest.fixture(scope="module")
 def billingd(env, request):

@@ -111,9 +111,11 @@ def test_a_writer_waits_for_its_turn_unless_it_holds_a_full_batch(env):
     env.assert_books_sound()
 
 
-def test_the_single_writer_queues_all_of_queue_max(env):
-    """Every single record waits in the first writer's queue: it may hold
-    queue_max of them, as the writers together did before, not its share."""
+def test_a_surge_of_single_records_spreads_over_the_writers(env):
+    """The first writer takes single records while it holds fewer than
+    batch_max or its share of queue_max; past that they go to the writer
+    holding the fewest, so a surge is refused only when all of queue_max
+    waits, as by account, not at the first writer's share."""
     accts = accounts(env, "qmax", 4)
     bd = Billingd(env, {"writer_threads": "2", "instance_id": "qmax", "queue_max": "20", "pg_timeout_ms": "60000"})
     held = None
@@ -122,7 +124,10 @@ def test_the_single_writer_queues_all_of_queue_max(env):
         held = hold_turn(env)
         # 16 single records wait for the turn: more than a share (10), within queue_max
         threads = [post_in_thread(bd, "/v1/usage", usage(f"qmax-{i}", accts[i % 4])) for i in range(16)]
-        time.sleep(1.5)
+        deadline = time.time() + 20
+        while bd.metric("billing_usage_queue_depth") < 16 and time.time() < deadline:
+            time.sleep(0.1)
+        assert bd.metric("billing_usage_queue_depth") == 16
         assert env.one("SELECT count(*) FROM usage_records WHERE request_id LIKE 'qmax-%%'") == 0
         held.close()
         held = None
@@ -133,12 +138,13 @@ def test_the_single_writer_queues_all_of_queue_max(env):
         if held:
             held.close()
         bd.stop()
+    assert chains(env, "qmax", "qmax-") == [("qmax",), ("qmax.t1",)]
     env.assert_books_sound()
 
 
 def test_a_turn_held_past_the_statement_timeout_is_skipped(env):
     accts = accounts(env, "skip", 1)
-    bd = Billingd(env, {"instance_id": "skip", "pg_timeout_ms": "1000"})
+    bd = Billingd(env, {"instance_id": "skip", "pg_timeout_ms": "3000"})
     held = None
     try:
         wait_prices()
@@ -146,6 +152,14 @@ def test_a_turn_held_past_the_statement_timeout_is_skipped(env):
         r = bd.post("/v1/usage", usage("skip-s", accts[0]))
         assert r.status_code == 200, r.text
         assert turn_holders(env) == 1  # still the test's
+        held.close()
+        held = None
+        # no writer keeps a turn its timed-out wait was granted
+        assert bd.post("/v1/usage", usage("skip-t", accts[0])).status_code == 200
+        deadline = time.time() + 10
+        while turn_holders(env) and time.time() < deadline:
+            time.sleep(0.05)
+        assert turn_holders(env) == 0
     finally:
         if held:
             held.close()
