@@ -989,13 +989,6 @@ def http_get_on(sock, path="/healthz"):
     return int(head.split(b" ")[1])
 
 
-def metric(bd, name):
-    for ln in requests.get(bd.url + "/metrics", timeout=5).text.splitlines():
-        if ln.startswith(name + " "):
-            return float(ln.split()[1])
-    return 0.0
-
-
 def test_max_connections_closes_the_one_too_many_and_serves_the_rest(env, h):
     """Small enough for the ASan build: max_connections=3.  Three keep-alive
     connections are served; a fourth is closed at once without a byte; when
@@ -1024,8 +1017,8 @@ def test_max_connections_closes_the_one_too_many_and_serves_the_rest(env, h):
         # the metrics are read over a connection of their own: free one more slot
         keep.pop().close()
         time.sleep(0.3)
-        assert metric(bd, "billing_http_connections_rejected_total") >= 1
-        assert 1 <= metric(bd, "billing_http_connections") <= 3
+        assert bd.metric("billing_http_connections_rejected_total") >= 1
+        assert 1 <= bd.metric("billing_http_connections") <= 3
     finally:
         for k in keep:
             k.close()
@@ -1068,7 +1061,7 @@ def test_the_request_deadline_does_not_cut_idle_keepalive_or_slow_but_finished_r
             closed = time.time() - t0
     s.close()
     assert closed is not None and closed < 2 + 2.5, f"an unfinished request lived {closed} s with request_timeout_s=2"
-    assert metric(bd, "billing_http_request_timeouts_total") >= 1
+    assert bd.metric("billing_http_request_timeouts_total") >= 1
     served(bd)
 
 

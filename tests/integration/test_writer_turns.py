@@ -48,6 +48,12 @@ def turn_holders(env):
                    (TURN_KEY,))
 
 
+def wait_no_turn_holder(env, secs=10):
+    deadline = time.time() + secs
+    while turn_holders(env) and time.time() < deadline:
+        time.sleep(0.05)
+
+
 def post_in_thread(bd, path, body):
     out = {}
 
@@ -100,9 +106,7 @@ def test_a_writer_waits_for_its_turn_unless_it_holds_a_full_batch(env):
         t.join(30)
         assert out["r"].status_code == 200, out["r"].text
         # and gives it back
-        deadline = time.time() + 10
-        while turn_holders(env) and time.time() < deadline:
-            time.sleep(0.05)
+        wait_no_turn_holder(env)
         assert turn_holders(env) == 0
     finally:
         if held:
@@ -156,9 +160,7 @@ def test_a_turn_held_past_the_statement_timeout_is_skipped(env):
         held = None
         # no writer keeps a turn its timed-out wait was granted
         assert bd.post("/v1/usage", usage("skip-t", accts[0])).status_code == 200
-        deadline = time.time() + 10
-        while turn_holders(env) and time.time() < deadline:
-            time.sleep(0.05)
+        wait_no_turn_holder(env)
         assert turn_holders(env) == 0
     finally:
         if held:
