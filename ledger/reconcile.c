@@ -17,6 +17,11 @@
 #include "ledger/db.h"
 
 #define CHUNK 1000
+/* rechecks of a difference (the first after settle_ms, then RECHECK_PAUSE_MS apart) */
+#define RECHECK_ROUNDS 3
+#define RECHECK_PAUSE_MS 200
+/* between the ledger and the second read of the mirror: longer than a settle takes after its commit */
+#define RECHECK_SETTLE_GAP_MS 100
 
 /* A repair is an unlocked mirror load: the same load as billingd's
  * (common/mirror_lua.h), stored only if the version did not move since the
@@ -187,22 +192,82 @@ static void take_rows(PGresult *r, int64_t *ids, money_total (*vals)[2], char (*
 	}
 }
 
-/* Second look at the first pass's differences, after settle_ms. */
-static int recheck(PGconn *c, struct rclient *rc, const char *now, struct reconcile_report *rep, struct error *err)
+/* true when the ledger's value lies between two reads of the mirror (a
+ * before the ledger's snapshot, b after it) */
+static bool between(money_total l, money_total a, money_total b)
+{
+	return a <= b ? a <= l && l <= b : b <= l && l <= a;
+}
+
+/* A difference the mirror's moves explain: a settle follows its commit, so
+ * what the mirror held before the ledger's snapshot was settled from commits
+ * the snapshot sees, and what it holds after may include commits the snapshot
+ * missed.  Under load the ledger's balance then lies between the two reads
+ * (each of paid and promo), and its status is one of theirs. */
+static bool moved_while_read(const struct reconcile_diff *before, const struct reconcile_diff *after)
+{
+	if (!before->mirror_has_paid || !before->mirror_has_promo || !after->mirror_has_paid ||
+	    !after->mirror_has_promo)
+		return false;
+	if (strcmp(after->ledger_status, before->mirror_status) != 0 &&
+	    strcmp(after->ledger_status, after->mirror_status) != 0)
+		return false;
+	return between(after->ledger_paid, before->mirror_paid, after->mirror_paid) &&
+	       between(after->ledger_promo, before->mirror_promo, after->mirror_promo);
+}
+
+/* Reads the mirror of the accounts in d[0..n) (their ledger fields as they
+ * were) into before[], chunk by chunk. */
+static int read_mirrors(struct rclient *rc, const struct reconcile_diff *d, size_t n, struct reconcile_diff *before,
+			struct error *err)
+{
+	int64_t ids[CHUNK], first_exp[CHUNK];
+	money_total vals[CHUNK][2];
+	char status[CHUNK][16];
+	bool differs[CHUNK], missing[CHUNK];
+
+	for (size_t off = 0; off < n; off += CHUNK) {
+		size_t k = n - off < CHUNK ? n - off : CHUNK;
+		for (size_t i = 0; i < k; i++) {
+			ids[i] = d[off + i].account_id;
+			vals[i][0] = d[off + i].ledger_paid;
+			vals[i][1] = d[off + i].ledger_promo;
+			first_exp[i] = d[off + i].ledger_first_expiry_us;
+			snprintf(status[i], sizeof(status[i]), "%s", d[off + i].ledger_status);
+		}
+		if (compare_chunk(rc, ids, (const money_total(*)[2])vals, status, first_exp, k, before + off, differs,
+				  missing, err) < 0)
+			return -1;
+	}
+	return 0;
+}
+
+/* One more look at the differences still standing: the mirror, the ledger,
+ * the mirror again.  A difference stands only if the mirror's moves during
+ * the read do not explain it (moved_while_read). */
+static int recheck_round(PGconn *c, struct rclient *rc, const char *now, struct reconcile_report *rep,
+			 struct error *err)
 {
 	struct buf arr, q;
 	int64_t *ids = NULL;
 	money_total(*vals)[2] = NULL;
 	char(*status)[16] = NULL;
 	int64_t *first_exp = NULL;
-	struct reconcile_diff *fresh = NULL;
+	struct reconcile_diff *fresh = NULL, *before = NULL;
 	bool *differs = NULL, *missing = NULL;
 	PGresult *r = NULL;
-	size_t kept = 0, n;
+	size_t kept = 0, n, j = 0;
 	int rc_ = -1;
 
 	buf_init(&arr);
 	buf_init(&q);
+	before = calloc(rep->n_diffs + 1, sizeof(*before));
+	if (!before) {
+		error_set(err, 0, "oom", "out of memory");
+		goto done;
+	}
+	if (read_mirrors(rc, rep->diffs, rep->n_diffs, before, err) < 0)
+		goto done;
 	buf_append(&arr, "{", 1);
 	for (size_t i = 0; i < rep->n_diffs; i++)
 		buf_printf(&arr, "%s%" PRId64, i ? "," : "", rep->diffs[i].account_id);
@@ -227,14 +292,24 @@ static int recheck(PGconn *c, struct rclient *rc, const char *now, struct reconc
 		goto done;
 	}
 	take_rows(r, ids, vals, status, first_exp);
+	/* every commit the snapshot saw has had time to be settled into the
+	 * mirror before the second read */
+	{
+		struct timespec ts = {0, RECHECK_SETTLE_GAP_MS * 1000000L};
+		nanosleep(&ts, NULL);
+	}
 	for (size_t off = 0; off < n; off += CHUNK) {
 		size_t k = n - off < CHUNK ? n - off : CHUNK;
 		if (compare_chunk(rc, ids + off, (const money_total(*)[2])(vals + off), status + off, first_exp + off,
 				  k, fresh + off, differs + off, missing + off, err) < 0)
 			goto done;
 	}
+	/* both lists are in account_id order (the first pass's cursor, the query) */
 	for (size_t i = 0; i < n; i++) {
-		if (differs[i])
+		while (j < rep->n_diffs && before[j].account_id < fresh[i].account_id)
+			j++;
+		if (differs[i] && !(j < rep->n_diffs && before[j].account_id == fresh[i].account_id &&
+				    moved_while_read(&before[j], &fresh[i])))
 			rep->diffs[kept++] = fresh[i];
 		else if (missing[i])
 			rep->not_loaded++;
@@ -250,11 +325,33 @@ done:
 	free(status);
 	free(first_exp);
 	free(fresh);
+	free(before);
 	free(differs);
 	free(missing);
 	buf_release(&arr);
 	buf_release(&q);
 	return rc_;
+}
+
+/* Second look at the first pass's differences, after settle_ms, and again
+ * while some stand, RECHECK_ROUNDS in all: one that every round confirms is
+ * reported.  A load that keeps an account's mirror moving can hide a real
+ * difference in a round (it lies between the reads); a quiet account's
+ * cannot. */
+static int recheck(PGconn *c, struct rclient *rc, const struct reconcile_opts *o, struct reconcile_report *rep,
+		   struct error *err)
+{
+	for (int round = 0; round < RECHECK_ROUNDS && rep->n_diffs; round++) {
+		char now[40];
+		int ms = round ? RECHECK_PAUSE_MS : o->settle_ms;
+		struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+
+		nanosleep(&ts, NULL);
+		time_format_rfc3339(o->now_us ? o->now_us : time_now_us(), now, sizeof(now));
+		if (recheck_round(c, rc, now, rep, err) < 0)
+			return -1;
+	}
+	return 0;
 }
 
 static int repair(struct rclient *rc, struct reconcile_report *rep, int64_t now_us, struct error *err)
@@ -372,13 +469,8 @@ int reconcile_run(PGconn *c, const struct reconcile_opts *o, struct reconcile_re
 	}
 	db_exec_quiet(c, "ROLLBACK");
 	in_tx = 0;
-	if (rep->n_diffs && o->settle_ms > 0) {
-		struct timespec ts = {o->settle_ms / 1000, (long)(o->settle_ms % 1000) * 1000000L};
-		nanosleep(&ts, NULL);
-		time_format_rfc3339(o->now_us ? o->now_us : time_now_us(), now, sizeof(now));
-		if (recheck(c, rc, now, rep, err) < 0)
-			goto done;
-	}
+	if (o->settle_ms > 0 && recheck(c, rc, o, rep, err) < 0)
+		goto done;
 	if (o->repair && repair(rc, rep, o->now_us ? o->now_us : time_now_us(), err) < 0)
 		goto done;
 	ret = 0;

@@ -22,9 +22,11 @@
  * was never loaded (or its mirror expired): billingd loads it before its next
  * decision, so it is reported separately, not as a difference.
  *
- * Differences seen in a first pass are read again, both sides, after
- * settle_ms (a usage record may be committed but not yet applied to the
- * mirror); only those that persist are reported.  Repair loads the ledger's
+ * Differences seen in a first pass are read again after settle_ms (a usage
+ * record may be committed but not yet applied to the mirror): the mirror,
+ * the ledger, and the mirror again; a difference that lies between the two
+ * mirror reads is charges in flight, not reported.  Only those that persist
+ * through three such rechecks are reported.  Repair loads the ledger's
  * paid, promo and status with billingd's mirror load (MIRROR_LUA_REPAIR: the
  * same keys, lifetime and recomputed held as billingd's load leaves), in one
  * Lua script that does nothing when the version moved since it was read

@@ -12,7 +12,7 @@ import time
 import pytest
 import requests
 
-from conftest import Billingd, UNIT, now_rfc3339, set_price
+from conftest import Billingd, UNIT, new_account, now_rfc3339, post_authorize, set_price
 
 SECONDS = 8.0
 AUTHORIZERS = 12
@@ -139,3 +139,50 @@ def test_authorize_never_503_while_the_mirror_is_dropped_under_settles(env, bd, 
     rec = env.ledger("reconcile", check=False)
     assert rec.returncode == 0, rec.stdout + rec.stderr
     env.assert_books_sound()
+
+
+def test_reconcile_while_usage_settles_reports_only_the_real_difference(env, bd):
+    """`ledger reconcile` while usage keeps settling into one account's mirror:
+    the ledger's snapshot and the mirror's read are never the same instant, so
+    a look at the busy account finds the charges committed in between.  The
+    recheck reads the mirror before and after the ledger; run after run, only
+    the quiet account whose mirror really is wrong is reported.  (On reconcile
+    that read the ledger, then the mirror, once: the busy account was reported
+    in most runs.)"""
+    busy = new_account(env, "rec-busy")
+    quiet = new_account(env, "rec-quiet")
+    for a in (busy, quiet):
+        assert post_authorize(bd, a, f"rec-load-{a}", 1, "mr-model").status_code == 200
+    # a real difference: the quiet account's mirror one unit above its ledger
+    env.redis_cli("HINCRBY", f"{{a:{quiet}}}:bal", "promo", str(UNIT))
+    stop = threading.Event()
+    sent, bad = [0], []
+
+    def user(k):
+        with requests.Session() as s:
+            i = 0
+            while not stop.is_set():
+                i += 1
+                r = s.post(bd.url + "/v1/usage", headers=bd.h(), timeout=30,
+                           json={"request_id": f"rec-{k}-{i}", "account_id": busy, "model": "mr-model",
+                                 "input_tokens": 100, "cached_input_tokens": 0, "output_tokens": 0,
+                                 "started_at": now_rfc3339()})
+                if r.status_code != 200:
+                    bad.append(r.text)
+                sent[0] += 1
+
+    ths = [threading.Thread(target=user, args=(k,)) for k in range(4)]
+    for t in ths:
+        t.start()
+    try:
+        time.sleep(0.5)
+        for run in range(4):
+            p = env.ledger("reconcile", "--settle-ms", "200", "--json", check=False)
+            rep = json.loads(p.stdout)
+            assert [d["account_id"] for d in rep["diffs"]] == [quiet], (run, sent[0], p.stdout)
+            assert p.returncode == 1, p.stderr
+    finally:
+        stop.set()
+        for t in ths:
+            t.join(60)
+    assert sent[0] > 100 and not bad, (sent[0], bad[:3])
