@@ -30,6 +30,13 @@ def authorize(bd, acct, rid, tokens):
                                      "input_tokens": tokens, "max_output_tokens": 0})
 
 
+def hold(bd, acct, rid, tokens):
+    """An authorize that must be admitted; on failure the answer and the
+    instance's last log lines say why."""
+    r = authorize(bd, acct, rid, tokens)
+    assert r.status_code == 200, f"{r.status_code} {r.text}\n{bd.logs()[-4000:]}"
+
+
 def usage(bd, acct, rid, tokens):
     r = bd.post("/v1/usage", {"request_id": rid, "account_id": acct, "model": M, "input_tokens": tokens,
                               "cached_input_tokens": 0, "output_tokens": 0, "started_at": now_rfc3339()})
@@ -57,7 +64,7 @@ def test_usage_on_one_instance_keeps_the_mirror_the_other_uses(env):
         gens = {}
         for acct in accts:
             # B loads the mirror (14 units of signup credit) and holds 1 unit
-            assert authorize(b, acct, f"sm-hold-{acct}", 1_000_000).status_code == 200
+            hold(b, acct, f"sm-hold-{acct}", 1_000_000)
             gens[acct] = load_generation(env, acct)
             assert gens[acct] not in ("", "-"), gens[acct]
         for acct in accts:
@@ -162,7 +169,7 @@ def test_instances_started_while_redis_was_down_learn_its_id(env, tmp_path):
         b.wait_ready()
         wait_prices()
         acct = new_account(env, "sm-late")
-        assert authorize(b, acct, f"sm-late-hold-{acct}", 1_000_000).status_code == 200
+        hold(b, acct, f"sm-late-hold-{acct}", 1_000_000)
         gen = cli("HGET", f"{{a:{acct}}}:bal", "lg")
         assert gen not in ("", "-")
         assert usage(a, acct, f"sm-late-use-{acct}", 10_000_000)["cost_nanos"] == 10 * UNIT
@@ -234,7 +241,7 @@ def test_a_writer_cut_off_from_redis_does_not_name_it(env):
         # B's writer of this account learns the id and settles 1 unit: 13 left
         assert usage(b, acct, f"sm-cut-warm-{acct}", 1_000_000)["cost_nanos"] == UNIT
         # A loads the mirror and holds 1 unit: 12 free
-        assert authorize(a, acct, f"sm-cut-hold-{acct}", 1_000_000).status_code == 200
+        hold(a, acct, f"sm-cut-hold-{acct}", 1_000_000)
         assert load_generation(env, acct) not in ("", "-")
         os.kill(proxy.pid, signal.SIGSTOP)
         stopped = True
@@ -372,7 +379,7 @@ def test_a_commit_whose_answer_was_lost_drops_the_mirror(env):
         # B's writer learns the id and settles 1 unit: 13 left
         assert usage(b, acct, f"sm-lost-warm-{acct}", 1_000_000)["cost_nanos"] == UNIT
         # A loads the mirror and holds 1 unit: 12 free
-        assert authorize(a, acct, f"sm-lost-hold-{acct}", 1_000_000).status_code == 200
+        hold(a, acct, f"sm-lost-hold-{acct}", 1_000_000)
         gen = load_generation(env, acct)
         assert gen not in ("", "-")
         os.kill(proxy.pid, signal.SIGUSR1)
@@ -427,7 +434,7 @@ def test_a_stream_entry_whose_commit_answer_was_lost_drops_the_mirror(env):
         xadd(f"sm-ls-warm-{acct}", 1_000_000)
         recorded(f"sm-ls-warm-{acct}")
         # A loads the mirror and holds 1 unit: 12 free
-        assert authorize(a, acct, f"sm-ls-hold-{acct}", 1_000_000).status_code == 200
+        hold(a, acct, f"sm-ls-hold-{acct}", 1_000_000)
         gen = load_generation(env, acct)
         assert gen not in ("", "-")
         os.kill(proxy.pid, signal.SIGUSR1)
