@@ -43,6 +43,12 @@ def test_zero_limits_from_before_the_fix_convert_to_none(stack, tmp_path):
     audit = e.sql("SELECT actor, action, target FROM audit_log WHERE action = 'limits.set' ORDER BY audit_id")
     assert audit == [("migration 0022_limits_positive", "limits.set", str(a)),
                      ("migration 0022_limits_positive", "limits.set", "lz-tier")]
+    # docs/deployment.md "Upgrading": the accounts whose 0 is gone, and their scope
+    listed = e.sql("SELECT target AS account_id, details->>'model' AS model, details"
+                   "  FROM audit_log"
+                   " WHERE actor = 'migration 0022_limits_positive' AND details->>'account_id' IS NOT NULL"
+                   " ORDER BY audit_id")
+    assert [(x[0], x[1], x[2]["tpm"]) for x in listed] == [(str(a), "", 5000)], listed
     shown = e.admin_json("limits", "show", "--account", a)
     assert [(x["model"], x["rpm"], x["tpm"], x["concurrency"]) for x in shown] == [("", None, 5000, None),
                                                                                   ("m1", 7, None, None)]
