@@ -11,7 +11,11 @@
  *   reads it with backoff_busy().  A quiet loop answers nothing and so
  *   publishes nothing: the last "busy until" runs out by itself, and the
  *   workers are back at full speed within BACKOFF_HOLD_US of the last busy
- *   window.
+ *   window.  Its times are CLOCK_MONOTONIC (time_mono_us): a step of the
+ *   wall clock must neither hold the workers back for as long as the step
+ *   nor end a busy spell early.  And whatever clock it is fed, it is busy
+ *   at most BACKOFF_HOLD_US past any `now` it is asked about: a `now` that
+ *   went back cannot stretch the hold.
  *
  * - The duty-cycle policy, for a worker between two steps:
  *   backoff_sleep_us() says how long to pause so that the CPU it used since
@@ -41,10 +45,10 @@ struct backoff {
 /* threshold: billing answers per second from which the workers back off
  * (0: never). */
 void backoff_init(struct backoff *b, int64_t threshold);
-/* The loop answered one billing request at now_us (wall clock, us). */
-void backoff_note(struct backoff *b, int64_t now_us);
-/* Whether billing counted as busy at now_us (any thread). */
-bool backoff_busy(struct backoff *b, int64_t now_us);
+/* The loop answered one billing request at mono_us (time_mono_us()). */
+void backoff_note(struct backoff *b, int64_t mono_us);
+/* Whether billing counted as busy at mono_us (time_mono_us(); any thread). */
+bool backoff_busy(struct backoff *b, int64_t mono_us);
 /* How long (us) a worker that used cpu_us of CPU in the wall_us since its
  * last pause pauses now so that its CPU stays within share_pct percent of
  * one core: cpu_us * 100 / share_pct - wall_us, within [0, max_us].

@@ -156,12 +156,12 @@ static void back_off(struct gen *g)
 	struct inference *inf = g->inf;
 	int64_t cpu, wall, pause;
 
-	if (inf->busy_share >= 100 || g->cancel || !backoff_busy(&inf->s->front.load, time_now_us())) {
+	if (inf->busy_share >= 100 || g->cancel || !backoff_busy(&inf->s->front.load, time_mono_us())) {
 		g->bo_on = false;
 		return;
 	}
 	cpu = clock_us(CLOCK_THREAD_CPUTIME_ID);
-	wall = clock_us(CLOCK_MONOTONIC);
+	wall = time_mono_us();
 	pause = g->bo_on ? backoff_sleep_us(inf->busy_share, cpu - g->bo_cpu_us, wall - g->bo_wall_us,
 					    BACKOFF_MAX_SLEEP_US)
 			 : 0;
@@ -170,7 +170,7 @@ static void back_off(struct gen *g)
 		int64_t after;
 
 		nanosleep(&ts, NULL);
-		after = clock_us(CLOCK_MONOTONIC);
+		after = time_mono_us();
 		atomic_fetch_add_explicit(&inf->yield_us, after - wall, memory_order_relaxed);
 		wall = after;
 	}
