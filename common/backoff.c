@@ -36,6 +36,11 @@ void backoff_note(struct backoff *b, int64_t now_us)
 	b->win_count = 0;
 }
 
+bool backoff_counts_status(int status)
+{
+	return (status > 0 && status < 400) || status == 402 || status == 429;
+}
+
 bool backoff_busy(struct backoff *b, int64_t now_us)
 {
 	int64_t until = atomic_load_explicit(&b->busy_until_us, memory_order_relaxed);

@@ -5,7 +5,8 @@
  * them alone:
  *
  * - The meter, written by the event loop thread only: backoff_note() counts
- *   one answered billing request; once a window (BACKOFF_WINDOW_US) it
+ *   one answered billing request (one that backoff_counts_status() says was
+ *   billing's work); once a window (BACKOFF_WINDOW_US) it
  *   compares the window's rate with the threshold and, when it is reached,
  *   publishes "busy until now + BACKOFF_HOLD_US" in an atomic.  Any thread
  *   reads it with backoff_busy().  A quiet loop answers nothing and so
@@ -45,6 +46,13 @@ struct backoff {
 /* threshold: billing answers per second from which the workers back off
  * (0: never). */
 void backoff_init(struct backoff *b, int64_t threshold);
+/* Whether an answer of this HTTP status was billing's work, load the
+ * workers give way to: a success (< 400), or a refusal that took a real
+ * decision, 402 (balance) and 429 (rate limit).  Not a request refused before
+ * any (400, 401, 403, 404, 405, 409, 413, 422, ...: a flood of bad or
+ * unauthenticated requests must not pause the model), nor a failure (5xx)
+ * or a client gone (499). */
+bool backoff_counts_status(int status);
 /* The loop answered one billing request at mono_us (time_mono_us()). */
 void backoff_note(struct backoff *b, int64_t mono_us);
 /* Whether billing counted as busy at mono_us (time_mono_us(); any thread). */

@@ -94,7 +94,7 @@ static const struct key_def keys[] = {
 	K_INT("inference_busy_share", "5", 1, 100,
 	      "while billing is busy, each model worker uses at most this percent of one core (pauses between tokens); 100: off"),
 	K_INT("inference_busy_requests", "1000", 0, 10000000,
-	      "billing answers (/v1/ routes) per second from which billing counts as busy; 0: never"),
+	      "billing answers (/v1/ routes, status < 400, 402 or 429) per second from which billing counts as busy; 0: never"),
 	K_STR("usage_stream", "", "Redis Stream to ingest usage records from (empty: off)"),
 	K_STR("usage_stream_group", "billing", "consumer group of the usage stream"),
 	K_INT("usage_stream_claim_ms", "30000", 100, 86400000, "take over a dead consumer's entries idle this long"),

@@ -36,9 +36,10 @@ static void finish(struct rctx *c, int status)
 	int64_t now = time_mono_us();
 
 	metrics_request(c->front->metrics, c->route, status, now - c->t0);
-	/* the gateway's and the admins' calls are billing's load; the
-	 * internal chat calls, health checks and metrics are not */
-	if (strncmp(c->route, "/v1/", 4) == 0)
+	/* the gateway's and the admins' calls are billing's load, when billing
+	 * did their work (not refused ones); the internal chat calls, health
+	 * checks and metrics are not */
+	if (strncmp(c->route, "/v1/", 4) == 0 && backoff_counts_status(status))
 		backoff_note(&c->front->load, now);
 	c->front->inflight--;
 	free(c);

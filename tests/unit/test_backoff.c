@@ -3,7 +3,9 @@
  * already waited, the cap, and "off"; and the loop's meter: busy from the
  * first window at the threshold, not below it, back to quiet by itself
  * BACKOFF_HOLD_US after the last busy window, never busy at threshold 0, and
- * never held busy by a clock that went back. */
+ * never held busy by a clock that went back; and which answers count (billing's
+ * work: < 400, 402, 429). */
+#include <stdbool.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -47,6 +49,21 @@ int main(void)
 			wall += step + backoff_sleep_us(20, step, step, BACKOFF_MAX_SLEEP_US);
 		}
 		IS_I64(cpu * 100 / wall, 20, "1000 steps at 20 %: the worker used 20 % of the wall time");
+	}
+
+	/* ---- what counts as billing's load ---- */
+	{
+		static const struct {
+			int status;
+			bool counts;
+		} st[] = {
+			{200, true},  {201, true},  {204, true},  {304, true},  {402, true},  {429, true},
+			{400, false}, {401, false}, {403, false}, {404, false}, {405, false}, {409, false},
+			{413, false}, {422, false}, {431, false}, {499, false}, {500, false}, {503, false},
+		};
+		for (size_t i = 0; i < sizeof(st) / sizeof(st[0]); i++)
+			OK(backoff_counts_status(st[i].status) == st[i].counts, "status %d %s billing's load",
+			   st[i].status, st[i].counts ? "is" : "is not");
 	}
 
 	/* ---- the meter ---- */
