@@ -32,6 +32,9 @@
 #define BACKOFF_WINDOW_US 100000 /* the meter's window */
 #define BACKOFF_HOLD_US 200000   /* how long one busy window keeps the workers backed off */
 #define BACKOFF_MAX_SLEEP_US 50000
+/* A non-streamed call, whose caller sees nothing until its end, pauses at
+ * most this long in all (a stream pauses as long as billing is busy). */
+#define BACKOFF_MAX_CALL_PAUSE_US 1000000
 
 struct backoff {
 	/* set once before the loop runs */

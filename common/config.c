@@ -92,7 +92,7 @@ static const struct key_def keys[] = {
 	K_INT("inference_nice", "10", 0, 19,
 	      "nice value of the model's worker threads: authorize and usage answers come first"),
 	K_INT("inference_busy_share", "5", 1, 100,
-	      "while billing is busy, each model worker uses at most this percent of one core (pauses between tokens); 100: off"),
+	      "while billing is busy, each model worker uses at most this percent of one core (pauses between tokens; a non-streamed call 1 s in all at most); 100: off"),
 	K_INT("inference_busy_requests", "1000", 0, 10000000,
 	      "billing answers (/v1/ routes, status < 400, 402 or 429) per second from which billing counts as busy; 0: never"),
 	K_STR("usage_stream", "", "Redis Stream to ingest usage records from (empty: off)"),

@@ -3,7 +3,9 @@ inference_busy_requests; common/backoff.h): under an authorize load they
 pause between tokens (billing_inference_yield_seconds_total grows) and a
 chat call still completes; with billing quiet they never pause.  Only
 answers that were billing's work count as load (status < 400, and 402 and
-429), not a flood of refused requests."""
+429), not a flood of refused requests; and a non-streamed call, whose caller
+sees nothing until the end, pauses at most BACKOFF_MAX_CALL_PAUSE_US (1 s)
+in all."""
 import re
 import threading
 import time
@@ -139,3 +141,28 @@ def test_refused_requests_are_not_billing_load(env, bd):
     assert load.statuses == {400, 401, 403, 405}, load.statuses
     assert during == before, (before, during)
 
+
+@pytest.fixture
+def bd1(env):
+    # a share of 1 %: every token is followed by the longest pause, 50 ms
+    b = model_billingd(env, {"inference_threads": "1", "inference_busy_share": "1",
+                             "inference_busy_requests": "50"})
+    yield b
+    b.stop()
+
+
+def test_non_streamed_call_pauses_at_most_a_second(env, bd1):
+    _, key = new_api_key(env, "bo-nonstream")
+    # seeded sampling: runs to its max_tokens (test_inference.py), the same tokens each time
+    long = {"model": "internal-tiny", "messages": [{"role": "user", "content": "a b c d e f g"}],
+            "max_tokens": 120, "temperature": 1.5, "seed": 0}
+    quiet = chat(bd1, key, long)
+    assert quiet["usage"]["completion_tokens"] == 120
+    before = yielded(bd1)
+    with AuthorizeLoad(bd1, new_account(env, "bo-load-1")):
+        busy = chat(bd1, key, long)
+    paused = yielded(bd1) - before
+    assert busy["choices"][0]["message"]["content"] == quiet["choices"][0]["message"]["content"]
+    # backed off, but 1 s in all, not up to 50 ms for each of its 120 tokens
+    # (the slack: each pause may oversleep a little)
+    assert 0 < paused <= 1.2, paused
