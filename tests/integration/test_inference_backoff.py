@@ -136,8 +136,8 @@ def test_refused_requests_are_not_billing_load(env, bd):
         chat(bd, key)
         chat(bd, key)
         during = yielded(bd)
-    # the flood was far above inference_busy_requests (50 a second), all of it refused
-    assert load.count / (time.monotonic() - t0) > 200, load.count
+    # the flood was at least twice inference_busy_requests (50 a second), all of it refused
+    assert load.count / (time.monotonic() - t0) > 100, load.count
     assert load.statuses == {400, 401, 403, 405}, load.statuses
     assert during == before, (before, during)
 
