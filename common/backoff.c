@@ -17,7 +17,10 @@ void backoff_note(struct backoff *b, int64_t now_us)
 		return;
 	b->win_count++;
 	if (b->win_start_us == 0 || now_us < b->win_start_us) {
-		/* the first answer, or the wall clock went back: a new window */
+		/* the first answer, or the clock went back (a monotonic one does
+		 * not): a new window, and a hold at most BACKOFF_HOLD_US from now */
+		if (atomic_load_explicit(&b->busy_until_us, memory_order_relaxed) > now_us + BACKOFF_HOLD_US)
+			atomic_store_explicit(&b->busy_until_us, now_us + BACKOFF_HOLD_US, memory_order_relaxed);
 		b->win_start_us = now_us;
 		b->win_count = 1;
 		return;
@@ -33,9 +36,17 @@ void backoff_note(struct backoff *b, int64_t now_us)
 	b->win_count = 0;
 }
 
+bool backoff_counts_status(int status)
+{
+	return (status > 0 && status < 400) || status == 402 || status == 429;
+}
+
 bool backoff_busy(struct backoff *b, int64_t now_us)
 {
-	return now_us < atomic_load_explicit(&b->busy_until_us, memory_order_relaxed);
+	int64_t until = atomic_load_explicit(&b->busy_until_us, memory_order_relaxed);
+
+	/* until - now > BACKOFF_HOLD_US: set at a later `now` than this one */
+	return now_us < until && until - now_us <= BACKOFF_HOLD_US;
 }
 
 int64_t backoff_sleep_us(int64_t share_pct, int64_t cpu_us, int64_t wall_us, int64_t max_us)

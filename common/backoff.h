@@ -5,13 +5,18 @@
  * them alone:
  *
  * - The meter, written by the event loop thread only: backoff_note() counts
- *   one answered billing request; once a window (BACKOFF_WINDOW_US) it
+ *   one answered billing request (one that backoff_counts_status() says was
+ *   billing's work); once a window (BACKOFF_WINDOW_US) it
  *   compares the window's rate with the threshold and, when it is reached,
  *   publishes "busy until now + BACKOFF_HOLD_US" in an atomic.  Any thread
  *   reads it with backoff_busy().  A quiet loop answers nothing and so
  *   publishes nothing: the last "busy until" runs out by itself, and the
  *   workers are back at full speed within BACKOFF_HOLD_US of the last busy
- *   window.
+ *   window.  Its times are CLOCK_MONOTONIC (time_mono_us): a step of the
+ *   wall clock must neither hold the workers back for as long as the step
+ *   nor end a busy spell early.  And whatever clock it is fed, it is busy
+ *   at most BACKOFF_HOLD_US past any `now` it is asked about: a `now` that
+ *   went back cannot stretch the hold.
  *
  * - The duty-cycle policy, for a worker between two steps:
  *   backoff_sleep_us() says how long to pause so that the CPU it used since
@@ -27,6 +32,9 @@
 #define BACKOFF_WINDOW_US 100000 /* the meter's window */
 #define BACKOFF_HOLD_US 200000   /* how long one busy window keeps the workers backed off */
 #define BACKOFF_MAX_SLEEP_US 50000
+/* A non-streamed call, whose caller sees nothing until its end, pauses at
+ * most this long in all (a stream pauses as long as billing is busy). */
+#define BACKOFF_MAX_CALL_PAUSE_US 1000000
 
 struct backoff {
 	/* set once before the loop runs */
@@ -41,10 +49,17 @@ struct backoff {
 /* threshold: billing answers per second from which the workers back off
  * (0: never). */
 void backoff_init(struct backoff *b, int64_t threshold);
-/* The loop answered one billing request at now_us (wall clock, us). */
-void backoff_note(struct backoff *b, int64_t now_us);
-/* Whether billing counted as busy at now_us (any thread). */
-bool backoff_busy(struct backoff *b, int64_t now_us);
+/* Whether an answer of this HTTP status was billing's work, load the
+ * workers give way to: a success (< 400), or a refusal that took a real
+ * decision, 402 (balance) and 429 (rate limit).  Not a request refused before
+ * any (400, 401, 403, 404, 405, 409, 413, 422, ...: a flood of bad or
+ * unauthenticated requests must not pause the model), nor a failure (5xx)
+ * or a client gone (499). */
+bool backoff_counts_status(int status);
+/* The loop answered one billing request at mono_us (time_mono_us()). */
+void backoff_note(struct backoff *b, int64_t mono_us);
+/* Whether billing counted as busy at mono_us (time_mono_us(); any thread). */
+bool backoff_busy(struct backoff *b, int64_t mono_us);
 /* How long (us) a worker that used cpu_us of CPU in the wall_us since its
  * last pause pauses now so that its CPU stays within share_pct percent of
  * one core: cpu_us * 100 / share_pct - wall_us, within [0, max_us].

@@ -13,6 +13,10 @@ int time_parse_rfc3339(const char *s, int allow_date, int64_t *us) __attribute__
 void time_format_rfc3339(int64_t us, char *buf, size_t buflen);
 /* Current wall clock, microseconds. */
 int64_t time_now_us(void);
+/* CLOCK_MONOTONIC, microseconds: not an instant (its zero is arbitrary, about
+ * the boot), only for durations and timeouts; no step of the wall clock
+ * moves it. */
+int64_t time_mono_us(void);
 /* Days since epoch for a civil date and back (proleptic Gregorian). */
 int64_t time_days_from_civil(int64_t y, unsigned m, unsigned d);
 

@@ -20,11 +20,11 @@
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "billing/http/framing.h"
 #include "billing/http/metrics.h"
 #include "common/log.h"
+#include "common/timeutil.h"
 
 enum cstate { C_IDLE, C_READING, C_HANDLING };
 
@@ -54,18 +54,10 @@ struct conns {
 	int64_t rejected_unlogged, timeouts_unlogged;
 };
 
-static int64_t mono_us(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
-
 /* At most one line every 10 s however hard the service is pushed. */
 static void maybe_log(struct conns *cs)
 {
-	int64_t now = mono_us();
+	int64_t now = time_mono_us();
 
 	if (now - cs->log_us < 10000000 || (!cs->rejected_unlogged && !cs->timeouts_unlogged))
 		return;
@@ -110,7 +102,7 @@ static void input_cb(struct evbuffer *buf, const struct evbuffer_cb_info *info, 
 		scan_from(c, buf, len >= info->n_added ? len - info->n_added : 0);
 	if (info->n_added > 0 && c->state == C_IDLE) {
 		c->state = C_READING;
-		c->started_us = mono_us();
+		c->started_us = time_mono_us();
 	}
 }
 
@@ -184,7 +176,7 @@ static void bind_one(struct conns *cs, struct conn *c)
 	c->input_cb = evbuffer_add_cb(in, input_cb, c);
 	if (evbuffer_get_length(in) > 0) {
 		c->state = C_READING;
-		c->started_us = mono_us();
+		c->started_us = time_mono_us();
 	}
 	bufferevent_decref(c->bev);
 	if (cs->open > cs->max) {
@@ -233,7 +225,7 @@ static void sweep_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct conns *cs = arg;
 	struct conn *c, *next;
-	int64_t now = mono_us();
+	int64_t now = time_mono_us();
 
 	(void)fd, (void)what;
 	for (c = cs->live; c; c = next) {
@@ -259,7 +251,7 @@ struct conns *conns_new(struct event_base *base, struct evhttp *http, int64_t ma
 	cs->m = m;
 	cs->max = max;
 	cs->timeout_us = request_timeout_s * 1000000;
-	cs->log_us = mono_us() - 10000000;
+	cs->log_us = time_mono_us() - 10000000;
 	cs->bind_ev = event_new(base, -1, 0, bind_cb, cs);
 	cs->sweep_ev = event_new(base, -1, EV_PERSIST, sweep_cb, cs);
 	if (!cs->bind_ev || !cs->sweep_ev || event_add(cs->sweep_ev, &tv) < 0) {
@@ -306,7 +298,7 @@ static void complete_cb(struct evhttp_request *req, void *arg)
 	/* a pipelined request may already be waiting */
 	if (evbuffer_get_length(bufferevent_get_input(c->bev)) > 0) {
 		c->state = C_READING;
-		c->started_us = mono_us();
+		c->started_us = time_mono_us();
 	} else {
 		c->state = C_IDLE;
 	}

@@ -24,7 +24,7 @@ struct rctx *rctx_new(struct http_front *f, struct server *s, struct evhttp_requ
 	c->s = s;
 	c->req = req;
 	c->route = route;
-	c->t0 = time_now_us();
+	c->t0 = time_mono_us();
 	f->inflight++;
 	f->started++;
 	return c;
@@ -33,12 +33,13 @@ struct rctx *rctx_new(struct http_front *f, struct server *s, struct evhttp_requ
 /* Counts the request's end (metrics, in flight) and frees c. */
 static void finish(struct rctx *c, int status)
 {
-	int64_t now = time_now_us();
+	int64_t now = time_mono_us();
 
 	metrics_request(c->front->metrics, c->route, status, now - c->t0);
-	/* the gateway's and the admins' calls are billing's load; the
-	 * internal chat calls, health checks and metrics are not */
-	if (strncmp(c->route, "/v1/", 4) == 0)
+	/* the gateway's and the admins' calls are billing's load, when billing
+	 * did their work (not refused ones); the internal chat calls, health
+	 * checks and metrics are not */
+	if (strncmp(c->route, "/v1/", 4) == 0 && backoff_counts_status(status))
 		backoff_note(&c->front->load, now);
 	c->front->inflight--;
 	free(c);

@@ -34,7 +34,7 @@ struct rctx {
 	struct evhttp_request *req;
 	const char *route; /* static label for metrics */
 	int64_t id;        /* the route's {id} segment, 0 when it has none */
-	int64_t t0;
+	int64_t t0;        /* arrival, time_mono_us() */
 };
 
 struct rctx *rctx_new(struct http_front *f, struct server *s, struct evhttp_request *req, const char *route);

@@ -97,9 +97,10 @@ struct gen {
 	bool tokens_posted; /* tokens note in the mailbox: no second post */
 	volatile int cancel;
 	struct gen_note tokens, end;
-	/* worker: the back-off's stamps since its last pause (back_off) */
+	/* worker: the back-off's stamps since its last pause, and the call's
+	 * pauses so far (back_off) */
 	bool bo_on;
-	int64_t bo_cpu_us, bo_wall_us;
+	int64_t bo_cpu_us, bo_wall_us, bo_paused_us;
 	/* loop */
 	struct buf text;
 	struct usage_item it;
@@ -149,29 +150,33 @@ static int64_t clock_us(clockid_t id)
 /* Between two tokens: while billing is busy (common/backoff.h, the loop's
  * meter), pause so that this worker's CPU since its last pause stays within
  * inference_busy_share percent of one core; a pause is at most
- * BACKOFF_MAX_SLEEP_US, so a stream keeps flowing.  Billing quiet: full
- * speed, nothing measured. */
+ * BACKOFF_MAX_SLEEP_US, so a stream keeps flowing.  A non-streamed call
+ * pauses at most BACKOFF_MAX_CALL_PAUSE_US in all: its caller sees nothing
+ * until the end, so its pauses only lengthen the wait (up to its deadline).
+ * Billing quiet: full speed, nothing measured. */
 static void back_off(struct gen *g)
 {
 	struct inference *inf = g->inf;
+	int64_t left = g->stream ? BACKOFF_MAX_SLEEP_US : BACKOFF_MAX_CALL_PAUSE_US - g->bo_paused_us;
 	int64_t cpu, wall, pause;
 
-	if (inf->busy_share >= 100 || g->cancel || !backoff_busy(&inf->s->front.load, time_now_us())) {
+	if (inf->busy_share >= 100 || g->cancel || left <= 0 || !backoff_busy(&inf->s->front.load, time_mono_us())) {
 		g->bo_on = false;
 		return;
 	}
 	cpu = clock_us(CLOCK_THREAD_CPUTIME_ID);
-	wall = clock_us(CLOCK_MONOTONIC);
+	wall = time_mono_us();
 	pause = g->bo_on ? backoff_sleep_us(inf->busy_share, cpu - g->bo_cpu_us, wall - g->bo_wall_us,
-					    BACKOFF_MAX_SLEEP_US)
+					    left < BACKOFF_MAX_SLEEP_US ? left : BACKOFF_MAX_SLEEP_US)
 			 : 0;
 	if (pause > 0) {
 		struct timespec ts = {(time_t)(pause / 1000000), (long)(pause % 1000000) * 1000};
 		int64_t after;
 
 		nanosleep(&ts, NULL);
-		after = clock_us(CLOCK_MONOTONIC);
+		after = time_mono_us();
 		atomic_fetch_add_explicit(&inf->yield_us, after - wall, memory_order_relaxed);
+		g->bo_paused_us += after - wall;
 		wall = after;
 	}
 	g->bo_on = true;

@@ -1,7 +1,11 @@
 """The model's workers back off while billing is busy (inference_busy_share,
 inference_busy_requests; common/backoff.h): under an authorize load they
 pause between tokens (billing_inference_yield_seconds_total grows) and a
-chat call still completes; with billing quiet they never pause."""
+chat call still completes; with billing quiet they never pause.  Only
+answers that were billing's work count as load (status < 400, and 402 and
+429), not a flood of refused requests; and a non-streamed call, whose caller
+sees nothing until the end, pauses at most BACKOFF_MAX_CALL_PAUSE_US (1 s)
+in all."""
 import re
 import threading
 import time
@@ -98,3 +102,67 @@ def test_busy_billing_workers_pause_and_chat_completes(env, bd):
     after = yielded(bd)
     chat(bd, key)
     assert yielded(bd) == after
+
+
+class RefusedLoad(AuthorizeLoad):
+    """Threads sending requests that billing refuses before any work, back to
+    back: no bearer token (401), an admin route with the gateway's (403), the
+    wrong method (405), a body that is not JSON (400)."""
+
+    statuses = None
+
+    def run(self, i):
+        s = requests.Session()
+        gw = {"Authorization": f"Bearer {GATEWAY_TOKEN}"}
+        url = self.bd.url
+        calls = [lambda: s.post(url + "/v1/authorize", json={}, timeout=10),
+                 lambda: s.get(url + "/v1/admin/accounts/1", headers=gw, timeout=10),
+                 lambda: s.get(url + "/v1/authorize", headers=gw, timeout=10),
+                 lambda: s.post(url + "/v1/authorize", headers=gw, data=b"{", timeout=10)]
+        n, statuses = 0, set()
+        while not self.stop_ev.is_set():
+            statuses.add(calls[n % len(calls)]().status_code)
+            n += 1
+        self.statuses = statuses | (self.statuses or set())
+        self.count += n
+
+
+def test_refused_requests_are_not_billing_load(env, bd):
+    _, key = new_api_key(env, "bo-refused")
+    time.sleep(0.5)  # the hold of an earlier test's load has run out
+    before = yielded(bd)
+    t0 = time.monotonic()
+    with RefusedLoad(bd, None) as load:
+        chat(bd, key)
+        chat(bd, key)
+        during = yielded(bd)
+    # the flood was at least twice inference_busy_requests (50 a second), all of it refused
+    assert load.count / (time.monotonic() - t0) > 100, load.count
+    assert load.statuses == {400, 401, 403, 405}, load.statuses
+    assert during == before, (before, during)
+
+
+@pytest.fixture
+def bd1(env):
+    # a share of 1 %: every token is followed by the longest pause, 50 ms
+    b = model_billingd(env, {"inference_threads": "1", "inference_busy_share": "1",
+                             "inference_busy_requests": "50"})
+    yield b
+    b.stop()
+
+
+def test_non_streamed_call_pauses_at_most_a_second(env, bd1):
+    _, key = new_api_key(env, "bo-nonstream")
+    # seeded sampling: runs to its max_tokens (test_inference.py), the same tokens each time
+    long = {"model": "internal-tiny", "messages": [{"role": "user", "content": "a b c d e f g"}],
+            "max_tokens": 120, "temperature": 1.5, "seed": 0}
+    quiet = chat(bd1, key, long)
+    assert quiet["usage"]["completion_tokens"] == 120
+    before = yielded(bd1)
+    with AuthorizeLoad(bd1, new_account(env, "bo-load-1")):
+        busy = chat(bd1, key, long)
+    paused = yielded(bd1) - before
+    assert busy["choices"][0]["message"]["content"] == quiet["choices"][0]["message"]["content"]
+    # backed off, but 1 s in all, not up to 50 ms for each of its 120 tokens
+    # (the slack: each pause may oversleep a little)
+    assert 0 < paused <= 1.2, paused

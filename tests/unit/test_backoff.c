@@ -2,7 +2,10 @@
  * keeps a worker's CPU within its share of one core, credit for the time it
  * already waited, the cap, and "off"; and the loop's meter: busy from the
  * first window at the threshold, not below it, back to quiet by itself
- * BACKOFF_HOLD_US after the last busy window, never busy at threshold 0. */
+ * BACKOFF_HOLD_US after the last busy window, never busy at threshold 0, and
+ * never held busy by a clock that went back; and which answers count (billing's
+ * work: < 400, 402, 429). */
+#include <stdbool.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -48,6 +51,21 @@ int main(void)
 		IS_I64(cpu * 100 / wall, 20, "1000 steps at 20 %: the worker used 20 % of the wall time");
 	}
 
+	/* ---- what counts as billing's load ---- */
+	{
+		static const struct {
+			int status;
+			bool counts;
+		} st[] = {
+			{200, true},  {201, true},  {204, true},  {304, true},  {402, true},  {429, true},
+			{400, false}, {401, false}, {403, false}, {404, false}, {405, false}, {409, false},
+			{413, false}, {422, false}, {431, false}, {499, false}, {500, false}, {503, false},
+		};
+		for (size_t i = 0; i < sizeof(st) / sizeof(st[0]); i++)
+			OK(backoff_counts_status(st[i].status) == st[i].counts, "status %d %s billing's load",
+			   st[i].status, st[i].counts ? "is" : "is not");
+	}
+
 	/* ---- the meter ---- */
 	{
 		struct backoff b;
@@ -72,6 +90,28 @@ int main(void)
 		backoff_note(&b, t0 + 3600LL * 1000000);
 		backoff_note(&b, t0 + 3600LL * 1000000 + 1);
 		OK(!backoff_busy(&b, t0 + 3600LL * 1000000 + 1), "two answers after an hour: quiet");
+	}
+	{ /* the callers give it CLOCK_MONOTONIC, which never goes back; but the
+	   * wall clock can be stepped back, and whatever clock it is fed, a
+	   * step back cannot keep it busy for as long as the step */
+		struct backoff b;
+		const int64_t t0 = 1000000000000LL, busy_at = t0 + BACKOFF_WINDOW_US;
+		const int64_t back = busy_at - 3600LL * 1000000; /* an hour back */
+
+		backoff_init(&b, 1000);
+		feed(&b, t0, BACKOFF_WINDOW_US, 150);
+		backoff_note(&b, busy_at);
+		OK(backoff_busy(&b, busy_at), "1500 answers/s: busy");
+		OK(!backoff_busy(&b, back), "asked an hour before the busy window: quiet, not busy for the hour");
+		OK(!backoff_busy(&b, back - 1000000), "nor an hour and a second before");
+		OK(backoff_busy(&b, busy_at + BACKOFF_HOLD_US - 1), "busy until the hold runs out, as before");
+		backoff_note(&b, back); /* one answer on the clock stepped back */
+		OK(!backoff_busy(&b, back + BACKOFF_HOLD_US), "an answer after the step: quiet a hold later at most");
+		OK(!backoff_busy(&b, busy_at), "the stepped clock back at the busy instant, no load since: quiet");
+		feed(&b, back + 1, BACKOFF_WINDOW_US, 150);
+		backoff_note(&b, back + BACKOFF_WINDOW_US + 1);
+		OK(backoff_busy(&b, back + BACKOFF_WINDOW_US + 1), "load after the step: busy again");
+		OK(!backoff_busy(&b, back + BACKOFF_WINDOW_US + 1 + BACKOFF_HOLD_US), "and quiet a hold later");
 	}
 	{
 		struct backoff b;

@@ -1,10 +1,12 @@
 /* test_timeutil.c: RFC 3339 instants (common/timeutil.c), parsed and
- * formatted at explicit instants, table-driven. */
+ * formatted at explicit instants, table-driven; time_mono_us is the
+ * monotonic clock. */
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "common/timeutil.h"
 #include "tests/unit/tap.h"
@@ -113,8 +115,29 @@ static void instants_parse_and_format_as_rfc3339(void)
 	IS_I64(time_days_from_civil(1970, 1, 1), 0, "days_from_civil epoch");
 }
 
+static int64_t monotonic_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+/* time_mono_us reads CLOCK_MONOTONIC, whatever the wall clock says: read
+ * between two readings of that clock, it lies between them (the wall clock,
+ * about 1.7e15 us since 1970, lies far above them: CLOCK_MONOTONIC counts
+ * from about the boot) */
+static void mono_is_the_monotonic_clock(void)
+{
+	int64_t before = monotonic_us(), mono = time_mono_us(), after = monotonic_us();
+
+	OK(before <= mono && mono <= after, "time_mono_us is CLOCK_MONOTONIC (%lld <= %lld <= %lld)", (long long)before,
+	   (long long)mono, (long long)after);
+}
+
 int main(void)
 {
 	instants_parse_and_format_as_rfc3339();
+	mono_is_the_monotonic_clock();
 	return tap_done();
 }
