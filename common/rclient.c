@@ -234,13 +234,18 @@ int rclient_connect(struct rclient *c, struct error *err)
 	return discover(c, err);
 }
 
-/* The node for a slot (-1: a keyless command), reading the map if needed. */
-static struct cnode *target(struct rclient *c, int slot, struct error *err)
+/* The node for a command (by its key's slot; a keyless command: any node
+ * serving), reading the map if needed.  The slot is worked out only on a
+ * cluster: a single server takes every command. */
+static struct cnode *target(struct rclient *c, const struct rclient_cmd *cmd, struct error *err)
 {
+	int slot;
+
 	if ((c->mode == MODE_UNKNOWN || c->stale) && discover(c, err) < 0 && c->mode == MODE_UNKNOWN)
 		return NULL;
 	if (c->mode == MODE_SINGLE)
 		return c->nodes[c->single];
+	slot = rslot_command(cmd->argc, cmd->argv, cmd->argvlen);
 	if (slot < 0) {
 		for (int i = 0; i < c->n_nodes; i++)
 			if (c->nodes[i]->serves)
@@ -320,7 +325,7 @@ static redisReply *send_one(struct rclient *c, struct cnode *n, bool asking, con
 static redisReply *command(struct rclient *c, const struct rclient_cmd *cmd, struct error *err)
 {
 	int64_t started = time_now_us();
-	struct cnode *n = target(c, rslot_command(cmd->argc, cmd->argv, cmd->argvlen), err);
+	struct cnode *n = target(c, cmd, err);
 	bool asking = false;
 	int moves = 0, k;
 	redisReply *r;
@@ -354,7 +359,7 @@ int rclient_pipeline(struct rclient *c, size_t n, const struct rclient_cmd *cmds
 	}
 	for (size_t i = 0; i < n; i++) {
 		replies[i] = NULL;
-		to[i] = target(c, rslot_command(cmds[i].argc, cmds[i].argv, cmds[i].argvlen), err);
+		to[i] = target(c, &cmds[i], err);
 	}
 	/* append each node's commands, then read each node's answers in order */
 	for (int k = 0; k < c->n_nodes; k++) {
