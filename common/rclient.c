@@ -10,6 +10,7 @@
 #include <sys/random.h>
 #include <time.h>
 
+#include "common/buf.h"
 #include "common/rkeys.h"
 #include "common/rslot.h"
 #include "common/timeutil.h"
@@ -348,6 +349,21 @@ redisReply *rclient_commandv(struct rclient *c, int argc, const char **argv, con
 	return command(c, &cmd, err);
 }
 
+void rclient_format(struct buf *out, const struct rclient_cmd *cmd)
+{
+	buf_append(out, "*", 1);
+	buf_put_i64(out, cmd->argc);
+	buf_append(out, "\r\n", 2);
+	for (int a = 0; a < cmd->argc; a++) {
+		size_t len = cmd->argvlen ? cmd->argvlen[a] : strlen(cmd->argv[a]);
+		buf_append(out, "$", 1);
+		buf_put_i64(out, (int64_t)len);
+		buf_append(out, "\r\n", 2);
+		buf_append(out, cmd->argv[a], len);
+		buf_append(out, "\r\n", 2);
+	}
+}
+
 int rclient_pipeline(struct rclient *c, size_t n, const struct rclient_cmd *cmds, redisReply **replies,
 		     struct error *err)
 {
@@ -367,15 +383,23 @@ int rclient_pipeline(struct rclient *c, size_t n, const struct rclient_cmd *cmds
 		redisContext *ctx = NULL;
 		size_t sent = 0;
 
+		struct buf out;
+
+		/* the node's commands in RESP, as redisAppendCommandArgv writes each,
+		 * appended in one piece (hiredis's sds formatting a command cost
+		 * more than the command's own bytes: a record's HGET in usage.c) */
+		buf_init(&out);
 		for (size_t i = 0; i < n; i++) {
 			if (to[i] != nd)
 				continue;
 			if (!ctx && !(ctx = node_ctx(c, nd, err)))
 				break;
-			if (redisAppendCommandArgv(ctx, cmds[i].argc, cmds[i].argv, cmds[i].argvlen) != REDIS_OK)
-				break;
+			rclient_format(&out, &cmds[i]);
 			sent++;
 		}
+		if (sent && redisAppendFormattedCommand(ctx, out.data, out.len) != REDIS_OK)
+			sent = 0;
+		buf_release(&out);
 		for (size_t i = 0; i < n && sent > 0; i++) {
 			if (to[i] != nd)
 				continue;
