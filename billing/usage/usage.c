@@ -525,7 +525,7 @@ static int read_keys(struct batch *b, PGconn *c, struct error *err)
 		for (int k = 0; k < PQntuples(r); k++) {
 			uint8_t h[32];
 			if (hex32(PQgetvalue(r, k, 0), h) == 0 && sodium_memcmp(h, it->r.key_hash, 32) == 0) {
-				it->account_id = strtoll(PQgetvalue(r, k, 1), NULL, 10);
+				it->account_id = db_int(PQgetvalue(r, k, 1));
 				break;
 			}
 		}
@@ -686,7 +686,7 @@ static int read_accounts(struct batch *b, PGconn *c, struct error *err)
 	if (!r)
 		return -1;
 	for (int k = 0; k < PQntuples(r); k++) {
-		struct acct *ac = find_acct(b, strtoll(PQgetvalue(r, k, 0), NULL, 10));
+		struct acct *ac = find_acct(b, db_int(PQgetvalue(r, k, 0)));
 		if (ac) {
 			ac->found = 1;
 			ac->frozen = strcmp(PQgetvalue(r, k, 1), "frozen") == 0;
@@ -704,14 +704,14 @@ static int read_accounts(struct batch *b, PGconn *c, struct error *err)
 	}
 	b->n_buckets = 0;
 	for (int k = 0; k < PQntuples(r); k++) {
-		struct acct *ac = find_acct(b, strtoll(PQgetvalue(r, k, 0), NULL, 10));
+		struct acct *ac = find_acct(b, db_int(PQgetvalue(r, k, 0)));
 		struct burndown_bucket *bk = &b->buckets[b->n_buckets];
 		if (!ac)
 			continue;
 		if (ac->n == 0)
 			ac->first = b->n_buckets;
-		bk->ledger_account_id = strtoll(PQgetvalue(r, k, 1), NULL, 10);
-		bk->grant_id = strtoll(PQgetvalue(r, k, 2), NULL, 10);
+		bk->ledger_account_id = db_int(PQgetvalue(r, k, 1));
+		bk->grant_id = db_int(PQgetvalue(r, k, 2));
 		{
 			/* numeric: exact; a charge works on it saturated to int64 */
 			money_total v = 0;
@@ -719,8 +719,8 @@ static int read_accounts(struct batch *b, PGconn *c, struct error *err)
 			bk->balance = money_total_clamp(v);
 			bk->beyond = v - bk->balance;
 		}
-		bk->priority = (int)strtol(PQgetvalue(r, k, 4), NULL, 10);
-		bk->expires_at_us = strtoll(PQgetvalue(r, k, 5), NULL, 10);
+		bk->priority = (int)db_int(PQgetvalue(r, k, 4));
+		bk->expires_at_us = db_int(PQgetvalue(r, k, 5));
 		ac->n++;
 		b->n_buckets++;
 	}
@@ -1111,7 +1111,7 @@ static int read_chain(PGconn *c, const char *writer, struct chain *ch, size_t n,
 		goto done;
 	}
 	for (int k = 0; k < PQntuples(r); k++)
-		ch->txn_ids[k] = strtoll(PQgetvalue(r, k, 0), NULL, 10);
+		ch->txn_ids[k] = db_int(PQgetvalue(r, k, 0));
 	rc = 0;
 done:
 	PQclear(r);
