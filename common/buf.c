@@ -49,6 +49,11 @@ static inline void grow(struct buf *b, size_t need)
 		grow_to(b, need);
 }
 
+void buf_reserve(struct buf *b, size_t n)
+{
+	grow(b, n);
+}
+
 void buf_append(struct buf *b, const void *p, size_t n)
 {
 	grow(b, n);

@@ -203,6 +203,7 @@ int usage_answer_held(struct usage_item *it, bool known, int64_t held)
 	if (!it->response || it->duplicate || it->balance_at == 0 || it->balance_at >= strlen(it->response))
 		return -1;
 	buf_init(&t);
+	buf_reserve(&t, it->balance_at + 256); /* the tail's members: one allocation */
 	buf_append(&t, it->response, it->balance_at);
 	balance_tail(&t, it->paid_after, it->promo_after, known ? 1 : 2, held);
 	free(it->response);
@@ -819,6 +820,7 @@ static int charge_items(struct batch *b, int64_t now_us, struct error *err)
 		b->txn_item[tx] = i;
 		/* the answer, written once (as jansson would: members in this order) */
 		buf_init(&resp);
+		buf_reserve(&resp, 512); /* an answer of one or two buckets, in one allocation */
 		buf_puts(&resp, "{\"request_id\":");
 		buf_json_str(&resp, it->r.request_id);
 		buf_puts(&resp, ",\"account_id\":");
