@@ -26,13 +26,11 @@ void buf_reset(struct buf *b)
 		b->data[0] = '\0';
 }
 
-static void grow(struct buf *b, size_t need)
+static void grow_to(struct buf *b, size_t need)
 {
 	size_t cap = b->cap ? b->cap : 256;
 	char *p;
 
-	if (b->len + need + 1 <= b->cap)
-		return;
 	while (cap < b->len + need + 1)
 		cap *= 2;
 	p = realloc(b->data, cap);
@@ -42,6 +40,18 @@ static void grow(struct buf *b, size_t need)
 	}
 	b->data = p;
 	b->cap = cap;
+}
+
+/* room for need more bytes and the NUL: the common case (room) without a call */
+static inline void grow(struct buf *b, size_t need)
+{
+	if (b->len + need + 1 > b->cap)
+		grow_to(b, need);
+}
+
+void buf_reserve(struct buf *b, size_t n)
+{
+	grow(b, n);
 }
 
 void buf_append(struct buf *b, const void *p, size_t n)
@@ -200,9 +210,15 @@ void buf_hex(struct buf *b, const uint8_t *p, size_t n)
 
 static void json_strn(struct buf *b, const char *s, size_t n, bool short_bf)
 {
+	size_t run = 0; /* s[run..i) needs no escape: appended in one piece */
+
 	buf_append(b, "\"", 1);
 	for (size_t i = 0; i < n; i++) {
 		unsigned char ch = (unsigned char)s[i];
+		if (ch >= 0x20 && ch != '"' && ch != '\\')
+			continue;
+		buf_append(b, s + run, i - run);
+		run = i + 1;
 		switch (ch) {
 		case '"':
 			buf_append(b, "\\\"", 2);
@@ -226,13 +242,11 @@ static void json_strn(struct buf *b, const char *s, size_t n, bool short_bf)
 		case '\t':
 			buf_append(b, "\\t", 2);
 			break;
-		default:
-			if (ch < 0x20)
-				buf_printf(b, "\\u%04x", ch);
-			else
-				buf_append(b, &s[i], 1);
+		default: /* below 0x20 */
+			buf_printf(b, "\\u%04x", ch);
 		}
 	}
+	buf_append(b, s + run, n - run);
 	buf_append(b, "\"", 1);
 }
 

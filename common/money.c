@@ -97,16 +97,31 @@ void money_total_str(money_total v, char *buf, size_t buflen)
 {
 	char tmp[MONEY_TOTAL_BUF];
 	unsigned __int128 a = v < 0 ? (unsigned __int128)0 - (unsigned __int128)v : (unsigned __int128)v;
-	size_t i = sizeof(tmp);
+	size_t i = sizeof(tmp), n;
 
-	tmp[--i] = '\0';
-	do {
+	/* 64-bit divisions while the rest fits (every balance of today's
+	 * books): a 128-bit division by 10 is a library call a digit */
+	while (a > UINT64_MAX) {
 		tmp[--i] = (char)('0' + (int)(a % 10));
 		a /= 10;
-	} while (a);
+	}
+	{
+		uint64_t u = (uint64_t)a;
+		do {
+			tmp[--i] = (char)('0' + (int)(u % 10));
+			u /= 10;
+		} while (u);
+	}
 	if (v < 0)
 		tmp[--i] = '-';
-	snprintf(buf, buflen, "%s", tmp + i);
+	if (buflen == 0)
+		return;
+	/* as snprintf(buf, buflen, "%s") did: cut to buflen - 1 */
+	n = sizeof(tmp) - i;
+	if (n >= buflen)
+		n = buflen - 1;
+	memcpy(buf, tmp + i, n);
+	buf[n] = '\0';
 }
 
 void money_total_format(money_total nanos, char *buf, size_t buflen)

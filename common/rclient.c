@@ -10,6 +10,7 @@
 #include <sys/random.h>
 #include <time.h>
 
+#include "common/buf.h"
 #include "common/rkeys.h"
 #include "common/rslot.h"
 #include "common/timeutil.h"
@@ -234,13 +235,18 @@ int rclient_connect(struct rclient *c, struct error *err)
 	return discover(c, err);
 }
 
-/* The node for a slot (-1: a keyless command), reading the map if needed. */
-static struct cnode *target(struct rclient *c, int slot, struct error *err)
+/* The node for a command (by its key's slot; a keyless command: any node
+ * serving), reading the map if needed.  The slot is worked out only on a
+ * cluster: a single server takes every command. */
+static struct cnode *target(struct rclient *c, const struct rclient_cmd *cmd, struct error *err)
 {
+	int slot;
+
 	if ((c->mode == MODE_UNKNOWN || c->stale) && discover(c, err) < 0 && c->mode == MODE_UNKNOWN)
 		return NULL;
 	if (c->mode == MODE_SINGLE)
 		return c->nodes[c->single];
+	slot = rslot_command(cmd->argc, cmd->argv, cmd->argvlen);
 	if (slot < 0) {
 		for (int i = 0; i < c->n_nodes; i++)
 			if (c->nodes[i]->serves)
@@ -320,7 +326,7 @@ static redisReply *send_one(struct rclient *c, struct cnode *n, bool asking, con
 static redisReply *command(struct rclient *c, const struct rclient_cmd *cmd, struct error *err)
 {
 	int64_t started = time_now_us();
-	struct cnode *n = target(c, rslot_command(cmd->argc, cmd->argv, cmd->argvlen), err);
+	struct cnode *n = target(c, cmd, err);
 	bool asking = false;
 	int moves = 0, k;
 	redisReply *r;
@@ -343,6 +349,21 @@ redisReply *rclient_commandv(struct rclient *c, int argc, const char **argv, con
 	return command(c, &cmd, err);
 }
 
+void rclient_format(struct buf *out, const struct rclient_cmd *cmd)
+{
+	buf_append(out, "*", 1);
+	buf_put_i64(out, cmd->argc);
+	buf_append(out, "\r\n", 2);
+	for (int a = 0; a < cmd->argc; a++) {
+		size_t len = cmd->argvlen ? cmd->argvlen[a] : strlen(cmd->argv[a]);
+		buf_append(out, "$", 1);
+		buf_put_i64(out, (int64_t)len);
+		buf_append(out, "\r\n", 2);
+		buf_append(out, cmd->argv[a], len);
+		buf_append(out, "\r\n", 2);
+	}
+}
+
 int rclient_pipeline(struct rclient *c, size_t n, const struct rclient_cmd *cmds, redisReply **replies,
 		     struct error *err)
 {
@@ -354,7 +375,7 @@ int rclient_pipeline(struct rclient *c, size_t n, const struct rclient_cmd *cmds
 	}
 	for (size_t i = 0; i < n; i++) {
 		replies[i] = NULL;
-		to[i] = target(c, rslot_command(cmds[i].argc, cmds[i].argv, cmds[i].argvlen), err);
+		to[i] = target(c, &cmds[i], err);
 	}
 	/* append each node's commands, then read each node's answers in order */
 	for (int k = 0; k < c->n_nodes; k++) {
@@ -362,15 +383,23 @@ int rclient_pipeline(struct rclient *c, size_t n, const struct rclient_cmd *cmds
 		redisContext *ctx = NULL;
 		size_t sent = 0;
 
+		struct buf out;
+
+		/* the node's commands in RESP, as redisAppendCommandArgv writes each,
+		 * appended in one piece (hiredis's sds formatting a command cost
+		 * more than the command's own bytes: a record's HGET in usage.c) */
+		buf_init(&out);
 		for (size_t i = 0; i < n; i++) {
 			if (to[i] != nd)
 				continue;
 			if (!ctx && !(ctx = node_ctx(c, nd, err)))
 				break;
-			if (redisAppendCommandArgv(ctx, cmds[i].argc, cmds[i].argv, cmds[i].argvlen) != REDIS_OK)
-				break;
+			rclient_format(&out, &cmds[i]);
 			sent++;
 		}
+		if (sent && redisAppendFormattedCommand(ctx, out.data, out.len) != REDIS_OK)
+			sent = 0;
+		buf_release(&out);
 		for (size_t i = 0; i < n && sent > 0; i++) {
 			if (to[i] != nd)
 				continue;

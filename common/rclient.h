@@ -39,6 +39,10 @@ redisReply *rclient_commandv(struct rclient *c, int argc, const char **argv, con
  * with err. */
 int rclient_pipeline(struct rclient *c, size_t n, const struct rclient_cmd *cmds, redisReply **replies,
 		     struct error *err) __attribute__((warn_unused_result));
+/* Appends cmd in RESP to out (*argc, then $len and the bytes of each
+ * argument): the bytes redisFormatCommandArgv writes, without its sds. */
+struct buf;
+void rclient_format(struct buf *out, const struct rclient_cmd *cmd);
 /* Calls fn with the connection of each master (or the single server), e.g.
  * for SCAN; ctx stays allocated until fn returns, also when fn's own
  * commands through c close it (then it answers them with errors).  fn

@@ -676,3 +676,19 @@ done:
 	free_files(m, n);
 	return rc;
 }
+
+int64_t db_int(const char *s)
+{
+	const char *p = s + (*s == '-');
+	uint64_t v = 0;
+	size_t n = 0;
+
+	for (; p[n] >= '0' && p[n] <= '9'; n++) {
+		if (n == 18)
+			return strtoll(s, NULL, 10);
+		v = v * 10 + (uint64_t)(p[n] - '0');
+	}
+	if (n == 0 || p[n] != '\0')
+		return strtoll(s, NULL, 10);
+	return *s == '-' ? -(int64_t)v : (int64_t)v;
+}

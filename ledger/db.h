@@ -34,6 +34,12 @@ void db_set_standby_confirm(int ms);
  * db_exec/db_query (a pipeline) is neither bounded nor confirmed. */
 int db_standby_confirm(void);
 
+/* An integer column's text (PostgreSQL writes int2, int4 and int8 as
+ * -?[0-9]+, PQgetvalue a NULL as ""): strtoll's value, without its locale
+ * and base handling for up to 18 digits (the writer reads a dozen a usage
+ * record); anything else goes to strtoll itself. */
+int64_t db_int(const char *s);
+
 /* Runs a command without result rows; -1 with err.  `params` may be NULL. */
 int db_exec(PGconn *c, const char *sql, int nparams, const char *const *params, struct error *err)
 	__attribute__((warn_unused_result));

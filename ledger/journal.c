@@ -48,6 +48,7 @@ void journal_hash(uint8_t out[JOURNAL_HASH_BYTES], const uint8_t prev[JOURNAL_HA
 	struct buf b;
 
 	buf_init(&b);
+	buf_reserve(&b, 512); /* a usage record's transaction in one allocation */
 	journal_encode(&b, prev, writer, seq, t);
 	crypto_generichash(out, JOURNAL_HASH_BYTES, (const unsigned char *)b.data, b.len, NULL, 0);
 	buf_release(&b);

@@ -1452,14 +1452,16 @@ static bool settle_args(struct server *s, const struct usage_item *it, char (*bu
 
 	if (e->account_id == it->account_id)
 		resolve_limits(az, it->account_id, e->tier, it->r.model, &lim);
-	snprintf(bufs[0], 32, "%" PRId64, it->duplicate ? 0 : it->d_paid);
-	snprintf(bufs[1], 32, "%" PRId64, it->duplicate ? 0 : it->d_promo);
-	snprintf(bufs[2], 32, "%" PRId64, it->r.input_tokens + it->r.output_tokens);
-	snprintf(bufs[3], 32, "%" PRId64, lim.all[1]);
-	snprintf(bufs[4], 32, "%" PRId64, lim.all[3]);
-	snprintf(bufs[5], 32, "%" PRId64, lim.model[1]);
-	snprintf(bufs[6], 32, "%" PRId64, lim.model[3]);
-	snprintf(bufs[7], 32, "%" PRId64, it->duplicate ? (int64_t)-1 : it->mirror_lgen);
+	_Static_assert(BUF_I64_LEN <= 32, "settle_args' buffers hold an int64");
+	/* the digits printf's %" PRId64 " gives, without printf (a settle a record) */
+	buf_fmt_i64(bufs[0], it->duplicate ? 0 : it->d_paid);
+	buf_fmt_i64(bufs[1], it->duplicate ? 0 : it->d_promo);
+	buf_fmt_i64(bufs[2], it->r.input_tokens + it->r.output_tokens);
+	buf_fmt_i64(bufs[3], lim.all[1]);
+	buf_fmt_i64(bufs[4], lim.all[3]);
+	buf_fmt_i64(bufs[5], lim.model[1]);
+	buf_fmt_i64(bufs[6], lim.model[3]);
+	buf_fmt_i64(bufs[7], it->duplicate ? (int64_t)-1 : it->mirror_lgen);
 	argv[0] = it->r.hold_id;
 	argv[1] = bufs[0];
 	argv[2] = bufs[1];

@@ -3,13 +3,17 @@
 
 #include <event2/buffer.h>
 #include <event2/http.h>
+#include <event2/http_struct.h> /* the request's HTTP version: libevent 2.1 has no getter */
 #include <event2/keyvalq_struct.h>
+#include <event2/util.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #include "billing/http/metrics.h"
+#include "common/buf.h"
 #include "common/jsonnum.h"
 #include "common/log.h"
 #include "common/timeutil.h"
@@ -45,12 +49,50 @@ static void finish(struct rctx *c, int status)
 	free(c);
 }
 
+/* The Date and Content-Length headers evhttp_send_reply adds to an
+ * HTTP/1.1 reply (libevent 2.1's evhttp_make_header_response: a Date when
+ * there is none, then a Content-Length of the body when the reply has a
+ * body and neither it nor Transfer-Encoding is set), added here first, in
+ * the same order with the same bytes, so that it finds them and adds
+ * nothing.  Its Date costs a gmtime and a printf a reply, its length a
+ * printf; here the date is formatted once a second (per thread). */
+static void add_reply_headers(struct evhttp_request *req, int status, size_t body_len)
+{
+	static __thread time_t date_at = -1;
+	static __thread char date[64];
+	struct evkeyvalq *h = evhttp_request_get_output_headers(req);
+	char n[BUF_I64_LEN];
+
+	if (req->major != 1 || req->minor < 1)
+		return; /* HTTP/1.0: libevent's own rules (keep-alive), untouched */
+	if (!evhttp_find_header(h, "Date")) {
+		time_t now = time(NULL);
+		if (now != date_at) {
+			struct tm tm;
+			gmtime_r(&now, &tm);
+			if (evutil_date_rfc1123(date, sizeof(date), &tm) <= 0)
+				return; /* libevent adds its own */
+			date_at = now;
+		}
+		evhttp_add_header(h, "Date", date);
+	}
+	/* evhttp_response_needs_body */
+	if (status == HTTP_NOCONTENT || status == HTTP_NOTMODIFIED || (status >= 100 && status < 200) ||
+	    evhttp_request_get_command(req) == EVHTTP_REQ_HEAD)
+		return;
+	if (evhttp_find_header(h, "Transfer-Encoding") || evhttp_find_header(h, "Content-Length"))
+		return;
+	buf_fmt_i64(n, (int64_t)body_len);
+	evhttp_add_header(h, "Content-Length", n);
+}
+
 /* The one reply: content type, body bytes, a newline after them if nl. */
 static void send_body(struct rctx *c, int status, const char *type, const char *body, size_t len, bool nl)
 {
 	struct evbuffer *out = evbuffer_new();
 
 	evhttp_add_header(evhttp_request_get_output_headers(c->req), "Content-Type", type);
+	add_reply_headers(c->req, status, len + (nl ? 1 : 0));
 	evbuffer_add(out, body, len);
 	if (nl)
 		evbuffer_add(out, "\n", 1);

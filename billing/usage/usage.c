@@ -164,23 +164,35 @@ void usage_item_release(struct usage_item *it)
 	it->balance_at = 0;
 }
 
+/* v as an exact integer literal, beyond int64 too (as jsonnum_dumps writes it) */
+static void put_total(struct buf *b, money_total v)
+{
+	char t[MONEY_TOTAL_BUF];
+
+	money_total_str(v, t, sizeof(t));
+	buf_puts(b, t);
+}
+
 /* "balance":{...},"duplicate":false} of a fresh charge: as stored (held 0,
- * live 0), or with the live held amount (live 1 known, 2 unknown) */
+ * live 0), or with the live held amount (live 1 known, 2 unknown); written
+ * piece by piece, no printf (twice a record: stored, then answered) */
 static void balance_tail(struct buf *b, money_total paid, money_total promo, int live, int64_t held)
 {
-	/* totals as exact integer literals, beyond int64 too (as jsonnum_dumps writes them) */
-	char p[MONEY_TOTAL_BUF], q[MONEY_TOTAL_BUF], a[MONEY_TOTAL_BUF];
-
-	money_total_str(paid, p, sizeof(p));
-	money_total_str(promo, q, sizeof(q));
-	money_total_str(paid + promo - held, a, sizeof(a));
-	buf_printf(b, "\"balance\":{\"paid_nanos\":%s,\"promo_nanos\":%s", p, q);
-	if (live == 2)
+	buf_puts(b, "\"balance\":{\"paid_nanos\":");
+	put_total(b, paid);
+	buf_puts(b, ",\"promo_nanos\":");
+	put_total(b, promo);
+	if (live == 2) {
 		buf_puts(b, ",\"held_nanos\":null,\"available_nanos\":null,\"held_known\":false,\"note\":"
 			    "\"" USAGE_HELD_UNKNOWN_NOTE "\"");
-	else
-		buf_printf(b, ",\"held_nanos\":%" PRId64 ",\"available_nanos\":%s%s", held, a,
-			   live ? ",\"held_known\":true" : "");
+	} else {
+		buf_puts(b, ",\"held_nanos\":");
+		buf_put_i64(b, held);
+		buf_puts(b, ",\"available_nanos\":");
+		put_total(b, paid + promo - held);
+		if (live)
+			buf_puts(b, ",\"held_known\":true");
+	}
 	buf_puts(b, "},\"duplicate\":false}");
 }
 
@@ -191,6 +203,7 @@ int usage_answer_held(struct usage_item *it, bool known, int64_t held)
 	if (!it->response || it->duplicate || it->balance_at == 0 || it->balance_at >= strlen(it->response))
 		return -1;
 	buf_init(&t);
+	buf_reserve(&t, it->balance_at + 256); /* the tail's members: one allocation */
 	buf_append(&t, it->response, it->balance_at);
 	balance_tail(&t, it->paid_after, it->promo_after, known ? 1 : 2, held);
 	free(it->response);
@@ -513,7 +526,7 @@ static int read_keys(struct batch *b, PGconn *c, struct error *err)
 		for (int k = 0; k < PQntuples(r); k++) {
 			uint8_t h[32];
 			if (hex32(PQgetvalue(r, k, 0), h) == 0 && sodium_memcmp(h, it->r.key_hash, 32) == 0) {
-				it->account_id = strtoll(PQgetvalue(r, k, 1), NULL, 10);
+				it->account_id = db_int(PQgetvalue(r, k, 1));
 				break;
 			}
 		}
@@ -674,7 +687,7 @@ static int read_accounts(struct batch *b, PGconn *c, struct error *err)
 	if (!r)
 		return -1;
 	for (int k = 0; k < PQntuples(r); k++) {
-		struct acct *ac = find_acct(b, strtoll(PQgetvalue(r, k, 0), NULL, 10));
+		struct acct *ac = find_acct(b, db_int(PQgetvalue(r, k, 0)));
 		if (ac) {
 			ac->found = 1;
 			ac->frozen = strcmp(PQgetvalue(r, k, 1), "frozen") == 0;
@@ -692,14 +705,14 @@ static int read_accounts(struct batch *b, PGconn *c, struct error *err)
 	}
 	b->n_buckets = 0;
 	for (int k = 0; k < PQntuples(r); k++) {
-		struct acct *ac = find_acct(b, strtoll(PQgetvalue(r, k, 0), NULL, 10));
+		struct acct *ac = find_acct(b, db_int(PQgetvalue(r, k, 0)));
 		struct burndown_bucket *bk = &b->buckets[b->n_buckets];
 		if (!ac)
 			continue;
 		if (ac->n == 0)
 			ac->first = b->n_buckets;
-		bk->ledger_account_id = strtoll(PQgetvalue(r, k, 1), NULL, 10);
-		bk->grant_id = strtoll(PQgetvalue(r, k, 2), NULL, 10);
+		bk->ledger_account_id = db_int(PQgetvalue(r, k, 1));
+		bk->grant_id = db_int(PQgetvalue(r, k, 2));
 		{
 			/* numeric: exact; a charge works on it saturated to int64 */
 			money_total v = 0;
@@ -707,8 +720,8 @@ static int read_accounts(struct batch *b, PGconn *c, struct error *err)
 			bk->balance = money_total_clamp(v);
 			bk->beyond = v - bk->balance;
 		}
-		bk->priority = (int)strtol(PQgetvalue(r, k, 4), NULL, 10);
-		bk->expires_at_us = strtoll(PQgetvalue(r, k, 5), NULL, 10);
+		bk->priority = (int)db_int(PQgetvalue(r, k, 4));
+		bk->expires_at_us = db_int(PQgetvalue(r, k, 5));
 		ac->n++;
 		b->n_buckets++;
 	}
@@ -807,12 +820,16 @@ static int charge_items(struct batch *b, int64_t now_us, struct error *err)
 		b->txn_item[tx] = i;
 		/* the answer, written once (as jansson would: members in this order) */
 		buf_init(&resp);
+		buf_reserve(&resp, 512); /* an answer of one or two buckets, in one allocation */
 		buf_puts(&resp, "{\"request_id\":");
 		buf_json_str(&resp, it->r.request_id);
-		buf_printf(&resp,
-			   ",\"account_id\":%" PRId64 ",\"cost_nanos\":%" PRId64 ",\"price_version\":%" PRId64
-			   ",\"charged\":[",
-			   it->account_id, cost, pr->version);
+		buf_puts(&resp, ",\"account_id\":");
+		buf_put_i64(&resp, it->account_id);
+		buf_puts(&resp, ",\"cost_nanos\":");
+		buf_put_i64(&resp, cost);
+		buf_puts(&resp, ",\"price_version\":");
+		buf_put_i64(&resp, pr->version);
+		buf_puts(&resp, ",\"charged\":[");
 		it->d_paid = it->d_promo = 0;
 		for (size_t k = 0; k < nl; k++) {
 			if (lines[k].kind == BURNDOWN_GRANT)
@@ -825,13 +842,16 @@ static int charge_items(struct batch *b, int64_t now_us, struct error *err)
 			else
 				b->posts[np++] = (struct journal_posting){lines[k].ledger_account_id, it->account_id,
 									  -lines[k].amount};
-			buf_printf(&resp, "%s{\"bucket\":\"%s\",\"grant_id\":", k ? "," : "",
-				   bucket_name(lines[k].kind));
+			buf_puts(&resp, k ? ",{\"bucket\":\"" : "{\"bucket\":\"");
+			buf_puts(&resp, bucket_name(lines[k].kind));
+			buf_puts(&resp, "\",\"grant_id\":");
 			if (lines[k].grant_id)
-				buf_printf(&resp, "%" PRId64, lines[k].grant_id);
+				buf_put_i64(&resp, lines[k].grant_id);
 			else
 				buf_puts(&resp, "null");
-			buf_printf(&resp, ",\"amount_nanos\":%" PRId64 "}", lines[k].amount);
+			buf_puts(&resp, ",\"amount_nanos\":");
+			buf_put_i64(&resp, lines[k].amount);
+			buf_puts(&resp, "}");
 		}
 		free(lines);
 		if (np == first_post) /* a free call still moves through the books: a zero posting */
@@ -858,11 +878,19 @@ static int charge_items(struct batch *b, int64_t now_us, struct error *err)
 		buf_json_str(d, it->r.request_id);
 		buf_puts(d, ",\"model\":");
 		buf_json_str(d, it->r.model);
-		buf_printf(d,
-			   ",\"input_tokens\":%" PRId64 ",\"cached_input_tokens\":%" PRId64
-			   ",\"output_tokens\":%" PRId64 ",\"started_at\":\"%s\",\"price_version\":%" PRId64
-			   ",\"cost_nanos\":%" PRId64 "}",
-			   it->r.input_tokens, it->r.cached_input_tokens, it->r.output_tokens, ts, pr->version, cost);
+		buf_puts(d, ",\"input_tokens\":");
+		buf_put_i64(d, it->r.input_tokens);
+		buf_puts(d, ",\"cached_input_tokens\":");
+		buf_put_i64(d, it->r.cached_input_tokens);
+		buf_puts(d, ",\"output_tokens\":");
+		buf_put_i64(d, it->r.output_tokens);
+		buf_puts(d, ",\"started_at\":\"");
+		buf_puts(d, ts);
+		buf_puts(d, "\",\"price_version\":");
+		buf_put_i64(d, pr->version);
+		buf_puts(d, ",\"cost_nanos\":");
+		buf_put_i64(d, cost);
+		buf_puts(d, "}");
 		{
 			struct journal_txn *t = &b->txns[tx];
 			memset(t, 0, sizeof(*t));
@@ -944,11 +972,13 @@ static int send_records(struct batch *b, PGconn *c, const char *writer, char **k
 
 	for (size_t t = 0; t < b->n_txns; t++) {
 		struct usage_item *it = b->items[b->txn_item[t]];
+		size_t idl = strlen(it->r.request_id);
 		free(keys[t]);
-		if (asprintf(&keys[t], "usage:%s", it->r.request_id) < 0) {
-			keys[t] = NULL;
+		keys[t] = malloc(sizeof("usage:") + idl); /* "usage:" + the id, no printf */
+		if (!keys[t])
 			return error_set(err, 500, "internal", "out of memory");
-		}
+		memcpy(keys[t], "usage:", sizeof("usage:") - 1);
+		memcpy(keys[t] + sizeof("usage:") - 1, it->r.request_id, idl + 1);
 		b->txns[t].idempotency_key = keys[t];
 		b->txns[t].txn_id = ch->txn_ids[t];
 	}
@@ -1083,7 +1113,7 @@ static int read_chain(PGconn *c, const char *writer, struct chain *ch, size_t n,
 		goto done;
 	}
 	for (int k = 0; k < PQntuples(r); k++)
-		ch->txn_ids[k] = strtoll(PQgetvalue(r, k, 0), NULL, 10);
+		ch->txn_ids[k] = db_int(PQgetvalue(r, k, 0));
 	rc = 0;
 done:
 	PQclear(r);

@@ -131,10 +131,81 @@ static void test_append_utf8_replaces_maximal_subparts(void)
 	UTF8_IS("a\0b", "a\0b", "NUL is kept");
 }
 
+/* the writer, one byte at a time (as it was before it appended runs) */
+static void json_ref(struct buf *b, const unsigned char *s, size_t n)
+{
+	buf_append(b, "\"", 1);
+	for (size_t i = 0; i < n; i++) {
+		char t[8];
+		switch (s[i]) {
+		case '"':
+			buf_puts(b, "\\\"");
+			break;
+		case '\\':
+			buf_puts(b, "\\\\");
+			break;
+		case '\b':
+			buf_puts(b, "\\b");
+			break;
+		case '\f':
+			buf_puts(b, "\\f");
+			break;
+		case '\n':
+			buf_puts(b, "\\n");
+			break;
+		case '\r':
+			buf_puts(b, "\\r");
+			break;
+		case '\t':
+			buf_puts(b, "\\t");
+			break;
+		default:
+			if (s[i] < 0x20) {
+				snprintf(t, sizeof(t), "\\u%04x", s[i]);
+				buf_puts(b, t);
+			} else {
+				buf_append(b, &s[i], 1);
+			}
+		}
+	}
+	buf_append(b, "\"", 1);
+}
+
+/* every byte value, alone, between plain runs, at either end, and runs of
+ * escapes: the same bytes as the one-byte-at-a-time writer */
+static void test_json_runs_as_bytes(void)
+{
+	unsigned char s[600];
+	struct buf a, b;
+	int bad = 0;
+
+	for (int c = 0; c < 256; c++) {
+		size_t shapes[][2] = {{0, 1}, {0, 5}, {4, 5}, {2, 5}, {0, 300}};
+		for (size_t k = 0; k < sizeof(shapes) / sizeof(shapes[0]); k++) {
+			size_t at = shapes[k][0], n = shapes[k][1];
+			memset(s, 'x', n);
+			s[at] = (unsigned char)c;
+			if (n == 300)
+				for (size_t i = 0; i < n; i += 7)
+					s[i] = (unsigned char)(c + (int)i);
+			buf_init(&a);
+			buf_init(&b);
+			buf_json_strn(&a, (const char *)s, n);
+			json_ref(&b, s, n);
+			bad += a.len != b.len || memcmp(a.data, b.data, a.len) != 0;
+			buf_release(&a);
+			buf_release(&b);
+		}
+	}
+	OK(bad == 0, "runs appended whole: the bytes of the one-byte writer for every byte value and place (%d differ)",
+	   bad);
+}
+
 int main(void)
 {
 	test_append_utf8_replaces_maximal_subparts();
 	test_json_escapes();
+	test_json_runs_as_bytes();
 	test_json_str_is_strn();
 	test_json_str_u_spells_bf_long();
 	test_decimal_and_array_text();

@@ -99,9 +99,50 @@ static void test_json(void)
 	OK(jsonnum_value(NULL) == 0, "NULL reads as 0");
 }
 
+/* money_total_str divides in 64 bits once the rest fits: the digits either
+ * side of 2^64 and of INT128's ends, and a cut buffer as snprintf cuts it */
+static void test_str_edges(void)
+{
+	static const struct {
+		const char *in;
+	} cases[] = {
+		{"18446744073709551615"},
+		{"18446744073709551616"},
+		{"-18446744073709551615"},
+		{"-18446744073709551616"},
+		{"18446744073709551617"},
+		{"99999999999999999999999999999999999999"},
+		{"-99999999999999999999999999999999999999"},
+		{"10000000000000000000"},
+		{"9999999999999999999"},
+		{"-9223372036854775808"},
+		{"7"},
+	};
+	char s[MONEY_TOTAL_BUF];
+	money_total v, min = (money_total)((unsigned __int128)1 << 127);
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		OK(money_total_parse(cases[i].in, &v) == 0, "parse %s", cases[i].in);
+		money_total_str(v, s, sizeof(s));
+		IS_STR(s, cases[i].in, "round trip beside 2^64");
+	}
+	money_total_str(min, s, sizeof(s));
+	IS_STR(s, "-170141183460469231731687303715884105728", "INT128 min");
+	money_total_str(~min, s, sizeof(s));
+	IS_STR(s, "170141183460469231731687303715884105727", "INT128 max");
+	money_total_str(-123456, s, 5);
+	IS_STR(s, "-123", "cut to buflen - 1, as snprintf");
+	money_total_str(42, s, 1);
+	IS_STR(s, "", "buflen 1: empty");
+	s[0] = 'x';
+	money_total_str(42, s, 0);
+	OK(s[0] == 'x', "buflen 0: nothing written");
+}
+
 int main(void)
 {
 	test_parse_and_format();
+	test_str_edges();
 	test_json();
 	return tap_done();
 }

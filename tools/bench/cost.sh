@@ -9,9 +9,10 @@
 # the kept billingd (the process running with the kept run's billingd.conf),
 # start BINARY with that billingd.conf, warm up for
 # 2 s, then drive it with loadgen for SECONDS and print one line: requests,
-# req/s, and each process's CPU time (utime + stime from /proc) divided by
-# the requests answered (batch: 1000-record requests, 4 connections, per
-# record).  PostgreSQL counts the postmaster and every child.
+# req/s, and each process's CPU time (utime + stime from /proc; billingd's
+# utime alone in brackets) divided by the requests answered (batch:
+# 1000-record requests, 4 connections, per record).  PostgreSQL counts the
+# postmaster and every child.
 # --syscalls adds perf's count of billingd's epoll_ctl, epoll_wait, readv,
 # writev, read, write, sendto, recvfrom and poll per request.
 #
@@ -67,6 +68,7 @@ rpid=$(pgrep -f -- "redis-server 127.0.0.1:$rport\$" | head -1 || true)
 [ -n "$pm" ] && [ -n "$rpid" ] || { echo "cost.sh: the kept PostgreSQL (port $pgport) or Redis ($rport) is not running" >&2; exit 1; }
 
 ticks() { awk '{s += $14 + $15} END {print s + 0}' "$@" 2>/dev/null || echo 0; }
+uticks() { awk '{s += $14} END {print s + 0}' "$@" 2>/dev/null || echo 0; } # user time only
 pg_ticks() { ticks /proc/"$pm"/stat $(pgrep -P "$pm" | sed 's|.*|/proc/&/stat|'); }
 # billing_commit_batch_records' sum and count from billingd's /metrics
 commits() { curl -s "http://127.0.0.1:$port/metrics" | awk '/^billing_commit_batch_records_(sum|count) / {printf "%s ", $2}'; }
@@ -100,10 +102,10 @@ for r in $(seq "$rounds"); do
 			spid=$!
 		fi
 		m0=$(commits)
-		b0=$(ticks /proc/"$bpid"/stat) p0=$(pg_ticks) r0=$(ticks /proc/"$rpid"/stat)
+		b0=$(ticks /proc/"$bpid"/stat) u0=$(uticks /proc/"$bpid"/stat) p0=$(pg_ticks) r0=$(ticks /proc/"$rpid"/stat)
 		out=$("$lg" --port "$port" --token "$gw" --path "$path" --body "$body" "${batch[@]}" -c "$conns" -d "$secs" \
 			--acct-lo 1 --acct-hi 1000 --label cost)
-		b1=$(ticks /proc/"$bpid"/stat) p1=$(pg_ticks) r1=$(ticks /proc/"$rpid"/stat)
+		b1=$(ticks /proc/"$bpid"/stat) u1=$(uticks /proc/"$bpid"/stat) p1=$(pg_ticks) r1=$(ticks /proc/"$rpid"/stat)
 		m1=$(commits)
 		n=$(sed -n 's/.*"ok":\([0-9]*\).*/\1/p' <<<"$out")
 		rps=$(sed -n 's/.*"ok_rps":\([0-9.]*\).*/\1/p' <<<"$out")
@@ -112,8 +114,8 @@ for r in $(seq "$rounds"); do
 			rps=$(sed -n 's/.*"items_per_s":\([0-9.]*\).*/\1/p' <<<"$out")
 		fi
 		p99=$(sed -n 's/.*"p99_ms":\([0-9.]*\).*/\1/p' <<<"$out")
-		printf '%s round %s %-28s ok=%s req/s=%s p99=%sms us/req: billingd %s postgres %s redis %s records/commit %s (load %s)\n' \
-			"$scen" "$r" "$bin" "$n" "$rps" "$p99" "$(us_per $((b1 - b0)) "$n")" "$(us_per $((p1 - p0)) "$n")" \
+		printf '%s round %s %-28s ok=%s req/s=%s p99=%sms us/req: billingd %s (user %s) postgres %s redis %s records/commit %s (load %s)\n' \
+			"$scen" "$r" "$bin" "$n" "$rps" "$p99" "$(us_per $((b1 - b0)) "$n")" "$(us_per $((u1 - u0)) "$n")" "$(us_per $((p1 - p0)) "$n")" \
 			"$(us_per $((r1 - r0)) "$n")" "$(per_commit "$m0" "$m1")" "$(cut -d' ' -f1 /proc/loadavg)"
 		if [ $sys = 1 ]; then
 			kill -INT "$spid"
