@@ -576,20 +576,9 @@ static void usage_answer_with_held(struct server *s, struct usage_item *it, dbjo
  * malloc's per-thread cache, and its calloc cost more than the record's
  * body hash.  Under AddressSanitizer every item is its own allocation, so a
  * use after the answer is still caught. */
-#if defined(__SANITIZE_ADDRESS__) /* gcc */
-#define KEEP_ITEMS 0
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer) /* clang */
-#define KEEP_ITEMS 0
-#endif
-#endif
-#ifndef KEEP_ITEMS
-#define KEEP_ITEMS 1
-#endif
-
 static struct usage_item *usage_item_take(struct server *s)
 {
-#if KEEP_ITEMS
+#ifndef __SANITIZE_ADDRESS__
 	if (s->n_spare_items > 0) {
 		struct usage_item *it = s->spare_items[--s->n_spare_items];
 		memset(it, 0, sizeof(*it));
@@ -604,7 +593,7 @@ static struct usage_item *usage_item_take(struct server *s)
 /* Frees it (its results released already), or keeps it for the next one. */
 static void usage_item_give(struct server *s, struct usage_item *it)
 {
-#if KEEP_ITEMS
+#ifndef __SANITIZE_ADDRESS__
 	if (s->n_spare_items < SERVER_SPARE_ITEMS) {
 		s->spare_items[s->n_spare_items++] = it;
 		return;
