@@ -26,9 +26,6 @@ struct usage_item;
 
 #define SERVER_MAX_WRITERS 64
 
-/* items kept for reuse: about one per connection of a gateway's usage traffic */
-#define SERVER_SPARE_ITEMS 64
-
 struct server {
 	struct event_base *base;
 	struct config *cfg;
@@ -45,10 +42,6 @@ struct server {
 	bool single_writer; /* config single_writer: server_single_writer */
 	size_t single_max;  /* records the first writer takes before others do */
 	struct usage_writer *uw;
-	/* single records' items given back by their answers, for the next
-	 * requests (loop thread only: usage_item_take / usage_item_give) */
-	struct usage_item *spare_items[SERVER_SPARE_ITEMS];
-	int n_spare_items;
 	struct rconn *redis;
 	struct metrics *metrics;
 	struct http_front front; /* metrics and requests in flight (http.c) */

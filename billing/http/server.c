@@ -571,63 +571,28 @@ static void usage_answer_with_held(struct server *s, struct usage_item *it, dbjo
 	authz_settle_held(s, it, usage_held_cb, it);
 }
 
-/* A single record's item: one given back by an earlier answer, zeroed (as
- * calloc gives it), or a new one.  An item (about 1.5 KB) is beyond
- * malloc's per-thread cache, and its calloc cost more than the record's
- * body hash.  Under AddressSanitizer every item is its own allocation, so a
- * use after the answer is still caught. */
-static struct usage_item *usage_item_take(struct server *s)
-{
-#ifndef __SANITIZE_ADDRESS__
-	if (s->n_spare_items > 0) {
-		struct usage_item *it = s->spare_items[--s->n_spare_items];
-		memset(it, 0, sizeof(*it));
-		return it;
-	}
-#else
-	(void)s;
-#endif
-	return calloc(1, sizeof(struct usage_item));
-}
-
-/* Frees it (its results released already), or keeps it for the next one. */
-static void usage_item_give(struct server *s, struct usage_item *it)
-{
-#ifndef __SANITIZE_ADDRESS__
-	if (s->n_spare_items < SERVER_SPARE_ITEMS) {
-		s->spare_items[s->n_spare_items++] = it;
-		return;
-	}
-#else
-	(void)s;
-#endif
-	free(it);
-}
-
 static void usage_single_reply(struct dbjob *job)
 {
 	struct usage_item *it = (struct usage_item *)job;
-	struct server *s = ((struct rctx *)it->owner)->s;
 
 	reply_text(it->owner, 200, it->response, strlen(it->response));
 	usage_item_release(it);
-	usage_item_give(s, it);
+	free(it);
 }
 
 static void usage_single_done(struct dbjob *job)
 {
 	struct usage_item *it = (struct usage_item *)job;
 	struct rctx *c = it->owner;
-	struct server *s = c->s; /* reply_error frees c */
 
 	if (!it->job.err.status)
-		return usage_answer_with_held(s, it, usage_single_reply);
+		return usage_answer_with_held(c->s, it, usage_single_reply);
 	/* a lost connection may have committed it: the mirror must not miss that */
 	if (it->job.err.status == 503)
 		authz_forget_announce(c->s, it->account_id);
 	reply_error(c, &it->job.err);
 	usage_item_release(it);
-	usage_item_give(s, it);
+	free(it);
 }
 
 /* The request's body, when it is small enough to parse (read_body answers
@@ -643,7 +608,7 @@ static const char *plain_body(struct rctx *c, size_t *len)
 static void h_usage(struct rctx *c)
 {
 	struct error err;
-	struct usage_item *it = usage_item_take(c->s);
+	struct usage_item *it = calloc(1, sizeof(*it));
 	int64_t now = time_now_us();
 	size_t len;
 	const char *body = plain_body(c, &len);
@@ -655,7 +620,7 @@ static void h_usage(struct rctx *c)
 		json_t *b = read_body(c, &err);
 		if (!b || usage_parse(b, now, c->s->pepper, &it->r, &err) < 0) {
 			json_decref(b);
-			usage_item_give(c->s, it);
+			free(it);
 			return reply_error(c, &err);
 		}
 		json_decref(b);
@@ -664,7 +629,7 @@ static void h_usage(struct rctx *c)
 	it->job.done = usage_single_done;
 	it->owner = c;
 	if (dbpool_submit(server_single_writer(c->s, &it->r), &it->job) < 0) {
-		usage_item_give(c->s, it);
+		free(it);
 		return reply_err(c, 503, "unavailable", "the usage queue is full");
 	}
 }
@@ -1236,8 +1201,6 @@ void server_free(struct server *s)
 		evhttp_free(s->http);
 	conns_free(s->conns); /* after evhttp_free: its connections' close callbacks use it */
 	usage_writer_free(s->uw);
-	while (s->n_spare_items > 0)
-		free(s->spare_items[--s->n_spare_items]);
 	metrics_free(s->metrics);
 	tokens_free(s->gw);
 	tokens_free(s->admin);
