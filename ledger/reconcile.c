@@ -308,10 +308,13 @@ static int recheck_round(PGconn *c, struct rclient *rc, const char *now, struct 
 	for (size_t i = 0; i < n; i++) {
 		while (j < rep->n_diffs && before[j].account_id < fresh[i].account_id)
 			j++;
-		if (differs[i] && !(j < rep->n_diffs && before[j].account_id == fresh[i].account_id &&
-				    moved_while_read(&before[j], &fresh[i])))
+		bool seen = j < rep->n_diffs && before[j].account_id == fresh[i].account_id;
+
+		if (differs[i] && !(seen && moved_while_read(&before[j], &fresh[i]))) {
+			/* "-" never matches a ver: no repair without the first read */
+			snprintf(fresh[i].repair_v, sizeof(fresh[i].repair_v), "%s", seen ? before[j].mirror_v : "-");
 			rep->diffs[kept++] = fresh[i];
-		else if (missing[i])
+		} else if (missing[i])
 			rep->not_loaded++;
 		else
 			rep->matching++;
@@ -334,14 +337,18 @@ done:
 }
 
 /* Second look at the first pass's differences, after settle_ms, and again
- * while some stand, RECHECK_ROUNDS in all: one that every round confirms is
- * reported.  A load that keeps an account's mirror moving can hide a real
+ * while some stand, RECHECK_ROUNDS in all (one without settle_ms, for
+ * --repair): one that every round confirms is reported.  A load that keeps an account's mirror moving can hide a real
  * difference in a round (it lies between the reads); a quiet account's
  * cannot. */
 static int recheck(PGconn *c, struct rclient *rc, const struct reconcile_opts *o, struct reconcile_report *rep,
 		   struct error *err)
 {
-	for (int round = 0; round < RECHECK_ROUNDS && rep->n_diffs; round++) {
+	/* a repair is guarded by a version read before a ledger snapshot: one
+	 * round at least, even without settle_ms */
+	int rounds = o->settle_ms > 0 ? RECHECK_ROUNDS : o->repair ? 1 : 0;
+
+	for (int round = 0; round < rounds && rep->n_diffs; round++) {
 		char now[40];
 		int ms = round ? RECHECK_PAUSE_MS : o->settle_ms;
 		struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
@@ -379,7 +386,7 @@ static int repair(struct rclient *rc, struct reconcile_report *rep, int64_t now_
 		argv[6 + RKEY_N] = ttl;
 		argv[7 + RKEY_N] = poff;
 		argv[8 + RKEY_N] = qoff;
-		argv[9 + RKEY_N] = d->mirror_v;
+		argv[9 + RKEY_N] = d->repair_v;
 		r = rclient_commandv(rc, 3 + RKEY_N + 7, argv, NULL, err);
 		if (!r)
 			return -1;
@@ -469,7 +476,7 @@ int reconcile_run(PGconn *c, const struct reconcile_opts *o, struct reconcile_re
 	}
 	db_exec_quiet(c, "ROLLBACK");
 	in_tx = 0;
-	if (o->settle_ms > 0 && recheck(c, rc, o, rep, err) < 0)
+	if (recheck(c, rc, o, rep, err) < 0)
 		goto done;
 	if (o->repair && repair(rc, rep, o->now_us ? o->now_us : time_now_us(), err) < 0)
 		goto done;

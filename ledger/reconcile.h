@@ -62,7 +62,11 @@ struct reconcile_diff {
 	char mirror_status[16];                /* "" when absent */
 	int64_t ledger_first_expiry_us;        /* of a grant with credit left, 0 = none */
 	char mirror_v[32];                     /* {a:ID}:st ver, "" when absent */
-	int repaired;                          /* 1 repaired, 0 not tried, -1 skipped: v moved */
+	/* the ver a repair requires: read before the ledger's snapshot of the
+	 * last recheck, so a settle since then (a charge the snapshot may not
+	 * see) makes the repair skip instead of writing a stale balance */
+	char repair_v[32];
+	int repaired; /* 1 repaired, 0 not tried, -1 skipped: v moved */
 };
 
 struct reconcile_report {

@@ -141,6 +141,41 @@ def test_authorize_never_503_while_the_mirror_is_dropped_under_settles(env, bd, 
     env.assert_books_sound()
 
 
+class UsageLoad:
+    """Four threads posting small usage records of one account, back to
+    back, until the block ends (its mirror keeps settling meanwhile)."""
+
+    def __init__(self, bd, acct, tag):
+        self.bd, self.acct, self.tag = bd, acct, tag
+        self.stop, self.sent, self.bad = threading.Event(), 0, []
+        self.ths = [threading.Thread(target=self.user, args=(k,)) for k in range(4)]
+
+    def user(self, k):
+        with requests.Session() as s:
+            i = 0
+            while not self.stop.is_set():
+                i += 1
+                r = s.post(self.bd.url + "/v1/usage", headers=self.bd.h(), timeout=30,
+                           json={"request_id": f"{self.tag}-{k}-{i}", "account_id": self.acct, "model": "mr-model",
+                                 "input_tokens": 100, "cached_input_tokens": 0, "output_tokens": 0,
+                                 "started_at": now_rfc3339()})
+                if r.status_code != 200:
+                    self.bad.append(r.text)
+                self.sent += 1
+
+    def __enter__(self):
+        for t in self.ths:
+            t.start()
+        time.sleep(0.5)
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        for t in self.ths:
+            t.join(60)
+        assert self.sent > 100 and not self.bad, (self.sent, self.bad[:3])
+
+
 def test_reconcile_while_usage_settles_reports_only_the_real_difference(env, bd):
     """`ledger reconcile` while usage keeps settling into one account's mirror:
     the ledger's snapshot and the mirror's read are never the same instant, so
@@ -155,34 +190,36 @@ def test_reconcile_while_usage_settles_reports_only_the_real_difference(env, bd)
         assert post_authorize(bd, a, f"rec-load-{a}", 1, "mr-model").status_code == 200
     # a real difference: the quiet account's mirror one unit above its ledger
     env.redis_cli("HINCRBY", f"{{a:{quiet}}}:bal", "promo", str(UNIT))
-    stop = threading.Event()
-    sent, bad = [0], []
-
-    def user(k):
-        with requests.Session() as s:
-            i = 0
-            while not stop.is_set():
-                i += 1
-                r = s.post(bd.url + "/v1/usage", headers=bd.h(), timeout=30,
-                           json={"request_id": f"rec-{k}-{i}", "account_id": busy, "model": "mr-model",
-                                 "input_tokens": 100, "cached_input_tokens": 0, "output_tokens": 0,
-                                 "started_at": now_rfc3339()})
-                if r.status_code != 200:
-                    bad.append(r.text)
-                sent[0] += 1
-
-    ths = [threading.Thread(target=user, args=(k,)) for k in range(4)]
-    for t in ths:
-        t.start()
-    try:
-        time.sleep(0.5)
+    with UsageLoad(bd, busy, "rec"):
         for run in range(4):
             p = env.ledger("reconcile", "--settle-ms", "200", "--json", check=False)
             rep = json.loads(p.stdout)
-            assert [d["account_id"] for d in rep["diffs"]] == [quiet], (run, sent[0], p.stdout)
+            assert [d["account_id"] for d in rep["diffs"]] == [quiet], (run, p.stdout)
             assert p.returncode == 1, p.stderr
-    finally:
-        stop.set()
-        for t in ths:
-            t.join(60)
-    assert sent[0] > 100 and not bad, (sent[0], bad[:3])
+
+
+def test_reconcile_repair_while_usage_settles_never_stores_a_stale_balance(env, bd):
+    """`ledger reconcile --repair` on an account whose mirror is one unit off
+    while its usage keeps settling: the repair stores the ledger's balance of
+    a snapshot, so it may land only if no settle reached the mirror since a
+    read made before that snapshot; otherwise it skips (run again).  Either
+    way the mirror never ends up off by anything but the unit it was: after
+    the load, repaired means no difference left, skipped means that unit.
+    (Guarded by the version read after the snapshot, the repair landed and
+    wiped out the charges settled in between.)"""
+    acct = new_account(env, "rep-busy")
+    assert post_authorize(bd, acct, f"rep-load-{acct}", 1, "mr-model").status_code == 200
+    env.redis_cli("HINCRBY", f"{{a:{acct}}}:bal", "promo", str(UNIT))
+    with UsageLoad(bd, acct, "rep"):
+        p = env.ledger("reconcile", "--repair", "--settle-ms", "200", "--json", check=False)
+    rep = json.loads(p.stdout)
+    mine = [d for d in rep["diffs"] if d["account_id"] == acct]
+    assert len(mine) == 1, p.stdout
+    time.sleep(0.5)  # the last settles
+    after = json.loads(env.ledger("reconcile", "--settle-ms", "0", "--json", check=False).stdout)
+    left = [d for d in after["diffs"] if d["account_id"] == acct]
+    if mine[0]["repair"] == "repaired":
+        assert left == [], (p.stdout, after)
+    else:
+        assert len(left) == 1 and left[0]["mirror"]["promo_nanos"] - left[0]["ledger"]["promo_nanos"] == UNIT, \
+            (p.stdout, after)
