@@ -45,8 +45,11 @@ bool backoff_busy(struct backoff *b, int64_t now_us)
 {
 	int64_t until = atomic_load_explicit(&b->busy_until_us, memory_order_relaxed);
 
-	/* until - now > BACKOFF_HOLD_US: set at a later `now` than this one */
-	return now_us < until && until - now_us <= BACKOFF_HOLD_US;
+	/* until - now > BACKOFF_HOLD_US: set at a later `now` than this one,
+	 * by a window up to BACKOFF_WINDOW_US later (a worker reads its clock,
+	 * then the loop publishes before this load: still busy); more than
+	 * that, a clock that went back */
+	return now_us < until && until - now_us <= BACKOFF_HOLD_US + BACKOFF_WINDOW_US;
 }
 
 int64_t backoff_sleep_us(int64_t share_pct, int64_t cpu_us, int64_t wall_us, int64_t max_us)

@@ -15,8 +15,9 @@
  *   window.  Its times are CLOCK_MONOTONIC (time_mono_us): a step of the
  *   wall clock must neither hold the workers back for as long as the step
  *   nor end a busy spell early.  And whatever clock it is fed, it is busy
- *   at most BACKOFF_HOLD_US past any `now` it is asked about: a `now` that
- *   went back cannot stretch the hold.
+ *   at most BACKOFF_HOLD_US + BACKOFF_WINDOW_US past any `now` it is asked
+ *   about: a `now` that went back cannot stretch the hold (the window's
+ *   slack: a worker's `now` read just before the loop published).
  *
  * - The duty-cycle policy, for a worker between two steps:
  *   backoff_sleep_us() says how long to pause so that the CPU it used since

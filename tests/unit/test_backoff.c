@@ -102,6 +102,8 @@ int main(void)
 		feed(&b, t0, BACKOFF_WINDOW_US, 150);
 		backoff_note(&b, busy_at);
 		OK(backoff_busy(&b, busy_at), "1500 answers/s: busy");
+		OK(backoff_busy(&b, busy_at - 1000),
+		   "a worker's clock read a millisecond before the loop published: busy, not a clock gone back");
 		OK(!backoff_busy(&b, back), "asked an hour before the busy window: quiet, not busy for the hour");
 		OK(!backoff_busy(&b, back - 1000000), "nor an hour and a second before");
 		OK(backoff_busy(&b, busy_at + BACKOFF_HOLD_US - 1), "busy until the hold runs out, as before");
