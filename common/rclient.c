@@ -397,8 +397,13 @@ int rclient_pipeline(struct rclient *c, size_t n, const struct rclient_cmd *cmds
 			rclient_format(&out, &cmds[i]);
 			sent++;
 		}
-		if (sent && redisAppendFormattedCommand(ctx, out.data, out.len) != REDIS_OK)
+		if (sent && redisAppendFormattedCommand(ctx, out.data, out.len) != REDIS_OK) {
+			/* hiredis's output buffer could not grow: the caller gets -1
+			 * and a reason, as for a lost connection */
+			error_set(err, 503, "unavailable", "redis %s:%d: %s", nd->host, nd->port,
+				  ctx->errstr[0] ? ctx->errstr : "out of memory");
 			sent = 0;
+		}
 		buf_release(&out);
 		for (size_t i = 0; i < n && sent > 0; i++) {
 			if (to[i] != nd)
