@@ -195,3 +195,29 @@ def test_cluster_group_is_split_by_slot(env, bd):
         assert got == [9 * UNIT, 11 * UNIT], (a, got)
     slots = {slot(env, a) for a in accts}
     assert decisions == len(bodies) and len(slots) <= calls < decisions, (decisions, calls, len(slots))
+
+
+def test_one_turn_on_one_account_of_two_models_keeps_each_models_count(env, bd):
+    # authz9: within a call, an account's second decision of the same model
+    # reuses what the first left in st (held, due, the model's count, hx)
+    # and bal instead of reading them again; a decision of another model
+    # must read its own count.  Order within the turn does not matter here:
+    # everything fits (warm 1 + 3 x 2 + 2 x 1 = 9 of 14 units).
+    set_price(env, "g-model-2", UNIT, UNIT, 0, effective="2026-01-01T00:00:00Z")
+    time.sleep(1.2)  # prices are refreshed every second
+    acct = new_account(env, "grp-models")
+    warm(bd, acct, "grp-models-warm")
+    two = [{**body(acct, f"grp-models-b{i}", 1), "model": "g-model-2"} for i in range(2)]
+    bodies = [body(acct, "grp-models-a0", 2), two[0], body(acct, "grp-models-a1", 2), body(acct, "grp-models-a0", 2),
+              two[1], body(acct, "grp-models-a2", 2)]
+    res, (decisions, calls) = burst(bd, bodies)
+    assert all(s == 200 for s, _, _ in res), res
+    after = {j["hold_id"]: j["available_nanos"] for _, j, _ in res}
+    assert len(after) == 5 and min(after.values()) == 5 * UNIT, after  # the last admitted leaves 13 - 8
+    key = f"{{a:{acct}}}"
+    assert int(env.redis_cli("HGET", f"{key}:st", "held")) == 9 * UNIT
+    assert env.redis_cli("HGET", f"{key}:st", "c:g-model") == "4"  # warm + a0 a1 a2 (a0's replay holds nothing)
+    assert env.redis_cli("HGET", f"{key}:st", "c:g-model-2") == "2"
+    assert env.redis_cli("ZCARD", f"{key}:hexp") == "6" and env.redis_cli("HLEN", f"{key}:hold") == "6"
+    assert bd.get(f"/v1/accounts/{acct}").json()["balance"]["held_nanos"] == 9 * UNIT
+    assert decisions == len(bodies) and calls < decisions, (decisions, calls)
