@@ -86,9 +86,10 @@
  * the authorize script's answer.  load: a locked load (ARGV 17-23 present)
  * stores the mirror through mirror_load, which writes KEYS: only the
  * one-account script, where k is KEYS, passes one; a group never does.
- * nolim: no limit in force (a group's short form).  k[5..11]: a group's
- * state of the account within the call (the grouped script, below); KEYS
- * has none (k[5] nil), and decide never writes them then.
+ * nolim: no limit in force (a group's short form).  rep: k[5..11] carry
+ * the account's state within the call (an account with more than one
+ * decision in a group, the grouped script below); else decide neither
+ * reads nor writes them (a table look-up or store is 100-200 instructions).
  *
  * Each redis.call is a whole command dispatch inside Redis (1.5-2 us on the
  * bench machine, docs/benchmarks.md), so the common decision makes six:
@@ -103,7 +104,7 @@
 #define QUOTA_LUA_DECIDE                                                                                                                            \
 	"local KINDS = {'rpm', 'tpm', 'rpd', 'tpd', 'rpm', 'tpm', 'rpd', 'tpd'}\n"                                                                  \
 	"local PERIOD = {60000, 60000, 86400000, 86400000, 60000, 60000, 86400000, 86400000}\n"                                                     \
-	"local function decide(k, a, o, now, t, load, nolim, hid, amt, po, ttl, tokens, model)\n"                                                   \
+	"local function decide(k, a, o, now, t, load, nolim, rep, hid, amt, po, ttl, tokens, model)\n"                                              \
 	"  if load and now > a[o + 17] + 0 then return 'LATE' end\n"                                                                                \
 	"  tokens = tokens + 0\n"                                                                                                                   \
 	"  local cf = 'c:' .. model\n"                                                                                                              \
@@ -125,7 +126,7 @@
 	"    end\n"                                                                                                                                 \
 	"  end\n"                                                                                                                                   \
 	"  local st, held, due, cm, hx\n"                                                                                                           \
-	"  local cached = k[5]\n"                                                                                                                   \
+	"  local cached = rep and k[5]\n"                                                                                                           \
 	"  if cached then k[5] = false end\n"                                                                                                       \
 	"  if not f and cached == model then\n"                                                                                                     \
 	"    held, due, cm, hx = k[6], k[7], k[8], k[9]\n"                                                                                          \
@@ -144,13 +145,14 @@
 	"    end\n"                                                                                                                                 \
 	"    held, cm, hx = (st[1] or '0') + 0, (st[3] or '0') + 0, st[4] and st[4] + 0\n"                                                          \
 	"  end\n"                                                                                                                                   \
-	"  local paid, promo = k[10], k[11]\n"                                                                                                      \
+	"  local paid, promo\n"                                                                                                                     \
+	"  if rep then paid, promo = k[10], k[11] end\n"                                                                                            \
 	"  if not paid then\n"                                                                                                                      \
 	"    local b = redis.call('HMGET', k[1], 'paid', 'promo', 'status')\n"                                                                      \
 	"    if not b[1] or not b[2] then return 'NOMIRROR' end\n"                                                                                  \
 	"    if b[3] == 'frozen' then return 'FROZEN' end\n"                                                                                        \
 	"    paid, promo = b[1] + 0, b[2] + 0\n"                                                                                                    \
-	"    if k[5] ~= nil then k[10], k[11] = paid, promo end\n"                                                                                  \
+	"    if rep then k[10], k[11] = paid, promo end\n"                                                                                          \
 	"  end\n"                                                                                                                                   \
 	"  local avail\n"                                                                                                                           \
 	"  if po == '1' then avail = paid - held else avail = paid + promo - held end\n"                                                            \
@@ -229,7 +231,7 @@
 	"  else\n"                                                                                                                                  \
 	"    redis.call('HSET', k[2], 'held', h, cf, c)\n"                                                                                          \
 	"  end\n"                                                                                                                                   \
-	"  if k[5] ~= nil then\n"                                                                                                                   \
+	"  if rep then\n"                                                                                                                           \
 	"    if not due or exp < due then due = exp end\n"                                                                                          \
 	"    k[5], k[6], k[7], k[8], k[9] = model, held + amount, due, cm + 1, hx\n"                                                                \
 	"  end\n"                                                                                                                                   \
@@ -257,7 +259,7 @@
 static const char quota_lua_authorize[] =
 	"local t = redis.call('TIME')\n"
 	"local now = t[1] * 1000 + math.floor(t[2] / 1000)\n" MIRROR_LUA_LOAD QUOTA_LUA_RELEASE QUOTA_LUA_DECIDE
-	"return decide(KEYS, ARGV, 0, now, t, ARGV[21] ~= nil, false, ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6])\n";
+	"return decide(KEYS, ARGV, 0, now, t, ARGV[21] ~= nil, false, false, ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6])\n";
 
 /* authorize, grouped (quota_authorize): the decisions of one loop turn that
  * go to one Redis connection, in one call: one TIME for all, each decision
@@ -312,16 +314,17 @@ static const char quota_lua_authorize_group[] =
 	"    hid, amt, po, ttl, tokens, model = ARGV[p + 1], ARGV[p + 2], ARGV[p + 3], ARGV[p + 4], ARGV[p + 5], ARGV[p + 6]\n"
 	"    p = p + 16\n"
 	"  end\n"
+	"  local rep = j > 64\n"
 	"  local k = ks[j]\n"
 	"  if not k then\n"
-	"    if j > 64 then\n"
+	"    if rep then\n"
 	"      k = {KEYS[4 * j - 259], KEYS[4 * j - 258], KEYS[4 * j - 257], KEYS[4 * j - 256], false, 0, 0, 0, 0, false, 0}\n"
 	"    else\n"
 	"      k = {KEYS[4 * j - 3], KEYS[4 * j - 2], KEYS[4 * j - 1], KEYS[4 * j]}\n"
 	"    end\n"
 	"    ks[j] = k\n"
 	"  end\n"
-	"  local ok, r = pcall(decide, k, ARGV, o, now, t, false, nolim, hid, amt, po, ttl, tokens, model)\n"
+	"  local ok, r = pcall(decide, k, ARGV, o, now, t, false, nolim, rep, hid, amt, po, ttl, tokens, model)\n"
 	"  if not ok then\n"
 	"    if type(r) == 'table' and r.err then r = r.err else r = tostring(r) end\n"
 	"    r = '-' .. (string.gsub(r, '\\n', ' '))\n"
