@@ -77,19 +77,22 @@
 	"  redis.call('PEXPIRE', k[2], " MIRROR_ST_TTL_MS_STR ", 'NX')\n"                             \
 	"end\n"
 
-/* decide(k, a, o, now, t, load): one authorization of the account whose
- * keys are k, its arguments a[o + 1 ..] (the ARGV of the authorize script
- * below: the one-account script passes ARGV and 0, a group its ARGV and the
- * decision's offset, or for a decision without limits one table of the six
- * it unpacked, ttl and tokens as numbers, reused by every such decision of
- * the call), now and t the script's Redis TIME (ms, and TIME's reply) ->
- * the authorize script's answer.  load: a locked load (ARGV 17-23 present)
+/* decide(k, a, o, now, t, load, nolim, rep, hid, amt, po, ttl, tokens,
+ * model): one authorization of the account whose keys are k; hid .. model
+ * are the authorize script's first six arguments (a group unpacks them from
+ * its packed ARGV 1: ttl and tokens may be numbers), a[o + 7 ..] the rest
+ * when present (the one-account script passes ARGV and 0, a group's full
+ * form its ARGV and the decision's offset); now and t the script's Redis
+ * TIME (ms, and TIME's reply) -> the authorize script's answer.  load: a locked load (ARGV 17-23 present)
  * stores the mirror through mirror_load, which writes KEYS: only the
  * one-account script, where k is KEYS, passes one; a group never does.
  * nolim: no limit in force (a group's short form).  rep: k[5..11] carry
  * the account's state within the call (an account with more than one
  * decision in a group, the grouped script below); else decide neither
  * reads nor writes them (a table look-up or store is 100-200 instructions).
+ * The kept state is used only while its due is in the future: a sweep
+ * releases at most 1000 due holds, and with more due the next decision must
+ * sweep again, as it would without grouping.
  *
  * Each redis.call is a whole command dispatch inside Redis (1.5-2 us on the
  * bench machine, docs/benchmarks.md), so the common decision makes six:
@@ -128,7 +131,7 @@
 	"  local st, held, due, cm, hx\n"                                                                                                           \
 	"  local cached = rep and k[5]\n"                                                                                                           \
 	"  if cached then k[5] = false end\n"                                                                                                       \
-	"  if not f and cached == model then\n"                                                                                                     \
+	"  if not f and cached == model and k[7] > now then\n"                                                                                      \
 	"    held, due, cm, hx = k[6], k[7], k[8], k[9]\n"                                                                                          \
 	"  else\n"                                                                                                                                  \
 	"    if f then st = redis.call('HMGET', k[2], unpack(f)) else st = redis.call('HMGET', k[2], 'held', 'due', cf, 'hx') end\n"                \
@@ -284,7 +287,9 @@ static const char quota_lua_authorize[] =
  *       (docs/benchmarks.md, authz9)
  * An account with more than one decision in the call gets a table k whose
  * k[5..11] carry what its last admitted decision left in st (the model,
- * held, due, that model's count, hx) and its mirror's paid and promo: the
+ * held, due, that model's count, hx) and its mirror's paid and promo as first read in the call
+ * (nothing in a group writes the mirror; a settle or load in a group
+ * would have to clear them): the
  * next decision of the same account and model without limits reads
  * neither hash again (nothing else writes them during the call; the group
  * never loads a mirror).  k[5] is false before a decision changes
