@@ -27,8 +27,8 @@ struct qkind {
 	enum quota_script group;
 	enum quota_script single; /* QUOTA_N_SCRIPTS: the grouped script also alone */
 	int argc;                 /* each entry's arguments, after its account's number */
-	int short_argc;           /* 0, or an entry whose arguments past these are all "0" goes
-				   * in the short form: its account's number negated, then these */
+	bool packed;              /* the entries go packed in one argument (the grouped
+				   * authorize script, quota.lua.h): pack_send */
 };
 
 struct quota {
@@ -93,8 +93,7 @@ struct quota *quota_new(struct rconn *r, struct event_base *base)
 	if (!q)
 		return NULL;
 	q->r = r;
-	q->dec_kind = (struct qkind){q, QUOTA_AUTHORIZE_GROUP, QUOTA_AUTHORIZE, QUOTA_AUTHORIZE_ARGC,
-				     QUOTA_AUTHORIZE_SHORT_ARGC};
+	q->dec_kind = (struct qkind){q, QUOTA_AUTHORIZE_GROUP, QUOTA_AUTHORIZE, QUOTA_AUTHORIZE_ARGC, true};
 	/* a decision's error answer is its own (quota.h) */
 	q->dec = turnq_new(r, base, QUOTA_GROUP_MAX, kind_send, &q->dec_kind, NULL, false, "authorize");
 	if (!q->dec) {
@@ -156,7 +155,7 @@ static int send_req(struct qreq *x)
 /* EVALSHA (EVAL until the server gave the sha) of script s with the four
  * keys of each of accounts[0..n_accts) and argv (copied), in one allocation. */
 static int run_keys(struct quota *q, enum quota_script s, int n_accts, const int64_t *accounts, int argc,
-		    const char *const *argv, quota_cb cb, void *arg)
+		    const char *const *argv, const size_t *lens, quota_cb cb, void *arg)
 {
 	int n = 2 + 1 + n_accts * N_KEYS + argc, k = 0;
 	size_t bytes = sizeof(struct qreq) + (size_t)n * (sizeof(char *) + sizeof(size_t)) + sizeof(q->sha[s]) + 16 +
@@ -165,7 +164,7 @@ static int run_keys(struct quota *q, enum quota_script s, int n_accts, const int
 	char *p;
 
 	for (int i = 0; i < argc; i++)
-		bytes += strlen(argv[i]) + 1;
+		bytes += (lens ? lens[i] : strlen(argv[i])) + 1;
 	x = malloc(bytes);
 	if (!x)
 		return -1;
@@ -197,8 +196,9 @@ static int run_keys(struct quota *q, enum quota_script s, int n_accts, const int
 			x->argv[k++] = p;
 		}
 	for (int i = 0; i < argc; i++) {
-		size_t l = strlen(argv[i]);
-		memcpy(p, argv[i], l + 1);
+		size_t l = lens ? lens[i] : strlen(argv[i]);
+		memcpy(p, argv[i], l);
+		p[l] = '\0';
 		x->len[k] = l;
 		x->argv[k++] = p;
 		p += l + 1;
@@ -215,7 +215,7 @@ static int run_keys(struct quota *q, enum quota_script s, int n_accts, const int
 int quota_run(struct quota *q, enum quota_script s, int64_t account_id, int argc, const char *const *argv, quota_cb cb,
 	      void *arg)
 {
-	return run_keys(q, s, 1, &account_id, argc, argv, cb, arg);
+	return run_keys(q, s, 1, &account_id, argc, argv, NULL, cb, arg);
 }
 
 /* ---- the turn queues' calls: grouped authorize decisions, grouped settles ---- */
@@ -224,11 +224,9 @@ int quota_run(struct quota *q, enum quota_script s, int64_t account_id, int argc
  * settle script's (quota.lua.h, quota_lua_settle_group). */
 #define SETTLE_ENTRY_ARGC (1 + QUOTA_SETTLE_ARGC)
 
-/* The most arguments one grouped call carries after its keys. */
-#define GROUP_ARGV_AUTHORIZE (QUOTA_GROUP_MAX * (1 + QUOTA_AUTHORIZE_ARGC))
-#define GROUP_ARGV_SETTLE (QUOTA_SETTLE_GROUP_MAX * (1 + SETTLE_ENTRY_ARGC))
-#define GROUP_ARGV_MAX (GROUP_ARGV_AUTHORIZE > GROUP_ARGV_SETTLE ? GROUP_ARGV_AUTHORIZE : GROUP_ARGV_SETTLE)
-#define GROUP_MAX (QUOTA_GROUP_MAX > QUOTA_SETTLE_GROUP_MAX ? QUOTA_GROUP_MAX : QUOTA_SETTLE_GROUP_MAX)
+/* The most arguments one grouped settle call carries after its keys. */
+#define GROUP_ARGV_MAX (QUOTA_SETTLE_GROUP_MAX * (1 + SETTLE_ENTRY_ARGC))
+#define GROUP_MAX QUOTA_SETTLE_GROUP_MAX
 
 /* Whether argv[from..to) are all "0" (no limit in force). */
 static bool all_zero(const char *const *argv, int from, int to)
@@ -239,20 +237,131 @@ static bool all_zero(const char *const *argv, int from, int to)
 	return true;
 }
 
+/* The decimal integer s ("0", "-12"; what buf_fmt_i64 writes) -> *v; false
+ * for anything else. */
+static bool dec_i64(const char *s, int64_t *v)
+{
+	bool neg = *s == '-';
+	uint64_t u = 0;
+	const char *p = s + neg;
+
+	if (!*p || strlen(p) > 18)
+		return false;
+	for (; *p; p++) {
+		if (*p < '0' || *p > '9')
+			return false;
+		u = u * 10 + (uint64_t)(*p - '0');
+	}
+	*v = neg ? -(int64_t)u : (int64_t)u;
+	return true;
+}
+
+static void put_le(char *p, uint64_t v, int bytes)
+{
+	for (int i = 0; i < bytes; i++, v >>= 8)
+		p[i] = (char)(v & 0xff);
+}
+
+/* The bytes of the grouped authorize script's packed argument (quota.lua.h,
+ * QUOTA_AUTHORIZE_PACK) a call at most: per decision its account's number
+ * and the six with their lengths, hold_id and model at most 200 bytes
+ * (authorize.c; longer ones go in the full form), amount at most 20 digits. */
+#define PACK_ENTRY_MAX (2 + 2 + 200 + 1 + 20 + 1 + 8 + 8 + 2 + 200)
+#define PACK_MAX (QUOTA_GROUP_MAX * PACK_ENTRY_MAX)
+_Static_assert(QUOTA_GROUP_MAX < 64, "an account's number plus 64 says it repeats (quota.lua.h)");
+
+/* Appends authorize decision argv (QUOTA_AUTHORIZE_ARGC arguments) of the
+ * account whose number in the call is j (plus 64 when it has more than
+ * one there) to out, packed (quota.lua.h, QUOTA_AUTHORIZE_PACK) -> the bytes
+ * written.  With a limit in force (its arguments 7-16, past hold_id ..
+ * model, not all "0"), or arguments out of the packed form's range, j is
+ * negated and the six left empty: *full is set, and the decision's
+ * arguments go after the packed one. */
+static size_t pack_decision(char *out, int j, const char *const *argv, bool *full)
+{
+	size_t lh = strlen(argv[0]), la = strlen(argv[1]), lm = strlen(argv[5]), n;
+	int64_t ttl = 0, tokens = 0;
+
+	*full = !all_zero(argv, 6, QUOTA_AUTHORIZE_ARGC) || lh > 200 || la > 20 || lm > 200 ||
+		(strcmp(argv[2], "0") != 0 && strcmp(argv[2], "1") != 0) || !dec_i64(argv[3], &ttl) ||
+		!dec_i64(argv[4], &tokens);
+	if (*full)
+		lh = la = lm = 0, ttl = tokens = 0;
+	put_le(out, (uint64_t)(*full ? -j : j), 2);
+	put_le(out + 2, lh, 2);
+	memcpy(out + 4, argv[0], lh);
+	n = 4 + lh;
+	out[n++] = (char)la;
+	memcpy(out + n, argv[1], la);
+	n += la;
+	out[n++] = *full ? '0' : argv[2][0];
+	put_le(out + n, (uint64_t)ttl, 8);
+	put_le(out + n + 8, (uint64_t)tokens, 8);
+	n += 16;
+	put_le(out + n, lm, 2);
+	memcpy(out + n + 2, argv[5], lm);
+	return n + 2 + lm;
+}
+
+/* A call of two or more authorize decisions: the grouped script with the
+ * decisions packed in ARGV 1, those with a limit in force after it in the
+ * full form (quota.lua.h). */
+static int pack_send(const struct qkind *kd, struct turnq_call *g)
+{
+	int64_t accts[QUOTA_GROUP_MAX];
+	int num[QUOTA_GROUP_MAX], seen[QUOTA_GROUP_MAX] = {0};
+	const char *argv[1 + QUOTA_GROUP_MAX * QUOTA_AUTHORIZE_ARGC];
+	size_t lens[1 + QUOTA_GROUP_MAX * QUOTA_AUTHORIZE_ARGC];
+	char pack[PACK_MAX];
+	size_t len = 0;
+	int n_accts = 0, k = 1;
+
+	if (g->n < 2 || g->n > QUOTA_GROUP_MAX)
+		return -1; /* never: the queue's max */
+	for (int i = 0; i < g->n; i++) {
+		int j = 0;
+
+		while (j < n_accts && accts[j] != g->e[i].account)
+			j++;
+		if (j == n_accts)
+			accts[n_accts++] = g->e[i].account;
+		num[i] = j;
+		seen[j]++;
+	}
+	for (int i = 0; i < g->n; i++) {
+		const char *const *a = g->e[i].argv;
+		bool full;
+
+		len += pack_decision(pack + len, num[i] + 1 + (seen[num[i]] > 1 ? 64 : 0), a, &full);
+		if (!full)
+			continue;
+		for (int x = 0; x < QUOTA_AUTHORIZE_ARGC; x++) {
+			lens[k] = strlen(a[x]);
+			argv[k++] = a[x];
+		}
+	}
+	argv[0] = pack;
+	lens[0] = len;
+	return run_keys(kd->q, kd->group, n_accts, accts, k, argv, lens, turnq_answer, g);
+}
+
 /* One call of a turn queue of quota: alone, the one-account script; else
- * the grouped script with each entry's account number (its keys' place in
- * KEYS) and arguments, in order, or in the short form (kd->short_argc)
- * when the rest are all "0" (quota.lua.h). */
+ * the grouped script: authorize decisions packed (pack_send), settles with
+ * each entry's account number (its keys' place in KEYS) and arguments, in
+ * order (quota.lua.h). */
 static int kind_send(void *owner, struct turnq_call *g)
 {
 	const struct qkind *kd = owner;
 	int64_t accts[GROUP_MAX];
 	const char *argv[GROUP_ARGV_MAX];
-	char idx[GROUP_MAX][8]; /* "-j": idx[j] + 1 is "j" */
+	char idx[GROUP_MAX][8];
 	int n_accts = 0, k = 0;
 
 	if (g->n == 1 && kd->single != QUOTA_N_SCRIPTS)
-		return run_keys(kd->q, kd->single, 1, &g->e[0].account, kd->argc, g->e[0].argv, turnq_answer_one, g);
+		return run_keys(kd->q, kd->single, 1, &g->e[0].account, kd->argc, g->e[0].argv, NULL, turnq_answer_one,
+				g);
+	if (kd->packed)
+		return pack_send(kd, g);
 	if (g->n < 1 || g->n > GROUP_MAX || g->n * (1 + kd->argc) > GROUP_ARGV_MAX)
 		return -1; /* never: the queues' max and argc fit */
 	for (int i = 0; i < g->n; i++) {
@@ -261,20 +370,13 @@ static int kind_send(void *owner, struct turnq_call *g)
 			j++;
 		if (j == n_accts) {
 			accts[n_accts++] = g->e[i].account;
-			idx[j][0] = '-';
-			buf_fmt_i64(idx[j] + 1, j + 1);
+			buf_fmt_i64(idx[j], j + 1);
 		}
-		if (kd->short_argc && all_zero(g->e[i].argv, kd->short_argc, kd->argc)) {
-			argv[k++] = idx[j];
-			for (int a = 0; a < kd->short_argc; a++)
-				argv[k++] = g->e[i].argv[a];
-			continue;
-		}
-		argv[k++] = idx[j] + 1;
+		argv[k++] = idx[j];
 		for (int a = 0; a < kd->argc; a++)
 			argv[k++] = g->e[i].argv[a];
 	}
-	return run_keys(kd->q, kd->group, n_accts, accts, k, argv, turnq_answer, g);
+	return run_keys(kd->q, kd->group, n_accts, accts, k, argv, NULL, turnq_answer, g);
 }
 
 int quota_authorize(struct quota *q, int64_t account_id, const char *const *argv, quota_cb cb, void *arg)
@@ -449,7 +551,7 @@ struct quota_settles *quota_settles_new(struct quota *q, struct rconn *r, struct
 
 	if (!qs)
 		return NULL;
-	qs->kind = (struct qkind){q, QUOTA_SETTLE_GROUP, QUOTA_N_SCRIPTS, SETTLE_ENTRY_ARGC, 0};
+	qs->kind = (struct qkind){q, QUOTA_SETTLE_GROUP, QUOTA_N_SCRIPTS, SETTLE_ENTRY_ARGC, false};
 	/* an entry's error answer: held unknown, the mirror dropped (quota.h) */
 	qs->t = turnq_new(r, base, QUOTA_SETTLE_GROUP_MAX, kind_send, &qs->kind, settle_release, true, "settle");
 	if (!qs->t) {

@@ -77,14 +77,22 @@
 	"  redis.call('PEXPIRE', k[2], " MIRROR_ST_TTL_MS_STR ", 'NX')\n"                             \
 	"end\n"
 
-/* decide(k, a, o, now, t, load): one authorization of the account whose
- * keys are k, its arguments a[o + 1 ..] (the ARGV of the authorize script
- * below: the one-account script passes ARGV and 0, a group its ARGV and the
- * decision's offset, so no decision copies its arguments into a table of
- * its own), now and t the script's Redis TIME (ms, and TIME's reply) -> the
- * authorize script's answer.  load: a locked load (ARGV 17-23 present)
+/* decide(k, a, o, now, t, load, nolim, rep, hid, amt, po, ttl, tokens,
+ * model): one authorization of the account whose keys are k; hid .. model
+ * are the authorize script's first six arguments (a group unpacks them from
+ * its packed ARGV 1: ttl and tokens may be numbers), a[o + 7 ..] the rest
+ * when present (the one-account script passes ARGV and 0, a group's full
+ * form its ARGV and the decision's offset); now and t the script's Redis
+ * TIME (ms, and TIME's reply) -> the authorize script's answer.  load: a locked load (ARGV 17-23 present)
  * stores the mirror through mirror_load, which writes KEYS: only the
  * one-account script, where k is KEYS, passes one; a group never does.
+ * nolim: no limit in force (a group's short form).  rep: k[5..11] carry
+ * the account's state within the call (an account with more than one
+ * decision in a group, the grouped script below); else decide neither
+ * reads nor writes them (a table look-up or store is 100-200 instructions).
+ * The kept state is used only while its due is in the future: a sweep
+ * releases at most 1000 due holds, and with more due the next decision must
+ * sweep again, as it would without grouping.
  *
  * Each redis.call is a whole command dispatch inside Redis (1.5-2 us on the
  * bench machine, docs/benchmarks.md), so the common decision makes six:
@@ -99,10 +107,9 @@
 #define QUOTA_LUA_DECIDE                                                                                                                            \
 	"local KINDS = {'rpm', 'tpm', 'rpd', 'tpd', 'rpm', 'tpm', 'rpd', 'tpd'}\n"                                                                  \
 	"local PERIOD = {60000, 60000, 86400000, 86400000, 60000, 60000, 86400000, 86400000}\n"                                                     \
-	"local function decide(k, a, o, now, t, load, nolim)\n"                                                                                     \
+	"local function decide(k, a, o, now, t, load, nolim, rep, hid, amt, po, ttl, tokens, model)\n"                                              \
 	"  if load and now > a[o + 17] + 0 then return 'LATE' end\n"                                                                                \
-	"  local model, hid = a[o + 6], a[o + 1]\n"                                                                                                 \
-	"  local tokens = a[o + 5] + 0\n"                                                                                                           \
+	"  tokens = tokens + 0\n"                                                                                                                   \
 	"  local cf = 'c:' .. model\n"                                                                                                              \
 	"  local f, lim\n"                                                                                                                          \
 	"  if not nolim and (a[o + 7] ~= '0' or a[o + 8] ~= '0' or a[o + 9] ~= '0' or a[o + 10] ~= '0' or a[o + 12] ~= '0'\n"                       \
@@ -121,28 +128,38 @@
 	"      end\n"                                                                                                                               \
 	"    end\n"                                                                                                                                 \
 	"  end\n"                                                                                                                                   \
-	"  local st\n"                                                                                                                              \
-	"  if f then st = redis.call('HMGET', k[2], unpack(f)) else st = redis.call('HMGET', k[2], 'held', 'due', cf, 'hx') end\n"                  \
-	"  local reread = false\n"                                                                                                                  \
-	"  local due = st[2] and st[2] + 0\n"                                                                                                       \
-	"  if not due or due <= now then sweep(k, now); reread = true end\n"                                                                        \
-	"  if load then\n"                                                                                                                          \
-	"    mirror_load(t, true, a[o + 18], a[o + 19], a[o + 20], a[o + 21], a[o + 22], a[o + 23])\n"                                              \
-	"    reread = true\n"                                                                                                                       \
-	"  end\n"                                                                                                                                   \
-	"  if reread then\n"                                                                                                                        \
+	"  local st, held, due, cm, hx\n"                                                                                                           \
+	"  local cached = rep and k[5]\n"                                                                                                           \
+	"  if cached then k[5] = false end\n"                                                                                                       \
+	"  if not f and cached == model and k[7] > now then\n"                                                                                      \
+	"    held, due, cm, hx = k[6], k[7], k[8], k[9]\n"                                                                                          \
+	"  else\n"                                                                                                                                  \
 	"    if f then st = redis.call('HMGET', k[2], unpack(f)) else st = redis.call('HMGET', k[2], 'held', 'due', cf, 'hx') end\n"                \
+	"    local reread = false\n"                                                                                                                \
 	"    due = st[2] and st[2] + 0\n"                                                                                                           \
+	"    if not due or due <= now then sweep(k, now); reread = true end\n"                                                                      \
+	"    if load then\n"                                                                                                                        \
+	"      mirror_load(t, true, a[o + 18], a[o + 19], a[o + 20], a[o + 21], a[o + 22], a[o + 23])\n"                                            \
+	"      reread = true\n"                                                                                                                     \
+	"    end\n"                                                                                                                                 \
+	"    if reread then\n"                                                                                                                      \
+	"      if f then st = redis.call('HMGET', k[2], unpack(f)) else st = redis.call('HMGET', k[2], 'held', 'due', cf, 'hx') end\n"              \
+	"      due = st[2] and st[2] + 0\n"                                                                                                         \
+	"    end\n"                                                                                                                                 \
+	"    held, cm, hx = (st[1] or '0') + 0, (st[3] or '0') + 0, st[4] and st[4] + 0\n"                                                          \
 	"  end\n"                                                                                                                                   \
-	"  local b = redis.call('HMGET', k[1], 'paid', 'promo', 'status')\n"                                                                        \
-	"  if not b[1] or not b[2] then return 'NOMIRROR' end\n"                                                                                    \
-	"  if b[3] == 'frozen' then return 'FROZEN' end\n"                                                                                          \
-	"  local paid, promo = b[1] + 0, b[2] + 0\n"                                                                                                \
-	"  local held = ((st[1] or '0') + 0)\n"                                                                                                     \
+	"  local paid, promo\n"                                                                                                                     \
+	"  if rep then paid, promo = k[10], k[11] end\n"                                                                                            \
+	"  if not paid then\n"                                                                                                                      \
+	"    local b = redis.call('HMGET', k[1], 'paid', 'promo', 'status')\n"                                                                      \
+	"    if not b[1] or not b[2] then return 'NOMIRROR' end\n"                                                                                  \
+	"    if b[3] == 'frozen' then return 'FROZEN' end\n"                                                                                        \
+	"    paid, promo = b[1] + 0, b[2] + 0\n"                                                                                                    \
+	"    if rep then k[10], k[11] = paid, promo end\n"                                                                                          \
+	"  end\n"                                                                                                                                   \
 	"  local avail\n"                                                                                                                           \
-	"  if a[o + 3] == '1' then avail = paid - held else avail = paid + promo - held end\n"                                                      \
-	"  local amount = a[o + 2] + 0\n"                                                                                                           \
-	"  local cm = ((st[3] or '0') + 0)\n"                                                                                                       \
+	"  if po == '1' then avail = paid - held else avail = paid + promo - held end\n"                                                            \
+	"  local amount = amt + 0\n"                                                                                                                \
 	"  local no, w\n"                                                                                                                           \
 	"  if nolim then\n"                                                                                                                         \
 	"  elseif a[o + 11] ~= '0' and redis.call('ZCARD', k[4]) >= a[o + 11] + 0 then\n"                                                           \
@@ -180,13 +197,12 @@
 	"    end\n"                                                                                                                                 \
 	"    return no\n"                                                                                                                           \
 	"  end\n"                                                                                                                                   \
-	"  local ttl = a[o + 4] + 0\n"                                                                                                              \
+	"  ttl = ttl + 0\n"                                                                                                                         \
 	"  local exp = now + ttl\n"                                                                                                                 \
 	"  local e = string.format('%d', exp)\n"                                                                                                    \
 	"  redis.call('ZADD', k[4], e, hid)\n"                                                                                                      \
 	"  local h, c = string.format('%d', held + amount), string.format('%d', cm + 1)\n"                                                          \
 	"  local lx\n"                                                                                                                              \
-	"  local hx = st[4] and st[4] + 0\n"                                                                                                        \
 	"  if not hx then\n"                                                                                                                        \
 	"    lx = exp + 2 * ttl\n"                                                                                                                  \
 	"    for i = 3, 4 do\n"                                                                                                                     \
@@ -197,6 +213,7 @@
 	"    lx = math.max(exp + 2 * ttl, hx)\n"                                                                                                    \
 	"  end\n"                                                                                                                                   \
 	"  if lx then\n"                                                                                                                            \
+	"    hx = lx\n"                                                                                                                             \
 	"    lx = string.format('%d', lx)\n"                                                                                                        \
 	"    redis.call('PEXPIREAT', k[3], lx)\n"                                                                                                   \
 	"    redis.call('PEXPIREAT', k[4], lx)\n"                                                                                                   \
@@ -217,7 +234,11 @@
 	"  else\n"                                                                                                                                  \
 	"    redis.call('HSET', k[2], 'held', h, cf, c)\n"                                                                                          \
 	"  end\n"                                                                                                                                   \
-	"  return 'OK ' .. a[o + 2] .. ' ' .. string.format('%d', avail - amount) .. ' ' .. e .. ' 0'\n"                                            \
+	"  if rep then\n"                                                                                                                           \
+	"    if not due or exp < due then due = exp end\n"                                                                                          \
+	"    k[5], k[6], k[7], k[8], k[9] = model, held + amount, due, cm + 1, hx\n"                                                                \
+	"  end\n"                                                                                                                                   \
+	"  return 'OK ' .. amt .. ' ' .. string.format('%d', avail - amount) .. ' ' .. e .. ' 0'\n"                                                 \
 	"end\n"
 
 /* authorize: KEYS bal st hold hexp
@@ -241,7 +262,7 @@
 static const char quota_lua_authorize[] =
 	"local t = redis.call('TIME')\n"
 	"local now = t[1] * 1000 + math.floor(t[2] / 1000)\n" MIRROR_LUA_LOAD QUOTA_LUA_RELEASE QUOTA_LUA_DECIDE
-	"return decide(KEYS, ARGV, 0, now, t, ARGV[21] ~= nil)\n";
+	"return decide(KEYS, ARGV, 0, now, t, ARGV[21] ~= nil, false, false, ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6])\n";
 
 /* authorize, grouped (quota_authorize): the decisions of one loop turn that
  * go to one Redis connection, in one call: one TIME for all, each decision
@@ -249,14 +270,32 @@ static const char quota_lua_authorize[] =
  * take them (each account's due sweep runs at its first decision; the later
  * ones find due in the future).
  * KEYS: bal st hold hexp of account 1, of account 2, ...
- * ARGV: per decision 17 values: the account's number j (its keys are
- *       KEYS[4j-3..4j]) and the 16 arguments of the authorize script; or,
- *       for a decision without any limit in force (its ARGV 7-16 all '0',
- *       the common case), the short form of 7: -j and the authorize
- *       script's first QUOTA_AUTHORIZE_SHORT_ARGC arguments (hold_id ..
- *       model).  Each argument is a string Redis reads, makes an object of
- *       and pushes into Lua (about 900 instructions): the short form takes
- *       about 9,000 off a decision (docs/benchmarks.md, authz8)
+ * ARGV 1: the decisions, packed (struct.pack, little-endian), each
+ *       QUOTA_AUTHORIZE_PACK: int16 j, the account's number (its keys are
+ *       KEYS[4j-3..4j]), plus 64 when the call holds more than one decision
+ *       of that account; then the authorize script's first six arguments:
+ *       uint16 length and hold_id, uint8 length and amount (its decimal
+ *       digits), one byte paid_only ('0'/'1'), int64 ttl_ms, int64 tokens,
+ *       uint16 length and model.  That is the whole decision when no limit
+ *       is in force (the authorize script's ARGV 7-16 all '0', the common
+ *       case); else j is negated, the six are empty (zero lengths and
+ *       numbers, paid_only '0') and the decision's 16 arguments (the
+ *       authorize script's) are the next 16 of ARGV 2.. in order.  Each ARGV
+ *       is a string Redis reads, makes an object of and pushes into Lua: one
+ *       string for the whole group instead of 7 a decision, unpacked into
+ *       locals (no table), ttl and tokens numbers without Lua's strtod
+ *       (docs/benchmarks.md, authz9)
+ * An account with more than one decision in the call gets a table k whose
+ * k[5..11] carry what its last admitted decision left in st (the model,
+ * held, due, that model's count, hx) and its mirror's paid and promo as first read in the call
+ * (nothing in a group writes the mirror; a settle or load in a group
+ * would have to clear them): the
+ * next decision of the same account and model without limits reads
+ * neither hash again (nothing else writes them during the call; the group
+ * never loads a mirror).  k[5] is false before a decision changes
+ * anything, so a decision that fails midway leaves nothing cached behind.
+ * The others' k holds the four keys alone: a table store costs Lua about
+ * 150-200 instructions, not worth it for an account seen once.
  * -> one string: the answers of the authorize script, one per decision in
  *    order, separated by '\n' (turnq_split reads it: one reply object a
  *    call instead of one a decision and the array); a decision Redis could
@@ -265,28 +304,39 @@ static const char quota_lua_authorize[] =
  *    the others go on (what it wrote before the error stays, as for the
  *    one-account script).  No answer of the authorize script is empty,
  *    starts with '-' or holds a '\n'. */
-#define QUOTA_AUTHORIZE_SHORT_ARGC 6
+#define QUOTA_AUTHORIZE_PACK "<hHc0Bc0c1i8i8Hc0"
 static const char quota_lua_authorize_group[] =
 	"local t = redis.call('TIME')\n"
 	"local now = t[1] * 1000 + math.floor(t[2] / 1000)\n" MIRROR_LUA_LOAD QUOTA_LUA_RELEASE QUOTA_LUA_DECIDE
-	"local out, ks, p, n = {}, {}, 1, #ARGV\n"
-	"while p < n do\n"
-	"  local s = ARGV[p]\n"
-	"  local k = ks[s]\n"
-	"  if not k then\n"
-	"    local j = s + 0\n"
-	"    local c = j < 0\n"
-	"    if c then j = -j end\n"
-	"    k = {KEYS[4 * j - 3], KEYS[4 * j - 2], KEYS[4 * j - 1], KEYS[4 * j], c}; ks[s] = k\n"
+	"local d, out, ks, c = ARGV[1], {}, {}, 0\n"
+	"local pos, n, p = 1, #ARGV[1], 1\n"
+	"while pos <= n do\n"
+	"  local j, hid, amt, po, ttl, tokens, model\n"
+	"  j, hid, amt, po, ttl, tokens, model, pos = struct.unpack('" QUOTA_AUTHORIZE_PACK "', d, pos)\n"
+	"  local nolim, o = j > 0, p\n"
+	"  if not nolim then\n"
+	"    j = -j\n"
+	"    hid, amt, po, ttl, tokens, model = ARGV[p + 1], ARGV[p + 2], ARGV[p + 3], ARGV[p + 4], ARGV[p + 5], ARGV[p + 6]\n"
+	"    p = p + 16\n"
 	"  end\n"
-	"  local ok, r = pcall(decide, k, ARGV, p, now, t, false, k[5])\n"
+	"  local rep = j > 64\n"
+	"  local k = ks[j]\n"
+	"  if not k then\n"
+	"    if rep then\n"
+	"      k = {KEYS[4 * j - 259], KEYS[4 * j - 258], KEYS[4 * j - 257], KEYS[4 * j - 256], false, 0, 0, 0, 0, false, 0}\n"
+	"    else\n"
+	"      k = {KEYS[4 * j - 3], KEYS[4 * j - 2], KEYS[4 * j - 1], KEYS[4 * j]}\n"
+	"    end\n"
+	"    ks[j] = k\n"
+	"  end\n"
+	"  local ok, r = pcall(decide, k, ARGV, o, now, t, false, nolim, rep, hid, amt, po, ttl, tokens, model)\n"
 	"  if not ok then\n"
 	"    if type(r) == 'table' and r.err then r = r.err else r = tostring(r) end\n"
 	"    r = '-' .. (string.gsub(r, '\\n', ' '))\n"
 	"    if r == '-' then r = '-ERR' end\n"
 	"  end\n"
-	"  out[#out + 1] = r\n"
-	"  if k[5] then p = p + 7 else p = p + 17 end\n"
+	"  c = c + 1\n"
+	"  out[c] = r\n"
 	"end\n"
 	"return table.concat(out, '\\n')\n";
 

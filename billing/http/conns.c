@@ -104,6 +104,11 @@ static void input_cb(struct evbuffer *buf, const struct evbuffer_cb_info *info, 
 		c->state = C_READING;
 		c->started_us = time_mono_us();
 	}
+	/* the head is scanned and the clock runs: nothing to do here until the
+	 * reply leaves (complete_cb enables it again); evhttp drains the head
+	 * line by line, about a dozen calls a request otherwise */
+	if (c->scan.done && c->state != C_IDLE)
+		evbuffer_cb_clear_flags(buf, c->input_cb, EVBUFFER_CB_ENABLED);
 }
 
 static void close_cb(struct evhttp_connection *evcon, void *arg)
@@ -294,6 +299,8 @@ static void complete_cb(struct evhttp_request *req, void *arg)
 	(void)req;
 	/* the next request's head starts at the front of what is left */
 	framing_scan_reset(&c->scan);
+	if (c->input_cb)
+		evbuffer_cb_set_flags(bufferevent_get_input(c->bev), c->input_cb, EVBUFFER_CB_ENABLED);
 	scan_from(c, bufferevent_get_input(c->bev), 0);
 	/* a pipelined request may already be waiting */
 	if (evbuffer_get_length(bufferevent_get_input(c->bev)) > 0) {

@@ -9,17 +9,19 @@
 
 enum field { F_REQUEST_ID, F_MODEL, F_API_KEY, F_ACCOUNT_ID, F_INPUT_TOKENS, F_MAX_OUTPUT_TOKENS, F_N };
 
+#define NAME(s) s, sizeof(s) - 1
 static const struct {
 	const char *name;
+	size_t len; /* of name: no strlen per member and field */
 	size_t max; /* strings: bytes; integers: the largest value */
 	bool is_string;
 } fields[F_N] = {
-	{"request_id", 200, true},
-	{"model", 200, true},
-	{"api_key", 255, true},
-	{"account_id", INT64_MAX, false},
-	{"input_tokens", 1000000000, false},
-	{"max_output_tokens", 1000000000, false},
+	{NAME("request_id"), 200, true},
+	{NAME("model"), 200, true},
+	{NAME("api_key"), 255, true},
+	{NAME("account_id"), INT64_MAX, false},
+	{NAME("input_tokens"), 1000000000, false},
+	{NAME("max_output_tokens"), 1000000000, false},
 };
 
 struct cur {
@@ -99,7 +101,7 @@ bool fastbody_authz_parse(const char *buf, size_t len, struct fastbody_authz *ou
 		if (!take(&c, '"') || !plain_string(&c, &k, &kl) || !take(&c, ':'))
 			return false;
 		for (f = 0; f < F_N; f++)
-			if (strlen(fields[f].name) == kl && memcmp(fields[f].name, k, kl) == 0)
+			if (fields[f].len == kl && memcmp(fields[f].name, k, kl) == 0)
 				break;
 		if (f == F_N || (seen & (1u << f)))
 			return false; /* another member, or a duplicate: the general path decides */

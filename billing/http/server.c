@@ -57,10 +57,13 @@ static bool body_announced_not_read(struct evhttp_request *req, struct error *er
 	const enum evhttp_cmd_type read = EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE |
 					  EVHTTP_REQ_OPTIONS | EVHTTP_REQ_CONNECT | EVHTTP_REQ_PATCH;
 	const struct evkeyvalq *h = evhttp_request_get_input_headers(req);
-	const char *cl = evhttp_find_header(h, "Content-Length");
+	const char *cl;
 
+	/* before any header look-up: every request of a method it reads (each
+	 * authorize) stops here */
 	if (evhttp_request_get_command(req) & read)
 		return false;
+	cl = evhttp_find_header(h, "Content-Length");
 	if (!evhttp_find_header(h, "Transfer-Encoding") && (!cl || cl[strspn(cl, "0")] == '\0'))
 		return false;
 	error_set(err, 400, "invalid_request", "a body on a request of this method is never read: ambiguous framing");

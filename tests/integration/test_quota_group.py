@@ -195,3 +195,95 @@ def test_cluster_group_is_split_by_slot(env, bd):
         assert got == [9 * UNIT, 11 * UNIT], (a, got)
     slots = {slot(env, a) for a in accts}
     assert decisions == len(bodies) and len(slots) <= calls < decisions, (decisions, calls, len(slots))
+
+
+def test_one_turn_on_one_account_of_two_models_keeps_each_models_count(env, bd):
+    # authz9: within a call, an account's second decision of the same model
+    # reuses what the first left in st (held, due, the model's count, hx)
+    # and bal instead of reading them again; a decision of another model
+    # must read its own count.  Order within the turn does not matter here:
+    # everything fits (warm 1 + 3 x 2 + 2 x 1 = 9 of 14 units).
+    set_price(env, "g-model-2", UNIT, UNIT, 0, effective="2026-01-01T00:00:00Z")
+    time.sleep(1.2)  # prices are refreshed every second
+    acct = new_account(env, "grp-models")
+    warm(bd, acct, "grp-models-warm")
+    two = [{**body(acct, f"grp-models-b{i}", 1), "model": "g-model-2"} for i in range(2)]
+    bodies = [body(acct, "grp-models-a0", 2), two[0], body(acct, "grp-models-a1", 2), body(acct, "grp-models-a0", 2),
+              two[1], body(acct, "grp-models-a2", 2)]
+    res, (decisions, calls) = burst(bd, bodies)
+    assert all(s == 200 for s, _, _ in res), res
+    after = {j["hold_id"]: j["available_nanos"] for _, j, _ in res}
+    assert len(after) == 5 and min(after.values()) == 5 * UNIT, after  # the last admitted leaves 13 - 8
+    key = f"{{a:{acct}}}"
+    assert int(env.redis_cli("HGET", f"{key}:st", "held")) == 9 * UNIT
+    assert env.redis_cli("HGET", f"{key}:st", "c:g-model") == "4"  # warm + a0 a1 a2 (a0's replay holds nothing)
+    assert env.redis_cli("HGET", f"{key}:st", "c:g-model-2") == "2"
+    assert env.redis_cli("ZCARD", f"{key}:hexp") == "6" and env.redis_cli("HLEN", f"{key}:hold") == "6"
+    assert bd.get(f"/v1/accounts/{acct}").json()["balance"]["held_nanos"] == 9 * UNIT
+    assert decisions == len(bodies) and calls < decisions, (decisions, calls)
+
+
+def test_one_turn_keeps_a_model_concurrency_limit_on_one_account(env, bd):
+    # a per-model concurrency limit is not a rate limit: the call's decisions
+    # of one account and model count that model's holds in the state the
+    # previous one left (authz9); 3 allowed, the warm-up holds one
+    acct = new_account(env, "grp-mconc")
+    env.sql("INSERT INTO limits (tier, account_id, model, rpm, tpm, rpd, tpd, concurrency, actor)"
+            " VALUES (NULL, %s, 'g-model', NULL, NULL, NULL, NULL, 3, 'test')", (acct,))
+    time.sleep(1.2)  # billingd reloads limits within a second
+    warm(bd, acct, "grp-mconc-warm")
+    bodies = [body(acct, f"grp-mconc-{i}", 1) for i in range(5)]
+    res, (decisions, calls) = burst(bd, bodies)
+    assert [s for s, _, _ in res].count(200) == 2 and [s for s, _, _ in res].count(429) == 3, res
+    for s, j, h in res:
+        if s == 429:
+            assert j["error"]["limit_type"] == "model_concurrency" and j["error"]["limit"] == 3, j
+            assert h.get("Retry-After") == "1", h
+    assert sorted(j["available_nanos"] for s, j, _ in res if s == 200) == [11 * UNIT, 12 * UNIT], res
+    key = f"{{a:{acct}}}"
+    assert env.redis_cli("HGET", f"{key}:st", "c:g-model") == "3"
+    assert bd.get(f"/v1/accounts/{acct}").json()["balance"]["held_nanos"] == 3 * UNIT
+    assert decisions == len(bodies) and calls < decisions, (decisions, calls)
+
+
+# 1,000 holds of 1 nano, then 100 of 0.12 units, all expired and never swept
+# (as an account nobody called for a while leaves them): one sweep releases
+# at most 1,000, the earliest first
+EXPIRED_HOLDS = """
+local t = redis.call('TIME')
+local now = t[1] * 1000 + math.floor(t[2] / 1000)
+for i = 1, 1000 do
+  redis.call('HSET', KEYS[1], 'old-tiny-' .. i, struct.pack('<i8i8', 1, 1) .. 'g-model')
+  redis.call('ZADD', KEYS[2], now - 5000, 'old-tiny-' .. i)
+end
+for i = 1, 100 do
+  redis.call('HSET', KEYS[1], 'old-big-' .. i, struct.pack('<i8i8', ARGV[1], 120000) .. 'g-model')
+  redis.call('ZADD', KEYS[2], now - 4000, 'old-big-' .. i)
+end
+redis.call('HINCRBY', KEYS[3], 'held', 1000 + 100 * ARGV[1])
+redis.call('HINCRBY', KEYS[3], 'c:g-model', 1100)
+redis.call('HSET', KEYS[3], 'due', now - 5000)
+return redis.call('HGET', KEYS[3], 'held')
+"""
+
+
+def test_one_turn_sweeps_again_while_more_than_a_sweep_of_holds_is_due(env, bd):
+    # 14 units; the warm-up holds 1, the expired holds 12 units + 1000 nanos.
+    # Three decisions of 0.6 units in one call: the first sweeps the 1,000
+    # tiny holds (1 unit free: admitted), the second must sweep the 100 big
+    # ones (more were due than one sweep takes) as it would in a call of
+    # its own, and then it and the third fit.  Kept state with a due in
+    # the past (authz9 before the fix) refused both: 0.4 units free.
+    acct = new_account(env, "grp-due")
+    warm(bd, acct, "grp-due-warm")
+    key = f"{{a:{acct}}}"
+    big = 120_000_000
+    held = env.redis_cli("EVAL", EXPIRED_HOLDS, 3, f"{key}:hold", f"{key}:hexp", f"{key}:st", big)
+    assert int(held) == UNIT + 100 * big + 1000, held
+    bodies = [{**body(acct, f"grp-due-{i}", 1), "input_tokens": 600_000} for i in range(3)]
+    res, (decisions, calls) = burst(bd, bodies)
+    assert all(s == 200 for s, _, _ in res), res
+    assert int(env.redis_cli("HGET", f"{key}:st", "held")) == UNIT + 3 * 600_000_000
+    assert env.redis_cli("ZCOUNT", f"{key}:hexp", "-inf", "(" + str(int(time.time() * 1000))) == "0"
+    assert bd.get(f"/v1/accounts/{acct}").json()["balance"]["held_nanos"] == UNIT + 3 * 600_000_000
+    assert decisions == len(bodies) and calls < decisions, (decisions, calls)
