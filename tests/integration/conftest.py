@@ -126,10 +126,10 @@ class Stack:
 
     # PostgreSQL alone, for outage tests: stop it and start it again on the
     # same port with exactly the options stack.sh gave it (postmaster.opts).
-    def _as_pg(self, args):
+    def _as_pg(self, args, env=None):
         if os.getuid() == 0:
             args = ["runuser", "-u", "postgres", "--"] + args
-        return subprocess.run(args, capture_output=True, text=True, timeout=120)
+        return subprocess.run(args, capture_output=True, text=True, timeout=120, env=env)
 
     def _pg_ctl(self):
         return os.path.join(PGBIN, "pg_ctl")
@@ -141,7 +141,8 @@ class Stack:
         p = self._as_pg([self._pg_ctl(), "-D", data, "-m", "fast", "-w", "-t", "60", "stop"])
         assert p.returncode == 0, p.stdout + p.stderr
 
-    def start_pg(self):
+    def start_pg(self, env=None):
+        """env: the server's environment (the calendar suite's libfaketime)."""
         import shlex
         data = os.path.join(self.pg_home, "data")
         words = shlex.split(self._pg_opts)[1:]  # drop the postgres binary
@@ -154,7 +155,7 @@ class Stack:
             i += 1
         assert f"port={self.pgport}" in " ".join(opts), opts
         p = self._as_pg([self._pg_ctl(), "-D", data, "-l", os.path.join(self.pg_home, "postgres.log"), "-w",
-                         "-t", "60", "start", "-o", " ".join(shlex.quote(w) for w in opts)])
+                         "-t", "60", "start", "-o", " ".join(shlex.quote(w) for w in opts)], env=env)
         assert p.returncode == 0, p.stdout + p.stderr + self.pg_log()
         with open(os.path.join(data, "postmaster.pid")) as f, open(os.path.join(self.dir, "pg.pid"), "w") as o:
             o.write(f.readline())
