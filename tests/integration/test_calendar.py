@@ -104,7 +104,7 @@ class Calendar:
         self.billingd.stop()
         self.stack.stop_pg()
         offset = round(to.timestamp() - time.time())
-        assert offset > self.clock.offset, "the clock moves forward only"
+        assert offset > self.clock.offset, "the set-up ran past the instant to jump to (the clock moves forward only)"
         self.clock.offset = offset
         self.stack.start_pg(env=self.env.proc_env())
         assert abs((self.env.one("SELECT now()") - self.clock.now()).total_seconds()) < 5

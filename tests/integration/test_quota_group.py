@@ -273,17 +273,27 @@ def test_one_turn_sweeps_again_while_more_than_a_sweep_of_holds_is_due(env, bd):
     # tiny holds (1 unit free: admitted), the second must sweep the 100 big
     # ones (more were due than one sweep takes) as it would in a call of
     # its own, and then it and the third fit.  Kept state with a due in
-    # the past (authz9 before the fix) refused both: 0.4 units free.
-    acct = new_account(env, "grp-due")
-    warm(bd, acct, "grp-due-warm")
-    key = f"{{a:{acct}}}"
-    big = 120_000_000
-    held = env.redis_cli("EVAL", EXPIRED_HOLDS, 3, f"{key}:hold", f"{key}:hexp", f"{key}:st", big)
-    assert int(held) == UNIT + 100 * big + 1000, held
-    bodies = [{**body(acct, f"grp-due-{i}", 1), "input_tokens": 600_000} for i in range(3)]
-    res, (decisions, calls) = burst(bd, bodies)
-    assert all(s == 200 for s, _, _ in res), res
-    assert int(env.redis_cli("HGET", f"{key}:st", "held")) == UNIT + 3 * 600_000_000
-    assert env.redis_cli("ZCOUNT", f"{key}:hexp", "-inf", "(" + str(int(time.time() * 1000))) == "0"
-    assert bd.get(f"/v1/accounts/{acct}").json()["balance"]["held_nanos"] == UNIT + 3 * 600_000_000
-    assert decisions == len(bodies) and calls < decisions, (decisions, calls)
+    # the past (authz9 before the fix) refused both: 0.4 units free.  Only a
+    # burst that went to Redis as one call shows that (split {1}{2, 3}, the
+    # second call's first decision sweeps afresh), so a split burst is
+    # tried again on a new account, up to three times; every burst's answers
+    # must be right, and one must have been one call.
+    one_call = []
+    for attempt in range(3):
+        acct = new_account(env, f"grp-due-{attempt}")
+        warm(bd, acct, f"grp-due-warm-{attempt}")
+        key = f"{{a:{acct}}}"
+        big = 120_000_000
+        held = env.redis_cli("EVAL", EXPIRED_HOLDS, 3, f"{key}:hold", f"{key}:hexp", f"{key}:st", big)
+        assert int(held) == UNIT + 100 * big + 1000, held
+        bodies = [{**body(acct, f"grp-due-{attempt}-{i}", 1), "input_tokens": 600_000} for i in range(3)]
+        res, (decisions, calls) = burst(bd, bodies)
+        assert all(s == 200 for s, _, _ in res), res
+        assert int(env.redis_cli("HGET", f"{key}:st", "held")) == UNIT + 3 * 600_000_000
+        assert env.redis_cli("ZCOUNT", f"{key}:hexp", "-inf", "(" + str(int(time.time() * 1000))) == "0"
+        assert bd.get(f"/v1/accounts/{acct}").json()["balance"]["held_nanos"] == UNIT + 3 * 600_000_000
+        assert decisions == len(bodies), (decisions, calls)
+        one_call.append(calls)
+        if calls == 1:
+            break
+    assert one_call[-1] == 1, f"no burst went to Redis as one call: {one_call}"
