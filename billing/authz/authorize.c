@@ -864,7 +864,7 @@ static void load_run(struct az_req *a, PGconn *c)
 	PGresult *r = NULL;
 	int64_t t_ms, fence_end, ttl, now = time_now_us();
 	int64_t fence_ms = a->s->az->redis_timeout_ms + LOAD_FENCE_MS;
-	struct error rerr;
+	struct error rerr = {0};
 
 	snprintf(id, sizeof(id), "%" PRId64, a->account_id);
 	if (db_exec(c, "BEGIN", 0, NULL, &a->job.err) < 0)
@@ -881,6 +881,9 @@ static void load_run(struct az_req *a, PGconn *c)
 	if (ops_balance_get(c, a->account_id, 0, &b, &a->job.err) < 0)
 		goto done;
 	if (!(rc = rc_take(a->s, &rerr)) || (t_ms = redis_time_ms(rc, a->account_id, &rerr)) < 0) {
+		/* the answer says only "unreachable": the reason goes to the log */
+		log_warn("mirror load: redis failed", "account=%" PRId64 " step=time error=\"%s\"", a->account_id,
+			 rerr.msg);
 		a->redis_failed = true;
 		goto done;
 	}
@@ -907,6 +910,9 @@ static void load_run(struct az_req *a, PGconn *c)
 	if (!a->load_reply) {
 		/* it may still run: keep the lock until it can only answer LATE */
 		int64_t left = fence_end - mono_ms();
+
+		log_warn("mirror load: redis failed", "account=%" PRId64 " step=script error=\"%s\"", a->account_id,
+			 rerr.msg);
 		if (left > 0) {
 			struct timespec ts = {left / 1000, (left % 1000) * 1000000};
 			nanosleep(&ts, NULL);
@@ -1183,6 +1189,9 @@ static void load_done(struct az_req *a)
 	else if (a->redis_failed || !r || is_late(r)) {
 		/* the script may have run (a reply that timed out): the decision
 		 * on the event loop finds the hold, or no mirror and loads again */
+		if (r && is_late(r))
+			log_warn("mirror load: its script ran past the load's deadline (LATE)",
+				 "account=%" PRId64 " retried=%d", a->account_id, (int)a->load_retried);
 		if (a->load_retried)
 			redis_down(a);
 		else {
