@@ -50,6 +50,13 @@ def warm(bd, acct, rid):
     assert r.json()["available_nanos"] == 13 * UNIT
 
 
+def concurrency_limit(env, acct, model, n):
+    """At most n live holds of the account (model "") or of one model of it."""
+    env.sql("INSERT INTO limits (tier, account_id, model, rpm, tpm, rpd, tpd, concurrency, actor)"
+            " VALUES (NULL, %s, %s, NULL, NULL, NULL, NULL, %s, 'test')", (acct, model, n))
+    time.sleep(1.2)  # billingd reloads limits within a second
+
+
 def counters(bd):
     out = {}
     for line in requests.get(bd.url + "/metrics", timeout=30).text.splitlines():
@@ -151,9 +158,7 @@ def test_one_turn_on_one_account_admits_what_fits_in_order(env, bd):
 
 def test_one_turn_keeps_concurrency_limits_and_retry_after(env, bd):
     acct = new_account(env, "grp-conc")
-    env.sql("INSERT INTO limits (tier, account_id, model, rpm, tpm, rpd, tpd, concurrency, actor)"
-            " VALUES (NULL, %s, '', NULL, NULL, NULL, NULL, 3, 'test')", (acct,))
-    time.sleep(1.2)  # billingd reloads limits within a second
+    concurrency_limit(env, acct, "", 3)
     warm(bd, acct, "grp-conc-warm")  # one of the three concurrent holds
     other = new_account(env, "grp-conc-other")
     warm(bd, other, "grp-conc-other-warm")
@@ -228,9 +233,7 @@ def test_one_turn_keeps_a_model_concurrency_limit_on_one_account(env, bd):
     # of one account and model count that model's holds in the state the
     # previous one left (authz9); 3 allowed, the warm-up holds one
     acct = new_account(env, "grp-mconc")
-    env.sql("INSERT INTO limits (tier, account_id, model, rpm, tpm, rpd, tpd, concurrency, actor)"
-            " VALUES (NULL, %s, 'g-model', NULL, NULL, NULL, NULL, 3, 'test')", (acct,))
-    time.sleep(1.2)  # billingd reloads limits within a second
+    concurrency_limit(env, acct, "g-model", 3)
     warm(bd, acct, "grp-mconc-warm")
     bodies = [body(acct, f"grp-mconc-{i}", 1) for i in range(5)]
     res, (decisions, calls) = burst(bd, bodies)
