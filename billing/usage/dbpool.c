@@ -120,7 +120,10 @@ static PGconn *drop_conn(struct dbpool *p, PGconn *c, int *was_up)
  * advisory lock that every writer of every instance on the database takes
  * the same way, and takes its jobs only then: what arrived while another
  * writer committed joins its batch.  So waiters hold no row locks and a
- * holder waits for no waiter: no deadlock.  A wait longer than the
+ * holder waits for no waiter: no deadlock.  A batch may give the turn back
+ * before its COMMIT (dbpool_turn_key): the next holder may then wait for
+ * its row locks, but that COMMIT waits for nothing but the WAL, and its
+ * writer asks for the turn again only after it.  A wait longer than the
  * statement timeout (a holder stopped but not dead: a host gone without a
  * word keeps its session until the server's TCP keepalives end it, which
  * db_connect sets to about 25 s) gives up, writes without the turn and
@@ -154,6 +157,20 @@ static bool turn_take(struct dbpool *p, PGconn *c, int *holder_pid, int64_t *off
 			 err.msg);
 	}
 	return false;
+}
+
+/* the turn as the running batch holds it (dbpool_turn_key) */
+static __thread int64_t t_turn_key;
+static __thread int t_turn_pid;
+
+int64_t dbpool_turn_key(PGconn *conn)
+{
+	return t_turn_key && conn && PQbackendPID(conn) == t_turn_pid ? t_turn_key : 0;
+}
+
+void dbpool_turn_given(void)
+{
+	t_turn_key = 0;
 }
 
 /* Gives the turn back; a session that cannot (a transaction left open, an
@@ -262,11 +279,16 @@ static void *thread_main(void *argp)
 		pthread_mutex_unlock(&p->mu);
 
 		c = ensure_conn(p, c, &last_fail, &fail_cost, &up, true);
+		t_turn_key = turn ? p->o.turn_key : 0;
+		t_turn_pid = holder_pid;
 		if (p->o.batch) {
 			p->o.batch(batch, n, c, writer, p->o.batch_arg);
 		} else {
 			batch[0]->run(batch[0], c, writer);
 		}
+		if (turn && !t_turn_key)
+			turn = false; /* the batch gave it back before its COMMIT */
+		t_turn_key = 0;
 		/* the batch's answers reach the loop together: one turn, so their
 		 * Redis settles leave in one flush (quota_settles) */
 		for (size_t i = 0; i + 1 < n; i++)

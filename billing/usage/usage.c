@@ -1140,7 +1140,8 @@ static int try_batch(struct batch *b, PGconn *c, const char *writer, char **keys
 	PGresult *r = NULL;
 	int has_keys, rc = -1;
 	bool seen = false, commit_apart, reached;
-	char nbuf[24];
+	char nbuf[24], unlock[64];
+	int64_t turn;
 	size_t n_pending = 0;
 
 	reset_results(b);
@@ -1206,8 +1207,14 @@ static int try_batch(struct batch *b, PGconn *c, const char *writer, char **keys
 	 * through db_exec, which bounds its wait for the standby and confirms
 	 * that one has it: one round trip more, never a 200 on the primary alone */
 	commit_apart = db_standby_confirm() > 0;
+	/* the writers' turn goes back once the statements have run, before the
+	 * COMMIT: the next writer's statements run during this one's WAL flush
+	 * and answers (dbpool_turn_key) */
+	turn = dbpool_turn_key(c);
+	if (turn)
+		snprintf(unlock, sizeof(unlock), "SELECT pg_advisory_unlock(%lld)", (long long)turn);
 	if (db_pipeline_begin(c, err) < 0 || send_records(b, c, writer, keys, &ch, &ja, rec_a, err) < 0 ||
-	    db_pipeline_flush(c, err) < 0)
+	    (turn && db_send(c, NULL, unlock, 0, NULL, err) < 0) || db_pipeline_flush(c, err) < 0)
 		goto fail;
 	/* the balance mirror's load generations, read before COMMIT and only
 	 * now that the accounts' rows are locked FOR UPDATE (read_accounts): read
@@ -1222,9 +1229,21 @@ static int try_batch(struct batch *b, PGconn *c, const char *writer, char **keys
 	     (db_send(c, NULL, "COMMIT", 0, NULL, err) < 0 || send_notify(c, writer, reached, &ja, err) < 0)) ||
 	    db_pipeline_sync(c, err) < 0)
 		goto fail;
-	for (int k = 0; k < (commit_apart ? 3 : 4); k++)
+	for (int k = 0; k < 3; k++)
 		if (clear_ok(db_next(c, err)) < 0)
 			goto fail;
+	if (turn) {
+		PGresult *u = db_next(c, err);
+		if (!u)
+			goto fail;
+		/* 'f' cannot happen on the session that took it; if it did, the
+		 * pool gives it back, fails, and closes the connection */
+		if (PQntuples(u) == 1 && strcmp(PQgetvalue(u, 0, 0), "t") == 0)
+			dbpool_turn_given();
+		PQclear(u);
+	}
+	if (!commit_apart && clear_ok(db_next(c, err)) < 0)
+		goto fail;
 	if (!commit_apart) {
 		struct error nerr = {0};
 		if (!notify_done(db_next(c, &nerr), &nerr))

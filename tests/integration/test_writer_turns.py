@@ -194,3 +194,70 @@ def test_one_request_id_as_a_single_record_and_in_a_batch_at_once(env):
             bd.stop()
         assert env.one("SELECT count(*) FROM usage_records WHERE request_id LIKE %s", (f"both-{turns}-%",)) == 10
     env.assert_books_sound()
+
+
+def standby_names(env, names):
+    """synchronous_standby_names for the whole server ('' resets it)."""
+    if names:
+        env.sql(f"ALTER SYSTEM SET synchronous_standby_names = '{names}'", user="postgres")
+    else:
+        env.sql("ALTER SYSTEM RESET synchronous_standby_names", user="postgres")
+    env.sql("SELECT pg_reload_conf()", user="postgres")
+
+
+def wait_sync_rep_in_force(env, secs=20):
+    """Until a commit waits for the (absent) synchronous standby: a probe
+    session commits a row; its wait is then cancelled (the commit stays,
+    with a warning).  The table sync_probe exists already (its CREATE would
+    wait too)."""
+    deadline = time.time() + secs
+    while time.time() < deadline:
+        c = psycopg2.connect(env.pg_super)
+        c.autocommit = True
+        pid = c.get_backend_pid()
+        t = threading.Thread(target=lambda: c.cursor().execute("INSERT INTO sync_probe VALUES (1)"))
+        t.start()
+        t.join(1)
+        waiting = t.is_alive() and env.one("SELECT count(*) FROM pg_stat_activity WHERE pid = %s"
+                                           " AND wait_event = 'SyncRep'", (pid,), user="postgres") == 1
+        if t.is_alive():
+            env.sql("SELECT pg_cancel_backend(%s)", (pid,), user="postgres")
+            t.join(10)
+        c.close()
+        if waiting:
+            return
+    raise AssertionError("synchronous_standby_names not in force")
+
+
+def test_the_turn_goes_back_before_the_commit(env):
+    """A batch gives the turn back once its statements have run, before its
+    COMMIT: the next writer, of any instance, writes while this COMMIT waits
+    for its WAL flush and its answers are posted.  Here the COMMIT waits for
+    a synchronous standby that never answers, and nobody holds the turn."""
+    accts = accounts(env, "early", 1)
+    bd = Billingd(env, {"instance_id": "early", "pg_timeout_ms": "60000"})
+    t = None
+    try:
+        wait_prices()
+        assert bd.post("/v1/usage", usage("early-warm", accts[0])).status_code == 200
+        env.sql("CREATE TABLE IF NOT EXISTS sync_probe (x int)", user="postgres")
+        standby_names(env, "nosuch")
+        wait_sync_rep_in_force(env)
+        t, out = post_in_thread(bd, "/v1/usage", usage("early-s", accts[0]))
+        deadline = time.time() + 20
+        while time.time() < deadline and not env.one(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                " AND usename = 'billing' AND wait_event = 'SyncRep'"):
+            time.sleep(0.05)
+        assert env.one("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                       " AND usename = 'billing' AND wait_event = 'SyncRep'") == 1
+        assert "r" not in out
+        assert turn_holders(env) == 0
+    finally:
+        standby_names(env, "")
+        if t:
+            t.join(30)
+        bd.stop()
+    assert out["r"].status_code == 200, out["r"].text
+    assert env.one("SELECT count(*) FROM usage_records WHERE request_id = 'early-s'") == 1
+    env.assert_books_sound()
