@@ -119,11 +119,12 @@ static PGconn *drop_conn(struct dbpool *p, PGconn *c, int *was_up)
  * jobs waits, holding no other lock and outside any transaction, for the
  * advisory lock that every writer of every instance on the database takes
  * the same way, and takes its jobs only then: what arrived while another
- * writer committed joins its batch.  So waiters hold no row locks and a
+ * writer wrote joins its batch.  So waiters hold no row locks and a
  * holder waits for no waiter: no deadlock.  A batch may give the turn back
  * before its COMMIT (dbpool_turn_key): the next holder may then wait for
- * its row locks, but that COMMIT waits for nothing but the WAL, and its
- * writer asks for the turn again only after it.  A wait longer than the
+ * its row locks, but that COMMIT waits for nothing another writer holds
+ * (the WAL, a standby), and its writer asks for the turn again only after
+ * it.  A wait longer than the
  * statement timeout (a holder stopped but not dead: a host gone without a
  * word keeps its session until the server's TCP keepalives end it, which
  * db_connect sets to about 25 s) gives up, writes without the turn and

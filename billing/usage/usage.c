@@ -1126,7 +1126,8 @@ done:
  *      txn_ids; (rare extra trips: the api keys' accounts, replays, a new
  *      price list)
  *   2. journal rows, postings, usage records (sent; the mirrors' load
- *      generations are read from Redis meanwhile), COMMIT, and in a
+ *      generations are read from Redis meanwhile), the writers' turn given
+ *      back when this thread holds it (dbpool_turn_key), COMMIT, and in a
  *      transaction of its own the NOTIFY (send_notify).
  * -2: the price list cannot be loaded. */
 static int try_batch(struct batch *b, PGconn *c, const char *writer, char **keys, struct error *err)
@@ -1237,7 +1238,8 @@ static int try_batch(struct batch *b, PGconn *c, const char *writer, char **keys
 		if (!u)
 			goto fail;
 		/* 'f' cannot happen on the session that took it; if it did, the
-		 * pool gives it back, fails, and closes the connection */
+		 * pool's own unlock after the answers fails too, and it closes
+		 * the connection (the batch is unaffected) */
 		if (PQntuples(u) == 1 && strcmp(PQgetvalue(u, 0, 0), "t") == 0)
 			dbpool_turn_given();
 		PQclear(u);

@@ -211,11 +211,18 @@ def wait_sync_rep_in_force(env, secs=20):
     with a warning).  The table sync_probe exists already (its CREATE would
     wait too)."""
     deadline = time.time() + secs
+
+    def probe(c):
+        try:
+            c.cursor().execute("INSERT INTO sync_probe VALUES (1)")
+        except psycopg2.Error:
+            pass  # cancelled before its commit waited
+
     while time.time() < deadline:
         c = psycopg2.connect(env.pg_super)
         c.autocommit = True
         pid = c.get_backend_pid()
-        t = threading.Thread(target=lambda: c.cursor().execute("INSERT INTO sync_probe VALUES (1)"))
+        t = threading.Thread(target=probe, args=(c,))
         t.start()
         t.join(1)
         waiting = t.is_alive() and env.one("SELECT count(*) FROM pg_stat_activity WHERE pid = %s"
@@ -229,35 +236,71 @@ def wait_sync_rep_in_force(env, secs=20):
     raise AssertionError("synchronous_standby_names not in force")
 
 
+def writers_waiting(env, event):
+    """This database's usage writers waiting on event: 'SyncRep' (a COMMIT
+    for the standby) or 'advisory' (the turn)."""
+    extra = " AND query = 'COMMIT'" if event == "SyncRep" else ""
+    return env.one("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                   " AND usename = 'billing' AND wait_event = %s" + extra, (event,))
+
+
+def wait_until(cond, secs=20):
+    deadline = time.time() + secs
+    while not cond() and time.time() < deadline:
+        time.sleep(0.05)
+
+
 def test_the_turn_goes_back_before_the_commit(env):
-    """A batch gives the turn back once its statements have run, before its
-    COMMIT: the next writer, of any instance, writes while this COMMIT waits
-    for its WAL flush and its answers are posted.  Here the COMMIT waits for
-    a synchronous standby that never answers, and nobody holds the turn."""
-    accts = accounts(env, "early", 1)
+    """A batch takes the turn before it writes and gives it back once its
+    statements have run, before its COMMIT: the next writer, here another
+    instance's, writes while this COMMIT waits for its WAL flush and its
+    answers are posted.  Here each COMMIT waits for a synchronous standby
+    that never answers: with the turn held through the COMMIT (the old
+    binary), the second instance's writer would wait for the turn instead."""
+    accts = accounts(env, "early", 2)
     bd = Billingd(env, {"instance_id": "early", "pg_timeout_ms": "60000"})
-    t = None
+    bd2 = Billingd(env, {"instance_id": "early2", "pg_timeout_ms": "60000"})
+    posts, held = [], None
     try:
         wait_prices()
-        assert bd.post("/v1/usage", usage("early-warm", accts[0])).status_code == 200
+        assert bd.post("/v1/usage", usage("early-warm1", accts[0])).status_code == 200
+        assert bd2.post("/v1/usage", usage("early-warm2", accts[1])).status_code == 200
         env.sql("CREATE TABLE IF NOT EXISTS sync_probe (x int)", user="postgres")
-        standby_names(env, "nosuch")
-        wait_sync_rep_in_force(env)
-        t, out = post_in_thread(bd, "/v1/usage", usage("early-s", accts[0]))
-        deadline = time.time() + 20
-        while time.time() < deadline and not env.one(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-                " AND usename = 'billing' AND wait_event = 'SyncRep'"):
-            time.sleep(0.05)
-        assert env.one("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-                       " AND usename = 'billing' AND wait_event = 'SyncRep'") == 1
-        assert "r" not in out
-        assert turn_holders(env) == 0
+        held = hold_turn(env)
+        try:
+            standby_names(env, "nosuch")
+            wait_sync_rep_in_force(env)
+            # the batch waits for the turn before it writes
+            posts.append(post_in_thread(bd, "/v1/usage", usage("early-s1", accts[0])))
+            wait_until(lambda: writers_waiting(env, "advisory") == 1)
+            assert writers_waiting(env, "advisory") == 1
+            assert "r" not in posts[0][1]
+            held.close()
+            held = None
+            # it writes, its COMMIT waits for the standby, and the turn is free
+            wait_until(lambda: writers_waiting(env, "SyncRep") == 1)
+            assert writers_waiting(env, "SyncRep") == 1
+            assert turn_holders(env) == 0
+            # the other instance's writer takes the turn and writes meanwhile
+            posts.append(post_in_thread(bd2, "/v1/usage", usage("early-s2", accts[1])))
+            wait_until(lambda: writers_waiting(env, "SyncRep") == 2)
+            assert writers_waiting(env, "SyncRep") == 2
+            assert turn_holders(env) == 0
+            assert all("r" not in out for _, out in posts)
+        finally:
+            standby_names(env, "")
     finally:
-        standby_names(env, "")
-        if t:
-            t.join(30)
-        bd.stop()
-    assert out["r"].status_code == 200, out["r"].text
-    assert env.one("SELECT count(*) FROM usage_records WHERE request_id = 'early-s'") == 1
+        try:
+            if held:
+                held.close()
+            for t, _ in posts:
+                t.join(30)
+        finally:
+            bd.stop()
+            bd2.stop()
+    for (_, out), rid in zip(posts, ("early-s1", "early-s2")):
+        assert out["r"].status_code == 200, out["r"].text
+        assert env.one("SELECT count(*) FROM usage_records WHERE request_id = %s", (rid,)) == 1
+    for b in (bd, bd2):
+        assert "turn not given back" not in b.logs()
     env.assert_books_sound()
