@@ -121,7 +121,7 @@ static PGconn *drop_conn(struct dbpool *p, PGconn *c, int *was_up)
  * the same way, and takes its jobs only then: what arrived while another
  * writer wrote joins its batch.  So waiters hold no row locks and a
  * holder waits for no waiter: no deadlock.  A batch may give the turn back
- * before its COMMIT (dbpool_turn_key): the next holder may then wait for
+ * before its COMMIT (dbpool_turn_unlock_sql): the next holder may then wait for
  * its row locks, but that COMMIT waits for nothing another writer holds
  * (the WAL, a standby), and its writer asks for the turn again only after
  * it.  A wait longer than the
@@ -160,18 +160,32 @@ static bool turn_take(struct dbpool *p, PGconn *c, int *holder_pid, int64_t *off
 	return false;
 }
 
-/* the turn as the running batch holds it (dbpool_turn_key) */
+/* the turn as the running batch holds it (dbpool_turn_unlock_sql) */
 static __thread int64_t t_turn_key;
 static __thread int t_turn_pid;
+static __thread char t_unlock_sql[64];
 
-int64_t dbpool_turn_key(PGconn *conn)
+static const char *unlock_sql(int64_t key)
 {
-	return t_turn_key && conn && PQbackendPID(conn) == t_turn_pid ? t_turn_key : 0;
+	snprintf(t_unlock_sql, sizeof(t_unlock_sql), "SELECT pg_advisory_unlock(%lld)", (long long)key);
+	return t_unlock_sql;
 }
 
-void dbpool_turn_given(void)
+/* pg_advisory_unlock's answer: true when it gave the lock back */
+static bool unlocked(const PGresult *r)
 {
-	t_turn_key = 0;
+	return r && PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1 && strcmp(PQgetvalue(r, 0, 0), "t") == 0;
+}
+
+const char *dbpool_turn_unlock_sql(PGconn *conn)
+{
+	return t_turn_key && conn && PQbackendPID(conn) == t_turn_pid ? unlock_sql(t_turn_key) : NULL;
+}
+
+void dbpool_turn_unlocked(const PGresult *r)
+{
+	if (unlocked(r))
+		t_turn_key = 0;
 }
 
 /* Gives the turn back; a session that cannot (a transaction left open, an
@@ -180,15 +194,13 @@ void dbpool_turn_given(void)
  * holds nothing: the old session took the lock with it. */
 static PGconn *turn_give(struct dbpool *p, PGconn *c, int *was_up, int holder_pid)
 {
-	char sql[64];
 	PGresult *r;
 	bool ok;
 
 	if (!c || PQstatus(c) != CONNECTION_OK || PQbackendPID(c) != holder_pid)
 		return c; /* the session is gone or going, and its lock with it */
-	snprintf(sql, sizeof(sql), "SELECT pg_advisory_unlock(%lld)", (long long)p->o.turn_key);
-	r = PQtransactionStatus(c) == PQTRANS_IDLE ? PQexec(c, sql) : NULL;
-	ok = r && PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1 && strcmp(PQgetvalue(r, 0, 0), "t") == 0;
+	r = PQtransactionStatus(c) == PQTRANS_IDLE ? PQexec(c, unlock_sql(p->o.turn_key)) : NULL;
+	ok = unlocked(r);
 	PQclear(r);
 	if (ok)
 		return c;

@@ -50,7 +50,7 @@ struct dbpool_opts {
 	/* when not 0: a batch thread holding fewer than batch_max jobs takes
 	 * this session-level advisory lock before it takes them, and gives it
 	 * back after their batch, unless the batch gave it back before its
-	 * COMMIT (dbpool_turn_key; writers take turns: docs/billingd.md) */
+	 * COMMIT (dbpool_turn_unlock_sql; writers take turns: docs/billingd.md) */
 	int64_t turn_key;
 };
 
@@ -68,13 +68,15 @@ bool dbpool_connected(struct dbpool *p);
 void dbpool_free(struct dbpool *p);
 
 /* The turn (dbpool_opts.turn_key) as the calling batch thread holds it on
- * conn's session, for the batch being run: its key, or 0 when it holds
- * none there.  A batch may give it back itself, in its pipeline after its
- * statements and before its COMMIT, and then calls dbpool_turn_given():
- * the next writer's statements run while this COMMIT waits for its WAL
- * flush and its answers are posted (docs/billingd.md, "Writers take
- * turns").  Otherwise the pool gives it back after the answers. */
-int64_t dbpool_turn_key(PGconn *conn);
-void dbpool_turn_given(void);
+ * conn's session, for the batch being run: the statement that gives it
+ * back, or NULL when it holds none there.  A batch may send it itself, in
+ * its pipeline after its statements and before its COMMIT, and hand its
+ * answer to dbpool_turn_unlocked(): the next writer's statements run while
+ * this COMMIT waits for its WAL flush and its answers are posted
+ * (docs/billingd.md, "Writers take turns").  Otherwise, or when that
+ * answer is not "given back", the pool gives it back after the answers
+ * (and closes a session that cannot). */
+const char *dbpool_turn_unlock_sql(PGconn *conn);
+void dbpool_turn_unlocked(const PGresult *r);
 
 #endif

@@ -1127,7 +1127,7 @@ done:
  *      price list)
  *   2. journal rows, postings, usage records (sent; the mirrors' load
  *      generations are read from Redis meanwhile), the writers' turn given
- *      back when this thread holds it (dbpool_turn_key), COMMIT, and in a
+ *      back when this thread holds it (dbpool_turn_unlock_sql), COMMIT, and in a
  *      transaction of its own the NOTIFY (send_notify).
  * -2: the price list cannot be loaded. */
 static int try_batch(struct batch *b, PGconn *c, const char *writer, char **keys, struct error *err)
@@ -1141,8 +1141,8 @@ static int try_batch(struct batch *b, PGconn *c, const char *writer, char **keys
 	PGresult *r = NULL;
 	int has_keys, rc = -1;
 	bool seen = false, commit_apart, reached;
-	char nbuf[24], unlock[64];
-	int64_t turn;
+	char nbuf[24];
+	const char *unlock;
 	size_t n_pending = 0;
 
 	reset_results(b);
@@ -1210,12 +1210,10 @@ static int try_batch(struct batch *b, PGconn *c, const char *writer, char **keys
 	commit_apart = db_standby_confirm() > 0;
 	/* the writers' turn goes back once the statements have run, before the
 	 * COMMIT: the next writer's statements run during this one's WAL flush
-	 * and answers (dbpool_turn_key) */
-	turn = dbpool_turn_key(c);
-	if (turn)
-		snprintf(unlock, sizeof(unlock), "SELECT pg_advisory_unlock(%lld)", (long long)turn);
+	 * and answers (dbpool_turn_unlock_sql) */
+	unlock = dbpool_turn_unlock_sql(c);
 	if (db_pipeline_begin(c, err) < 0 || send_records(b, c, writer, keys, &ch, &ja, rec_a, err) < 0 ||
-	    (turn && db_send(c, NULL, unlock, 0, NULL, err) < 0) || db_pipeline_flush(c, err) < 0)
+	    (unlock && db_send(c, NULL, unlock, 0, NULL, err) < 0) || db_pipeline_flush(c, err) < 0)
 		goto fail;
 	/* the balance mirror's load generations, read before COMMIT and only
 	 * now that the accounts' rows are locked FOR UPDATE (read_accounts): read
@@ -1233,15 +1231,11 @@ static int try_batch(struct batch *b, PGconn *c, const char *writer, char **keys
 	for (int k = 0; k < 3; k++)
 		if (clear_ok(db_next(c, err)) < 0)
 			goto fail;
-	if (turn) {
+	if (unlock) {
 		PGresult *u = db_next(c, err);
 		if (!u)
 			goto fail;
-		/* 'f' cannot happen on the session that took it; if it did, the
-		 * pool's own unlock after the answers fails too, and it closes
-		 * the connection (the batch is unaffected) */
-		if (PQntuples(u) == 1 && strcmp(PQgetvalue(u, 0, 0), "t") == 0)
-			dbpool_turn_given();
+		dbpool_turn_unlocked(u);
 		PQclear(u);
 	}
 	if (!commit_apart && clear_ok(db_next(c, err)) < 0)

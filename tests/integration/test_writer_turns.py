@@ -48,10 +48,14 @@ def turn_holders(env):
                    (TURN_KEY,))
 
 
-def wait_no_turn_holder(env, secs=10):
+def wait_until(cond, secs=20):
     deadline = time.time() + secs
-    while turn_holders(env) and time.time() < deadline:
+    while not cond() and time.time() < deadline:
         time.sleep(0.05)
+
+
+def wait_no_turn_holder(env, secs=10):
+    wait_until(lambda: not turn_holders(env), secs)
 
 
 def post_in_thread(bd, path, body):
@@ -248,12 +252,6 @@ def writers_waiting(env, event):
     else:
         q += " AND wait_event_type = 'Lock' AND wait_event IN ('transactionid', 'tuple')"
     return env.one(q)
-
-
-def wait_until(cond, secs=20):
-    deadline = time.time() + secs
-    while not cond() and time.time() < deadline:
-        time.sleep(0.05)
 
 
 def test_the_turn_goes_back_before_the_commit(env):
