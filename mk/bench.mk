@@ -37,10 +37,12 @@ $(BENCH_BIN)/kernels: $(BUILD)/obj/tools/bench/kernels.o $(LIB)
 .PHONY: bench-tools
 bench-tools: $(BENCH_TOOLS)
 
-# The product is built with the default OPT (-O2 -g) into bin/.
+# The product is built with the default OPT (-O2 -g) into bin/.  BILLING_BIN
+# in the environment names other binaries to measure (another build's bin/:
+# old against new); without it, this checkout's.
 bench:
 	@scripts/deps.sh bench
 	@$(MAKE) --no-print-directory all data bench-tools
-	@BENCH_TOOLS_DIR=$(abspath $(BENCH_BIN)) BILLING_BIN=$(abspath $(BINDIR)) scripts/bench.sh
+	@BENCH_TOOLS_DIR=$(abspath $(BENCH_BIN)) BILLING_BIN=$${BILLING_BIN:-$(abspath $(BINDIR))} scripts/bench.sh
 
 -include $(BENCH_OBJ:.o=.d)
