@@ -1,5 +1,6 @@
 /* main.c: billingd.  Reads the configuration (CONTRACT.md §1), refuses to
- * start against a database with pending migrations, serves HTTP until
+ * start against a database with pending migrations, or with a Redis that
+ * holds another billing database's mirrors, serves HTTP until
  * SIGTERM/SIGINT (then drains and exits 0); SIGHUP reloads the token files. */
 #include <event2/event.h>
 #include <event2/thread.h>
@@ -10,9 +11,11 @@
 #include <string.h>
 #include <sys/select.h>
 
+#include "billing/authz/authorize.h"
 #include "billing/http/server.h"
 #include "common/config.h"
 #include "common/log.h"
+#include "common/rclient.h"
 #include "ledger/db.h"
 
 static void usage(void)
@@ -34,7 +37,32 @@ static void sig_cb(evutil_socket_t sig, short what, void *arg)
 		server_drain(s);
 }
 
-static int check_migrations(struct config *cfg)
+/* The Redis serves this database's mirrors, or nobody's yet (then it is
+ * claimed for it): account ids start at 1 in every database, so the mirrors,
+ * holds and limits of another database's account 7 would be trusted as this
+ * one's account 7 (rclient_redis_owner).  A Redis that does not answer now is
+ * checked when it does: every new connection checks the claim again
+ * (billing/authz/authorize.c check_owner). */
+static int check_redis_owner(struct config *cfg, const char *ident)
+{
+	struct error err;
+	char other[256];
+	struct rclient *rc = rclient_new(config_get(cfg, "redis"), 2000, &err);
+	int n = rc ? rclient_redis_owner(rc, ident, true, other, sizeof(other), &err) : -1;
+
+	rclient_free(rc);
+	if (n < 0)
+		log_warn("redis not checked at start: it did not answer", "error=\"%s\"", err.msg);
+	if (n == 1)
+		fprintf(stderr,
+			"billingd: redis %s holds the mirrors of another billing database (%s; this one is %s):"
+			" give each billing database its own Redis, or, if that database is gone, empty this Redis"
+			" (FLUSHALL; the mirrors are rebuilt from the books)\n",
+			config_get(cfg, "redis"), other, ident);
+	return n == 1 ? -1 : 0;
+}
+
+static int check_migrations(struct config *cfg, char *ident, size_t cap)
 {
 	struct error err;
 	PGconn *c = NULL;
@@ -50,6 +78,8 @@ static int check_migrations(struct config *cfg)
 		select(0, NULL, NULL, NULL, &tv);
 	}
 	n = db_pending_migrations(c, config_get(cfg, "migrations_dir"), &err);
+	if (n == 0 && db_identity(c, ident, cap, &err) < 0)
+		n = -1;
 	PQfinish(c);
 	if (n < 0) {
 		fprintf(stderr, "billingd: %s\n", err.msg);
@@ -60,7 +90,7 @@ static int check_migrations(struct config *cfg)
 			config_get(cfg, "migrations_dir"));
 		return -1;
 	}
-	return 0;
+	return check_redis_owner(cfg, ident);
 }
 
 int main(int argc, char **argv)
@@ -72,6 +102,7 @@ int main(int argc, char **argv)
 	struct event_config *evcfg;
 	struct server *s;
 	struct event *ev_term, *ev_int, *ev_hup;
+	char ident[256];
 
 	for (int i = 1; i < argc; i++)
 		if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
@@ -106,10 +137,11 @@ int main(int argc, char **argv)
 	}
 	signal(SIGPIPE, SIG_IGN);
 	/* failures free what they made: a sanitizer build reports no leak on exit 1 */
-	if (check_migrations(cfg) < 0) {
+	if (check_migrations(cfg, ident, sizeof(ident)) < 0) {
 		config_free(cfg);
 		return 1;
 	}
+	authz_set_db_identity(ident);
 	/* epoll's changelist: the event changes of one loop turn (evhttp
 	 * turns reading off and writing on and back for every request) go to
 	 * the kernel as one epoll_ctl per descriptor, not one per change.  Its

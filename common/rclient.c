@@ -5,6 +5,7 @@
 #include <poll.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
@@ -471,6 +472,29 @@ int rclient_each_master(struct rclient *c, int (*fn)(redisContext *ctx, void *ar
 		}
 	}
 	return ret;
+}
+
+int rclient_redis_owner(struct rclient *c, const char *mine, bool claim, char *other, size_t cap, struct error *err)
+{
+	const char *set[] = {"SET", RKEY_REDIS_OWNER, mine, "NX", "GET"};
+	const char *get[] = {"GET", RKEY_REDIS_OWNER};
+	redisReply *r = claim ? rclient_commandv(c, 5, set, NULL, err) : rclient_commandv(c, 2, get, NULL, err);
+	int rc = -1;
+
+	if (cap)
+		other[0] = '\0';
+	if (r && r->type == REDIS_REPLY_NIL) {
+		rc = 0; /* claimed now, or (read only) nobody's yet */
+	} else if (r && r->type == REDIS_REPLY_STRING) {
+		rc = strlen(mine) == (size_t)r->len && memcmp(mine, r->str, (size_t)r->len) == 0 ? 0 : 1;
+		if (rc == 1 && cap)
+			snprintf(other, cap, "%.*s", (int)r->len, r->str);
+	} else if (r) {
+		error_set(err, 503, "unavailable", "redis answered %s with \"%s\"", RKEY_REDIS_OWNER,
+			  r->type == REDIS_REPLY_ERROR ? r->str : "no string");
+	}
+	freeReplyObject(r);
+	return rc;
 }
 
 uint64_t rclient_connects(const struct rclient *c)

@@ -12,6 +12,7 @@
 #define COMMON_RCLIENT_H
 
 #include <hiredis/hiredis.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -57,6 +58,15 @@ int rclient_each_master(struct rclient *c, int (*fn)(redisContext *ctx, void *ar
  * (billing/authz/authorize.c, notify_cb).  0, or -1 with err and out "". */
 #define RCLIENT_ID_LEN 32
 int rclient_redis_id(struct rclient *c, char *out, struct error *err) __attribute__((warn_unused_result));
+/* Which billing database the Redis (or Cluster) c reaches serves: mine
+ * (ledger/db.h db_identity) is stored under RKEY_REDIS_OWNER unless one is
+ * there (`SET NX GET`; with claim false only read).  Account ids start at 1
+ * in every database, so a Redis that held another database's mirrors would
+ * have its balances, holds and limits trusted as this one's.  0: the Redis
+ * is this database's (or, without claim, nobody's yet); 1: another's, its
+ * identity in other (cap bytes); -1 with err. */
+int rclient_redis_owner(struct rclient *c, const char *mine, bool claim, char *other, size_t cap, struct error *err)
+	__attribute__((warn_unused_result));
 /* How many connections c has opened so far (to any node).  The server at an
  * address may be another one after a reconnect (a restart without
  * persistence, a moved name, a failover to a server that is no copy): an id

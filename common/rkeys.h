@@ -31,6 +31,9 @@ enum rkey { RKEY_BAL, RKEY_ST, RKEY_HOLD, RKEY_HEXP, RKEY_N };
 #define RKEY_ST_SUFFIX "st"
 /* Not an account's: the Redis's own identity (common/rclient.h rclient_redis_id). */
 #define RKEY_REDIS_ID "billing:redis_id"
+/* Not an account's: which billing database the mirrors belong to
+ * (common/rclient.h rclient_redis_owner). */
+#define RKEY_REDIS_OWNER "billing:owner"
 /* Long enough for any key of any account. */
 #define RKEY_BUF 48
 

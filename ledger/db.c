@@ -572,6 +572,24 @@ static int table_exists(PGconn *c, struct error *err)
 	return yes;
 }
 
+int db_identity(PGconn *c, char *out, size_t cap, struct error *err)
+{
+	PGresult *r = PQexec(c, "SELECT 'pg:' || s.system_identifier || '/' || d.oid || '/' || d.datname"
+				" FROM pg_control_system() s, pg_database d WHERE d.datname = current_database()");
+	int rc = -1;
+
+	if (!r || PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1)
+		set_pg_err(c, r, err);
+	else if ((size_t)PQgetlength(r, 0, 0) >= cap)
+		error_set(err, 0, "internal", "the database's identity is longer than %zu bytes", cap - 1);
+	else {
+		memcpy(out, PQgetvalue(r, 0, 0), (size_t)PQgetlength(r, 0, 0) + 1);
+		rc = 0;
+	}
+	PQclear(r);
+	return rc;
+}
+
 int db_pending_migrations(PGconn *c, const char *dir, struct error *err)
 {
 	struct mfile *m = NULL;

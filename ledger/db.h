@@ -112,6 +112,12 @@ int db_migrate(PGconn *c, const char *dir, FILE *out, struct error *err) __attri
  * (a lock not obtained within 200 ms is an error: call again later). */
 int db_ensure_partitions(PGconn *c, int months_ahead, int *created, struct error *err)
 	__attribute__((warn_unused_result));
+/* This database's identity, for the Redis it owns (common/rclient.h
+ * rclient_redis_owner): "pg:<system identifier>/<database oid>/<name>".
+ * A promoted standby is the same database (same system identifier and
+ * oid); a copy restored elsewhere, or a database dropped and made again
+ * under the same name, is another.  0, or -1 with err. */
+int db_identity(PGconn *c, char *out, size_t cap, struct error *err) __attribute__((warn_unused_result));
 /* Number of files in dir not yet applied (or changed): 0 means up to date.  -1 with err. */
 int db_pending_migrations(PGconn *c, const char *dir, struct error *err) __attribute__((warn_unused_result));
 

@@ -61,6 +61,27 @@ static struct rclient *redis_open(const struct reconcile_opts *o, struct error *
 	return rc;
 }
 
+/* The Redis holds this database's mirrors, or nobody's (a repair, which
+ * writes them, then claims it as billingd does at start): compared with
+ * another database's mirrors, every account would differ, and a repair
+ * would overwrite that database's balances (common/rclient.h
+ * rclient_redis_owner). */
+static int owner_check(PGconn *c, struct rclient *rc, const struct reconcile_opts *o, struct error *err)
+{
+	char mine[256], other[256];
+	int n;
+
+	if (db_identity(c, mine, sizeof(mine), err) < 0)
+		return -1;
+	n = rclient_redis_owner(rc, mine, o->repair, other, sizeof(other), err);
+	if (n == 1)
+		error_set(err, 409, "conflict",
+			  "redis %s holds the mirrors of another billing database (%s; this one is %s):"
+			  " reconcile compares a database with its own Redis",
+			  o->redis, other, mine);
+	return n == 0 ? 0 : -1;
+}
+
 int64_t reconcile_mirror_split(money_total v, money_total *excess)
 {
 	int64_t m = v > RECONCILE_MIRROR_CAP    ? RECONCILE_MIRROR_CAP
@@ -429,7 +450,7 @@ int reconcile_run(PGconn *c, const struct reconcile_opts *o, struct reconcile_re
 		goto done;
 	}
 	rc = redis_open(o, err);
-	if (!rc)
+	if (!rc || owner_check(c, rc, o, err) < 0)
 		goto done;
 	if (db_exec(c, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", 0, NULL, err) < 0)
 		goto done;

@@ -14,6 +14,7 @@
  * mirror again loads itself.  No decision is taken on a missing mirror. */
 #include <event2/buffer.h>
 #include <inttypes.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <pthread.h>
 #include <time.h>
@@ -521,7 +522,7 @@ void authz_held(struct server *s, int64_t account, authz_held_fn done, void *arg
 	 * PONG within 2 s): right after a reconnect Redis answers before the
 	 * first PONG, and an answer is the truth; a failed send or a lost reply
 	 * still says "unknown" */
-	if (!s->az || !s->redis || s->closing || !(h = calloc(1, sizeof(*h)))) {
+	if (!s->az || !s->redis || s->closing || authz_redis_foreign() || !(h = calloc(1, sizeof(*h)))) {
 		done(arg, false, 0);
 		return;
 	}
@@ -546,7 +547,8 @@ static void flush_dirty(struct server *s, bool up)
 
 	/* usable, not ready: in a cluster with one master down, the accounts of
 	 * the other masters are still dropped (the others stay in the list) */
-	if (!s->redis || (!up && !rconn_usable(s->redis)) || (az->n_dirty == 0 && !az->dirty_overflow))
+	if (!s->redis || (!up && !rconn_usable(s->redis)) || (az->n_dirty == 0 && !az->dirty_overflow) ||
+	    authz_redis_foreign())
 		return;
 	if (az->dirty_overflow) {
 		pthread_t th;
@@ -587,6 +589,40 @@ static char redis_id[RCLIENT_ID_LEN + 1];
 static uint64_t redis_id_epoch;
 static bool redis_id_reading; /* a redis_id_thread runs */
 
+static char db_ident[256];
+static atomic_bool redis_foreign;
+
+void authz_set_db_identity(const char *ident)
+{
+	snprintf(db_ident, sizeof(db_ident), "%s", ident);
+}
+
+bool authz_redis_foreign(void)
+{
+	return atomic_load(&redis_foreign);
+}
+
+/* Whether the Redis c reaches holds this database's mirrors (claimed for
+ * it when nobody's): a Redis emptied and claimed by another database while
+ * this process ran, or another server behind the address now.  Once it is
+ * another's, this process writes nothing more to it and decides nothing
+ * with it, for good: what it held of ours may since have been overwritten,
+ * and a start checks the owner again and drops every mirror
+ * (authz_init). */
+static void check_owner(struct rclient *c)
+{
+	struct error err;
+	char other[256];
+
+	if (db_ident[0] && !atomic_load(&redis_foreign) &&
+	    rclient_redis_owner(c, db_ident, true, other, sizeof(other), &err) == 1) {
+		atomic_store(&redis_foreign, true);
+		log_error("redis holds the mirrors of another billing database: no decision, settle or mirror write"
+			  " goes to it; give this database its own Redis (or empty this one) and restart",
+			  "other=\"%s\" this=\"%s\"", other, db_ident);
+	}
+}
+
 static void read_redis_id(const char *addr)
 {
 	struct error err;
@@ -600,6 +636,8 @@ static void read_redis_id(const char *addr)
 	c = rclient_new(addr, 2000, &err);
 	if (c && rclient_redis_id(c, id, &err) < 0)
 		log_debug("redis id not read", "error=\"%s\"", err.msg);
+	if (c)
+		check_owner(c);
 	rclient_free(c);
 	if (!id[0]) /* keep the last one: a writer naming another id still gets its drops */
 		return;
@@ -1313,6 +1351,9 @@ static void az_step(struct az_req *a)
 
 		if (!az->prices)
 			return az_fail(a, 503, "unavailable", "prices not loaded yet");
+		if (authz_redis_foreign())
+			return az_fail(a, 503, "unavailable",
+				       "the quota store (redis) holds another billing database's mirrors");
 		p = pricing_select(az->prices, az->n_prices, a->model, now, &known);
 		if (!p)
 			return az_fail(a, 422, "unknown_model",
@@ -1501,7 +1542,7 @@ void authz_settle(struct server *s, const struct usage_item *it)
 	const char *argv[QUOTA_SETTLE_ARGC];
 
 	announce_lost_notify(s, it);
-	if (!it->account_id || it->job.err.status || !s->redis)
+	if (!it->account_id || it->job.err.status || !s->redis || authz_redis_foreign())
 		return;
 	if (settle_args(s, it, bufs, argv)) {
 		struct settle_arg *sa = malloc(sizeof(*sa));
@@ -1704,7 +1745,8 @@ void authz_settle_held(struct server *s, const struct usage_item *it, authz_held
 
 	/* closing (the writers' last answers at shutdown: no loop turn is left
 	 * to send a group), or no Redis: each on its own as before */
-	if (!s->az || !s->redis || s->closing || !it->account_id || it->job.err.status || !(sh = malloc(sizeof(*sh)))) {
+	if (!s->az || !s->redis || s->closing || authz_redis_foreign() || !it->account_id || it->job.err.status ||
+	    !(sh = malloc(sizeof(*sh)))) {
 		authz_settle(s, it);
 		authz_held(s, it->account_id, done, arg);
 		return;

@@ -15,6 +15,15 @@ struct server;
 struct usage_item;
 
 int authz_init(struct server *s, struct error *err) __attribute__((warn_unused_result));
+/* This process's database (ledger/db.h db_identity), set once before
+ * authz_init: each new connection to Redis checks the Redis still holds
+ * this database's mirrors (common/rclient.h rclient_redis_owner; billingd
+ * checked it at start, billing/main.c). */
+void authz_set_db_identity(const char *ident);
+/* A new connection found the Redis holding another database's mirrors:
+ * no decision, settle, mirror drop or held read goes to it (authorize
+ * answers 503, /readyz 503) until billingd is restarted. */
+bool authz_redis_foreign(void);
 void authz_free(struct server *s);
 void h_authorize(struct rctx *c);
 

@@ -798,10 +798,10 @@ static void r_readyz(struct rctx *c)
 {
 	struct server *s = c->s;
 
-	if (s->draining || !rconn_ready(s->redis) || !writers_connected(s))
+	if (s->draining || !rconn_ready(s->redis) || authz_redis_foreign() || !writers_connected(s))
 		return reply(c, 503,
 			     json_pack("{s:s,s:b,s:b}", "status", "unavailable", "postgresql", writers_connected(s),
-				       "redis", rconn_ready(s->redis)));
+				       "redis", rconn_ready(s->redis) && !authz_redis_foreign()));
 	submit_hjob(c, OP_READY, NULL, 0);
 }
 

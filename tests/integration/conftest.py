@@ -81,9 +81,13 @@ def fresh_db(stack, name):
 def db_before_migration(stack, name, tmp_path, first_left_out):
     """A fresh database `name` migrated with the migrations before
     `first_left_out` ("0009") only: (Env, the CLI environment that sees those
-    migrations only, the output of that migrate)."""
+    migrations only, the output of that migrate).  The shared Redis is
+    emptied for it: one Redis per billing database (a billingd refuses a
+    Redis another database claimed, test_redis_owner.py); the caller empties
+    it again when done, for the module's own database."""
     fresh_db(stack, name)
     e = Env(stack, name, str(tmp_path))
+    e.redis_flushall()
     old = tmp_path / "migrations"
     old.mkdir()
     for f in sorted(os.listdir(os.path.join(ROOT, "migrations"))):

@@ -79,6 +79,7 @@ def test_database_filled_before_0018_converts_and_verifies(stack, tmp_path):
         assert res[30]["duplicate"] is True and res[31]["error"]["code"] == "idempotency_conflict"
     finally:
         bd.stop()
+        e.redis_flushall()  # one Redis per database: the module's own finds none of this one's mirrors
     new = e.sql("SELECT p.posting_id FROM postings p JOIN usage_records u USING (txn_id, created_at)"
                 " WHERE u.request_id LIKE 'post18-%'")
     assert len(new) >= 60 and all(p[0] is None for p in new)

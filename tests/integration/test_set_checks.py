@@ -70,6 +70,7 @@ def test_database_filled_before_0011_converts_and_verifies(stack, tmp_path):
         assert res[31]["error"]["code"] == "idempotency_conflict"
     finally:
         bd.stop()
+        e.redis_flushall()  # one Redis per database: the module's own finds none of this one's mirrors
     assert f"ok: {n + 30} transactions" in e.ledger("verify").stdout
     e.assert_books_sound()
 

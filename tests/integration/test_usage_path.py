@@ -71,6 +71,7 @@ def test_database_filled_under_0006_converts_and_verifies(stack, tmp_path):
         assert r.status_code == 409
     finally:
         bd.stop()
+        e.redis_flushall()  # one Redis per database: the module's own finds none of this one's mirrors
     assert e.one("SELECT balance FROM ledger_balance_rows WHERE ledger_account_id = 1",
                  user="billing_owner") == revenue_row
     assert e.one("SELECT count(*) FROM ledger_balance_parts WHERE ledger_account_id = 1") >= 1
