@@ -474,26 +474,40 @@ int rclient_each_master(struct rclient *c, int (*fn)(redisContext *ctx, void *ar
 	return ret;
 }
 
-int rclient_redis_owner(struct rclient *c, const char *mine, bool claim, char *other, size_t cap, struct error *err)
+/* SET key value NX GET (claim) or GET key: 0 when the key was unset (now
+ * value's, when claim), 1 with its value in out (cap bytes, cut), -1 with
+ * err (what names the key in the message). */
+static int set_nx_get(struct rclient *c, const char *key, const char *value, bool claim, char *out, size_t cap,
+		      struct error *err)
 {
-	const char *set[] = {"SET", RKEY_REDIS_OWNER, mine, "NX", "GET"};
-	const char *get[] = {"GET", RKEY_REDIS_OWNER};
-	redisReply *r = claim ? rclient_commandv(c, 5, set, NULL, err) : rclient_commandv(c, 2, get, NULL, err);
+	const char *argv[] = {claim ? "SET" : "GET", key, value, "NX", "GET"};
+	redisReply *r = rclient_commandv(c, claim ? 5 : 2, argv, NULL, err);
 	int rc = -1;
 
 	if (cap)
-		other[0] = '\0';
+		out[0] = '\0';
 	if (r && r->type == REDIS_REPLY_NIL) {
-		rc = 0; /* claimed now, or (read only) nobody's yet */
+		rc = 0;
 	} else if (r && r->type == REDIS_REPLY_STRING) {
-		rc = strlen(mine) == (size_t)r->len && memcmp(mine, r->str, (size_t)r->len) == 0 ? 0 : 1;
-		if (rc == 1 && cap)
-			snprintf(other, cap, "%.*s", (int)r->len, r->str);
+		rc = 1;
+		if (cap)
+			snprintf(out, cap, "%.*s", (int)r->len, r->str);
 	} else if (r) {
-		error_set(err, 503, "unavailable", "redis answered %s with \"%s\"", RKEY_REDIS_OWNER,
+		error_set(err, 503, "unavailable", "redis answered %s with \"%s\"", key,
 			  r->type == REDIS_REPLY_ERROR ? r->str : "no string");
 	}
 	freeReplyObject(r);
+	return rc;
+}
+
+int rclient_redis_owner(struct rclient *c, const char *mine, bool claim, char *other, size_t cap, struct error *err)
+{
+	int rc = set_nx_get(c, RKEY_REDIS_OWNER, mine, claim, other, cap, err);
+
+	if (rc == 1 && strcmp(other, mine) == 0) {
+		other[0] = '\0';
+		rc = 0;
+	}
 	return rc;
 }
 
@@ -506,10 +520,8 @@ int rclient_redis_id(struct rclient *c, char *out, struct error *err)
 {
 	static const char hex[] = "0123456789abcdef";
 	unsigned char rnd[RCLIENT_ID_LEN / 2];
-	char mine[RCLIENT_ID_LEN + 1];
-	const char *argv[] = {"SET", RKEY_REDIS_ID, mine, "NX", "GET"};
-	redisReply *r;
-	int rc = -1;
+	char mine[RCLIENT_ID_LEN + 1], theirs[RCLIENT_ID_LEN + 2];
+	int rc;
 
 	out[0] = '\0';
 	if (getrandom(rnd, sizeof(rnd), 0) != (ssize_t)sizeof(rnd))
@@ -519,18 +531,12 @@ int rclient_redis_id(struct rclient *c, char *out, struct error *err)
 		mine[2 * i + 1] = hex[rnd[i] & 15];
 	}
 	mine[RCLIENT_ID_LEN] = '\0';
-	r = rclient_commandv(c, 5, argv, NULL, err);
-	if (r && r->type == REDIS_REPLY_NIL) { /* ours is stored */
+	rc = set_nx_get(c, RKEY_REDIS_ID, mine, true, theirs, sizeof(theirs), err);
+	if (rc == 0) /* ours is stored */
 		memcpy(out, mine, sizeof(mine));
-		rc = 0;
-	} else if (r && r->type == REDIS_REPLY_STRING && r->len > 0 && r->len <= RCLIENT_ID_LEN) {
-		memcpy(out, r->str, r->len);
-		out[r->len] = '\0';
-		rc = 0;
-	} else if (r) {
-		error_set(err, 503, "unavailable", "redis answered its id with \"%s\"",
-			  r->type == REDIS_REPLY_ERROR ? r->str : "no string");
-	}
-	freeReplyObject(r);
-	return rc;
+	else if (rc == 1 && theirs[0] && strlen(theirs) <= RCLIENT_ID_LEN)
+		memcpy(out, theirs, strlen(theirs) + 1);
+	else if (rc == 1)
+		return error_set(err, 503, "unavailable", "redis answered its id with \"%s\"", theirs);
+	return rc < 0 ? -1 : 0;
 }
